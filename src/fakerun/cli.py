@@ -1,0 +1,147 @@
+"""Command line: torchrun's options plus fakerun's own. No logic beyond
+turning argv into a RunConfig; every error is one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed
+
+EXIT_USAGE = 2
+SCENARIOS = {
+    "healthy": "a run that trains to the end and exits 0",
+    "rank-crash": "a Python exception on --fail-rank at --fail-step; exit 1",
+    "rank-exit": "--fail-rank calls sys.exit(1) at --fail-step, no traceback; exit 1",
+    "hang": "--fail-rank stops entering collectives; the watchdog fires after "
+            "--collective-timeout",
+}
+FAULT_KIND = {"rank-crash": "crash", "rank-exit": "exit", "hang": "hang"}
+
+DESCRIPTION = """\
+fakerun: a GPU-free stand-in for torchrun. It starts one process per simulated
+GPU with torchrun's worker environment, runs real blocking collectives through
+a coordinator, and prints what a torchrun training job prints.
+The training script is recorded, never executed."""
+
+EPILOG = """\
+exit codes: 0 success, 1 a rank failed, 2 usage error, 130 SIGINT,
+143 SIGTERM, 141 output closed (e.g. piped into `head`).
+examples:
+  fakerun --nproc 8
+  fakerun --nproc-per-node 4 --max-steps 50 --speed 0 --output jsonl train.py --lr 3e-4"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _options(*names: str) -> list[str]:
+    """torchrun accepts both --dash-names and --underscore_names."""
+    spelled = []
+    for name in names:
+        spelled.append(name)
+        if "-" in name[2:]:
+            spelled.append("--" + name[2:].replace("-", "_"))
+    return spelled
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fakerun", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"fakerun {__version__}")
+    t = p.add_argument_group("torchrun options")
+    t.add_argument(*_options("--nproc-per-node", "--nproc"), dest="nproc_per_node", type=int,
+                   default=8, metavar="N", help="worker processes (simulated GPUs) per node (default 8)")
+    t.add_argument(*_options("--nnodes", "--nodes"), dest="nnodes", type=int, default=1,
+                   metavar="M", help="number of nodes (default 1)")
+    t.add_argument(*_options("--node-rank"), dest="node_rank", type=int, default=0, metavar="K",
+                   help="rank of this node, in [0, nnodes) (default 0)")
+    t.add_argument(*_options("--master-addr"), dest="master_addr", default="127.0.0.1",
+                   metavar="HOST", help="address of node 0 (default 127.0.0.1)")
+    t.add_argument(*_options("--master-port"), dest="master_port", type=int, default=None,
+                   metavar="PORT", help="port on node 0 (default: a free port)")
+    t.add_argument(*_options("--rdzv-id"), dest="rdzv_id", default=None, metavar="ID",
+                   help="job id; becomes TORCHELASTIC_RUN_ID")
+    t.add_argument(*_options("--max-restarts"), dest="max_restarts", type=int, default=0,
+                   metavar="K", help="restarts of a failed worker group (default 0)")
+    t.add_argument(*_options("--log-dir"), dest="log_dir", type=Path, default=None,
+                   metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout")
+    f = p.add_argument_group("fakerun options")
+    f.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="training steps (default 100)")
+    f.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="seed of the whole run (default: random)")
+    f.add_argument("--speed", type=float, default=1.0, metavar="X",
+                   help="pacing: 1 normal, 2 twice as fast, 0 no pacing at all (default 1)")
+    f.add_argument("--output", choices=OUTPUTS, default="auto",
+                   help="auto (plain; rich on a terminal later), plain, or jsonl events")
+    f.add_argument("--collective-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="NCCL watchdog timeout for one collective (default 600)")
+    f.add_argument("--rdzv-timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="how long to wait for every rank to join (default 900)")
+    f.add_argument("--scenario", choices=sorted(SCENARIOS), default="healthy",
+                   help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    f.add_argument("--fail-rank", type=int, default=None, metavar="R",
+                   help="global rank that fails in a fault scenario (default 1)")
+    f.add_argument("--fail-step", type=int, default=None, metavar="S",
+                   help="step at which it fails (default: half way)")
+    p.add_argument("training_script", nargs="?", default="train.py",
+                   help="recorded as the entrypoint, never executed (default train.py)")
+    p.add_argument("training_script_args", nargs=argparse.REMAINDER,
+                   help="arguments of the training script")
+    return p
+
+
+def to_config(ns: argparse.Namespace) -> RunConfig:
+    topology = Topology(ns.nnodes, ns.nproc_per_node, ns.node_rank)
+    max_steps = ns.max_steps if ns.max_steps is not None else 100
+    return RunConfig(
+        topology=topology,
+        master_addr=ns.master_addr,
+        master_port=ns.master_port if ns.master_port is not None else free_port(),
+        master_port_given=ns.master_port is not None,
+        rdzv_id=ns.rdzv_id,
+        max_restarts=ns.max_restarts,
+        max_steps=max_steps,
+        seed=ns.seed if ns.seed is not None else new_seed(),
+        speed=ns.speed,
+        output=ns.output,
+        log_dir=ns.log_dir,
+        entrypoint=ns.training_script,
+        script_args=tuple(ns.training_script_args),
+        collective_timeout_s=ns.collective_timeout,
+        rdzv_timeout_s=ns.rdzv_timeout,
+        fault=_fault(ns, topology, max_steps),
+    )
+
+
+def _fault(ns: argparse.Namespace, topology: Topology, max_steps: int) -> Fault | None:
+    kind = FAULT_KIND.get(ns.scenario)
+    if kind is None:
+        return None
+    rank = ns.fail_rank if ns.fail_rank is not None else min(1, topology.world_size - 1)
+    step = ns.fail_step if ns.fail_step is not None else max(1, max_steps // 2)
+    if not 1 <= step <= max_steps:
+        raise ConfigError(f"--fail-step must be in [1, {max_steps}], got {step}")
+    return Fault(kind, rank, step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        config = to_config(ns)
+    except ConfigError as exc:
+        print(f"fakerun: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from .launcher import Launcher  # zmq/psutil are not needed for --help or usage errors
+
+    try:
+        return Launcher(config).run()
+    except KeyboardInterrupt:  # before the launcher's own handler is in place
+        return 130

@@ -1,0 +1,167 @@
+"""Run configuration: the validated, frozen description of one job.
+
+Everything here is checked before any process starts, so a bad value is a
+one-line usage error (exit 2) rather than a half-started job.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import socket
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OUTPUTS = ("auto", "plain", "jsonl")
+DEFAULT_MAX_STEPS = 100
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """nnodes x nproc_per_node workers; this agent runs node `node_rank`."""
+
+    nnodes: int
+    nproc_per_node: int
+    node_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nproc_per_node <= 0:
+            raise ConfigError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
+        if self.nnodes < 1:
+            raise ConfigError(f"--nnodes must be at least 1, got {self.nnodes}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ConfigError(
+                f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, "
+                f"got {self.node_rank}"
+            )
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+    def global_rank(self, local_rank: int, node_rank: int | None = None) -> int:
+        node = self.node_rank if node_rank is None else node_rank
+        return node * self.nproc_per_node + local_rank
+
+    def node_of(self, rank: int) -> int:
+        return rank // self.nproc_per_node
+
+    def local_rank_of(self, rank: int) -> int:
+        return rank % self.nproc_per_node
+
+    def local_ranks(self) -> range:
+        return range(self.nproc_per_node)
+
+    def node_ranks(self, node_rank: int | None = None) -> range:
+        node = self.node_rank if node_rank is None else node_rank
+        start = node * self.nproc_per_node
+        return range(start, start + self.nproc_per_node)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected failure: `kind` happens on `rank` at `step`."""
+
+    kind: str
+    rank: int
+    step: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    topology: Topology
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+    master_port_given: bool = False
+    rdzv_id: str | None = None
+    max_restarts: int = 0
+    max_steps: int = DEFAULT_MAX_STEPS
+    seed: int = 0
+    speed: float = 1.0
+    output: str = "auto"
+    log_dir: Path | None = None
+    entrypoint: str = "train.py"
+    script_args: tuple[str, ...] = ()
+    collective_timeout_s: float = 600.0
+    rdzv_timeout_s: float = 900.0
+    shutdown_grace_s: float = 5.0
+    fault: Fault | None = None
+    run_id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        _check_port(self.master_port)
+        if self.max_restarts < 0:
+            raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
+        if self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if not self.speed >= 0:  # also rejects NaN
+            raise ConfigError(f"--speed must be >= 0, got {self.speed}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        for name in ("collective_timeout_s", "rdzv_timeout_s", "shutdown_grace_s"):
+            if not getattr(self, name) > 0:
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
+                raise ConfigError(f"{flag} must be > 0 seconds, got {getattr(self, name)}")
+        if self.fault is not None and not 0 <= self.fault.rank < self.topology.world_size:
+            raise ConfigError(
+                f"--fail-rank must be in [0, {self.topology.world_size}), got {self.fault.rank}"
+            )
+        if self.log_dir is not None:
+            _check_writable_dir(self.log_dir)
+        if not self.run_id:
+            object.__setattr__(self, "run_id", self._derive_run_id())
+
+    def _derive_run_id(self) -> str:
+        # torchrun: explicit --rdzv-id wins; a static rendezvous (port given) is
+        # "none"; otherwise a uuid4. Ours is drawn from the seed so runs repeat.
+        if self.rdzv_id:
+            return self.rdzv_id
+        if self.master_port_given:
+            return "none"
+        rng = random.Random(f"{self.seed}:run_id")
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    @property
+    def is_master(self) -> bool:
+        return self.topology.node_rank == 0
+
+
+def _check_port(port: int) -> None:
+    if port != 0 and not 1 <= port <= 65535:
+        raise ConfigError(f"--master-port must be in 1-65535, got {port}")
+
+
+def _check_writable_dir(path: Path) -> None:
+    """The log dir must exist or be creatable, and be writable by us."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"--log-dir {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--log-dir {path}: {probe} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--log-dir {path}: cannot write there ({exc.strerror})") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago, as torchrun picks MASTER_PORT."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)

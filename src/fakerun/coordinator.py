@@ -1,0 +1,289 @@
+"""The coordinator: rendezvous, real blocking collectives, watchdog, ordering.
+
+`Coordinator` is the pure core: `handle(identity, frame, now)` and
+`tick(now)` return an `Outcome` (replies to send, events to render) and
+never touch a socket or a clock. `CoordinatorSocket` is the thin zmq edge.
+
+Ordering: lines a rank writes itself are held until the next point where
+every rank is synchronised (a completed collective) and released in rank
+order, so the interleaving on screen is decided here, not by the scheduler.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import events as ev
+from .collective import OPS, REDUCE_OPS, Fingerprint, PendingCollective
+from .protocol import (
+    MAX_MESSAGE_BYTES,
+    Abort,
+    Ack,
+    Contribute,
+    Goodbye,
+    Hello,
+    Output,
+    ProtocolError,
+    Refused,
+    Release,
+    Welcome,
+    decode,
+    encode,
+)
+
+TRAIN_STEP_TAG = "train_step"
+
+
+def rank_identity(rank: int) -> bytes:
+    return f"rank-{rank}".encode()
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    run_id: str
+    token: str
+    world_size: int
+    max_steps: int
+
+
+@dataclass
+class Outcome:
+    replies: list[tuple[bytes, Any]] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+
+    def extend(self, other: Outcome) -> Outcome:
+        self.replies.extend(other.replies)
+        self.events.extend(other.events)
+        return self
+
+
+class Coordinator:
+    def __init__(self, job: JobIdentity, collective_timeout_s: float, wall_clock: Any) -> None:
+        self.job = job
+        self.timeout_s = collective_timeout_s
+        self._wall = wall_clock
+        self.world = range(job.world_size)
+        self.rejected: Counter[str] = Counter()
+        self.members: dict[bytes, int] = {}
+        self.hellos: dict[int, Hello] = {}
+        self.ready = False
+        self.steps = 0
+        self._departed: set[int] = set()
+        self._next_seq: dict[tuple[str, int], int] = {}
+        self._pending: dict[str, PendingCollective] = {}
+        self._broken: set[str] = set()
+        self._held: dict[int, list[Output]] = {}
+
+    # -- entry points ---------------------------------------------------
+    def handle(self, identity: bytes, frame: bytes, now: float) -> Outcome:
+        try:
+            msg = decode(frame)
+        except ProtocolError as exc:
+            return self.reject(exc.reason, identity)
+        if isinstance(msg, Hello):
+            return self._hello(identity, msg)
+        rank = self.members.get(identity)
+        if rank is None or getattr(msg, "rank", rank) != rank:
+            return self.reject("not-joined" if rank is None else "rank-mismatch", identity)
+        if isinstance(msg, Contribute):
+            return self._contribute(rank, msg, now)
+        if isinstance(msg, Output):
+            return self._output(rank, msg)
+        if isinstance(msg, Goodbye):
+            return self._goodbye(identity, rank)
+        return self.reject("unexpected-kind", identity)
+
+    def reject(self, reason: str, identity: bytes) -> Outcome:
+        self.rejected[reason] += 1
+        count = self.rejected[reason]
+        out = Outcome()
+        # Report the first of each reason, then only count: a flood must not
+        # become a flood of output.
+        if count == 1:
+            out.events.append(ev.Rejected(reason, count, _peer(identity), self._wall()))
+        return out
+
+    def tick(self, now: float) -> Outcome:
+        out = Outcome()
+        for comm, pending in list(self._pending.items()):
+            if now - pending.started >= self.timeout_s:
+                out.extend(self._timeout(comm, pending, now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        starts = [p.started for p in self._pending.values()]
+        return min(starts) + self.timeout_s if starts else None
+
+    def flush_output(self) -> list[Any]:
+        """Release every held line, in rank order (used at teardown)."""
+        return [self._to_event(o) for r in sorted(self._held) for o in self._held.pop(r)]
+
+    # -- rendezvous -----------------------------------------------------
+    def _hello(self, identity: bytes, msg: Hello) -> Outcome:
+        problem = self._hello_problem(identity, msg)
+        if problem:
+            out = self.reject(problem, identity)
+            out.replies.append((identity, Refused(problem)))
+            return out
+        self.members[identity] = msg.rank
+        self.hellos[msg.rank] = msg
+        out = Outcome(events=[ev.RankStarted(msg.rank, msg.local_rank, msg.node_rank, msg.pid, msg.env)])
+        if len(self.hellos) == self.job.world_size:
+            self.ready = True
+            ranks = sorted(self.hellos)
+            out.events.append(ev.RendezvousComplete(
+                self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
+            out.replies.extend((rank_identity(r), Welcome(self.job.world_size)) for r in ranks)
+        return out
+
+    def _hello_problem(self, identity: bytes, msg: Hello) -> str:
+        if msg.run_id != self.job.run_id:
+            return "wrong-run-id"
+        if not hmac.compare_digest(msg.token.encode(), self.job.token.encode()):
+            return "wrong-token"
+        if msg.rank not in self.world or identity != rank_identity(msg.rank):
+            return "bad-rank"
+        if msg.rank in self.hellos or self.ready:
+            return "duplicate-rank"
+        return ""
+
+    # -- collectives ----------------------------------------------------
+    def _contribute(self, rank: int, msg: Contribute, now: float) -> Outcome:
+        if not self.ready or rank in self._departed:
+            return self.reject("out-of-phase", rank_identity(rank))
+        if msg.op not in OPS or (msg.op == "all_reduce" and msg.reduce_op not in REDUCE_OPS):
+            return self.reject("bad-op", rank_identity(rank))
+        if msg.comm in self._broken:
+            return Outcome()
+        expected = self._next_seq.get((msg.comm, rank), 1)
+        pending = self._pending.get(msg.comm)
+        mine = Fingerprint.of(msg)
+        if msg.seq != expected or (pending and pending.fingerprint != mine):
+            return self._desync(msg.comm, rank, mine, expected, pending)
+        if pending is None:
+            pending = PendingCollective(msg.comm, mine, rank, now, msg.tag, msg.step)
+            self._pending[msg.comm] = pending
+        pending.add(rank, msg.values)
+        self._next_seq[(msg.comm, rank)] = expected + 1
+        if pending.complete(self.world):
+            return self._release(pending, now)
+        return Outcome()
+
+    def _release(self, pending: PendingCollective, now: float) -> Outcome:
+        del self._pending[pending.comm]
+        result = pending.result()
+        fp = pending.fingerprint
+        out = Outcome(events=self.flush_output())
+        out.replies.extend(
+            (rank_identity(r), Release(pending.comm, fp.seq, result)) for r in self.world)
+        out.events.append(ev.Collective(
+            pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world),
+            int((now - pending.started) * 1e6), pending.tag))
+        if pending.tag == TRAIN_STEP_TAG and fp.op == "all_reduce" and fp.count == 2:
+            out.events.append(self._step_event(pending, result))
+        return out
+
+    def _step_event(self, pending: PendingCollective, result: list[float]) -> ev.Step:
+        losses = [pending.contributions[r][0] for r in self.world]
+        self.steps = max(self.steps, pending.step)
+        return ev.Step(pending.step, self.job.max_steps, result[0], min(losses), max(losses), result[1])
+
+    def _desync(self, comm: str, rank: int, mine: Fingerprint, expected: int,
+                pending: PendingCollective | None) -> Outcome:
+        if pending is not None:
+            other = pending.first_rank
+            theirs = pending.fingerprint.describe()
+        else:
+            other, theirs = rank, f"the collective with SequenceNumber={expected}"
+        detail = (
+            "Detected mismatch between collectives on ranks. "
+            f"Rank {rank} is running collective: {mine.describe()}, "
+            f"but Rank {other} is running collective: {theirs}."
+        )
+        self._broken.add(comm)
+        victims = sorted({rank, *(pending.waiting() if pending else [])})
+        self._pending.pop(comm, None)
+        out = Outcome(events=[ev.Desync(comm, detail, victims, self._wall())])
+        for r in victims:
+            out.replies.append((rank_identity(r), Abort(
+                "desync", comm, mine.seq, mine.op, mine.count, 0, 0, detail)))
+        return out
+
+    def _timeout(self, comm: str, pending: PendingCollective, now: float) -> Outcome:
+        del self._pending[comm]
+        self._broken.add(comm)
+        fp = pending.fingerprint
+        timeout_ms = int(self.timeout_s * 1000)
+        elapsed_ms = int((now - pending.started) * 1000)
+        waiting = pending.waiting()
+        out = Outcome(events=self.flush_output())
+        out.events.append(ev.WatchdogTimeout(
+            comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, waiting,
+            pending.missing(self.world), self._wall()))
+        for r in waiting:
+            out.replies.append((rank_identity(r), Abort(
+                "watchdog", comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, "")))
+        return out
+
+    # -- output and departure -------------------------------------------
+    def _output(self, rank: int, msg: Output) -> Outcome:
+        if msg.stream not in ("stdout", "stderr"):
+            return self.reject("bad-stream", rank_identity(rank))
+        self._held.setdefault(rank, []).append(msg)
+        return Outcome()
+
+    def _goodbye(self, identity: bytes, rank: int) -> Outcome:
+        self._departed.add(rank)
+        held = self._held.pop(rank, [])
+        return Outcome(replies=[(identity, Ack())], events=[self._to_event(o) for o in held])
+
+    @staticmethod
+    def _to_event(msg: Output) -> ev.RankOutput:
+        return ev.RankOutput(msg.rank, msg.stream, list(msg.lines))
+
+
+def _peer(identity: bytes) -> str:
+    return identity.decode("ascii", "replace")[:32] if identity.isascii() else identity.hex()[:32]
+
+
+class CoordinatorSocket:
+    """The zmq edge: a ROUTER bound to the job's endpoints."""
+
+    def __init__(self, ctx: zmq.Context, endpoints: list[str]) -> None:
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for endpoint in endpoints:
+            self.sock.bind(endpoint)
+
+    def drain(self, limit: int = 4096) -> list[list[bytes]]:
+        frames = []
+        for _ in range(limit):
+            try:
+                frames.append(self.sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return frames
+
+    def send(self, identity: bytes, msg: Any) -> bool:
+        try:
+            self.sock.send_multipart([identity, encode(msg)], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full
+            return False
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def handle_frames(core: Coordinator, frames: list[bytes], now: float) -> Outcome:
+    """One multipart message from the ROUTER: [identity, payload]."""
+    if len(frames) != 2:
+        return core.reject("frames", frames[0] if frames else b"")
+    return core.handle(frames[0], frames[1], now)

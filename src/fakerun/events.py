@@ -1,0 +1,206 @@
+"""Domain events: the one ordered stream every renderer consumes.
+
+Events are plain data. Field names are part of the JSONL contract
+({"v": 1, "event": NAME, ...}): add fields freely, never rename them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed worker, torch elastic's ProcessFailure in our terms."""
+
+    rank: int
+    local_rank: int
+    node_rank: int
+    pid: int
+    exitcode: int
+    time: float
+    host: str
+    error_file: str = "<N/A>"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    NAME: ClassVar[str] = "run_started"
+    run_id: str
+    world_size: int
+    nnodes: int
+    nproc_per_node: int
+    node_rank: int
+    seed: int
+    entrypoint: str
+    args: list[str]
+    max_steps: int
+    master_addr: str
+    master_port: int
+    launcher_pid: int
+    restart_count: int
+    time: float
+
+
+@dataclass(frozen=True)
+class RankStarted:
+    NAME: ClassVar[str] = "rank_started"
+    rank: int
+    local_rank: int
+    node_rank: int
+    pid: int
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RendezvousComplete:
+    NAME: ClassVar[str] = "rendezvous"
+    world_size: int
+    ranks: list[int]
+    pids: list[int]
+
+
+@dataclass(frozen=True)
+class RankOutput:
+    """Lines a rank produced itself (not derived from other events)."""
+
+    NAME: ClassVar[str] = "rank_output"
+    rank: int
+    stream: str
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Collective:
+    NAME: ClassVar[str] = "collective"
+    comm: str
+    op: str
+    seq: int
+    count: int
+    dtype: str
+    ranks: list[int]
+    duration_us: int
+    tag: str
+
+
+@dataclass(frozen=True)
+class Step:
+    NAME: ClassVar[str] = "step"
+    step: int
+    max_steps: int
+    loss: float
+    loss_min: float
+    loss_max: float
+    grad_norm: float
+
+
+@dataclass(frozen=True)
+class WatchdogTimeout:
+    """A collective did not complete in time; `waiting` ranks will abort."""
+
+    NAME: ClassVar[str] = "watchdog_timeout"
+    comm: str
+    seq: int
+    op: str
+    numel: int
+    timeout_ms: int
+    elapsed_ms: int
+    waiting: list[int]
+    missing: list[int]
+    time: float
+
+
+@dataclass(frozen=True)
+class Desync:
+    """Ranks entered different collectives at the same point."""
+
+    NAME: ClassVar[str] = "desync"
+    comm: str
+    detail: str
+    ranks: list[int]
+    time: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A malformed or unauthorised message; counted, never fatal."""
+
+    NAME: ClassVar[str] = "rejected"
+    reason: str
+    count: int
+    peer: str
+    time: float
+
+
+@dataclass(frozen=True)
+class ShutdownRequested:
+    NAME: ClassVar[str] = "shutdown"
+    signal: int
+    time: float
+
+
+@dataclass(frozen=True)
+class ClosingSignal:
+    NAME: ClassVar[str] = "closing_signal"
+    rank: int
+    local_rank: int
+    pid: int
+    signal: str
+    time: float
+
+
+@dataclass(frozen=True)
+class ForcedKill:
+    NAME: ClassVar[str] = "forced_kill"
+    rank: int
+    pid: int
+    time: float
+
+
+@dataclass(frozen=True)
+class RankExited:
+    NAME: ClassVar[str] = "rank_exited"
+    rank: int
+    local_rank: int
+    node_rank: int
+    pid: int
+    exitcode: int
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """torch elastic's ChildFailedError for this node's workers."""
+
+    NAME: ClassVar[str] = "run_failed"
+    entrypoint: str
+    binary: str
+    launcher_pid: int
+    root: Failure
+    others: list[Failure]
+    time: float
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    NAME: ClassVar[str] = "run_finished"
+    exit_code: int
+    steps: int
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+Event = (
+    RunStarted | RankStarted | RendezvousComplete | RankOutput | Collective | Step
+    | WatchdogTimeout | Desync | Rejected | ShutdownRequested | ClosingSignal
+    | ForcedKill | RankExited | RunFailed | RunFinished
+)
+
+
+def to_dict(event: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"v": SCHEMA_VERSION, "event": event.NAME}
+    body.update(dataclasses.asdict(event))
+    return body

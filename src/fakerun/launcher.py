@@ -1,0 +1,276 @@
+"""The launcher ("agent"): starts this node's ranks, hosts the coordinator on
+node 0, supervises, and tears everything down torch-elastic style.
+
+One thread, one loop: poll the coordinator socket and the signal wakeup fd,
+apply what arrived, reap exited ranks, check deadlines, render. The first
+failure stops the group (SIGTERM, grace, SIGKILL); exit codes are 0 success,
+1 a rank failed, 128+N for signal N (130 SIGINT, 143 SIGTERM), 141 when our
+reader went away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import psutil
+import zmq
+
+from . import events as ev
+from .config import RunConfig, free_port
+from .coordinator import Coordinator, CoordinatorSocket, JobIdentity, Outcome, handle_frames
+from .rank import RankSpec
+from .render import Renderer
+from .render.console import ConsoleSink
+from .render.jsonl import JsonlSink
+from .render.logfiles import RankLogFiles
+from .render.torchrun import TorchrunFormatter
+from .rundir import RunDir
+from .signals import SignalInbox
+from .workers import Worker, WorkerGroup
+
+EXIT_OK, EXIT_FAILED, EXIT_PIPE = 0, 1, 141
+REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class IO:
+    """The launcher's edges, injected so tests and the API can replace them."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass
+class Stop:
+    reason: str  # failure | signal | output | rendezvous
+    kill_at: float
+    killed: bool = False
+
+
+def worker_env(config: RunConfig, rank: int, local_rank: int, extra: dict[str, str]) -> dict[str, str]:
+    topo = config.topology
+    env = {
+        "RANK": rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": topo.world_size,
+        "LOCAL_WORLD_SIZE": topo.nproc_per_node, "GROUP_RANK": topo.node_rank,
+        "GROUP_WORLD_SIZE": topo.nnodes, "ROLE_RANK": rank, "ROLE_NAME": "default",
+        "ROLE_WORLD_SIZE": topo.world_size, "MASTER_ADDR": config.master_addr,
+        "MASTER_PORT": config.master_port, "TORCHELASTIC_RUN_ID": config.run_id,
+        "TORCHELASTIC_RESTART_COUNT": 0, "TORCHELASTIC_MAX_RESTARTS": config.max_restarts,
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": 1,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    return {k: str(v) for k, v in env.items()} | extra
+
+
+class Launcher:
+    def __init__(self, config: RunConfig, io: IO | None = None) -> None:
+        self.config = config
+        self.io = io or IO()
+        self.topo = config.topology
+        self.token = secrets.token_hex(16)
+        self.failures: list[ev.Failure] = []
+        self.stop: Stop | None = None
+        self.exit_signal: int | None = None
+        self._host = ""
+
+    # -- lifecycle ------------------------------------------------------
+    def run(self) -> int:
+        self.rundir = RunDir.create(self.config.run_id, self.config.log_dir)
+        self.inbox = SignalInbox()
+        try:
+            return self._run()
+        finally:
+            self.inbox.close()
+            self.rundir.remove()
+
+    def _run(self) -> int:
+        endpoint = self.rundir.endpoint() or f"tcp://127.0.0.1:{free_port()}"
+        specs = self._specs(endpoint)
+        self.renderer = self._renderer(specs)
+        self._emit(self._run_started())
+        self.renderer.flush()
+        # Fork before the zmq Context exists: no I/O threads to fork across.
+        self.group = WorkerGroup.fork(specs, self.config)
+        self.ctx = zmq.Context()
+        try:
+            self.sock = CoordinatorSocket(self.ctx, [endpoint])
+            self.core = Coordinator(
+                JobIdentity(self.config.run_id, self.token, self.topo.world_size,
+                            self.config.max_steps),
+                self.config.collective_timeout_s, self.io.wall)
+            self._loop()
+        finally:
+            self._kill_leftovers()
+            self.ctx.destroy(linger=0)
+            self._close_logs()
+        return self._exit_code()
+
+    def _specs(self, endpoint: str) -> list[RankSpec]:
+        specs = []
+        for local in self.topo.local_ranks():
+            rank = self.topo.global_rank(local)
+            out, err = self.rundir.rank_logs(0, local)
+            env = worker_env(self.config, rank, local, {
+                "TORCHELASTIC_ERROR_FILE": str(self.rundir.error_file(0, local)),
+                "FAKERUN_COORDINATOR": endpoint,
+            })
+            specs.append(RankSpec(rank, local, self.topo.node_rank, endpoint, self.token,
+                                  self.config.run_id, env, os.getpid(), str(out), str(err)))
+        return specs
+
+    def _renderer(self, specs: list[RankSpec]) -> Renderer:
+        jsonl = self.config.output == "jsonl"
+        console = ConsoleSink(self.io.stdout, self.io.stderr, self.topo.nproc_per_node,
+                              self.topo.node_ranks(), show_ranks=not jsonl)
+        self.logs = RankLogFiles({s.rank: (s.stdout_path, s.stderr_path) for s in specs})
+        events = [JsonlSink(self.io.stdout)] if jsonl else []
+        return Renderer(TorchrunFormatter(), [self.logs, console], events)
+
+    def _run_started(self) -> ev.RunStarted:
+        c, t = self.config, self.topo
+        return ev.RunStarted(
+            c.run_id, t.world_size, t.nnodes, t.nproc_per_node, t.node_rank, c.seed,
+            c.entrypoint, list(c.script_args), c.max_steps, c.master_addr, c.master_port,
+            os.getpid(), 0, self.io.wall())
+
+    # -- the loop -------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock.sock, zmq.POLLIN)
+        poller.register(self.inbox.fileno(), zmq.POLLIN)
+        rdzv_deadline = self.io.monotonic() + self.config.rdzv_timeout_s
+        next_reap = 0.0
+        while not self.group.done():
+            ready = dict(poller.poll(self._poll_ms(rdzv_deadline)))
+            now = self.io.monotonic()
+            if self.sock.sock in ready:
+                for frames in self.sock.drain():
+                    self._apply(handle_frames(self.core, frames, now))
+            self._apply(self.core.tick(now))
+            signals = self.inbox.take()
+            self._on_signals(signals)
+            if signal.SIGCHLD in signals or now >= next_reap:
+                self._reap()
+                next_reap = now + REAP_EVERY_S
+            self._check_deadlines(now, rdzv_deadline)
+            self._flush()
+        self._finish()
+
+    def _poll_ms(self, rdzv_deadline: float) -> int:
+        now = self.io.monotonic()
+        deadlines = [now + REAP_EVERY_S, self.core.next_deadline()]
+        if self.stop is not None and not self.stop.killed:
+            deadlines.append(self.stop.kill_at)
+        if not self.core.ready:
+            deadlines.append(rdzv_deadline)
+        nearest = min(d for d in deadlines if d is not None)
+        return max(0, int((nearest - now) * 1000) + 1)
+
+    def _apply(self, outcome: Outcome) -> None:
+        for identity, msg in outcome.replies:
+            self.sock.send(identity, msg)
+        for event in outcome.events:
+            self._emit(event)
+
+    def _emit(self, event: Any) -> None:
+        self.renderer.emit(event)
+
+    def _flush(self) -> None:
+        self.renderer.flush()
+        if self.renderer.output_closed and self.stop is None:
+            self._begin_stop("output", signal.SIGTERM)
+
+    # -- signals, exits, teardown ---------------------------------------
+    def _on_signals(self, signals: list[int]) -> None:
+        for signum in signals:
+            if signum not in STOP_SIGNALS:
+                continue
+            if self.stop is None:
+                self.exit_signal = signum
+                self._emit(ev.ShutdownRequested(signum, self.io.wall()))
+                self._begin_stop("signal", signal.Signals(signum))
+            elif not self.stop.killed:  # a second Ctrl+C: no more grace
+                self.stop.kill_at = self.io.monotonic()
+
+    def _reap(self) -> None:
+        for worker in self.group.reap():
+            code = worker.exitcode or 0
+            self._emit(ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank,
+                                     worker.pid, code))
+            if code != 0:
+                self.failures.append(self._failure(worker, code))
+                if self.stop is None:
+                    self._begin_stop("failure", signal.SIGTERM)
+
+    def _failure(self, worker: Worker, code: int) -> ev.Failure:
+        if not self._host:
+            self._host = socket.getfqdn()
+        return ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank, worker.pid,
+                          code, self.io.wall(), self._host)
+
+    def _begin_stop(self, reason: str, sig: signal.Signals) -> None:
+        self.stop = Stop(reason, self.io.monotonic() + self.config.shutdown_grace_s)
+        for worker in self.group.running():
+            self._emit(ev.ClosingSignal(worker.rank, worker.local_rank, worker.pid, sig.name,
+                                        self.io.wall()))
+        self.group.send(sig)
+
+    def _check_deadlines(self, now: float, rdzv_deadline: float) -> None:
+        if self.stop is None and not self.core.ready and now >= rdzv_deadline:
+            self._emit(ev.RankOutput(0, "stderr", [
+                f"rendezvous timed out after {self.config.rdzv_timeout_s:g}s: "
+                f"{len(self.core.hellos)} of {self.topo.world_size} ranks joined"]))
+            self._begin_stop("rendezvous", signal.SIGTERM)
+        if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
+            self.stop.killed = True
+            for worker in self.group.running():
+                self._emit(ev.ForcedKill(worker.rank, worker.pid, self.io.wall()))
+            self.group.send(signal.SIGKILL)
+
+    def _finish(self) -> None:
+        for event in self.core.flush_output():
+            self._emit(event)
+        if self.stop is not None and self.stop.reason == "failure" and self.failures:
+            root, *others = self.failures
+            self._emit(ev.RunFailed(self.config.entrypoint, sys.executable, os.getpid(),
+                                    root, others, self.io.wall()))
+        self._emit(ev.RunFinished(self._exit_code(), self.core.steps, dict(self.core.rejected)))
+        self.renderer.flush()
+
+    def _exit_code(self) -> int:
+        if self.exit_signal is not None:
+            return 128 + self.exit_signal
+        if self.stop is not None and self.stop.reason == "output":
+            return EXIT_PIPE
+        if self.stop is not None or self.failures:
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def _kill_leftovers(self) -> None:
+        """Whatever path got us here, no rank outlives the launcher."""
+        group = getattr(self, "group", None)
+        if group is not None and group.running():
+            group.send(signal.SIGKILL)
+            for worker in group.running():
+                with contextlib.suppress(psutil.Error):
+                    worker.proc.wait(timeout=5)
+
+    def _close_logs(self) -> None:
+        logs = getattr(self, "logs", None)
+        if logs is not None:
+            logs.close()
+

@@ -1,0 +1,209 @@
+"""Wire messages between ranks (DEALER) and the coordinator (ROUTER).
+
+One msgpack map per message: {"v": 1, "kind": <kind>, <fields>...}. Each kind
+is a frozen dataclass in REGISTRY. `decode` validates everything it accepts
+(version, kind, exact field set, field types, size) and raises ProtocolError
+otherwise, so the coordinator can count a bad frame and carry on.
+No pickle, no msgpack extension types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20  # also set as ZMQ_MAXMSGSIZE on the coordinator socket
+# unpackb's own limits; the frame size is checked before unpacking.
+_UNPACK_LIMITS = dict(
+    max_str_len=64 * 1024,
+    max_bin_len=0,
+    max_array_len=64 * 1024,
+    max_map_len=256,
+    max_ext_len=0,
+)
+
+
+class ProtocolError(ValueError):
+    """A frame we refuse; `reason` is a short stable label used for counting."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First message of every rank: who it is and the job it belongs to."""
+
+    KIND: ClassVar[str] = "hello"
+    rank: int
+    local_rank: int
+    node_rank: int
+    pid: int
+    run_id: str
+    token: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """Rendezvous complete: the world is assembled."""
+
+    KIND: ClassVar[str] = "welcome"
+    world_size: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    KIND: ClassVar[str] = "refused"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Contribute:
+    """A rank entering collective number `seq` of communicator `comm`."""
+
+    KIND: ClassVar[str] = "contribute"
+    rank: int
+    comm: str
+    seq: int
+    op: str  # all_reduce | broadcast | barrier
+    reduce_op: str  # sum | avg | max | min ("" when not a reduction)
+    root: int
+    dtype: str
+    values: list[float]
+    tag: str
+    step: int
+
+
+@dataclass(frozen=True)
+class Release:
+    """The collective completed; `values` is its result."""
+
+    KIND: ClassVar[str] = "release"
+    comm: str
+    seq: int
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Abort:
+    """The coordinator tells a waiting rank its collective failed."""
+
+    KIND: ClassVar[str] = "abort"
+    cause: str  # watchdog | desync | shutdown
+    comm: str
+    seq: int
+    op: str
+    numel: int
+    timeout_ms: int
+    elapsed_ms: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """Lines a rank wrote itself (tracebacks, warnings), in program order."""
+
+    KIND: ClassVar[str] = "output"
+    rank: int
+    stream: str  # stdout | stderr
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """A rank is about to exit with `exitcode`; it waits for Ack first."""
+
+    KIND: ClassVar[str] = "goodbye"
+    rank: int
+    exitcode: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    KIND: ClassVar[str] = "ack"
+
+
+Message = Hello | Welcome | Refused | Contribute | Release | Abort | Output | Goodbye | Ack
+REGISTRY: dict[str, type] = {
+    cls.KIND: cls for cls in (Hello, Welcome, Refused, Contribute, Release, Abort, Output, Goodbye, Ack)
+}
+_HINTS = {kind: typing.get_type_hints(cls) for kind, cls in REGISTRY.items()}
+_FIELDS = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in REGISTRY.items()}
+
+
+def encode(msg: Any) -> bytes:
+    body: dict[str, Any] = {"v": VERSION, "kind": msg.KIND}
+    for name in _FIELDS[msg.KIND]:
+        body[name] = getattr(msg, name)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(frame: bytes) -> Any:
+    if len(frame) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("oversize", f"{len(frame)} bytes")
+    try:
+        body = msgpack.unpackb(frame, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+    except (msgpack.UnpackException, ValueError) as exc:
+        raise ProtocolError("undecodable", type(exc).__name__) from None
+    if not isinstance(body, dict):
+        raise ProtocolError("not-a-map")
+    if body.get("v") != VERSION:
+        raise ProtocolError("version", repr(body.get("v")))
+    kind = body.get("kind")
+    if not isinstance(kind, str) or kind not in REGISTRY:
+        raise ProtocolError("unknown-kind", repr(kind)[:40])
+    return _build(kind, body)
+
+
+def _build(kind: str, body: dict[str, Any]) -> Any:
+    names = _FIELDS[kind]
+    present = set(body) - {"v", "kind"}
+    if present != set(names):
+        missing = sorted(set(names) - present)
+        extra = sorted(present - set(names))
+        raise ProtocolError("fields", f"missing={missing} extra={extra[:5]}")
+    hints = _HINTS[kind]
+    values = {}
+    for name in names:
+        ok, value = _coerce(body[name], hints[name])
+        if not ok:
+            raise ProtocolError("field-type", name)
+        values[name] = value
+    return REGISTRY[kind](**values)
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Check `value` against a field's annotation; floats accept ints."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return False, None
+        out = [_coerce(v, item) for v in value]
+        return all(ok for ok, _ in out), [v for _, v in out]
+    if origin is dict:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+        return ok, value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is str:
+        return isinstance(value, str), value
+    return False, None
+
+
+def finite(values: list[float]) -> bool:
+    return all(math.isfinite(v) for v in values)

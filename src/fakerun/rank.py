@@ -1,0 +1,173 @@
+"""The rank process: one simulated GPU worker, forked by the launcher.
+
+It detaches like a torchrun worker (own session), dies with its parent,
+rendezvous with the coordinator and runs the simulated training loop. It never
+prints to the user: its structured results go over the wire, and its own
+stdout/stderr are the per-rank log files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import NoReturn
+
+import zmq
+
+from . import sim
+from .comm import CollectiveAborted, CommError, Communicator, ParentGone
+from .config import RunConfig
+from .coordinator import TRAIN_STEP_TAG
+from .protocol import Hello
+
+PR_SET_PDEATHSIG = 1
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in fakerun itself, not a simulated fault
+
+
+@dataclass(frozen=True)
+class RankSpec:
+    rank: int
+    local_rank: int
+    node_rank: int
+    endpoint: str
+    token: str
+    run_id: str
+    env: dict[str, str]
+    parent_pid: int
+    stdout_path: str
+    stderr_path: str
+
+
+class SimulatedExit(Exception):
+    """The training script called sys.exit(code) on its own."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def run_child(spec: RankSpec, config: RunConfig) -> NoReturn:
+    """Entry point in the forked child; never returns."""
+    code = EXIT_INTERNAL
+    try:
+        _detach(spec)
+        code = _main(spec, config)
+    except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_INTERNAL)
+    os._exit(code)
+
+
+def _detach(spec: RankSpec) -> None:
+    os.setsid()  # torchrun starts workers with start_new_session=True
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != spec.parent_pid:  # the launcher died before prctl took effect
+        os._exit(1)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a simulated abort must not drop cores
+    _redirect(spec)
+    os.environ.update(spec.env)
+
+
+def _redirect(spec: RankSpec) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    for fd, path in ((1, spec.stdout_path), (2, spec.stderr_path)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    os.closerange(3, 65536)  # the launcher's sockets and files are not ours
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _main(spec: RankSpec, config: RunConfig) -> int:
+    ctx = zmq.Context()
+    comm = Communicator(ctx, spec.endpoint, spec.rank, spec.parent_pid)
+    try:
+        return _session(comm, spec, config)
+    finally:
+        comm.close()
+        ctx.destroy(linger=0)
+
+
+def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
+    try:
+        comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, os.getpid(),
+                         spec.run_id, spec.token, spec.env), config.rdzv_timeout_s)
+        train(comm, spec.rank, config)
+    except ParentGone:
+        return 1
+    except CollectiveAborted as exc:
+        if exc.abort.cause == "watchdog":
+            _die_by(signal.SIGABRT)  # ProcessGroupNCCL tears the process down
+        return _fail(comm, spec.rank, RuntimeError(exc.abort.detail))
+    except SimulatedExit as exc:
+        comm.goodbye(exc.code, "exit")
+        return exc.code
+    except KeyboardInterrupt:
+        _die_by(signal.SIGINT)
+    except CommError as exc:
+        print(f"[rank{spec.rank}]: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the "training script" raised
+        return _fail(comm, spec.rank, exc)
+    comm.goodbye(0)
+    return 0
+
+
+def _fail(comm: Communicator, rank: int, exc: BaseException) -> int:
+    """Report an uncaught exception as torch's excepthook would, exit 1."""
+    text = "".join(traceback.format_exception(exc)).rstrip("\n")
+    lines = [f"[rank{rank}]: {line}" if line else line for line in text.split("\n")]
+    comm.output("stderr", lines)
+    if not comm.goodbye(1, "exception"):
+        print("\n".join(lines), file=sys.stderr)
+    return 1
+
+
+def _die_by(sig: signal.Signals) -> NoReturn:
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    time.sleep(5)  # the signal is delivered before this returns
+    os._exit(128 + sig)
+
+
+def train(comm: Communicator, rank: int, config: RunConfig) -> None:
+    """The simulated training script."""
+    comm.barrier(tag="init_process_group")
+    comm.broadcast([float(config.seed)], root=0, tag="broadcast_parameters")
+    pace = sim.step_seconds(config.speed)
+    for step in range(1, config.max_steps + 1):
+        _maybe_fault(config, rank, step)
+        if pace:
+            time.sleep(pace)
+        loss, grad_norm = sim.local_metrics(config.seed, rank, step)
+        comm.all_reduce([loss, grad_norm], "avg", tag=TRAIN_STEP_TAG, step=step)
+    comm.barrier(tag="destroy_process_group")
+
+
+def _maybe_fault(config: RunConfig, rank: int, step: int) -> None:
+    fault = config.fault
+    if fault is None or fault.rank != rank or fault.step != step:
+        return
+    if fault.kind == "crash":
+        raise RuntimeError(f"Simulated failure on rank {rank} at step {step}")
+    if fault.kind == "exit":
+        raise SimulatedExit(1)
+    if fault.kind == "hang":
+        while True:  # stops entering collectives; peers' watchdog fires
+            time.sleep(3600)

@@ -1,0 +1,53 @@
+"""The plain console: whole lines, torchrun's `--tee` prefix on rank lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from string import Template
+from typing import TextIO
+
+from .lines import STDERR, Line
+
+# torchrun's default TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE-equivalent.
+DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
+
+
+class OutputClosed(Exception):
+    """The reader went away (e.g. `fakerun | head -1`)."""
+
+
+class ConsoleSink:
+    def __init__(self, stdout: TextIO, stderr: TextIO, nproc_per_node: int,
+                 node_ranks: range | None, show_ranks: bool = True,
+                 prefix: str = DEFAULT_PREFIX) -> None:
+        self.streams = {"stdout": stdout, "stderr": stderr}
+        self.nproc = nproc_per_node
+        self.node_ranks = node_ranks
+        self.show_ranks = show_ranks
+        self.prefix = Template(prefix)
+
+    def write(self, lines: Iterable[Line]) -> None:
+        for line in lines:
+            if line.rank is None:
+                self._put(line.stream, line.text)
+            elif self.show_ranks and (self.node_ranks is None or line.rank in self.node_ranks):
+                self._put(line.stream, self._prefix(line.rank) + line.text)
+
+    def _prefix(self, rank: int) -> str:
+        return self.prefix.safe_substitute(role_name="default", local_rank=rank % self.nproc,
+                                           rank=rank)
+
+    def _put(self, stream: str, text: str) -> None:
+        try:
+            self.streams[stream].write(text + "\n")
+        except BrokenPipeError:
+            raise OutputClosed(stream) from None
+
+    def flush(self) -> None:
+        for name in ("stdout", STDERR):
+            try:
+                self.streams[name].flush()
+            except BrokenPipeError:
+                raise OutputClosed(name) from None
+            except ValueError:  # already closed by the reader side going away
+                raise OutputClosed(name) from None

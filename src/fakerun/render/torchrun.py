@@ -1,0 +1,135 @@
+"""The torchrun dialect: turns events into the lines torchrun and its
+workers print. Shared by every console view (plain now, rich later) and by
+the per-rank log files, so the three never disagree."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import events as ev
+from ..collective import NCCL_OP_TYPE
+from . import texts
+from .failure import failure_box
+from .lines import STDERR, STDOUT, Line, c10_stamp, glog_prefix
+
+FAKERUN_WHERE = "fakerun/coordinator.py:0"
+
+
+class TorchrunFormatter:
+    def __init__(self, binary: str = sys.executable) -> None:
+        data = texts.load("torchrun")
+        self.where: dict[str, str] = data["lines"]
+        self.text: dict[str, Any] = data["text"]
+        self.binary = binary
+        self.run: ev.RunStarted | None = None
+        self.signal: int | None = None
+        self._handlers: dict[type, Callable[[Any], list[Line]]] = {
+            ev.RunStarted: self._run_started,
+            ev.RendezvousComplete: self._rendezvous,
+            ev.RankOutput: self._rank_output,
+            ev.Step: self._step,
+            ev.WatchdogTimeout: self._watchdog,
+            ev.Rejected: self._rejected,
+            ev.ShutdownRequested: self._shutdown,
+            ev.ClosingSignal: self._closing,
+            ev.ForcedKill: self._forced_kill,
+            ev.RunFailed: self._run_failed,
+            ev.RunFinished: self._run_finished,
+        }
+
+    def lines(self, event: Any) -> list[Line]:
+        handler = self._handlers.get(type(event))
+        return handler(event) if handler else []
+
+    # -- launcher lines -------------------------------------------------
+    def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
+        pid = self.run.launcher_pid if self.run else 0
+        prefix = glog_prefix(level, when, pid, self.where.get(key, FAKERUN_WHERE))
+        return [Line(prefix + part, STDERR) for part in message.split("\n")]
+
+    def _run_started(self, e: ev.RunStarted) -> list[Line]:
+        self.run = e
+        if e.nproc_per_node <= 1:
+            return []
+        return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
+
+    def _shutdown(self, e: ev.ShutdownRequested) -> list[Line]:
+        self.signal = e.signal
+        return self._launcher("W", "death_signal", e.time,
+                              self.text["death_signal"].format(signal=e.signal))
+
+    def _closing(self, e: ev.ClosingSignal) -> list[Line]:
+        return self._launcher("W", "closing_signal", e.time,
+                              self.text["closing_signal"].format(pid=e.pid, signal=e.signal))
+
+    def _forced_kill(self, e: ev.ForcedKill) -> list[Line]:
+        return self._launcher("W", "forced_kill", e.time, self.text["forced_kill"].format(pid=e.pid))
+
+    def _rejected(self, e: ev.Rejected) -> list[Line]:
+        message = (f"rejected a message from {e.peer!r}: {e.reason} "
+                   "(further rejects of this kind are only counted)")
+        return self._launcher("W", "rejected", e.time, message)
+
+    def _run_failed(self, e: ev.RunFailed) -> list[Line]:
+        root = e.root
+        out = self._launcher("E", "failed", e.time, self.text["failed"].format(
+            exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+        trace = self.text["child_failed"].format(**self._paths())
+        body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text)
+        return out + [Line(text, STDERR) for text in body]
+
+    def _run_finished(self, e: ev.RunFinished) -> list[Line]:
+        out: list[Line] = []
+        if e.rejected:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(e.rejected.items()))
+            out += self._launcher("W", "rejected", 0.0 if self.run is None else self.run.time,
+                                  f"rejected {sum(e.rejected.values())} malformed or "
+                                  f"unauthorised messages during the run ({counts})")
+        if self.signal is not None and self.run is not None:
+            trace = self.text["signal_exception"].format(
+                pid=self.run.launcher_pid, signum=self.signal, **self._paths())
+            out += [Line(text, STDERR) for text in trace.split("\n")]
+        return out
+
+    def _paths(self) -> dict[str, str]:
+        """Where torchrun's frames live: beside the interpreter we report."""
+        bindir = Path(self.binary).parent
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        return {"torchrun": str(bindir / "torchrun"),
+                "site": str(bindir.parent / "lib" / version / "site-packages")}
+
+    # -- rank lines -----------------------------------------------------
+    def _rendezvous(self, e: ev.RendezvousComplete) -> list[Line]:
+        # What a typical script prints after init_process_group (the
+        # `init_distributed_mode` helper of the DeiT/MAE family).
+        return [Line(f"| distributed init (rank {r}): env://, gpu {self._local(r)}", STDOUT, r)
+                for r in e.ranks]
+
+    def _rank_output(self, e: ev.RankOutput) -> list[Line]:
+        return [Line(text, e.stream, e.rank) for text in e.lines]
+
+    def _step(self, e: ev.Step) -> list[Line]:
+        width = len(str(e.max_steps))
+        text = (f"step {e.step:>{width}}/{e.max_steps} | loss {e.loss:.4f} | "
+                f"grad_norm {e.grad_norm:.3f}")
+        return [Line(text, STDOUT, 0)]
+
+    def _watchdog(self, e: ev.WatchdogTimeout) -> list[Line]:
+        work = self.text["work_nccl"].format(
+            seq=e.seq, op_type=NCCL_OP_TYPE.get(e.op, e.op.upper()), numel=e.numel,
+            timeout_ms=e.timeout_ms)
+        stamp = c10_stamp(e.time)
+        out = []
+        for rank in e.waiting:
+            for template in self.text["watchdog"]:
+                text = template.format(stamp=stamp, rank=rank, work=work, seq=e.seq,
+                                       elapsed_ms=e.elapsed_ms, last_done=e.seq - 1)
+                out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
+        return out
+
+    def _local(self, rank: int) -> int:
+        return rank % self.run.nproc_per_node if self.run else rank
+

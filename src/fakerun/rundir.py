@@ -1,0 +1,49 @@
+"""Where a job keeps its files: the private run directory (ipc socket, and
+rank logs when no --log-dir is given) and torchrun's log-dir layout
+`<log_dir>/<run_id>_<random>/attempt_<n>/<local_rank>/{stdout,stderr}.log`.
+
+Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, the
+private directory is removed when the job ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux
+
+
+@dataclass
+class RunDir:
+    private: Path
+    logs: Path  # the <run_id>_<random> directory (or one inside `private`)
+
+    @classmethod
+    def create(cls, run_id: str, log_dir: Path | None) -> RunDir:
+        private = Path(tempfile.mkdtemp(prefix="fakerun-"))
+        if log_dir is None:
+            logs = private / "logs"
+            logs.mkdir()
+        else:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            logs = Path(tempfile.mkdtemp(prefix=f"{run_id}_", dir=log_dir))
+        return cls(private, logs)
+
+    def endpoint(self) -> str | None:
+        """An ipc:// endpoint, or None when the path would be too long."""
+        path = self.private / "coordinator.sock"
+        return f"ipc://{path}" if len(str(path)) <= IPC_PATH_MAX else None
+
+    def rank_logs(self, attempt: int, local_rank: int) -> tuple[Path, Path]:
+        folder = self.logs / f"attempt_{attempt}" / str(local_rank)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / "stdout.log", folder / "stderr.log"
+
+    def error_file(self, attempt: int, local_rank: int) -> Path:
+        return self.logs / f"attempt_{attempt}" / str(local_rank) / "error.json"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.private, ignore_errors=True)
