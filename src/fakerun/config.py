@@ -78,7 +78,7 @@ class Fault:
 class RunConfig:
     topology: Topology
     master_addr: str = "127.0.0.1"
-    master_port: int = 0
+    master_port: int = 29500
     master_port_given: bool = False
     rdzv_id: str | None = None
     max_restarts: int = 0
@@ -134,7 +134,7 @@ class RunConfig:
 
 
 def _check_port(port: int) -> None:
-    if port != 0 and not 1 <= port <= 65535:
+    if not 1 <= port <= 65535:
         raise ConfigError(f"--master-port must be in 1-65535, got {port}")
 
 

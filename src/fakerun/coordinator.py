@@ -21,7 +21,7 @@ import zmq
 from . import events as ev
 from .collective import OPS, REDUCE_OPS, Fingerprint, PendingCollective
 from .protocol import (
-    MAX_MESSAGE_BYTES,
+    TRANSPORT_MAX_BYTES,
     Abort,
     Ack,
     Contribute,
@@ -183,7 +183,7 @@ class Coordinator:
             (rank_identity(r), Release(pending.comm, fp.seq, result)) for r in self.world)
         out.events.append(ev.Collective(
             pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world),
-            int((now - pending.started) * 1e6), pending.tag))
+            round((now - pending.started) * 1e6), pending.tag))
         if pending.tag == TRAIN_STEP_TAG and fp.op == "all_reduce" and fp.count == 2:
             out.events.append(self._step_event(pending, result))
         return out
@@ -218,8 +218,8 @@ class Coordinator:
         del self._pending[comm]
         self._broken.add(comm)
         fp = pending.fingerprint
-        timeout_ms = int(self.timeout_s * 1000)
-        elapsed_ms = int((now - pending.started) * 1000)
+        timeout_ms = round(self.timeout_s * 1000)
+        elapsed_ms = round((now - pending.started) * 1000)
         waiting = pending.waiting()
         out = Outcome(events=self.flush_output())
         out.events.append(ev.WatchdogTimeout(
@@ -256,7 +256,7 @@ class CoordinatorSocket:
 
     def __init__(self, ctx: zmq.Context, endpoints: list[str]) -> None:
         self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         for endpoint in endpoints:

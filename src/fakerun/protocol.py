@@ -10,7 +10,6 @@ No pickle, no msgpack extension types.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,7 +17,10 @@ from typing import Any, ClassVar
 import msgpack
 
 VERSION = 1
-MAX_MESSAGE_BYTES = 1 << 20  # also set as ZMQ_MAXMSGSIZE on the coordinator socket
+MAX_MESSAGE_BYTES = 1 << 20
+# libzmq drops (and disconnects) anything above this before we see it; frames
+# between the two limits reach `decode` and are counted as "oversize".
+TRANSPORT_MAX_BYTES = 4 * MAX_MESSAGE_BYTES
 # unpackb's own limits; the frame size is checked before unpacking.
 _UNPACK_LIMITS = dict(
     max_str_len=64 * 1024,
@@ -204,6 +206,3 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
         return isinstance(value, str), value
     return False, None
 
-
-def finite(values: list[float]) -> bool:
-    return all(math.isfinite(v) for v in values)

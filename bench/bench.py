@@ -1,0 +1,727 @@
+"""fakerun benchmarks, each figure beside a floor measured in the same run.
+
+What it measures (every trial in a fresh subprocess of this script, rounds
+interleaved so the machine's noise hits fakerun and its floor alike):
+
+1. Startup, N = 8 and 64: from `Popen` of `fakerun --nproc N --max-steps 1
+   --speed 0 --output plain` to (a) the first `[default` line on stdout and
+   (b) all N `| distributed init` lines ("all ranks ready").
+   Floor: N concurrent bare `python -c "import zmq, msgpack; print('ok')"`.
+2. Collective cycle, N = 8 and 64: the launcher runs in-process in a child with
+   a stdout that stamps every `collective`/`train_step` JSONL event; cycle =
+   time between consecutive stamps, first 10 % dropped, per-run median and p99.
+   Floor: a raw pyzmq ROUTER with N forked DEALER processes doing the same
+   all-ranks round trip (small msgpack up, one reply to each rank down).
+3. Steps/s at --speed 0, 8 ranks: from the run of 2, (stamps - 1) / (last - first).
+   Floor: the raw round trips/s of 2's floor.
+4. USS per rank: `fakerun --nproc 8 --speed 1`, after step 8 (~2 s), median USS
+   of the launcher's 8 children, then SIGINT (expects exit 130).
+   Floor: 8 forked raw DEALER ranks paced like --speed 1, after 8 round trips.
+
+Figures are the median (min-max) over rounds; ratio = fakerun median / floor median.
+
+Run:
+    .venv/bin/python bench/bench.py             # 5 rounds, human-readable
+    .venv/bin/python bench/bench.py --quick     # 2 rounds, fewer steps
+    .venv/bin/python bench/bench.py --rounds 9 --json   # one JSON object on stdout
+Progress goes to stderr. Exit status 1 if any trial failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import io
+import json
+import math
+import os
+import random
+import re
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import msgpack
+import psutil
+import zmq
+
+HERE = Path(__file__).resolve()
+PY = sys.executable
+MIB = 1024 * 1024
+WARMUP_FRACTION = 0.10
+FLOOR_SNIPPET = "import zmq, msgpack; print('ok', flush=True)"
+STEP_LINE = re.compile(r"^\[default0\]:step\s+(\d+)/")
+USS_AFTER_STEPS = 8  # ~2 s at --speed 1 (0.25 s per step)
+USS_PACE_S = 0.25
+PR_SET_PDEATHSIG = 1
+
+
+# -- small helpers -------------------------------------------------------------
+def now() -> float:
+    return time.perf_counter()
+
+
+def fakerun_cmd() -> list[str]:
+    script = Path(PY).parent / "fakerun"
+    return [str(script)] if script.exists() else [PY, "-m", "fakerun"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in (0, 100]."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def cycles_of(stamps: list[float]) -> list[float]:
+    """Differences of consecutive stamps, warm-up (first 10 %) dropped."""
+    diffs = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return diffs[int(len(diffs) * WARMUP_FRACTION):]
+
+
+def cycle_figures(stamps: list[float]) -> dict[str, float]:
+    if len(stamps) < 3:
+        raise RuntimeError(f"only {len(stamps)} collectives stamped")
+    cycles = cycles_of(stamps)
+    return {
+        "cycle_median_ms": statistics.median(cycles) * 1e3,
+        "cycle_p99_ms": percentile(cycles, 99) * 1e3,
+        "steps_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+        "collectives": len(stamps),
+    }
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group and every descendant (fakerun's
+    ranks live in sessions of their own, so the group alone is not enough)."""
+    victims: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        victims = [root, *root.children(recursive=True)]
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def wait_until(cond: Callable[[], bool], deadline: float, what: str) -> None:
+    while not cond():
+        if now() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+# -- timestamped line reading ----------------------------------------------------
+@dataclass(frozen=True)
+class Stamped:
+    t: float
+    src: int
+    text: str
+
+
+class LineReader:
+    """Whole lines from several binary pipes, each stamped on arrival."""
+
+    def __init__(self, pipes: list[IO[bytes]]) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.partial: dict[int, bytes] = {}
+        self.pending: deque[Stamped] = deque()
+        for index, pipe in enumerate(pipes):
+            self.sel.register(pipe.fileno(), selectors.EVENT_READ, index)
+            self.partial[index] = b""
+
+    def lines(self, deadline: float) -> Iterator[Stamped]:
+        """Lines until every pipe hit EOF; TimeoutError at the deadline."""
+        while self.pending or self.sel.get_map():
+            while self.pending:
+                yield self.pending.popleft()
+            if not self.sel.get_map():
+                return
+            remaining = deadline - now()
+            if remaining <= 0:
+                raise TimeoutError("timed out reading output")
+            for key, _ in self.sel.select(remaining):
+                self._read(key)
+
+    def _read(self, key: selectors.SelectorKey) -> None:
+        chunk = os.read(key.fd, 1 << 16)
+        stamp = now()
+        src = key.data
+        if not chunk:
+            self.sel.unregister(key.fd)
+            chunk = b"\n" if self.partial[src] else b""
+        *whole, self.partial[src] = (self.partial[src] + chunk).split(b"\n")
+        self.pending.extend(Stamped(stamp, src, w.decode(errors="replace")) for w in whole)
+
+    def close(self) -> None:
+        self.sel.close()
+
+
+# -- child: startup ------------------------------------------------------------
+def child_startup_fakerun(n: int, deadline: float) -> dict[str, Any]:
+    cmd = [*fakerun_cmd(), "--nproc", str(n), "--max-steps", "1", "--speed", "0", "--output", "plain"]
+    t0 = now()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+                            start_new_session=True)
+    reader = LineReader([proc.stdout])
+    try:
+        first, ready, inits = None, None, 0
+        for line in reader.lines(deadline):
+            if first is None and line.text.startswith("[default"):
+                first = line.t - t0
+            inits += "| distributed init" in line.text
+            if ready is None and inits == n:
+                ready = line.t - t0
+        code = proc.wait(timeout=max(0.1, deadline - now()))
+    finally:
+        reader.close()
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    if first is None or ready is None or code != 0:
+        raise RuntimeError(f"fakerun exited {code} after {inits} of {n} init lines")
+    return {"first_s": first, "ready_s": ready}
+
+
+def child_startup_floor(n: int, deadline: float) -> dict[str, Any]:
+    cmd = [PY, "-c", FLOOR_SNIPPET]
+    t0 = now()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          bufsize=0))
+        stamps = _ok_stamps(procs, deadline)
+        for proc in procs:
+            proc.wait(timeout=max(0.1, deadline - now()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+    if len(stamps) != n:
+        raise RuntimeError(f"{len(stamps)} of {n} floor processes printed ok")
+    return {"first_s": min(stamps) - t0, "ready_s": max(stamps) - t0}
+
+
+def _ok_stamps(procs: list[subprocess.Popen[bytes]], deadline: float) -> list[float]:
+    reader = LineReader([p.stdout for p in procs if p.stdout is not None])
+    try:
+        return [line.t for line in reader.lines(deadline) if line.text == "ok"]
+    finally:
+        reader.close()
+
+
+# -- child: collective, fakerun in-process ----------------------------------------
+class StampingStream(io.TextIOBase):
+    """The launcher's stdout: stamps each train_step collective event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if '"tag":"train_step"' in s:
+            stamp = now()
+            for line in s.splitlines():
+                if '"event":"collective"' in line and '"tag":"train_step"' in line:
+                    self.stamps.append(stamp)
+        return len(s)
+
+    def flush(self) -> None:
+        return None
+
+
+def child_collective_fakerun(n: int, steps: int) -> dict[str, Any]:
+    from fakerun.cli import build_parser, to_config
+    from fakerun.launcher import IO as LauncherIO
+    from fakerun.launcher import Launcher
+
+    argv = ["--nproc", str(n), "--max-steps", str(steps), "--speed", "0", "--output", "jsonl"]
+    config = to_config(build_parser().parse_args(argv))
+    stream = StampingStream()
+    with open(os.devnull, "w") as devnull:
+        code = Launcher(config, LauncherIO(stdout=stream, stderr=devnull)).run()
+    if code != 0:
+        raise RuntimeError(f"launcher exited {code}")
+    if len(stream.stamps) != steps:
+        raise RuntimeError(f"stamped {len(stream.stamps)} train_step collectives, expected {steps}")
+    return cycle_figures(stream.stamps)
+
+
+# -- child: raw zmq floor (collective and USS) -----------------------------------
+@dataclass(frozen=True)
+class RawPlan:
+    n: int
+    iters: int
+    pace_s: float = 0.0
+    probe_at: int | None = None  # completion after which to call the probe
+
+
+def dealer_main(rank: int, endpoint: str, plan: RawPlan) -> NoReturn:
+    """A forked floor rank: connect, then `iters` blocking round trips."""
+    code = 1
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, f"rank-{rank}".encode())
+        sock.setsockopt(zmq.RECONNECT_IVL, 5)
+        sock.setsockopt(zmq.RCVTIMEO, 30_000)
+        sock.connect(endpoint)
+        for seq in range(1, plan.iters + 1):
+            if plan.pace_s:
+                time.sleep(plan.pace_s)
+            sock.send(msgpack.packb({"v": 1, "kind": "contribute", "rank": rank, "seq": seq,
+                                     "values": [2.5, 1.25]}))
+            msgpack.unpackb(sock.recv())
+        sock.close(linger=0)
+        ctx.destroy(linger=0)
+        code = 0
+    except BaseException:  # noqa: BLE001 - a forked child must never unwind into the parent
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def fork_dealers(endpoint: str, plan: RawPlan) -> list[int]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pids = []
+    for rank in range(plan.n):
+        pid = os.fork()
+        if pid == 0:
+            dealer_main(rank, endpoint, plan)
+        pids.append(pid)
+    return pids
+
+
+def router_loop(sock: zmq.Socket, plan: RawPlan, probe: Callable[[], Any]) -> tuple[list[float], Any]:
+    stamps: list[float] = []
+    probed = None
+    for seq in range(1, plan.iters + 1):
+        peers = []
+        while len(peers) < plan.n:
+            if not sock.poll(30_000):
+                raise TimeoutError(f"round {seq}: {len(peers)} of {plan.n} ranks arrived")
+            identity, frame = sock.recv_multipart()
+            msgpack.unpackb(frame)
+            peers.append(identity)
+        stamps.append(now())
+        if seq == plan.probe_at:
+            probed = probe()
+        reply = msgpack.packb({"v": 1, "kind": "release", "seq": seq, "values": [2.5, 1.25]})
+        for identity in peers:
+            sock.send_multipart([identity, reply])
+    return stamps, probed
+
+
+def reap(pids: list[int], deadline: float) -> list[int]:
+    """Exit statuses of forked children; SIGKILL whoever outlives the deadline."""
+    codes: dict[int, int] = {}
+    while len(codes) < len(pids) and now() < deadline:
+        for pid in pids:
+            if pid not in codes and os.waitpid(pid, os.WNOHANG)[0] == pid:
+                codes[pid] = 0
+        time.sleep(0.002)
+    for pid in pids:
+        if pid not in codes:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            codes[pid] = -9
+    return [codes[p] for p in pids]
+
+
+def run_raw(plan: RawPlan, deadline: float, probe: Callable[[], Any]) -> tuple[list[float], Any]:
+    tmp = tempfile.mkdtemp(prefix="fakerun-bench-")
+    endpoint = f"ipc://{tmp}/floor.sock"
+    pids = fork_dealers(endpoint, plan)  # before this process has a zmq Context
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        result = router_loop(sock, plan, probe)
+    finally:
+        ctx.destroy(linger=0)
+        killed = reap(pids, min(deadline, now() + 10))
+        shutil.rmtree(tmp, ignore_errors=True)
+    if any(killed):
+        raise RuntimeError(f"{sum(1 for c in killed if c)} floor ranks had to be killed")
+    return result
+
+
+def child_collective_floor(n: int, steps: int, deadline: float) -> dict[str, Any]:
+    stamps, _ = run_raw(RawPlan(n, steps), deadline, lambda: None)
+    return cycle_figures(stamps)
+
+
+def children_memory(parent: psutil.Process) -> dict[str, Any]:
+    infos = [c.memory_full_info() for c in parent.children()]
+    return {"ranks": len(infos),
+            "rank_uss_mib": statistics.median(i.uss for i in infos) / MIB,
+            "rank_pss_mib": statistics.median(i.pss for i in infos) / MIB,
+            "parent_uss_mib": parent.memory_full_info().uss / MIB}
+
+
+def child_uss_floor(n: int, deadline: float) -> dict[str, Any]:
+    plan = RawPlan(n, USS_AFTER_STEPS + 1, USS_PACE_S, USS_AFTER_STEPS)
+    _, memory = run_raw(plan, deadline, lambda: children_memory(psutil.Process()))
+    return memory
+
+
+# -- child: USS of fakerun's ranks -----------------------------------------------
+def child_uss_fakerun(n: int, deadline: float) -> dict[str, Any]:
+    cmd = [*fakerun_cmd(), "--nproc", str(n), "--max-steps", "100000", "--speed", "1",
+           "--output", "plain"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+                            start_new_session=True)
+    reader = LineReader([proc.stdout])
+    try:
+        launcher = psutil.Process(proc.pid)
+        wait_until(lambda: len(launcher.children()) == n, deadline, f"{n} ranks")
+        _wait_for_step(reader, USS_AFTER_STEPS, deadline)
+        memory = children_memory(launcher)
+        proc.send_signal(signal.SIGINT)
+        for _ in reader.lines(deadline):
+            pass
+        code = proc.wait(timeout=max(0.1, deadline - now()))
+    finally:
+        reader.close()
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    if code != 130 or memory["ranks"] != n:
+        raise RuntimeError(f"launcher exited {code} (expected 130), {memory['ranks']} ranks seen")
+    return memory | {"exit_code": code}
+
+
+def _wait_for_step(reader: LineReader, step: int, deadline: float) -> None:
+    for line in reader.lines(deadline):
+        match = STEP_LINE.match(line.text)
+        if match and int(match.group(1)) >= step:
+            return
+    raise RuntimeError(f"fakerun ended before step {step}")
+
+
+CHILDREN: dict[str, Callable[[argparse.Namespace, float], dict[str, Any]]] = {
+    "startup-fakerun": lambda a, d: child_startup_fakerun(a.n, d),
+    "startup-floor": lambda a, d: child_startup_floor(a.n, d),
+    "collective-fakerun": lambda a, d: child_collective_fakerun(a.n, a.steps),
+    "collective-floor": lambda a, d: child_collective_floor(a.n, a.steps, d),
+    "uss-fakerun": lambda a, d: child_uss_fakerun(a.n, d),
+    "uss-floor": lambda a, d: child_uss_floor(a.n, d),
+}
+
+
+def child_main(args: argparse.Namespace) -> int:
+    deadline = now() + args.deadline
+    result = CHILDREN[args.child](args, deadline)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# -- orchestration -------------------------------------------------------------
+@dataclass(frozen=True)
+class Trial:
+    name: str  # e.g. "collective-fakerun/8"
+    kind: str
+    n: int
+    steps: int = 0
+    timeout_s: float = 60.0
+
+    def argv(self) -> list[str]:
+        return [PY, str(HERE), "--child", self.kind, "--n", str(self.n), "--steps", str(self.steps),
+                "--deadline", str(self.timeout_s - 5)]
+
+
+@dataclass
+class Outcomes:
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    busy_pct: list[float] = field(default_factory=list)
+
+    def values(self, name: str, key: str) -> list[float]:
+        return [r[key] for r in self.results.get(name, [])]
+
+
+def plan(steps8: int, steps64: int) -> list[Trial]:
+    trials = []
+    for n in (8, 64):
+        trials += [Trial(f"startup-fakerun/{n}", "startup-fakerun", n),
+                   Trial(f"startup-floor/{n}", "startup-floor", n)]
+    for n, steps in ((8, steps8), (64, steps64)):
+        timeout = 40 + steps * (0.02 if n == 8 else 0.1)
+        trials += [Trial(f"collective-fakerun/{n}", "collective-fakerun", n, steps, timeout),
+                   Trial(f"collective-floor/{n}", "collective-floor", n, steps, timeout)]
+    trials += [Trial("uss-fakerun/8", "uss-fakerun", 8), Trial("uss-floor/8", "uss-floor", 8)]
+    return trials
+
+
+def wait_quiet(max_wait_s: float, busy_below_pct: float = 40.0) -> float:
+    """Give other load on the shared machine a moment to pass; returns busy %."""
+    deadline = now() + max_wait_s
+    busy = psutil.cpu_percent(interval=0.2)
+    while busy >= busy_below_pct and now() < deadline:
+        busy = psutil.cpu_percent(interval=0.2)
+    return busy
+
+
+def run_trial(trial: Trial) -> dict[str, Any]:
+    proc = subprocess.Popen(trial.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=trial.timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        proc.communicate(timeout=10)
+        raise RuntimeError(f"timed out after {trial.timeout_s:g}s") from None
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+            proc.wait(timeout=10)
+    if proc.returncode != 0:
+        tail = " | ".join(err.strip().splitlines()[-3:])
+        raise RuntimeError(f"exit {proc.returncode}: {tail}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_rounds(trials: list[Trial], rounds: int, quiet_wait_s: float) -> Outcomes:
+    outcomes = Outcomes()
+    for index in range(rounds):
+        order = list(trials)
+        random.Random(index).shuffle(order)
+        log(f"round {index + 1}/{rounds}: " + ", ".join(t.name for t in order))
+        for trial in order:
+            outcomes.busy_pct.append(wait_quiet(quiet_wait_s))
+            try:
+                outcomes.results.setdefault(trial.name, []).append(run_trial(trial))
+            except (RuntimeError, ValueError, OSError, IndexError) as exc:
+                outcomes.failures.append({"trial": trial.name, "round": index + 1, "error": str(exc)})
+                log(f"  FAILED {trial.name}: {exc}")
+    return outcomes
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- summarising ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Stat:
+    median: float
+    lo: float
+    hi: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat | None:
+        if not values:
+            return None
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.lo, "max": self.hi, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Target:
+    limit: float
+    on_ratio: bool = False  # compare the ratio to the floor instead of the value
+    at_most: bool = True
+    note: str = ""
+
+    def passes(self, value: float, ratio: float | None) -> bool | None:
+        subject = ratio if self.on_ratio else value
+        if subject is None:
+            return None
+        return subject <= self.limit if self.at_most else subject >= self.limit
+
+    def describe(self, unit: str) -> str:
+        op = "≤" if self.at_most else "≥"
+        text = f"{op} {self.limit:g}× floor" if self.on_ratio else f"{op} {self.limit:g} {unit}"
+        return f"{text} {self.note}".strip()
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # JSON key, unit in the name
+    label: str
+    unit: str
+    fakerun: Stat | None
+    floor: Stat | None
+    target: Target | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.fakerun is None or self.floor is None or self.floor.median == 0:
+            return None
+        return self.fakerun.median / self.floor.median
+
+    @property
+    def verdict(self) -> bool | None:
+        if self.target is None or self.fakerun is None:
+            return None
+        return self.target.passes(self.fakerun.median, self.ratio)
+
+    def as_dict(self) -> dict[str, Any]:
+        target = None if self.target is None else {
+            "limit": self.target.limit, "on": "ratio" if self.target.on_ratio else "value",
+            "at_most": self.target.at_most}
+        return {"fakerun": self.fakerun and self.fakerun.as_dict(),
+                "floor": self.floor and self.floor.as_dict(),
+                "ratio": self.ratio, "target": target, "pass": self.verdict}
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    floor_label: str
+    rows: list[Row]
+
+
+def stat_row(o: Outcomes, key: str, label: str, unit: str, names: tuple[str, str],
+             fields: tuple[str, str], target: Target | None = None) -> Row:
+    return Row(key, label, unit, Stat.of(o.values(names[0], fields[0])),
+               Stat.of(o.values(names[1], fields[1])), target)
+
+
+def startup_section(o: Outcomes) -> Section:
+    rows = []
+    for n in (8, 64):
+        names = (f"startup-fakerun/{n}", f"startup-floor/{n}")
+        rows.append(stat_row(o, f"n{n}_first_line_s", f"N={n} first rank line", "s", names,
+                             ("first_s", "first_s"), Target(0.4)))
+        ready_target = Target(1.5) if n == 64 else None
+        rows.append(stat_row(o, f"n{n}_all_ready_s", f"N={n} all ranks ready", "s", names,
+                             ("ready_s", "ready_s"), ready_target))
+    return Section("startup", "1. Startup: Popen -> first rank line / all ranks ready",
+                   "floor: N bare python+zmq+msgpack", rows)
+
+
+def collective_section(o: Outcomes, steps: dict[int, int]) -> Section:
+    rows = []
+    for n in (8, 64):
+        names = (f"collective-fakerun/{n}", f"collective-floor/{n}")
+        target = Target(1.4, on_ratio=True) if n == 8 else None
+        rows.append(stat_row(o, f"n{n}_cycle_median_ms", f"N={n} cycle median", "ms", names,
+                             ("cycle_median_ms", "cycle_median_ms"), target))
+        rows.append(stat_row(o, f"n{n}_cycle_p99_ms", f"N={n} cycle p99", "ms", names,
+                             ("cycle_p99_ms", "cycle_p99_ms")))
+    title = (f"2. Collective cycle at the coordinator (K={steps[8]} / {steps[64]} steps, "
+             f"first {WARMUP_FRACTION:.0%} dropped; per-run figure, then over rounds)")
+    return Section("collective", title, "floor: raw zmq ROUTER + N forked DEALERs", rows)
+
+
+def steps_section(o: Outcomes) -> Section:
+    rows = []
+    for n in (8, 64):
+        names = (f"collective-fakerun/{n}", f"collective-floor/{n}")
+        target = Target(1 / 1.4, on_ratio=True, at_most=False, note="(implied by 2)") if n == 8 else None
+        rows.append(stat_row(o, f"n{n}_steps_per_s", f"N={n} steps/s", "/s", names,
+                             ("steps_per_s", "steps_per_s"), target))
+    return Section("steps_per_s", "3. Steps/s at --speed 0, from the in-process runs of 2 "
+                   "((stamps-1)/(last-first), warm-up included)", "floor: raw round trips/s", rows)
+
+
+def uss_section(o: Outcomes) -> Section:
+    names = ("uss-fakerun/8", "uss-floor/8")
+    rows = [stat_row(o, "rank_uss_mib", "USS per rank (median of 8)", "MiB", names,
+                     ("rank_uss_mib", "rank_uss_mib"), Target(12)),
+            stat_row(o, "rank_pss_mib", "PSS per rank (median of 8)", "MiB", names,
+                     ("rank_pss_mib", "rank_pss_mib")),
+            stat_row(o, "parent_uss_mib", "USS of launcher / floor router", "MiB", names,
+                     ("parent_uss_mib", "parent_uss_mib"))]
+    return Section("uss", f"4. Memory, 8 ranks at --speed 1 after step {USS_AFTER_STEPS}",
+                   "floor: 8 forked raw zmq DEALER ranks, same pace", rows)
+
+
+# -- output --------------------------------------------------------------------
+def fmt(stat: Stat | None, unit: str) -> str:
+    if stat is None:
+        return "n/a"
+    digits = 3 if unit == "s" else (0 if unit == "/s" else 2)
+    return f"{stat.median:.{digits}f} ({stat.lo:.{digits}f}–{stat.hi:.{digits}f}) {unit}"
+
+
+def render_section(section: Section) -> list[str]:
+    out = [f"== {section.title} ==",
+           f"   {'':28} {'fakerun':>30}  {section.floor_label}"]
+    for row in section.rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
+        verdict = {True: "PASS", False: "MISS", None: ""}[row.verdict]
+        target = "" if row.target is None else f"target {row.target.describe(row.unit)}"
+        out.append(f"   {row.label:28} {fmt(row.fakerun, row.unit):>30}  "
+                   f"{fmt(row.floor, row.unit):30} {ratio:>6}  {target} {verdict}".rstrip())
+    return out
+
+
+def render_text(sections: list[Section], meta: dict[str, Any], failures: list[dict[str, Any]]) -> str:
+    busy = meta["busy_before_trial_pct"]
+    lines = [f"fakerun bench: {meta['rounds']} rounds, {meta['cpus']} CPUs, Python {meta['python']}; "
+             f"machine busy before each trial {busy['median']:.0f}% median "
+             f"({busy['min']:.0f}–{busy['max']:.0f}%); figures: median (min–max) over rounds; "
+             "ratio = fakerun median / floor median", ""]
+    for section in sections:
+        lines += [*render_section(section), ""]
+    for failure in failures:
+        lines.append(f"FAILED {failure['trial']} (round {failure['round']}): {failure['error']}")
+    return "\n".join(lines).rstrip()
+
+
+def render_json(sections: list[Section], meta: dict[str, Any], failures: list[dict[str, Any]]) -> str:
+    body: dict[str, Any] = {"meta": meta}
+    for section in sections:
+        body[section.key] = {"floor": section.floor_label} | {r.key: r.as_dict() for r in section.rows}
+    body["failures"] = failures
+    return json.dumps(body, indent=2)
+
+
+# -- main ----------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 5, --quick 2)")
+    p.add_argument("--quick", action="store_true", help="2 rounds and fewer steps")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.add_argument("--quiet-wait", type=float, default=5.0, metavar="S",
+                   help="before each trial wait up to S s for the machine to be <40%% busy (default 5)")
+    p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=55.0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    rounds = args.rounds or (2 if args.quick else 5)
+    steps = {8: 500, 64: 100} if args.quick else {8: 2000, 64: 300}
+    outcomes = run_rounds(plan(steps[8], steps[64]), rounds, args.quiet_wait)
+    sections = [startup_section(outcomes), collective_section(outcomes, steps),
+                steps_section(outcomes), uss_section(outcomes)]
+    meta = {"rounds": rounds, "quick": args.quick, "cpus": os.cpu_count(),
+            "python": sys.version.split()[0], "collective_steps": {f"n{n}": k for n, k in steps.items()},
+            "warmup_fraction": WARMUP_FRACTION,
+            "busy_before_trial_pct": Stat.of(outcomes.busy_pct).as_dict()}
+    render = render_json if args.json else render_text
+    print(render(sections, meta, outcomes.failures))
+    return 1 if outcomes.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Shared helpers: run fakerun as a subprocess and prove nothing is left.
+
+Every job gets a unique `--rdzv-id` marker. Ranks are forked, so they keep
+the launcher's argv: scanning for the marker finds the job's whole process
+tree, whatever re-parented what.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+FAKERUN = [sys.executable, "-m", "fakerun"]
+DEFAULT_TIMEOUT = 60.0
+
+
+def job_processes(marker: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line carries `marker`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if marker in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll `predicate` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def parse_events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@dataclass
+class Job:
+    """A fakerun launched in the background, output going to files."""
+
+    proc: subprocess.Popen
+    marker: str
+    out_path: Path
+    err_path: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        return parse_events(self.stdout)
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["event"] == name]
+
+    def wait_for_event(self, name: str, count: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
+        return wait_until(lambda: (found := self.of(name)) and len(found) >= count and found,
+                          timeout)
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+
+class Runner:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.markers: list[str] = []
+        self.jobs: list[Job] = []
+
+    def new_marker(self) -> str:
+        marker = f"fakerun-test-{uuid.uuid4().hex[:12]}"
+        self.markers.append(marker)
+        return marker
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Job:
+        marker = self.new_marker()
+        n = len(self.jobs)
+        out, err = self.tmp_path / f"job{n}.out", self.tmp_path / f"job{n}.err"
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *args], stdout=fo, stderr=fe,
+                                    stdin=subprocess.DEVNULL, env=env)
+        job = Job(proc, marker, out, err)
+        self.jobs.append(job)
+        return job
+
+    def run(self, *args: str, timeout: float = DEFAULT_TIMEOUT) -> Job:
+        job = self.start(*args)
+        try:
+            job.wait(timeout)
+        except subprocess.TimeoutExpired:
+            job.proc.kill()
+            raise
+        return job
+
+    def leftovers(self) -> list[psutil.Process]:
+        return [p for m in self.markers for p in job_processes(m)]
+
+    def cleanup(self) -> None:
+        for job in self.jobs:
+            if job.proc.poll() is None:
+                job.proc.kill()
+                job.proc.wait(10)
+        for proc in self.leftovers():
+            proc.send_signal(signal.SIGKILL)
+
+
+@pytest.fixture
+def runner(tmp_path: Path):
+    """Runs fakerun jobs; after the test, asserts none of their processes
+    is left (and kills any that are, so one leak cannot poison the rest)."""
+    r = Runner(tmp_path)
+    yield r
+    try:
+        for job in r.jobs:
+            if job.proc.poll() is None:
+                pytest.fail(f"launcher {job.proc.pid} still running after the test")
+        # The launcher reaps every rank before it exits: no grace period here.
+        left = r.leftovers()
+        assert not left, f"processes of the job left behind: {left}"
+    finally:
+        r.cleanup()
+

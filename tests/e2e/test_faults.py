@@ -1,0 +1,150 @@
+"""Failures and signals, torch-elastic style; nothing may outlive a job."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import FAKERUN, job_processes, wait_until
+
+RUNNING = ("--nproc", "4", "--max-steps", "400", "--speed", "4", "--output", "jsonl")
+
+
+def root_cause(stderr: str) -> str:
+    return stderr.split("Root Cause (first observed failure):\n", 1)[1]
+
+
+def test_sigkill_of_a_rank_fails_the_job(runner):
+    job = runner.start(*RUNNING)
+    job.wait_for_event("step")
+    victim = next(e for e in job.of("rank_started") if e["rank"] == 2)
+    psutil.Process(victim["pid"]).kill()
+    assert job.wait() == 1
+    root = root_cause(job.stderr)
+    assert "  rank      : 2 (local_rank: 2)\n" in root
+    assert f"  exitcode  : -9 (pid: {victim['pid']})  (SIGKILL)\n" in root
+    assert f"  traceback : Signal 9 (SIGKILL) received by PID {victim['pid']}\n" in root
+    # The survivors were sent SIGTERM, as torchrun does, and are listed as failures.
+    others = [e for e in job.of("rank_started") if e["rank"] != 2]
+    for e in others:
+        assert f"Sending process {e['pid']} closing signal SIGTERM" in job.stderr
+    assert job.stderr.count("(SIGTERM)\n") == 3
+    assert job.events()[-1]["exit_code"] == 1
+
+
+def test_rank_exit_nonzero_is_the_root_cause(runner):
+    job = runner.run("--nproc", "4", "--max-steps", "20", "--speed", "0",
+                     "--scenario", "rank-exit", "--fail-rank", "3", "--fail-step", "5",
+                     "--output", "jsonl")
+    assert job.proc.returncode == 1
+    root = root_cause(job.stderr)
+    pid = next(e["pid"] for e in job.of("rank_started") if e["rank"] == 3)
+    assert "  rank      : 3 (local_rank: 3)\n" in root
+    assert f"  exitcode  : 1 (pid: {pid}) \n" in root
+    assert re.search(rf"E\d{{4}} [\d:.]+ \d+ torch/distributed/elastic/multiprocessing/api.py:1002\] "
+                     rf"failed \(exitcode: 1\) local_rank: 3 \(pid: {pid}\) of binary: ", job.stderr)
+    assert [s["step"] for s in job.of("step")] == [1, 2, 3, 4]
+
+
+def test_rank_crash_prints_prefixed_traceback(runner):
+    job = runner.run("--nproc", "2", "--max-steps", "10", "--speed", "0",
+                     "--scenario", "rank-crash", "--fail-rank", "1", "--fail-step", "3")
+    assert job.proc.returncode == 1
+    lines = [line for line in job.stdout.splitlines() + job.stderr.splitlines()
+             if line.startswith("[default1]:[rank1]: ")]
+    assert lines[0] == "[default1]:[rank1]: Traceback (most recent call last):"
+    assert lines[-1] == "[default1]:[rank1]: RuntimeError: Simulated failure on rank 1 at step 3"
+
+
+def test_failure_box_layout(runner):
+    job = runner.run("--nproc", "2", "--max-steps", "10", "--speed", "0",
+                     "--scenario", "rank-exit", "--fail-rank", "0", "--fail-step", "2")
+    err = job.stderr
+    box = err[err.index("ChildFailedError: \n") + len("ChildFailedError: \n"):].splitlines()
+    width = len(box[0])
+    assert box[0] == "=" * width and box[-1] == "=" * width and width <= 60
+    assert box[1:4] == ["train.py FAILED", "-" * width, "Failures:"]
+    assert box[4] == "[1]:"  # the other rank, SIGTERMed
+    assert "Root Cause (first observed failure):" in box
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_launcher(runner, sig, code):
+    job = runner.start(*RUNNING)
+    job.wait_for_event("step")
+    job.kill(sig)
+    assert job.wait() == code
+    assert f"Received {int(sig)} death signal, shutting down workers" in job.stderr
+    assert f"SignalException: Process {job.proc.pid} got signal: {int(sig)}" in job.stderr
+    assert "FAILED" not in job.stderr  # torchrun prints no ChildFailedError table here
+    assert job.events()[-1]["exit_code"] == code
+
+
+def test_ctrl_c_to_the_process_group(runner):
+    """A terminal's Ctrl+C reaches the whole foreground process group."""
+    marker = runner.new_marker()
+    proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *RUNNING], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for line in proc.stdout:  # mid-training, not during start-up
+            if b'"event":"step"' in line:
+                break
+        assert len(job_processes(marker)) == 5
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.stdout.read()
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def test_sigkill_of_launcher_takes_ranks_down(runner):
+    job = runner.start(*RUNNING)
+    job.wait_for_event("step")
+    pids = [e["pid"] for e in job.of("rank_started")]
+    job.kill(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert job.wait() == -9
+
+    def all_gone() -> bool:
+        return not job_processes(job.marker)
+
+    wait_until(all_gone, 2.0)
+    elapsed = time.monotonic() - killed_at
+    assert elapsed < 2.0
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_hung_rank_trips_the_watchdog(runner):
+    job = runner.run("--nproc", "3", "--max-steps", "20", "--speed", "0", "--scenario", "hang",
+                     "--fail-rank", "2", "--fail-step", "4", "--collective-timeout", "1")
+    assert job.proc.returncode == 1
+    out = job.stdout
+    for rank in (0, 1):
+        assert re.search(
+            rf"\[default{rank}\]:\[rank{rank}\]:\[E\d{{3,4}} [\d:]+\.\d{{9}} ProcessGroupNCCL\.cpp:607\] "
+            rf"\[Rank {rank}\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
+            r"OpType=ALLREDUCE, NumelIn=2, NumelOut=2, Timeout\(ms\)=1000\) ran for \d+ milliseconds "
+            r"before timing out\.", out + job.stderr)
+    assert "  exitcode  : -6 (pid: " in job.stderr  # SIGABRT, as ProcessGroupNCCL dies
+    assert "(SIGABRT)" in job.stderr
+    assert "Signal 15 (SIGTERM)" in job.stderr  # the hung rank itself, terminated
+
+
+def test_closed_stdout_pipe(runner):
+    marker = runner.new_marker()
+    cmd = " ".join([*FAKERUN, "--rdzv-id", marker, "--nproc", "4", "--max-steps", "200",
+                    "--speed", "4"])
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{cmd} | head -1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("[default0]:")
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr
+    assert result.returncode == 141

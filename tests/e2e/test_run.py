@@ -1,0 +1,117 @@
+"""A whole job as a user runs it: processes, environment, collectives, steps."""
+
+from __future__ import annotations
+
+import psutil
+
+from fakerun import sim
+from fakerun.collective import reduce_values
+
+
+def test_healthy_run_jsonl(runner):
+    job = runner.start("--nproc", "8", "--max-steps", "50", "--speed", "10", "--seed", "7",
+                       "--output", "jsonl")
+    started = job.wait_for_event("rank_started", 8)
+    pids = [e["pid"] for e in started]
+    assert len(set(pids)) == 8
+    for pid in pids:  # live, and children of the launcher, while the job runs
+        assert psutil.Process(pid).ppid() == job.proc.pid
+    assert job.wait() == 0
+
+    events = job.events()
+    ranks = sorted(e["rank"] for e in job.of("rank_started"))
+    assert ranks == list(range(8))
+    steps = job.of("step")
+    assert [s["step"] for s in steps] == list(range(1, 51))
+    for s in steps:
+        contributed = [sim.local_metrics(7, r, s["step"]) for r in range(8)]
+        losses = [c[0] for c in contributed]
+        assert s["loss"] == reduce_values([[x] for x in losses], "avg")[0]
+        assert s["loss"] == sum(losses) / 8 or abs(s["loss"] - sum(losses) / 8) < 1e-12
+        assert (s["loss_min"], s["loss_max"]) == (min(losses), max(losses))
+    finished = events[-1]
+    assert finished["event"] == "run_finished"
+    assert finished == {"v": 1, "event": "run_finished", "exit_code": 0, "steps": 50,
+                        "rejected": {}}
+    exited = job.of("rank_exited")
+    assert sorted((e["pid"], e["exitcode"]) for e in exited) == sorted((p, 0) for p in pids)
+
+
+def test_every_event_has_version_and_name(runner):
+    job = runner.run("--nproc", "2", "--max-steps", "3", "--speed", "0", "--output", "jsonl")
+    assert job.proc.returncode == 0
+    events = job.events()
+    assert events and all(e["v"] == 1 and isinstance(e["event"], str) for e in events)
+    first = events[0]
+    assert first["event"] == "run_started"
+    assert (first["world_size"], first["nnodes"], first["nproc_per_node"]) == (2, 1, 2)
+    assert first["run_id"] == job.marker
+
+
+def test_collectives_are_sequenced_and_recorded(runner):
+    job = runner.run("--nproc", "4", "--max-steps", "5", "--speed", "0", "--output", "jsonl")
+    colls = job.of("collective")
+    assert [c["seq"] for c in colls] == list(range(1, len(colls) + 1))
+    ops = [c["op"] for c in colls]
+    assert ops[:2] == ["barrier", "broadcast"] and ops[-1] == "barrier"
+    assert ops.count("all_reduce") == 5
+    for c in colls:
+        assert c["ranks"] == [0, 1, 2, 3] and c["duration_us"] >= 0 and c["dtype"] == "float32"
+    assert all(c["count"] == 2 for c in colls if c["op"] == "all_reduce")
+
+
+def test_worker_environment_is_torchrun_s(runner):
+    job = runner.run("--nproc", "3", "--max-steps", "1", "--speed", "0", "--output", "jsonl",
+                     "--master-port", "29555")
+    envs = {e["rank"]: e["env"] for e in job.of("rank_started")}
+    for rank, env in envs.items():
+        assert env["RANK"] == env["ROLE_RANK"] == str(rank)
+        assert env["LOCAL_RANK"] == str(rank)
+        assert env["WORLD_SIZE"] == env["ROLE_WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "3"
+        assert (env["GROUP_RANK"], env["GROUP_WORLD_SIZE"], env["ROLE_NAME"]) == ("0", "1", "default")
+        assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == ("127.0.0.1", "29555")
+        assert env["TORCHELASTIC_RUN_ID"] == job.marker
+        assert env["TORCHELASTIC_RESTART_COUNT"] == env["TORCHELASTIC_MAX_RESTARTS"] == "0"
+        assert env["OMP_NUM_THREADS"] == "1"
+        assert env["FAKERUN_COORDINATOR"].startswith(("ipc://", "tcp://"))
+
+
+def test_plain_output_is_torchrun_like(runner):
+    job = runner.run("--nproc", "2", "--max-steps", "3", "--speed", "0", "--output", "plain")
+    assert job.proc.returncode == 0
+    err = job.stderr.splitlines()
+    # The OMP banner: glog prefix, empty first message (trailing space), run.py:874.
+    assert len(err) == 4
+    assert err[0].endswith(" torch/distributed/run.py:874] ")
+    assert err[1].endswith("] *****************************************")
+    assert err[2].endswith("as needed. ")
+    pid = str(job.proc.pid)
+    assert all(line.split(" ")[2] == pid for line in err)
+    out = job.stdout.splitlines()
+    assert out[:2] == ["[default0]:| distributed init (rank 0): env://, gpu 0",
+                       "[default1]:| distributed init (rank 1): env://, gpu 1"]
+    assert [line.split(" |")[0] for line in out[2:]] == [
+        "[default0]:step 1/3", "[default0]:step 2/3", "[default0]:step 3/3"]
+    assert "\x1b[" not in job.stdout + job.stderr
+
+
+def test_single_process_prints_no_omp_banner(runner):
+    job = runner.run("--nproc", "1", "--max-steps", "2", "--speed", "0")
+    assert job.proc.returncode == 0 and job.stderr == ""
+
+
+def test_log_dir_layout(runner, tmp_path):
+    logs = tmp_path / "logs"
+    job = runner.run("--nproc", "2", "--max-steps", "3", "--speed", "0", "--log-dir", str(logs))
+    assert job.proc.returncode == 0
+    (run_dir,) = logs.iterdir()
+    assert run_dir.name.startswith(job.marker + "_") and len(run_dir.name) == len(job.marker) + 9
+    for local in ("0", "1"):
+        folder = run_dir / "attempt_0" / local
+        assert sorted(p.name for p in folder.iterdir()) == ["stderr.log", "stdout.log"]
+    # Each rank's own lines, without the console's [defaultN]: prefix.
+    rank0 = (run_dir / "attempt_0" / "0" / "stdout.log").read_text().splitlines()
+    assert rank0[0] == "| distributed init (rank 0): env://, gpu 0"
+    assert len(rank0) == 4
+    rank1 = (run_dir / "attempt_0" / "1" / "stdout.log").read_text().splitlines()
+    assert rank1 == ["| distributed init (rank 1): env://, gpu 1"]

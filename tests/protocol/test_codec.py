@@ -1,0 +1,75 @@
+"""The v1 wire format: round trips, golden bytes, and strict rejection."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fakerun import protocol as p
+
+SAMPLES = [
+    p.Hello(3, 1, 1, 4242, "job42", "t0k3n", {"RANK": "3"}),
+    p.Welcome(8),
+    p.Refused("wrong-token"),
+    p.Contribute(3, "world", 7, "all_reduce", "avg", 0, "float32", [2.5, 1.0], "train_step", 5),
+    p.Release("world", 7, [2.25, 1.5]),
+    p.Abort("watchdog", "world", 7, "all_reduce", 2, 600000, 600061, ""),
+    p.Output(3, "stderr", ["[rank3]: Traceback (most recent call last):", ""]),
+    p.Goodbye(3, 0, ""),
+    p.Ack(),
+]
+
+
+def test_every_kind_is_sampled():
+    assert {type(m) for m in SAMPLES} == set(p.REGISTRY.values())
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.KIND)
+def test_round_trip(msg):
+    assert p.decode(p.encode(msg)) == msg
+
+
+def test_golden_bytes_v1():
+    # Changing these bytes is a protocol change: bump VERSION.
+    assert p.encode(p.Welcome(8)) == bytes.fromhex("83a17601a46b696e64a777656c636f6d65aa776f726c645f73697a6508")
+    assert p.encode(p.Release("world", 7, [0.5])) == bytes.fromhex(
+        "85a17601a46b696e64a772656c65617365a4636f6d6da5776f726c64a373657107a676616c75657391cb3fe0000000000000")
+    assert p.encode(p.Ack()) == msgpack.packb({"v": 1, "kind": "ack"})
+
+
+@pytest.mark.parametrize(("frame", "reason"), [
+    (b"\xc1", "undecodable"),
+    (p.encode(SAMPLES[0])[:-3], "undecodable"),
+    (msgpack.packb([1, 2, 3]), "not-a-map"),
+    (msgpack.packb({"v": 2, "kind": "ack"}), "version"),
+    (msgpack.packb({"kind": "ack"}), "version"),
+    (msgpack.packb({"v": 1, "kind": "pickle"}), "unknown-kind"),
+    (msgpack.packb({"v": 1, "kind": "welcome"}), "fields"),
+    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": 8, "x": 1}), "fields"),
+    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": "8"}), "field-type"),
+    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": True}), "field-type"),
+    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": ["x"]}), "field-type"),
+    (msgpack.packb({1: 2}), "undecodable"),
+    (msgpack.packb({"v": 1, "kind": "ack"}) + b"\x00", "undecodable"),
+    (msgpack.packb(msgpack.ExtType(5, b"x")), "undecodable"),
+    (b"\x00" * (p.MAX_MESSAGE_BYTES + 1), "oversize"),
+])
+def test_rejects(frame, reason):
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(frame)
+    assert info.value.reason == reason
+
+
+def test_ints_are_accepted_where_floats_are_expected():
+    frame = msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [1, 2.0]})
+    assert p.decode(frame).values == [1.0, 2.0]
+
+
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_escape_as_other_errors(frame):
+    try:
+        p.decode(frame)
+    except p.ProtocolError:
+        pass

@@ -1,0 +1,50 @@
+"""Topology and run configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakerun.cli import build_parser, to_config
+from fakerun.config import ConfigError, RunConfig, Topology
+
+
+def test_topology_ranks():
+    t = Topology(nnodes=2, nproc_per_node=8, node_rank=1)
+    assert t.world_size == 16
+    assert [t.global_rank(lr) for lr in t.local_ranks()] == list(range(8, 16))
+    assert t.node_ranks() == range(8, 16) and t.node_ranks(0) == range(0, 8)
+    assert (t.node_of(11), t.local_rank_of(11)) == (1, 3)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(nnodes=1, nproc_per_node=0), dict(nnodes=0, nproc_per_node=1),
+    dict(nnodes=2, nproc_per_node=1, node_rank=2), dict(nnodes=2, nproc_per_node=1, node_rank=-1),
+])
+def test_bad_topology(kwargs):
+    with pytest.raises(ConfigError):
+        Topology(**kwargs)
+
+
+def config(*argv: str) -> RunConfig:
+    return to_config(build_parser().parse_args(list(argv)))
+
+
+def test_run_id_follows_torchrun():
+    assert config("--rdzv-id", "job42").run_id == "job42"
+    assert config("--master-port", "29500").run_id == "none"
+    uuid_like = config("--seed", "5").run_id
+    assert len(uuid_like) == 36 and uuid_like[14] == "4"
+    assert config("--seed", "5").run_id == uuid_like  # drawn from the seed
+
+
+def test_script_and_its_arguments_are_recorded():
+    c = config("--nproc", "2", "pretrain.py", "--lr", "3e-4", "--nproc", "9")
+    assert c.entrypoint == "pretrain.py" and c.script_args == ("--lr", "3e-4", "--nproc", "9")
+    assert c.topology.nproc_per_node == 2
+    assert config().entrypoint == "train.py"
+
+
+def test_defaults():
+    c = config()
+    assert (c.topology.nproc_per_node, c.topology.nnodes, c.master_addr) == (8, 1, "127.0.0.1")
+    assert 1 <= c.master_port <= 65535 and c.output == "auto" and c.speed == 1.0

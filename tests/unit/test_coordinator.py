@@ -1,0 +1,146 @@
+"""The coordinator's pure core: no sockets, no clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakerun import events as ev
+from fakerun import protocol as p
+from fakerun.coordinator import TRAIN_STEP_TAG, Coordinator, JobIdentity, rank_identity
+
+JOB = JobIdentity("run-1", "secret", 3, 10)
+
+
+def frame(msg) -> bytes:
+    return p.encode(msg)
+
+
+def hello(rank: int, token: str = "secret", run_id: str = "run-1") -> bytes:
+    return frame(p.Hello(rank, rank, 0, 100 + rank, run_id, token, {"RANK": str(rank)}))
+
+
+def contribute(rank, seq, values, op="all_reduce", reduce_op="avg", tag="", step=0, root=0):
+    return frame(p.Contribute(rank, "world", seq, op, reduce_op, root, "float32", values, tag, step))
+
+
+@pytest.fixture
+def core() -> Coordinator:
+    c = Coordinator(JOB, collective_timeout_s=5.0, wall_clock=lambda: 1000.0)
+    for r in range(3):
+        c.handle(rank_identity(r), hello(r), 0.0)
+    return c
+
+
+def kinds(outcome):
+    return [type(e).__name__ for e in outcome.events]
+
+
+def test_rendezvous_completes_when_the_world_is_there():
+    c = Coordinator(JOB, 5.0, lambda: 0.0)
+    first = c.handle(rank_identity(0), hello(0), 0.0)
+    assert kinds(first) == ["RankStarted"] and not first.replies
+    c.handle(rank_identity(1), hello(1), 0.0)
+    last = c.handle(rank_identity(2), hello(2), 0.0)
+    assert kinds(last) == ["RankStarted", "RendezvousComplete"]
+    assert [(i, type(m)) for i, m in last.replies] == [(rank_identity(r), p.Welcome) for r in range(3)]
+    assert last.events[1].pids == [100, 101, 102]
+
+
+@pytest.mark.parametrize(("identity", "msg", "reason"), [
+    (rank_identity(0), hello(0, token="nope"), "wrong-token"),
+    (rank_identity(0), hello(0, run_id="other"), "wrong-run-id"),
+    (rank_identity(1), hello(0), "bad-rank"),
+    (rank_identity(7), frame(p.Hello(7, 7, 0, 1, "run-1", "secret", {})), "bad-rank"),
+])
+def test_bad_hello_is_refused_and_counted(identity, msg, reason):
+    c = Coordinator(JOB, 5.0, lambda: 0.0)
+    out = c.handle(identity, msg, 0.0)
+    assert out.replies == [(identity, p.Refused(reason))]
+    assert c.rejected[reason] == 1 and not c.hellos
+
+
+def test_duplicate_hello_is_refused(core):
+    out = core.handle(rank_identity(1), hello(1), 0.0)
+    assert out.replies == [(rank_identity(1), p.Refused("duplicate-rank"))]
+
+
+def test_all_reduce_blocks_until_every_rank_then_reduces_in_rank_order(core):
+    assert core.handle(rank_identity(2), contribute(2, 1, [3.0, 1.0], tag=TRAIN_STEP_TAG, step=1), 1.0).replies == []
+    assert core.handle(rank_identity(0), contribute(0, 1, [1.0, 1.0], tag=TRAIN_STEP_TAG, step=1), 1.5).replies == []
+    out = core.handle(rank_identity(1), contribute(1, 1, [2.0, 4.0], tag=TRAIN_STEP_TAG, step=1), 2.0)
+    assert sorted(out.replies, key=lambda r: r[0]) == [
+        (rank_identity(r), p.Release("world", 1, [2.0, 2.0])) for r in range(3)]
+    coll, step = out.events
+    assert isinstance(coll, ev.Collective)
+    assert (coll.op, coll.seq, coll.count, coll.ranks, coll.duration_us) == ("all_reduce", 1, 2, [0, 1, 2], 1_000_000)
+    assert step == ev.Step(1, 10, 2.0, 1.0, 3.0, 2.0)
+
+
+def test_broadcast_and_barrier(core):
+    for r, v in ((0, [9.0]), (1, [0.0]), (2, [0.0])):
+        out = core.handle(rank_identity(r), contribute(r, 1, v, op="broadcast", reduce_op=""), 0.0)
+    assert {m.values[0] for _, m in out.replies} == {9.0}
+    for r in range(3):
+        out = core.handle(rank_identity(r), contribute(r, 2, [], op="barrier", reduce_op=""), 0.0)
+    assert len(out.replies) == 3 and out.events[0].op == "barrier"
+
+
+def test_desync_names_both_ranks_and_aborts_them(core):
+    core.handle(rank_identity(0), contribute(0, 1, [1.0]), 0.0)
+    out = core.handle(rank_identity(1), contribute(1, 1, [], op="barrier", reduce_op=""), 0.0)
+    (desync,) = out.events
+    assert isinstance(desync, ev.Desync) and desync.ranks == [0, 1]
+    assert "Rank 1 is running collective: CollectiveFingerPrint(SequenceNumber=1, OpType=BARRIER" in desync.detail
+    assert "but Rank 0 is running collective: CollectiveFingerPrint(SequenceNumber=1, OpType=ALLREDUCE" in desync.detail
+    assert sorted(i for i, m in out.replies if isinstance(m, p.Abort)) == [rank_identity(0), rank_identity(1)]
+
+
+def test_skipped_sequence_number_is_a_desync(core):
+    out = core.handle(rank_identity(0), contribute(0, 2, [1.0]), 0.0)
+    assert kinds(out) == ["Desync"]
+
+
+def test_watchdog_fires_for_the_waiting_ranks(core):
+    core.handle(rank_identity(0), contribute(0, 1, [1.0, 1.0]), 10.0)
+    core.handle(rank_identity(2), contribute(2, 1, [1.0, 1.0]), 11.0)
+    assert core.next_deadline() == 15.0
+    assert core.tick(14.9).events == []
+    out = core.tick(15.2)
+    (timeout,) = out.events
+    assert (timeout.waiting, timeout.missing, timeout.timeout_ms, timeout.elapsed_ms) == ([0, 2], [1], 5000, 5200)
+    assert timeout.op == "all_reduce" and timeout.numel == 2 and timeout.seq == 1
+    assert [(i, m.cause) for i, m in out.replies] == [(rank_identity(0), "watchdog"), (rank_identity(2), "watchdog")]
+    assert core.next_deadline() is None
+
+
+def test_rank_output_is_held_and_released_in_rank_order(core):
+    core.handle(rank_identity(2), frame(p.Output(2, "stdout", ["from two"])), 0.0)
+    core.handle(rank_identity(0), frame(p.Output(0, "stderr", ["from zero"])), 0.0)
+    for r in range(3):
+        out = core.handle(rank_identity(r), contribute(r, 1, [], op="barrier", reduce_op=""), 0.0)
+    outputs = [e for e in out.events if isinstance(e, ev.RankOutput)]
+    assert [(e.rank, e.lines) for e in outputs] == [(0, ["from zero"]), (2, ["from two"])]
+
+
+def test_goodbye_is_acked_and_flushes_that_rank(core):
+    core.handle(rank_identity(1), frame(p.Output(1, "stderr", ["bye"])), 0.0)
+    out = core.handle(rank_identity(1), frame(p.Goodbye(1, 1, "exception")), 0.0)
+    assert out.replies == [(rank_identity(1), p.Ack())]
+    assert [e.lines for e in out.events] == [["bye"]]
+    assert core.handle(rank_identity(1), contribute(1, 1, [1.0]), 0.0).replies == []
+    assert core.rejected["out-of-phase"] == 1
+
+
+def test_messages_from_strangers_and_impostors_are_counted(core):
+    core.handle(b"stranger", contribute(0, 1, [1.0]), 0.0)
+    core.handle(rank_identity(1), contribute(0, 1, [1.0]), 0.0)
+    core.handle(rank_identity(1), frame(p.Ack()), 0.0)
+    assert dict(core.rejected) == {"not-joined": 1, "rank-mismatch": 1, "unexpected-kind": 1}
+
+
+def test_each_reject_reason_is_reported_once():
+    c = Coordinator(JOB, 5.0, lambda: 0.0)
+    first = c.handle(b"x", b"\xc1", 0.0)
+    second = c.handle(b"x", b"\xc1", 0.0)
+    assert kinds(first) == ["Rejected"] and second.events == []
+    assert c.rejected["undecodable"] == 2

@@ -1,0 +1,100 @@
+"""Renderers: exact torchrun texts."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+from fakerun import events as ev
+from fakerun.render import Renderer
+from fakerun.render.console import ConsoleSink
+from fakerun.render.failure import failure_box
+from fakerun.render.jsonl import JsonlSink, dumps
+from fakerun.render.lines import Line, c10_stamp, elastic_time, glog_prefix
+from fakerun.render.texts import load
+from fakerun.render.torchrun import TorchrunFormatter
+
+GOLDEN = Path(__file__).parent / "golden"
+TEXT = load("torchrun")["text"]
+
+
+def at(stamp: str) -> float:
+    return time.mktime(datetime.strptime(stamp, "%Y-%m-%d_%H:%M:%S").timetuple())
+
+
+def failure(rank: int, pid: int, code: int) -> ev.Failure:
+    return ev.Failure(rank, rank, 0, pid, code, at("2026-11-21_21:15:18"), "localhost")
+
+
+def test_failure_box_matches_real_torchrun_byte_for_byte():
+    # Captured from torchrun (torch 2.13.0) on this kind of machine: rank 1
+    # exited 1, ranks 0 and 2 were SIGTERMed.
+    box = failure_box("train.py", failure(1, 2867, 1),
+                      [failure(0, 2866, -15), failure(2, 2868, -15)], TEXT)
+    assert "\n".join(box) + "\n" == (GOLDEN / "childfailed_torch2.13.txt").read_text()
+
+
+def test_failure_box_width_follows_the_longest_line_up_to_60():
+    box = failure_box("train.py", failure(1, 31935, -9), [], TEXT)
+    # "  traceback : Signal 9 (SIGKILL) received by PID 31935" is 54 long.
+    assert box[0] == "=" * 54 and box[4] == "  <NO_OTHER_FAILURES>"
+    long_title = failure_box("x" * 70 + ".py", failure(1, 1, 1), [], TEXT)
+    assert len(long_title[0]) == 60
+
+
+def test_prefixes():
+    t = at("2026-03-09_07:05:04") + 0.076543
+    assert glog_prefix("W", t, 10505, "torch/distributed/run.py:874") == \
+        "W0309 07:05:04.076000 10505 torch/distributed/run.py:874] "
+    assert c10_stamp(t).startswith("309 07:05:04.0765")
+    assert len(c10_stamp(t).split(".")[1]) == 9
+    assert elastic_time(t) == "2026-03-09_07:05:04"
+
+
+def test_console_prefixes_rank_lines_and_filters_other_nodes():
+    out, err = io.StringIO(), io.StringIO()
+    sink = ConsoleSink(out, err, nproc_per_node=4, node_ranks=range(4, 8))
+    sink.write([Line("mine", "stdout", 5), Line("not mine", "stdout", 1),
+                Line("oops", "stderr", 6), Line("launcher", "stderr", None)])
+    assert out.getvalue() == "[default1]:mine\n"
+    assert err.getvalue() == "[default2]:oops\nlauncher\n"
+
+
+def test_jsonl_is_strict_json():
+    line = dumps(ev.Step(1, 2, float("nan"), float("-inf"), float("inf"), 1.5))
+    body = json.loads(line)
+    assert "NaN" in line and body["loss"] == "NaN" and body["loss_min"] == "-Infinity"
+    assert body == {"v": 1, "event": "step", "step": 1, "max_steps": 2, "loss": "NaN",
+                    "loss_min": "-Infinity", "loss_max": "Infinity", "grad_norm": 1.5}
+
+
+def test_renderer_feeds_events_and_lines():
+    out, err = io.StringIO(), io.StringIO()
+    renderer = Renderer(TorchrunFormatter(binary="/usr/bin/python3"),
+                        [ConsoleSink(out, err, 2, None, show_ranks=False)], [JsonlSink(out)])
+    renderer.emit(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "127.0.0.1", 29500, 42, 0,
+                                at("2026-11-21_19:50:33")))
+    renderer.emit(ev.Step(1, 3, 2.0, 1.0, 3.0, 1.0))
+    lines = out.getvalue().splitlines()
+    assert [json.loads(x)["event"] for x in lines] == ["run_started", "step"]
+    banner = err.getvalue().splitlines()
+    assert banner[0] == "W1121 19:50:33.000000 42 torch/distributed/run.py:874] "
+    assert banner[2].endswith("as needed. ") and len(banner) == 4
+
+
+def test_failure_report_lines():
+    formatter = TorchrunFormatter(binary="/opt/venv/bin/python3")
+    formatter.lines(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
+    lines = [x.text for x in formatter.lines(ev.RunFailed(
+        "train.py", "/opt/venv/bin/python3", 42, failure(1, 7, 1), [], at("2026-11-21_21:15:18")))]
+    assert lines[0].endswith("torch/distributed/elastic/multiprocessing/api.py:1002] failed "
+                             "(exitcode: 1) local_rank: 1 (pid: 7) of binary: /opt/venv/bin/python3")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[2] == '  File "/opt/venv/bin/torchrun", line 8, in <module>'
+    assert '"/opt/venv/lib/python3.11/site-packages/torch/distributed/run.py", line 1028' in lines[8] \
+        or any("run.py\", line 1028, in main" in x for x in lines)
+    assert "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: " in lines
+    assert lines[-1] == "=" * 60
