@@ -66,6 +66,17 @@ class RendezvousComplete:
 
 
 @dataclass(frozen=True)
+class RendezvousTimeout:
+    """Not every rank joined within the rendezvous timeout."""
+
+    NAME: ClassVar[str] = "rendezvous_timeout"
+    timeout_s: float
+    joined: list[int]
+    world_size: int
+    time: float
+
+
+@dataclass(frozen=True)
 class RankOutput:
     """Lines a rank produced itself (not derived from other events)."""
 
@@ -194,7 +205,7 @@ class RunFinished:
 
 
 Event = (
-    RunStarted | RankStarted | RendezvousComplete | RankOutput | Collective | Step
+    RunStarted | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput | Collective | Step
     | WatchdogTimeout | Desync | Rejected | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | RunFailed | RunFinished
 )

@@ -86,6 +86,8 @@ class Launcher:
         self.stop: Stop | None = None
         self.exit_signal: int | None = None
         self._host = ""
+        self.group: WorkerGroup | None = None
+        self.logs: RankLogFiles | None = None
 
     # -- lifecycle ------------------------------------------------------
     def run(self) -> int:
@@ -231,9 +233,8 @@ class Launcher:
 
     def _check_deadlines(self, now: float, rdzv_deadline: float) -> None:
         if self.stop is None and not self.core.ready and now >= rdzv_deadline:
-            self._emit(ev.RankOutput(0, "stderr", [
-                f"rendezvous timed out after {self.config.rdzv_timeout_s:g}s: "
-                f"{len(self.core.hellos)} of {self.topo.world_size} ranks joined"]))
+            self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, sorted(self.core.hellos),
+                                            self.topo.world_size, self.io.wall()))
             self._begin_stop("rendezvous", signal.SIGTERM)
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
             self.stop.killed = True
@@ -262,7 +263,7 @@ class Launcher:
 
     def _kill_leftovers(self) -> None:
         """Whatever path got us here, no rank outlives the launcher."""
-        group = getattr(self, "group", None)
+        group = self.group
         if group is not None and group.running():
             group.send(signal.SIGKILL)
             for worker in group.running():
@@ -270,7 +271,6 @@ class Launcher:
                     worker.proc.wait(timeout=5)
 
     def _close_logs(self) -> None:
-        logs = getattr(self, "logs", None)
-        if logs is not None:
-            logs.close()
+        if self.logs is not None:
+            self.logs.close()
 

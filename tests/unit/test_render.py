@@ -98,3 +98,11 @@ def test_failure_report_lines():
         or any("run.py\", line 1028, in main" in x for x in lines)
     assert "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: " in lines
     assert lines[-1] == "=" * 60
+
+
+def test_rendezvous_timeout_names_the_missing_ranks():
+    formatter = TorchrunFormatter()
+    formatter.lines(ev.RunStarted("r", 4, 2, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
+    (line,) = formatter.lines(ev.RendezvousTimeout(30.0, [0, 1], 4, 0.0))
+    assert line.stream == "stderr" and line.rank is None
+    assert line.text.endswith("rendezvous timed out after 30s: 2 of 4 ranks joined (missing: 2, 3)")

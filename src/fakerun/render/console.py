@@ -40,14 +40,12 @@ class ConsoleSink:
     def _put(self, stream: str, text: str) -> None:
         try:
             self.streams[stream].write(text + "\n")
-        except BrokenPipeError:
+        except OSError:  # EPIPE, or EIO from a hung-up terminal
             raise OutputClosed(stream) from None
 
     def flush(self) -> None:
         for name in ("stdout", STDERR):
             try:
                 self.streams[name].flush()
-            except BrokenPipeError:
-                raise OutputClosed(name) from None
-            except ValueError:  # already closed by the reader side going away
+            except (OSError, ValueError):  # EPIPE, EIO (terminal gone), closed file
                 raise OutputClosed(name) from None

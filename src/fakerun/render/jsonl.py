@@ -33,11 +33,11 @@ class JsonlSink:
     def event(self, event: Any) -> None:
         try:
             self.stream.write(dumps(event) + "\n")
-        except BrokenPipeError:
+        except OSError:  # EPIPE, or EIO from a hung-up terminal
             raise OutputClosed("stdout") from None
 
     def flush(self) -> None:
         try:
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):
             raise OutputClosed("stdout") from None

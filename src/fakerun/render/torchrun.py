@@ -29,6 +29,7 @@ class TorchrunFormatter:
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.RunStarted: self._run_started,
             ev.RendezvousComplete: self._rendezvous,
+            ev.RendezvousTimeout: self._rendezvous_timeout,
             ev.RankOutput: self._rank_output,
             ev.Step: self._step,
             ev.WatchdogTimeout: self._watchdog,
@@ -72,6 +73,12 @@ class TorchrunFormatter:
         message = (f"rejected a message from {e.peer!r}: {e.reason} "
                    "(further rejects of this kind are only counted)")
         return self._launcher("W", "rejected", e.time, message)
+
+    def _rendezvous_timeout(self, e: ev.RendezvousTimeout) -> list[Line]:
+        missing = sorted(set(range(e.world_size)) - set(e.joined))
+        return self._launcher("E", "rendezvous", e.time, self.text["rendezvous_timeout"].format(
+            timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
+            missing=", ".join(map(str, missing))))
 
     def _run_failed(self, e: ev.RunFailed) -> list[Line]:
         root = e.root
