@@ -9,16 +9,19 @@ interleaved so the machine's noise hits fakerun and its floor alike):
    Floor: N concurrent bare `python -c "import zmq, msgpack; print('ok')"`.
 2. Collective cycle, N = 8 and 64: the launcher runs in-process in a child with
    a stdout that stamps every `collective`/`train_step` JSONL event; cycle =
-   time between consecutive stamps, first 10 % dropped, per-run median and p99.
+   time between consecutive stamps, first 10 % dropped, per-run median and p99;
+   also CPU per step of the coordinating process and of one rank (os.times).
    Floor: a raw pyzmq ROUTER with N forked DEALER processes doing the same
    all-ranks round trip (small msgpack up, one reply to each rank down).
 3. Steps/s at --speed 0, 8 ranks: from the run of 2, (stamps - 1) / (last - first).
    Floor: the raw round trips/s of 2's floor.
-4. USS per rank: `fakerun --nproc 8 --speed 1`, after step 8 (~2 s), median USS
-   of the launcher's 8 children, then SIGINT (expects exit 130).
-   Floor: 8 forked raw DEALER ranks paced like --speed 1, after 8 round trips.
+4. USS per rank: `fakerun --nproc 8 --max-steps 100000 --speed 1`; once the
+   launcher has 8 children (polled) and ~2 s after its first step line, the
+   median USS (and PSS) of those children; then SIGINT, expecting exit 130.
+   Floor: 8 forked raw DEALER ranks paced 0.25 s per round trip, read likewise.
 
 Figures are the median (min-max) over rounds; ratio = fakerun median / floor median.
+The header names the fakerun package measured (path, commit, a digest of its files).
 
 Run:
     .venv/bin/python bench/bench.py             # 5 rounds, human-readable
@@ -32,6 +35,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -61,9 +66,10 @@ PY = sys.executable
 MIB = 1024 * 1024
 WARMUP_FRACTION = 0.10
 FLOOR_SNIPPET = "import zmq, msgpack; print('ok', flush=True)"
-STEP_LINE = re.compile(r"^\[default0\]:step\s+(\d+)/")
-USS_AFTER_STEPS = 8  # ~2 s at --speed 1 (0.25 s per step)
-USS_PACE_S = 0.25
+STEP_LINE = re.compile(r"^\[default0\]:.*\b[Ss]tep\s+(\d+)/\d+")
+USS_STEPS_S = 2.0  # how long ranks run steps before their memory is read
+USS_PACE_S = 0.25  # fakerun's step at --speed 1
+USS_FLOOR_STEPS = round(USS_STEPS_S / USS_PACE_S)
 PR_SET_PDEATHSIG = 1
 
 
@@ -99,6 +105,19 @@ def cycle_figures(stamps: list[float]) -> dict[str, float]:
         "steps_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
         "collectives": len(stamps),
     }
+
+
+def cpu_now() -> tuple[float, float]:
+    """(own CPU s, reaped children's CPU s) of this process."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
+def cpu_figures(before: tuple[float, float], n: int, steps: int) -> dict[str, float]:
+    """CPU per step of the coordinating process and of one rank (incl. start and teardown)."""
+    after = cpu_now()
+    return {"coordinator_cpu_ms_per_step": (after[0] - before[0]) / steps * 1e3,
+            "rank_cpu_ms_per_step": (after[1] - before[1]) / steps / n * 1e3}
 
 
 def kill_tree(pid: int) -> None:
@@ -169,27 +188,55 @@ class LineReader:
 
 
 # -- child: startup ------------------------------------------------------------
+class FakerunProc:
+    """`fakerun ARGS` in a session of its own: stdout read line by line with
+    timestamps, stderr kept in a file for the error message."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self.t0 = now()
+        self.proc = subprocess.Popen([*fakerun_cmd(), *args], stdout=subprocess.PIPE, stderr=self.err,
+                                     bufsize=0, start_new_session=True)
+        assert self.proc.stdout is not None
+        self.reader = LineReader([self.proc.stdout])
+
+    def __enter__(self) -> FakerunProc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
+        if self.proc.poll() is None:
+            kill_tree(self.proc.pid)
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.err.close()
+
+    def wait(self, deadline: float) -> int:
+        for _ in self.reader.lines(deadline):  # drain to EOF so it never blocks on a full pipe
+            pass
+        return self.proc.wait(timeout=max(0.1, deadline - now()))
+
+    def failure(self, message: str) -> RuntimeError:
+        self.err.seek(0)
+        tail = self.err.read().decode(errors="replace").strip().splitlines()[-4:]
+        return RuntimeError(" | ".join([message, *tail]))
+
+
 def child_startup_fakerun(n: int, deadline: float) -> dict[str, Any]:
-    cmd = [*fakerun_cmd(), "--nproc", str(n), "--max-steps", "1", "--speed", "0", "--output", "plain"]
-    t0 = now()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
-                            start_new_session=True)
-    reader = LineReader([proc.stdout])
-    try:
-        first, ready, inits = None, None, 0
-        for line in reader.lines(deadline):
+    args = ["--nproc", str(n), "--max-steps", "1", "--speed", "0", "--output", "plain"]
+    first, ready, inits = None, None, 0
+    with FakerunProc(args) as fr:
+        for line in fr.reader.lines(deadline):
             if first is None and line.text.startswith("[default"):
-                first = line.t - t0
+                first = line.t - fr.t0
             inits += "| distributed init" in line.text
-            if ready is None and inits == n:
-                ready = line.t - t0
-        code = proc.wait(timeout=max(0.1, deadline - now()))
-    finally:
-        reader.close()
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-    if first is None or ready is None or code != 0:
-        raise RuntimeError(f"fakerun exited {code} after {inits} of {n} init lines")
+            if inits == n:
+                ready = line.t - fr.t0
+                break
+        code = fr.wait(deadline)
+        if first is None or ready is None or code != 0:
+            raise fr.failure(f"fakerun exited {code} after {inits} of {n} init lines")
     return {"first_s": first, "ready_s": ready}
 
 
@@ -252,13 +299,15 @@ def child_collective_fakerun(n: int, steps: int) -> dict[str, Any]:
     argv = ["--nproc", str(n), "--max-steps", str(steps), "--speed", "0", "--output", "jsonl"]
     config = to_config(build_parser().parse_args(argv))
     stream = StampingStream()
+    cpu = cpu_now()
     with open(os.devnull, "w") as devnull:
         code = Launcher(config, LauncherIO(stdout=stream, stderr=devnull)).run()
+    used = cpu_figures(cpu, n, steps)
     if code != 0:
         raise RuntimeError(f"launcher exited {code}")
     if len(stream.stamps) != steps:
         raise RuntimeError(f"stamped {len(stream.stamps)} train_step collectives, expected {steps}")
-    return cycle_figures(stream.stamps)
+    return cycle_figures(stream.stamps) | used
 
 
 # -- child: raw zmq floor (collective and USS) -----------------------------------
@@ -365,55 +414,55 @@ def run_raw(plan: RawPlan, deadline: float, probe: Callable[[], Any]) -> tuple[l
 
 
 def child_collective_floor(n: int, steps: int, deadline: float) -> dict[str, Any]:
+    cpu = cpu_now()
     stamps, _ = run_raw(RawPlan(n, steps), deadline, lambda: None)
-    return cycle_figures(stamps)
+    return cycle_figures(stamps) | cpu_figures(cpu, n, steps)
 
 
 def children_memory(parent: psutil.Process) -> dict[str, Any]:
     infos = [c.memory_full_info() for c in parent.children()]
     return {"ranks": len(infos),
             "rank_uss_mib": statistics.median(i.uss for i in infos) / MIB,
-            "rank_pss_mib": statistics.median(i.pss for i in infos) / MIB,
-            "parent_uss_mib": parent.memory_full_info().uss / MIB}
+            "rank_pss_mib": statistics.median(i.pss for i in infos) / MIB}
 
 
 def child_uss_floor(n: int, deadline: float) -> dict[str, Any]:
-    plan = RawPlan(n, USS_AFTER_STEPS + 1, USS_PACE_S, USS_AFTER_STEPS)
+    plan = RawPlan(n, USS_FLOOR_STEPS + 2, USS_PACE_S, USS_FLOOR_STEPS + 1)
     _, memory = run_raw(plan, deadline, lambda: children_memory(psutil.Process()))
     return memory
 
 
 # -- child: USS of fakerun's ranks -----------------------------------------------
 def child_uss_fakerun(n: int, deadline: float) -> dict[str, Any]:
-    cmd = [*fakerun_cmd(), "--nproc", str(n), "--max-steps", "100000", "--speed", "1",
-           "--output", "plain"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
-                            start_new_session=True)
-    reader = LineReader([proc.stdout])
-    try:
-        launcher = psutil.Process(proc.pid)
+    """Ranks up (polled), first step seen, then ~2 s of steps before reading memory."""
+    args = ["--nproc", str(n), "--max-steps", "100000", "--speed", "1", "--output", "plain"]
+    with FakerunProc(args) as fr:
+        launcher = psutil.Process(fr.proc.pid)
         wait_until(lambda: len(launcher.children()) == n, deadline, f"{n} ranks")
-        _wait_for_step(reader, USS_AFTER_STEPS, deadline)
+        first = last_step(fr.reader, deadline, stop_at=1)
+        latest = last_step(fr.reader, min(deadline, now() + USS_STEPS_S))
+        if first is None or latest is None:
+            raise fr.failure(f"no step line from fakerun (exit status {fr.proc.poll()})")
         memory = children_memory(launcher)
-        proc.send_signal(signal.SIGINT)
-        for _ in reader.lines(deadline):
-            pass
-        code = proc.wait(timeout=max(0.1, deadline - now()))
-    finally:
-        reader.close()
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-    if code != 130 or memory["ranks"] != n:
-        raise RuntimeError(f"launcher exited {code} (expected 130), {memory['ranks']} ranks seen")
-    return memory | {"exit_code": code}
+        fr.proc.send_signal(signal.SIGINT)
+        code = fr.wait(deadline)
+        if code != 130 or memory["ranks"] != n:
+            raise fr.failure(f"launcher exited {code} (expected 130), {memory['ranks']} ranks seen")
+    return memory | {"exit_code": code, "step": latest}
 
 
-def _wait_for_step(reader: LineReader, step: int, deadline: float) -> None:
-    for line in reader.lines(deadline):
-        match = STEP_LINE.match(line.text)
-        if match and int(match.group(1)) >= step:
-            return
-    raise RuntimeError(f"fakerun ended before step {step}")
+def last_step(reader: LineReader, until: float, stop_at: int | None = None) -> int | None:
+    """The last step line read before `until` (or once step `stop_at` is seen);
+    None if the output ended first."""
+    latest = None
+    with contextlib.suppress(TimeoutError):
+        for line in reader.lines(until):
+            match = STEP_LINE.match(line.text)
+            latest = int(match.group(1)) if match else latest
+            if stop_at is not None and latest is not None and latest >= stop_at:
+                return latest
+        return None
+    return latest
 
 
 CHILDREN: dict[str, Callable[[argparse.Namespace, float], dict[str, Any]]] = {
@@ -444,7 +493,7 @@ class Trial:
 
     def argv(self) -> list[str]:
         return [PY, str(HERE), "--child", self.kind, "--n", str(self.n), "--steps", str(self.steps),
-                "--deadline", str(self.timeout_s - 5)]
+                "--deadline", str(max(self.timeout_s / 2, self.timeout_s - 5))]
 
 
 @dataclass
@@ -514,6 +563,29 @@ def run_rounds(trials: list[Trial], rounds: int, quiet_wait_s: float) -> Outcome
     return outcomes
 
 
+def source_state() -> str:
+    """Where the fakerun under test lives, its commit, whether it differs from
+    that commit, and a digest of its files (to notice it changing mid-run)."""
+    spec = importlib.util.find_spec("fakerun")
+    if spec is None or spec.origin is None:
+        return "fakerun not importable"
+    pkg = Path(spec.origin).parent
+    digest = hashlib.sha1()
+    for path in sorted(pkg.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(pkg)).encode() + b"\0" + path.read_bytes())
+    git = ["git", "-C", str(pkg)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        head, dirty = "", ""
+    state = f"{head}{' + uncommitted changes' if dirty else ''}" if head else "no git"
+    return f"{pkg} ({state}, #{digest.hexdigest()[:8]})"
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -551,7 +623,7 @@ class Target:
 
     def describe(self, unit: str) -> str:
         op = "≤" if self.at_most else "≥"
-        text = f"{op} {self.limit:g}× floor" if self.on_ratio else f"{op} {self.limit:g} {unit}"
+        text = f"{op} {self.limit:.3g}× floor" if self.on_ratio else f"{op} {self.limit:.3g} {unit}"
         return f"{text} {self.note}".strip()
 
 
@@ -609,7 +681,7 @@ def startup_section(o: Outcomes) -> Section:
         rows.append(stat_row(o, f"n{n}_all_ready_s", f"N={n} all ranks ready", "s", names,
                              ("ready_s", "ready_s"), ready_target))
     return Section("startup", "1. Startup: Popen -> first rank line / all ranks ready",
-                   "floor: N bare python+zmq+msgpack", rows)
+                   "N concurrent bare `python -c \"import zmq, msgpack; print('ok')\"`", rows)
 
 
 def collective_section(o: Outcomes, steps: dict[int, int]) -> Section:
@@ -621,20 +693,25 @@ def collective_section(o: Outcomes, steps: dict[int, int]) -> Section:
                              ("cycle_median_ms", "cycle_median_ms"), target))
         rows.append(stat_row(o, f"n{n}_cycle_p99_ms", f"N={n} cycle p99", "ms", names,
                              ("cycle_p99_ms", "cycle_p99_ms")))
+        for key, label in (("coordinator_cpu_ms_per_step", "coordinator CPU/step"),
+                           ("rank_cpu_ms_per_step", "CPU/step of one rank")):
+            rows.append(stat_row(o, f"n{n}_{key}", f"N={n} {label}", "ms", names, (key, key)))
     title = (f"2. Collective cycle at the coordinator (K={steps[8]} / {steps[64]} steps, "
              f"first {WARMUP_FRACTION:.0%} dropped; per-run figure, then over rounds)")
-    return Section("collective", title, "floor: raw zmq ROUTER + N forked DEALERs", rows)
+    return Section("collective", title, "raw pyzmq ROUTER, N forked DEALER ranks, ipc://", rows)
 
 
 def steps_section(o: Outcomes) -> Section:
     rows = []
     for n in (8, 64):
         names = (f"collective-fakerun/{n}", f"collective-floor/{n}")
-        target = Target(1 / 1.4, on_ratio=True, at_most=False, note="(implied by 2)") if n == 8 else None
+        implied = Target(1 / 1.4, on_ratio=True, at_most=False, note="(1/1.4, implied by 2)")
+        target = implied if n == 8 else None
         rows.append(stat_row(o, f"n{n}_steps_per_s", f"N={n} steps/s", "/s", names,
                              ("steps_per_s", "steps_per_s"), target))
     return Section("steps_per_s", "3. Steps/s at --speed 0, from the in-process runs of 2 "
-                   "((stamps-1)/(last-first), warm-up included)", "floor: raw round trips/s", rows)
+                   "((stamps-1)/(last-first), warm-up included)",
+                   "raw pyzmq round trips/s (floor runs of 2)", rows)
 
 
 def uss_section(o: Outcomes) -> Section:
@@ -642,11 +719,10 @@ def uss_section(o: Outcomes) -> Section:
     rows = [stat_row(o, "rank_uss_mib", "USS per rank (median of 8)", "MiB", names,
                      ("rank_uss_mib", "rank_uss_mib"), Target(12)),
             stat_row(o, "rank_pss_mib", "PSS per rank (median of 8)", "MiB", names,
-                     ("rank_pss_mib", "rank_pss_mib")),
-            stat_row(o, "parent_uss_mib", "USS of launcher / floor router", "MiB", names,
-                     ("parent_uss_mib", "parent_uss_mib"))]
-    return Section("uss", f"4. Memory, 8 ranks at --speed 1 after step {USS_AFTER_STEPS}",
-                   "floor: 8 forked raw zmq DEALER ranks, same pace", rows)
+                     ("rank_pss_mib", "rank_pss_mib"))]
+    return Section("uss", f"4. Memory, 8 ranks at --speed 1, {USS_STEPS_S:g} s after the first step",
+                   f"8 forked raw pyzmq DEALER ranks paced {USS_PACE_S:g} s per round trip, "
+                   f"after {USS_FLOOR_STEPS + 1} round trips", rows)
 
 
 # -- output --------------------------------------------------------------------
@@ -658,20 +734,21 @@ def fmt(stat: Stat | None, unit: str) -> str:
 
 
 def render_section(section: Section) -> list[str]:
-    out = [f"== {section.title} ==",
-           f"   {'':28} {'fakerun':>30}  {section.floor_label}"]
+    out = [f"== {section.title}", f"   floor = {section.floor_label}",
+           f"   {'':30} {'fakerun':>30}  {'floor':>30}  {'ratio':>6}  target"]
     for row in section.rows:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
         verdict = {True: "PASS", False: "MISS", None: ""}[row.verdict]
-        target = "" if row.target is None else f"target {row.target.describe(row.unit)}"
-        out.append(f"   {row.label:28} {fmt(row.fakerun, row.unit):>30}  "
-                   f"{fmt(row.floor, row.unit):30} {ratio:>6}  {target} {verdict}".rstrip())
+        target = "—" if row.target is None else f"{row.target.describe(row.unit)}  {verdict}"
+        out.append(f"   {row.label:30} {fmt(row.fakerun, row.unit):>30}  "
+                   f"{fmt(row.floor, row.unit):>30}  {ratio:>6}  {target}")
     return out
 
 
 def render_text(sections: list[Section], meta: dict[str, Any], failures: list[dict[str, Any]]) -> str:
     busy = meta["busy_before_trial_pct"]
-    lines = [f"fakerun bench: {meta['rounds']} rounds, {meta['cpus']} CPUs, Python {meta['python']}; "
+    lines = [f"fakerun bench ({meta['source']}): {meta['rounds']} rounds, {meta['cpus']} CPUs, "
+             f"Python {meta['python']}; "
              f"machine busy before each trial {busy['median']:.0f}% median "
              f"({busy['min']:.0f}–{busy['max']:.0f}%); figures: median (min–max) over rounds; "
              "ratio = fakerun median / floor median", ""]
@@ -685,7 +762,8 @@ def render_text(sections: list[Section], meta: dict[str, Any], failures: list[di
 def render_json(sections: list[Section], meta: dict[str, Any], failures: list[dict[str, Any]]) -> str:
     body: dict[str, Any] = {"meta": meta}
     for section in sections:
-        body[section.key] = {"floor": section.floor_label} | {r.key: r.as_dict() for r in section.rows}
+        rows = {r.key: r.as_dict() for r in section.rows}
+        body[section.key] = {"title": section.title, "floor_description": section.floor_label} | rows
     body["failures"] = failures
     return json.dumps(body, indent=2)
 
@@ -711,10 +789,14 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args)
     rounds = args.rounds or (2 if args.quick else 5)
     steps = {8: 500, 64: 100} if args.quick else {8: 2000, 64: 300}
+    source = source_state()
     outcomes = run_rounds(plan(steps[8], steps[64]), rounds, args.quiet_wait)
+    if source_state() != source:
+        log(f"warning: the source tree changed during the run (was {source})")
+        source += " (changed during the run)"
     sections = [startup_section(outcomes), collective_section(outcomes, steps),
                 steps_section(outcomes), uss_section(outcomes)]
-    meta = {"rounds": rounds, "quick": args.quick, "cpus": os.cpu_count(),
+    meta = {"rounds": rounds, "quick": args.quick, "source": source, "cpus": os.cpu_count(),
             "python": sys.version.split()[0], "collective_steps": {f"n{n}": k for n, k in steps.items()},
             "warmup_fraction": WARMUP_FRACTION,
             "busy_before_trial_pct": Stat.of(outcomes.busy_pct).as_dict()}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed
+from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
 
 EXIT_USAGE = 2
 SCENARIOS = {
@@ -73,13 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout")
     f = p.add_argument_group("fakerun options")
     f.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="training steps (default 100)")
+                   help="training steps (default: drawn from the seed, 400-800)")
     f.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed of the whole run (default: random)")
     f.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="pacing: 1 normal, 2 twice as fast, 0 no pacing at all (default 1)")
     f.add_argument("--output", choices=OUTPUTS, default="auto",
-                   help="auto (plain; rich on a terminal later), plain, or jsonl events")
+                   help="auto (rich on a terminal, plain otherwise), plain, rich, or jsonl events")
+    f.add_argument("--model", default=None, metavar="NAME",
+                   help="model by name, e.g. Llama-3.1-8B (default: drawn from the seed)")
+    f.add_argument("--gpu", default=None, metavar="NAME",
+                   help="GPU by nvidia-smi name, e.g. 'NVIDIA H100 80GB HBM3' (default: drawn)")
+    f.add_argument("--funny", action="store_true", help="genact-style joke models and datasets")
+    f.add_argument("--start-time", default=None, metavar="ISO",
+                   help="simulated start time; with --seed and --speed 0, output is byte-identical")
+    f.add_argument("--exit-after-time", type=_duration, default=None, metavar="DURATION",
+                   help="end training after this much wall time (90s, 5m, 1h30m), then validate, "
+                        "checkpoint, export and summarise")
+    f.add_argument("--loop", action="store_true",
+                   help="start a fresh run after each one (screen-saver mode) until Ctrl+C")
     f.add_argument("--collective-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="NCCL watchdog timeout for one collective (default 600)")
     f.add_argument("--rdzv-timeout", type=float, default=900.0, metavar="SECONDS",
@@ -97,9 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
 def to_config(ns: argparse.Namespace) -> RunConfig:
     topology = Topology(ns.nnodes, ns.nproc_per_node, ns.node_rank)
-    max_steps = ns.max_steps if ns.max_steps is not None else 100
     return RunConfig(
         topology=topology,
         master_addr=ns.master_addr,
@@ -107,7 +125,7 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         master_port_given=ns.master_port is not None,
         rdzv_id=ns.rdzv_id,
         max_restarts=ns.max_restarts,
-        max_steps=max_steps,
+        max_steps=ns.max_steps,
         seed=ns.seed if ns.seed is not None else new_seed(),
         speed=ns.speed,
         output=ns.output,
@@ -116,19 +134,22 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=ns.rdzv_timeout,
-        fault=_fault(ns, topology, max_steps),
+        fault=_fault(ns, topology),
+        model=ns.model,
+        gpu=ns.gpu,
+        funny=ns.funny,
+        start_time=ns.start_time,
+        exit_after_s=ns.exit_after_time,
+        loop=ns.loop,
     )
 
 
-def _fault(ns: argparse.Namespace, topology: Topology, max_steps: int) -> Fault | None:
+def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
     kind = FAULT_KIND.get(ns.scenario)
     if kind is None:
         return None
     rank = ns.fail_rank if ns.fail_rank is not None else min(1, topology.world_size - 1)
-    step = ns.fail_step if ns.fail_step is not None else max(1, max_steps // 2)
-    if not 1 <= step <= max_steps:
-        raise ConfigError(f"--fail-step must be in [1, {max_steps}], got {step}")
-    return Fault(kind, rank, step)
+    return Fault(kind, rank, ns.fail_step)
 
 
 def main(argv: list[str] | None = None) -> int:

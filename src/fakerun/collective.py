@@ -28,16 +28,17 @@ class Fingerprint:
     root: int
     dtype: str
     count: int
+    numel: int
 
     @classmethod
     def of(cls, msg: Contribute) -> Fingerprint:
-        return cls(msg.seq, msg.op, msg.reduce_op, msg.root, msg.dtype, len(msg.values))
+        return cls(msg.seq, msg.op, msg.reduce_op, msg.root, msg.dtype, len(msg.values), msg.numel)
 
     def describe(self) -> str:
         return (
             f"CollectiveFingerPrint(SequenceNumber={self.seq}, "
             f"OpType={NCCL_OP_TYPE.get(self.op, self.op.upper())}, "
-            f"TensorShape=[{self.count}], TensorDtypes={self.dtype.capitalize()}, "
+            f"TensorShape=[{self.numel or self.count}], TensorDtypes={self.dtype.capitalize()}, "
             "TensorDeviceTypes=cuda)"
         )
 
@@ -51,9 +52,11 @@ class PendingCollective:
     tag: str
     step: int
     contributions: dict[int, list[float]] = field(default_factory=dict)
+    sim_s: dict[int, float] = field(default_factory=dict)
 
-    def add(self, rank: int, values: list[float]) -> None:
+    def add(self, rank: int, values: list[float], sim_s: float) -> None:
         self.contributions[rank] = values
+        self.sim_s[rank] = sim_s
 
     def complete(self, world: range) -> bool:
         return len(self.contributions) == len(world)

@@ -8,6 +8,7 @@ coordinator) is still alive; PR_SET_PDEATHSIG covers the fast path on Linux.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,7 @@ class Communicator:
     def __init__(self, ctx: zmq.Context, endpoint: str, rank: int, parent_pid: int) -> None:
         self.rank = rank
         self.parent_pid = parent_pid
+        self.stop_requested = False
         self._seqs: dict[str, _Seq] = {}
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, rank_identity(rank))
@@ -84,24 +86,32 @@ class Communicator:
         return reply
 
     # -- collectives ----------------------------------------------------
-    def all_reduce(self, values: list[float], op: str = "sum", *, tag: str = "",
-                   step: int = 0, comm: str = "world") -> list[float]:
-        return self._collective(comm, "all_reduce", op, 0, values, tag, step)
+    def all_reduce(self, values: list[float], op: str = "sum", *, tag: str = "", step: int = 0,
+                   numel: int = 0, sim_s: float = 0.0, comm: str = "world") -> list[float]:
+        """`numel` is the size of the tensor being simulated (only `values`
+        travel); `sim_s` the simulated time this rank worked before it."""
+        return self._collective(comm, Contribute(self.rank, comm, 0, "all_reduce", op, 0, "float32",
+                                                 values, tag, step, numel or len(values), sim_s))
 
-    def broadcast(self, values: list[float], root: int = 0, *, tag: str = "",
+    def broadcast(self, values: list[float], root: int = 0, *, tag: str = "", numel: int = 0,
                   comm: str = "world") -> list[float]:
-        return self._collective(comm, "broadcast", "", root, values, tag, 0)
+        return self._collective(comm, Contribute(self.rank, comm, 0, "broadcast", "", root, "float32",
+                                                 values, tag, 0, numel or len(values), 0.0))
 
-    def barrier(self, *, tag: str = "", comm: str = "world") -> None:
-        self._collective(comm, "barrier", "", 0, [], tag, 0)
+    def barrier(self, *, tag: str = "", sim_s: float = 0.0, comm: str = "world") -> None:
+        self._collective(comm, Contribute(self.rank, comm, 0, "barrier", "", 0, "float32", [], tag, 0,
+                                          0, sim_s))
 
-    def _collective(self, comm: str, op: str, reduce_op: str, root: int,
-                    values: list[float], tag: str, step: int) -> list[float]:
+    def _collective(self, comm: str, msg: Contribute) -> list[float]:
         seq = self._seqs.setdefault(comm, _Seq()).next()
-        self._send(Contribute(self.rank, comm, seq, op, reduce_op, root, "float32",
-                              values, tag, step))
+        self._send(dataclasses.replace(msg, seq=seq))
         reply = self._wait((Release,), None)
+        self.stop_requested = self.stop_requested or reply.stop
         return reply.values
+
+    def send(self, msg: Any) -> None:
+        """A one-way report (e.g. telemetry); ordered with our collectives."""
+        self._send(msg)
 
     # -- output and exit ------------------------------------------------
     def output(self, stream: str, lines: list[str]) -> None:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import socket
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-OUTPUTS = ("auto", "plain", "jsonl")
-DEFAULT_MAX_STEPS = 100
+from .catalog import CatalogError
+
+OUTPUTS = ("auto", "plain", "rich", "jsonl")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
 class ConfigError(ValueError):
@@ -67,11 +71,11 @@ class Topology:
 
 @dataclass(frozen=True)
 class Fault:
-    """An injected failure: `kind` happens on `rank` at `step`."""
+    """An injected failure: `kind` happens on `rank` at `step` (None: half way)."""
 
     kind: str
     rank: int
-    step: int
+    step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class RunConfig:
     master_port_given: bool = False
     rdzv_id: str | None = None
     max_restarts: int = 0
-    max_steps: int = DEFAULT_MAX_STEPS
+    max_steps: int | None = None  # None: the run's identity decides
     seed: int = 0
     speed: float = 1.0
     output: str = "auto"
@@ -93,13 +97,20 @@ class RunConfig:
     rdzv_timeout_s: float = 900.0
     shutdown_grace_s: float = 5.0
     fault: Fault | None = None
+    model: str | None = None
+    gpu: str | None = None
+    funny: bool = False
+    start_time: str | None = None
+    exit_after_s: float | None = None
+    loop: bool = False
     run_id: str = field(default="")
+    identity: Any = None  # identity.Identity, built from the fields above
 
     def __post_init__(self) -> None:
         _check_port(self.master_port)
         if self.max_restarts < 0:
             raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
-        if self.max_steps < 1:
+        if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
         if not self.speed >= 0:  # also rejects NaN
             raise ConfigError(f"--speed must be >= 0, got {self.speed}")
@@ -109,14 +120,51 @@ class RunConfig:
             if not getattr(self, name) > 0:
                 flag = "--" + name.removesuffix("_s").replace("_", "-")
                 raise ConfigError(f"{flag} must be > 0 seconds, got {getattr(self, name)}")
-        if self.fault is not None and not 0 <= self.fault.rank < self.topology.world_size:
-            raise ConfigError(
-                f"--fail-rank must be in [0, {self.topology.world_size}), got {self.fault.rank}"
-            )
+        if self.exit_after_s is not None and not self.exit_after_s > 0:
+            raise ConfigError(f"--exit-after-time must be > 0, got {self.exit_after_s}")
+        if self.start_time is not None:
+            from .clock import parse_start
+
+            try:
+                parse_start(self.start_time)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.log_dir is not None:
             _check_writable_dir(self.log_dir)
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
+        if self.identity is None:
+            object.__setattr__(self, "identity", self._build_identity())
+        self._check_fault()
+
+    def _build_identity(self) -> Any:
+        from . import identity
+
+        try:
+            return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,
+                                   self.max_steps, self.model, self.gpu, self.funny)
+        except CatalogError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _check_fault(self) -> None:
+        fault, world = self.fault, self.topology.world_size
+        if fault is None:
+            return
+        if not 0 <= fault.rank < world:
+            raise ConfigError(f"--fail-rank must be in [0, {world}), got {fault.rank}")
+        if fault.step is None:
+            object.__setattr__(self, "fault", Fault(fault.kind, fault.rank, max(1, self.steps // 2)))
+        elif not 1 <= fault.step <= self.steps:
+            raise ConfigError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
+
+    @property
+    def steps(self) -> int:
+        return self.identity.hyper.total_steps
+
+    @property
+    def deterministic(self) -> bool:
+        """--start-time fixes every displayed time and pid: same seed, same bytes."""
+        return self.start_time is not None
 
     def _derive_run_id(self) -> str:
         # torchrun: explicit --rdzv-id wins; a static rendezvous (port given) is
@@ -165,3 +213,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def new_seed() -> int:
     return secrets.randbelow(2**31)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `1h30m`, `1.5h` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or not match or not any(match.groups()):
+        raise ConfigError(f"--exit-after-time {text!r}: expected a duration like 90s, 5m or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds

@@ -31,12 +31,12 @@ from .protocol import (
     ProtocolError,
     Refused,
     Release,
+    Telemetry,
     Welcome,
     decode,
     encode,
 )
-
-TRAIN_STEP_TAG = "train_step"
+from .timeline import Completed, Timeline
 
 
 def rank_identity(rank: int) -> bytes:
@@ -48,7 +48,6 @@ class JobIdentity:
     run_id: str
     token: str
     world_size: int
-    max_steps: int
 
 
 @dataclass
@@ -63,16 +62,18 @@ class Outcome:
 
 
 class Coordinator:
-    def __init__(self, job: JobIdentity, collective_timeout_s: float, wall_clock: Any) -> None:
+    def __init__(self, job: JobIdentity, collective_timeout_s: float, wall_clock: Any,
+                 timeline: Timeline | None = None, report_wall: bool = True) -> None:
         self.job = job
         self.timeout_s = collective_timeout_s
         self._wall = wall_clock
+        self.timeline = timeline
+        self.report_wall = report_wall
         self.world = range(job.world_size)
         self.rejected: Counter[str] = Counter()
         self.members: dict[bytes, int] = {}
         self.hellos: dict[int, Hello] = {}
         self.ready = False
-        self.steps = 0
         self._departed: set[int] = set()
         self._next_seq: dict[tuple[str, int], int] = {}
         self._pending: dict[str, PendingCollective] = {}
@@ -94,6 +95,10 @@ class Coordinator:
             return self._contribute(rank, msg, now)
         if isinstance(msg, Output):
             return self._output(rank, msg)
+        if isinstance(msg, Telemetry):
+            if self.timeline is not None:
+                self.timeline.on_telemetry(msg)
+            return Outcome()
         if isinstance(msg, Goodbye):
             return self._goodbye(identity, rank)
         return self.reject("unexpected-kind", identity)
@@ -168,30 +173,32 @@ class Coordinator:
         if pending is None:
             pending = PendingCollective(msg.comm, mine, rank, now, msg.tag, msg.step)
             self._pending[msg.comm] = pending
-        pending.add(rank, msg.values)
+        pending.add(rank, msg.values, msg.sim_s)
         self._next_seq[(msg.comm, rank)] = expected + 1
         if pending.complete(self.world):
             return self._release(pending, now)
         return Outcome()
 
+    @property
+    def steps(self) -> int:
+        return self.timeline.run.step if self.timeline is not None else 0
+
     def _release(self, pending: PendingCollective, now: float) -> Outcome:
         del self._pending[pending.comm]
-        result = pending.result()
         fp = pending.fingerprint
+        wall_us = round((now - pending.started) * 1e6)
+        done = Completed(pending.tag, fp.op, pending.step, fp.numel, pending.sim_s,
+                         pending.contributions, pending.result(), wall_us)
+        events, stop, sim_us = (self.timeline.on_collective(done) if self.timeline is not None
+                                else ([], False, wall_us))
         out = Outcome(events=self.flush_output())
         out.replies.extend(
-            (rank_identity(r), Release(pending.comm, fp.seq, result)) for r in self.world)
+            (rank_identity(r), Release(pending.comm, fp.seq, done.result, stop)) for r in self.world)
         out.events.append(ev.Collective(
-            pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world),
-            round((now - pending.started) * 1e6), pending.tag))
-        if pending.tag == TRAIN_STEP_TAG and fp.op == "all_reduce" and fp.count == 2:
-            out.events.append(self._step_event(pending, result))
+            pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world), sim_us, pending.tag,
+            fp.numel, wall_us if self.report_wall else None))
+        out.events.extend(events)
         return out
-
-    def _step_event(self, pending: PendingCollective, result: list[float]) -> ev.Step:
-        losses = [pending.contributions[r][0] for r in self.world]
-        self.steps = max(self.steps, pending.step)
-        return ev.Step(pending.step, self.job.max_steps, result[0], min(losses), max(losses), result[1])
 
     def _desync(self, comm: str, rank: int, mine: Fingerprint, expected: int,
                 pending: PendingCollective | None) -> Outcome:
@@ -216,6 +223,8 @@ class Coordinator:
 
     def _timeout(self, comm: str, pending: PendingCollective, now: float) -> Outcome:
         del self._pending[comm]
+        if self.timeline is not None:  # the watchdog's wait passes in simulated time too
+            self.timeline.clock.advance(self.timeout_s)
         self._broken.add(comm)
         fp = pending.fingerprint
         timeout_ms = round(self.timeout_s * 1000)

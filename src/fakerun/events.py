@@ -95,8 +95,31 @@ class Collective:
     count: int
     dtype: str
     ranks: list[int]
-    duration_us: int
+    duration_us: int  # simulated NCCL time for `numel` elements
     tag: str
+    numel: int = 0
+    wall_us: int | None = None  # our real round trip (None when --start-time fixes output)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Everything the run is (model, GPU, software, data, parallelism,
+    hyper-parameters): the source of every figure shown."""
+
+    NAME: ClassVar[str] = "run_identity"
+    identity: Any
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase (init, train, validation, checkpoint, export, summary) or a
+    stage within init (nccl, model, tokenizer, dataset) begins or ends."""
+
+    NAME: ClassVar[str] = "phase"
+    name: str
+    stage: str
+    step: int
+    time: float
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,112 @@ class Step:
     loss_min: float
     loss_max: float
     grad_norm: float
+    epoch: int = 1
+    ppl: float = 0.0
+    lr: float = 0.0
+    tokens_per_s: float = 0.0
+    samples_per_s: float = 0.0
+    step_time_s: float = 0.0
+    mfu: float = 0.0
+    tflops_per_gpu: float = 0.0
+    elapsed_s: float = 0.0
+    eta_s: float = 0.0
+    time: float = 0.0
+    gpu_mem_mib: int = 0  # the fullest GPU, from the ranks' latest telemetry
+    gpu_mem_total_mib: int = 0
+    gpu_util: float = 0.0  # averages over every GPU
+    gpu_temp_c: float = 0.0
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    rank: int
+    node: int
+    local: int
+    util: int
+    temp_c: int
+    power_w: int
+    mem_used_mib: int
+    mem_total_mib: int
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    NAME: ClassVar[str] = "gpu_status"
+    step: int
+    gpus: list[GpuSample]
+    time: float
+
+
+@dataclass(frozen=True)
+class OpStats:
+    op: str
+    count: int
+    bytes: int
+    avg_ms: float
+    busbw_gbs: float
+
+
+@dataclass(frozen=True)
+class NcclStats:
+    """Aggregates of the collectives the coordinator really ran since the
+    previous report (simulated durations for the simulated tensor sizes)."""
+
+    NAME: ClassVar[str] = "nccl_stats"
+    step: int
+    ops: list[OpStats]
+    time: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    NAME: ClassVar[str] = "validation"
+    step: int
+    epoch: int
+    val_loss: float
+    val_ppl: float
+    eval_time_s: float
+    samples: int
+    time: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    NAME: ClassVar[str] = "checkpoint"
+    step: int
+    epoch: int
+    path: str
+    shards: int
+    model_bytes: int
+    optimizer_bytes: int
+    seconds: float
+    time: float
+
+
+@dataclass(frozen=True)
+class Export:
+    NAME: ClassVar[str] = "export"
+    path: str
+    files: list[str]
+    bytes: int
+    seconds: float
+    time: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    NAME: ClassVar[str] = "summary"
+    model: str
+    epochs: int
+    steps: int
+    final_loss: float
+    final_ppl: float
+    best_val_loss: float
+    train_time_s: float
+    tokens: int
+    avg_tokens_per_s: float
+    output: str
+    time: float
 
 
 @dataclass(frozen=True)
@@ -205,7 +334,8 @@ class RunFinished:
 
 
 Event = (
-    RunStarted | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput | Collective | Step
+    RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
+    | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | Export | Summary
     | WatchdogTimeout | Desync | Rejected | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | RunFailed | RunFinished
 )

@@ -11,10 +11,10 @@ reader went away.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -25,16 +25,14 @@ import psutil
 import zmq
 
 from . import events as ev
+from .clock import VirtualClock, local_now, parse_start
 from .config import RunConfig, free_port
 from .coordinator import Coordinator, CoordinatorSocket, JobIdentity, Outcome, handle_frames
 from .rank import RankSpec
-from .render import Renderer
-from .render.console import ConsoleSink
-from .render.jsonl import JsonlSink
-from .render.logfiles import RankLogFiles
-from .render.torchrun import TorchrunFormatter
+from .render import Renderer, build_renderer
 from .rundir import RunDir
 from .signals import SignalInbox
+from .timeline import Timeline
 from .workers import Worker, WorkerGroup
 
 EXIT_OK, EXIT_FAILED, EXIT_PIPE = 0, 1, 141
@@ -48,8 +46,8 @@ class IO:
 
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    wall: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 @dataclass
@@ -80,46 +78,90 @@ class Launcher:
     def __init__(self, config: RunConfig, io: IO | None = None) -> None:
         self.config = config
         self.io = io or IO()
+        self.renderer: Renderer | None = None
+        self.exit_signal: int | None = None
+
+    def run(self) -> int:
+        """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
+        self.inbox = SignalInbox()
+        try:
+            config, cycle = self.config, 0
+            while True:
+                code = self._cycle(config)
+                if not config.loop or code != EXIT_OK or self.exit_signal is not None:
+                    return code
+                cycle += 1
+                config = dataclasses.replace(self.config, seed=self.config.seed + cycle, run_id="",
+                                             identity=None, fault=None)
+        finally:
+            if self.renderer is not None:
+                self.renderer.close()
+            self.inbox.close()
+
+    def _cycle(self, config: RunConfig) -> int:
+        job = Job(config, self.io, self.inbox, self._renderer(config))
+        code = job.run()
+        self.exit_signal = job.exit_signal
+        return code
+
+    def _renderer(self, config: RunConfig) -> Renderer:
+        if self.renderer is None:
+            self.renderer = build_renderer(config, self.io.stdout, self.io.stderr, self.io.environ)
+        return self.renderer
+
+
+class Job:
+    """One run of the worker group: fork, coordinate, supervise, tear down."""
+
+    def __init__(self, config: RunConfig, io: IO, inbox: SignalInbox, renderer: Renderer) -> None:
+        self.config = config
+        self.io = io
+        self.inbox = inbox
+        self.renderer = renderer
         self.topo = config.topology
+        self.ident = config.identity
         self.token = secrets.token_hex(16)
+        self.clock = _clock(config)
         self.failures: list[ev.Failure] = []
         self.stop: Stop | None = None
         self.exit_signal: int | None = None
-        self._host = ""
         self.group: WorkerGroup | None = None
-        self.logs: RankLogFiles | None = None
+        self.launcher_pid = _display_pid(config, os.getpid(), -20)
 
-    # -- lifecycle ------------------------------------------------------
     def run(self) -> int:
         self.rundir = RunDir.create(self.config.run_id, self.config.log_dir)
-        self.inbox = SignalInbox()
         try:
             return self._run()
         finally:
-            self.inbox.close()
             self.rundir.remove()
 
     def _run(self) -> int:
         endpoint = self.rundir.endpoint() or f"tcp://127.0.0.1:{free_port()}"
         specs = self._specs(endpoint)
-        self.renderer = self._renderer(specs)
+        self.renderer.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs})
         self._emit(self._run_started())
+        self._emit(ev.RunIdentity(self.ident))
         self.renderer.flush()
         # Fork before the zmq Context exists: no I/O threads to fork across.
         self.group = WorkerGroup.fork(specs, self.config)
-        self.ctx = zmq.Context()
+        ctx = zmq.Context()
         try:
-            self.sock = CoordinatorSocket(self.ctx, [endpoint])
-            self.core = Coordinator(
-                JobIdentity(self.config.run_id, self.token, self.topo.world_size,
-                            self.config.max_steps),
-                self.config.collective_timeout_s, self.io.wall)
+            self.sock = CoordinatorSocket(ctx, [endpoint])
+            self.core = self._coordinator()
             self._loop()
         finally:
             self._kill_leftovers()
-            self.ctx.destroy(linger=0)
-            self._close_logs()
+            ctx.destroy(linger=0)
+            self.renderer.close_rank_logs()
         return self._exit_code()
+
+    def _coordinator(self) -> Coordinator:
+        exit_after = self.config.exit_after_s
+        deadline = self.io.monotonic() + exit_after if exit_after else None
+        timeline = Timeline(self.ident, self.clock, deadline, self.io.monotonic)
+        return Coordinator(JobIdentity(self.config.run_id, self.token, self.topo.world_size),
+                           self.config.collective_timeout_s, self.clock, timeline,
+                           report_wall=not self.config.deterministic)
 
     def _specs(self, endpoint: str) -> list[RankSpec]:
         specs = []
@@ -131,23 +173,16 @@ class Launcher:
                 "FAKERUN_COORDINATOR": endpoint,
             })
             specs.append(RankSpec(rank, local, self.topo.node_rank, endpoint, self.token,
-                                  self.config.run_id, env, os.getpid(), str(out), str(err)))
+                                  self.config.run_id, env, os.getpid(), str(out), str(err),
+                                  _display_pid(self.config, 0, local)))
         return specs
-
-    def _renderer(self, specs: list[RankSpec]) -> Renderer:
-        jsonl = self.config.output == "jsonl"
-        console = ConsoleSink(self.io.stdout, self.io.stderr, self.topo.nproc_per_node,
-                              self.topo.node_ranks(), show_ranks=not jsonl)
-        self.logs = RankLogFiles({s.rank: (s.stdout_path, s.stderr_path) for s in specs})
-        events = [JsonlSink(self.io.stdout)] if jsonl else []
-        return Renderer(TorchrunFormatter(), [self.logs, console], events)
 
     def _run_started(self) -> ev.RunStarted:
         c, t = self.config, self.topo
         return ev.RunStarted(
             c.run_id, t.world_size, t.nnodes, t.nproc_per_node, t.node_rank, c.seed,
-            c.entrypoint, list(c.script_args), c.max_steps, c.master_addr, c.master_port,
-            os.getpid(), 0, self.io.wall())
+            c.entrypoint, list(c.script_args), c.steps, c.master_addr, c.master_port,
+            self.launcher_pid, 0, self.clock.now)
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:
@@ -203,7 +238,7 @@ class Launcher:
                 continue
             if self.stop is None:
                 self.exit_signal = signum
-                self._emit(ev.ShutdownRequested(signum, self.io.wall()))
+                self._emit(ev.ShutdownRequested(signum, self.clock.now))
                 self._begin_stop("signal", signal.Signals(signum))
             elif not self.stop.killed:  # a second Ctrl+C: no more grace
                 self.stop.kill_at = self.io.monotonic()
@@ -211,35 +246,33 @@ class Launcher:
     def _reap(self) -> None:
         for worker in self.group.reap():
             code = worker.exitcode or 0
-            self._emit(ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank,
-                                     worker.pid, code))
+            pid = self._pid(worker)
+            self._emit(ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank, pid, code))
             if code != 0:
-                self.failures.append(self._failure(worker, code))
+                self.failures.append(ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank,
+                                                pid, code, self.clock.now, self.ident.host(worker.rank)))
                 if self.stop is None:
                     self._begin_stop("failure", signal.SIGTERM)
 
-    def _failure(self, worker: Worker, code: int) -> ev.Failure:
-        if not self._host:
-            self._host = socket.getfqdn()
-        return ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank, worker.pid,
-                          code, self.io.wall(), self._host)
+    def _pid(self, worker: Worker) -> int:
+        return worker.spec.display_pid or worker.pid
 
     def _begin_stop(self, reason: str, sig: signal.Signals) -> None:
         self.stop = Stop(reason, self.io.monotonic() + self.config.shutdown_grace_s)
         for worker in self.group.running():
-            self._emit(ev.ClosingSignal(worker.rank, worker.local_rank, worker.pid, sig.name,
-                                        self.io.wall()))
+            self._emit(ev.ClosingSignal(worker.rank, worker.local_rank, self._pid(worker), sig.name,
+                                        self.clock.now))
         self.group.send(sig)
 
     def _check_deadlines(self, now: float, rdzv_deadline: float) -> None:
         if self.stop is None and not self.core.ready and now >= rdzv_deadline:
             self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, sorted(self.core.hellos),
-                                            self.topo.world_size, self.io.wall()))
+                                            self.topo.world_size, self.clock.now))
             self._begin_stop("rendezvous", signal.SIGTERM)
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
             self.stop.killed = True
             for worker in self.group.running():
-                self._emit(ev.ForcedKill(worker.rank, worker.pid, self.io.wall()))
+                self._emit(ev.ForcedKill(worker.rank, self._pid(worker), self.clock.now))
             self.group.send(signal.SIGKILL)
 
     def _finish(self) -> None:
@@ -247,8 +280,8 @@ class Launcher:
             self._emit(event)
         if self.stop is not None and self.stop.reason == "failure" and self.failures:
             root, *others = self.failures
-            self._emit(ev.RunFailed(self.config.entrypoint, sys.executable, os.getpid(),
-                                    root, others, self.io.wall()))
+            self._emit(ev.RunFailed(self.config.entrypoint, self.renderer.binary, self.launcher_pid,
+                                    root, others, self.clock.now))
         self._emit(ev.RunFinished(self._exit_code(), self.core.steps, dict(self.core.rejected)))
         self.renderer.flush()
 
@@ -270,7 +303,15 @@ class Launcher:
                 with contextlib.suppress(psutil.Error):
                     worker.proc.wait(timeout=5)
 
-    def _close_logs(self) -> None:
-        if self.logs is not None:
-            self.logs.close()
 
+def _clock(config: RunConfig) -> VirtualClock:
+    start, tz = parse_start(config.start_time) if config.start_time else local_now()
+    return VirtualClock(start, tz)
+
+
+def _display_pid(config: RunConfig, real: int, offset: int) -> int:
+    """Under --start-time every displayed pid is derived from the seed, so
+    two runs print the same bytes; otherwise pids are the real ones."""
+    if not config.deterministic:
+        return real
+    return 4000 + config.seed % 50000 + 20 + offset

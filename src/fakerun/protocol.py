@@ -82,16 +82,34 @@ class Contribute:
     values: list[float]
     tag: str
     step: int
+    numel: int  # elements of the simulated tensor (the payload is only `values`)
+    sim_s: float  # simulated seconds this rank spent since its previous collective
 
 
 @dataclass(frozen=True)
 class Release:
-    """The collective completed; `values` is its result."""
+    """The collective completed; `values` is its result. `stop` asks the
+    ranks to end training (e.g. --exit-after-time), as a synced flag would."""
 
     KIND: ClassVar[str] = "release"
     comm: str
     seq: int
     values: list[float]
+    stop: bool
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What this rank's simulated GPU reports (nvidia-smi's figures)."""
+
+    KIND: ClassVar[str] = "telemetry"
+    rank: int
+    step: int
+    phase: str
+    util: int
+    temp_c: int
+    power_w: int
+    mem_used_mib: int
 
 
 @dataclass(frozen=True)
@@ -134,9 +152,11 @@ class Ack:
     KIND: ClassVar[str] = "ack"
 
 
-Message = Hello | Welcome | Refused | Contribute | Release | Abort | Output | Goodbye | Ack
+Message = (Hello | Welcome | Refused | Contribute | Release | Telemetry | Abort | Output | Goodbye
+           | Ack)
 REGISTRY: dict[str, type] = {
-    cls.KIND: cls for cls in (Hello, Welcome, Refused, Contribute, Release, Abort, Output, Goodbye, Ack)
+    cls.KIND: cls for cls in (Hello, Welcome, Refused, Contribute, Release, Telemetry, Abort, Output,
+                              Goodbye, Ack)
 }
 _HINTS = {kind: typing.get_type_hints(cls) for kind, cls in REGISTRY.items()}
 _FIELDS = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in REGISTRY.items()}
@@ -197,6 +217,8 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         )
         return ok, value
+    if hint is bool:
+        return isinstance(value, bool), value
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return ok, float(value) if ok else None

@@ -20,11 +20,10 @@ from typing import NoReturn
 
 import zmq
 
-from . import sim
 from .comm import CollectiveAborted, CommError, Communicator, ParentGone
 from .config import RunConfig
-from .coordinator import TRAIN_STEP_TAG
 from .protocol import Hello
+from .script import Script, SimulatedExit
 
 PR_SET_PDEATHSIG = 1
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in fakerun itself, not a simulated fault
@@ -42,14 +41,7 @@ class RankSpec:
     parent_pid: int
     stdout_path: str
     stderr_path: str
-
-
-class SimulatedExit(Exception):
-    """The training script called sys.exit(code) on its own."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
+    display_pid: int  # the pid the run shows (a stable one when --start-time fixes the output)
 
 
 def run_child(spec: RankSpec, config: RunConfig) -> NoReturn:
@@ -106,9 +98,9 @@ def _main(spec: RankSpec, config: RunConfig) -> int:
 
 def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     try:
-        comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, os.getpid(),
+        comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, spec.display_pid or os.getpid(),
                          spec.run_id, spec.token, spec.env), config.rdzv_timeout_s)
-        train(comm, spec.rank, config)
+        Script(comm, spec.rank, config, config.identity).run()
     except ParentGone:
         return 1
     except CollectiveAborted as exc:
@@ -144,30 +136,3 @@ def _die_by(sig: signal.Signals) -> NoReturn:
     os.kill(os.getpid(), sig)
     time.sleep(5)  # the signal is delivered before this returns
     os._exit(128 + sig)
-
-
-def train(comm: Communicator, rank: int, config: RunConfig) -> None:
-    """The simulated training script."""
-    comm.barrier(tag="init_process_group")
-    comm.broadcast([float(config.seed)], root=0, tag="broadcast_parameters")
-    pace = sim.step_seconds(config.speed)
-    for step in range(1, config.max_steps + 1):
-        _maybe_fault(config, rank, step)
-        if pace:
-            time.sleep(pace)
-        loss, grad_norm = sim.local_metrics(config.seed, rank, step)
-        comm.all_reduce([loss, grad_norm], "avg", tag=TRAIN_STEP_TAG, step=step)
-    comm.barrier(tag="destroy_process_group")
-
-
-def _maybe_fault(config: RunConfig, rank: int, step: int) -> None:
-    fault = config.fault
-    if fault is None or fault.rank != rank or fault.step != step:
-        return
-    if fault.kind == "crash":
-        raise RuntimeError(f"Simulated failure on rank {rank} at step {step}")
-    if fault.kind == "exit":
-        raise SimulatedExit(1)
-    if fault.kind == "hang":
-        while True:  # stops entering collectives; peers' watchdog fires
-            time.sleep(3600)

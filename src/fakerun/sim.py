@@ -1,7 +1,10 @@
-"""The training model: pure functions of (seed, rank, step).
+"""The training model: pure functions of (identity, rank, step).
 
-Every random draw comes from an RNG seeded by (seed, rank, purpose, step),
-so any process (a rank, the coordinator, a test) recomputes the same value.
+Every random draw comes from an RNG seeded by (seed, purpose, rank, step), so
+a rank, the coordinator and a test all compute the same value. Figures are
+physically tied together: step time comes from FLOPs over peak FLOP/s times
+MFU, tokens/s from step time, memory from the sharded state, power from
+utilisation, checkpoint sizes from the parameter count.
 """
 
 from __future__ import annotations
@@ -9,52 +12,192 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-# Wall-clock pacing of one step at --speed 1.
-STEP_SECONDS = 0.25
+if TYPE_CHECKING:
+    from .identity import Identity
+
+GIB = 1024**3
+# Chinchilla's fit (Hoffmann et al. 2022): L(N, D) = E + A / N^alpha + B / D^beta
+CHINCHILLA_A, CHINCHILLA_ALPHA = 406.4, 0.34
+CHINCHILLA_B, CHINCHILLA_BETA = 410.7, 0.28
+RANK_NOISE = 0.03  # spread of one rank's micro-batch loss around the mean
+SPIKE_RATE = 0.004  # chance per step that a loss spike starts
+# Wall-clock pacing at --speed 1: a default run shows every phase in 2-4 min.
+WALL_STEP_S = 0.25
 
 
 def rng(seed: int, *purpose: object) -> random.Random:
-    # str seeds are hashed with SHA-512 by random.seed: stable across runs
-    # and independent of PYTHONHASHSEED.
+    # str seeds are hashed with SHA-512 by random.seed: stable across runs and
+    # independent of PYTHONHASHSEED.
     return random.Random(":".join(str(p) for p in (seed, *purpose)))
 
 
+def gauss(seed: int, *purpose: object) -> float:
+    return rng(seed, *purpose).gauss(0.0, 1.0)
+
+
+# -- loss ------------------------------------------------------------------
+def trend_loss(ident: Identity, step: int) -> float:
+    """Expected loss after `step` steps: never below E + A/N^alpha, and still
+    falling at the end (the data term only shrinks)."""
+    tokens = max(1, step) * ident.hyper.tokens_per_step
+    model_term = CHINCHILLA_A / ident.model.params ** CHINCHILLA_ALPHA
+    data_term = CHINCHILLA_B / tokens ** CHINCHILLA_BETA
+    return min(ident.data_loss + model_term + data_term, math.log(ident.model.vocab))
+
+
+def spike(ident: Identity, step: int) -> float:
+    """Relative loss bump from any spike that started in the last 30 steps."""
+    bump = 0.0
+    for start in range(max(1, step - 30), step + 1):
+        r = rng(ident.seed, "spike", start)
+        if start > ident.hyper.warmup_steps and r.random() < SPIKE_RATE:
+            height, decay = r.uniform(0.04, 0.15), r.uniform(3.0, 8.0)
+            bump += height * math.exp(-(step - start) / decay)
+    return bump
+
+
+def local_loss(ident: Identity, rank: int, step: int) -> float:
+    """One rank's micro-batch loss; the run's loss is the mean over ranks."""
+    eps = gauss(ident.seed, "loss", rank, step)
+    return trend_loss(ident, step) * (1.0 + spike(ident, step)) * math.exp(RANK_NOISE * eps)
+
+
+def local_grad_norm(ident: Identity, rank: int, step: int) -> float:
+    """Pre-clip grad norm: large and spiky early, settling below ~1."""
+    progress = step / ident.hyper.total_steps
+    base = 0.25 + 6.0 / math.sqrt(1.0 + step / 3.0)
+    sigma = 0.35 * (1.0 - progress) + 0.06
+    return base * (1.0 + 8.0 * spike(ident, step)) * math.exp(sigma * gauss(ident.seed, "gn", rank, step))
+
+
+def local_val_loss(ident: Identity, rank: int, step: int) -> float:
+    """Held-out loss: the trend plus a small generalisation gap, less noisy."""
+    gap = 1.0 + 0.01 + 0.005 * gauss(ident.seed, "gap", step)
+    return trend_loss(ident, step) * gap * math.exp(0.004 * gauss(ident.seed, "val", rank, step))
+
+
+# -- schedule and throughput -------------------------------------------------
+def learning_rate(ident: Identity, step: int) -> float:
+    """Linear warmup, then cosine decay to min_lr."""
+    h = ident.hyper
+    if step <= h.warmup_steps:
+        return h.max_lr * step / h.warmup_steps
+    progress = min(1.0, (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps))
+    return h.min_lr + (h.max_lr - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def mfu(ident: Identity, step: int) -> float:
+    return ident.mfu * math.exp(0.025 * gauss(ident.seed, "mfu", step))
+
+
+def flops_per_step(ident: Identity) -> float:
+    return 6.0 * ident.model.params * ident.hyper.tokens_per_step
+
+
+def compute_seconds(ident: Identity, step: int) -> float:
+    """Step time = 6 N T / (GPUs x peak x MFU)."""
+    peak = ident.gpu.bf16_tflops * 1e12
+    return flops_per_step(ident) / (ident.world * peak * mfu(ident, step))
+
+
+def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
+    """Ring all_reduce: 2 (n-1)/n x size / bus bandwidth + a latency floor."""
+    n = ident.world
+    if n == 1 or numel == 0:
+        return 0.0
+    busbw = (360e9 if ident.gpu.nvlink == "yes" else 22e9) if ident.nnodes == 1 else 45e9
+    return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
+
+
 @dataclass(frozen=True)
-class LossModel:
-    """Power-law decay towards a floor, with per-rank noise."""
-
-    initial: float
-    floor: float
-    alpha: float
-    noise: float
-
-    @classmethod
-    def for_seed(cls, seed: int) -> LossModel:
-        r = rng(seed, "loss-model")
-        floor = r.uniform(1.6, 2.4)
-        return cls(initial=r.uniform(9.5, 11.5), floor=floor, alpha=r.uniform(0.45, 0.65),
-                   noise=r.uniform(0.015, 0.03))
-
-    def trend(self, step: int) -> float:
-        return self.floor + (self.initial - self.floor) * (1.0 + step / 8.0) ** -self.alpha
-
-    def local(self, seed: int, rank: int, step: int) -> float:
-        """This rank's micro-batch loss: the trend times multiplicative noise."""
-        eps = rng(seed, "loss", rank, step).gauss(0.0, 1.0)
-        return self.trend(step) * math.exp(self.noise * eps)
+class Throughput:
+    step_time_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    mfu: float
+    tflops_per_gpu: float
 
 
-def local_grad_norm(seed: int, rank: int, step: int) -> float:
-    """Grad norm: large and spiky early, settling near 1."""
-    r = rng(seed, "grad-norm", rank, step)
-    base = 0.9 + 6.0 / math.sqrt(1.0 + step)
-    return base * math.exp(0.12 * r.gauss(0.0, 1.0))
+def throughput(ident: Identity, step_time_s: float) -> Throughput:
+    tokens = ident.hyper.tokens_per_step
+    achieved = flops_per_step(ident) / (ident.world * step_time_s)
+    return Throughput(step_time_s, tokens / step_time_s, ident.hyper.global_batch / step_time_s,
+                      achieved / (ident.gpu.bf16_tflops * 1e12), achieved / 1e12)
 
 
-def local_metrics(seed: int, rank: int, step: int) -> tuple[float, float]:
-    return LossModel.for_seed(seed).local(seed, rank, step), local_grad_norm(seed, rank, step)
+def grad_numel(ident: Identity) -> int:
+    """Elements one rank's gradient all_reduce moves (its TP x PP shard)."""
+    return ident.model.params // (ident.parallel.tp * ident.parallel.pp)
 
 
-def step_seconds(speed: float) -> float:
-    return 0.0 if speed == 0 else STEP_SECONDS / speed
+# -- memory and telemetry ----------------------------------------------------
+def stage_of(ident: Identity, rank: int) -> int:
+    p = ident.parallel
+    return (rank // p.tp) % p.pp
+
+
+def memory_bytes(ident: Identity, rank: int) -> tuple[float, float]:
+    """(allocated, reserved) at peak for this rank; pipeline stages differ,
+    ranks within a stage differ slightly (allocator fragmentation)."""
+    from .identity import activation_bytes, state_bytes
+
+    p, h = ident.parallel, ident.hyper
+    stage = stage_of(ident, rank)
+    allocated = sum(state_bytes(ident.model, p).values()) + activation_bytes(
+        ident.model, p, h.micro_batch, h.seq_len, stage)
+    frag = 1.04 + 0.03 * abs(gauss(ident.seed, "frag", rank))
+    capacity = ident.gpu.memory_mib * 1024 * 1024 * 0.97
+    return allocated, min(allocated * frag + 0.25 * GIB, capacity)
+
+
+PHASE_LOAD = {"train": 1.0, "validation": 0.68, "checkpoint": 0.12, "init": 0.05, "export": 0.2}
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    util: int
+    temp_c: int
+    power_w: int
+    mem_used_mib: int
+
+
+def telemetry(ident: Identity, rank: int, step: int, phase: str) -> Telemetry:
+    """A coordinated cluster: a shared per-step swing, a per-node drift and a
+    fixed per-device offset; power follows utilisation, never above the cap."""
+    load = PHASE_LOAD.get(phase, 1.0)
+    shared = 0.015 * gauss(ident.seed, "tele", step)
+    node = 0.01 * gauss(ident.seed, "tele-node", rank // ident.nproc, step // 20)
+    device = 0.01 * gauss(ident.seed, "tele-dev", rank)
+    util = max(0.0, min(1.0, load * (0.97 + shared + node + device)))
+    cap = ident.gpu.power_cap_w
+    power = min(cap, cap * (0.22 + 0.74 * util) * (1.0 + 0.5 * device))
+    temp = 34 + 44 * (power / cap) + 150 * device
+    _, reserved = memory_bytes(ident, rank)
+    used = (reserved if phase != "init" else 0.3 * reserved) / 2**20 + 520
+    return Telemetry(round(util * 100), round(temp), round(power), round(min(used, ident.gpu.memory_mib)))
+
+
+# -- phases --------------------------------------------------------------------
+def checkpoint_bytes(ident: Identity) -> dict[str, float]:
+    """bf16 weights plus fp32 optimizer states (master, exp_avg, exp_avg_sq)."""
+    return {"model": 2.0 * ident.model.params, "optimizer": 12.0 * ident.model.params}
+
+
+def checkpoint_seconds(ident: Identity) -> float:
+    per_node_bw = 2.5e9  # bytes/s to a parallel filesystem
+    return sum(checkpoint_bytes(ident).values()) / (per_node_bw * ident.nnodes) + 3.0
+
+
+def eval_seconds(ident: Identity) -> float:
+    forward_only = compute_seconds(ident, 0) / 3.0 / ident.hyper.grad_accum
+    return ident.hyper.eval_batches * forward_only
+
+
+def load_seconds(ident: Identity) -> float:
+    return 2.0 * ident.model.params / 3e9 + 4.0
+
+
+def export_seconds(ident: Identity) -> float:
+    return 2.0 * ident.model.params / 1.5e9 + 2.0

@@ -132,7 +132,7 @@ def test_hung_rank_trips_the_watchdog(runner):
         assert re.search(
             rf"\[default{rank}\]:\[rank{rank}\]:\[E\d{{3,4}} [\d:]+\.\d{{9}} ProcessGroupNCCL\.cpp:607\] "
             rf"\[Rank {rank}\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
-            r"OpType=ALLREDUCE, NumelIn=2, NumelOut=2, Timeout\(ms\)=1000\) ran for \d+ milliseconds "
+            r"OpType=ALLREDUCE, NumelIn=(\d+), NumelOut=\1, Timeout\(ms\)=1000\) ran for \d+ milliseconds "
             r"before timing out\.", out + job.stderr)
     assert "  exitcode  : -6 (pid: " in job.stderr  # SIGABRT, as ProcessGroupNCCL dies
     assert "(SIGABRT)" in job.stderr

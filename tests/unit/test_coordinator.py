@@ -6,9 +6,10 @@ import pytest
 
 from fakerun import events as ev
 from fakerun import protocol as p
-from fakerun.coordinator import TRAIN_STEP_TAG, Coordinator, JobIdentity, rank_identity
+from fakerun.coordinator import Coordinator, JobIdentity, rank_identity
+from fakerun.script import TRAIN_STEP as TRAIN_STEP_TAG
 
-JOB = JobIdentity("run-1", "secret", 3, 10)
+JOB = JobIdentity("run-1", "secret", 3)
 
 
 def frame(msg) -> bytes:
@@ -19,8 +20,9 @@ def hello(rank: int, token: str = "secret", run_id: str = "run-1") -> bytes:
     return frame(p.Hello(rank, rank, 0, 100 + rank, run_id, token, {"RANK": str(rank)}))
 
 
-def contribute(rank, seq, values, op="all_reduce", reduce_op="avg", tag="", step=0, root=0):
-    return frame(p.Contribute(rank, "world", seq, op, reduce_op, root, "float32", values, tag, step))
+def contribute(rank, seq, values, op="all_reduce", reduce_op="avg", tag="", step=0, root=0, numel=0):
+    return frame(p.Contribute(rank, "world", seq, op, reduce_op, root, "float32", values, tag, step,
+                              numel or len(values), 0.0))
 
 
 @pytest.fixture
@@ -69,11 +71,17 @@ def test_all_reduce_blocks_until_every_rank_then_reduces_in_rank_order(core):
     assert core.handle(rank_identity(0), contribute(0, 1, [1.0, 1.0], tag=TRAIN_STEP_TAG, step=1), 1.5).replies == []
     out = core.handle(rank_identity(1), contribute(1, 1, [2.0, 4.0], tag=TRAIN_STEP_TAG, step=1), 2.0)
     assert sorted(out.replies, key=lambda r: r[0]) == [
-        (rank_identity(r), p.Release("world", 1, [2.0, 2.0])) for r in range(3)]
-    coll, step = out.events
+        (rank_identity(r), p.Release("world", 1, [2.0, 2.0], False)) for r in range(3)]
+    (coll,) = out.events  # without a timeline: no training semantics, only the record
     assert isinstance(coll, ev.Collective)
-    assert (coll.op, coll.seq, coll.count, coll.ranks, coll.duration_us) == ("all_reduce", 1, 2, [0, 1, 2], 1_000_000)
-    assert step == ev.Step(1, 10, 2.0, 1.0, 3.0, 2.0)
+    assert (coll.op, coll.seq, coll.count, coll.ranks, coll.duration_us, coll.wall_us) == (
+        "all_reduce", 1, 2, [0, 1, 2], 1_000_000, 1_000_000)
+
+
+def test_a_different_tensor_size_is_a_desync(core):
+    core.handle(rank_identity(0), contribute(0, 1, [1.0], numel=1000), 0.0)
+    out = core.handle(rank_identity(1), contribute(1, 1, [1.0], numel=999), 0.0)
+    assert kinds(out) == ["Desync"] and "TensorShape=[999]" in out.events[0].detail
 
 
 def test_broadcast_and_barrier(core):

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import os
+from pathlib import Path
+from typing import Any, TextIO
 
-from .console import OutputClosed
-from .lines import Line
+from ..clock import local_now, parse_start
+from .console import ConsoleSink, OutputClosed
+from .jsonl import JsonlSink
+from .logfiles import RankLogFiles
 from .torchrun import TorchrunFormatter
 
-__all__ = ["OutputClosed", "Renderer", "LineSink", "EventSink"]
+__all__ = ["OutputClosed", "Renderer", "build_renderer", "resolve_output"]
 
-
-class LineSink(Protocol):
-    def write(self, lines: list[Line]) -> None: ...
-    def flush(self) -> None: ...
-
-
-class EventSink(Protocol):
-    def event(self, event: Any) -> None: ...
-    def flush(self) -> None: ...
+DEFAULT_WIDTH = 100
 
 
 class Renderer:
@@ -33,16 +29,39 @@ class Renderer:
         self.line_sinks = line_sinks
         self.event_sinks = event_sinks
         self.output_closed = False
+        self.logs: RankLogFiles | None = None
+
+    @property
+    def binary(self) -> str:
+        return self.formatter.binary
 
     def emit(self, event: Any) -> None:
         self._each(self.event_sinks, lambda sink: sink.event(event))
         lines = self.formatter.lines(event)
         if lines:
+            if self.logs is not None:
+                self.logs.write(lines)
             self._each(self.line_sinks, lambda sink: sink.write(lines))
 
     def flush(self) -> None:
+        if self.logs is not None:
+            self.logs.flush()
         self._each(self.event_sinks, lambda sink: sink.flush())
         self._each(self.line_sinks, lambda sink: sink.flush())
+
+    def open_rank_logs(self, paths: dict[int, tuple[str, str]]) -> None:
+        self.close_rank_logs()
+        self.logs = RankLogFiles({r: (Path(o), Path(e)) for r, (o, e) in paths.items()})
+
+    def close_rank_logs(self) -> None:
+        if self.logs is not None:
+            self.logs.close()
+            self.logs = None
+
+    def close(self) -> None:
+        self.close_rank_logs()
+        for sink in self.line_sinks:
+            getattr(sink, "close", lambda: None)()
 
     def _each(self, sinks: list[Any], action: Any) -> None:
         for sink in list(sinks):
@@ -51,3 +70,40 @@ class Renderer:
             except OutputClosed:
                 sinks.remove(sink)
                 self.output_closed = True
+
+
+def resolve_output(requested: str, stdout: TextIO, environ: dict[str, str]) -> str:
+    """auto: the rich view on a real terminal, plain text anywhere else."""
+    if requested != "auto":
+        return requested
+    tty = hasattr(stdout, "isatty") and stdout.isatty()
+    return "rich" if tty and environ.get("TERM", "") != "dumb" else "plain"
+
+
+def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
+    if environ.get("COLUMNS", "").isdigit():
+        return int(environ["COLUMNS"])
+    try:
+        if stdout.isatty():
+            return os.get_terminal_size(stdout.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        pass
+    return DEFAULT_WIDTH
+
+
+def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[str, str]) -> Renderer:
+    mode = resolve_output(config.output, stdout, environ)
+    tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
+    # Rank lines wear an 11-character "[defaultN]:" prefix on the console.
+    formatter = TorchrunFormatter(max(60, width_of(stdout, environ) - 11), tz)
+    node_ranks = config.topology.node_ranks()
+    nproc = config.topology.nproc_per_node
+    if mode == "jsonl":
+        return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, show_ranks=False)],
+                        [JsonlSink(stdout)])
+    if mode == "rich":
+        from .rich_view import RichView  # rich is imported only when it is used
+
+        view = RichView(stdout, stderr, nproc, node_ranks, environ)
+        return Renderer(formatter, [view], [view])
+    return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks)], [])

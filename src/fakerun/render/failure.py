@@ -8,6 +8,7 @@ block)); the root cause is [0], other failures are [1], [2]... in rank order;
 from __future__ import annotations
 
 import signal
+from datetime import tzinfo
 from typing import Any
 
 from ..events import Failure
@@ -25,12 +26,12 @@ def failure_message(failure: Failure, text: dict[str, Any]) -> str:
     return text["no_traceback"]
 
 
-def failure_block(idx: int, failure: Failure, text: dict[str, Any]) -> list[str]:
+def failure_block(idx: int, failure: Failure, text: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
     signame = f" ({_signame(-failure.exitcode)})" if failure.exitcode < 0 else ""
     message = failure_message(failure, text).replace("\n", "\n  ")
     return [
         f"[{idx}]:",
-        f"  time      : {elastic_time(failure.time)}",
+        f"  time      : {elastic_time(failure.time, tz)}",
         f"  host      : {failure.host}",
         f"  rank      : {failure.rank} (local_rank: {failure.local_rank})",
         f"  exitcode  : {failure.exitcode} (pid: {failure.pid}) {signame}",
@@ -40,10 +41,10 @@ def failure_block(idx: int, failure: Failure, text: dict[str, Any]) -> list[str]
 
 
 def failure_box(entrypoint: str, root: Failure, others: list[Failure],
-                text: dict[str, Any]) -> list[str]:
+                text: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
     title = f"{entrypoint} FAILED"
-    root_block = failure_block(0, root, text)
-    other_blocks = [failure_block(i, f, text) for i, f in
+    root_block = failure_block(0, root, text, tz)
+    other_blocks = [failure_block(i, f, text, tz) for i, f in
                     enumerate(sorted(others, key=lambda f: f.rank), start=1)]
     longest = max(len(line) for block in [root_block, *other_blocks] for line in block)
     width = min(MAX_WIDTH, max(len(title), longest))

@@ -1,37 +1,43 @@
-"""The torchrun dialect: turns events into the lines torchrun and its
-workers print. Shared by every console view (plain now, rich later) and by
-the per-rank log files, so the three never disagree."""
+"""The torchrun dialect: turns events into the lines torchrun, NCCL and the
+training script print. Shared by every console view (plain, rich) and by the
+per-rank log files, so they never disagree."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
+from datetime import tzinfo
 from typing import Any
 
 from .. import events as ev
 from ..collective import NCCL_OP_TYPE
 from . import texts
 from .failure import failure_box
-from .lines import STDERR, STDOUT, Line, c10_stamp, glog_prefix
+from .lines import STDERR, Line, c10_stamp, glog_prefix
+from .nccl import NcclInit
+from .script import ScriptLines
 
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
+ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 
 
 class TorchrunFormatter:
-    def __init__(self, binary: str = sys.executable) -> None:
+    def __init__(self, width: int = 100, tz: tzinfo | None = None) -> None:
         data = texts.load("torchrun")
         self.where: dict[str, str] = data["lines"]
         self.text: dict[str, Any] = data["text"]
-        self.binary = binary
+        self.tz = tz
+        self.script = ScriptLines(width, tz)
         self.run: ev.RunStarted | None = None
+        self.ident: Any = None
+        self.pids: dict[int, int] = {}
         self.signal: int | None = None
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.RunStarted: self._run_started,
+            ev.RunIdentity: self._identity,
             ev.RendezvousComplete: self._rendezvous,
+            ev.Phase: self._phase,
             ev.RendezvousTimeout: self._rendezvous_timeout,
             ev.RankOutput: self._rank_output,
-            ev.Step: self._step,
             ev.WatchdogTimeout: self._watchdog,
             ev.Rejected: self._rejected,
             ev.ShutdownRequested: self._shutdown,
@@ -41,14 +47,18 @@ class TorchrunFormatter:
             ev.RunFinished: self._run_finished,
         }
 
+    @property
+    def binary(self) -> str:
+        return f"{ENV_PREFIX}/bin/python3"
+
     def lines(self, event: Any) -> list[Line]:
         handler = self._handlers.get(type(event))
-        return handler(event) if handler else []
+        return handler(event) if handler else self.script.lines(event)
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
         pid = self.run.launcher_pid if self.run else 0
-        prefix = glog_prefix(level, when, pid, self.where.get(key, FAKERUN_WHERE))
+        prefix = glog_prefix(level, when, pid, self.where.get(key, FAKERUN_WHERE), self.tz)
         return [Line(prefix + part, STDERR) for part in message.split("\n")]
 
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
@@ -56,6 +66,11 @@ class TorchrunFormatter:
         if e.nproc_per_node <= 1:
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
+
+    def _identity(self, e: ev.RunIdentity) -> list[Line]:
+        self.ident = e.identity
+        self.script.lines(e)
+        return self.script.banner(self.run.time if self.run else 0.0)
 
     def _shutdown(self, e: ev.ShutdownRequested) -> list[Line]:
         self.signal = e.signal
@@ -85,7 +100,7 @@ class TorchrunFormatter:
         out = self._launcher("E", "failed", e.time, self.text["failed"].format(
             exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
         trace = self.text["child_failed"].format(**self._paths())
-        body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text)
+        body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
 
     def _run_finished(self, e: ev.RunFinished) -> list[Line]:
@@ -102,33 +117,28 @@ class TorchrunFormatter:
         return out
 
     def _paths(self) -> dict[str, str]:
-        """Where torchrun's frames live: beside the interpreter we report."""
-        bindir = Path(self.binary).parent
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        return {"torchrun": str(bindir / "torchrun"),
-                "site": str(bindir.parent / "lib" / version / "site-packages")}
+        python = self.ident.versions.python if self.ident else "3.11"
+        return {"torchrun": f"{ENV_PREFIX}/bin/torchrun",
+                "site": f"{ENV_PREFIX}/lib/python{python}/site-packages"}
 
     # -- rank lines -----------------------------------------------------
     def _rendezvous(self, e: ev.RendezvousComplete) -> list[Line]:
-        # What a typical script prints after init_process_group (the
-        # `init_distributed_mode` helper of the DeiT/MAE family).
-        return [Line(f"| distributed init (rank {r}): env://, gpu {self._local(r)}", STDOUT, r)
-                for r in e.ranks]
+        self.pids = dict(zip(e.ranks, e.pids, strict=True))
+        return []
+
+    def _phase(self, e: ev.Phase) -> list[Line]:
+        if e.name == "init" and e.stage == "nccl" and self.ident is not None:
+            return NcclInit(self.ident, self.pids).lines(sorted(self.pids)) + self.script.lines(e)
+        return self.script.lines(e)
 
     def _rank_output(self, e: ev.RankOutput) -> list[Line]:
         return [Line(text, e.stream, e.rank) for text in e.lines]
-
-    def _step(self, e: ev.Step) -> list[Line]:
-        width = len(str(e.max_steps))
-        text = (f"step {e.step:>{width}}/{e.max_steps} | loss {e.loss:.4f} | "
-                f"grad_norm {e.grad_norm:.3f}")
-        return [Line(text, STDOUT, 0)]
 
     def _watchdog(self, e: ev.WatchdogTimeout) -> list[Line]:
         work = self.text["work_nccl"].format(
             seq=e.seq, op_type=NCCL_OP_TYPE.get(e.op, e.op.upper()), numel=e.numel,
             timeout_ms=e.timeout_ms)
-        stamp = c10_stamp(e.time)
+        stamp = c10_stamp(e.time, self.tz)
         out = []
         for rank in e.waiting:
             for template in self.text["watchdog"]:
@@ -136,7 +146,3 @@ class TorchrunFormatter:
                                        elapsed_ms=e.elapsed_ms, last_done=e.seq - 1)
                 out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
         return out
-
-    def _local(self, rank: int) -> int:
-        return rank % self.run.nproc_per_node if self.run else rank
-

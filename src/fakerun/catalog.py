@@ -1,0 +1,124 @@
+"""The data files behind a run's identity: models, GPUs, datasets and
+software versions. Rows are `|`-separated; `#` starts a comment. A malformed
+row is an error naming the file and line, at load time."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class CatalogError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    arch: str
+    params: int
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    context: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_mib: int
+    power_cap_w: int
+    bf16_tflops: int
+    bus_ids: str
+    nvlink: str
+    kind: str
+
+    def bus_id(self, local_rank: int) -> str:
+        ids = self.bus_ids.split(",")
+        return ids[local_rank % len(ids)]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    tokens: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Versions:
+    torch: str
+    nccl: str
+    cuda: str
+    cuda_driver: int
+    driver: str
+    cudnn: str
+    transformers: str
+    python: str
+
+
+def parse(text: str, row: type[T], source: str) -> list[T]:
+    fields = dataclasses.fields(row)  # type: ignore[arg-type]
+    rows = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) != len(fields) or not all(cells):
+            raise CatalogError(f"{source}:{number}: expected {len(fields)} non-empty "
+                               f"'|'-separated fields, got {len(cells)}: {raw.strip()!r}")
+        values = {f.name: _convert(c, f.type, source, number) for f, c in zip(fields, cells, strict=True)}
+        rows.append(row(**values))
+    if not rows:
+        raise CatalogError(f"{source}: no rows")
+    return rows
+
+
+def _convert(cell: str, kind: Any, source: str, number: int) -> Any:
+    if kind in (int, "int"):
+        try:
+            return int(cell)
+        except ValueError:
+            raise CatalogError(f"{source}:{number}: {cell!r} is not a whole number") from None
+    return cell
+
+
+@cache
+def load(name: str, row: type[T]) -> tuple[T, ...]:
+    source = f"fakerun/data/{name}.txt"
+    text = resources.files("fakerun").joinpath("data", f"{name}.txt").read_text(encoding="utf-8")
+    return tuple(parse(text, row, source))
+
+
+def models() -> tuple[Model, ...]:
+    return load("models", Model)
+
+
+def gpus() -> tuple[Gpu, ...]:
+    return load("gpus", Gpu)
+
+
+def datasets() -> tuple[Dataset, ...]:
+    return load("datasets", Dataset)
+
+
+def versions() -> tuple[Versions, ...]:
+    return load("versions", Versions)
+
+
+def find(rows: tuple[T, ...], name: str, what: str) -> T:
+    """Select by name, case-insensitively; an unknown name lists the known ones."""
+    for row in rows:
+        if row.name.lower() == name.lower():  # type: ignore[attr-defined]
+            return row
+    known = ", ".join(r.name for r in rows)  # type: ignore[attr-defined]
+    raise CatalogError(f"unknown {what} {name!r}; known: {known}")

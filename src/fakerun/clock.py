@@ -1,0 +1,42 @@
+"""The run's one clock. Simulated time advances with the work the ranks
+report (the slowest rank, as blocking collectives make it), never with the
+wall clock, so every timestamp, elapsed time, ETA and rate agrees."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+
+
+class VirtualClock:
+    def __init__(self, start: float, tz: tzinfo) -> None:
+        self.start = start
+        self.now = start
+        self.tz = tz
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += max(0.0, seconds)
+        return self.now
+
+    def datetime(self, when: float | None = None) -> datetime:
+        return datetime.fromtimestamp(self.now if when is None else when, self.tz)
+
+
+def parse_start(text: str) -> tuple[float, tzinfo]:
+    """--start-time: ISO 8601; without an offset it is shown as given (UTC
+    arithmetic), so a fixed start prints the same on every machine."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--start-time {text!r} is not an ISO 8601 time "
+                         "(e.g. 2026-01-30T14:23:15)") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp(), stamp.tzinfo
+
+
+def local_now() -> tuple[float, tzinfo]:
+    now = datetime.now().astimezone()
+    return now.timestamp(), now.tzinfo

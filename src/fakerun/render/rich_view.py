@@ -1,0 +1,190 @@
+"""The live terminal view: log lines scroll above a small footer (progress
+bar, step, loss, throughput, ETA, one status strip per node) that is erased
+at exit.
+
+Costs decide the design (reference/measured-limits.md): a rich print costs
+~0.5 ms a line, so scrollback goes out as plain writes with an ANSI-coloured
+prefix; the footer is rendered by rich at most `FPS` times a second, from the
+main loop (no Live thread, so nothing runs when ranks are forked), and
+redrawn from a cached string in between.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .. import events as ev
+from .console import OutputClosed
+from .lines import STDERR, Line
+from .script import duration
+
+FPS = 4.0
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+STRIP_BLOCKS = " ▁▂▃▄▅▆▇█"
+MAX_STRIPS = 4  # node strips beyond this are summarised in one line
+COLOURS = {"W": "\x1b[33m", "E": "\x1b[31m", "rank": "\x1b[2m", "reset": "\x1b[0m"}
+
+
+class RichView:
+    def __init__(self, stdout: TextIO, stderr: TextIO, nproc: int, node_ranks: range,
+                 environ: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:
+        self.out = stdout
+        self.err = stderr if not _isatty(stderr) else stdout  # one tty: one stream keeps the footer sane
+        self.nproc = nproc
+        self.node_ranks = node_ranks
+        self.colour = "NO_COLOR" not in environ
+        self.clock = clock
+        self.state: dict[str, Any] = {"phase": "init"}
+        self.footer, self.footer_height, self.drawn = "", 0, False
+        self.next_render = 0.0
+        self.console = Console(file=io.StringIO(), force_terminal=True, no_color=not self.colour,
+                               highlight=False, markup=False, emoji=False)
+        self._put(self.out, HIDE_CURSOR)
+
+    # -- events update the footer's state -----------------------------------
+    def event(self, e: Any) -> None:
+        if isinstance(e, ev.Step):
+            self.state.update(step=e.step, total=e.max_steps, epoch=e.epoch, loss=e.loss,
+                              tps=e.tokens_per_s, eta=e.eta_s, phase="train")
+        elif isinstance(e, ev.Phase) and e.name != "init":
+            self.state["phase"] = e.name
+        elif isinstance(e, ev.RunIdentity):
+            self.state.update(model=e.identity.model.name, gpu=e.identity.gpu.name,
+                              epochs=e.identity.hyper.epochs, total=e.identity.hyper.total_steps)
+        elif isinstance(e, ev.GpuStatus):
+            self.state["gpus"] = e.gpus
+
+    # -- lines scroll above the footer --------------------------------------
+    def write(self, lines: Iterable[Line]) -> None:
+        runs: list[tuple[TextIO, list[str]]] = []  # consecutive lines per stream, in order
+        for line in lines:
+            if line.rank is not None and line.rank not in self.node_ranks:
+                continue
+            stream = self.err if line.stream == STDERR else self.out
+            if not runs or runs[-1][0] is not stream:
+                runs.append((stream, []))
+            runs[-1][1].append(self._styled(line))
+        if not runs:
+            return
+        self._erase()
+        for stream, texts in runs:
+            self._put(stream, "\n".join(texts) + "\n")
+
+    def _styled(self, line: Line) -> str:
+        if line.rank is not None:
+            prefix = f"[default{line.rank % self.nproc}]:"
+            if not self.colour:
+                return prefix + line.text
+            return f"{COLOURS['rank']}{prefix}{COLOURS['reset']}{line.text}"
+        level = line.text[:1]
+        if self.colour and level in ("W", "E") and line.text[1:5].isdigit():
+            return f"{COLOURS[level]}{line.text}{COLOURS['reset']}"
+        return line.text
+
+    # -- the footer -----------------------------------------------------------
+    def flush(self) -> None:
+        now = self.clock()
+        if now >= self.next_render:
+            self.footer, self.footer_height = self._render()
+            self.next_render = now + 1.0 / FPS
+            self._erase()
+        if not self.drawn and self.footer:
+            self._put(self.out, self.footer)
+            self.drawn = True
+        try:
+            self.out.flush()
+            if self.err is not self.out:
+                self.err.flush()
+        except (OSError, ValueError):
+            raise OutputClosed("stdout") from None
+
+    def close(self) -> None:
+        """The footer disappears at exit; the cursor comes back."""
+        try:
+            self._erase()
+            self._put(self.out, SHOW_CURSOR)
+            self.out.flush()
+        except OutputClosed:
+            pass
+
+    def _erase(self) -> None:
+        if self.drawn:
+            up = f"\x1b[{self.footer_height - 1}A" if self.footer_height > 1 else ""
+            self._put(self.out, f"\r{up}\x1b[J")
+            self.drawn = False
+
+    def _render(self) -> tuple[str, int]:
+        width = _width(self.out)
+        self.console.width = width
+        buffer = self.console.file
+        buffer.seek(0)
+        buffer.truncate()
+        self.console.print(self._renderable(width), end="")
+        text = buffer.getvalue().rstrip("\n")
+        return text, text.count("\n") + 1
+
+    def _renderable(self, width: int) -> Any:
+        s = self.state
+        total, step = s.get("total") or 1, s.get("step", 0)
+        bar_width = max(10, min(40, width // 4))
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=total, completed=step, width=bar_width),
+                     Text(f"{step / total:4.0%}", style="bold"), Text(self._summary(), overflow="ellipsis",
+                                                                       no_wrap=True))
+        return Group(head, *self._strips(width))
+
+    def _summary(self) -> str:
+        s = self.state
+        parts = [f"step {s.get('step', 0)}/{s.get('total', '?')}"]
+        if "epoch" in s:
+            parts.append(f"epoch {s['epoch']}/{s.get('epochs', '?')}")
+        if "loss" in s:
+            parts += [f"loss {s['loss']:.4f}", f"{s['tps']:,.0f} tok/s", f"ETA {duration(s['eta'])}"]
+        if s.get("phase") not in (None, "train"):
+            parts.append(s["phase"])
+        return " · ".join(parts)
+
+    def _strips(self, width: int) -> list[Text]:
+        gpus = self.state.get("gpus") or []
+        nodes: dict[int, list[ev.GpuSample]] = {}
+        for g in gpus:
+            nodes.setdefault(g.node, []).append(g)
+        strips = []
+        for node, group in sorted(nodes.items())[:MAX_STRIPS]:
+            bars = "".join(STRIP_BLOCKS[min(8, g.util * 8 // 100)] for g in group)
+            temp = sum(g.temp_c for g in group) / len(group)
+            power = sum(g.power_w for g in group) / 1000
+            strips.append(Text(f"node {node} {bars} {temp:.0f}°C {power:.1f} kW", no_wrap=True,
+                               overflow="ellipsis", style="green"))
+        if len(nodes) > MAX_STRIPS:
+            strips.append(Text(f"… {len(nodes) - MAX_STRIPS} more nodes", style="dim"))
+        return strips
+
+    def _put(self, stream: TextIO, text: str) -> None:
+        try:
+            stream.write(text)
+        except (OSError, ValueError):
+            raise OutputClosed("stdout") from None
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return 100
