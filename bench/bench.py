@@ -5,7 +5,9 @@ interleaved so the machine's noise hits fakerun and its floor alike):
 
 1. Startup, N = 8 and 64: from `Popen` of `fakerun --nproc N --max-steps 1
    --speed 0 --output plain` to (a) the first `[default` line on stdout and
-   (b) all N `| distributed init` lines ("all ranks ready").
+   (b) "all ranks ready": every `[defaultL]:` prefix seen, L < N (ranks print
+   nothing before the rendezvous: up to bc9135e these are the N `| distributed
+   init` lines, since 4e6efdc each rank's first NCCL INFO init line).
    Floor: N concurrent bare `python -c "import zmq, msgpack; print('ok')"`.
 2. Collective cycle, N = 8 and 64: the launcher runs in-process in a child with
    a stdout that stamps every `collective`/`train_step` JSONL event; cycle =
@@ -66,6 +68,7 @@ PY = sys.executable
 MIB = 1024 * 1024
 WARMUP_FRACTION = 0.10
 FLOOR_SNIPPET = "import zmq, msgpack; print('ok', flush=True)"
+RANK_LINE = re.compile(r"^\[default(\d+)\]:")
 STEP_LINE = re.compile(r"^\[default0\]:.*\b[Ss]tep\s+(\d+)/\d+")
 USS_STEPS_S = 2.0  # how long ranks run steps before their memory is read
 USS_PACE_S = 0.25  # fakerun's step at --speed 1
@@ -224,20 +227,26 @@ class FakerunProc:
 
 
 def child_startup_fakerun(n: int, deadline: float) -> dict[str, Any]:
+    """First `[default` line, and the moment every local rank has printed one.
+    Ranks print nothing before the rendezvous, so each rank's first line is its
+    `| distributed init` line (or, since 4e6efdc, its first NCCL INFO init line)."""
     args = ["--nproc", str(n), "--max-steps", "1", "--speed", "0", "--output", "plain"]
-    first, ready, inits = None, None, 0
+    first, ready, seen, inits = None, None, set(), 0
     with FakerunProc(args) as fr:
         for line in fr.reader.lines(deadline):
-            if first is None and line.text.startswith("[default"):
-                first = line.t - fr.t0
+            match = RANK_LINE.match(line.text)
+            if match is None:
+                continue
+            first = line.t - fr.t0 if first is None else first
+            seen.add(int(match.group(1)))
             inits += "| distributed init" in line.text
-            if inits == n:
+            if len(seen) == n:
                 ready = line.t - fr.t0
                 break
         code = fr.wait(deadline)
         if first is None or ready is None or code != 0:
-            raise fr.failure(f"fakerun exited {code} after {inits} of {n} init lines")
-    return {"first_s": first, "ready_s": ready}
+            raise fr.failure(f"fakerun exited {code}; {len(seen)} of {n} ranks printed")
+    return {"first_s": first, "ready_s": ready, "distributed_init_lines": inits}
 
 
 def child_startup_floor(n: int, deadline: float) -> dict[str, Any]:
@@ -440,7 +449,7 @@ def child_uss_fakerun(n: int, deadline: float) -> dict[str, Any]:
         launcher = psutil.Process(fr.proc.pid)
         wait_until(lambda: len(launcher.children()) == n, deadline, f"{n} ranks")
         first = last_step(fr.reader, deadline, stop_at=1)
-        latest = last_step(fr.reader, min(deadline, now() + USS_STEPS_S))
+        latest = last_step(fr.reader, min(deadline, now() + USS_STEPS_S), latest=first)
         if first is None or latest is None:
             raise fr.failure(f"no step line from fakerun (exit status {fr.proc.poll()})")
         memory = children_memory(launcher)
@@ -448,13 +457,13 @@ def child_uss_fakerun(n: int, deadline: float) -> dict[str, Any]:
         code = fr.wait(deadline)
         if code != 130 or memory["ranks"] != n:
             raise fr.failure(f"launcher exited {code} (expected 130), {memory['ranks']} ranks seen")
-    return memory | {"exit_code": code, "step": latest}
+    return memory | {"exit_code": code, "last_step_line": latest}
 
 
-def last_step(reader: LineReader, until: float, stop_at: int | None = None) -> int | None:
-    """The last step line read before `until` (or once step `stop_at` is seen);
-    None if the output ended first."""
-    latest = None
+def last_step(reader: LineReader, until: float, stop_at: int | None = None,
+              latest: int | None = None) -> int | None:
+    """The number of the last step line read before `until` (or once step
+    `stop_at` is seen), else `latest`; None if the output ended first."""
     with contextlib.suppress(TimeoutError):
         for line in reader.lines(until):
             match = STEP_LINE.match(line.text)

@@ -12,6 +12,7 @@ from . import __version__
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
 
 EXIT_USAGE = 2
+DEFAULT_MASTER_PORT = 29500
 SCENARIOS = {
     "healthy": "a run that trains to the end and exits 0",
     "rank-crash": "a Python exception on --fail-rank at --fail-step; exit 1",
@@ -121,7 +122,7 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
     return RunConfig(
         topology=topology,
         master_addr=ns.master_addr,
-        master_port=ns.master_port if ns.master_port is not None else free_port(),
+        master_port=_master_port(ns),
         master_port_given=ns.master_port is not None,
         rdzv_id=ns.rdzv_id,
         max_restarts=ns.max_restarts,
@@ -142,6 +143,14 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
     )
+
+
+def _master_port(ns: argparse.Namespace) -> int:
+    """A free port like torchrun's; under --start-time torchrun's default
+    29500, so that the output does not depend on which port was free."""
+    if ns.master_port is not None:
+        return ns.master_port
+    return DEFAULT_MASTER_PORT if ns.start_time else free_port()
 
 
 def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:

@@ -137,10 +137,13 @@ class Coordinator:
             return out
         self.members[identity] = msg.rank
         self.hellos[msg.rank] = msg
-        out = Outcome(events=[ev.RankStarted(msg.rank, msg.local_rank, msg.node_rank, msg.pid, msg.env)])
+        out = Outcome()
         if len(self.hellos) == self.job.world_size:
+            # Announced together, in rank order: arrival order is the scheduler's.
             self.ready = True
             ranks = sorted(self.hellos)
+            out.events.extend(ev.RankStarted(r, h.local_rank, h.node_rank, h.pid, h.env)
+                              for r, h in sorted(self.hellos.items()))
             out.events.append(ev.RendezvousComplete(
                 self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
             out.replies.extend((rank_identity(r), Welcome(self.job.world_size)) for r in ranks)

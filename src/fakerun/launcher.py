@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import secrets
 import signal
 import sys
@@ -129,7 +130,8 @@ class Job:
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
 
     def run(self) -> int:
-        self.rundir = RunDir.create(self.config.run_id, self.config.log_dir)
+        stable = _stable_suffix(self.config) if self.config.deterministic else None
+        self.rundir = RunDir.create(self.config.run_id, self.config.log_dir, stable)
         try:
             return self._run()
         finally:
@@ -307,6 +309,11 @@ class Job:
 def _clock(config: RunConfig) -> VirtualClock:
     start, tz = parse_start(config.start_time) if config.start_time else local_now()
     return VirtualClock(start, tz)
+
+
+def _stable_suffix(config: RunConfig) -> str:
+    r = random.Random(f"{config.seed}:rundir")
+    return "".join(r.choice("abcdefghijklmnopqrstuvwxyz0123456789_") for _ in range(8))
 
 
 def _display_pid(config: RunConfig, real: int, offset: int) -> int:

@@ -22,14 +22,17 @@ class RunDir:
     logs: Path  # the <run_id>_<random> directory (or one inside `private`)
 
     @classmethod
-    def create(cls, run_id: str, log_dir: Path | None) -> RunDir:
-        private = Path(tempfile.mkdtemp(prefix="fakerun-"))
+    def create(cls, run_id: str, log_dir: Path | None, stable: str | None = None) -> RunDir:
+        """`stable` (under --start-time) replaces mkdtemp's random suffixes so
+        paths repeat from run to run; a name already taken falls back to a
+        random one, so nothing existing is ever reused."""
+        private = _make(Path(tempfile.gettempdir()), "fakerun-", stable)
         if log_dir is None:
             logs = private / "logs"
             logs.mkdir()
         else:
             log_dir.mkdir(parents=True, exist_ok=True)
-            logs = Path(tempfile.mkdtemp(prefix=f"{run_id}_", dir=log_dir))
+            logs = _make(log_dir, f"{run_id}_", stable)
         return cls(private, logs)
 
     def endpoint(self) -> str | None:
@@ -47,3 +50,14 @@ class RunDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.private, ignore_errors=True)
+
+
+def _make(parent: Path, prefix: str, stable: str | None) -> Path:
+    if stable is not None:
+        path = parent / f"{prefix}{stable}"
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

@@ -9,6 +9,7 @@ utilisation, checkpoint sizes from the parameter count.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -38,24 +39,46 @@ def gauss(seed: int, *purpose: object) -> float:
 
 
 # -- loss ------------------------------------------------------------------
+@functools.cache
+def _lr_progress(ident: Identity) -> tuple[float, ...]:
+    """Cumulative LR / peak LR after each step: how far optimisation got."""
+    total, out = 0.0, [0.0]
+    for step in range(1, ident.hyper.total_steps + 1):
+        total += learning_rate(ident, step) / ident.hyper.max_lr
+        out.append(total)
+    return tuple(out)
+
+
 def trend_loss(ident: Identity, step: int) -> float:
-    """Expected loss after `step` steps: never below E + A/N^alpha, and still
-    falling at the end (the data term only shrinks)."""
-    tokens = max(1, step) * ident.hyper.tokens_per_step
+    """Expected loss after `step` steps: Chinchilla's law over the tokens seen,
+    weighted by the learning rate (slow in warmup, flattening as the cosine
+    ends). Starts at ln(vocab), never reaches the floor E + A/N^alpha."""
+    progress = _lr_progress(ident)
+    tokens = max(1e-3, progress[min(max(step, 0), len(progress) - 1)]) * ident.hyper.tokens_per_step
     model_term = CHINCHILLA_A / ident.model.params ** CHINCHILLA_ALPHA
     data_term = CHINCHILLA_B / tokens ** CHINCHILLA_BETA
-    return min(ident.data_loss + model_term + data_term, math.log(ident.model.vocab))
+    return _soft_min(ident.data_loss + model_term + data_term, math.log(ident.model.vocab))
+
+
+def _soft_min(a: float, b: float, p: float = 6.0) -> float:
+    """Smooth min: an untrained model sits just under ln(vocab), then the
+    curve bends onto the scaling law without a kink or a plateau."""
+    return (a ** -p + b ** -p) ** (-1.0 / p)
+
+
+@functools.cache
+def spikes(ident: Identity) -> tuple[tuple[int, float, float], ...]:
+    """The run's loss spikes: (start step, relative height, decay in steps)."""
+    r = rng(ident.seed, "spikes")
+    return tuple((start, r.uniform(0.04, 0.15), r.uniform(3.0, 8.0))
+                 for start in range(ident.hyper.warmup_steps + 1, ident.hyper.total_steps + 1)
+                 if r.random() < SPIKE_RATE)
 
 
 def spike(ident: Identity, step: int) -> float:
-    """Relative loss bump from any spike that started in the last 30 steps."""
-    bump = 0.0
-    for start in range(max(1, step - 30), step + 1):
-        r = rng(ident.seed, "spike", start)
-        if start > ident.hyper.warmup_steps and r.random() < SPIKE_RATE:
-            height, decay = r.uniform(0.04, 0.15), r.uniform(3.0, 8.0)
-            bump += height * math.exp(-(step - start) / decay)
-    return bump
+    """Relative loss bump from the spikes under way at `step`, decaying."""
+    return sum(height * math.exp(-(step - start) / decay)
+               for start, height, decay in spikes(ident) if 0 <= step - start <= 30)
 
 
 def local_loss(ident: Identity, rank: int, step: int) -> float:

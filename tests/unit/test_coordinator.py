@@ -39,13 +39,14 @@ def kinds(outcome):
 
 def test_rendezvous_completes_when_the_world_is_there():
     c = Coordinator(JOB, 5.0, lambda: 0.0)
-    first = c.handle(rank_identity(0), hello(0), 0.0)
-    assert kinds(first) == ["RankStarted"] and not first.replies
-    c.handle(rank_identity(1), hello(1), 0.0)
-    last = c.handle(rank_identity(2), hello(2), 0.0)
-    assert kinds(last) == ["RankStarted", "RendezvousComplete"]
+    first = c.handle(rank_identity(2), hello(2), 0.0)
+    assert first.events == [] and not first.replies
+    c.handle(rank_identity(0), hello(0), 0.0)
+    last = c.handle(rank_identity(1), hello(1), 0.0)
+    assert kinds(last) == ["RankStarted"] * 3 + ["RendezvousComplete"]
+    assert [e.rank for e in last.events[:3]] == [0, 1, 2]  # rank order, not arrival order
     assert [(i, type(m)) for i, m in last.replies] == [(rank_identity(r), p.Welcome) for r in range(3)]
-    assert last.events[1].pids == [100, 101, 102]
+    assert last.events[3].pids == [100, 101, 102]
 
 
 @pytest.mark.parametrize(("identity", "msg", "reason"), [

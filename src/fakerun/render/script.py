@@ -27,6 +27,7 @@ class ScriptLines:
         self.width = width
         self.tz = tz
         self.ident: Identity | None = None
+        self.master_port = 29500
         self.busbw = 0.0
         self._handlers: dict[type, Callable[[Any], list[str]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.GpuStatus: self._grid,
@@ -61,7 +62,7 @@ class ScriptLines:
         p, h = i.parallel, i.hyper
         texts: dict[str, list[str]] = {
             "nccl": [f"  World size: {i.world} GPUs across {i.nnodes} node{'s' if i.nnodes > 1 else ''} "
-                     f"({i.gpu.name})", f"  Master: {i.hosts[0]}:29500", "  Backend: nccl", ""],
+                     f"({i.gpu.name})", f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
             "model": [f"Loading model: {i.model.name}", f"  Architecture: {i.model.arch} "
                       f"({i.model.layers} layers, hidden {i.model.hidden}, {i.model.heads} heads)",
                       f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
@@ -81,8 +82,8 @@ class ScriptLines:
     def _phase_header(self, e: ev.Phase, ts: str) -> list[str]:
         h = self.ident.hyper
         if e.name == "train":
-            return [f"{ts} Starting training: {h.total_steps:,} steps, {h.epochs} epoch"
-                    f"{'s' if h.epochs > 1 else ''}, warmup {h.warmup_steps} steps, peak LR {h.max_lr:.2e}"]
+            return [f"{ts} Starting training: {h.total_steps:,} steps, {_plural(h.epochs, 'epoch')}, "
+                    f"warmup {_plural(h.warmup_steps, 'step')}, peak LR {h.max_lr:.2e}"]
         if e.name == "validation":
             return [f"{ts} [Validation] Epoch {self._epoch(e.step)} complete, "
                     "evaluating on validation set..."]
@@ -189,6 +190,10 @@ def duration(seconds: float) -> str:
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _node_label(node: int, gpus: list[ev.GpuSample]) -> str:

@@ -63,6 +63,7 @@ class TorchrunFormatter:
 
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
+        self.script.master_port = e.master_port
         if e.nproc_per_node <= 1:
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
