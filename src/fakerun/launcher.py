@@ -127,10 +127,12 @@ class Job:
         self.stop: Stop | None = None
         self.exit_signal: int | None = None
         self.group: WorkerGroup | None = None
+        self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
 
     def run(self) -> int:
         stable = _stable_suffix(self.config) if self.config.deterministic else None
+        RunDir.sweep()
         self.rundir = RunDir.create(self.config.run_id, self.config.log_dir, stable)
         try:
             return self._run()
@@ -249,7 +251,11 @@ class Job:
         for worker in self.group.reap():
             code = worker.exitcode or 0
             pid = self._pid(worker)
-            self._emit(ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank, pid, code))
+            exited = ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank, pid, code)
+            if code == 0:  # reap order is the scheduler's: hold clean exits
+                self.exited_ok.append(exited)
+                continue
+            self._emit(exited)
             if code != 0:
                 self.failures.append(ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank,
                                                 pid, code, self.clock.now, self.ident.host(worker.rank)))
@@ -279,6 +285,8 @@ class Job:
 
     def _finish(self) -> None:
         for event in self.core.flush_output():
+            self._emit(event)
+        for event in sorted(self.exited_ok, key=lambda e: e.rank):
             self._emit(event)
         if self.stop is not None and self.stop.reason == "failure" and self.failures:
             root, *others = self.failures

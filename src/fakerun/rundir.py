@@ -3,17 +3,20 @@ rank logs when no --log-dir is given) and torchrun's log-dir layout
 `<log_dir>/<run_id>_<random>/attempt_<n>/<local_rank>/{stdout,stderr}.log`.
 
 Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, the
-private directory is removed when the job ends.
+private directory is removed when the job ends; one left by a launcher that
+was SIGKILLed is swept by the next launcher (it records its owner's pid).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux
+OWNER = "launcher.pid"
 
 
 @dataclass
@@ -27,6 +30,7 @@ class RunDir:
         paths repeat from run to run; a name already taken falls back to a
         random one, so nothing existing is ever reused."""
         private = _make(Path(tempfile.gettempdir()), "fakerun-", stable)
+        (private / OWNER).write_text(f"{os.getpid()}\n")
         if log_dir is None:
             logs = private / "logs"
             logs.mkdir()
@@ -50,6 +54,27 @@ class RunDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.private, ignore_errors=True)
+
+    @staticmethod
+    def sweep() -> None:
+        """Remove private dirs whose launcher no longer exists."""
+        for folder in Path(tempfile.gettempdir()).glob("fakerun-*"):
+            try:
+                owner = int((folder / OWNER).read_text())
+            except (OSError, ValueError):
+                continue  # not ours, or still being created
+            if owner != os.getpid() and not _alive(owner):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: leave their dir alone
+        return True
+    return True
 
 
 def _make(parent: Path, prefix: str, stable: str | None) -> Path:
