@@ -8,8 +8,8 @@ coordinator) is still alive; PR_SET_PDEATHSIG covers the fast path on Linux.
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,7 @@ class Communicator:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 5)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.RCVTIMEO, WAKE_MS)
         self.sock.connect(endpoint)
 
     # -- rendezvous -----------------------------------------------------
@@ -90,21 +91,20 @@ class Communicator:
                    numel: int = 0, sim_s: float = 0.0, comm: str = "world") -> list[float]:
         """`numel` is the size of the tensor being simulated (only `values`
         travel); `sim_s` the simulated time this rank worked before it."""
-        return self._collective(comm, Contribute(self.rank, comm, 0, "all_reduce", op, 0, "float32",
-                                                 values, tag, step, numel or len(values), sim_s))
+        return self._collective(comm, "all_reduce", op, 0, values, tag, step, numel or len(values), sim_s)
 
     def broadcast(self, values: list[float], root: int = 0, *, tag: str = "", numel: int = 0,
                   comm: str = "world") -> list[float]:
-        return self._collective(comm, Contribute(self.rank, comm, 0, "broadcast", "", root, "float32",
-                                                 values, tag, 0, numel or len(values), 0.0))
+        return self._collective(comm, "broadcast", "", root, values, tag, 0, numel or len(values), 0.0)
 
     def barrier(self, *, tag: str = "", sim_s: float = 0.0, comm: str = "world") -> None:
-        self._collective(comm, Contribute(self.rank, comm, 0, "barrier", "", 0, "float32", [], tag, 0,
-                                          0, sim_s))
+        self._collective(comm, "barrier", "", 0, [], tag, 0, 0, sim_s)
 
-    def _collective(self, comm: str, msg: Contribute) -> list[float]:
+    def _collective(self, comm: str, op: str, reduce_op: str, root: int, values: list[float],
+                    tag: str, step: int, numel: int, sim_s: float) -> list[float]:
         seq = self._seqs.setdefault(comm, _Seq()).next()
-        self._send(dataclasses.replace(msg, seq=seq))
+        self._send(Contribute(self.rank, comm, seq, op, reduce_op, root, "float32", values, tag, step,
+                              numel, sim_s))
         reply = self._wait((Release,), None)
         self.stop_requested = self.stop_requested or reply.stop
         return reply.values
@@ -134,21 +134,20 @@ class Communicator:
         self.sock.send(encode(msg))
 
     def _wait(self, kinds: tuple[type, ...], timeout_s: float | None) -> Any:
-        """Block until a message of `kinds` arrives; Abort always wins."""
-        waited_ms = 0
-        limit_ms = None if timeout_s is None else int(timeout_s * 1000)
-        while limit_ms is None or waited_ms < limit_ms:
-            slice_ms = WAKE_MS if limit_ms is None else min(WAKE_MS, limit_ms - waited_ms)
-            if self.sock.poll(slice_ms, zmq.POLLIN):
+        """Block until a message of `kinds` arrives; Abort always wins. One
+        blocking recv per message (RCVTIMEO wakes us to check the parent)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while deadline is None or time.monotonic() < deadline:
+            try:
                 msg = self._recv()
-                if isinstance(msg, Abort):
-                    raise CollectiveAborted(msg)
-                if isinstance(msg, kinds):
-                    return msg
-            else:
-                waited_ms += slice_ms
-            if os.getppid() != self.parent_pid:
-                raise ParentGone("launcher exited")
+            except zmq.Again:
+                if os.getppid() != self.parent_pid:
+                    raise ParentGone("launcher exited") from None
+                continue
+            if isinstance(msg, Abort):
+                raise CollectiveAborted(msg)
+            if isinstance(msg, kinds):
+                return msg
         return None
 
     def _recv(self) -> Any:

@@ -7,6 +7,7 @@ Events are plain data. Field names are part of the JSONL contract
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -343,5 +344,32 @@ Event = (
 
 def to_dict(event: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"v": SCHEMA_VERSION, "event": event.NAME}
-    body.update(dataclasses.asdict(event))
+    for name, nested in _layout(type(event)):
+        value = getattr(event, name)
+        body[name] = _plain(value) if nested else value
     return body
+
+
+PLAIN_HINTS = frozenset({"int", "float", "str", "bool", "list[int]", "list[str]", "list[float]",
+                         "dict[str, int]", "dict[str, str]", "int | None", "float | None"})
+
+
+@functools.cache
+def _layout(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(field, may hold a dataclass): plain fields are copied as they are."""
+    return tuple((f.name, str(f.type) not in PLAIN_HINTS) for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    """Nested dataclasses become dicts; everything else is already JSON-able
+    (a shallow walk: asdict's deep copy dominated the coordinator's time)."""
+    if dataclasses.is_dataclass(value):
+        return {name: _plain(getattr(value, name)) for name in _names(type(value))}
+    if isinstance(value, (list, tuple)) and value and dataclasses.is_dataclass(value[0]):
+        return [_plain(v) for v in value]
+    return value

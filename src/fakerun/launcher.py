@@ -202,7 +202,7 @@ class Job:
                 for frames in self.sock.drain():
                     self._apply(handle_frames(self.core, frames, now))
             self._apply(self.core.tick(now))
-            signals = self.inbox.take()
+            signals = self.inbox.take() if self.inbox.fileno() in ready else []
             self._on_signals(signals)
             if signal.SIGCHLD in signals or now >= next_reap:
                 self._reap()

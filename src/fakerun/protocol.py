@@ -158,14 +158,58 @@ REGISTRY: dict[str, type] = {
     cls.KIND: cls for cls in (Hello, Welcome, Refused, Contribute, Release, Telemetry, Abort, Output,
                               Goodbye, Ack)
 }
-_HINTS = {kind: typing.get_type_hints(cls) for kind, cls in REGISTRY.items()}
 _FIELDS = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in REGISTRY.items()}
 
 
+def _checker(hint: Any) -> Any:
+    """A function value -> (ok, value) for one annotation, built once: the
+    coordinator decodes every message, so no typing introspection per call."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if item is float:
+            return _float_list
+        return lambda v: (isinstance(v, list) and all(type(x) is item for x in v), v)
+    if origin is dict:
+        return lambda v: (isinstance(v, dict) and all(type(k) is str and type(x) is str
+                                                      for k, x in v.items()), v)
+    if hint is float:
+        return lambda v: (type(v) in (int, float), float(v)) if type(v) in (int, float) else (False, None)
+    return lambda v: (type(v) is hint, v)  # int, str, bool: exact types (True is not an int here)
+
+
+def _float_list(v: Any) -> tuple[bool, Any]:
+    if not isinstance(v, list):
+        return False, None
+    if all(type(x) is float for x in v):
+        return True, v
+    ok = all(type(x) in (int, float) for x in v)
+    return ok, [float(x) for x in v] if ok else None
+
+
+_CHECKS = {kind: [(name, _checker(typing.get_type_hints(REGISTRY[kind])[name])) for name in names]
+           for kind, names in _FIELDS.items()}
+
+
+def _exact(hint: Any) -> type:
+    origin = typing.get_origin(hint)
+    return origin if origin in (list, dict) else hint
+
+
+# The common case, checked at C speed: every field already has its exact type.
+_EXACT = {kind: tuple(_exact(typing.get_type_hints(REGISTRY[kind])[n]) for n in names)
+          for kind, names in _FIELDS.items()}
+_FLOAT_LISTS = {kind: tuple(i for i, n in enumerate(names)
+                            if typing.get_type_hints(REGISTRY[kind])[n] == list[float])
+                for kind, names in _FIELDS.items()}
+_NAMESETS = {kind: frozenset(names) | {"v", "kind"} for kind, names in _FIELDS.items()}
+
+
 def encode(msg: Any) -> bytes:
+    # A dataclass's __dict__ holds its fields in declaration order: the same
+    # map, byte for byte, as naming each field.
     body: dict[str, Any] = {"v": VERSION, "kind": msg.KIND}
-    for name in _FIELDS[msg.KIND]:
-        body[name] = getattr(msg, name)
+    body.update(msg.__dict__)
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -187,44 +231,19 @@ def decode(frame: bytes) -> Any:
 
 
 def _build(kind: str, body: dict[str, Any]) -> Any:
-    names = _FIELDS[kind]
-    present = set(body) - {"v", "kind"}
-    if present != set(names):
-        missing = sorted(set(names) - present)
-        extra = sorted(present - set(names))
-        raise ProtocolError("fields", f"missing={missing} extra={extra[:5]}")
-    hints = _HINTS[kind]
+    if body.keys() != _NAMESETS[kind]:
+        present = set(body) - {"v", "kind"}
+        names = set(_FIELDS[kind])
+        detail = f"missing={sorted(names - present)} extra={sorted(present - names)[:5]}"
+        raise ProtocolError("fields", detail)
+    fast = [body[name] for name in _FIELDS[kind]]
+    if tuple(map(type, fast)) == _EXACT[kind] and all(
+            all(type(x) is float for x in fast[i]) for i in _FLOAT_LISTS[kind]):
+        return REGISTRY[kind](*fast)
     values = {}
-    for name in names:
-        ok, value = _coerce(body[name], hints[name])
+    for name, check in _CHECKS[kind]:
+        ok, value = check(body[name])
         if not ok:
             raise ProtocolError("field-type", name)
         values[name] = value
     return REGISTRY[kind](**values)
-
-
-def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Check `value` against a field's annotation; floats accept ints."""
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            return False, None
-        out = [_coerce(v, item) for v in value]
-        return all(ok for ok, _ in out), [v for _, v in out]
-    if origin is dict:
-        ok = isinstance(value, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        )
-        return ok, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is str:
-        return isinstance(value, str), value
-    return False, None
-

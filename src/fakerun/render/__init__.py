@@ -30,12 +30,14 @@ class Renderer:
         self.event_sinks = event_sinks
         self.output_closed = False
         self.logs: RankLogFiles | None = None
+        self._pending = False  # anything emitted since the last flush
 
     @property
     def binary(self) -> str:
         return self.formatter.binary
 
     def emit(self, event: Any) -> None:
+        self._pending = True
         self._each(self.event_sinks, lambda sink: sink.event(event))
         lines = self.formatter.lines(event)
         if lines:
@@ -43,11 +45,17 @@ class Renderer:
                 self.logs.write(lines)
             self._each(self.line_sinks, lambda sink: sink.write(lines))
 
-    def flush(self) -> None:
-        if self.logs is not None:
+    def flush(self, force: bool = False) -> None:
+        """Called once per launcher loop pass: a no-op when nothing was emitted,
+        except for views that redraw on their own clock (the live footer)."""
+        if self._pending and self.logs is not None:
             self.logs.flush()
-        self._each(self.event_sinks, lambda sink: sink.flush())
-        self._each(self.line_sinks, lambda sink: sink.flush())
+        if self._pending or force:
+            self._each(self.event_sinks, lambda sink: sink.flush())
+        due = self._pending or force
+        self._each(self.line_sinks, lambda sink: sink.flush(),
+                   only=lambda sink: due or getattr(sink, "animated", False))
+        self._pending = False
 
     def open_rank_logs(self, paths: dict[int, tuple[str, str]]) -> None:
         self.close_rank_logs()
@@ -63,8 +71,10 @@ class Renderer:
         for sink in self.line_sinks:
             getattr(sink, "close", lambda: None)()
 
-    def _each(self, sinks: list[Any], action: Any) -> None:
+    def _each(self, sinks: list[Any], action: Any, only: Any = None) -> None:
         for sink in list(sinks):
+            if only is not None and not only(sink):
+                continue
             try:
                 action(sink)
             except OutputClosed:

@@ -23,7 +23,11 @@ def strict(value: Any) -> Any:
 
 
 def dumps(event: Any) -> str:
-    return json.dumps(strict(ev.to_dict(event)), allow_nan=False, separators=(",", ":"))
+    body = ev.to_dict(event)
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # a NaN or an infinity somewhere: spell it out
+        return json.dumps(strict(body), allow_nan=False, separators=(",", ":"))
 
 
 class JsonlSink:

@@ -35,6 +35,8 @@ COLOURS = {"W": "\x1b[33m", "E": "\x1b[31m", "rank": "\x1b[2m", "reset": "\x1b[0
 
 
 class RichView:
+    animated = True  # flushed every loop pass: the footer redraws on its own clock
+
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc: int, node_ranks: range,
                  environ: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:
         self.out = stdout
