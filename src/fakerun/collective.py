@@ -29,10 +29,13 @@ class Fingerprint:
     dtype: str
     count: int
     numel: int
+    tag: str
+    step: int
 
     @classmethod
     def of(cls, msg: Contribute) -> Fingerprint:
-        return cls(msg.seq, msg.op, msg.reduce_op, msg.root, msg.dtype, len(msg.values), msg.numel)
+        return cls(msg.seq, msg.op, msg.reduce_op, msg.root, msg.dtype, len(msg.values), msg.numel,
+                   msg.tag, msg.step)
 
     def describe(self) -> str:
         return (

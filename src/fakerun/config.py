@@ -114,6 +114,9 @@ class RunConfig:
             raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
         if not self.speed >= 0:  # also rejects NaN
             raise ConfigError(f"--speed must be >= 0, got {self.speed}")
+        if self.topology.nnodes > 1:
+            raise ConfigError(f"--nnodes {self.topology.nnodes}: running several nodes is not "
+                              "supported yet (one node per fakerun for now)")
         if self.output not in OUTPUTS:
             raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         for name in ("collective_timeout_s", "rdzv_timeout_s", "shutdown_grace_s"):
@@ -152,6 +155,9 @@ class RunConfig:
             return
         if not 0 <= fault.rank < world:
             raise ConfigError(f"--fail-rank must be in [0, {world}), got {fault.rank}")
+        if fault.kind == "hang" and world == 1:
+            raise ConfigError("--scenario hang needs at least 2 ranks: with one, no peer waits "
+                              "in a collective, so no watchdog would ever fire")
         if fault.step is None:
             object.__setattr__(self, "fault", Fault(fault.kind, fault.rank, max(1, self.steps // 2)))
         elif not 1 <= fault.step <= self.steps:

@@ -103,6 +103,8 @@ class Coordinator:
         if isinstance(msg, Output):
             return self._output(rank, msg)
         if isinstance(msg, Telemetry):
+            if not _plausible(msg):
+                return self.reject("out-of-range", identity)
             if self.timeline is not None:
                 self.timeline.on_telemetry(msg)
             return Outcome()
@@ -171,8 +173,11 @@ class Coordinator:
     def _contribute(self, rank: int, msg: Contribute, now: float) -> Outcome:
         if not self.ready or rank in self._departed:
             return self.reject("out-of-phase", rank_identity(rank))
-        if msg.op not in OPS or (msg.op == "all_reduce" and msg.reduce_op not in REDUCE_OPS):
+        if msg.op not in OPS or (msg.op == "all_reduce" and msg.reduce_op not in REDUCE_OPS) \
+                or msg.root not in self.world:
             return self.reject("bad-op", rank_identity(rank))
+        if not 0.0 <= msg.sim_s <= MAX_SIM_S or not 0 <= msg.numel <= MAX_NUMEL:  # also rejects NaN
+            return self.reject("out-of-range", rank_identity(rank))
         if msg.comm in self._broken:
             return Outcome()
         expected = self._next_seq.get((msg.comm, rank), 1)
@@ -238,7 +243,9 @@ class Coordinator:
         self._broken.add(comm)
         fp = pending.fingerprint
         timeout_ms = round(self.timeout_s * 1000)
-        elapsed_ms = round((now - pending.started) * 1000)
+        # The watchdog notices a little after the deadline; under --start-time
+        # a fixed overshoot, so the line repeats byte for byte.
+        elapsed_ms = round((now - pending.started) * 1000) if self.report_wall else timeout_ms + 61
         waiting = pending.waiting()
         out = Outcome(events=self.flush_output())
         out.events.append(ev.WatchdogTimeout(
@@ -264,6 +271,15 @@ class Coordinator:
     @staticmethod
     def _to_event(msg: Output) -> ev.RankOutput:
         return ev.RankOutput(msg.rank, msg.stream, list(msg.lines))
+
+
+MAX_SIM_S = 7 * 24 * 3600.0  # a simulated week of work between two collectives
+MAX_NUMEL = 1 << 50
+
+
+def _plausible(t: Telemetry) -> bool:
+    return 0 <= t.util <= 100 and 0 <= t.temp_c <= 150 and 0 <= t.power_w <= 5000 \
+        and 0 <= t.mem_used_mib <= 1 << 24 and t.step >= 0
 
 
 def _peer(identity: bytes) -> str:

@@ -46,6 +46,7 @@ class RunStarted:
     launcher_pid: int
     restart_count: int
     time: float
+    omp_default: bool = True  # OMP_NUM_THREADS was unset, so torchrun set it (and says so)
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,7 @@ class ForcedKill:
     rank: int
     pid: int
     time: float
+    signal: int = 15  # the signal it did not die of
 
 
 @dataclass(frozen=True)

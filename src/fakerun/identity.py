@@ -156,7 +156,7 @@ def _hyper(r, model: Model, par: Parallelism, micro: int, steps: int) -> Hyper:
     target_tokens = r.choice((0.5e6, 1e6, 2e6))
     per_pass = micro * par.dp
     accum = max(1, round(target_tokens / seq / per_pass))
-    epochs = r.choice((1, 2, 3))
+    epochs = min(r.choice((1, 2, 3)), steps)
     lr = _max_lr(r, model.params)
     return Hyper(
         seq_len=seq, micro_batch=micro, grad_accum=accum, global_batch=per_pass * accum,

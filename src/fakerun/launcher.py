@@ -29,7 +29,7 @@ from . import events as ev
 from .clock import VirtualClock, local_now, parse_start
 from .config import RunConfig, free_port
 from .coordinator import Coordinator, CoordinatorSocket, JobIdentity, Outcome, handle_frames
-from .rank import RankSpec
+from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
 from .rundir import RunDir
 from .signals import SignalInbox
@@ -55,6 +55,7 @@ class IO:
 class Stop:
     reason: str  # failure | signal | output | rendezvous
     kill_at: float
+    signal: int
     killed: bool = False
 
 
@@ -81,6 +82,7 @@ class Launcher:
         self.io = io or IO()
         self.renderer: Renderer | None = None
         self.exit_signal: int | None = None
+        self.clock: VirtualClock | None = None  # carried across --loop cycles
 
     def run(self) -> int:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
@@ -100,9 +102,10 @@ class Launcher:
             self.inbox.close()
 
     def _cycle(self, config: RunConfig) -> int:
-        job = Job(config, self.io, self.inbox, self._renderer(config))
+        job = Job(config, self.io, self.inbox, self._renderer(config), self.clock)
         code = job.run()
         self.exit_signal = job.exit_signal
+        self.clock = job.clock
         return code
 
     def _renderer(self, config: RunConfig) -> Renderer:
@@ -114,7 +117,8 @@ class Launcher:
 class Job:
     """One run of the worker group: fork, coordinate, supervise, tear down."""
 
-    def __init__(self, config: RunConfig, io: IO, inbox: SignalInbox, renderer: Renderer) -> None:
+    def __init__(self, config: RunConfig, io: IO, inbox: SignalInbox, renderer: Renderer,
+                 clock: VirtualClock | None = None) -> None:
         self.config = config
         self.io = io
         self.inbox = inbox
@@ -122,7 +126,7 @@ class Job:
         self.topo = config.topology
         self.ident = config.identity
         self.token = secrets.token_hex(16)
-        self.clock = _clock(config)
+        self.clock = clock or _clock(config)
         self.failures: list[ev.Failure] = []
         self.stop: Stop | None = None
         self.exit_signal: int | None = None
@@ -186,7 +190,7 @@ class Job:
         return ev.RunStarted(
             c.run_id, t.world_size, t.nnodes, t.nproc_per_node, t.node_rank, c.seed,
             c.entrypoint, list(c.script_args), c.steps, c.master_addr, c.master_port,
-            self.launcher_pid, 0, self.clock.now)
+            self.launcher_pid, 0, self.clock.now, "OMP_NUM_THREADS" not in os.environ)
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:
@@ -201,7 +205,8 @@ class Job:
             if self.sock.sock in ready:
                 for frames in self.sock.drain():
                     self._apply(handle_frames(self.core, frames, now))
-            self._apply(self.core.tick(now))
+            if self.stop is None:  # once tearing down, a stalled collective is expected
+                self._apply(self.core.tick(now))
             signals = self.inbox.take() if self.inbox.fileno() in ready else []
             self._on_signals(signals)
             if signal.SIGCHLD in signals or now >= next_reap:
@@ -213,10 +218,12 @@ class Job:
 
     def _poll_ms(self, rdzv_deadline: float) -> int:
         now = self.io.monotonic()
-        deadlines = [now + REAP_EVERY_S, self.core.next_deadline()]
-        if self.stop is not None and not self.stop.killed:
+        deadlines = [now + REAP_EVERY_S]
+        if self.stop is None:
+            deadlines.append(self.core.next_deadline())
+        elif not self.stop.killed:
             deadlines.append(self.stop.kill_at)
-        if not self.core.ready:
+        if not self.core.ready and self.stop is None:
             deadlines.append(rdzv_deadline)
         nearest = min(d for d in deadlines if d is not None)
         return max(0, int((nearest - now) * 1000) + 1)
@@ -248,7 +255,7 @@ class Job:
                 self.stop.kill_at = self.io.monotonic()
 
     def _reap(self) -> None:
-        for worker in self.group.reap():
+        for worker in sorted(self.group.reap(), key=lambda w: w.rank):  # one pass: rank order
             code = worker.exitcode or 0
             pid = self._pid(worker)
             exited = ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank, pid, code)
@@ -256,6 +263,8 @@ class Job:
                 self.exited_ok.append(exited)
                 continue
             self._emit(exited)
+            if code == EXIT_INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
+                self._emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
             if code != 0:
                 self.failures.append(ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank,
                                                 pid, code, self.clock.now, self.ident.host(worker.rank)))
@@ -266,7 +275,7 @@ class Job:
         return worker.spec.display_pid or worker.pid
 
     def _begin_stop(self, reason: str, sig: signal.Signals) -> None:
-        self.stop = Stop(reason, self.io.monotonic() + self.config.shutdown_grace_s)
+        self.stop = Stop(reason, self.io.monotonic() + self.config.shutdown_grace_s, int(sig))
         for worker in self.group.running():
             self._emit(ev.ClosingSignal(worker.rank, worker.local_rank, self._pid(worker), sig.name,
                                         self.clock.now))
@@ -280,7 +289,7 @@ class Job:
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
             self.stop.killed = True
             for worker in self.group.running():
-                self._emit(ev.ForcedKill(worker.rank, self._pid(worker), self.clock.now))
+                self._emit(ev.ForcedKill(worker.rank, self._pid(worker), self.clock.now, self.stop.signal))
             self.group.send(signal.SIGKILL)
 
     def _finish(self) -> None:
@@ -317,6 +326,14 @@ class Job:
 def _clock(config: RunConfig) -> VirtualClock:
     start, tz = parse_start(config.start_time) if config.start_time else local_now()
     return VirtualClock(start, tz)
+
+
+def _tail(path: str, lines: int = 40) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read().splitlines()[-lines:]
+    except OSError:
+        return []
 
 
 def _stable_suffix(config: RunConfig) -> str:

@@ -202,6 +202,12 @@ _EXACT = {kind: tuple(_exact(typing.get_type_hints(REGISTRY[kind])[n]) for n in 
 _FLOAT_LISTS = {kind: tuple(i for i, n in enumerate(names)
                             if typing.get_type_hints(REGISTRY[kind])[n] == list[float])
                 for kind, names in _FIELDS.items()}
+# Other containers (list[str], dict[str, str]) always get their elements checked.
+_CONTAINERS = {kind: tuple((i, _checker(typing.get_type_hints(REGISTRY[kind])[n]))
+                           for i, n in enumerate(names)
+                           if typing.get_origin(typing.get_type_hints(REGISTRY[kind])[n]) in (list, dict)
+                           and typing.get_type_hints(REGISTRY[kind])[n] != list[float])
+               for kind, names in _FIELDS.items()}
 _NAMESETS = {kind: frozenset(names) | {"v", "kind"} for kind, names in _FIELDS.items()}
 
 
@@ -237,8 +243,9 @@ def _build(kind: str, body: dict[str, Any]) -> Any:
         detail = f"missing={sorted(names - present)} extra={sorted(present - names)[:5]}"
         raise ProtocolError("fields", detail)
     fast = [body[name] for name in _FIELDS[kind]]
-    if tuple(map(type, fast)) == _EXACT[kind] and all(
-            all(type(x) is float for x in fast[i]) for i in _FLOAT_LISTS[kind]):
+    if (tuple(map(type, fast)) == _EXACT[kind]
+            and all(all(type(x) is float for x in fast[i]) for i in _FLOAT_LISTS[kind])
+            and all(check(fast[i])[0] for i, check in _CONTAINERS[kind])):
         return REGISTRY[kind](*fast)
     values = {}
     for name, check in _CHECKS[kind]:

@@ -26,6 +26,8 @@ from .protocol import Hello
 from .script import Script, SimulatedExit
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+FORK_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in fakerun itself, not a simulated fault
 
 
@@ -44,11 +46,13 @@ class RankSpec:
     display_pid: int  # the pid the run shows (a stable one when --start-time fixes the output)
 
 
-def run_child(spec: RankSpec, config: RunConfig) -> NoReturn:
-    """Entry point in the forked child; never returns."""
+def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> NoReturn:
+    """Entry point in the forked child (signals in FORK_BLOCKED arrive
+    blocked; `mask` is the mask to restore); never returns."""
     code = EXIT_INTERNAL
     try:
         _detach(spec)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = _main(spec, config)
     except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher
         try:
@@ -132,6 +136,9 @@ def _fail(comm: Communicator, rank: int, exc: BaseException) -> int:
 
 
 def _die_by(sig: signal.Signals) -> NoReturn:
+    # No core file for a simulated crash, even where core_pattern pipes to a
+    # collector (which ignores RLIMIT_CORE).
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     time.sleep(5)  # the signal is delivered before this returns

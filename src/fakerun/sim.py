@@ -47,6 +47,14 @@ def gauss(seed: int, *purpose: object) -> float:
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
+def safe_exp(x: float) -> float:
+    """exp that saturates to inf (a diverged loss's perplexity) instead of raising."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 # -- loss ------------------------------------------------------------------
 def lr_progress(ident: Identity, step: float) -> float:
     """Cumulative LR / peak LR after `step` steps (how far optimisation got),

@@ -77,8 +77,17 @@ class Timeline:
             if done.tag == "phase:summary":
                 events.append(self._summary())
             return events, False, round(comm_s * 1e6)
-        events = handler(done) if handler else []
+        events = handler(done) if handler and self._shaped(done) else []
         return events, self._stop(done), round(comm_s * 1e6)
+
+    @staticmethod
+    def _shaped(done: Completed) -> bool:
+        """Results carry what their tag promises (a buggy rank's mislabelled
+        collective is recorded, never interpreted)."""
+        width = {"train_step": 2, "validation": 1}.get(done.tag, 0)
+        if width:
+            return done.op == "all_reduce" and len(done.result) == width
+        return done.op == "barrier"
 
     def _handlers(self) -> dict[str, Callable[[Completed], list]]:
         return {
@@ -115,7 +124,8 @@ class Timeline:
         remaining = max(0, ident.hyper.total_steps - done.step)
         events: list = [ev.Step(
             done.step, ident.hyper.total_steps, done.result[0], min(losses), max(losses), done.result[1],
-            epoch=self.epoch(done.step), ppl=math.exp(done.result[0]), lr=sim.learning_rate(ident, done.step),
+            epoch=self.epoch(done.step), ppl=sim.safe_exp(done.result[0]),
+            lr=sim.learning_rate(ident, done.step),
             tokens_per_s=tp.tokens_per_s, samples_per_s=tp.samples_per_s, step_time_s=step_time,
             mfu=tp.mfu, tflops_per_gpu=tp.tflops_per_gpu, elapsed_s=self.clock.now - run.train_start,
             eta_s=remaining * sum(run.recent) / len(run.recent), time=self.clock.now,
@@ -164,7 +174,7 @@ class Timeline:
         self.run.best_val = min(self.run.best_val, val)
         h = self.ident.hyper
         samples = h.eval_batches * h.micro_batch * self.ident.parallel.dp
-        return [ev.Validation(self.run.step, self.epoch(max(1, self.run.step)), val, math.exp(val),
+        return [ev.Validation(self.run.step, self.epoch(max(1, self.run.step)), val, sim.safe_exp(val),
                               max(done.sim_s.values()), samples, self.clock.now)]
 
     def _checkpoint(self, done: Completed) -> list:
@@ -190,5 +200,6 @@ class Timeline:
         train_time = self.clock.now - run.train_start
         tokens = run.step * ident.hyper.tokens_per_step
         return ev.Summary(ident.model.name, self.epoch(max(1, run.step)), run.step, run.loss,
-                          math.exp(run.loss), run.best_val, train_time, tokens,
+                          sim.safe_exp(run.loss), run.best_val, train_time, tokens,
                           tokens / train_time if train_time else 0.0, self.output_dir(), self.clock.now)
+

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from .config import RunConfig
-from .rank import RankSpec, run_child
+from .rank import FORK_BLOCKED, RankSpec, run_child
+from .render.console import silence
 
 
 @dataclass
@@ -44,14 +45,24 @@ class WorkerGroup:
 
     @classmethod
     def fork(cls, specs: list[RankSpec], config: RunConfig) -> WorkerGroup:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pids = []
-        for spec in specs:
-            pid = os.fork()
-            if pid == 0:
-                run_child(spec, config)
-            pids.append(pid)
+        for stream in (sys.stdout, sys.stderr):  # a child must not inherit (and repeat) buffered output
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                silence(stream)
+        # Signals stay blocked while forking: one arriving in a child before it
+        # has reset its handlers would be recorded in the child's copy of the
+        # launcher's inbox and lost. The child unblocks after resetting them.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+        try:
+            pids = []
+            for spec in specs:
+                pid = os.fork()
+                if pid == 0:
+                    run_child(spec, config, old)
+                pids.append(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return cls([Worker(spec, psutil.Process(pid)) for spec, pid in zip(specs, pids, strict=True)])
 
     def reap(self) -> list[Worker]:

@@ -30,6 +30,8 @@ def fakerun(*args: str) -> subprocess.CompletedProcess:
     (["--log-dir", "/proc/fakerun-cannot-be-here"], "--log-dir"),
     (["--scenario", "rank-crash", "--fail-rank", "99"], "--fail-rank"),
     (["--bogus"], "--bogus"),
+    (["--nnodes", "2"], "--nnodes 2"),
+    (["--nproc", "1", "--scenario", "hang"], "hang"),
 ])
 def test_bad_value_is_one_line_and_exit_2(args, needle):
     result = fakerun(*args)

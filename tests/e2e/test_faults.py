@@ -139,12 +139,17 @@ def test_hung_rank_trips_the_watchdog(runner):
     assert "Signal 15 (SIGTERM)" in job.stderr  # the hung rank itself, terminated
 
 
-def test_closed_stdout_pipe(runner):
+@pytest.mark.parametrize("reader", ["head -1", "true"])
+def test_closed_stdout_pipe(runner, reader):
+    """The reader leaves mid-run (head) or before the ranks even start (true).
+    PYTHONUNBUFFERED is unset: a block-buffered stdout must not fail at exit."""
     marker = runner.new_marker()
     cmd = " ".join([*FAKERUN, "--rdzv-id", marker, "--nproc", "4", "--max-steps", "200",
                     "--speed", "4"])
-    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{cmd} | head -1"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.stdout.startswith("[default0]:")
-    assert "Traceback" not in result.stderr and "Error" not in result.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{cmd} | {reader}"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    if reader.startswith("head"):
+        assert result.stdout.startswith("[default0]:")
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr, result.stderr
     assert result.returncode == 141

@@ -121,3 +121,12 @@ def test_log_dir_layout(runner, tmp_path):
         prefix = f"[default{local}]:"
         assert own == [x[len(prefix):] for x in console if x.startswith(prefix)]
         assert own and not own[0].startswith("[default")
+
+
+def test_no_omp_banner_when_the_user_set_omp_num_threads(runner):
+    import os
+
+    job = runner.start("--nproc", "2", "--max-steps", "2", "--speed", "0",
+                       env={**os.environ, "OMP_NUM_THREADS": "4"})
+    assert job.wait() == 0
+    assert "OMP_NUM_THREADS" not in job.stderr and job.stderr == ""

@@ -63,6 +63,9 @@ def test_live_footer_in_a_terminal(runner, width):
         # Whole lines only: no footer debris, no line cut by a redraw.
         for line in body[1:]:  # the first row may be the tail of a scrolled-off line
             assert WHOLE.match(line), line
+        # The live parts (step blocks, the GPU grid) reflow to the width instead of wrapping.
+        live = [x for x in body if x.startswith("[default0]:  ") or any(c in x for c in "┌│└")]
+        assert live and all(len(x) <= width for x in live), [x for x in live if len(x) > width]
         assert term.cursor_visible()
     finally:
         term.kill()

@@ -153,3 +153,33 @@ def test_each_reject_reason_is_reported_once():
     second = c.handle(b"x", b"\xc1", 0.0)
     assert kinds(first) == ["Rejected"] and second.events == []
     assert c.rejected["undecodable"] == 2
+
+
+def test_out_of_range_inputs_from_a_joined_rank_are_rejected(core):
+    bad_root = frame(p.Contribute(0, "world", 1, "broadcast", "", 7, "float32", [1.0], "", 0, 1, 0.0))
+    nan_time = frame(p.Contribute(0, "world", 1, "all_reduce", "avg", 0, "float32", [1.0], "", 0, 1,
+                                  float("nan")))
+    hot = frame(p.Telemetry(0, 1, "train", -200, 74, 650, 60000))
+    for msg in (bad_root, nan_time, hot):
+        assert core.handle(rank_identity(0), msg, 0.0).replies == []
+    assert dict(core.rejected) == {"bad-op": 1, "out-of-range": 2}
+
+
+def test_mislabelled_or_diverged_collectives_never_crash_the_timeline():
+    from datetime import UTC
+
+    from fakerun import identity
+    from fakerun.clock import VirtualClock
+    from fakerun.timeline import Timeline
+
+    ident = identity.build(1, 1, 3, 20)
+    c = Coordinator(JOB, 5.0, lambda: 0.0, Timeline(ident, VirtualClock(0.0, UTC)))
+    for r in range(3):
+        c.handle(rank_identity(r), hello(r), 0.0)
+    for r in range(3):  # a barrier tagged as if it carried a validation loss
+        out = c.handle(rank_identity(r), contribute(r, 1, [], op="barrier", reduce_op="", tag="validation"), 0.0)
+    assert kinds(out) == ["Collective"]
+    for r in range(3):  # a diverged loss: perplexity saturates, nothing raises
+        out = c.handle(rank_identity(r), contribute(r, 2, [1e6, 1.0], tag=TRAIN_STEP_TAG, step=1), 0.0)
+    step = next(e for e in out.events if isinstance(e, ev.Step))
+    assert step.ppl == float("inf")

@@ -106,3 +106,11 @@ def test_rendezvous_timeout_names_the_missing_ranks():
     (line,) = formatter.lines(ev.RendezvousTimeout(30.0, [0, 1], 4, 0.0))
     assert line.stream == "stderr" and line.rank is None
     assert line.text.endswith("rendezvous timed out after 30s: 2 of 4 ranks joined (missing: 2, 3)")
+
+
+def test_forced_kill_names_the_signal_that_was_ignored():
+    formatter = TorchrunFormatter()
+    formatter.lines(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
+    (line,) = formatter.lines(ev.ForcedKill(1, 77, 0.0, 2))
+    assert line.text.endswith("multiprocessing/api.py:1047] Unable to shutdown process 77 via 2, "
+                              "forcefully exiting via 9")

@@ -170,3 +170,10 @@ def test_timeline_figures_agree_with_each_other_and_the_summary(all_idents):
         assert summary.train_time_s >= steps[-1].elapsed_s
         for v in vals:  # validation tracks the training loss closely
             assert 0.9 < v / steps[-1].loss < 1.2 or v == vals[0]
+
+
+def test_tiny_runs_never_announce_more_epochs_than_steps():
+    for seed in range(30):
+        for steps in (1, 2, 3):
+            h = identity.build(seed, 1, 2, steps).hyper
+            assert h.epochs <= steps and (h.epochs - 1) * h.steps_per_epoch < steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from string import Template
 from typing import TextIO
@@ -15,6 +16,17 @@ DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
 class OutputClosed(Exception):
     """The reader went away (e.g. `fakerun | head -1`)."""
 
+
+def silence(stream: TextIO) -> None:
+    """Point a dead stream's descriptor at /dev/null, so that neither a later
+    flush nor the interpreter's final one fails (exit 120) with a traceback
+    (the recipe of Python's docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not backed by a descriptor (tests, the API): nothing will flush it at exit
 
 class ConsoleSink:
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc_per_node: int,
@@ -41,6 +53,7 @@ class ConsoleSink:
         try:
             self.streams[stream].write(text + "\n")
         except OSError:  # EPIPE, or EIO from a hung-up terminal
+            silence(self.streams[stream])
             raise OutputClosed(stream) from None
 
     def flush(self) -> None:
@@ -48,4 +61,5 @@ class ConsoleSink:
             try:
                 self.streams[name].flush()
             except (OSError, ValueError):  # EPIPE, EIO (terminal gone), closed file
+                silence(self.streams[name])
                 raise OutputClosed(name) from None

@@ -7,7 +7,7 @@ import math
 from typing import Any, TextIO
 
 from .. import events as ev
-from .console import OutputClosed
+from .console import OutputClosed, silence
 
 
 def strict(value: Any) -> Any:
@@ -38,10 +38,12 @@ class JsonlSink:
         try:
             self.stream.write(dumps(event) + "\n")
         except OSError:  # EPIPE, or EIO from a hung-up terminal
+            silence(self.stream)
             raise OutputClosed("stdout") from None
 
     def flush(self) -> None:
         try:
             self.stream.flush()
         except (OSError, ValueError):
+            silence(self.stream)
             raise OutputClosed("stdout") from None

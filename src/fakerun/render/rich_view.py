@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import events as ev
-from .console import OutputClosed
+from .console import OutputClosed, silence
 from .lines import STDERR, Line
 from .script import duration
 
@@ -96,9 +96,9 @@ class RichView:
     def flush(self) -> None:
         now = self.clock()
         if now >= self.next_render:
+            self._erase()  # with the height that is on screen, before it changes
             self.footer, self.footer_height = self._render()
             self.next_render = now + 1.0 / FPS
-            self._erase()
         if not self.drawn and self.footer:
             self._put(self.out, self.footer)
             self.drawn = True
@@ -107,6 +107,7 @@ class RichView:
             if self.err is not self.out:
                 self.err.flush()
         except (OSError, ValueError):
+            silence(self.out)
             raise OutputClosed("stdout") from None
 
     def close(self) -> None:
@@ -175,6 +176,7 @@ class RichView:
         try:
             stream.write(text)
         except (OSError, ValueError):
+            silence(stream)
             raise OutputClosed("stdout") from None
 
 

@@ -5,13 +5,13 @@ Every figure comes from an event; nothing is drawn here."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from datetime import tzinfo
 from typing import Any
 
 from .. import events as ev
 from ..identity import Identity
+from ..sim import safe_exp
 from .lines import STDOUT, Line, stamp
 
 BAR = "━"
@@ -85,6 +85,9 @@ class ScriptLines:
             return [f"{ts} Starting training: {h.total_steps:,} steps, {_plural(h.epochs, 'epoch')}, "
                     f"warmup {_plural(h.warmup_steps, 'step')}, peak LR {h.max_lr:.2e}"]
         if e.name == "validation":
+            if e.step % h.steps_per_epoch and e.step != h.total_steps:  # stopped by --exit-after-time
+                return [f"{ts} [Validation] Training stopped at step {e.step}, "
+                        "evaluating on validation set..."]
             return [f"{ts} [Validation] Epoch {self._epoch(e.step)} complete, "
                     "evaluating on validation set..."]
         if e.name == "checkpoint":
@@ -111,13 +114,26 @@ class ScriptLines:
         return [
             f"{stamp(e.time, self.tz)} Epoch {e.epoch}/{h.epochs} {self._bar(pct)} {pct:4.0%} "
             f"| Step {e.step}/{e.max_steps}",
-            f"  Loss: {loss:.4f} | PPL: {math.exp(loss):.2f} | LR: {e.lr:.2e} | Grad Norm: {e.grad_norm:.3f}",
-            f"  Throughput: {e.tokens_per_s:,.0f} tok/s | {e.samples_per_s:,.1f} samples/s | "
-            f"MFU: {e.mfu:.1%} | Step: {e.step_time_s:.2f}s | ETA: {duration(e.eta_s)}",
-            f"  GPU Mem: {e.gpu_mem_mib / 1024:.1f}/{e.gpu_mem_total_mib / 1024:.1f} GB "
-            f"({e.gpu_mem_mib / max(1, e.gpu_mem_total_mib):.1%}) | Util: {e.gpu_util:.0f}% | "
-            f"Temp: {e.gpu_temp_c:.0f}°C (avg)",
+            *self._fit([f"Loss: {loss:.4f}", f"PPL: {safe_exp(loss):.2f}", f"LR: {e.lr:.2e}",
+                        f"Grad Norm: {e.grad_norm:.3f}"]),
+            *self._fit([f"Throughput: {e.tokens_per_s:,.0f} tok/s", f"{e.samples_per_s:,.1f} samples/s",
+                        f"MFU: {e.mfu:.1%}", f"Step: {e.step_time_s:.2f}s", f"ETA: {duration(e.eta_s)}"]),
+            *self._fit([f"GPU Mem: {e.gpu_mem_mib / 1024:.1f}/{e.gpu_mem_total_mib / 1024:.1f} GB "
+                        f"({e.gpu_mem_mib / max(1, e.gpu_mem_total_mib):.1%})", f"Util: {e.gpu_util:.0f}%",
+                        f"Temp: {e.gpu_temp_c:.0f}°C (avg)"]),
         ]
+
+    def _fit(self, parts: list[str], indent: str = "  ", head: str = "") -> list[str]:
+        """Join `parts` with " | " into as few lines as fit the width."""
+        lines, current = [], ""
+        for part in parts:
+            candidate = f"{current} | {part}" if current else part
+            if current and len(indent) + len(head) + len(candidate) > self.width:
+                lines.append(current)
+                candidate = part
+            current = candidate
+        lines.append(current)
+        return [f"{indent}{head}{line}" for line in lines]
 
     def _bar(self, fraction: float) -> str:
         width = 40 if self.width >= 110 else 20
@@ -154,15 +170,16 @@ class ScriptLines:
             if op.op == "all_reduce":
                 self.busbw = op.busbw_gbs
         calls = ", ".join(f"{op.count} {op.op}" for op in e.ops)
-        return [f"[NCCL] {' | '.join(parts)}",
-                f"[NCCL] Calls since last report: {calls} | Bus bandwidth: {self.busbw:,.1f} GB/s"]
+        return [*self._fit(parts, "", "[NCCL] "),
+                *self._fit([f"Calls since last report: {calls}", f"Bus bandwidth: {self.busbw:,.1f} GB/s"],
+                           "", "[NCCL] ")]
 
     # -- validation, checkpoint, export, summary ----------------------------
     def _validation(self, e: ev.Validation) -> list[str]:
         b = self.ident.hyper.eval_batches
         val = round(e.val_loss, 4)
         return [f"  Evaluating: {self._bar(1.0)} 100% | {b}/{b} batches",
-                f"  Val Loss: {val:.4f} | Val PPL: {math.exp(val):.2f}",
+                f"  Val Loss: {val:.4f} | Val PPL: {safe_exp(val):.2f}",
                 f"  Eval time: {e.eval_time_s:.1f}s | {e.samples / max(e.eval_time_s, 1e-9):,.0f} samples/s"]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[str]:
@@ -179,7 +196,7 @@ class ScriptLines:
         loss = round(e.final_loss, 4)
         rows = ["", RULE, "Training Summary", RULE, f"Model: {e.model}", f"Total epochs: {e.epochs}",
                 f"Total steps: {e.steps:,}", f"Tokens: {_tokens(e.tokens)}", f"Final loss: {loss:.4f}",
-                f"Final PPL: {math.exp(loss):.2f}", f"Best val loss: {e.best_val_loss:.4f}",
+                f"Final PPL: {safe_exp(loss):.2f}", f"Best val loss: {e.best_val_loss:.4f}",
                 f"Training time: {duration(e.train_time_s)}",
                 f"Avg throughput: {e.avg_tokens_per_s:,.0f} tok/s", f"Output: {e.output}", RULE]
         return [f"  {r}".rstrip() for r in rows]

@@ -64,7 +64,7 @@ class TorchrunFormatter:
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
         self.script.master_port = e.master_port
-        if e.nproc_per_node <= 1:
+        if e.nproc_per_node <= 1 or not e.omp_default:
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
 
@@ -83,7 +83,8 @@ class TorchrunFormatter:
                               self.text["closing_signal"].format(pid=e.pid, signal=e.signal))
 
     def _forced_kill(self, e: ev.ForcedKill) -> list[Line]:
-        return self._launcher("W", "forced_kill", e.time, self.text["forced_kill"].format(pid=e.pid))
+        return self._launcher("W", "forced_kill", e.time,
+                              self.text["forced_kill"].format(pid=e.pid, signal=e.signal))
 
     def _rejected(self, e: ev.Rejected) -> list[Line]:
         message = (f"rejected a message from {e.peer!r}: {e.reason} "
