@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="K", help="restarts of a failed worker group (default 0)")
     t.add_argument(*_options("--log-dir"), dest="log_dir", type=Path, default=None,
                    metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout")
+    t.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
+                   help="training metrics as JSONL, a line per step/eval/event, never torn")
     f = p.add_argument_group("fakerun options")
     f.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="training steps (default: drawn from the seed, 400-800)")
@@ -131,6 +133,7 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         speed=ns.speed,
         output=ns.output,
         log_dir=ns.log_dir,
+        metrics_file=ns.metrics_file,
         entrypoint=ns.training_script,
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,
@@ -170,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fakerun: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from .launcher import Launcher  # zmq/psutil are not needed for --help or usage errors
+    from .render.metrics import SinkFailed
 
     try:
         return Launcher(config).run()
     except KeyboardInterrupt:  # before the launcher's own handler is in place
         return 130
+    except SinkFailed as exc:  # e.g. --metrics-file vanished between the check and the open
+        print(f"fakerun: error: {exc}", file=sys.stderr)
+        return 1

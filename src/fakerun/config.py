@@ -91,6 +91,7 @@ class RunConfig:
     speed: float = 1.0
     output: str = "auto"
     log_dir: Path | None = None
+    metrics_file: Path | None = None
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
     collective_timeout_s: float = 600.0
@@ -134,6 +135,8 @@ class RunConfig:
                 raise ConfigError(str(exc)) from None
         if self.log_dir is not None:
             _check_writable_dir(self.log_dir)
+        if self.metrics_file is not None:
+            _check_file_target(self.metrics_file, "--metrics-file")
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
         if self.identity is None:
@@ -190,6 +193,17 @@ class RunConfig:
 def _check_port(port: int) -> None:
     if not 1 <= port <= 65535:
         raise ConfigError(f"--master-port must be in 1-65535, got {port}")
+
+
+def _check_file_target(path: Path, flag: str) -> None:
+    """A file we will (re)write: not a directory, in an existing writable one."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable")
 
 
 def _check_writable_dir(path: Path) -> None:

@@ -148,6 +148,7 @@ class Step:
     gpu_mem_total_mib: int = 0
     gpu_util: float = 0.0  # averages over every GPU
     gpu_temp_c: float = 0.0
+    gpu_mem_used_mib: list[int] = field(default_factory=list)  # every GPU, in rank order
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,14 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class OutputFailed:
+    """A file fakerun must write (e.g. --metrics-file) could not be written."""
+
+    NAME: ClassVar[str] = "output_failed"
+    message: str
+
+
+@dataclass(frozen=True)
 class ShutdownRequested:
     NAME: ClassVar[str] = "shutdown"
     signal: int
@@ -339,7 +348,7 @@ class RunFinished:
 Event = (
     RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
     | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | Export | Summary
-    | WatchdogTimeout | Desync | Rejected | ShutdownRequested | ClosingSignal
+    | WatchdogTimeout | Desync | Rejected | OutputFailed | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | RunFailed | RunFinished
 )
 

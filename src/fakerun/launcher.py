@@ -53,7 +53,7 @@ class IO:
 
 @dataclass
 class Stop:
-    reason: str  # failure | signal | output | rendezvous
+    reason: str  # failure | signal | output | output-failed | rendezvous
     kill_at: float
     signal: int
     killed: bool = False
@@ -239,6 +239,9 @@ class Job:
 
     def _flush(self) -> None:
         self.renderer.flush()
+        if self.renderer.failure and self.stop is None:  # a file we must write failed: stop, say why
+            self._emit(ev.OutputFailed(self.renderer.failure))
+            self._begin_stop("output-failed", signal.SIGTERM)
         if self.renderer.output_closed and self.stop is None:
             self._begin_stop("output", signal.SIGTERM)
 

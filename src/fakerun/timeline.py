@@ -141,7 +141,8 @@ class Timeline:
         if not t:
             return {}
         return {"gpu_mem_mib": max(x.mem_used_mib for x in t), "gpu_mem_total_mib": self.ident.gpu.memory_mib,
-                "gpu_util": sum(x.util for x in t) / len(t), "gpu_temp_c": sum(x.temp_c for x in t) / len(t)}
+                "gpu_util": sum(x.util for x in t) / len(t), "gpu_temp_c": sum(x.temp_c for x in t) / len(t),
+                "gpu_mem_used_mib": [self.telemetry[r].mem_used_mib for r in sorted(self.telemetry)]}
 
     def epoch(self, step: int) -> int:
         return min(self.ident.hyper.epochs, (step - 1) // self.ident.hyper.steps_per_epoch + 1)

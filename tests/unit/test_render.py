@@ -114,3 +114,16 @@ def test_forced_kill_names_the_signal_that_was_ignored():
     (line,) = formatter.lines(ev.ForcedKill(1, 77, 0.0, 2))
     assert line.text.endswith("multiprocessing/api.py:1047] Unable to shutdown process 77 via 2, "
                               "forcefully exiting via 9")
+
+
+def test_metrics_file_spells_out_non_finite_numbers(tmp_path):
+    from fakerun.render.metrics import MetricsFile
+
+    sink = MetricsFile(tmp_path / "m.jsonl")
+    sink.event(ev.Step(3, 10, float("nan"), 1.0, 2.0, float("inf"), ppl=float("nan")))
+    sink.event(ev.RankOutput(0, "stdout", ["not a metric"]))
+    sink.close()
+    (line,) = (tmp_path / "m.jsonl").read_text().splitlines()
+    row = json.loads(line)
+    assert (row["loss"], row["grad_norm"], row["ppl"]) == ("NaN", "Infinity", "NaN")
+    assert "NaN," in line or '"NaN"' in line

@@ -10,6 +10,7 @@ from ..clock import local_now, parse_start
 from .console import ConsoleSink, OutputClosed
 from .jsonl import JsonlSink
 from .logfiles import RankLogFiles
+from .metrics import MetricsFile, SinkFailed
 from .torchrun import TorchrunFormatter
 
 __all__ = ["OutputClosed", "Renderer", "build_renderer", "resolve_output"]
@@ -29,6 +30,7 @@ class Renderer:
         self.line_sinks = line_sinks
         self.event_sinks = event_sinks
         self.output_closed = False
+        self.failure = ""  # a file we had to write and could not (one line)
         self.logs: RankLogFiles | None = None
         self._pending = False  # anything emitted since the last flush
 
@@ -68,7 +70,7 @@ class Renderer:
 
     def close(self) -> None:
         self.close_rank_logs()
-        for sink in self.line_sinks:
+        for sink in [*self.line_sinks, *self.event_sinks]:
             getattr(sink, "close", lambda: None)()
 
     def _each(self, sinks: list[Any], action: Any, only: Any = None) -> None:
@@ -80,6 +82,9 @@ class Renderer:
             except OutputClosed:
                 sinks.remove(sink)
                 self.output_closed = True
+            except SinkFailed as exc:
+                sinks.remove(sink)
+                self.failure = self.failure or str(exc)
 
 
 def resolve_output(requested: str, stdout: TextIO, environ: dict[str, str]) -> str:
@@ -108,12 +113,13 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     formatter = TorchrunFormatter(max(60, width_of(stdout, environ) - 11), tz)
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
+    files: list[Any] = [MetricsFile(config.metrics_file)] if config.metrics_file else []
     if mode == "jsonl":
         return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, show_ranks=False)],
-                        [JsonlSink(stdout)])
+                        [JsonlSink(stdout), *files])
     if mode == "rich":
         from .rich_view import RichView  # rich is imported only when it is used
 
         view = RichView(stdout, stderr, nproc, node_ranks, environ)
-        return Renderer(formatter, [view], [view])
-    return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks)], [])
+        return Renderer(formatter, [view], [view, *files])
+    return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks)], files)

@@ -40,6 +40,7 @@ class TorchrunFormatter:
             ev.RankOutput: self._rank_output,
             ev.WatchdogTimeout: self._watchdog,
             ev.Rejected: self._rejected,
+            ev.OutputFailed: lambda e: [Line(f"fakerun: error: {e.message}", STDERR)],
             ev.ShutdownRequested: self._shutdown,
             ev.ClosingSignal: self._closing,
             ev.ForcedKill: self._forced_kill,
