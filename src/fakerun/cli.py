@@ -8,19 +8,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, scenarios
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
 
 EXIT_USAGE = 2
 DEFAULT_MASTER_PORT = 29500
-SCENARIOS = {
-    "healthy": "a run that trains to the end and exits 0",
-    "rank-crash": "a Python exception on --fail-rank at --fail-step; exit 1",
-    "rank-exit": "--fail-rank calls sys.exit(1) at --fail-step, no traceback; exit 1",
-    "hang": "--fail-rank stops entering collectives; the watchdog fires after "
-            "--collective-timeout",
-}
-FAULT_KIND = {"rank-crash": "crash", "rank-exit": "exit", "hang": "hang"}
 
 DESCRIPTION = """\
 fakerun: a GPU-free stand-in for torchrun. It starts one process per simulated
@@ -99,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NCCL watchdog timeout for one collective (default 600)")
     f.add_argument("--rdzv-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="how long to wait for every rank to join (default 900)")
-    f.add_argument("--scenario", choices=sorted(SCENARIOS), default="healthy",
-                   help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    f.add_argument("--scenario", default="healthy", metavar="NAME|FILE.toml",
+                   help="a failure (or health) scenario from the catalog, or a TOML file (default healthy)")
+    f.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
     f.add_argument("--fail-rank", type=int, default=None, metavar="R",
                    help="global rank that fails in a fault scenario (default 1)")
     f.add_argument("--fail-step", type=int, default=None, metavar="S",
@@ -157,16 +150,22 @@ def _master_port(ns: argparse.Namespace) -> int:
 
 
 def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
-    kind = FAULT_KIND.get(ns.scenario)
-    if kind is None:
+    try:
+        scenario = scenarios.resolve(ns.scenario)
+    except scenarios.ScenarioError as exc:
+        raise ConfigError(str(exc)) from None
+    if scenario.fault is None:
         return None
     rank = ns.fail_rank if ns.fail_rank is not None else min(1, topology.world_size - 1)
-    return Fault(kind, rank, ns.fail_step)
+    return Fault(scenario.fault, rank, ns.fail_step, tuple(sorted(scenario.params.items())))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    if ns.list_scenarios:
+        print(scenarios.listing())
+        return 0
     try:
         config = to_config(ns)
     except ConfigError as exc:

@@ -71,11 +71,15 @@ class Topology:
 
 @dataclass(frozen=True)
 class Fault:
-    """An injected failure: `kind` happens on `rank` at `step` (None: half way)."""
+    """An injected fault: `kind` happens on `rank` at `step` (None: half way)."""
 
     kind: str
     rank: int
     step: int | None = None
+    params: tuple[tuple[str, float], ...] = ()
+
+    def param(self, name: str) -> float:
+        return dict(self.params)[name]
 
 
 @dataclass(frozen=True)
@@ -158,11 +162,12 @@ class RunConfig:
             return
         if not 0 <= fault.rank < world:
             raise ConfigError(f"--fail-rank must be in [0, {world}), got {fault.rank}")
-        if fault.kind == "hang" and world == 1:
-            raise ConfigError("--scenario hang needs at least 2 ranks: with one, no peer waits "
-                              "in a collective, so no watchdog would ever fire")
+        if fault.kind == "stall" and world == 1:
+            raise ConfigError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
+                              "waits in a collective, so no watchdog would ever fire")
         if fault.step is None:
-            object.__setattr__(self, "fault", Fault(fault.kind, fault.rank, max(1, self.steps // 2)))
+            object.__setattr__(self, "fault", Fault(fault.kind, fault.rank, max(1, self.steps // 2),
+                                                    fault.params))
         elif not 1 <= fault.step <= self.steps:
             raise ConfigError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
 

@@ -211,7 +211,8 @@ class Coordinator:
         out.replies.extend((rank_identity(r), release) for r in self.world)
         out.events.append(ev.Collective(
             pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world), sim_us, pending.tag,
-            fp.numel, wall_us if self.report_wall else None))
+            fp.numel, wall_us if self.report_wall else None,
+            round((max(pending.sim_s.values()) - min(pending.sim_s.values())) * 1e6)))
         out.events.extend(events)
         return out
 

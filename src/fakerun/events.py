@@ -101,6 +101,7 @@ class Collective:
     tag: str
     numel: int = 0
     wall_us: int | None = None  # our real round trip (None when --start-time fixes output)
+    wait_us: int = 0  # simulated time the first rank in waited for the last (a straggler shows here)
 
 
 @dataclass(frozen=True)

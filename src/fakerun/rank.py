@@ -23,7 +23,7 @@ import zmq
 from .comm import CollectiveAborted, CommError, Communicator, ParentGone
 from .config import RunConfig
 from .protocol import Hello
-from .script import Script, SimulatedExit
+from .script import Script, ScriptFailed, SimulatedExit, SimulatedSignal
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -114,6 +114,10 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     except SimulatedExit as exc:
         comm.goodbye(exc.code, "exit")
         return exc.code
+    except SimulatedSignal as exc:
+        _die_by(exc.sig)
+    except ScriptFailed as exc:
+        return _report(comm, spec.rank, exc.lines, exc.stream, exc.code)
     except KeyboardInterrupt:
         _die_by(signal.SIGINT)
     except CommError as exc:
@@ -128,18 +132,26 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
 def _fail(comm: Communicator, rank: int, exc: BaseException) -> int:
     """Report an uncaught exception as torch's excepthook would, exit 1."""
     text = "".join(traceback.format_exception(exc)).rstrip("\n")
-    lines = [f"[rank{rank}]: {line}" if line else line for line in text.split("\n")]
-    comm.output("stderr", lines)
-    if not comm.goodbye(1, "exception"):
-        print("\n".join(lines), file=sys.stderr)
-    return 1
+    return _report(comm, rank, text.split("\n"), "stderr", 1)
+
+
+def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: int) -> int:
+    """The script's last words, then exit `code`. A traceback on stderr gets
+    torch's `[rankN]: ` excepthook prefix (not on empty lines)."""
+    if stream == "stderr":
+        lines = [f"[rank{rank}]: {line}" if line else line for line in lines]
+    comm.output(stream, lines)
+    if not comm.goodbye(code, "exception"):
+        print("\n".join(lines), file=sys.stderr if stream == "stderr" else sys.stdout)
+    return code
 
 
 def _die_by(sig: signal.Signals) -> NoReturn:
     # No core file for a simulated crash, even where core_pattern pipes to a
     # collector (which ignores RLIMIT_CORE).
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    signal.signal(sig, signal.SIG_DFL)
+    if sig != signal.SIGKILL:  # SIGKILL has no handler to reset (and cannot have one)
+        signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     time.sleep(5)  # the signal is delivered before this returns
     os._exit(128 + sig)

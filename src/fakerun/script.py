@@ -8,6 +8,8 @@ is rendered from the resulting events, never printed here.
 
 from __future__ import annotations
 
+import math
+import signal
 import time
 from dataclasses import dataclass
 
@@ -16,6 +18,8 @@ from .comm import Communicator
 from .config import RunConfig
 from .identity import Identity
 from .protocol import Telemetry
+from .render import texts
+from .render.torchrun import ENV_PREFIX
 
 TRAIN_STEP = "train_step"
 # Wall seconds of each activity at --speed 1 (a default run lasts 2-4 min).
@@ -40,6 +44,9 @@ class Script:
     ident: Identity
     compressed: bool = False  # after --exit-after-time: finish the phases without pacing
 
+    def __post_init__(self) -> None:
+        self.numel = sim.grad_numel(self.ident)
+
     def run(self) -> None:
         self._init()
         last = self._train()
@@ -63,14 +70,17 @@ class Script:
         h, step = self.ident.hyper, 0
         for step in range(1, self.config.steps + 1):
             self._maybe_fault(step)
-            self._sleep("step")
+            self._sleep("step", self._pace_factor(step))
             if step == 1 or step % h.log_every == 0:
                 self._telemetry(step, "train")
-            loss = sim.local_loss(self.ident, self.rank, step)
-            grad_norm = sim.local_grad_norm(self.ident, self.rank, step)
-            self.comm.all_reduce([loss, grad_norm], "avg", tag=TRAIN_STEP, step=step,
-                                 numel=sim.grad_numel(self.ident),
-                                 sim_s=sim.compute_seconds(self.ident, step))
+            loss, grad_norm, sim_s = self._faulted(
+                step, sim.local_loss(self.ident, self.rank, step),
+                sim.local_grad_norm(self.ident, self.rank, step), sim.compute_seconds(self.ident, step))
+            mean_loss, _ = self.comm.all_reduce([loss, grad_norm], "avg", tag=TRAIN_STEP, step=step,
+                                                numel=self.numel, sim_s=sim_s)
+            if not math.isfinite(mean_loss):  # what a real script checks after the reduce
+                raise ScriptFailed([texts.load("torchrun")["script"]["nan"].format(loss=mean_loss)],
+                                   stream="stdout")
             if self.comm.stop_requested:
                 self.compressed = True
                 break
@@ -96,18 +106,93 @@ class Script:
         t = sim.telemetry(self.ident, self.rank, step, phase)
         self.comm.send(Telemetry(self.rank, step, phase, t.util, t.temp_c, t.power_w, t.mem_used_mib))
 
-    def _sleep(self, activity: str) -> None:
+    def _sleep(self, activity: str, factor: float = 1.0) -> None:
         if self.config.speed > 0 and not self.compressed:
-            time.sleep(WALL[activity] / self.config.speed)
+            time.sleep(WALL[activity] * factor / self.config.speed)
 
+    # -- faults (scenarios.py names them; data/torchrun.toml holds their texts) --
     def _maybe_fault(self, step: int) -> None:
         fault = self.config.fault
-        if fault is None or fault.rank != self.rank or fault.step != step:
+        if fault is None or step != fault.step:
+            return
+        mine = fault.rank == self.rank
+        if fault.kind == "hang" or (fault.kind == "stall" and mine):
+            while True:  # no more progress; with "stall" the peers' watchdog fires
+                time.sleep(3600)
+        if fault.kind == "node-down" and self.rank // self.ident.nproc == fault.rank // self.ident.nproc:
+            raise SimulatedSignal(signal.SIGKILL)
+        if not mine:
             return
         if fault.kind == "crash":
-            raise RuntimeError(f"Simulated failure on rank {self.rank} at step {step}")
+            raise ScriptFailed(self._text("crash").split("\n"))
+        if fault.kind == "oom":
+            raise ScriptFailed(self._text("oom", **oom_sizes(self.ident, self.rank)).split("\n"))
         if fault.kind == "exit":
             raise SimulatedExit(1)
-        if fault.kind == "hang":
-            while True:  # stops entering collectives; the peers' watchdog fires
-                time.sleep(3600)
+        if fault.kind == "segv":
+            raise SimulatedSignal(signal.SIGSEGV)
+
+    def _faulted(self, step: int, loss: float, grad_norm: float, sim_s: float) -> tuple[float, float, float]:
+        """This step's values under the scenario's fault (spike, nan, slow)."""
+        fault = self.config.fault
+        if fault is None or step < fault.step:
+            return loss, grad_norm, sim_s
+        if fault.kind == "spike":
+            bump = fault.param("height") * math.exp(-(step - fault.step) / fault.param("decay"))
+            return loss * (1 + bump), grad_norm * (1 + 8 * bump), sim_s
+        if fault.kind == "nan" and fault.rank == self.rank:
+            return math.nan, math.nan, sim_s
+        if fault.kind == "slow" and fault.rank == self.rank:
+            return loss, grad_norm, sim_s * fault.param("factor")
+        return loss, grad_norm, sim_s
+
+    def _pace_factor(self, step: int) -> float:
+        fault = self.config.fault
+        slow = fault is not None and fault.kind == "slow" and fault.rank == self.rank and step >= fault.step
+        return fault.param("factor") if slow else 1.0
+
+    def _text(self, key: str, **values: object) -> str:
+        script = texts.load("torchrun")["script"]
+        site = f"{ENV_PREFIX}/lib/python{self.ident.versions.python}/site-packages"
+        return script[key].format(cwd=script["cwd"], entrypoint=self.config.entrypoint, site=site,
+                                  **values).rstrip("\n")
+
+
+class ScriptFailed(Exception):
+    """The training script died of an exception; `lines` is its traceback."""
+
+    def __init__(self, lines: list[str], code: int = 1, stream: str = "stderr") -> None:
+        super().__init__(lines[-1] if lines else "")
+        self.lines = lines
+        self.code = code
+        self.stream = stream  # stderr: a traceback (torch prefixes it); stdout: a print
+
+
+class SimulatedSignal(Exception):
+    """The process is to die of this signal (a crash in native code, the OOM killer...)."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig.name)
+        self.sig = sig
+
+
+def oom_sizes(ident: Identity, rank: int) -> dict[str, str]:
+    """torch's CUDA OOM figures, consistent with the run's memory model."""
+    allocated, reserved = sim.memory_bytes(ident, rank)
+    total = ident.gpu.memory_mib * 2**20 - 0.55 * 2**30  # what torch sees after the driver's share
+    in_use = min(reserved + 0.52 * 2**30, total - 0.3 * 2**30)
+    free = total - in_use
+    tried = free + 0.25 * 2**30 + 0.05 * allocated
+    return {"device": str(rank % ident.nproc), "total": format_size(total), "free": format_size(free),
+            "in_use": format_size(in_use), "allocated": format_size(allocated),
+            "unallocated": format_size(reserved - allocated), "tried": format_size(tried)}
+
+
+def format_size(n: float) -> str:
+    """c10's format_size: bytes, KiB, MiB or GiB with two decimals."""
+    if n <= 1024:
+        return f"{int(n)} bytes"
+    for unit, size in (("KiB", 2**10), ("MiB", 2**20)):
+        if n <= size * 1024:
+            return f"{n / size:.2f} {unit}"
+    return f"{n / 2**30:.2f} GiB"

@@ -31,7 +31,8 @@ def fakerun(*args: str) -> subprocess.CompletedProcess:
     (["--scenario", "rank-crash", "--fail-rank", "99"], "--fail-rank"),
     (["--bogus"], "--bogus"),
     (["--nnodes", "2"], "--nnodes 2"),
-    (["--nproc", "1", "--scenario", "hang"], "hang"),
+    (["--nproc", "1", "--scenario", "nccl-timeout"], "nccl-timeout"),
+    (["--scenario", "no-such-thing"], "unknown scenario"),
 ])
 def test_bad_value_is_one_line_and_exit_2(args, needle):
     result = fakerun(*args)

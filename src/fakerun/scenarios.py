@@ -1,0 +1,70 @@
+"""The scenario catalog: named fault timelines, as data (data/scenarios.toml),
+or a custom TOML file with the same keys."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+# The mechanisms the ranks implement (script.py); a scenario picks one.
+FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down")
+PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    fault: str | None = None
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@cache
+def catalog() -> dict[str, Scenario]:
+    text = resources.files("fakerun").joinpath("data", "scenarios.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    return {name: _build(name, body, "fakerun/data/scenarios.toml") for name, body in data.items()}
+
+
+def resolve(name_or_path: str) -> Scenario:
+    """A catalog name, or a path to a TOML file describing one scenario."""
+    if name_or_path in catalog():
+        return catalog()[name_or_path]
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        try:
+            body = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ScenarioError(f"--scenario {name_or_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(f"--scenario {name_or_path}: {exc}") from None
+        return _build(path.stem, body, name_or_path)
+    raise ScenarioError(f"unknown scenario {name_or_path!r}; see --list-scenarios")
+
+
+def _build(name: str, body: dict, source: str) -> Scenario:
+    fault = body.get("fault")
+    if fault is not None and fault not in FAULTS:
+        raise ScenarioError(f"{source}: [{name}] fault {fault!r} is not one of {', '.join(FAULTS)}")
+    unknown = set(body) - {"description", "fault", *PARAMS.get(fault or "", {})}
+    if unknown:
+        raise ScenarioError(f"{source}: [{name}] unknown keys: {', '.join(sorted(unknown))}")
+    params = dict(PARAMS.get(fault or "", {}))
+    for key in params:
+        value = body.get(key, params[key])
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ScenarioError(f"{source}: [{name}] {key} must be a positive number")
+        params[key] = float(value)
+    return Scenario(name, str(body.get("description", "")), fault, params)
+
+
+def listing() -> str:
+    width = max(len(n) for n in catalog())
+    return "\n".join(f"{n:<{width}}  {s.description}" for n, s in catalog().items())
