@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="K", help="restarts of a failed worker group (default 0)")
     t.add_argument(*_options("--log-dir"), dest="log_dir", type=Path, default=None,
                    metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout")
+    t.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+                   help="write checkpoints there (checkpoint-<step>/, atomically)")
+    t.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                   help="continue from the latest checkpoint in --output-dir, or from PATH")
     t.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
                    help="training metrics as JSONL, a line per step/eval/event, never torn")
     f = p.add_argument_group("fakerun options")
@@ -127,6 +131,8 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         output=ns.output,
         log_dir=ns.log_dir,
         metrics_file=ns.metrics_file,
+        output_dir=ns.output_dir,
+        resume=ns.resume,
         entrypoint=ns.training_script,
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,

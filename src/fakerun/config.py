@@ -96,6 +96,8 @@ class RunConfig:
     output: str = "auto"
     log_dir: Path | None = None
     metrics_file: Path | None = None
+    output_dir: Path | None = None
+    resume: str | None = None  # "latest" (in --output-dir) or a checkpoint/output directory
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
     collective_timeout_s: float = 600.0
@@ -110,6 +112,7 @@ class RunConfig:
     loop: bool = False
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
+    resume_from: Any = None  # checkpoint.Resume, found from `resume`
 
     def __post_init__(self) -> None:
         _check_port(self.master_port)
@@ -141,11 +144,25 @@ class RunConfig:
             _check_writable_dir(self.log_dir)
         if self.metrics_file is not None:
             _check_file_target(self.metrics_file, "--metrics-file")
+        if self.output_dir is not None:
+            _check_writable_dir(self.output_dir, "--output-dir")
+        if self.resume is not None and self.resume_from is None:
+            object.__setattr__(self, "resume_from", self._find_checkpoint())
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
         if self.identity is None:
             object.__setattr__(self, "identity", self._build_identity())
         self._check_fault()
+
+    def _find_checkpoint(self) -> Any:
+        from .checkpoint import CheckpointError, find
+
+        if self.resume == "latest" and self.output_dir is None:
+            raise ConfigError("--resume without a path needs --output-dir (where the checkpoints are)")
+        try:
+            return find(self.output_dir if self.resume == "latest" else Path(self.resume))
+        except CheckpointError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _build_identity(self) -> Any:
         from . import identity
@@ -211,22 +228,22 @@ def _check_file_target(path: Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: not writable")
 
 
-def _check_writable_dir(path: Path) -> None:
-    """The log dir must exist or be creatable, and be writable by us."""
+def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
+    """The directory must exist or be creatable, and be writable by us."""
     probe = path
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"--log-dir {path}: {probe} is not a directory")
+        raise ConfigError(f"{flag} {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--log-dir {path}: {probe} is not writable")
+        raise ConfigError(f"{flag} {path}: {probe} is not writable")
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise ConfigError(f"--log-dir {path}: cannot write there ({exc.strerror})") from None
+        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

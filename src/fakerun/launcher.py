@@ -26,6 +26,7 @@ import psutil
 import zmq
 
 from . import events as ev
+from .checkpoint import CheckpointWriter
 from .clock import VirtualClock, local_now, parse_start
 from .config import RunConfig, free_port
 from .coordinator import Coordinator, CoordinatorSocket, JobIdentity, Outcome, handle_frames
@@ -132,6 +133,8 @@ class Job:
         self.exit_signal: int | None = None
         self.group: WorkerGroup | None = None
         self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
+        self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed)
+                       if config.output_dir is not None else None)
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
 
     def run(self) -> int:
@@ -166,7 +169,9 @@ class Job:
     def _coordinator(self) -> Coordinator:
         exit_after = self.config.exit_after_s
         deadline = self.io.monotonic() + exit_after if exit_after else None
-        timeline = Timeline(self.ident, self.clock, deadline, self.io.monotonic)
+        resumed = self.config.resume_from.step if self.config.resume_from else 0
+        timeline = Timeline(self.ident, self.clock, deadline, self.io.monotonic,
+                            str(self.config.output_dir) if self.config.output_dir else None, resumed)
         return Coordinator(JobIdentity(self.config.run_id, self.token, self.topo.world_size),
                            self.config.collective_timeout_s, self.clock, timeline,
                            report_wall=not self.config.deterministic)
@@ -236,6 +241,13 @@ class Job:
 
     def _emit(self, event: Any) -> None:
         self.renderer.emit(event)
+        if self.writer is not None:
+            try:
+                self.writer.event(event)
+            except OSError as exc:  # e.g. a full disk: no half checkpoint, one error line, stop
+                self.writer = None
+                self.renderer.failure = self.renderer.failure or (
+                    f"--output-dir {self.config.output_dir}: {exc.strerror or exc}")
 
     def _flush(self) -> None:
         self.renderer.flush()
@@ -328,6 +340,8 @@ class Job:
 
 def _clock(config: RunConfig) -> VirtualClock:
     start, tz = parse_start(config.start_time) if config.start_time else local_now()
+    if config.resume_from is not None and not config.start_time:
+        start = max(start, config.resume_from.time)  # a resumed run continues after its checkpoint
     return VirtualClock(start, tz)
 
 

@@ -67,8 +67,10 @@ class Script:
         c.barrier(tag="phase:train")
 
     def _train(self) -> int:
-        h, step = self.ident.hyper, 0
-        for step in range(1, self.config.steps + 1):
+        h = self.ident.hyper
+        first = self.config.resume_from.step + 1 if self.config.resume_from else 1
+        step = first - 1
+        for step in range(first, self.config.steps + 1):
             self._maybe_fault(step)
             self._sleep("step", self._pace_factor(step))
             if step == 1 or step % h.log_every == 0:

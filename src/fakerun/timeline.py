@@ -50,13 +50,15 @@ class _Run:
 
 class Timeline:
     def __init__(self, ident: Identity, clock: VirtualClock, deadline: float | None = None,
-                 monotonic: Callable[[], float] | None = None) -> None:
+                 monotonic: Callable[[], float] | None = None, output_dir: str | None = None,
+                 resumed_step: int = 0) -> None:
         self.ident = ident
+        self.save_dir = output_dir
         self.clock = clock
         self.deadline = deadline
         self.monotonic = monotonic
         self.telemetry: dict[int, Telemetry] = {}
-        self.run = _Run()
+        self.run = _Run(step=resumed_step)
         log = ident.hyper.log_every
         self.gpu_every, self.nccl_every = log * 10, log * 5
 
@@ -181,7 +183,8 @@ class Timeline:
     def _checkpoint(self, done: Completed) -> list:
         sizes = sim.checkpoint_bytes(self.ident)
         step = self.run.step
-        path = f"checkpoints/{self.ident.slug}/epoch_{self.epoch(max(1, step))}_step_{step}/"
+        path = (f"{self.save_dir.rstrip('/')}/checkpoint-{step}/" if self.save_dir
+                else f"checkpoints/{self.ident.slug}/epoch_{self.epoch(max(1, step))}_step_{step}/")
         return [ev.Checkpoint(step, self.epoch(max(1, step)), path, self.ident.world,
                               round(sizes["model"]), round(sizes["optimizer"]),
                               max(done.sim_s.values()), self.clock.now)]
