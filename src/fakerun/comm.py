@@ -66,6 +66,7 @@ class Communicator:
         self.rank = rank
         self.parent_pid = parent_pid
         self.stop_requested = False
+        self.now = 0.0  # the run's virtual clock, as of the last release
         self._seqs: dict[str, _Seq] = {}
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, rank_identity(rank))
@@ -107,6 +108,7 @@ class Communicator:
                               numel, sim_s))
         reply = self._wait((Release,), None)
         self.stop_requested = self.stop_requested or reply.stop
+        self.now = reply.now
         return reply.values
 
     def send(self, msg: Any) -> None:

@@ -76,6 +76,7 @@ class Coordinator:
         self._wall = wall_clock
         self.timeline = timeline
         self.report_wall = report_wall
+        self.stopping = False  # the launcher got a stop signal: ask ranks to end training
         self.world = range(job.world_size)
         self.rejected: Counter[str] = Counter()
         self.members: dict[bytes, int] = {}
@@ -207,7 +208,9 @@ class Coordinator:
         events, stop, sim_us = (self.timeline.on_collective(done) if self.timeline is not None
                                 else ([], False, wall_us))
         out = Outcome(events=self.flush_output())
-        release = Encoded(encode(Release(pending.comm, fp.seq, done.result, stop)))  # same bytes for all
+        stop = stop or (self.stopping and pending.tag == "train_step")
+        now = self.timeline.clock.now if self.timeline is not None else 0.0
+        release = Encoded(encode(Release(pending.comm, fp.seq, done.result, stop, now)))  # same bytes for all
         out.replies.extend((rank_identity(r), release) for r in self.world)
         out.events.append(ev.Collective(
             pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world), sim_us, pending.tag,

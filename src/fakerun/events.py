@@ -282,6 +282,18 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """A failed worker group is restarted (--max-restarts), resuming from
+    `resume_step` (0: from the start)."""
+
+    NAME: ClassVar[str] = "restart"
+    restart_count: int
+    max_restarts: int
+    resume_step: int
+    time: float
+
+
+@dataclass(frozen=True)
 class OutputFailed:
     """A file fakerun must write (e.g. --metrics-file) could not be written."""
 
@@ -349,7 +361,7 @@ class RunFinished:
 Event = (
     RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
     | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | Export | Summary
-    | WatchdogTimeout | Desync | Rejected | OutputFailed | ShutdownRequested | ClosingSignal
+    | WatchdogTimeout | Desync | Rejected | Restart | OutputFailed | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | RunFailed | RunFinished
 )
 

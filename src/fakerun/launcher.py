@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import secrets
@@ -20,13 +21,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import psutil
 import zmq
 
 from . import events as ev
-from .checkpoint import CheckpointWriter
+from .checkpoint import CheckpointWriter, Resume
 from .clock import VirtualClock, local_now, parse_start
 from .config import RunConfig, free_port
 from .coordinator import Coordinator, CoordinatorSocket, JobIdentity, Outcome, handle_frames
@@ -96,18 +98,33 @@ class Launcher:
                     return code
                 cycle += 1
                 config = dataclasses.replace(self.config, seed=self.config.seed + cycle, run_id="",
-                                             identity=None, fault=None)
+                                             identity=None, fault=None, resume=None, resume_from=None)
         finally:
             if self.renderer is not None:
                 self.renderer.close()
             self.inbox.close()
 
     def _cycle(self, config: RunConfig) -> int:
-        job = Job(config, self.io, self.inbox, self._renderer(config), self.clock)
-        code = job.run()
-        self.exit_signal = job.exit_signal
-        self.clock = job.clock
-        return code
+        """One run: its attempts (--max-restarts) share a run dir and a clock."""
+        stable = _stable_suffix(config) if config.deterministic else None
+        RunDir.sweep()
+        rundir = RunDir.create(config.run_id, config.log_dir, stable)
+        try:
+            attempt = 0
+            while True:
+                job = Job(config, self.io, self.inbox, self._renderer(config), self.clock, rundir, attempt,
+                          restartable=attempt < config.max_restarts)
+                code = job.run()
+                self.exit_signal, self.clock = job.exit_signal, job.clock
+                if not job.restartable_failure():
+                    return code
+                attempt += 1
+                config = dataclasses.replace(config, fault=None, resume_from=job.last_checkpoint)
+                job.renderer.emit(ev.Restart(attempt, config.max_restarts,
+                                             job.last_checkpoint.step if job.last_checkpoint else 0,
+                                             self.clock.now))
+        finally:
+            rundir.remove()
 
     def _renderer(self, config: RunConfig) -> Renderer:
         if self.renderer is None:
@@ -119,7 +136,12 @@ class Job:
     """One run of the worker group: fork, coordinate, supervise, tear down."""
 
     def __init__(self, config: RunConfig, io: IO, inbox: SignalInbox, renderer: Renderer,
-                 clock: VirtualClock | None = None) -> None:
+                 clock: VirtualClock | None, rundir: RunDir, attempt: int = 0,
+                 restartable: bool = False) -> None:
+        self.rundir = rundir
+        self.attempt = attempt
+        self.restartable = restartable  # a failure now is followed by a restart, not reported
+        self.last_checkpoint: Resume | None = config.resume_from
         self.config = config
         self.io = io
         self.inbox = inbox
@@ -138,13 +160,10 @@ class Job:
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
 
     def run(self) -> int:
-        stable = _stable_suffix(self.config) if self.config.deterministic else None
-        RunDir.sweep()
-        self.rundir = RunDir.create(self.config.run_id, self.config.log_dir, stable)
-        try:
-            return self._run()
-        finally:
-            self.rundir.remove()
+        return self._run()
+
+    def restartable_failure(self) -> bool:
+        return self.restartable and self.stop is not None and self.stop.reason == "failure"
 
     def _run(self) -> int:
         endpoint = self.rundir.endpoint() or f"tcp://127.0.0.1:{free_port()}"
@@ -180,9 +199,10 @@ class Job:
         specs = []
         for local in self.topo.local_ranks():
             rank = self.topo.global_rank(local)
-            out, err = self.rundir.rank_logs(0, local)
+            out, err = self.rundir.rank_logs(self.attempt, local)
             env = worker_env(self.config, rank, local, {
-                "TORCHELASTIC_ERROR_FILE": str(self.rundir.error_file(0, local)),
+                "TORCHELASTIC_RESTART_COUNT": str(self.attempt),
+                "TORCHELASTIC_ERROR_FILE": str(self.rundir.error_file(self.attempt, local)),
                 "FAKERUN_COORDINATOR": endpoint,
             })
             specs.append(RankSpec(rank, local, self.topo.node_rank, endpoint, self.token,
@@ -195,7 +215,7 @@ class Job:
         return ev.RunStarted(
             c.run_id, t.world_size, t.nnodes, t.nproc_per_node, t.node_rank, c.seed,
             c.entrypoint, list(c.script_args), c.steps, c.master_addr, c.master_port,
-            self.launcher_pid, 0, self.clock.now, "OMP_NUM_THREADS" not in os.environ)
+            self.launcher_pid, self.attempt, self.clock.now, "OMP_NUM_THREADS" not in os.environ)
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:
@@ -240,6 +260,8 @@ class Job:
             self._emit(event)
 
     def _emit(self, event: Any) -> None:
+        if isinstance(event, ev.Checkpoint):
+            self.last_checkpoint = Resume(event.step, event.time, Path(event.path))
         self.renderer.emit(event)
         if self.writer is not None:
             try:
@@ -264,6 +286,7 @@ class Job:
                 continue
             if self.stop is None:
                 self.exit_signal = signum
+                self.core.stopping = True  # a rank that handles the signal stops at the next step
                 self._emit(ev.ShutdownRequested(signum, self.clock.now))
                 self._begin_stop("signal", signal.Signals(signum))
             elif not self.stop.killed:  # a second Ctrl+C: no more grace
@@ -281,10 +304,23 @@ class Job:
             if code == EXIT_INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
                 self._emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
             if code != 0:
-                self.failures.append(ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank,
-                                                pid, code, self.clock.now, self.ident.host(worker.rank)))
+                self.failures.append(self._failure(worker, pid, code))
                 if self.stop is None:
                     self._begin_stop("failure", signal.SIGTERM)
+
+    def _failure(self, worker: Worker, pid: int, code: int) -> ev.Failure:
+        """torch elastic's ProcessFailure: with an error file (@record), its
+        traceback and timestamp; without, a message from the exit code."""
+        failure = ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank, pid, code,
+                             self.clock.now, self.ident.host(worker.rank))
+        path = worker.spec.env.get("TORCHELASTIC_ERROR_FILE", "")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                extra = json.load(handle)["message"]["extraInfo"]
+            return dataclasses.replace(failure, error_file=path, message=extra["py_callstack"],
+                                       time=float(extra["timestamp"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return failure
 
     def _pid(self, worker: Worker) -> int:
         return worker.spec.display_pid or worker.pid
@@ -312,11 +348,13 @@ class Job:
             self._emit(event)
         for event in sorted(self.exited_ok, key=lambda e: e.rank):
             self._emit(event)
-        if self.stop is not None and self.stop.reason == "failure" and self.failures:
+        if self.stop is not None and self.stop.reason == "failure" and self.failures \
+                and not self.restartable:  # torchrun reports only the last attempt's failure
             root, *others = self.failures
             self._emit(ev.RunFailed(self.config.entrypoint, self.renderer.binary, self.launcher_pid,
                                     root, others, self.clock.now))
-        self._emit(ev.RunFinished(self._exit_code(), self.core.steps, dict(self.core.rejected)))
+        if not self.restartable_failure():
+            self._emit(ev.RunFinished(self._exit_code(), self.core.steps, dict(self.core.rejected)))
         self.renderer.flush()
 
     def _exit_code(self) -> int:

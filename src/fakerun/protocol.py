@@ -96,6 +96,7 @@ class Release:
     seq: int
     values: list[float]
     stop: bool
+    now: float  # the run's virtual clock when the collective completed
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 # The mechanisms the ranks implement (script.py); a scenario picks one.
-FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down")
+FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt")
 PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
 
 

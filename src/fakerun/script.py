@@ -9,6 +9,7 @@ is rendered from the resulting events, never printed here.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -43,13 +44,22 @@ class Script:
     config: RunConfig
     ident: Identity
     compressed: bool = False  # after --exit-after-time: finish the phases without pacing
+    preempted: bool = False  # SIGTERM arrived (and the launcher asked every rank to stop)
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
 
     def run(self) -> None:
+        if self._preemption_aware():
+            # A preemption-aware script: SIGTERM means "checkpoint, then leave".
+            signal.signal(signal.SIGTERM, self._on_sigterm)
         self._init()
         last = self._train()
+        # Decided by the release's stop flag, which every rank sees at the same
+        # step (our own SIGTERM may land a moment earlier or later).
+        if self._preemption_aware() and self.comm.stop_requested:
+            self._phase("checkpoint", sim.checkpoint_seconds(self.ident), last)
+            return
         self._end_of_epoch(last)
         self._phase("export", sim.export_seconds(self.ident))
         self.comm.barrier(tag="phase:summary")
@@ -108,6 +118,12 @@ class Script:
         t = sim.telemetry(self.ident, self.rank, step, phase)
         self.comm.send(Telemetry(self.rank, step, phase, t.util, t.temp_c, t.power_w, t.mem_used_mib))
 
+    def _on_sigterm(self, _signum: int, _frame: object) -> None:
+        self.preempted = True
+
+    def _preemption_aware(self) -> bool:
+        return self.config.fault is not None and self.config.fault.kind == "preempt"
+
     def _sleep(self, activity: str, factor: float = 1.0) -> None:
         if self.config.speed > 0 and not self.compressed:
             time.sleep(WALL[activity] * factor / self.config.speed)
@@ -124,6 +140,9 @@ class Script:
         if fault.kind == "node-down" and self.rank // self.ident.nproc == fault.rank // self.ident.nproc:
             raise SimulatedSignal(signal.SIGKILL)
         if not mine:
+            return
+        if fault.kind == "preempt":  # the scheduler's SIGTERM, to the launcher as it would be
+            os.kill(os.getppid(), signal.SIGTERM)
             return
         if fault.kind == "crash":
             raise ScriptFailed(self._text("crash").split("\n"))

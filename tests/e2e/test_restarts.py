@@ -1,0 +1,76 @@
+"""--max-restarts, preemption + --resume, and @record's error.json."""
+
+from __future__ import annotations
+
+import json
+
+CRASH = ("--nproc", "3", "--max-steps", "12", "--speed", "0", "--seed", "3", "--scenario", "rank-crash",
+         "--fail-rank", "1", "--fail-step", "8")
+
+
+def metrics(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_restart_resumes_from_the_last_checkpoint(runner, tmp_path):
+    logs, m = tmp_path / "logs", tmp_path / "m.jsonl"
+    job = runner.run(*CRASH, "--max-restarts", "1", "--log-dir", str(logs), "--metrics-file", str(m),
+                     "--output", "jsonl")
+    assert job.proc.returncode == 0, job.stderr[-1500:]
+    (run_dir,) = logs.iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["attempt_0", "attempt_1"]
+    assert sorted(p.name for p in (run_dir / "attempt_1").iterdir()) == ["0", "1", "2"]
+    starts = job.of("run_started")
+    assert [s["restart_count"] for s in starts] == [0, 1]
+    (restart,) = job.of("restart")
+    saved = [c["step"] for c in job.of("checkpoint")]
+    assert restart["resume_step"] == saved[0] < 8
+    steps = [s["step"] for s in job.of("step")]
+    assert steps == list(range(1, 8)) + list(range(saved[0] + 1, 13))  # continues from the checkpoint
+    envs = [e["env"]["TORCHELASTIC_RESTART_COUNT"] for e in job.of("rank_started")]
+    assert envs == ["0"] * 3 + ["1"] * 3
+    pids = [e["pid"] for e in job.of("rank_started")]
+    assert len(set(pids)) == 6  # new processes
+    assert "FAILED" not in job.stderr  # torchrun reports no table for a restarted attempt
+    assert [r["restart_count"] for r in metrics(m) if r.get("event") == "restart"] == [1]
+
+
+def test_restarts_exhausted_is_a_failure(runner):
+    job = runner.run(*CRASH, "--max-restarts", "0")
+    assert job.proc.returncode == 1 and "train.py FAILED" in job.stderr
+
+
+def test_preemption_then_resume_matches_an_uninterrupted_run(runner, tmp_path):
+    args = ("--nproc", "2", "--max-steps", "16", "--seed", "5")
+    whole = tmp_path / "whole.jsonl"
+    assert runner.run(*args, "--speed", "0", "--metrics-file", str(whole)).proc.returncode == 0
+    out, first, second = tmp_path / "out", tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    pre = runner.run(*args, "--speed", "4", "--scenario", "preemption", "--fail-step", "6",
+                     "--output-dir", str(out), "--metrics-file", str(first))
+    assert pre.proc.returncode == 143
+    assert "Received 15 death signal, shutting down workers" in pre.stderr and "FAILED" not in pre.stderr
+    assert (out / "checkpoint-6" / "trainer_state.json").exists()
+    post = runner.run(*args, "--speed", "0", "--output-dir", str(out), "--resume", "--metrics-file", str(second))
+    assert post.proc.returncode == 0
+
+    def training(path):  # the figures of the run; wall-clock-free but not the timestamps
+        return [{k: v for k, v in r.items() if k != "time"} for r in metrics(path) if r["type"] in ("train", "eval")]
+
+    assert training(first) + training(second) == training(whole)
+
+
+def test_exception_deaths_write_record_error_files(runner, tmp_path):
+    logs = tmp_path / "logs"
+    job = runner.run(*CRASH, "--log-dir", str(logs))
+    assert job.proc.returncode == 1
+    (run_dir,) = logs.iterdir()
+    path = run_dir / "attempt_0" / "1" / "error.json"
+    record = json.loads(path.read_text())["message"]
+    assert record["message"].startswith("RuntimeError: CUDA error: an illegal memory access was encountered")
+    assert record["extraInfo"]["py_callstack"].startswith("Traceback (most recent call last):\n")
+    assert record["extraInfo"]["timestamp"].isdigit()
+    root = job.stderr.split("Root Cause (first observed failure):\n", 1)[1]
+    assert f"  error_file: {path}\n" in root
+    assert "  traceback : Traceback (most recent call last):\n    File \"/workspace/train.py\"" in root
+    assert f"errors/error_handler.py:145] no error file defined for parent, to copy child error file ({path})" \
+        in job.stderr
