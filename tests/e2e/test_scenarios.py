@@ -103,5 +103,5 @@ def test_list_scenarios():
     out = subprocess.run([*FAKERUN, "--list-scenarios"], capture_output=True, text=True, timeout=30)
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert out.returncode == 0 and names == ["healthy", "loss-spike", "nan-loss", "cuda-oom", "rank-crash",
-                                             "rank-exit", "segfault", "nccl-timeout", "straggler", "hang",
-                                             "node-failure"]
+                                             "rank-exit", "segfault", "nccl-timeout", "straggler", "preemption",
+                                             "hang", "node-failure"]
