@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import secrets
@@ -41,6 +42,7 @@ from .workers import Worker, WorkerGroup
 
 EXIT_OK, EXIT_FAILED, EXIT_PIPE = 0, 1, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
+ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -155,6 +157,8 @@ class Job:
         self.exit_signal: int | None = None
         self.group: WorkerGroup | None = None
         self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
+        self.expected_aborts: set[int] = set()
+        self.abort_deadline = 0.0
         self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed)
                        if config.output_dir is not None else None)
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
@@ -246,6 +250,8 @@ class Job:
         deadlines = [now + REAP_EVERY_S]
         if self.stop is None:
             deadlines.append(self.core.next_deadline())
+            if self.failures:
+                deadlines.append(self.abort_deadline)
         elif not self.stop.killed:
             deadlines.append(self.stop.kill_at)
         if not self.core.ready and self.stop is None:
@@ -260,6 +266,10 @@ class Job:
             self._emit(event)
 
     def _emit(self, event: Any) -> None:
+        if isinstance(event, ev.WatchdogTimeout):  # the waiting ranks will abort on their own
+            self._expect_exits(set(event.waiting))
+        if isinstance(event, ev.Step) and not math.isfinite(event.loss):  # every rank stops on its own
+            self._expect_exits(set(self.topo.node_ranks()))
         if isinstance(event, ev.Checkpoint):
             self.last_checkpoint = Resume(event.step, event.time, Path(event.path))
         self.renderer.emit(event)
@@ -297,16 +307,37 @@ class Job:
             code = worker.exitcode or 0
             pid = self._pid(worker)
             exited = ev.RankExited(worker.rank, worker.local_rank, self.topo.node_rank, pid, code)
-            if code == 0:  # reap order is the scheduler's: hold clean exits
+            if code == 0 or self.stop is not None:  # reap order is the scheduler's: hold these
                 self.exited_ok.append(exited)
-                continue
-            self._emit(exited)
+                if code == 0:
+                    continue
+            else:
+                self._emit(exited)
             if code == EXIT_INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
                 self._emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
             if code != 0:
                 self.failures.append(self._failure(worker, pid, code))
-                if self.stop is None:
-                    self._begin_stop("failure", signal.SIGTERM)
+                if self.stop is None and not self._awaiting_aborts():
+                    self._stop_for_failure()
+
+    def _expect_exits(self, ranks: set[int]) -> None:
+        self.expected_aborts = ranks & set(self.topo.node_ranks())
+        self.abort_deadline = self.io.monotonic() + ABORT_WAIT_S
+
+    def _stop_for_failure(self) -> None:
+        # Several ranks may have failed before the teardown (a watchdog's
+        # simultaneous aborts): which was reaped first is the scheduler's
+        # choice; rank order is ours.
+        self.failures.sort(key=lambda f: f.rank)
+        self._begin_stop("failure", signal.SIGTERM)
+
+    def _awaiting_aborts(self) -> bool:
+        """After a watchdog timeout, the waiting ranks abort on their own: let
+        them (bounded) before SIGTERM races them, as their failures decide the
+        report."""
+        if self.io.monotonic() >= self.abort_deadline:
+            return False
+        return any(w.rank in self.expected_aborts for w in self.group.running())
 
     def _failure(self, worker: Worker, pid: int, code: int) -> ev.Failure:
         """torch elastic's ProcessFailure: with an error file (@record), its
@@ -333,6 +364,8 @@ class Job:
         self.group.send(sig)
 
     def _check_deadlines(self, now: float, rdzv_deadline: float) -> None:
+        if self.stop is None and self.failures and not self._awaiting_aborts():
+            self._stop_for_failure()
         if self.stop is None and not self.core.ready and now >= rdzv_deadline:
             self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, sorted(self.core.hellos),
                                             self.topo.world_size, self.clock.now))
@@ -350,7 +383,10 @@ class Job:
             self._emit(event)
         if self.stop is not None and self.stop.reason == "failure" and self.failures \
                 and not self.restartable:  # torchrun reports only the last attempt's failure
-            root, *others = self.failures
+            # torch elastic: the earliest failure by whole-second timestamp, ties to the
+            # first observed (its failures dict keeps observation order)
+            root = min(self.failures, key=lambda f: int(f.time))
+            others = [f for f in self.failures if f is not root]
             self._emit(ev.RunFailed(self.config.entrypoint, self.renderer.binary, self.launcher_pid,
                                     root, others, self.clock.now))
         if not self.restartable_failure():

@@ -42,3 +42,15 @@ def test_timeout_kills_the_whole_job(runner):
                     rdzv_id=marker, timeout=3)
     assert [s["step"] for s in info.value.result.of("step")] == [1, 2]
     assert not job_processes(marker)
+
+
+def test_cuda_oom_through_the_api(runner):
+    marker = runner.new_marker()
+    result = fakerun.run(scenario="cuda-oom", nproc=4, max_steps=10, speed=0, fail_rank=3, fail_step=5,
+                         rdzv_id=marker, timeout=60)
+    assert result.exit_code == 1
+    root = result.of("run_failed")[0]["root"]
+    assert root["rank"] == 3 and root["exitcode"] == 1 and root["error_file"].endswith("/3/error.json")
+    oom = [x for e in result.of("rank_output") for x in e["lines"] if "OutOfMemoryError" in x]
+    assert oom and oom[0].startswith("[rank3]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ")
+    assert not job_processes(marker)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -105,3 +106,30 @@ def test_list_scenarios():
     assert out.returncode == 0 and names == ["healthy", "loss-spike", "nan-loss", "cuda-oom", "rank-crash",
                                              "rank-exit", "segfault", "nccl-timeout", "straggler", "preemption",
                                              "hang", "node-failure"]
+
+
+@pytest.mark.parametrize("scenario", ["rank-crash", "nccl-timeout", "segfault"])
+def test_failing_scenarios_are_deterministic(runner, tmp_path, scenario):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NO_COLOR")}
+    outputs = []
+    for n in range(2):
+        m = tmp_path / f"m{n}.jsonl"
+        job = runner.start("--nproc", "3", "--max-steps", "10", "--speed", "0", "--seed", "4", "--scenario",
+                           scenario, "--fail-rank", "1", "--fail-step", "5", "--collective-timeout", "1",
+                           "--start-time", "2026-01-30T14:23:15", "--rdzv-id", "fixed-id",
+                           "--metrics-file", str(m), env=env)
+        assert job.wait() == 1
+        outputs.append((job.stdout, job.stderr, m.read_text()))
+    assert outputs[0] == outputs[1]
+
+
+def test_scenario_metrics(runner, tmp_path):
+    m = tmp_path / "m.jsonl"
+    job = runner.run(*RUN, "--scenario", "nan-loss", "--metrics-file", str(m))
+    rows = [json.loads(x) for x in m.read_text().splitlines()]
+    train = [r for r in rows if r["type"] == "train"]
+    assert train[-1]["step"] == 6 and train[-1]["loss"] == "NaN" and train[-1]["ppl"] == "NaN"
+    assert rows[-1] == {"type": "event", "event": "run_finished", "exit_code": 1, "steps": 6}
+    assert job.proc.returncode == 1

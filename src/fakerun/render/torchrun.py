@@ -20,6 +20,14 @@ FAKERUN_WHERE = "fakerun/coordinator.py:0"
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 
 
+def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
+    """Per-process library load addresses (ASLR): stable for a run and rank."""
+    seed = (run.seed if run else 0) * 1009 + rank
+    base = 0x7F0000000000 + (seed * 0x9E3779B1 % 0xFFFFFF) * 0x1000
+    offsets = (0x41DF86, 0x171A8D2, 0x1721313, 0x17236FC, 0x1E5AA84, 0x5DD5253, 0x7F76AC3, 0x80B0850)
+    return {f"a{i}": f"0x{base + off:x}" for i, off in enumerate(offsets)}
+
+
 class TorchrunFormatter:
     def __init__(self, width: int = 100, tz: tzinfo | None = None) -> None:
         data = texts.load("torchrun")
@@ -151,4 +159,13 @@ class TorchrunFormatter:
                 text = template.format(stamp=stamp, rank=rank, work=work, seq=e.seq,
                                        elapsed_ms=e.elapsed_ms, last_done=e.seq - 1)
                 out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
+            out += [Line(text, STDERR, rank) for text in self._watchdog_tail(rank, stamp, work, e)]
         return out
+
+    def _watchdog_tail(self, rank: int, stamp: str, work: str, e: ev.WatchdogTimeout) -> list[str]:
+        """The thread's exception with its C++ frames, then std::terminate."""
+        values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": e.elapsed_ms,
+                  "lib": f"{self._paths()['site']}/torch/lib", **_addresses(self.run, rank)}
+        frames = "\n".join(t.format(**values) for t in self.text["check_timeout_frames"])
+        text = "\n".join(t.format(frames=frames, **values) for t in self.text["watchdog_tail"])
+        return text.split("\n")
