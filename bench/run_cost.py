@@ -19,10 +19,12 @@ import argparse
 import json
 import os
 import pty
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,10 +39,10 @@ pids = []
 for i in range(n):
     pid = os.fork()
     if pid == 0:
-        ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.connect("ipc:///tmp/fakerun-bench-floor.sock")
+        ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.connect("ipc://" + sys.argv[1])
         s.send(b"hi"); s.recv(); os._exit(0)
     pids.append(pid)
-ctx = zmq.Context(); r = ctx.socket(zmq.ROUTER); r.bind("ipc:///tmp/fakerun-bench-floor.sock")
+ctx = zmq.Context(); r = ctx.socket(zmq.ROUTER); r.bind("ipc://" + sys.argv[1])
 print("ready", flush=True)
 while True:
     if r.poll(1000):
@@ -113,7 +115,8 @@ def _drain(fd: int) -> None:
 
 
 def start_floor() -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", FLOOR], stdout=subprocess.PIPE,
+    sock = os.path.join(FLOOR_DIR, "floor.sock")
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR, sock], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     proc.stdout.readline()
     return proc
@@ -123,7 +126,17 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+FLOOR_DIR = tempfile.mkdtemp(prefix="fakerun-bench-")
+
+
 def main() -> int:
+    try:
+        return _main()
+    finally:
+        shutil.rmtree(FLOOR_DIR, ignore_errors=True)
+
+
+def _main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--window", type=float, default=30.0)
