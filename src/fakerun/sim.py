@@ -205,9 +205,11 @@ def memory_bytes(ident: Identity, rank: int) -> tuple[float, float]:
     stage = stage_of(ident, rank)
     allocated = sum(state_bytes(ident.model, p).values()) + activation_bytes(
         ident.model, p, h.micro_batch, h.seq_len, stage)
-    frag = 1.04 + 0.03 * abs(gauss(ident.seed, "frag", rank))
+    # The caching allocator's overhead: a few percent, plus a little per rank
+    # (tens of MiB) so that ranks differ slightly and stages differ more.
+    slack = 0.25 * GIB + 0.05 * GIB * abs(gauss(ident.seed, "frag", rank))
     capacity = ident.gpu.memory_mib * 1024 * 1024 * 0.97
-    return allocated, min(allocated * frag + 0.25 * GIB, capacity)
+    return allocated, min(allocated * 1.03 + slack, capacity)
 
 
 PHASE_LOAD = {"train": 1.0, "validation": 0.68, "checkpoint": 0.12, "init": 0.05, "export": 0.2}

@@ -177,3 +177,15 @@ def test_tiny_runs_never_announce_more_epochs_than_steps():
         for steps in (1, 2, 3):
             h = identity.build(seed, 1, 2, steps).hyper
             assert h.epochs <= steps and (h.epochs - 1) * h.steps_per_epoch < steps
+
+
+def test_pipeline_stages_differ_more_than_ranks_within_a_stage():
+    i = identity.build(1, 2, 8, model="Llama-3.1-70B", gpu="NVIDIA H100 80GB HBM3")
+    assert i.parallel.pp == 2
+    by_stage: dict[int, list[float]] = {}
+    for r in range(i.world):
+        by_stage.setdefault(sim.stage_of(i, r), []).append(sim.memory_bytes(i, r)[1])
+    first, last = by_stage[0], by_stage[1]
+    within = max(max(first) - min(first), max(last) - min(last))
+    between = abs(sum(first) / len(first) - sum(last) / len(last))
+    assert between > within and all(m <= i.gpu.memory_mib * 2**20 for m in first + last)
