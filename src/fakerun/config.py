@@ -207,10 +207,6 @@ class RunConfig:
         rng = random.Random(f"{self.seed}:run_id")
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
-    @property
-    def is_master(self) -> bool:
-        return self.topology.node_rank == 0
-
 
 def _check_port(port: int) -> None:
     if not 1 <= port <= 65535:

@@ -44,7 +44,6 @@ class Script:
     config: RunConfig
     ident: Identity
     compressed: bool = False  # after --exit-after-time: finish the phases without pacing
-    preempted: bool = False  # SIGTERM arrived (and the launcher asked every rank to stop)
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
@@ -118,8 +117,10 @@ class Script:
         t = sim.telemetry(self.ident, self.rank, step, phase)
         self.comm.send(Telemetry(self.rank, step, phase, t.util, t.temp_c, t.power_w, t.mem_used_mib))
 
-    def _on_sigterm(self, _signum: int, _frame: object) -> None:
-        self.preempted = True
+    @staticmethod
+    def _on_sigterm(_signum: int, _frame: object) -> None:
+        """Survive the SIGTERM: the launcher's stop flag, which reaches every
+        rank at the same step, decides when to checkpoint and leave."""
 
     def _preemption_aware(self) -> bool:
         return self.config.fault is not None and self.config.fault.kind == "preempt"
