@@ -10,9 +10,13 @@ interleaved so the machine's noise hits fakerun and its floor alike):
    init` lines, since 4e6efdc each rank's first NCCL INFO init line).
    Floor: N concurrent bare `python -c "import zmq, msgpack; print('ok')"`.
 2. Collective cycle, N = 8 and 64: the launcher runs in-process in a child with
-   a stdout that stamps every `collective`/`train_step` JSONL event; cycle =
+   a stdout that stamps every JSONL `collective` event of one tag; cycle =
    time between consecutive stamps, first 10 % dropped, per-run median and p99;
    also CPU per step of the coordinating process and of one rank (os.times).
+   Two fakerun figures: the all_reduce round trip (the ranks' script replaced
+   by back-to-back two-float all_reduces through their real Communicator; the
+   launcher, coordinator and JSONL renderer unchanged) and the training step
+   cycle (`train_step` collectives of the real simulated training loop).
    Floor: a raw pyzmq ROUTER with N forked DEALER processes doing the same
    all-ranks round trip (small msgpack up, one reply to each rank down).
 3. Steps/s at --speed 0, 8 ranks: from the run of 2, (stamps - 1) / (last - first).
@@ -279,20 +283,21 @@ def _ok_stamps(procs: list[subprocess.Popen[bytes]], deadline: float) -> list[fl
 
 # -- child: collective, fakerun in-process ----------------------------------------
 class StampingStream(io.TextIOBase):
-    """The launcher's stdout: stamps each train_step collective event."""
+    """The launcher's stdout: stamps each collective event tagged `tag`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str) -> None:
         super().__init__()
         self.stamps: list[float] = []
+        self.tag = f'"tag":"{tag}"'
 
     def writable(self) -> bool:
         return True
 
     def write(self, s: str) -> int:
-        if '"tag":"train_step"' in s:
+        if self.tag in s:
             stamp = now()
             for line in s.splitlines():
-                if '"event":"collective"' in line and '"tag":"train_step"' in line:
+                if '"event":"collective"' in line and self.tag in line:
                     self.stamps.append(stamp)
         return len(s)
 
@@ -300,14 +305,16 @@ class StampingStream(io.TextIOBase):
         return None
 
 
-def child_collective_fakerun(n: int, steps: int) -> dict[str, Any]:
+def run_launcher(n: int, steps: int, tag: str) -> dict[str, Any]:
+    """The real launcher in this process (its ranks forked from here), its
+    JSONL stamped; returns cycle and CPU figures over the `tag` collectives."""
     from fakerun.cli import build_parser, to_config
     from fakerun.launcher import IO as LauncherIO
     from fakerun.launcher import Launcher
 
     argv = ["--nproc", str(n), "--max-steps", str(steps), "--speed", "0", "--output", "jsonl"]
     config = to_config(build_parser().parse_args(argv))
-    stream = StampingStream()
+    stream = StampingStream(tag)
     cpu = cpu_now()
     with open(os.devnull, "w") as devnull:
         code = Launcher(config, LauncherIO(stdout=stream, stderr=devnull)).run()
@@ -315,8 +322,35 @@ def child_collective_fakerun(n: int, steps: int) -> dict[str, Any]:
     if code != 0:
         raise RuntimeError(f"launcher exited {code}")
     if len(stream.stamps) != steps:
-        raise RuntimeError(f"stamped {len(stream.stamps)} train_step collectives, expected {steps}")
+        raise RuntimeError(f"stamped {len(stream.stamps)} {tag} collectives, expected {steps}")
     return cycle_figures(stream.stamps) | used
+
+
+def child_collective_fakerun(n: int, steps: int) -> dict[str, Any]:
+    """Whole training steps: the simulated step, its collective, its events."""
+    return run_launcher(n, steps, "train_step")
+
+
+class AllReduceLoop:
+    """Stands in for fakerun's training script in the ranks: `max_steps`
+    back-to-back all_reduces of two floats through the rank's Communicator,
+    nothing else, so the figure is the collective round trip alone."""
+
+    TAG = "bench_all_reduce"
+
+    def __init__(self, comm: Any, rank: int, config: Any, ident: Any) -> None:
+        self.comm, self.steps = comm, config.max_steps
+
+    def run(self) -> None:
+        for step in range(1, self.steps + 1):
+            self.comm.all_reduce([2.5, 1.25], tag=self.TAG, step=step)
+
+
+def child_roundtrip_fakerun(n: int, steps: int) -> dict[str, Any]:
+    import fakerun.rank
+
+    fakerun.rank.Script = AllReduceLoop  # inherited by the forked ranks
+    return run_launcher(n, steps, AllReduceLoop.TAG)
 
 
 # -- child: raw zmq floor (collective and USS) -----------------------------------
@@ -479,6 +513,7 @@ CHILDREN: dict[str, Callable[[argparse.Namespace, float], dict[str, Any]]] = {
     "startup-floor": lambda a, d: child_startup_floor(a.n, d),
     "collective-fakerun": lambda a, d: child_collective_fakerun(a.n, a.steps),
     "collective-floor": lambda a, d: child_collective_floor(a.n, a.steps, d),
+    "roundtrip-fakerun": lambda a, d: child_roundtrip_fakerun(a.n, a.steps),
     "uss-fakerun": lambda a, d: child_uss_fakerun(a.n, d),
     "uss-floor": lambda a, d: child_uss_floor(a.n, d),
 }
@@ -522,7 +557,8 @@ def plan(steps8: int, steps64: int) -> list[Trial]:
                    Trial(f"startup-floor/{n}", "startup-floor", n)]
     for n, steps in ((8, steps8), (64, steps64)):
         timeout = 40 + steps * (0.02 if n == 8 else 0.1)
-        trials += [Trial(f"collective-fakerun/{n}", "collective-fakerun", n, steps, timeout),
+        trials += [Trial(f"roundtrip-fakerun/{n}", "roundtrip-fakerun", n, steps, timeout),
+                   Trial(f"collective-fakerun/{n}", "collective-fakerun", n, steps, timeout),
                    Trial(f"collective-floor/{n}", "collective-floor", n, steps, timeout)]
     trials += [Trial("uss-fakerun/8", "uss-fakerun", 8), Trial("uss-floor/8", "uss-floor", 8)]
     return trials
@@ -696,17 +732,22 @@ def startup_section(o: Outcomes) -> Section:
 def collective_section(o: Outcomes, steps: dict[int, int]) -> Section:
     rows = []
     for n in (8, 64):
-        names = (f"collective-fakerun/{n}", f"collective-floor/{n}")
-        target = Target(1.4, on_ratio=True) if n == 8 else None
-        rows.append(stat_row(o, f"n{n}_cycle_median_ms", f"N={n} cycle median", "ms", names,
-                             ("cycle_median_ms", "cycle_median_ms"), target))
-        rows.append(stat_row(o, f"n{n}_cycle_p99_ms", f"N={n} cycle p99", "ms", names,
-                             ("cycle_p99_ms", "cycle_p99_ms")))
-        for key, label in (("coordinator_cpu_ms_per_step", "coordinator CPU/step"),
-                           ("rank_cpu_ms_per_step", "CPU/step of one rank")):
-            rows.append(stat_row(o, f"n{n}_{key}", f"N={n} {label}", "ms", names, (key, key)))
-    title = (f"2. Collective cycle at the coordinator (K={steps[8]} / {steps[64]} steps, "
-             f"first {WARMUP_FRACTION:.0%} dropped; per-run figure, then over rounds)")
+        floor = f"collective-floor/{n}"
+        for kind, what, target in (("roundtrip", "all_reduce round trip", Target(1.4, on_ratio=True)),
+                                   ("collective", "training step cycle", None)):
+            names = (f"{kind}-fakerun/{n}", floor)
+            rows.append(stat_row(o, f"n{n}_{kind}_median_ms", f"N={n} {what} median", "ms", names,
+                                 ("cycle_median_ms", "cycle_median_ms"), target if n == 8 else None))
+            rows.append(stat_row(o, f"n{n}_{kind}_p99_ms", f"N={n} {what} p99", "ms", names,
+                                 ("cycle_p99_ms", "cycle_p99_ms")))
+            for key, label in (("coordinator_cpu_ms_per_step", "coordinator CPU"),
+                               ("rank_cpu_ms_per_step", "CPU of one rank")):
+                rows.append(stat_row(o, f"n{n}_{kind}_{key}", f"N={n} {what} {label}", "ms", names,
+                                     (key, key)))
+    title = (f"2. Collective cycle at the coordinator (K={steps[8]} / {steps[64]} per run, "
+             f"first {WARMUP_FRACTION:.0%} dropped; per-run figure, then over rounds). "
+             "Round trip: ranks run only back-to-back all_reduces; training step: the whole "
+             "simulated step with its events and JSONL")
     return Section("collective", title, "raw pyzmq ROUTER, N forked DEALER ranks, ipc://", rows)
 
 

@@ -8,6 +8,7 @@ bit-identical floats whatever order the ranks arrived in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .protocol import Contribute
 
@@ -18,9 +19,9 @@ REDUCE_OPS = ("sum", "avg", "max", "min")
 NCCL_OP_TYPE = {"all_reduce": "ALLREDUCE", "broadcast": "BROADCAST", "barrier": "BARRIER"}
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a rank claims to be running; every rank's must match."""
+class Fingerprint(NamedTuple):
+    """What a rank claims to be running; every rank's must match (a tuple:
+    built and compared for every contribution)."""
 
     seq: int
     op: str
