@@ -56,18 +56,31 @@ class RunDir:
         shutil.rmtree(self.private, ignore_errors=True)
 
     @staticmethod
+    def running(parent: Path) -> list[tuple[Path, int]]:
+        """(private dir, launcher pid) of every job under `parent` whose
+        launcher is alive."""
+        return [(folder, owner) for folder, owner in _owned(parent) if alive(owner)]
+
+    @staticmethod
     def sweep() -> None:
         """Remove private dirs whose launcher no longer exists."""
-        for folder in Path(tempfile.gettempdir()).glob("fakerun-*"):
-            try:
-                owner = int((folder / OWNER).read_text())
-            except (OSError, ValueError):
-                continue  # not ours, or still being created
-            if owner != os.getpid() and not _alive(owner):
+        for folder, owner in _owned(Path(tempfile.gettempdir())):
+            if owner != os.getpid() and not alive(owner):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def _owned(parent: Path) -> list[tuple[Path, int]]:
+    """Private dirs under `parent` with the pid of the launcher that made them."""
+    found = []
+    for folder in parent.glob("fakerun-*"):
+        try:
+            found.append((folder, int((folder / OWNER).read_text())))
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+    return found
+
+
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

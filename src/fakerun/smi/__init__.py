@@ -1,0 +1,12 @@
+"""`fakerun smi`: a running job's GPUs, as nvidia-smi shows them.
+
+The launcher's SmiStateSink (sink.py) keeps a Snapshot (snapshot.py) of the
+cluster's GPUs in a JSON file, smi.json in the job's private run dir;
+`fakerun smi` (command.py) finds it and prints it in nvidia-smi's table
+(render/smi.py), once or refreshing."""
+
+from .command import main
+from .sink import SmiStateSink
+from .snapshot import SNAPSHOT_NAME, GpuRow, Snapshot, SnapshotError
+
+__all__ = ["SNAPSHOT_NAME", "GpuRow", "SmiStateSink", "Snapshot", "SnapshotError", "main"]

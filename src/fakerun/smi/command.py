@@ -1,0 +1,206 @@
+"""`fakerun smi [--file PATH | --job RUN_ID] [--watch | -l SECONDS]
+[--compact] [--nodes-from K]`: find a running job's snapshot and print it,
+once or until the job ends. Every error is one line: exit 1 when there is
+no job to show, 2 for bad arguments, 130 on Ctrl+C."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from ..render.smi import compact, table
+from ..rundir import RunDir, alive
+from ..terminal import Keys, Screen
+from .snapshot import SNAPSHOT_NAME, Snapshot, SnapshotError
+
+EXIT_OK, EXIT_NO_JOB, EXIT_USAGE, EXIT_SIGINT = 0, 1, 2, 130
+PROG = "fakerun smi"
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    owner: int | None = None  # the launcher's pid, when found through its run dir
+
+
+class _Exit(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors and --help go to the given streams and come back as an exit
+    status: main() returns, it never raises SystemExit."""
+
+    def __init__(self, out: TextIO, err: TextIO, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.out, self.err = out, err
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            (self.err if file is sys.stderr else self.out).write(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self.err.write(message)
+        raise _Exit(status)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _node(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node rank (0, 1, ...)")
+    return int(text)
+
+
+def build_parser(out: TextIO, err: TextIO) -> _Parser:
+    p = _Parser(out, err, prog=PROG, description="A running fakerun job's GPUs, as nvidia-smi shows them "
+                "(one table per node).")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--file", type=Path, metavar="PATH", help="a snapshot file (default: find the "
+                       "running job's smi.json in $TMPDIR/fakerun-*/)")
+    where.add_argument("--job", metavar="RUN_ID", help="the running job with this run id")
+    p.add_argument("--watch", action="store_true", help="redraw every second until the job ends (q quits)")
+    p.add_argument("-l", "--loop", type=_positive, metavar="SECONDS",
+                   help="redraw every SECONDS (implies --watch)")
+    p.add_argument("--compact", action="store_true", help="one summary line per node")
+    p.add_argument("--nodes-from", type=_node, default=0, metavar="K", help="only nodes K and up")
+    return p
+
+
+def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ,
+         stderr: TextIO = sys.stderr, stdin: Any = sys.stdin) -> int:
+    try:
+        args = build_parser(stdout, stderr).parse_args(argv)
+        source = _locate(args, environ, stderr)
+        if args.watch or args.loop:
+            with Keys(stdin) as keys:
+                return _watch(_Reader(source), args, Screen(stdout), keys)
+        snap = _read(source)
+        if snap is None:
+            _fail(stderr, EXIT_NO_JOB, "no running fakerun job found")
+        Screen(stdout, in_place=False).draw(_frame(snap, args))
+        return EXIT_OK
+    except _Exit as done:
+        return done.status
+    except SnapshotError as exc:
+        stderr.write(f"{PROG}: {exc}\n")
+        return EXIT_NO_JOB
+    except KeyboardInterrupt:
+        return EXIT_SIGINT  # quietly, like watch(1)
+
+
+def _fail(stderr: TextIO, status: int, message: str) -> NoReturn:
+    stderr.write(f"{PROG}: {message}\n")
+    raise _Exit(status)
+
+
+def _locate(args: argparse.Namespace, environ: Any, stderr: TextIO) -> Source:
+    """--file, or the newest running job (with --job: the one of that run id)."""
+    if args.file is not None:
+        if not args.file.is_file():
+            _fail(stderr, EXIT_NO_JOB, f"{args.file}: no such snapshot file")
+        return Source(args.file)
+    parent = Path(environ.get("TMPDIR") or tempfile.gettempdir())
+    found = []
+    for folder, owner in RunDir.running(parent):
+        source = Source(folder / SNAPSHOT_NAME, owner)
+        try:
+            snap = _read(source)
+        except SnapshotError:
+            continue  # not a snapshot this fakerun can read
+        if snap is not None and args.job in (None, snap.run_id):
+            found.append((snap.time, snap.run_id, source))
+    if not found:
+        _fail(stderr, EXIT_NO_JOB, "no running fakerun job found" + (f" with run id {args.job!r}"
+                                                                     if args.job else ""))
+    found.sort(key=lambda f: f[0])
+    if len(found) > 1:
+        stderr.write(f"{PROG}: {len(found)} running jobs; showing the newest, {found[-1][1]} "
+                     f"(others: {', '.join(f[1] for f in found[:-1])}; pick one with --job)\n")
+    return found[-1][2]
+
+
+def _read(source: Source) -> Snapshot | None:
+    """The snapshot, or None once the job is gone (file removed, launcher dead)."""
+    if source.owner is not None and not alive(source.owner):
+        return None
+    try:
+        return Snapshot.from_json(source.path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SnapshotError(f"{source.path}: {exc.strerror}") from None
+    except SnapshotError as exc:
+        raise SnapshotError(f"{source.path}: {exc}") from None
+
+
+class _Reader:
+    """Parses the file again only when it changed: every write is an
+    os.replace, which gives it a new inode and mtime."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.stamp: tuple[int, int, int] | None = None
+        self.snap: Snapshot | None = None
+
+    def read(self) -> Snapshot | None:
+        try:
+            st = self.source.path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if stamp != self.stamp:
+            self.snap, self.stamp = _read(self.source), stamp
+        elif self.source.owner is not None and not alive(self.source.owner):
+            return None  # SIGKILLed: its file stays behind, unchanged
+        return self.snap
+
+
+def _watch(reader: _Reader, args: argparse.Namespace, screen: Screen, keys: Keys) -> int:
+    """Redraw every interval until the job finishes or goes away, or q."""
+    every, run_id = args.loop or 1.0, ""
+    while True:
+        snap = reader.read()
+        if snap is None:
+            return _last(screen, f"job {run_id} ended" if run_id else "the job ended")
+        run_id = snap.run_id
+        screen.draw(_frame(snap, args))
+        if snap.finished:
+            return _last(screen, f"job {run_id} finished")
+        pressed = keys.wait(every)
+        if pressed is None or "q" in pressed.lower():
+            return EXIT_OK
+
+
+def _last(screen: Screen, message: str) -> int:
+    screen.out.write(f"{PROG}: {message}\n")
+    screen.out.flush()
+    return EXIT_OK
+
+
+def _frame(snap: Snapshot, args: argparse.Namespace) -> list[str]:
+    nodes = range(args.nodes_from, sys.maxsize)
+    if args.compact:
+        return compact(snap, nodes)
+    shown = snap.only(nodes)
+    return table(shown, time.ctime()) if shown.gpus else []

@@ -1,0 +1,158 @@
+"""The launcher's side of `fakerun smi`: events in, the snapshot file out.
+
+Between the ranks' GPU reports (a GpuStatus every ten log intervals) the
+sink recomputes each GPU from the same model the ranks report from
+(sim.telemetry at the latest step and phase), so a watching pane moves with
+the run instead of freezing for minutes."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import events as ev
+from .. import sim
+from ..render.metrics import SinkFailed
+from .snapshot import GpuRow, Snapshot
+
+WRITE_INTERVAL_S = 0.5  # at most two writes a second, whatever the event rate
+
+
+class SmiStateSink:
+    """An event sink keeping the snapshot file `path` up to date: written
+    atomically (a temp file in the same directory, then os.replace), at most
+    every WRITE_INTERVAL_S, at once when every rank has started, at the first
+    GPU report and at the end; removed by close() (the job is over)."""
+
+    def __init__(self, path: Path, process: str, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, interval: float = WRITE_INTERVAL_S) -> None:
+        self.path, self.process = Path(path), process
+        self.monotonic, self.wall, self.interval = monotonic, wall, interval
+        self.ident: Any = None
+        self.run_id = ""
+        self.pids: dict[int, int] = {}
+        self.readings: dict[int, sim.Telemetry] = {}
+        self.model_at: tuple[int, str] | None = None  # (step, phase) to recompute readings at
+        self.step, self.phase, self.finished = 0, "init", False
+        self.measured = False  # a GpuStatus has come
+        self.dirty, self.last_write = False, -math.inf
+        self.handlers = self._handlers()  # built once: event() sees every collective
+        self._write_text("")  # an unwritable place fails now, as one line
+
+    def event(self, e: Any) -> None:
+        handler = self.handlers.get(type(e))
+        if handler is not None:
+            self.dirty = True
+            if handler(e):
+                self._write()
+
+    def flush(self) -> None:
+        if self.dirty and self.monotonic() - self.last_write >= self.interval:
+            self._write()
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    # -- events; a handler returns True when the snapshot must go out now --
+    def _handlers(self) -> dict[type, Callable[[Any], bool]]:
+        return {ev.RunIdentity: self._identity, ev.RunStarted: self._run_started,
+                ev.RankStarted: self._rank_started, ev.RankExited: self._rank_exited,
+                ev.GpuStatus: self._gpu_status, ev.Step: self._step, ev.Phase: self._phase,
+                ev.RunFinished: self._finished}
+
+    def _identity(self, e: ev.RunIdentity) -> bool:
+        self.ident = e.identity
+        return False
+
+    def _run_started(self, e: ev.RunStarted) -> bool:
+        self.run_id, self.finished = e.run_id, False
+        self.pids.clear()  # a restart brings a new worker group
+        return False
+
+    def _rank_started(self, e: ev.RankStarted) -> bool:
+        self.pids[e.rank] = e.pid
+        return self.ident is not None and len(self.pids) == self.ident.world
+
+    def _rank_exited(self, e: ev.RankExited) -> bool:
+        self.pids.pop(e.rank, None)
+        return False
+
+    def _gpu_status(self, e: ev.GpuStatus) -> bool:
+        first, self.measured = not self.measured, True
+        self.readings.update({g.rank: sim.Telemetry(g.util, g.temp_c, g.power_w, g.mem_used_mib)
+                              for g in e.gpus})
+        self.step, self.model_at = e.step, None  # measured: fresher than the model
+        return first
+
+    def _step(self, e: ev.Step) -> bool:
+        self.step, self.phase = e.step, "train"
+        self.model_at = (self.step, self.phase)
+        return False
+
+    def _phase(self, e: ev.Phase) -> bool:
+        # Until training starts the GPUs show allocated but idle; "summary"
+        # keeps the last readings.
+        if e.name in sim.PHASE_LOAD and e.name != "init":
+            self.phase = e.name
+            self.model_at = (self.step, self.phase)
+        return False
+
+    def _finished(self, e: ev.RunFinished) -> bool:
+        self.finished = True
+        return True
+
+    # -- the file --------------------------------------------------------
+    def snapshot(self) -> Snapshot | None:
+        """None until the run's identity (GPU, driver, hosts) is known."""
+        ident = self.ident
+        if ident is None:
+            return None
+        if self.model_at is not None:
+            step, phase = self.model_at
+            self.readings = {r: sim.telemetry(ident, r, step, phase) for r in range(ident.world)}
+            self.model_at = None
+        drv = ident.versions.cuda_driver
+        return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
+                        cuda=f"{drv // 1000}.{drv % 1000 // 10}", process=self.process, step=self.step,
+                        gpus=[self._row(r) for r in range(ident.world)], finished=self.finished)
+
+    def _row(self, rank: int) -> GpuRow:
+        ident, gpu = self.ident, self.ident.gpu
+        local, pid = rank % ident.nproc, self.pids.get(rank, 0)
+        seen = self.readings.get(rank)
+        if seen is None or pid == 0:
+            # Not measured yet: allocated but idle (the memory the ranks hold
+            # after init); no process at all: nothing allocated.
+            init = sim.telemetry(ident, rank, 0, "init")
+            seen = sim.Telemetry(0, init.temp_c, init.power_w, init.mem_used_mib if pid else 0)
+        return GpuRow(rank=rank, node=rank // ident.nproc, index=local, host=ident.host(rank),
+                      name=gpu.name, bus_id=f"00000000:{gpu.bus_id(local).upper()}:00.0",
+                      util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=gpu.memory_mib,
+                      temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=gpu.power_cap_w, pid=pid)
+
+    def _write(self) -> None:
+        snap = self.snapshot()
+        if snap is None:
+            return
+        self._write_text(snap.to_json())
+        self.dirty, self.last_write = False, self.monotonic()
+
+    def _write_text(self, text: str) -> None:
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        except OSError as exc:
+            raise SinkFailed(f"smi state file {self.path}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            if text:  # the constructor's probe only proves the directory is writable
+                os.replace(temp, self.path)
+        except OSError as exc:
+            raise SinkFailed(f"smi state file {self.path}: {exc.strerror}") from None
+        finally:
+            Path(temp).unlink(missing_ok=True)

@@ -1,0 +1,105 @@
+"""The snapshot file: every GPU of a running job as nvidia-smi would show it,
+as JSON. A reader trusts nothing: a bad or missing field is a SnapshotError
+with a one-line message."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+SNAPSHOT_NAME = "smi.json"  # in the job's private run dir
+
+
+class SnapshotError(ValueError):
+    """A snapshot we cannot use; the message is one line."""
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    rank: int
+    node: int
+    index: int  # the GPU's index on its node (the local rank)
+    host: str
+    name: str
+    bus_id: str
+    util: int
+    mem_used_mib: int
+    mem_total_mib: int
+    temp_c: int
+    power_w: int
+    power_cap_w: int
+    pid: int  # 0: no process on this GPU
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    time: float  # wall clock of the write
+    run_id: str
+    driver: str
+    cuda: str  # the driver's CUDA version, as nvidia-smi's header shows it
+    process: str  # the ranks' binary
+    step: int
+    gpus: list[GpuRow]
+    finished: bool = False
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        body = {"v": self.v, **{k: v for k, v in dataclasses.asdict(self).items() if k != "v"}}
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Snapshot:
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+            raise SnapshotError(f"not a JSON snapshot ({str(exc).splitlines()[0][:80]})") from None
+        if not isinstance(body, dict):
+            raise SnapshotError("not a snapshot: expected a JSON object")
+        if body.get("v") != SCHEMA_VERSION:
+            raise SnapshotError(f"snapshot version {str(body.get('v'))[:20]} is not {SCHEMA_VERSION}")
+        gpus = body.get("gpus")
+        if not isinstance(gpus, list) or not gpus:
+            raise SnapshotError("snapshot field 'gpus' should be a non-empty list")
+        rows = [GpuRow(**_checked(GpuRow, row, f"gpus[{i}]")) for i, row in enumerate(gpus)]
+        return cls(**{**_checked(cls, body, "snapshot"), "gpus": rows})
+
+    def only(self, nodes: range) -> Snapshot:
+        return dataclasses.replace(self, gpus=[g for g in self.gpus if g.node in nodes])
+
+
+# Declared type -> (accepted Python types, how an error names it).
+_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "int": (int, "a whole number >= 0"), "float": ((int, float), "a number >= 0"),
+    "str": (str, "a string"), "bool": (bool, "true or false")}
+
+
+def _checked(cls: type, body: Any, where: str) -> dict[str, Any]:
+    """The fields of `cls` from `body`, each of its declared type (unknown
+    keys are ignored: newer writers may add fields)."""
+    if not isinstance(body, dict):
+        raise SnapshotError(f"{where}: expected a JSON object")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if str(f.type) not in _TYPES:
+            continue  # nested: checked by the caller
+        if f.name not in body:
+            if f.default is dataclasses.MISSING:
+                raise SnapshotError(f"{where}: missing field {f.name!r}")
+            continue
+        value = body[f.name]
+        if not _fits(value, str(f.type)):
+            raise SnapshotError(f"{where}: field {f.name!r} should be {_TYPES[str(f.type)][1]}, "
+                                f"got {json.dumps(value)[:30]}")
+        values[f.name] = value
+    return values
+
+
+def _fits(value: Any, type_name: str) -> bool:
+    """bool is an int in Python but never a number here (nor a number a bool)."""
+    if isinstance(value, bool) != (type_name == "bool") or not isinstance(value, _TYPES[type_name][0]):
+        return False
+    return type_name not in ("int", "float") or (math.isfinite(value) and value >= 0)
