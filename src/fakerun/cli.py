@@ -4,9 +4,16 @@ turning argv into a RunConfig; every error is one line and exit 2."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import re
+import secrets
+import shutil
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, scenarios
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
@@ -50,16 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("torchrun options")
     t.add_argument(*_options("--nproc-per-node", "--nproc"), dest="nproc_per_node", type=int,
                    default=8, metavar="N", help="worker processes (simulated GPUs) per node (default 8)")
-    t.add_argument(*_options("--nnodes", "--nodes"), dest="nnodes", type=int, default=1,
-                   metavar="M", help="number of nodes (default 1)")
-    t.add_argument(*_options("--node-rank"), dest="node_rank", type=int, default=0, metavar="K",
-                   help="rank of this node, in [0, nnodes) (default 0)")
-    t.add_argument(*_options("--master-addr"), dest="master_addr", default="127.0.0.1",
-                   metavar="HOST", help="address of node 0 (default 127.0.0.1)")
+    t.add_argument(*_options("--nnodes"), dest="nnodes", type=int, default=None,
+                   metavar="M", help="number of nodes, one fakerun per node (default 1; $SLURM_NNODES)")
+    t.add_argument(*_options("--node-rank"), dest="node_rank", type=int, default=None, metavar="K",
+                   help="rank of this node, in [0, nnodes) (default 0; $SLURM_NODEID)")
+    t.add_argument(*_options("--master-addr"), dest="master_addr", default=None, metavar="HOST",
+                   help="address of node 0; node 0 listens there for the other nodes (default "
+                        "$MASTER_ADDR, the first host of $SLURM_JOB_NODELIST, or 127.0.0.1)")
     t.add_argument(*_options("--master-port"), dest="master_port", type=int, default=None,
-                   metavar="PORT", help="port on node 0 (default: a free port)")
+                   metavar="PORT", help="port on node 0 (default $MASTER_PORT; a free port on one "
+                                        "node, 29500 across nodes)")
     t.add_argument(*_options("--rdzv-id"), dest="rdzv_id", default=None, metavar="ID",
-                   help="job id; becomes TORCHELASTIC_RUN_ID")
+                   help="job id; becomes TORCHELASTIC_RUN_ID (default $SLURM_JOB_ID)")
     t.add_argument(*_options("--max-restarts"), dest="max_restarts", type=int, default=0,
                    metavar="K", help="restarts of a failed worker group (default 0)")
     t.add_argument(*_options("--log-dir"), dest="log_dir", type=Path, default=None,
@@ -71,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
                    help="training metrics as JSONL, a line per step/eval/event, never torn")
     f = p.add_argument_group("fakerun options")
+    f.add_argument("--nodes", type=int, default=None, metavar="M",
+                   help="simulate M nodes on this machine: one agent each, in tmux panes on a "
+                        "terminal (see --no-theatre)")
+    f.add_argument("--no-theatre", action="store_true",
+                   help="with --nodes: every node's output in one stream, each line prefixed "
+                        "with its host, instead of tmux panes")
+    f.add_argument("--token", default=None, metavar="SECRET",
+                   help="the job's shared secret across nodes (default $FAKERUN_TOKEN; node 0 "
+                        "makes one and prints it)")
+    f.add_argument("--node-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long another node may stay silent before it counts as lost (default 30)")
+    f.add_argument("--lifeline", type=int, default=None, help=argparse.SUPPRESS)
+    f.add_argument("--smi-file", type=Path, default=None, help=argparse.SUPPRESS)
     f.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="training steps (default: drawn from the seed, 400-800)")
     f.add_argument("--seed", type=int, default=None, metavar="S",
@@ -116,14 +138,19 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
-def to_config(ns: argparse.Namespace) -> RunConfig:
-    topology = Topology(ns.nnodes, ns.nproc_per_node, ns.node_rank)
+def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunConfig:
+    env = cluster_env(ns, os.environ if environ is None else environ)
+    topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     return RunConfig(
         topology=topology,
-        master_addr=ns.master_addr,
-        master_port=_master_port(ns),
-        master_port_given=ns.master_port is not None,
-        rdzv_id=ns.rdzv_id,
+        master_addr=env.master_addr,
+        master_port=env.master_port,
+        master_port_given=env.port_given,
+        rdzv_id=env.rdzv_id,
+        token=env.token,
+        node_timeout_s=ns.node_timeout,
+        lifeline=ns.lifeline if ns.lifeline is not None else _int(environ, "FAKERUN_LIFELINE"),
+        smi_file=ns.smi_file,
         max_restarts=ns.max_restarts,
         max_steps=ns.max_steps,
         seed=ns.seed if ns.seed is not None else new_seed(),
@@ -147,12 +174,72 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
     )
 
 
-def _master_port(ns: argparse.Namespace) -> int:
-    """A free port like torchrun's; under --start-time torchrun's default
-    29500, so that the output does not depend on which port was free."""
-    if ns.master_port is not None:
-        return ns.master_port
-    return DEFAULT_MASTER_PORT if ns.start_time else free_port()
+def _int(environ: Mapping[str, str] | None, name: str) -> int | None:
+    value = (os.environ if environ is None else environ).get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class ClusterEnv:
+    """Where this agent stands in the job: flags first, then torchrun's and
+    Slurm's variables, then single-node defaults."""
+
+    nnodes: int
+    node_rank: int
+    master_addr: str
+    master_port: int
+    port_given: bool
+    rdzv_id: str | None
+    token: str
+
+
+def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
+    slurm_job = environ.get("SLURM_JOB_ID") or None
+    nnodes = _first(ns.nnodes, _env_int(environ, "SLURM_NNODES"), 1)
+    node_rank = _first(ns.node_rank, _env_int(environ, "SLURM_NODEID"), 0)
+    nodelist = environ.get("SLURM_JOB_NODELIST", "")
+    addr = _first(ns.master_addr, environ.get("MASTER_ADDR") or None,
+                  first_host(nodelist) if nodelist else None, "127.0.0.1")
+    port = _first(ns.master_port, _env_int(environ, "MASTER_PORT"))
+    token = _first(ns.token, environ.get("FAKERUN_TOKEN") or None,
+                   _slurm_token(slurm_job) if slurm_job and nnodes > 1 else None, "")
+    return ClusterEnv(nnodes, node_rank, addr, _master_port(port, nnodes, ns.start_time),
+                      port is not None, _first(ns.rdzv_id, slurm_job), token)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int | None:
+    value = environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"${name}={value!r}: expected a number")
+    return int(value)
+
+
+def _slurm_token(job_id: str) -> str:
+    """Every node of a Slurm job derives the same token (set FAKERUN_TOKEN
+    for a secret one: job ids are visible to every user of the cluster)."""
+    return hashlib.sha256(f"fakerun:{job_id}:{os.getuid()}".encode()).hexdigest()[:32]
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm hostlist: `gpu[003-005,9],cpu1` -> `gpu003`."""
+    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?", nodelist.strip())
+    prefix, ranges = head.group(1), head.group(2)  # the pattern matches any text
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
+
+
+def _master_port(port: int | None, nnodes: int, start_time: str | None) -> int:
+    """A free port like torchrun's on one node; across nodes (or under
+    --start-time, whose output must not depend on which port was free)
+    torchrun's default 29500, which every node can agree on."""
+    if port is not None:
+        return port
+    return DEFAULT_MASTER_PORT if start_time or nnodes > 1 else free_port()
 
 
 def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
@@ -166,6 +253,24 @@ def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
     return Fault(scenario.fault, rank, ns.fail_step, tuple(sorted(scenario.params.items())))
 
 
+def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
+    """`--nodes M`: M agents on this machine, in the theatre or merged."""
+    if ns.nnodes is not None or ns.node_rank is not None:
+        raise ConfigError("--nodes starts every node here: leave out --nnodes and --node-rank")
+    if ns.nodes < 1:
+        raise ConfigError(f"--nodes must be at least 1, got {ns.nodes}")
+    ns.nnodes, ns.token = ns.nodes, ns.token or secrets.token_hex(16)
+    config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    from . import cluster
+
+    folder, smi_file = cluster.smi_path()
+    try:
+        agents = cluster.plan(argv, config, ns.nodes, os.getpid(), smi_file)
+        return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -173,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         print(scenarios.listing())
         return 0
     try:
+        if ns.nodes is not None:
+            return _local_cluster(ns, sys.argv[1:] if argv is None else argv)
         config = to_config(ns)
     except ConfigError as exc:
         print(f"fakerun: error: {exc}", file=sys.stderr)

@@ -110,6 +110,10 @@ class RunConfig:
     start_time: str | None = None
     exit_after_s: float | None = None
     loop: bool = False
+    token: str = ""  # the job's shared secret: needed by every node (--token / FAKERUN_TOKEN)
+    node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
+    lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
+    smi_file: Path | None = None  # where node 0 keeps the GPU snapshot `fakerun smi` reads
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`
@@ -123,11 +127,10 @@ class RunConfig:
         if not self.speed >= 0:  # also rejects NaN
             raise ConfigError(f"--speed must be >= 0, got {self.speed}")
         if self.topology.nnodes > 1:
-            raise ConfigError(f"--nnodes {self.topology.nnodes}: running several nodes is not "
-                              "supported yet (one node per fakerun for now)")
+            self._check_multinode()
         if self.output not in OUTPUTS:
             raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
-        for name in ("collective_timeout_s", "rdzv_timeout_s", "shutdown_grace_s"):
+        for name in ("collective_timeout_s", "rdzv_timeout_s", "shutdown_grace_s", "node_timeout_s"):
             if not getattr(self, name) > 0:
                 flag = "--" + name.removesuffix("_s").replace("_", "-")
                 raise ConfigError(f"{flag} must be > 0 seconds, got {getattr(self, name)}")
@@ -153,6 +156,28 @@ class RunConfig:
         if self.identity is None:
             object.__setattr__(self, "identity", self._build_identity())
         self._check_fault()
+
+    def _check_multinode(self) -> None:
+        topo = self.topology
+        if topo.node_rank > 0 and not self.master_port_given:
+            raise ConfigError(f"--node-rank {topo.node_rank} needs node 0's --master-addr and "
+                              "--master-port")
+        if topo.node_rank > 0 and not self.token:
+            raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: --token or "
+                              "FAKERUN_TOKEN (node 0 prints it while it waits)")
+        for flag, value in (("--max-restarts", self.max_restarts), ("--loop", self.loop),
+                            ("--resume", self.resume)):
+            if value:
+                raise ConfigError(f"{flag} is not supported with --nnodes > 1 yet")
+
+    def digest(self) -> str:
+        """What every node must agree on to run one job together."""
+        import hashlib
+
+        agreed = (self.topology.nnodes, self.topology.nproc_per_node, self.seed, self.steps,
+                  self.identity.model.name, self.identity.gpu.name, self.fault, self.speed,
+                  self.start_time, self.entrypoint, self.script_args, self.collective_timeout_s)
+        return hashlib.sha256(repr(agreed).encode()).hexdigest()[:16]
 
     def _find_checkpoint(self) -> Any:
         from .checkpoint import CheckpointError, find

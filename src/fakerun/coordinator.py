@@ -24,6 +24,8 @@ from .protocol import (
     TRANSPORT_MAX_BYTES,
     Abort,
     Ack,
+    AgentHello,
+    AgentReport,
     Contribute,
     Goodbye,
     Hello,
@@ -43,11 +45,28 @@ def rank_identity(rank: int) -> bytes:
     return f"rank-{rank}".encode()
 
 
+def agent_identity(node_rank: int) -> bytes:
+    return f"agent-{node_rank}".encode()
+
+
 @dataclass(frozen=True)
 class JobIdentity:
     run_id: str
     token: str
     world_size: int
+    nnodes: int = 1
+    digest: str = ""  # RunConfig.digest(): what every node's agent must agree on
+    node_timeout_s: float = 30.0  # an agent silent this long is lost
+
+
+@dataclass
+class AgentLink:
+    """Another node's agent, as the coordinator knows it."""
+
+    node_rank: int
+    host: str
+    last_seen: float
+    state: str = "alive"  # alive | failed | stopping | done | lost
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,10 @@ class Coordinator:
         self._pending: dict[str, PendingCollective] = {}
         self._broken: set[str] = set()
         self._held: dict[int, list[Output]] = {}
+        self.agents: dict[int, AgentLink] = {}
+        self._agent_ids = {agent_identity(n): n for n in range(1, job.nnodes)}
+        self.lost: set[int] = set()  # nodes that failed or went silent: no collective waits for them
+        self.nproc = job.world_size // job.nnodes
 
     # -- entry points ---------------------------------------------------
     def handle(self, identity: bytes, frame: bytes, now: float) -> Outcome:
@@ -96,6 +119,8 @@ class Coordinator:
             return self.reject(exc.reason, identity)
         if isinstance(msg, Hello):
             return self._hello(identity, msg)
+        if identity in self._agent_ids:
+            return self._from_agent(identity, msg, now)
         rank = self.members.get(identity)
         if rank is None or getattr(msg, "rank", rank) != rank:
             return self.reject("not-joined" if rank is None else "rank-mismatch", identity)
@@ -128,11 +153,43 @@ class Coordinator:
         for comm, pending in list(self._pending.items()):
             if now - pending.started >= self.timeout_s:
                 out.extend(self._timeout(comm, pending, now))
+        for link in self.agents.values():
+            if link.state in ("alive", "stopping") and now - link.last_seen >= self.job.node_timeout_s:
+                out.extend(self.node_failed(link.node_rank, "silent", (
+                    f"no word from node {link.node_rank} ({link.host}) for "
+                    f"{self.job.node_timeout_s:g} seconds")))
         return out
 
     def next_deadline(self) -> float | None:
         starts = [p.started for p in self._pending.values()]
-        return min(starts) + self.timeout_s if starts else None
+        starts += [a.last_seen for a in self.agents.values() if a.state in ("alive", "stopping")]
+        return min(starts) + min(self.timeout_s, self.job.node_timeout_s) if starts else None
+
+    def clock_now(self) -> float:
+        return self._wall()
+
+    @property
+    def waiting_for_agents(self) -> bool:
+        """Another node still needs the coordinator (it has not said it is done)."""
+        return any(a.state in ("alive", "stopping") for a in self.agents.values())
+
+    def missing_nodes(self) -> list[int]:
+        return [n for n in range(1, self.job.nnodes) if n not in self.agents]
+
+    def node_failed(self, node: int, reason: str, detail: str) -> Outcome:
+        """Node `node` failed (or fell silent): every collective that waits
+        for one of its ranks fails on the other nodes, as NCCL's would."""
+        if node in self.lost:
+            return Outcome()
+        self.lost.add(node)
+        link = self.agents.get(node)
+        if link is not None:
+            link.state = "failed" if reason == "failed" else "lost"
+        host = link.host if link else ""
+        out = Outcome(events=[ev.NodeLost(node, host, reason, detail, self._wall())])
+        for comm, pending in list(self._pending.items()):
+            out.extend(self._abort_for_peer(comm, pending.waiting(), pending.fingerprint))
+        return out
 
     def flush_output(self) -> list[Any]:
         """Release every held line, in rank order (used at teardown)."""
@@ -179,6 +236,8 @@ class Coordinator:
             return self.reject("bad-op", rank_identity(rank))
         if not 0.0 <= msg.sim_s <= MAX_SIM_S or not 0 <= msg.numel <= MAX_NUMEL:  # also rejects NaN
             return self.reject("out-of-range", rank_identity(rank))
+        if self.lost and self.topology_node(rank) not in self.lost:
+            return self._abort_for_peer(msg.comm, [rank], Fingerprint.of(msg))
         if msg.comm in self._broken:
             return Outcome()
         expected = self._next_seq.get((msg.comm, rank), 1)
@@ -259,6 +318,61 @@ class Coordinator:
             out.replies.append((rank_identity(r), Abort(
                 "watchdog", comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, "")))
         return out
+
+    def topology_node(self, rank: int) -> int:
+        return rank // self.nproc
+
+    def _abort_for_peer(self, comm: str, ranks: list[int], fp: Fingerprint) -> Outcome:
+        self._pending.pop(comm, None)
+        self._broken.add(comm)
+        lost = min(self.lost)
+        host = self.agents[lost].host if lost in self.agents else ""
+        out = Outcome()
+        for r in ranks:
+            if self.topology_node(r) not in self.lost:
+                out.replies.append((rank_identity(r), Abort(
+                    "peer", comm, fp.seq, fp.op, fp.count, 0, 0, host or f"node{lost}")))
+        return out
+
+    # -- other nodes' agents --------------------------------------------
+    def _from_agent(self, identity: bytes, msg: Any, now: float) -> Outcome:
+        node = self._agent_ids[identity]
+        if isinstance(msg, AgentHello):
+            return self._agent_hello(identity, node, msg, now)
+        link = self.agents.get(node)
+        if link is None or not isinstance(msg, AgentReport) or msg.node_rank != node:
+            return self.reject("not-joined" if link is None else "unexpected-kind", identity)
+        link.last_seen = now
+        if msg.state == "failed":
+            return self.node_failed(node, "failed", msg.detail)
+        if msg.state in ("stopping", "done") and link.state == "alive":
+            link.state = msg.state
+        elif msg.state not in ("alive", "stopping", "done"):
+            return self.reject("bad-state", identity)
+        return Outcome()
+
+    def _agent_hello(self, identity: bytes, node: int, msg: AgentHello, now: float) -> Outcome:
+        problem = self._agent_problem(node, msg)
+        if problem:
+            out = self.reject(problem, identity)
+            out.replies.append((identity, Refused(problem)))
+            return out
+        link = self.agents.setdefault(node, AgentLink(node, msg.host[:64], now))
+        link.last_seen = now  # a repeated hello (its Welcome crossed it) is answered alike
+        return Outcome(replies=[(identity, Welcome(self.job.world_size))])
+
+    def _agent_problem(self, node: int, msg: AgentHello) -> str:
+        if msg.run_id != self.job.run_id:
+            return "wrong-run-id"
+        if not hmac.compare_digest(msg.token.encode(), self.job.token.encode()):
+            return "wrong-token"
+        if msg.node_rank != node:
+            return "bad-node"
+        if msg.nproc != self.nproc or msg.digest != self.job.digest:
+            return "config-mismatch"
+        if node in self.agents and self.agents[node].host != msg.host[:64]:
+            return "duplicate-node"
+        return ""
 
     # -- output and departure -------------------------------------------
     def _output(self, rank: int, msg: Output) -> Outcome:

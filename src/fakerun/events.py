@@ -397,3 +397,103 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)) and value and dataclasses.is_dataclass(value[0]):
         return [_plain(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class WaitingForNodes:
+    """Node 0 is still waiting for other nodes to join; `commands` are what
+    to run on each missing node."""
+
+    NAME: ClassVar[str] = "waiting_for_nodes"
+    missing: list[int]
+    commands: list[str]
+    time: float
+
+
+@dataclass(frozen=True)
+class NodeLost:
+    """Another node failed or went silent; this node's collectives with it
+    fail from now on."""
+
+    NAME: ClassVar[str] = "node_lost"
+    node_rank: int
+    host: str
+    reason: str  # failed | silent | refused
+    detail: str
+    time: float
+
+
+@dataclass(frozen=True)
+class AgentError:
+    """This agent cannot run its part of the job (e.g. its port is taken)."""
+
+    NAME: ClassVar[str] = "agent_error"
+    message: str
+
+
+# -- events over the wire (node 0's coordinator to the other nodes' agents) ---
+class EventError(ValueError):
+    """An event object we refuse: unknown name, missing field, wrong type."""
+
+
+def from_dict(body: dict[str, Any]) -> Any:
+    """The inverse of to_dict for the events a coordinator forwards;
+    every field is type-checked (a peer is never trusted)."""
+    if not isinstance(body, dict) or body.get("v") != SCHEMA_VERSION:
+        raise EventError("not a v1 event")
+    cls = _WIRE.get(body.get("event"))  # type: ignore[arg-type]
+    if cls is None:
+        raise EventError(f"unknown event {str(body.get('event'))[:40]!r}")
+    return _build(cls, {k: v for k, v in body.items() if k not in ("v", "event")})
+
+
+def _build(cls: type, body: dict[str, Any]) -> Any:
+    hints = _hints(cls)
+    if not set(body) <= set(hints):
+        raise EventError(f"{cls.__name__}: unknown fields {sorted(set(body) - set(hints))[:3]}")
+    try:
+        return cls(**{name: _convert(hints[name], value, name) for name, value in body.items()})
+    except TypeError as exc:  # a required field is missing
+        raise EventError(f"{cls.__name__}: {exc}") from None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _convert(hint: Any, value: Any, name: str) -> Any:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, name)
+    if origin is list and isinstance(value, list):
+        return [_convert(args[0], v, name) for v in value]
+    if origin is dict and isinstance(value, dict):
+        return {_convert(args[0], k, name): _convert(args[1], v, name) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return _build(hint, value)
+    if hint is float and type(value) in (int, float):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise EventError(f"field {name}: expected {hint}, got {type(value).__name__}")
+
+
+# What node 0 forwards: the coordinator's and the timeline's events. Each
+# agent makes its own run_started/run_identity and its own failure report.
+_WIRE: dict[str, type] = {cls.NAME: cls for cls in (
+    RankStarted, RendezvousComplete, RendezvousTimeout, RankOutput, Collective, Phase, Step, GpuStatus,
+    NcclStats, Validation, Checkpoint, Export, Summary, WatchdogTimeout, Desync, Rejected,
+    WaitingForNodes, NodeLost)}
+
+
+def forwarded(event: Any) -> bool:
+    """Whether node 0 sends this event to the other nodes' agents."""
+    return _WIRE.get(getattr(event, "NAME", "")) is type(event)

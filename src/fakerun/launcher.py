@@ -17,7 +17,9 @@ import math
 import os
 import random
 import secrets
+import shlex
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +34,9 @@ from . import events as ev
 from .checkpoint import CheckpointWriter, Resume
 from .clock import VirtualClock, local_now, parse_start
 from .config import RunConfig, free_port
-from .coordinator import Coordinator, CoordinatorSocket, JobIdentity, Outcome, handle_frames
+from .coordinator import Coordinator, JobIdentity
+from .hub import LocalHub, RemoteHub
+from .protocol import AgentHello
 from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
 from .rundir import RunDir
@@ -43,6 +47,7 @@ from .workers import Worker, WorkerGroup
 EXIT_OK, EXIT_FAILED, EXIT_PIPE = 0, 1, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
+LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -150,7 +155,7 @@ class Job:
         self.renderer = renderer
         self.topo = config.topology
         self.ident = config.identity
-        self.token = secrets.token_hex(16)
+        self.token = config.token or secrets.token_hex(16)
         self.clock = clock or _clock(config)
         self.failures: list[ev.Failure] = []
         self.stop: Stop | None = None
@@ -159,8 +164,10 @@ class Job:
         self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
         self.expected_aborts: set[int] = set()
         self.abort_deadline = 0.0
+        # Like rank 0 of a real job, node 0 alone writes checkpoints (to shared storage).
         self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed)
-                       if config.output_dir is not None else None)
+                       if config.output_dir is not None and self.topo.node_rank == 0 else None)
+        self.linger_until: float | None = None
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
 
     def run(self) -> int:
@@ -170,8 +177,8 @@ class Job:
         return self.restartable and self.stop is not None and self.stop.reason == "failure"
 
     def _run(self) -> int:
-        endpoint = self.rundir.endpoint() or f"tcp://127.0.0.1:{free_port()}"
-        specs = self._specs(endpoint)
+        local, listen = self._endpoints()
+        specs = self._specs(local)
         self.renderer.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs})
         self._emit(self._run_started())
         self._emit(ev.RunIdentity(self.ident))
@@ -180,14 +187,41 @@ class Job:
         self.group = WorkerGroup.fork(specs, self.config)
         ctx = zmq.Context()
         try:
-            self.sock = CoordinatorSocket(ctx, [endpoint])
-            self.core = self._coordinator()
+            self.hub = self._hub(ctx, [local, *listen])
             self._loop()
+        except zmq.ZMQError as exc:  # e.g. --master-port in use, or not an address of ours
+            where = f"{self.config.master_addr}:{self.config.master_port}"
+            self._emit(ev.AgentError(f"cannot use {where}: {exc.strerror}"))
+            self.stop = Stop("error", 0.0, int(signal.SIGTERM))
         finally:
             self._kill_leftovers()
+            if getattr(self, "hub", None) is not None:
+                self.hub.close()
             ctx.destroy(linger=0)
             self.renderer.close_rank_logs()
         return self._exit_code()
+
+    def _endpoints(self) -> tuple[str, list[str]]:
+        """Where this node's ranks connect, and (node 0 of several) where the
+        other nodes connect: --master-addr, which is loopback unless told otherwise."""
+        c = self.config
+        tcp = f"tcp://{_address(c.master_addr)}:{c.master_port}"
+        if self.topo.node_rank > 0:
+            return tcp, []
+        local = self.rundir.endpoint() or f"tcp://127.0.0.1:{free_port()}"
+        return local, [tcp] if self.topo.nnodes > 1 else []
+
+    def _hub(self, ctx: zmq.Context, endpoints: list[str]) -> LocalHub | RemoteHub:
+        now = self.io.monotonic()
+        if self.topo.node_rank == 0:
+            return LocalHub(ctx, endpoints, self._coordinator(), self._join_commands, now)
+        hello = AgentHello(self.topo.node_rank, self.topo.nproc_per_node, os.getpid(),
+                           self.ident.host(self.topo.global_rank(0)), self.config.run_id, self.token,
+                           self.config.digest())
+        return RemoteHub(ctx, endpoints[0], hello, self.config.node_timeout_s, now, self.clock)
+
+    def _join_commands(self, missing: list[int]) -> list[str]:
+        return [join_command(self.config, node, self.token) for node in missing]
 
     def _coordinator(self) -> Coordinator:
         exit_after = self.config.exit_after_s
@@ -195,8 +229,10 @@ class Job:
         resumed = self.config.resume_from.step if self.config.resume_from else 0
         timeline = Timeline(self.ident, self.clock, deadline, self.io.monotonic,
                             str(self.config.output_dir) if self.config.output_dir else None, resumed)
-        return Coordinator(JobIdentity(self.config.run_id, self.token, self.topo.world_size),
-                           self.config.collective_timeout_s, self.clock, timeline,
+        digest = self.config.digest() if self.topo.nnodes > 1 else ""
+        job = JobIdentity(self.config.run_id, self.token, self.topo.world_size, self.topo.nnodes, digest,
+                          self.config.node_timeout_s)
+        return Coordinator(job, self.config.collective_timeout_s, self.clock, timeline,
                            report_wall=not self.config.deterministic)
 
     def _specs(self, endpoint: str) -> list[RankSpec]:
@@ -224,45 +260,50 @@ class Job:
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.sock.sock, zmq.POLLIN)
+        poller.register(self.hub.socket, zmq.POLLIN)
         poller.register(self.inbox.fileno(), zmq.POLLIN)
         rdzv_deadline = self.io.monotonic() + self.config.rdzv_timeout_s
         next_reap = 0.0
-        while not self.group.done():
+        while not self._done():
             ready = dict(poller.poll(self._poll_ms(rdzv_deadline)))
             now = self.io.monotonic()
-            if self.sock.sock in ready:
-                for frames in self.sock.drain():
-                    self._apply(handle_frames(self.core, frames, now))
-            if self.stop is None:  # once tearing down, a stalled collective is expected
-                self._apply(self.core.tick(now))
+            if self.hub.socket in ready:
+                self._emit_all(self.hub.receive(now))
+            self._emit_all(self.hub.tick(now))
             signals = self.inbox.take() if self.inbox.fileno() in ready else []
             self._on_signals(signals)
             if signal.SIGCHLD in signals or now >= next_reap:
+                self._check_lifeline()
                 self._reap()
                 next_reap = now + REAP_EVERY_S
             self._check_deadlines(now, rdzv_deadline)
             self._flush()
         self._finish()
 
+    def _done(self) -> bool:
+        """Our ranks are gone, and (node 0) no other node still needs the
+        coordinator, or it has had its time to leave."""
+        if not self.group.done():
+            return False
+        now = self.io.monotonic()
+        if self.linger_until is None:
+            self.linger_until = now + max(self.config.shutdown_grace_s, LINGER_S)
+        return not self.hub.lingering or now >= self.linger_until
+
     def _poll_ms(self, rdzv_deadline: float) -> int:
         now = self.io.monotonic()
-        deadlines = [now + REAP_EVERY_S]
-        if self.stop is None:
-            deadlines.append(self.core.next_deadline())
-            if self.failures:
-                deadlines.append(self.abort_deadline)
-        elif not self.stop.killed:
+        deadlines = [now + REAP_EVERY_S, self.hub.next_deadline()]
+        if self.stop is None and self.failures:
+            deadlines.append(self.abort_deadline)
+        elif self.stop is not None and not self.stop.killed:
             deadlines.append(self.stop.kill_at)
-        if not self.core.ready and self.stop is None:
+        if not self.hub.ready and self.stop is None:
             deadlines.append(rdzv_deadline)
         nearest = min(d for d in deadlines if d is not None)
         return max(0, int((nearest - now) * 1000) + 1)
 
-    def _apply(self, outcome: Outcome) -> None:
-        for identity, msg in outcome.replies:
-            self.sock.send(identity, msg)
-        for event in outcome.events:
+    def _emit_all(self, events: list[Any]) -> None:
+        for event in events:
             self._emit(event)
 
     def _emit(self, event: Any) -> None:
@@ -272,6 +313,8 @@ class Job:
             self._expect_exits(set(self.topo.node_ranks()))
         if isinstance(event, ev.Checkpoint):
             self.last_checkpoint = Resume(event.step, event.time, Path(event.path))
+        if isinstance(event, ev.NodeLost):
+            self._on_node_lost(event)
         self.renderer.emit(event)
         if self.writer is not None:
             try:
@@ -280,6 +323,12 @@ class Job:
                 self.writer = None
                 self.renderer.failure = self.renderer.failure or (
                     f"--output-dir {self.config.output_dir}: {exc.strerror or exc}")
+
+    def _on_node_lost(self, event: ev.NodeLost) -> None:
+        if event.node_rank != self.topo.node_rank and self.topo.node_rank == 0:
+            self._expect_exits(set(self.topo.node_ranks()))  # their collectives abort: let them say so
+        elif event.node_rank == 0 and self.stop is None:  # node 0 is gone, and the job with it
+            self._begin_stop("failure", signal.SIGTERM)
 
     def _flush(self) -> None:
         self.renderer.flush()
@@ -296,7 +345,8 @@ class Job:
                 continue
             if self.stop is None:
                 self.exit_signal = signum
-                self.core.stopping = True  # a rank that handles the signal stops at the next step
+                # A rank that handles the signal stops at the next step.
+                self._emit_all(self.hub.request_stop())
                 self._emit(ev.ShutdownRequested(signum, self.clock.now))
                 self._begin_stop("signal", signal.Signals(signum))
             elif not self.stop.killed:  # a second Ctrl+C: no more grace
@@ -329,6 +379,8 @@ class Job:
         # simultaneous aborts): which was reaped first is the scheduler's
         # choice; rank order is ours.
         self.failures.sort(key=lambda f: f.rank)
+        first = self.failures[0]
+        self._emit_all(self.hub.local_failure(f"rank {first.rank} exited with code {first.exitcode}"))
         self._begin_stop("failure", signal.SIGTERM)
 
     def _awaiting_aborts(self) -> bool:
@@ -363,11 +415,17 @@ class Job:
                                         self.clock.now))
         self.group.send(sig)
 
+    def _check_lifeline(self) -> None:
+        """The local cluster that started us is gone: leave as on a hangup."""
+        lifeline = self.config.lifeline
+        if lifeline and self.stop is None and not psutil.pid_exists(lifeline):
+            self._on_signals([signal.SIGHUP])
+
     def _check_deadlines(self, now: float, rdzv_deadline: float) -> None:
         if self.stop is None and self.failures and not self._awaiting_aborts():
             self._stop_for_failure()
-        if self.stop is None and not self.core.ready and now >= rdzv_deadline:
-            self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, sorted(self.core.hellos),
+        if self.stop is None and not self.hub.ready and now >= rdzv_deadline:
+            self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, self.hub.joined(),
                                             self.topo.world_size, self.clock.now))
             self._begin_stop("rendezvous", signal.SIGTERM)
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
@@ -377,8 +435,8 @@ class Job:
             self.group.send(signal.SIGKILL)
 
     def _finish(self) -> None:
-        for event in self.core.flush_output():
-            self._emit(event)
+        self._emit_all(self.hub.flush_output())
+        self.hub.finished()
         for event in sorted(self.exited_ok, key=lambda e: e.rank):
             self._emit(event)
         if self.stop is not None and self.stop.reason == "failure" and self.failures \
@@ -390,7 +448,7 @@ class Job:
             self._emit(ev.RunFailed(self.config.entrypoint, self.renderer.binary, self.launcher_pid,
                                     root, others, self.clock.now))
         if not self.restartable_failure():
-            self._emit(ev.RunFinished(self._exit_code(), self.core.steps, dict(self.core.rejected)))
+            self._emit(ev.RunFinished(self._exit_code(), self.hub.steps, self.hub.rejected()))
         self.renderer.flush()
 
     def _exit_code(self) -> int:
@@ -410,6 +468,30 @@ class Job:
             for worker in group.running():
                 with contextlib.suppress(psutil.Error):
                     worker.proc.wait(timeout=5)
+
+
+def join_command(config: RunConfig, node: int, token: str) -> str:
+    """What to run on node `node` to join this job (node 0's hint)."""
+    args = ["fakerun", "--nnodes", str(config.topology.nnodes),
+            "--nproc-per-node", str(config.topology.nproc_per_node), "--node-rank", str(node),
+            "--master-addr", config.master_addr, "--master-port", str(config.master_port),
+            "--rdzv-id", config.run_id, "--seed", str(config.seed)]
+    for flag, value in (("--max-steps", config.max_steps), ("--model", config.model),
+                        ("--gpu", config.gpu), ("--start-time", config.start_time)):
+        if value is not None:
+            args += [flag, str(value)]
+    if config.speed != 1.0:
+        args += ["--speed", f"{config.speed:g}"]
+    return f"FAKERUN_TOKEN={shlex.quote(token)} " + shlex.join([*args, config.entrypoint,
+                                                               *config.script_args])
+
+
+def _address(host: str) -> str:
+    """zmq binds and connects to addresses: resolve a host name once."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host  # zmq reports the problem in its own words
 
 
 def _clock(config: RunConfig) -> VirtualClock:

@@ -118,7 +118,7 @@ class Abort:
     """The coordinator tells a waiting rank its collective failed."""
 
     KIND: ClassVar[str] = "abort"
-    cause: str  # watchdog | desync | shutdown
+    cause: str  # watchdog | desync | peer (another node failed or was lost) | shutdown
     comm: str
     seq: int
     op: str
@@ -153,11 +153,46 @@ class Ack:
     KIND: ClassVar[str] = "ack"
 
 
+@dataclass(frozen=True)
+class AgentHello:
+    """The agent of node `node_rank` (> 0) joins node 0's coordinator.
+    `digest` summarises its run configuration: every node must run the same job."""
+
+    KIND: ClassVar[str] = "agent_hello"
+    node_rank: int
+    nproc: int
+    pid: int
+    host: str
+    run_id: str
+    token: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Events:
+    """Coordinator to agent: domain events, each as its JSONL object's text
+    (events.to_dict). An empty batch is a heartbeat."""
+
+    KIND: ClassVar[str] = "events"
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """Agent to coordinator: alive (a heartbeat), failed (one of its ranks
+    failed: peers must not wait for it), stopping, or done."""
+
+    KIND: ClassVar[str] = "agent_report"
+    node_rank: int
+    state: str
+    detail: str
+
+
 Message = (Hello | Welcome | Refused | Contribute | Release | Telemetry | Abort | Output | Goodbye
-           | Ack)
+           | Ack | AgentHello | Events | AgentReport)
 REGISTRY: dict[str, type] = {
     cls.KIND: cls for cls in (Hello, Welcome, Refused, Contribute, Release, Telemetry, Abort, Output,
-                              Goodbye, Ack)
+                              Goodbye, Ack, AgentHello, Events, AgentReport)
 }
 _FIELDS = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in REGISTRY.items()}
 

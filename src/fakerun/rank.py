@@ -24,7 +24,7 @@ import zmq
 from .comm import CollectiveAborted, CommError, Communicator, ParentGone
 from .config import RunConfig
 from .protocol import Hello
-from .script import Script, ScriptFailed, SimulatedExit, SimulatedSignal
+from .script import Script, ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -111,6 +111,8 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     except CollectiveAborted as exc:
         if exc.abort.cause == "watchdog":
             _die_by(signal.SIGABRT)  # ProcessGroupNCCL tears the process down
+        if exc.abort.cause == "peer":
+            return _report(comm, spec.rank, peer_lost(config, exc.abort.detail, spec.rank), "stderr", 1)
         return _fail(comm, spec.rank, RuntimeError(exc.abort.detail))
     except SimulatedExit as exc:
         comm.goodbye(exc.code, "exit")

@@ -174,10 +174,21 @@ class Script:
         return fault.param("factor") if slow else 1.0
 
     def _text(self, key: str, **values: object) -> str:
-        script = texts.load("torchrun")["script"]
-        site = f"{ENV_PREFIX}/lib/python{self.ident.versions.python}/site-packages"
-        return script[key].format(cwd=script["cwd"], entrypoint=self.config.entrypoint, site=site,
-                                  **values).rstrip("\n")
+        return script_text(self.config, key, **values)
+
+
+def script_text(config: RunConfig, key: str, **values: object) -> str:
+    """A text of data/torchrun.toml's [script] table, for this run."""
+    script = texts.load("torchrun")["script"]
+    site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
+    return script[key].format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
+                              nccl=config.identity.versions.nccl, **values).rstrip("\n")
+
+
+def peer_lost(config: RunConfig, peer_host: str, seed: int) -> list[str]:
+    """What a rank prints when NCCL finds that another node's rank is gone."""
+    port = 32768 + seed % 28000  # the peer's ephemeral port
+    return script_text(config, "peer_lost", peer=peer_host, port=port).split("\n")
 
 
 class ScriptFailed(Exception):

@@ -30,7 +30,9 @@ def fakerun(*args: str) -> subprocess.CompletedProcess:
     (["--log-dir", "/proc/fakerun-cannot-be-here"], "--log-dir"),
     (["--scenario", "rank-crash", "--fail-rank", "99"], "--fail-rank"),
     (["--bogus"], "--bogus"),
-    (["--nnodes", "2"], "--nnodes 2"),
+    (["--nnodes", "2", "--node-rank", "1", "--master-port", "29999"], "token"),
+    (["--nodes", "0"], "--nodes"),
+    (["--nodes", "2", "--nnodes", "2"], "--nodes"),
     (["--nproc", "1", "--scenario", "nccl-timeout"], "nccl-timeout"),
     (["--scenario", "no-such-thing"], "unknown scenario"),
 ])

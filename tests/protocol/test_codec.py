@@ -23,6 +23,9 @@ SAMPLES = [
     p.Output(3, "stderr", ["[rank3]: Traceback (most recent call last):", ""]),
     p.Goodbye(3, 0, ""),
     p.Ack(),
+    p.AgentHello(1, 8, 4242, "gpu-node-1", "job42", "t0k3n", "0123456789abcdef"),
+    p.Events(['{"v":1,"event":"phase","name":"train","stage":"","step":0,"time":0.0}']),
+    p.AgentReport(1, "failed", "rank 9 exited with code 1"),
 ]
 
 
@@ -58,6 +61,7 @@ def test_golden_bytes_v1():
     (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": ["x"], "stop": False, "now": 0.0}), "field-type"),
     (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [], "stop": 0, "now": 0.0}), "field-type"),
     (msgpack.packb({"v": 1, "kind": "output", "rank": 0, "stream": "stdout", "lines": ["ok", 1, None]}), "field-type"),
+    (msgpack.packb({"v": 1, "kind": "events", "items": [{"event": "step"}]}), "field-type"),
     (msgpack.packb({"v": 1, "kind": "hello", "rank": 0, "local_rank": 0, "node_rank": 0, "pid": 1,
                     "run_id": "r", "token": "t", "env": {"A": [1, 2]}}), "field-type"),
     (msgpack.packb({1: 2}), "undecodable"),

@@ -49,6 +49,9 @@ class TorchrunFormatter:
             ev.WatchdogTimeout: self._watchdog,
             ev.Rejected: self._rejected,
             ev.OutputFailed: lambda e: [Line(f"fakerun: error: {e.message}", STDERR)],
+            ev.AgentError: lambda e: [Line(f"fakerun: error: {e.message}", STDERR)],
+            ev.WaitingForNodes: self._waiting,
+            ev.NodeLost: self._node_lost,
             ev.ShutdownRequested: self._shutdown,
             ev.ClosingSignal: self._closing,
             ev.ForcedKill: self._forced_kill,
@@ -81,6 +84,18 @@ class TorchrunFormatter:
         self.ident = e.identity
         self.script.lines(e)
         return self.script.banner(self.run.time if self.run else 0.0)
+
+    def _waiting(self, e: ev.WaitingForNodes) -> list[Line]:
+        nodes = ", ".join(str(n) for n in e.missing)
+        hint = [f"waiting for node(s) {nodes} to join; on each missing node run:",
+                *(f"  {command}" for command in e.commands)]
+        return self._launcher("W", "waiting_for_nodes", e.time, "\n".join(hint))
+
+    def _node_lost(self, e: ev.NodeLost) -> list[Line]:
+        if self.run is not None and e.node_rank == self.run.node_rank:
+            return []  # our own failure: our ranks and the failure report say it
+        who = f"node {e.node_rank}" + (f" ({e.host})" if e.host else "")
+        return self._launcher("E", "node_lost", e.time, f"{who} {e.reason}: {e.detail}")
 
     def _shutdown(self, e: ev.ShutdownRequested) -> list[Line]:
         self.signal = e.signal

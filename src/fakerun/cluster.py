@@ -1,0 +1,180 @@
+"""`--nodes M` on one machine: M agents, one per simulated node, each an
+ordinary `fakerun --nnodes M --node-rank K` process talking TCP to node 0.
+
+On a terminal with tmux they play in the theatre (one pane per node and an
+nvidia-smi dashboard); otherwise their output is merged into one stream,
+each line prefixed with its node's host (pdsh-style), or, for JSONL, each
+object given a "node" field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TextIO
+
+from .config import RunConfig, free_port
+from .signals import SignalInbox
+
+EXIT_USAGE = 2
+KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
+LOCAL_FLAGS = ("--nodes", "--no-theatre", "--no_theatre")
+
+
+@dataclass(frozen=True)
+class Agent:
+    node: int
+    host: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int, smi_file: Path) -> list[Agent]:
+    """The agents of a local cluster: the user's own options plus where each stands."""
+    port = config.master_port if config.master_port_given else free_port()
+    env = {"FAKERUN_TOKEN": config.token, "FAKERUN_LIFELINE": str(lifeline)}
+    own = _without_local_flags(argv)
+    agents = []
+    for node in range(nodes):
+        where = ["--nnodes", str(nodes), "--node-rank", str(node), "--master-addr", "127.0.0.1",
+                 "--master-port", str(port), "--rdzv-id", config.run_id, "--seed", str(config.seed)]
+        if node == 0:
+            where += ["--smi-file", str(smi_file)]
+        agents.append(Agent(node, config.identity.hosts[node],
+                            [sys.executable, "-m", "fakerun", *where, *own], env))
+    return agents
+
+
+def _without_local_flags(argv: list[str]) -> list[str]:
+    """The user's argv minus what only the local cluster understands."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in LOCAL_FLAGS and not _after_script(argv, i):
+            skip = name == "--nodes" and "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+def _after_script(argv: list[str], index: int) -> bool:
+    """Flags after the training script belong to the script."""
+    return any(a.endswith(".py") and not a.startswith("-") for a in argv[:index])
+
+
+class Merged:
+    """Every agent as a child process; one stream of their lines."""
+
+    def __init__(self, agents: list[Agent], stdout: TextIO, stderr: TextIO, jsonl: bool) -> None:
+        self.agents = agents
+        self.out = {"stdout": stdout, "stderr": stderr}
+        self.jsonl = jsonl
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.partial: dict[tuple[int, str], bytes] = {}
+
+    def run(self) -> int:
+        inbox = SignalInbox((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        sel = selectors.DefaultSelector()
+        try:
+            self._start(sel)
+            sel.register(inbox.fileno(), selectors.EVENT_READ, None)
+            return self._loop(sel, inbox)
+        finally:
+            self._kill_all()
+            inbox.close()
+            sel.close()
+
+    def _start(self, sel: selectors.BaseSelector) -> None:
+        for agent in self.agents:
+            # Own sessions: a terminal's Ctrl+C reaches us alone, and we pass it on once.
+            proc = subprocess.Popen(agent.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, env=os.environ | agent.env,
+                                    start_new_session=True)
+            self.procs.append(proc)
+            sel.register(proc.stdout, selectors.EVENT_READ, (agent, "stdout"))
+            sel.register(proc.stderr, selectors.EVENT_READ, (agent, "stderr"))
+
+    def _loop(self, sel: selectors.BaseSelector, inbox: SignalInbox) -> int:
+        stopped: int | None = None
+        kill_at: float | None = None
+        open_pipes = 2 * len(self.procs)
+        while open_pipes or any(p.poll() is None for p in self.procs):
+            for key, _ in sel.select(timeout=1.0):
+                if key.data is None:
+                    for signum in inbox.take():
+                        stopped = stopped or signum
+                        kill_at = kill_at or time.monotonic() + KILL_AFTER_S
+                        self._signal_all(signum)
+                elif not self._pump(key.fileobj, *key.data):
+                    sel.unregister(key.fileobj)
+                    open_pipes -= 1
+            if kill_at is not None and time.monotonic() >= kill_at:
+                self._kill_all()
+        codes = [p.wait() for p in self.procs]
+        return 128 + stopped if stopped else next((c for c in codes if c != 0), 0)
+
+    def _pump(self, pipe: IO[bytes], agent: Agent, stream: str) -> bool:
+        chunk = os.read(pipe.fileno(), 65536)
+        key = (agent.node, stream)
+        data = self.partial.pop(key, b"") + chunk
+        *lines, rest = data.split(b"\n")
+        if not chunk and rest:  # the agent ended without a final newline
+            lines, rest = [*lines, rest], b""
+        if rest:
+            self.partial[key] = rest
+        for line in lines:
+            self._put(agent, stream, line.decode("utf-8", "replace"))
+        if lines:
+            self._flush(stream)
+        return bool(chunk)
+
+    def _put(self, agent: Agent, stream: str, text: str) -> None:
+        if self.jsonl and text.startswith("{"):
+            with contextlib.suppress(ValueError):
+                text = json.dumps({**json.loads(text), "node": agent.node}, separators=(",", ":"))
+        else:
+            text = f"{agent.host}: {text}"
+        try:
+            self.out[stream].write(text + "\n")
+        except OSError:  # our reader went away: the agents are told to stop
+            self._signal_all(signal.SIGTERM)
+
+    def _flush(self, stream: str) -> None:
+        try:
+            self.out[stream].flush()
+        except OSError:
+            self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signum)
+
+    def _kill_all(self) -> None:
+        """Whatever ended us, no agent (and so no rank: they die with their
+        agent) outlives the cluster."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+
+def smi_path() -> tuple[Path, Path]:
+    """A private directory for the cluster's dashboard snapshot."""
+    folder = Path(tempfile.mkdtemp(prefix="fakerun-cluster-"))
+    return folder, folder / "smi.json"

@@ -1,0 +1,262 @@
+"""Where an agent's events come from: the coordinator itself (node 0), or a
+link to node 0's coordinator (every other node).
+
+Both hubs give the launcher the same small surface: a socket to poll,
+`receive` and `tick` returning domain events, and the agent's own news
+(stopping, a local failure, done). Node 0's hub forwards the coordinator's
+events to the other agents, so each node renders its own view of one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from . import events as ev
+from .clock import VirtualClock
+from .coordinator import (
+    EVENTS,
+    POLLIN,
+    Coordinator,
+    CoordinatorSocket,
+    Encoded,
+    Outcome,
+    agent_identity,
+    handle_frames,
+)
+from .protocol import (
+    TRANSPORT_MAX_BYTES,
+    AgentHello,
+    AgentReport,
+    Events,
+    ProtocolError,
+    Refused,
+    Welcome,
+    decode,
+    encode,
+)
+
+BEAT_S = 1.0  # heartbeats between agents and the coordinator
+HINT_AFTER_S = 3.0  # node 0 says what to run on missing nodes after this long
+
+
+class LocalHub:
+    """Node 0: the coordinator, its socket, and the other nodes' agents."""
+
+    def __init__(self, ctx: zmq.Context, endpoints: list[str], core: Coordinator,
+                 hint: Callable[[list[int]], list[str]], now: float) -> None:
+        self.sock = CoordinatorSocket(ctx, endpoints)
+        self.core = core
+        self._hint = hint
+        self._hint_at: float | None = now + HINT_AFTER_S if core.job.nnodes > 1 else None
+        self._beat_at = now + BEAT_S
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self.sock.sock
+
+    @property
+    def ready(self) -> bool:
+        return self.core.ready
+
+    @property
+    def steps(self) -> int:
+        return self.core.steps
+
+    @property
+    def lingering(self) -> bool:
+        """Other nodes still use the coordinator: node 0 must not leave yet."""
+        return self.core.waiting_for_agents
+
+    def joined(self) -> list[int]:
+        return sorted(self.core.hellos)
+
+    def receive(self, now: float) -> list[Any]:
+        events: list[Any] = []
+        for frames in self.sock.drain():
+            events += self._apply(handle_frames(self.core, frames, now))
+        return events
+
+    def tick(self, now: float) -> list[Any]:
+        events = self._apply(self.core.tick(now))
+        if self._hint_at is not None and now >= self._hint_at:
+            missing = self.core.missing_nodes()
+            self._hint_at = None
+            if missing:
+                events += self._apply(Outcome(events=[ev.WaitingForNodes(
+                    missing, self._hint(missing), self.core.clock_now())]))
+        if now >= self._beat_at:
+            self._beat_at = now + BEAT_S
+            self._forward([])
+        return events
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.core.next_deadline(), self._hint_at) if t is not None]
+        if self.core.agents:
+            times.append(self._beat_at)
+        return min(times) if times else None
+
+    def request_stop(self) -> list[Any]:
+        self.core.stopping = True
+        return []
+
+    def local_failure(self, detail: str) -> list[Any]:
+        if self.core.job.nnodes == 1:
+            return []
+        return self._apply(self.core.node_failed(0, "failed", detail))
+
+    def finished(self) -> None:
+        return None
+
+    def flush_output(self) -> list[Any]:
+        return self._apply(Outcome(events=self.core.flush_output()))
+
+    def rejected(self) -> dict[str, int]:
+        return dict(self.core.rejected)
+
+    def _apply(self, outcome: Outcome) -> list[Any]:
+        for identity, msg in outcome.replies:
+            self.sock.send(identity, msg)
+        self._forward(outcome.events)
+        return outcome.events
+
+    def _forward(self, events: list[Any]) -> None:
+        """One encoding for every agent; an empty batch is a heartbeat."""
+        agents = [n for n, a in self.core.agents.items() if a.state in ("alive", "stopping")]
+        if not agents:
+            return
+        items = [json.dumps(ev.to_dict(e), separators=(",", ":")) for e in events if ev.forwarded(e)]
+        if events and not items:
+            return
+        frame = Encoded(encode(Events(items)))
+        for node in agents:
+            self.sock.send(agent_identity(node), frame)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RemoteHub:
+    """Any other node: a DEALER to node 0's coordinator, as `agent-<node>`."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, hello: AgentHello, timeout_s: float,
+                 now: float, clock: VirtualClock) -> None:
+        self.node = hello.node_rank
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, agent_identity(self.node))
+        self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
+        self.sock.setsockopt(zmq.LINGER, 500)
+        # Node 0 may come up after us: retry as fast as our ranks do, or a
+        # short run is over before the agent's backoff lets it in.
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 5)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        self.sock.connect(endpoint)
+        self.hello = encode(hello)
+        self.sock.send(self.hello)
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._heard = now  # the last word from node 0 (before joining: when we started)
+        self._beat_at = now + BEAT_S
+        self.welcomed = False
+        self.ready = False
+        self.steps = 0
+        self.lost = False
+        self.bad_frames = 0
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self.sock
+
+    @property
+    def lingering(self) -> bool:
+        return False
+
+    def joined(self) -> list[int]:
+        return []
+
+    def receive(self, now: float) -> list[Any]:
+        events: list[Any] = []
+        while self.sock.get(EVENTS) & POLLIN:
+            events += self._on_frame(self.sock.recv(zmq.NOBLOCK), now)
+        return events
+
+    def _on_frame(self, frame: bytes, now: float) -> list[Any]:
+        try:
+            msg = decode(frame)
+        except ProtocolError:
+            self.bad_frames += 1
+            return []
+        self._heard = now
+        if isinstance(msg, Welcome):
+            self.welcomed = True
+        elif isinstance(msg, Refused):
+            return self._lose("refused", f"node 0 refused this node: {msg.reason}")
+        elif isinstance(msg, Events):
+            return [e for e in (self._event(item) for item in msg.items) if e is not None]
+        return []
+
+    def _event(self, item: str) -> Any:
+        try:
+            event = ev.from_dict(json.loads(item))
+        except (ValueError, ev.EventError):
+            self.bad_frames += 1
+            return None
+        when = getattr(event, "time", None)
+        if isinstance(when, float):  # node 0's clock is the run's: ours follows it
+            self._clock.advance(when - self._clock.now)
+        if isinstance(event, ev.RendezvousComplete):
+            self.ready = True
+        elif isinstance(event, ev.Step):
+            self.steps = event.step
+        return event
+
+    def tick(self, now: float) -> list[Any]:
+        if now >= self._beat_at:
+            self._beat_at = now + BEAT_S
+            if self.welcomed:
+                self._report("alive")
+            else:  # node 0 answers a repeated hello alike
+                with contextlib.suppress(zmq.Again):
+                    self.sock.send(self.hello, zmq.NOBLOCK)
+        if not self.lost and now - self._heard >= self.timeout_s:
+            what = "since it last answered" if self.welcomed else "while joining"
+            return self._lose("silent", f"no word from node 0 for {self.timeout_s:g} seconds {what}")
+        return []
+
+    def _lose(self, reason: str, detail: str) -> list[Any]:
+        if self.lost:
+            return []
+        self.lost = True
+        return [ev.NodeLost(0, "", reason, detail, self._clock.now)]
+
+    def next_deadline(self) -> float | None:
+        return self._beat_at if self.lost else min(self._beat_at, self._heard + self.timeout_s)
+
+    def request_stop(self) -> list[Any]:
+        self._report("stopping")
+        return []
+
+    def local_failure(self, detail: str) -> list[Any]:
+        self._report("failed", detail)
+        return []
+
+    def finished(self) -> None:
+        self._report("done")
+
+    def flush_output(self) -> list[Any]:
+        return []
+
+    def rejected(self) -> dict[str, int]:
+        return {"bad-frame": self.bad_frames} if self.bad_frames else {}
+
+    def _report(self, state: str, detail: str = "") -> None:
+        # Node 0 unreachable and our queue full: the timeout decides, not this.
+        with contextlib.suppress(zmq.Again):
+            self.sock.send(encode(AgentReport(self.node, state, detail)), zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self.sock.close(linger=500)

@@ -1,0 +1,131 @@
+"""Several nodes: one agent each, talking TCP to node 0's coordinator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import msgpack
+import zmq
+
+from fakerun.config import free_port
+from fakerun.protocol import AgentHello, Hello, encode
+
+FAST = ("--speed", "0", "--seed", "5", "--max-steps", "6", "--output", "jsonl")
+
+
+def by_node(job) -> dict[int, list[dict]]:
+    nodes: dict[int, list[dict]] = {}
+    for event in job.events():
+        nodes.setdefault(event.get("node", -1), []).append(event)
+    return nodes
+
+
+def test_two_local_nodes_run_one_job(runner):
+    job = runner.run("--nodes", "2", "--nproc", "4", "--no-theatre", *FAST, timeout=90)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    nodes = by_node(job)
+    assert set(nodes) == {0, 1}
+    started = {e["rank"]: e for e in nodes[0] if e["event"] == "rank_started"}
+    assert sorted(started) == list(range(8))
+    for rank, e in started.items():
+        env = e["env"]
+        assert (env["RANK"], env["LOCAL_RANK"], env["GROUP_RANK"], env["WORLD_SIZE"],
+                env["GROUP_WORLD_SIZE"]) == (str(rank), str(rank % 4), str(rank // 4), "8", "2")
+    for node in (0, 1):
+        steps = [e for e in nodes[node] if e["event"] == "step"]
+        assert [s["step"] for s in steps] == list(range(1, 7)), node  # every node sees the run
+        exited = [e["rank"] for e in nodes[node] if e["event"] == "rank_exited"]
+        assert exited == list(range(4 * node, 4 * node + 4))  # and reports its own ranks
+        assert [e["exit_code"] for e in nodes[node] if e["event"] == "run_finished"] == [0]
+
+
+def test_plain_lines_are_prefixed_with_their_node(runner):
+    job = runner.run("--nodes", "2", "--nproc", "2", "--no-theatre", "--speed", "0", "--seed", "5",
+                     "--max-steps", "3", "--output", "plain", timeout=90)
+    assert job.proc.returncode == 0
+    hosts = {line.split(": ", 1)[0] for line in job.stdout.splitlines() + job.stderr.splitlines()}
+    assert len(hosts) == 2
+    node1 = [line for line in job.stderr.splitlines() + job.stdout.splitlines()
+             if line.startswith(sorted(hosts)[1] + ": [default1]:")]
+    assert node1, "node 1's local rank 1 printed nothing"
+
+
+def test_a_rank_failing_on_node_1_fails_both_nodes(runner):
+    job = runner.run("--nodes", "2", "--nproc", "2", "--no-theatre", *FAST, "--scenario", "rank-crash",
+                     "--fail-rank", "3", "--fail-step", "3", timeout=90)
+    assert job.proc.returncode == 1
+    nodes = by_node(job)
+    failed = {n: [e for e in events if e["event"] == "run_failed"] for n, events in nodes.items()}
+    assert failed[1][0]["root"]["rank"] == 3  # node 1 blames the rank that crashed
+    assert failed[0][0]["root"]["rank"] in (0, 1)  # node 0, like torchrun's, blames its own
+    assert "DistBackendError" in failed[0][0]["root"]["message"] or "remote process exited" in job.stdout
+    for n in (0, 1):
+        assert [e["exit_code"] for e in nodes[n] if e["event"] == "run_finished"] == [1]
+
+
+def test_missing_node_gets_a_hint_then_a_rendezvous_timeout(runner):
+    job = runner.run("--nnodes", "2", "--nproc", "2", "--master-port", str(free_port()),
+                     "--rdzv-timeout", "5", *FAST, timeout=60)
+    assert job.proc.returncode == 1
+    hint = job.of("waiting_for_nodes")[0]
+    assert hint["missing"] == [1]
+    assert "--node-rank 1" in hint["commands"][0] and "FAKERUN_TOKEN=" in hint["commands"][0]
+    assert job.of("rendezvous_timeout")
+
+
+def test_ctrl_c_while_waiting_for_a_node(runner):
+    job = runner.start("--nnodes", "2", "--nproc", "2", "--master-port", str(free_port()), *FAST)
+    job.wait_for_event("run_started")
+    job.kill(signal.SIGINT)
+    assert job.wait(20) == 130
+
+
+def test_wrong_token_and_garbage_are_refused_and_the_run_finishes(runner):
+    port = free_port()
+    token = os.urandom(8).hex()
+    env = os.environ | {"FAKERUN_TOKEN": token}
+    common = ("--nnodes", "2", "--nproc", "2", "--master-port", str(port), "--speed", "0.5",
+              "--seed", "5", "--max-steps", "8", "--output", "jsonl")
+    node0 = runner.start(*common, "--node-rank", "0", env=env)
+    node1 = runner.start(*common, "--node-rank", "1", "--rdzv-id", node0.marker, env=env)
+    node0.wait_for_event("step")
+    ctx = zmq.Context()
+    try:
+        intruder = ctx.socket(zmq.DEALER)
+        intruder.setsockopt(zmq.IDENTITY, b"agent-1")
+        intruder.connect(f"tcp://127.0.0.1:{port}")
+        intruder.send(encode(AgentHello(1, 2, 1, "evil", node0.marker, "wrong", "x")))
+        spoof = ctx.socket(zmq.DEALER)
+        spoof.setsockopt(zmq.IDENTITY, b"rank-9")
+        spoof.connect(f"tcp://127.0.0.1:{port}")
+        spoof.send(encode(Hello(9, 0, 1, 1, node0.marker, "wrong", {})))
+        for i in range(300):
+            spoof.send(os.urandom(i % 64 + 1))
+        spoof.send(msgpack.packb({"v": 1, "kind": "contribute"}))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(4096))
+        assert node0.wait(90) == 0, node0.stderr[-2000:]
+        assert node1.wait(30) == 0, node1.stderr[-2000:]
+    finally:
+        ctx.destroy(linger=0)
+    rejected = node0.of("run_finished")[0]["rejected"]
+    assert sum(rejected.values()) >= 300, rejected
+    assert {"wrong-token", "undecodable"} <= set(rejected) or "duplicate-node" in rejected, rejected
+    assert [e["step"] for e in node1.of("step")][-1] == 8
+
+
+def test_node_rank_needs_the_token(runner):
+    job = runner.run("--nnodes", "2", "--node-rank", "1", "--master-port", "29999", *FAST)
+    assert job.proc.returncode == 2
+    assert "token" in job.stderr and job.stderr.count("\n") == 1
+
+
+def test_node_1_whose_node_0_never_answers_gives_up(runner):
+    env = os.environ | {"FAKERUN_TOKEN": "t"}
+    job = runner.start("--nnodes", "2", "--node-rank", "1", "--nproc", "2", "--master-port",
+                       str(free_port()), "--node-timeout", "3", *FAST, env=env)
+    assert job.wait(40) == 1
+    assert any(e["reason"] == "silent" for e in job.of("node_lost"))
+
