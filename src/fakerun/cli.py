@@ -8,7 +8,6 @@ import hashlib
 import os
 import re
 import secrets
-import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -263,15 +262,16 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
     from . import cluster
 
-    folder, smi_file = cluster.smi_path()
-    try:
-        agents = cluster.plan(argv, config, ns.nodes, os.getpid(), smi_file)
-        return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    agents = cluster.plan(argv, config, ns.nodes, os.getpid())
+    return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
+        from .smi import main as smi_main
+
+        return smi_main(args[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.list_scenarios:

@@ -16,10 +16,8 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, TextIO
 
 from .config import RunConfig, free_port
@@ -38,7 +36,7 @@ class Agent:
     env: dict[str, str]
 
 
-def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int, smi_file: Path) -> list[Agent]:
+def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[Agent]:
     """The agents of a local cluster: the user's own options plus where each stands."""
     port = config.master_port if config.master_port_given else free_port()
     env = {"FAKERUN_TOKEN": config.token, "FAKERUN_LIFELINE": str(lifeline)}
@@ -47,8 +45,6 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int, smi_file
     for node in range(nodes):
         where = ["--nnodes", str(nodes), "--node-rank", str(node), "--master-addr", "127.0.0.1",
                  "--master-port", str(port), "--rdzv-id", config.run_id, "--seed", str(config.seed)]
-        if node == 0:
-            where += ["--smi-file", str(smi_file)]
         agents.append(Agent(node, config.identity.hosts[node],
                             [sys.executable, "-m", "fakerun", *where, *own], env))
     return agents
@@ -172,9 +168,3 @@ class Merged:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-
-
-def smi_path() -> tuple[Path, Path]:
-    """A private directory for the cluster's dashboard snapshot."""
-    folder = Path(tempfile.mkdtemp(prefix="fakerun-cluster-"))
-    return folder, folder / "smi.json"

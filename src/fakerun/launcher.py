@@ -41,6 +41,7 @@ from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
 from .rundir import RunDir
 from .signals import SignalInbox
+from .smi import SNAPSHOT_NAME, SmiStateSink
 from .timeline import Timeline
 from .workers import Worker, WorkerGroup
 
@@ -116,6 +117,10 @@ class Launcher:
         stable = _stable_suffix(config) if config.deterministic else None
         RunDir.sweep()
         rundir = RunDir.create(config.run_id, config.log_dir, stable)
+        if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
+            renderer = self._renderer(config)
+            renderer.attach(SmiStateSink(config.smi_file or rundir.private / SNAPSHOT_NAME,
+                                         renderer.binary))
         try:
             attempt = 0
             while True:

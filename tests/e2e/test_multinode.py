@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 
 import msgpack
 import zmq
 
 from fakerun.config import free_port
 from fakerun.protocol import AgentHello, Hello, encode
+
+from ..conftest import FAKERUN
 
 FAST = ("--speed", "0", "--seed", "5", "--max-steps", "6", "--output", "jsonl")
 
@@ -129,3 +132,19 @@ def test_node_1_whose_node_0_never_answers_gives_up(runner):
     assert job.wait(40) == 1
     assert any(e["reason"] == "silent" for e in job.of("node_lost"))
 
+
+
+def test_smi_shows_the_whole_cluster_of_a_running_job(runner):
+    job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--seed", "5",
+                       "--max-steps", "2000", "--output", "jsonl")
+    job.wait_for_event("step")
+    pids = sorted(e["pid"] for e in job.of("rank_started") if e.get("node") == 0)
+    table = subprocess.run([*FAKERUN, "smi", "--job", job.marker], capture_output=True, text=True,
+                           timeout=30)
+    assert table.returncode == 0, table.stderr
+    assert "NVIDIA-SMI" in table.stdout and table.stdout.count("==> ") == 2  # one table per node
+    shown = {int(line.split()[4]) for line in table.stdout.splitlines()
+             if line.startswith("|") and " C " in line}
+    assert set(pids) == shown
+    job.kill(signal.SIGINT)
+    assert job.wait(30) == 130

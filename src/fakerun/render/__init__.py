@@ -59,6 +59,14 @@ class Renderer:
                    only=lambda sink: due or getattr(sink, "animated", False))
         self._pending = False
 
+    def attach(self, sink: Any) -> None:
+        """An event sink that lives for one run: it replaces (and closes) the
+        previous run's sink of its kind."""
+        for old in [s for s in self.event_sinks if type(s) is type(sink)]:
+            old.close()
+            self.event_sinks.remove(old)
+        self.event_sinks.append(sink)
+
     def open_rank_logs(self, paths: dict[int, tuple[str, str]]) -> None:
         self.close_rank_logs()
         self.logs = RankLogFiles({r: (Path(o), Path(e)) for r, (o, e) in paths.items()})
