@@ -152,7 +152,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         smi_file=ns.smi_file,
         max_restarts=ns.max_restarts,
         max_steps=ns.max_steps,
-        seed=ns.seed if ns.seed is not None else new_seed(),
+        seed=_seed(ns.seed, env),
         speed=ns.speed,
         output=ns.output,
         log_dir=ns.log_dir,
@@ -171,6 +171,16 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
     )
+
+
+def _seed(seed: int | None, env: ClusterEnv) -> int:
+    """Nodes started alike (e.g. by srun) must draw the same run: across
+    nodes, the default seed comes from the job id."""
+    if seed is not None:
+        return seed
+    if env.nnodes > 1 and env.rdzv_id:
+        return int(hashlib.sha256(env.rdzv_id.encode()).hexdigest()[:8], 16) % 2**31
+    return new_seed()
 
 
 def _int(environ: Mapping[str, str] | None, name: str) -> int | None:

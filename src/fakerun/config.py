@@ -159,9 +159,6 @@ class RunConfig:
 
     def _check_multinode(self) -> None:
         topo = self.topology
-        if topo.node_rank > 0 and not self.master_port_given:
-            raise ConfigError(f"--node-rank {topo.node_rank} needs node 0's --master-addr and "
-                              "--master-port")
         if topo.node_rank > 0 and not self.token:
             raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: --token or "
                               "FAKERUN_TOKEN (node 0 prints it while it waits)")

@@ -48,3 +48,28 @@ def test_defaults():
     c = config()
     assert (c.topology.nproc_per_node, c.topology.nnodes, c.master_addr) == (8, 1, "127.0.0.1")
     assert 1 <= c.master_port <= 65535 and c.output == "auto" and c.speed == 1.0
+
+
+SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_NODEID": "1",
+         "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu1"}
+
+
+def test_slurm_variables_place_every_node_of_one_job():
+    from fakerun.cli import build_parser, to_config
+
+    configs = [to_config(build_parser().parse_args(["--nproc", "2"]), SLURM | {"SLURM_NODEID": n})
+               for n in ("0", "1")]
+    node0, node1 = configs
+    assert node1.topology.node_rank == 1 and node1.topology.nnodes == 2
+    assert (node1.master_addr, node1.master_port, node1.run_id) == ("gpu07", 29500, "4242")
+    assert node0.seed == node1.seed and node0.token == node1.token and node0.token
+    assert node0.digest() == node1.digest()
+
+
+def test_flags_win_over_the_environment():
+    from fakerun.cli import build_parser, to_config
+
+    env = SLURM | {"MASTER_ADDR": "10.0.0.9", "MASTER_PORT": "1234", "FAKERUN_TOKEN": "env"}
+    c = to_config(build_parser().parse_args(
+        ["--nproc", "2", "--node-rank", "0", "--master-port", "4321", "--token", "flag"]), env)
+    assert (c.topology.node_rank, c.master_addr, c.master_port, c.token) == (0, "10.0.0.9", 4321, "flag")
