@@ -91,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--node-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long another node may stay silent before it counts as lost (default 30)")
     f.add_argument("--lifeline", type=int, default=None, help=argparse.SUPPRESS)
-    f.add_argument("--smi-file", type=Path, default=None, help=argparse.SUPPRESS)
     f.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="training steps (default: drawn from the seed, 400-800)")
     f.add_argument("--seed", type=int, default=None, metavar="S",
@@ -138,7 +137,8 @@ def _duration(text: str) -> float:
 
 
 def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunConfig:
-    env = cluster_env(ns, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    env = cluster_env(ns, environ)
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     return RunConfig(
         topology=topology,
@@ -148,8 +148,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         rdzv_id=env.rdzv_id,
         token=env.token,
         node_timeout_s=ns.node_timeout,
-        lifeline=ns.lifeline if ns.lifeline is not None else _int(environ, "FAKERUN_LIFELINE"),
-        smi_file=ns.smi_file,
+        lifeline=_first(ns.lifeline, _env_int(environ, "FAKERUN_LIFELINE")),
         max_restarts=ns.max_restarts,
         max_steps=ns.max_steps,
         seed=_seed(ns.seed, env),
@@ -181,11 +180,6 @@ def _seed(seed: int | None, env: ClusterEnv) -> int:
     if env.nnodes > 1 and env.rdzv_id:
         return int(hashlib.sha256(env.rdzv_id.encode()).hexdigest()[:8], 16) % 2**31
     return new_seed()
-
-
-def _int(environ: Mapping[str, str] | None, name: str) -> int | None:
-    value = (os.environ if environ is None else environ).get(name, "")
-    return int(value) if value.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[
     """The agents of a local cluster: the user's own options plus where each stands."""
     port = config.master_port if config.master_port_given else free_port()
     env = {"FAKERUN_TOKEN": config.token, "FAKERUN_LIFELINE": str(lifeline)}
-    own = _without_local_flags(argv)
+    own = _without_local_flags(argv, config.script_args)
     agents = []
     for node in range(nodes):
         where = ["--nnodes", str(nodes), "--node-rank", str(node), "--master-addr", "127.0.0.1",
@@ -50,24 +50,18 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[
     return agents
 
 
-def _without_local_flags(argv: list[str]) -> list[str]:
-    """The user's argv minus what only the local cluster understands."""
+def _without_local_flags(argv: list[str], script_args: tuple[str, ...]) -> list[str]:
+    """The user's argv minus what only the local cluster understands (the
+    training script's own arguments, at the end, are left as they are)."""
+    head, tail = argv[:len(argv) - len(script_args)], argv[len(argv) - len(script_args):]
     out, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
+    for arg in head:
         name = arg.split("=", 1)[0]
-        if name in LOCAL_FLAGS and not _after_script(argv, i):
-            skip = name == "--nodes" and "=" not in arg
+        if skip or name in LOCAL_FLAGS:
+            skip = not skip and name == "--nodes" and "=" not in arg
             continue
         out.append(arg)
-    return out
-
-
-def _after_script(argv: list[str], index: int) -> bool:
-    """Flags after the training script belong to the script."""
-    return any(a.endswith(".py") and not a.startswith("-") for a in argv[:index])
+    return [*out, *tail]
 
 
 class Merged:

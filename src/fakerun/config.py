@@ -113,7 +113,6 @@ class RunConfig:
     token: str = ""  # the job's shared secret: needed by every node (--token / FAKERUN_TOKEN)
     node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
     lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
-    smi_file: Path | None = None  # where node 0 keeps the GPU snapshot `fakerun smi` reads
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`

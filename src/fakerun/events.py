@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -459,15 +461,10 @@ def _build(cls: type, body: dict[str, Any]) -> Any:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    import typing
-
     return typing.get_type_hints(cls)
 
 
 def _convert(hint: Any, value: Any, name: str) -> Any:
-    import types
-    import typing
-
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:

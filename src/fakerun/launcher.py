@@ -119,7 +119,7 @@ class Launcher:
         rundir = RunDir.create(config.run_id, config.log_dir, stable)
         if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
-            renderer.attach(SmiStateSink(config.smi_file or rundir.private / SNAPSHOT_NAME,
+            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME,
                                          renderer.binary))
         try:
             attempt = 0
@@ -166,6 +166,7 @@ class Job:
         self.stop: Stop | None = None
         self.exit_signal: int | None = None
         self.group: WorkerGroup | None = None
+        self.hub: LocalHub | RemoteHub | None = None
         self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
         self.expected_aborts: set[int] = set()
         self.abort_deadline = 0.0
@@ -200,7 +201,7 @@ class Job:
             self.stop = Stop("error", 0.0, int(signal.SIGTERM))
         finally:
             self._kill_leftovers()
-            if getattr(self, "hub", None) is not None:
+            if self.hub is not None:
                 self.hub.close()
             ctx.destroy(linger=0)
             self.renderer.close_rank_logs()
