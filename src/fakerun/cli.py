@@ -267,6 +267,11 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     from . import cluster
 
     agents = cluster.plan(argv, config, ns.nodes, os.getpid())
+    if not ns.no_theatre and config.output != "jsonl":
+        from . import theatre
+
+        if theatre.available(sys.stdout, os.environ) is None:
+            return theatre.run(cluster.stage(agents, config.run_id))
     return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
 
 

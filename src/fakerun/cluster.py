@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, TextIO
 
+from . import theatre
 from .config import RunConfig, free_port
 from .signals import SignalInbox
 
@@ -48,6 +49,20 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[
         agents.append(Agent(node, config.identity.hosts[node],
                             [sys.executable, "-m", "fakerun", *where, *own], env))
     return agents
+
+
+def stage(agents: list[Agent], run_id: str) -> theatre.Stage:
+    """The theatre's panes: each agent under its host name, and the whole
+    cluster's GPUs in nvidia-smi's layout, from before the job starts until
+    q after it ends."""
+    smi = [sys.executable, "-m", "fakerun", "smi", "--job", run_id, "--wait", "--hold"]
+    return theatre.Stage(
+        nodes=[theatre.Pane(a.host, a.argv, a.env) for a in agents],
+        dashboard=theatre.Pane("nvidia-smi", smi),
+        summary=lambda k: theatre.Pane(" .. ".join(dict.fromkeys([agents[k].host, agents[-1].host]))
+                                       + " (summary)",
+                                       [*smi, "--compact", "--nodes-from", str(k)]),
+        name=f"fakerun-{run_id}")
 
 
 def _without_local_flags(argv: list[str], script_args: tuple[str, ...]) -> list[str]:

@@ -204,16 +204,21 @@ class Coordinator:
             return out
         self.members[identity] = msg.rank
         self.hellos[msg.rank] = msg
-        out = Outcome()
-        if len(self.hellos) == self.job.world_size:
-            # Announced together, in rank order: arrival order is the scheduler's.
-            self.ready = True
-            ranks = sorted(self.hellos)
-            out.events.extend(ev.RankStarted(r, h.local_rank, h.node_rank, h.pid, h.env)
-                              for r, h in sorted(self.hellos.items()))
-            out.events.append(ev.RendezvousComplete(
-                self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
-            out.replies.extend((rank_identity(r), Welcome(self.job.world_size)) for r in ranks)
+        return self._complete_if_ready(Outcome())
+
+    def _complete_if_ready(self, out: Outcome) -> Outcome:
+        """The world is complete once every rank and every other node's agent
+        has joined (an agent that joined later would miss its ranks' start)."""
+        if self.ready or len(self.hellos) < self.job.world_size or self.missing_nodes():
+            return out
+        # Announced together, in rank order: arrival order is the scheduler's.
+        self.ready = True
+        ranks = sorted(self.hellos)
+        out.events.extend(ev.RankStarted(r, h.local_rank, h.node_rank, h.pid, h.env)
+                          for r, h in sorted(self.hellos.items()))
+        out.events.append(ev.RendezvousComplete(
+            self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
+        out.replies.extend((rank_identity(r), Welcome(self.job.world_size)) for r in ranks)
         return out
 
     def _hello_problem(self, identity: bytes, msg: Hello) -> str:
@@ -359,7 +364,7 @@ class Coordinator:
             return out
         link = self.agents.setdefault(node, AgentLink(node, msg.host[:64], now))
         link.last_seen = now  # a repeated hello (its Welcome crossed it) is answered alike
-        return Outcome(replies=[(identity, Welcome(self.job.world_size))])
+        return self._complete_if_ready(Outcome(replies=[(identity, Welcome(self.job.world_size))]))
 
     def _agent_problem(self, node: int, msg: AgentHello) -> str:
         if msg.run_id != self.job.run_id:

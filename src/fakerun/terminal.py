@@ -31,10 +31,20 @@ class Screen:
         self.tty = is_tty(out) if in_place is None else in_place
         self.first = True
 
+    def size(self) -> os.terminal_size | None:
+        """The terminal's size now (it may have been resized), or None."""
+        if not self.tty:
+            return None
+        try:
+            return os.get_terminal_size(self.out.fileno())
+        except (OSError, ValueError):
+            return None
+
     def draw(self, lines: list[str]) -> None:
         if self.tty:
             head = HOME + CLEAR_SCREEN if self.first else HOME
-            text = head + "".join(line + CLEAR_LINE_REST + "\n" for line in lines) + CLEAR_BELOW
+            # no newline after the last line: a frame as tall as the screen must not scroll it
+            text = head + "\n".join(line + CLEAR_LINE_REST for line in lines) + CLEAR_BELOW
         else:
             text = "".join(line + "\n" for line in lines)
         self.first = False
@@ -62,6 +72,10 @@ class Keys:
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None and self.saved is not None:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+    @property
+    def interactive(self) -> bool:
+        return self.fd is not None
 
     def wait(self, timeout: float) -> str | None:
         """Sleep up to `timeout` seconds: the keys pressed meanwhile ("" if

@@ -182,3 +182,48 @@ def test_ctrl_c_exits_130_quietly(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130 and err == b""
+
+
+def test_wait_shows_the_job_once_it_starts(tmp_path):
+    watch = Watch("--job", "job-late", "--wait", "--compact", "-l", "0.02", tmp=tmp_path)
+    wait_until(lambda: "waiting for job job-late to start (q quits)" in watch.out.getvalue(), 10)
+    job_dir(tmp_path, "other", snap("job-other"))  # another job's snapshot is not the one awaited
+    folder = job_dir(tmp_path, "late", snap("job-late"))
+    wait_until(lambda: "gpu-node-00" in watch.out.getvalue(), 10)
+    (folder / "smi.json").unlink()
+    assert watch.join() == 0 and watch.err.getvalue() == ""
+
+
+def test_wait_gives_up_on_q(tmp_path):
+    master, slave = os.openpty()
+    with os.fdopen(slave, "r") as stdin:
+        watch = Watch("--wait", "-l", "30", tmp=tmp_path, stdin=stdin)
+        wait_until(lambda: "waiting for a fakerun job" in watch.out.getvalue(), 10)
+        wait_until(lambda: not termios.tcgetattr(slave)[3] & termios.ICANON, 10)
+        os.write(master, b"q")
+        assert watch.join() == 0
+    os.close(master)
+
+
+def test_hold_keeps_the_last_table_until_q(tmp_path):
+    path = put(tmp_path / "s.json", snap(finished=True))
+    master, slave = os.openpty()
+    with os.fdopen(slave, "r") as stdin:
+        watch = Watch("--file", str(path), "--hold", tmp=tmp_path, stdin=stdin)
+        wait_until(lambda: watch.out.getvalue().endswith("fakerun smi: job job-1 finished (q quits)\n"), 10)
+        watch.thread.join(0.2)
+        assert watch.thread.is_alive()  # held: still showing the table
+        os.write(master, b"x")
+        watch.thread.join(0.2)
+        assert watch.thread.is_alive()  # only q ends it
+        os.write(master, b"q")
+        assert watch.join() == 0 and "NVIDIA-SMI" in watch.out.getvalue()
+    os.close(master)
+
+
+def test_watch_prints_the_last_frame_once_then_the_end(tmp_path):
+    path = put(tmp_path / "s.json", snap("job-once", finished=True))
+    code, out, err = smi("--file", str(path), "--watch", "--compact", tmp=tmp_path)
+    assert (code, err) == (0, "")
+    assert out == ("gpu-node-00   2 GPUs  util  99%  mem  136.7/159.3 GiB  power  1200 W  max 40C\n"
+                   "fakerun smi: job job-once finished\n")

@@ -6,7 +6,7 @@ import pytest
 
 from fakerun import events as ev
 from fakerun import protocol as p
-from fakerun.coordinator import Coordinator, JobIdentity, rank_identity
+from fakerun.coordinator import Coordinator, JobIdentity, agent_identity, rank_identity
 from fakerun.script import TRAIN_STEP as TRAIN_STEP_TAG
 
 JOB = JobIdentity("run-1", "secret", 3)
@@ -47,6 +47,19 @@ def test_rendezvous_completes_when_the_world_is_there():
     assert [e.rank for e in last.events[:3]] == [0, 1, 2]  # rank order, not arrival order
     assert [(i, type(m)) for i, m in last.replies] == [(rank_identity(r), p.Welcome) for r in range(3)]
     assert last.events[3].pids == [100, 101, 102]
+
+
+def test_with_several_nodes_the_world_waits_for_every_agent_too():
+    # Node 1's ranks may reach node 0 before node 1's agent does; were the
+    # rendezvous announced then, that agent would never see its ranks start.
+    job = JobIdentity("run-1", "secret", 4, nnodes=2, digest="d")
+    c = Coordinator(job, 5.0, lambda: 0.0)
+    for r in range(4):
+        early = c.handle(rank_identity(r), frame(p.Hello(r, r % 2, r // 2, 100 + r, "run-1", "secret", {})), 0.0)
+    assert early.events == [] and not c.ready
+    joined = c.handle(agent_identity(1), frame(p.AgentHello(1, 2, 9, "host-1", "run-1", "secret", "d")), 0.1)
+    assert joined.replies[0] == (agent_identity(1), p.Welcome(4))  # the agent first, then its ranks
+    assert kinds(joined) == ["RankStarted"] * 4 + ["RendezvousComplete"] and c.ready
 
 
 @pytest.mark.parametrize(("identity", "msg", "reason"), [

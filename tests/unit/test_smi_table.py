@@ -11,7 +11,7 @@ import pytest
 from fakerun import events as ev
 from fakerun import identity, sim
 from fakerun.render.metrics import SinkFailed
-from fakerun.render.smi import compact, layout_for, table
+from fakerun.render.smi import compact, fit, layout_for, table
 from fakerun.smi import GpuRow, SmiStateSink, Snapshot, SnapshotError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -310,3 +310,39 @@ def test_sink_nothing_before_the_identity_and_unwritable_paths(tmp_path):
     with pytest.raises(SinkFailed) as caught:
         SmiStateSink(tmp_path / "missing" / "smi.json", "python")
     assert "missing/smi.json" in str(caught.value) and "\n" not in str(caught.value)
+
+
+# -- fitted to a dashboard pane -------------------------------------------------
+def two_nodes() -> Snapshot:
+    return snapshot([gpu(i, node=n, host=f"node{n}", pid=100 + n * 8 + i) for n in range(2) for i in range(8)])
+
+
+def test_fit_puts_nodes_side_by_side_when_they_fit():
+    snap = two_nodes()
+    lines = fit(snap, 200, 200, 0, NOW)
+    width = layout_for(snap.driver).width
+    assert lines[0].startswith("==> node0 <==") and lines[0][width + 2:].startswith("==> node1 <==")
+    left = [line[:width].rstrip() for line in lines[1:]]
+    assert left == [line.rstrip() for line in table(snapshot(snap.gpus[:8]), NOW)]
+
+
+def test_fit_pages_through_what_is_too_tall_under_each_part_s_heading():
+    snap = two_nodes()
+    pages = [fit(snap, 200, 16, page, NOW) for page in range(6)]
+    assert all(len(p) <= 16 and max(map(len, p)) <= 200 for p in pages)
+    assert [p[0][-5:] for p in pages] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "[1/5]"]
+    gpu_pages = pages[:4]
+    assert all("Persistence-M" in "\n".join(p) for p in gpu_pages)
+    shown = [line[:7] for p in gpu_pages for line in p if line[:2] == "| " and line[2:6].strip().isdigit()]
+    assert shown == [f"|   {i}  " for i in range(8)]  # every GPU once, in order
+    assert "| Processes:" in pages[4][2] and pages[4][-1].startswith("+---")
+    assert sum(line.count("      C   ") for line in pages[4]) == 16  # both nodes' 8 processes
+
+
+def test_fit_narrower_than_a_table_is_the_query_csv_pdsh_style():
+    lines = fit(two_nodes(), 80, 24, 0, NOW)
+    assert lines[0].lstrip().startswith("index, name, utilization.gpu [%]") and len(lines) == 17
+    assert lines[1] == "node0: 0, NVIDIA H100 80GB HBM3, 100 %, 71310 MiB, 81559 MiB, 40, 600.00 W"
+    assert all(len(line) <= 80 for line in lines)
+    paged = fit(two_nodes(), 80, 9, 1, NOW)
+    assert len(paged) == 9 and paged[0].endswith("[2/2]") and paged[1].startswith("node1: 0,")

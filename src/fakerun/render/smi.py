@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..smi import GpuRow, Snapshot
 
 MIB_PER_GIB = 1024
+FIT_GAP = 2  # columns between tables side by side
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Layout:
 def table(snap: Snapshot, now_text: str | None = None) -> list[str]:
     """The whole cluster: node 0's table, then node 1's, ... `now_text` is
     the first line's time.ctime() text (default: the snapshot's time)."""
-    now = time.ctime(snap.time) if now_text is None else now_text
+    now = time.ctime(snap.shown_time) if now_text is None else now_text
     nodes = by_node(snap.gpus)
     if len(nodes) == 1:
         return _node_table(snap, next(iter(nodes.values())), now)
@@ -55,6 +56,92 @@ def table(snap: Snapshot, now_text: str | None = None) -> list[str]:
         lines.append(_data()["host"].format(host=gpus[0].host))
         lines.extend(_node_table(snap, gpus, now))
     return lines
+
+
+def fit(snap: Snapshot, cols: int, rows: int, page: int, now_text: str | None = None) -> list[str]:
+    """The cluster on a cols x rows screen (the theatre's dashboard). The
+    tables, nodes side by side as far as the width allows; if they are too
+    tall, one page at a time (page `page`, modulo the count): each page is a
+    table's heading (host and page number on its clock line) over the GPUs or
+    the processes that fit. Narrower than a table: the --query-gpu CSV, pdsh
+    style. Lines are cut at the width, as watch(1) cuts them."""
+    now = time.ctime(snap.shown_time) if now_text is None else now_text
+    width = layout_for(snap.driver).width
+    if cols < width:
+        query = _query(snap)
+        pages = _chunks(query[:1], [[line] for line in query[1:]], rows, [])
+    else:
+        nodes = list(by_node(snap.gpus).values())
+        across = max(1, (cols + FIT_GAP) // (width + FIT_GAP))
+        bands = [nodes[i:i + across] for i in range(0, len(nodes), across)]
+        whole = table(snap, now) if len(nodes) == 1 else _bands(snap, bands, now, width)
+        pages = [whole] if len(whole) <= rows else [
+            p for band in bands for p in _band_pages(snap, band, now, width, rows)]
+    if len(pages) == 1:
+        return [line[:cols] for line in pages[0]]
+    chosen, mark = pages[page % len(pages)], f"[{page % len(pages) + 1}/{len(pages)}]"
+    return [line[:cols] for line in [_mark(chosen[0], mark, min(cols, max(map(len, chosen)))),
+                                     *chosen[1:]]]
+
+
+def _bands(snap: Snapshot, bands: list[list[list[GpuRow]]], now: str, width: int) -> list[str]:
+    """Every node's whole table under its host line, bands of them side by side."""
+    lines: list[str] = []
+    for band in bands:
+        lines += [""] if lines else []
+        lines += _side_by_side([[_data()["host"].format(host=g[0].host), *_node_table(snap, g, now)]
+                                for g in band], width)
+    return lines
+
+
+def _band_pages(snap: Snapshot, band: list[list[GpuRow]], now: str, width: int,
+                rows: int) -> list[list[str]]:
+    """The pages of nodes side by side: the same page of each node's table."""
+    per_node = [_node_pages(snap, gpus, now, rows) for gpus in band]
+    return [_side_by_side([pages[i] if i < len(pages) else [] for pages in per_node], width)
+            for i in range(max(len(p) for p in per_node))]
+
+
+def _node_pages(snap: Snapshot, gpus: list[GpuRow], now: str, rows: int) -> list[list[str]]:
+    """One node's table cut into pages that fit `rows`, each page under the
+    heading of its part (the GPU grid's or the processes table's)."""
+    lines = _node_table(snap, gpus, now)
+    clock = f"{lines[0]}  ==> {gpus[0].host} <=="
+    grid = next(i for i, line in enumerate(lines) if line.startswith("|=")) + 1
+    blocks = [lines[grid + 4 * i:grid + 4 * i + 4] for i in range(len(gpus))]
+    procs = lines[grid + 4 * len(gpus) + 1:]  # after the spacer: heading (5), rows, bottom rule
+    pages = _chunks([clock, *lines[1:grid]], blocks, rows, [])
+    rows_of = [[row] for row in procs[5:-1]]
+    return pages + _chunks([clock, *procs[:5]], rows_of, rows, procs[-1:])
+
+
+def _chunks(head: list[str], items: list[list[str]], rows: int, tail: list[str]) -> list[list[str]]:
+    per = max(1, (rows - len(head) - len(tail)) // max(1, len(items[0]) if items else 1))
+    return [[*head, *(line for item in items[i:i + per] for line in item), *tail]
+            for i in range(0, len(items), per)]
+
+
+def _query(snap: Snapshot) -> list[str]:
+    """`pdsh -w <nodes> nvidia-smi --query-gpu=... --format=csv`: one header, then a line per GPU."""
+    host_width = max(len(g.host) for g in snap.gpus)
+    head = ("index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB], "
+            "temperature.gpu, power.draw [W]")
+    return [f"{'':<{host_width}}  {head}", *(
+        f"{g.host + ':':<{host_width + 1}} {g.index}, {g.name}, {g.util} %, {g.mem_used_mib} MiB, "
+        f"{g.mem_total_mib} MiB, {g.temp_c}, {g.power_w:.2f} W" for g in sorted(
+            snap.gpus, key=lambda g: (g.node, g.index)))]
+
+
+def _mark(line: str, mark: str, cols: int) -> str:
+    """`line` with `mark` at its right end, within `cols`."""
+    return line[:max(0, cols - len(mark) - 1)].ljust(cols - len(mark)) + mark
+
+
+def _side_by_side(tables: list[list[str]], width: int) -> list[str]:
+    depth = max(len(t) for t in tables)
+    gap = " " * FIT_GAP
+    return [gap.join(f"{t[i] if i < len(t) else '':<{width}}" for t in tables).rstrip()
+            for i in range(depth)]
 
 
 def compact(snap: Snapshot, nodes: range | None = None) -> list[str]:

@@ -1,7 +1,9 @@
 """`fakerun smi [--file PATH | --job RUN_ID] [--watch | -l SECONDS]
-[--compact] [--nodes-from K]`: find a running job's snapshot and print it,
-once or until the job ends. Every error is one line: exit 1 when there is
-no job to show, 2 for bad arguments, 130 on Ctrl+C."""
+[--wait] [--hold] [--compact] [--nodes-from K]`: find a running job's
+snapshot and print it, once or until the job ends (with --wait, from before
+it starts; with --hold, until q after it ends: the theatre's dashboard).
+Every error is one line: exit 1 when there is no job to show, 2 for bad
+arguments, 130 on Ctrl+C."""
 
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from ..render.smi import compact, table
+from ..render.smi import compact, fit, table
 from ..rundir import RunDir, alive
 from ..terminal import Keys, Screen
 from .snapshot import SNAPSHOT_NAME, Snapshot, SnapshotError
 
 EXIT_OK, EXIT_NO_JOB, EXIT_USAGE, EXIT_SIGINT = 0, 1, 2, 130
 PROG = "fakerun smi"
+PAGE_S = 4.0  # a page of a dashboard too small for every GPU stays this long
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ def build_parser(out: TextIO, err: TextIO) -> _Parser:
     p.add_argument("--watch", action="store_true", help="redraw every second until the job ends (q quits)")
     p.add_argument("-l", "--loop", type=_positive, metavar="SECONDS",
                    help="redraw every SECONDS (implies --watch)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to start (implies --watch)")
+    p.add_argument("--hold", action="store_true",
+                   help="after the job ends, keep its last table until q (implies --watch)")
     p.add_argument("--compact", action="store_true", help="one summary line per node")
     p.add_argument("--nodes-from", type=_node, default=0, metavar="K", help="only nodes K and up")
     return p
@@ -91,10 +97,12 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
          stderr: TextIO = sys.stderr, stdin: Any = sys.stdin) -> int:
     try:
         args = build_parser(stdout, stderr).parse_args(argv)
-        source = _locate(args, environ, stderr)
-        if args.watch or args.loop:
+        if args.watch or args.loop or args.wait or args.hold:
             with Keys(stdin) as keys:
-                return _watch(_Reader(source), args, Screen(stdout), keys)
+                screen = Screen(stdout)
+                source = _await(args, environ, screen, keys) if args.wait else _locate(args, environ, stderr)
+                return _watch(_Reader(source), args, screen, keys) if source else EXIT_OK
+        source = _locate(args, environ, stderr)
         snap = _read(source)
         if snap is None:
             _fail(stderr, EXIT_NO_JOB, "no running fakerun job found")
@@ -116,10 +124,32 @@ def _fail(stderr: TextIO, status: int, message: str) -> NoReturn:
 
 def _locate(args: argparse.Namespace, environ: Any, stderr: TextIO) -> Source:
     """--file, or the newest running job (with --job: the one of that run id)."""
+    if args.file is not None and not args.file.is_file():
+        _fail(stderr, EXIT_NO_JOB, f"{args.file}: no such snapshot file")
+    found = _find(args, environ)
+    if not found:
+        _fail(stderr, EXIT_NO_JOB, "no running fakerun job found" + (f" with run id {args.job!r}"
+                                                                     if args.job else ""))
+    if len(found) > 1:
+        stderr.write(f"{PROG}: {len(found)} running jobs; showing the newest, {found[-1][1]} "
+                     f"(others: {', '.join(f[1] for f in found[:-1])}; pick one with --job)\n")
+    return found[-1][2]
+
+
+def _await(args: argparse.Namespace, environ: Any, screen: Screen, keys: Keys) -> Source | None:
+    """Poll until the job shows up; None if q (or the terminal went) first."""
+    what = f"job {args.job}" if args.job else "a fakerun job"
+    while not (found := _find(args, environ)):
+        screen.draw([f"{PROG}: waiting for {what} to start (q quits)"])
+        if _quit(keys.wait(args.loop or 1.0)):
+            return None
+    return found[-1][2]
+
+
+def _find(args: argparse.Namespace, environ: Any) -> list[tuple[float, str, Source]]:
+    """(time, run id, source) of every matching job with a snapshot, oldest first."""
     if args.file is not None:
-        if not args.file.is_file():
-            _fail(stderr, EXIT_NO_JOB, f"{args.file}: no such snapshot file")
-        return Source(args.file)
+        return [(0.0, "", Source(args.file))] if args.file.is_file() else []
     parent = Path(environ.get("TMPDIR") or tempfile.gettempdir())
     found = []
     for folder, owner in RunDir.running(parent):
@@ -130,14 +160,7 @@ def _locate(args: argparse.Namespace, environ: Any, stderr: TextIO) -> Source:
             continue  # not a snapshot this fakerun can read
         if snap is not None and args.job in (None, snap.run_id):
             found.append((snap.time, snap.run_id, source))
-    if not found:
-        _fail(stderr, EXIT_NO_JOB, "no running fakerun job found" + (f" with run id {args.job!r}"
-                                                                     if args.job else ""))
-    found.sort(key=lambda f: f[0])
-    if len(found) > 1:
-        stderr.write(f"{PROG}: {len(found)} running jobs; showing the newest, {found[-1][1]} "
-                     f"(others: {', '.join(f[1] for f in found[:-1])}; pick one with --job)\n")
-    return found[-1][2]
+    return sorted(found, key=lambda f: f[0])
 
 
 def _read(source: Source) -> Snapshot | None:
@@ -178,29 +201,49 @@ class _Reader:
 
 def _watch(reader: _Reader, args: argparse.Namespace, screen: Screen, keys: Keys) -> int:
     """Redraw every interval until the job finishes or goes away, or q."""
-    every, run_id = args.loop or 1.0, ""
+    every, run_id, lines = args.loop or 1.0, "", []
     while True:
         snap = reader.read()
         if snap is None:
-            return _last(screen, f"job {run_id} ended" if run_id else "the job ended")
+            ended = f"job {run_id} ended" if run_id else "the job ended"
+            return _last(screen, lines if screen.tty else [], ended, keys, args.hold)  # not twice
         run_id = snap.run_id
-        screen.draw(_frame(snap, args))
+        lines = _frame(snap, args, screen.size())
         if snap.finished:
-            return _last(screen, f"job {run_id} finished")
-        pressed = keys.wait(every)
-        if pressed is None or "q" in pressed.lower():
+            return _last(screen, lines, f"job {run_id} finished", keys, args.hold)
+        screen.draw(lines)
+        if _quit(keys.wait(every)):
             return EXIT_OK
 
 
-def _last(screen: Screen, message: str) -> int:
-    screen.out.write(f"{PROG}: {message}\n")
-    screen.out.flush()
+def _quit(pressed: str | None) -> bool:
+    """q, or the terminal is gone."""
+    return pressed is None or "q" in pressed.lower()
+
+
+def _last(screen: Screen, lines: list[str], message: str, keys: Keys, hold: bool) -> int:
+    """The last frame with `message` under it (on a full screen, in its last row)."""
+    size = screen.size()
+    shown = lines[:max(0, size.lines - 1)] if size else lines
+    screen.draw([*shown, f"{PROG}: {message}" + (" (q quits)" if hold else "")])
+    if screen.tty:
+        screen.out.write("\n")  # the shell's prompt goes below it
+        screen.out.flush()
+    while hold and keys.interactive and not _quit(keys.wait(3600.0)):
+        pass
     return EXIT_OK
 
 
-def _frame(snap: Snapshot, args: argparse.Namespace) -> list[str]:
+def _frame(snap: Snapshot, args: argparse.Namespace, size: os.terminal_size | None = None) -> list[str]:
+    """The tables (or --compact lines); on a terminal (`size`), fitted to it
+    as watch(1) would, paging through what does not fit every PAGE_S."""
     nodes = range(args.nodes_from, sys.maxsize)
-    if args.compact:
-        return compact(snap, nodes)
     shown = snap.only(nodes)
-    return table(shown, time.ctime()) if shown.gpus else []
+    if args.compact:
+        lines = compact(snap, nodes)
+        return [line[:size.columns] for line in lines[:size.lines]] if size else lines
+    if not shown.gpus:
+        return []
+    if size is None:
+        return table(shown)
+    return fit(shown, size.columns, size.lines - 1, int(time.monotonic() // PAGE_S))

@@ -39,6 +39,7 @@ class SmiStateSink:
         self.readings: dict[int, sim.Telemetry] = {}
         self.model_at: tuple[int, str] | None = None  # (step, phase) to recompute readings at
         self.step, self.phase, self.finished = 0, "init", False
+        self.clock = 0.0  # the latest event's time: the run's clock, which the logs show too
         self.measured = False  # a GpuStatus has come
         self.dirty, self.last_write = False, -math.inf
         self.handlers = self._handlers()  # built once: event() sees every collective
@@ -47,7 +48,7 @@ class SmiStateSink:
     def event(self, e: Any) -> None:
         handler = self.handlers.get(type(e))
         if handler is not None:
-            self.dirty = True
+            self.dirty, self.clock = True, getattr(e, "time", None) or self.clock
             if handler(e):
                 self._write()
 
@@ -119,7 +120,8 @@ class SmiStateSink:
         drv = ident.versions.cuda_driver
         return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
                         cuda=f"{drv // 1000}.{drv % 1000 // 10}", process=self.process, step=self.step,
-                        gpus=[self._row(r) for r in range(ident.world)], finished=self.finished)
+                        gpus=[self._row(r) for r in range(ident.world)], finished=self.finished,
+                        clock=self.clock)
 
     def _row(self, rank: int) -> GpuRow:
         ident, gpu = self.ident, self.ident.gpu

@@ -45,7 +45,12 @@ class Snapshot:
     step: int
     gpus: list[GpuRow]
     finished: bool = False
+    clock: float = 0.0  # the run's own (simulated) time of its latest event: the table's clock
     v: int = SCHEMA_VERSION
+
+    @property
+    def shown_time(self) -> float:
+        return self.clock or self.time
 
     def to_json(self) -> str:
         body = {"v": self.v, **{k: v for k, v in dataclasses.asdict(self).items() if k != "v"}}
