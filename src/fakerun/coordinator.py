@@ -354,7 +354,9 @@ class Coordinator:
             link.state = msg.state
         elif msg.state not in ("alive", "stopping", "done"):
             return self.reject("bad-state", identity)
-        return Outcome()
+        # "done": its ranks are gone. The Ack, after every event so far, tells it
+        # it has seen the whole run and may go.
+        return Outcome(replies=[(identity, Ack())] if msg.state == "done" else [])
 
     def _agent_hello(self, identity: bytes, node: int, msg: AgentHello, now: float) -> Outcome:
         problem = self._agent_problem(node, msg)

@@ -30,6 +30,7 @@ from .coordinator import (
 )
 from .protocol import (
     TRANSPORT_MAX_BYTES,
+    Ack,
     AgentHello,
     AgentReport,
     Events,
@@ -41,6 +42,8 @@ from .protocol import (
 )
 
 BEAT_S = 1.0  # heartbeats between agents and the coordinator
+FORWARD_EVERY_S = 0.1  # events for the other agents go out in batches: a frame per collective
+# would wake every agent for every collective, which costs the theatre more than all its ranks
 HINT_AFTER_S = 3.0  # node 0 says what to run on missing nodes after this long
 
 
@@ -54,6 +57,9 @@ class LocalHub:
         self._hint = hint
         self._hint_at: float | None = now + HINT_AFTER_S if core.job.nnodes > 1 else None
         self._beat_at = now + BEAT_S
+        self._outbox: list[str] = []  # events for the other agents, JSON, not sent yet
+        self._send_at: float | None = None
+        self._now = now
 
     @property
     def socket(self) -> zmq.Socket:
@@ -76,12 +82,14 @@ class LocalHub:
         return sorted(self.core.hellos)
 
     def receive(self, now: float) -> list[Any]:
+        self._now = now
         events: list[Any] = []
         for frames in self.sock.drain():
             events += self._apply(handle_frames(self.core, frames, now))
         return events
 
     def tick(self, now: float) -> list[Any]:
+        self._now = now
         events = self._apply(self.core.tick(now))
         if self._hint_at is not None and now >= self._hint_at:
             missing = self.core.missing_nodes()
@@ -89,13 +97,12 @@ class LocalHub:
             if missing:
                 events += self._apply(Outcome(events=[ev.WaitingForNodes(
                     missing, self._hint(missing), self.core.clock_now())]))
-        if now >= self._beat_at:
-            self._beat_at = now + BEAT_S
-            self._forward([])
+        if now >= self._beat_at or (self._send_at is not None and now >= self._send_at):
+            self._send()
         return events
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.core.next_deadline(), self._hint_at) if t is not None]
+        times = [t for t in (self.core.next_deadline(), self._hint_at, self._send_at) if t is not None]
         if self.core.agents:
             times.append(self._beat_at)
         return min(times) if times else None
@@ -119,24 +126,39 @@ class LocalHub:
         return dict(self.core.rejected)
 
     def _apply(self, outcome: Outcome) -> list[Any]:
+        if any(isinstance(msg, Ack) for _, msg in outcome.replies):
+            self._send()  # what that agent has not seen yet goes before its Ack
         for identity, msg in outcome.replies:
             self.sock.send(identity, msg)
         self._forward(outcome.events)
         return outcome.events
 
+    def _agents(self) -> list[int]:
+        return [n for n, a in self.core.agents.items() if a.state in ("alive", "stopping", "done")]
+
     def _forward(self, events: list[Any]) -> None:
-        """One encoding for every agent; an empty batch is a heartbeat."""
-        agents = [n for n, a in self.core.agents.items() if a.state in ("alive", "stopping")]
-        if not agents:
+        """Queued for the next batch (at most FORWARD_EVERY_S from now)."""
+        if not self._agents():
             return
-        items = [json.dumps(ev.to_dict(e), separators=(",", ":")) for e in events if ev.forwarded(e)]
-        if events and not items:
+        self._outbox += [json.dumps(ev.to_dict(e), separators=(",", ":")) for e in events if ev.forwarded(e)]
+        if self._outbox and self._send_at is None:
+            self._send_at = self._now + FORWARD_EVERY_S
+
+    def _send(self) -> None:
+        """The batch, one encoding for every agent; an empty batch is a
+        heartbeat. Either way it is the next heartbeat's start."""
+        items, self._outbox, self._send_at = self._outbox, [], None
+        self._beat_at = self._now + BEAT_S
+        agents = self._agents()
+        if not agents:
             return
         frame = Encoded(encode(Events(items)))
         for node in agents:
             self.sock.send(agent_identity(node), frame)
 
     def close(self) -> None:
+        if self._outbox:
+            self._send()
         self.sock.close()
 
 
@@ -166,6 +188,7 @@ class RemoteHub:
         self.steps = 0
         self.lost = False
         self.bad_frames = 0
+        self.finishing = self.acked = False
 
     @property
     def socket(self) -> zmq.Socket:
@@ -173,7 +196,8 @@ class RemoteHub:
 
     @property
     def lingering(self) -> bool:
-        return False
+        """Our ranks are gone, but node 0 has not yet confirmed we have every event."""
+        return self.finishing and not self.acked and not self.lost
 
     def joined(self) -> list[int]:
         return []
@@ -193,6 +217,8 @@ class RemoteHub:
         self._heard = now
         if isinstance(msg, Welcome):
             self.welcomed = True
+        elif isinstance(msg, Ack):
+            self.acked = True
         elif isinstance(msg, Refused):
             return self._lose("refused", f"node 0 refused this node: {msg.reason}")
         elif isinstance(msg, Events):
@@ -245,6 +271,7 @@ class RemoteHub:
         return []
 
     def finished(self) -> None:
+        self.finishing = True
         self._report("done")
 
     def flush_output(self) -> list[Any]:

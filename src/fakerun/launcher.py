@@ -294,6 +294,7 @@ class Job:
         now = self.io.monotonic()
         if self.linger_until is None:
             self.linger_until = now + max(self.config.shutdown_grace_s, LINGER_S)
+            self.hub.finished()
         return not self.hub.lingering or now >= self.linger_until
 
     def _poll_ms(self, rdzv_deadline: float) -> int:
@@ -442,7 +443,6 @@ class Job:
 
     def _finish(self) -> None:
         self._emit_all(self.hub.flush_output())
-        self.hub.finished()
         for event in sorted(self.exited_ok, key=lambda e: e.rank):
             self._emit(event)
         if self.stop is not None and self.stop.reason == "failure" and self.failures \
