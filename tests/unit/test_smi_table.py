@@ -254,22 +254,26 @@ def test_sink_rate_limit_and_urgent_writes(tmp_path, ident):
     clock.now = 100.2
     sink.event(ev.Step(1, 100, 2.0, 2.0, 2.0, 1.0))
     sink.flush()
-    assert read(tmp_path).step == 0  # throttled: two writes a second at most
-    clock.now = 100.5
+    assert read(tmp_path).step == 0  # throttled: one write a second at most
+    clock.now = 100.9
+    sink.flush()
+    assert read(tmp_path).step == 0
+    clock.now = 101.0
     sink.flush()
     snap = read(tmp_path)
-    assert (snap.time, snap.step) == (100.5, 1)
+    assert (snap.time, snap.step) == (101.0, 1)
     assert snap.gpus[2].util == sim.telemetry(ident, 2, 1, "train").util
-    clock.now = 100.6  # the first GPU report goes out at once
+    clock.now = 101.1  # the first GPU report goes out at once
     sample = ev.GpuSample(3, 0, 3, 77, 61, 432, 54321, 81559)
-    sink.event(ev.GpuStatus(1, [sample], 100.6))
-    assert read(tmp_path).gpus[3].util == 77 and read(tmp_path).time == 100.6
-    clock.now = 100.7
-    sink.event(ev.GpuStatus(2, [sample], 100.7))  # not the first: waits for flush
+    sink.event(ev.GpuStatus(1, [sample], 101.1))
+    assert read(tmp_path).gpus[3].util == 77 and read(tmp_path).time == 101.1
+    clock.now = 101.2
+    sink.event(ev.GpuStatus(2, [sample], 101.2))  # not the first: waits for flush
     sink.flush()
-    assert read(tmp_path).time == 100.6
+    assert read(tmp_path).time == 101.1
     sink.event(ev.RunFinished(0, 2))  # the end goes out at once
-    assert read(tmp_path).finished and read(tmp_path).time == 100.7
+    assert read(tmp_path).finished and read(tmp_path).time == 101.2
+    assert read(tmp_path).clock == 101.2  # the run's clock: the latest event's time
     sink.flush()
     sink.close()
     assert list(tmp_path.iterdir()) == []

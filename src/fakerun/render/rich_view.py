@@ -27,7 +27,7 @@ from .console import OutputClosed, silence
 from .lines import STDERR, Line
 from .script import duration
 
-FPS = 4.0
+FPS = 2.0
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 STRIP_BLOCKS = " ▁▂▃▄▅▆▇█"
 MAX_STRIPS = 4  # node strips beyond this are summarised in one line
@@ -48,6 +48,7 @@ class RichView:
         self.state: dict[str, Any] = {"phase": "init"}
         self.footer, self.footer_height, self.drawn = "", 0, False
         self.next_render = 0.0
+        self.rendered_for: tuple[Any, ...] = ()
         self.console = Console(file=io.StringIO(), force_terminal=True, no_color=not self.colour,
                                highlight=False, markup=False, emoji=False)
         self._put(self.out, HIDE_CURSOR)
@@ -95,7 +96,7 @@ class RichView:
     # -- the footer -----------------------------------------------------------
     def flush(self) -> None:
         now = self.clock()
-        if now >= self.next_render:
+        if now >= self.next_render and self._stale():
             self._erase()  # with the height that is on screen, before it changes
             self.footer, self.footer_height = self._render()
             self.next_render = now + 1.0 / FPS
@@ -124,6 +125,13 @@ class RichView:
             up = f"\x1b[{self.footer_height - 1}A" if self.footer_height > 1 else ""
             self._put(self.out, f"\r{up}\x1b[J")
             self.drawn = False
+
+    def _stale(self) -> bool:
+        """The footer shows only the state and the width: unchanged, no redraw
+        (a view left running costs nothing between steps)."""
+        key = (_width(self.out), *(id(v) if k == "gpus" else v for k, v in sorted(self.state.items())))
+        stale, self.rendered_for = key != self.rendered_for, key
+        return stale
 
     def _render(self) -> tuple[str, int]:
         width = _width(self.out)

@@ -20,7 +20,7 @@ from .. import sim
 from ..render.metrics import SinkFailed
 from .snapshot import GpuRow, Snapshot
 
-WRITE_INTERVAL_S = 0.5  # at most two writes a second, whatever the event rate
+WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
 
 
 class SmiStateSink:
