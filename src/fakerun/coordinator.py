@@ -350,7 +350,7 @@ class Coordinator:
         link.last_seen = now
         if msg.state == "failed":
             return self.node_failed(node, "failed", msg.detail)
-        if msg.state in ("stopping", "done") and link.state == "alive":
+        if (link.state, msg.state) in (("alive", "stopping"), ("alive", "done"), ("stopping", "done")):
             link.state = msg.state
         elif msg.state not in ("alive", "stopping", "done"):
             return self.reject("bad-state", identity)

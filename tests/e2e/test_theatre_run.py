@@ -140,3 +140,23 @@ def test_two_nodes_in_the_theatre_and_ctrl_c_ends_everything(terminal, cols, row
     wait_until(lambda: not term.leftovers(), 30)
     assert term.socket() is None and not list(term.tmpdir.glob("fakerun-theatre-*"))
     assert term.outer_cmd("display-message", "-p", "-t", "t", "#{alternate_on}#{cursor_flag}").strip() == "01"
+
+
+def test_q_in_the_dashboard_ends_the_show(terminal):
+    term = terminal(120, 40)
+    term.start("--nodes", "2", "--nproc", "2", "--max-steps", "100000")
+    dash = term.panes()["nvidia-smi"]
+    wait_until(lambda: "NVIDIA" in term.pane_text(dash), TIMEOUT)
+    term.outer_cmd("send-keys", "-t", "t", "q")  # the dashboard is the focused pane
+    wait_until(lambda: f"{EXITED} rc=130" in term.screen(), TIMEOUT)  # the agents were interrupted
+    wait_until(lambda: not term.leftovers(), 30)
+    assert term.socket() is None
+
+
+def test_a_job_that_ends_closes_the_show_with_its_exit_code(terminal):
+    term = terminal(120, 40)
+    term.start("--nodes", "2", "--nproc", "2", "--max-steps", "3", "--speed", "0")
+    wait_until(lambda: f"{EXITED} rc=0" in term.screen(), TIMEOUT)
+    wait_until(lambda: not term.leftovers(), 30)
+    assert term.socket() is None
+    assert term.outer_cmd("display-message", "-p", "-t", "t", "#{alternate_on}#{cursor_flag}").strip() == "01"

@@ -196,3 +196,14 @@ def test_mislabelled_or_diverged_collectives_never_crash_the_timeline():
         out = c.handle(rank_identity(r), contribute(r, 2, [1e6, 1.0], tag=TRAIN_STEP_TAG, step=1), 0.0)
     step = next(e for e in out.events if isinstance(e, ev.Step))
     assert step.ppl == float("inf")
+
+
+def test_an_agent_that_stops_then_is_done_no_longer_holds_node_0():
+    job = JobIdentity("run-1", "secret", 4, nnodes=2, digest="d")
+    c = Coordinator(job, 5.0, lambda: 0.0)
+    c.handle(agent_identity(1), frame(p.AgentHello(1, 2, 9, "host-1", "run-1", "secret", "d")), 0.0)
+    c.handle(agent_identity(1), frame(p.AgentReport(1, "stopping", "")), 0.1)
+    assert c.waiting_for_agents  # its ranks are still stopping
+    done = c.handle(agent_identity(1), frame(p.AgentReport(1, "done", "")), 0.2)
+    assert done.replies == [(agent_identity(1), p.Ack())]  # it has every event: it may go
+    assert not c.waiting_for_agents
