@@ -63,6 +63,7 @@ class Versions:
     cudnn: str
     transformers: str
     python: str
+    drawn: str  # "yes": a run may draw it at random; "no": only a --style that pins it
 
 
 def parse(text: str, row: type[T], source: str) -> list[T]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, scenarios
+from . import __version__, scenarios, styles
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
+from .styles import Style
 
 EXIT_USAGE = 2
 DEFAULT_MASTER_PORT = 29500
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pacing: 1 normal, 2 twice as fast, 0 no pacing at all (default 1)")
     f.add_argument("--output", choices=OUTPUTS, default="auto",
                    help="auto (rich on a terminal, plain otherwise), plain, rich, or jsonl events")
+    f.add_argument("--style", default="torchrun", metavar="NAME[@VERSION]",
+                   help="whose output conventions the training script follows: torchrun (the "
+                        "default layout) or hf (the transformers Trainer; hf@4.46 by default, hf@5); "
+                        "the version pins PyTorch, NCCL and CUDA to match")
     f.add_argument("--model", default=None, metavar="NAME",
                    help="model by name, e.g. Llama-3.1-8B (default: drawn from the seed)")
     f.add_argument("--gpu", default=None, metavar="NAME",
@@ -169,7 +174,15 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
+        style=_style(ns.style),
     )
+
+
+def _style(text: str) -> Style:
+    try:
+        return styles.parse(text)
+    except styles.StyleError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _seed(seed: int | None, env: ClusterEnv) -> int:

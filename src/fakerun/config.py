@@ -113,6 +113,7 @@ class RunConfig:
     token: str = ""  # the job's shared secret: needed by every node (--token / FAKERUN_TOKEN)
     node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
     lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
+    style: Any = None  # styles.Style: whose output conventions the run follows (default torchrun)
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`
@@ -150,6 +151,10 @@ class RunConfig:
             _check_writable_dir(self.output_dir, "--output-dir")
         if self.resume is not None and self.resume_from is None:
             object.__setattr__(self, "resume_from", self._find_checkpoint())
+        if self.style is None:
+            from .styles import Style
+
+            object.__setattr__(self, "style", Style())
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
         if self.identity is None:
@@ -172,7 +177,8 @@ class RunConfig:
 
         agreed = (self.topology.nnodes, self.topology.nproc_per_node, self.seed, self.steps,
                   self.identity.model.name, self.identity.gpu.name, self.fault, self.speed,
-                  self.start_time, self.entrypoint, self.script_args, self.collective_timeout_s)
+                  self.start_time, self.entrypoint, self.script_args, self.collective_timeout_s,
+                  str(self.style))
         return hashlib.sha256(repr(agreed).encode()).hexdigest()[:16]
 
     def _find_checkpoint(self) -> Any:
@@ -189,8 +195,9 @@ class RunConfig:
         from . import identity
 
         try:
+            pinned = self.style.versions()[0] if self.style.pinned else None
             return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,
-                                   self.max_steps, self.model, self.gpu, self.funny)
+                                   self.max_steps, self.model, self.gpu, self.funny, pinned)
         except CatalogError as exc:
             raise ConfigError(str(exc)) from None
 

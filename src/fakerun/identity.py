@@ -5,6 +5,7 @@ the run shows derives from this, in sim.py; nothing is drawn twice."""
 from __future__ import annotations
 
 import math
+import random
 import re
 from dataclasses import dataclass
 
@@ -75,7 +76,10 @@ class Identity:
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
-          model: str | None = None, gpu: str | None = None, funny: bool = False) -> Identity:
+          model: str | None = None, gpu: str | None = None, funny: bool = False,
+          versions: catalog.Versions | None = None) -> Identity:
+    """`versions`: the software set a --style pins (default: drawn from the seed,
+    and drawn even when pinned, so a style changes no other figure of the run)."""
     r = rng(seed, "identity")
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else _pick(r, catalog.gpus(), funny)
     world = nnodes * nproc
@@ -91,9 +95,14 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     steps = total_steps or r.randrange(400, 801, 10)
     return Identity(
         seed=seed, model=chosen, gpu=chosen_gpu, dataset=_pick(r, catalog.datasets(), funny),
-        versions=r.choice(catalog.versions()), nnodes=nnodes, nproc=nproc, parallel=parallel,
+        versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
         hyper=_hyper(r, chosen, parallel, micro, steps),
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
+
+
+def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Versions:
+    drawn = r.choice([v for v in catalog.versions() if v.drawn == "yes"])
+    return pinned or drawn
 
 
 def _pick(r, rows, funny: bool):

@@ -11,6 +11,7 @@ from .console import ConsoleSink, OutputClosed
 from .jsonl import JsonlSink
 from .logfiles import RankLogFiles
 from .metrics import MetricsFile, SinkFailed
+from .script import ScriptLines
 from .torchrun import TorchrunFormatter
 
 __all__ = ["OutputClosed", "Renderer", "build_renderer", "resolve_output"]
@@ -114,11 +115,21 @@ def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
     return DEFAULT_WIDTH
 
 
+def script_for(style: Any, width: int, tz: Any) -> Any:
+    """The renderer of the training script's own output, in `style`'s conventions."""
+    if style is not None and style.name == "hf":
+        from .hf import HfLines
+
+        return HfLines(width, tz)
+    return ScriptLines(width, tz)
+
+
 def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[str, str]) -> Renderer:
     mode = resolve_output(config.output, stdout, environ)
     tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
     # Rank lines wear an 11-character "[defaultN]:" prefix on the console.
-    formatter = TorchrunFormatter(max(60, width_of(stdout, environ) - 11), tz)
+    width = max(60, width_of(stdout, environ) - 11)
+    formatter = TorchrunFormatter(width, tz, script_for(config.style, width, tz))
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
     files: list[Any] = [MetricsFile(config.metrics_file)] if config.metrics_file else []

@@ -29,12 +29,14 @@ def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
 
 
 class TorchrunFormatter:
-    def __init__(self, width: int = 100, tz: tzinfo | None = None) -> None:
+    def __init__(self, width: int = 100, tz: tzinfo | None = None, script: Any = None) -> None:
+        """`script`: what renders the training script's own output (the style's;
+        default the seeds' layout)."""
         data = texts.load("torchrun")
         self.where: dict[str, str] = data["lines"]
         self.text: dict[str, Any] = data["text"]
         self.tz = tz
-        self.script = ScriptLines(width, tz)
+        self.script = script or ScriptLines(width, tz)
         self.run: ev.RunStarted | None = None
         self.ident: Any = None
         self.pids: dict[int, int] = {}

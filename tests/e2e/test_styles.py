@@ -1,0 +1,97 @@
+"""--style: the same run in another framework's conventions. A golden log per
+style and version, every line of it matched against the real formats
+(reference/log-formats.md), and the losses it prints equal to the JSONL
+stream's."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+
+import pytest
+
+from tests.e2e.test_simulation import FIXED, clean_env
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+RANK = re.compile(r"^\[default(\d+)\]:(.*)$")
+NCCL = re.compile(r"^([\w.-]+:\d+:\d+ \[\d+\] NCCL (INFO|WARN) |NCCL version \d+\.\d+\.\d+\+cuda\d+\.\d+$)")
+NUM = r"\d{1,3}(?:,\d{3})*"
+TQDM = re.compile(r"^[ \d]{3}%\|[ ▏▎▍▌▋▊▉█]{10}\| \d+/\d+ \[(\d+:)?\d\d:\d\d<((\d+:)?\d\d:\d\d|\?), "
+                  r"[ \d]\d\.\d\d(s/it|it/s)\]$")
+HF_LINES = [re.compile(p) for p in (
+    r"^\*\*\*\*\* Running training \*\*\*\*\*$", rf"^  Num examples = {NUM}$", rf"^  Num Epochs = {NUM}$",
+    rf"^  Num update steps per epoch = {NUM}$", rf"^  Instantaneous batch size per device = {NUM}$",
+    rf"^  Total train batch size \(w\. parallel, distributed & accumulation\) = {NUM}$",
+    r"^  Gradient Accumulation steps = \d+$", rf"^  Total optimization steps = {NUM}$",
+    rf"^  Number of trainable parameters = {NUM}$", r"^$", r"^\*\*\*\*\* Running Evaluation \*\*\*\*\*$",
+    r"^  Num examples = \d+$", r"^  Batch size = \d+$", r"^\{'(loss|eval_loss|train_runtime)': .*\}$",
+    r"^Saving model checkpoint to \S+/checkpoint-\d+$", r"^Configuration saved in \S+/(generation_)?config\.json$",
+    r"^The model is bigger than the maximum size per checkpoint \(5GB\) and is going to be split in \d+ "
+    r"checkpoint shards\. You can find where each parameters has been saved in the index located at "
+    r"\S+/model\.safetensors\.index\.json\.$", r"^Model weights saved in \S+/model\.safetensors$",
+    r"^tokenizer config file saved in \S+/tokenizer_config\.json$",
+    r"^Special tokens file saved in \S+/special_tokens_map\.json$",
+    r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
+    TQDM.pattern)]
+V4_FLOAT = r"-?\d+\.\d+(e-?\d+)?"
+V5_FLOAT = r"'-?\d+(\.\d+)?(e-?\d+)?'"
+
+
+def styled_run(runner, style: str, *args: str):
+    job = runner.start(*FIXED, "--nproc", "2", "--max-steps", "12", "--style", style, *args, env=clean_env())
+    assert job.wait() == 0, job.stderr
+    return job
+
+
+def rank_lines(text: str) -> list[tuple[int, str]]:
+    return [(int(m.group(1)), m.group(2)) for m in map(RANK.match, text.splitlines()) if m]
+
+
+@pytest.mark.parametrize("style,golden", [("hf", "hf4.46_seed5_2x12.txt"), ("hf@5", "hf5_seed5_2x12.txt")])
+def test_hf_golden_and_every_line_in_a_real_format(runner, style, golden):
+    job = styled_run(runner, style, "--output", "plain")
+    text = (job.stdout + "----- stderr -----\n" + job.stderr).replace(job.marker, "<rdzv-id>")
+    path = os.path.join(GOLDEN, golden)
+    if os.environ.get("FAKERUN_REGEN_GOLDEN"):
+        with open(path, "w") as f:
+            f.write(text)
+    with open(path) as f:
+        assert text == f.read()
+    script = [line for rank, line in rank_lines(job.stdout + job.stderr) if not NCCL.match(line)]
+    assert script and all(rank == 0 for rank, line in rank_lines(job.stdout + job.stderr)
+                          if not NCCL.match(line))  # only world process zero logs
+    unmatched = [line for line in script if not any(p.match(line) for p in HF_LINES)]
+    assert not unmatched
+    dicts = [line for line in script if line.startswith("{")]
+    value = V5_FLOAT if style == "hf@5" else V4_FLOAT
+    for line in dicts:
+        body = ast.literal_eval(line)
+        assert all(re.fullmatch(value, repr(v)) for k, v in body.items()), line
+    assert "Num update steps per epoch" in job.stderr if style == "hf@5" else \
+        "Num update steps per epoch" not in job.stderr
+
+
+@pytest.mark.parametrize("style,nccl,cuda", [("hf", "2.21.5", "12.4"), ("hf@5", "2.27.5", "12.8")])
+def test_a_style_pins_one_software_set(runner, style, nccl, cuda):
+    job = styled_run(runner, style, "--output", "jsonl")
+    versions = job.of("run_identity")[0]["identity"]["versions"]
+    assert (versions["nccl"], versions["cuda"]) == (nccl, cuda)
+    assert versions["transformers"].startswith("5." if style == "hf@5" else "4.46.")
+    plain = styled_run(runner, style, "--output", "plain")
+    assert f"NCCL version {nccl}+cuda{cuda}" in plain.stdout
+
+
+@pytest.mark.parametrize("style", ["hf", "hf@5"])
+def test_the_losses_printed_are_the_runs(runner, style):
+    events = styled_run(runner, style, "--output", "jsonl")
+    plain = styled_run(runner, style, "--output", "plain")
+    printed = [ast.literal_eval(line)["loss"] for _, line in rank_lines(plain.stdout) if line.startswith("{'loss'")]
+    steps = events.of("step")
+    every = events.of("run_identity")[0]["identity"]["hyper"]["log_every"]
+    logged = [s["loss"] for s in steps if s["step"] % every == 0 or s["step"] == s["max_steps"]]
+    assert len(printed) == len(logged) > 0
+    for shown, loss in zip(printed, logged, strict=True):
+        # The Trainer rounds the loss to 4 places; 5.x then prints 4 significant digits.
+        expected = f"{round(loss, 4):.4g}" if style == "hf@5" else round(loss, 4)
+        assert shown == expected
