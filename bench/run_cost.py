@@ -136,12 +136,17 @@ def main() -> int:
         shutil.rmtree(FLOOR_DIR, ignore_errors=True)
 
 
-def _main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def window_args(doc: str | None) -> argparse.Namespace:
+    """--rounds, --window and --json: the options of every CPU-window bench."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--json", action="store_true")
-    ns = p.parse_args()
+    return p.parse_args()
+
+
+def _main() -> int:
+    ns = window_args(__doc__)
     walls: dict[str, list[float]] = {"1000 steps": [], "1 step": []}
     cpus: dict[str, list[float]] = {"plain": [], "rich": [], "floor": []}
     for _ in range(ns.rounds):

@@ -15,12 +15,10 @@ Run: python bench/theatre_cost.py [--rounds 3] [--window 30] [--json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+
+from run_cost import summary, window_args  # bench/ is the script's own directory
 
 FAKERUN = [sys.executable, "-m", "fakerun"]
 SETTLE_S = 8.0  # start-up, rendezvous and init are not what we measure
@@ -137,16 +137,8 @@ def measure(args: list[str], window: float) -> dict[str, float]:
     return share
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--window", type=float, default=30.0)
-    p.add_argument("--json", action="store_true")
-    ns = p.parse_args()
+    ns = window_args(__doc__)
     if shutil.which("tmux") is None:
         print("theatre_cost: tmux is not installed", file=sys.stderr)
         return 2

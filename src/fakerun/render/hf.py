@@ -17,6 +17,7 @@ from typing import Any
 from .. import events as ev
 from ..identity import Identity
 from .lines import STDERR, STDOUT, Line
+from .script import EventRoutes
 
 BAR_CHARS = " ▏▎▍▌▋▊▉█"  # tqdm's unicode bar
 BAR_WIDTH = 10  # tqdm's bar when its stream is not a terminal (log files, pipes)
@@ -43,7 +44,7 @@ def meter(n: int, total: int, elapsed: float, remaining: float | None, per_it: f
     return f"{frac * 100:3.0f}%|{bar}| {n}/{total} [{interval(elapsed)}<{left}, {rate}]"
 
 
-class HfLines:
+class HfLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.ident: Identity | None = None
         self.master_port = 29500
@@ -59,13 +60,7 @@ class HfLines:
         return self.ident is not None and int(self.ident.versions.transformers.split(".")[0]) >= 5
 
     def lines(self, event: Any) -> list[Line]:
-        if isinstance(event, ev.RunIdentity):
-            self.ident = event.identity
-            return []
-        handler = self._handlers.get(type(event))
-        if handler is None or self.ident is None:
-            return []
-        return handler(event)
+        return self.routed(event) or []
 
     def banner(self, when: float) -> list[Line]:
         return []  # the Trainer has none: its first words are the training block

@@ -22,7 +22,22 @@ TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
 
 
-class ScriptLines:
+class EventRoutes:
+    """A script renderer's dispatch: it remembers the run's identity, and
+    routes every other event to its handler once the identity is known."""
+
+    ident: Identity | None
+    _handlers: dict[type, Callable[[Any], Any]]
+
+    def routed(self, event: Any) -> Any:
+        if isinstance(event, ev.RunIdentity):
+            self.ident = event.identity
+            return None
+        handler = self._handlers.get(type(event))
+        return handler(event) if handler is not None and self.ident is not None else None
+
+
+class ScriptLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
         self.tz = tz
@@ -36,13 +51,7 @@ class ScriptLines:
         }
 
     def lines(self, event: Any) -> list[Line]:
-        if isinstance(event, ev.RunIdentity):
-            self.ident = event.identity
-            return []
-        handler = self._handlers.get(type(event))
-        if handler is None or self.ident is None:
-            return []
-        return [Line(text, STDOUT, 0) for text in handler(event)]
+        return [Line(text, STDOUT, 0) for text in self.routed(event) or []]
 
     def banner(self, when: float) -> list[Line]:
         i = self.ident
