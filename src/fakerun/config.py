@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogError
+from .styles import Style
 
 OUTPUTS = ("auto", "plain", "rich", "jsonl")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
@@ -113,7 +114,7 @@ class RunConfig:
     token: str = ""  # the job's shared secret: needed by every node (--token / FAKERUN_TOKEN)
     node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
     lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
-    style: Any = None  # styles.Style: whose output conventions the run follows (default torchrun)
+    style: Style = field(default_factory=Style)  # whose output conventions the run follows
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`
@@ -151,10 +152,6 @@ class RunConfig:
             _check_writable_dir(self.output_dir, "--output-dir")
         if self.resume is not None and self.resume_from is None:
             object.__setattr__(self, "resume_from", self._find_checkpoint())
-        if self.style is None:
-            from .styles import Style
-
-            object.__setattr__(self, "style", Style())
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
         if self.identity is None:

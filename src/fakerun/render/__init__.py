@@ -117,7 +117,7 @@ def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
 
 def script_for(style: Any, width: int, tz: Any) -> Any:
     """The renderer of the training script's own output, in `style`'s conventions."""
-    if style is not None and style.name == "hf":
+    if style.name == "hf":
         from .hf import HfLines
 
         return HfLines(width, tz)

@@ -33,7 +33,7 @@ def interval(seconds: float) -> str:
 
 
 def meter(n: int, total: int, elapsed: float, remaining: float | None, per_it: float) -> str:
-    """tqdm.format_meter's default line: ` 45%|████▌     | 548/1218 [1:32:10<1:52:41, 10.09s/it]`."""
+    """tqdm.format_meter's default line: ` 45%|████▍     | 548/1218 [1:32:10<1:52:41, 10.09s/it]`."""
     frac = n / total if total else 0.0
     filled, part = divmod(int(frac * BAR_WIDTH * (len(BAR_CHARS) - 1)), len(BAR_CHARS) - 1)
     bar = BAR_CHARS[-1] * filled
@@ -48,8 +48,7 @@ class HfLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.ident: Identity | None = None
         self.master_port = 29500
-        self.losses: list[float] = []
-        self.last_step: ev.Step | None = None
+        self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Summary: self._summary,
@@ -102,7 +101,6 @@ class HfLines(EventRoutes):
 
     def _step(self, e: ev.Step) -> list[Line]:
         self.losses.append(e.loss)
-        self.last_step = e
         h = self.ident.hyper
         if e.step % h.log_every and e.step != e.max_steps:
             return []
@@ -145,9 +143,8 @@ class HfLines(EventRoutes):
                            "train_steps_per_second": round(e.steps / runtime, 3),
                            "train_loss": sum(self.losses) / max(1, len(self.losses)),
                            "epoch": round(self.epoch(e.steps), 2)})
-        last = self.last_step
         bar = [Line(meter(e.steps, e.steps, e.train_time_s, 0.0, runtime / max(1, e.steps)), STDERR, 0)] \
-            if last else []
+            if self.losses else []  # the bar closes only if training had begun
         return [*done, Line(stats, STDOUT, 0), *bar]
 
     @staticmethod
