@@ -62,6 +62,9 @@ class Versions:
     driver: str
     cudnn: str
     transformers: str
+    deepspeed: str
+    lightning: str
+    megatron: str  # megatron-core
     python: str
     drawn: str  # "yes": a run may draw it at random; "no": only a --style that pins it
 

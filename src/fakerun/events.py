@@ -152,6 +152,9 @@ class Step:
     gpu_util: float = 0.0  # averages over every GPU
     gpu_temp_c: float = 0.0
     gpu_mem_used_mib: list[int] = field(default_factory=list)  # every GPU, in rank order
+    # The gradients jumped past what an fp16 loss scale survives: a run in fp16
+    # (DeepSpeed's, Megatron's loss scaler) skips this step and halves its scale.
+    overflow: bool = False
 
 
 @dataclass(frozen=True)

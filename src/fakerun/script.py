@@ -90,8 +90,7 @@ class Script:
             mean_loss, _ = self.comm.all_reduce([loss, grad_norm], "avg", tag=TRAIN_STEP, step=step,
                                                 numel=self.numel, sim_s=sim_s)
             if not math.isfinite(mean_loss):  # what a real script checks after the reduce
-                raise ScriptFailed([texts.load("torchrun")["script"]["nan"].format(loss=mean_loss)],
-                                   stream="stdout")
+                raise ScriptFailed(self._text("nan", loss=mean_loss).split("\n"), stream="stdout")
             if self.comm.stop_requested:
                 self.compressed = True
                 break
@@ -178,8 +177,10 @@ class Script:
 
 
 def script_text(config: RunConfig, key: str, **values: object) -> str:
-    """A text of data/torchrun.toml's [script] table, for this run."""
-    script = texts.load("torchrun")["script"]
+    """A text the training script prints, for this run: data/torchrun.toml's
+    [script] table, overridden by the style's own (data/style-<name>.toml)."""
+    own = texts.optional(f"style-{config.style.name}").get("script", {})
+    script = {**texts.load("torchrun")["script"], **own}
     site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
     return script[key].format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
                               nccl=config.identity.versions.nccl, **values).rstrip("\n")

@@ -130,6 +130,19 @@ def local_grad_norm(ident: Identity, rank: int, step: int) -> float:
     return base * (1.0 + 8.0 * spike(ident, step)) * math.exp(sigma * gauss(ident.seed, "gn", rank, step))
 
 
+OVERFLOW_HISTORY = 8  # steps of grad norms an overflow is judged against
+OVERFLOW_JUMP = 4.0  # a grad norm this many times its recent mean overflows fp16
+
+
+def overflows(recent: list[float], grad_norm: float) -> bool:
+    """Would an fp16 loss scaler overflow on this step? Its scale is tuned to
+    the gradients it has been seeing, so a sudden jump (a loss spike) or a
+    non-finite norm takes the scaled gradients past fp16's range."""
+    if not math.isfinite(grad_norm):
+        return True
+    return len(recent) >= OVERFLOW_HISTORY // 2 and grad_norm > OVERFLOW_JUMP * sum(recent) / len(recent)
+
+
 def local_val_loss(ident: Identity, rank: int, step: int) -> float:
     """Held-out loss: the trend plus a small generalisation gap, less noisy."""
     gap = 1.0 + 0.01 + 0.005 * gauss(ident.seed, "gap", step)

@@ -15,7 +15,10 @@ from . import catalog
 DEFAULT = "torchrun"
 # Per style: the versions.txt column naming its framework version, and the
 # version a bare name means.
-FRAMEWORKS: dict[str, tuple[str, str]] = {"torchrun": ("torch", ""), "hf": ("transformers", "4.46")}
+FRAMEWORKS: dict[str, tuple[str, str]] = {
+    "torchrun": ("torch", ""), "hf": ("transformers", "4.46"), "megatron": ("megatron", "0.10"),
+    "deepspeed": ("deepspeed", "0.14"), "lightning": ("lightning", "2.5"),
+}
 
 
 class StyleError(ValueError):

@@ -45,6 +45,7 @@ class _Run:
     loss: float = math.nan
     best_val: float = math.inf
     recent: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)  # the last few steps'
     window: list[tuple[str, int, float]] = field(default_factory=list)
 
 
@@ -124,6 +125,8 @@ class Timeline:
         tp = sim.throughput(ident, step_time)
         losses = [done.contributions[r][0] for r in sorted(done.contributions)]
         remaining = max(0, ident.hyper.total_steps - done.step)
+        overflow = sim.overflows(run.grad_norms, done.result[1])
+        run.grad_norms = (run.grad_norms + [done.result[1]])[-sim.OVERFLOW_HISTORY:]
         events: list = [ev.Step(
             done.step, ident.hyper.total_steps, done.result[0], min(losses), max(losses), done.result[1],
             epoch=self.epoch(done.step), ppl=sim.safe_exp(done.result[0]),
@@ -131,7 +134,7 @@ class Timeline:
             tokens_per_s=tp.tokens_per_s, samples_per_s=tp.samples_per_s, step_time_s=step_time,
             mfu=tp.mfu, tflops_per_gpu=tp.tflops_per_gpu, elapsed_s=self.clock.now - run.train_start,
             eta_s=remaining * sum(run.recent) / len(run.recent), time=self.clock.now,
-            **self._gpu_summary())]
+            overflow=overflow, **self._gpu_summary())]
         if done.step % self.nccl_every == 0:
             events.append(self._nccl_stats(done.step))
         if done.step % self.gpu_every == 0 and self.telemetry:

@@ -24,11 +24,19 @@ def test_a_version_pins_one_software_set(text, transformers):
     assert chosen.transformers == transformers
 
 
-@pytest.mark.parametrize("text", ["deepspeed", "hf@6", "hf@4.4", "torchrun@9", ""])
+@pytest.mark.parametrize("text", ["colossalai", "deepspeed@0.3", "hf@6", "hf@4.4", "torchrun@9", ""])
 def test_unknown_styles_are_one_line_errors(text):
     with pytest.raises(styles.StyleError) as err:
         styles.parse(text)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text,column,version", [
+    ("megatron", "megatron", "0.10.0"), ("deepspeed", "deepspeed", "0.14.4"), ("lightning", "lightning", "2.5.0"),
+    ("deepspeed@0.18", "deepspeed", "0.18.2"), ("lightning@2.4", "lightning", "2.4.0")])
+def test_every_framework_pins_a_default_set(text, column, version):
+    (chosen,) = styles.parse(text).versions()
+    assert getattr(chosen, column) == version
 
 
 def test_torchrun_draws_its_software_set_from_the_seed():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any, TextIO
@@ -115,13 +116,19 @@ def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
     return DEFAULT_WIDTH
 
 
-def script_for(style: Any, width: int, tz: Any) -> Any:
-    """The renderer of the training script's own output, in `style`'s conventions."""
-    if style.name == "hf":
-        from .hf import HfLines
+# Per style: the module (in this package) and class rendering the script's output.
+SCRIPT_RENDERERS = {"hf": ("hf", "HfLines"), "megatron": ("megatron", "MegatronLines"),
+                    "deepspeed": ("deepspeed", "DeepSpeedLines"),
+                    "lightning": ("lightning", "LightningLines")}
 
-        return HfLines(width, tz)
-    return ScriptLines(width, tz)
+
+def script_for(style: Any, width: int, tz: Any) -> Any:
+    """The renderer of the training script's own output, in `style`'s conventions
+    (imported only when a run uses it)."""
+    if style.name not in SCRIPT_RENDERERS:
+        return ScriptLines(width, tz)
+    module, cls = SCRIPT_RENDERERS[style.name]
+    return getattr(importlib.import_module(f".{module}", __package__), cls)(width, tz)
 
 
 def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[str, str]) -> Renderer:

@@ -16,3 +16,10 @@ def load(name: str) -> dict[str, Any]:
         return tomllib.loads(source.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RuntimeError(f"fakerun/data/{name}.toml: {exc}") from None
+
+
+def optional(name: str) -> dict[str, Any]:
+    """data/<name>.toml, or nothing when there is no such file."""
+    if not resources.files("fakerun").joinpath("data", f"{name}.toml").is_file():
+        return {}
+    return load(name)
