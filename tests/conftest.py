@@ -101,13 +101,13 @@ class Runner:
         self.markers.append(marker)
         return marker
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Job:
+    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Job:
         marker = self.new_marker()
         n = len(self.jobs)
         out, err = self.tmp_path / f"job{n}.out", self.tmp_path / f"job{n}.err"
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *args], stdout=fo, stderr=fe,
-                                    stdin=subprocess.DEVNULL, env=env)
+                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         job = Job(proc, marker, out, err)
         self.jobs.append(job)
         return job

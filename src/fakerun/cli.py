@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, scenarios, styles
+from . import __version__, scenarios, scriptargs, styles
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
 from .styles import Style
 
@@ -25,14 +25,19 @@ DESCRIPTION = """\
 fakerun: a GPU-free stand-in for torchrun. It starts one process per simulated
 GPU with torchrun's worker environment, runs real blocking collectives through
 a coordinator, and prints what a torchrun training job prints.
-The training script is recorded, never executed."""
+The training script is never executed; its arguments, where they use the
+common spellings (transformers' --model_name_or_path, --per_device_train_batch_size,
+--max_steps, --output_dir ...; Megatron's --num-layers, --train-iters ...),
+shape the simulated job."""
 
 EPILOG = """\
 exit codes: 0 success, 1 a rank failed, 2 usage error, 130 SIGINT,
 143 SIGTERM, 141 output closed (e.g. piped into `head`).
 examples:
   fakerun --nproc 8
-  fakerun --nproc-per-node 4 --max-steps 50 --speed 0 --output jsonl train.py --lr 3e-4"""
+  fakerun --nproc-per-node 4 --max-steps 50 --speed 0 --output jsonl train.py --lr 3e-4
+  fakerun --nproc-per-node 2 train.py --model_name_or_path meta-llama/Llama-3.1-8B \
+      --per_device_train_batch_size 4 --max_steps 20 --output_dir out"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pacing: 1 normal, 2 twice as fast, 0 no pacing at all (default 1)")
     f.add_argument("--output", choices=OUTPUTS, default="auto",
                    help="auto (rich on a terminal, plain otherwise), plain, rich, or jsonl events")
-    f.add_argument("--style", default="torchrun", metavar="NAME[@VERSION]",
-                   help="whose output conventions the training script follows: torchrun (the "
-                        "default layout) or hf (the transformers Trainer; hf@4.46 by default, hf@5); "
-                        "the version pins PyTorch, NCCL and CUDA to match")
+    f.add_argument("--style", default=None, metavar="NAME[@VERSION]",
+                   help="whose output conventions the training script follows: torchrun (the seeds' "
+                        "layout), hf (transformers Trainer; hf@4.46 default, hf@5), megatron (@0.10), "
+                        "deepspeed (@0.14), lightning (@2.5); the version pins PyTorch, NCCL and CUDA to "
+                        "match. Default: inferred from the script's arguments (--model_name_or_path: hf; "
+                        "--num-layers or pretrain_*.py: megatron; --deepspeed: deepspeed; --trainer.*: "
+                        "lightning), else torchrun")
     f.add_argument("--model", default=None, metavar="NAME",
                    help="model by name, e.g. Llama-3.1-8B (default: drawn from the seed)")
     f.add_argument("--gpu", default=None, metavar="NAME",
@@ -145,6 +153,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
+    job = _job(ns.training_script, ns.training_script_args)
     return RunConfig(
         topology=topology,
         master_addr=env.master_addr,
@@ -155,13 +164,13 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         node_timeout_s=ns.node_timeout,
         lifeline=_first(ns.lifeline, _env_int(environ, "FAKERUN_LIFELINE")),
         max_restarts=ns.max_restarts,
-        max_steps=ns.max_steps,
+        max_steps=_first(ns.max_steps, job.max_steps),
         seed=_seed(ns.seed, env),
         speed=ns.speed,
         output=ns.output,
         log_dir=ns.log_dir,
         metrics_file=ns.metrics_file,
-        output_dir=ns.output_dir,
+        output_dir=_first(ns.output_dir, job.output_dir),
         resume=ns.resume,
         entrypoint=ns.training_script,
         script_args=tuple(ns.training_script_args),
@@ -174,8 +183,17 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
-        style=_style(ns.style),
+        style=_style(ns.style or job.style or styles.DEFAULT),
+        asked=job.asked,
     )
+
+
+def _job(entrypoint: str, args: list[str]) -> scriptargs.Job:
+    """What the script's own arguments say; fakerun's options win over them."""
+    try:
+        return scriptargs.read(entrypoint, args)
+    except scriptargs.ScriptArgsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _style(text: str) -> Style:

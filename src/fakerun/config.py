@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogError
+from .identity import Asked
 from .styles import Style
 
 OUTPUTS = ("auto", "plain", "rich", "jsonl")
@@ -115,6 +116,7 @@ class RunConfig:
     node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
     lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
     style: Style = field(default_factory=Style)  # whose output conventions the run follows
+    asked: Asked = field(default_factory=Asked)  # what the training script's arguments fix
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`
@@ -175,7 +177,7 @@ class RunConfig:
         agreed = (self.topology.nnodes, self.topology.nproc_per_node, self.seed, self.steps,
                   self.identity.model.name, self.identity.gpu.name, self.fault, self.speed,
                   self.start_time, self.entrypoint, self.script_args, self.collective_timeout_s,
-                  str(self.style))
+                  str(self.style), self.asked)
         return hashlib.sha256(repr(agreed).encode()).hexdigest()[:16]
 
     def _find_checkpoint(self) -> Any:
@@ -194,7 +196,7 @@ class RunConfig:
         try:
             pinned = self.style.versions()[0] if self.style.pinned else None
             return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,
-                                   self.max_steps, self.model, self.gpu, self.funny, pinned)
+                                   self.max_steps, self.model, self.gpu, self.funny, pinned, self.asked)
         except CatalogError as exc:
             raise ConfigError(str(exc)) from None
 

@@ -17,6 +17,9 @@ FUNNY_RATE = 0.03
 GIB = 1024**3
 MEMORY_HEADROOM = 0.92  # the allocator never gets the last few percent
 CONTEXT_OVERHEAD = int(1.4 * GIB)  # CUDA context, NCCL buffers, cuBLAS workspace
+# What a base model's pretraining is worth on a new corpus, in tokens of it: a
+# fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.
+PRETRAINED_TOKENS = 1e10
 HOST_PATTERNS = ("gpu-node-{:02d}", "node{:03d}", "dgx-{:02d}", "trn-gpu-{:03d}")
 
 
@@ -42,6 +45,7 @@ class Hyper:
     steps_per_epoch: int
     log_every: int
     eval_batches: int
+    pretrained_tokens: float = 0.0  # a fine-tune starts from a base model: what it has learnt, in tokens
 
     @property
     def tokens_per_step(self) -> int:
@@ -75,29 +79,66 @@ class Identity:
         return re.sub(r"[^a-z0-9]+", "-", self.model.name.lower()).strip("-")
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What the job's own launch line fixes (the training script's arguments);
+    None: drawn from the seed. Every draw is still made, so what is not asked
+    for stays as the seed has it."""
+
+    model: Model | None = None  # a catalog row, or a shape the arguments describe
+    dataset: str | None = None
+    micro_batch: int | None = None
+    grad_accum: int | None = None
+    global_batch: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    seq_len: int | None = None
+    log_every: int | None = None
+    pretrained: bool = False  # fine-tuning a base model (--model_name_or_path), not training from scratch
+
+
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
           model: str | None = None, gpu: str | None = None, funny: bool = False,
-          versions: catalog.Versions | None = None) -> Identity:
+          versions: catalog.Versions | None = None, asked: Asked = Asked()) -> Identity:
     """`versions`: the software set a --style pins (default: drawn from the seed,
     and drawn even when pinned, so a style changes no other figure of the run)."""
     r = rng(seed, "identity")
-    chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else _pick(r, catalog.gpus(), funny)
     world = nnodes * nproc
-    candidates = [catalog.find(catalog.models(), model, "model")] if model else \
-        _pool(r, catalog.models(), funny)
+    fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
+    chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
+        _pick(r, _gpus_for(fixed, nproc, world), funny)
+    candidates = [fixed] if fixed else _pool(r, catalog.models(), funny)
     fits = [(m, p, mb) for m in candidates if (plan := plan_memory(m, chosen_gpu, nproc, world))
             for p, mb in [plan]]
     if not fits:
-        what = candidates[0].name if model else "any model"
+        what = candidates[0].name if fixed else "any model"
         raise CatalogError(f"{what} does not fit on {world} x {chosen_gpu.name} "
                            f"({chosen_gpu.memory_mib // 1024} GiB each); add GPUs or pick a smaller one")
-    chosen, parallel, micro = fits[0] if model else r.choice(fits)
+    chosen, parallel, micro = fits[0] if fixed else r.choice(fits)
     steps = total_steps or r.randrange(400, 801, 10)
     return Identity(
-        seed=seed, model=chosen, gpu=chosen_gpu, dataset=_pick(r, catalog.datasets(), funny),
+        seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), funny), asked),
         versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
-        hyper=_hyper(r, chosen, parallel, micro, steps),
+        hyper=_hyper(r, chosen, parallel, micro, steps, asked),
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
+
+
+def _gpus_for(model: Model | None, nproc: int, world: int) -> tuple[Gpu, ...]:
+    """The GPUs to draw from: for a model the job names, those it fits on
+    (else all of them, and the error below names the shortfall)."""
+    gpus = catalog.gpus()
+    if model is None:
+        return gpus
+    return tuple(g for g in gpus if plan_memory(model, g, nproc, world)) or gpus
+
+
+def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
+    """A dataset the job names: the catalog's row, or the drawn one's size under its name."""
+    if asked.dataset is None:
+        return drawn
+    name = asked.dataset.rsplit("/", 1)[-1]
+    known = [d for d in catalog.datasets() if d.name.lower() == name.lower()]
+    return known[0] if known else Dataset(name, drawn.tokens, drawn.kind)
 
 
 def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Versions:
@@ -160,18 +201,28 @@ def peak_bytes(model: Model, par: Parallelism, micro: int, seq: int, stage: int)
             + CONTEXT_OVERHEAD)
 
 
-def _hyper(r, model: Model, par: Parallelism, micro: int, steps: int) -> Hyper:
-    seq = min(model.context, r.choice((2048, 4096)))
+def _hyper(r, model: Model, par: Parallelism, micro: int, steps: int, asked: Asked) -> Hyper:
+    seq = asked.seq_len or min(model.context, r.choice((2048, 4096)))
     target_tokens = r.choice((0.5e6, 1e6, 2e6))
+    micro = asked.micro_batch or micro
     per_pass = micro * par.dp
-    accum = max(1, round(target_tokens / seq / per_pass))
-    epochs = min(r.choice((1, 2, 3)), steps)
+    accum = _accum(asked, per_pass) or max(1, round(target_tokens / seq / per_pass))
+    epochs = min(asked.epochs or r.choice((1, 2, 3)), steps)
     lr = _max_lr(r, model.params)
+    lr = asked.lr or lr
     return Hyper(
         seq_len=seq, micro_batch=micro, grad_accum=accum, global_batch=per_pass * accum,
         max_lr=lr, min_lr=lr * r.uniform(0.01, 0.1), warmup_steps=max(1, round(steps * r.uniform(0.04, 0.1))),
         total_steps=steps, epochs=epochs, steps_per_epoch=math.ceil(steps / epochs),
-        log_every=_nice(steps / 60), eval_batches=r.choice((50, 100, 200)))
+        log_every=asked.log_every or _nice(steps / 60), eval_batches=r.choice((50, 100, 200)),
+        pretrained_tokens=PRETRAINED_TOKENS if asked.pretrained else 0.0)
+
+
+def _accum(asked: Asked, per_pass: int) -> int | None:
+    """Gradient accumulation as asked, or as a global batch size implies."""
+    if asked.grad_accum:
+        return asked.grad_accum
+    return max(1, asked.global_batch // per_pass) if asked.global_batch else None
 
 
 def _max_lr(r, params: int) -> float:

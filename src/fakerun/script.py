@@ -182,8 +182,17 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     own = texts.optional(f"style-{config.style.name}").get("script", {})
     script = {**texts.load("torchrun")["script"], **own}
     site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
-    return script[key].format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
+    return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
                               nccl=config.identity.versions.nccl, **values).rstrip("\n")
+
+
+def _expand(text: str, table: dict[str, str]) -> str:
+    """Put in the table's own entries that `text` names (`{torch_backward}`),
+    and theirs in turn: the tracebacks share their framework's frames."""
+    while (names := [k for k in table if f"{{{k}}}" in text]):
+        for name in names:
+            text = text.replace(f"{{{name}}}", table[name])
+    return text
 
 
 def peer_lost(config: RunConfig, peer_host: str, seed: int) -> list[str]:

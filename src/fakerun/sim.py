@@ -72,8 +72,9 @@ def lr_progress(ident: Identity, step: float) -> float:
 def trend_loss(ident: Identity, step: int) -> float:
     """Expected loss after `step` steps: Chinchilla's law over the tokens seen,
     weighted by the learning rate (slow in warmup, flattening as the cosine
-    ends). Starts at ln(vocab), never reaches the floor E + A/N^alpha."""
-    tokens = max(1e-3, lr_progress(ident, step)) * ident.hyper.tokens_per_step
+    ends). Starts at ln(vocab) (a fine-tune: where its base model is), never
+    reaches the floor E + A/N^alpha."""
+    tokens = max(1e-3, lr_progress(ident, step)) * ident.hyper.tokens_per_step + ident.hyper.pretrained_tokens
     model_term = CHINCHILLA_A / ident.model.params ** CHINCHILLA_ALPHA
     data_term = CHINCHILLA_B / tokens ** CHINCHILLA_BETA
     return _soft_min(ident.data_loss + model_term + data_term, math.log(ident.model.vocab))

@@ -95,3 +95,36 @@ def test_the_losses_printed_are_the_runs(runner, style):
         # The Trainer rounds the loss to 4 places; 5.x then prints 4 significant digits.
         expected = f"{round(loss, 4):.4g}" if style == "hf@5" else round(loss, 4)
         assert shown == expected
+
+
+def test_an_oom_under_hf_fails_through_the_trainer(runner):
+    job = styled_run_failing(runner, "hf", "--scenario", "cuda-oom", "--fail-rank", "1", "--fail-step", "4")
+    frames = [line for rank, line in rank_lines(job.stderr) if rank == 1 and line.startswith("[rank1]:")]
+    assert frames[0] == "[rank1]: Traceback (most recent call last):"
+    assert '[rank1]:   File "/workspace/train.py", line 630, in main' in frames
+    assert any(re.fullmatch(r'\[rank1\]:   File "\S+/transformers/trainer\.py", line 2481, in _inner_training_loop',
+                            line) for line in frames)
+    assert frames[-1].startswith("[rank1]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ")
+
+
+def styled_run_failing(runner, style: str, *args: str):
+    job = runner.start(*FIXED, "--nproc", "2", "--max-steps", "12", "--style", style, "--output", "plain", *args,
+                       env=clean_env())
+    assert job.wait() == 1, job.stderr
+    return job
+
+
+def test_the_torchrun_drop_in_runs_the_job_its_launch_line_describes(runner, tmp_path):
+    # The acceptance line of the drop-in: a transformers script's own arguments make the job.
+    job = runner.start(*FIXED, "--output", "plain", "--nproc-per-node", "2", "train.py", "--model_name_or_path",
+                       "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4", "--max_steps", "20",
+                       "--output_dir", "out", env=clean_env(), cwd=tmp_path)
+    assert job.wait() == 0, job.stderr
+    block = [line for rank, line in rank_lines(job.stderr) if rank == 0]  # the Trainer's, in hf style
+    for line in ("***** Running training *****", "  Instantaneous batch size per device = 4",
+                 "  Total optimization steps = 20", "  Gradient Accumulation steps = 1",
+                 "  Number of trainable parameters = 8,030,261,248"):  # Llama-3.1-8B's
+        assert line in block
+    assert {rank for rank, _ in rank_lines(job.stdout + job.stderr)} == {0, 1}  # --nproc-per-node 2
+    assert "Saving model checkpoint to out/checkpoint-20" in block
+    assert (tmp_path / "out" / "checkpoint-20" / "trainer_state.json").is_file()

@@ -18,30 +18,10 @@ from .. import events as ev
 from ..identity import Identity
 from .lines import STDERR, STDOUT, Line
 from .script import EventRoutes
+from .tqdm import meter
 
-BAR_CHARS = " ▏▎▍▌▋▊▉█"  # tqdm's unicode bar
-BAR_WIDTH = 10  # tqdm's bar when its stream is not a terminal (log files, pipes)
 SHARD_BYTES = 5 * 10**9  # save_pretrained's default max_shard_size, "5GB"
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
-
-
-def interval(seconds: float) -> str:
-    """tqdm.format_interval."""
-    mins, s = divmod(int(seconds), 60)
-    h, m = divmod(mins, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-def meter(n: int, total: int, elapsed: float, remaining: float | None, per_it: float) -> str:
-    """tqdm.format_meter's default line: ` 45%|████▍     | 548/1218 [1:32:10<1:52:41, 10.09s/it]`."""
-    frac = n / total if total else 0.0
-    filled, part = divmod(int(frac * BAR_WIDTH * (len(BAR_CHARS) - 1)), len(BAR_CHARS) - 1)
-    bar = BAR_CHARS[-1] * filled
-    if filled < BAR_WIDTH:
-        bar = (bar + BAR_CHARS[part]).ljust(BAR_WIDTH)
-    rate = f"{per_it:5.2f}s/it" if per_it >= 1 else f"{1 / per_it:5.2f}it/s" if per_it > 0 else "?it/s"
-    left = "?" if remaining is None else interval(remaining)
-    return f"{frac * 100:3.0f}%|{bar}| {n}/{total} [{interval(elapsed)}<{left}, {rate}]"
 
 
 class HfLines(EventRoutes):
@@ -102,8 +82,8 @@ class HfLines(EventRoutes):
     def _step(self, e: ev.Step) -> list[Line]:
         self.losses.append(e.loss)
         h = self.ident.hyper
-        if e.step % h.log_every and e.step != e.max_steps:
-            return []
+        if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
+            return [self._bar(e)] if e.step == e.max_steps else []
         logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
                             "epoch": round(self.epoch(e.step), 2)})
         return [Line(logged, STDOUT, 0), self._bar(e)]

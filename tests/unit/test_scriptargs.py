@@ -1,0 +1,70 @@
+"""The training script's arguments read as the job (the torchrun drop-in)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakerun import scriptargs
+from fakerun.cli import build_parser, to_config
+from fakerun.config import ConfigError
+
+HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
+      "--max_steps", "20", "--output_dir", "out")
+
+
+def config(*argv: str):
+    return to_config(build_parser().parse_args(["--nproc-per-node", "2", *argv]), environ={})
+
+
+def test_the_hf_launch_line_is_the_job():
+    c = config(*HF)
+    h = c.identity.hyper
+    assert (str(c.style), c.identity.model.name, c.steps, str(c.output_dir)) == ("hf", "Llama-3.1-8B", 20, "out")
+    assert (h.micro_batch, h.grad_accum, h.max_lr, h.log_every) == (4, 1, 5e-05, 500)  # TrainingArguments'
+    assert h.global_batch == 4 * c.identity.parallel.dp
+    assert h.pretrained_tokens > 0  # a fine-tune starts from its base model
+
+
+def test_fakerun_options_win_over_the_script_s():
+    c = config("--max-steps", "7", "--style", "torchrun", "--output-dir", "mine", *HF)
+    assert (c.steps, str(c.style), str(c.output_dir)) == (7, "torchrun", "mine")
+
+
+def test_equals_spelling_and_seeded_draws_for_the_rest():
+    a = config("--seed", "1", "train.py", "--learning_rate=3e-4", "--gradient_accumulation_steps=8",
+               "--num_train_epochs=2")
+    assert (a.identity.hyper.max_lr, a.identity.hyper.grad_accum, a.identity.hyper.epochs) == (3e-4, 8, 2)
+    assert a.identity.model == config("--seed", "1", "train.py", "--learning_rate", "1e-5").identity.model  # the seed's
+
+
+def test_megatron_flags_describe_the_model():
+    c = config("pretrain_gpt.py", "--num-layers", "24", "--hidden-size", "2048", "--num-attention-heads", "16",
+               "--seq-length", "2048", "--micro-batch-size", "2", "--global-batch-size", "64",
+               "--train-iters", "30", "--lr", "3e-4", "--save", "ckpt")
+    m, h = c.identity.model, c.identity.hyper
+    assert str(c.style) == "megatron" and (m.layers, m.hidden, m.heads, m.arch) == (24, 2048, 16, "GPTModel")
+    assert 1.2e9 < m.params < 1.4e9  # GPT-3 XL's shape: 1.3B
+    assert (h.seq_len, h.micro_batch, h.global_batch, h.max_lr, c.steps) == (2048, 2, 64, 3e-4, 30)
+    assert str(c.output_dir) == "ckpt" and h.log_every == 100  # Megatron's default --log-interval
+
+
+@pytest.mark.parametrize("argv,style", [
+    (("pretrain_gpt.py",), "megatron"), (("train.py", "--deepspeed", "ds.json"), "deepspeed"),
+    (("main.py", "fit", "--trainer.max_steps=10"), "lightning"), (("train.py", "--foo", "1"), "torchrun")])
+def test_the_style_follows_the_framework(argv, style):
+    assert str(config(*argv).style).split("@")[0] == style
+
+
+@pytest.mark.parametrize("name,expect", [("meta-llama/Llama-3.1-8B", "Llama-3.1-8B"),
+                                         ("./ckpts/my-llama-7b-sft", "Llama-2-7b-hf"),
+                                         ("Qwen/Qwen2.5-72B-Instruct", "Qwen2.5-72B")])
+def test_hub_ids_and_fine_tunes_map_to_a_known_shape(name, expect):
+    model = scriptargs.read("train.py", ["--model_name_or_path", name]).asked.model
+    base = next(m for m in scriptargs.catalog.models() if m.name == expect)
+    assert (model.params, model.layers) == (base.params, base.layers)
+    assert model.name == name.rsplit("/", 1)[-1]
+
+
+def test_a_bad_value_is_a_one_line_usage_error():
+    with pytest.raises(ConfigError, match=r"^training script argument --max_steps 'abc': expected a whole number$"):
+        config("train.py", "--max_steps", "abc")
