@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import secrets
+import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port,
 from .styles import Style
 
 EXIT_USAGE = 2
+OPTS_ENV = "FAKERUN_OPTS"
+GPUS_PER_NODE = 8  # the simulated node's, for --nproc-per-node gpu/auto
 DEFAULT_MASTER_PORT = 29500
 
 DESCRIPTION = """\
@@ -60,10 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"fakerun {__version__}")
     t = p.add_argument_group("torchrun options")
-    t.add_argument(*_options("--nproc-per-node", "--nproc"), dest="nproc_per_node", type=int,
-                   default=8, metavar="N", help="worker processes (simulated GPUs) per node (default 8)")
-    t.add_argument(*_options("--nnodes"), dest="nnodes", type=int, default=None,
-                   metavar="M", help="number of nodes, one fakerun per node (default 1; $SLURM_NNODES)")
+    t.add_argument(*_options("--nproc-per-node", "--nproc"), dest="nproc_per_node", type=_nproc,
+                   default=GPUS_PER_NODE, metavar="N",
+                   help="worker processes (simulated GPUs) per node: a number, or gpu/auto (the node's "
+                        f"{GPUS_PER_NODE} GPUs) or cpu (its CPU count) (default {GPUS_PER_NODE})")
+    t.add_argument(*_options("--nnodes"), dest="nnodes", type=_nnodes, default=None,
+                   metavar="M", help="number of nodes, one fakerun per node; an elastic MIN:MAX starts "
+                                     "with MIN (default 1; $SLURM_NNODES)")
+    t.add_argument("--standalone", action="store_true",
+                   help="a single-node job on a free local port (overrides --nnodes and the master)")
+    t.add_argument(*_options("--rdzv-backend"), dest="rdzv_backend", default="static", metavar="NAME",
+                   help="c10d, static, etcd: fakerun's rendezvous is always node 0's coordinator")
+    t.add_argument(*_options("--rdzv-endpoint"), dest="rdzv_endpoint", default=None, metavar="HOST[:PORT]",
+                   help="node 0's address for the rendezvous (as --master-addr/--master-port)")
+    t.add_argument(*_options("--rdzv-conf"), dest="rdzv_conf", default="", metavar="K=V,...",
+                   help="rendezvous settings; join_timeout (seconds) is honoured as --rdzv-timeout")
+    t.add_argument(*_options("--tee", "-t"), dest="tee", type=_std, default=3, metavar="STD",
+                   help="streams of the ranks shown with the [defaultN]: prefix: 0 none, 1 stdout, "
+                        "2 stderr, 3 both (default 3: fakerun always tees; 0 shows them bare)")
+    t.add_argument(*_options("--redirects", "-r"), dest="redirects", type=_std, default=0, metavar="STD",
+                   help="streams of the ranks sent only to --log-dir, not the console, unless teed")
+    t.add_argument(*_options("--local-ranks-filter"), dest="local_ranks_filter", type=_ranks, default=None,
+                   metavar="R,R", help="show only these local ranks' output on the console")
     t.add_argument(*_options("--node-rank"), dest="node_rank", type=int, default=None, metavar="K",
                    help="rank of this node, in [0, nnodes) (default 0; $SLURM_NODEID)")
     t.add_argument(*_options("--master-addr"), dest="master_addr", default=None, metavar="HOST",
@@ -126,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a fresh run after each one (screen-saver mode) until Ctrl+C")
     f.add_argument("--collective-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="NCCL watchdog timeout for one collective (default 600)")
-    f.add_argument("--rdzv-timeout", type=float, default=900.0, metavar="SECONDS",
+    f.add_argument("--rdzv-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait for every rank to join (default 900)")
     f.add_argument("--scenario", default="healthy", metavar="NAME|FILE.toml",
                    help="a failure (or health) scenario from the catalog, or a TOML file (default healthy)")
@@ -140,6 +161,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("training_script_args", nargs=argparse.REMAINDER,
                    help="arguments of the training script")
     return p
+
+
+def _nproc(text: str) -> int:
+    """torchrun's --nproc-per-node: a count, or what the node has."""
+    if text in ("gpu", "auto"):
+        return GPUS_PER_NODE
+    if text == "cpu":
+        return os.cpu_count() or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, gpu, auto or cpu, got {text!r}") from None
+
+
+def _nnodes(text: str) -> int:
+    """N, or an elastic MIN:MAX: the job starts with MIN nodes (fakerun's
+    rendezvous is static: it never waits for more to join)."""
+    low, _, high = text.partition(":")
+    try:
+        low_n, high_n = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN:MAX, got {text!r}") from None
+    if low_n > high_n:
+        raise argparse.ArgumentTypeError(f"MIN must not exceed MAX, got {text!r}")
+    return low_n
+
+
+def _std(text: str) -> int:
+    """torchrun's Std: 0 none, 1 stdout, 2 stderr, 3 both."""
+    if text not in ("0", "1", "2", "3"):
+        raise argparse.ArgumentTypeError(f"expected 0, 1, 2 or 3 (per-rank mappings are not supported), "
+                                         f"got {text!r}")
+    return int(text)
+
+
+def _ranks(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(r) for r in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected local ranks like 0,3, got {text!r}") from None
+
+
+def _endpoint(text: str | None) -> tuple[str | None, int | None]:
+    """--rdzv-endpoint HOST[:PORT]."""
+    if not text:
+        return None, None
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        return host.strip("[]"), int(port) if port else None
+    except ValueError:
+        raise ConfigError(f"--rdzv-endpoint must be HOST[:PORT], got {text!r}") from None
+
+
+def _join_timeout(conf: str) -> float | None:
+    """--rdzv-conf's join_timeout, the one setting a static rendezvous has."""
+    for item in filter(None, conf.split(",")):
+        key, _, value = item.partition("=")
+        if key.strip() == "join_timeout":
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"--rdzv-conf join_timeout must be seconds, got {value!r}") from None
+    return None
 
 
 def _duration(text: str) -> float:
@@ -175,7 +259,10 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         entrypoint=ns.training_script,
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,
-        rdzv_timeout_s=ns.rdzv_timeout,
+        rdzv_timeout_s=_first(ns.rdzv_timeout, _join_timeout(ns.rdzv_conf), 900.0),
+        tee=ns.tee,
+        redirects=ns.redirects,
+        local_ranks_filter=ns.local_ranks_filter,
         fault=_fault(ns, topology),
         model=ns.model,
         gpu=ns.gpu,
@@ -229,12 +316,16 @@ class ClusterEnv:
 
 def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
     slurm_job = environ.get("SLURM_JOB_ID") or None
+    if ns.standalone:  # torchrun: one node, a free local port, whatever else is set
+        return ClusterEnv(1, 0, "127.0.0.1", _master_port(None, 1, ns.start_time), False,
+                          _first(ns.rdzv_id, slurm_job), ns.token or "")
     nnodes = _first(ns.nnodes, _env_int(environ, "SLURM_NNODES"), 1)
     node_rank = _first(ns.node_rank, _env_int(environ, "SLURM_NODEID"), 0)
     nodelist = environ.get("SLURM_JOB_NODELIST", "")
-    addr = _first(ns.master_addr, environ.get("MASTER_ADDR") or None,
+    rdzv_host, rdzv_port = _endpoint(ns.rdzv_endpoint)
+    addr = _first(ns.master_addr, rdzv_host, environ.get("MASTER_ADDR") or None,
                   first_host(nodelist) if nodelist else None, "127.0.0.1")
-    port = _first(ns.master_port, _env_int(environ, "MASTER_PORT"))
+    port = _first(ns.master_port, rdzv_port, _env_int(environ, "MASTER_PORT"))
     token = _first(ns.token, environ.get("FAKERUN_TOKEN") or None,
                    _slurm_token(slurm_job) if slurm_job and nnodes > 1 else None, "")
     return ClusterEnv(nnodes, node_rank, addr, _master_port(port, nnodes, ns.start_time),
@@ -306,6 +397,17 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
 
 
+def _with_env_options(args: list[str], environ: Mapping[str, str],
+                      parser: argparse.ArgumentParser) -> list[str]:
+    """$FAKERUN_OPTS goes before the command line's own options (which win):
+    the way to choose a scenario, seed or speed when fakerun stands in for
+    torchrun under a launch line that cannot change."""
+    try:
+        return [*shlex.split(environ.get(OPTS_ENV, "")), *args]
+    except ValueError as exc:
+        parser.exit(EXIT_USAGE, f"fakerun: error: ${OPTS_ENV}: {exc}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
@@ -313,13 +415,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return smi_main(args[1:])
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = _with_env_options(args, os.environ, parser)
+    ns = parser.parse_args(args)
     if ns.list_scenarios:
         print(scenarios.listing())
         return 0
     try:
         if ns.nodes is not None:
-            return _local_cluster(ns, sys.argv[1:] if argv is None else argv)
+            return _local_cluster(ns, args)
         config = to_config(ns)
     except ConfigError as exc:
         print(f"fakerun: error: {exc}", file=sys.stderr)

@@ -483,7 +483,8 @@ def join_command(config: RunConfig, node: int, token: str) -> str:
             "--master-addr", config.master_addr, "--master-port", str(config.master_port),
             "--rdzv-id", config.run_id, "--seed", str(config.seed)]
     for flag, value in (("--max-steps", config.max_steps), ("--model", config.model),
-                        ("--gpu", config.gpu), ("--start-time", config.start_time)):
+                        ("--gpu", config.gpu), ("--start-time", config.start_time),
+                        ("--style", str(config.style))):
         if value is not None:
             args += [flag, str(value)]
     if config.speed != 1.0:

@@ -113,18 +113,3 @@ def styled_run_failing(runner, style: str, *args: str):
     assert job.wait() == 1, job.stderr
     return job
 
-
-def test_the_torchrun_drop_in_runs_the_job_its_launch_line_describes(runner, tmp_path):
-    # The acceptance line of the drop-in: a transformers script's own arguments make the job.
-    job = runner.start(*FIXED, "--output", "plain", "--nproc-per-node", "2", "train.py", "--model_name_or_path",
-                       "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4", "--max_steps", "20",
-                       "--output_dir", "out", env=clean_env(), cwd=tmp_path)
-    assert job.wait() == 0, job.stderr
-    block = [line for rank, line in rank_lines(job.stderr) if rank == 0]  # the Trainer's, in hf style
-    for line in ("***** Running training *****", "  Instantaneous batch size per device = 4",
-                 "  Total optimization steps = 20", "  Gradient Accumulation steps = 1",
-                 "  Number of trainable parameters = 8,030,261,248"):  # Llama-3.1-8B's
-        assert line in block
-    assert {rank for rank, _ in rank_lines(job.stdout + job.stderr)} == {0, 1}  # --nproc-per-node 2
-    assert "Saving model checkpoint to out/checkpoint-20" in block
-    assert (tmp_path / "out" / "checkpoint-20" / "trainer_state.json").is_file()

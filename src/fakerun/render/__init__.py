@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..clock import local_now, parse_start
-from .console import ConsoleSink, OutputClosed
+from .console import ConsoleSink, OutputClosed, RankStreams
 from .jsonl import JsonlSink
 from .logfiles import RankLogFiles
 from .metrics import MetricsFile, SinkFailed
@@ -148,4 +148,5 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
 
         view = RichView(stdout, stderr, nproc, node_ranks, environ)
         return Renderer(formatter, [view], [view, *files])
-    return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks)], files)
+    streams = RankStreams(config.tee, config.redirects, config.local_ranks_filter)
+    return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, streams=streams)], files)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from string import Template
 from typing import TextIO
 
@@ -28,22 +29,47 @@ def silence(stream: TextIO) -> None:
     except (OSError, ValueError, AttributeError):
         pass  # not backed by a descriptor (tests, the API): nothing will flush it at exit
 
+STD_BITS = {"stdout": 1, STDERR: 2}  # torchrun's Std: 1 stdout, 2 stderr, 3 both
+
+
+@dataclass(frozen=True)
+class RankStreams:
+    """torchrun's --tee, --redirects and --local-ranks-filter: which rank lines
+    reach the console, and which wear the `[defaultN]:` prefix."""
+
+    tee: int = 3
+    redirects: int = 0
+    local_ranks: frozenset[int] | None = None
+
+    def shown(self, stream: str, local_rank: int) -> tuple[bool, bool]:
+        """(on the console, prefixed)."""
+        if self.local_ranks is not None and local_rank not in self.local_ranks:
+            return False, False
+        bit = STD_BITS[stream]
+        if self.tee & bit:
+            return True, True
+        return not self.redirects & bit, False  # not teed: the rank's own stream, bare
+
+
 class ConsoleSink:
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc_per_node: int,
                  node_ranks: range | None, show_ranks: bool = True,
-                 prefix: str = DEFAULT_PREFIX) -> None:
+                 prefix: str = DEFAULT_PREFIX, streams: RankStreams = RankStreams()) -> None:
         self.streams = {"stdout": stdout, "stderr": stderr}
         self.nproc = nproc_per_node
         self.node_ranks = node_ranks
         self.show_ranks = show_ranks
         self.prefix = Template(prefix)
+        self.rank_streams = streams
 
     def write(self, lines: Iterable[Line]) -> None:
         for line in lines:
             if line.rank is None:
                 self._put(line.stream, line.text)
             elif self.show_ranks and (self.node_ranks is None or line.rank in self.node_ranks):
-                self._put(line.stream, self._prefix(line.rank) + line.text)
+                shown, prefixed = self.rank_streams.shown(line.stream, line.rank % self.nproc)
+                if shown:
+                    self._put(line.stream, self._prefix(line.rank) + line.text if prefixed else line.text)
 
     def _prefix(self, rank: int) -> str:
         return self.prefix.safe_substitute(role_name="default", local_rank=rank % self.nproc,

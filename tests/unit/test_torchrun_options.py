@@ -1,0 +1,62 @@
+"""torchrun's own options, accepted with torchrun's meaning, so a job's
+launch line runs unchanged; and $FAKERUN_OPTS for what the line cannot say."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from fakerun import cli
+from fakerun.cli import build_parser, to_config
+from fakerun.render.console import ConsoleSink, RankStreams
+from fakerun.render.lines import STDERR, STDOUT, Line
+
+
+def config(*argv: str, environ: dict[str, str] | None = None):
+    return to_config(build_parser().parse_args(list(argv)), environ=environ or {})
+
+
+def test_standalone_is_one_local_node_whatever_else_is_set():
+    c = config("--standalone", "--nnodes", "4", "--master-addr", "10.0.0.1", environ={"MASTER_PORT": "1234"})
+    assert (c.topology.nnodes, c.master_addr, c.master_port_given) == (1, "127.0.0.1", False)
+
+
+def test_the_rendezvous_endpoint_names_node_0():
+    c = config("--nnodes", "2", "--node-rank", "1", "--token", "t", "--rdzv_backend=c10d",
+               "--rdzv-endpoint", "head-node:29400", "--rdzv-conf", "join_timeout=42,read_timeout=5")
+    assert (c.master_addr, c.master_port, c.rdzv_timeout_s) == ("head-node", 29400, 42.0)
+
+
+@pytest.mark.parametrize("text,nproc", [("gpu", 8), ("auto", 8), ("3", 3)])
+def test_nproc_per_node_spellings(text, nproc):
+    assert config("--nproc_per_node", text).topology.nproc_per_node == nproc
+
+
+def test_an_elastic_range_starts_with_its_minimum():
+    assert config("--nnodes", "1:4").topology.nnodes == 1
+
+
+@pytest.mark.parametrize("argv", [["--nnodes", "3:2"], ["--nnodes", "x"], ["--tee", "0:3"], ["--tee", "4"],
+                                  ["--nproc-per-node", "many"], ["--local-ranks-filter", "a"]])
+def test_bad_torchrun_values_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_tee_redirects_and_the_local_ranks_filter_decide_the_console():
+    out, err = io.StringIO(), io.StringIO()
+    sink = ConsoleSink(out, err, 2, None, streams=RankStreams(tee=1, redirects=2, local_ranks=frozenset({1})))
+    sink.write([Line("a", STDOUT, 1), Line("b", STDERR, 1), Line("c", STDOUT, 0), Line("launcher", STDERR)])
+    assert (out.getvalue(), err.getvalue()) == ("[default1]:a\n", "launcher\n")
+    bare = ConsoleSink(out := io.StringIO(), err, 2, None, streams=RankStreams(tee=0))
+    bare.write([Line("a", STDOUT, 1)])
+    assert out.getvalue() == "a\n"  # not teed, not redirected: the rank's own stream, as torchrun leaves it
+
+
+def test_fakerun_opts_come_first_so_the_command_line_wins():
+    args = cli._with_env_options(["--seed", "2", "train.py"], {"FAKERUN_OPTS": "--seed 1 --speed 0"},
+                                 build_parser())
+    ns = build_parser().parse_args(args)
+    assert (ns.seed, ns.speed, ns.training_script) == (2, 0.0, "train.py")
