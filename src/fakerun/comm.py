@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -19,7 +18,6 @@ from .coordinator import rank_identity
 from .protocol import (
     Abort,
     Ack,
-    Contribute,
     Goodbye,
     Hello,
     Output,
@@ -29,6 +27,7 @@ from .protocol import (
     Welcome,
     decode,
     encode,
+    encode_contribute,
 )
 
 WAKE_MS = 1000
@@ -52,22 +51,13 @@ class CollectiveAborted(CommError):
         self.abort = abort
 
 
-@dataclass
-class _Seq:
-    value: int = 0
-
-    def next(self) -> int:
-        self.value += 1
-        return self.value
-
-
 class Communicator:
     def __init__(self, ctx: zmq.Context, endpoint: str, rank: int, parent_pid: int) -> None:
         self.rank = rank
         self.parent_pid = parent_pid
         self.stop_requested = False
         self.now = 0.0  # the run's virtual clock, as of the last release
-        self._seqs: dict[str, _Seq] = {}
+        self._seqs: dict[str, int] = {}  # per communicator: the last collective's number
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, rank_identity(rank))
         # The coordinator binds a few ms after we are forked: retry fast.
@@ -103,9 +93,9 @@ class Communicator:
 
     def _collective(self, comm: str, op: str, reduce_op: str, root: int, values: list[float],
                     tag: str, step: int, numel: int, sim_s: float) -> list[float]:
-        seq = self._seqs.setdefault(comm, _Seq()).next()
-        self._send(Contribute(self.rank, comm, seq, op, reduce_op, root, "float32", values, tag, step,
-                              numel, sim_s))
+        seq = self._seqs[comm] = self._seqs.get(comm, 0) + 1
+        self.sock.send(encode_contribute(self.rank, comm, seq, op, reduce_op, root, "float32", values,
+                                         tag, step, numel, sim_s))
         reply = self._wait((Release,), None)
         self.stop_requested = self.stop_requested or reply.stop
         self.now = reply.now

@@ -248,12 +248,28 @@ _NAMESETS = {kind: frozenset(names) | {"v", "kind"} for kind, names in _FIELDS.i
 _ORDER = {kind: ("v", "kind", *names) for kind, names in _FIELDS.items()}
 
 
+# One Packer per process, reused: packb builds (and mallocs a buffer for) a
+# new one per call. Each process encodes from one thread only, and pack()
+# resets the buffer after an error as after success.
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
 def encode(msg: Any) -> bytes:
     # A dataclass's __dict__ holds its fields in declaration order: the same
     # map, byte for byte, as naming each field.
     body: dict[str, Any] = {"v": VERSION, "kind": msg.KIND}
     body.update(msg.__dict__)
-    return msgpack.packb(body, use_bin_type=True)
+    return _pack(body)
+
+
+def encode_contribute(rank: int, comm: str, seq: int, op: str, reduce_op: str, root: int, dtype: str,
+                      values: list[float], tag: str, step: int, numel: int, sim_s: float) -> bytes:
+    """encode(Contribute(...)), byte for byte, without building the dataclass
+    first: every rank sends one per collective, and a frozen dataclass's
+    __init__ costs as much as the packing."""
+    return _pack({"v": VERSION, "kind": "contribute", "rank": rank, "comm": comm, "seq": seq, "op": op,
+                  "reduce_op": reduce_op, "root": root, "dtype": dtype, "values": values, "tag": tag,
+                  "step": step, "numel": numel, "sim_s": sim_s})
 
 
 def decode(frame: bytes) -> Any:
@@ -284,14 +300,14 @@ def _build(kind: str, body: dict[str, Any]) -> Any:
         detail = f"missing={sorted(names - present)} extra={sorted(present - names)[:5]}"
         raise ProtocolError("fields", detail)
     if _exact_types(kind, fast):
-        return REGISTRY[kind](*fast)
-    values = {}
+        return _construct(kind, fast)
+    values = []
     for name, check in _CHECKS[kind]:
         ok, value = check(body[name])
         if not ok:
             raise ProtocolError("field-type", name)
-        values[name] = value
-    return REGISTRY[kind](**values)
+        values.append(value)
+    return _construct(kind, values)
 
 
 def _exact_types(kind: str, fast: list[Any]) -> bool:
@@ -302,4 +318,18 @@ def _exact_types(kind: str, fast: list[Any]) -> bool:
         for x in fast[i]:
             if type(x) is not float:
                 return False
-    return all(check(fast[i])[0] for i, check in _CONTAINERS[kind])
+    containers = _CONTAINERS[kind]  # most kinds have none: no generator to build then
+    return not containers or all(check(fast[i])[0] for i, check in containers)
+
+
+_new = object.__new__
+
+
+def _construct(kind: str, values: list[Any]) -> Any:
+    """The message from its checked field values, in declaration order. A
+    frozen dataclass's __init__ sets each field through object.__setattr__,
+    which cost more than the rest of decoding; filling the instance's
+    __dict__ makes the same object (no message has a __post_init__)."""
+    msg = _new(REGISTRY[kind])
+    msg.__dict__.update(zip(_FIELDS[kind], values, strict=True))
+    return msg
