@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fakerun import styles
-from fakerun.render.hf import meter
+from fakerun.render.tqdm import meter
 
 
 def test_tqdm_meter_matches_the_reference_lines():
