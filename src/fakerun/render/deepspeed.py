@@ -75,6 +75,25 @@ def gib(n: float) -> float:
     return round(n / GIB, 2)
 
 
+def memory_figures(allocated: float, peak: float, reserved: float) -> str:
+    """see_memory_usage's second line: an f-string continued with backslashes,
+    so each gap is "GB " plus the 8 spaces of indentation, and a space ends it."""
+    return (f"MA {gib(allocated)} GB         Max_MA {gib(peak)} GB         "
+            f"CA {gib(reserved)} GB         Max_CA {round(reserved / GIB)} GB ")
+
+
+def timer_text(step: int, micro_step: int, running: float, current: float, allocated: float,
+               peak: float) -> str:
+    """ThroughputTimer.stop's line (raw float reprs)."""
+    return (f"epoch=0/micro_step={micro_step}/global_step={step}, RunningAvgSamplesPerSec={running}, "
+            f"CurrSamplesPerSec={current}, MemAllocated={gib(allocated)}GB, MaxMemAllocated={gib(peak)}GB")
+
+
+def config_line(name: str, value: str) -> str:
+    """DeepSpeedConfig.print: names of 29 characters or more get no dots."""
+    return "  {} {} {}".format(name, "." * (29 - len(name)), value)
+
+
 @dataclass
 class LossScaler:
     """DynamicLossScaler.update_scale for fp16 (runtime/fp16/loss_scaler.py):
@@ -245,13 +264,11 @@ class DeepSpeedLines(EventRoutes):
     def _throughput(self, e: ev.Step) -> str:
         """ThroughputTimer.stop: samples/s over the timed steps and this one."""
         h = self.ident.hyper
-        epsilon = 1e-6 if self.v["timer_epsilon"] else 0.0
+        epsilon = 1e-6 if self.v["timer_epsilon"] else 0.0  # TIME_EPSILON, from 0.15
         running = h.global_batch / (sum(self.timed) / len(self.timed))
-        peak = sim.memory_bytes(self.ident, 0)[0]
-        return (f"epoch=0/micro_step={self.timer_steps * h.grad_accum}/global_step={self.timer_steps}, "
-                f"RunningAvgSamplesPerSec={running}, "
-                f"CurrSamplesPerSec={h.global_batch / (e.step_time_s + epsilon)}, "
-                f"MemAllocated={gib(Memory(self.ident).steady())}GB, MaxMemAllocated={gib(peak)}GB")
+        return timer_text(self.timer_steps, self.timer_steps * h.grad_accum, running,
+                          h.global_batch / (e.step_time_s + epsilon), Memory(self.ident).steady(),
+                          sim.memory_bytes(self.ident, 0)[0])
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         # DeepSpeed-Chat's evaluation print, through the script's logger.
@@ -397,10 +414,9 @@ class EngineInit:
         self.reserved = max(self.reserved, peak * 1.015 + 20 * 2**20)  # the caching allocator keeps blocks
         self.reports += 1
         o, t = self.out, self.tick(5)
-        figures = (f"MA {gib(allocated)} GB         Max_MA {gib(peak)} GB         "
-                   f"CA {gib(self.reserved)} GB         Max_CA {round(self.reserved / GIB)} GB ")
-        return o.log(t, "mem_title", title) + o.log(t, "mem_figures", figures) + \
-            o.log(t, "mem_cpu", self._host())
+        figures = memory_figures(allocated, peak, self.reserved)
+        out = o.log(t, "mem_title", title) + o.log(t, "mem_figures", figures)
+        return out + o.log(t, "mem_cpu", self._host())
 
     def _host(self) -> str:
         """psutil's view of the node: the ranks' host memory (CUDA context,
@@ -438,7 +454,7 @@ class EngineInit:
                   "stage": p.zero, "gather16": p.zero >= 3}
         out = o.log(t, "config_print", "DeepSpeedEngine configuration:")
         for name, value in config_dump(i.versions.deepspeed, values):
-            out += o.log(self.tick(0.005), "config_item", f"  {name} {'.' * (29 - len(name))} {value}")
+            out += o.log(self.tick(0.005), "config_item", config_line(name, value))
         return out + o.log(self.tick(0.005), "user_config", f"  json = {ds_json(user_config(i))}")
 
 

@@ -1,0 +1,172 @@
+"""The deepspeed renderer's exact strings, against the example lines of
+reference/log-formats.md §5 and the formats read from DeepSpeed's sources."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from fakerun import events as ev
+from fakerun import identity, sim, styles
+from fakerun.render.deepspeed import (
+    GIB,
+    DeepSpeedLines,
+    LossScaler,
+    config_dump,
+    config_line,
+    ds_json,
+    ds_stamp,
+    memory_figures,
+    timer_text,
+    version_table,
+)
+from fakerun.render.lines import STDOUT
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def renderer(version: str = "0.14.4") -> DeepSpeedLines:
+    out = DeepSpeedLines(100, UTC)
+    out.v = version_table(version)
+    return out
+
+
+def test_the_logger_stamps_with_a_comma_and_whole_milliseconds():
+    assert ds_stamp(at("2024-06-25T10:12:30.456"), UTC) == "[2024-06-25 10:12:30,456]"
+    assert ds_stamp(at("2024-06-25T10:12:30.4569"), UTC) == "[2024-06-25 10:12:30,456]"  # truncated
+
+
+def test_log_dist_lines_as_in_the_reference():
+    lines = renderer().dist(at("2024-06-25T10:21:04.317"),
+                            "step=10, skipped=0, lr=[1.9997482349425065e-05], mom=[(0.9, 0.999)]")
+    assert [(line.text, line.stream, line.rank) for line in lines] == [(
+        "[2024-06-25 10:21:04,317] [INFO] [logging.py:96:log_dist] [Rank 0] step=10, skipped=0, "
+        "lr=[1.9997482349425065e-05], mom=[(0.9, 0.999)]", STDOUT, 0)]
+    cdb = renderer().log(at("2024-06-25T10:12:05.001"), "cdb", "cdb=None", rank=3)
+    assert cdb[0].text == "[2024-06-25 10:12:05,001] [INFO] [comm.py:637:init_distributed] cdb=None"
+    assert cdb[0].rank == 3
+
+
+def test_see_memory_usage_figures_as_in_the_reference():
+    assert memory_figures(15.81 * GIB, 17.39 * GIB, 17.45 * GIB) == \
+        "MA 15.81 GB         Max_MA 17.39 GB         CA 17.45 GB         Max_CA 17 GB "
+    # round(x, 2) printed raw, as in a real 0.14.4 log: 0.9, not 0.90.
+    assert memory_figures(0.81 * GIB, 0.9 * GIB, 0.96 * GIB) == \
+        "MA 0.81 GB         Max_MA 0.9 GB         CA 0.96 GB         Max_CA 1 GB "
+
+
+def test_the_throughput_timer_line_as_in_the_reference():
+    # The reference's 27.498614098766253 is no double's repr; its neighbour ...254 is.
+    assert timer_text(10, 40, 27.498614098766254, 27.61307466592154, 15.82 * GIB, 41.37 * GIB) == (
+        "epoch=0/micro_step=40/global_step=10, RunningAvgSamplesPerSec=27.498614098766254, "
+        "CurrSamplesPerSec=27.61307466592154, MemAllocated=15.82GB, MaxMemAllocated=41.37GB")
+
+
+@pytest.mark.parametrize("name,value,line", [
+    ("activation_checkpointing_config", "{", "  activation_checkpointing_config  {"),
+    ("optimizer_legacy_fusion", "False", "  optimizer_legacy_fusion ...... False"),
+    ("pld_enabled", "False", "  pld_enabled .................. False"),
+    ("seq_parallel_communication_data_type", "torch.float32", "  seq_parallel_communication_data_type  torch.float32"),
+    ("train_micro_batch_size_per_gpu", "4", "  train_micro_batch_size_per_gpu  4"),
+    ("zero_allow_untested_optimizer", "True", "  zero_allow_untested_optimizer  True"),
+    ("zero_optimization_stage", "2", "  zero_optimization_stage ...... 2")])
+def test_config_dump_lines_as_in_the_reference(name, value, line):
+    assert config_line(name, value) == line
+
+
+def test_json_as_deepspeeds_scientific_notation_encoder_writes_it():
+    # The shape of a real 0.15.1 dump: %e above 1e3, ", " before each newline.
+    config = {"train_batch_size": 16, "fp16": {"enabled": True, "hysteresis": 2}, "steps_per_print": 1e10,
+              "reduce_bucket_size": 5e8, "betas": [0.9, 0.98], "nvme_path": None}
+    assert ds_json(config) == (
+        '{\n    "train_batch_size": 16, \n    "fp16": {\n        "enabled": true, \n        "hysteresis": 2\n'
+        '    }, \n    "steps_per_print": 1.000000e+10, \n    "reduce_bucket_size": 5.000000e+08, \n'
+        '    "betas": [0.9, 0.98], \n    "nvme_path": null\n}')
+
+
+def test_the_loss_scaler_spends_its_hysteresis_then_halves():
+    scaler = LossScaler()
+    said = [scaler.update(overflow) for overflow in (True, True, True)]
+    assert said == [
+        ("hysteresis", "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, "
+                       "but hysteresis is 2. Reducing hysteresis to 1"),
+        ("overflow", "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, reducing to 32768"),
+        ("overflow", "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 32768, reducing to 16384")]
+    # loss_scale_window clean steps after the last overflow: the scale doubles, the hysteresis is back.
+    for _ in range(999):
+        assert scaler.update(False) is None
+    assert (scaler.scale, scaler.hysteresis) == (16384, 1)
+    scaler.update(False)
+    assert (scaler.scale, scaler.hysteresis) == (32768, 2)
+
+
+def test_the_reference_hysteresis_line():
+    scaler = LossScaler(scale=2.0**32)
+    assert scaler.update(True)[1] == ("[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: "
+                                      "4294967296, but hysteresis is 2. Reducing hysteresis to 1")
+    assert version_table("0.14.4")["hysteresis"] == "loss_scaler.py:190:update_scale"
+
+
+@pytest.mark.parametrize("version,log_dist,timer,memory,comm,config", [
+    ("0.14.4", 96, 258, (781, 782, 789), (637, 668), (997, 1001)),
+    ("0.15.4", 128, 264, (781, 782, 789), (652, 683), (999, 1003)),
+    ("0.16.4", 128, 264, (781, 782, 789), (658, 689), (1001, 1005)),
+    ("0.18.2", 123, 265, (786, 787, 794), (821, 852), (958, 962))])
+def test_each_version_logs_from_the_reference_lines(version, log_dist, timer, memory, comm, config):
+    v = version_table(version)
+    assert v["log_dist"] == f"logging.py:{log_dist}:log_dist"
+    assert v["timer"] == f"timer.py:{timer}:stop"
+    assert [v[k] for k in ("mem_title", "mem_figures", "mem_cpu")] == \
+        [f"utils.py:{n}:see_memory_usage" for n in memory]
+    assert (v["cdb"], v["backend"]) == tuple(f"comm.py:{n}:init_distributed" for n in comm)
+    assert (v["config_print"], v["config_item"]) == tuple(f"config.py:{n}:print" for n in config)
+    assert v["level"] == ("WARNING" if version == "0.18.2" else "INFO")
+    assert v["model_ckpt_ranks"] == ([0] if version == "0.18.2" else [0, 1])
+
+
+def test_the_default_version_matches_the_reference_sequence():
+    v = version_table("0.14.4")
+    assert v["accelerator"] == "real_accelerator.py:203:get_accelerator"
+    assert v["zero_support"] == "utils.py:56:is_zero_supported_optimizer"
+    assert [v[k] for k in ("reduce_bucket", "allgather_bucket", "cpu_offload", "round_robin")] == \
+        [f"stage_1_and_2.py:{n}:__init__" for n in (148, 149, 150, 151)]
+    assert v["state_initialized"] == "stage_1_and_2.py:543:__init__"
+    assert v["zero_saved"] == "engine.py:3478:_save_zero_checkpoint"
+    assert v["user_config"] == "config.py:987:print_user_config"
+    assert (v["z3_reduce_bucket"], v["z3_prefetch_bucket"]) == ("stage3.py:130:__init__", "stage3.py:131:__init__")
+    assert v["z3_state_initialized"] == "stage3.py:486:_setup_for_real_optimizer"
+    assert version_table("0.14.9") is v and version_table("0.17.0") is version_table("0.16.4")
+
+
+VALUES = {"comms_addr": "0x7f0000000000", "init_scale": 65536, "scale_power": 16, "scale_window": 1000,
+          "hysteresis": 2, "grad_accum": 4, "clip": 1.0, "steps_per_print": 10, "train_batch_size": 128,
+          "micro_batch": 4, "dp": 8, "stage": 2, "gather16": False}
+
+
+def test_the_config_dump_is_sorted_and_follows_the_version():
+    old = dict(config_dump("0.14.4", VALUES))
+    assert list(old) == sorted(old)
+    assert (old["fp16_enabled"], old["zero_optimization_stage"], old["world_size"]) == ("True", "2", "8")
+    assert old["activation_checkpointing_config"].startswith('{\n    "partition_activations": false, \n')
+    assert "sub_group_size=1,000,000,000" in old["zero_config"]  # pydantic 1's pp_int
+    new = dict(config_dump("0.18.2", VALUES))
+    assert "fp16_enabled" not in new and new["float16_config"].startswith("enabled=True auto_cast=False")
+    assert "sub_group_size=1000000000" in new["zero_config"]
+
+
+def test_a_skipped_step_counts_and_holds_the_learning_rate():
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(5, 1, 2, total_steps=12, versions=pinned)
+    out = DeepSpeedLines(100, UTC)
+    out.lines(ev.RunIdentity(ident))
+    every = ident.hyper.log_every
+    step = every * 2
+    printed = out.lines(ev.Step(step, 12, 6.5, 6.4, 6.6, 9.0, overflow=True, step_time_s=2.0, time=at("2026-01-30T14:30:00")))
+    texts = [line.text for line in printed]
+    assert "OVERFLOW!" in texts[0] and "[loss_scaler.py:190:update_scale]" in texts[0]
+    lr = sim.learning_rate(ident, step - 1)
+    assert f"step={step}, skipped=1, lr=[{lr}, {lr}]" in texts[1]
+    assert texts[-1].endswith("[Rank 0] Loss: 6.5000") and printed[-1].stream == "stderr"
