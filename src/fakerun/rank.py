@@ -55,6 +55,8 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
         _detach(spec)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = _main(spec, config)
+    except KeyboardInterrupt:  # outside the script (e.g. a Ctrl+C held while forking, delivered
+        _die_by(signal.SIGINT)  # by the unmask above): die of it, as Python does, not as a bug
     except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher
         try:
             traceback.print_exc()
