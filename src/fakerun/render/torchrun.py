@@ -78,6 +78,7 @@ class TorchrunFormatter:
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
         self.script.master_port = e.master_port
+        self.script.launch = e  # the script's own launch line, for a style that echoes it
         if e.nproc_per_node <= 1 or not e.omp_default or e.restart_count > 0:  # torchrun says it once
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
