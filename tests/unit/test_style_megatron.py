@@ -1,0 +1,216 @@
+"""The megatron renderer's exact strings, against the reference's example
+lines (reference/log-formats.md §6) and real Megatron logs, and who prints
+them when the run is split over tensor and pipeline parallelism."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC
+
+import pytest
+
+from fakerun import catalog, identity
+from fakerun import events as ev
+from fakerun.identity import Parallelism
+from fakerun.render import texts
+from fakerun.render.megatron import (
+    Flavour,
+    Iteration,
+    MegatronLines,
+    args_block,
+    interval,
+    iteration_line,
+    memory_report,
+    save_lines,
+    timers_block,
+    validation_block,
+)
+from fakerun.render.megatron_model import Shapes, arguments, launch_args
+
+MIB = 1024 * 1024
+DATA = texts.load("style-megatron")
+T0 = 1732219121.0  # 2024-11-21 19:58:41 UTC
+
+
+def test_the_iteration_line_of_the_reference():
+    # §6.1 "Composed bf16 line with throughput".
+    line = iteration_line(Iteration("2024-11-21 20:05:41", 100, 500000, 102400, 9418.3, 431.7, 3e-05, 1024,
+                                    6.714305, 1.482))
+    assert line == (" [2024-11-21 20:05:41] iteration      100/  500000 | consumed samples:       102400 | "
+                    "elapsed time per iteration (ms): 9418.3 | throughput per GPU (TFLOP/s/GPU): 431.7 | "
+                    "learning rate: 3.000000E-05 | global batch size:  1024 | lm loss: 6.714305E+00 | "
+                    "loss scale: 1.0 | grad norm: 1.482 | number of skipped iterations:   0 | "
+                    "number of nan iterations:   0 |")
+
+
+def test_an_iteration_line_of_a_real_core_r0_10_log():
+    # A published megatron_r0.10.0 Llama-2-7B run (4090, TP=1 PP=4, GBS 128).
+    line = iteration_line(Iteration("2025-08-01 09:31:44", 1, 5000, 128, 33186.0, 91.0, 6.976744e-08, 128,
+                                    10.45013, 35.543))
+    assert line == (" [2025-08-01 09:31:44] iteration        1/    5000 | consumed samples:          128 | "
+                    "elapsed time per iteration (ms): 33186.0 | throughput per GPU (TFLOP/s/GPU): 91.0 | "
+                    "learning rate: 6.976744E-08 | global batch size:   128 | lm loss: 1.045013E+01 | "
+                    "loss scale: 1.0 | grad norm: 35.543 | number of skipped iterations:   0 | "
+                    "number of nan iterations:   0 |")
+
+
+def test_the_validation_block_of_the_reference():
+    dashes = "-" * 96
+    assert validation_block("iteration 2000", 2.481935) == [
+        dashes, " validation loss at iteration 2000 | lm loss value: 2.481935E+00 | lm loss PPL: 1.196439E+01 | ",
+        dashes]
+    assert validation_block("iteration 9 on validation set", 25.0)[1].endswith("lm loss PPL: 4.851652E+08 | ")
+
+
+def test_the_timers_of_the_reference():
+    assert timers_block([("model-and-optimizer-setup", 123.15, 123.15),
+                         ("train/valid/test-data-iterators-setup", 114.59, 114.59)]) == [
+        "(min, max) time across ranks (ms):",
+        "    model-and-optimizer-setup ......................: (123.15, 123.15)",
+        "    train/valid/test-data-iterators-setup ..........: (114.59, 114.59)"]
+    assert timers_block([("save-checkpoint", 41863.22, 41863.48)])[1] == \
+        "    save-checkpoint ................................: (41863.22, 41863.48)"
+
+
+def test_the_memory_report_of_the_reference():
+    report = memory_report("(after 10 iterations)", 1464.33154296875 * MIB, 1464.3408203125 * MIB, 1576 * MIB)
+    assert f"[Rank 0] {report}" == ("[Rank 0] (after 10 iterations) memory (MB) | allocated: 1464.33154296875 | "
+                                    "max allocated: 1464.3408203125 | reserved: 1576.0 | max reserved: 1576.0")
+
+
+def test_the_checkpoint_lines_of_the_reference():
+    assert save_lines(2000, "/lustre/ckpt/llama3-8b", "", "", " [ t 1/2, p 1/1 ]") == (
+        "saving checkpoint at iteration    2000 to /lustre/ckpt/llama3-8b in torch_dist format",
+        "  successfully saved checkpoint from iteration    2000 to /lustre/ckpt/llama3-8b [ t 1/2, p 1/1 ]")
+    stamp = "[2026-01-12 09:14:03.512845] "
+    assert save_lines(2000, "/ckpt", stamp, stamp, "")[1] == \
+        "  [2026-01-12 09:14:03.512845] successfully saved checkpoint from iteration    2000 to /ckpt"
+
+
+def test_arguments_are_dotted_to_column_48_and_sorted_case_insensitively():
+    block = args_block({"train_iters": 1000, "micro_batch_size": 4, "lr_decay_style": "cosine", "lr": 0.0003})
+    assert block == ["------------------------ arguments ------------------------",
+                     "  lr .............................................. 0.0003",
+                     "  lr_decay_style .................................. cosine",
+                     "  micro_batch_size ................................ 4",
+                     "  train_iters ..................................... 1000",
+                     "-------------------- end of arguments ---------------------"]
+
+
+def test_the_theoretical_memory_of_a_real_core_r0_10_log():
+    # The same r0.10.0 run: Llama-2-7B, TP=1 PP=4 on 8 GPUs (DP=2), distributed optimizer.
+    model = catalog.find(catalog.models(), "Llama-2-7b-hf", "model")
+    shapes = Shapes(model, Parallelism(1, 4, 2, 1), 4096, 11008, False, False, False, False)
+    assert shapes.theoretical_memory(block=False) == [
+        "Number of parameters in transformer layers in billions:  6.48",
+        "Number of parameters in embedding layers in billions: 0.26",
+        "Total number of parameters in billions: 6.74",
+        "Number of parameters in most loaded shard in billions: 1.7502",
+        "Number of parameters in other shards in billions: 1.6191",
+        "Theoretical memory footprints: weight and optimizer=20029.52 MB"]
+
+
+@pytest.mark.parametrize("name", ["Llama-3.1-8B", "Llama-3.2-1B", "Qwen2.5-7B", "Mistral-7B-v0.1",
+                                  "Mixtral-8x7B-v0.1", "HAL-9001-8B"])
+def test_the_shards_add_up_to_the_published_parameter_count(name):
+    model = catalog.find(catalog.models(), name, "model")
+    ident = dataclasses.replace(_ident(), model=model, parallel=Parallelism(1, 1, 8, 1))
+    assert Shapes.of(ident, DATA).shard_params(0) == model.params
+
+
+def test_the_vocabulary_pads_to_a_multiple_of_128_times_tp():
+    # Megatron's own GPT-2 line: " > padded vocab (size: 50257) with 47 dummy tokens (new size: 50304)".
+    model = catalog.find(catalog.models(), "gpt2-xl", "model")
+    ident = dataclasses.replace(_ident(), model=model)
+    assert Shapes.of(ident, DATA).padded_vocab == 50304
+    ident = dataclasses.replace(ident, parallel=Parallelism(2, 1, 1, 1))
+    assert Shapes.of(ident, DATA).padded_vocab == 50432
+
+
+def test_versions():
+    assert Flavour.of("0.10.0") == Flavour(micro=False, shard_suffix=False, core_logger=True,
+                                           microbatches="microbatches", block=False, save_memory=False)
+    assert Flavour.of("0.8.0").microbatches == "micro-batches" and not Flavour.of("0.8.0").core_logger
+    assert Flavour.of("0.15.0").micro and Flavour.of("0.15.0").shard_suffix
+
+
+def test_eval_and_save_every_epoch_else_megatrons_default():
+    hyper = _ident().hyper
+    assert interval(dataclasses.replace(hyper, epochs=2, steps_per_epoch=300)) == 300
+    assert interval(dataclasses.replace(hyper, epochs=1, total_steps=640)) == 1000
+    assert interval(dataclasses.replace(hyper, epochs=1, total_steps=1200)) == 10000
+
+
+# -- who prints, with TP=2 x PP=2 x DP=2 on 8 GPUs ------------------------------
+def _ident() -> identity.Identity:
+    (versions,) = [v for v in catalog.versions() if v.megatron == "0.10.0"]
+    return identity.build(5, 1, 2, 12, versions=versions)
+
+
+def _renderer() -> MegatronLines:
+    ident = dataclasses.replace(_ident(), nproc=8, parallel=Parallelism(2, 2, 2, 1))
+    out = MegatronLines(100, UTC)
+    out.lines(ev.RunIdentity(ident))
+    out.banner(T0)
+    return out
+
+
+def test_dp_rank_zero_ranks_count_their_shard_and_report_memory():
+    out = _renderer()
+    built = out.lines(ev.Phase("init", "model", 0, T0 + 5))
+    counts = [(line.rank, line.text) for line in built if "number of parameters" in line.text]
+    assert [(r, t.split("rank ")[1].split(":")[0]) for r, t in counts] == [
+        (0, "(0, 0)"), (1, "(1, 0)"), (2, "(0, 1)"), (3, "(1, 1)")]
+    logged = out.lines(_step(1, T0 + 60))
+    assert logged[0].rank == 7 and "iteration        1/" in logged[0].text
+    memory = [line for line in logged if line.text.startswith("[Rank ")]
+    assert [line.rank for line in memory] == [0, 1, 2, 3]
+    assert all(line.text.startswith(f"[Rank {line.rank}] (after 1 iterations) memory (MB)") for line in memory)
+    assert {line.rank for line in logged if line.text.startswith("Number of parameters")} == {0}
+
+
+def test_the_datetime_lines_keep_their_trailing_space():
+    out = _renderer()
+    (line,) = [x for x in out.lines(ev.Phase("init", "nccl", 0, T0)) if "datetime" in x.text]
+    assert line.text == "[after megatron is initialized] datetime: 2024-11-21 19:58:41 " and line.rank == 0
+
+
+def test_the_loss_is_the_interval_mean_and_the_grad_norm_the_last():
+    out = _renderer()
+    out.ident = dataclasses.replace(out.ident, hyper=dataclasses.replace(out.ident.hyper, log_every=2))
+    assert out.lines(_step(1, T0, loss=2.0, grad_norm=9.0)) == []
+    (line, *_) = out.lines(_step(2, T0 + 60, loss=3.0, grad_norm=1.25))
+    assert "lm loss: 2.500000E+00 |" in line.text and "grad norm: 1.250 |" in line.text
+
+
+def test_a_non_finite_loss_never_logs():
+    out = _renderer()
+    assert out.lines(_step(1, T0, loss=float("nan"))) == []
+
+
+def test_a_save_without_validation_is_the_sigterm_exit():
+    out = _renderer()
+    saving = out.lines(ev.Phase("checkpoint", "", 7, T0 + 100))
+    assert saving[0].text == "saving checkpoint at iteration       7 to checkpoints/" \
+        f"{out.ident.slug} in torch_dist format"
+    saved = out.lines(ev.Checkpoint(7, 1, "checkpoints/x/epoch_1_step_7/", 2, 1, 1, 12.5, T0 + 112.5))
+    assert saved[-1].text == "[exiting program after receiving SIGTERM.] datetime: 2024-11-21 20:00:33 "
+    assert [line.rank for line in saved if "save-checkpoint" in line.text] == [7]
+
+
+def _step(step: int, when: float, loss: float = 2.0, grad_norm: float = 1.0) -> ev.Step:
+    return ev.Step(step, 12, loss, loss, loss, grad_norm, lr=3e-4, step_time_s=1.5, time=when)
+
+
+def test_the_launch_line_reads_as_megatrons_namespace():
+    given = launch_args(["--num-layers", "24", "--lr", "3e-4", "--bf16", "--data-path", "/d/x_text_document",
+                         "--save=/ckpt/gpt-1b", "--split", "949,50,1", "--data-path2", "0.5", "/a", "0.5", "/b"])
+    assert given == {"num_layers": 24, "lr": 0.0003, "bf16": True, "data_path": ["/d/x_text_document"],
+                     "save": "/ckpt/gpt-1b", "split": "949,50,1", "data_path2": ["0.5", "/a", "0.5", "/b"]}
+
+
+def test_the_runs_figures_win_over_the_launch_line():
+    ident = _ident()
+    values = arguments(ident, Shapes.of(ident, DATA), 1000, {"train_iters": 5, "split": "949,50,1", "save": "/c"})
+    assert values["train_iters"] == ident.hyper.total_steps
+    assert (values["split"], values["save"]) == ("949,50,1", "/c")
