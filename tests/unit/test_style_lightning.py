@@ -8,9 +8,11 @@ import pytest
 
 from fakerun import catalog, identity, styles
 from fakerun import events as ev
+from fakerun.config import RunConfig, Topology
 from fakerun.render.lightning import LightningLines, human_count, module_count, postfix_num, summary_table
 from fakerun.render.lines import STDERR, STDOUT
 from fakerun.render.tqdm import format_meter
+from fakerun.script import script_text
 
 BAR_DICT = {"noinv": True}  # Lightning's BAR_FORMAT shows {rate_noinv_fmt}
 
@@ -144,3 +146,30 @@ def test_the_train_bar_counts_micro_batches_over_the_epoch():
 
 def test_catalog_versions_pin_each_lightning():
     assert {row.lightning for row in catalog.versions()} == {"2.4.0", "2.5.0", "2.6.6"}
+
+
+def lightning_text(key: str, **values: object) -> list[str]:
+    config = RunConfig(Topology(1, 2), seed=5, max_steps=12, style=styles.parse("lightning"))
+    return script_text(config, key, **values).split("\n")
+
+
+def test_failures_run_through_lightnings_frames():
+    """A real Lightning 2.5.0 / torch 2.5.1 / CPython 3.11 traceback's frames, in order."""
+    sizes = dict(device="1", tried="7.44 GiB", total="44.44 GiB", free="5.33 GiB", in_use="39.11 GiB",
+                 allocated="30.00 GiB", unallocated="8.59 GiB")
+    oom, crash = lightning_text("oom", **sizes), lightning_text("crash")
+    lost = lightning_text("peer_lost", peer="gpu-node-16", port=4242)
+    for lines in (oom, crash, lost):
+        assert lines[0] == "Traceback (most recent call last):"
+        assert lines[3:5] == ['  File "/workspace/train.py", line 181, in main',
+                              "    trainer.fit(model, datamodule=datamodule)"]
+        assert lines[5] == '  File "/opt/conda/lib/python3.11/site-packages/lightning/pytorch/trainer/trainer.py", ' \
+                           'line 539, in fit'
+        assert not any("{" in line for line in lines)
+    assert oom[-4] == '  File "/opt/conda/lib/python3.11/site-packages/torch/autograd/graph.py", line 825, in ' \
+                      '_engine_run_backward'
+    assert oom[-1].startswith("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 7.44 GiB. GPU 1 ")
+    assert crash[-5] == "    torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)"
+    assert crash[-4] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert '    self.log("train_loss", loss, prog_bar=True, sync_dist=True)' in lost
+    assert lost[-1] == "socketProgress: Connection closed by remote peer gpu-node-16<4242>"
