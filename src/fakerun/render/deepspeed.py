@@ -248,18 +248,16 @@ class DeepSpeedLines(EventRoutes):
         if said:
             self.skipped += 1
             out += self.log(e.time, *said)
-        if e.step % self.ident.hyper.log_every == 0:
-            out += self._progress(e)
-        return out
-
-    def _progress(self, e: ev.Step) -> list[Line]:
-        """engine._report_progress, the throughput timer, the script's loss."""
-        # A skipped step does not step the LR scheduler: the LR lags by `skipped`.
-        lr = [sim.learning_rate(self.ident, e.step - self.skipped)] * PARAM_GROUPS
-        out = self.dist(e.time, f"step={e.step}, skipped={self.skipped}, lr={lr}, mom={MOMENTA}")
-        if self.timed and self.timer_steps % self.ident.hyper.log_every == 0:
+        every = self.ident.hyper.log_every
+        if e.step % every == 0:  # engine._report_progress
+            # A skipped step does not step the LR scheduler: the LR lags by `skipped`.
+            lr = [sim.learning_rate(self.ident, e.step - self.skipped)] * PARAM_GROUPS
+            out += self.dist(e.time, f"step={e.step}, skipped={self.skipped}, lr={lr}, mom={MOMENTA}")
+        if self.timed and self.timer_steps % every == 0:  # the timer counts the steps it saw itself
             out += self.log(e.time + 0.0004, "timer", self._throughput(e))
-        return out + self.script(e.time + 0.0009, f"Loss: {e.loss:.4f}")
+        if e.step % every == 0:  # the script's `if step % log_every == 0`
+            out += self.script(e.time + 0.0009, f"Loss: {e.loss:.4f}")
+        return out
 
     def _throughput(self, e: ev.Step) -> str:
         """ThroughputTimer.stop: samples/s over the timed steps and this one."""
