@@ -7,7 +7,9 @@ The script behind it: a LightningModule whose only child is
 max_steps=N, accumulate_grad_batches=grad_accum,
 callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
 `train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
-the default (silent) ModelCheckpoint and TensorBoard logger.
+the default (silent) ModelCheckpoint and TensorBoard logger. The model summary
+counts the whole model, as under DDP (under FSDP Lightning would count rank 0's
+shard: not modelled, the strategy shows nowhere else in the output).
 
 Streams: Lightning's loggers get a bare StreamHandler (stderr) and its
 `rank_zero_info` prints on global rank 0 only, but `Initializing distributed`
