@@ -26,14 +26,15 @@ FAKERUN = [sys.executable, "-m", "fakerun"]
 DEFAULT_TIMEOUT = 60.0
 
 
-def job_processes(marker: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line carries `marker`."""
+def job_processes(*markers: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line carries one of `markers`."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            if marker in " ".join(proc.info["cmdline"] or []):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if any(marker in cmdline for marker in markers):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -76,18 +77,36 @@ class Job:
     def events(self) -> list[dict[str, Any]]:
         return parse_events(self.stdout)
 
-    def of(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["event"] == name]
+    def of(self, name: str, /, **fields: Any) -> list[dict[str, Any]]:
+        """Events named `name` whose `fields` have the given values."""
+        return [e for e in self.events()
+                if e["event"] == name and all(e.get(k) == v for k, v in fields.items())]
 
-    def wait_for_event(self, name: str, count: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
-        return wait_until(lambda: (found := self.of(name)) and len(found) >= count and found,
-                          timeout)
+    def wait_for_event(self, name: str, /, count: int = 1, timeout: float = 30,
+                       **fields: Any) -> list[dict[str, Any]]:
+        """Poll until `count` such events are out; fail at once if the job
+        ended without them."""
+        def seen() -> list[dict[str, Any]] | None:
+            ended = self.proc.poll() is not None
+            found = self.of(name, **fields)
+            if len(found) >= count:
+                return found
+            if ended:
+                pytest.fail(f"the job ended ({self.proc.returncode}) without {count} {name} {fields}: "
+                            f"{self.stderr[-2000:]}")
+            return None
+        return wait_until(seen, timeout)
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         return self.proc.wait(timeout=timeout)
 
     def kill(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
+
+    def killpg(self, sig: int) -> None:
+        """To the launcher's whole process group, as a terminal sends Ctrl+C
+        (the job must have been started with `new_session=True`)."""
+        os.killpg(self.proc.pid, sig)
 
 
 class Runner:
@@ -101,13 +120,16 @@ class Runner:
         self.markers.append(marker)
         return marker
 
-    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Job:
-        marker = self.new_marker()
-        n = len(self.jobs)
-        out, err = self.tmp_path / f"job{n}.out", self.tmp_path / f"job{n}.err"
+    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+              new_session: bool = False) -> Job:
+        """`new_session`: the launcher leads a process group of its own, as a
+        shell's foreground job does."""
+        marker = self.new_marker()  # unique: threads may start jobs side by side
+        out, err = self.tmp_path / f"{marker}.out", self.tmp_path / f"{marker}.err"
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *args], stdout=fo, stderr=fe,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                                    start_new_session=new_session)
         job = Job(proc, marker, out, err)
         self.jobs.append(job)
         return job
@@ -122,7 +144,7 @@ class Runner:
         return job
 
     def leftovers(self) -> list[psutil.Process]:
-        return [p for m in self.markers for p in job_processes(m)]
+        return job_processes(*self.markers) if self.markers else []
 
     def cleanup(self) -> None:
         for job in self.jobs:

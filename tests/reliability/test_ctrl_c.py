@@ -1,0 +1,177 @@
+"""Ctrl+C at any moment: SIGINT to the job's process group, as a terminal
+sends it, at seeded-random moments of launch, init, training, checkpoint and
+shutdown. Every run ends with exit 130, no traceback, and no process left.
+
+Ten runs per moment (50 in all), side by side: the jobs mostly sleep
+(they are paced), so running them side by side keeps the tier's wall time
+down without changing what each one sees.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakerun import checkpoint
+from tests.conftest import FAKERUN, Runner, job_processes, wait_until
+from tests.reliability.conftest import rng, seed_note
+from tests.theatre.test_tmux import DONE, FOOTER, Tmux
+
+RUNS_PER_MOMENT = 10
+SIDE_BY_SIDE = 12
+EXIT_TIMEOUT_S = 15.0  # SIGINT to exit, including the ranks' teardown
+# torchrun's own SignalException traceback is part of the act; a frame of
+# fakerun's code, or a KeyboardInterrupt, anywhere in the output (JSONL
+# escapes the quotes) is a bug.
+OUR_TRACEBACK = re.compile(r'File \\?"[^"]*/fakerun/|KeyboardInterrupt')
+EXIT_INTERNAL = 70  # a rank's own crash (rank.py), never a simulated fault
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Wait for `event` (with `fields`), then a random delay in [0, `delay`) s."""
+
+    event: str
+    delay: float
+    max_steps: int
+    fields: tuple[tuple[str, Any], ...] = ()
+    checkpoints: bool = False
+
+
+# At --speed 2: init lasts ~0.9 s, a step 0.125 s, validation 1 s, the
+# checkpoint and export phases 1.25 s each (the checkpoint is written at the
+# end of its phase). Delays stay inside the phase they aim at.
+MOMENTS = {
+    "launch": Moment("run_started", 0.05, 8),  # forking, hello, rendezvous
+    "init": Moment("rendezvous", 0.85, 8),
+    "training": Moment("step", 0.6, 10, (("step", 1),)),
+    "checkpoint": Moment("phase", 1.3, 2, (("name", "checkpoint"),), checkpoints=True),
+    "shutdown": Moment("phase", 1.1, 2, (("name", "export"),), checkpoints=True),
+}
+
+
+def landed_in(events: list[dict[str, Any]]) -> str:
+    """The phase the launcher was in when it took the signal."""
+    phase = "launch"
+    for e in events:
+        if e["event"] == "shutdown":
+            return phase
+        if e["event"] == "phase":
+            phase = e["name"]
+    return "after the run"
+
+
+def ctrl_c_once(runner: Runner, name: str, i: int) -> str:
+    moment, r = MOMENTS[name], rng(f"ctrl-c:{name}:{i}")
+    args = ["--nproc", str(r.randint(2, 4)), "--speed", "2", "--max-steps", str(moment.max_steps),
+            "--seed", str(r.randrange(10_000)), "--output", "jsonl"]
+    out = runner.tmp_path / f"{name}-{i}"
+    if moment.checkpoints:
+        args += ["--output-dir", str(out)]
+    job = runner.start(*args, new_session=True)
+    job.wait_for_event(moment.event, **dict(moment.fields))
+    time.sleep(r.uniform(0, moment.delay))  # the injected moment, not a wait for state
+    job.killpg(signal.SIGINT)
+    where = f"Ctrl+C in {name} run {i} ({' '.join(args)}; {seed_note()})"
+    code = job.wait(EXIT_TIMEOUT_S)
+    assert code == 130, f"{where}: exit {code}\n{job.stderr[-3000:]}"
+    assert not job_processes(job.marker), f"{where}: processes left"
+    output = job.stdout + job.stderr
+    assert not OUR_TRACEBACK.search(output), f"{where}:\n{output[-3000:]}"
+    events = job.events()
+    assert not job.of("rank_exited", exitcode=EXIT_INTERNAL), where
+    assert events[-1]["event"] == "run_finished" and events[-1]["exit_code"] == 130, where
+    assert job.of("shutdown", signal=2), where
+    assert_whole_checkpoints(out)
+    return landed_in(events)
+
+
+def assert_whole_checkpoints(out: Path) -> None:
+    """Interrupted or not, every checkpoint saved is complete, and no
+    temporary directory of a save is left behind."""
+    if not out.exists():
+        return
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
+    for saved in out.glob("checkpoint-*"):
+        assert checkpoint.find(saved).step == int(saved.name.split("-")[1])
+
+
+def test_ctrl_c_at_50_random_moments(runner):
+    # Longest first, so the slow ones (checkpoint, shutdown) overlap the rest.
+    runs = [(name, i) for name in reversed(MOMENTS) for i in range(RUNS_PER_MOMENT)]
+    with ThreadPoolExecutor(SIDE_BY_SIDE) as pool:
+        landed = list(pool.map(lambda run: (run[0], ctrl_c_once(runner, *run)), runs))
+    aimed = {"launch": {"launch", "init"}, "init": {"init"}, "training": {"train"},
+             "checkpoint": {"checkpoint"}, "shutdown": {"export", "summary"}}
+    for name in MOMENTS:
+        phases = sorted(phase for aimed_at, phase in landed if aimed_at == name)
+        print(f"Ctrl+C aimed at {name}: landed in {phases}")
+        # Timing noise may push a few out of their phase, but most must land where aimed.
+        assert sum(phase in aimed[name] for phase in phases) >= RUNS_PER_MOMENT // 2, (name, phases)
+
+
+def test_ctrl_c_as_the_job_exits(runner):
+    """In the last milliseconds, after the run's summary: either the launcher
+    takes the signal (130), or the run is already over and it exits 0, or
+    it dies of the signal on its way out (a shell shows 130 for that too).
+    Never a traceback, never a process left."""
+    def once(i: int) -> int:
+        r = rng(f"ctrl-c:exit:{i}")
+        job = runner.start("--nproc", "2", "--speed", "0", "--max-steps", "2", "--output", "jsonl",
+                           new_session=True)
+        job.wait_for_event("summary")
+        time.sleep(r.uniform(0, 0.05))
+        job.killpg(signal.SIGINT)
+        code = job.wait(EXIT_TIMEOUT_S)
+        where = f"Ctrl+C as run {i} exits ({seed_note()})"
+        assert not job_processes(job.marker), where
+        output = job.stdout + job.stderr
+        assert not OUR_TRACEBACK.search(output), f"{where}:\n{output[-3000:]}"
+        finished = job.of("run_finished")
+        assert len(finished) == 1, where
+        if code == 130:
+            assert finished[0]["exit_code"] == 130, where
+        else:
+            assert code in (0, -signal.SIGINT) and finished[0]["exit_code"] == 0, (where, code)
+        return code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(once, range(8)))
+    print(f"Ctrl+C as the job exits: exit codes {sorted(codes)}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_ctrl_c_in_a_terminal_gives_it_back(runner):
+    """The rich view in tmux, Ctrl+C typed at a random moment of training:
+    exit 130, the cursor visible again, the live footer gone."""
+    marker = runner.new_marker()
+    cmd = shlex.join([*FAKERUN, "--rdzv-id", marker, "--nproc", "3", "--max-steps", "100000",
+                      "--speed", "2"])
+    term = Tmux(100, 30)
+    term.start(f"env -u NO_COLOR TERM=xterm-256color {cmd}; echo {DONE} rc=$?; sleep 120")
+    try:
+        wait_until(lambda: any(FOOTER.search(x) for x in term.screen()), 60)
+        assert not term.cursor_visible()  # the live view hides it while it draws
+        time.sleep(rng("ctrl-c:terminal").uniform(0, 1.5))  # the injected moment
+        term.cmd("send-keys", "-t", "t", "C-c")
+        wait_until(lambda: any(DONE in x for x in term.screen()), EXIT_TIMEOUT_S)
+        screen = term.screen(joined=True)
+        assert any(f"{DONE} rc=130" in x for x in screen), screen
+        # The terminal's own processes (tmux, the shell) carry the marker too.
+        assert not [p for p in job_processes(marker)
+                    if DONE not in " ".join(p.info["cmdline"]) and not p.name().startswith("tmux")]
+        assert term.cursor_visible()
+        before = [x for x in screen[:next(i for i, x in enumerate(screen) if DONE in x)] if x.strip()]
+        assert not any(FOOTER.search(x) for x in before), "the footer must be gone after Ctrl+C"
+        assert "got signal: 2" in before[-1], before[-3:]  # torchrun's last words, then the prompt
+    finally:
+        term.kill()
