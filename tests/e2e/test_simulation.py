@@ -55,11 +55,17 @@ def test_golden_plain_output(runner):
     """A fixed seed's whole log. Regenerate deliberately with
     FAKERUN_REGEN_GOLDEN=1 after a change that is meant to alter it."""
     job = fixed_run(runner, "--nproc", "2", "--max-steps", "12", "--output", "plain")
+    assert_golden(job, GOLDEN)
+
+
+def assert_golden(job, path: Path) -> None:
+    """The job's whole output equals the golden file's (rewritten instead
+    under FAKERUN_REGEN_GOLDEN=1)."""
     text = (job.stdout + "----- stderr -----\n" + job.stderr).replace(job.marker, "<rdzv-id>")
     if os.environ.get("FAKERUN_REGEN_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text()
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text()
 
 
 def test_piped_output_has_no_ansi(runner):

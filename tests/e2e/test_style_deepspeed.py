@@ -6,12 +6,11 @@ logging sites, and failures through DeepSpeed's frames."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.e2e.test_styles import GOLDEN, NCCL, rank_lines, styled_run
+from tests.e2e.test_styles import GOLDEN, NCCL, assert_golden, rank_lines, styled_run
 
 STAMP = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]"
 SITE = r"\[[\w.]+\.py:\d+:\w+\]"
@@ -66,13 +65,7 @@ def script_lines(text: str) -> list[tuple[int, str]]:
 
 def test_golden_and_every_line_in_a_real_format(runner):
     job = styled_run(runner, "deepspeed", "--output", "plain")
-    text = (job.stdout + "----- stderr -----\n" + job.stderr).replace(job.marker, "<rdzv-id>")
-    path = os.path.join(GOLDEN, "deepspeed_seed5_2x12.txt")
-    if os.environ.get("FAKERUN_REGEN_GOLDEN"):
-        with open(path, "w") as f:
-            f.write(text)
-    with open(path) as f:
-        assert text == f.read()
+    assert_golden(job, GOLDEN / "deepspeed_seed5_2x12.txt")
     lines = script_lines(job.stdout + job.stderr)
     assert len(lines) > 200
     unmatched = [line for _, line in lines if not any(p.match(line) for p in DEEPSPEED_LINES)]

@@ -6,12 +6,11 @@ digits), each pinned version's differences, and an OOM through Lightning's frame
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.e2e.test_styles import GOLDEN, NCCL, rank_lines, styled_run, styled_run_failing
+from tests.e2e.test_styles import GOLDEN, NCCL, assert_golden, rank_lines, styled_run, styled_run_failing
 
 CLOCK = r"(\d+:)?\d\d:\d\d"
 METER = rf" +\d+%\|[ ▏▎▍▌▋▊▉█]{{10}}\| (?P<n>\d+)/(?P<total>\d+) \[{CLOCK}<({CLOCK}|\?), +(\d+\.\d\d|\?)it/s"
@@ -52,13 +51,7 @@ def unmatched(text: str, patterns: list[re.Pattern]) -> list[str]:
 
 def test_lightning_golden_and_every_line_in_a_real_format(runner):
     job = styled_run(runner, "lightning", "--output", "plain")
-    text = (job.stdout + "----- stderr -----\n" + job.stderr).replace(job.marker, "<rdzv-id>")
-    path = os.path.join(GOLDEN, "lightning_seed5_2x12.txt")
-    if os.environ.get("FAKERUN_REGEN_GOLDEN"):
-        with open(path, "w") as f:
-            f.write(text)
-    with open(path) as f:
-        assert text == f.read()
+    assert_golden(job, GOLDEN / "lightning_seed5_2x12.txt")
     assert not unmatched(job.stdout, STDOUT_LINES)  # tqdm bars: TQDMProgressBar writes to sys.stdout
     assert not unmatched(job.stderr, STDERR_LINES)  # Lightning's loggers: a bare StreamHandler, stderr
     assert any(EVAL.match(line) for _, line in script_lines(job.stdout))

@@ -5,12 +5,11 @@ equal to the JSONL stream's, and each pinned version's differences."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.e2e.test_styles import GOLDEN, NCCL, rank_lines, styled_run
+from tests.e2e.test_styles import GOLDEN, NCCL, assert_golden, rank_lines, styled_run
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 SCI = r"\d\.\d{6}E[+-]\d\d"
@@ -68,13 +67,7 @@ def script_lines(job) -> list[tuple[int, str, str]]:
 
 def test_golden_and_every_line_in_a_real_format(runner):
     job = styled_run(runner, "megatron", "--output", "plain")
-    text = (job.stdout + "----- stderr -----\n" + job.stderr).replace(job.marker, "<rdzv-id>")
-    path = os.path.join(GOLDEN, "megatron_seed5_2x12.txt")
-    if os.environ.get("FAKERUN_REGEN_GOLDEN"):
-        with open(path, "w") as f:
-            f.write(text)
-    with open(path) as f:
-        assert text == f.read()
+    assert_golden(job, GOLDEN / "megatron_seed5_2x12.txt")
     lines = script_lines(job)
     assert lines and {stream for _, stream, _ in lines} == {"stdout"}  # Megatron only prints
     unmatched = [line for _, _, line in lines if not any(p.match(line) for p in MEGATRON_LINES)]

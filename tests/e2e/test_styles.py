@@ -6,14 +6,14 @@ stream's."""
 from __future__ import annotations
 
 import ast
-import os
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_simulation import FIXED, clean_env
+from tests.e2e.test_simulation import FIXED, assert_golden, clean_env
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+GOLDEN = Path(__file__).parent / "golden"
 RANK = re.compile(r"^\[default(\d+)\]:(.*)$")
 NCCL = re.compile(r"^([\w.-]+:\d+:\d+ \[\d+\] NCCL (INFO|WARN) |NCCL version \d+\.\d+\.\d+\+cuda\d+\.\d+$)")
 NUM = r"\d{1,3}(?:,\d{3})*"
@@ -51,13 +51,7 @@ def rank_lines(text: str) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("style,golden", [("hf", "hf4.46_seed5_2x12.txt"), ("hf@5", "hf5_seed5_2x12.txt")])
 def test_hf_golden_and_every_line_in_a_real_format(runner, style, golden):
     job = styled_run(runner, style, "--output", "plain")
-    text = (job.stdout + "----- stderr -----\n" + job.stderr).replace(job.marker, "<rdzv-id>")
-    path = os.path.join(GOLDEN, golden)
-    if os.environ.get("FAKERUN_REGEN_GOLDEN"):
-        with open(path, "w") as f:
-            f.write(text)
-    with open(path) as f:
-        assert text == f.read()
+    assert_golden(job, GOLDEN / golden)
     script = [line for rank, line in rank_lines(job.stdout + job.stderr) if not NCCL.match(line)]
     assert script and all(rank == 0 for rank, line in rank_lines(job.stdout + job.stderr)
                           if not NCCL.match(line))  # only world process zero logs
