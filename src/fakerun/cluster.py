@@ -24,7 +24,7 @@ from . import theatre
 from .config import RunConfig, free_port
 from .signals import SignalInbox
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE = 1, 2
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
 LOCAL_FLAGS = ("--nodes", "--no-theatre", "--no_theatre")
 
@@ -90,7 +90,8 @@ class Merged:
         self.partial: dict[tuple[int, str], bytes] = {}
 
     def run(self) -> int:
-        inbox = SignalInbox((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        # SIGCHLD too: an agent's exit wakes the loop (its pipes may close just before it exits).
+        inbox = SignalInbox((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
         sel = selectors.DefaultSelector()
         try:
             self._start(sel)
@@ -118,7 +119,7 @@ class Merged:
         while open_pipes or any(p.poll() is None for p in self.procs):
             for key, _ in sel.select(timeout=1.0):
                 if key.data is None:
-                    for signum in inbox.take():
+                    for signum in (s for s in inbox.take() if s != signal.SIGCHLD):
                         stopped = stopped or signum
                         kill_at = kill_at or time.monotonic() + KILL_AFTER_S
                         self._signal_all(signum)
@@ -128,7 +129,10 @@ class Merged:
             if kill_at is not None and time.monotonic() >= kill_at:
                 self._kill_all()
         codes = [p.wait() for p in self.procs]
-        return 128 + stopped if stopped else next((c for c in codes if c != 0), 0)
+        if stopped:
+            return 128 + stopped
+        # An agent killed by a signal (negative) failed the job: 1, as its ranks' failures do.
+        return next((c if c > 0 else EXIT_FAILED for c in codes if c != 0), 0)
 
     def _pump(self, pipe: IO[bytes], agent: Agent, stream: str) -> bool:
         chunk = os.read(pipe.fileno(), 65536)
