@@ -15,6 +15,8 @@ from .protocol import Contribute
 OPS = ("all_reduce", "broadcast", "barrier")
 REDUCE_OPS = ("sum", "avg", "max", "min")
 
+_tuple_new = tuple.__new__
+
 # ProcessGroupNCCL's OpType names, as its watchdog prints them.
 NCCL_OP_TYPE = {"all_reduce": "ALLREDUCE", "broadcast": "BROADCAST", "barrier": "BARRIER"}
 
@@ -35,8 +37,10 @@ class Fingerprint(NamedTuple):
 
     @classmethod
     def of(cls, msg: Contribute) -> Fingerprint:
-        return cls(msg.seq, msg.op, msg.reduce_op, msg.root, msg.dtype, len(msg.values), msg.numel,
-                   msg.tag, msg.step)
+        # tuple.__new__ directly: a NamedTuple's own __new__ is a Python
+        # function, one call more per contribution.
+        return _tuple_new(cls, (msg.seq, msg.op, msg.reduce_op, msg.root, msg.dtype, len(msg.values),
+                                msg.numel, msg.tag, msg.step))
 
     def describe(self) -> str:
         return (
@@ -58,9 +62,11 @@ class PendingCollective:
     contributions: dict[int, list[float]] = field(default_factory=dict)
     sim_s: dict[int, float] = field(default_factory=dict)
 
-    def add(self, rank: int, values: list[float], sim_s: float) -> None:
+    def add(self, rank: int, values: list[float], sim_s: float) -> int:
+        """Record one rank's contribution; returns how many ranks are in."""
         self.contributions[rank] = values
         self.sim_s[rank] = sim_s
+        return len(self.contributions)
 
     def complete(self, world: range) -> bool:
         return len(self.contributions) == len(world)

@@ -32,11 +32,11 @@ from .protocol import (
     Output,
     ProtocolError,
     Refused,
-    Release,
     Telemetry,
     Welcome,
     decode,
     encode,
+    encode_release,
 )
 from .timeline import Completed, Timeline
 
@@ -97,6 +97,7 @@ class Coordinator:
         self.report_wall = report_wall
         self.stopping = False  # the launcher got a stop signal: ask ranks to end training
         self.world = range(job.world_size)
+        self._rank_ids = [rank_identity(r) for r in self.world]  # every release goes to all of them
         self.rejected: Counter[str] = Counter()
         self.members: dict[bytes, int] = {}
         self.hellos: dict[int, Hello] = {}
@@ -253,9 +254,8 @@ class Coordinator:
         if pending is None:
             pending = PendingCollective(msg.comm, mine, rank, now, msg.tag, msg.step)
             self._pending[msg.comm] = pending
-        pending.add(rank, msg.values, msg.sim_s)
         self._next_seq[(msg.comm, rank)] = expected + 1
-        if pending.complete(self.world):
+        if pending.add(rank, msg.values, msg.sim_s) == self.job.world_size:
             return self._release(pending, now)
         return Outcome()
 
@@ -267,19 +267,20 @@ class Coordinator:
         del self._pending[pending.comm]
         fp = pending.fingerprint
         wall_us = round((now - pending.started) * 1e6)
+        result = pending.result()
         done = Completed(pending.tag, fp.op, pending.step, fp.numel, pending.sim_s,
-                         pending.contributions, pending.result(), wall_us)
+                         pending.contributions, result, wall_us)
         events, stop, sim_us = (self.timeline.on_collective(done) if self.timeline is not None
                                 else ([], False, wall_us))
-        out = Outcome(events=self.flush_output())
+        out = Outcome(events=self.flush_output() if self._held else [])
         stop = stop or (self.stopping and pending.tag == "train_step")
         now = self.timeline.clock.now if self.timeline is not None else 0.0
-        release = Encoded(encode(Release(pending.comm, fp.seq, done.result, stop, now)))  # same bytes for all
-        out.replies.extend((rank_identity(r), release) for r in self.world)
+        release = Encoded(encode_release(pending.comm, fp.seq, result, stop, now))  # same bytes for all
+        out.replies = [(identity, release) for identity in self._rank_ids]
+        sims = pending.sim_s.values()
         out.events.append(ev.Collective(
             pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world), sim_us, pending.tag,
-            fp.numel, wall_us if self.report_wall else None,
-            round((max(pending.sim_s.values()) - min(pending.sim_s.values())) * 1e6)))
+            fp.numel, wall_us if self.report_wall else None, round((max(sims) - min(sims)) * 1e6)))
         out.events.extend(events)
         return out
 
@@ -415,7 +416,12 @@ def _peer(identity: bytes) -> str:
 NOBLOCK = int(zmq.NOBLOCK)
 MORE_NOBLOCK = int(zmq.SNDMORE) | NOBLOCK
 EVENTS = int(zmq.EVENTS)
+RCVMORE = int(zmq.RCVMORE)
 POLLIN = int(zmq.POLLIN)
+# The compiled send itself: zmq.Socket.send is a Python override adding
+# routing_id/group handling (draft sockets) that a ROUTER never uses, and it
+# doubled the cost of each of the 2N sends that release a collective.
+_send = zmq.backend.Socket.send
 
 
 class CoordinatorSocket:
@@ -430,16 +436,22 @@ class CoordinatorSocket:
             self.sock.bind(endpoint)
 
     def drain(self, limit: int = 4096) -> list[list[bytes]]:
-        # Asking EVENTS costs less than the zmq.Again a final empty recv raises.
-        frames = []
-        while len(frames) < limit and self.sock.get(EVENTS) & POLLIN:
-            frames.append(self.sock.recv_multipart(NOBLOCK))
-        return frames
+        # Asking EVENTS costs less than the zmq.Again a final empty recv raises;
+        # the parts are read here rather than by recv_multipart, whose Python
+        # wrapper (and RCVMORE enum) cost as much as the reads.
+        sock = self.sock
+        messages = []
+        while len(messages) < limit and sock.get(EVENTS) & POLLIN:
+            parts = [sock.recv(NOBLOCK)]
+            while sock.get(RCVMORE):
+                parts.append(sock.recv(NOBLOCK))
+            messages.append(parts)
+        return messages
 
     def send(self, identity: bytes, msg: Any) -> bool:
         try:
-            self.sock.send(identity, MORE_NOBLOCK)
-            self.sock.send(msg.frame if isinstance(msg, Encoded) else encode(msg), NOBLOCK)
+            _send(self.sock, identity, MORE_NOBLOCK)
+            _send(self.sock, msg.frame if isinstance(msg, Encoded) else encode(msg), NOBLOCK)
             return True
         except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full
             return False

@@ -272,6 +272,13 @@ def encode_contribute(rank: int, comm: str, seq: int, op: str, reduce_op: str, r
                   "step": step, "numel": numel, "sim_s": sim_s})
 
 
+
+def encode_release(comm: str, seq: int, values: list[float], stop: bool, now: float) -> bytes:
+    """encode(Release(...)), byte for byte, without the dataclass (one per collective)."""
+    return _pack({"v": VERSION, "kind": "release", "comm": comm, "seq": seq, "values": values,
+                  "stop": stop, "now": now})
+
+
 def decode(frame: bytes) -> Any:
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError("oversize", f"{len(frame)} bytes")

@@ -54,6 +54,11 @@ def test_encode_contribute_is_encode(msg):
     assert p.encode_contribute(*msg.__dict__.values()) == p.encode(msg)
 
 
+@pytest.mark.parametrize("msg", [SAMPLES[4], p.Release("world", 1, [], True, 0.0)])
+def test_encode_release_is_encode(msg):
+    assert p.encode_release(*msg.__dict__.values()) == p.encode(msg)
+
+
 def test_golden_bytes_v1():
     # Changing these bytes is a protocol change: bump VERSION.
     assert p.encode(p.Welcome(8)) == bytes.fromhex("83a17601a46b696e64a777656c636f6d65aa776f726c645f73697a6508")
