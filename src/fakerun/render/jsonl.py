@@ -22,12 +22,17 @@ def strict(value: Any) -> Any:
     return value
 
 
+# json.dumps with options builds a JSONEncoder per call: one event per
+# collective made that a visible share of the coordinator's time.
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
 def dumps(event: Any) -> str:
     body = ev.to_dict(event)
     try:
-        return json.dumps(body, allow_nan=False, separators=(",", ":"))
+        return _encode(body)
     except ValueError:  # a NaN or an infinity somewhere: spell it out
-        return json.dumps(strict(body), allow_nan=False, separators=(",", ":"))
+        return _encode(strict(body))
 
 
 class JsonlSink:
