@@ -14,7 +14,6 @@ import shlex
 import shutil
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 
 from fakerun import checkpoint
 from tests.conftest import FAKERUN, Runner, job_processes, wait_until
-from tests.reliability.conftest import rng, seed_note
+from tests.reliability.conftest import rng, seed_note, side_by_side
 from tests.theatre.test_tmux import DONE, FOOTER, Tmux
 
 RUNS_PER_MOMENT = 10
@@ -108,8 +107,7 @@ def assert_whole_checkpoints(out: Path) -> None:
 def test_ctrl_c_at_50_random_moments(runner):
     # Longest first, so the slow ones (checkpoint, shutdown) overlap the rest.
     runs = [(name, i) for name in reversed(MOMENTS) for i in range(RUNS_PER_MOMENT)]
-    with ThreadPoolExecutor(SIDE_BY_SIDE) as pool:
-        landed = list(pool.map(lambda run: (run[0], ctrl_c_once(runner, *run)), runs))
+    landed = side_by_side(lambda k: (runs[k][0], ctrl_c_once(runner, *runs[k])), len(runs), SIDE_BY_SIDE)
     aimed = {"launch": {"launch", "init"}, "init": {"init"}, "training": {"train"},
              "checkpoint": {"checkpoint"}, "shutdown": {"export", "summary"}}
     for name in MOMENTS:
@@ -144,8 +142,7 @@ def test_ctrl_c_as_the_job_exits(runner):
             assert code in (0, -signal.SIGINT) and finished[0]["exit_code"] == 0, (where, code)
         return code
 
-    with ThreadPoolExecutor(4) as pool:
-        codes = list(pool.map(once, range(8)))
+    codes = side_by_side(once, 8, 4)
     print(f"Ctrl+C as the job exits: exit codes {sorted(codes)}")
 
 
