@@ -22,9 +22,10 @@ from typing import IO, TextIO
 
 from . import theatre
 from .config import RunConfig, free_port
+from .render.console import silence
 from .signals import SignalInbox
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 1, 2, 141
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
 LOCAL_FLAGS = ("--nodes", "--no-theatre", "--no_theatre")
 
@@ -88,6 +89,7 @@ class Merged:
         self.jsonl = jsonl
         self.procs: list[subprocess.Popen[bytes]] = []
         self.partial: dict[tuple[int, str], bytes] = {}
+        self.reader_gone = False  # our output was closed: the agents stop, their lines are dropped
 
     def run(self) -> int:
         # SIGCHLD too: an agent's exit wakes the loop (its pipes may close just before it exits).
@@ -131,6 +133,8 @@ class Merged:
         codes = [p.wait() for p in self.procs]
         if stopped:
             return 128 + stopped
+        if self.reader_gone:
+            return EXIT_PIPE
         # An agent killed by a signal (negative) failed the job: 1, as its ranks' failures do.
         return next((c if c > 0 else EXIT_FAILED for c in codes if c != 0), 0)
 
@@ -150,6 +154,8 @@ class Merged:
         return bool(chunk)
 
     def _put(self, agent: Agent, stream: str, text: str) -> None:
+        if self.reader_gone:
+            return
         if self.jsonl and text.startswith("{"):
             with contextlib.suppress(ValueError):
                 text = json.dumps({**json.loads(text), "node": agent.node}, separators=(",", ":"))
@@ -157,14 +163,24 @@ class Merged:
             text = f"{agent.host}: {text}"
         try:
             self.out[stream].write(text + "\n")
-        except OSError:  # our reader went away: the agents are told to stop
-            self._signal_all(signal.SIGTERM)
+        except OSError:
+            self._lost_reader(stream)
 
     def _flush(self, stream: str) -> None:
+        if self.reader_gone:
+            return
         try:
             self.out[stream].flush()
         except OSError:
-            self._signal_all(signal.SIGTERM)
+            self._lost_reader(stream)
+
+    def _lost_reader(self, stream: str) -> None:
+        """Our reader went away (`fakerun --nodes 2 | head`): the agents are
+        told to stop, and what they still say is dropped, as one agent's
+        launcher goes quiet on its own closed output (exit 141)."""
+        self.reader_gone = True
+        silence(self.out[stream])  # nor may the interpreter's final flush fail
+        self._signal_all(signal.SIGTERM)
 
     def _signal_all(self, signum: int) -> None:
         for proc in self.procs:
