@@ -1,11 +1,13 @@
 """--metrics-file: training metrics as JSONL, for dashboards and alerting
 under test. Each line goes out in one write(2) on an O_APPEND descriptor, so
 a reader tailing the file never sees a torn line, even if the job is
-SIGKILLed mid-run. NaN and infinities are spelled out as strings ("NaN",
+SIGKILLed mid-run; a disk that fills mid-line leaves the file ending in the
+last whole line. NaN and infinities are spelled out as strings ("NaN",
 "Infinity", "-Infinity"): strict JSON has none."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -33,9 +35,22 @@ class MetricsFile:
             return
         line = json.dumps(strict(record), allow_nan=False, separators=(",", ":")) + "\n"
         try:
-            os.write(self.fd, line.encode())
+            self._append(line.encode())
         except OSError as exc:
             raise SinkFailed(f"--metrics-file {self.path}: {exc.strerror}") from None
+
+    def _append(self, data: bytes) -> None:
+        """One write(2) per line. Should the disk fill mid-line (a short
+        write), the rest is tried, and on its error the part written is cut
+        off again: the file never ends in a torn line."""
+        written = os.write(self.fd, data)
+        try:
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except OSError:
+            with contextlib.suppress(OSError):  # O_APPEND: we wrote the file's last `written` bytes
+                os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - written)
+            raise
 
     def flush(self) -> None:
         """Every line is already in the kernel: nothing is buffered here."""
