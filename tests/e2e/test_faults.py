@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.conftest import FAKERUN, job_processes, wait_until
+from tests.e2e.torchrun_versions import WHERE, exitcode_line, torch_of
 
 RUNNING = ("--nproc", "4", "--max-steps", "400", "--speed", "4", "--output", "jsonl")
 
@@ -27,14 +28,17 @@ def test_sigkill_of_a_rank_fails_the_job(runner):
     psutil.Process(victim["pid"]).kill()
     assert job.wait() == 1
     root = root_cause(job.stderr)
+    torch_of(job)  # one whose box we know
     assert "  rank      : 2 (local_rank: 2)\n" in root
-    assert f"  exitcode  : -9 (pid: {victim['pid']})  (SIGKILL)\n" in root
+    assert exitcode_line(-9, victim["pid"]) in root
     assert f"  traceback : Signal 9 (SIGKILL) received by PID {victim['pid']}\n" in root
     # The survivors were sent SIGTERM, as torchrun does, and are listed as failures.
     others = [e for e in job.of("rank_started") if e["rank"] != 2]
     for e in others:
         assert f"Sending process {e['pid']} closing signal SIGTERM" in job.stderr
-    assert job.stderr.count("(SIGTERM)\n") == 3
+        assert exitcode_line(-15, e["pid"]) + f"  error_file: <N/A>\n  traceback : Signal 15 (SIGTERM) " \
+            f"received by PID {e['pid']}\n" in job.stderr
+    assert job.stderr.count(" (SIGTERM) received by PID ") == 3
     assert job.events()[-1]["exit_code"] == 1
 
 
@@ -46,8 +50,8 @@ def test_rank_exit_nonzero_is_the_root_cause(runner):
     root = root_cause(job.stderr)
     pid = next(e["pid"] for e in job.of("rank_started") if e["rank"] == 3)
     assert "  rank      : 3 (local_rank: 3)\n" in root
-    assert f"  exitcode  : 1 (pid: {pid}) \n" in root
-    assert re.search(rf"E\d{{4}} [\d:.]+ \d+ torch/distributed/elastic/multiprocessing/api.py:1002\] "
+    assert exitcode_line(1, pid) in root
+    assert re.search(rf"E\d{{4}} [\d:.]+ \d+ {WHERE[torch_of(job)]['failed']}\] "
                      rf"failed \(exitcode: 1\) local_rank: 3 \(pid: {pid}\) of binary: ", job.stderr)
     assert [s["step"] for s in job.of("step")] == [1, 2, 3, 4]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.e2e.torchrun_versions import WHERE, torch_of
+
 CRASH = ("--nproc", "3", "--max-steps", "12", "--speed", "0", "--seed", "3", "--scenario", "rank-crash",
          "--fail-rank", "1", "--fail-step", "8")
 
@@ -72,5 +74,5 @@ def test_exception_deaths_write_record_error_files(runner, tmp_path):
     root = job.stderr.split("Root Cause (first observed failure):\n", 1)[1]
     assert f"  error_file: {path}\n" in root
     assert "  traceback : Traceback (most recent call last):\n    File \"/workspace/train.py\"" in root
-    assert f"errors/error_handler.py:145] no error file defined for parent, to copy child error file ({path})" \
-        in job.stderr
+    where = WHERE[torch_of(job)]["error_file"]
+    assert f"{where}] no error file defined for parent, to copy child error file ({path})" in job.stderr

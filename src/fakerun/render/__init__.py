@@ -136,7 +136,7 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
     # Rank lines wear an 11-character "[defaultN]:" prefix on the console.
     width = max(60, width_of(stdout, environ) - 11)
-    formatter = TorchrunFormatter(width, tz, script_for(config.style, width, tz))
+    formatter = TorchrunFormatter(width, tz, script_for(config.style, width, tz), config.identity)
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
     files: list[Any] = [MetricsFile(config.metrics_file)] if config.metrics_file else []

@@ -2,7 +2,8 @@
 
 Rules: the rule width is min(60, max(len(title), longest line of any failure
 block)); the root cause is [0], other failures are [1], [2]... in rank order;
-`exitcode` ends in "(pid: N) " or "(pid: N)  (SIGNAME)".
+`exitcode` is text["exitcode"]: in torch 2.13 it ends in "(pid: N) " or
+"(pid: N)  (SIGNAME)", up to 2.9 in "(pid: N)".
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def failure_block(idx: int, failure: Failure, text: dict[str, Any], tz: tzinfo |
         f"  time      : {elastic_time(failure.time, tz)}",
         f"  host      : {failure.host}",
         f"  rank      : {failure.rank} (local_rank: {failure.local_rank})",
-        f"  exitcode  : {failure.exitcode} (pid: {failure.pid}) {signame}",
+        text["exitcode"].format(exitcode=failure.exitcode, pid=failure.pid, signal_name=signame),
         f"  error_file: {failure.error_file}",
         *f"  traceback : {message}".split("\n"),
     ]

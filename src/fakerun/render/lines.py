@@ -25,11 +25,12 @@ def _at(when: float, tz: tzinfo | None) -> datetime:
     return datetime.fromtimestamp(when, tz)
 
 
-def glog_prefix(level: str, when: float, pid: int, where: str, tz: tzinfo | None = None) -> str:
+def glog_prefix(level: str, when: float, record_id: int, where: str, tz: tzinfo | None = None) -> str:
     """torch._logging's prefix: `W1121 19:50:33.076000 10505 path.py:874] `.
-    CPython's logging keeps whole milliseconds, so the last 3 digits are 0."""
+    CPython's logging keeps whole milliseconds, so the last 3 digits are 0.
+    `record_id`: the process id (torch 2.5+) or the thread id (2.3, 2.4)."""
     t = _at(when, tz)
-    return f"{level}{t:%m%d %H:%M:%S}.{t.microsecond // 1000:03d}000 {pid} {where}] "
+    return f"{level}{t:%m%d %H:%M:%S}.{t.microsecond // 1000:03d}000 {record_id} {where}] "
 
 
 def c10_stamp(when: float, tz: tzinfo | None = None) -> str:

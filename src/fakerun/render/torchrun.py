@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import tzinfo
+from functools import cache
 from typing import Any
 
 from .. import events as ev
@@ -18,6 +19,26 @@ from .script import ScriptLines
 
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
+TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
+
+
+@cache
+def torchrun_tables(torch: str | None) -> dict[str, dict[str, Any]]:
+    """What torchrun of torch `torch` ("2.5.1") prints: data/torchrun.toml's
+    tables (captured from 2.13), each overridden by that version's
+    [torch."2.5"] table (chosen by major.minor). None, or a version with no
+    table, prints 2.13's."""
+    data = texts.load("torchrun")
+    own = data["torch"].get(".".join((torch or "").split(".")[:2]), {})
+    return {name: {**data[name], **own.get(name, {})} for name in TABLES}
+
+
+def _main_thread_id(run: ev.RunStarted) -> int:
+    """The launcher's main thread as Python names it (threading.get_ident(),
+    glibc's pthread_self: its TCB in the mmap area, 0x7f...740): stable for a
+    run and node."""
+    seed = run.seed * 1009 + run.node_rank
+    return 0x7F0000000000 + (seed * 0x9E3779B1 % 0xFFFFFFF) * 0x1000 + 0x740
 
 
 def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
@@ -29,16 +50,16 @@ def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
 
 
 class TorchrunFormatter:
-    def __init__(self, width: int = 100, tz: tzinfo | None = None, script: Any = None) -> None:
+    def __init__(self, width: int = 100, tz: tzinfo | None = None, script: Any = None,
+                 ident: Any = None) -> None:
         """`script`: what renders the training script's own output (the style's;
-        default the seeds' layout)."""
-        data = texts.load("torchrun")
-        self.where: dict[str, str] = data["lines"]
-        self.text: dict[str, Any] = data["text"]
+        default the seeds' layout). `ident`: the run's identity, known before
+        the run starts, so that the launcher's first lines already wear its torch's
+        file:line (the RunIdentity event brings it too)."""
         self.tz = tz
         self.script = script or ScriptLines(width, tz)
         self.run: ev.RunStarted | None = None
-        self.ident: Any = None
+        self._use(ident)
         self.pids: dict[int, int] = {}
         self.signal: int | None = None
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
@@ -69,11 +90,26 @@ class TorchrunFormatter:
         handler = self._handlers.get(type(event))
         return handler(event) if handler else self.script.lines(event)
 
+    def _use(self, ident: Any) -> None:
+        """Print as the torchrun of `ident`'s torch does."""
+        self.ident = ident
+        tables = torchrun_tables(ident.versions.torch if ident is not None else None)
+        self.where: dict[str, str] = tables["lines"]
+        self.frames: dict[str, Any] = tables["frames"]
+        self.text: dict[str, Any] = tables["text"]
+        self.logger_id: str = tables["logger"]["id"]
+
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
-        pid = self.run.launcher_pid if self.run else 0
-        prefix = glog_prefix(level, when, pid, self.where.get(key, FAKERUN_WHERE), self.tz)
+        prefix = glog_prefix(level, when, self._record_id(), self.where.get(key, FAKERUN_WHERE), self.tz)
         return [Line(prefix + part, STDERR) for part in message.split("\n")]
+
+    def _record_id(self) -> int:
+        """The number torch._logging prints after the time: the launcher's pid
+        (torch 2.5+), or its main thread's id (2.3, 2.4)."""
+        if self.run is None:
+            return 0
+        return _main_thread_id(self.run) if self.logger_id == "thread" else self.run.launcher_pid
 
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
@@ -84,7 +120,7 @@ class TorchrunFormatter:
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
 
     def _identity(self, e: ev.RunIdentity) -> list[Line]:
-        self.ident = e.identity
+        self._use(e.identity)
         self.script.lines(e)
         return self.script.banner(self.run.time if self.run else 0.0)
 
@@ -131,7 +167,7 @@ class TorchrunFormatter:
         if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
             out += self._launcher("E", "error_file", e.time,
                                   self.text["error_file"].format(path=root.error_file))
-        trace = self.text["child_failed"].format(**self._paths())
+        trace = self.text["child_failed"].format(**self._paths(), **self.frames)
         body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
 
@@ -144,7 +180,7 @@ class TorchrunFormatter:
                                   f"unauthorised messages during the run ({counts})")
         if self.signal is not None and self.run is not None:
             trace = self.text["signal_exception"].format(
-                pid=self.run.launcher_pid, signum=self.signal, **self._paths())
+                pid=self.run.launcher_pid, signum=self.signal, **self._paths(), **self.frames)
             out += [Line(text, STDERR) for text in trace.split("\n")]
         return out
 

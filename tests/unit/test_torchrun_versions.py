@@ -1,0 +1,268 @@
+"""torchrun's own lines follow the run's torch (identity.versions.torch): each
+version's file:line, logger prefix, traceback frames and ChildFailedError box.
+
+Expected texts are those of real logs of each version (reference/log-formats.md
+§8, and torchrun logs posted on GitHub: 2.3 on CPython 3.10, 2.4 and 2.5 on
+3.11, 2.9 on 3.12), with their install paths replaced by the simulated
+cluster's. Numbers no posted log shows were read from that version's wheel."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from fakerun import catalog, identity
+from fakerun import events as ev
+from fakerun.render.texts import load
+from fakerun.render.torchrun import TorchrunFormatter, torchrun_tables
+
+ROWS = {row.torch: row for row in catalog.versions()}
+PID = 48190  # the launcher's
+MP = "torch/distributed/elastic/multiprocessing"
+
+
+def at(stamp: str) -> float:
+    return time.mktime(datetime.strptime(stamp, "%Y-%m-%d_%H:%M:%S").timetuple())
+
+
+def start(torch: str | None, node_rank: int = 0, seed: int = 5) -> tuple[TorchrunFormatter, list[str]]:
+    """A formatter for a run of `torch` (None: no identity), and its OMP banner."""
+    ident = identity.build(seed, 2, 4, versions=ROWS[torch]) if torch else None
+    formatter = TorchrunFormatter(ident=ident)
+    banner = formatter.lines(ev.RunStarted("r", 8, 2, 4, node_rank, seed, "train.py", [], 3, "h", 1, PID, 0,
+                                           at("2024-11-21_19:58:02") + 0.873))
+    return formatter, [line.text for line in banner]
+
+
+def failed(formatter: TorchrunFormatter, error_file: str = "<N/A>") -> list[str]:
+    root = ev.Failure(3, 3, 0, 48207, 1, at("2024-11-21_20:14:12"), "gpu-node-17", error_file)
+    other = ev.Failure(2, 2, 0, 48206, -15, at("2024-11-21_20:14:12"), "gpu-node-17")
+    event = ev.RunFailed("train.py", "/opt/conda/bin/python3", PID, root, [other], at("2024-11-21_20:14:15"))
+    return [line.text for line in formatter.lines(event)]
+
+
+def record_id(line: str) -> int:
+    return int(line.split(" ")[2])
+
+
+@pytest.mark.parametrize(("torch", "where"), [
+    ("2.3.1", "torch/distributed/run.py:757"), ("2.4.1", "torch/distributed/run.py:779"),
+    ("2.5.1", "torch/distributed/run.py:793"), ("2.9.1", "torch/distributed/run.py:803"),
+    (None, "torch/distributed/run.py:874"),  # no identity: 2.13's, as captured
+])
+def test_omp_banner_names_the_versions_run_py_line(torch, where):
+    _, banner = start(torch)
+    assert [line.split(" ", 3)[3] for line in banner] == [
+        f"{where}] ", f"{where}] *****************************************",
+        f"{where}] Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, to avoid "
+        "your system being overloaded, please further tune the variable for optimal performance in your "
+        "application as needed. ", f"{where}] *****************************************"]
+    assert all(line.startswith("W1121 19:58:02.873000 ") for line in banner)
+    assert len({record_id(line) for line in banner}) == 1  # one logging call
+
+
+def test_banner_of_2_5_is_the_references_byte_for_byte():
+    _, banner = start("2.5.1")
+    assert banner[:2] == ["W1121 19:58:02.873000 48190 torch/distributed/run.py:793] ",
+                          "W1121 19:58:02.873000 48190 torch/distributed/run.py:793] "
+                          "*****************************************"]
+
+
+@pytest.mark.parametrize("torch", ["2.3.1", "2.4.1"])
+def test_torch_2_3_and_2_4_print_the_main_threads_id_not_the_pid(torch):
+    # TorchLogsFormatter printed record.thread before 2.5 (record.process since):
+    # `W0527 15:16:45.699000 140119427319616 torch/distributed/run.py:779]` in a real 2.4 log.
+    formatter, banner = start(torch)
+    thread = record_id(banner[0])
+    assert thread != PID and 0x7F0000000000 <= thread < 0x800000000000 and thread & 0xFFF == 0x740
+    assert all(record_id(line) == thread for line in failed(formatter, "/tmp/error.json")[:2])
+    assert record_id(start(torch)[1][0]) == thread  # stable for a run (seed) and node
+    assert record_id(start(torch, node_rank=1)[1][0]) != thread  # another node's launcher
+
+
+@pytest.mark.parametrize("torch", ["2.5.1", "2.9.1"])
+def test_torch_2_5_on_print_the_launchers_pid(torch):
+    formatter, banner = start(torch)
+    assert {record_id(line) for line in banner + failed(formatter, "/tmp/error.json")[:2]} == {PID}
+
+
+# Each version's launcher lines on a failure, and its traceback on CPython 3.11+
+# (3.12 for 2.9.1: same carets). 2.4, 2.5 and 2.9 match real logs line for line.
+FAILURE = {
+    "2.3.1": ("851", "826", "3.11", 347, 879, 870, 132, 263),
+    "2.4.1": ("858", "833", "3.11", 348, 901, 892, 133, 264),
+    "2.5.1": ("897", "869", "3.11", 355, 919, 910, 138, 269),
+    "2.9.1": ("908", "882", "3.12", 357, 936, 927, 156, 293),
+}
+
+
+@pytest.mark.parametrize("torch", sorted(FAILURE))
+def test_failure_lines_and_traceback_follow_the_version(torch):
+    closing, fail, python, wrapper, main, run, call, raise_ = FAILURE[torch]
+    formatter, _ = start(torch)
+    closing_line = formatter.lines(ev.ClosingSignal(2, 2, 48206, "SIGTERM", at("2024-11-21_20:14:12") + 0.105))
+    assert [x.text.split(" ", 3)[3] for x in closing_line] == [
+        f"{MP}/api.py:{closing}] Sending process 48206 closing signal SIGTERM"]
+    lines = failed(formatter)
+    site = f"/opt/conda/lib/python{python}/site-packages"
+    assert lines[0].startswith("E1121 20:14:15.000000 ")
+    assert lines[0].split(" ", 3)[3] == (f"{MP}/api.py:{fail}] failed (exitcode: 1) local_rank: 3 (pid: 48207) "
+                                         "of binary: /opt/conda/bin/python3")
+    assert lines[1:19] == f"""Traceback (most recent call last):
+  File "/opt/conda/bin/torchrun", line 8, in <module>
+    sys.exit(main())
+             ^^^^^^
+  File "{site}/torch/distributed/elastic/multiprocessing/errors/__init__.py", line {wrapper}, in wrapper
+    return f(*args, **kwargs)
+           ^^^^^^^^^^^^^^^^^^
+  File "{site}/torch/distributed/run.py", line {main}, in main
+    run(args)
+  File "{site}/torch/distributed/run.py", line {run}, in run
+    elastic_launch(
+  File "{site}/torch/distributed/launcher/api.py", line {call}, in __call__
+    return launch_agent(self._config, self._entrypoint, list(args))
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "{site}/torch/distributed/launcher/api.py", line {raise_}, in launch_agent
+    raise ChildFailedError(
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:{" "}
+{"=" * 60}""".split("\n")
+
+
+@pytest.mark.parametrize("torch", sorted(FAILURE))
+def test_child_failed_box_up_to_2_9_has_no_signal_name_in_the_exitcode_line(torch):
+    # errors/__init__.py's template was `exitcode  : ${exitcode} (pid: ${pid})`
+    # until after 2.9 (2.13: `... (pid: ${pid}) ${signal_name}`).
+    formatter, _ = start(torch)
+    lines = failed(formatter)
+    box = lines[lines.index("=" * 60):]
+    assert box == """============================================================
+train.py FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2024-11-21_20:14:12
+  host      : gpu-node-17
+  rank      : 2 (local_rank: 2)
+  exitcode  : -15 (pid: 48206)
+  error_file: <N/A>
+  traceback : Signal 15 (SIGTERM) received by PID 48206
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2024-11-21_20:14:12
+  host      : gpu-node-17
+  rank      : 3 (local_rank: 3)
+  exitcode  : 1 (pid: 48207)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================""".splitlines()
+
+
+def test_torch_2_13_box_keeps_the_signal_name():
+    formatter, _ = start(None)
+    lines = failed(formatter)
+    assert "  exitcode  : -15 (pid: 48206)  (SIGTERM)" in lines and "  exitcode  : 1 (pid: 48207) " in lines
+
+
+@pytest.mark.parametrize(("torch", "line"), [("2.3.1", 136), ("2.4.1", 137), ("2.5.1", 141), ("2.9.1", 141),
+                                             (None, 145)])
+def test_error_file_line_follows_the_version(torch, line):
+    formatter, _ = start(torch)
+    path = "/tmp/torchelastic_x8k2p1qz/none_3hd9f0k2/attempt_0/3/error.json"
+    text = failed(formatter, path)[1]
+    assert text.startswith("E1121 20:14:15.000000 ")
+    assert text.split(" ", 3)[3] == (f"{MP}/errors/error_handler.py:{line}] no error file defined for parent, "
+                                     f"to copy child error file ({path})")
+
+
+# The launcher's traceback on SIGINT: 2.5.1's matches a real 2.5.1/CPython 3.11 log.
+SIGNAL = {
+    "2.3.1": ("741", "851", "868", 347, 879, 870, 132, 254, 123, 733, 876, 76),
+    "2.4.1": ("688", "858", "875", 348, 901, 892, 133, 255, 124, 680, 835, 79),
+    "2.5.1": ("704", "897", "916", 355, 919, 910, 138, 260, 137, 696, 855, 84),
+    "2.9.1": ("725", "908", "927", 357, 936, 927, 156, 284, 138, 717, 881, 85),
+}
+
+
+@pytest.mark.parametrize("torch", sorted(SIGNAL))
+def test_signal_lines_and_traceback_follow_the_version(torch):
+    death, closing, forced, wrapper, main, run, call, agent, prof, invoke, sleep, handler = SIGNAL[torch]
+    formatter, _ = start(torch)
+    when = at("2024-11-21_20:14:12")
+    events = [ev.ShutdownRequested(2, when), ev.ClosingSignal(0, 0, 48205, "SIGINT", when),
+              ev.ForcedKill(0, 48205, when, 15), ev.RunFinished(1, 2)]
+    lines = [x.text for e in events for x in formatter.lines(e)]
+    assert [x.split(" ", 3)[3] for x in lines[:3]] == [
+        # CPython 3.11+ (every row of versions.txt): the IntEnum signal prints as its number.
+        f"torch/distributed/elastic/agent/server/api.py:{death}] Received 2 death signal, shutting down workers",
+        f"{MP}/api.py:{closing}] Sending process 48205 closing signal SIGINT",
+        f"{MP}/api.py:{forced}] Unable to shutdown process 48205 via 15, forcefully exiting via 9"]
+    site = f"/opt/conda/lib/python{ROWS[torch].python}/site-packages/torch/distributed"
+    assert lines[3:] == f"""Traceback (most recent call last):
+  File "/opt/conda/bin/torchrun", line 8, in <module>
+    sys.exit(main())
+             ^^^^^^
+  File "{site}/elastic/multiprocessing/errors/__init__.py", line {wrapper}, in wrapper
+    return f(*args, **kwargs)
+           ^^^^^^^^^^^^^^^^^^
+  File "{site}/run.py", line {main}, in main
+    run(args)
+  File "{site}/run.py", line {run}, in run
+    elastic_launch(
+  File "{site}/launcher/api.py", line {call}, in __call__
+    return launch_agent(self._config, self._entrypoint, list(args))
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "{site}/launcher/api.py", line {agent}, in launch_agent
+    result = agent.run()
+             ^^^^^^^^^^^
+  File "{site}/elastic/metrics/api.py", line {prof}, in wrapper
+    result = f(*args, **kwargs)
+             ^^^^^^^^^^^^^^^^^^
+  File "{site}/elastic/agent/server/api.py", line {invoke}, in run
+    result = self._invoke_run(role)
+             ^^^^^^^^^^^^^^^^^^^^^^
+  File "{site}/elastic/agent/server/api.py", line {sleep}, in _invoke_run
+    time.sleep(monitor_interval)
+  File "{site}/elastic/multiprocessing/api.py", line {handler}, in _terminate_process_handler
+    raise SignalException(f"Process {{os.getpid()}} got signal: {{sigval}}", sigval=sigval)
+torch.distributed.elastic.multiprocessing.api.SignalException: Process {PID} got signal: 2""".split("\n")
+
+
+def test_every_row_runs_a_python_whose_signal_texts_we_print():
+    # On CPython <= 3.10 torch prints `Received Signals.SIGINT death signal`,
+    # `via Signals.SIGTERM, forcefully exiting via Signals.SIGKILL`, `got signal:
+    # Signals.SIGINT` and no carets: a row on such a Python needs those texts first.
+    assert all(tuple(map(int, row.python.split("."))) >= (3, 11) for row in catalog.versions())
+
+
+def test_every_row_has_its_torch_table():
+    # A version with no table would print 2.13's numbers: each row needs one.
+    tables = load("torchrun")["torch"]
+    assert all(".".join(row.torch.split(".")[:2]) in tables for row in catalog.versions())
+
+
+def test_version_tables_only_override_what_the_base_has():
+    data = load("torchrun")
+    for version, table in data["torch"].items():
+        for name, overrides in table.items():
+            assert set(overrides) <= set(data[name]), (version, name)
+            assert all(type(v) is type(data[name][k]) for k, v in overrides.items()), (version, name)
+
+
+def test_lookup_is_by_major_minor_and_falls_back_to_2_13():
+    base = torchrun_tables(None)
+    assert base["lines"]["omp_banner"] == "torch/distributed/run.py:874"
+    assert torchrun_tables("2.5.0")["lines"]["omp_banner"] == "torch/distributed/run.py:793"
+    assert torchrun_tables("2.13.0") == base and torchrun_tables("2.6.0") == base
+    # the base's texts are all still there, the version's exitcode replaces 2.13's
+    assert torchrun_tables("2.4.1")["text"]["watchdog"] == base["text"]["watchdog"]
+    assert torchrun_tables("2.4.1")["text"]["exitcode"] == "  exitcode  : {exitcode} (pid: {pid})"
+
+
+def test_the_identity_event_switches_a_formatter_made_without_one():
+    formatter, banner = start(None)
+    assert banner[0].endswith("run.py:874] ")
+    formatter.lines(ev.RunIdentity(identity.build(5, 2, 4, versions=ROWS["2.5.1"])))
+    assert f"{MP}/api.py:869] failed" in failed(formatter)[0]
