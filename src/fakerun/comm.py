@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from .coordinator import rank_identity
+from .coordinator import rank_identity, raw_send
 from .protocol import (
     Abort,
     Ack,
@@ -94,8 +94,8 @@ class Communicator:
     def _collective(self, comm: str, op: str, reduce_op: str, root: int, values: list[float],
                     tag: str, step: int, numel: int, sim_s: float) -> list[float]:
         seq = self._seqs[comm] = self._seqs.get(comm, 0) + 1
-        self.sock.send(encode_contribute(self.rank, comm, seq, op, reduce_op, root, "float32", values,
-                                         tag, step, numel, sim_s))
+        raw_send(self.sock, encode_contribute(self.rank, comm, seq, op, reduce_op, root, "float32",
+                                              values, tag, step, numel, sim_s))
         reply = self._wait((Release,), None)
         self.stop_requested = self.stop_requested or reply.stop
         self.now = reply.now

@@ -420,9 +420,9 @@ EVENTS = int(zmq.EVENTS)
 RCVMORE = int(zmq.RCVMORE)
 POLLIN = int(zmq.POLLIN)
 # The compiled send itself: zmq.Socket.send is a Python override adding
-# routing_id/group handling (draft sockets) that a ROUTER never uses, and it
-# doubled the cost of each of the 2N sends that release a collective.
-_send = zmq.backend.Socket.send
+# routing_id/group handling (draft sockets) that ROUTER and DEALER never use,
+# and it doubled the cost of each of the 2N sends that release a collective.
+raw_send = zmq.backend.Socket.send
 
 
 class CoordinatorSocket:
@@ -457,8 +457,8 @@ class CoordinatorSocket:
 
     def send(self, identity: bytes, msg: Any) -> bool:
         try:
-            _send(self.sock, identity, MORE_NOBLOCK)
-            _send(self.sock, msg.frame if isinstance(msg, Encoded) else encode(msg), NOBLOCK)
+            raw_send(self.sock, identity, MORE_NOBLOCK)
+            raw_send(self.sock, msg.frame if isinstance(msg, Encoded) else encode(msg), NOBLOCK)
             return True
         except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full
             return False

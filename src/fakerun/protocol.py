@@ -194,7 +194,6 @@ REGISTRY: dict[str, type] = {
     cls.KIND: cls for cls in (Hello, Welcome, Refused, Contribute, Release, Telemetry, Abort, Output,
                               Goodbye, Ack, AgentHello, Events, AgentReport)
 }
-_FIELDS = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in REGISTRY.items()}
 
 
 def _checker(hint: Any) -> Any:
@@ -223,29 +222,35 @@ def _float_list(v: Any) -> tuple[bool, Any]:
     return ok, [float(x) for x in v] if ok else None
 
 
-_CHECKS = {kind: [(name, _checker(typing.get_type_hints(REGISTRY[kind])[name])) for name in names]
-           for kind, names in _FIELDS.items()}
+@dataclass(frozen=True)
+class _Spec:
+    """How one kind is checked, derived once from its dataclass."""
+
+    kind: str
+    cls: type
+    names: tuple[str, ...]
+    checks: tuple[Any, ...]  # per field, its checker (the full path)
+    order: tuple[str, ...]  # our encoder's keys: "v", "kind", then the fields
+    exact: tuple[type, ...]  # the exact type of each value, in that order
+    float_lists: tuple[int, ...]  # positions (in that order) of the list[float] fields
+    containers: tuple[tuple[int, Any], ...]  # other containers: position and checker
 
 
-def _exact(hint: Any) -> type:
-    origin = typing.get_origin(hint)
-    return origin if origin in (list, dict) else hint
+def _spec(kind: str, cls: type) -> _Spec:
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    hints = [typing.get_type_hints(cls)[n] for n in names]
+    origins = [typing.get_origin(h) for h in hints]
+    return _Spec(
+        kind, cls, names, tuple(_checker(h) for h in hints), ("v", "kind", *names),
+        (int, str, *(o if o in (list, dict) else h for h, o in zip(hints, origins, strict=True))),
+        tuple(i + 2 for i, h in enumerate(hints) if h == list[float]),
+        tuple((i + 2, _checker(h)) for i, (h, o) in enumerate(zip(hints, origins, strict=True))
+              if o in (list, dict) and h != list[float]))
 
 
-# The common case, checked at C speed: every field already has its exact type.
-_EXACT = {kind: tuple(_exact(typing.get_type_hints(REGISTRY[kind])[n]) for n in names)
-          for kind, names in _FIELDS.items()}
-_FLOAT_LISTS = {kind: tuple(i for i, n in enumerate(names)
-                            if typing.get_type_hints(REGISTRY[kind])[n] == list[float])
-                for kind, names in _FIELDS.items()}
-# Other containers (list[str], dict[str, str]) always get their elements checked.
-_CONTAINERS = {kind: tuple((i, _checker(typing.get_type_hints(REGISTRY[kind])[n]))
-                           for i, n in enumerate(names)
-                           if typing.get_origin(typing.get_type_hints(REGISTRY[kind])[n]) in (list, dict)
-                           and typing.get_type_hints(REGISTRY[kind])[n] != list[float])
-               for kind, names in _FIELDS.items()}
-_NAMESETS = {kind: frozenset(names) | {"v", "kind"} for kind, names in _FIELDS.items()}
-_ORDER = {kind: ("v", "kind", *names) for kind, names in _FIELDS.items()}
+_SPECS = {kind: _spec(kind, cls) for kind, cls in REGISTRY.items()}
+_BY_ORDER = {spec.order: spec for spec in _SPECS.values()}  # every kind has its own field names
+_FLOAT = frozenset({float})
 
 
 # One Packer per process, reused: packb builds (and mallocs a buffer for) a
@@ -272,7 +277,6 @@ def encode_contribute(rank: int, comm: str, seq: int, op: str, reduce_op: str, r
                   "step": step, "numel": numel, "sim_s": sim_s})
 
 
-
 def encode_release(comm: str, seq: int, values: list[float], stop: bool, now: float) -> bytes:
     """encode(Release(...)), byte for byte, without the dataclass (one per collective)."""
     return _pack({"v": VERSION, "kind": "release", "comm": comm, "seq": seq, "values": values,
@@ -286,6 +290,33 @@ def decode(frame: bytes) -> Any:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
     except (msgpack.UnpackException, ValueError) as exc:
         raise ProtocolError("undecodable", type(exc).__name__) from None
+    msg = _exact(body)
+    return msg if msg is not None else _checked(body)
+
+
+def _exact(body: Any) -> Any:
+    """The common case, decided mostly at C speed: a map in our own
+    encoder's key order whose every value has exactly its declared type
+    (what _checked would accept unchanged). None for anything else."""
+    spec = _BY_ORDER.get(tuple(body)) if type(body) is dict else None
+    if spec is None:
+        return None
+    values = list(body.values())
+    if values[0] != VERSION or values[1] != spec.kind or tuple(map(type, values)) != spec.exact:
+        return None
+    for i in spec.float_lists:
+        if not set(map(type, values[i])) <= _FLOAT:
+            return None
+    for i, check in spec.containers:
+        if not check(values[i])[0]:
+            return None
+    del body["v"], body["kind"]
+    return _instance(spec.cls, body)
+
+
+def _checked(body: Any) -> Any:
+    """Every check, each failure with its reason; converts ints where floats
+    are declared."""
     if not isinstance(body, dict):
         raise ProtocolError("not-a-map")
     if body.get("v") != VERSION:
@@ -293,50 +324,28 @@ def decode(frame: bytes) -> Any:
     kind = body.get("kind")
     if not isinstance(kind, str) or kind not in REGISTRY:
         raise ProtocolError("unknown-kind", repr(kind)[:40])
-    return _build(kind, body)
-
-
-def _build(kind: str, body: dict[str, Any]) -> Any:
-    if tuple(body) == _ORDER[kind]:  # our own encoder's order: no lookups
-        fast = list(body.values())[2:]
-    elif body.keys() == _NAMESETS[kind]:
-        fast = [body[name] for name in _FIELDS[kind]]
-    else:
+    spec = _SPECS[kind]
+    if body.keys() != set(spec.order):
         present = set(body) - {"v", "kind"}
-        names = set(_FIELDS[kind])
-        detail = f"missing={sorted(names - present)} extra={sorted(present - names)[:5]}"
+        detail = f"missing={sorted(set(spec.names) - present)} extra={sorted(present - set(spec.names))[:5]}"
         raise ProtocolError("fields", detail)
-    if _exact_types(kind, fast):
-        return _construct(kind, fast)
-    values = []
-    for name, check in _CHECKS[kind]:
+    fields = {}
+    for name, check in zip(spec.names, spec.checks, strict=True):
         ok, value = check(body[name])
         if not ok:
             raise ProtocolError("field-type", name)
-        values.append(value)
-    return _construct(kind, values)
+        fields[name] = value
+    return _instance(spec.cls, fields)
 
 
-def _exact_types(kind: str, fast: list[Any]) -> bool:
-    """The common case, decided without building any check results."""
-    if tuple(map(type, fast)) != _EXACT[kind]:
-        return False
-    for i in _FLOAT_LISTS[kind]:
-        for x in fast[i]:
-            if type(x) is not float:
-                return False
-    containers = _CONTAINERS[kind]  # most kinds have none: no generator to build then
-    return not containers or all(check(fast[i])[0] for i, check in containers)
+_new, _set = object.__new__, object.__setattr__
 
 
-_new = object.__new__
-
-
-def _construct(kind: str, values: list[Any]) -> Any:
-    """The message from its checked field values, in declaration order. A
-    frozen dataclass's __init__ sets each field through object.__setattr__,
-    which cost more than the rest of decoding; filling the instance's
-    __dict__ makes the same object (no message has a __post_init__)."""
-    msg = _new(REGISTRY[kind])
-    msg.__dict__.update(zip(_FIELDS[kind], values, strict=True))
+def _instance(cls: type, fields: dict[str, Any]) -> Any:
+    """The message with `fields` (names in declaration order) as its
+    __dict__. A frozen dataclass's __init__ sets each field through
+    object.__setattr__, which cost more than the rest of decoding; this makes
+    the same object (no message has a __post_init__)."""
+    msg = _new(cls)
+    _set(msg, "__dict__", fields)
     return msg
