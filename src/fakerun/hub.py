@@ -196,8 +196,10 @@ class RemoteHub:
 
     @property
     def lingering(self) -> bool:
-        """Our ranks are gone, but node 0 has not yet confirmed we have every event."""
-        return self.finishing and not self.acked and not self.lost
+        """Our ranks are gone, but node 0 has not yet confirmed we have every
+        event. (Never welcomed, we are nothing to node 0: no ack will come,
+        and waiting for one kept a Ctrl+C during the launch for 10 s.)"""
+        return self.finishing and self.welcomed and not self.acked and not self.lost
 
     def joined(self) -> list[int]:
         return []
