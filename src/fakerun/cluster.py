@@ -101,7 +101,7 @@ class Merged:
             return self._loop(sel, inbox)
         finally:
             self._kill_all()
-            inbox.close()
+            inbox.close(last_words=True)
             sel.close()
 
     def _start(self, sel: selectors.BaseSelector) -> None:

@@ -110,7 +110,7 @@ class Launcher:
         finally:
             if self.renderer is not None:
                 self.renderer.close()
-            self.inbox.close()
+            self.inbox.close(last_words=True)
 
     def _cycle(self, config: RunConfig) -> int:
         """One run: its attempts (--max-restarts) share a run dir and a clock."""

@@ -40,9 +40,14 @@ class SignalInbox:
             taken.append(self.received.popleft())
         return taken
 
-    def close(self) -> None:
+    def close(self, last_words: bool = False) -> None:
+        """Restore the previous handlers. `last_words`: the process's work is
+        done and it is about to exit, so a Ctrl+C from here on ends it by
+        SIGINT, quietly, instead of raising KeyboardInterrupt wherever the
+        interpreter is (its finalization prints that traceback)."""
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            quiet = last_words and sig == signal.SIGINT
+            signal.signal(sig, signal.SIG_DFL if quiet else handler)
         signal.set_wakeup_fd(self._old_wakeup)
         self._reader.close()
         self._writer.close()
