@@ -28,6 +28,7 @@ from .signals import SignalInbox
 EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 1, 2, 141
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
 LOCAL_FLAGS = ("--nodes", "--no-theatre", "--no_theatre")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Merged:
 
     def run(self) -> int:
         # SIGCHLD too: an agent's exit wakes the loop (its pipes may close just before it exits).
-        inbox = SignalInbox((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
+        inbox = SignalInbox((*STOP_SIGNALS, signal.SIGCHLD))
         sel = selectors.DefaultSelector()
         try:
             self._start(sel)
@@ -107,9 +108,16 @@ class Merged:
     def _start(self, sel: selectors.BaseSelector) -> None:
         for agent in self.agents:
             # Own sessions: a terminal's Ctrl+C reaches us alone, and we pass it on once.
-            proc = subprocess.Popen(agent.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, env=os.environ | agent.env,
-                                    start_new_session=True)
+            # Stop signals blocked: one passed on while an agent still imports waits until
+            # its handlers are in place (its SignalInbox unblocks them), where it would
+            # have been a KeyboardInterrupt traceback.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                proc = subprocess.Popen(agent.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, env=os.environ | agent.env,
+                                        start_new_session=True)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             self.procs.append(proc)
             sel.register(proc.stdout, selectors.EVENT_READ, (agent, "stdout"))
             sel.register(proc.stderr, selectors.EVENT_READ, (agent, "stderr"))

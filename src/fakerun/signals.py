@@ -21,6 +21,9 @@ class SignalInbox:
         self._old_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._record)
+        # A parent may have started us with them blocked, to hold one sent
+        # before we could take it (the local cluster does): now we can.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
     def _record(self, signum: int, _frame: Any) -> None:
         self.received.append(signum)
