@@ -50,6 +50,7 @@ REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLLIN = int(zmq.POLLIN)
 
 
 @dataclass
@@ -265,18 +266,24 @@ class Job:
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.hub.socket, zmq.POLLIN)
-        poller.register(self.inbox.fileno(), zmq.POLLIN)
+        # A pass per wake-up, and a collective wakes us once or twice: the
+        # pass itself must stay cheap. zmq_poll gets its items built once.
+        sock, inbox = self.hub.socket, self.inbox.fileno()
+        items = [(sock, POLLIN), (inbox, POLLIN)]
         rdzv_deadline = self.io.monotonic() + self.config.rdzv_timeout_s
         next_reap = 0.0
         while not self._done():
-            ready = dict(poller.poll(self._poll_ms(rdzv_deadline)))
+            hub_due = self.hub.next_deadline()
+            ready = dict(zmq.zmq_poll(items, self._poll_ms(rdzv_deadline, hub_due)))
             now = self.io.monotonic()
-            if self.hub.socket in ready:
+            if sock in ready:
                 self._emit_all(self.hub.receive(now))
-            self._emit_all(self.hub.tick(now))
-            signals = self.inbox.take() if self.inbox.fileno() in ready else []
+            # The hub's timed work (watchdog, heartbeats, batches) waits for its
+            # next_deadline, which the poll wakes us for: before it, tick is a
+            # no-op. What receive just started is due later still.
+            if hub_due is not None and now >= hub_due:
+                self._emit_all(self.hub.tick(now))
+            signals = self.inbox.take() if inbox in ready else []
             self._on_signals(signals)
             if signal.SIGCHLD in signals or now >= next_reap:
                 self._check_lifeline()
@@ -297,9 +304,9 @@ class Job:
             self.hub.finished()
         return not self.hub.lingering or now >= self.linger_until
 
-    def _poll_ms(self, rdzv_deadline: float) -> int:
+    def _poll_ms(self, rdzv_deadline: float, hub_due: float | None) -> int:
         now = self.io.monotonic()
-        deadlines = [now + REAP_EVERY_S, self.hub.next_deadline()]
+        deadlines = [now + REAP_EVERY_S, hub_due]
         if self.stop is None and self.failures:
             deadlines.append(self.abort_deadline)
         elif self.stop is not None and not self.stop.killed:
