@@ -31,6 +31,7 @@ from .protocol import (
 )
 
 WAKE_MS = 1000
+_RELEASE = (Release,)
 
 
 class CommError(RuntimeError):
@@ -96,7 +97,7 @@ class Communicator:
         seq = self._seqs[comm] = self._seqs.get(comm, 0) + 1
         raw_send(self.sock, encode_contribute(self.rank, comm, seq, op, reduce_op, root, "float32",
                                               values, tag, step, numel, sim_s))
-        reply = self._wait((Release,), None)
+        reply = self._wait(_RELEASE, None)
         self.stop_requested = self.stop_requested or reply.stop
         self.now = reply.now
         return reply.values
@@ -127,23 +128,20 @@ class Communicator:
 
     def _wait(self, kinds: tuple[type, ...], timeout_s: float | None) -> Any:
         """Block until a message of `kinds` arrives; Abort always wins. One
-        blocking recv per message (RCVTIMEO wakes us to check the parent)."""
+        blocking recv per message (RCVTIMEO wakes us to check the parent).
+        Every collective waits here, just woken: the loop stays flat."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while deadline is None or time.monotonic() < deadline:
             try:
-                msg = self._recv()
+                msg = decode(self.sock.recv())
             except zmq.Again:
                 if os.getppid() != self.parent_pid:
                     raise ParentGone("launcher exited") from None
                 continue
-            if isinstance(msg, Abort):
-                raise CollectiveAborted(msg)
+            except ProtocolError as exc:
+                raise CommError(f"bad message from coordinator: {exc}") from None
             if isinstance(msg, kinds):
                 return msg
+            if isinstance(msg, Abort):
+                raise CollectiveAborted(msg)
         return None
-
-    def _recv(self) -> Any:
-        try:
-            return decode(self.sock.recv())
-        except ProtocolError as exc:
-            raise CommError(f"bad message from coordinator: {exc}") from None
