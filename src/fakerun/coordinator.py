@@ -77,7 +77,7 @@ class Encoded:
     frame: bytes
 
 
-@dataclass
+@dataclass(slots=True)  # one per message handled
 class Outcome:
     replies: list[tuple[bytes, Any]] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
@@ -119,11 +119,13 @@ class Coordinator:
             msg = decode(frame)
         except ProtocolError as exc:
             return self.reject(exc.reason, identity)
+        rank = self.members.get(identity)
+        if type(msg) is Contribute and rank is not None and msg.rank == rank:
+            return self._contribute(rank, msg, now)  # the common case first; checked there
         if isinstance(msg, Hello):
             return self._hello(identity, msg)
         if identity in self._agent_ids:
             return self._from_agent(identity, msg, now)
-        rank = self.members.get(identity)
         if rank is None or getattr(msg, "rank", rank) != rank:
             return self.reject("not-joined" if rank is None else "rank-mismatch", identity)
         if isinstance(msg, Contribute):
@@ -163,7 +165,10 @@ class Coordinator:
         return out
 
     def next_deadline(self) -> float | None:
+        """When tick may next have work (asked once per loop pass)."""
         starts = [p.started for p in self._pending.values()]
+        if not self.agents:
+            return min(starts) + self.timeout_s if starts else None
         starts += [a.last_seen for a in self.agents.values() if a.state in ("alive", "stopping")]
         return min(starts) + min(self.timeout_s, self.job.node_timeout_s) if starts else None
 
@@ -245,17 +250,18 @@ class Coordinator:
             return self.reject("out-of-range", rank_identity(rank))
         if self.lost and self.topology_node(rank) not in self.lost:
             return self._abort_for_peer(msg.comm, [rank], Fingerprint.of(msg))
-        if msg.comm in self._broken:
+        comm = msg.comm
+        if comm in self._broken:
             return Outcome()
-        expected = self._next_seq.get((msg.comm, rank), 1)
-        pending = self._pending.get(msg.comm)
+        key = (comm, rank)
+        expected = self._next_seq.get(key, 1)
+        pending = self._pending.get(comm)
         mine = Fingerprint.of(msg)
         if msg.seq != expected or (pending and pending.fingerprint != mine):
-            return self._desync(msg.comm, rank, mine, expected, pending)
+            return self._desync(comm, rank, mine, expected, pending)
         if pending is None:
-            pending = PendingCollective(msg.comm, mine, rank, now, msg.tag, msg.step)
-            self._pending[msg.comm] = pending
-        self._next_seq[(msg.comm, rank)] = expected + 1
+            pending = self._pending[comm] = PendingCollective(comm, mine, rank, now, msg.tag, msg.step)
+        self._next_seq[key] = expected + 1
         if pending.add(rank, msg.values, msg.sim_s) == self.job.world_size:
             return self._release(pending, now)
         return Outcome()
