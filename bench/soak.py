@@ -1,0 +1,250 @@
+"""Soak: does a long real-time run stay flat, and does Ctrl+C still end it?
+
+`fakerun --nodes 2 --nproc 8 --no-theatre --output plain` (speed 1, stdout to
+/dev/null) for --duration seconds of real time (default 600). Every second,
+the RSS and CPU time of every process of the job: the `--nodes` launcher,
+its two agents, their 16 ranks. Then SIGINT to the job's process group, as a
+terminal's Ctrl+C, and its exit code (130) and any process left (0).
+
+Reported per process: RSS at the start of the window, at its end, its
+maximum, the growth (end - start, max - start) and least-squares slopes in
+MiB/min, over the window and over its last half (warm-up, such as the
+allocator's arenas filling, flattens out; a leak keeps its slope); the
+job's CPU as % of one core (median of the 1-second samples, and over the
+whole window). The window starts SETTLE_S after every rank is up: start-up
+and init are not what a soak measures. Targets: no process grows by more
+than FLAT_MIB, nor at more than FLAT_SLOPE MiB/min over the last half; CPU
+<= 5 % of one core (the theatre's target for 2 x 8 ranks,
+bench/theatre_cost.py); after Ctrl+C, exit 130 and no process left.
+
+fakerun's --loop (fresh runs back to back) runs on one node only: `--loop`
+soaks `fakerun --nproc 16 --loop --max-steps 40` instead, whose ranks are
+replaced every run (each rank's figures then cover its own lifetime).
+
+Run: python bench/soak.py [--duration 600] [--loop] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import psutil
+
+from run_cost import summary  # bench/ is the script's own directory
+from theatre_cost import argv_of, cpu_of, processes
+
+FAKERUN = [sys.executable, "-m", "fakerun"]
+CLUSTER = ["--nodes", "2", "--nproc", "8", "--no-theatre", "--output", "plain", "--max-steps", "10000000"]
+LOOP = ["--nproc", "16", "--loop", "--max-steps", "40", "--output", "plain"]
+RANKS = 16
+SETTLE_S = 10.0
+READY_TIMEOUT_S = 120.0
+EXIT_TIMEOUT_S = 60.0
+FLAT_MIB = 2.0
+FLAT_SLOPE = 0.1  # MiB/min: 6 MiB an hour
+CPU_TARGET = 5.0
+MIB = 1024 * 1024
+
+
+@dataclass
+class Track:
+    """One process over the window: (seconds, RSS MiB) samples."""
+
+    pid: int
+    role: str
+    label: str
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    def figures(self) -> dict[str, float | int | str]:
+        rss = [r for _, r in self.samples]
+        return {"role": self.role, "label": self.label, "pid": self.pid, "samples": len(rss),
+                "lifetime_s": round(self.samples[-1][0] - self.samples[0][0], 1),
+                "start_mib": rss[0], "end_mib": rss[-1], "max_mib": max(rss),
+                "growth_mib": rss[-1] - rss[0], "max_growth_mib": max(rss) - rss[0],
+                "slope_mib_per_min": slope(self.samples),
+                # warm-up (allocator arenas, caches) flattens out; a leak keeps its slope
+                "last_half_slope_mib_per_min": slope(self.samples[len(self.samples) // 2:])}
+
+
+def slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares MiB per minute."""
+    minutes, rss = [t / 60 for t, _ in samples], [r for _, r in samples]
+    return statistics.linear_regression(minutes, rss).slope if len(set(minutes)) > 1 else 0.0
+
+
+def tree(root: psutil.Process) -> dict[int, tuple[psutil.Process, str, str]]:
+    """The job's processes by pid, with role and label: the launcher, its
+    agents (--nodes), and the ranks each forked."""
+    found = {root.pid: (root, "launcher", "launcher")}
+    try:
+        children = root.children()
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            grandchildren = child.children()
+        except psutil.Error:
+            continue
+        argv = argv_of(child)
+        if "--node-rank" in argv:  # an agent, and the ranks it forked
+            node = int(argv[argv.index("--node-rank") + 1])
+            found[child.pid] = (child, "agents", f"agent {node}")
+            found.update(_ranks(grandchildren, node * len(grandchildren)))
+    if not any(role == "agents" for _, role, _ in found.values()):  # one node: the launcher forks them
+        found.update(_ranks(children, 0))
+    return found
+
+
+def _ranks(procs: list[psutil.Process], first: int) -> dict[int, tuple[psutil.Process, str, str]]:
+    """Forked one after the other in local-rank order: their pids are in that order too."""
+    in_order = sorted(procs, key=lambda p: p.pid)
+    return {p.pid: (p, "ranks", f"rank {first + i}") for i, p in enumerate(in_order)}
+
+
+def rss_of(proc: psutil.Process) -> float | None:
+    try:
+        return proc.memory_info().rss / MIB
+    except psutil.Error:
+        return None
+
+
+def wait_for_ranks(root: psutil.Process, job: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while sum(role == "ranks" for _, role, _ in tree(root).values()) < RANKS:
+        if job.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the job's {RANKS} ranks did not start (exit {job.poll()})")
+        time.sleep(0.5)
+
+
+def soak(argv: list[str], duration: float) -> dict:
+    marker = f"fakerun-soak-{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryFile() as err:
+        job = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *argv], stdout=subprocess.DEVNULL,
+                               stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            result = measure(psutil.Process(job.pid), job, duration)
+        finally:
+            result_exit = stop(job)
+        err.seek(0)
+        tail = err.read().decode(errors="replace").splitlines()[-5:]
+    left = [p for p in processes(marker) if _alive(p)]
+    return {**result, **result_exit, "leftovers": len(left), "stderr_tail": tail,
+            "command": ["fakerun", *argv]}
+
+
+def measure(root: psutil.Process, job: subprocess.Popen, duration: float) -> dict:
+    wait_for_ranks(root, job)
+    time.sleep(SETTLE_S)
+    tracks: dict[int, Track] = {}
+    cpu_samples: list[float] = []
+    first: dict[int, float] = {}  # each process's CPU seconds when first sampled, and last
+    latest: dict[int, float] = {}
+    before: dict[int, float] = {}
+    start = last = time.monotonic()
+    while (now := time.monotonic()) - start < duration and job.poll() is None:
+        procs = tree(root)
+        times = cpu_of([p for p, _, _ in procs.values()])
+        if before:  # % of one core since the last sample, by the processes in both
+            spent = sum(times[pid] - before[pid] for pid in times if pid in before)
+            cpu_samples.append(100.0 * spent / max(now - last, 1e-3))
+        for pid, seconds in times.items():
+            first.setdefault(pid, seconds)
+        latest.update(times)
+        for pid, (proc, role, label) in procs.items():
+            rss = rss_of(proc)
+            if rss is not None:
+                tracks.setdefault(pid, Track(pid, role, label)).samples.append((now - start, rss))
+        before, last = times, now
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+    elapsed = last - start
+    whole = sum(latest[pid] - first[pid] for pid in latest)
+    return {"duration_s": round(elapsed, 1), "samples": len(cpu_samples),
+            "processes": [t.figures() for t in sorted(tracks.values(), key=_order)],
+            "cpu_percent_of_one_core": {**summary(cpu_samples), "whole": 100.0 * whole / max(elapsed, 1e-3)}}
+
+
+def stop(job: subprocess.Popen) -> dict:
+    """Ctrl+C as a terminal sends it; how long until the job is gone."""
+    if job.poll() is not None:
+        return {"exit_code": job.returncode, "shutdown_s": None}
+    os.killpg(job.pid, signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        code = job.wait(EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        code = job.wait(10)
+    return {"exit_code": code, "shutdown_s": round(time.monotonic() - sent, 2)}
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _order(track: Track) -> tuple[int, int]:
+    return {"launcher": 0, "agents": 1, "ranks": 2}[track.role], track.pid
+
+
+def verdicts(result: dict) -> dict[str, bool]:
+    lasting = [p for p in result["processes"] if p["lifetime_s"] >= 30]  # a slope needs some time
+    return {
+        "flat": all(p["max_growth_mib"] <= FLAT_MIB for p in result["processes"])
+        and all(abs(p["last_half_slope_mib_per_min"]) <= FLAT_SLOPE for p in lasting),
+        "cpu": result["cpu_percent_of_one_core"]["median"] <= CPU_TARGET,
+        "ctrl_c": result["exit_code"] == 130 and result["leftovers"] == 0,
+    }
+
+
+def report(result: dict) -> None:
+    cpu = result["cpu_percent_of_one_core"]
+    ok = verdicts(result)
+    print(f"soak: {' '.join(result['command'])}")
+    print(f"  {result['duration_s']:g} s of real time, {result['samples']} samples, "
+          f"{len(result['processes'])} processes")
+    print(f"  {'process':<10} {'pid':>7} {'start':>7} {'end':>7} {'max':>7} {'growth':>7} "
+          f"{'max-start':>9} {'MiB/min':>8} {'last half':>9}   RSS in MiB")
+    for p in result["processes"]:
+        print(f"  {p['label']:<10} {p['pid']:>7} {p['start_mib']:>7.1f} {p['end_mib']:>7.1f} "
+              f"{p['max_mib']:>7.1f} {p['growth_mib']:>+7.2f} {p['max_growth_mib']:>+9.2f} "
+              f"{p['slope_mib_per_min']:>+8.3f} {p['last_half_slope_mib_per_min']:>+9.3f}")
+    print(f"  RSS flat (growth <= {FLAT_MIB:g} MiB, |slope over the last half| <= {FLAT_SLOPE:g} MiB/min): "
+          f"{'PASS' if ok['flat'] else 'MISS'}")
+    print(f"  CPU, % of one core: median {cpu['median']:.2f} ({cpu['min']:.2f}-{cpu['max']:.2f} per "
+          f"second), {cpu['whole']:.2f} over the window; target <= {CPU_TARGET:g} %: "
+          f"{'PASS' if ok['cpu'] else 'MISS'}")
+    print(f"  Ctrl+C: exit {result['exit_code']} after {result['shutdown_s']} s, {result['leftovers']} "
+          f"processes left: {'PASS' if ok['ctrl_c'] else 'MISS'}")
+    if not ok["ctrl_c"]:
+        print("  stderr: " + "\n          ".join(result["stderr_tail"]))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of real time (default 600)")
+    p.add_argument("--loop", action="store_true", help="soak a one-node --loop run instead")
+    p.add_argument("--json", action="store_true")
+    ns = p.parse_args()
+    result = soak(LOOP if ns.loop else CLUSTER, ns.duration)
+    result["verdicts"] = verdicts(result)
+    if ns.json:
+        print(json.dumps(result))
+    else:
+        report(result)
+    return 0 if all(result["verdicts"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
