@@ -306,14 +306,14 @@ class Job:
 
     def _poll_ms(self, rdzv_deadline: float, hub_due: float | None) -> int:
         now = self.io.monotonic()
-        deadlines = [now + REAP_EVERY_S, hub_due]
-        if self.stop is None and self.failures:
-            deadlines.append(self.abort_deadline)
-        elif self.stop is not None and not self.stop.killed:
-            deadlines.append(self.stop.kill_at)
-        if not self.hub.ready and self.stop is None:
-            deadlines.append(rdzv_deadline)
-        nearest = min(d for d in deadlines if d is not None)
+        nearest = now + REAP_EVERY_S if hub_due is None else min(now + REAP_EVERY_S, hub_due)
+        if self.stop is None:
+            if self.failures:
+                nearest = min(nearest, self.abort_deadline)
+            if not self.hub.ready:
+                nearest = min(nearest, rdzv_deadline)
+        elif not self.stop.killed:
+            nearest = min(nearest, self.stop.kill_at)
         return max(0, int((nearest - now) * 1000) + 1)
 
     def _emit_all(self, events: list[Any]) -> None:
