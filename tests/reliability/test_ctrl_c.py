@@ -78,8 +78,8 @@ def landed_in(events: list[dict[str, Any]]) -> str:
 
 def ctrl_c_once(runner: Runner, name: str, i: int) -> tuple[str, float]:
     moment, r = MOMENTS[name], rng(f"ctrl-c:{name}:{i}")
-    where = ["--nodes", "2", "--no-theatre", "--nproc", "2"] if i % 5 == 4 else ["--nproc", str(r.randint(2, 4))]
-    args = [*where, "--speed", "2", "--max-steps", str(moment.max_steps), "--seed", str(r.randrange(10_000)),
+    nodes = ["--nodes", "2", "--no-theatre", "--nproc", "2"] if i % 5 == 4 else ["--nproc", str(r.randint(2, 4))]
+    args = [*nodes, "--speed", "2", "--max-steps", str(moment.max_steps), "--seed", str(r.randrange(10_000)),
             "--output", "jsonl"]
     out = runner.tmp_path / f"{name}-{i}"
     if moment.checkpoints:
@@ -140,14 +140,14 @@ def test_ctrl_c_as_the_job_exits(runner):
     Never a traceback, never a process left."""
     def once(i: int) -> int:
         r = rng(f"ctrl-c:exit:{i}")
-        where = ["--nodes", "2", "--no-theatre"] if i % 4 == 3 else []
-        job = runner.start(*where, "--nproc", "2", "--speed", "0", "--max-steps", "2", "--output", "jsonl",
+        nodes = ["--nodes", "2", "--no-theatre"] if i % 4 == 3 else []
+        job = runner.start(*nodes, "--nproc", "2", "--speed", "0", "--max-steps", "2", "--output", "jsonl",
                            new_session=True)
         job.wait_for_event("summary")
         time.sleep(r.uniform(0, 0.05))
         job.killpg(signal.SIGINT)
         code = job.wait(EXIT_TIMEOUT_S)
-        where = f"Ctrl+C as run {i} {' '.join(where)} exits ({seed_note()})"
+        where = f"Ctrl+C as run {i} {' '.join(nodes)} exits ({seed_note()})"
         assert not job_processes(job.marker), where
         output = job.stdout + job.stderr
         assert not OUR_TRACEBACK.search(output), f"{where}:\n{output[-3000:]}"

@@ -56,6 +56,13 @@ def assert_all_gone(job: Job, where: str) -> None:
     assert not job_processes(job.marker), f"{where}: processes left"
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def killed_by(stderr: str, pid: int, signum: int) -> bool:
     """torch elastic's record of a rank killed by `signum` (the signal's name
     after the exit code only from the torch versions that print it)."""
@@ -65,7 +72,7 @@ def killed_by(stderr: str, pid: int, signum: int) -> bool:
 
 
 def test_sigkill_of_a_random_rank_of_two_nodes(runner: Runner):
-    def once(i: int) -> float:
+    def once(i: int) -> tuple[float, float]:
         job = runner.start(*NODES, *PACED, *JSONL)
         victim = rng(f"rank-kill:{i}:victim").randrange(4)
         where = at_random_moment(job, f"rank-kill:{i}", 2.0) + f" rank {victim}"
@@ -108,7 +115,7 @@ def test_sigkill_of_the_launcher(runner: Runner):
 
 
 def test_sigkill_of_node_0s_agent(runner: Runner):
-    def once(i: int) -> tuple[float, float]:
+    def once(i: int) -> float:
         job = runner.start(*NODES, "--node-timeout", str(NODE_TIMEOUT_S), *PACED, *JSONL)
         where = at_random_moment(job, f"agent-kill:{i}", 1.5)
         agent0 = job.of("run_started", node=0)[0]["launcher_pid"]
@@ -118,8 +125,7 @@ def test_sigkill_of_node_0s_agent(runner: Runner):
                                 NODE_TIMEOUT_S + SILENCE_MARGIN_S, where)
         assert job.wait(JOB_OVER_S) == 1, f"{where}: {job.stderr[-2000:]}"
         assert_all_gone(job, where)
-        assert not [p for p in ranks0 if psutil.pid_exists(p)
-                    and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], where
+        assert all(gone(p) for p in ranks0), where
         assert job.of("node_lost", node=1)[0]["reason"] == "silent", where
         assert [e["exit_code"] for e in job.of("run_finished")] == [1], where  # node 1's; node 0 died
         return noticed
@@ -151,7 +157,7 @@ def test_a_frozen_rank_trips_the_watchdog_and_is_reaped(runner: Runner):
     assert job.wait(FROZEN_OVER_S) == 1, f"{where}: {job.stderr[-2000:]}"
     over = time.monotonic() - stopped
     assert_all_gone(job, where)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, where
+    assert gone(pid), where
     err = job.stderr
     others = sorted(set(range(3)) - {frozen})
     assert sorted({int(rank) for rank in WATCHDOG.findall(err)}) == others, where
