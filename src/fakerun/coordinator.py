@@ -15,7 +15,7 @@ import contextlib
 import hmac
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -70,9 +70,9 @@ class AgentLink:
     state: str = "alive"  # alive | failed | stopping | done | lost
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """A reply already encoded (one encoding serves every rank)."""
+class Encoded(NamedTuple):
+    """A reply already encoded (one encoding serves every rank). A tuple:
+    built on the path from the last contribution to the release."""
 
     frame: bytes
 
