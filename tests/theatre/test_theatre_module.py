@@ -73,8 +73,11 @@ class Theatre:
         """The theatre's panes, once they are all titled."""
         fields = ("window", "id", "title", "width", "height", "top")
         def read():
-            out = self.inner("list-panes", "-a", "-F", "#{window_index}\t#{pane_id}\t#{@fakerun_title}"
-                             "\t#{pane_width}\t#{pane_height}\t#{pane_top}")
+            try:
+                out = self.inner("list-panes", "-a", "-F", "#{window_index}\t#{pane_id}\t#{@fakerun_title}"
+                                 "\t#{pane_width}\t#{pane_height}\t#{pane_top}")
+            except subprocess.CalledProcessError:  # the socket exists before its server listens
+                return None
             panes = [dict(zip(fields, line.split("\t"), strict=True)) for line in out.splitlines()]
             return panes if panes and all(p["title"] for p in panes) else None
         return wait_until(read, TIMEOUT)
