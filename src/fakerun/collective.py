@@ -62,15 +62,6 @@ class PendingCollective:
     contributions: dict[int, list[float]] = field(default_factory=dict)
     sim_s: dict[int, float] = field(default_factory=dict)
 
-    def add(self, rank: int, values: list[float], sim_s: float) -> int:
-        """Record one rank's contribution; returns how many ranks are in."""
-        self.contributions[rank] = values
-        self.sim_s[rank] = sim_s
-        return len(self.contributions)
-
-    def complete(self, world: range) -> bool:
-        return len(self.contributions) == len(world)
-
     def waiting(self) -> list[int]:
         return sorted(self.contributions)
 

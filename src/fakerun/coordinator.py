@@ -262,7 +262,12 @@ class Coordinator:
         if pending is None:
             pending = self._pending[comm] = PendingCollective(comm, mine, rank, now, msg.tag, msg.step)
         self._next_seq[key] = expected + 1
-        if pending.add(rank, msg.values, msg.sim_s) == self.job.world_size:
+        # When ranks arrive together, the coordinator handles them in one go
+        # while every rank waits: the function calls per contribution add up.
+        contributions = pending.contributions
+        contributions[rank] = msg.values
+        pending.sim_s[rank] = msg.sim_s
+        if len(contributions) == self.job.world_size:
             return self._release(pending, now)
         return Outcome()
 
