@@ -11,7 +11,6 @@ order, so the interleaving on screen is decided here, not by the scheduler.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 from collections import Counter
 from dataclasses import dataclass, field
@@ -458,12 +457,14 @@ class CoordinatorSocket:
         peer's identity and at least one more frame, delivered together."""
         recv, more = self.sock.recv, self.sock.get
         messages: list[list[bytes]] = []
-        with contextlib.suppress(zmq.Again):
+        try:
             while len(messages) < limit:
                 parts = [recv(NOBLOCK), recv(NOBLOCK)]
                 while more(RCVMORE):
                     parts.append(recv(NOBLOCK))
                 messages.append(parts)
+        except zmq.Again:
+            pass
         return messages
 
     def send(self, identity: bytes, msg: Any) -> bool:
