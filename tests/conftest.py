@@ -41,6 +41,14 @@ def job_processes(*markers: str) -> list[psutil.Process]:
     return found
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
     """Poll `predicate` until it is truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout

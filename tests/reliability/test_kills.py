@@ -23,7 +23,7 @@ import time
 
 import psutil
 
-from tests.conftest import Job, Runner, job_processes, wait_until
+from tests.conftest import Job, Runner, gone, job_processes, wait_until
 from tests.reliability.conftest import rng, seconds_until, seed_note, side_by_side
 
 PACED = ("--speed", "2", "--max-steps", "100000")
@@ -54,13 +54,6 @@ def pid_of(job: Job, rank: int) -> int:
 
 def assert_all_gone(job: Job, where: str) -> None:
     assert not job_processes(job.marker), f"{where}: processes left"
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def killed_by(stderr: str, pid: int, signum: int) -> bool:

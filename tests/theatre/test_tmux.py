@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import FAKERUN, wait_until
+from tests.conftest import FAKERUN, gone, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 FOOTER = re.compile(r"\d+% step \d+/\d+")
@@ -40,7 +40,13 @@ class Tmux:
         return self.cmd("display-message", "-p", "-t", "t", "#{cursor_flag}").strip() == "1"
 
     def kill(self) -> None:
+        """Ends the server and waits for it to be gone: its command line names
+        the job, so the runner would count a server still exiting as left behind."""
+        pid = subprocess.run(["tmux", "-L", self.socket, "display-message", "-p", "#{pid}"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        if pid.isdigit():
+            wait_until(lambda: gone(int(pid)), 10)
 
 
 @pytest.mark.parametrize("width", [80, 160])
