@@ -183,7 +183,7 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     script = {**texts.load("torchrun")["script"], **own}
     site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
     return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
-                              nccl=config.identity.versions.nccl, **values).rstrip("\n")
+                                               nccl=config.identity.versions.nccl, **values).rstrip("\n")
 
 
 def _expand(text: str, table: dict[str, str]) -> str:

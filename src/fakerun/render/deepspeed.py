@@ -168,8 +168,6 @@ def _merged(dumps: dict[str, Any], key: str) -> dict[str, Any]:
 class DeepSpeedLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.tz = tz
-        self.ident: Identity | None = None
-        self.master_port = 29500
         self.v: dict[str, Any] = {}
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {

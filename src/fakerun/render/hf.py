@@ -15,7 +15,6 @@ from datetime import tzinfo
 from typing import Any
 
 from .. import events as ev
-from ..identity import Identity
 from .lines import STDERR, STDOUT, Line
 from .script import EventRoutes
 from .tqdm import meter
@@ -26,8 +25,6 @@ DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
 
 class HfLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
-        self.ident: Identity | None = None
-        self.master_port = 29500
         self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,

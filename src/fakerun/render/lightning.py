@@ -27,7 +27,6 @@ from typing import Any
 
 from .. import events as ev
 from .. import sim
-from ..identity import Identity
 from . import texts
 from .lines import STDERR, STDOUT, Line
 from .script import EventRoutes
@@ -99,8 +98,6 @@ class LightningLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
         self.tz = tz
-        self.ident: Identity | None = None
-        self.master_port = 29500
         self.text: dict[str, Any] = texts.load(DATA)["text"]
         self.version_num = 0  # the logger's version: a restarted script logs to the next one
         self.checkpoints: dict[int, str] = {}  # step -> where the default ModelCheckpoint saved it

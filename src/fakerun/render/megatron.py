@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import events as ev
 from .. import sim
-from ..identity import Identity, state_bytes
+from ..identity import state_bytes
 from . import texts
 from .lines import STDOUT, Line
 from .megatron_model import Shapes, arguments, launch_args
@@ -145,9 +145,6 @@ class _Interval:
 class MegatronLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.tz = tz
-        self.ident: Identity | None = None
-        self.master_port = 29500
-        self.launch: ev.RunStarted | None = None  # set by the torchrun formatter
         self._data = texts.load("style-megatron")
         self._reset(0.0)
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {

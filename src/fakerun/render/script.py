@@ -26,7 +26,10 @@ class EventRoutes:
     """A script renderer's dispatch: it remembers the run's identity, and
     routes every other event to its handler once the identity is known."""
 
-    ident: Identity | None
+    # What the torchrun formatter hands every script renderer as the run starts.
+    ident: Identity | None = None
+    master_port: int = 29500
+    launch: ev.RunStarted | None = None  # the launch line, for a style that echoes it
     _handlers: dict[type, Callable[[Any], Any]]
 
     def routed(self, event: Any) -> Any:
@@ -41,8 +44,6 @@ class ScriptLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
         self.tz = tz
-        self.ident: Identity | None = None
-        self.master_port = 29500
         self.busbw = 0.0
         self._handlers: dict[type, Callable[[Any], list[str]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.GpuStatus: self._grid,
