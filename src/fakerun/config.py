@@ -13,7 +13,7 @@ import secrets
 import socket
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +168,18 @@ class RunConfig:
         if topo.node_rank > 0 and not self.token:
             raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: --token or "
                               "FAKERUN_TOKEN (node 0 prints it while it waits)")
-        for flag, value in (("--max-restarts", self.max_restarts), ("--loop", self.loop),
-                            ("--resume", self.resume)):
+        for flag, value in (("--max-restarts", self.max_restarts), ("--resume", self.resume)):
             if value:
                 raise ConfigError(f"{flag} is not supported with --nnodes > 1 yet")
+
+    def next_run(self, cycle: int) -> RunConfig:
+        """--loop's next run: the same cluster (hosts, GPUs, software, token),
+        a fresh job on it (seed + cycle draws the model, data and curve).
+        Every node derives the same one, so they rendezvous again."""
+        fresh = replace(self, seed=self.seed + cycle, run_id="", identity=None, gpu=self.identity.gpu.name,
+                        fault=None, resume=None, resume_from=None)
+        return replace(fresh, identity=replace(fresh.identity, hosts=self.identity.hosts,
+                                               versions=self.identity.versions))
 
     def digest(self) -> str:
         """What every node must agree on to run one job together."""

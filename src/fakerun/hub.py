@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import events as ev
 from .clock import VirtualClock
@@ -45,6 +46,8 @@ BEAT_S = 1.0  # heartbeats between agents and the coordinator
 FORWARD_EVERY_S = 0.1  # events for the other agents go out in batches: a frame per collective
 # would wake every agent for every collective, which costs the theatre more than all its ranks
 HINT_AFTER_S = 3.0  # node 0 says what to run on missing nodes after this long
+CLOSE_POLL_S = 0.01
+MONITOR_ENDPOINT = "inproc://fakerun-agent-%d-link"
 
 
 class LocalHub:
@@ -166,9 +169,14 @@ class RemoteHub:
     """Any other node: a DEALER to node 0's coordinator, as `agent-<node>`."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, hello: AgentHello, timeout_s: float,
-                 now: float, clock: VirtualClock) -> None:
+                 now: float, clock: VirtualClock, await_close: bool = False) -> None:
         self.node = hello.node_rank
         self.sock = ctx.socket(zmq.DEALER)
+        # --loop: after node 0's Ack we wait for its coordinator to close, or
+        # our next run's ranks could greet the run that just ended.
+        self.monitor = ctx.socket(zmq.PAIR) if await_close else None
+        self.dropped = False
+        self._close_check_at = now
         self.sock.setsockopt(zmq.IDENTITY, agent_identity(self.node))
         self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
         self.sock.setsockopt(zmq.LINGER, 500)
@@ -176,6 +184,9 @@ class RemoteHub:
         # short run is over before the agent's backoff lets it in.
         self.sock.setsockopt(zmq.RECONNECT_IVL, 5)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        if self.monitor is not None:
+            self.sock.monitor(MONITOR_ENDPOINT % self.node, zmq.EVENT_DISCONNECTED)
+            self.monitor.connect(MONITOR_ENDPOINT % self.node)
         self.sock.connect(endpoint)
         self.hello = encode(hello)
         self.sock.send(self.hello)
@@ -199,7 +210,19 @@ class RemoteHub:
         """Our ranks are gone, but node 0 has not yet confirmed we have every
         event. (Never welcomed, we are nothing to node 0: no ack will come,
         and waiting for one kept a Ctrl+C during the launch for 10 s.)"""
-        return self.finishing and self.welcomed and not self.acked and not self.lost
+        if not self.finishing or not self.welcomed or self.lost:
+            return False
+        return not self.acked or self._open()
+
+    def _open(self) -> bool:
+        """Whether node 0's coordinator may still hold our connection (--loop
+        only). Once it drops, we are done with it: our socket reconnecting to
+        node 0's next coordinator is no business of this run's."""
+        if self.monitor is None:
+            return False
+        while not self.dropped and self.monitor.get(EVENTS) & POLLIN:
+            self.dropped = recv_monitor_message(self.monitor, zmq.NOBLOCK)["event"] == zmq.EVENT_DISCONNECTED
+        return not self.dropped
 
     def joined(self) -> list[int]:
         return []
@@ -243,6 +266,7 @@ class RemoteHub:
         return event
 
     def tick(self, now: float) -> list[Any]:
+        self._close_check_at = now + CLOSE_POLL_S
         if now >= self._beat_at:
             self._beat_at = now + BEAT_S
             if self.welcomed:
@@ -262,6 +286,8 @@ class RemoteHub:
         return [ev.NodeLost(0, "", reason, detail, self._clock.now)]
 
     def next_deadline(self) -> float | None:
+        if self.acked and self.monitor is not None:
+            return self._close_check_at  # until node 0 lets go of us (bounded by our linger)
         return self._beat_at if self.lost else min(self._beat_at, self._heard + self.timeout_s)
 
     def request_stop(self) -> list[Any]:
@@ -288,4 +314,7 @@ class RemoteHub:
             self.sock.send(encode(AgentReport(self.node, state, detail)), zmq.NOBLOCK)
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
         self.sock.close(linger=500)

@@ -100,14 +100,16 @@ class Launcher:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
         self.inbox = SignalInbox()
         try:
-            config, cycle = self.config, 0
+            # One token for every run of a --loop: the other nodes were given it once.
+            first = self.config if self.config.token else dataclasses.replace(
+                self.config, token=secrets.token_hex(16))
+            config, cycle = first, 0
             while True:
                 code = self._cycle(config)
                 if not config.loop or code != EXIT_OK or self.exit_signal is not None:
                     return code
                 cycle += 1
-                config = dataclasses.replace(self.config, seed=self.config.seed + cycle, run_id="",
-                                             identity=None, fault=None, resume=None, resume_from=None)
+                config = first.next_run(cycle)
         finally:
             if self.renderer is not None:
                 self.renderer.close()
@@ -225,7 +227,8 @@ class Job:
         hello = AgentHello(self.topo.node_rank, self.topo.nproc_per_node, os.getpid(),
                            self.ident.host(self.topo.global_rank(0)), self.config.run_id, self.token,
                            self.config.digest())
-        return RemoteHub(ctx, endpoints[0], hello, self.config.node_timeout_s, now, self.clock)
+        return RemoteHub(ctx, endpoints[0], hello, self.config.node_timeout_s, now, self.clock,
+                         await_close=self.config.loop)
 
     def _join_commands(self, missing: list[int]) -> list[str]:
         return [join_command(self.config, node, self.token) for node in missing]

@@ -13,7 +13,7 @@ import zmq
 from fakerun.config import free_port
 from fakerun.protocol import AgentHello, Hello, encode
 
-from ..conftest import FAKERUN
+from ..conftest import FAKERUN, wait_until
 
 FAST = ("--speed", "0", "--seed", "5", "--max-steps", "6", "--output", "jsonl")
 
@@ -148,3 +148,23 @@ def test_smi_shows_the_whole_cluster_of_a_running_job(runner):
     assert set(pids) == shown
     job.kill(signal.SIGINT)
     assert job.wait(30) == 130
+
+
+def test_loop_reruns_on_the_same_cluster_until_sigint(runner):
+    """--loop on two nodes: each run a fresh job (seed + 1, new ranks) on the
+    same hosts and GPUs; both agents rendezvous again every time."""
+    job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--speed", "0", "--seed", "9",
+                       "--max-steps", "3", "--loop", "--output", "jsonl")
+    wait_until(lambda: len(job.of("run_finished")) >= 6, 90)
+    job.kill(signal.SIGINT)
+    assert job.wait() == 130
+    nodes = by_node(job)
+    for node in (0, 1):
+        runs = [e for e in nodes[node] if e["event"] == "run_started"]
+        assert [r["seed"] for r in runs[:3]] == [9, 10, 11], node
+        assert [e["exit_code"] for e in nodes[node] if e["event"] == "run_finished"][:3] == [0, 0, 0]
+        assert [s["step"] for s in nodes[node] if s["event"] == "step"][:9] == [1, 2, 3] * 3
+    identities = [e["identity"] for e in job.of("run_identity")]
+    assert len({(tuple(i["hosts"]), i["gpu"]["name"]) for i in identities}) == 1  # one cluster
+    pids = [e["pid"] for e in job.of("rank_started") if e["node"] == 0]
+    assert len(pids) == len(set(pids)) >= 12  # every run forks its own ranks: 4 of them a run

@@ -221,6 +221,26 @@ def test_hold_keeps_the_last_table_until_q(tmp_path):
     os.close(master)
 
 
+def test_wait_hold_follows_the_jobs_next_run(tmp_path):
+    """The theatre's dashboard under --loop: each run ends (finished, then its
+    dir removed) and the next, under the same run id, takes over."""
+    master, slave = os.openpty()
+    with os.fdopen(slave, "r") as stdin:
+        watch = Watch("--job", "job-l", "--wait", "--hold", "--compact", "-l", "0.02", tmp=tmp_path, stdin=stdin)
+        first = job_dir(tmp_path, "run1", snap("job-l", finished=True))
+        wait_until(lambda: "job job-l finished (q quits)" in watch.out.getvalue(), 10)
+        for path in first.iterdir():
+            path.unlink()
+        first.rmdir()
+        job_dir(tmp_path, "run2", dataclasses.replace(snap("job-l"), gpus=[
+            dataclasses.replace(g, temp_c=71) for g in snap().gpus]))
+        wait_until(lambda: "max 71C" in watch.out.getvalue(), 10)
+        assert watch.thread.is_alive()
+        os.write(master, b"q")
+        assert watch.join() == 0 and watch.err.getvalue() == ""
+    os.close(master)
+
+
 def test_watch_prints_the_last_frame_once_then_the_end(tmp_path):
     path = put(tmp_path / "s.json", snap("job-once", finished=True))
     code, out, err = smi("--file", str(path), "--watch", "--compact", tmp=tmp_path)

@@ -1,7 +1,8 @@
 """`fakerun smi [--file PATH | --job RUN_ID] [--watch | -l SECONDS]
 [--wait] [--hold] [--compact] [--nodes-from K]`: find a running job's
 snapshot and print it, once or until the job ends (with --wait, from before
-it starts; with --hold, until q after it ends: the theatre's dashboard).
+it starts; with --hold, until q after it ends: the theatre's dashboard;
+with both, a --loop's next run of the job takes over the held table).
 Every error is one line: exit 1 when there is no job to show, 2 for bad
 arguments, 130 on Ctrl+C."""
 
@@ -13,7 +14,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -25,12 +28,16 @@ from .snapshot import SNAPSHOT_NAME, Snapshot, SnapshotError
 EXIT_OK, EXIT_NO_JOB, EXIT_USAGE, EXIT_SIGINT = 0, 1, 2, 130
 PROG = "fakerun smi"
 PAGE_S = 4.0  # a page of a dashboard too small for every GPU stays this long
+FOLLOW_S = 1.0  # a held table looks for the job's next run this often
 
 
 @dataclass(frozen=True)
 class Source:
     path: Path
     owner: int | None = None  # the launcher's pid, when found through its run dir
+
+
+Follow = Callable[[], "Source | None"]
 
 
 class _Exit(Exception):
@@ -87,7 +94,8 @@ def build_parser(out: TextIO, err: TextIO) -> _Parser:
                    help="redraw every SECONDS (implies --watch)")
     p.add_argument("--wait", action="store_true", help="wait for the job to start (implies --watch)")
     p.add_argument("--hold", action="store_true",
-                   help="after the job ends, keep its last table until q (implies --watch)")
+                   help="after the job ends, keep its last table until q, or with --wait until the "
+                   "job's next run (--loop) starts (implies --watch)")
     p.add_argument("--compact", action="store_true", help="one summary line per node")
     p.add_argument("--nodes-from", type=_node, default=0, metavar="K", help="only nodes K and up")
     return p
@@ -101,7 +109,10 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
             with Keys(stdin) as keys:
                 screen = Screen(stdout)
                 source = _await(args, environ, screen, keys) if args.wait else _locate(args, environ, stderr)
-                return _watch(_Reader(source), args, screen, keys) if source else EXIT_OK
+                while source is not None:
+                    follow = partial(_next_run, args, environ) if args.wait and args.hold else None
+                    source = _watch(_Reader(source), args, screen, keys, follow)
+                return EXIT_OK
         source = _locate(args, environ, stderr)
         snap = _read(source)
         if snap is None:
@@ -199,21 +210,33 @@ class _Reader:
         return self.snap
 
 
-def _watch(reader: _Reader, args: argparse.Namespace, screen: Screen, keys: Keys) -> int:
-    """Redraw every interval until the job finishes or goes away, or q."""
+def _watch(reader: _Reader, args: argparse.Namespace, screen: Screen, keys: Keys,
+           follow: Follow | None) -> Source | None:
+    """Redraw every interval until the job finishes or goes away, or q. Held
+    after its end (--hold), `follow` may find the next run to watch."""
     every, run_id, lines = args.loop or 1.0, "", []
     while True:
         snap = reader.read()
         if snap is None:
             ended = f"job {run_id} ended" if run_id else "the job ended"
-            return _last(screen, lines if screen.tty else [], ended, keys, args.hold)  # not twice
+            return _last(screen, lines if screen.tty else [], ended, keys, args.hold, follow)  # not twice
         run_id = snap.run_id
         lines = _frame(snap, args, screen.size())
         if snap.finished:
-            return _last(screen, lines, f"job {run_id} finished", keys, args.hold)
+            return _last(screen, lines, f"job {run_id} finished", keys, args.hold, follow)
         screen.draw(lines)
         if _quit(keys.wait(every)):
-            return EXIT_OK
+            return None
+
+
+def _next_run(args: argparse.Namespace, environ: Any) -> Source | None:
+    """A run of the awaited job that has not finished: under --loop, the
+    job's next run (every node's agent starts it under the same run id)."""
+    for _, _, source in reversed(_find(args, environ)):
+        snap = _read(source)
+        if snap is not None and not snap.finished:
+            return source
+    return None
 
 
 def _quit(pressed: str | None) -> bool:
@@ -221,17 +244,20 @@ def _quit(pressed: str | None) -> bool:
     return pressed is None or "q" in pressed.lower()
 
 
-def _last(screen: Screen, lines: list[str], message: str, keys: Keys, hold: bool) -> int:
-    """The last frame with `message` under it (on a full screen, in its last row)."""
+def _last(screen: Screen, lines: list[str], message: str, keys: Keys, hold: bool,
+          follow: Follow | None) -> Source | None:
+    """The last frame with `message` under it (on a full screen, in its last
+    row); held, until q or a run `follow` finds."""
     size = screen.size()
     shown = lines[:max(0, size.lines - 1)] if size else lines
     screen.draw([*shown, f"{PROG}: {message}" + (" (q quits)" if hold else "")])
     if screen.tty:
         screen.out.write("\n")  # the shell's prompt goes below it
         screen.out.flush()
-    while hold and keys.interactive and not _quit(keys.wait(3600.0)):
-        pass
-    return EXIT_OK
+    while hold and keys.interactive and not _quit(keys.wait(FOLLOW_S if follow else 3600.0)):
+        if follow is not None and (source := follow()) is not None:
+            return source
+    return None
 
 
 def _frame(snap: Snapshot, args: argparse.Namespace, size: os.terminal_size | None = None) -> list[str]:
