@@ -1,27 +1,26 @@
-"""Soak: does a long real-time run stay flat, and does Ctrl+C still end it?
+"""Soak: does a long real-time --loop run stay flat, and does Ctrl+C still end it?
 
-`fakerun --nodes 2 --nproc 8 --no-theatre --output plain` (speed 1, stdout to
-/dev/null) for --duration seconds of real time (default 600). Every second,
-the RSS and CPU time of every process of the job: the `--nodes` launcher,
-its two agents, their 16 ranks. Then SIGINT to the job's process group, as a
+`fakerun --nodes 2 --nproc 8 --loop --max-steps 10 --no-theatre --output plain`
+(speed 1, stdout to /dev/null) for --duration seconds of real time (default
+600): run after run on one simulated cluster, each with its 16 fresh ranks.
+Every second, the RSS and CPU time of every process of the job: the
+`--nodes` launcher, its two agents (which live through every run), and the
+ranks of the run under way. Then SIGINT to the job's process group, as a
 terminal's Ctrl+C, and its exit code (130) and any process left (0).
 
-Reported per process: RSS at the start of the window, at its end, its
+Reported per process: RSS at the start of its window, at its end, its
 maximum, the growth (end - start, max - start) and least-squares slopes in
 MiB/min, over the window and over its last half (warm-up, such as the
 allocator's arenas filling, flattens out; a leak keeps its slope); the
-job's CPU as % of one core (median of the 1-second samples, and over the
-whole window). The window starts SETTLE_S after every rank is up: start-up
-and init are not what a soak measures. Targets: no process grows by more
-than FLAT_MIB, nor at more than FLAT_SLOPE MiB/min over the last half; CPU
-<= 5 % of one core (the theatre's target for 2 x 8 ranks,
-bench/theatre_cost.py); after Ctrl+C, exit 130 and no process left.
+ranks of each run as one row (the worst of them); the job's CPU as % of
+one core (median of the 1-second samples, and over the whole window). The
+window starts SETTLE_S after the first run's ranks are up: start-up is not
+what a soak measures. Targets: no process grows by more than FLAT_MIB, nor
+at more than FLAT_SLOPE MiB/min over the last half; CPU <= 5 % of one core
+(the theatre's target for 2 x 8 ranks, bench/theatre_cost.py); after
+Ctrl+C, exit 130 and no process left.
 
-fakerun's --loop (fresh runs back to back) runs on one node only: `--loop`
-soaks `fakerun --nproc 16 --loop --max-steps 40` instead, whose ranks are
-replaced every run (each rank's figures then cover its own lifetime).
-
-Run: python bench/soak.py [--duration 600] [--loop] [--json]
+Run: python bench/soak.py [--duration 600] [--json]
 """
 
 from __future__ import annotations
@@ -44,10 +43,11 @@ from run_cost import summary  # bench/ is the script's own directory
 from theatre_cost import argv_of, cpu_of, processes
 
 FAKERUN = [sys.executable, "-m", "fakerun"]
-CLUSTER = ["--nodes", "2", "--nproc", "8", "--no-theatre", "--output", "plain", "--max-steps", "10000000"]
-LOOP = ["--nproc", "16", "--loop", "--max-steps", "40", "--output", "plain"]
+SOAKED = ["--nodes", "2", "--nproc", "8", "--loop", "--max-steps", "10", "--no-theatre", "--output", "plain"]
 RANKS = 16
 SETTLE_S = 10.0
+RUN_GAP_S = 5.0
+LASTING_S = 30.0  # a slope needs some time: shorter lives are judged by their growth only
 READY_TIMEOUT_S = 120.0
 EXIT_TIMEOUT_S = 60.0
 FLAT_MIB = 2.0
@@ -68,6 +68,7 @@ class Track:
     def figures(self) -> dict[str, float | int | str]:
         rss = [r for _, r in self.samples]
         return {"role": self.role, "label": self.label, "pid": self.pid, "samples": len(rss),
+                "first_s": round(self.samples[0][0], 1),
                 "lifetime_s": round(self.samples[-1][0] - self.samples[0][0], 1),
                 "start_mib": rss[0], "end_mib": rss[-1], "max_mib": max(rss),
                 "growth_mib": rss[-1] - rss[0], "max_growth_mib": max(rss) - rss[0],
@@ -199,13 +200,39 @@ def _order(track: Track) -> tuple[int, int]:
 
 
 def verdicts(result: dict) -> dict[str, bool]:
-    lasting = [p for p in result["processes"] if p["lifetime_s"] >= 30]  # a slope needs some time
+    lasting = [p for p in result["processes"] if p["lifetime_s"] >= LASTING_S]
     return {
         "flat": all(p["max_growth_mib"] <= FLAT_MIB for p in result["processes"])
         and all(abs(p["last_half_slope_mib_per_min"]) <= FLAT_SLOPE for p in lasting),
         "cpu": result["cpu_percent_of_one_core"]["median"] <= CPU_TARGET,
         "ctrl_c": result["exit_code"] == 130 and result["leftovers"] == 0,
     }
+
+
+def rows(processes: list[dict]) -> list[dict]:
+    """The launcher and agents one row each; the ranks one row per run, the
+    worst figure of its ranks in each column (a run's ranks start together,
+    minutes after the last run's: a gap of RUN_GAP_S starts another run)."""
+    out = [p for p in processes if p["role"] != "ranks"]
+    ranks = sorted((p for p in processes if p["role"] == "ranks"), key=lambda p: p["first_s"])
+    runs: list[list[dict]] = []
+    for p in ranks:
+        if not runs or p["first_s"] - runs[-1][0]["first_s"] > RUN_GAP_S:
+            runs.append([])
+        runs[-1].append(p)
+    for n, run in enumerate(runs, 1):
+        lasting = [p for p in run if p["lifetime_s"] >= LASTING_S]
+        worst = {key: max((p[key] for p in run), key=abs) for key in ("growth_mib", "max_growth_mib")}
+        worst |= {key: max((p[key] for p in lasting), key=abs, default=None)
+                  for key in ("slope_mib_per_min", "last_half_slope_mib_per_min")}
+        out.append({"label": f"run {n}", "pid": f"{len(run)}x", "start_mib": statistics.median(
+            p["start_mib"] for p in run), "end_mib": statistics.median(p["end_mib"] for p in run),
+            "max_mib": max(p["max_mib"] for p in run), **worst})
+    return out
+
+
+def _slope(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"  # none: no process of the row lived LASTING_S
 
 
 def report(result: dict) -> None:
@@ -216,10 +243,10 @@ def report(result: dict) -> None:
           f"{len(result['processes'])} processes")
     print(f"  {'process':<10} {'pid':>7} {'start':>7} {'end':>7} {'max':>7} {'growth':>7} "
           f"{'max-start':>9} {'MiB/min':>8} {'last half':>9}   RSS in MiB")
-    for p in result["processes"]:
+    for p in rows(result["processes"]):
         print(f"  {p['label']:<10} {p['pid']:>7} {p['start_mib']:>7.1f} {p['end_mib']:>7.1f} "
               f"{p['max_mib']:>7.1f} {p['growth_mib']:>+7.2f} {p['max_growth_mib']:>+9.2f} "
-              f"{p['slope_mib_per_min']:>+8.3f} {p['last_half_slope_mib_per_min']:>+9.3f}")
+              f"{_slope(p['slope_mib_per_min']):>8} {_slope(p['last_half_slope_mib_per_min']):>9}")
     print(f"  RSS flat (growth <= {FLAT_MIB:g} MiB, |slope over the last half| <= {FLAT_SLOPE:g} MiB/min): "
           f"{'PASS' if ok['flat'] else 'MISS'}")
     print(f"  CPU, % of one core: median {cpu['median']:.2f} ({cpu['min']:.2f}-{cpu['max']:.2f} per "
@@ -234,10 +261,9 @@ def report(result: dict) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=600.0, help="seconds of real time (default 600)")
-    p.add_argument("--loop", action="store_true", help="soak a one-node --loop run instead")
     p.add_argument("--json", action="store_true")
     ns = p.parse_args()
-    result = soak(LOOP if ns.loop else CLUSTER, ns.duration)
+    result = soak(SOAKED, ns.duration)
     result["verdicts"] = verdicts(result)
     if ns.json:
         print(json.dumps(result))
