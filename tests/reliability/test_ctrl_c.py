@@ -13,6 +13,7 @@ when the signal comes, and takes it once its handlers are in place).
 
 from __future__ import annotations
 
+import collections
 import re
 import shlex
 import shutil
@@ -40,6 +41,7 @@ NODES_EXIT_BOUND_S = 6.0
 # escapes the quotes) is a bug.
 OUR_TRACEBACK = re.compile(r'File \\?"[^"]*/fakerun/|KeyboardInterrupt')
 EXIT_INTERNAL = 70  # a rank's own crash (rank.py), never a simulated fault
+PYTHON_STARTING = "Fatal Python error: init_import_site: Failed to import the site module"
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,37 @@ def test_ctrl_c_as_the_job_exits(runner):
 
     codes = side_by_side(once, 8, 4)
     print(f"Ctrl+C as the job exits: exit codes {sorted(codes)}")
+
+
+def test_ctrl_c_while_fakerun_starts(runner):
+    """In its first 0.3 s: Python starting, fakerun importing, parsing, forking.
+    Exit 130 with nothing printed by us. Before any of fakerun's code runs,
+    the interpreter is on its own: killed outright (a shell shows 130 for
+    that too), or, inside its `site` import, CPython's own "Fatal Python
+    error: init_import_site" and exit 1."""
+    def once(i: int) -> str:
+        r = rng(f"ctrl-c:start:{i}")
+        nodes = ["--nodes", "2", "--no-theatre"] if i % 4 == 3 else []
+        job = runner.start(*nodes, "--nproc", "2", "--speed", "2", "--max-steps", "8", "--output", "jsonl",
+                           new_session=True)
+        time.sleep(r.uniform(0, 0.3))  # the injected moment
+        job.killpg(signal.SIGINT)
+        code = job.wait(EXIT_TIMEOUT_S)
+        where = f"Ctrl+C as run {i} {' '.join(nodes)} starts ({seed_note()})"
+        assert not job_processes(job.marker), where
+        output = job.stdout + job.stderr
+        if output.startswith(PYTHON_STARTING) and "/fakerun/" not in output:
+            assert code == 1, where
+            return "python's start"
+        if code == -signal.SIGINT and not output:
+            return "python's start"
+        assert not OUR_TRACEBACK.search(output), f"{where}:\n{output[-3000:]}"
+        assert code == 130, (where, code, output[-3000:])
+        return "fakerun's start" if not job.of("run_started") else "the run"
+
+    landed = side_by_side(once, 12, 4)
+    print(f"Ctrl+C while starting: landed in {dict(collections.Counter(landed))}")
+    assert landed.count("python's start") <= len(landed) // 2, landed  # most land in fakerun's time
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
