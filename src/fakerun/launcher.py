@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -110,6 +111,7 @@ class Launcher:
                     return code
                 cycle += 1
                 config = first.next_run(cycle)
+                gc.collect()  # the last run's cyclic garbage, before the next run's ranks fork and copy it
         finally:
             if self.renderer is not None:
                 self.renderer.close()

@@ -70,12 +70,10 @@ class WorkerGroup:
         (negative: killed by that signal, as torch elastic reports them)."""
         exited = []
         for worker in self.running():
-            try:
-                code = worker.proc.wait(timeout=0)
-            except psutil.TimeoutExpired:
-                continue
-            worker.exitcode = code if code is not None else 0
-            exited.append(worker)
+            code = _exit_code(worker.proc.pid)
+            if code is not None:
+                worker.exitcode = code
+                exited.append(worker)
         return exited
 
     def running(self) -> list[Worker]:
@@ -93,3 +91,15 @@ class WorkerGroup:
 
     def done(self) -> bool:
         return not self.running()
+
+
+def _exit_code(pid: int) -> int | None:
+    """A forked child's exit code once it has exited (negative: the signal
+    that killed it), reaping it; None while it runs. (psutil's wait(0) says
+    "still running" by raising, and every raise leaves a traceback cycle for
+    the GC: several a second in a long run.)"""
+    try:
+        pid_done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already: nothing more to learn
+        return 0
+    return os.waitstatus_to_exitcode(status) if pid_done else None
