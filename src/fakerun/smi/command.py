@@ -109,8 +109,8 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
             with Keys(stdin) as keys:
                 screen = Screen(stdout)
                 source = _await(args, environ, screen, keys) if args.wait else _locate(args, environ, stderr)
+                follow = partial(_next_run, args, environ) if args.wait and args.hold else None
                 while source is not None:
-                    follow = partial(_next_run, args, environ) if args.wait and args.hold else None
                     source = _watch(_Reader(source), args, screen, keys, follow)
                 return EXIT_OK
         source = _locate(args, environ, stderr)
