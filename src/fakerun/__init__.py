@@ -4,14 +4,13 @@ For test suites: `fakerun.run(nproc=4, max_steps=20, speed=0, scenario="rank-cra
 returns a `Result` (exit code, events, captured output); see `fakerun.api`.
 """
 
-from typing import Any
-
 __version__ = "0.1.0"
 __all__ = ["FakerunTimeout", "Result", "run", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    # Loaded on first use: the `fakerun` command starts without the API's imports.
+def __getattr__(name: str) -> object:
+    # Loaded on first use: the `fakerun` command starts without the API's imports
+    # (a Ctrl+C as it starts meets its handler sooner).
     if name in ("FakerunTimeout", "Result", "run"):
         from . import api
 

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -413,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
         from .smi import main as smi_main
 
+        # It puts the terminal in cbreak mode, and restores it on KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return smi_main(args[1:])
     parser = build_parser()
     args = _with_env_options(args, os.environ, parser)
