@@ -55,8 +55,6 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
         _detach(spec)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = _main(spec, config)
-    except KeyboardInterrupt:  # outside the script (e.g. a Ctrl+C held while forking, delivered
-        _die_by(signal.SIGINT)  # by the unmask above): die of it, as Python does, not as a bug
     except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher
         try:
             traceback.print_exc()
@@ -69,9 +67,11 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
 def _detach(spec: RankSpec) -> None:
     os.setsid()  # torchrun starts workers with start_new_session=True
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a rank dies of it (-2 in the report, as torchrun's do), and
+    # as a KeyboardInterrupt it could land anywhere, even in the handler of
+    # one before (two arrive: the terminal's, then the launcher's).
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != spec.parent_pid:  # the launcher died before prctl took effect
@@ -123,8 +123,6 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
         _die_by(exc.sig)
     except ScriptFailed as exc:
         return _report(comm, spec.rank, exc.lines, exc.stream, exc.code)
-    except KeyboardInterrupt:
-        _die_by(signal.SIGINT)
     except CommError as exc:
         print(f"[rank{spec.rank}]: {exc}", file=sys.stderr)
         return 1
