@@ -211,8 +211,10 @@ def verdicts(result: dict) -> dict[str, bool]:
 
 def rows(processes: list[dict]) -> list[dict]:
     """The launcher and agents one row each; the ranks one row per run, the
-    worst figure of its ranks in each column (a run's ranks start together,
-    minutes after the last run's: a gap of RUN_GAP_S starts another run)."""
+    worst figure of its ranks in each column: the most growth (a rank's
+    last sample, as it exits, may be far below its first), the steepest
+    slope. A run's ranks start within a second, several seconds after the
+    last run's: a gap of RUN_GAP_S starts another run."""
     out = [p for p in processes if p["role"] != "ranks"]
     ranks = sorted((p for p in processes if p["role"] == "ranks"), key=lambda p: p["first_s"])
     runs: list[list[dict]] = []
@@ -222,7 +224,7 @@ def rows(processes: list[dict]) -> list[dict]:
         runs[-1].append(p)
     for n, run in enumerate(runs, 1):
         lasting = [p for p in run if p["lifetime_s"] >= LASTING_S]
-        worst = {key: max((p[key] for p in run), key=abs) for key in ("growth_mib", "max_growth_mib")}
+        worst = {key: max(p[key] for p in run) for key in ("growth_mib", "max_growth_mib")}
         worst |= {key: max((p[key] for p in lasting), key=abs, default=None)
                   for key in ("slope_mib_per_min", "last_half_slope_mib_per_min")}
         out.append({"label": f"run {n}", "pid": f"{len(run)}x", "start_mib": statistics.median(
