@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import events as ev
 from . import sim
@@ -22,11 +23,11 @@ from .protocol import Telemetry
 
 BF16 = 2
 SAFETENSORS_SHARD = 5e9
+_RESULT_WIDTH = {"train_step": 2, "validation": 1}  # values a tag's all_reduce carries
 
 
-@dataclass(frozen=True)
-class Completed:
-    """A collective every rank has entered."""
+class Completed(NamedTuple):
+    """A collective every rank has entered (a tuple: one per collective)."""
 
     tag: str
     op: str
@@ -62,6 +63,7 @@ class Timeline:
         self.run = _Run(step=resumed_step)
         log = ident.hyper.log_every
         self.gpu_every, self.nccl_every = log * 10, log * 5
+        self._handlers = self._handler_table()  # consulted for every collective
 
     def on_telemetry(self, msg: Telemetry) -> None:
         self.telemetry[msg.rank] = msg
@@ -72,7 +74,6 @@ class Timeline:
         comm_s = self._comm_seconds(done)
         self.clock.advance(max(done.sim_s.values(), default=0.0) + comm_s)
         self.run.window.append((done.op, done.numel, comm_s))
-        handler = self._handlers().get(done.tag.removeprefix("phase:"))
         if done.tag.startswith("phase:"):
             events = [ev.Phase(done.tag[6:], "", self.run.step, self.clock.now)]
             if done.tag == "phase:train":
@@ -80,6 +81,7 @@ class Timeline:
             if done.tag == "phase:summary":
                 events.append(self._summary())
             return events, False, round(comm_s * 1e6)
+        handler = self._handlers.get(done.tag)
         events = handler(done) if handler and self._shaped(done) else []
         return events, self._stop(done), round(comm_s * 1e6)
 
@@ -87,12 +89,12 @@ class Timeline:
     def _shaped(done: Completed) -> bool:
         """Results carry what their tag promises (a buggy rank's mislabelled
         collective is recorded, never interpreted)."""
-        width = {"train_step": 2, "validation": 1}.get(done.tag, 0)
+        width = _RESULT_WIDTH.get(done.tag, 0)
         if width:
             return done.op == "all_reduce" and len(done.result) == width
         return done.op == "barrier"
 
-    def _handlers(self) -> dict[str, Callable[[Completed], list]]:
+    def _handler_table(self) -> dict[str, Callable[[Completed], list]]:
         return {
             "init_process_group": lambda d: [ev.Phase("init", "nccl", 0, self.clock.now)],
             "load_model": lambda d: [ev.Phase("init", "model", 0, self.clock.now)],
