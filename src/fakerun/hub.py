@@ -88,7 +88,9 @@ class LocalHub:
         self._now = now
         events: list[Any] = []
         for frames in self.sock.drain():
-            events += self._apply(handle_frames(self.core, frames, now))
+            outcome = handle_frames(self.core, frames, now)
+            if outcome.replies or outcome.events:  # most contributions only wait for the others
+                events += self._apply(outcome)
         return events
 
     def tick(self, now: float) -> list[Any]:
@@ -129,7 +131,7 @@ class LocalHub:
         return dict(self.core.rejected)
 
     def _apply(self, outcome: Outcome) -> list[Any]:
-        if any(isinstance(msg, Ack) for _, msg in outcome.replies):
+        if self.core.agents and any(isinstance(msg, Ack) for _, msg in outcome.replies):
             self._send()  # what that agent has not seen yet goes before its Ack
         for identity, msg in outcome.replies:
             self.sock.send(identity, msg)
@@ -141,7 +143,7 @@ class LocalHub:
 
     def _forward(self, events: list[Any]) -> None:
         """Queued for the next batch (at most FORWARD_EVERY_S from now)."""
-        if not self._agents():
+        if not self.core.agents or not self._agents():
             return
         self._outbox += [json.dumps(ev.to_dict(e), separators=(",", ":")) for e in events if ev.forwarded(e)]
         if self._outbox and self._send_at is None:
