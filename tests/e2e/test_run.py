@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import psutil
@@ -19,6 +20,9 @@ def test_healthy_run_jsonl(runner):
     assert len(set(pids)) == 8
     for pid in pids:  # live, and children of the launcher, while the job runs
         assert psutil.Process(pid).ppid() == job.proc.pid
+        # batch-scheduled, so that a release waking every rank does not preempt the coordinator
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+    assert os.sched_getscheduler(job.proc.pid) == os.SCHED_OTHER
     assert job.wait() == 0
 
     events = job.events()
