@@ -108,8 +108,11 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
         _pick(r, _gpus_for(fixed, nproc, world), funny)
     candidates = [fixed] if fixed else _pool(r, catalog.models(), funny)
-    fits = [(m, p, mb) for m in candidates if (plan := plan_memory(m, chosen_gpu, nproc, world))
-            for p, mb in [plan]]
+    fits = _fitting(candidates, chosen_gpu, nproc, world)
+    if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
+        chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world)]
+                              or catalog.gpus())
+        fits = _fitting(candidates, chosen_gpu, nproc, world)
     if not fits:
         what = candidates[0].name if fixed else "any model"
         raise CatalogError(f"{what} does not fit on {world} x {chosen_gpu.name} "
@@ -121,6 +124,11 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
         versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
         hyper=_hyper(r, chosen, parallel, micro, steps, asked),
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
+
+
+def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int) -> list[tuple[Model, Parallelism, int]]:
+    """Each model that fits, with its least sharding and largest micro batch."""
+    return [(m, p, mb) for m in models if (plan := plan_memory(m, gpu, nproc, world)) for p, mb in [plan]]
 
 
 def _gpus_for(model: Model | None, nproc: int, world: int) -> tuple[Gpu, ...]:
