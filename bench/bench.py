@@ -19,8 +19,9 @@ interleaved so the machine's noise hits fakerun and its floor alike):
    cycle (`train_step` collectives of the real simulated training loop).
    Floor: a raw pyzmq ROUTER with N forked DEALER processes doing the same
    all-ranks round trip (small msgpack up, one reply to each rank down).
-3. Steps/s at --speed 0, 8 ranks: from the run of 2, (stamps - 1) / (last - first).
-   Floor: the raw round trips/s of 2's floor.
+3. Steps/s at --speed 0, 8 ranks: from the training-step run of 2,
+   (stamps - 1) / (last - first). Floor: the raw round trips/s of 2's floor.
+   Reported without a target (the issue sets none).
 4. USS per rank: `fakerun --nproc 8 --max-steps 100000 --speed 1`; once the
    launcher has 8 children (polled) and ~2 s after its first step line, the
    median USS (and PSS) of those children; then SIGINT, expecting exit 130.
@@ -752,13 +753,14 @@ def collective_section(o: Outcomes, steps: dict[int, int]) -> Section:
 
 
 def steps_section(o: Outcomes) -> Section:
+    # No target: the issue sets none. (This once showed the round trip's 1.4x
+    # as "implied", but a training step is a round trip plus each rank's
+    # simulated step and the step's events: 2 measures the round trip.)
     rows = []
     for n in (8, 64):
         names = (f"collective-fakerun/{n}", f"collective-floor/{n}")
-        implied = Target(1 / 1.4, on_ratio=True, at_most=False, note="(1/1.4, implied by 2)")
-        target = implied if n == 8 else None
         rows.append(stat_row(o, f"n{n}_steps_per_s", f"N={n} steps/s", "/s", names,
-                             ("steps_per_s", "steps_per_s"), target))
+                             ("steps_per_s", "steps_per_s")))
     return Section("steps_per_s", "3. Steps/s at --speed 0, from the in-process runs of 2 "
                    "((stamps-1)/(last-first), warm-up included)",
                    "raw pyzmq round trips/s (floor runs of 2)", rows)
