@@ -143,7 +143,7 @@ class LocalHub:
 
     def _forward(self, events: list[Any]) -> None:
         """Queued for the next batch (at most FORWARD_EVERY_S from now)."""
-        if not self.core.agents or not self._agents():
+        if not self._agents():
             return
         self._outbox += [json.dumps(ev.to_dict(e), separators=(",", ":")) for e in events if ev.forwarded(e)]
         if self._outbox and self._send_at is None:
