@@ -34,19 +34,20 @@ import zmq
 from . import events as ev
 from .checkpoint import CheckpointWriter, Resume
 from .clock import VirtualClock, local_now, parse_start
-from .config import RunConfig, free_port
+from .config import RunConfig
 from .coordinator import Coordinator, JobIdentity
 from .hub import LocalHub, RemoteHub
 from .protocol import AgentHello
 from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
 from .rundir import RunDir
+from .runtime import RuntimeDirError
 from .signals import SignalInbox
 from .smi import SNAPSHOT_NAME, SmiStateSink
 from .timeline import Timeline
 from .workers import Worker, WorkerGroup
 
-EXIT_OK, EXIT_FAILED, EXIT_PIPE = 0, 1, 141
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
@@ -120,8 +121,13 @@ class Launcher:
     def _cycle(self, config: RunConfig) -> int:
         """One run: its attempts (--max-restarts) share a run dir and a clock."""
         stable = _stable_suffix(config) if config.deterministic else None
-        RunDir.sweep()
-        rundir = RunDir.create(config.run_id, config.log_dir, stable)
+        try:
+            RunDir.sweep()
+            rundir = RunDir.create(config.run_id, config.log_dir, stable,
+                                   ipc=config.topology.node_rank == 0)
+        except RuntimeDirError as exc:  # like an unwritable --log-dir: fixed by the user's settings
+            self.io.stderr.write(f"fakerun: error: {exc}\n")
+            return EXIT_USAGE
         if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
             renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME,
@@ -219,8 +225,9 @@ class Job:
         tcp = f"tcp://{_address(c.master_addr)}:{c.master_port}"
         if self.topo.node_rank > 0:
             return tcp, []
-        local = self.rundir.endpoint() or f"tcp://127.0.0.1:{free_port()}"
-        return local, [tcp] if self.topo.nnodes > 1 else []
+        # Always ipc:// in the user's private directory (RunDir.create refused
+        # a path too long for one): loopback TCP would be open to every user.
+        return self.rundir.endpoint(), [tcp] if self.topo.nnodes > 1 else []
 
     def _hub(self, ctx: zmq.Context, endpoints: list[str]) -> LocalHub | RemoteHub:
         now = self.io.monotonic()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fakerun.runtime import ensure, runtime_dir
 from fakerun.smi import GpuRow, Snapshot, main
 from tests.conftest import wait_until
 
@@ -43,10 +44,15 @@ def put(path: Path, snapshot: Snapshot) -> Path:
 
 def job_dir(tmp: Path, name: str, snapshot: Snapshot, owner: int | None = None) -> Path:
     """A running job's private dir, as the launcher leaves it."""
-    folder = tmp / f"fakerun-{name}"
+    folder = runtime(tmp) / f"job-{name}"
     put(folder / "smi.json", snapshot)
     (folder / "launcher.pid").write_text(f"{owner or os.getpid()}\n")
     return folder
+
+
+def runtime(tmp: Path) -> Path:
+    """The runtime dir of fakerun smi's environ={"TMPDIR": tmp}."""
+    return ensure(runtime_dir({"TMPDIR": str(tmp)}))
 
 
 def smi(*argv: str, tmp: Path, stdin=None) -> tuple[int, str, str]:
@@ -91,7 +97,7 @@ def test_no_job_found(tmp_path):
 def test_finds_the_running_job_and_picks_by_run_id(tmp_path):
     job_dir(tmp_path, "a", snap("job-a", time=1.0))
     job_dir(tmp_path, "b", snap("job-b", time=2.0))
-    (tmp_path / "fakerun-c").mkdir()  # being created: no launcher.pid yet
+    (runtime(tmp_path) / "job-c").mkdir()  # being created: no launcher.pid yet
     code, out, err = smi("--compact", tmp=tmp_path)
     assert code == 0 and err == ("fakerun smi: 2 running jobs; showing the newest, job-b "
                                  "(others: job-a; pick one with --job)\n")

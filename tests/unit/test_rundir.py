@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
-from fakerun.rundir import OWNER, RunDir
+import pytest
+
+from fakerun import runtime
+from fakerun.rundir import IPC_PATH_MAX, OWNER, TRASH, RunDir
+from fakerun.runtime import RuntimeDirError, ensure, runtime_dir
+from tests.other_user import OTHER_GID, OTHER_UID, needs_root
 
 
 def dead_pid() -> int:
@@ -16,29 +25,177 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_sweep_removes_dirs_of_dead_launchers_only():
-    tmp = Path(tempfile.gettempdir())
-    orphan = Path(tempfile.mkdtemp(prefix="fakerun-", dir=tmp))
-    (orphan / OWNER).write_text(f"{dead_pid()}\n")
-    mine = Path(tempfile.mkdtemp(prefix="fakerun-", dir=tmp))
-    (mine / OWNER).write_text("1\n")  # alive (init), so never swept
-    foreign = Path(tempfile.mkdtemp(prefix="fakerun-", dir=tmp))  # no owner file: not ours to judge
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> dict[str, str]:
+    """An environ whose runtime dir is in tmp_path, and a short socket dir
+    there too: these tests never sweep the user's real ones."""
+    monkeypatch.setattr(runtime, "SHORT_PARENT", str(tmp_path / "short"))
+    (tmp_path / "short").mkdir()
+    return {"TMPDIR": str(tmp_path)}
+
+
+@pytest.fixture
+def short_tmp() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def job(root: Path, name: str, owner: int | None) -> Path:
+    folder = root / name
+    folder.mkdir(mode=0o700)
+    if owner is not None:
+        (folder / OWNER).write_text(f"{owner}\n")
+    return folder
+
+
+class Ticks:
+    """A clock that moves one second a call: the sweep's budget counts entries."""
+
+    def __init__(self) -> None:
+        self.now = itertools.count()
+
+    def __call__(self) -> float:
+        return float(next(self.now))
+
+
+def test_sweep_removes_dirs_of_dead_launchers_only(env):
+    root = ensure(runtime_dir(env))
+    orphan = job(root, "job-orphan", dead_pid())
+    (orphan / "logs" / "attempt_0" / "0").mkdir(parents=True)
+    (orphan / "logs" / "attempt_0" / "0" / "stdout.log").write_text("x")
+    mine = job(root, "job-mine", 1)  # alive (init), so never swept
+    foreign = job(root, "job-foreign", None)  # no owner file (yet): not ours to judge
+    short = ensure(runtime.short_dir())
+    socket = job(short, "sock-orphan", dead_pid())  # a SIGKILLed launcher's socket dir
+    RunDir.sweep(env)
+    assert not orphan.exists() and not socket.exists()
+    assert mine.exists() and foreign.exists()
+    assert sorted(p.name for p in root.iterdir()) == ["job-foreign", "job-mine"]
+
+
+def test_sweep_never_blocks_on_or_reads_hostile_owner_files(env):
+    root = ensure(runtime_dir(env))
+    fifo, zero, big = (job(root, name, None) for name in ("job-fifo", "job-zero", "job-big"))
+    os.mkfifo(fifo / OWNER)
+    (zero / OWNER).symlink_to("/dev/zero")
+    (big / OWNER).write_text(" " * 10_000 + str(dead_pid()))
+    done = threading.Event()
+    sweeper = threading.Thread(target=lambda: (RunDir.sweep(env), done.set()), daemon=True)
+    sweeper.start()
+    sweeper.join(5)
+    if not done.is_set():
+        os.close(os.open(fifo / OWNER, os.O_WRONLY | os.O_NONBLOCK))  # let a blocked open go
+        pytest.fail("the sweep blocked")
+    assert fifo.exists() and zero.exists() and big.exists()  # unknown owners: left alone
+
+
+def test_sweep_is_bounded_and_later_sweeps_finish_the_job(env):
+    root = ensure(runtime_dir(env))
+    orphan = job(root, "job-orphan", dead_pid())
+    for i in range(50):
+        (orphan / f"d{i}" / "sub").mkdir(parents=True)
+    (orphan / "deep").mkdir()
+    deep = orphan / "deep"
+    for _ in range(100):  # deeper than any recursion a remover could afford per entry
+        deep = deep / "d"
+        deep.mkdir()
+    left, sweeps = len(list(root.rglob("*"))), 0
+    while left:
+        RunDir.sweep(env, budget=20, clock=Ticks())  # a few entries a sweep
+        sweeps += 1
+        if sweeps == 1:  # out of time: what is left is marked as garbage, not forgotten
+            assert [p.name for p in root.iterdir()] == [TRASH + "job-orphan"]
+        before, left = left, len(list(root.rglob("*")))
+        assert left < before, f"sweep {sweeps} made no progress"
+    assert sweeps > 5
+
+
+def test_sweep_removes_links_not_what_they_point_to(env, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep").write_text("x")
+    orphan = job(ensure(runtime_dir(env)), "job-orphan", dead_pid())
+    (orphan / "link").symlink_to(precious)
+    (orphan / "file-link").symlink_to(precious / "keep")
+    RunDir.sweep(env)
+    assert not orphan.exists() and (precious / "keep").read_text() == "x"
+
+
+def test_sweep_refuses_a_runtime_dir_it_cannot_trust(env, tmp_path):
+    (tmp_path / f"fakerun-{os.geteuid()}").mkdir(mode=0o755)
+    os.chmod(tmp_path / f"fakerun-{os.geteuid()}", 0o755)
+    with pytest.raises(RuntimeDirError, match="open to other users"):
+        RunDir.sweep(env)
+    with pytest.raises(RuntimeDirError, match="open to other users"):
+        RunDir.create("job", None, environ=env)
+
+
+def test_create_makes_a_private_dir_in_the_runtime_dir(env, short_tmp):
+    env = {"TMPDIR": str(short_tmp)}  # short enough for the socket
+    rundir = RunDir.create("job", None, ipc=True, environ=env)
     try:
-        RunDir.sweep()
-        assert not orphan.exists()
-        assert mine.exists() and foreign.exists()
+        assert rundir.private.parent == runtime_dir(env)
+        assert os.stat(rundir.private).st_mode & 0o777 == 0o700
+        assert (rundir.private / OWNER).read_text() == f"{os.getpid()}\n"
+        assert rundir.endpoint() == f"ipc://{rundir.private}/coordinator.sock"
+        assert rundir.socket_dir is None
     finally:
-        for d in (orphan, mine, foreign):
-            subprocess.run(["rm", "-rf", str(d)], check=True, timeout=10)
+        rundir.remove()
+    assert not rundir.private.exists()
 
 
-def test_stable_names_never_reuse_an_existing_directory(tmp_path):
-    first = RunDir.create("job", tmp_path, stable="abcdefgh")
-    second = RunDir.create("job", tmp_path, stable="abcdefgh")
+def test_a_socket_path_too_long_moves_to_the_short_dir(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * (IPC_PATH_MAX - len(str(tmp_path))))
+    deep.mkdir()
+    rundir = RunDir.create("job", None, ipc=True, environ={"TMPDIR": str(deep)})
+    try:
+        path = rundir.endpoint().removeprefix("ipc://")
+        assert len(path) <= IPC_PATH_MAX and path.startswith(f"{runtime.short_dir()}/sock-")
+        assert (Path(path).parent / OWNER).read_text() == f"{os.getpid()}\n"  # the sweep can judge it
+    finally:
+        rundir.remove()
+    assert not Path(path).parent.exists() and not rundir.private.exists()
+    # Without ipc (node > 0) no socket dir is needed.
+    other = RunDir.create("job", None, environ={"TMPDIR": str(deep)})
+    other.remove()
+    assert other.socket_dir is None
+
+
+def test_a_socket_path_that_fits_nowhere_is_one_error(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * (IPC_PATH_MAX - len(str(tmp_path))))
+    deep.mkdir()
+    monkeypatch.setattr(runtime, "SHORT_PARENT", str(deep))
+    with pytest.raises(RuntimeDirError, match=r"ipc socket path .* is longer than the 100 bytes") as caught:
+        RunDir.create("job", None, ipc=True, environ={"TMPDIR": str(deep)})
+    assert "\n" not in str(caught.value)
+    assert [p.name for p in (deep / f"fakerun-{os.geteuid()}").iterdir()] == []  # nothing half made
+
+
+@needs_root
+def test_a_short_dir_taken_by_another_user_is_refused_not_worked_around(tmp_path, monkeypatch):
+    short = tmp_path / "short"
+    short.mkdir()
+    short.chmod(0o1777)
+    monkeypatch.setattr(runtime, "SHORT_PARENT", str(short))
+    (short / f"fakerun-{os.geteuid()}").mkdir(mode=0o700)
+    os.chown(short / f"fakerun-{os.geteuid()}", OTHER_UID, OTHER_GID)
+    deep = tmp_path / ("d" * (IPC_PATH_MAX - len(str(tmp_path))))
+    deep.mkdir()
+    with pytest.raises(RuntimeDirError, match=f"is owned by uid {OTHER_UID}, not you"):
+        RunDir.create("job", None, ipc=True, environ={"TMPDIR": str(deep)})
+    assert [p.name for p in (deep / f"fakerun-{os.geteuid()}").iterdir()] == []
+    # The sweep leaves it alone: refusing it is for when a socket needs it.
+    RunDir.sweep({"TMPDIR": str(deep)})
+
+
+def test_stable_names_never_reuse_an_existing_directory(env, tmp_path):
+    first = RunDir.create("job", tmp_path, stable="abcdefgh", environ=env)
+    second = RunDir.create("job", tmp_path, stable="abcdefgh", environ=env)
     try:
         assert first.logs.name == "job_abcdefgh"
         assert second.logs != first.logs and second.logs.name.startswith("job_")
-        assert first.private != second.private
+        assert first.private.name == "job-abcdefgh" and first.private != second.private
     finally:
         first.remove()
         second.remove()

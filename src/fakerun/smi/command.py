@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from typing import Any, NoReturn, TextIO
 
 from ..render.smi import compact, fit, table
 from ..rundir import RunDir, alive
+from ..runtime import RuntimeDirError, exists, read_private, runtime_dir
 from ..terminal import Keys, Screen
-from .snapshot import SNAPSHOT_NAME, Snapshot, SnapshotError
+from .snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
 
 EXIT_OK, EXIT_NO_JOB, EXIT_USAGE, EXIT_SIGINT = 0, 1, 2, 130
 PROG = "fakerun smi"
@@ -35,6 +35,11 @@ FOLLOW_S = 1.0  # a held table looks for the job's next run this often
 class Source:
     path: Path
     owner: int | None = None  # the launcher's pid, when found through its run dir
+
+    @property
+    def private(self) -> bool:
+        """Found in the user's runtime dir (not --file): read only if it is safe."""
+        return self.owner is not None
 
 
 Follow = Callable[[], "Source | None"]
@@ -87,7 +92,8 @@ def build_parser(out: TextIO, err: TextIO) -> _Parser:
                 "(one table per node).")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--file", type=Path, metavar="PATH", help="a snapshot file (default: find the "
-                       "running job's smi.json in $TMPDIR/fakerun-*/)")
+                       "running job's smi.json in your runtime directory, $XDG_RUNTIME_DIR/fakerun "
+                       "or $TMPDIR/fakerun-UID)")
     where.add_argument("--job", metavar="RUN_ID", help="the running job with this run id")
     p.add_argument("--watch", action="store_true", help="redraw every second until the job ends (q quits)")
     p.add_argument("-l", "--loop", type=_positive, metavar="SECONDS",
@@ -121,7 +127,7 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
         return EXIT_OK
     except _Exit as done:
         return done.status
-    except SnapshotError as exc:
+    except (SnapshotError, RuntimeDirError) as exc:
         stderr.write(f"{PROG}: {exc}\n")
         return EXIT_NO_JOB
     except KeyboardInterrupt:
@@ -161,9 +167,11 @@ def _find(args: argparse.Namespace, environ: Any) -> list[tuple[float, str, Sour
     """(time, run id, source) of every matching job with a snapshot, oldest first."""
     if args.file is not None:
         return [(0.0, "", Source(args.file))] if args.file.is_file() else []
-    parent = Path(environ.get("TMPDIR") or tempfile.gettempdir())
+    root = runtime_dir(environ)
+    if not exists(root):  # no job has run: nothing to find, and nothing to create
+        return []
     found = []
-    for folder, owner in RunDir.running(parent):
+    for folder, owner in RunDir.running(root):
         source = Source(folder / SNAPSHOT_NAME, owner)
         try:
             snap = _read(source)
@@ -179,7 +187,8 @@ def _read(source: Source) -> Snapshot | None:
     if source.owner is not None and not alive(source.owner):
         return None
     try:
-        return Snapshot.from_json(source.path.read_bytes())
+        data = read_private(source.path, SNAPSHOT_MAX) if source.private else source.path.read_bytes()
+        return Snapshot.from_json(data)
     except FileNotFoundError:
         return None
     except OSError as exc:
