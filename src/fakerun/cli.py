@@ -4,6 +4,7 @@ turning argv into a RunConfig; every error is one line and exit 2."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, scenarios, scriptargs, styles
+from . import __version__, scenarios, scriptargs, styles, tokens
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
 from .styles import Style
 
@@ -37,6 +38,9 @@ shape the simulated job."""
 EPILOG = """\
 exit codes: 0 success, 1 a rank failed, 2 usage error, 130 SIGINT,
 143 SIGTERM, 141 output closed (e.g. piped into `head`).
+environment:
+  FAKERUN_TOKEN  the job's token across nodes, out of sight of `ps` (see --token-file)
+  FAKERUN_OPTS   options read before the command line's own
 examples:
   fakerun --nproc 8
   fakerun --nproc-per-node 4 --max-steps 50 --speed 0 --output jsonl train.py --lr 3e-4
@@ -113,9 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-theatre", action="store_true",
                    help="with --nodes: every node's output in one stream, each line prefixed "
                         "with its host, instead of tmux panes")
-    f.add_argument("--token", default=None, metavar="SECRET",
-                   help="the job's shared secret across nodes (default $FAKERUN_TOKEN; node 0 "
-                        "makes one and prints it)")
+    secret = f.add_mutually_exclusive_group()
+    secret.add_argument("--token", default=None, metavar="SECRET",
+                        help="the job's shared secret across nodes; other users see it in `ps`: "
+                             "prefer --token-file or $FAKERUN_TOKEN (default $FAKERUN_TOKEN; under "
+                             "Slurm, derived from the job id and your secret in "
+                             "~/.config/fakerun/secret ($XDG_CONFIG_HOME), made on first use; else "
+                             "node 0 makes one and prints it)")
+    secret.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+                        help="read the token from the first line of PATH, a file only you can read "
+                             "(chmod 600)")
     f.add_argument("--node-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long another node may stay silent before it counts as lost (default 30)")
     f.add_argument("--lifeline", type=int, default=None, help=argparse.SUPPRESS)
@@ -246,6 +257,8 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         master_port_given=env.port_given,
         rdzv_id=env.rdzv_id,
         token=env.token,
+        token_file=env.token_file,
+        token_job=env.token_job,
         node_timeout_s=ns.node_timeout,
         lifeline=_first(ns.lifeline, _env_int(environ, "FAKERUN_LIFELINE")),
         max_restarts=ns.max_restarts,
@@ -313,6 +326,8 @@ class ClusterEnv:
     port_given: bool
     rdzv_id: str | None
     token: str
+    token_file: Path | None = None  # where the token was read from
+    token_job: str | None = None  # the Slurm job id the token was derived from
 
 
 def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
@@ -327,10 +342,26 @@ def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEn
     addr = _first(ns.master_addr, rdzv_host, environ.get("MASTER_ADDR") or None,
                   first_host(nodelist) if nodelist else None, "127.0.0.1")
     port = _first(ns.master_port, rdzv_port, _env_int(environ, "MASTER_PORT"))
-    token = _first(ns.token, environ.get("FAKERUN_TOKEN") or None,
-                   _slurm_token(slurm_job) if slurm_job and nnodes > 1 else None, "")
+    token, token_job = _token(ns, environ, slurm_job if nnodes > 1 else None)
+    token_file = ns.token_file.absolute() if ns.token_file is not None else None
     return ClusterEnv(nnodes, node_rank, addr, _master_port(port, nnodes, ns.start_time),
-                      port is not None, _first(ns.rdzv_id, slurm_job), token)
+                      port is not None, _first(ns.rdzv_id, slurm_job), token, token_file, token_job)
+
+
+def _token(ns: argparse.Namespace, environ: Mapping[str, str],
+           slurm_job: str | None) -> tuple[str, str | None]:
+    """The job's token, and the Slurm job id if it was derived from one:
+    --token or --token-file, $FAKERUN_TOKEN, then the nodes of a Slurm job
+    derive one; else none (node 0 makes one)."""
+    if ns.token is not None:
+        return ns.token, None
+    if ns.token_file is not None:
+        return tokens.read_token_file(ns.token_file), None
+    if environ.get("FAKERUN_TOKEN"):
+        return environ["FAKERUN_TOKEN"], None
+    if slurm_job:
+        return tokens.slurm_token(slurm_job, environ), slurm_job
+    return "", None
 
 
 def _first(*values: Any) -> Any:
@@ -344,12 +375,6 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
     if not value.isdigit():
         raise ConfigError(f"${name}={value!r}: expected a number")
     return int(value)
-
-
-def _slurm_token(job_id: str) -> str:
-    """Every node of a Slurm job derives the same token (set FAKERUN_TOKEN
-    for a secret one: job ids are visible to every user of the cluster)."""
-    return hashlib.sha256(f"fakerun:{job_id}:{os.getuid()}".encode()).hexdigest()[:32]
 
 
 def first_host(nodelist: str) -> str:
@@ -385,8 +410,10 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
         raise ConfigError("--nodes starts every node here: leave out --nnodes and --node-rank")
     if ns.nodes < 1:
         raise ConfigError(f"--nodes must be at least 1, got {ns.nodes}")
-    ns.nnodes, ns.token = ns.nodes, ns.token or secrets.token_hex(16)
+    ns.nnodes = ns.nodes
     config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    if not config.token:  # none given: the agents share a fresh one (in their environment)
+        config = dataclasses.replace(config, token=secrets.token_hex(16))
     from . import cluster
 
     agents = cluster.plan(argv, config, ns.nodes, os.getpid())
@@ -409,17 +436,26 @@ def _with_env_options(args: list[str], environ: Mapping[str, str],
         parser.exit(EXIT_USAGE, f"fakerun: error: ${OPTS_ENV}: {exc}\n")
 
 
+def _warn_visible_token(parser: argparse.ArgumentParser, command_line: list[str]) -> None:
+    """--token on the command line itself (not in $FAKERUN_OPTS, which `ps`
+    does not show) hands the secret to every user of the machine."""
+    if parser.parse_known_args(command_line)[0].token is not None:
+        print("fakerun: warning: --token is visible to other users (ps); "
+              "use --token-file PATH or $FAKERUN_TOKEN", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
+    command_line = sys.argv[1:] if argv is None else argv
+    if command_line[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
         from .smi import main as smi_main
 
         # It puts the terminal in cbreak mode, and restores it on KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        return smi_main(args[1:])
+        return smi_main(command_line[1:])
     parser = build_parser()
-    args = _with_env_options(args, os.environ, parser)
+    args = _with_env_options(command_line, os.environ, parser)
     ns = parser.parse_args(args)
+    _warn_visible_token(parser, command_line)
     if ns.list_scenarios:
         print(scenarios.listing())
         return 0

@@ -113,6 +113,9 @@ class RunConfig:
     exit_after_s: float | None = None
     loop: bool = False
     token: str = ""  # the job's shared secret: needed by every node (--token / FAKERUN_TOKEN)
+    # Where the other nodes find the token, so that node 0's join hint need not print it:
+    token_file: Path | None = None  # --token-file
+    token_job: str | None = None  # the Slurm job id it was derived from (with the per-user secret)
     node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
     lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
     style: Style = field(default_factory=Style)  # whose output conventions the run follows
@@ -166,8 +169,8 @@ class RunConfig:
     def _check_multinode(self) -> None:
         topo = self.topology
         if topo.node_rank > 0 and not self.token:
-            raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: --token or "
-                              "FAKERUN_TOKEN (node 0 prints it while it waits)")
+            raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: FAKERUN_TOKEN or "
+                              "--token-file (node 0 says where it is while it waits)")
         for flag, value in (("--max-restarts", self.max_restarts), ("--resume", self.resume)):
             if value:
                 raise ConfigError(f"{flag} is not supported with --nnodes > 1 yet")

@@ -54,10 +54,11 @@ SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_NODEID": "1",
          "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu1"}
 
 
-def test_slurm_variables_place_every_node_of_one_job():
+def test_slurm_variables_place_every_node_of_one_job(tmp_path):
     from fakerun.cli import build_parser, to_config
 
-    configs = [to_config(build_parser().parse_args(["--nproc", "2"]), SLURM | {"SLURM_NODEID": n})
+    home = {"HOME": str(tmp_path)}  # where the nodes' shared secret is made
+    configs = [to_config(build_parser().parse_args(["--nproc", "2"]), SLURM | home | {"SLURM_NODEID": n})
                for n in ("0", "1")]
     node0, node1 = configs
     assert node1.topology.node_rank == 1 and node1.topology.nnodes == 2
