@@ -49,6 +49,9 @@ class FakerunTimeout(TimeoutError):
 def run(script: str = "train.py", script_args: tuple[str, ...] | list[str] = (), *,
         timeout: float = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None, **options: Any) -> Result:
     """Run one fakerun job to its end and return its exit code and events."""
+    token = options.pop("token", None)
+    if token is not None:  # in the environment: other users see a command line
+        env = {**(os.environ if env is None else env), "FAKERUN_TOKEN": str(token)}
     argv = [sys.executable, "-m", "fakerun", *to_argv(options), "--output", "jsonl", script, *script_args]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             text=True, env=env, start_new_session=True)

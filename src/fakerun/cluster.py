@@ -27,7 +27,10 @@ from .signals import SignalInbox
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 1, 2, 141
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
-LOCAL_FLAGS = ("--nodes", "--no-theatre", "--no_theatre")
+LOCAL_FLAGS = ("--no-theatre", "--no_theatre")
+# Options with a value the agents must not get: --nodes is the local cluster's
+# own; the token reaches them in their environment, out of sight of `ps`.
+WITHHELD_OPTIONS = ("--nodes", "--token", "--token-file")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -42,7 +45,8 @@ class Agent:
 def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[Agent]:
     """The agents of a local cluster: the user's own options plus where each stands."""
     port = config.master_port if config.master_port_given else free_port()
-    env = {"FAKERUN_TOKEN": config.token, "FAKERUN_LIFELINE": str(lifeline)}
+    # $FAKERUN_OPTS is already in `argv`, token stripped: read again, its --token would beat FAKERUN_TOKEN.
+    env = {"FAKERUN_TOKEN": config.token, "FAKERUN_LIFELINE": str(lifeline), "FAKERUN_OPTS": ""}
     own = _without_local_flags(argv, config.script_args)
     agents = []
     for node in range(nodes):
@@ -68,16 +72,19 @@ def stage(agents: list[Agent], run_id: str) -> theatre.Stage:
 
 
 def _without_local_flags(argv: list[str], script_args: tuple[str, ...]) -> list[str]:
-    """The user's argv minus what only the local cluster understands (the
-    training script's own arguments, at the end, are left as they are)."""
+    """The user's argv minus what only the local cluster understands and
+    the token (the training script's own arguments, at the end, are left as
+    they are)."""
     head, tail = argv[:len(argv) - len(script_args)], argv[len(argv) - len(script_args):]
     out, skip = [], False
     for arg in head:
-        name = arg.split("=", 1)[0]
-        if skip or name in LOCAL_FLAGS:
-            skip = not skip and name == "--nodes" and "=" not in arg
-            continue
-        out.append(arg)
+        name, joined, _ = arg.partition("=")
+        if skip:
+            skip = False
+        elif name in WITHHELD_OPTIONS:
+            skip = not joined  # `--token X`: X goes too; `--token=X` is one word
+        elif name not in LOCAL_FLAGS:
+            out.append(arg)
     return [*out, *tail]
 
 
