@@ -39,7 +39,7 @@ class Terminal:
 
     def start(self, *args: str) -> None:
         argv = [*FAKERUN, "--rdzv-id", self.marker, *args]
-        command = (f"env TERM=xterm-256color TMPDIR={shlex.quote(str(self.tmpdir))} {shlex.join(argv)}; "
+        command = (f"env -u XDG_RUNTIME_DIR TERM=xterm-256color TMPDIR={shlex.quote(str(self.tmpdir))} {shlex.join(argv)}; "
                    f"echo {EXITED} rc=$?; sleep 600")
         cols, rows = self.size
         conf = self.tmpdir / "outer.conf"
@@ -52,7 +52,7 @@ class Terminal:
                               timeout=10, check=True, env=self.env).stdout
 
     def socket(self) -> Path | None:
-        return next(self.tmpdir.glob("fakerun-theatre-*/tmux.sock"), None)
+        return next(self.tmpdir.glob("fakerun-*/theatre-*/tmux.sock"), None)
 
     def inner(self, *args: str) -> str:
         sock = wait_until(self.socket, TIMEOUT)
@@ -138,7 +138,7 @@ def test_two_nodes_in_the_theatre_and_ctrl_c_ends_everything(terminal, cols, row
     term.outer_cmd("send-keys", "-t", "t", "C-c")
     wait_until(lambda: f"{EXITED} rc=130" in term.screen(), TIMEOUT)
     wait_until(lambda: not term.leftovers(), 30)
-    assert term.socket() is None and not list(term.tmpdir.glob("fakerun-theatre-*"))
+    assert term.socket() is None and not list(term.tmpdir.glob("fakerun-*/theatre-*"))
     assert term.outer_cmd("display-message", "-p", "-t", "t", "#{alternate_on}#{cursor_flag}").strip() == "01"
 
 

@@ -108,6 +108,7 @@ def stage(args: list[str]) -> int:
     with open(args[0]) as f:
         spec = json.load(f)
     os.environ["TMPDIR"] = spec["tmpdir"]  # where the test finds the private socket
+    os.environ.pop("XDG_RUNTIME_DIR", None)  # which would come first
     with open(spec["pid_file"], "w") as out:
         out.write(str(os.getpid()))
     pane = lambda p: theatre.Pane(p["title"], p["argv"], p.get("env", {}))  # noqa: E731

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 FAKES = str(Path(__file__).with_name("fakes.py"))
 EXITED = "THEATRE-EXITED"
 TIMEOUT = 30
+SOCKET_DIRS = "fakerun-*/theatre-*"  # in the runtime dir of TMPDIR=tmpdir
+SOCKETS = f"{SOCKET_DIRS}/tmux.sock"
 
 
 class Theatre:
@@ -62,7 +64,7 @@ class Theatre:
                               timeout=10, check=True, env=env).stdout
 
     def socket(self) -> str:
-        return str(wait_until(lambda: next(self.tmpdir.glob("*/tmux.sock"), None), TIMEOUT))
+        return str(wait_until(lambda: next(self.tmpdir.glob(SOCKETS), None), TIMEOUT))
 
     def inner(self, *args: str) -> str:
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
@@ -111,7 +113,7 @@ class Theatre:
         driver = self.driver_pid()
         wait_until(lambda: not psutil.pid_exists(driver), TIMEOUT)  # run() returned, or was killed
         assert not self.leftovers(), f"left behind: {self.leftovers()}"
-        assert not list(self.tmpdir.iterdir()), "the private socket directory is still there"
+        assert not list(self.tmpdir.glob(SOCKET_DIRS)), "the private socket directory is still there"
         # The terminal is given back clean: the main screen, the cursor shown.
         wait_until(lambda: self.outer_cmd("display-message", "-p", "-t", "t",
                                           "#{alternate_on}#{cursor_flag}").strip() == "01", TIMEOUT)
@@ -241,7 +243,7 @@ def test_sigkill_of_the_theatre_still_ends_everything(theatre):
     os.kill(t.driver_pid(), signal.SIGKILL)
     # The lifeline pane ends the tmux server and removes the directory; the
     # agents go with the server's SIGHUP, or on seeing FAKERUN_LIFELINE gone.
-    wait_until(lambda: not t.leftovers() and not list(t.tmpdir.iterdir()), TIMEOUT)
+    wait_until(lambda: not t.leftovers() and not list(t.tmpdir.glob(SOCKET_DIRS)), TIMEOUT)
     assert not t.rc_file.exists()
     t.shows("[server exited]")
 
@@ -255,3 +257,17 @@ def test_available_says_why_not():
     assert "not a terminal" in available(StringIO(), dict(os.environ))
     with open(os.devnull, "w") as devnull:
         assert "not a terminal" in available(devnull, dict(os.environ))
+
+
+def test_a_runtime_dir_it_cannot_trust_is_one_line_and_exit_2(tmp_path, capsys):
+    from fakerun import theatre
+
+    (tmp_path / f"fakerun-{os.geteuid()}").mkdir(mode=0o700)
+    (tmp_path / f"fakerun-{os.geteuid()}").chmod(0o755)
+    pane = theatre.Pane("node", ["true"])
+    stage = theatre.Stage(nodes=[pane], dashboard=pane, summary=None, name="x")
+    environ = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    assert theatre.run(stage, environ, size=theatre.Size(80, 24)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"fakerun: error: {tmp_path}/fakerun-{os.geteuid()} is open to other users "
+                                 "(mode 0755): chmod 700 it, or set TMPDIR or XDG_RUNTIME_DIR elsewhere\n")

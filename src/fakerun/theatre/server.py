@@ -1,6 +1,7 @@
-"""A private tmux server: its own socket in a fresh 0700 directory, no user
-configuration (-f /dev/null), and none of an enclosing tmux's variables, so
-it works inside tmux and never touches the user's own server.
+"""A private tmux server: its own socket in a fresh 0700 directory in the
+user's runtime directory (runtime.py), no user configuration (-f /dev/null),
+and none of an enclosing tmux's variables, so it works inside tmux and never
+touches the user's own server.
 
 Panes run launch scripts written into that directory rather than commands on
 tmux's command line: environment values (a job token) reach no argv, and no
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import runtime
 from .stage import Pane
 
 CMD_TIMEOUT_S = 10.0
@@ -40,10 +42,7 @@ class Server:
         binary = shutil.which("tmux", path=environ.get("PATH", os.defpath))
         if binary is None:
             raise FileNotFoundError("tmux is not installed (not on PATH)")
-        parent = tempfile.gettempdir()
-        if len(parent) > SOCKET_PATH_MAX - 40:
-            parent = "/tmp"
-        directory = Path(tempfile.mkdtemp(prefix="fakerun-theatre-", dir=parent))  # mode 0700
+        directory = Path(tempfile.mkdtemp(prefix="theatre-", dir=_parent(environ)))  # mode 0700
         env = {k: v for k, v in environ.items() if k not in NOT_OURS}
         return cls(binary, directory, env)
 
@@ -100,3 +99,12 @@ class Server:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _parent(environ: Mapping[str, str]) -> Path:
+    """The user's runtime dir, or the short per-user one when the socket's
+    path would not fit in a socket name there (RuntimeDirError if unsafe)."""
+    parent = runtime.ensure(runtime.runtime_dir(environ))
+    if len(os.fsencode(parent)) > SOCKET_PATH_MAX - 40:
+        parent = runtime.ensure(runtime.short_dir())
+    return parent

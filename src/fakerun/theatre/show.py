@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from ..runtime import RuntimeDirError
 from ..signals import SignalInbox
 from . import layout as lay
 from .cast import CLOSE_WAIT_S, Actor, Waiter, cast, kill
@@ -38,7 +39,7 @@ QUIT_SETTLE_S = 1.0  # a dashboard that exits as the job ends is not a quit
 SAFETY_POLL_S = 1.0  # wakeups come from pidfds and signals; this is the backstop
 STATUS_WAIT_S = 3.0  # tmux records an exit status moments after the exit
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMAT = "#{pane_id}\t#{pane_pid}\t#{pid}"
 NODES_WINDOW = "1"  # window 0 holds the lifeline pane
 DONE_TABLE = "fakerun-done"  # the key table of the failure hold: any key closes
@@ -96,7 +97,11 @@ def run(stage: Stage, environ: Mapping[str, str] | None = None, *, size: lay.Siz
     128+N after signal N (130 for Ctrl+C)."""
     environ = dict(os.environ if environ is None else environ)
     layout = lay.plan(len(stage.nodes), size or terminal_size(), stage.summary is not None)
-    server = Server.create(environ)
+    try:
+        server = Server.create(environ)
+    except RuntimeDirError as exc:  # before any node starts, as a node's own launcher says it
+        print(f"fakerun: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     inbox = SignalInbox()
     show = Show(stage, layout, server, inbox, grace_s)
     try:
