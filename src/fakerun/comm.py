@@ -15,6 +15,7 @@ from typing import Any
 import zmq
 
 from .coordinator import rank_identity, raw_send
+from .keys import JobKeys, secured
 from .protocol import (
     Abort,
     Ack,
@@ -53,7 +54,7 @@ class CollectiveAborted(CommError):
 
 
 class Communicator:
-    def __init__(self, ctx: zmq.Context, endpoint: str, rank: int, parent_pid: int) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, rank: int, parent_pid: int, token: str) -> None:
         self.rank = rank
         self.parent_pid = parent_pid
         self.stop_requested = False
@@ -66,6 +67,8 @@ class Communicator:
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.setsockopt(zmq.RCVTIMEO, WAKE_MS)
+        if secured(endpoint):  # another node's coordinator
+            JobKeys.derive(token).dial(self.sock)
         self.sock.connect(endpoint)
 
     # -- rendezvous -----------------------------------------------------

@@ -11,8 +11,10 @@ order, so the interleaving on screen is decided here, not by the scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,6 +22,7 @@ import zmq
 
 from . import events as ev
 from .collective import OPS, REDUCE_OPS, Fingerprint, PendingCollective
+from .keys import JobKeys, secured
 from .protocol import (
     TRANSPORT_MAX_BYTES,
     Abort,
@@ -141,13 +144,13 @@ class Coordinator:
             return self._goodbye(identity, rank)
         return self.reject("unexpected-kind", identity)
 
-    def reject(self, reason: str, identity: bytes) -> Outcome:
-        self.rejected[reason] += 1
+    def reject(self, reason: str, identity: bytes, times: int = 1) -> Outcome:
+        self.rejected[reason] += times
         count = self.rejected[reason]
         out = Outcome()
         # Report the first of each reason, then only count: a flood must not
         # become a flood of output.
-        if count == 1:
+        if count == times:
             out.events.append(ev.Rejected(reason, count, _peer(identity), self._wall()))
         return out
 
@@ -429,6 +432,8 @@ MORE_NOBLOCK = int(zmq.SNDMORE) | NOBLOCK
 EVENTS = int(zmq.EVENTS)
 RCVMORE = int(zmq.RCVMORE)
 POLLIN = int(zmq.POLLIN)
+HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 # The compiled send itself: zmq.Socket.send is a Python override adding
 # routing_id/group handling (draft sockets) that ROUTER and DEALER never use,
 # and it doubled the cost of each of the 2N sends that release a collective.
@@ -436,18 +441,45 @@ raw_send = zmq.backend.Socket.send
 
 
 class CoordinatorSocket:
-    """The zmq edge: a ROUTER bound to the job's endpoints."""
+    """The zmq edge: a ROUTER bound to the job's endpoints; those that leave
+    the private run directory are CurveZMQ servers with the job's keys."""
 
-    def __init__(self, ctx: zmq.Context, endpoints: list[str]) -> None:
+    def __init__(self, ctx: zmq.Context, endpoints: list[str], keys: JobKeys | None = None) -> None:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
-        for endpoint in endpoints:
+        plain = [e for e in endpoints if not secured(e)]
+        for endpoint in plain:  # bound before the Curve options: each listener keeps what was set
             self.sock.bind(endpoint)
+        if len(plain) < len(endpoints):
+            if keys is None:
+                raise ValueError("a TCP endpoint needs the job's keys")
+            keys.serve(self.sock)
+            for endpoint in endpoints:
+                if secured(endpoint):
+                    self.sock.bind(endpoint)
+        # Peers refused in the handshake never reach us as messages: libzmq
+        # tells of them on a monitor, and they are counted like the rest.
+        monitor = f"inproc://fakerun-router-{id(self)}"
+        self.sock.monitor(monitor, HANDSHAKE_FAILED)
+        self._monitor = ctx.socket(zmq.PAIR)
+        self._monitor.connect(monitor)
 
-    def drain(self, limit: int = 4096) -> list[list[bytes]]:
-        """Every message waiting (up to `limit`), each as its frames.
+    def refused(self) -> int:
+        """Handshakes failed since last asked (at least: libzmq drops a
+        monitor's events past its queue's 1000)."""
+        count = 0
+        with contextlib.suppress(zmq.Again):
+            while True:
+                self._monitor.recv_multipart(NOBLOCK)
+                count += 1
+        return count
+
+    def drain(self, limit: int = 4096) -> Iterator[list[bytes]]:
+        """Every message waiting (up to `limit`), each as its frames, one at
+        a time: each is handled before the next is read, so a flood of big
+        frames never piles up here.
 
         Read until zmq.Again: a recv that finds a message makes no system
         call, while asking EVENTS before each message polls zmq's mailbox
@@ -456,16 +488,14 @@ class CoordinatorSocket:
         wrapper cost as much as the reads. A ROUTER message always has its
         peer's identity and at least one more frame, delivered together."""
         recv, more = self.sock.recv, self.sock.get
-        messages: list[list[bytes]] = []
-        try:
-            while len(messages) < limit:
+        for _ in range(limit):
+            try:
                 parts = [recv(NOBLOCK), recv(NOBLOCK)]
                 while more(RCVMORE):
                     parts.append(recv(NOBLOCK))
-                messages.append(parts)
-        except zmq.Again:
-            pass
-        return messages
+            except zmq.Again:
+                return
+            yield parts
 
     def send(self, identity: bytes, msg: Any) -> bool:
         try:
@@ -476,6 +506,8 @@ class CoordinatorSocket:
             return False
 
     def close(self) -> None:
+        self.sock.disable_monitor()
+        self._monitor.close(linger=0)
         self.sock.close(linger=0)
 
 

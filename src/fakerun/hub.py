@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -29,7 +29,9 @@ from .coordinator import (
     agent_identity,
     handle_frames,
 )
+from .keys import Gate, JobKeys, secured
 from .protocol import (
+    MAX_MESSAGE_BYTES,
     TRANSPORT_MAX_BYTES,
     Ack,
     AgentHello,
@@ -48,14 +50,17 @@ FORWARD_EVERY_S = 0.1  # events for the other agents go out in batches: a frame 
 HINT_AFTER_S = 3.0  # node 0 says what to run on missing nodes after this long
 CLOSE_POLL_S = 0.01
 MONITOR_ENDPOINT = "inproc://fakerun-agent-%d-link"
+BATCH_BYTES = MAX_MESSAGE_BYTES // 2  # an Events frame's items, before msgpack's framing
 
 
 class LocalHub:
     """Node 0: the coordinator, its socket, and the other nodes' agents."""
 
     def __init__(self, ctx: zmq.Context, endpoints: list[str], core: Coordinator,
-                 hint: Callable[[list[int]], list[str]], now: float) -> None:
-        self.sock = CoordinatorSocket(ctx, endpoints)
+                 hint: Callable[[list[int]], list[str]], now: float, keys: JobKeys) -> None:
+        # The gate answers before the first handshake can ask it.
+        self.gate = Gate(ctx, keys) if any(secured(e) for e in endpoints) else None
+        self.sock = CoordinatorSocket(ctx, endpoints, keys)
         self.core = core
         self._hint = hint
         self._hint_at: float | None = now + HINT_AFTER_S if core.job.nnodes > 1 else None
@@ -96,6 +101,7 @@ class LocalHub:
     def tick(self, now: float) -> list[Any]:
         self._now = now
         events = self._apply(self.core.tick(now))
+        events += self._count_refused()
         if self._hint_at is not None and now >= self._hint_at:
             missing = self.core.missing_nodes()
             self._hint_at = None
@@ -128,7 +134,14 @@ class LocalHub:
         return self._apply(Outcome(events=self.core.flush_output()))
 
     def rejected(self) -> dict[str, int]:
+        self._count_refused()
         return dict(self.core.rejected)
+
+    def _count_refused(self) -> list[Any]:
+        refused = self.sock.refused()
+        if not refused:
+            return []
+        return self._apply(self.core.reject("handshake", b"a peer without the job's key", refused))
 
     def _apply(self, outcome: Outcome) -> list[Any]:
         if self.core.agents and any(isinstance(msg, Ack) for _, msg in outcome.replies):
@@ -157,21 +170,38 @@ class LocalHub:
         agents = self._agents()
         if not agents:
             return
-        frame = Encoded(encode(Events(items)))
-        for node in agents:
-            self.sock.send(agent_identity(node), frame)
+        for batch in batches(items):
+            frame = Encoded(encode(Events(batch)))
+            for node in agents:
+                self.sock.send(agent_identity(node), frame)
 
     def close(self) -> None:
         if self._outbox:
             self._send()
         self.sock.close()
+        if self.gate is not None:
+            self.gate.close()
+
+
+def batches(items: list[str]) -> Iterator[list[str]]:
+    """`items` in order, in batches whose frames stay within the protocol's
+    limit however fast the run goes (an empty list stays one heartbeat)."""
+    batch: list[str] = []
+    size = 0
+    for item in items:
+        if batch and size + len(item) > BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item) + 8  # msgpack's own bytes per string, with room to spare
+    yield batch
 
 
 class RemoteHub:
     """Any other node: a DEALER to node 0's coordinator, as `agent-<node>`."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, hello: AgentHello, timeout_s: float,
-                 now: float, clock: VirtualClock, await_close: bool = False) -> None:
+                 now: float, clock: VirtualClock, keys: JobKeys, await_close: bool = False) -> None:
         self.node = hello.node_rank
         self.sock = ctx.socket(zmq.DEALER)
         # --loop: after node 0's Ack we wait for its coordinator to close, or
@@ -186,6 +216,8 @@ class RemoteHub:
         # short run is over before the agent's backoff lets it in.
         self.sock.setsockopt(zmq.RECONNECT_IVL, 5)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        if secured(endpoint):
+            keys.dial(self.sock)
         if self.monitor is not None:
             self.sock.monitor(MONITOR_ENDPOINT % self.node, zmq.EVENT_DISCONNECTED)
             self.monitor.connect(MONITOR_ENDPOINT % self.node)

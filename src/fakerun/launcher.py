@@ -37,6 +37,7 @@ from .clock import VirtualClock, local_now, parse_start
 from .config import RunConfig
 from .coordinator import Coordinator, JobIdentity
 from .hub import LocalHub, RemoteHub
+from .keys import JobKeys
 from .protocol import AgentHello
 from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
@@ -172,6 +173,7 @@ class Job:
         self.topo = config.topology
         self.ident = config.identity
         self.token = config.token or secrets.token_hex(16)
+        self.keys = JobKeys.derive(self.token)  # 42 µs: cheaper than deciding whether a link needs them
         self.clock = clock or _clock(config)
         self.failures: list[ev.Failure] = []
         self.stop: Stop | None = None
@@ -232,11 +234,11 @@ class Job:
     def _hub(self, ctx: zmq.Context, endpoints: list[str]) -> LocalHub | RemoteHub:
         now = self.io.monotonic()
         if self.topo.node_rank == 0:
-            return LocalHub(ctx, endpoints, self._coordinator(), self._join_commands, now)
+            return LocalHub(ctx, endpoints, self._coordinator(), self._join_commands, now, self.keys)
         hello = AgentHello(self.topo.node_rank, self.topo.nproc_per_node, os.getpid(),
                            self.ident.host(self.topo.global_rank(0)), self.config.run_id, self.token,
                            self.config.digest())
-        return RemoteHub(ctx, endpoints[0], hello, self.config.node_timeout_s, now, self.clock,
+        return RemoteHub(ctx, endpoints[0], hello, self.config.node_timeout_s, now, self.clock, self.keys,
                          await_close=self.config.loop)
 
     def _join_commands(self, missing: list[int]) -> list[str]:

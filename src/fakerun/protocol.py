@@ -17,10 +17,15 @@ from typing import Any, ClassVar
 import msgpack
 
 VERSION = 1
-MAX_MESSAGE_BYTES = 1 << 20
-# libzmq drops (and disconnects) anything above this before we see it; frames
-# between the two limits reach `decode` and are counted as "oversize".
-TRANSPORT_MAX_BYTES = 4 * MAX_MESSAGE_BYTES
+# The largest message fakerun sends, measured over the scenario catalog and
+# every style, one and two nodes, up to 2 x 32 ranks: 50 KB, an Events batch
+# at --speed 0 (the hub splits batches at half this limit); then a rank's
+# traceback, 1.6 KB. The limit leaves five times the largest.
+MAX_MESSAGE_BYTES = 256 * 1024
+# libzmq drops (and disconnects) anything above this before we see it, so a
+# peer costs node 0 at most this much per frame; frames between the two
+# limits reach `decode` and are counted as "oversize".
+TRANSPORT_MAX_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
 # unpackb's own limits (no bin, no ext types at all); the frame size is
 # checked before unpacking.
 MAX_STR_LEN = 64 * 1024

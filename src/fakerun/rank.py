@@ -109,7 +109,7 @@ def _redirect(spec: RankSpec) -> None:
 
 def _main(spec: RankSpec, config: RunConfig) -> int:
     ctx = zmq.Context()
-    comm = Communicator(ctx, spec.endpoint, spec.rank, spec.parent_pid)
+    comm = Communicator(ctx, spec.endpoint, spec.rank, spec.parent_pid, spec.token)
     try:
         return _session(comm, spec, config)
     finally:

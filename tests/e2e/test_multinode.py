@@ -85,7 +85,10 @@ def test_ctrl_c_while_waiting_for_a_node(runner):
     assert job.wait(20) == 130
 
 
-def test_wrong_token_and_garbage_are_refused_and_the_run_finishes(runner):
+def test_peers_without_the_key_are_refused_and_counted_and_the_run_finishes(runner):
+    """Node 0's TCP port is CurveZMQ with keys from the job's token: a peer
+    without them fails the handshake (counted as "handshake"), so not one of
+    its frames, a wrong-token hello or garbage, reaches the coordinator."""
     port = free_port()
     token = os.urandom(8).hex()
     env = os.environ | {"FAKERUN_TOKEN": token}
@@ -114,8 +117,7 @@ def test_wrong_token_and_garbage_are_refused_and_the_run_finishes(runner):
     finally:
         ctx.destroy(linger=0)
     rejected = node0.of("run_finished")[0]["rejected"]
-    assert sum(rejected.values()) >= 300, rejected
-    assert {"wrong-token", "undecodable"} <= set(rejected), rejected
+    assert set(rejected) == {"handshake"} and rejected["handshake"] >= 2, rejected
     assert [e["step"] for e in node1.of("step")][-1] == 8
 
 
