@@ -60,7 +60,12 @@ class LocalHub:
                  hint: Callable[[list[int]], list[str]], now: float, keys: JobKeys) -> None:
         # The gate answers before the first handshake can ask it.
         self.gate = Gate(ctx, keys) if any(secured(e) for e in endpoints) else None
-        self.sock = CoordinatorSocket(ctx, endpoints, keys)
+        try:
+            self.sock = CoordinatorSocket(ctx, endpoints, keys)
+        except zmq.ZMQError:  # e.g. the port is taken: the gate's thread must not outlive us
+            if self.gate is not None:
+                self.gate.close()
+            raise
         self.core = core
         self._hint = hint
         self._hint_at: float | None = now + HINT_AFTER_S if core.job.nnodes > 1 else None
