@@ -136,13 +136,13 @@ class LocalHub:
         return None
 
     def flush_output(self) -> list[Any]:
-        return self._apply(Outcome(events=self.core.flush_output()))
+        return self._apply(Outcome(events=self.core.flush_output())) + self._count_refused()
 
     def rejected(self) -> dict[str, int]:
-        self._count_refused()
         return dict(self.core.rejected)
 
     def _count_refused(self) -> list[Any]:
+        """Handshakes refused since last asked (each tick, and at the end)."""
         refused = self.sock.refused()
         if not refused:
             return []
