@@ -68,6 +68,9 @@ import msgpack
 import psutil
 import zmq
 
+from fakerun.config import free_port
+from fakerun.keys import Gate, JobKeys
+
 HERE = Path(__file__).resolve()
 PY = sys.executable
 MIB = 1024 * 1024
@@ -79,6 +82,7 @@ USS_STEPS_S = 2.0  # how long ranks run steps before their memory is read
 USS_PACE_S = 0.25  # fakerun's step at --speed 1
 USS_FLOOR_STEPS = round(USS_STEPS_S / USS_PACE_S)
 PR_SET_PDEATHSIG = 1
+BENCH_TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 # -- small helpers -------------------------------------------------------------
@@ -361,6 +365,7 @@ class RawPlan:
     iters: int
     pace_s: float = 0.0
     probe_at: int | None = None  # completion after which to call the probe
+    transport: str = "ipc"  # ipc | tcp | curve (TCP with the job's CurveZMQ keys, as fakerun's TCP links)
 
 
 def dealer_main(rank: int, endpoint: str, plan: RawPlan) -> NoReturn:
@@ -373,6 +378,8 @@ def dealer_main(rank: int, endpoint: str, plan: RawPlan) -> NoReturn:
         sock.setsockopt(zmq.IDENTITY, f"rank-{rank}".encode())
         sock.setsockopt(zmq.RECONNECT_IVL, 5)
         sock.setsockopt(zmq.RCVTIMEO, 30_000)
+        if plan.transport == "curve":
+            JobKeys.derive(BENCH_TOKEN).dial(sock)
         sock.connect(endpoint)
         for seq in range(1, plan.iters + 1):
             if plan.pace_s:
@@ -440,15 +447,22 @@ def reap(pids: list[int], deadline: float) -> list[int]:
 
 def run_raw(plan: RawPlan, deadline: float, probe: Callable[[], Any]) -> tuple[list[float], Any]:
     tmp = tempfile.mkdtemp(prefix="fakerun-bench-")
-    endpoint = f"ipc://{tmp}/floor.sock"
+    endpoint = f"ipc://{tmp}/floor.sock" if plan.transport == "ipc" else f"tcp://127.0.0.1:{free_port()}"
     pids = fork_dealers(endpoint, plan)  # before this process has a zmq Context
     ctx = zmq.Context()
+    gate = None
     try:
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        if plan.transport == "curve":
+            keys = JobKeys.derive(BENCH_TOKEN)
+            gate = Gate(ctx, keys)
+            keys.serve(sock)
         sock.bind(endpoint)
         result = router_loop(sock, plan, probe)
     finally:
+        if gate is not None:
+            gate.close()
         ctx.destroy(linger=0)
         killed = reap(pids, min(deadline, now() + 10))
         shutil.rmtree(tmp, ignore_errors=True)
