@@ -432,6 +432,7 @@ MORE_NOBLOCK = int(zmq.SNDMORE) | NOBLOCK
 EVENTS = int(zmq.EVENTS)
 RCVMORE = int(zmq.RCVMORE)
 POLLIN = int(zmq.POLLIN)
+PEER_QUEUE = 100  # messages
 HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                        | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 # The compiled send itself: zmq.Socket.send is a Python override adding
@@ -447,6 +448,11 @@ class CoordinatorSocket:
     def __init__(self, ctx: zmq.Context, endpoints: list[str], keys: JobKeys | None = None) -> None:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
+        # What one peer may have queued here before libzmq stops reading its
+        # connection (it pushes back; nothing is dropped): 32 MiB at most,
+        # against 320 MiB at libzmq's default. A rank has one collective in
+        # flight and a few reports; an agent, a heartbeat a second.
+        self.sock.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         plain = [e for e in endpoints if not secured(e)]
