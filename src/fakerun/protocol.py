@@ -323,8 +323,9 @@ def _checked(body: Any) -> Any:
     are declared."""
     if not isinstance(body, dict):
         raise ProtocolError("not-a-map")
-    if body.get("v") != VERSION:
-        raise ProtocolError("version", repr(body.get("v")))
+    version = body.get("v")
+    if type(version) is not int or version != VERSION:  # 1.0 and True compare equal to 1
+        raise ProtocolError("version", repr(version))
     kind = body.get("kind")
     if not isinstance(kind, str) or kind not in REGISTRY:
         raise ProtocolError("unknown-kind", repr(kind)[:40])

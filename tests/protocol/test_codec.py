@@ -82,6 +82,8 @@ def test_golden_bytes_v1():
     (msgpack.packb([1, 2, 3]), "not-a-map"),
     (msgpack.packb({"v": 2, "kind": "ack"}), "version"),
     (msgpack.packb({"kind": "ack"}), "version"),
+    (msgpack.packb({"v": 1.0, "kind": "ack"}), "version"),  # == 1 in Python, not the integer 1 on the wire
+    (msgpack.packb({"v": True, "kind": "ack"}), "version"),
     (msgpack.packb({"v": 1, "kind": "pickle"}), "unknown-kind"),
     (msgpack.packb({"v": 1, "kind": "welcome"}), "fields"),
     (msgpack.packb({"v": 1, "kind": "welcome", "world_size": 8, "x": 1}), "fields"),
