@@ -23,6 +23,7 @@ from .styles import Style
 
 EXIT_USAGE = 2
 OPTS_ENV = "FAKERUN_OPTS"
+DEFAULT_SCRIPT = "train.py"
 GPUS_PER_NODE = 8  # the simulated node's, for --nproc-per-node gpu/auto
 DEFAULT_MASTER_PORT = 29500
 
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="global rank that fails in a fault scenario (default 1)")
     f.add_argument("--fail-step", type=int, default=None, metavar="S",
                    help="step at which it fails (default: half way)")
-    p.add_argument("training_script", nargs="?", default="train.py",
+    p.add_argument("training_script", nargs="?", default=DEFAULT_SCRIPT,
                    help="recorded as the entrypoint, never executed (default train.py)")
     p.add_argument("training_script_args", nargs=argparse.REMAINDER,
                    help="arguments of the training script")
@@ -431,9 +432,24 @@ def _with_env_options(args: list[str], environ: Mapping[str, str],
     the way to choose a scenario, seed or speed when fakerun stands in for
     torchrun under a launch line that cannot change."""
     try:
-        return [*shlex.split(environ.get(OPTS_ENV, "")), *args]
+        options = shlex.split(environ.get(OPTS_ENV, ""))
     except ValueError as exc:
         parser.exit(EXIT_USAGE, f"fakerun: error: ${OPTS_ENV}: {exc}\n")
+    script = _script_in(options, parser)
+    if script is not None:  # it would turn the whole command line into the script's arguments
+        parser.exit(EXIT_USAGE, f"fakerun: error: ${OPTS_ENV} takes options only, not a training "
+                                f"script ({script!r}): name the script on the command line\n")
+    return [*options, *args]
+
+
+def _script_in(options: list[str], parser: argparse.ArgumentParser) -> str | None:
+    """The training script named among `options`, if any (the parser's
+    default script is lifted for the look, so `train.py` itself shows)."""
+    parser.set_defaults(training_script=None)
+    try:
+        return parser.parse_known_args(options)[0].training_script
+    finally:
+        parser.set_defaults(training_script=DEFAULT_SCRIPT)
 
 
 def _warn_visible_token(parser: argparse.ArgumentParser, command_line: list[str]) -> None:

@@ -60,3 +60,19 @@ def test_fakerun_opts_come_first_so_the_command_line_wins():
                                  build_parser())
     ns = build_parser().parse_args(args)
     assert (ns.seed, ns.speed, ns.training_script) == (2, 0.0, "train.py")
+
+
+@pytest.mark.parametrize("opts", ["--seed 7 train.py", "--speed 0 my_train.py --lr 1"])
+def test_fakerun_opts_with_a_script_is_one_line_and_exit_2(opts, capsys):
+    """A script there would make the whole command line its arguments."""
+    with pytest.raises(SystemExit) as info:
+        cli._with_env_options(["--nproc", "2"], {"FAKERUN_OPTS": opts}, build_parser())
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "takes options only" in err
+
+
+def test_fakerun_opts_check_leaves_the_default_script_alone():
+    parser = build_parser()
+    cli._with_env_options([], {"FAKERUN_OPTS": "--seed 1"}, parser)
+    assert parser.parse_args([]).training_script == "train.py"
