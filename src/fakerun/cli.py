@@ -373,7 +373,7 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
     value = environ.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # '²' is a digit to str.isdigit, not to int()
         raise ConfigError(f"${name}={value!r}: expected a number")
     return int(value)
 

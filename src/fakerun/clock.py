@@ -24,6 +24,12 @@ class VirtualClock:
         return datetime.fromtimestamp(self.now if when is None else when, self.tz)
 
 
+# The run's clock goes on from the start (checkpoints, ETAs, a --loop of runs)
+# and every stamp it prints must stay a date datetime can show (year 9999 at
+# most): 9999-12-31 failed in the launcher after the ranks were forked.
+FIRST_YEAR, LAST_YEAR = 1970, 8999
+
+
 def parse_start(text: str) -> tuple[float, tzinfo]:
     """--start-time: ISO 8601; without an offset it is shown as given (UTC
     arithmetic), so a fixed start prints the same on every machine."""
@@ -32,6 +38,8 @@ def parse_start(text: str) -> tuple[float, tzinfo]:
     except ValueError:
         raise ValueError(f"--start-time {text!r} is not an ISO 8601 time "
                          "(e.g. 2026-01-30T14:23:15)") from None
+    if not FIRST_YEAR <= stamp.year <= LAST_YEAR:
+        raise ValueError(f"--start-time {text!r}: the year must be between {FIRST_YEAR} and {LAST_YEAR}")
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp(), stamp.tzinfo

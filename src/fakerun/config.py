@@ -22,6 +22,10 @@ from .identity import Asked
 from .styles import Style
 
 OUTPUTS = ("auto", "plain", "rich", "jsonl")
+# A paced run sleeps simulated time / speed: below a thousandth of real time
+# nobody watches (a 1 s step takes 17 minutes), and 1e-300 overflowed the
+# ranks' sleeps; above a million times real time pacing is no pacing.
+MIN_SPEED, MAX_SPEED = 1e-3, 1e6
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -133,8 +137,9 @@ class RunConfig:
             raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if not self.speed >= 0:  # also rejects NaN
-            raise ConfigError(f"--speed must be >= 0, got {self.speed}")
+        if not (self.speed == 0 or MIN_SPEED <= self.speed <= MAX_SPEED):  # also rejects NaN
+            raise ConfigError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
+                              f"got {self.speed}")
         if self.topology.nnodes > 1:
             self._check_multinode()
         if self.output not in OUTPUTS:

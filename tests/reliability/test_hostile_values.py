@@ -1,0 +1,32 @@
+"""Values no one should pass, passed: each is one `fakerun: error:` line and
+exit 2 before any process starts, never a traceback from deep inside the
+launcher or a rank (issue 16, item 12)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+FAST = ("--nproc", "2", "--max-steps", "2")
+
+
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (("--start-time", "9999-12-31T23:59:59"), {}, "the year must be between"),  # ValueError after the fork
+    (("--start-time", "1969-12-31T23:59:59"), {}, "the year must be between"),
+    (("--speed", "1e-300"), {}, "--speed must be 0"),  # OverflowError in the ranks' sleeps
+    (("--speed", "inf"), {}, "--speed must be 0"),
+    ((), {"SLURM_NNODES": "²"}, "$SLURM_NNODES='²': expected a number"),  # a digit to isdigit, not to int
+    ((), {"SLURM_NODEID": "١"}, "$SLURM_NODEID='١': expected a number"),
+])
+def test_a_hostile_value_is_one_line_and_exit_2(runner, args, env, says):
+    job = runner.start(*FAST, *args, env={**os.environ, "FAKERUN_OPTS": "", **env})
+    assert job.wait(30) == 2, job.stderr[-2000:]
+    assert job.stderr.count("\n") == 1 and says in job.stderr, job.stderr
+    assert job.stdout == ""
+
+
+def test_the_edges_of_the_accepted_range_run(runner):
+    job = runner.start(*FAST, "--speed", "0", "--start-time", "8999-12-31T23:59:59", "--output", "jsonl",
+                       env={**os.environ, "FAKERUN_OPTS": ""})
+    assert job.wait(60) == 0, job.stderr[-2000:]
