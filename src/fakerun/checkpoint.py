@@ -26,10 +26,9 @@ from typing import Any
 
 from . import events as ev
 from .identity import Identity
-from .sim import checkpoint_bytes
+from .sim import checkpoint_bytes, safetensors_shards
 
 STATE = "trainer_state.json"
-SHARD_BYTES = 5e9
 
 
 class CheckpointError(ValueError):
@@ -65,7 +64,7 @@ class CheckpointWriter:
     def _files(self, e: ev.Checkpoint) -> dict[str, bytes]:
         ident, m = self.ident, self.ident.model
         sizes = checkpoint_bytes(ident)
-        shards = max(1, math.ceil(sizes["model"] / SHARD_BYTES))
+        shards = safetensors_shards(sizes["model"])
         names = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
         files = {name: safetensors_placeholder(sizes["model"] / shards) for name in names}
         files["model.safetensors.index.json"] = _json({

@@ -22,7 +22,6 @@ from .identity import Identity
 from .protocol import Telemetry
 
 BF16 = 2
-SAFETENSORS_SHARD = 5e9
 _RESULT_WIDTH = {"train_step": 2, "validation": 1}  # values a tag's all_reduce carries
 
 
@@ -190,13 +189,13 @@ class Timeline:
         step = self.run.step
         path = (f"{self.save_dir.rstrip('/')}/checkpoint-{step}/" if self.save_dir
                 else f"checkpoints/{self.ident.slug}/epoch_{self.epoch(max(1, step))}_step_{step}/")
-        return [ev.Checkpoint(step, self.epoch(max(1, step)), path, self.ident.world,
+        return [ev.Checkpoint(step, self.epoch(max(1, step)), path, sim.safetensors_shards(sizes["model"]),
                               round(sizes["model"]), round(sizes["optimizer"]),
                               max(done.sim_s.values()), self.clock.now)]
 
     def _export(self, done: Completed) -> list:
         size = BF16 * self.ident.model.params
-        shards = max(1, math.ceil(size / SAFETENSORS_SHARD))
+        shards = sim.safetensors_shards(size)
         files = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
         return [ev.Export(self.output_dir(), [*files, "config.json", "tokenizer.json"], round(size),
                           max(done.sim_s.values()), self.clock.now)]

@@ -30,6 +30,7 @@ def test_checkpoint_layout(runner, tmp_path):
     index = json.loads((ckpt / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert shards and all(s in names for s in shards)
+    assert [c["shards"] for c in job.of("checkpoint")][-1] == len(shards)  # the event tells of the files
     raw = (ckpt / shards[0]).read_bytes()  # a valid safetensors file without tensors
     (length,) = struct.unpack("<Q", raw[:8])
     meta = json.loads(raw[8:8 + length])["__metadata__"]

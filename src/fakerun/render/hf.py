@@ -19,7 +19,6 @@ from .lines import STDERR, STDOUT, Line
 from .script import EventRoutes
 from .tqdm import meter
 
-SHARD_BYTES = 5 * 10**9  # save_pretrained's default max_shard_size, "5GB"
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
 
 
@@ -101,10 +100,9 @@ class HfLines(EventRoutes):
         path = e.path.rstrip("/") if "checkpoint-" in e.path else f"{DEFAULT_OUTPUT}/checkpoint-{e.step}"
         saved = [f"Saving model checkpoint to {path}", f"Configuration saved in {path}/config.json",
                  f"Configuration saved in {path}/generation_config.json"]
-        if e.model_bytes > SHARD_BYTES:
-            shards = -(-e.model_bytes // SHARD_BYTES)
+        if e.shards > 1:
             saved.append(f"The model is bigger than the maximum size per checkpoint (5GB) and is going to "
-                         f"be split in {shards} checkpoint shards. You can find where each parameters has "
+                         f"be split in {e.shards} checkpoint shards. You can find where each parameters has "
                          f"been saved in the index located at {path}/model.safetensors.index.json.")
         else:
             saved.append(f"Model weights saved in {path}/model.safetensors")
