@@ -231,7 +231,7 @@ class RemoteHub:
         self.sock.send(self.hello)
         self.timeout_s = timeout_s
         self._clock = clock
-        self._heard = now  # the last word from node 0 (before joining: when we started)
+        self._heard = now  # the last word from node 0
         self._beat_at = now + BEAT_S
         self.welcomed = False
         self.ready = False
@@ -313,9 +313,12 @@ class RemoteHub:
             else:  # node 0 answers a repeated hello alike
                 with contextlib.suppress(zmq.Again):
                     self.sock.send(self.hello, zmq.NOBLOCK)
-        if not self.lost and now - self._heard >= self.timeout_s:
-            what = "since it last answered" if self.welcomed else "while joining"
-            return self._lose("silent", f"no word from node 0 for {self.timeout_s:g} seconds {what}")
+        # Until node 0 first answers it may simply not be up yet: the
+        # rendezvous timeout (the launcher's) decides then, as torchrun's
+        # agents wait for the store, not the node timeout.
+        if self.welcomed and not self.lost and now - self._heard >= self.timeout_s:
+            return self._lose("silent", f"no word from node 0 for {self.timeout_s:g} seconds "
+                                        "since it last answered")
         return []
 
     def _lose(self, reason: str, detail: str) -> list[Any]:
@@ -327,7 +330,9 @@ class RemoteHub:
     def next_deadline(self) -> float | None:
         if self.acked and self.monitor is not None:
             return self._close_check_at  # until node 0 lets go of us (bounded by our linger)
-        return self._beat_at if self.lost else min(self._beat_at, self._heard + self.timeout_s)
+        if self.lost or not self.welcomed:
+            return self._beat_at
+        return min(self._beat_at, self._heard + self.timeout_s)
 
     def request_stop(self) -> list[Any]:
         self._report("stopping")

@@ -30,6 +30,10 @@ from .script import Script, ScriptFailed, SimulatedExit, SimulatedSignal, peer_l
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 FORK_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
+# The launcher times the rendezvous out and says so; a rank's own wait, begun
+# before the launcher's clock started, must not end first (it did, under
+# load: the job failed as a rank's error instead of a rendezvous timeout).
+RDZV_MARGIN_S = 5.0
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in fakerun itself, not a simulated fault
 
 
@@ -120,7 +124,7 @@ def _main(spec: RankSpec, config: RunConfig) -> int:
 def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     try:
         comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, spec.display_pid or os.getpid(),
-                         spec.run_id, spec.token, spec.env), config.rdzv_timeout_s)
+                         spec.run_id, spec.token, spec.env), config.rdzv_timeout_s + RDZV_MARGIN_S)
         Script(comm, spec.rank, config, config.identity).run()
     except ParentGone:
         return 1

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import msgpack
 import zmq
@@ -127,12 +128,17 @@ def test_node_rank_needs_the_token(runner):
     assert "token" in job.stderr and job.stderr.count("\n") == 1
 
 
-def test_node_1_whose_node_0_never_answers_gives_up(runner):
+def test_node_1_whose_node_0_never_answers_waits_for_the_rendezvous_timeout(runner):
+    """Node 0 may start after node 1: until it first answers, the node
+    timeout does not apply (node 1 gave up after it), the rendezvous's does."""
     env = os.environ | {"FAKERUN_TOKEN": "t"}
+    start = time.monotonic()
     job = runner.start("--nnodes", "2", "--node-rank", "1", "--nproc", "2", "--master-port",
-                       str(free_port()), "--node-timeout", "3", *FAST, env=env)
+                       str(free_port()), "--node-timeout", "1", "--rdzv-timeout", "4", *FAST, env=env)
     assert job.wait(40) == 1
-    assert any(e["reason"] == "silent" for e in job.of("node_lost"))
+    assert time.monotonic() - start >= 4
+    assert not job.of("node_lost")
+    assert job.of("rendezvous_timeout")
 
 
 

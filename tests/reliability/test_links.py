@@ -194,7 +194,7 @@ def test_a_flood_of_big_frames_does_not_grow_node_0(runner):
 def _node1(runner, port: int):
     """Node 1 alone, dialling `port`, where no node 0 of ours listens."""
     return runner.start("--nnodes", "2", "--node-rank", "1", "--nproc", "2", "--master-port", str(port),
-                        "--node-timeout", "3", "--max-steps", "3", "--speed", "0",
+                        "--rdzv-timeout", "3", "--max-steps", "3", "--speed", "0",
                         env={**os.environ, "FAKERUN_TOKEN": TOKEN, "FAKERUN_OPTS": ""})
 
 

@@ -78,14 +78,18 @@ def join_as_node_1(argv: list[str], env: dict[str, str], out_fd: int) -> int:
 def kept_out(said: str) -> dict[str, Any]:
     """How the attacker's fakerun ended, which must be at node 0's door: refused
     at its hello (wrong-token), or never let in at all (an encrypted link
-    whose keys come from the token never completes its handshake: silent).
-    Anything else (a failure of its own) would prove nothing."""
+    whose keys come from the token never completes its handshake, so node 0
+    never answers and the rendezvous times out). Anything else (a failure of
+    its own) would prove nothing."""
     events = parse_events(said)
     assert not [e for e in events if e["event"] == "step"], said[-2000:]
     lost = [e for e in events if e["event"] == "node_lost"]
-    assert lost and lost[0]["reason"] in ("refused", "silent"), said[-2000:]
-    assert lost[0]["reason"] != "refused" or "wrong-token" in lost[0]["detail"], lost[0]
-    return lost[0]
+    if lost:
+        assert lost[0]["reason"] == "refused" and "wrong-token" in lost[0]["detail"], lost[0]
+        return lost[0]
+    timeouts = [e for e in events if e["event"] == "rendezvous_timeout"]
+    assert timeouts, said[-2000:]
+    return {"reason": "never let in", **timeouts[0]}
 
 
 @needs_root
@@ -102,7 +106,7 @@ def test_a_token_computed_from_the_job_id_cannot_join(runner, tmp_path: Path, no
     attacker_env = quiet_env(HOME=str(nobody_home), TMPDIR=str(nobody_home),
                              FAKERUN_TOKEN=computable, **slurm(1, job_id))
     attacker_env.pop("XDG_RUNTIME_DIR", None)  # root's
-    attacker_argv = [*common, "--rdzv-id", node0.marker, "--node-timeout", "5"]
+    attacker_argv = [*common, "--rdzv-id", node0.marker, "--node-timeout", "5", "--rdzv-timeout", "5"]
     warm_up(attacker_argv, attacker_env)
     out = tmp_path / "attacker.out"
     with open(out, "wb") as sink:
