@@ -78,6 +78,7 @@ class RendezvousTimeout:
     joined: list[int]
     world_size: int
     time: float
+    missing_nodes: list[int] = field(default_factory=list)  # whose agent never joined (node 0's view)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ class LocalHub:
     def joined(self) -> list[int]:
         return sorted(self.core.hellos)
 
+    def missing_nodes(self) -> list[int]:
+        return self.core.missing_nodes()
+
     def receive(self, now: float) -> list[Any]:
         self._now = now
         events: list[Any] = []
@@ -265,6 +268,9 @@ class RemoteHub:
 
     def joined(self) -> list[int]:
         return []
+
+    def missing_nodes(self) -> list[int]:
+        return []  # node 0 alone knows who has joined
 
     def receive(self, now: float) -> list[Any]:
         events: list[Any] = []

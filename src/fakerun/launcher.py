@@ -454,7 +454,7 @@ class Job:
             self._stop_for_failure()
         if self.stop is None and not self.hub.ready and now >= rdzv_deadline:
             self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, self.hub.joined(),
-                                            self.topo.world_size, self.clock.now))
+                                            self.topo.world_size, self.clock.now, self.hub.missing_nodes()))
             self._begin_stop("rendezvous", signal.SIGTERM)
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
             self.stop.killed = True

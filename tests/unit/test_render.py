@@ -108,6 +108,15 @@ def test_rendezvous_timeout_names_the_missing_ranks():
     assert line.text.endswith("rendezvous timed out after 30s: 2 of 4 ranks joined (missing: 2, 3)")
 
 
+def test_rendezvous_timeout_names_a_node_whose_agent_never_joined():
+    """Every rank can be in while another node's agent is not: the line said
+    `4 of 4 ranks joined (missing: )`."""
+    formatter = TorchrunFormatter()
+    formatter.lines(ev.RunStarted("r", 4, 2, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
+    (line,) = formatter.lines(ev.RendezvousTimeout(30.0, [0, 1, 2, 3], 4, 0.0, [1]))
+    assert line.text.endswith("4 of 4 ranks joined (missing: node 1's agent)")
+
+
 def test_forced_kill_names_the_signal_that_was_ignored():
     formatter = TorchrunFormatter()
     formatter.lines(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))

@@ -155,10 +155,11 @@ class TorchrunFormatter:
         return self._launcher("W", "rejected", e.time, message)
 
     def _rendezvous_timeout(self, e: ev.RendezvousTimeout) -> list[Line]:
-        missing = sorted(set(range(e.world_size)) - set(e.joined))
+        missing = [*map(str, sorted(set(range(e.world_size)) - set(e.joined))),
+                   *(f"node {n}'s agent" for n in e.missing_nodes)]
         return self._launcher("E", "rendezvous", e.time, self.text["rendezvous_timeout"].format(
             timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
-            missing=", ".join(map(str, missing))))
+            missing=", ".join(missing)))
 
     def _run_failed(self, e: ev.RunFailed) -> list[Line]:
         root = e.root
