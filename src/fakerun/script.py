@@ -47,6 +47,12 @@ class Script:
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
+        # Pacing never outlasts --exit-after-time: at a slow --speed the init
+        # stages alone slept 36 s through a 2 s limit. This clock starts after
+        # the rendezvous, so the coordinator's (which stops the run at the next
+        # training step) always runs out first.
+        limit = self.config.exit_after_s
+        self.pace_until = time.monotonic() + limit if limit else math.inf
 
     def run(self) -> None:
         if self._preemption_aware():
@@ -126,7 +132,8 @@ class Script:
 
     def _sleep(self, activity: str, factor: float = 1.0) -> None:
         if self.config.speed > 0 and not self.compressed:
-            time.sleep(WALL[activity] * factor / self.config.speed)
+            wall = WALL[activity] * factor / self.config.speed
+            time.sleep(max(0.0, min(wall, self.pace_until - time.monotonic())))
 
     # -- faults (scenarios.py names them; data/torchrun.toml holds their texts) --
     def _maybe_fault(self, step: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,16 @@ def test_exit_after_time_ends_gracefully(runner):
         assert name in tail
     summary = job.of("summary")[0]
     assert summary["steps"] == steps[-1]["step"] and summary["final_loss"] == steps[-1]["loss"]
+
+
+def test_exit_after_time_holds_at_a_slow_speed(runner):
+    """At --speed 0.05 the start-up's paced stages alone took 36 s."""
+    start = time.monotonic()
+    job = runner.run("--nproc", "2", "--max-steps", "400", "--speed", "0.05", "--exit-after-time", "2s",
+                     "--output", "jsonl", timeout=60)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    assert time.monotonic() - start < 10
+    assert job.of("summary")
 
 
 def test_loop_runs_fresh_cycles_until_sigint(runner):
