@@ -163,7 +163,7 @@ class Machine:
         """What is left under our cgroup's (limit, usage) files for
         `controller`, v2's names or v1's; infinite when unlimited or unknown."""
         try:
-            lines = (self.proc / "self/cgroup").read_text(encoding="ascii").splitlines()
+            lines = (self.proc / "self/cgroup").read_text(encoding="utf-8").splitlines()
         except OSError:
             return math.inf
         for line in lines:
@@ -185,7 +185,7 @@ def _number(path: Path, pick: Callable[[str], str] = str.strip, unknown: float =
     figure) is not there: infinite for a bound, so that an unknown bound
     never refuses a job; 0 for a usage. cgroup v2 writes "max" for none."""
     try:
-        text = pick(path.read_text(encoding="ascii")).strip()
+        text = pick(path.read_text(encoding="utf-8")).strip()
         return math.inf if text == "max" else float(int(text))
     except (OSError, ValueError, IndexError):
         return unknown
