@@ -1,10 +1,13 @@
 """Hostile sizes and exhausted resources: a job the machine cannot hold is
 refused up front with one line and exit 2, before anything is written; a
 soft open-files limit too low is raised to the hard one when that is
-enough.
+enough; a fork the system refuses mid-launch stops the ranks already
+started, with one line and exit 1.
 
 Limits are set in the job's own process (a preexec_fn), never in the test
-runner's. RLIMIT_NPROC does not bind root, so that job runs as uid 65534.
+runner's. RLIMIT_NPROC does not bind root, so that job runs as uid 65534;
+a fork failing half way through a launch is injected: os.fork raising
+BlockingIOError (EAGAIN, as Python raises it) after three ranks.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import io
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -194,3 +198,29 @@ def test_too_few_processes_is_one_line_before_any_fork(shared_dir: Path):
     assert result["code"] == 2 and len(lines) == 1, result
     assert lines[0].startswith("fakerun: error: 64 ranks need") and "ulimit -u" in lines[0], lines
     assert left_in(shared_dir / f"fakerun-{OTHER_UID}") == []
+
+
+FAILING_FORK = """
+import os, sys
+real, calls = os.fork, []
+def fork():
+    calls.append(1)
+    if len(calls) > 3:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    return real()
+os.fork = fork
+from fakerun.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_fork_refused_mid_launch_stops_the_ranks_started(runner: Runner, runtime: Path):
+    """Three ranks forked, the fourth refused: those three are gone when the
+    launcher exits (the fixture checks), one line, exit 1, no traceback of
+    the launcher's or the ranks'."""
+    job = runner.run("--nproc", "8", *QUICK, env=env_with(runtime),
+                     command=[sys.executable, "-c", FAILING_FORK])
+    line = assert_one_line(job, 1, "cannot start rank 3", "Resource temporarily unavailable",
+                           "3 ranks started were stopped")
+    assert "Traceback" not in job.stderr + job.stdout, line
+    assert left_in(runtime / "fakerun") == []
