@@ -108,9 +108,9 @@ def _fork_rank(spec: RankSpec, config: RunConfig, mask: set[signal.Signals], for
         pid = fork()
     except OSError as exc:
         _stop(started)
+        stopped = f"; the {len(started)} ranks started were stopped" if started else ""
         raise ForkFailed(f"cannot start rank {spec.rank}: fork: {exc.strerror or exc} (ulimit -u, or "
-                         f"the machine's pids or memory); the {len(started)} ranks started were "
-                         "stopped") from None
+                         f"the machine's pids or memory){stopped}") from None
     if pid == 0:
         run_child(spec, config, mask)
     return pid
