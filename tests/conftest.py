@@ -129,21 +129,22 @@ class Runner:
         return marker
 
     def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-              new_session: bool = False) -> Job:
+              new_session: bool = False, command: list[str] | None = None, **popen: Any) -> Job:
         """`new_session`: the launcher leads a process group of its own, as a
-        shell's foreground job does."""
+        shell's foreground job does. `command` replaces `python -m fakerun`;
+        `popen` goes to Popen as it is (e.g. a preexec_fn setting rlimits)."""
         marker = self.new_marker()  # unique: threads may start jobs side by side
         out, err = self.tmp_path / f"{marker}.out", self.tmp_path / f"{marker}.err"
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *args], stdout=fo, stderr=fe,
+            proc = subprocess.Popen([*(command or FAKERUN), "--rdzv-id", marker, *args], stdout=fo, stderr=fe,
                                     stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                    start_new_session=new_session)
+                                    start_new_session=new_session, **popen)
         job = Job(proc, marker, out, err)
         self.jobs.append(job)
         return job
 
-    def run(self, *args: str, timeout: float = DEFAULT_TIMEOUT) -> Job:
-        job = self.start(*args)
+    def run(self, *args: str, timeout: float = DEFAULT_TIMEOUT, **start: Any) -> Job:
+        job = self.start(*args, **start)
         try:
             job.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, scenarios, scriptargs, styles, tokens
+from . import __version__, limits, scenarios, scriptargs, styles, tokens
 from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
 from .styles import Style
 
@@ -414,6 +414,7 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
         raise ConfigError(f"--nodes must be at least 1, got {ns.nodes}")
     ns.nnodes = ns.nodes
     config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    limits.check(config.topology, nodes_here=ns.nodes)  # every node's ranks run on this machine
     if not config.token:  # none given: the agents share a fresh one (in their environment)
         config = dataclasses.replace(config, token=secrets.token_hex(16))
     from . import cluster
@@ -480,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.nodes is not None:
             return _local_cluster(ns, args)
         config = to_config(ns)
+        limits.check(config.topology)
     except ConfigError as exc:
         print(f"fakerun: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

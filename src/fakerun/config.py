@@ -26,6 +26,21 @@ OUTPUTS = ("auto", "plain", "rich", "jsonl")
 # nobody watches (a 1 s step takes 17 minutes), and 1e-300 overflowed the
 # ranks' sleeps; above a million times real time pacing is no pacing.
 MIN_SPEED, MAX_SPEED = 1e-3, 1e6
+# The sizes a job may have, whatever the machine (limits.py holds them
+# against this machine's pids, memory and open files).
+# The largest real training jobs run on ~100k GPUs (16k for Llama 3 405B):
+# 2^17 ranks covers them, and refuses at once what no cluster has.
+MAX_WORLD = 1 << 17
+# Across nodes, node 0 forwards each step's per-GPU telemetry (gpu_status,
+# ~113 bytes a GPU) to the other agents as one string, which the wire caps
+# at 64 KiB (protocol.MAX_STR_LEN): 576 GPUs at worst; beyond that the other
+# nodes would drop those frames. 512 keeps a margin and a power of two.
+MAX_MULTINODE_WORLD = 512
+# Real pretraining runs take up to ~1M optimizer steps (Llama 3 405B: 15.6T
+# tokens at 16M a batch). The loss-spike table every rank draws up front
+# grows with the run's length: 0.6 MiB and 0.05 s per rank at this bound,
+# 6 MiB and 0.23 s at ten times it (and a hang before the first step at 1e13).
+MAX_STEPS = 1_000_000
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -51,6 +66,19 @@ class Topology:
                 f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, "
                 f"got {self.node_rank}"
             )
+        self._check_world()
+
+    def _check_world(self) -> None:
+        """Before any per-rank or per-node work (hosts, log dirs): a size
+        beyond these would take minutes to refuse later, or never end."""
+        world = self.world_size
+        if self.nnodes == 1 and world > MAX_WORLD:
+            raise ConfigError(f"--nproc-per-node {world}: more ranks than any real job has "
+                              f"(at most {MAX_WORLD})")
+        if self.nnodes > 1 and world > MAX_MULTINODE_WORLD:
+            raise ConfigError(f"{self.nnodes} nodes x {self.nproc_per_node} ranks = {world} ranks: a job "
+                              f"over several nodes may have at most {MAX_MULTINODE_WORLD} (node 0 sends "
+                              "every GPU's telemetry to the other nodes in one message)")
 
     @property
     def world_size(self) -> int:
@@ -137,6 +165,9 @@ class RunConfig:
             raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.max_steps is not None and self.max_steps > MAX_STEPS:
+            raise ConfigError(f"--max-steps {self.max_steps}: more steps than real runs take "
+                              f"(at most {MAX_STEPS})")
         if not (self.speed == 0 or MIN_SPEED <= self.speed <= MAX_SPEED):  # also rejects NaN
             raise ConfigError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
                               f"got {self.speed}")

@@ -46,7 +46,7 @@ from .runtime import RuntimeDirError
 from .signals import SignalInbox
 from .smi import SNAPSHOT_NAME, SmiStateSink
 from .timeline import Timeline
-from .workers import Worker, WorkerGroup
+from .workers import ForkFailed, Worker, WorkerGroup
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
@@ -203,7 +203,14 @@ class Job:
         self._emit(ev.RunIdentity(self.ident))
         self.renderer.flush()
         # Fork before the zmq Context exists: no I/O threads to fork across.
-        self.group = WorkerGroup.fork(specs, self.config)
+        try:
+            self.group = WorkerGroup.fork(specs, self.config)
+        except ForkFailed as exc:  # none of its ranks is left: nothing to tear down but the logs
+            self._emit(ev.AgentError(str(exc)))
+            self.stop = Stop("error", 0.0, int(signal.SIGTERM))
+            self.renderer.flush()
+            self.renderer.close_rank_logs()
+            return self._exit_code()
         ctx = zmq.Context()
         try:
             self.hub = self._hub(ctx, [local, *listen])

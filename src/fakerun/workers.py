@@ -8,9 +8,11 @@ is forked before the launcher creates its zmq Context or any thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -18,6 +20,11 @@ import psutil
 from .config import RunConfig
 from .rank import FORK_BLOCKED, RankSpec, run_child
 from .render.console import silence
+
+
+class ForkFailed(RuntimeError):
+    """The system would start no more processes (EAGAIN: `ulimit -u`, the
+    pids left, memory); the ranks already started are gone. One line."""
 
 
 @dataclass
@@ -44,7 +51,10 @@ class WorkerGroup:
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
-    def fork(cls, specs: list[RankSpec], config: RunConfig) -> WorkerGroup:
+    def fork(cls, specs: list[RankSpec], config: RunConfig,
+             fork: Callable[[], int] | None = None) -> WorkerGroup:
+        """A rank per spec, or ForkFailed with none left running (`fork`:
+        os.fork, which tests replace to make it fail)."""
         for stream in (sys.stdout, sys.stderr):  # a child must not inherit (and repeat) buffered output
             try:
                 stream.flush()
@@ -55,12 +65,9 @@ class WorkerGroup:
         # launcher's inbox and lost. The child unblocks after resetting them.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
         try:
-            pids = []
+            pids: list[int] = []
             for spec in specs:
-                pid = os.fork()
-                if pid == 0:
-                    run_child(spec, config, old)
-                pids.append(pid)
+                pids.append(_fork_rank(spec, config, old, fork or os.fork, pids))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return cls([Worker(spec, psutil.Process(pid)) for spec, pid in zip(specs, pids, strict=True)])
@@ -91,6 +98,33 @@ class WorkerGroup:
 
     def done(self) -> bool:
         return not self.running()
+
+
+def _fork_rank(spec: RankSpec, config: RunConfig, mask: set[signal.Signals], fork: Callable[[], int],
+               started: list[int]) -> int:
+    """The new rank's pid (the child runs the rank, never returning here).
+    When the system refuses, the ranks `started` are stopped first."""
+    try:
+        pid = fork()
+    except OSError as exc:
+        _stop(started)
+        stopped = f"; the {len(started)} ranks started were stopped" if started else ""
+        raise ForkFailed(f"cannot start rank {spec.rank}: fork: {exc.strerror or exc} (ulimit -u, or "
+                         f"the machine's pids or memory){stopped}") from None
+    if pid == 0:
+        run_child(spec, config, mask)
+    return pid
+
+
+def _stop(pids: list[int]) -> None:
+    """Kill and reap ranks that never got to run: SIGKILL, as they hold no
+    state yet, and it leaves them no time to write anything."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _exit_code(pid: int) -> int | None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from fakerun import events as ev
+from fakerun import protocol
 from fakerun.cli import build_parser, to_config
-from fakerun.config import ConfigError, RunConfig, Topology
+from fakerun.config import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, ConfigError, RunConfig, Topology
 
 
 def test_topology_ranks():
@@ -23,6 +27,36 @@ def test_topology_ranks():
 def test_bad_topology(kwargs):
     with pytest.raises(ConfigError):
         Topology(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(nnodes=1, nproc_per_node=MAX_WORLD + 1), f"at most {MAX_WORLD}"),
+    (dict(nnodes=2, nproc_per_node=MAX_MULTINODE_WORLD // 2 + 1), f"at most {MAX_MULTINODE_WORLD}"),
+    (dict(nnodes=10**20, nproc_per_node=1), f"at most {MAX_MULTINODE_WORLD}"),
+])
+def test_sizes_no_job_has(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Topology(**kwargs)
+    Topology(1, MAX_WORLD)
+    Topology(2, MAX_MULTINODE_WORLD // 2)
+
+
+def test_the_largest_multinode_world_fits_the_wire():
+    """Why MAX_MULTINODE_WORLD: node 0 forwards each gpu_status, every GPU
+    in it, to the other agents as one string; at the bound (with the widest
+    figures) it still decodes, a little past it it does not."""
+    def forwarded(world: int) -> bytes:
+        gpus = [ev.GpuSample(r, r // 8, r % 8, 100, 100, 1000, 999_999, 999_999) for r in range(world)]
+        item = json.dumps(ev.to_dict(ev.GpuStatus(999_999, gpus, 1e10)), separators=(",", ":"))
+        return protocol.encode(protocol.Events([item]))
+
+    protocol.decode(forwarded(MAX_MULTINODE_WORLD))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(forwarded(MAX_MULTINODE_WORLD * 9 // 8))
+
+def test_steps_no_run_takes():
+    with pytest.raises(ConfigError, match=f"at most {MAX_STEPS}"):
+        RunConfig(Topology(1, 1), max_steps=MAX_STEPS + 1)
 
 
 def config(*argv: str) -> RunConfig:
