@@ -80,37 +80,37 @@ def run(script: str = "train.py", script_args: tuple[str, ...] | list[str] = (),
 
 
 def _end(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    """End the job and wait for all of it; what it printed. First as Ctrl+C
-    would (fakerun tears its ranks and nodes down and removes its run
+    """End the job and wait for all of it; what it printed. First by SIGTERM,
+    a stop signal (fakerun tears its ranks and nodes down and removes its run
     directory); whatever is left after STOP_WAIT_S, or on a second interrupt,
     is killed. Its ranks and agents run in sessions of their own, so the kill
     is of the process tree, not of a group."""
-    tree = _tree(proc.pid)
+    descendants = _descendants(proc.pid)
     try:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)  # a no-op once it has exited
         return proc.communicate(timeout=STOP_WAIT_S)
     except subprocess.TimeoutExpired:
-        return _kill(proc, tree + _tree(proc.pid))
+        return _kill(proc, descendants + _descendants(proc.pid))
     except BaseException:
-        _kill(proc, tree + _tree(proc.pid))
+        _kill(proc, descendants + _descendants(proc.pid))
         raise
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """The launcher and its descendants, as they are now."""
+def _descendants(pid: int) -> list[psutil.Process]:
+    """The launcher's descendants, as they are now (once it is gone, its
+    orphans can no longer be found from it)."""
     try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
 
 
-def _kill(proc: subprocess.Popen[str], tree: list[psutil.Process]) -> tuple[str, str]:
-    for member in tree:
+def _kill(proc: subprocess.Popen[str], descendants: list[psutil.Process]) -> tuple[str, str]:
+    proc.kill()  # ours to reap, through Popen: its exit code is the result's
+    for member in descendants:
         with contextlib.suppress(psutil.Error):
             member.kill()  # psutil checks the pid is still that process
-    psutil.wait_procs(tree, timeout=KILL_WAIT_S)
+    psutil.wait_procs(descendants, timeout=KILL_WAIT_S)
     return proc.communicate()
 
 
