@@ -4,11 +4,13 @@ Keyword arguments mirror the command line (`nproc=4`, `max_steps=20`,
 `scenario="rank-crash"`, `speed=0`, `funny=True`). The job runs as a
 subprocess (`python -m fakerun`), never inside the caller: forking the
 caller's process or taking over its signal handlers would be unsafe in a test
-runner. Events come back parsed; nothing is left running, even on a timeout.
+runner. Events come back parsed; nothing is left running however run() is
+left: a return, its timeout, an exception, the caller's Ctrl+C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +19,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from .cli import build_parser
 
 DEFAULT_TIMEOUT_S = 300.0
+STOP_WAIT_S = 5.0  # fakerun ends a job within 4 s of a stop signal (README, Guarantees)
+KILL_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,8 @@ class Result:
 
 
 class FakerunTimeout(TimeoutError):
-    """The job outlived `timeout`; it was killed. `result` holds what it printed."""
+    """The job outlived `timeout`; it was stopped (killed, if it would not
+    stop). `result` holds what it printed."""
 
     def __init__(self, timeout: float, result: Result) -> None:
         super().__init__(f"fakerun did not finish within {timeout:g}s")
@@ -47,22 +54,64 @@ class FakerunTimeout(TimeoutError):
 
 
 def run(script: str = "train.py", script_args: tuple[str, ...] | list[str] = (), *,
-        timeout: float = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None, **options: Any) -> Result:
-    """Run one fakerun job to its end and return its exit code and events."""
+        timeout: float | None = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None,
+        **options: Any) -> Result:
+    """Run one fakerun job to its end and return its exit code and events.
+    However run() is left (a return, its timeout, an exception, the caller's
+    Ctrl+C), the job has ended when it is."""
+    if timeout is not None and not timeout > 0:  # NaN too: compared, it is never > 0
+        raise ValueError(f"fakerun.run() timeout must be a positive number of seconds, got {timeout!r}")
     token = options.pop("token", None)
     if token is not None:  # in the environment: other users see a command line
         env = {**(os.environ if env is None else env), "FAKERUN_TOKEN": str(token)}
     argv = [sys.executable, "-m", "fakerun", *to_argv(options), "--output", "jsonl", script, *script_args]
+    # Its own session: the caller's terminal does not signal it; run() does.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             text=True, env=env, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        # The ranks die with their launcher (PR_SET_PDEATHSIG).
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        out, err = _end(proc)
         raise FakerunTimeout(timeout, _result(proc.returncode, out, err)) from None
+    except BaseException:  # the caller's KeyboardInterrupt, or anything else: the job ends with us
+        _end(proc)
+        raise
     return _result(proc.returncode, out, err)
+
+
+def _end(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """End the job and wait for all of it; what it printed. First by SIGTERM,
+    a stop signal (fakerun tears its ranks and nodes down and removes its run
+    directory); whatever is left after STOP_WAIT_S, or on a second interrupt,
+    is killed. Its ranks and agents run in sessions of their own, so the kill
+    is of the process tree, not of a group."""
+    descendants = _descendants(proc.pid)
+    try:
+        proc.send_signal(signal.SIGTERM)  # a no-op once it has exited
+        return proc.communicate(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return _kill(proc, descendants + _descendants(proc.pid))
+    except BaseException:
+        _kill(proc, descendants + _descendants(proc.pid))
+        raise
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """The launcher's descendants, as they are now (once it is gone, its
+    orphans can no longer be found from it)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill(proc: subprocess.Popen[str], descendants: list[psutil.Process]) -> tuple[str, str]:
+    proc.kill()  # ours to reap, through Popen: its exit code is the result's
+    for member in descendants:
+        with contextlib.suppress(psutil.Error):
+            member.kill()  # psutil checks the pid is still that process
+    psutil.wait_procs(descendants, timeout=KILL_WAIT_S)
+    return proc.communicate()
 
 
 def to_argv(options: dict[str, Any]) -> list[str]:

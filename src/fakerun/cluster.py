@@ -23,7 +23,7 @@ from typing import IO, TextIO
 from . import theatre
 from .config import RunConfig, free_port
 from .render.console import silence
-from .signals import SignalInbox
+from .signals import STOP_SIGNALS, SignalInbox
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 1, 2, 141
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
@@ -31,7 +31,6 @@ LOCAL_FLAGS = ("--no-theatre", "--no_theatre")
 # Options with a value the agents must not get: --nodes is the local cluster's
 # own; the token reaches them in their environment, out of sight of `ps`.
 WITHHELD_OPTIONS = ("--nodes", "--token", "--token-file")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)

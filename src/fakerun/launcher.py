@@ -4,7 +4,7 @@ node 0, supervises, and tears everything down torch-elastic style.
 One thread, one loop: poll the coordinator socket and the signal wakeup fd,
 apply what arrived, reap exited ranks, check deadlines, render. The first
 failure stops the group (SIGTERM, grace, SIGKILL); exit codes are 0 success,
-1 a rank failed, 128+N for signal N (130 SIGINT, 143 SIGTERM), 141 when our
+1 a rank failed, 128+N for signal N (130 SIGINT, 143 SIGTERM, 131 SIGQUIT), 141 when our
 reader went away.
 """
 
@@ -43,7 +43,7 @@ from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
 from .rundir import RunDir
 from .runtime import RuntimeDirError
-from .signals import SignalInbox
+from .signals import STOP_SIGNALS, SignalInbox
 from .smi import SNAPSHOT_NAME, SmiStateSink
 from .timeline import Timeline
 from .workers import ForkFailed, Worker, WorkerGroup
@@ -52,7 +52,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLLIN = int(zmq.POLLIN)
 
 

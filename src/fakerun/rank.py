@@ -26,10 +26,11 @@ from .comm import CollectiveAborted, CommError, Communicator, ParentGone
 from .config import RunConfig
 from .protocol import Hello
 from .script import Script, ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
+from .signals import HANDLED
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-FORK_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
+FORK_BLOCKED = set(HANDLED)  # the launcher's: the child resets each before it unblocks them
 # The launcher times the rendezvous out and says so; a rank's own wait, begun
 # before the launcher's clock started, must not end first (it did, under
 # load: the job failed as a rank's error instead of a rendezvous timeout).
@@ -75,8 +76,9 @@ def _detach(spec: RankSpec) -> None:
     signal.set_wakeup_fd(-1)
     # SIGINT too: a rank dies of it (-2 in the report, as torchrun's do), and
     # as a KeyboardInterrupt it could land anywhere, even in the handler of
-    # one before (two arrive: the terminal's, then the launcher's).
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    # one before (two arrive: the terminal's, then the launcher's). SIGQUIT
+    # kills it (-3) without a core: RLIMIT_CORE is 0 below.
+    for sig in FORK_BLOCKED:
         signal.signal(sig, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -8,7 +8,10 @@ import socket
 from collections import deque
 from typing import Any
 
-HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
+# Each ends a job, as torch elastic's agent takes SIGTERM, SIGINT, SIGHUP and
+# SIGQUIT alike (the ranks' TORCHELASTIC_SIGNALS_TO_HANDLE lists them).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+HANDLED = (*STOP_SIGNALS, signal.SIGCHLD)
 
 
 class SignalInbox:

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from ..runtime import RuntimeDirError
-from ..signals import SignalInbox
+from ..signals import STOP_SIGNALS, SignalInbox
 from . import layout as lay
 from .cast import CLOSE_WAIT_S, Actor, Waiter, cast, kill
 from .server import Server
@@ -38,7 +38,6 @@ GRACE_S = 10.0  # SIGINT to SIGKILL, as long as the agents' own shutdown may tak
 QUIT_SETTLE_S = 1.0  # a dashboard that exits as the job ends is not a quit
 SAFETY_POLL_S = 1.0  # wakeups come from pidfds and signals; this is the backstop
 STATUS_WAIT_S = 3.0  # tmux records an exit status moments after the exit
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMAT = "#{pane_id}\t#{pane_pid}\t#{pid}"
 NODES_WINDOW = "1"  # window 0 holds the lifeline pane
