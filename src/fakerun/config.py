@@ -6,6 +6,7 @@ one-line usage error (exit 2) rather than a half-started job.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogError
+from .files import check_regular
 from .identity import Asked
 from .styles import Style
 
@@ -255,9 +257,14 @@ def _check_port(port: int) -> None:
 
 
 def _check_file_target(path: Path, flag: str) -> None:
-    """A file we will (re)write: not a directory, in an existing writable one."""
+    """A file we will (re)write: a regular file or none yet (a FIFO would
+    hang the open), in an existing writable directory."""
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a directory")
+    try:
+        check_regular(path)
+    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop)
+        raise ConfigError(f"{flag} {path}: {exc.strerror}") from None
     parent = path.parent
     if not parent.is_dir():
         raise ConfigError(f"{flag} {path}: {parent} is not a directory")
@@ -268,10 +275,15 @@ def _check_file_target(path: Path, flag: str) -> None:
 def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
     """The directory must exist or be creatable, and be writable by us."""
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not os.path.lexists(probe) and probe.parent != probe:  # a symlink counts as there
         probe = probe.parent
+    try:
+        os.stat(probe)  # through symlinks: a dangling one is ENOENT, a loop ELOOP (mkdir: EEXIST)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and probe.is_symlink():
+            raise ConfigError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+                              "which does not exist") from None
+        raise ConfigError(f"{flag} {path}: {probe}: {exc.strerror}") from None
     if not probe.is_dir():
         raise ConfigError(f"{flag} {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):

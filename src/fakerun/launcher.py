@@ -198,7 +198,8 @@ class Job:
     def _run(self) -> int:
         local, listen = self._endpoints()
         specs = self._specs(local)
-        self.renderer.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs})
+        where = f"--log-dir {self.config.log_dir}" if self.config.log_dir else f"rank logs {self.rundir.logs}"
+        self.renderer.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs}, where)
         self._emit(self._run_started())
         self._emit(ev.RunIdentity(self.ident))
         self.renderer.flush()
