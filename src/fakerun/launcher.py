@@ -184,7 +184,8 @@ class Job:
         self.expected_aborts: set[int] = set()
         self.abort_deadline = 0.0
         # Like rank 0 of a real job, node 0 alone writes checkpoints (to shared storage).
-        self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed)
+        resumed = config.resume_from.history if config.resume_from is not None else ()
+        self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed, resumed)
                        if config.output_dir is not None and self.topo.node_rank == 0 else None)
         self.linger_until: float | None = None
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
@@ -341,7 +342,8 @@ class Job:
         if isinstance(event, ev.Step) and not math.isfinite(event.loss):  # every rank stops on its own
             self._expect_exits(set(self.topo.node_ranks()))
         if isinstance(event, ev.Checkpoint):
-            self.last_checkpoint = Resume(event.step, event.time, Path(event.path))
+            history = self.writer.saved_history(event.step) if self.writer is not None else ()
+            self.last_checkpoint = Resume(event.step, event.time, Path(event.path), history=history)
         if isinstance(event, ev.NodeLost):
             self._on_node_lost(event)
         self.renderer.emit(event)

@@ -160,7 +160,8 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     formatter = TorchrunFormatter(width, tz, script_for(config.style, width, tz), config.identity)
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
-    files: list[Any] = [MetricsFile(config.metrics_file)] if config.metrics_file else []
+    resumed = config.resume_from is not None
+    files: list[Any] = [MetricsFile(config.metrics_file, append=resumed)] if config.metrics_file else []
     if mode == "jsonl":
         return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, show_ranks=False)],
                         [JsonlSink(stdout), *files])
