@@ -41,9 +41,10 @@ from .keys import JobKeys
 from .protocol import AgentHello
 from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
+from .render.console import silence
 from .rundir import RunDir
 from .runtime import RuntimeDirError
-from .signals import SignalInbox
+from .signals import SignalInbox, StopOverdue
 from .smi import SNAPSHOT_NAME, SmiStateSink
 from .timeline import Timeline
 from .workers import Worker, WorkerGroup
@@ -52,6 +53,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
+FINISH_MARGIN_S = 5.0  # a stop's grace and linger, then reaping, the last lines, removing the run dir
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLLIN = int(zmq.POLLIN)
 
@@ -101,7 +103,9 @@ class Launcher:
 
     def run(self) -> int:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
-        self.inbox = SignalInbox()
+        # No system call may outlive a stop signal (a write to a stalled reader):
+        grace = self.config.shutdown_grace_s
+        self.inbox = SignalInbox(finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
         try:
             # One token for every run of a --loop: the other nodes were given it once.
             first = self.config if self.config.token else dataclasses.replace(
@@ -114,6 +118,10 @@ class Launcher:
                 cycle += 1
                 config = first.next_run(cycle)
                 gc.collect()  # the last run's cyclic garbage, before the next run's ranks fork and copy it
+        except StopOverdue as exc:  # stuck writing to a reader that stopped reading: the job is torn down
+            for stream in (self.io.stdout, self.io.stderr):
+                silence(stream)  # so that nothing (closing sinks, the exit's flush) blocks on it again
+            return 128 + exc.signum
         finally:
             if self.renderer is not None:
                 self.renderer.close()

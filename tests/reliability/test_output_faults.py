@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fakerun import checkpoint
-from tests.conftest import FAKERUN, Job, Runner, job_processes
+from tests.conftest import FAKERUN, Job, Runner, job_processes, wait_until
 from tests.reliability.conftest import rng, seed_note, side_by_side
 
 DISK = 64 * 1024
@@ -197,6 +199,7 @@ def test_the_disk_fills_while_writing_a_checkpoint(runner: Runner, mount, tmp_pa
 
 # -- odd files and closed streams (issue 16) ------------------------------
 FIFO_TIMEOUT = 15.0  # the open used to block for ever: fail here instead
+STALLED_STOP_S = 10.0  # signals.TAKE_WITHIN_S (2 s) and the teardown, with room on a busy machine
 
 
 def test_a_fifo_where_a_file_belongs_is_one_line_at_once(runner: Runner, tmp_path: Path):
@@ -278,3 +281,35 @@ def test_jsonl_says_nothing_once_its_reader_left(runner: Runner):
         deadline.cancel()
     assert code == 141, stderr
     assert "closing signal" not in stderr, stderr
+
+
+def blocked_writing_to_a_pipe(pid: int) -> bool:
+    """Where the process sleeps in the kernel (Linux): in a full pipe's write."""
+    try:
+        return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
+def test_a_stop_signal_ends_a_job_whose_reader_stalled(runner: Runner):
+    """The reader stops reading (a paused pager): the launcher blocks in
+    write(2), which a recorded SIGTERM only retried, for ever. The stop now
+    has a deadline: 143 within seconds, nothing left."""
+    marker = runner.new_marker()
+    proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, "--nproc", "2", "--output", "jsonl", "--speed", "0",
+                             "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: blocked_writing_to_a_pipe(proc.pid), 30)
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(STALLED_STOP_S)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    assert code == 143
+    assert not job_processes(marker)
+    print(f"stopped {took:.2f} s after SIGTERM with the reader stalled")
