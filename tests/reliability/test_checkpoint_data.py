@@ -286,7 +286,8 @@ def test_a_tampered_checkpoint_is_one_line(runner: Runner, saved: Path, how: str
     for other in saved.parent.glob("checkpoint-*"):  # so that none complete is left
         if other != saved:
             shutil.rmtree(other)
-    refused(resume(runner, saved.parent))  # the latest
+    with pytest.raises(checkpoint.CheckpointError):  # the latest (in-process: the same path, 0.3 s less)
+        checkpoint.find(saved.parent)
 
 
 def test_a_checkpoint_dir_named_with_a_superscript_is_none(runner: Runner, saved: Path):
