@@ -28,7 +28,9 @@ class NotRegularFile(OSError):
 
 def kind(mode: int) -> str | None:
     """What a non-regular file is, in words; None for a regular file."""
-    return next((name for test, name in KINDS if test(mode)), None if stat.S_ISREG(mode) else "special")
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in KINDS if test(mode)), "a special file")
 
 
 def check_regular(path: Path) -> None:
@@ -38,8 +40,9 @@ def check_regular(path: Path) -> None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
-    if kind(mode) is not None:
-        raise NotRegularFile(kind(mode) or "")
+    what = kind(mode)
+    if what is not None:
+        raise NotRegularFile(what)
 
 
 def open_regular(path: Path, flags: int, mode: int = 0o666) -> int:
