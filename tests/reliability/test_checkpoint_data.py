@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from fakerun import checkpoint
 from tests.conftest import FAKERUN, Job, Runner, wait_until
+from tests.e2e.test_restarts import CRASH
 from tests.other_user import OTHER_UID, needs_root, run_as_other_user
 from tests.reliability.test_output_faults import own_lines
 
@@ -117,6 +118,16 @@ def test_resume_carries_the_whole_log_history_forward(runner: Runner, saved: Pat
     history = state_of(saved.parent / f"checkpoint-{STEPS}")["log_history"]
     assert [h["step"] for h in history] == list(range(1, STEPS + 1))
     assert history[:step_of(saved)] == carried
+
+
+def test_a_restart_carries_the_log_history_forward(runner: Runner, tmp_path: Path):
+    """--max-restarts: the next attempt resumes the last checkpoint in-process,
+    and its saves hold the history from step 1 too."""
+    out = tmp_path / "out"
+    job = runner.run(*CRASH, "--max-restarts", "1", "--output-dir", str(out), "--output", "jsonl")
+    assert job.proc.returncode == 0 and job.of("restart"), job.stderr[-2000:]
+    last = max(out.glob("checkpoint-*"), key=step_of)
+    assert [h["step"] for h in state_of(last)["log_history"]] == list(range(1, step_of(last) + 1))
 
 
 def test_resume_continues_the_checkpoints_run_whatever_the_seed(runner: Runner, saved: Path):
