@@ -22,6 +22,7 @@ from .config import OUTPUTS, ConfigError, Fault, RunConfig, Topology, free_port,
 from .styles import Style
 
 EXIT_USAGE = 2
+EXIT_PIPE = 141  # as when the reader goes away mid-run (launcher.EXIT_PIPE)
 OPTS_ENV = "FAKERUN_OPTS"
 DEFAULT_SCRIPT = "train.py"
 GPUS_PER_NODE = 8  # the simulated node's, for --nproc-per-node gpu/auto
@@ -464,6 +465,8 @@ def _warn_visible_token(parser: argparse.ArgumentParser, command_line: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     command_line = sys.argv[1:] if argv is None else argv
+    if sys.stdout is None or sys.stderr is None:  # started with >&- or 2>&-: no reader, ever
+        return EXIT_PIPE  # quietly, as when one leaves: there is nowhere to say anything
     if command_line[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
         from .smi import main as smi_main
 

@@ -6,6 +6,7 @@ one-line usage error (exit 2) rather than a half-started job.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogError
+from .files import check_regular
 from .identity import Asked
 from .styles import Style
 
@@ -195,11 +197,12 @@ class RunConfig:
         if self.output_dir is not None:
             _check_writable_dir(self.output_dir, "--output-dir")
         if self.resume is not None and self.resume_from is None:
-            object.__setattr__(self, "resume_from", self._find_checkpoint())
+            self._resume_run(self._find_checkpoint())
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
         if self.identity is None:
             object.__setattr__(self, "identity", self._build_identity())
+            self._keep_model()
         self._check_fault()
 
     def _check_multinode(self) -> None:
@@ -239,6 +242,30 @@ class RunConfig:
             return find(self.output_dir if self.resume == "latest" else Path(self.resume))
         except CheckpointError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _resume_run(self, found: Any) -> None:
+        """The checkpoint's run wins: its seed (the curve, data and total
+        steps drawn from it), whatever --seed says (a fresh random one, by
+        default); its model is kept by _keep_model. An explicit --model that
+        differs is refused: a pythia-6.9b checkpoint never carries on as
+        Phi-3-mini."""
+        object.__setattr__(self, "resume_from", found)
+        if found.seed is not None:
+            object.__setattr__(self, "seed", found.seed)
+        model = _catalog_model(found.model)
+        if model is not None and self.model is not None and self.model.lower() != model.lower():
+            raise ConfigError(f"--model {self.model}: the checkpoint {found.path} is of {model} "
+                              "(resume without --model, or start a new run)")
+
+    def _keep_model(self) -> None:
+        """The seed draws the checkpoint's model again unless another setting
+        (--gpu, --max-steps, the script's arguments) changed the draw: then it
+        is pinned. Only then: pinning changes the seed's other draws."""
+        found = self.resume_from
+        model = _catalog_model(found.model) if found is not None else None
+        if model is not None and self.identity.model.name != model:
+            object.__setattr__(self, "model", model)
+            object.__setattr__(self, "identity", self._build_identity())
 
     def _build_identity(self) -> Any:
         from . import identity
@@ -285,15 +312,31 @@ class RunConfig:
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+def _catalog_model(name: str | None) -> str | None:
+    """The catalog's name of model `name`; None if it is none of the
+    catalog's (a checkpoint of a model the script's arguments described)."""
+    from .catalog import find, models
+
+    try:
+        return find(models(), name, "model").name if name else None
+    except CatalogError:
+        return None
+
+
 def _check_port(port: int) -> None:
     if not 1 <= port <= 65535:
         raise ConfigError(f"--master-port must be in 1-65535, got {port}")
 
 
 def _check_file_target(path: Path, flag: str) -> None:
-    """A file we will (re)write: not a directory, in an existing writable one."""
+    """A file we will (re)write: a regular file or none yet (a FIFO would
+    hang the open), in an existing writable directory."""
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a directory")
+    try:
+        check_regular(path)
+    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop)
+        raise ConfigError(f"{flag} {path}: {exc.strerror}") from None
     parent = path.parent
     if not parent.is_dir():
         raise ConfigError(f"{flag} {path}: {parent} is not a directory")
@@ -304,10 +347,15 @@ def _check_file_target(path: Path, flag: str) -> None:
 def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
     """The directory must exist or be creatable, and be writable by us."""
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not os.path.lexists(probe) and probe.parent != probe:  # a symlink counts as there
         probe = probe.parent
+    try:
+        os.stat(probe)  # through symlinks: a dangling one is ENOENT, a loop ELOOP (mkdir: EEXIST)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and probe.is_symlink():
+            raise ConfigError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+                              "which does not exist") from None
+        raise ConfigError(f"{flag} {path}: {probe}: {exc.strerror}") from None
     if not probe.is_dir():
         raise ConfigError(f"{flag} {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -41,9 +41,10 @@ from .keys import JobKeys
 from .protocol import AgentHello
 from .rank import EXIT_INTERNAL, RankSpec
 from .render import Renderer, build_renderer
+from .render.console import silence
 from .rundir import RunDir
 from .runtime import RuntimeDirError
-from .signals import STOP_SIGNALS, SignalInbox
+from .signals import STOP_SIGNALS, SignalInbox, StopOverdue
 from .smi import SNAPSHOT_NAME, SmiStateSink
 from .timeline import Timeline
 from .workers import ForkFailed, Worker, WorkerGroup
@@ -52,6 +53,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
+FINISH_MARGIN_S = 5.0  # a stop's grace and linger, then reaping, the last lines, removing the run dir
 POLLIN = int(zmq.POLLIN)
 
 
@@ -100,7 +102,9 @@ class Launcher:
 
     def run(self) -> int:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
-        self.inbox = SignalInbox()
+        # No system call may outlive a stop signal (a write to a stalled reader):
+        grace = self.config.shutdown_grace_s
+        self.inbox = SignalInbox(finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
         try:
             # One token for every run of a --loop: the other nodes were given it once.
             first = self.config if self.config.token else dataclasses.replace(
@@ -113,6 +117,10 @@ class Launcher:
                 cycle += 1
                 config = first.next_run(cycle)
                 gc.collect()  # the last run's cyclic garbage, before the next run's ranks fork and copy it
+        except StopOverdue as exc:  # stuck writing to a reader that stopped reading: the job is torn down
+            for stream in (self.io.stdout, self.io.stderr):
+                silence(stream)  # so that nothing (closing sinks, the exit's flush) blocks on it again
+            return 128 + exc.signum
         finally:
             if self.renderer is not None:
                 self.renderer.close()
@@ -183,7 +191,8 @@ class Job:
         self.expected_aborts: set[int] = set()
         self.abort_deadline = 0.0
         # Like rank 0 of a real job, node 0 alone writes checkpoints (to shared storage).
-        self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed)
+        resumed = config.resume_from.history if config.resume_from is not None else ()
+        self.writer = (CheckpointWriter(config.output_dir, self.ident, config.seed, resumed)
                        if config.output_dir is not None and self.topo.node_rank == 0 else None)
         self.linger_until: float | None = None
         self.launcher_pid = _display_pid(config, os.getpid(), -20)
@@ -197,7 +206,8 @@ class Job:
     def _run(self) -> int:
         local, listen = self._endpoints()
         specs = self._specs(local)
-        self.renderer.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs})
+        where = f"--log-dir {self.config.log_dir}" if self.config.log_dir else f"rank logs {self.rundir.logs}"
+        self.renderer.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs}, where)
         self._emit(self._run_started())
         self._emit(ev.RunIdentity(self.ident))
         self.renderer.flush()
@@ -346,7 +356,8 @@ class Job:
         if isinstance(event, ev.Step) and not math.isfinite(event.loss):  # every rank stops on its own
             self._expect_exits(set(self.topo.node_ranks()))
         if isinstance(event, ev.Checkpoint):
-            self.last_checkpoint = Resume(event.step, event.time, Path(event.path))
+            history = self.writer.saved_history(event.step) if self.writer is not None else ()
+            self.last_checkpoint = Resume(event.step, event.time, Path(event.path), history=history)
         if isinstance(event, ev.NodeLost):
             self._on_node_lost(event)
         self.renderer.emit(event)

@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from .files import read_upto
+
 DIR_MODE = 0o700
 SHORT_PARENT = "/tmp"  # short enough for a socket name whatever $TMPDIR is
 _FIX = "set TMPDIR or XDG_RUNTIME_DIR elsewhere"
@@ -110,23 +112,12 @@ def read_private(path: Path, cap: int, uid: int | None = None) -> bytes:
             raise UnsafeFile(path, f"owned by uid {st.st_uid}, not you")
         if st.st_size > cap:
             raise UnsafeFile(path, f"{st.st_size} bytes, more than the {cap} expected", errno.EFBIG)
-        data = _read_upto(fd, cap + 1)
+        data = read_upto(fd, cap + 1)
         if len(data) > cap:  # grew since the fstat
             raise UnsafeFile(path, f"more than the {cap} bytes expected", errno.EFBIG)
         return data
     finally:
         os.close(fd)
-
-
-def _read_upto(fd: int, limit: int) -> bytes:
-    chunks, left = [], limit
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 16))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def _tempdir(environ: Mapping[str, str]) -> str:

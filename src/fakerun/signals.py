@@ -12,10 +12,31 @@ from typing import Any
 # SIGQUIT alike (the ranks' TORCHELASTIC_SIGNALS_TO_HANDLE lists them).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 HANDLED = (*STOP_SIGNALS, signal.SIGCHLD)
+TAKE_WITHIN_S = 2.0  # a loop pass takes milliseconds: a stop signal not taken by then finds us stuck
+
+
+class StopOverdue(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error of the code
+    """A stop signal was not acted on in time: the process is stuck in a
+    system call that a recorded signal does not end (PEP 475 retries it),
+    e.g. a write to a reader that stopped reading. Raised into that call by
+    SIGALRM, so that the process still ends (cleaning up on the way out).
+    A BaseException: no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class SignalInbox:
-    def __init__(self, signals: tuple[signal.Signals, ...] = HANDLED) -> None:
+    def __init__(self, signals: tuple[signal.Signals, ...] = HANDLED,
+                 finish_within: float | None = None) -> None:
+        """`finish_within`: seconds a stop may take once the loop has taken
+        its signal; with it, the first stop signal arms a deadline (SIGALRM):
+        TAKE_WITHIN_S to be taken, then `finish_within` to be done, or
+        StopOverdue."""
+        self.finish_within = finish_within
+        self.stop: int | None = None  # the first stop signal, once one came
+        self._stop_taken = False
         self.received: deque[int] = deque()
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
@@ -24,12 +45,21 @@ class SignalInbox:
         self._old_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._record)
+        if finish_within is not None:
+            self._previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._overdue)
         # A parent may have started us with them blocked, to hold one sent
         # before we could take it (the local cluster does): now we can.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
     def _record(self, signum: int, _frame: Any) -> None:
         self.received.append(signum)
+        if signum in STOP_SIGNALS and self.stop is None and self.finish_within is not None:
+            self.stop = signum
+            signal.setitimer(signal.ITIMER_REAL, TAKE_WITHIN_S)
+
+    def _overdue(self, _signum: int, _frame: Any) -> None:
+        if self.stop is not None:
+            raise StopOverdue(self.stop)
 
     def fileno(self) -> int:
         return self._reader.fileno()
@@ -44,6 +74,9 @@ class SignalInbox:
         taken = []
         while self.received:
             taken.append(self.received.popleft())
+        if self.stop is not None and not self._stop_taken and self.stop in taken:
+            self._stop_taken = True  # acted on: now the stop itself has its time
+            signal.setitimer(signal.ITIMER_REAL, self.finish_within)
         return taken
 
     def close(self, last_words: bool = False) -> None:
@@ -51,6 +84,8 @@ class SignalInbox:
         done and it is about to exit, so a Ctrl+C from here on ends it by
         SIGINT, quietly, instead of raising KeyboardInterrupt wherever the
         interpreter is (its finalization prints that traceback)."""
+        if self.finish_within is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # before SIGALRM's handler goes
         for sig, handler in self._previous.items():
             quiet = last_words and sig == signal.SIGINT
             signal.signal(sig, signal.SIG_DFL if quiet else handler)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fakerun import checkpoint
-from tests.conftest import FAKERUN, Job, Runner, job_processes
+from tests.conftest import FAKERUN, Job, Runner, job_processes, wait_until
 from tests.reliability.conftest import rng, seed_note, side_by_side
 
 DISK = 64 * 1024
@@ -193,3 +195,121 @@ def test_the_disk_fills_while_writing_a_checkpoint(runner: Runner, mount, tmp_pa
     outcomes = side_by_side(once, 3)
     print(f"full disk mid-checkpoint: {outcomes}")
 
+
+
+# -- odd files and closed streams (issue 16) ------------------------------
+FIFO_TIMEOUT = 15.0  # the open used to block for ever: fail here instead
+STALLED_STOP_S = 10.0  # signals.TAKE_WITHIN_S (2 s) and the teardown, with room on a busy machine
+
+
+def test_a_fifo_where_a_file_belongs_is_one_line_at_once(runner: Runner, tmp_path: Path):
+    """No reader on the FIFO: open(2) would block for ever (and SIGTERM
+    only be recorded while it is retried). Refused before anything starts."""
+    fifo = tmp_path / "metrics.fifo"
+    os.mkfifo(fifo)
+    job = runner.run("--nproc", "2", "--speed", "0", "--max-steps", "10", "--metrics-file", str(fifo),
+                     timeout=FIFO_TIMEOUT)
+    assert job.proc.returncode == 2, job.stderr
+    assert job.stderr == f"fakerun: error: --metrics-file {fifo}: not a regular file (a FIFO)\n"
+
+
+@pytest.mark.parametrize("flag", ["--log-dir", "--output-dir"])
+@pytest.mark.parametrize("link", ["dangling", "loop", "inside a loop"])
+def test_a_directory_behind_a_broken_symlink_is_one_line(runner: Runner, tmp_path: Path, flag: str, link: str):
+    """mkdir on a dangling symlink is EEXIST, through a loop ELOOP: both
+    were tracebacks from RunDir.create."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop").symlink_to("loop")
+    target = {"dangling": tmp_path / "dangling", "loop": tmp_path / "loop",
+              "inside a loop": tmp_path / "loop" / "logs"}[link]
+    job = runner.run("--nproc", "2", "--speed", "0", "--max-steps", "3", flag, str(target), timeout=30)
+    assert job.proc.returncode == 2, job.stderr
+    lines = job.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fakerun: error: {flag} {target}: "), lines
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_disk_fills_while_writing_rank_logs(runner: Runner, mount):
+    """--log-dir on a disk that fills (a filler of random size takes most
+    of it): one error line, exit 1, nothing left; it was chained OSError
+    tracebacks from the log files' flush and close."""
+    def once(i: int) -> None:
+        disk = mount(f"log-disk-{i}", f"size={DISK}")
+        (disk / "filler").write_bytes(b"\0" * rng(f"log-disk:{i}").randrange(DISK // 2, DISK))
+        logs = disk / "logs"
+        job = runner.run("--nproc", "2", "--speed", "0", "--max-steps", "100000", "--log-dir", str(logs),
+                         "--output", "jsonl", timeout=60)
+        where = f"log disk {i} ({seed_note()})"
+        assert job.proc.returncode == 1, f"{where}: {job.stderr[-2000:]}"
+        assert own_lines(job.stderr) == [f"fakerun: error: --log-dir {logs}: No space left on device"], where
+        assert not job_processes(job.marker), where
+
+    side_by_side(once, 3)
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-"])
+def test_a_stream_closed_from_the_start_is_exit_141(runner: Runner, tmp_path: Path, closed: str):
+    """`fakerun >&-`: there never was a reader. As when one leaves: 141,
+    quietly, nothing left (it was an AttributeError on None, exit 1)."""
+    marker = runner.new_marker()
+    other = tmp_path / "other-stream"
+    shell = f'exec "$@" {closed} {"2" if closed == ">&-" else ""}>"$OTHER"'
+    done = subprocess.run(["sh", "-c", shell, "sh", *FAKERUN, "--rdzv-id", marker, "--nproc", "2", "--speed",
+                           "0", "--max-steps", "3"], env={**os.environ, "OTHER": str(other)},
+                          stdin=subprocess.DEVNULL, timeout=30)
+    assert done.returncode == 141
+    assert other.read_text() == ""  # quietly: not a word on the stream that is open either
+    assert not job_processes(marker)
+
+
+def test_jsonl_says_nothing_once_its_reader_left(runner: Runner):
+    """Under --output jsonl the events go to stdout and torchrun's lines to
+    stderr: when stdout's reader leaves, stderr stays quiet too (no
+    "Sending process N closing signal SIGTERM" for the teardown)."""
+    marker = runner.new_marker()
+    proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, "--nproc", "4", "--output", "jsonl", "--speed", "2",
+                             "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    deadline = threading.Timer(READER_TIMEOUT_S, proc.kill)  # the reads have no timeout of their own
+    deadline.start()
+    try:
+        proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode(errors="replace")
+        code = proc.wait(15)
+    finally:
+        deadline.cancel()
+    assert code == 141, stderr
+    assert "closing signal" not in stderr, stderr
+
+
+def blocked_writing_to_a_pipe(pid: int) -> bool:
+    """Where the process sleeps in the kernel (Linux): in a full pipe's write."""
+    try:
+        return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
+def test_a_stop_signal_ends_a_job_whose_reader_stalled(runner: Runner):
+    """The reader stops reading (a paused pager): the launcher blocks in
+    write(2), which a recorded SIGTERM only retried, for ever. The stop now
+    has a deadline: 143 within seconds, nothing left."""
+    marker = runner.new_marker()
+    proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, "--nproc", "2", "--output", "jsonl", "--speed", "0",
+                             "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: blocked_writing_to_a_pipe(proc.pid), 30)
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(STALLED_STOP_S)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    assert code == 143
+    assert not job_processes(marker)
+    print(f"stopped {took:.2f} s after SIGTERM with the reader stalled")

@@ -179,7 +179,9 @@ def _broken(change) -> str:
     (_broken(lambda b: b["gpus"][0].pop("pid")), "gpus[0]: missing field 'pid'"),
     (_broken(lambda b: b["gpus"][0].update(util=True)), "gpus[0]: field 'util' should be a whole number >= 0, got true"),
     (_broken(lambda b: b["gpus"][0].update(temp_c=-3)), "gpus[0]: field 'temp_c' should be a whole number >= 0, got -3"),
-    (_broken(lambda b: b.update(time=float("nan"))), "snapshot: field 'time' should be a number >= 0, got NaN"),
+    (_broken(lambda b: b.update(time=float("nan"))), "snapshot: field 'time' should be a number >= 0 (a time before the year 10000), got NaN"),
+    (_broken(lambda b: b.update(time=1e300)), "snapshot: field 'time' should be a number >= 0 (a time before"),
+    (_broken(lambda b: b.update(clock=1e300)), "snapshot: field 'clock' should be a number >= 0 (a time before"),
     (_broken(lambda b: b["gpus"].append("x")), "gpus[1]: expected a JSON object"),
 ])
 def test_malformed_snapshots_are_one_line_errors(text, says):

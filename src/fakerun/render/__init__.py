@@ -46,14 +46,14 @@ class Renderer:
         lines = self.formatter.lines(event)
         if lines:
             if self.logs is not None:
-                self.logs.write(lines)
+                self._to_logs(lambda logs: logs.write(lines))
             self._each(self.line_sinks, lambda sink: sink.write(lines))
 
     def flush(self, force: bool = False) -> None:
         """Called once per launcher loop pass: a no-op when nothing was emitted,
         except for views that redraw on their own clock (the live footer)."""
         if self._pending and self.logs is not None:
-            self.logs.flush()
+            self._to_logs(lambda logs: logs.flush())
         if self._pending or force:
             self._each(self.event_sinks, lambda sink: sink.flush())
         due = self._pending or force
@@ -69,14 +69,25 @@ class Renderer:
             self.event_sinks.remove(old)
         self.event_sinks.append(sink)
 
-    def open_rank_logs(self, paths: dict[int, tuple[str, str]]) -> None:
+    def open_rank_logs(self, paths: dict[int, tuple[str, str]], where: str = "the rank logs") -> None:
+        """`where` names the files in an error message. SinkFailed if they
+        cannot be opened (nothing has started yet: the caller says why)."""
         self.close_rank_logs()
-        self.logs = RankLogFiles({r: (Path(o), Path(e)) for r, (o, e) in paths.items()})
+        self.logs = RankLogFiles({r: (Path(o), Path(e)) for r, (o, e) in paths.items()}, where)
 
     def close_rank_logs(self) -> None:
         if self.logs is not None:
-            self.logs.close()
+            self._to_logs(lambda logs: logs.close())
             self.logs = None
+
+    def _to_logs(self, action: Any) -> None:
+        """A rank log that cannot be written (a full disk) is a failure like
+        the metrics file's: reported once, then the logs are dropped."""
+        try:
+            action(self.logs)
+        except SinkFailed as exc:
+            self.logs = None
+            self.failure = self.failure or str(exc)
 
     def close(self) -> None:
         self.close_rank_logs()
@@ -85,16 +96,26 @@ class Renderer:
 
     def _each(self, sinks: list[Any], action: Any, only: Any = None) -> None:
         for sink in list(sinks):
-            if only is not None and not only(sink):
-                continue
+            if sink not in sinks or (only is not None and not only(sink)):
+                continue  # dropped meanwhile (_closed), or not due
             try:
                 action(sink)
             except OutputClosed:
-                sinks.remove(sink)
-                self.output_closed = True
+                self._closed()
             except SinkFailed as exc:
                 sinks.remove(sink)
                 self.failure = self.failure or str(exc)
+
+
+    def _closed(self) -> None:
+        """A reader went away: every sink on the console goes, not just the
+        one that noticed, so the job shuts down quietly (exit 141). Under
+        --output jsonl the events' stdout is gone while stderr, where the
+        torchrun lines go, would still print "Sending process N closing
+        signal" for the teardown."""
+        self.output_closed = True
+        for sinks in (self.line_sinks, self.event_sinks):
+            sinks[:] = [s for s in sinks if not getattr(s, "console", False)]
 
 
 def resolve_output(requested: str, stdout: TextIO, environ: dict[str, str]) -> str:
@@ -139,7 +160,8 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     formatter = TorchrunFormatter(width, tz, script_for(config.style, width, tz), config.identity)
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
-    files: list[Any] = [MetricsFile(config.metrics_file)] if config.metrics_file else []
+    resumed = config.resume_from is not None
+    files: list[Any] = [MetricsFile(config.metrics_file, append=resumed)] if config.metrics_file else []
     if mode == "jsonl":
         return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, show_ranks=False)],
                         [JsonlSink(stdout), *files])

@@ -52,6 +52,8 @@ class RankStreams:
 
 
 class ConsoleSink:
+    console = True  # see Renderer._closed
+
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc_per_node: int,
                  node_ranks: range | None, show_ranks: bool = True,
                  prefix: str = DEFAULT_PREFIX, streams: RankStreams = RankStreams()) -> None:

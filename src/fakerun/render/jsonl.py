@@ -42,6 +42,8 @@ def dumps(event: Any) -> str:
 
 
 class JsonlSink:
+    console = True  # see Renderer._closed
+
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 

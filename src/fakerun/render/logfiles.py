@@ -1,36 +1,63 @@
 """Per-rank log files: each local rank's own lines in its own
-stdout.log / stderr.log, as torchrun's --log-dir lays them out."""
+stdout.log / stderr.log, as torchrun's --log-dir lays them out.
+
+A disk that fills (or any other write error) is a SinkFailed naming the
+place (one line, the job stops with 1), never a traceback: the files are
+then abandoned, their unwritable buffers dropped."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
 from .lines import Line
+from .metrics import SinkFailed
 
 
 class RankLogFiles:
-    def __init__(self, paths: dict[int, tuple[Path, Path]]) -> None:
-        """`paths` maps a global rank to its (stdout.log, stderr.log)."""
+    def __init__(self, paths: dict[int, tuple[Path, Path]], where: str = "the rank logs") -> None:
+        """`paths` maps a global rank to its (stdout.log, stderr.log);
+        `where` names them in an error (e.g. "--log-dir DIR")."""
+        self.where = where
         self.files: dict[tuple[int, str], TextIO] = {}
         self.dirty: set[TextIO] = set()
-        for rank, (out, err) in paths.items():
-            self.files[(rank, "stdout")] = open(out, "a", encoding="utf-8")  # noqa: SIM115
-            self.files[(rank, "stderr")] = open(err, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            for rank, (out, err) in paths.items():
+                self.files[(rank, "stdout")] = open(out, "a", encoding="utf-8")  # noqa: SIM115
+                self.files[(rank, "stderr")] = open(err, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise self._failed(exc) from None
 
     def write(self, lines: Iterable[Line]) -> None:
-        for line in lines:
-            handle = self.files.get((line.rank, line.stream)) if line.rank is not None else None
-            if handle is not None:
-                handle.write(line.text + "\n")
-                self.dirty.add(handle)
+        try:
+            for line in lines:
+                handle = self.files.get((line.rank, line.stream)) if line.rank is not None else None
+                if handle is not None:
+                    handle.write(line.text + "\n")
+                    self.dirty.add(handle)
+        except OSError as exc:
+            raise self._failed(exc) from None
 
     def flush(self) -> None:
-        for handle in self.dirty:  # the launcher flushes once per loop pass: touch only what changed
-            handle.flush()
+        try:
+            for handle in self.dirty:  # the launcher flushes once per loop pass: touch only what changed
+                handle.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
         self.dirty.clear()
 
     def close(self) -> None:
+        try:
+            for handle in self.files.values():
+                handle.close()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: OSError) -> SinkFailed:
+        """The error to raise, once every file is closed, unwritten lines dropped."""
         for handle in self.files.values():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()  # its flush fails again; the descriptor is closed all the same
+        return SinkFailed(f"{self.where}: {exc.strerror or exc}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import events as ev
+from ..files import open_regular
 from .jsonl import strict
 
 
@@ -22,10 +23,13 @@ class SinkFailed(Exception):
 
 
 class MetricsFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
+        """`append`: a resumed run continues the file of the run it resumes
+        (a fresh one starts it anew)."""
         self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
         try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            self.fd = open_regular(path, flags)  # never a hang on a FIFO
         except OSError as exc:
             raise SinkFailed(f"--metrics-file {path}: {exc.strerror}") from None
 

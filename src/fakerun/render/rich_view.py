@@ -36,6 +36,7 @@ COLOURS = {"W": "\x1b[33m", "E": "\x1b[31m", "rank": "\x1b[2m", "reset": "\x1b[0
 
 class RichView:
     animated = True  # flushed every loop pass: the footer redraws on its own clock
+    console = True  # writes to stdout/stderr: dropped, all of them, when the reader goes away
 
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc: int, node_ranks: range,
                  environ: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:

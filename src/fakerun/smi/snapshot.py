@@ -15,6 +15,9 @@ SNAPSHOT_NAME = "smi.json"  # in the job's private run dir
 # The most `fakerun smi` reads of a job's file: a 64-rank job writes 14 KB
 # (about 220 bytes a GPU, measured), so this holds some 4,700 GPUs.
 SNAPSHOT_MAX = 1 << 20
+# The latest time a snapshot may carry: 9999-12-31T00:00:00Z, a day short of
+# what datetime can show, so that no time zone's offset overflows it.
+TIME_MAX = 253402214400.0
 
 
 class SnapshotError(ValueError):
@@ -81,7 +84,8 @@ class Snapshot:
 
 # Declared type -> (accepted Python types, how an error names it).
 _TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "int": (int, "a whole number >= 0"), "float": ((int, float), "a number >= 0"),
+    "int": (int, "a whole number >= 0"),
+    "float": ((int, float), "a number >= 0 (a time before the year 10000)"),
     "str": (str, "a string"), "bool": (bool, "true or false")}
 
 
@@ -109,5 +113,7 @@ def _checked(cls: type, body: Any, where: str) -> dict[str, Any]:
 def _fits(value: Any, type_name: str) -> bool:
     """bool is an int in Python but never a number here (nor a number a bool)."""
     if isinstance(value, bool) != (type_name == "bool") or not isinstance(value, _TYPES[type_name][0]):
+        return False
+    if type_name == "float" and not value <= TIME_MAX:  # every float here is a time to show
         return False
     return type_name not in ("int", "float") or (math.isfinite(value) and value >= 0)
