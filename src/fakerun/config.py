@@ -43,6 +43,7 @@ MAX_MULTINODE_WORLD = 512
 # grows with the run's length: 0.6 MiB and 0.05 s per rank at this bound,
 # 6 MiB and 0.23 s at ten times it (and a hang before the first step at 1e13).
 MAX_STEPS = 1_000_000
+PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -170,6 +171,8 @@ class RunConfig:
         if self.max_steps is not None and self.max_steps > MAX_STEPS:
             raise ConfigError(f"--max-steps {self.max_steps}: more steps than real runs take "
                               f"(at most {MAX_STEPS})")
+        if self.lifeline is not None and not 0 < self.lifeline <= PID_MAX:  # psutil overflowed on 1e20
+            raise ConfigError(f"--lifeline must be a process id, got {self.lifeline}")
         if not (self.speed == 0 or MIN_SPEED <= self.speed <= MAX_SPEED):  # also rejects NaN
             raise ConfigError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
                               f"got {self.speed}")

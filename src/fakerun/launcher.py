@@ -550,7 +550,7 @@ def _address(host: str) -> str:
     """zmq binds and connects to addresses: resolve a host name once."""
     try:
         return socket.gethostbyname(host)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: a label over 63 characters fails IDNA encoding
         return host  # zmq reports the problem in its own words
 
 

@@ -18,12 +18,22 @@ FAST = ("--nproc", "2", "--max-steps", "2")
     (("--speed", "inf"), {}, "--speed must be 0"),
     ((), {"SLURM_NNODES": "²"}, "$SLURM_NNODES='²': expected a number"),  # a digit to isdigit, not to int
     ((), {"SLURM_NODEID": "١"}, "$SLURM_NODEID='١': expected a number"),
+    (("--lifeline", "99999999999999999999"), {}, "--lifeline must be a process id"),  # OverflowError in psutil
 ])
 def test_a_hostile_value_is_one_line_and_exit_2(runner, args, env, says):
     job = runner.start(*FAST, *args, env={**os.environ, "FAKERUN_OPTS": "", **env})
     assert job.wait(30) == 2, job.stderr[-2000:]
     assert job.stderr.count("\n") == 1 and says in job.stderr, job.stderr
     assert job.stdout == ""
+
+
+def test_a_master_address_no_resolver_takes_does_not_break_one_node(runner):
+    """One node binds no TCP: an address that fails IDNA encoding (a
+    UnicodeError, not an OSError, out of gethostbyname) was a traceback."""
+    job = runner.start(*FAST, "--rdzv-endpoint", "9" * 70, "--speed", "0",
+                       env={**os.environ, "FAKERUN_OPTS": ""})
+    assert job.wait(30) == 0, job.stderr[-2000:]
+    assert "Traceback" not in job.stderr
 
 
 def test_the_edges_of_the_accepted_range_run(runner):
