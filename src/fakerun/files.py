@@ -19,11 +19,18 @@ KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR
          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-class NotRegularFile(OSError):
+class UnusableFile(OSError):
+    """A file fakerun will not read or write; strerror says why."""
+
+    def __init__(self, why: str, code: int = errno.EPERM, path: Path | None = None) -> None:
+        super().__init__(code, why, *([str(path)] if path is not None else []))
+
+
+class NotRegularFile(UnusableFile):
     """A path that must be a regular file is something else; strerror says what."""
 
     def __init__(self, kind: str) -> None:
-        super().__init__(errno.EINVAL, f"not a regular file ({kind})")
+        super().__init__(f"not a regular file ({kind})", errno.EINVAL)
 
 
 def kind(mode: int) -> str | None:
@@ -45,10 +52,14 @@ def check_regular(path: Path) -> None:
         raise NotRegularFile(what)
 
 
-def open_regular(path: Path, flags: int, mode: int = 0o666) -> int:
+def open_regular(path: Path, flags: int, mode: int = 0o666, follow: bool = True) -> int:
     """os.open that never blocks and yields only a regular file's descriptor
-    (NotRegularFile, or the open's own OSError, otherwise)."""
-    check_regular(path)  # the common case, named before any open: "a FIFO", not ENXIO
+    (NotRegularFile, or the open's own OSError, otherwise). `follow=False`:
+    a symlink is refused too (ELOOP), for files in our private directories."""
+    if follow:
+        check_regular(path)  # the common case, named before any open: "a FIFO", not ENXIO
+    else:
+        flags |= os.O_NOFOLLOW
     fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, mode)
     try:
         what = kind(os.fstat(fd).st_mode)  # swapped for something else since the check
@@ -60,15 +71,21 @@ def open_regular(path: Path, flags: int, mode: int = 0o666) -> int:
     return fd
 
 
-def read_regular(path: Path, cap: int) -> bytes:
-    """The bytes of regular file `path`, at most `cap` (EFBIG beyond)."""
-    fd = open_regular(path, os.O_RDONLY)
+def read_regular(path: Path, cap: int, follow: bool = True, owner: int | None = None) -> bytes:
+    """The bytes of regular file `path`, at most `cap` (EFBIG beyond); with
+    `owner`, only a file of that uid. Reads no more than cap + 1 bytes."""
+    fd = open_regular(path, os.O_RDONLY, follow=follow)
     try:
+        st = os.fstat(fd)
+        if owner is not None and st.st_uid != owner:
+            raise UnusableFile(f"owned by uid {st.st_uid}, not you", path=path)
+        if st.st_size > cap:
+            raise UnusableFile(f"{st.st_size} bytes, more than the {cap} expected", errno.EFBIG, path)
         data = read_upto(fd, cap + 1)
     finally:
         os.close(fd)
-    if len(data) > cap:
-        raise OSError(errno.EFBIG, f"more than the {cap} bytes expected")
+    if len(data) > cap:  # grew since the fstat
+        raise UnusableFile(f"more than the {cap} bytes expected", errno.EFBIG, path)
     return data
 
 

@@ -13,14 +13,13 @@ up to a cap: a mistake or a leftover can never stall or exhaust a reader.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from .files import read_upto
+from . import files
 
 DIR_MODE = 0o700
 SHORT_PARENT = "/tmp"  # short enough for a socket name whatever $TMPDIR is
@@ -31,12 +30,7 @@ class RuntimeDirError(Exception):
     """The runtime directory cannot be used safely; the message is one line."""
 
 
-class UnsafeFile(OSError):
-    """A file in the runtime directory that fakerun will not read (its
-    strerror says why, as an OSError's does)."""
-
-    def __init__(self, path: Path, why: str, code: int = errno.EPERM) -> None:
-        super().__init__(code, why, str(path))
+UnsafeFile = files.UnusableFile  # what read_private refuses (strerror says why, as an OSError's does)
 
 
 def runtime_dir(environ: Mapping[str, str] = os.environ, uid: int | None = None) -> Path:
@@ -103,21 +97,7 @@ def read_private(path: Path, cap: int, uid: int | None = None) -> bytes:
     opens at once with O_NONBLOCK and is then refused), never reads more
     than cap + 1 bytes. FileNotFoundError passes through; anything else
     unusable is an OSError (UnsafeFile for the checks here)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFile(path, "not a regular file")
-        if st.st_uid != _uid(uid):
-            raise UnsafeFile(path, f"owned by uid {st.st_uid}, not you")
-        if st.st_size > cap:
-            raise UnsafeFile(path, f"{st.st_size} bytes, more than the {cap} expected", errno.EFBIG)
-        data = read_upto(fd, cap + 1)
-        if len(data) > cap:  # grew since the fstat
-            raise UnsafeFile(path, f"more than the {cap} bytes expected", errno.EFBIG)
-        return data
-    finally:
-        os.close(fd)
+    return files.read_regular(path, cap, follow=False, owner=_uid(uid))
 
 
 def _tempdir(environ: Mapping[str, str]) -> str:

@@ -135,7 +135,7 @@ def test_a_fifo_is_refused_at_once(tmp_path):
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         reader.join(2)
         pytest.fail("read_private blocked on a FIFO")
-    assert isinstance(outcome[0], UnsafeFile) and outcome[0].strerror == "not a regular file"
+    assert isinstance(outcome[0], UnsafeFile) and outcome[0].strerror == "not a regular file (a FIFO)"
 
 
 @pytest.mark.parametrize("target", ["/dev/zero", "mine"])
