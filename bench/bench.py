@@ -68,8 +68,8 @@ import msgpack
 import psutil
 import zmq
 
-from fakerun.config import free_port
-from fakerun.keys import Gate, JobKeys
+from fakerun.config.options import free_port
+from fakerun.protocol.keys import Gate, JobKeys
 
 HERE = Path(__file__).resolve()
 PY = sys.executable
@@ -313,9 +313,9 @@ class StampingStream(io.TextIOBase):
 def run_launcher(n: int, steps: int, tag: str) -> dict[str, Any]:
     """The real launcher in this process (its ranks forked from here), its
     JSONL stamped; returns cycle and CPU figures over the `tag` collectives."""
-    from fakerun.cli import build_parser, to_config
-    from fakerun.launcher import IO as LauncherIO
-    from fakerun.launcher import Launcher
+    from fakerun.cli.main import build_parser, to_config
+    from fakerun.launcher.agent import IO as LauncherIO
+    from fakerun.launcher.agent import Launcher
 
     argv = ["--nproc", str(n), "--max-steps", str(steps), "--speed", "0", "--output", "jsonl"]
     config = to_config(build_parser().parse_args(argv))
@@ -352,9 +352,9 @@ class AllReduceLoop:
 
 
 def child_roundtrip_fakerun(n: int, steps: int) -> dict[str, Any]:
-    import fakerun.rank
+    import fakerun.rank.process
 
-    fakerun.rank.Script = AllReduceLoop  # inherited by the forked ranks
+    fakerun.rank.process.Script = AllReduceLoop  # inherited by the forked ranks
     return run_launcher(n, steps, AllReduceLoop.TAG)
 
 

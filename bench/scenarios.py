@@ -18,7 +18,7 @@ import sys
 import time
 
 import fakerun
-from fakerun import scenarios
+from fakerun.world import scenarios
 
 HANG_TIMEOUT_S = 2.0
 

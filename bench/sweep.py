@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fakerun.rundir import OWNER, RunDir
-from fakerun.runtime import ensure, runtime_dir
+from fakerun.system.rundir import OWNER, RunDir
+from fakerun.system.runtime import ensure, runtime_dir
 
 
 def main(leftovers: int) -> None:

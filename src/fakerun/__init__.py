@@ -12,7 +12,7 @@ def __getattr__(name: str) -> object:
     # Loaded on first use: the `fakerun` command starts without the API's imports
     # (a Ctrl+C as it starts meets its handler sooner).
     if name in ("FakerunTimeout", "Result", "run"):
-        from . import api
+        from fakerun import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'fakerun' has no attribute {name!r}")

@@ -21,7 +21,7 @@ _signal.signal(_signal.SIGINT, _interrupted)  # first: importing the CLI takes a
 
 
 def run() -> int:
-    from .cli import main
+    from fakerun.cli.main import main
 
     return main()
 

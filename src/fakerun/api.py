@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from .cli import build_parser
+from fakerun.cli.main import build_parser
 
 DEFAULT_TIMEOUT_S = 300.0
 STOP_WAIT_S = 5.0  # fakerun ends a job within 4 s of a stop signal (README, Guarantees)

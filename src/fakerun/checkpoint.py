@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import events as ev
-from .files import read_regular
-from .identity import Identity
-from .rundir import alive
-from .sim import checkpoint_bytes, safetensors_shards
+from fakerun import events as ev
+from fakerun.system.files import read_regular
+from fakerun.system.rundir import alive
+from fakerun.world.physics import checkpoint_bytes, safetensors_shards
+from fakerun.world.profile import Identity
 
 STATE = "trainer_state.json"
 STATE_MAX = 64 << 20  # bytes of trainer_state.json we read at most (a long run's is a few MB)

@@ -11,8 +11,8 @@ import time
 import msgpack
 import zmq
 
-from fakerun.config import free_port
-from fakerun.protocol import AgentHello, Hello, encode
+from fakerun.config.options import free_port
+from fakerun.protocol.messages import AgentHello, Hello, encode
 
 from ..conftest import FAKERUN, wait_until
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.runtime import ensure, runtime_dir
 from fakerun.smi import GpuRow, Snapshot, main
+from fakerun.system.runtime import ensure, runtime_dir
 from tests.conftest import wait_until
 
 CTIME = r"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}       "

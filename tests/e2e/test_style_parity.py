@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fakerun import styles
+from fakerun.config import styles
 
 RUN = ("--nproc", "2", "--max-steps", "10", "--seed", "3", "--fail-rank", "1", "--fail-step", "5",
        "--output", "plain", "--collective-timeout", "1")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from fakerun import cli
-from fakerun.config import Topology
+from fakerun.cli import main as cli
+from fakerun.config.options import Topology
 from tests.conftest import Job, Runner
 from tests.other_user import OTHER_UID, needs_root, run_as_other_user
 from tests.reliability.test_output_faults import own_lines
@@ -66,7 +66,7 @@ def assert_one_line(job: Job, code: int, *words: str) -> str:
 def counted_files(topology: Topology, nodes: int = 1) -> int:
     """The descriptors fakerun counts for a job. (Imported when asked, so
     that the other tests also run, and fail, against the code before.)"""
-    from fakerun import limits
+    from fakerun.config import limits
 
     return limits.need(topology, nodes).files
 
@@ -100,8 +100,8 @@ def test_sizes_beyond_what_can_run_are_refused_before_anything_is_written(
 def test_more_ranks_than_this_machine_holds_are_refused(runner: Runner, tmp_path: Path, runtime: Path):
     """A size any job may have, one rank past what this machine's pids or
     memory hold (by the figures measured per rank)."""
-    from fakerun import limits
-    from fakerun.config import MAX_WORLD
+    from fakerun.config import limits
+    from fakerun.config.options import MAX_WORLD
 
     machine = limits.Machine()
     fits = min(machine.tasks().free / limits.TASKS_PER_RANK, machine.memory_mib().free / limits.RANK_MIB)
@@ -190,7 +190,7 @@ def test_too_few_processes_is_one_line_before_any_fork(shared_dir: Path):
     # That user cannot read the interpreter's library under /root: what a
     # launch imports (the catalog's readers among it) is loaded here.
     cli.to_config(cli.build_parser().parse_args(["--nproc", "64", *QUICK]))
-    for module in ("fakerun.launcher", "encodings.idna"):
+    for module in ("fakerun.launcher.agent", "encodings.idna"):
         importlib.import_module(module)
     result = run_as_other_user(limited_launch, str(shared_dir), "64", 20, timeout=REFUSE_WITHIN_S)
     assert result is not None, "the launch raised (its traceback is on stderr)"

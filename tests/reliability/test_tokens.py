@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-import fakerun.cli
-import fakerun.launcher  # noqa: F401 - imported before the fork (see warm_up)
-from fakerun.config import free_port
+import fakerun.cli.main
+import fakerun.launcher.agent  # noqa: F401 - imported before the fork (see warm_up)
+from fakerun.config.options import free_port
 from tests.conftest import parse_events
 from tests.other_user import OTHER_GID, OTHER_UID, needs_root, run_as_other_user
 
@@ -60,7 +60,7 @@ def warm_up(argv: list[str], env: dict[str, str]) -> None:
     the virtualenv may sit in root's 0700 home): what the attacker's fakerun
     loads on its way (catalogs, importlib's resource readers) is loaded here,
     by computing its configuration, as it will."""
-    fakerun.cli.to_config(fakerun.cli.build_parser().parse_args(argv), env)
+    fakerun.cli.main.to_config(fakerun.cli.main.build_parser().parse_args(argv), env)
 
 
 def join_as_node_1(argv: list[str], env: dict[str, str], out_fd: int) -> int:
@@ -72,7 +72,7 @@ def join_as_node_1(argv: list[str], env: dict[str, str], out_fd: int) -> int:
     os.environ.clear()
     os.environ.update(env)
     tempfile.tempdir = None  # chosen again from this environment
-    return fakerun.cli.main(argv)
+    return fakerun.cli.main.main(argv)
 
 
 def kept_out(said: str) -> dict[str, Any]:

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from fakerun import events as ev
-from fakerun import protocol
-from fakerun.cli import build_parser, to_config
-from fakerun.config import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, ConfigError, RunConfig, Topology
+from fakerun.cli.main import build_parser, to_config
+from fakerun.config.options import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, ConfigError, RunConfig, Topology
+from fakerun.protocol import messages as protocol
 
 
 def test_topology_ranks():
@@ -89,7 +89,7 @@ SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_NODEID": "1",
 
 
 def test_slurm_variables_place_every_node_of_one_job(tmp_path):
-    from fakerun.cli import build_parser, to_config
+    from fakerun.cli.main import build_parser, to_config
 
     home = {"HOME": str(tmp_path)}  # where the nodes' shared secret is made
     configs = [to_config(build_parser().parse_args(["--nproc", "2"]), SLURM | home | {"SLURM_NODEID": n})
@@ -102,7 +102,7 @@ def test_slurm_variables_place_every_node_of_one_job(tmp_path):
 
 
 def test_flags_win_over_the_environment():
-    from fakerun.cli import build_parser, to_config
+    from fakerun.cli.main import build_parser, to_config
 
     env = SLURM | {"MASTER_ADDR": "10.0.0.9", "MASTER_PORT": "1234", "FAKERUN_TOKEN": "env"}
     c = to_config(build_parser().parse_args(

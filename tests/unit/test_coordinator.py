@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fakerun import events as ev
-from fakerun import protocol as p
-from fakerun.coordinator import Coordinator, JobIdentity, agent_identity, rank_identity
-from fakerun.script import TRAIN_STEP as TRAIN_STEP_TAG
+from fakerun.coordinator.core import Coordinator, JobIdentity, agent_identity, rank_identity
+from fakerun.protocol import messages as p
+from fakerun.rank.training import TRAIN_STEP as TRAIN_STEP_TAG
 
 JOB = JobIdentity("run-1", "secret", 3)
 
@@ -181,9 +181,9 @@ def test_out_of_range_inputs_from_a_joined_rank_are_rejected(core):
 def test_mislabelled_or_diverged_collectives_never_crash_the_timeline():
     from datetime import UTC
 
-    from fakerun import identity
-    from fakerun.clock import VirtualClock
-    from fakerun.timeline import Timeline
+    from fakerun.coordinator.timeline import Timeline
+    from fakerun.world import profile as identity
+    from fakerun.world.clock import VirtualClock
 
     ident = identity.build(1, 1, 3, 20)
     c = Coordinator(JOB, 5.0, lambda: 0.0, Timeline(ident, VirtualClock(0.0, UTC)))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fakerun import files
+from fakerun.system import files
 
 
 @pytest.fixture

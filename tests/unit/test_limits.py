@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fakerun import limits
-from fakerun.config import ConfigError, Topology
+from fakerun.config import limits
+from fakerun.config.options import ConfigError, Topology
 
 
 @dataclass

@@ -9,13 +9,13 @@ from datetime import datetime
 from pathlib import Path
 
 from fakerun import events as ev
-from fakerun.render import Renderer
 from fakerun.render.console import ConsoleSink
-from fakerun.render.failure import failure_box
 from fakerun.render.jsonl import JsonlSink, dumps
 from fakerun.render.lines import Line, c10_stamp, elastic_time, glog_prefix
-from fakerun.render.texts import load
-from fakerun.render.torchrun import TorchrunFormatter
+from fakerun.render.renderer import Renderer
+from fakerun.render.torchrun.failure import failure_box
+from fakerun.render.torchrun.formatter import TorchrunFormatter
+from fakerun.texts import load
 
 GOLDEN = Path(__file__).parent / "golden"
 TEXT = load("torchrun")["text"]

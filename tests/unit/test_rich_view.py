@@ -8,9 +8,9 @@ import re
 from rich.console import Console
 
 from fakerun import events as ev
-from fakerun import identity
 from fakerun.render.lines import Line
 from fakerun.render.rich_view import HIDE_CURSOR, SHOW_CURSOR, RichView
+from fakerun.world import profile as identity
 
 IDENT = identity.build(3, 1, 4, 40)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fakerun import runtime
-from fakerun.rundir import IPC_PATH_MAX, OWNER, TRASH, RunDir
-from fakerun.runtime import RuntimeDirError, ensure, runtime_dir
+from fakerun.system import runtime
+from fakerun.system.rundir import IPC_PATH_MAX, OWNER, TRASH, RunDir
+from fakerun.system.runtime import RuntimeDirError, ensure, runtime_dir
 from tests.other_user import OTHER_GID, OTHER_UID, needs_root
 
 

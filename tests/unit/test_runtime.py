@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.runtime import (
+from fakerun.system.runtime import (
     RuntimeDirError,
     UnsafeFile,
     check,

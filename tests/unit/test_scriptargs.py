@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fakerun import scriptargs
-from fakerun.cli import build_parser, to_config
-from fakerun.config import ConfigError
+from fakerun.cli.main import build_parser, to_config
+from fakerun.config import script_args as scriptargs
+from fakerun.config.options import ConfigError
 
 HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
       "--max_steps", "20", "--output_dir", "out")

@@ -7,10 +7,12 @@ from datetime import UTC
 
 import pytest
 
-from fakerun import catalog, identity, sim
 from fakerun import events as ev
-from fakerun.clock import VirtualClock
-from fakerun.timeline import Completed, Timeline
+from fakerun.coordinator.timeline import Completed, Timeline
+from fakerun.world import catalog
+from fakerun.world import physics as sim
+from fakerun.world import profile as identity
+from fakerun.world.clock import VirtualClock
 
 SEEDS = range(60)
 TOPOLOGIES = [(1, 8), (2, 8), (1, 2), (4, 4)]

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from fakerun import events as ev
-from fakerun import identity, sim
 from fakerun.render.metrics import SinkFailed
-from fakerun.render.smi import compact, fit, layout_for, table
 from fakerun.smi import GpuRow, SmiStateSink, Snapshot, SnapshotError
+from fakerun.smi.table import compact, fit, layout_for, table
+from fakerun.world import physics as sim
+from fakerun.world import profile as identity
 
 GOLDEN = Path(__file__).parent / "golden"
 H100 = "NVIDIA H100 80GB HBM3"

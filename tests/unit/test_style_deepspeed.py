@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from fakerun import events as ev
-from fakerun import identity, sim, styles
-from fakerun.render.deepspeed import (
+from fakerun.config import styles
+from fakerun.render.lines import STDOUT
+from fakerun.render.styles.deepspeed import (
     GIB,
     DeepSpeedLines,
     LossScaler,
@@ -21,7 +22,8 @@ from fakerun.render.deepspeed import (
     timer_text,
     version_table,
 )
-from fakerun.render.lines import STDOUT
+from fakerun.world import physics as sim
+from fakerun.world import profile as identity
 
 
 def at(text: str) -> float:

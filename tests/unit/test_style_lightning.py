@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import pytest
 
-from fakerun import catalog, identity, styles
 from fakerun import events as ev
-from fakerun.config import RunConfig, Topology
-from fakerun.render.lightning import LightningLines, human_count, module_count, postfix_num, summary_table
+from fakerun.config import styles
+from fakerun.config.options import RunConfig, Topology
+from fakerun.rank.training import script_text
 from fakerun.render.lines import STDERR, STDOUT
-from fakerun.render.tqdm import format_meter
-from fakerun.script import script_text
+from fakerun.render.styles.lightning import (
+    LightningLines,
+    human_count,
+    module_count,
+    postfix_num,
+    summary_table,
+)
+from fakerun.render.styles.tqdm import format_meter
+from fakerun.world import catalog
+from fakerun.world import profile as identity
 
 BAR_DICT = {"noinv": True}  # Lightning's BAR_FORMAT shows {rate_noinv_fmt}
 

@@ -9,11 +9,9 @@ from datetime import UTC
 
 import pytest
 
-from fakerun import catalog, identity
 from fakerun import events as ev
-from fakerun.identity import Parallelism
-from fakerun.render import texts
-from fakerun.render.megatron import (
+from fakerun import texts
+from fakerun.render.styles.megatron import (
     Flavour,
     Iteration,
     MegatronLines,
@@ -25,7 +23,10 @@ from fakerun.render.megatron import (
     timers_block,
     validation_block,
 )
-from fakerun.render.megatron_model import Shapes, arguments, launch_args
+from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
+from fakerun.world import catalog
+from fakerun.world import profile as identity
+from fakerun.world.profile import Parallelism
 
 MIB = 1024 * 1024
 DATA = texts.load("style-megatron")

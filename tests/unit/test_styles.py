@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fakerun import styles
-from fakerun.render.tqdm import meter
+from fakerun.config import styles
+from fakerun.render.styles.tqdm import meter
 
 
 def test_tqdm_meter_matches_the_reference_lines():

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from fakerun import cli, cluster, tokens
-from fakerun.cli import build_parser, to_config
-from fakerun.config import ConfigError
-from fakerun.launcher import join_command
+from fakerun.cli import main as cli
+from fakerun.cli.main import build_parser, to_config
+from fakerun.config import tokens
+from fakerun.config.options import ConfigError
+from fakerun.launcher import cluster
+from fakerun.launcher.agent import join_command
 
 from ..conftest import FAKERUN
 from ..other_user import OTHER_GID, OTHER_UID, needs_root

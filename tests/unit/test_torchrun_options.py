@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from fakerun import cli
-from fakerun.cli import build_parser, to_config
+from fakerun.cli import main as cli
+from fakerun.cli.main import build_parser, to_config
 from fakerun.render.console import ConsoleSink, RankStreams
 from fakerun.render.lines import STDERR, STDOUT, Line
 

@@ -13,10 +13,11 @@ from datetime import datetime
 
 import pytest
 
-from fakerun import catalog, identity
 from fakerun import events as ev
-from fakerun.render.texts import load
-from fakerun.render.torchrun import TorchrunFormatter, torchrun_tables
+from fakerun.render.torchrun.formatter import TorchrunFormatter, torchrun_tables
+from fakerun.texts import load
+from fakerun.world import catalog
+from fakerun.world import profile as identity
 
 ROWS = {row.torch: row for row in catalog.versions()}
 PID = 48190  # the launcher's

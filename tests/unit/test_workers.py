@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.config import RunConfig, Topology
-from fakerun.rank import RankSpec
-from fakerun.workers import ForkFailed, WorkerGroup
+from fakerun.config.options import RunConfig, Topology
+from fakerun.launcher.workers import ForkFailed, WorkerGroup
+from fakerun.rank.process import RankSpec
 
 
 def refusing_after(started: int, pids: list[int]) -> Callable[[], int]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from string import Template
 from typing import TextIO
 
-from .lines import STDERR, Line
+from fakerun.render.lines import STDERR, Line
 
 # torchrun's default TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE-equivalent.
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"

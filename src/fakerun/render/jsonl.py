@@ -8,8 +8,8 @@ import math
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, TextIO
 
-from .. import events as ev
-from .console import OutputClosed, silence
+from fakerun import events as ev
+from fakerun.render.console import OutputClosed, silence
 
 
 def strict(value: Any) -> Any:

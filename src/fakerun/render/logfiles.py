@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from .lines import Line
-from .metrics import SinkFailed
+from fakerun.render.lines import Line
+from fakerun.render.metrics import SinkFailed
 
 
 class RankLogFiles:

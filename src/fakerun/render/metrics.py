@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import events as ev
-from ..files import open_regular
-from .jsonl import strict
+from fakerun import events as ev
+from fakerun.render.jsonl import strict
+from fakerun.system.files import open_regular
 
 
 class SinkFailed(Exception):

@@ -22,10 +22,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .. import events as ev
-from .console import OutputClosed, silence
-from .lines import STDERR, Line
-from .script import duration
+from fakerun import events as ev
+from fakerun.render.console import OutputClosed, silence
+from fakerun.render.lines import STDERR, Line
+from fakerun.render.styles.pytorch import duration
 
 FPS = 2.0
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"

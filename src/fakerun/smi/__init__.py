@@ -5,8 +5,8 @@ cluster's GPUs in a JSON file, smi.json in the job's private run dir;
 `fakerun smi` (command.py) finds it and prints it in nvidia-smi's table
 (render/smi.py), once or refreshing."""
 
-from .command import main
-from .sink import SmiStateSink
-from .snapshot import SNAPSHOT_NAME, GpuRow, Snapshot, SnapshotError
+from fakerun.smi.command import main
+from fakerun.smi.sink import SmiStateSink
+from fakerun.smi.snapshot import SNAPSHOT_NAME, GpuRow, Snapshot, SnapshotError
 
 __all__ = ["SNAPSHOT_NAME", "GpuRow", "SmiStateSink", "Snapshot", "SnapshotError", "main"]

@@ -19,11 +19,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from ..render.smi import compact, fit, table
-from ..rundir import RunDir, alive
-from ..runtime import RuntimeDirError, exists, read_private, runtime_dir
-from ..terminal import Keys, Screen
-from .snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
+from fakerun.smi.snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
+from fakerun.smi.table import compact, fit, table
+from fakerun.system.rundir import RunDir, alive
+from fakerun.system.runtime import RuntimeDirError, exists, read_private, runtime_dir
+from fakerun.system.terminal import Keys, Screen
 
 EXIT_OK, EXIT_NO_JOB, EXIT_USAGE, EXIT_SIGINT = 0, 1, 2, 130
 PROG = "fakerun smi"

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import events as ev
-from .. import sim
-from ..render.metrics import SinkFailed
-from .snapshot import GpuRow, Snapshot
+from fakerun import events as ev
+from fakerun.render.metrics import SinkFailed
+from fakerun.smi.snapshot import GpuRow, Snapshot
+from fakerun.world import physics as sim
 
 WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
 

@@ -13,9 +13,9 @@ import shutil
 from collections.abc import Mapping
 from typing import TextIO
 
-from .layout import MIN_SIZE, Size
-from .show import run
-from .stage import Pane, Stage
+from fakerun.theatre.layout import MIN_SIZE, Size
+from fakerun.theatre.show import run
+from fakerun.theatre.stage import Pane, Stage
 
 __all__ = ["MIN_SIZE", "Pane", "Size", "Stage", "available", "run"]
 

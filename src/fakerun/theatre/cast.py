@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import psutil
 
-from ..signals import SignalInbox
-from . import layout as lay
-from .stage import Pane, Stage
+from fakerun.system.signals import SignalInbox
+from fakerun.theatre import layout as lay
+from fakerun.theatre.stage import Pane, Stage
 
 CLOSE_WAIT_S = 5.0
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import runtime
-from .stage import Pane
+from fakerun.system import runtime
+from fakerun.theatre.stage import Pane
 
 CMD_TIMEOUT_S = 10.0
 SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes

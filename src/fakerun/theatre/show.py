@@ -27,12 +27,12 @@ from pathlib import Path
 
 import psutil
 
-from ..runtime import RuntimeDirError
-from ..signals import STOP_SIGNALS, SignalInbox
-from . import layout as lay
-from .cast import CLOSE_WAIT_S, Actor, Waiter, cast, kill
-from .server import Server
-from .stage import Stage
+from fakerun.system.runtime import RuntimeDirError
+from fakerun.system.signals import STOP_SIGNALS, SignalInbox
+from fakerun.theatre import layout as lay
+from fakerun.theatre.cast import CLOSE_WAIT_S, Actor, Waiter, cast, kill
+from fakerun.theatre.server import Server
+from fakerun.theatre.stage import Stage
 
 GRACE_S = 10.0  # SIGINT to SIGKILL, as long as the agents' own shutdown may take
 QUIT_SETTLE_S = 1.0  # a dashboard that exits as the job ends is not a quit

@@ -1,0 +1,1 @@
+"""The `fakerun` command line: options, the environment they come from, and dispatch."""

@@ -1,0 +1,390 @@
+"""Run configuration: the validated, frozen description of one job.
+
+Everything here is checked before any process starts, so a bad value is a
+one-line usage error (exit 2) rather than a half-started job.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import secrets
+import socket
+import tempfile
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fakerun.config.styles import Style
+from fakerun.system.files import check_regular
+from fakerun.world.catalog import CatalogError
+from fakerun.world.profile import Asked
+
+OUTPUTS = ("auto", "plain", "rich", "jsonl")
+# A paced run sleeps simulated time / speed: below a thousandth of real time
+# nobody watches (a 1 s step takes 17 minutes), and 1e-300 overflowed the
+# ranks' sleeps; above a million times real time pacing is no pacing.
+MIN_SPEED, MAX_SPEED = 1e-3, 1e6
+# The sizes a job may have, whatever the machine (limits.py holds them
+# against this machine's pids, memory and open files).
+# The largest real training jobs run on ~100k GPUs (16k for Llama 3 405B):
+# 2^17 ranks covers them, and refuses at once what no cluster has.
+MAX_WORLD = 1 << 17
+# Across nodes, node 0 forwards each step's per-GPU telemetry (gpu_status,
+# ~113 bytes a GPU) to the other agents as one string, which the wire caps
+# at 64 KiB (protocol.MAX_STR_LEN): 576 GPUs at worst; beyond that the other
+# nodes would drop those frames. 512 keeps a margin and a power of two.
+MAX_MULTINODE_WORLD = 512
+# Real pretraining runs take up to ~1M optimizer steps (Llama 3 405B: 15.6T
+# tokens at 16M a batch). The loss-spike table every rank draws up front
+# grows with the run's length: 0.6 MiB and 0.05 s per rank at this bound,
+# 6 MiB and 0.23 s at ten times it (and a hang before the first step at 1e13).
+MAX_STEPS = 1_000_000
+PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """nnodes x nproc_per_node workers; this agent runs node `node_rank`."""
+
+    nnodes: int
+    nproc_per_node: int
+    node_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nproc_per_node <= 0:
+            raise ConfigError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
+        if self.nnodes < 1:
+            raise ConfigError(f"--nnodes must be at least 1, got {self.nnodes}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ConfigError(
+                f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, "
+                f"got {self.node_rank}"
+            )
+        self._check_world()
+
+    def _check_world(self) -> None:
+        """Before any per-rank or per-node work (hosts, log dirs): a size
+        beyond these would take minutes to refuse later, or never end."""
+        world = self.world_size
+        if self.nnodes == 1 and world > MAX_WORLD:
+            raise ConfigError(f"--nproc-per-node {world}: more ranks than any real job has "
+                              f"(at most {MAX_WORLD})")
+        if self.nnodes > 1 and world > MAX_MULTINODE_WORLD:
+            raise ConfigError(f"{self.nnodes} nodes x {self.nproc_per_node} ranks = {world} ranks: a job "
+                              f"over several nodes may have at most {MAX_MULTINODE_WORLD} (node 0 sends "
+                              "every GPU's telemetry to the other nodes in one message)")
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+    def global_rank(self, local_rank: int, node_rank: int | None = None) -> int:
+        node = self.node_rank if node_rank is None else node_rank
+        return node * self.nproc_per_node + local_rank
+
+    def node_of(self, rank: int) -> int:
+        return rank // self.nproc_per_node
+
+    def local_rank_of(self, rank: int) -> int:
+        return rank % self.nproc_per_node
+
+    def local_ranks(self) -> range:
+        return range(self.nproc_per_node)
+
+    def node_ranks(self, node_rank: int | None = None) -> range:
+        node = self.node_rank if node_rank is None else node_rank
+        start = node * self.nproc_per_node
+        return range(start, start + self.nproc_per_node)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected fault: `kind` happens on `rank` at `step` (None: half way)."""
+
+    kind: str
+    rank: int
+    step: int | None = None
+    params: tuple[tuple[str, float], ...] = ()
+
+    def param(self, name: str) -> float:
+        return dict(self.params)[name]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    topology: Topology
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    master_port_given: bool = False
+    rdzv_id: str | None = None
+    max_restarts: int = 0
+    max_steps: int | None = None  # None: the run's identity decides
+    seed: int = 0
+    speed: float = 1.0
+    output: str = "auto"
+    log_dir: Path | None = None
+    metrics_file: Path | None = None
+    output_dir: Path | None = None
+    resume: str | None = None  # "latest" (in --output-dir) or a checkpoint/output directory
+    entrypoint: str = "train.py"
+    script_args: tuple[str, ...] = ()
+    collective_timeout_s: float = 600.0
+    rdzv_timeout_s: float = 900.0
+    shutdown_grace_s: float = 5.0
+    fault: Fault | None = None
+    model: str | None = None
+    gpu: str | None = None
+    funny: bool = False
+    start_time: str | None = None
+    exit_after_s: float | None = None
+    loop: bool = False
+    token: str = ""  # the job's shared secret: needed by every node (--token / FAKERUN_TOKEN)
+    # Where the other nodes find the token, so that node 0's join hint need not print it:
+    token_file: Path | None = None  # --token-file
+    token_job: str | None = None  # the Slurm job id it was derived from (with the per-user secret)
+    node_timeout_s: float = 30.0  # how long another node may stay silent before it is lost
+    lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
+    style: Style = field(default_factory=Style)  # whose output conventions the run follows
+    asked: Asked = field(default_factory=Asked)  # what the training script's arguments fix
+    tee: int = 3  # torchrun's Std: the rank streams shown on the console with the [defaultN]: prefix
+    redirects: int = 0  # the rank streams kept off the console (log files only) unless teed
+    local_ranks_filter: frozenset[int] | None = None  # only these local ranks on the console
+    run_id: str = field(default="")
+    identity: Any = None  # identity.Identity, built from the fields above
+    resume_from: Any = None  # checkpoint.Resume, found from `resume`
+
+    def __post_init__(self) -> None:
+        _check_port(self.master_port)
+        if self.max_restarts < 0:
+            raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.max_steps is not None and self.max_steps > MAX_STEPS:
+            raise ConfigError(f"--max-steps {self.max_steps}: more steps than real runs take "
+                              f"(at most {MAX_STEPS})")
+        if self.lifeline is not None and not 0 < self.lifeline <= PID_MAX:  # psutil overflowed on 1e20
+            raise ConfigError(f"--lifeline must be a process id, got {self.lifeline}")
+        if not (self.speed == 0 or MIN_SPEED <= self.speed <= MAX_SPEED):  # also rejects NaN
+            raise ConfigError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
+                              f"got {self.speed}")
+        if self.topology.nnodes > 1:
+            self._check_multinode()
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        for name in ("collective_timeout_s", "rdzv_timeout_s", "shutdown_grace_s", "node_timeout_s"):
+            if not getattr(self, name) > 0:
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
+                raise ConfigError(f"{flag} must be > 0 seconds, got {getattr(self, name)}")
+        if self.exit_after_s is not None and not self.exit_after_s > 0:
+            raise ConfigError(f"--exit-after-time must be > 0, got {self.exit_after_s}")
+        if self.start_time is not None:
+            from fakerun.world.clock import parse_start
+
+            try:
+                parse_start(self.start_time)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.log_dir is not None:
+            _check_writable_dir(self.log_dir)
+        if self.metrics_file is not None:
+            _check_file_target(self.metrics_file, "--metrics-file")
+        if self.output_dir is not None:
+            _check_writable_dir(self.output_dir, "--output-dir")
+        if self.resume is not None and self.resume_from is None:
+            self._resume_run(self._find_checkpoint())
+        if not self.run_id:
+            object.__setattr__(self, "run_id", self._derive_run_id())
+        if self.identity is None:
+            object.__setattr__(self, "identity", self._build_identity())
+            self._keep_model()
+        self._check_fault()
+
+    def _check_multinode(self) -> None:
+        topo = self.topology
+        if topo.node_rank > 0 and not self.token:
+            raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: FAKERUN_TOKEN or "
+                              "--token-file (node 0 says where it is while it waits)")
+        for flag, value in (("--max-restarts", self.max_restarts), ("--resume", self.resume)):
+            if value:
+                raise ConfigError(f"{flag} is not supported with --nnodes > 1 yet")
+
+    def next_run(self, cycle: int) -> RunConfig:
+        """--loop's next run: the same cluster (hosts, GPUs, software, token),
+        a fresh job on it (seed + cycle draws the model, data and curve).
+        Every node derives the same one, so they rendezvous again."""
+        fresh = replace(self, seed=self.seed + cycle, run_id="", identity=None, gpu=self.identity.gpu.name,
+                        fault=None, resume=None, resume_from=None)
+        return replace(fresh, identity=replace(fresh.identity, hosts=self.identity.hosts,
+                                               versions=self.identity.versions))
+
+    def digest(self) -> str:
+        """What every node must agree on to run one job together."""
+        import hashlib
+
+        agreed = (self.topology.nnodes, self.topology.nproc_per_node, self.seed, self.steps,
+                  self.identity.model.name, self.identity.gpu.name, self.fault, self.speed,
+                  self.start_time, self.entrypoint, self.script_args, self.collective_timeout_s,
+                  str(self.style), self.asked)
+        return hashlib.sha256(repr(agreed).encode()).hexdigest()[:16]
+
+    def _find_checkpoint(self) -> Any:
+        from fakerun.checkpoint import CheckpointError, find
+
+        if self.resume == "latest" and self.output_dir is None:
+            raise ConfigError("--resume without a path needs --output-dir (where the checkpoints are)")
+        try:
+            return find(self.output_dir if self.resume == "latest" else Path(self.resume))
+        except CheckpointError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _resume_run(self, found: Any) -> None:
+        """The checkpoint's run wins: its seed (the curve, data and total
+        steps drawn from it), whatever --seed says (a fresh random one, by
+        default); its model is kept by _keep_model. An explicit --model that
+        differs is refused: a pythia-6.9b checkpoint never carries on as
+        Phi-3-mini."""
+        object.__setattr__(self, "resume_from", found)
+        if found.seed is not None:
+            object.__setattr__(self, "seed", found.seed)
+        model = _catalog_model(found.model)
+        if model is not None and self.model is not None and self.model.lower() != model.lower():
+            raise ConfigError(f"--model {self.model}: the checkpoint {found.path} is of {model} "
+                              "(resume without --model, or start a new run)")
+
+    def _keep_model(self) -> None:
+        """The seed draws the checkpoint's model again unless another setting
+        (--gpu, --max-steps, the script's arguments) changed the draw: then it
+        is pinned. Only then: pinning changes the seed's other draws."""
+        found = self.resume_from
+        model = _catalog_model(found.model) if found is not None else None
+        if model is not None and self.identity.model.name != model:
+            object.__setattr__(self, "model", model)
+            object.__setattr__(self, "identity", self._build_identity())
+
+    def _build_identity(self) -> Any:
+        from fakerun.world import profile as identity
+
+        try:
+            pinned = self.style.versions()[0] if self.style.pinned else None
+            return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,
+                                   self.max_steps, self.model, self.gpu, self.funny, pinned, self.asked)
+        except CatalogError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _check_fault(self) -> None:
+        fault, world = self.fault, self.topology.world_size
+        if fault is None:
+            return
+        if not 0 <= fault.rank < world:
+            raise ConfigError(f"--fail-rank must be in [0, {world}), got {fault.rank}")
+        if fault.kind == "stall" and world == 1:
+            raise ConfigError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
+                              "waits in a collective, so no watchdog would ever fire")
+        if fault.step is None:
+            object.__setattr__(self, "fault", Fault(fault.kind, fault.rank, max(1, self.steps // 2),
+                                                    fault.params))
+        elif not 1 <= fault.step <= self.steps:
+            raise ConfigError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
+
+    @property
+    def steps(self) -> int:
+        return self.identity.hyper.total_steps
+
+    @property
+    def deterministic(self) -> bool:
+        """--start-time fixes every displayed time and pid: same seed, same bytes."""
+        return self.start_time is not None
+
+    def _derive_run_id(self) -> str:
+        # torchrun: explicit --rdzv-id wins; a static rendezvous (port given) is
+        # "none"; otherwise a uuid4. Ours is drawn from the seed so runs repeat.
+        if self.rdzv_id:
+            return self.rdzv_id
+        if self.master_port_given:
+            return "none"
+        rng = random.Random(f"{self.seed}:run_id")
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _catalog_model(name: str | None) -> str | None:
+    """The catalog's name of model `name`; None if it is none of the
+    catalog's (a checkpoint of a model the script's arguments described)."""
+    from fakerun.world.catalog import find, models
+
+    try:
+        return find(models(), name, "model").name if name else None
+    except CatalogError:
+        return None
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--master-port must be in 1-65535, got {port}")
+
+
+def _check_file_target(path: Path, flag: str) -> None:
+    """A file we will (re)write: a regular file or none yet (a FIFO would
+    hang the open), in an existing writable directory."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory")
+    try:
+        check_regular(path)
+    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop)
+        raise ConfigError(f"{flag} {path}: {exc.strerror}") from None
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable")
+
+
+def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
+    """The directory must exist or be creatable, and be writable by us."""
+    probe = path
+    while not os.path.lexists(probe) and probe.parent != probe:  # a symlink counts as there
+        probe = probe.parent
+    try:
+        os.stat(probe)  # through symlinks: a dangling one is ENOENT, a loop ELOOP (mkdir: EEXIST)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and probe.is_symlink():
+            raise ConfigError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+                              "which does not exist") from None
+        raise ConfigError(f"{flag} {path}: {probe}: {exc.strerror}") from None
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {probe} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago, as torchrun picks MASTER_PORT."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `1h30m`, `1.5h` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or not match or not any(match.groups()):
+        raise ConfigError(f"--exit-after-time {text!r}: expected a duration like 90s, 5m or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds

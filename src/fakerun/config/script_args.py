@@ -1,0 +1,165 @@
+"""The training script's own arguments, read as a description of the job.
+
+fakerun stands in for `torchrun train.py ...`: when the script's arguments use
+the common spellings (the transformers examples' HfArgumentParser flags,
+Megatron-LM's), the simulated job takes its model, batch sizes, steps,
+learning rate and output directory from them, and the output style follows
+the framework they belong to. Anything else on the line is ignored, as
+fakerun never runs the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakerun.world import catalog
+from fakerun.world.profile import Asked
+
+# Megatron's default tokenizer (GPT-2 BPE) padded to a multiple of 128.
+MEGATRON_VOCAB = 50304
+HF_FLAGS = ("model_name_or_path", "dataset_name", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "max_steps", "num_train_epochs", "learning_rate",
+            "output_dir", "max_seq_length", "block_size", "logging_steps")
+# TrainingArguments' defaults: what a Trainer job runs with when its launch line is silent
+# (num_train_epochs' 3 counts only without max_steps, which overrides it).
+HF_DEFAULTS = {"per_device_train_batch_size": "8", "gradient_accumulation_steps": "1",
+               "learning_rate": "5e-05", "logging_steps": "500"}
+MEGATRON_FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
+                  "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval")
+MEGATRON_DEFAULTS = {"log-interval": "100"}
+SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the launch line says about the job; None: not said."""
+
+    style: str | None = None
+    max_steps: int | None = None
+    output_dir: Path | None = None
+    asked: Asked = field(default_factory=Asked)
+
+
+def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> Job:
+    hf = _parse(args, HF_FLAGS)
+    mg = _parse(args, MEGATRON_FLAGS)
+    if mg or Path(entrypoint).name.startswith("pretrain_"):
+        return _megatron(mg)
+    if hf:
+        return _hf(hf)
+    return Job(style=_style_of(entrypoint, args))
+
+
+def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...]) -> dict[str, str]:
+    """The values of `flags` (`--flag value` or `--flag=value`); the rest is ignored."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in flags:
+        parser.add_argument(f"--{flag}", dest=flag)
+    known, _ = parser.parse_known_args(list(args))
+    return {k: v for k, v in vars(known).items() if v is not None}
+
+
+def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:
+    """Frameworks recognised by their own flags when none of the job flags are there."""
+    if any(a.startswith("--trainer.") for a in args) or "lightning" in Path(entrypoint).name:
+        return "lightning"
+    if any(a.split("=")[0] in ("--deepspeed", "--deepspeed_config") for a in args):
+        return "deepspeed"
+    return None
+
+
+def _hf(given: dict[str, str]) -> Job:
+    v = {**HF_DEFAULTS, **({} if "max_steps" in given else {"num_train_epochs": "3"}), **given}
+    asked = Asked(model=_model(v.get("model_name_or_path")), pretrained="model_name_or_path" in v,
+                  dataset=v.get("dataset_name"),
+                  micro_batch=_int(v, "per_device_train_batch_size"),
+                  grad_accum=_int(v, "gradient_accumulation_steps"),
+                  epochs=_epochs(v), lr=_float(v, "learning_rate"),
+                  seq_len=_int(v, "max_seq_length") or _int(v, "block_size"),
+                  log_every=_int(v, "logging_steps"))
+    out = v.get("output_dir")
+    return Job("hf", _int(v, "max_steps"), Path(out) if out else None, asked)
+
+
+def _megatron(given: dict[str, str]) -> Job:
+    v = {**MEGATRON_DEFAULTS, **given}
+    layers, hidden = _int(v, "num-layers"), _int(v, "hidden-size")
+    model = _shape(layers, hidden, _int(v, "num-attention-heads"), _int(v, "num-query-groups"),
+                   _int(v, "seq-length")) if layers and hidden else None
+    asked = Asked(model=model, micro_batch=_int(v, "micro-batch-size"),
+                  global_batch=_int(v, "global-batch-size"), lr=_float(v, "lr"),
+                  seq_len=_int(v, "seq-length"), log_every=_int(v, "log-interval"))
+    save = v.get("save")
+    return Job("megatron", _int(v, "train-iters"), Path(save) if save else None, asked)
+
+
+def _model(name: str | None) -> catalog.Model | None:
+    """A Hub id (`meta-llama/Llama-3.1-8B`) or a local path: the catalog's model
+    of that name, else the catalog's nearest in family and size, under the
+    name given (a fine-tune keeps its base model's shape)."""
+    if not name:
+        return None
+    short = name.rstrip("/").rsplit("/", 1)[-1]
+    models = [m for m in catalog.models() if m.kind == "real"]
+    for m in models:
+        if m.name.lower() == short.lower():
+            return m
+    family = [m for m in models if _family(m.name) in short.lower()] or models
+    size = _size(short)
+    if size is None:
+        return dataclasses.replace(family[0], name=short)
+    nearest = min(family, key=lambda m: abs(math.log(m.params / size)))
+    return dataclasses.replace(nearest, name=short)
+
+
+def _family(name: str) -> str:
+    return re.split(r"[-_.\d]", name.lower(), maxsplit=1)[0]
+
+
+def _size(name: str) -> float | None:
+    m = SIZE.search(name)
+    if not m:
+        return None
+    return float(m.group(1)) * (1e9 if m.group(2).lower() == "b" else 1e6)
+
+
+def _shape(layers: int, hidden: int, heads: int | None, groups: int | None, seq: int | None) -> catalog.Model:
+    """A GPT the Megatron flags describe: 12·L·h² in the blocks, tied embeddings."""
+    params = 12 * layers * hidden * hidden + 13 * layers * hidden + MEGATRON_VOCAB * hidden
+    heads = heads or max(1, hidden // 128)
+    return catalog.Model(f"GPT-{params / 1e9:.1f}B", "GPTModel", params, layers, hidden, heads,
+                         groups or heads, MEGATRON_VOCAB, seq or 4096, "real")
+
+
+class ScriptArgsError(ValueError):
+    """A job flag whose value the script itself would refuse; one line."""
+
+
+def _number(v: dict[str, str], key: str, kind: type[int] | type[float]) -> float | None:
+    """A positive value, or None: unset, or the transformers way of unsetting (`--max_steps -1`)."""
+    if key not in v:
+        return None
+    try:
+        value = kind(v[key])
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ScriptArgsError(f"training script argument --{key} {v[key]!r}: expected {what}") from None
+    return value if value > 0 else None
+
+
+def _int(v: dict[str, str], key: str) -> int | None:
+    return _number(v, key, int)  # type: ignore[return-value]
+
+
+def _float(v: dict[str, str], key: str) -> float | None:
+    return _number(v, key, float)
+
+
+def _epochs(v: dict[str, str]) -> int | None:
+    epochs = _float(v, "num_train_epochs")
+    return math.ceil(epochs) if epochs else None

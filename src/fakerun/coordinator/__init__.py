@@ -1,0 +1,1 @@
+"""The coordinator: the pure core that runs rendezvous and collectives, and its timeline."""

@@ -1,0 +1,213 @@
+"""What the training run *is*, as the coordinator sees it complete.
+
+The coordinator hands every completed collective here. The timeline advances
+the virtual clock by the slowest rank's simulated work plus the collective's
+simulated NCCL time, and turns tagged collectives into the run's domain
+events (phases, steps, validation, checkpoints, export, summary, periodic GPU
+and NCCL reports). Pure: no sockets; the wall clock is only consulted for
+--exit-after-time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from fakerun import events as ev
+from fakerun.protocol.messages import Telemetry
+from fakerun.world import physics as sim
+from fakerun.world.clock import VirtualClock
+from fakerun.world.profile import Identity
+
+BF16 = 2
+_RESULT_WIDTH = {"train_step": 2, "validation": 1}  # values a tag's all_reduce carries
+
+
+class Completed(NamedTuple):
+    """A collective every rank has entered (a tuple: one per collective)."""
+
+    tag: str
+    op: str
+    step: int
+    numel: int
+    sim_s: dict[int, float]
+    contributions: dict[int, list[float]]
+    result: list[float]
+    wall_us: int
+
+
+@dataclass
+class _Run:
+    train_start: float = 0.0
+    step: int = 0
+    loss: float = math.nan
+    best_val: float = math.inf
+    recent: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)  # the last few steps'
+    window: list[tuple[str, int, float]] = field(default_factory=list)
+
+
+class Timeline:
+    def __init__(self, ident: Identity, clock: VirtualClock, deadline: float | None = None,
+                 monotonic: Callable[[], float] | None = None, output_dir: str | None = None,
+                 resumed_step: int = 0) -> None:
+        self.ident = ident
+        self.save_dir = output_dir
+        self.clock = clock
+        self.deadline = deadline
+        self.monotonic = monotonic
+        self.telemetry: dict[int, Telemetry] = {}
+        self.run = _Run(step=resumed_step)
+        log = ident.hyper.log_every
+        self.gpu_every, self.nccl_every = log * 10, log * 5
+        self._handlers = self._handler_table()  # consulted for every collective
+
+    def on_telemetry(self, msg: Telemetry) -> None:
+        self.telemetry[msg.rank] = msg
+
+    def on_collective(self, done: Completed) -> tuple[list, bool, int]:
+        """Events, the stop flag for the release, and the simulated NCCL
+        duration in microseconds."""
+        comm_s = self._comm_seconds(done)
+        self.clock.advance(max(done.sim_s.values(), default=0.0) + comm_s)
+        self.run.window.append((done.op, done.numel, comm_s))
+        if done.tag.startswith("phase:"):
+            events = [ev.Phase(done.tag[6:], "", self.run.step, self.clock.now)]
+            if done.tag == "phase:train":
+                self.run.train_start = self.clock.now
+            if done.tag == "phase:summary":
+                events.append(self._summary())
+            return events, False, round(comm_s * 1e6)
+        handler = self._handlers.get(done.tag)
+        events = handler(done) if handler and self._shaped(done) else []
+        return events, self._stop(done), round(comm_s * 1e6)
+
+    @staticmethod
+    def _shaped(done: Completed) -> bool:
+        """Results carry what their tag promises (a buggy rank's mislabelled
+        collective is recorded, never interpreted)."""
+        width = _RESULT_WIDTH.get(done.tag, 0)
+        if width:
+            return done.op == "all_reduce" and len(done.result) == width
+        return done.op == "barrier"
+
+    def _handler_table(self) -> dict[str, Callable[[Completed], list]]:
+        return {
+            "init_process_group": lambda d: [ev.Phase("init", "nccl", 0, self.clock.now)],
+            "load_model": lambda d: [ev.Phase("init", "model", 0, self.clock.now)],
+            "load_tokenizer": lambda d: [ev.Phase("init", "tokenizer", 0, self.clock.now)],
+            "load_dataset": lambda d: [ev.Phase("init", "dataset", 0, self.clock.now)],
+            "train_step": self._step,
+            "validation": self._validation,
+            "checkpoint": self._checkpoint,
+            "export": self._export,
+        }
+
+    def _comm_seconds(self, done: Completed) -> float:
+        if done.op == "all_reduce":
+            return sim.allreduce_seconds(self.ident, done.numel)
+        if done.op == "broadcast":
+            return sim.allreduce_seconds(self.ident, done.numel) / 2
+        return 30e-6 * math.log2(max(2, self.ident.world))
+
+    def _stop(self, done: Completed) -> bool:
+        if done.tag != "train_step" or self.deadline is None or self.monotonic is None:
+            return False
+        return self.monotonic() >= self.deadline
+
+    # -- training ---------------------------------------------------------
+    def _step(self, done: Completed) -> list:
+        ident, run = self.ident, self.run
+        step_time = max(done.sim_s.values()) + sim.allreduce_seconds(ident, done.numel)
+        run.recent = (run.recent + [step_time])[-20:]
+        run.step, run.loss = done.step, done.result[0]
+        tp = sim.throughput(ident, step_time)
+        losses = [done.contributions[r][0] for r in sorted(done.contributions)]
+        remaining = max(0, ident.hyper.total_steps - done.step)
+        overflow = sim.overflows(run.grad_norms, done.result[1])
+        run.grad_norms = (run.grad_norms + [done.result[1]])[-sim.OVERFLOW_HISTORY:]
+        events: list = [ev.Step(
+            done.step, ident.hyper.total_steps, done.result[0], min(losses), max(losses), done.result[1],
+            epoch=self.epoch(done.step), ppl=sim.safe_exp(done.result[0]),
+            lr=sim.learning_rate(ident, done.step),
+            tokens_per_s=tp.tokens_per_s, samples_per_s=tp.samples_per_s, step_time_s=step_time,
+            mfu=tp.mfu, tflops_per_gpu=tp.tflops_per_gpu, elapsed_s=self.clock.now - run.train_start,
+            eta_s=remaining * sum(run.recent) / len(run.recent), time=self.clock.now,
+            overflow=overflow, **self._gpu_summary())]
+        if done.step % self.nccl_every == 0:
+            events.append(self._nccl_stats(done.step))
+        if done.step % self.gpu_every == 0 and self.telemetry:
+            events.append(self.gpu_status(done.step))
+        return events
+
+    def _gpu_summary(self) -> dict[str, float]:
+        t = list(self.telemetry.values())
+        if not t:
+            return {}
+        return {"gpu_mem_mib": max(x.mem_used_mib for x in t), "gpu_mem_total_mib": self.ident.gpu.memory_mib,
+                "gpu_util": sum(x.util for x in t) / len(t), "gpu_temp_c": sum(x.temp_c for x in t) / len(t),
+                "gpu_mem_used_mib": [self.telemetry[r].mem_used_mib for r in sorted(self.telemetry)]}
+
+    def epoch(self, step: int) -> int:
+        return min(self.ident.hyper.epochs, (step - 1) // self.ident.hyper.steps_per_epoch + 1)
+
+    def gpu_status(self, step: int) -> ev.GpuStatus:
+        ident = self.ident
+        gpus = [ev.GpuSample(r, r // ident.nproc, r % ident.nproc, t.util, t.temp_c, t.power_w,
+                             t.mem_used_mib, ident.gpu.memory_mib)
+                for r, t in sorted(self.telemetry.items())]
+        return ev.GpuStatus(step, gpus, self.clock.now)
+
+    def _nccl_stats(self, step: int) -> ev.NcclStats:
+        by_op: dict[str, list[tuple[int, float]]] = {}
+        for op, numel, seconds in self.run.window:
+            by_op.setdefault(op, []).append((numel, seconds))
+        self.run.window = []
+        n = self.ident.world
+        ops = []
+        for op, rows in sorted(by_op.items()):
+            total_bytes = sum(numel for numel, _ in rows) * BF16
+            total_s = sum(s for _, s in rows)
+            factor = 2 * (n - 1) / n if op == "all_reduce" else 1.0
+            busbw = total_bytes * factor / total_s / 1e9 if total_s else 0.0
+            ops.append(ev.OpStats(op, len(rows), total_bytes, 1e3 * total_s / len(rows), busbw))
+        return ev.NcclStats(step, ops, self.clock.now)
+
+    # -- phases ---------------------------------------------------------------
+    def _validation(self, done: Completed) -> list:
+        val = done.result[0]
+        self.run.best_val = min(self.run.best_val, val)
+        h = self.ident.hyper
+        samples = h.eval_batches * h.micro_batch * self.ident.parallel.dp
+        return [ev.Validation(self.run.step, self.epoch(max(1, self.run.step)), val, sim.safe_exp(val),
+                              max(done.sim_s.values()), samples, self.clock.now)]
+
+    def _checkpoint(self, done: Completed) -> list:
+        sizes = sim.checkpoint_bytes(self.ident)
+        step = self.run.step
+        path = (f"{self.save_dir.rstrip('/')}/checkpoint-{step}/" if self.save_dir
+                else f"checkpoints/{self.ident.slug}/epoch_{self.epoch(max(1, step))}_step_{step}/")
+        return [ev.Checkpoint(step, self.epoch(max(1, step)), path, sim.safetensors_shards(sizes["model"]),
+                              round(sizes["model"]), round(sizes["optimizer"]),
+                              max(done.sim_s.values()), self.clock.now)]
+
+    def _export(self, done: Completed) -> list:
+        size = BF16 * self.ident.model.params
+        shards = sim.safetensors_shards(size)
+        files = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
+        return [ev.Export(self.output_dir(), [*files, "config.json", "tokenizer.json"], round(size),
+                          max(done.sim_s.values()), self.clock.now)]
+
+    def output_dir(self) -> str:
+        return f"./models/{self.ident.slug}-pretrained/"
+
+    def _summary(self) -> ev.Summary:
+        run, ident = self.run, self.ident
+        train_time = self.clock.now - run.train_start
+        tokens = run.step * ident.hyper.tokens_per_step
+        return ev.Summary(ident.model.name, self.epoch(max(1, run.step)), run.step, run.loss,
+                          sim.safe_exp(run.loss), run.best_val, train_time, tokens,
+                          tokens / train_time if train_time else 0.0, self.output_dir(), self.clock.now)
+

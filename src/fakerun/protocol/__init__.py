@@ -1,0 +1,1 @@
+"""The wire between ranks, agents and the coordinator: messages, codec, transport."""

@@ -1,0 +1,1 @@
+"""The rank process: one simulated GPU running the training script."""

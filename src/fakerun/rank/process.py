@@ -1,0 +1,202 @@
+"""The rank process: one simulated GPU worker, forked by the launcher.
+
+It detaches like a torchrun worker (own session), dies with its parent,
+rendezvous with the coordinator and runs the simulated training loop. It never
+prints to the user: its structured results go over the wire, and its own
+stdout/stderr are the per-rank log files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import NoReturn
+
+import zmq
+
+from fakerun.config.options import RunConfig
+from fakerun.protocol.messages import Hello
+from fakerun.rank.communicator import CollectiveAborted, CommError, Communicator, ParentGone
+from fakerun.rank.training import Script, ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
+from fakerun.system.signals import HANDLED
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+FORK_BLOCKED = set(HANDLED)  # the launcher's: the child resets each before it unblocks them
+# The launcher times the rendezvous out and says so; a rank's own wait, begun
+# before the launcher's clock started, must not end first (it did, under
+# load: the job failed as a rank's error instead of a rendezvous timeout).
+RDZV_MARGIN_S = 5.0
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in fakerun itself, not a simulated fault
+
+
+@dataclass(frozen=True)
+class RankSpec:
+    rank: int
+    local_rank: int
+    node_rank: int
+    endpoint: str
+    token: str
+    run_id: str
+    env: dict[str, str]
+    parent_pid: int
+    stdout_path: str
+    stderr_path: str
+    display_pid: int  # the pid the run shows (a stable one when --start-time fixes the output)
+
+
+def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> NoReturn:
+    """Entry point in the forked child (signals in FORK_BLOCKED arrive
+    blocked; `mask` is the mask to restore); never returns."""
+    code = EXIT_INTERNAL
+    try:
+        _detach(spec)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        code = _main(spec, config)
+    except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_INTERNAL)
+    os._exit(code)
+
+
+def _detach(spec: RankSpec) -> None:
+    os.setsid()  # torchrun starts workers with start_new_session=True
+    _batch_scheduling()
+    signal.set_wakeup_fd(-1)
+    # SIGINT too: a rank dies of it (-2 in the report, as torchrun's do), and
+    # as a KeyboardInterrupt it could land anywhere, even in the handler of
+    # one before (two arrive: the terminal's, then the launcher's). SIGQUIT
+    # kills it (-3) without a core: RLIMIT_CORE is 0 below.
+    for sig in FORK_BLOCKED:
+        signal.signal(sig, signal.SIG_DFL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != spec.parent_pid:  # the launcher died before prctl took effect
+        os._exit(1)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a simulated abort must not drop cores
+    _redirect(spec)
+    os.environ.update(spec.env)
+
+
+def _batch_scheduling() -> None:
+    """SCHED_BATCH (sched(7)): a waking rank does not preempt whatever runs,
+    which on a small machine is mostly the coordinator in the middle of a
+    collective. Each release wakes every rank at once: preempted by them,
+    the coordinator's thread switched 3.2 times per collective (1.1 with
+    batch ranks) and the round trip cost a tenth more. Threads started later
+    (zmq's I/O thread) inherit the policy. Unprivileged; where refused,
+    nothing changes."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
+def _redirect(spec: RankSpec) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    for fd, path in ((1, spec.stdout_path), (2, spec.stderr_path)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    os.closerange(3, 65536)  # the launcher's sockets and files are not ours
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _main(spec: RankSpec, config: RunConfig) -> int:
+    ctx = zmq.Context()
+    comm = Communicator(ctx, spec.endpoint, spec.rank, spec.parent_pid, spec.token)
+    try:
+        return _session(comm, spec, config)
+    finally:
+        comm.close()
+        ctx.destroy(linger=0)
+
+
+def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
+    try:
+        comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, spec.display_pid or os.getpid(),
+                         spec.run_id, spec.token, spec.env), config.rdzv_timeout_s + RDZV_MARGIN_S)
+        Script(comm, spec.rank, config, config.identity).run()
+    except ParentGone:
+        return 1
+    except CollectiveAborted as exc:
+        if exc.abort.cause == "watchdog":
+            _die_by(signal.SIGABRT)  # ProcessGroupNCCL tears the process down
+        if exc.abort.cause == "peer":
+            return _report(comm, spec.rank, peer_lost(config, exc.abort.detail, spec.rank), "stderr", 1)
+        return _fail(comm, spec.rank, RuntimeError(exc.abort.detail))
+    except SimulatedExit as exc:
+        comm.goodbye(exc.code, "exit")
+        return exc.code
+    except SimulatedSignal as exc:
+        _die_by(exc.sig)
+    except ScriptFailed as exc:
+        return _report(comm, spec.rank, exc.lines, exc.stream, exc.code)
+    except CommError as exc:
+        print(f"[rank{spec.rank}]: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the "training script" raised
+        return _fail(comm, spec.rank, exc)
+    comm.goodbye(0)
+    return 0
+
+
+def _fail(comm: Communicator, rank: int, exc: BaseException) -> int:
+    """Report an uncaught exception as torch's excepthook would, exit 1."""
+    text = "".join(traceback.format_exception(exc)).rstrip("\n")
+    return _report(comm, rank, text.split("\n"), "stderr", 1)
+
+
+def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: int) -> int:
+    """The script's last words, then exit `code`. A traceback on stderr gets
+    torch's `[rankN]: ` excepthook prefix (not on empty lines), and @record's
+    error file."""
+    if stream == "stderr":
+        _record(lines, comm.now)
+        lines = [f"[rank{rank}]: {line}" if line else line for line in lines]
+    comm.output(stream, lines)
+    if not comm.goodbye(code, "exception"):
+        print("\n".join(lines), file=sys.stderr if stream == "stderr" else sys.stdout)
+    return code
+
+
+def _record(traceback_lines: list[str], now: float) -> None:
+    """What torch's @record writes to TORCHELASTIC_ERROR_FILE for an
+    uncaught exception (atomically: the launcher may read it any moment)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or not traceback_lines:
+        return
+    start = next((i for i, line in enumerate(traceback_lines)
+                  if line and not line.startswith((" ", "Traceback"))), len(traceback_lines) - 1)
+    body = {"message": {"message": "\n".join(traceback_lines[start:]),
+                        "extraInfo": {"py_callstack": "\n".join(traceback_lines) + "\n",
+                                      "timestamp": str(int(now))}}}
+    try:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(body, handle)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no error file: the failure report falls back to torch's "To enable traceback" line
+
+
+def _die_by(sig: signal.Signals) -> NoReturn:
+    # No core file for a simulated crash, even where core_pattern pipes to a
+    # collector (which ignores RLIMIT_CORE).
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if sig != signal.SIGKILL:  # SIGKILL has no handler to reset (and cannot have one)
+        signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    time.sleep(5)  # the signal is delivered before this returns
+    os._exit(128 + sig)

@@ -1,0 +1,1 @@
+"""One module per style: the training script's own output in a framework's conventions."""

@@ -1,0 +1,127 @@
+"""`--style hf`: what a script built on the transformers Trainer prints, as
+the pinned transformers version prints it (reference/log-formats.md §7).
+
+Only global rank 0 logs (the Trainer's "world process zero"). The Trainer's
+logger (INFO, no formatter) and the tqdm bar write to stderr; the log dicts
+go through `tqdm.write`, to stdout. A bar refresh is a line of its own here:
+in a terminal tqdm redraws it in place, in a file it separates refreshes
+with a carriage return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import tzinfo
+from typing import Any
+
+from fakerun import events as ev
+from fakerun.render.lines import STDERR, STDOUT, Line
+from fakerun.render.styles.pytorch import EventRoutes
+from fakerun.render.styles.tqdm import meter
+
+DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
+
+
+class HfLines(EventRoutes):
+    def __init__(self, width: int, tz: tzinfo | None) -> None:
+        self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
+        self._handlers: dict[type, Callable[[Any], list[Line]]] = {
+            ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
+            ev.Checkpoint: self._checkpoint, ev.Summary: self._summary,
+        }
+
+    @property
+    def v5(self) -> bool:
+        return self.ident is not None and int(self.ident.versions.transformers.split(".")[0]) >= 5
+
+    def lines(self, event: Any) -> list[Line]:
+        return self.routed(event) or []
+
+    def banner(self, when: float) -> list[Line]:
+        return []  # the Trainer has none: its first words are the training block
+
+    # -- the Trainer's log dicts ---------------------------------------------
+    def logs(self, values: dict[str, float | int]) -> str:
+        """str(dict) as the pinned version prints it: 4.x raw floats (rounded
+        where the Trainer rounds them), 5.x every float as f"{v:.4g}", quoted."""
+        if self.v5:
+            values = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()}
+        return str(values)
+
+    def epoch(self, step: int) -> float:
+        return step / self.ident.hyper.steps_per_epoch
+
+    # -- events ---------------------------------------------------------------
+    def _phase(self, e: ev.Phase) -> list[Line]:
+        if e.name == "train":
+            return self._err(self._training_block())
+        if e.name == "validation":
+            h = self.ident.hyper
+            return self._err(["", "***** Running Evaluation *****",
+                              f"  Num examples = {h.eval_batches * h.micro_batch * self.ident.world}",
+                              f"  Batch size = {h.micro_batch}"])
+        return []
+
+    def _training_block(self) -> list[str]:
+        i, h = self.ident, self.ident.hyper
+        lines = ["***** Running training *****", f"  Num examples = {h.steps_per_epoch * h.global_batch:,}",
+                 f"  Num Epochs = {h.epochs:,}"]
+        if self.v5:
+            lines.append(f"  Num update steps per epoch = {h.steps_per_epoch:,}")
+        return lines + [f"  Instantaneous batch size per device = {h.micro_batch:,}",
+                        f"  Total train batch size (w. parallel, distributed & accumulation) = "
+                        f"{h.global_batch:,}",
+                        f"  Gradient Accumulation steps = {h.grad_accum}",
+                        f"  Total optimization steps = {h.total_steps:,}",
+                        f"  Number of trainable parameters = {i.model.params:,}"]
+
+    def _step(self, e: ev.Step) -> list[Line]:
+        self.losses.append(e.loss)
+        h = self.ident.hyper
+        if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
+            return [self._bar(e)] if e.step == e.max_steps else []
+        logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
+                            "epoch": round(self.epoch(e.step), 2)})
+        return [Line(logged, STDOUT, 0), self._bar(e)]
+
+    def _bar(self, e: ev.Step) -> Line:
+        return Line(meter(e.step, e.max_steps, e.elapsed_s, e.eta_s, e.step_time_s), STDERR, 0)
+
+    def _validation(self, e: ev.Validation) -> list[Line]:
+        h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
+        return [Line(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
+                                "eval_samples_per_second": round(e.samples / runtime, 3),
+                                "eval_steps_per_second": round(h.eval_batches / runtime, 3),
+                                "epoch": round(self.epoch(e.step), 2)}), STDOUT, 0)]
+
+    def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
+        # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
+        # TrainingArguments' default output_dir.
+        path = e.path.rstrip("/") if "checkpoint-" in e.path else f"{DEFAULT_OUTPUT}/checkpoint-{e.step}"
+        saved = [f"Saving model checkpoint to {path}", f"Configuration saved in {path}/config.json",
+                 f"Configuration saved in {path}/generation_config.json"]
+        if e.shards > 1:
+            saved.append(f"The model is bigger than the maximum size per checkpoint (5GB) and is going to "
+                         f"be split in {e.shards} checkpoint shards. You can find where each parameters has "
+                         f"been saved in the index located at {path}/model.safetensors.index.json.")
+        else:
+            saved.append(f"Model weights saved in {path}/model.safetensors")
+        return self._err([*saved, f"tokenizer config file saved in {path}/tokenizer_config.json",
+                          f"Special tokens file saved in {path}/special_tokens_map.json"])
+
+    def _summary(self, e: ev.Summary) -> list[Line]:
+        h, runtime = self.ident.hyper, max(e.train_time_s, 1e-9)
+        done = self._err(["", "", "Training completed. Do not forget to share your model on "
+                          "huggingface.co/models =)", "", ""])
+        stats = self.logs({"train_runtime": round(e.train_time_s, 4),
+                           "train_samples_per_second": round(e.steps * h.global_batch / runtime, 3),
+                           "train_steps_per_second": round(e.steps / runtime, 3),
+                           "train_loss": sum(self.losses) / max(1, len(self.losses)),
+                           "epoch": round(self.epoch(e.steps), 2)})
+        bar = [Line(meter(e.steps, e.steps, e.train_time_s, 0.0, runtime / max(1, e.steps)), STDERR, 0)] \
+            if self.losses else []  # the bar closes only if training had begun
+        return [*done, Line(stats, STDOUT, 0), *bar]
+
+    @staticmethod
+    def _err(texts: list[str]) -> list[Line]:
+        return [Line(t, STDERR, 0) for t in texts]

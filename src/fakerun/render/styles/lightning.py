@@ -1,0 +1,258 @@
+"""`--style lightning`: what a LightningModule script prints under torchrun,
+as the pinned lightning version prints it (reference/log-formats.md §9).
+
+The script behind it: a LightningModule whose only child is
+`self.model = AutoModelForCausalLM.from_config(...)`, a DataModule, and
+`Trainer(devices=nproc, num_nodes=nnodes, strategy="ddp", precision="bf16-mixed",
+max_steps=N, accumulate_grad_batches=grad_accum,
+callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
+`train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
+the default (silent) ModelCheckpoint and TensorBoard logger. The model summary
+counts the whole model, as under DDP (under FSDP Lightning would count rank 0's
+shard: not modelled, the strategy shows nowhere else in the output).
+
+Streams: Lightning's loggers get a bare StreamHandler (stderr) and its
+`rank_zero_info` prints on global rank 0 only, but `Initializing distributed`
+and `LOCAL_RANK` come from every rank; TQDMProgressBar writes to stdout
+(`file=sys.stdout`) on rank 0. A bar refresh is a line of its own here: in a
+terminal tqdm redraws it in place, in a file it separates refreshes with `\\r`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import tzinfo
+from typing import Any
+
+from fakerun import events as ev
+from fakerun import texts
+from fakerun.render.lines import STDERR, STDOUT, Line
+from fakerun.render.styles.pytorch import EventRoutes
+from fakerun.render.styles.tqdm import format_meter, format_num
+from fakerun.render.torchrun.formatter import ENV_PREFIX
+from fakerun.world import physics as sim
+
+DATA = "style-lightning"
+DASHES = "-" * 100  # fabric/utilities/distributed.py's block around the backend lines
+PAD_SIZE = 5  # lightning's Tqdm pads numbers in the postfix to 5 characters
+SANITY_STEPS = 2  # Trainer(num_sanity_val_steps=2)
+UNITS = [" ", "K", "M", "B", "T"]  # model_summary.PARAMETER_NUM_UNITS
+FP32_MB = (32 / 8.0) * 1e-6  # "bf16-mixed" is not in ModelSummary's table: 32 bits a parameter
+
+
+def postfix_num(n: float | int) -> str:
+    """lightning's Tqdm.format_num: tqdm's `.3g`, then floats padded with 0 to 5 characters."""
+    text = format_num(n)
+    if isinstance(n, int) or "e" in text:
+        return text
+    if "." not in text and len(text) < PAD_SIZE:
+        text += "."  # nan and inf too: float("nan") parses
+    return text + "0" * (PAD_SIZE - len(text))
+
+
+def human_count(number: int) -> str:
+    """model_summary.get_human_readable_count: `123  `, `1.2 K`, `117 M`, `1.5 B`."""
+    digits = int(math.floor(math.log10(number)) + 1 if number > 0 else 1)
+    groups = min(int(math.ceil(digits / 3)), len(UNITS))
+    shifted = number * (10 ** (-3 * (groups - 1)))
+    if groups == 1 or shifted >= 100:
+        return f"{int(shifted):,d} {UNITS[groups - 1]}"
+    return f"{shifted:,.1f} {UNITS[groups - 1]}"
+
+
+def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]], flops: bool) -> list[str]:
+    """model_summary._format_summary_table: each column as wide as its widest cell
+    or header, cells left-justified, `" | "` between them (so a trailing space
+    after `Mode` when `train` is wider), then the footer left-justified in 10."""
+    widths = [max(len(header), *(len(c) for c in cells)) for header, cells in columns]
+    rule = "-" * (sum(widths) + 3 * (1 + len(columns)))
+    rows = [" | ".join(cells[i].ljust(w) for (_, cells), w in zip(columns, widths, strict=True))
+            for i in range(len(columns[0][1]))]
+    footer = [(human_count(params), "Trainable params"), (human_count(0), "Non-trainable params"),
+              (human_count(params), "Total params"),
+              (f"{params * FP32_MB:,.3f}", "Total estimated model params size (MB)"),
+              (str(modules), "Modules in train mode"), ("0", "Modules in eval mode")]
+    if flops:
+        footer.append((human_count(0), "Total Flops"))  # no example_input_array: nothing was counted
+    header = " | ".join(h.ljust(w) for (h, _), w in zip(columns, widths, strict=True))
+    return [header, rule, *rows, rule, *(f"{value:<10}{label}" for value, label in footer)]
+
+
+def module_count(arch: str, layers: int, transformers: str) -> int:
+    """The model's modules, from its architecture and depth (data/style-lightning.toml
+    [modules]) for the transformers release the pinned set ships."""
+    tables = texts.load(DATA)["modules"]
+    version = _minor(transformers)
+    known = sorted(tables, key=_minor)
+    chosen = [k for k in known if _minor(k) <= version] or known[:1]
+    base, per_layer = tables[chosen[-1]].get(arch, tables[chosen[-1]]["LlamaForCausalLM"])
+    return base + per_layer * layers
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+class LightningLines(EventRoutes):
+    def __init__(self, width: int, tz: tzinfo | None) -> None:
+        self.width = width
+        self.tz = tz
+        self.text: dict[str, Any] = texts.load(DATA)["text"]
+        self.version_num = 0  # the logger's version: a restarted script logs to the next one
+        self.checkpoints: dict[int, str] = {}  # step -> where the default ModelCheckpoint saved it
+        self.resume: str | None = None  # the checkpoint a restarted script restores
+        self._reset()
+        self._handlers: dict[type, Callable[[Any], list[Line]]] = {
+            ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
+            ev.Checkpoint: self._checkpoint, ev.Restart: self._restart,
+        }
+
+    def _reset(self) -> None:
+        self.last: ev.Step | None = None  # the latest step: what the train bar shows
+        self.val_loss: float | None = None
+        self.epoch_start = 0.0  # when the train bar was last reset (tqdm's elapsed counts from it)
+        self.epoch_end = 0.0  # when the latest epoch's checkpoint was saved: the next one starts then
+
+    @property
+    def lightning(self) -> tuple[int, ...]:
+        return _minor(self.ident.versions.lightning)
+
+    @property
+    def refresh_rate(self) -> int:
+        h = self.ident.hyper
+        return h.log_every * h.grad_accum
+
+    def lines(self, event: Any) -> list[Line]:
+        return self.routed(event) or []
+
+    def banner(self, when: float) -> list[Line]:
+        """Trainer.__init__ and the start of trainer.fit, up to the first collective."""
+        self._reset()
+        i, t = self.ident, self.text
+        said = [t["amp"], *t["devices"]]
+        said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else [t["hpu"]]
+        members = [Line(t["member"].format(rank=r, member=r + 1, world=i.world), STDERR, r)
+                   for r in range(i.world)]
+        # rank_zero_info's message ends with "\n": a blank line follows the block.
+        block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "",
+                 t["tensor_cores"].format(gpu=i.gpu.name)]
+        return [*self._err(said), *members, *self._err(block)]
+
+    # -- events ---------------------------------------------------------------
+    def _phase(self, e: ev.Phase) -> list[Line]:
+        if e.name == "init" and e.stage == "dataset":
+            return self._setup()
+        if e.name == "train":
+            self.epoch_start = e.time
+            return self._fit_start()
+        if e.name == "export":  # trainer.fit has returned
+            return self._fit_end(e.time)
+        return []
+
+    def _setup(self) -> list[Line]:
+        """The strategy's setup: every rank pins its GPU."""
+        i = self.ident
+        devices = ",".join(str(d) for d in range(i.nproc))
+        restoring = self._err([self.text["restoring"].format(path=self.resume)]) if self.resume else []
+        pinned = [Line(self.text["local_rank"].format(local=r % i.nproc, devices=devices), STDERR, r)
+                  for r in range(i.world)]
+        return restoring + pinned
+
+    def _fit_start(self) -> list[Line]:
+        """ModelSummary.on_fit_start, then the sanity check (skipped when resuming)."""
+        out = self._err(self._summary())
+        if self.resume:
+            return out + self._err([self.text["restored"].format(path=self.resume)])
+        h = self.ident.hyper
+        per_batch = sim.eval_seconds(self.ident) / h.eval_batches
+        batches = min(SANITY_STEPS, h.eval_batches)
+        return out + self._eval_bar("Sanity Checking DataLoader 0", batches, per_batch)
+
+    def _summary(self) -> list[str]:
+        """The LightningModule's one child, the model; 2.6 counts FLOPs (none without
+        an example_input_array) and warns that bf16-mixed is sized as 32 bits."""
+        i, newest = self.ident, self.lightning >= (2, 6)
+        columns = [(" ", ["0"]), ("Name", ["model"]), ("Type", [i.model.arch]),
+                   ("Params", [human_count(i.model.params)]), ("Mode", ["train"])]
+        if newest:
+            columns.append(("FLOPs", [human_count(0)]))
+        modules = module_count(i.model.arch, i.model.layers, i.versions.transformers)
+        table = summary_table(i.model.params, modules, columns, flops=newest)
+        warned = [self.text["summary_precision"].format(site=self._site())] if newest else []
+        return [*warned, "", *table]  # log.info("\n" + table)
+
+    def _step(self, e: ev.Step) -> list[Line]:
+        if self.last is not None and e.epoch != self.last.epoch:
+            self.epoch_start = self.epoch_end  # on_train_epoch_start resets the bar
+        self.last = e
+        h = self.ident.hyper
+        done = e.step - (e.epoch - 1) * h.steps_per_epoch
+        # TQDMProgressBar._should_update: every refresh_rate batches of the epoch, and its last.
+        if done % h.log_every and done != h.steps_per_epoch:
+            return []
+        return [self._train_bar(e.time)]
+
+    def _validation(self, e: ev.Validation) -> list[Line]:
+        h = self.ident.hyper
+        bars = self._eval_bar("Validation DataLoader 0", h.eval_batches, e.eval_time_s / h.eval_batches)
+        self.val_loss = e.val_loss
+        # on_validation_end: the train bar's postfix gains val_loss (a refresh).
+        return bars + ([self._train_bar(e.time)] if self.last else [])
+
+    def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
+        """The default ModelCheckpoint saves on_train_epoch_end, silently; the next
+        epoch's bar starts after it."""
+        root = e.path.split("/checkpoint-")[0] if "/checkpoint-" in e.path else self._cwd()
+        epoch = (max(1, e.step) - 1) // self.ident.hyper.steps_per_epoch
+        self.checkpoints[e.step] = (f"{root}/lightning_logs/version_{self.version_num}/checkpoints/"
+                                    f"epoch={epoch}-step={e.step}.ckpt")
+        self.epoch_end = e.time
+        return []
+
+    def _restart(self, e: ev.Restart) -> list[Line]:
+        self.version_num = e.restart_count
+        self.resume = self.checkpoints.get(e.resume_step)
+        return []
+
+    def _fit_end(self, when: float) -> list[Line]:
+        """fit_loop.done says why it stopped; on_train_end closes the bar (a last refresh)."""
+        if self.last is None:
+            return []
+        stopped = self.last.step == self.last.max_steps
+        said = self._err([self.text["stopped"].format(max_steps=self.last.max_steps)]) if stopped else []
+        return said + [self._train_bar(when)]
+
+    # -- bars -------------------------------------------------------------------
+    def _train_bar(self, now: float) -> Line:
+        """The `Epoch N` bar: batches (micro-batches) of this epoch, smoothing=0 so
+        the rate is batches over the epoch's elapsed time."""
+        e, h = self.last, self.ident.hyper
+        done = e.step - (e.epoch - 1) * h.steps_per_epoch
+        elapsed = max(0.0, now - self.epoch_start)
+        n = done * h.grad_accum
+        postfix = f"v_num={postfix_num(self.version_num)}, train_loss={postfix_num(e.loss)}"
+        if self.val_loss is not None:
+            postfix += f", val_loss={postfix_num(self.val_loss)}"
+        total = h.steps_per_epoch * h.grad_accum
+        rate = n / elapsed if elapsed else None
+        return Line(format_meter(n, total, elapsed, rate, prefix=f"Epoch {e.epoch - 1}", postfix=postfix,
+                                 noinv=True), STDOUT, 0)
+
+    def _eval_bar(self, desc: str, batches: int, per_batch: float) -> list[Line]:
+        """An evaluation bar's refreshes: every refresh_rate batches and at the last."""
+        shown = [n for n in range(1, batches + 1) if n % self.refresh_rate == 0 or n == batches]
+        rate = 1 / per_batch if per_batch > 0 else None
+        return [Line(format_meter(n, batches, n * per_batch, rate, prefix=desc, noinv=True), STDOUT, 0)
+                for n in shown]
+
+    def _site(self) -> str:
+        return f"{ENV_PREFIX}/lib/python{self.ident.versions.python}/site-packages"
+
+    @staticmethod
+    def _cwd() -> str:
+        return texts.load("torchrun")["script"]["cwd"]  # Trainer's default_root_dir is os.getcwd()
+
+    @staticmethod
+    def _err(texts_: list[str]) -> list[Line]:
+        return [Line(t, STDERR, 0) for t in texts_]

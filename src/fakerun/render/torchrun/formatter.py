@@ -1,0 +1,226 @@
+"""The torchrun dialect: turns events into the lines torchrun, NCCL and the
+training script print. Shared by every console view (plain, rich) and by the
+per-rank log files, so they never disagree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import tzinfo
+from functools import cache
+from typing import Any
+
+from fakerun import events as ev
+from fakerun import texts
+from fakerun.coordinator.collective import NCCL_OP_TYPE
+from fakerun.render.lines import STDERR, Line, c10_stamp, glog_prefix
+from fakerun.render.styles.pytorch import ScriptLines
+from fakerun.render.torchrun.failure import failure_box
+from fakerun.render.torchrun.nccl import NcclInit
+
+FAKERUN_WHERE = "fakerun/coordinator.py:0"
+ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
+TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
+
+
+@cache
+def torchrun_tables(torch: str | None) -> dict[str, dict[str, Any]]:
+    """What torchrun of torch `torch` ("2.5.1") prints: data/torchrun.toml's
+    tables (captured from 2.13), each overridden by that version's
+    [torch."2.5"] table (chosen by major.minor). None, or a version with no
+    table, prints 2.13's."""
+    data = texts.load("torchrun")
+    own = data["torch"].get(".".join((torch or "").split(".")[:2]), {})
+    return {name: {**data[name], **own.get(name, {})} for name in TABLES}
+
+
+def _main_thread_id(run: ev.RunStarted) -> int:
+    """The launcher's main thread as Python names it (threading.get_ident(),
+    glibc's pthread_self: its TCB in the mmap area, 0x7f...740): stable for a
+    run and node."""
+    seed = run.seed * 1009 + run.node_rank
+    return 0x7F0000000000 + (seed * 0x9E3779B1 % 0xFFFFFFF) * 0x1000 + 0x740
+
+
+def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
+    """Per-process library load addresses (ASLR): stable for a run and rank."""
+    seed = (run.seed if run else 0) * 1009 + rank
+    base = 0x7F0000000000 + (seed * 0x9E3779B1 % 0xFFFFFF) * 0x1000
+    offsets = (0x41DF86, 0x171A8D2, 0x1721313, 0x17236FC, 0x1E5AA84, 0x5DD5253, 0x7F76AC3, 0x80B0850)
+    return {f"a{i}": f"0x{base + off:x}" for i, off in enumerate(offsets)}
+
+
+class TorchrunFormatter:
+    def __init__(self, width: int = 100, tz: tzinfo | None = None, script: Any = None,
+                 ident: Any = None) -> None:
+        """`script`: what renders the training script's own output (the style's;
+        default the seeds' layout). `ident`: the run's identity, known before
+        the run starts, so that the launcher's first lines already wear its torch's
+        file:line (the RunIdentity event brings it too)."""
+        self.tz = tz
+        self.script = script or ScriptLines(width, tz)
+        self.run: ev.RunStarted | None = None
+        self._use(ident)
+        self.pids: dict[int, int] = {}
+        self.signal: int | None = None
+        self._handlers: dict[type, Callable[[Any], list[Line]]] = {
+            ev.RunStarted: self._run_started,
+            ev.RunIdentity: self._identity,
+            ev.RendezvousComplete: self._rendezvous,
+            ev.Phase: self._phase,
+            ev.RendezvousTimeout: self._rendezvous_timeout,
+            ev.RankOutput: self._rank_output,
+            ev.WatchdogTimeout: self._watchdog,
+            ev.Rejected: self._rejected,
+            ev.OutputFailed: lambda e: [Line(f"fakerun: error: {e.message}", STDERR)],
+            ev.AgentError: lambda e: [Line(f"fakerun: error: {e.message}", STDERR)],
+            ev.WaitingForNodes: self._waiting,
+            ev.NodeLost: self._node_lost,
+            ev.ShutdownRequested: self._shutdown,
+            ev.ClosingSignal: self._closing,
+            ev.ForcedKill: self._forced_kill,
+            ev.RunFailed: self._run_failed,
+            ev.RunFinished: self._run_finished,
+        }
+
+    @property
+    def binary(self) -> str:
+        return f"{ENV_PREFIX}/bin/python3"
+
+    def lines(self, event: Any) -> list[Line]:
+        handler = self._handlers.get(type(event))
+        return handler(event) if handler else self.script.lines(event)
+
+    def _use(self, ident: Any) -> None:
+        """Print as the torchrun of `ident`'s torch does."""
+        self.ident = ident
+        tables = torchrun_tables(ident.versions.torch if ident is not None else None)
+        self.where: dict[str, str] = tables["lines"]
+        self.frames: dict[str, Any] = tables["frames"]
+        self.text: dict[str, Any] = tables["text"]
+        self.logger_id: str = tables["logger"]["id"]
+
+    # -- launcher lines -------------------------------------------------
+    def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
+        prefix = glog_prefix(level, when, self._record_id(), self.where.get(key, FAKERUN_WHERE), self.tz)
+        return [Line(prefix + part, STDERR) for part in message.split("\n")]
+
+    def _record_id(self) -> int:
+        """The number torch._logging prints after the time: the launcher's pid
+        (torch 2.5+), or its main thread's id (2.3, 2.4)."""
+        if self.run is None:
+            return 0
+        return _main_thread_id(self.run) if self.logger_id == "thread" else self.run.launcher_pid
+
+    def _run_started(self, e: ev.RunStarted) -> list[Line]:
+        self.run = e
+        self.script.master_port = e.master_port
+        self.script.launch = e  # the script's own launch line, for a style that echoes it
+        if e.nproc_per_node <= 1 or not e.omp_default or e.restart_count > 0:  # torchrun says it once
+            return []
+        return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
+
+    def _identity(self, e: ev.RunIdentity) -> list[Line]:
+        self._use(e.identity)
+        self.script.lines(e)
+        return self.script.banner(self.run.time if self.run else 0.0)
+
+    def _waiting(self, e: ev.WaitingForNodes) -> list[Line]:
+        nodes = ", ".join(str(n) for n in e.missing)
+        hint = [f"waiting for node(s) {nodes} to join; on each missing node run:",
+                *(f"  {command}" for command in e.commands)]
+        return self._launcher("W", "waiting_for_nodes", e.time, "\n".join(hint))
+
+    def _node_lost(self, e: ev.NodeLost) -> list[Line]:
+        if self.run is not None and e.node_rank == self.run.node_rank:
+            return []  # our own failure: our ranks and the failure report say it
+        who = f"node {e.node_rank}" + (f" ({e.host})" if e.host else "")
+        return self._launcher("E", "node_lost", e.time, f"{who} {e.reason}: {e.detail}")
+
+    def _shutdown(self, e: ev.ShutdownRequested) -> list[Line]:
+        self.signal = e.signal
+        return self._launcher("W", "death_signal", e.time,
+                              self.text["death_signal"].format(signal=e.signal))
+
+    def _closing(self, e: ev.ClosingSignal) -> list[Line]:
+        return self._launcher("W", "closing_signal", e.time,
+                              self.text["closing_signal"].format(pid=e.pid, signal=e.signal))
+
+    def _forced_kill(self, e: ev.ForcedKill) -> list[Line]:
+        return self._launcher("W", "forced_kill", e.time,
+                              self.text["forced_kill"].format(pid=e.pid, signal=e.signal))
+
+    def _rejected(self, e: ev.Rejected) -> list[Line]:
+        message = (f"rejected a message from {e.peer!r}: {e.reason} "
+                   "(further rejects of this kind are only counted)")
+        return self._launcher("W", "rejected", e.time, message)
+
+    def _rendezvous_timeout(self, e: ev.RendezvousTimeout) -> list[Line]:
+        missing = [*map(str, sorted(set(range(e.world_size)) - set(e.joined))),
+                   *(f"node {n}'s agent" for n in e.missing_nodes)]
+        return self._launcher("E", "rendezvous", e.time, self.text["rendezvous_timeout"].format(
+            timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
+            missing=", ".join(missing)))
+
+    def _run_failed(self, e: ev.RunFailed) -> list[Line]:
+        root = e.root
+        out = self._launcher("E", "failed", e.time, self.text["failed"].format(
+            exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+        if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
+            out += self._launcher("E", "error_file", e.time,
+                                  self.text["error_file"].format(path=root.error_file))
+        trace = self.text["child_failed"].format(**self._paths(), **self.frames)
+        body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
+        return out + [Line(text, STDERR) for text in body]
+
+    def _run_finished(self, e: ev.RunFinished) -> list[Line]:
+        out: list[Line] = []
+        if e.rejected:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(e.rejected.items()))
+            out += self._launcher("W", "rejected", 0.0 if self.run is None else self.run.time,
+                                  f"rejected {sum(e.rejected.values())} malformed or "
+                                  f"unauthorised messages during the run ({counts})")
+        if self.signal is not None and self.run is not None:
+            trace = self.text["signal_exception"].format(
+                pid=self.run.launcher_pid, signum=self.signal, **self._paths(), **self.frames)
+            out += [Line(text, STDERR) for text in trace.split("\n")]
+        return out
+
+    def _paths(self) -> dict[str, str]:
+        python = self.ident.versions.python if self.ident else "3.11"
+        return {"torchrun": f"{ENV_PREFIX}/bin/torchrun",
+                "site": f"{ENV_PREFIX}/lib/python{python}/site-packages"}
+
+    # -- rank lines -----------------------------------------------------
+    def _rendezvous(self, e: ev.RendezvousComplete) -> list[Line]:
+        self.pids = dict(zip(e.ranks, e.pids, strict=True))
+        return []
+
+    def _phase(self, e: ev.Phase) -> list[Line]:
+        if e.name == "init" and e.stage == "nccl" and self.ident is not None:
+            return NcclInit(self.ident, self.pids).lines(sorted(self.pids)) + self.script.lines(e)
+        return self.script.lines(e)
+
+    def _rank_output(self, e: ev.RankOutput) -> list[Line]:
+        return [Line(text, e.stream, e.rank) for text in e.lines]
+
+    def _watchdog(self, e: ev.WatchdogTimeout) -> list[Line]:
+        work = self.text["work_nccl"].format(
+            seq=e.seq, op_type=NCCL_OP_TYPE.get(e.op, e.op.upper()), numel=e.numel,
+            timeout_ms=e.timeout_ms)
+        stamp = c10_stamp(e.time, self.tz)
+        out = []
+        for rank in e.waiting:
+            for template in self.text["watchdog"]:
+                text = template.format(stamp=stamp, rank=rank, work=work, seq=e.seq,
+                                       elapsed_ms=e.elapsed_ms, last_done=e.seq - 1)
+                out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
+            out += [Line(text, STDERR, rank) for text in self._watchdog_tail(rank, stamp, work, e)]
+        return out
+
+    def _watchdog_tail(self, rank: int, stamp: str, work: str, e: ev.WatchdogTimeout) -> list[str]:
+        """The thread's exception with its C++ frames, then std::terminate."""
+        values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": e.elapsed_ms,
+                  "lib": f"{self._paths()['site']}/torch/lib", **_addresses(self.run, rank)}
+        frames = "\n".join(t.format(**values) for t in self.text["check_timeout_frames"])
+        text = "\n".join(t.format(frames=frames, **values) for t in self.text["watchdog_tail"])
+        return text.split("\n")

@@ -1,0 +1,1 @@
+"""Edges to the operating system: files, the runtime directory, signals, the terminal."""

@@ -1,0 +1,284 @@
+"""The training model: pure functions of (identity, rank, step).
+
+Every random draw comes from an RNG seeded by (seed, purpose, rank, step), so
+a rank, the coordinator and a test all compute the same value. Figures are
+physically tied together: step time comes from FLOPs over peak FLOP/s times
+MFU, tokens/s from step time, memory from the sharded state, power from
+utilisation, checkpoint sizes from the parameter count.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fakerun.world.profile import Identity
+
+GIB = 1024**3
+# Chinchilla's fit (Hoffmann et al. 2022): L(N, D) = E + A / N^alpha + B / D^beta
+CHINCHILLA_A, CHINCHILLA_ALPHA = 406.4, 0.34
+CHINCHILLA_B, CHINCHILLA_BETA = 410.7, 0.28
+RANK_NOISE = 0.03  # spread of one rank's micro-batch loss around the mean
+SPIKE_RATE = 0.004  # chance per step that a loss spike starts
+# Wall-clock pacing at --speed 1: a default run shows every phase in 2-4 min.
+WALL_STEP_S = 0.25
+
+
+def rng(seed: int, *purpose: object) -> random.Random:
+    # str seeds are hashed with SHA-512 by random.seed: stable across runs and
+    # independent of PYTHONHASHSEED.
+    return random.Random(":".join(str(p) for p in (seed, *purpose)))
+
+
+def gauss(seed: int, *purpose: object) -> float:
+    """A standard normal draw keyed by (seed, purpose): Box-Muller over a
+    BLAKE2b hash, ~10x cheaper than seeding a Random per draw (every rank
+    draws several per step)."""
+    key = f"{seed}:{':'.join(map(str, purpose))}".encode()
+    digest = hashlib.blake2b(key, digest_size=16).digest()
+    u1 = (int.from_bytes(digest[:8], "little") + 1) / 2**64  # (0, 1]
+    u2 = int.from_bytes(digest[8:], "little") / 2**64
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def safe_exp(x: float) -> float:
+    """exp that saturates to inf (a diverged loss's perplexity) instead of raising."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+# -- loss ------------------------------------------------------------------
+def lr_progress(ident: Identity, step: float) -> float:
+    """Cumulative LR / peak LR after `step` steps (how far optimisation got),
+    in closed form: the integral of the warmup ramp and the cosine."""
+    h = ident.hyper
+    w, span = h.warmup_steps, max(1, h.total_steps - h.warmup_steps)
+    if step <= w:
+        return step * step / (2.0 * w)
+    x = min(step, h.total_steps) - w
+    lo = h.min_lr / h.max_lr
+    cosine = (1 - lo) / 2 * (x + span / math.pi * math.sin(math.pi * x / span))
+    return w / 2.0 + lo * x + cosine
+
+
+def trend_loss(ident: Identity, step: int) -> float:
+    """Expected loss after `step` steps: Chinchilla's law over the tokens seen,
+    weighted by the learning rate (slow in warmup, flattening as the cosine
+    ends). Starts at ln(vocab) (a fine-tune: where its base model is), never
+    reaches the floor E + A/N^alpha."""
+    tokens = max(1e-3, lr_progress(ident, step)) * ident.hyper.tokens_per_step + ident.hyper.pretrained_tokens
+    model_term = CHINCHILLA_A / ident.model.params ** CHINCHILLA_ALPHA
+    data_term = CHINCHILLA_B / tokens ** CHINCHILLA_BETA
+    return _soft_min(ident.data_loss + model_term + data_term, math.log(ident.model.vocab))
+
+
+def _soft_min(a: float, b: float, p: float = 6.0) -> float:
+    """Smooth min: an untrained model sits just under ln(vocab), then the
+    curve bends onto the scaling law without a kink or a plateau."""
+    return (a ** -p + b ** -p) ** (-1.0 / p)
+
+
+def spikes(ident: Identity) -> tuple[tuple[int, float, float], ...]:
+    """The run's loss spikes (start step, relative height, decay in steps):
+    a Poisson process after warmup, so the cost follows the spike count,
+    not the run length."""
+    # Keyed on ints: hashing the whole Identity on every step showed in profiles.
+    return _spikes(ident.seed, ident.hyper.warmup_steps, ident.hyper.total_steps)
+
+
+@functools.cache
+def _spikes(seed: int, warmup: int, total: int) -> tuple[tuple[int, float, float], ...]:
+    r = rng(seed, "spikes")
+    out, at = [], float(warmup)
+    while True:
+        at += r.expovariate(SPIKE_RATE)
+        if at > total:
+            return tuple(out)
+        out.append((int(at) + 1, r.uniform(0.04, 0.15), r.uniform(3.0, 8.0)))
+
+
+def spike(ident: Identity, step: int) -> float:
+    """Relative loss bump from the spikes under way at `step`, decaying."""
+    table = spikes(ident)
+    bump = 0.0
+    for k in range(bisect.bisect_left(table, (step - 30,)), len(table)):
+        start, height, decay = table[k]
+        if start > step:
+            break
+        bump += height * math.exp(-(step - start) / decay)
+    return bump
+
+
+def local_loss(ident: Identity, rank: int, step: int) -> float:
+    """One rank's micro-batch loss; the run's loss is the mean over ranks."""
+    eps = gauss(ident.seed, "loss", rank, step)
+    return trend_loss(ident, step) * (1.0 + spike(ident, step)) * math.exp(RANK_NOISE * eps)
+
+
+def local_grad_norm(ident: Identity, rank: int, step: int) -> float:
+    """Pre-clip grad norm: large and spiky early, settling below ~1."""
+    progress = step / ident.hyper.total_steps
+    base = 0.25 + 6.0 / math.sqrt(1.0 + step / 3.0)
+    sigma = 0.35 * (1.0 - progress) + 0.06
+    return base * (1.0 + 8.0 * spike(ident, step)) * math.exp(sigma * gauss(ident.seed, "gn", rank, step))
+
+
+OVERFLOW_HISTORY = 8  # steps of grad norms an overflow is judged against
+OVERFLOW_JUMP = 4.0  # a grad norm this many times its recent mean overflows fp16
+
+
+def overflows(recent: list[float], grad_norm: float) -> bool:
+    """Would an fp16 loss scaler overflow on this step? Its scale is tuned to
+    the gradients it has been seeing, so a sudden jump (a loss spike) or a
+    non-finite norm takes the scaled gradients past fp16's range."""
+    if not math.isfinite(grad_norm):
+        return True
+    return len(recent) >= OVERFLOW_HISTORY // 2 and grad_norm > OVERFLOW_JUMP * sum(recent) / len(recent)
+
+
+def local_val_loss(ident: Identity, rank: int, step: int) -> float:
+    """Held-out loss: the trend plus a small generalisation gap, less noisy."""
+    gap = 1.0 + 0.01 + 0.005 * gauss(ident.seed, "gap", step)
+    return trend_loss(ident, step) * gap * math.exp(0.004 * gauss(ident.seed, "val", rank, step))
+
+
+# -- schedule and throughput -------------------------------------------------
+def learning_rate(ident: Identity, step: int) -> float:
+    """Linear warmup, then cosine decay to min_lr."""
+    h = ident.hyper
+    if step <= h.warmup_steps:
+        return h.max_lr * step / h.warmup_steps
+    progress = min(1.0, (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps))
+    return h.min_lr + (h.max_lr - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def mfu(ident: Identity, step: int) -> float:
+    return ident.mfu * math.exp(0.025 * gauss(ident.seed, "mfu", step))
+
+
+def flops_per_step(ident: Identity) -> float:
+    return 6.0 * ident.model.params * ident.hyper.tokens_per_step
+
+
+def compute_seconds(ident: Identity, step: int) -> float:
+    """Step time = 6 N T / (GPUs x peak x MFU)."""
+    peak = ident.gpu.bf16_tflops * 1e12
+    return flops_per_step(ident) / (ident.world * peak * mfu(ident, step))
+
+
+def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
+    """Ring all_reduce: 2 (n-1)/n x size / bus bandwidth + a latency floor."""
+    n = ident.world
+    if n == 1 or numel == 0:
+        return 0.0
+    busbw = (360e9 if ident.gpu.nvlink == "yes" else 22e9) if ident.nnodes == 1 else 45e9
+    return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    step_time_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    mfu: float
+    tflops_per_gpu: float
+
+
+def throughput(ident: Identity, step_time_s: float) -> Throughput:
+    tokens = ident.hyper.tokens_per_step
+    achieved = flops_per_step(ident) / (ident.world * step_time_s)
+    return Throughput(step_time_s, tokens / step_time_s, ident.hyper.global_batch / step_time_s,
+                      achieved / (ident.gpu.bf16_tflops * 1e12), achieved / 1e12)
+
+
+def grad_numel(ident: Identity) -> int:
+    """Elements one rank's gradient all_reduce moves (its TP x PP shard)."""
+    return ident.model.params // (ident.parallel.tp * ident.parallel.pp)
+
+
+# -- memory and telemetry ----------------------------------------------------
+def stage_of(ident: Identity, rank: int) -> int:
+    p = ident.parallel
+    return (rank // p.tp) % p.pp
+
+
+def memory_bytes(ident: Identity, rank: int) -> tuple[float, float]:
+    """(allocated, reserved) at peak for this rank; pipeline stages differ,
+    ranks within a stage differ slightly (allocator fragmentation)."""
+    from fakerun.world.profile import activation_bytes, state_bytes
+
+    p, h = ident.parallel, ident.hyper
+    stage = stage_of(ident, rank)
+    allocated = sum(state_bytes(ident.model, p).values()) + activation_bytes(
+        ident.model, p, h.micro_batch, h.seq_len, stage)
+    # The caching allocator's overhead: a few percent, plus a little per rank
+    # (tens of MiB) so that ranks differ slightly and stages differ more.
+    slack = 0.25 * GIB + 0.05 * GIB * abs(gauss(ident.seed, "frag", rank))
+    capacity = ident.gpu.memory_mib * 1024 * 1024 * 0.97
+    return allocated, min(allocated * 1.03 + slack, capacity)
+
+
+PHASE_LOAD = {"train": 1.0, "validation": 0.68, "checkpoint": 0.12, "init": 0.05, "export": 0.2}
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    util: int
+    temp_c: int
+    power_w: int
+    mem_used_mib: int
+
+
+def telemetry(ident: Identity, rank: int, step: int, phase: str) -> Telemetry:
+    """A coordinated cluster: a shared per-step swing, a per-node drift and a
+    fixed per-device offset; power follows utilisation, never above the cap."""
+    load = PHASE_LOAD.get(phase, 1.0)
+    shared = 0.015 * gauss(ident.seed, "tele", step)
+    node = 0.01 * gauss(ident.seed, "tele-node", rank // ident.nproc, step // 20)
+    device = 0.01 * gauss(ident.seed, "tele-dev", rank)
+    util = max(0.0, min(1.0, load * (0.97 + shared + node + device)))
+    cap = ident.gpu.power_cap_w
+    power = min(cap, cap * (0.22 + 0.74 * util) * (1.0 + 0.5 * device))
+    temp = 34 + 44 * (power / cap) + 150 * device
+    _, reserved = memory_bytes(ident, rank)
+    used = (reserved if phase != "init" else 0.3 * reserved) / 2**20 + 520
+    return Telemetry(round(util * 100), round(temp), round(power), round(min(used, ident.gpu.memory_mib)))
+
+
+# -- phases --------------------------------------------------------------------
+SAFETENSORS_SHARD_BYTES = 5e9
+def checkpoint_bytes(ident: Identity) -> dict[str, float]:
+    """bf16 weights plus fp32 optimizer states (master, exp_avg, exp_avg_sq)."""
+    return {"model": 2.0 * ident.model.params, "optimizer": 12.0 * ident.model.params}
+
+
+def safetensors_shards(model_bytes: float) -> int:
+    """How many files save_pretrained splits `model_bytes` of weights into
+    (transformers' default max_shard_size, 5 GB)."""
+    return max(1, math.ceil(model_bytes / SAFETENSORS_SHARD_BYTES))
+
+
+def checkpoint_seconds(ident: Identity) -> float:
+    per_node_bw = 2.5e9  # bytes/s to a parallel filesystem
+    return sum(checkpoint_bytes(ident).values()) / (per_node_bw * ident.nnodes) + 3.0
+
+
+def eval_seconds(ident: Identity) -> float:
+    forward_only = compute_seconds(ident, 0) / 3.0 / ident.hyper.grad_accum
+    return ident.hyper.eval_batches * forward_only
+
+
+def load_seconds(ident: Identity) -> float:
+    return 2.0 * ident.model.params / 3e9 + 4.0
+
+
+def export_seconds(ident: Identity) -> float:
+    return 2.0 * ident.model.params / 1.5e9 + 2.0

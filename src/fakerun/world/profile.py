@@ -1,0 +1,256 @@
+"""A run's identity: model, GPU, software, data, parallelism and
+hyper-parameters, drawn once from the seed (or chosen by name). Every figure
+the run shows derives from this, in sim.py; nothing is drawn twice."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+
+from fakerun.world import catalog
+from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
+from fakerun.world.physics import rng
+
+FUNNY_RATE = 0.03
+GIB = 1024**3
+MEMORY_HEADROOM = 0.92  # the allocator never gets the last few percent
+CONTEXT_OVERHEAD = int(1.4 * GIB)  # CUDA context, NCCL buffers, cuBLAS workspace
+# What a base model's pretraining is worth on a new corpus, in tokens of it: a
+# fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.
+PRETRAINED_TOKENS = 1e10
+HOST_PATTERNS = ("gpu-node-{:02d}", "node{:03d}", "dgx-{:02d}", "trn-gpu-{:03d}")
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    tp: int
+    pp: int
+    dp: int
+    zero: int
+
+
+@dataclass(frozen=True)
+class Hyper:
+    seq_len: int
+    micro_batch: int
+    grad_accum: int
+    global_batch: int
+    max_lr: float
+    min_lr: float
+    warmup_steps: int
+    total_steps: int
+    epochs: int
+    steps_per_epoch: int
+    log_every: int
+    eval_batches: int
+    pretrained_tokens: float = 0.0  # a fine-tune starts from a base model: what it has learnt, in tokens
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+
+@dataclass(frozen=True)
+class Identity:
+    seed: int
+    model: Model
+    gpu: Gpu
+    dataset: Dataset
+    versions: Versions
+    nnodes: int
+    nproc: int
+    parallel: Parallelism
+    hyper: Hyper
+    hosts: tuple[str, ...]
+    mfu: float
+    data_loss: float  # the irreducible loss of this corpus (Chinchilla's E)
+
+    @property
+    def world(self) -> int:
+        return self.nnodes * self.nproc
+
+    def host(self, rank: int) -> str:
+        return self.hosts[rank // self.nproc]
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.model.name.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the job's own launch line fixes (the training script's arguments);
+    None: drawn from the seed. Every draw is still made, so what is not asked
+    for stays as the seed has it."""
+
+    model: Model | None = None  # a catalog row, or a shape the arguments describe
+    dataset: str | None = None
+    micro_batch: int | None = None
+    grad_accum: int | None = None
+    global_batch: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    seq_len: int | None = None
+    log_every: int | None = None
+    pretrained: bool = False  # fine-tuning a base model (--model_name_or_path), not training from scratch
+
+
+def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
+          model: str | None = None, gpu: str | None = None, funny: bool = False,
+          versions: catalog.Versions | None = None, asked: Asked = Asked()) -> Identity:
+    """`versions`: the software set a --style pins (default: drawn from the seed,
+    and drawn even when pinned, so a style changes no other figure of the run)."""
+    r = rng(seed, "identity")
+    world = nnodes * nproc
+    fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
+    chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
+        _pick(r, _gpus_for(fixed, nproc, world), funny)
+    candidates = [fixed] if fixed else _pool(r, catalog.models(), funny)
+    fits = _fitting(candidates, chosen_gpu, nproc, world)
+    if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
+        chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world)]
+                              or catalog.gpus())
+        fits = _fitting(candidates, chosen_gpu, nproc, world)
+    if not fits:
+        what = candidates[0].name if fixed else "any model"
+        raise CatalogError(f"{what} does not fit on {world} x {chosen_gpu.name} "
+                           f"({chosen_gpu.memory_mib // 1024} GiB each); add GPUs or pick a smaller one")
+    chosen, parallel, micro = fits[0] if fixed else r.choice(fits)
+    steps = total_steps or r.randrange(400, 801, 10)
+    return Identity(
+        seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), funny), asked),
+        versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
+        hyper=_hyper(r, chosen, parallel, micro, steps, asked),
+        hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
+
+
+def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int) -> list[tuple[Model, Parallelism, int]]:
+    """Each model that fits, with its least sharding and largest micro batch."""
+    return [(m, p, mb) for m in models if (plan := plan_memory(m, gpu, nproc, world)) for p, mb in [plan]]
+
+
+def _gpus_for(model: Model | None, nproc: int, world: int) -> tuple[Gpu, ...]:
+    """The GPUs to draw from: for a model the job names, those it fits on
+    (else all of them, and the error below names the shortfall)."""
+    gpus = catalog.gpus()
+    if model is None:
+        return gpus
+    return tuple(g for g in gpus if plan_memory(model, g, nproc, world)) or gpus
+
+
+def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
+    """A dataset the job names: the catalog's row, or the drawn one's size under its name."""
+    if asked.dataset is None:
+        return drawn
+    name = asked.dataset.rsplit("/", 1)[-1]
+    known = [d for d in catalog.datasets() if d.name.lower() == name.lower()]
+    return known[0] if known else Dataset(name, drawn.tokens, drawn.kind)
+
+
+def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Versions:
+    drawn = r.choice([v for v in catalog.versions() if v.drawn == "yes"])
+    return pinned or drawn
+
+
+def _pick(r, rows, funny: bool):
+    real = [x for x in rows if x.kind == "real"]
+    silly = [x for x in rows if x.kind == "funny"]
+    return r.choice(silly if funny or (silly and r.random() < FUNNY_RATE) else real)
+
+
+def _pool(r, models, funny: bool) -> list[Model]:
+    want_funny = funny or r.random() < FUNNY_RATE
+    pool = [m for m in models if (m.kind == "funny") == want_funny]
+    r.shuffle(pool)
+    return pool
+
+
+def plan_memory(model: Model, gpu: Gpu, nproc: int, world: int) -> tuple[Parallelism, int] | None:
+    """The least sharding (then the largest micro batch) that fits the GPU."""
+    capacity = gpu.memory_mib * 1024 * 1024 * MEMORY_HEADROOM
+    for tp in (t for t in (1, 2, 4, 8) if t <= nproc and nproc % t == 0):
+        for pp in (p for p in (1, 2, 4, 8) if world % (tp * p) == 0 and p <= model.layers):
+            dp = world // (tp * pp)
+            for zero in (1, 2, 3):
+                for micro in (8, 4, 2, 1):
+                    par = Parallelism(tp, pp, dp, zero)
+                    if peak_bytes(model, par, micro, min(model.context, 4096), stage=0) < capacity:
+                        return par, micro
+    return None
+
+
+def state_bytes(model: Model, par: Parallelism) -> dict[str, float]:
+    """bf16 weights and grads, fp32 Adam (master, m, v), sharded by TP x PP
+    and then by ZeRO stage over data parallelism."""
+    shard = model.params / (par.tp * par.pp)
+    return {
+        "weights": 2 * shard / (par.dp if par.zero >= 3 else 1),
+        "grads": 2 * shard / (par.dp if par.zero >= 2 else 1),
+        "optimizer": 12 * shard / par.dp,
+    }
+
+
+def activation_bytes(model: Model, par: Parallelism, micro: int, seq: int, stage: int) -> float:
+    """Activation checkpointing: layer inputs are kept, one layer is live at a
+    time; 1F1B keeps (pp - stage) micro batches in flight; the last stage also
+    holds fp32 logits."""
+    tokens = micro * seq
+    layers = model.layers / par.pp
+    kept = 2 * tokens * model.hidden * layers * (par.pp - stage)
+    live = 34 * tokens * model.hidden / par.tp
+    logits = 4 * tokens * model.vocab / par.tp if stage == par.pp - 1 else 0
+    return kept + live + logits
+
+
+def peak_bytes(model: Model, par: Parallelism, micro: int, seq: int, stage: int) -> float:
+    return (sum(state_bytes(model, par).values()) + activation_bytes(model, par, micro, seq, stage)
+            + CONTEXT_OVERHEAD)
+
+
+def _hyper(r, model: Model, par: Parallelism, micro: int, steps: int, asked: Asked) -> Hyper:
+    seq = asked.seq_len or min(model.context, r.choice((2048, 4096)))
+    target_tokens = r.choice((0.5e6, 1e6, 2e6))
+    micro = asked.micro_batch or micro
+    per_pass = micro * par.dp
+    accum = _accum(asked, per_pass) or max(1, round(target_tokens / seq / per_pass))
+    epochs = min(asked.epochs or r.choice((1, 2, 3)), steps)
+    lr = _max_lr(r, model.params)
+    lr = asked.lr or lr
+    return Hyper(
+        seq_len=seq, micro_batch=micro, grad_accum=accum, global_batch=per_pass * accum,
+        max_lr=lr, min_lr=lr * r.uniform(0.01, 0.1), warmup_steps=max(1, round(steps * r.uniform(0.04, 0.1))),
+        total_steps=steps, epochs=epochs, steps_per_epoch=math.ceil(steps / epochs),
+        log_every=asked.log_every or _nice(steps / 60), eval_batches=r.choice((50, 100, 200)),
+        pretrained_tokens=PRETRAINED_TOKENS if asked.pretrained else 0.0)
+
+
+def _accum(asked: Asked, per_pass: int) -> int | None:
+    """Gradient accumulation as asked, or as a global batch size implies."""
+    if asked.grad_accum:
+        return asked.grad_accum
+    return max(1, asked.global_batch // per_pass) if asked.global_batch else None
+
+
+def _max_lr(r, params: int) -> float:
+    if params < 2e9:
+        return r.choice((3e-4, 4e-4, 6e-4))
+    if params < 20e9:
+        return r.choice((1.5e-4, 2e-4, 3e-4))
+    if params < 100e9:
+        return r.choice((1e-4, 1.5e-4))
+    return 8e-5
+
+
+def _nice(x: float) -> int:
+    for step in (1, 2, 5, 10, 20, 25, 50, 100):
+        if x <= step:
+            return step
+    return 100
+
+
+def _hosts(r, nnodes: int) -> tuple[str, ...]:
+    pattern = r.choice(HOST_PATTERNS)
+    base = r.randrange(1, 40)
+    return tuple(pattern.format(base + i) for i in range(nnodes))
