@@ -4,7 +4,8 @@ For test suites: `fakerun.run(nproc=4, max_steps=20, speed=0, scenario="rank-cra
 returns a `Result` (exit code, events, captured output); see `fakerun.api`.
 """
 
-__version__ = "0.1.0"
+from fakerun.version import __version__
+
 __all__ = ["FakerunTimeout", "Result", "run", "__version__"]
 
 

@@ -91,6 +91,10 @@ class RankOutput:
     lines: list[str]
 
 
+# ProcessGroupNCCL's OpType names, as its watchdog prints them.
+NCCL_OP_TYPE = {"all_reduce": "ALLREDUCE", "broadcast": "BROADCAST", "barrier": "BARRIER"}
+
+
 @dataclass(frozen=True)
 class Collective:
     NAME: ClassVar[str] = "collective"

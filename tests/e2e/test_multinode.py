@@ -12,7 +12,8 @@ import msgpack
 import zmq
 
 from fakerun.config.options import free_port
-from fakerun.protocol.messages import AgentHello, Hello, encode
+from fakerun.protocol.codec import encode
+from fakerun.protocol.messages import AgentHello, Hello
 
 from ..conftest import FAKERUN, wait_until
 

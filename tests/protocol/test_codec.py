@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fakerun.protocol import messages as p
+from fakerun import protocol as p
 
 SAMPLES = [
     p.Hello(3, 1, 1, 4242, "job42", "t0k3n", {"RANK": "3"}),

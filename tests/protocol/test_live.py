@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgpack
 import zmq
 
-from fakerun.protocol import messages as p
+from fakerun import protocol as p
 
 BAD_FRAMES = {
     "undecodable": [b"\xc1\xc1garbage", p.encode(p.Ack())[:-1] + b"\xff\xff"],

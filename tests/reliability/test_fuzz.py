@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from fakerun.protocol import messages as p
+from fakerun import protocol as p
 from tests.protocol.test_live import _connect
 from tests.reliability.conftest import rng, seed_note
 

@@ -25,8 +25,8 @@ import pytest
 import zmq
 
 from fakerun import events as ev
+from fakerun import protocol as p
 from fakerun.config.options import free_port
-from fakerun.protocol import messages as p
 from tests.conftest import wait_until
 from tests.other_user import needs_root, start_as_other_user
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from fakerun import events as ev
+from fakerun import protocol
 from fakerun.cli.main import build_parser, to_config
 from fakerun.config.options import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, ConfigError, RunConfig, Topology
-from fakerun.protocol import messages as protocol
 
 
 def test_topology_ranks():

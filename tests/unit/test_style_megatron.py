@@ -26,7 +26,7 @@ from fakerun.render.styles.megatron import (
 from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
 from fakerun.world import catalog
 from fakerun.world import profile as identity
-from fakerun.world.profile import Parallelism
+from fakerun.world.memory import Parallelism
 
 MIB = 1024 * 1024
 DATA = texts.load("style-megatron")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fakerun import __version__
 from fakerun.config import limits, styles, tokens
 from fakerun.config import script_args as scriptargs
 from fakerun.config.options import (
@@ -31,6 +30,7 @@ from fakerun.config.options import (
     parse_duration,
 )
 from fakerun.config.styles import Style
+from fakerun.version import __version__
 from fakerun.world import scenarios
 
 EXIT_USAGE = 2

@@ -10,16 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from fakerun.events import NCCL_OP_TYPE
 from fakerun.protocol.messages import Contribute
 
-OPS = ("all_reduce", "broadcast", "barrier")
-REDUCE_OPS = ("sum", "avg", "max", "min")
-
 _tuple_new = tuple.__new__
-
-# ProcessGroupNCCL's OpType names, as its watchdog prints them.
-NCCL_OP_TYPE = {"all_reduce": "ALLREDUCE", "broadcast": "BROADCAST", "barrier": "BARRIER"}
-
 
 class Fingerprint(NamedTuple):
     """What a rank claims to be running; every rank's must match (a tuple:

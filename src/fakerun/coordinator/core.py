@@ -2,7 +2,7 @@
 
 `Coordinator` is the pure core: `handle(identity, frame, now)` and
 `tick(now)` return an `Outcome` (replies to send, events to render) and
-never touch a socket or a clock. `CoordinatorSocket` is the thin zmq edge.
+never touch a socket or a clock. `RouterSocket` is the thin zmq edge.
 
 Ordering: lines a rank writes itself are held until the next point where
 every rank is synchronised (a completed collective) and released in rank
@@ -11,26 +11,21 @@ order, so the interleaving on screen is decided here, not by the scheduler.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-import zmq
+from typing import Any
 
 from fakerun import events as ev
-from fakerun.coordinator.collective import OPS, REDUCE_OPS, Fingerprint, PendingCollective
+from fakerun.coordinator.collective import Fingerprint, PendingCollective
 from fakerun.coordinator.timeline import Completed, Timeline
-from fakerun.protocol.keys import JobKeys, secured
-from fakerun.protocol.messages import (
-    TRANSPORT_MAX_BYTES,
+from fakerun.protocol import (
     Abort,
     Ack,
     AgentHello,
     AgentReport,
     Contribute,
+    Encoded,
     Goodbye,
     Hello,
     Output,
@@ -38,18 +33,12 @@ from fakerun.protocol.messages import (
     Refused,
     Telemetry,
     Welcome,
+    agent_routing_id,
     decode,
-    encode,
     encode_release,
+    rank_routing_id,
+    tags,
 )
-
-
-def rank_identity(rank: int) -> bytes:
-    return f"rank-{rank}".encode()
-
-
-def agent_identity(node_rank: int) -> bytes:
-    return f"agent-{node_rank}".encode()
 
 
 @dataclass(frozen=True)
@@ -70,13 +59,6 @@ class AgentLink:
     host: str
     last_seen: float
     state: str = "alive"  # alive | failed | stopping | done | lost
-
-
-class Encoded(NamedTuple):
-    """A reply already encoded (one encoding serves every rank). A tuple:
-    built on the path from the last contribution to the release."""
-
-    frame: bytes
 
 
 @dataclass(slots=True)  # one per message handled
@@ -100,7 +82,7 @@ class Coordinator:
         self.report_wall = report_wall
         self.stopping = False  # the launcher got a stop signal: ask ranks to end training
         self.world = range(job.world_size)
-        self._rank_ids = [rank_identity(r) for r in self.world]  # every release goes to all of them
+        self._rank_ids = [rank_routing_id(r) for r in self.world]  # every release goes to all of them
         self.rejected: Counter[str] = Counter()
         self.members: dict[bytes, int] = {}
         self.hellos: dict[int, Hello] = {}
@@ -111,7 +93,7 @@ class Coordinator:
         self._broken: set[str] = set()
         self._held: dict[int, list[Output]] = {}
         self.agents: dict[int, AgentLink] = {}
-        self._agent_ids = {agent_identity(n): n for n in range(1, job.nnodes)}
+        self._agent_ids = {agent_routing_id(n): n for n in range(1, job.nnodes)}
         self.lost: set[int] = set()  # nodes that failed or went silent: no collective waits for them
         self.nproc = job.world_size // job.nnodes
 
@@ -227,7 +209,7 @@ class Coordinator:
                           for r, h in sorted(self.hellos.items()))
         out.events.append(ev.RendezvousComplete(
             self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
-        out.replies.extend((rank_identity(r), Welcome(self.job.world_size)) for r in ranks)
+        out.replies.extend((rank_routing_id(r), Welcome(self.job.world_size)) for r in ranks)
         return out
 
     def _hello_problem(self, identity: bytes, msg: Hello) -> str:
@@ -235,7 +217,7 @@ class Coordinator:
             return "wrong-run-id"
         if not hmac.compare_digest(msg.token.encode(), self.job.token.encode()):
             return "wrong-token"
-        if msg.rank not in self.world or identity != rank_identity(msg.rank):
+        if msg.rank not in self.world or identity != rank_routing_id(msg.rank):
             return "bad-rank"
         if msg.rank in self.hellos or self.ready:
             return "duplicate-rank"
@@ -244,12 +226,12 @@ class Coordinator:
     # -- collectives ----------------------------------------------------
     def _contribute(self, rank: int, msg: Contribute, now: float) -> Outcome:
         if not self.ready or rank in self._departed:
-            return self.reject("out-of-phase", rank_identity(rank))
-        if msg.op not in OPS or (msg.op == "all_reduce" and msg.reduce_op not in REDUCE_OPS) \
+            return self.reject("out-of-phase", rank_routing_id(rank))
+        if msg.op not in tags.OPS or (msg.op == "all_reduce" and msg.reduce_op not in tags.REDUCE_OPS) \
                 or msg.root not in self.world:
-            return self.reject("bad-op", rank_identity(rank))
+            return self.reject("bad-op", rank_routing_id(rank))
         if not 0.0 <= msg.sim_s <= MAX_SIM_S or not 0 <= msg.numel <= MAX_NUMEL:  # also rejects NaN
-            return self.reject("out-of-range", rank_identity(rank))
+            return self.reject("out-of-range", rank_routing_id(rank))
         if self.lost and self.topology_node(rank) not in self.lost:
             return self._abort_for_peer(msg.comm, [rank], Fingerprint.of(msg))
         comm = msg.comm
@@ -287,7 +269,7 @@ class Coordinator:
         events, stop, sim_us = (self.timeline.on_collective(done) if self.timeline is not None
                                 else ([], False, wall_us))
         out = Outcome(events=self.flush_output() if self._held else [])
-        stop = stop or (self.stopping and pending.tag == "train_step")
+        stop = stop or (self.stopping and pending.tag == tags.TRAIN_STEP)
         now = self.timeline.clock.now if self.timeline is not None else 0.0
         release = Encoded(encode_release(pending.comm, fp.seq, result, stop, now))  # same bytes for all
         out.replies = [(identity, release) for identity in self._rank_ids]
@@ -315,7 +297,7 @@ class Coordinator:
         self._pending.pop(comm, None)
         out = Outcome(events=[ev.Desync(comm, detail, victims, self._wall())])
         for r in victims:
-            out.replies.append((rank_identity(r), Abort(
+            out.replies.append((rank_routing_id(r), Abort(
                 "desync", comm, mine.seq, mine.op, mine.count, 0, 0, detail)))
         return out
 
@@ -335,7 +317,7 @@ class Coordinator:
             comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, waiting,
             pending.missing(self.world), self._wall()))
         for r in waiting:
-            out.replies.append((rank_identity(r), Abort(
+            out.replies.append((rank_routing_id(r), Abort(
                 "watchdog", comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, "")))
         return out
 
@@ -350,7 +332,7 @@ class Coordinator:
         out = Outcome()
         for r in ranks:
             if self.topology_node(r) not in self.lost:
-                out.replies.append((rank_identity(r), Abort(
+                out.replies.append((rank_routing_id(r), Abort(
                     "peer", comm, fp.seq, fp.op, fp.count, 0, 0, host or f"node{lost}")))
         return out
 
@@ -399,7 +381,7 @@ class Coordinator:
     # -- output and departure -------------------------------------------
     def _output(self, rank: int, msg: Output) -> Outcome:
         if msg.stream not in ("stdout", "stderr"):
-            return self.reject("bad-stream", rank_identity(rank))
+            return self.reject("bad-stream", rank_routing_id(rank))
         self._held.setdefault(rank, []).append(msg)
         return Outcome()
 
@@ -424,97 +406,6 @@ def _plausible(t: Telemetry) -> bool:
 
 def _peer(identity: bytes) -> str:
     return identity.decode("ascii", "replace")[:32] if identity.isascii() else identity.hex()[:32]
-
-
-# Plain ints: pyzmq's enum arithmetic on every call showed in profiles.
-NOBLOCK = int(zmq.NOBLOCK)
-MORE_NOBLOCK = int(zmq.SNDMORE) | NOBLOCK
-EVENTS = int(zmq.EVENTS)
-RCVMORE = int(zmq.RCVMORE)
-POLLIN = int(zmq.POLLIN)
-PEER_QUEUE = 100  # messages
-HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-# The compiled send itself: zmq.Socket.send is a Python override adding
-# routing_id/group handling (draft sockets) that ROUTER and DEALER never use,
-# and it doubled the cost of each of the 2N sends that release a collective.
-raw_send = zmq.backend.Socket.send
-
-
-class CoordinatorSocket:
-    """The zmq edge: a ROUTER bound to the job's endpoints; those that leave
-    the private run directory are CurveZMQ servers with the job's keys."""
-
-    def __init__(self, ctx: zmq.Context, endpoints: list[str], keys: JobKeys | None = None) -> None:
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
-        # What one peer may have queued here before libzmq stops reading its
-        # connection (it pushes back; nothing is dropped): 32 MiB at most,
-        # against 320 MiB at libzmq's default. A rank has one collective in
-        # flight and a few reports; an agent, a heartbeat a second.
-        self.sock.setsockopt(zmq.RCVHWM, PEER_QUEUE)
-        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        plain = [e for e in endpoints if not secured(e)]
-        for endpoint in plain:  # bound before the Curve options: each listener keeps what was set
-            self.sock.bind(endpoint)
-        if len(plain) < len(endpoints):
-            if keys is None:
-                raise ValueError("a TCP endpoint needs the job's keys")
-            keys.serve(self.sock)
-            for endpoint in endpoints:
-                if secured(endpoint):
-                    self.sock.bind(endpoint)
-        # Peers refused in the handshake never reach us as messages: libzmq
-        # tells of them on a monitor, and they are counted like the rest.
-        monitor = f"inproc://fakerun-router-{id(self)}"
-        self.sock.monitor(monitor, HANDSHAKE_FAILED)
-        self._monitor = ctx.socket(zmq.PAIR)
-        self._monitor.connect(monitor)
-
-    def refused(self) -> int:
-        """Handshakes failed since last asked (at least: libzmq drops a
-        monitor's events past its queue's 1000)."""
-        count = 0
-        with contextlib.suppress(zmq.Again):
-            while True:
-                self._monitor.recv_multipart(NOBLOCK)
-                count += 1
-        return count
-
-    def drain(self, limit: int = 4096) -> Iterator[list[bytes]]:
-        """Every message waiting (up to `limit`), each as its frames, one at
-        a time: each is handled before the next is read, so a flood of big
-        frames never piles up here.
-
-        Read until zmq.Again: a recv that finds a message makes no system
-        call, while asking EVENTS before each message polls zmq's mailbox
-        every time (measured: 8 messages drained in 37 µs against 56 µs).
-        The frames are read here rather than by recv_multipart, whose Python
-        wrapper cost as much as the reads. A ROUTER message always has its
-        peer's identity and at least one more frame, delivered together."""
-        recv, more = self.sock.recv, self.sock.get
-        for _ in range(limit):
-            try:
-                parts = [recv(NOBLOCK), recv(NOBLOCK)]
-                while more(RCVMORE):
-                    parts.append(recv(NOBLOCK))
-            except zmq.Again:
-                return
-            yield parts
-
-    def send(self, identity: bytes, msg: Any) -> bool:
-        try:
-            raw_send(self.sock, identity, MORE_NOBLOCK)
-            raw_send(self.sock, msg.frame if isinstance(msg, Encoded) else encode(msg), NOBLOCK)
-            return True
-        except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full
-            return False
-
-    def close(self) -> None:
-        self.sock.disable_monitor()
-        self._monitor.close(linger=0)
-        self.sock.close(linger=0)
 
 
 def handle_frames(core: Coordinator, frames: list[bytes], now: float) -> Outcome:

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fakerun import events as ev
+from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
 from fakerun.world.profile import Identity
 
 BF16 = 2
-_RESULT_WIDTH = {"train_step": 2, "validation": 1}  # values a tag's all_reduce carries
+_RESULT_WIDTH = {tags.TRAIN_STEP: 2, tags.VALIDATION: 1}  # values a tag's all_reduce carries
 
 
 class Completed(NamedTuple):
@@ -73,11 +74,11 @@ class Timeline:
         comm_s = self._comm_seconds(done)
         self.clock.advance(max(done.sim_s.values(), default=0.0) + comm_s)
         self.run.window.append((done.op, done.numel, comm_s))
-        if done.tag.startswith("phase:"):
-            events = [ev.Phase(done.tag[6:], "", self.run.step, self.clock.now)]
-            if done.tag == "phase:train":
+        if done.tag.startswith(tags.PHASE):
+            events = [ev.Phase(done.tag.removeprefix(tags.PHASE), "", self.run.step, self.clock.now)]
+            if done.tag == tags.PHASE_TRAIN:
                 self.run.train_start = self.clock.now
-            if done.tag == "phase:summary":
+            if done.tag == tags.PHASE_SUMMARY:
                 events.append(self._summary())
             return events, False, round(comm_s * 1e6)
         handler = self._handlers.get(done.tag)
@@ -95,14 +96,14 @@ class Timeline:
 
     def _handler_table(self) -> dict[str, Callable[[Completed], list]]:
         return {
-            "init_process_group": lambda d: [ev.Phase("init", "nccl", 0, self.clock.now)],
-            "load_model": lambda d: [ev.Phase("init", "model", 0, self.clock.now)],
-            "load_tokenizer": lambda d: [ev.Phase("init", "tokenizer", 0, self.clock.now)],
-            "load_dataset": lambda d: [ev.Phase("init", "dataset", 0, self.clock.now)],
-            "train_step": self._step,
-            "validation": self._validation,
-            "checkpoint": self._checkpoint,
-            "export": self._export,
+            tags.INIT_PROCESS_GROUP: lambda d: [ev.Phase("init", "nccl", 0, self.clock.now)],
+            tags.LOAD_MODEL: lambda d: [ev.Phase("init", "model", 0, self.clock.now)],
+            tags.LOAD_TOKENIZER: lambda d: [ev.Phase("init", "tokenizer", 0, self.clock.now)],
+            tags.LOAD_DATASET: lambda d: [ev.Phase("init", "dataset", 0, self.clock.now)],
+            tags.TRAIN_STEP: self._step,
+            tags.VALIDATION: self._validation,
+            tags.CHECKPOINT: self._checkpoint,
+            tags.EXPORT: self._export,
         }
 
     def _comm_seconds(self, done: Completed) -> float:
@@ -113,7 +114,7 @@ class Timeline:
         return 30e-6 * math.log2(max(2, self.ident.world))
 
     def _stop(self, done: Completed) -> bool:
-        if done.tag != "train_step" or self.deadline is None or self.monotonic is None:
+        if done.tag != tags.TRAIN_STEP or self.deadline is None or self.monotonic is None:
             return False
         return self.monotonic() >= self.deadline
 

@@ -18,16 +18,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from fakerun import events as ev
-from fakerun.coordinator.core import (
-    EVENTS,
-    POLLIN,
-    Coordinator,
-    CoordinatorSocket,
-    Encoded,
-    Outcome,
-    agent_identity,
-    handle_frames,
-)
+from fakerun.coordinator.core import Coordinator, Outcome, handle_frames
+from fakerun.protocol.codec import Encoded, decode, encode
 from fakerun.protocol.keys import Gate, JobKeys, secured
 from fakerun.protocol.messages import (
     MAX_MESSAGE_BYTES,
@@ -39,9 +31,9 @@ from fakerun.protocol.messages import (
     ProtocolError,
     Refused,
     Welcome,
-    decode,
-    encode,
+    agent_routing_id,
 )
+from fakerun.protocol.transport import EVENTS, POLLIN, RouterSocket
 from fakerun.world.clock import VirtualClock
 
 BEAT_S = 1.0  # heartbeats between agents and the coordinator
@@ -61,7 +53,7 @@ class LocalHub:
         # The gate answers before the first handshake can ask it.
         self.gate = Gate(ctx, keys) if any(secured(e) for e in endpoints) else None
         try:
-            self.sock = CoordinatorSocket(ctx, endpoints, keys)
+            self.sock = RouterSocket(ctx, endpoints, keys)
         except zmq.ZMQError:  # e.g. the port is taken: the gate's thread must not outlive us
             if self.gate is not None:
                 self.gate.close()
@@ -181,7 +173,7 @@ class LocalHub:
         for batch in batches(items):
             frame = Encoded(encode(Events(batch)))
             for node in agents:
-                self.sock.send(agent_identity(node), frame)
+                self.sock.send(agent_routing_id(node), frame)
 
     def close(self) -> None:
         if self._outbox:
@@ -217,7 +209,7 @@ class RemoteHub:
         self.monitor = ctx.socket(zmq.PAIR) if await_close else None
         self.dropped = False
         self._close_check_at = now
-        self.sock.setsockopt(zmq.IDENTITY, agent_identity(self.node))
+        self.sock.setsockopt(zmq.IDENTITY, agent_routing_id(self.node))
         self.sock.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_MAX_BYTES)
         self.sock.setsockopt(zmq.LINGER, 500)
         # Node 0 may come up after us: retry as fast as our ranks do, or a

@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from fakerun.coordinator.core import rank_identity, raw_send
+from fakerun.protocol.codec import decode, encode, encode_contribute
 from fakerun.protocol.keys import JobKeys, secured
 from fakerun.protocol.messages import (
     Abort,
@@ -26,10 +26,9 @@ from fakerun.protocol.messages import (
     Refused,
     Release,
     Welcome,
-    decode,
-    encode,
-    encode_contribute,
+    rank_routing_id,
 )
+from fakerun.protocol.transport import raw_send
 
 WAKE_MS = 1000
 _RELEASE = (Release,)
@@ -61,7 +60,7 @@ class Communicator:
         self.now = 0.0  # the run's virtual clock, as of the last release
         self._seqs: dict[str, int] = {}  # per communicator: the last collective's number
         self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, rank_identity(rank))
+        self.sock.setsockopt(zmq.IDENTITY, rank_routing_id(rank))
         # The coordinator binds a few ms after we are forked: retry fast.
         self.sock.setsockopt(zmq.RECONNECT_IVL, 5)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)

@@ -16,17 +16,15 @@ from dataclasses import dataclass
 
 from fakerun import texts
 from fakerun.config.options import RunConfig
+from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
-from fakerun.render.torchrun.formatter import ENV_PREFIX
 from fakerun.world import physics as sim
-from fakerun.world.profile import Identity
+from fakerun.world.profile import ENV_PREFIX, Identity
 
-TRAIN_STEP = "train_step"
 # Wall seconds of each activity at --speed 1 (a default run lasts 2-4 min).
 WALL = {"init_stage": 0.6, "step": sim.WALL_STEP_S, "validation": 2.0, "checkpoint": 2.5,
         "export": 2.5}
-INIT_STAGES = ("load_model", "load_tokenizer", "load_dataset")
 
 
 class SimulatedExit(Exception):
@@ -63,23 +61,23 @@ class Script:
         # Decided by the release's stop flag, which every rank sees at the same
         # step (our own SIGTERM may land a moment earlier or later).
         if self._preemption_aware() and self.comm.stop_requested:
-            self._phase("checkpoint", sim.checkpoint_seconds(self.ident), last)
+            self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident), last)
             return
         self._end_of_epoch(last)
-        self._phase("export", sim.export_seconds(self.ident))
-        self.comm.barrier(tag="phase:summary")
-        self.comm.barrier(tag="destroy_process_group")
+        self._phase(tags.EXPORT, sim.export_seconds(self.ident))
+        self.comm.barrier(tag=tags.PHASE_SUMMARY)
+        self.comm.barrier(tag=tags.DESTROY_PROCESS_GROUP)
 
     def _init(self) -> None:
         c, ident = self.comm, self.ident
-        c.barrier(tag="init_process_group", sim_s=1.5 + 0.1 * ident.world)
-        c.broadcast([float(ident.seed)], tag="broadcast_parameters", numel=sim.grad_numel(ident))
-        seconds = {"load_model": sim.load_seconds(ident), "load_tokenizer": 1.1, "load_dataset": 7.5}
-        for stage in INIT_STAGES:
+        c.barrier(tag=tags.INIT_PROCESS_GROUP, sim_s=1.5 + 0.1 * ident.world)
+        c.broadcast([float(ident.seed)], tag=tags.BROADCAST_PARAMETERS, numel=sim.grad_numel(ident))
+        seconds = {tags.LOAD_MODEL: sim.load_seconds(ident), tags.LOAD_TOKENIZER: 1.1, tags.LOAD_DATASET: 7.5}
+        for stage in tags.INIT_STAGES:
             self._sleep("init_stage")
             c.barrier(tag=stage, sim_s=seconds[stage])
         self._telemetry(0, "init")
-        c.barrier(tag="phase:train")
+        c.barrier(tag=tags.PHASE_TRAIN)
 
     def _train(self) -> int:
         h = self.ident.hyper
@@ -93,7 +91,7 @@ class Script:
             loss, grad_norm, sim_s = self._faulted(
                 step, sim.local_loss(self.ident, self.rank, step),
                 sim.local_grad_norm(self.ident, self.rank, step), sim.compute_seconds(self.ident, step))
-            mean_loss, _ = self.comm.all_reduce([loss, grad_norm], "avg", tag=TRAIN_STEP, step=step,
+            mean_loss, _ = self.comm.all_reduce([loss, grad_norm], "avg", tag=tags.TRAIN_STEP, step=step,
                                                 numel=self.numel, sim_s=sim_s)
             if not math.isfinite(mean_loss):  # what a real script checks after the reduce
                 raise ScriptFailed(self._text("nan", loss=mean_loss).split("\n"), stream="stdout")
@@ -105,15 +103,15 @@ class Script:
         return step
 
     def _end_of_epoch(self, step: int) -> None:
-        self.comm.barrier(tag="phase:validation")
+        self.comm.barrier(tag=tags.PHASE_VALIDATION)
         self._telemetry(step, "validation")
         self._sleep("validation")
-        self.comm.all_reduce([sim.local_val_loss(self.ident, self.rank, step)], "avg", tag="validation",
+        self.comm.all_reduce([sim.local_val_loss(self.ident, self.rank, step)], "avg", tag=tags.VALIDATION,
                              step=step, sim_s=sim.eval_seconds(self.ident))
-        self._phase("checkpoint", sim.checkpoint_seconds(self.ident), step)
+        self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident), step)
 
     def _phase(self, name: str, sim_s: float, step: int = 0) -> None:
-        self.comm.barrier(tag=f"phase:{name}")
+        self.comm.barrier(tag=tags.phase(name))
         self._telemetry(step, name)
         self._sleep(name)
         self.comm.barrier(tag=name, sim_s=sim_s)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fakerun import texts
 
 if TYPE_CHECKING:
-    from fakerun.smi import GpuRow, Snapshot
+    from fakerun.smi.snapshot import GpuRow, Snapshot
 
 MIB_PER_GIB = 1024
 FIT_GAP = 2  # columns between tables side by side

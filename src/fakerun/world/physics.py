@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import math
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from fakerun.world.draws import gauss, rng
+from fakerun.world.memory import activation_bytes, state_bytes
 
 if TYPE_CHECKING:
     from fakerun.world.profile import Identity
@@ -28,23 +29,6 @@ RANK_NOISE = 0.03  # spread of one rank's micro-batch loss around the mean
 SPIKE_RATE = 0.004  # chance per step that a loss spike starts
 # Wall-clock pacing at --speed 1: a default run shows every phase in 2-4 min.
 WALL_STEP_S = 0.25
-
-
-def rng(seed: int, *purpose: object) -> random.Random:
-    # str seeds are hashed with SHA-512 by random.seed: stable across runs and
-    # independent of PYTHONHASHSEED.
-    return random.Random(":".join(str(p) for p in (seed, *purpose)))
-
-
-def gauss(seed: int, *purpose: object) -> float:
-    """A standard normal draw keyed by (seed, purpose): Box-Muller over a
-    BLAKE2b hash, ~10x cheaper than seeding a Random per draw (every rank
-    draws several per step)."""
-    key = f"{seed}:{':'.join(map(str, purpose))}".encode()
-    digest = hashlib.blake2b(key, digest_size=16).digest()
-    u1 = (int.from_bytes(digest[:8], "little") + 1) / 2**64  # (0, 1]
-    u2 = int.from_bytes(digest[8:], "little") / 2**64
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
 def safe_exp(x: float) -> float:
@@ -213,7 +197,6 @@ def stage_of(ident: Identity, rank: int) -> int:
 def memory_bytes(ident: Identity, rank: int) -> tuple[float, float]:
     """(allocated, reserved) at peak for this rank; pipeline stages differ,
     ranks within a stage differ slightly (allocator fragmentation)."""
-    from fakerun.world.profile import activation_bytes, state_bytes
 
     p, h = ident.parallel, ident.hyper
     stage = stage_of(ident, rank)

@@ -11,24 +11,15 @@ from dataclasses import dataclass
 
 from fakerun.world import catalog
 from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
-from fakerun.world.physics import rng
+from fakerun.world.draws import rng
+from fakerun.world.memory import Parallelism, plan_memory
 
+ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 FUNNY_RATE = 0.03
-GIB = 1024**3
-MEMORY_HEADROOM = 0.92  # the allocator never gets the last few percent
-CONTEXT_OVERHEAD = int(1.4 * GIB)  # CUDA context, NCCL buffers, cuBLAS workspace
 # What a base model's pretraining is worth on a new corpus, in tokens of it: a
 # fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.
 PRETRAINED_TOKENS = 1e10
 HOST_PATTERNS = ("gpu-node-{:02d}", "node{:03d}", "dgx-{:02d}", "trn-gpu-{:03d}")
-
-
-@dataclass(frozen=True)
-class Parallelism:
-    tp: int
-    pp: int
-    dp: int
-    zero: int
 
 
 @dataclass(frozen=True)
@@ -165,48 +156,6 @@ def _pool(r, models, funny: bool) -> list[Model]:
     pool = [m for m in models if (m.kind == "funny") == want_funny]
     r.shuffle(pool)
     return pool
-
-
-def plan_memory(model: Model, gpu: Gpu, nproc: int, world: int) -> tuple[Parallelism, int] | None:
-    """The least sharding (then the largest micro batch) that fits the GPU."""
-    capacity = gpu.memory_mib * 1024 * 1024 * MEMORY_HEADROOM
-    for tp in (t for t in (1, 2, 4, 8) if t <= nproc and nproc % t == 0):
-        for pp in (p for p in (1, 2, 4, 8) if world % (tp * p) == 0 and p <= model.layers):
-            dp = world // (tp * pp)
-            for zero in (1, 2, 3):
-                for micro in (8, 4, 2, 1):
-                    par = Parallelism(tp, pp, dp, zero)
-                    if peak_bytes(model, par, micro, min(model.context, 4096), stage=0) < capacity:
-                        return par, micro
-    return None
-
-
-def state_bytes(model: Model, par: Parallelism) -> dict[str, float]:
-    """bf16 weights and grads, fp32 Adam (master, m, v), sharded by TP x PP
-    and then by ZeRO stage over data parallelism."""
-    shard = model.params / (par.tp * par.pp)
-    return {
-        "weights": 2 * shard / (par.dp if par.zero >= 3 else 1),
-        "grads": 2 * shard / (par.dp if par.zero >= 2 else 1),
-        "optimizer": 12 * shard / par.dp,
-    }
-
-
-def activation_bytes(model: Model, par: Parallelism, micro: int, seq: int, stage: int) -> float:
-    """Activation checkpointing: layer inputs are kept, one layer is live at a
-    time; 1F1B keeps (pp - stage) micro batches in flight; the last stage also
-    holds fp32 logits."""
-    tokens = micro * seq
-    layers = model.layers / par.pp
-    kept = 2 * tokens * model.hidden * layers * (par.pp - stage)
-    live = 34 * tokens * model.hidden / par.tp
-    logits = 4 * tokens * model.vocab / par.tp if stage == par.pp - 1 else 0
-    return kept + live + logits
-
-
-def peak_bytes(model: Model, par: Parallelism, micro: int, seq: int, stage: int) -> float:
-    return (sum(state_bytes(model, par).values()) + activation_bytes(model, par, micro, seq, stage)
-            + CONTEXT_OVERHEAD)
 
 
 def _hyper(r, model: Model, par: Parallelism, micro: int, steps: int, asked: Asked) -> Hyper:

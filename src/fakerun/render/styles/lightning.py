@@ -30,8 +30,8 @@ from fakerun import texts
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.pytorch import EventRoutes
 from fakerun.render.styles.tqdm import format_meter, format_num
-from fakerun.render.torchrun.formatter import ENV_PREFIX
 from fakerun.world import physics as sim
+from fakerun.world.profile import ENV_PREFIX
 
 DATA = "style-lightning"
 DASHES = "-" * 100  # fabric/utilities/distributed.py's block around the backend lines

@@ -29,7 +29,7 @@ from fakerun.render.lines import STDOUT, Line
 from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
 from fakerun.render.styles.pytorch import EventRoutes
 from fakerun.world import physics as sim
-from fakerun.world.profile import state_bytes
+from fakerun.world.memory import state_bytes
 
 MIB = 1024 * 1024
 DEFAULT_INTERVAL = 1000  # --eval-interval's default

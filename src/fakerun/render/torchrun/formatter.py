@@ -11,14 +11,14 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun import texts
-from fakerun.coordinator.collective import NCCL_OP_TYPE
+from fakerun.events import NCCL_OP_TYPE
 from fakerun.render.lines import STDERR, Line, c10_stamp, glog_prefix
 from fakerun.render.styles.pytorch import ScriptLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
+from fakerun.world.profile import ENV_PREFIX
 
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
-ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
 
 

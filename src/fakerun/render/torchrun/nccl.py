@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from fakerun.render.lines import STDOUT, Line
-from fakerun.world.physics import rng
+from fakerun.world.draws import rng
 from fakerun.world.profile import Identity
 
 RING_LIMIT = 20  # ncclTopoPrintRings shows at most 20 ranks
