@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fakerun.config import styles
+from fakerun.world import styles
 
 RUN = ("--nproc", "2", "--max-steps", "10", "--seed", "3", "--fail-rank", "1", "--fail-step", "5",
        "--output", "plain", "--collective-timeout", "1")

@@ -14,7 +14,7 @@ from fakerun.render.jsonl import JsonlSink, dumps
 from fakerun.render.lines import Line, c10_stamp, elastic_time, glog_prefix
 from fakerun.render.renderer import Renderer
 from fakerun.render.torchrun.failure import failure_box
-from fakerun.render.torchrun.formatter import TorchrunFormatter
+from fakerun.render.torchrun.formatter import EventFormatter
 from fakerun.texts import load
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -74,7 +74,7 @@ def test_jsonl_is_strict_json():
 
 def test_renderer_feeds_events_and_lines():
     out, err = io.StringIO(), io.StringIO()
-    renderer = Renderer(TorchrunFormatter(),
+    renderer = Renderer(EventFormatter(),
                         [ConsoleSink(out, err, 2, None, show_ranks=False)], [JsonlSink(out)])
     renderer.emit(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "127.0.0.1", 29500, 42, 0,
                                 at("2026-11-21_19:50:33")))
@@ -87,7 +87,7 @@ def test_renderer_feeds_events_and_lines():
 
 
 def test_failure_report_lines():
-    formatter = TorchrunFormatter()
+    formatter = EventFormatter()
     formatter.lines(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
     lines = [x.text for x in formatter.lines(ev.RunFailed(
         "train.py", formatter.binary, 42, failure(1, 7, 1), [], at("2026-11-21_21:15:18")))]
@@ -101,7 +101,7 @@ def test_failure_report_lines():
 
 
 def test_rendezvous_timeout_names_the_missing_ranks():
-    formatter = TorchrunFormatter()
+    formatter = EventFormatter()
     formatter.lines(ev.RunStarted("r", 4, 2, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
     (line,) = formatter.lines(ev.RendezvousTimeout(30.0, [0, 1], 4, 0.0))
     assert line.stream == "stderr" and line.rank is None
@@ -111,14 +111,14 @@ def test_rendezvous_timeout_names_the_missing_ranks():
 def test_rendezvous_timeout_names_a_node_whose_agent_never_joined():
     """Every rank can be in while another node's agent is not: the line said
     `4 of 4 ranks joined (missing: )`."""
-    formatter = TorchrunFormatter()
+    formatter = EventFormatter()
     formatter.lines(ev.RunStarted("r", 4, 2, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
     (line,) = formatter.lines(ev.RendezvousTimeout(30.0, [0, 1, 2, 3], 4, 0.0, [1]))
     assert line.text.endswith("4 of 4 ranks joined (missing: node 1's agent)")
 
 
 def test_forced_kill_names_the_signal_that_was_ignored():
-    formatter = TorchrunFormatter()
+    formatter = EventFormatter()
     formatter.lines(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
     (line,) = formatter.lines(ev.ForcedKill(1, 77, 0.0, 2))
     assert line.text.endswith("multiprocessing/api.py:1047] Unable to shutdown process 77 via 2, "

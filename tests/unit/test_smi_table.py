@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fakerun import events as ev
-from fakerun.render.metrics import SinkFailed
+from fakerun.render.sinks import SinkFailed
 from fakerun.smi import GpuRow, SmiStateSink, Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, layout_for, table
 from fakerun.world import physics as sim

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 
 from fakerun import events as ev
-from fakerun.config import styles
 from fakerun.render.lines import STDOUT
 from fakerun.render.styles.deepspeed import (
     GIB,
@@ -24,6 +23,7 @@ from fakerun.render.styles.deepspeed import (
 )
 from fakerun.world import physics as sim
 from fakerun.world import profile as identity
+from fakerun.world import styles
 
 
 def at(text: str) -> float:

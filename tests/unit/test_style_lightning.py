@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from fakerun import events as ev
-from fakerun.config import styles
 from fakerun.config.options import RunConfig, Topology
 from fakerun.rank.training import script_text
 from fakerun.render.lines import STDERR, STDOUT
@@ -19,7 +18,7 @@ from fakerun.render.styles.lightning import (
     summary_table,
 )
 from fakerun.render.styles.tqdm import format_meter
-from fakerun.world import catalog
+from fakerun.world import catalog, styles
 from fakerun.world import profile as identity
 
 BAR_DICT = {"noinv": True}  # Lightning's BAR_FORMAT shows {rate_noinv_fmt}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fakerun.config import styles
 from fakerun.render.styles.tqdm import meter
+from fakerun.world import styles
 
 
 def test_tqdm_meter_matches_the_reference_lines():

@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from fakerun import events as ev
-from fakerun.render.torchrun.formatter import TorchrunFormatter, torchrun_tables
+from fakerun.render.torchrun.formatter import EventFormatter, torchrun_tables
 from fakerun.texts import load
 from fakerun.world import catalog
 from fakerun.world import profile as identity
@@ -28,16 +28,16 @@ def at(stamp: str) -> float:
     return time.mktime(datetime.strptime(stamp, "%Y-%m-%d_%H:%M:%S").timetuple())
 
 
-def start(torch: str | None, node_rank: int = 0, seed: int = 5) -> tuple[TorchrunFormatter, list[str]]:
+def start(torch: str | None, node_rank: int = 0, seed: int = 5) -> tuple[EventFormatter, list[str]]:
     """A formatter for a run of `torch` (None: no identity), and its OMP banner."""
     ident = identity.build(seed, 2, 4, versions=ROWS[torch]) if torch else None
-    formatter = TorchrunFormatter(ident=ident)
+    formatter = EventFormatter(ident=ident)
     banner = formatter.lines(ev.RunStarted("r", 8, 2, 4, node_rank, seed, "train.py", [], 3, "h", 1, PID, 0,
                                            at("2024-11-21_19:58:02") + 0.873))
     return formatter, [line.text for line in banner]
 
 
-def failed(formatter: TorchrunFormatter, error_file: str = "<N/A>") -> list[str]:
+def failed(formatter: EventFormatter, error_file: str = "<N/A>") -> list[str]:
     root = ev.Failure(3, 3, 0, 48207, 1, at("2024-11-21_20:14:12"), "gpu-node-17", error_file)
     other = ev.Failure(2, 2, 0, 48206, -15, at("2024-11-21_20:14:12"), "gpu-node-17")
     event = ev.RunFailed("train.py", "/opt/conda/bin/python3", PID, root, [other], at("2024-11-21_20:14:15"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fakerun.config import limits, styles, tokens
+from fakerun.config import limits, tokens
 from fakerun.config import script_args as scriptargs
 from fakerun.config.options import (
     OUTPUTS,
@@ -29,9 +29,9 @@ from fakerun.config.options import (
     new_seed,
     parse_duration,
 )
-from fakerun.config.styles import Style
 from fakerun.version import __version__
-from fakerun.world import scenarios
+from fakerun.world import scenarios, styles
+from fakerun.world.styles import Style
 
 EXIT_USAGE = 2
 EXIT_PIPE = 141  # as when the reader goes away mid-run (launcher.EXIT_PIPE)
@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fakerun: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from fakerun.launcher.agent import Launcher  # zmq/psutil are not needed for --help or usage errors
-    from fakerun.render.metrics import SinkFailed
+    from fakerun.render.sinks import SinkFailed
 
     try:
         return Launcher(config).run()

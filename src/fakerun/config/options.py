@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fakerun.config.styles import Style
 from fakerun.system.files import check_regular
 from fakerun.world.catalog import CatalogError
 from fakerun.world.profile import Asked
+from fakerun.world.styles import Style
 
 OUTPUTS = ("auto", "plain", "rich", "jsonl")
 # A paced run sleeps simulated time / speed: below a thousandth of real time

@@ -41,12 +41,12 @@ from fakerun.launcher.workers import ForkFailed, Worker, WorkerGroup
 from fakerun.protocol.keys import JobKeys
 from fakerun.protocol.messages import AgentHello
 from fakerun.rank.process import EXIT_INTERNAL, RankSpec
-from fakerun.render.console import silence
 from fakerun.render.renderer import Renderer, build_renderer
 from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.signals import STOP_SIGNALS, SignalInbox, StopOverdue
+from fakerun.system.streams import silence
 from fakerun.world.clock import VirtualClock, local_now, parse_start
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141

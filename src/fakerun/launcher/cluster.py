@@ -22,8 +22,8 @@ from typing import IO, TextIO
 
 from fakerun import theatre
 from fakerun.config.options import RunConfig, free_port
-from fakerun.render.console import silence
 from fakerun.system.signals import STOP_SIGNALS, SignalInbox
+from fakerun.system.streams import silence
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 1, 2, 141
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more

@@ -19,7 +19,7 @@ import psutil
 
 from fakerun.config.options import RunConfig
 from fakerun.rank.process import FORK_BLOCKED, RankSpec, run_child
-from fakerun.render.console import silence
+from fakerun.system.streams import silence
 
 
 class ForkFailed(RuntimeError):

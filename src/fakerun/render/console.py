@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from string import Template
 from typing import TextIO
 
 from fakerun.render.lines import STDERR, Line
+from fakerun.render.sinks import OutputClosed
+from fakerun.system.streams import silence
 
 # torchrun's default TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE-equivalent.
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
 
-
-class OutputClosed(Exception):
-    """The reader went away (e.g. `fakerun | head -1`)."""
-
-
-def silence(stream: TextIO) -> None:
-    """Point a dead stream's descriptor at /dev/null, so that neither a later
-    flush nor the interpreter's final one fails (exit 120) with a traceback
-    (the recipe of Python's docs, "Note on SIGPIPE")."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass  # not backed by a descriptor (tests, the API): nothing will flush it at exit
 
 STD_BITS = {"stdout": 1, STDERR: 2}  # torchrun's Std: 1 stdout, 2 stderr, 3 both
 
@@ -52,7 +38,10 @@ class RankStreams:
 
 
 class ConsoleSink:
-    console = True  # see Renderer._closed
+    """A LineSink: the plain console."""
+
+    console = True
+    animated = False
 
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc_per_node: int,
                  node_ranks: range | None, show_ranks: bool = True,
@@ -91,3 +80,6 @@ class ConsoleSink:
             except (OSError, ValueError):  # EPIPE, EIO (terminal gone), closed file
                 silence(self.streams[name])
                 raise OutputClosed(name) from None
+
+    def close(self) -> None:
+        """The streams are the caller's: nothing to close."""

@@ -9,7 +9,8 @@ from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, TextIO
 
 from fakerun import events as ev
-from fakerun.render.console import OutputClosed, silence
+from fakerun.render.sinks import OutputClosed
+from fakerun.system.streams import silence
 
 
 def strict(value: Any) -> Any:
@@ -42,7 +43,9 @@ def dumps(event: Any) -> str:
 
 
 class JsonlSink:
-    console = True  # see Renderer._closed
+    """An EventSink: each event as one JSON line on stdout."""
+
+    console = True
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -60,6 +63,9 @@ class JsonlSink:
         except (OSError, ValueError):
             silence(self.stream)
             raise OutputClosed("stdout") from None
+
+    def close(self) -> None:
+        """stdout is the caller's: nothing to close."""
 
 
 # The `collective` event comes once per collective, the hottest line of all:

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import TextIO
 
 from fakerun.render.lines import Line
-from fakerun.render.metrics import SinkFailed
+from fakerun.render.sinks import SinkFailed
 
 
 class RankLogFiles:
+    """A LineSink: each rank's lines in its own stdout.log and stderr.log."""
+
+    console = False
+    animated = False
+
     def __init__(self, paths: dict[int, tuple[Path, Path]], where: str = "the rank logs") -> None:
         """`paths` maps a global rank to its (stdout.log, stderr.log);
         `where` names them in an error (e.g. "--log-dir DIR")."""

@@ -15,14 +15,15 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.render.jsonl import strict
+from fakerun.render.sinks import SinkFailed
 from fakerun.system.files import open_regular
 
 
-class SinkFailed(Exception):
-    """A file we must write could not be written; the message is one line."""
-
-
 class MetricsFile:
+    """An EventSink: --metrics-file."""
+
+    console = False
+
     def __init__(self, path: Path, append: bool = False) -> None:
         """`append`: a resumed run continues the file of the run it resumes
         (a fresh one starts it anew)."""

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from fakerun.render.console import ConsoleSink, OutputClosed, RankStreams
+from fakerun.render import styles
+from fakerun.render.console import ConsoleSink, RankStreams
 from fakerun.render.jsonl import JsonlSink
 from fakerun.render.logfiles import RankLogFiles
-from fakerun.render.metrics import MetricsFile, SinkFailed
-from fakerun.render.styles.pytorch import ScriptLines
-from fakerun.render.torchrun.formatter import TorchrunFormatter
+from fakerun.render.metrics import MetricsFile
+from fakerun.render.sinks import EventSink, LineSink, OutputClosed, SinkFailed
+from fakerun.render.torchrun.formatter import EventFormatter
 from fakerun.world.clock import local_now, parse_start
 
 __all__ = ["OutputClosed", "Renderer", "build_renderer", "resolve_output"]
@@ -26,8 +26,8 @@ class Renderer:
     A sink whose reader went away (EPIPE) is dropped and `output_closed` is
     set; the launcher then shuts the job down instead of dying mid-write."""
 
-    def __init__(self, formatter: TorchrunFormatter, line_sinks: list[Any],
-                 event_sinks: list[Any]) -> None:
+    def __init__(self, formatter: EventFormatter, line_sinks: list[LineSink],
+                 event_sinks: list[EventSink]) -> None:
         self.formatter = formatter
         self.line_sinks = line_sinks
         self.event_sinks = event_sinks
@@ -58,10 +58,10 @@ class Renderer:
             self._each(self.event_sinks, lambda sink: sink.flush())
         due = self._pending or force
         self._each(self.line_sinks, lambda sink: sink.flush(),
-                   only=lambda sink: due or getattr(sink, "animated", False))
+                   only=lambda sink: due or sink.animated)
         self._pending = False
 
-    def attach(self, sink: Any) -> None:
+    def attach(self, sink: EventSink) -> None:
         """An event sink that lives for one run: it replaces (and closes) the
         previous run's sink of its kind."""
         for old in [s for s in self.event_sinks if type(s) is type(sink)]:
@@ -92,7 +92,7 @@ class Renderer:
     def close(self) -> None:
         self.close_rank_logs()
         for sink in [*self.line_sinks, *self.event_sinks]:
-            getattr(sink, "close", lambda: None)()
+            sink.close()
 
     def _each(self, sinks: list[Any], action: Any, only: Any = None) -> None:
         for sink in list(sinks):
@@ -115,7 +115,7 @@ class Renderer:
         signal" for the teardown."""
         self.output_closed = True
         for sinks in (self.line_sinks, self.event_sinks):
-            sinks[:] = [s for s in sinks if not getattr(s, "console", False)]
+            sinks[:] = [s for s in sinks if not s.console]
 
 
 def resolve_output(requested: str, stdout: TextIO, environ: dict[str, str]) -> str:
@@ -137,27 +137,12 @@ def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
     return DEFAULT_WIDTH
 
 
-# Per style: the module (in this package) and class rendering the script's output.
-SCRIPT_RENDERERS = {"hf": ("hf", "HfLines"), "megatron": ("megatron", "MegatronLines"),
-                    "deepspeed": ("deepspeed", "DeepSpeedLines"),
-                    "lightning": ("lightning", "LightningLines")}
-
-
-def script_for(style: Any, width: int, tz: Any) -> Any:
-    """The renderer of the training script's own output, in `style`'s conventions
-    (imported only when a run uses it)."""
-    if style.name not in SCRIPT_RENDERERS:
-        return ScriptLines(width, tz)
-    module, cls = SCRIPT_RENDERERS[style.name]
-    return getattr(importlib.import_module(f"fakerun.render.styles.{module}"), cls)(width, tz)
-
-
 def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[str, str]) -> Renderer:
     mode = resolve_output(config.output, stdout, environ)
     tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
     # Rank lines wear an 11-character "[defaultN]:" prefix on the console.
     width = max(60, width_of(stdout, environ) - 11)
-    formatter = TorchrunFormatter(width, tz, script_for(config.style, width, tz), config.identity)
+    formatter = EventFormatter(width, tz, styles.renderer_for(config.style, width, tz), config.identity)
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
     resumed = config.resume_from is not None

@@ -23,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from fakerun import events as ev
-from fakerun.render.console import OutputClosed, silence
 from fakerun.render.lines import STDERR, Line
+from fakerun.render.sinks import OutputClosed
 from fakerun.render.styles.pytorch import duration
+from fakerun.system.streams import silence
 
 FPS = 2.0
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
@@ -35,8 +36,10 @@ COLOURS = {"W": "\x1b[33m", "E": "\x1b[31m", "rank": "\x1b[2m", "reset": "\x1b[0
 
 
 class RichView:
-    animated = True  # flushed every loop pass: the footer redraws on its own clock
-    console = True  # writes to stdout/stderr: dropped, all of them, when the reader goes away
+    """A LineSink and an EventSink: the lines scroll above a live footer."""
+
+    console = True
+    animated = True  # the footer redraws on its own clock
 
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc: int, node_ranks: range,
                  environ: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:
@@ -50,7 +53,7 @@ class RichView:
         self.footer, self.footer_height, self.drawn = "", 0, False
         self.next_render = 0.0
         self.rendered_for: tuple[Any, ...] = ()
-        self.console = Console(file=io.StringIO(), force_terminal=True, no_color=not self.colour,
+        self.rich = Console(file=io.StringIO(), force_terminal=True, no_color=not self.colour,
                                highlight=False, markup=False, emoji=False)
         self._put(self.out, HIDE_CURSOR)
 
@@ -136,11 +139,11 @@ class RichView:
 
     def _render(self) -> tuple[str, int]:
         width = _width(self.out)
-        self.console.width = width
-        buffer = self.console.file
+        self.rich.width = width
+        buffer = self.rich.file
         buffer.seek(0)
         buffer.truncate()
-        self.console.print(self._renderable(width), end="")
+        self.rich.print(self._renderable(width), end="")
         text = buffer.getvalue().rstrip("\n")
         return text, text.count("\n") + 1
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.render.metrics import SinkFailed
+from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot
 from fakerun.world import physics as sim
 
@@ -28,6 +28,8 @@ class SmiStateSink:
     atomically (a temp file in the same directory, then os.replace), at most
     every WRITE_INTERVAL_S, at once when every rank has started, at the first
     GPU report and at the end; removed by close() (the job is over)."""
+
+    console = False
 
     def __init__(self, path: Path, process: str, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, interval: float = WRITE_INTERVAL_S) -> None:

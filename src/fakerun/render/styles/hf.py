@@ -16,7 +16,7 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.render.lines import STDERR, STDOUT, Line
-from fakerun.render.styles.pytorch import EventRoutes
+from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import meter
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default

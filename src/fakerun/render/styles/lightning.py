@@ -28,7 +28,7 @@ from typing import Any
 from fakerun import events as ev
 from fakerun import texts
 from fakerun.render.lines import STDERR, STDOUT, Line
-from fakerun.render.styles.pytorch import EventRoutes
+from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import format_meter, format_num
 from fakerun.world import physics as sim
 from fakerun.world.profile import ENV_PREFIX

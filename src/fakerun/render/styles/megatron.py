@@ -27,7 +27,7 @@ from fakerun import events as ev
 from fakerun import texts
 from fakerun.render.lines import STDOUT, Line
 from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
-from fakerun.render.styles.pytorch import EventRoutes
+from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
 from fakerun.world.memory import state_bytes
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.render.lines import STDOUT, Line, stamp
+from fakerun.render.styles.routes import EventRoutes
 from fakerun.world.physics import safe_exp
-from fakerun.world.profile import Identity
 
 BAR = "━"
 RULE = "=" * 40
@@ -20,24 +20,6 @@ TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
               "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
-
-
-class EventRoutes:
-    """A script renderer's dispatch: it remembers the run's identity, and
-    routes every other event to its handler once the identity is known."""
-
-    # What the torchrun formatter hands every script renderer as the run starts.
-    ident: Identity | None = None
-    master_port: int = 29500
-    launch: ev.RunStarted | None = None  # the launch line, for a style that echoes it
-    _handlers: dict[type, Callable[[Any], Any]]
-
-    def routed(self, event: Any) -> Any:
-        if isinstance(event, ev.RunIdentity):
-            self.ident = event.identity
-            return None
-        handler = self._handlers.get(type(event))
-        return handler(event) if handler is not None and self.ident is not None else None
 
 
 class ScriptLines(EventRoutes):

@@ -13,6 +13,7 @@ from fakerun import events as ev
 from fakerun import texts
 from fakerun.events import NCCL_OP_TYPE
 from fakerun.render.lines import STDERR, Line, c10_stamp, glog_prefix
+from fakerun.render.styles import ScriptRenderer
 from fakerun.render.styles.pytorch import ScriptLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
@@ -49,8 +50,12 @@ def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
     return {f"a{i}": f"0x{base + off:x}" for i, off in enumerate(offsets)}
 
 
-class TorchrunFormatter:
-    def __init__(self, width: int = 100, tz: tzinfo | None = None, script: Any = None,
+class EventFormatter:
+    """Every event's lines, as a job launched by torchrun prints them:
+    torchrun's own (launcher, NCCL, failure box) and, for the rest, the
+    training script's, in its style's conventions."""
+
+    def __init__(self, width: int = 100, tz: tzinfo | None = None, script: ScriptRenderer | None = None,
                  ident: Any = None) -> None:
         """`script`: what renders the training script's own output (the style's;
         default the seeds' layout). `ident`: the run's identity, known before
@@ -113,8 +118,7 @@ class TorchrunFormatter:
 
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
-        self.script.master_port = e.master_port
-        self.script.launch = e  # the script's own launch line, for a style that echoes it
+        self.script.start(e)
         if e.nproc_per_node <= 1 or not e.omp_default or e.restart_count > 0:  # torchrun says it once
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
