@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from fakerun.cli.main import build_parser
+from fakerun.errors import FakerunError
 
 DEFAULT_TIMEOUT_S = 300.0
 STOP_WAIT_S = 5.0  # fakerun ends a job within 4 s of a stop signal (README, Guarantees)
@@ -44,7 +45,7 @@ class Result:
         return [e for e in self.events if e.get("event") == event]
 
 
-class FakerunTimeout(TimeoutError):
+class FakerunTimeout(FakerunError, TimeoutError):
     """The job outlived `timeout`; it was stopped (killed, if it would not
     stop). `result` holds what it printed."""
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
+from fakerun.errors import UsageError
 from fakerun.system.files import read_regular
 from fakerun.system.rundir import alive
 from fakerun.world.physics import checkpoint_bytes, safetensors_shards
@@ -39,7 +40,7 @@ STATE = "trainer_state.json"
 STATE_MAX = 64 << 20  # bytes of trainer_state.json we read at most (a long run's is a few MB)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint cannot be resumed from; the message is one line."""
 
 

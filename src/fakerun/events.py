@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from fakerun.errors import FakerunError
+
 SCHEMA_VERSION = 1
 
 
@@ -442,7 +444,7 @@ class AgentError:
 
 
 # -- events over the wire (node 0's coordinator to the other nodes' agents) ---
-class EventError(ValueError):
+class EventError(FakerunError, ValueError):
     """An event object we refuse: unknown name, missing field, wrong type."""
 
 

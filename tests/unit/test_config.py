@@ -9,7 +9,8 @@ import pytest
 from fakerun import events as ev
 from fakerun import protocol
 from fakerun.cli.main import build_parser, to_config
-from fakerun.config.options import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, ConfigError, RunConfig, Topology
+from fakerun.config.options import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, RunConfig, Topology
+from fakerun.errors import UsageError
 
 
 def test_topology_ranks():
@@ -25,7 +26,7 @@ def test_topology_ranks():
     dict(nnodes=2, nproc_per_node=1, node_rank=2), dict(nnodes=2, nproc_per_node=1, node_rank=-1),
 ])
 def test_bad_topology(kwargs):
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError):
         Topology(**kwargs)
 
 
@@ -35,7 +36,7 @@ def test_bad_topology(kwargs):
     (dict(nnodes=10**20, nproc_per_node=1), f"at most {MAX_MULTINODE_WORLD}"),
 ])
 def test_sizes_no_job_has(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(UsageError, match=message):
         Topology(**kwargs)
     Topology(1, MAX_WORLD)
     Topology(2, MAX_MULTINODE_WORLD // 2)
@@ -55,7 +56,7 @@ def test_the_largest_multinode_world_fits_the_wire():
         protocol.decode(forwarded(MAX_MULTINODE_WORLD * 9 // 8))
 
 def test_steps_no_run_takes():
-    with pytest.raises(ConfigError, match=f"at most {MAX_STEPS}"):
+    with pytest.raises(UsageError, match=f"at most {MAX_STEPS}"):
         RunConfig(Topology(1, 1), max_steps=MAX_STEPS + 1)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fakerun.config import limits
-from fakerun.config.options import ConfigError, Topology
+from fakerun.config.options import Topology
+from fakerun.errors import UsageError
 
 
 @dataclass
@@ -79,13 +80,13 @@ def test_figures_not_there_refuse_nothing(tmp_path: Path):
 
 
 def test_too_many_ranks_for_the_pids(machine: FakeMachine):
-    with pytest.raises(ConfigError, match=r"^1100 ranks need 3304 processes and threads, and this machine "
+    with pytest.raises(UsageError, match=r"^1100 ranks need 3304 processes and threads, and this machine "
                                           r"can start 3100 more \(kernel.pid_max\)$"):
         limits.check(Topology(1, 1100), machine=machine)
 
 
 def test_too_many_ranks_for_the_memory(machine: FakeMachine):
-    with pytest.raises(ConfigError, match=r"^250 ranks need about 2065 MiB of memory \(8 MiB each\), and "
+    with pytest.raises(UsageError, match=r"^250 ranks need about 2065 MiB of memory \(8 MiB each\), and "
                                           r"2000 MiB is available \(MemAvailable\)$"):
         limits.check(Topology(1, 250), machine=machine)
 
@@ -101,7 +102,7 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_one_when_that_is_enough
 
 def test_too_few_open_files_even_at_the_hard_limit(machine: FakeMachine):
     machine.limit = (40, 200)
-    with pytest.raises(ConfigError, match=r"^64 ranks need 224 open files, and the limit is 40 "
+    with pytest.raises(UsageError, match=r"^64 ranks need 224 open files, and the limit is 40 "
                                           r"\(ulimit -n; hard limit 200\)$"):
         limits.check(Topology(1, 64), machine=machine)
     assert machine.raised_to == []

@@ -6,7 +6,7 @@ import pytest
 
 from fakerun.cli.main import build_parser, to_config
 from fakerun.config import script_args as scriptargs
-from fakerun.config.options import ConfigError
+from fakerun.errors import UsageError
 
 HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
       "--max_steps", "20", "--output_dir", "out")
@@ -66,5 +66,5 @@ def test_hub_ids_and_fine_tunes_map_to_a_known_shape(name, expect):
 
 
 def test_a_bad_value_is_a_one_line_usage_error():
-    with pytest.raises(ConfigError, match=r"^training script argument --max_steps 'abc': expected a whole number$"):
+    with pytest.raises(UsageError, match=r"^training script argument --max_steps 'abc': expected a whole number$"):
         config("train.py", "--max_steps", "abc")

@@ -17,7 +17,7 @@ import pytest
 from fakerun.cli import main as cli
 from fakerun.cli.main import build_parser, to_config
 from fakerun.config import tokens
-from fakerun.config.options import ConfigError
+from fakerun.errors import UsageError
 from fakerun.launcher import cluster
 from fakerun.launcher.agent import join_command
 
@@ -72,7 +72,7 @@ def test_a_secret_others_can_read_or_write_is_refused(tmp_path, bits):
     path = secret_at(tmp_path)
     tokens.load_secret(path)
     path.chmod(bits)
-    with pytest.raises(ConfigError, match=f"chmod 600 {path}"):
+    with pytest.raises(UsageError, match=f"chmod 600 {path}"):
         tokens.load_secret(path)
 
 
@@ -83,7 +83,7 @@ def test_a_symlinked_secret_is_refused(tmp_path):
     path = secret_at(tmp_path)
     path.parent.mkdir(parents=True, mode=0o700)
     path.symlink_to(target)
-    with pytest.raises(ConfigError, match="symbolic link"):
+    with pytest.raises(UsageError, match="symbolic link"):
         tokens.load_secret(path)
 
 
@@ -91,7 +91,7 @@ def test_a_fifo_in_place_of_the_secret_is_refused_without_blocking(tmp_path):
     path = secret_at(tmp_path)
     path.parent.mkdir(parents=True, mode=0o700)
     os.mkfifo(path, 0o600)
-    with pytest.raises(ConfigError, match="not a regular file"):
+    with pytest.raises(UsageError, match="not a regular file"):
         tokens.load_secret(path)
 
 
@@ -99,10 +99,10 @@ def test_a_short_or_huge_secret_is_refused(tmp_path):
     path = secret_at(tmp_path)
     tokens.load_secret(path)
     path.write_text("short\n")
-    with pytest.raises(ConfigError, match="shorter than"):
+    with pytest.raises(UsageError, match="shorter than"):
         tokens.load_secret(path)
     path.write_text("c" * (tokens.MAX_FILE_BYTES + 1))
-    with pytest.raises(ConfigError, match="more than the"):
+    with pytest.raises(UsageError, match="more than the"):
         tokens.load_secret(path)
 
 
@@ -110,7 +110,7 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
     path = secret_at(tmp_path)
     tokens.load_secret(path)
     path.parent.chmod(0o777)
-    with pytest.raises(ConfigError, match=f"chmod 700 {path.parent}"):
+    with pytest.raises(UsageError, match=f"chmod 700 {path.parent}"):
         tokens.load_secret(path)
 
 
@@ -119,7 +119,7 @@ def test_a_secret_owned_by_another_user_is_refused(tmp_path):
     path = secret_at(tmp_path)
     tokens.load_secret(path)
     os.chown(path, OTHER_UID, OTHER_GID)
-    with pytest.raises(ConfigError, match=f"owned by uid {OTHER_UID}"):
+    with pytest.raises(UsageError, match=f"owned by uid {OTHER_UID}"):
         tokens.load_secret(path)
 
 
@@ -138,7 +138,7 @@ def _race(path: Path) -> list[str]:
                 os.read(release_r, 1)  # EOF once the parent lets go
                 try:
                     answer = tokens.load_secret(path).decode()
-                except ConfigError as exc:
+                except UsageError as exc:
                     answer = f"error: {exc}"
                 os.write(result_w, json.dumps(answer).encode())
             finally:
@@ -264,7 +264,7 @@ def _token_file_cases(tmp_path: Path) -> list[tuple[Path, str]]:
 
 def test_a_bad_token_file_is_refused_saying_why(tmp_path):
     for path, why in _token_file_cases(tmp_path):
-        with pytest.raises(ConfigError, match=f"^--token-file {path}") as refused:
+        with pytest.raises(UsageError, match=f"^--token-file {path}") as refused:
             tokens.read_token_file(path)
         assert why in str(refused.value)
 
@@ -281,7 +281,7 @@ def test_a_bad_token_file_is_one_error_line_and_exit_2(tmp_path, bits):
 def test_a_token_file_owned_by_another_user_is_refused(tmp_path):
     path = private_file(tmp_path / "theirs", "s3cret\n")
     os.chown(path, OTHER_UID, OTHER_GID)
-    with pytest.raises(ConfigError, match=f"owned by uid {OTHER_UID}"):
+    with pytest.raises(UsageError, match=f"owned by uid {OTHER_UID}"):
         tokens.read_token_file(path)
 
 

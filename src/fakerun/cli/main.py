@@ -19,22 +19,11 @@ from typing import Any, NoReturn
 
 from fakerun.config import limits, tokens
 from fakerun.config import script_args as scriptargs
-from fakerun.config.options import (
-    OUTPUTS,
-    ConfigError,
-    Fault,
-    RunConfig,
-    Topology,
-    free_port,
-    new_seed,
-    parse_duration,
-)
+from fakerun.config.options import OUTPUTS, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
+from fakerun.errors import ExitCode, UsageError
 from fakerun.version import __version__
 from fakerun.world import scenarios, styles
-from fakerun.world.styles import Style
 
-EXIT_USAGE = 2
-EXIT_PIPE = 141  # as when the reader goes away mid-run (launcher.EXIT_PIPE)
 OPTS_ENV = "FAKERUN_OPTS"
 DEFAULT_SCRIPT = "train.py"
 GPUS_PER_NODE = 8  # the simulated node's, for --nproc-per-node gpu/auto
@@ -64,7 +53,7 @@ examples:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _options(*names: str) -> list[str]:
@@ -238,7 +227,7 @@ def _endpoint(text: str | None) -> tuple[str | None, int | None]:
     try:
         return host.strip("[]"), int(port) if port else None
     except ValueError:
-        raise ConfigError(f"--rdzv-endpoint must be HOST[:PORT], got {text!r}") from None
+        raise UsageError(f"--rdzv-endpoint must be HOST[:PORT], got {text!r}") from None
 
 
 def _join_timeout(conf: str) -> float | None:
@@ -249,14 +238,14 @@ def _join_timeout(conf: str) -> float | None:
             try:
                 return float(value)
             except ValueError:
-                raise ConfigError(f"--rdzv-conf join_timeout must be seconds, got {value!r}") from None
+                raise UsageError(f"--rdzv-conf join_timeout must be seconds, got {value!r}") from None
     return None
 
 
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
-    except ConfigError as exc:
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
@@ -264,7 +253,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
-    job = _job(ns.training_script, ns.training_script_args)
+    job = scriptargs.read(ns.training_script, ns.training_script_args)  # fakerun's options win over it
     return RunConfig(
         topology=topology,
         master_addr=env.master_addr,
@@ -299,24 +288,9 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
-        style=_style(ns.style or job.style or styles.DEFAULT),
+        style=styles.parse(ns.style or job.style or styles.DEFAULT),
         asked=job.asked,
     )
-
-
-def _job(entrypoint: str, args: list[str]) -> scriptargs.Job:
-    """What the script's own arguments say; fakerun's options win over them."""
-    try:
-        return scriptargs.read(entrypoint, args)
-    except scriptargs.ScriptArgsError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _style(text: str) -> Style:
-    try:
-        return styles.parse(text)
-    except styles.StyleError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _seed(seed: int | None, env: ClusterEnv) -> int:
@@ -388,7 +362,7 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
     if not value:
         return None
     if not (value.isascii() and value.isdigit()):  # '²' is a digit to str.isdigit, not to int()
-        raise ConfigError(f"${name}={value!r}: expected a number")
+        raise UsageError(f"${name}={value!r}: expected a number")
     return int(value)
 
 
@@ -409,10 +383,7 @@ def _master_port(port: int | None, nnodes: int, start_time: str | None) -> int:
 
 
 def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
-    try:
-        scenario = scenarios.resolve(ns.scenario)
-    except scenarios.ScenarioError as exc:
-        raise ConfigError(str(exc)) from None
+    scenario = scenarios.resolve(ns.scenario)
     if scenario.fault is None:
         return None
     rank = ns.fail_rank if ns.fail_rank is not None else min(1, topology.world_size - 1)
@@ -422,9 +393,9 @@ def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
 def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     """`--nodes M`: M agents on this machine, in the theatre or merged."""
     if ns.nnodes is not None or ns.node_rank is not None:
-        raise ConfigError("--nodes starts every node here: leave out --nnodes and --node-rank")
+        raise UsageError("--nodes starts every node here: leave out --nnodes and --node-rank")
     if ns.nodes < 1:
-        raise ConfigError(f"--nodes must be at least 1, got {ns.nodes}")
+        raise UsageError(f"--nodes must be at least 1, got {ns.nodes}")
     ns.nnodes = ns.nodes
     config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
     limits.check(config.topology, nodes_here=ns.nodes)  # every node's ranks run on this machine
@@ -449,10 +420,10 @@ def _with_env_options(args: list[str], environ: Mapping[str, str],
     try:
         options = shlex.split(environ.get(OPTS_ENV, ""))
     except ValueError as exc:
-        parser.exit(EXIT_USAGE, f"fakerun: error: ${OPTS_ENV}: {exc}\n")
+        parser.exit(ExitCode.USAGE, f"fakerun: error: ${OPTS_ENV}: {exc}\n")
     script = _script_in(options, parser)
     if script is not None:  # it would turn the whole command line into the script's arguments
-        parser.exit(EXIT_USAGE, f"fakerun: error: ${OPTS_ENV} takes options only, not a training "
+        parser.exit(ExitCode.USAGE, f"fakerun: error: ${OPTS_ENV} takes options only, not a training "
                                 f"script ({script!r}): name the script on the command line\n")
     return [*options, *args]
 
@@ -478,7 +449,7 @@ def _warn_visible_token(parser: argparse.ArgumentParser, command_line: list[str]
 def main(argv: list[str] | None = None) -> int:
     command_line = sys.argv[1:] if argv is None else argv
     if sys.stdout is None or sys.stderr is None:  # started with >&- or 2>&-: no reader, ever
-        return EXIT_PIPE  # quietly, as when one leaves: there is nowhere to say anything
+        return ExitCode.PIPE  # quietly, as when one leaves: there is nowhere to say anything
     if command_line[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
         from fakerun.smi import main as smi_main
 
@@ -497,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
             return _local_cluster(ns, args)
         config = to_config(ns)
         limits.check(config.topology)
-    except ConfigError as exc:
+    except UsageError as exc:
         print(f"fakerun: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     from fakerun.launcher.agent import Launcher  # zmq/psutil are not needed for --help or usage errors
     from fakerun.render.sinks import SinkFailed
 

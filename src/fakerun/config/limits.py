@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fakerun.config.options import ConfigError, Topology
+from fakerun.config.options import Topology
+from fakerun.errors import UsageError
 
 # Every thread is a pid: a rank is its main thread plus libzmq's I/O and
 # reaper threads (measured 3); the launcher as many, plus one to spare.
@@ -78,17 +79,17 @@ def need(topology: Topology, nodes_here: int = 1) -> Need:
 
 
 def check(topology: Topology, nodes_here: int = 1, machine: Machine | None = None) -> None:
-    """ConfigError (one line) unless the job fits; raises the soft
+    """UsageError (one line) unless the job fits; raises the soft
     open-files limit to the hard one when that is what it takes."""
     machine = machine or Machine()
     wanted = need(topology, nodes_here)
     tasks = machine.tasks()
     if wanted.tasks > tasks.free:
-        raise ConfigError(f"{wanted.ranks} ranks need {wanted.tasks} processes and threads, and this "
+        raise UsageError(f"{wanted.ranks} ranks need {wanted.tasks} processes and threads, and this "
                           f"machine can start {max(0, int(tasks.free))} more ({tasks.bound})")
     memory = machine.memory_mib()
     if wanted.memory_mib > memory.free:
-        raise ConfigError(f"{wanted.ranks} ranks need about {wanted.memory_mib:.0f} MiB of memory "
+        raise UsageError(f"{wanted.ranks} ranks need about {wanted.memory_mib:.0f} MiB of memory "
                           f"({RANK_MIB:g} MiB each), and {max(0, memory.free):.0f} MiB is available "
                           f"({memory.bound})")
     fit_files(wanted, machine)
@@ -105,7 +106,7 @@ def fit_files(wanted: Need, machine: Machine) -> None:
         # hard one what the administrator allows. The ranks inherit it.
         machine.set_files(hard)
         return
-    raise ConfigError(f"{wanted.ranks} ranks need {wanted.files} open files, and the limit is {soft} "
+    raise UsageError(f"{wanted.ranks} ranks need {wanted.files} open files, and the limit is {soft} "
                       f"(ulimit -n; hard limit {hard})")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fakerun.errors import UsageError
 from fakerun.system.files import check_regular
 from fakerun.world.catalog import CatalogError
 from fakerun.world.profile import Asked
@@ -47,10 +48,6 @@ PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the message is one line."""
-
-
 @dataclass(frozen=True)
 class Topology:
     """nnodes x nproc_per_node workers; this agent runs node `node_rank`."""
@@ -61,11 +58,11 @@ class Topology:
 
     def __post_init__(self) -> None:
         if self.nproc_per_node <= 0:
-            raise ConfigError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
+            raise UsageError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
         if self.nnodes < 1:
-            raise ConfigError(f"--nnodes must be at least 1, got {self.nnodes}")
+            raise UsageError(f"--nnodes must be at least 1, got {self.nnodes}")
         if not 0 <= self.node_rank < self.nnodes:
-            raise ConfigError(
+            raise UsageError(
                 f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, "
                 f"got {self.node_rank}"
             )
@@ -76,10 +73,10 @@ class Topology:
         beyond these would take minutes to refuse later, or never end."""
         world = self.world_size
         if self.nnodes == 1 and world > MAX_WORLD:
-            raise ConfigError(f"--nproc-per-node {world}: more ranks than any real job has "
+            raise UsageError(f"--nproc-per-node {world}: more ranks than any real job has "
                               f"(at most {MAX_WORLD})")
         if self.nnodes > 1 and world > MAX_MULTINODE_WORLD:
-            raise ConfigError(f"{self.nnodes} nodes x {self.nproc_per_node} ranks = {world} ranks: a job "
+            raise UsageError(f"{self.nnodes} nodes x {self.nproc_per_node} ranks = {world} ranks: a job "
                               f"over several nodes may have at most {MAX_MULTINODE_WORLD} (node 0 sends "
                               "every GPU's telemetry to the other nodes in one message)")
 
@@ -165,34 +162,34 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_port(self.master_port)
         if self.max_restarts < 0:
-            raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
+            raise UsageError(f"--max-restarts must be >= 0, got {self.max_restarts}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"--max-steps must be at least 1, got {self.max_steps}")
+            raise UsageError(f"--max-steps must be at least 1, got {self.max_steps}")
         if self.max_steps is not None and self.max_steps > MAX_STEPS:
-            raise ConfigError(f"--max-steps {self.max_steps}: more steps than real runs take "
+            raise UsageError(f"--max-steps {self.max_steps}: more steps than real runs take "
                               f"(at most {MAX_STEPS})")
         if self.lifeline is not None and not 0 < self.lifeline <= PID_MAX:  # psutil overflowed on 1e20
-            raise ConfigError(f"--lifeline must be a process id, got {self.lifeline}")
+            raise UsageError(f"--lifeline must be a process id, got {self.lifeline}")
         if not (self.speed == 0 or MIN_SPEED <= self.speed <= MAX_SPEED):  # also rejects NaN
-            raise ConfigError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
+            raise UsageError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
                               f"got {self.speed}")
         if self.topology.nnodes > 1:
             self._check_multinode()
         if self.output not in OUTPUTS:
-            raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+            raise UsageError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         for name in ("collective_timeout_s", "rdzv_timeout_s", "shutdown_grace_s", "node_timeout_s"):
             if not getattr(self, name) > 0:
                 flag = "--" + name.removesuffix("_s").replace("_", "-")
-                raise ConfigError(f"{flag} must be > 0 seconds, got {getattr(self, name)}")
+                raise UsageError(f"{flag} must be > 0 seconds, got {getattr(self, name)}")
         if self.exit_after_s is not None and not self.exit_after_s > 0:
-            raise ConfigError(f"--exit-after-time must be > 0, got {self.exit_after_s}")
+            raise UsageError(f"--exit-after-time must be > 0, got {self.exit_after_s}")
         if self.start_time is not None:
             from fakerun.world.clock import parse_start
 
             try:
                 parse_start(self.start_time)
             except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+                raise UsageError(str(exc)) from None
         if self.log_dir is not None:
             _check_writable_dir(self.log_dir)
         if self.metrics_file is not None:
@@ -211,11 +208,11 @@ class RunConfig:
     def _check_multinode(self) -> None:
         topo = self.topology
         if topo.node_rank > 0 and not self.token:
-            raise ConfigError(f"--node-rank {topo.node_rank} needs the job's token: FAKERUN_TOKEN or "
+            raise UsageError(f"--node-rank {topo.node_rank} needs the job's token: FAKERUN_TOKEN or "
                               "--token-file (node 0 says where it is while it waits)")
         for flag, value in (("--max-restarts", self.max_restarts), ("--resume", self.resume)):
             if value:
-                raise ConfigError(f"{flag} is not supported with --nnodes > 1 yet")
+                raise UsageError(f"{flag} is not supported with --nnodes > 1 yet")
 
     def next_run(self, cycle: int) -> RunConfig:
         """--loop's next run: the same cluster (hosts, GPUs, software, token),
@@ -237,14 +234,11 @@ class RunConfig:
         return hashlib.sha256(repr(agreed).encode()).hexdigest()[:16]
 
     def _find_checkpoint(self) -> Any:
-        from fakerun.checkpoint import CheckpointError, find
+        from fakerun.checkpoint import find
 
         if self.resume == "latest" and self.output_dir is None:
-            raise ConfigError("--resume without a path needs --output-dir (where the checkpoints are)")
-        try:
-            return find(self.output_dir if self.resume == "latest" else Path(self.resume))
-        except CheckpointError as exc:
-            raise ConfigError(str(exc)) from None
+            raise UsageError("--resume without a path needs --output-dir (where the checkpoints are)")
+        return find(self.output_dir if self.resume == "latest" else Path(self.resume))
 
     def _resume_run(self, found: Any) -> None:
         """The checkpoint's run wins: its seed (the curve, data and total
@@ -257,7 +251,7 @@ class RunConfig:
             object.__setattr__(self, "seed", found.seed)
         model = _catalog_model(found.model)
         if model is not None and self.model is not None and self.model.lower() != model.lower():
-            raise ConfigError(f"--model {self.model}: the checkpoint {found.path} is of {model} "
+            raise UsageError(f"--model {self.model}: the checkpoint {found.path} is of {model} "
                               "(resume without --model, or start a new run)")
 
     def _keep_model(self) -> None:
@@ -273,27 +267,24 @@ class RunConfig:
     def _build_identity(self) -> Any:
         from fakerun.world import profile as identity
 
-        try:
-            pinned = self.style.versions()[0] if self.style.pinned else None
-            return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,
-                                   self.max_steps, self.model, self.gpu, self.funny, pinned, self.asked)
-        except CatalogError as exc:
-            raise ConfigError(str(exc)) from None
+        pinned = self.style.versions()[0] if self.style.pinned else None
+        return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,
+                              self.max_steps, self.model, self.gpu, self.funny, pinned, self.asked)
 
     def _check_fault(self) -> None:
         fault, world = self.fault, self.topology.world_size
         if fault is None:
             return
         if not 0 <= fault.rank < world:
-            raise ConfigError(f"--fail-rank must be in [0, {world}), got {fault.rank}")
+            raise UsageError(f"--fail-rank must be in [0, {world}), got {fault.rank}")
         if fault.kind == "stall" and world == 1:
-            raise ConfigError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
+            raise UsageError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
                               "waits in a collective, so no watchdog would ever fire")
         if fault.step is None:
             object.__setattr__(self, "fault", Fault(fault.kind, fault.rank, max(1, self.steps // 2),
                                                     fault.params))
         elif not 1 <= fault.step <= self.steps:
-            raise ConfigError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
+            raise UsageError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
 
     @property
     def steps(self) -> int:
@@ -328,23 +319,23 @@ def _catalog_model(name: str | None) -> str | None:
 
 def _check_port(port: int) -> None:
     if not 1 <= port <= 65535:
-        raise ConfigError(f"--master-port must be in 1-65535, got {port}")
+        raise UsageError(f"--master-port must be in 1-65535, got {port}")
 
 
 def _check_file_target(path: Path, flag: str) -> None:
     """A file we will (re)write: a regular file or none yet (a FIFO would
     hang the open), in an existing writable directory."""
     if path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a directory")
+        raise UsageError(f"{flag} {path}: is a directory")
     try:
         check_regular(path)
     except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop)
-        raise ConfigError(f"{flag} {path}: {exc.strerror}") from None
+        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
     parent = path.parent
     if not parent.is_dir():
-        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
+        raise UsageError(f"{flag} {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{flag} {path}: not writable")
+        raise UsageError(f"{flag} {path}: not writable")
 
 
 def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
@@ -356,18 +347,18 @@ def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
         os.stat(probe)  # through symlinks: a dangling one is ENOENT, a loop ELOOP (mkdir: EEXIST)
     except OSError as exc:
         if exc.errno == errno.ENOENT and probe.is_symlink():
-            raise ConfigError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+            raise UsageError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
                               "which does not exist") from None
-        raise ConfigError(f"{flag} {path}: {probe}: {exc.strerror}") from None
+        raise UsageError(f"{flag} {path}: {probe}: {exc.strerror}") from None
     if not probe.is_dir():
-        raise ConfigError(f"{flag} {path}: {probe} is not a directory")
+        raise UsageError(f"{flag} {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: {probe} is not writable")
+        raise UsageError(f"{flag} {path}: {probe} is not writable")
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -385,6 +376,6 @@ def parse_duration(text: str) -> float:
     """`90`, `90s`, `5m`, `1h30m`, `1.5h` -> seconds."""
     match = _DURATION.match(text.strip())
     if not text.strip() or not match or not any(match.groups()):
-        raise ConfigError(f"--exit-after-time {text!r}: expected a duration like 90s, 5m or 1h30m")
+        raise UsageError(f"--exit-after-time {text!r}: expected a duration like 90s, 5m or 1h30m")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds

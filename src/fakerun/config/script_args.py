@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakerun.errors import UsageError
 from fakerun.world import catalog
 from fakerun.world.profile import Asked
 
@@ -136,7 +137,7 @@ def _shape(layers: int, hidden: int, heads: int | None, groups: int | None, seq:
                          groups or heads, MEGATRON_VOCAB, seq or 4096, "real")
 
 
-class ScriptArgsError(ValueError):
+class ScriptArgsError(UsageError):
     """A job flag whose value the script itself would refuse; one line."""
 
 

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from fakerun.config.options import ConfigError
+from fakerun.errors import UsageError
 from fakerun.system import runtime
 
 SECRET_NAME = "secret"
@@ -71,16 +71,16 @@ def read_token_file(path: Path) -> str:
     try:
         data = read_private(Path(os.path.realpath(path)))
     except FileNotFoundError:
-        raise ConfigError(f"--token-file {path}: no such file") from None
+        raise UsageError(f"--token-file {path}: no such file") from None
     except PrivateFileError as exc:
-        raise ConfigError(f"--token-file {path}: {exc}") from None
+        raise UsageError(f"--token-file {path}: {exc}") from None
     token = data.decode("utf-8", "replace").partition("\n")[0].strip()
     if not token:
-        raise ConfigError(f"--token-file {path}: the first line is empty")
+        raise UsageError(f"--token-file {path}: the first line is empty")
     return token
 
 
-class PrivateFileError(Exception):
+class PrivateFileError(UsageError):
     """A file that must be ours alone is not; the message says why."""
 
 
@@ -105,9 +105,9 @@ def _secret(path: Path) -> bytes:
     try:
         secret = read_private(path).strip()
     except PrivateFileError as exc:
-        raise ConfigError(f"the fakerun secret {path}: {exc}") from None
+        raise UsageError(f"the fakerun secret {path}: {exc}") from None
     if len(secret) < MIN_SECRET_CHARS:
-        raise ConfigError(f"the fakerun secret {path} is shorter than {MIN_SECRET_CHARS} characters; "
+        raise UsageError(f"the fakerun secret {path} is shorter than {MIN_SECRET_CHARS} characters; "
                           f"remove it and fakerun makes a new one")
     return secret
 
@@ -119,11 +119,11 @@ def _private_dir(directory: Path) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.stat(directory)
     except OSError as exc:
-        raise ConfigError(f"cannot make {directory} for the fakerun secret: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot make {directory} for the fakerun secret: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{directory} (for the fakerun secret) is not a directory")
+        raise UsageError(f"{directory} (for the fakerun secret) is not a directory")
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise ConfigError(f"{directory} (for the fakerun secret) must be yours and not writable by "
+        raise UsageError(f"{directory} (for the fakerun secret) must be yours and not writable by "
                           f"others; run: chmod 700 {directory}")
 
 
@@ -141,7 +141,7 @@ def _create_secret(path: Path) -> None:
         with contextlib.suppress(FileExistsError):  # another node won: its secret is the one
             os.link(temp, path)
     except OSError as exc:
-        raise ConfigError(f"cannot create the fakerun secret {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot create the fakerun secret {path}: {exc.strerror or exc}") from None
     finally:
         if temp is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -36,11 +36,12 @@ from fakerun.checkpoint import CheckpointWriter, Resume
 from fakerun.config.options import RunConfig
 from fakerun.coordinator.core import Coordinator, JobIdentity
 from fakerun.coordinator.timeline import Timeline
+from fakerun.errors import ExitCode
 from fakerun.launcher.links import LocalHub, RemoteHub
 from fakerun.launcher.workers import ForkFailed, Worker, WorkerGroup
 from fakerun.protocol.keys import JobKeys
 from fakerun.protocol.messages import AgentHello
-from fakerun.rank.process import EXIT_INTERNAL, RankSpec
+from fakerun.rank.process import RankSpec
 from fakerun.render.renderer import Renderer, build_renderer
 from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system.rundir import RunDir
@@ -49,7 +50,6 @@ from fakerun.system.signals import STOP_SIGNALS, SignalInbox, StopOverdue
 from fakerun.system.streams import silence
 from fakerun.world.clock import VirtualClock, local_now, parse_start
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
@@ -112,7 +112,7 @@ class Launcher:
             config, cycle = first, 0
             while True:
                 code = self._cycle(config)
-                if not config.loop or code != EXIT_OK or self.exit_signal is not None:
+                if not config.loop or code != ExitCode.OK or self.exit_signal is not None:
                     return code
                 cycle += 1
                 config = first.next_run(cycle)
@@ -120,7 +120,7 @@ class Launcher:
         except StopOverdue as exc:  # stuck writing to a reader that stopped reading: the job is torn down
             for stream in (self.io.stdout, self.io.stderr):
                 silence(stream)  # so that nothing (closing sinks, the exit's flush) blocks on it again
-            return 128 + exc.signum
+            return ExitCode.of_signal(exc.signum)
         finally:
             if self.renderer is not None:
                 self.renderer.close()
@@ -135,7 +135,7 @@ class Launcher:
                                    ipc=config.topology.node_rank == 0)
         except RuntimeDirError as exc:  # like an unwritable --log-dir: fixed by the user's settings
             self.io.stderr.write(f"fakerun: error: {exc}\n")
-            return EXIT_USAGE
+            return ExitCode.USAGE
         if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
             renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME,
@@ -408,7 +408,7 @@ class Job:
                     continue
             else:
                 self._emit(exited)
-            if code == EXIT_INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
+            if code == ExitCode.INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
                 self._emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
             if code != 0:
                 self.failures.append(self._failure(worker, pid, code))
@@ -497,12 +497,12 @@ class Job:
 
     def _exit_code(self) -> int:
         if self.exit_signal is not None:
-            return 128 + self.exit_signal
+            return ExitCode.of_signal(self.exit_signal)
         if self.stop is not None and self.stop.reason == "output":
-            return EXIT_PIPE
+            return ExitCode.PIPE
         if self.stop is not None or self.failures:
-            return EXIT_FAILED
-        return EXIT_OK
+            return ExitCode.FAILED
+        return ExitCode.OK
 
     def _kill_leftovers(self) -> None:
         """Whatever path got us here, no rank outlives the launcher."""

@@ -22,10 +22,10 @@ from typing import IO, TextIO
 
 from fakerun import theatre
 from fakerun.config.options import RunConfig, free_port
+from fakerun.errors import ExitCode
 from fakerun.system.signals import STOP_SIGNALS, SignalInbox
 from fakerun.system.streams import silence
 
-EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 1, 2, 141
 KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this much more
 LOCAL_FLAGS = ("--no-theatre", "--no_theatre")
 # Options with a value the agents must not get: --nodes is the local cluster's
@@ -146,11 +146,11 @@ class Merged:
                 self._kill_all()
         codes = [p.wait() for p in self.procs]
         if stopped:
-            return 128 + stopped
+            return ExitCode.of_signal(stopped)
         if self.reader_gone:
-            return EXIT_PIPE
+            return ExitCode.PIPE
         # An agent killed by a signal (negative) failed the job: 1, as its ranks' failures do.
-        return next((c if c > 0 else EXIT_FAILED for c in codes if c != 0), 0)
+        return next((c if c > 0 else ExitCode.FAILED for c in codes if c != 0), 0)
 
     def _pump(self, pipe: IO[bytes], agent: Agent, stream: str) -> bool:
         chunk = os.read(pipe.fileno(), 65536)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import psutil
 
 from fakerun.config.options import RunConfig
+from fakerun.errors import FakerunError
 from fakerun.rank.process import FORK_BLOCKED, RankSpec, run_child
 from fakerun.system.streams import silence
 
 
-class ForkFailed(RuntimeError):
+class ForkFailed(FakerunError, RuntimeError):
     """The system would start no more processes (EAGAIN: `ulimit -u`, the
     pids left, memory); the ranks already started are gone. One line."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fakerun.errors import FakerunError
+
 VERSION = 1
 # The largest message fakerun sends, measured over the scenario catalog and
 # every style, one and two nodes, up to 2 x 32 ranks: 50 KB, an Events batch
@@ -29,7 +31,7 @@ MAX_ARRAY_LEN = 64 * 1024
 MAX_MAP_LEN = 256
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FakerunError, ValueError):
     """A frame we refuse; `reason` is a short stable label used for counting."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from fakerun.errors import FakerunError
 from fakerun.protocol.codec import decode, encode, encode_contribute
 from fakerun.protocol.keys import JobKeys, secured
 from fakerun.protocol.messages import (
@@ -34,7 +35,7 @@ WAKE_MS = 1000
 _RELEASE = (Release,)
 
 
-class CommError(RuntimeError):
+class CommError(FakerunError, RuntimeError):
     """The job cannot go on from this rank's point of view."""
 
 

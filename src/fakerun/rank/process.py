@@ -23,6 +23,7 @@ from typing import NoReturn
 import zmq
 
 from fakerun.config.options import RunConfig
+from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
 from fakerun.rank.communicator import CollectiveAborted, CommError, Communicator, ParentGone
 from fakerun.rank.training import Script, ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
@@ -35,7 +36,6 @@ FORK_BLOCKED = set(HANDLED)  # the launcher's: the child resets each before it u
 # before the launcher's clock started, must not end first (it did, under
 # load: the job failed as a rank's error instead of a rendezvous timeout).
 RDZV_MARGIN_S = 5.0
-EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in fakerun itself, not a simulated fault
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RankSpec:
 def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> NoReturn:
     """Entry point in the forked child (signals in FORK_BLOCKED arrive
     blocked; `mask` is the mask to restore); never returns."""
-    code = EXIT_INTERNAL
+    code = ExitCode.INTERNAL
     try:
         _detach(spec)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -66,7 +66,7 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
             traceback.print_exc()
             sys.stderr.flush()
         finally:
-            os._exit(EXIT_INTERNAL)
+            os._exit(ExitCode.INTERNAL)
     os._exit(code)
 
 
@@ -199,4 +199,4 @@ def _die_by(sig: signal.Signals) -> NoReturn:
         signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     time.sleep(5)  # the signal is delivered before this returns
-    os._exit(128 + sig)
+    os._exit(ExitCode.of_signal(sig))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fakerun import texts
 from fakerun.config.options import RunConfig
+from fakerun.errors import FakerunError
 from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
@@ -27,7 +28,7 @@ WALL = {"init_stage": 0.6, "step": sim.WALL_STEP_S, "validation": 2.0, "checkpoi
         "export": 2.5}
 
 
-class SimulatedExit(Exception):
+class SimulatedExit(FakerunError):
     """The training script called sys.exit(code) on its own."""
 
     def __init__(self, code: int) -> None:
@@ -206,7 +207,7 @@ def peer_lost(config: RunConfig, peer_host: str, seed: int) -> list[str]:
     return script_text(config, "peer_lost", peer=peer_host, port=port).split("\n")
 
 
-class ScriptFailed(Exception):
+class ScriptFailed(FakerunError):
     """The training script died of an exception; `lines` is its traceback."""
 
     def __init__(self, lines: list[str], code: int = 1, stream: str = "stderr") -> None:
@@ -216,7 +217,7 @@ class ScriptFailed(Exception):
         self.stream = stream  # stderr: a traceback (torch prefixes it); stdout: a print
 
 
-class SimulatedSignal(Exception):
+class SimulatedSignal(FakerunError):
     """The process is to die of this signal (a crash in native code, the OOM killer...)."""
 
     def __init__(self, sig: signal.Signals) -> None:

@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from fakerun.errors import FakerunError
+
 if TYPE_CHECKING:
     from fakerun.events import Event
     from fakerun.render.lines import Line
 
 
-class OutputClosed(Exception):
+class OutputClosed(FakerunError):
     """The reader went away (e.g. `fakerun | head -1`)."""
 
 
-class SinkFailed(Exception):
+class SinkFailed(FakerunError):
     """A file we must write could not be written; the message is one line."""
 
 

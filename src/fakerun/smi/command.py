@@ -19,13 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from fakerun.errors import ExitCode, FakerunError
 from fakerun.smi.snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, table
 from fakerun.system.rundir import RunDir, alive
 from fakerun.system.runtime import RuntimeDirError, exists, read_private, runtime_dir
 from fakerun.system.terminal import Keys, Screen
 
-EXIT_OK, EXIT_NO_JOB, EXIT_USAGE, EXIT_SIGINT = 0, 1, 2, 130
 PROG = "fakerun smi"
 PAGE_S = 4.0  # a page of a dashboard too small for every GPU stays this long
 FOLLOW_S = 1.0  # a held table looks for the job's next run this often
@@ -45,7 +45,7 @@ class Source:
 Follow = Callable[[], "Source | None"]
 
 
-class _Exit(Exception):
+class _Exit(FakerunError):
     def __init__(self, status: int) -> None:
         self.status = status
 
@@ -68,7 +68,7 @@ class _Parser(argparse.ArgumentParser):
         raise _Exit(status)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(text: str) -> float:
@@ -118,20 +118,20 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
                 follow = partial(_next_run, args, environ) if args.wait and args.hold else None
                 while source is not None:
                     source = _watch(_Reader(source), args, screen, keys, follow)
-                return EXIT_OK
+                return ExitCode.OK
         source = _locate(args, environ, stderr)
         snap = _read(source)
         if snap is None:
-            _fail(stderr, EXIT_NO_JOB, "no running fakerun job found")
+            _fail(stderr, ExitCode.FAILED, "no running fakerun job found")
         Screen(stdout, in_place=False).draw(_frame(snap, args))
-        return EXIT_OK
+        return ExitCode.OK
     except _Exit as done:
         return done.status
     except (SnapshotError, RuntimeDirError) as exc:
         stderr.write(f"{PROG}: {exc}\n")
-        return EXIT_NO_JOB
+        return ExitCode.FAILED
     except KeyboardInterrupt:
-        return EXIT_SIGINT  # quietly, like watch(1)
+        return ExitCode.SIGINT  # quietly, like watch(1)
 
 
 def _fail(stderr: TextIO, status: int, message: str) -> NoReturn:
@@ -142,10 +142,10 @@ def _fail(stderr: TextIO, status: int, message: str) -> NoReturn:
 def _locate(args: argparse.Namespace, environ: Any, stderr: TextIO) -> Source:
     """--file, or the newest running job (with --job: the one of that run id)."""
     if args.file is not None and not args.file.is_file():
-        _fail(stderr, EXIT_NO_JOB, f"{args.file}: no such snapshot file")
+        _fail(stderr, ExitCode.FAILED, f"{args.file}: no such snapshot file")
     found = _find(args, environ)
     if not found:
-        _fail(stderr, EXIT_NO_JOB, "no running fakerun job found" + (f" with run id {args.job!r}"
+        _fail(stderr, ExitCode.FAILED, "no running fakerun job found" + (f" with run id {args.job!r}"
                                                                      if args.job else ""))
     if len(found) > 1:
         stderr.write(f"{PROG}: {len(found)} running jobs; showing the newest, {found[-1][1]} "

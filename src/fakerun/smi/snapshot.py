@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from fakerun.errors import FakerunError
+
 SCHEMA_VERSION = 1
 SNAPSHOT_NAME = "smi.json"  # in the job's private run dir
 # The most `fakerun smi` reads of a job's file: a 64-rank job writes 14 KB
@@ -20,7 +22,7 @@ SNAPSHOT_MAX = 1 << 20
 TIME_MAX = 253402214400.0
 
 
-class SnapshotError(ValueError):
+class SnapshotError(FakerunError, ValueError):
     """A snapshot we cannot use; the message is one line."""
 
 

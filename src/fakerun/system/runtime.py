@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from fakerun.errors import UsageError
 from fakerun.system import files
 
 DIR_MODE = 0o700
@@ -26,7 +27,7 @@ SHORT_PARENT = "/tmp"  # short enough for a socket name whatever $TMPDIR is
 _FIX = "set TMPDIR or XDG_RUNTIME_DIR elsewhere"
 
 
-class RuntimeDirError(Exception):
+class RuntimeDirError(UsageError):
     """The runtime directory cannot be used safely; the message is one line."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from fakerun.errors import ExitCode
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.signals import STOP_SIGNALS, SignalInbox
 from fakerun.theatre import layout as lay
@@ -38,7 +39,6 @@ GRACE_S = 10.0  # SIGINT to SIGKILL, as long as the agents' own shutdown may tak
 QUIT_SETTLE_S = 1.0  # a dashboard that exits as the job ends is not a quit
 SAFETY_POLL_S = 1.0  # wakeups come from pidfds and signals; this is the backstop
 STATUS_WAIT_S = 3.0  # tmux records an exit status moments after the exit
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMAT = "#{pane_id}\t#{pane_pid}\t#{pid}"
 NODES_WINDOW = "1"  # window 0 holds the lifeline pane
 DONE_TABLE = "fakerun-done"  # the key table of the failure hold: any key closes
@@ -100,7 +100,7 @@ def run(stage: Stage, environ: Mapping[str, str] | None = None, *, size: lay.Siz
         server = Server.create(environ)
     except RuntimeDirError as exc:  # before any node starts, as a node's own launcher says it
         print(f"fakerun: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     inbox = SignalInbox()
     show = Show(stage, layout, server, inbox, grace_s)
     try:
@@ -214,9 +214,9 @@ def _finish(show: Show, ending: Ending) -> int:
         _stop_nodes(show)
     codes = _exit_codes(show)
     if ending.kind == "signal":
-        return 128 + ending.signal
-    code = next((c for c in codes if c != EXIT_OK), EXIT_OK)
-    if ending.kind == "done" and code != EXIT_OK:
+        return ExitCode.of_signal(ending.signal)
+    code = next((c for c in codes if c != ExitCode.OK), ExitCode.OK)
+    if ending.kind == "done" and code != ExitCode.OK:
         _hold(show, code)
     return code
 
@@ -252,7 +252,7 @@ def _exit_codes(show: Show) -> list[int]:
                 codes[pane_id] = int(status) if status else 128 + int(sig)
         if len(codes) < len(order):
             time.sleep(0.05)  # tmux reaps its children on its own schedule
-    return [codes.get(pane_id, EXIT_FAILED) for pane_id in order]
+    return [codes.get(pane_id, ExitCode.FAILED) for pane_id in order]
 
 
 def _hold(show: Show, code: int) -> None:

@@ -10,10 +10,12 @@ from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
 
+from fakerun.errors import UsageError
+
 T = TypeVar("T")
 
 
-class CatalogError(ValueError):
+class CatalogError(UsageError):
     pass
 
 

@@ -9,12 +9,14 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from fakerun.errors import UsageError
+
 # The mechanisms the ranks implement (script.py); a scenario picks one.
 FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt")
 PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UsageError):
     pass
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fakerun.errors import UsageError
 from fakerun.world import catalog
 
 DEFAULT = "torchrun"
@@ -21,7 +22,7 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
 }
 
 
-class StyleError(ValueError):
+class StyleError(UsageError):
     """A --style we do not have; the message is one line."""
 
 
