@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class ScriptRenderer(Protocol):
     """The training script's own lines for each event, and its banner."""
 
-    def start(self, launch: RunStarted) -> None:
+    def launched(self, launch: RunStarted) -> None:
         """The run's launch (its port and command line), before any event."""
 
     def lines(self, event: Event) -> list[Line]: ...

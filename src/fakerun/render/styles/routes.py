@@ -18,7 +18,7 @@ class EventRoutes:
     launch: ev.RunStarted | None = None  # the launch line, for a style that echoes it
     _handlers: dict[type, Callable[[Any], Any]]
 
-    def start(self, launch: ev.RunStarted) -> None:
+    def launched(self, launch: ev.RunStarted) -> None:
         self.launch, self.master_port = launch, launch.master_port
 
     def routed(self, event: Any) -> Any:

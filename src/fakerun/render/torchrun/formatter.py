@@ -118,7 +118,7 @@ class EventFormatter:
 
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
-        self.script.start(e)
+        self.script.launched(e)
         if e.nproc_per_node <= 1 or not e.omp_default or e.restart_count > 0:  # torchrun says it once
             return []
         return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
