@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from fakerun.cli import main as cli
-from fakerun.config.options import Topology
+from fakerun.world.topology import Topology
 from tests.conftest import Job, Runner
 from tests.other_user import OTHER_UID, needs_root, run_as_other_user
 from tests.reliability.test_output_faults import own_lines
@@ -101,7 +101,7 @@ def test_more_ranks_than_this_machine_holds_are_refused(runner: Runner, tmp_path
     """A size any job may have, one rank past what this machine's pids or
     memory hold (by the figures measured per rank)."""
     from fakerun.config import limits
-    from fakerun.config.options import MAX_WORLD
+    from fakerun.world.topology import MAX_WORLD
 
     machine = limits.Machine()
     fits = min(machine.tasks().free / limits.TASKS_PER_RANK, machine.memory_mib().free / limits.RANK_MIB)

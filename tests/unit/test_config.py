@@ -9,8 +9,9 @@ import pytest
 from fakerun import events as ev
 from fakerun import protocol
 from fakerun.cli.main import build_parser, to_config
-from fakerun.config.options import MAX_MULTINODE_WORLD, MAX_STEPS, MAX_WORLD, RunConfig, Topology
+from fakerun.config.options import MAX_STEPS, RunConfig
 from fakerun.errors import UsageError
+from fakerun.world.topology import MAX_MULTINODE_WORLD, MAX_WORLD, Topology
 
 
 def test_topology_ranks():

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fakerun.config import limits
-from fakerun.config.options import Topology
 from fakerun.errors import UsageError
+from fakerun.world.topology import Topology
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fakerun import events as ev
-from fakerun.config.options import RunConfig, Topology
+from fakerun.config.options import RunConfig
 from fakerun.rank.training import script_text
 from fakerun.render.lines import STDERR, STDOUT
 from fakerun.render.styles.lightning import (
@@ -20,6 +20,7 @@ from fakerun.render.styles.lightning import (
 from fakerun.render.styles.tqdm import format_meter
 from fakerun.world import catalog, styles
 from fakerun.world import profile as identity
+from fakerun.world.topology import Topology
 
 BAR_DICT = {"noinv": True}  # Lightning's BAR_FORMAT shows {rate_noinv_fmt}
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.config.options import RunConfig, Topology
+from fakerun.config.options import RunConfig
 from fakerun.launcher.workers import ForkFailed, WorkerGroup
 from fakerun.rank.process import RankSpec
+from fakerun.world.topology import Topology
 
 
 def refusing_after(started: int, pids: list[int]) -> Callable[[], int]:

@@ -19,10 +19,11 @@ from typing import Any, NoReturn
 
 from fakerun.config import limits, tokens
 from fakerun.config import script_args as scriptargs
-from fakerun.config.options import OUTPUTS, Fault, RunConfig, Topology, free_port, new_seed, parse_duration
+from fakerun.config.options import OUTPUTS, Fault, RunConfig, free_port, new_seed, parse_duration
 from fakerun.errors import ExitCode, UsageError
 from fakerun.version import __version__
 from fakerun.world import scenarios, styles
+from fakerun.world.topology import Topology
 
 OPTS_ENV = "FAKERUN_OPTS"
 DEFAULT_SCRIPT = "train.py"

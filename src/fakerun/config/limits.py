@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fakerun.config.options import Topology
 from fakerun.errors import UsageError
+from fakerun.world.topology import Topology
 
 # Every thread is a pid: a rank is its main thread plus libzmq's I/O and
 # reaper threads (measured 3); the launcher as many, plus one to spare.

@@ -23,22 +23,13 @@ from fakerun.system.files import check_regular
 from fakerun.world.catalog import CatalogError
 from fakerun.world.profile import Asked
 from fakerun.world.styles import Style
+from fakerun.world.topology import Topology
 
 OUTPUTS = ("auto", "plain", "rich", "jsonl")
 # A paced run sleeps simulated time / speed: below a thousandth of real time
 # nobody watches (a 1 s step takes 17 minutes), and 1e-300 overflowed the
 # ranks' sleeps; above a million times real time pacing is no pacing.
 MIN_SPEED, MAX_SPEED = 1e-3, 1e6
-# The sizes a job may have, whatever the machine (limits.py holds them
-# against this machine's pids, memory and open files).
-# The largest real training jobs run on ~100k GPUs (16k for Llama 3 405B):
-# 2^17 ranks covers them, and refuses at once what no cluster has.
-MAX_WORLD = 1 << 17
-# Across nodes, node 0 forwards each step's per-GPU telemetry (gpu_status,
-# ~113 bytes a GPU) to the other agents as one string, which the wire caps
-# at 64 KiB (protocol.MAX_STR_LEN): 576 GPUs at worst; beyond that the other
-# nodes would drop those frames. 512 keeps a margin and a power of two.
-MAX_MULTINODE_WORLD = 512
 # Real pretraining runs take up to ~1M optimizer steps (Llama 3 405B: 15.6T
 # tokens at 16M a batch). The loss-spike table every rank draws up front
 # grows with the run's length: 0.6 MiB and 0.05 s per rank at this bound,
@@ -46,61 +37,6 @@ MAX_MULTINODE_WORLD = 512
 MAX_STEPS = 1_000_000
 PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
-
-
-@dataclass(frozen=True)
-class Topology:
-    """nnodes x nproc_per_node workers; this agent runs node `node_rank`."""
-
-    nnodes: int
-    nproc_per_node: int
-    node_rank: int = 0
-
-    def __post_init__(self) -> None:
-        if self.nproc_per_node <= 0:
-            raise UsageError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
-        if self.nnodes < 1:
-            raise UsageError(f"--nnodes must be at least 1, got {self.nnodes}")
-        if not 0 <= self.node_rank < self.nnodes:
-            raise UsageError(
-                f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, "
-                f"got {self.node_rank}"
-            )
-        self._check_world()
-
-    def _check_world(self) -> None:
-        """Before any per-rank or per-node work (hosts, log dirs): a size
-        beyond these would take minutes to refuse later, or never end."""
-        world = self.world_size
-        if self.nnodes == 1 and world > MAX_WORLD:
-            raise UsageError(f"--nproc-per-node {world}: more ranks than any real job has "
-                              f"(at most {MAX_WORLD})")
-        if self.nnodes > 1 and world > MAX_MULTINODE_WORLD:
-            raise UsageError(f"{self.nnodes} nodes x {self.nproc_per_node} ranks = {world} ranks: a job "
-                              f"over several nodes may have at most {MAX_MULTINODE_WORLD} (node 0 sends "
-                              "every GPU's telemetry to the other nodes in one message)")
-
-    @property
-    def world_size(self) -> int:
-        return self.nnodes * self.nproc_per_node
-
-    def global_rank(self, local_rank: int, node_rank: int | None = None) -> int:
-        node = self.node_rank if node_rank is None else node_rank
-        return node * self.nproc_per_node + local_rank
-
-    def node_of(self, rank: int) -> int:
-        return rank // self.nproc_per_node
-
-    def local_rank_of(self, rank: int) -> int:
-        return rank % self.nproc_per_node
-
-    def local_ranks(self) -> range:
-        return range(self.nproc_per_node)
-
-    def node_ranks(self, node_rank: int | None = None) -> range:
-        node = self.node_rank if node_rank is None else node_rank
-        start = node * self.nproc_per_node
-        return range(start, start + self.nproc_per_node)
 
 
 @dataclass(frozen=True)

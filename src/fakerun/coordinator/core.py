@@ -39,6 +39,7 @@ from fakerun.protocol import (
     rank_routing_id,
     tags,
 )
+from fakerun.world.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Coordinator:
         self._agent_ids = {agent_routing_id(n): n for n in range(1, job.nnodes)}
         self.lost: set[int] = set()  # nodes that failed or went silent: no collective waits for them
         self.nproc = job.world_size // job.nnodes
+        self.topology = Topology(job.nnodes, self.nproc)
 
     # -- entry points ---------------------------------------------------
     def handle(self, identity: bytes, frame: bytes, now: float) -> Outcome:
@@ -232,7 +234,7 @@ class Coordinator:
             return self.reject("bad-op", rank_routing_id(rank))
         if not 0.0 <= msg.sim_s <= MAX_SIM_S or not 0 <= msg.numel <= MAX_NUMEL:  # also rejects NaN
             return self.reject("out-of-range", rank_routing_id(rank))
-        if self.lost and self.topology_node(rank) not in self.lost:
+        if self.lost and self.topology.node_of(rank) not in self.lost:
             return self._abort_for_peer(msg.comm, [rank], Fingerprint.of(msg))
         comm = msg.comm
         if comm in self._broken:
@@ -321,9 +323,6 @@ class Coordinator:
                 "watchdog", comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, "")))
         return out
 
-    def topology_node(self, rank: int) -> int:
-        return rank // self.nproc
-
     def _abort_for_peer(self, comm: str, ranks: list[int], fp: Fingerprint) -> Outcome:
         self._pending.pop(comm, None)
         self._broken.add(comm)
@@ -331,7 +330,7 @@ class Coordinator:
         host = self.agents[lost].host if lost in self.agents else ""
         out = Outcome()
         for r in ranks:
-            if self.topology_node(r) not in self.lost:
+            if self.topology.node_of(r) not in self.lost:
                 out.replies.append((rank_routing_id(r), Abort(
                     "peer", comm, fp.seq, fp.op, fp.count, 0, 0, host or f"node{lost}")))
         return out

@@ -155,8 +155,8 @@ class Timeline:
         return min(self.ident.hyper.epochs, (step - 1) // self.ident.hyper.steps_per_epoch + 1)
 
     def gpu_status(self, step: int) -> ev.GpuStatus:
-        ident = self.ident
-        gpus = [ev.GpuSample(r, r // ident.nproc, r % ident.nproc, t.util, t.temp_c, t.power_w,
+        ident, topo = self.ident, self.ident.topology
+        gpus = [ev.GpuSample(r, topo.node_of(r), topo.local_rank_of(r), t.util, t.temp_c, t.power_w,
                              t.mem_used_mib, ident.gpu.memory_mib)
                 for r, t in sorted(self.telemetry.items())]
         return ev.GpuStatus(step, gpus, self.clock.now)

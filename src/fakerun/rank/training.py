@@ -143,7 +143,8 @@ class Script:
         if fault.kind == "hang" or (fault.kind == "stall" and mine):
             while True:  # no more progress; with "stall" the peers' watchdog fires
                 time.sleep(3600)
-        if fault.kind == "node-down" and self.rank // self.ident.nproc == fault.rank // self.ident.nproc:
+        node_of = self.ident.topology.node_of
+        if fault.kind == "node-down" and node_of(self.rank) == node_of(fault.rank):
             raise SimulatedSignal(signal.SIGKILL)
         if not mine:
             return
@@ -232,7 +233,8 @@ def oom_sizes(ident: Identity, rank: int) -> dict[str, str]:
     in_use = min(reserved + 0.52 * 2**30, total - 0.3 * 2**30)
     free = total - in_use
     tried = free + 0.25 * 2**30 + 0.05 * allocated
-    return {"device": str(rank % ident.nproc), "total": format_size(total), "free": format_size(free),
+    return {"device": str(ident.topology.local_rank_of(rank)), "total": format_size(total),
+            "free": format_size(free),
             "in_use": format_size(in_use), "allocated": format_size(allocated),
             "unallocated": format_size(reserved - allocated), "tried": format_size(tried)}
 

@@ -10,6 +10,7 @@ from typing import TextIO
 from fakerun.render.lines import STDERR, Line
 from fakerun.render.sinks import OutputClosed
 from fakerun.system.streams import silence
+from fakerun.world.topology import local_rank_of
 
 # torchrun's default TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE-equivalent.
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
@@ -58,12 +59,12 @@ class ConsoleSink:
             if line.rank is None:
                 self._put(line.stream, line.text)
             elif self.show_ranks and (self.node_ranks is None or line.rank in self.node_ranks):
-                shown, prefixed = self.rank_streams.shown(line.stream, line.rank % self.nproc)
+                shown, prefixed = self.rank_streams.shown(line.stream, local_rank_of(line.rank, self.nproc))
                 if shown:
                     self._put(line.stream, self._prefix(line.rank) + line.text if prefixed else line.text)
 
     def _prefix(self, rank: int) -> str:
-        return self.prefix.safe_substitute(role_name="default", local_rank=rank % self.nproc,
+        return self.prefix.safe_substitute(role_name="default", local_rank=local_rank_of(rank, self.nproc),
                                            rank=rank)
 
     def _put(self, stream: str, text: str) -> None:

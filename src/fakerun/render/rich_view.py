@@ -27,6 +27,7 @@ from fakerun.render.lines import STDERR, Line
 from fakerun.render.sinks import OutputClosed
 from fakerun.render.styles.pytorch import duration
 from fakerun.system.streams import silence
+from fakerun.world.topology import local_rank_of
 
 FPS = 2.0
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
@@ -88,7 +89,7 @@ class RichView:
 
     def _styled(self, line: Line) -> str:
         if line.rank is not None:
-            prefix = f"[default{line.rank % self.nproc}]:"
+            prefix = f"[default{local_rank_of(line.rank, self.nproc)}]:"
             if not self.colour:
                 return prefix + line.text
             return f"{COLOURS['rank']}{prefix}{COLOURS['reset']}{line.text}"

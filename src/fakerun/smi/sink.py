@@ -127,14 +127,14 @@ class SmiStateSink:
 
     def _row(self, rank: int) -> GpuRow:
         ident, gpu = self.ident, self.ident.gpu
-        local, pid = rank % ident.nproc, self.pids.get(rank, 0)
+        local, pid = ident.topology.local_rank_of(rank), self.pids.get(rank, 0)
         seen = self.readings.get(rank)
         if seen is None or pid == 0:
             # Not measured yet: allocated but idle (the memory the ranks hold
             # after init); no process at all: nothing allocated.
             init = sim.telemetry(ident, rank, 0, "init")
             seen = sim.Telemetry(0, init.temp_c, init.power_w, init.mem_used_mib if pid else 0)
-        return GpuRow(rank=rank, node=rank // ident.nproc, index=local, host=ident.host(rank),
+        return GpuRow(rank=rank, node=ident.topology.node_of(rank), index=local, host=ident.host(rank),
                       name=gpu.name, bus_id=f"00000000:{gpu.bus_id(local).upper()}:00.0",
                       util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=gpu.memory_mib,
                       temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=gpu.power_cap_w, pid=pid)

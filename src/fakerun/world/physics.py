@@ -225,7 +225,7 @@ def telemetry(ident: Identity, rank: int, step: int, phase: str) -> Telemetry:
     fixed per-device offset; power follows utilisation, never above the cap."""
     load = PHASE_LOAD.get(phase, 1.0)
     shared = 0.015 * gauss(ident.seed, "tele", step)
-    node = 0.01 * gauss(ident.seed, "tele-node", rank // ident.nproc, step // 20)
+    node = 0.01 * gauss(ident.seed, "tele-node", ident.topology.node_of(rank), step // 20)
     device = 0.01 * gauss(ident.seed, "tele-dev", rank)
     util = max(0.0, min(1.0, load * (0.97 + shared + node + device)))
     cap = ident.gpu.power_cap_w

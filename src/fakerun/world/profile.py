@@ -4,6 +4,7 @@ the run shows derives from this, in sim.py; nothing is drawn twice."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -13,6 +14,7 @@ from fakerun.world import catalog
 from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
 from fakerun.world.draws import rng
 from fakerun.world.memory import Parallelism, plan_memory
+from fakerun.world.topology import Topology
 
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 FUNNY_RATE = 0.03
@@ -62,8 +64,12 @@ class Identity:
     def world(self) -> int:
         return self.nnodes * self.nproc
 
+    @functools.cached_property
+    def topology(self) -> Topology:
+        return Topology(self.nnodes, self.nproc)
+
     def host(self, rank: int) -> str:
-        return self.hosts[rank // self.nproc]
+        return self.hosts[self.topology.node_of(rank)]
 
     @property
     def slug(self) -> str:

@@ -155,7 +155,8 @@ class LightningLines(EventRoutes):
         i = self.ident
         devices = ",".join(str(d) for d in range(i.nproc))
         restoring = self._err([self.text["restoring"].format(path=self.resume)]) if self.resume else []
-        pinned = [Line(self.text["local_rank"].format(local=r % i.nproc, devices=devices), STDERR, r)
+        local = i.topology.local_rank_of
+        pinned = [Line(self.text["local_rank"].format(local=local(r), devices=devices), STDERR, r)
                   for r in range(i.world)]
         return restoring + pinned
 

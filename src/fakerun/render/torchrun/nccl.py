@@ -44,7 +44,7 @@ class NcclInit:
             process = [*process, driver, f"NCCL version {v.nccl}+cuda{v.cuda}"]
         else:
             process = [driver, *process]
-        local = rank % ident.nproc
+        local = ident.topology.local_rank_of(rank)
         start = (f"ncclCommInitRank comm {self.comm_ptr[rank]} rank {rank} nranks {ident.world} "
                  f"cudaDev {local} nvmlDev {local} busId {ident.gpu.bus_id(local).lstrip('0')}000 "
                  f"commId {self.comm_id}")
@@ -73,10 +73,10 @@ class NcclInit:
     def _prefix(self, rank: int, thread: int) -> str:
         pid = self.pids[rank]
         tid = pid if thread == 0 else pid + 170 + rank % 7
-        return f"{self.ident.host(rank)}:{pid}:{tid} [{rank % self.ident.nproc}] NCCL INFO "
+        return f"{self.ident.host(rank)}:{pid}:{tid} [{self.ident.topology.local_rank_of(rank)}] NCCL INFO "
 
     def _iface(self, rank: int) -> str:
-        return f"eth0:{self.subnet}.{self.host_base + rank // self.ident.nproc}<0>"
+        return f"eth0:{self.subnet}.{self.host_base + self.ident.topology.node_of(rank)}<0>"
 
     @staticmethod
     def _plugin(prefix: str) -> list[str]:
@@ -115,8 +115,8 @@ class NcclInit:
     def _channels(self, rank: int) -> list[str]:
         ident = self.ident
         peer = (rank + 1) % ident.world
-        local, peer_local = rank % ident.nproc, peer % ident.nproc
-        if ident.nnodes > 1 and peer // ident.nproc != rank // ident.nproc:
+        local, peer_local = ident.topology.local_rank_of(rank), ident.topology.local_rank_of(peer)
+        if ident.nnodes > 1 and ident.topology.node_of(peer) != ident.topology.node_of(rank):
             via = f"[send] via NET/IB/{local % 4}/GDRDMA"
         elif self.nvlink:
             via = "via P2P/CUMEM/read" if "A100" in ident.gpu.name else "via P2P/CUMEM"
