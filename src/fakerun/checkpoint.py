@@ -33,8 +33,8 @@ from fakerun import events as ev
 from fakerun.errors import UsageError
 from fakerun.system.files import read_regular
 from fakerun.system.rundir import alive
+from fakerun.world.identity import Identity
 from fakerun.world.physics import checkpoint_bytes, safetensors_shards
-from fakerun.world.profile import Identity
 
 STATE = "trainer_state.json"
 STATE_MAX = 64 << 20  # bytes of trainer_state.json we read at most (a long run's is a few MB)

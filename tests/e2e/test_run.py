@@ -8,8 +8,8 @@ import re
 import psutil
 
 from fakerun.coordinator.collective import reduce_values
+from fakerun.world import identity
 from fakerun.world import physics as sim
-from fakerun.world import profile as identity
 from tests.e2e.torchrun_versions import PRINTS_THREAD_ID, WHERE, torch_of
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from fakerun import events as ev
 from fakerun.render.lines import Line
 from fakerun.render.rich_view import HIDE_CURSOR, SHOW_CURSOR, RichView
-from fakerun.world import profile as identity
+from fakerun.world import identity
 
 IDENT = identity.build(3, 1, 4, 40)
 

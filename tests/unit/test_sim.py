@@ -9,9 +9,8 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.coordinator.timeline import Completed, Timeline
-from fakerun.world import catalog
+from fakerun.world import catalog, identity
 from fakerun.world import physics as sim
-from fakerun.world import profile as identity
 from fakerun.world.clock import VirtualClock
 
 SEEDS = range(60)

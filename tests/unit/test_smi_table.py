@@ -12,8 +12,8 @@ from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi import GpuRow, SmiStateSink, Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, layout_for, table
+from fakerun.world import identity
 from fakerun.world import physics as sim
-from fakerun.world import profile as identity
 
 GOLDEN = Path(__file__).parent / "golden"
 H100 = "NVIDIA H100 80GB HBM3"

@@ -21,9 +21,8 @@ from fakerun.render.styles.deepspeed import (
     timer_text,
     version_table,
 )
+from fakerun.world import identity, styles
 from fakerun.world import physics as sim
-from fakerun.world import profile as identity
-from fakerun.world import styles
 
 
 def at(text: str) -> float:

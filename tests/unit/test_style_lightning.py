@@ -18,8 +18,7 @@ from fakerun.render.styles.lightning import (
     summary_table,
 )
 from fakerun.render.styles.tqdm import format_meter
-from fakerun.world import catalog, styles
-from fakerun.world import profile as identity
+from fakerun.world import catalog, identity, styles
 from fakerun.world.topology import Topology
 
 BAR_DICT = {"noinv": True}  # Lightning's BAR_FORMAT shows {rate_noinv_fmt}

@@ -24,8 +24,7 @@ from fakerun.render.styles.megatron import (
     validation_block,
 )
 from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
-from fakerun.world import catalog
-from fakerun.world import profile as identity
+from fakerun.world import catalog, identity
 from fakerun.world.memory import Parallelism
 
 MIB = 1024 * 1024

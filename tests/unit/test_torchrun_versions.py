@@ -16,8 +16,7 @@ import pytest
 from fakerun import events as ev
 from fakerun.render.torchrun.formatter import EventFormatter, torchrun_tables
 from fakerun.texts import load
-from fakerun.world import catalog
-from fakerun.world import profile as identity
+from fakerun.world import catalog, identity
 
 ROWS = {row.torch: row for row in catalog.versions()}
 PID = 48190  # the launcher's

@@ -254,7 +254,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
-    job = scriptargs.read(ns.training_script, ns.training_script_args)  # fakerun's options win over it
+    script = scriptargs.read(ns.training_script, ns.training_script_args)  # fakerun's options win over it
     return RunConfig(
         topology=topology,
         master_addr=env.master_addr,
@@ -267,13 +267,13 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         node_timeout_s=ns.node_timeout,
         lifeline=_first(ns.lifeline, _env_int(environ, "FAKERUN_LIFELINE")),
         max_restarts=ns.max_restarts,
-        max_steps=_first(ns.max_steps, job.max_steps),
+        max_steps=_first(ns.max_steps, script.max_steps),
         seed=_seed(ns.seed, env),
         speed=ns.speed,
         output=ns.output,
         log_dir=ns.log_dir,
         metrics_file=ns.metrics_file,
-        output_dir=_first(ns.output_dir, job.output_dir),
+        output_dir=_first(ns.output_dir, script.output_dir),
         resume=ns.resume,
         entrypoint=ns.training_script,
         script_args=tuple(ns.training_script_args),
@@ -289,8 +289,8 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
-        style=styles.parse(ns.style or job.style or styles.DEFAULT),
-        asked=job.asked,
+        style=styles.parse(ns.style or script.style or styles.DEFAULT),
+        asked=script.asked,
     )
 
 

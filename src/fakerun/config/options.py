@@ -21,7 +21,7 @@ from typing import Any
 from fakerun.errors import UsageError
 from fakerun.system.files import check_regular
 from fakerun.world.catalog import CatalogError
-from fakerun.world.profile import Asked
+from fakerun.world.identity import Asked
 from fakerun.world.styles import Style
 from fakerun.world.topology import Topology
 
@@ -201,7 +201,7 @@ class RunConfig:
             object.__setattr__(self, "identity", self._build_identity())
 
     def _build_identity(self) -> Any:
-        from fakerun.world import profile as identity
+        from fakerun.world import identity
 
         pinned = self.style.versions()[0] if self.style.pinned else None
         return identity.build(self.seed, self.topology.nnodes, self.topology.nproc_per_node,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fakerun.errors import UsageError
 from fakerun.world import catalog
-from fakerun.world.profile import Asked
+from fakerun.world.identity import Asked
 
 # Megatron's default tokenizer (GPT-2 BPE) padded to a multiple of 128.
 MEGATRON_VOCAB = 50304
@@ -37,7 +37,7 @@ SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class Job:
+class ScriptArgs:
     """What the launch line says about the job; None: not said."""
 
     style: str | None = None
@@ -46,14 +46,14 @@ class Job:
     asked: Asked = field(default_factory=Asked)
 
 
-def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> Job:
+def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
     hf = _parse(args, HF_FLAGS)
     mg = _parse(args, MEGATRON_FLAGS)
     if mg or Path(entrypoint).name.startswith("pretrain_"):
         return _megatron(mg)
     if hf:
         return _hf(hf)
-    return Job(style=_style_of(entrypoint, args))
+    return ScriptArgs(style=_style_of(entrypoint, args))
 
 
 def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...]) -> dict[str, str]:
@@ -74,7 +74,7 @@ def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:
     return None
 
 
-def _hf(given: dict[str, str]) -> Job:
+def _hf(given: dict[str, str]) -> ScriptArgs:
     v = {**HF_DEFAULTS, **({} if "max_steps" in given else {"num_train_epochs": "3"}), **given}
     asked = Asked(model=_model(v.get("model_name_or_path")), pretrained="model_name_or_path" in v,
                   dataset=v.get("dataset_name"),
@@ -84,10 +84,10 @@ def _hf(given: dict[str, str]) -> Job:
                   seq_len=_int(v, "max_seq_length") or _int(v, "block_size"),
                   log_every=_int(v, "logging_steps"))
     out = v.get("output_dir")
-    return Job("hf", _int(v, "max_steps"), Path(out) if out else None, asked)
+    return ScriptArgs("hf", _int(v, "max_steps"), Path(out) if out else None, asked)
 
 
-def _megatron(given: dict[str, str]) -> Job:
+def _megatron(given: dict[str, str]) -> ScriptArgs:
     v = {**MEGATRON_DEFAULTS, **given}
     layers, hidden = _int(v, "num-layers"), _int(v, "hidden-size")
     model = _shape(layers, hidden, _int(v, "num-attention-heads"), _int(v, "num-query-groups"),
@@ -96,7 +96,7 @@ def _megatron(given: dict[str, str]) -> Job:
                   global_batch=_int(v, "global-batch-size"), lr=_float(v, "lr"),
                   seq_len=_int(v, "seq-length"), log_every=_int(v, "log-interval"))
     save = v.get("save")
-    return Job("megatron", _int(v, "train-iters"), Path(save) if save else None, asked)
+    return ScriptArgs("megatron", _int(v, "train-iters"), Path(save) if save else None, asked)
 
 
 def _model(name: str | None) -> catalog.Model | None:

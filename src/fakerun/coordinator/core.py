@@ -1,6 +1,6 @@
 """The coordinator: rendezvous, real blocking collectives, watchdog, ordering.
 
-`Coordinator` is the pure core: `handle(identity, frame, now)` and
+`Coordinator` is the pure core: `handle(peer, frame, now)` (peer: the routing id a frame came from) and
 `tick(now)` return an `Outcome` (replies to send, events to render) and
 never touch a socket or a clock. `RouterSocket` is the thin zmq edge.
 
@@ -43,7 +43,7 @@ from fakerun.world.topology import Topology
 
 
 @dataclass(frozen=True)
-class JobIdentity:
+class JobSpec:
     run_id: str
     token: str
     world_size: int
@@ -74,7 +74,7 @@ class Outcome:
 
 
 class Coordinator:
-    def __init__(self, job: JobIdentity, collective_timeout_s: float, wall_clock: Any,
+    def __init__(self, job: JobSpec, collective_timeout_s: float, wall_clock: Any,
                  timeline: Timeline | None = None, report_wall: bool = True) -> None:
         self.job = job
         self.timeout_s = collective_timeout_s
@@ -100,42 +100,42 @@ class Coordinator:
         self.topology = Topology(job.nnodes, self.nproc)
 
     # -- entry points ---------------------------------------------------
-    def handle(self, identity: bytes, frame: bytes, now: float) -> Outcome:
+    def handle(self, peer: bytes, frame: bytes, now: float) -> Outcome:
         try:
             msg = decode(frame)
         except ProtocolError as exc:
-            return self.reject(exc.reason, identity)
-        rank = self.members.get(identity)
+            return self.reject(exc.reason, peer)
+        rank = self.members.get(peer)
         if type(msg) is Contribute and rank is not None and msg.rank == rank:
             return self._contribute(rank, msg, now)  # the common case first; checked there
         if isinstance(msg, Hello):
-            return self._hello(identity, msg)
-        if identity in self._agent_ids:
-            return self._from_agent(identity, msg, now)
+            return self._hello(peer, msg)
+        if peer in self._agent_ids:
+            return self._from_agent(peer, msg, now)
         if rank is None or getattr(msg, "rank", rank) != rank:
-            return self.reject("not-joined" if rank is None else "rank-mismatch", identity)
+            return self.reject("not-joined" if rank is None else "rank-mismatch", peer)
         if isinstance(msg, Contribute):
             return self._contribute(rank, msg, now)
         if isinstance(msg, Output):
             return self._output(rank, msg)
         if isinstance(msg, Telemetry):
             if not _plausible(msg):
-                return self.reject("out-of-range", identity)
+                return self.reject("out-of-range", peer)
             if self.timeline is not None:
                 self.timeline.on_telemetry(msg)
             return Outcome()
         if isinstance(msg, Goodbye):
-            return self._goodbye(identity, rank)
-        return self.reject("unexpected-kind", identity)
+            return self._goodbye(peer, rank)
+        return self.reject("unexpected-kind", peer)
 
-    def reject(self, reason: str, identity: bytes, times: int = 1) -> Outcome:
+    def reject(self, reason: str, peer: bytes, times: int = 1) -> Outcome:
         self.rejected[reason] += times
         count = self.rejected[reason]
         out = Outcome()
         # Report the first of each reason, then only count: a flood must not
         # become a flood of output.
         if count == times:
-            out.events.append(ev.Rejected(reason, count, _peer(identity), self._wall()))
+            out.events.append(ev.Rejected(reason, count, _printable(peer), self._wall()))
         return out
 
     def tick(self, now: float) -> Outcome:
@@ -189,13 +189,13 @@ class Coordinator:
         return [self._to_event(o) for r in sorted(self._held) for o in self._held.pop(r)]
 
     # -- rendezvous -----------------------------------------------------
-    def _hello(self, identity: bytes, msg: Hello) -> Outcome:
-        problem = self._hello_problem(identity, msg)
+    def _hello(self, peer: bytes, msg: Hello) -> Outcome:
+        problem = self._hello_problem(peer, msg)
         if problem:
-            out = self.reject(problem, identity)
-            out.replies.append((identity, Refused(problem)))
+            out = self.reject(problem, peer)
+            out.replies.append((peer, Refused(problem)))
             return out
-        self.members[identity] = msg.rank
+        self.members[peer] = msg.rank
         self.hellos[msg.rank] = msg
         return self._complete_if_ready(Outcome())
 
@@ -214,12 +214,12 @@ class Coordinator:
         out.replies.extend((rank_routing_id(r), Welcome(self.job.world_size)) for r in ranks)
         return out
 
-    def _hello_problem(self, identity: bytes, msg: Hello) -> str:
+    def _hello_problem(self, peer: bytes, msg: Hello) -> str:
         if msg.run_id != self.job.run_id:
             return "wrong-run-id"
         if not hmac.compare_digest(msg.token.encode(), self.job.token.encode()):
             return "wrong-token"
-        if msg.rank not in self.world or identity != rank_routing_id(msg.rank):
+        if msg.rank not in self.world or peer != rank_routing_id(msg.rank):
             return "bad-rank"
         if msg.rank in self.hellos or self.ready:
             return "duplicate-rank"
@@ -274,7 +274,7 @@ class Coordinator:
         stop = stop or (self.stopping and pending.tag == tags.TRAIN_STEP)
         now = self.timeline.clock.now if self.timeline is not None else 0.0
         release = Encoded(encode_release(pending.comm, fp.seq, result, stop, now))  # same bytes for all
-        out.replies = [(identity, release) for identity in self._rank_ids]
+        out.replies = [(peer, release) for peer in self._rank_ids]
         sims = pending.sim_s.values()
         out.events.append(ev.Collective(
             pending.comm, fp.op, fp.seq, fp.count, fp.dtype, list(self.world), sim_us, pending.tag,
@@ -336,33 +336,33 @@ class Coordinator:
         return out
 
     # -- other nodes' agents --------------------------------------------
-    def _from_agent(self, identity: bytes, msg: Any, now: float) -> Outcome:
-        node = self._agent_ids[identity]
+    def _from_agent(self, peer: bytes, msg: Any, now: float) -> Outcome:
+        node = self._agent_ids[peer]
         if isinstance(msg, AgentHello):
-            return self._agent_hello(identity, node, msg, now)
+            return self._agent_hello(peer, node, msg, now)
         link = self.agents.get(node)
         if link is None or not isinstance(msg, AgentReport) or msg.node_rank != node:
-            return self.reject("not-joined" if link is None else "unexpected-kind", identity)
+            return self.reject("not-joined" if link is None else "unexpected-kind", peer)
         link.last_seen = now
         if msg.state == "failed":
             return self.node_failed(node, "failed", msg.detail)
         if (link.state, msg.state) in (("alive", "stopping"), ("alive", "done"), ("stopping", "done")):
             link.state = msg.state
         elif msg.state not in ("alive", "stopping", "done"):
-            return self.reject("bad-state", identity)
+            return self.reject("bad-state", peer)
         # "done": its ranks are gone. The Ack, after every event so far, tells it
         # it has seen the whole run and may go.
-        return Outcome(replies=[(identity, Ack())] if msg.state == "done" else [])
+        return Outcome(replies=[(peer, Ack())] if msg.state == "done" else [])
 
-    def _agent_hello(self, identity: bytes, node: int, msg: AgentHello, now: float) -> Outcome:
+    def _agent_hello(self, peer: bytes, node: int, msg: AgentHello, now: float) -> Outcome:
         problem = self._agent_problem(node, msg)
         if problem:
-            out = self.reject(problem, identity)
-            out.replies.append((identity, Refused(problem)))
+            out = self.reject(problem, peer)
+            out.replies.append((peer, Refused(problem)))
             return out
         link = self.agents.setdefault(node, AgentLink(node, msg.host[:64], now))
         link.last_seen = now  # a repeated hello (its Welcome crossed it) is answered alike
-        return self._complete_if_ready(Outcome(replies=[(identity, Welcome(self.job.world_size))]))
+        return self._complete_if_ready(Outcome(replies=[(peer, Welcome(self.job.world_size))]))
 
     def _agent_problem(self, node: int, msg: AgentHello) -> str:
         if msg.run_id != self.job.run_id:
@@ -384,10 +384,10 @@ class Coordinator:
         self._held.setdefault(rank, []).append(msg)
         return Outcome()
 
-    def _goodbye(self, identity: bytes, rank: int) -> Outcome:
+    def _goodbye(self, peer: bytes, rank: int) -> Outcome:
         self._departed.add(rank)
         held = self._held.pop(rank, [])
-        return Outcome(replies=[(identity, Ack())], events=[self._to_event(o) for o in held])
+        return Outcome(replies=[(peer, Ack())], events=[self._to_event(o) for o in held])
 
     @staticmethod
     def _to_event(msg: Output) -> ev.RankOutput:
@@ -403,12 +403,12 @@ def _plausible(t: Telemetry) -> bool:
         and 0 <= t.mem_used_mib <= 1 << 24 and t.step >= 0
 
 
-def _peer(identity: bytes) -> str:
-    return identity.decode("ascii", "replace")[:32] if identity.isascii() else identity.hex()[:32]
+def _printable(peer: bytes) -> str:
+    return peer.decode("ascii", "replace")[:32] if peer.isascii() else peer.hex()[:32]
 
 
 def handle_frames(core: Coordinator, frames: list[bytes], now: float) -> Outcome:
-    """One multipart message from the ROUTER: [identity, payload]."""
+    """One multipart message from the ROUTER: [routing id, payload]."""
     if len(frames) != 2:
         return core.reject("frames", frames[0] if frames else b"")
     return core.handle(frames[0], frames[1], now)

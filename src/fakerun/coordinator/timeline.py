@@ -20,7 +20,7 @@ from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
-from fakerun.world.profile import Identity
+from fakerun.world.identity import Identity
 
 BF16 = 2
 _RESULT_WIDTH = {tags.TRAIN_STEP: 2, tags.VALIDATION: 1}  # values a tag's all_reduce carries

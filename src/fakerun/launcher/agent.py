@@ -34,7 +34,7 @@ import zmq
 from fakerun import events as ev
 from fakerun.checkpoint import CheckpointWriter, Resume
 from fakerun.config.options import RunConfig
-from fakerun.coordinator.core import Coordinator, JobIdentity
+from fakerun.coordinator.core import Coordinator, JobSpec
 from fakerun.coordinator.timeline import Timeline
 from fakerun.errors import ExitCode
 from fakerun.launcher.links import LocalHub, RemoteHub
@@ -267,7 +267,7 @@ class Job:
         timeline = Timeline(self.ident, self.clock, deadline, self.io.monotonic,
                             str(self.config.output_dir) if self.config.output_dir else None, resumed)
         digest = self.config.digest() if self.topo.nnodes > 1 else ""
-        job = JobIdentity(self.config.run_id, self.token, self.topo.world_size, self.topo.nnodes, digest,
+        job = JobSpec(self.config.run_id, self.token, self.topo.world_size, self.topo.nnodes, digest,
                           self.config.node_timeout_s)
         return Coordinator(job, self.config.collective_timeout_s, self.clock, timeline,
                            report_wall=not self.config.deterministic)

@@ -21,7 +21,7 @@ from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
 from fakerun.world import physics as sim
-from fakerun.world.profile import ENV_PREFIX, Identity
+from fakerun.world.identity import ENV_PREFIX, Identity
 
 # Wall seconds of each activity at --speed 1 (a default run lasts 2-4 min).
 WALL = {"init_stage": 0.6, "step": sim.WALL_STEP_S, "validation": 2.0, "checkpoint": 2.5,

@@ -19,7 +19,7 @@ from fakerun.world.draws import gauss, rng
 from fakerun.world.memory import activation_bytes, state_bytes
 
 if TYPE_CHECKING:
-    from fakerun.world.profile import Identity
+    from fakerun.world.identity import Identity
 
 GIB = 1024**3
 # Chinchilla's fit (Hoffmann et al. 2022): L(N, D) = E + A / N^alpha + B / D^beta

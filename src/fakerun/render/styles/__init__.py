@@ -29,7 +29,7 @@ class ScriptRenderer(Protocol):
 
 # Per style: the module (in this package) and class rendering the script's
 # output; a style not named here is a plain PyTorch script's.
-RENDERERS = {"torchrun": ("pytorch", "ScriptLines"), "hf": ("hf", "HfLines"),
+RENDERERS = {"torchrun": ("pytorch", "PytorchLines"), "hf": ("hf", "HfLines"),
              "megatron": ("megatron", "MegatronLines"), "deepspeed": ("deepspeed", "DeepSpeedLines"),
              "lightning": ("lightning", "LightningLines")}
 

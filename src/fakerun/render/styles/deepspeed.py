@@ -27,8 +27,8 @@ from fakerun import texts
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
+from fakerun.world.identity import Identity
 from fakerun.world.memory import state_bytes
-from fakerun.world.profile import Identity
 
 GIB = 2**30
 SCALE_POWER, SCALE_WINDOW, HYSTERESIS = 16, 1000, 2  # the script's "fp16" section

@@ -31,7 +31,7 @@ from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import format_meter, format_num
 from fakerun.world import physics as sim
-from fakerun.world.profile import ENV_PREFIX
+from fakerun.world.identity import ENV_PREFIX
 
 DATA = "style-lightning"
 DASHES = "-" * 100  # fabric/utilities/distributed.py's block around the backend lines

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fakerun.world.catalog import Model, models
+from fakerun.world.identity import Identity
 from fakerun.world.memory import Parallelism
-from fakerun.world.profile import Identity
 
 MIB = 1024 * 1024
 VOCAB_DIVISOR = 128  # --make-vocab-size-divisible-by's default

@@ -22,7 +22,7 @@ TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
 
 
-class ScriptLines(EventRoutes):
+class PytorchLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
         self.tz = tz

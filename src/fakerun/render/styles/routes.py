@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.world.profile import Identity
+from fakerun.world.identity import Identity
 
 
 class EventRoutes:

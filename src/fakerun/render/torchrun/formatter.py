@@ -14,10 +14,10 @@ from fakerun import texts
 from fakerun.events import NCCL_OP_TYPE
 from fakerun.render.lines import STDERR, Line, c10_stamp, glog_prefix
 from fakerun.render.styles import ScriptRenderer
-from fakerun.render.styles.pytorch import ScriptLines
+from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
-from fakerun.world.profile import ENV_PREFIX
+from fakerun.world.identity import ENV_PREFIX
 
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
 TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
@@ -62,7 +62,7 @@ class EventFormatter:
         the run starts, so that the launcher's first lines already wear its torch's
         file:line (the RunIdentity event brings it too)."""
         self.tz = tz
-        self.script = script or ScriptLines(width, tz)
+        self.script = script or PytorchLines(width, tz)
         self.run: ev.RunStarted | None = None
         self._use(ident)
         self.pids: dict[int, int] = {}

@@ -13,7 +13,7 @@ import random
 
 from fakerun.render.lines import STDOUT, Line
 from fakerun.world.draws import rng
-from fakerun.world.profile import Identity
+from fakerun.world.identity import Identity
 
 RING_LIMIT = 20  # ncclTopoPrintRings shows at most 20 ranks
 
