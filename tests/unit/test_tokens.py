@@ -19,7 +19,7 @@ from fakerun.cli.main import build_parser, to_config
 from fakerun.config import tokens
 from fakerun.errors import UsageError
 from fakerun.launcher import cluster
-from fakerun.launcher.agent import join_command
+from fakerun.launcher.join import join_command
 
 from ..conftest import FAKERUN
 from ..other_user import OTHER_GID, OTHER_UID, needs_root

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -43,6 +43,49 @@ HINT_AFTER_S = 3.0  # node 0 says what to run on missing nodes after this long
 CLOSE_POLL_S = 0.01
 MONITOR_ENDPOINT = "inproc://fakerun-agent-%d-link"
 BATCH_BYTES = MAX_MESSAGE_BYTES // 2  # an Events frame's items, before msgpack's framing
+
+
+class Hub(Protocol):
+    """This node's link to the job's coordinator, as the job loop uses it:
+    node 0 hosts the coordinator (LocalHub), every other node reaches it
+    over TCP (RemoteHub). Every method returns the events to show."""
+
+    @property
+    def socket(self) -> Any:
+        """What the loop polls for the link's input."""
+
+    @property
+    def ready(self) -> bool:
+        """The rendezvous is complete."""
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def lingering(self) -> bool:
+        """Other nodes still use the coordinator: this node must not leave yet."""
+
+    def joined(self) -> list[int]: ...
+
+    def missing_nodes(self) -> list[int]: ...
+
+    def receive(self, now: float) -> list[ev.Event]: ...
+
+    def tick(self, now: float) -> list[ev.Event]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def request_stop(self) -> list[ev.Event]: ...
+
+    def local_failure(self, detail: str) -> list[ev.Event]: ...
+
+    def finished(self) -> None: ...
+
+    def flush_output(self) -> list[ev.Event]: ...
+
+    def rejected(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
 
 
 class LocalHub:

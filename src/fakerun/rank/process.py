@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import resource
 import signal
@@ -22,6 +21,7 @@ from typing import NoReturn
 
 import zmq
 
+from fakerun import failures
 from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
@@ -163,32 +163,12 @@ def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: 
     torch's `[rankN]: ` excepthook prefix (not on empty lines), and @record's
     error file."""
     if stream == "stderr":
-        _record(lines, comm.now)
+        failures.write_record(lines, comm.now)
         lines = [f"[rank{rank}]: {line}" if line else line for line in lines]
     comm.output(stream, lines)
     if not comm.goodbye(code, "exception"):
         print("\n".join(lines), file=sys.stderr if stream == "stderr" else sys.stdout)
     return code
-
-
-def _record(traceback_lines: list[str], now: float) -> None:
-    """What torch's @record writes to TORCHELASTIC_ERROR_FILE for an
-    uncaught exception (atomically: the launcher may read it any moment)."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path or not traceback_lines:
-        return
-    start = next((i for i, line in enumerate(traceback_lines)
-                  if line and not line.startswith((" ", "Traceback"))), len(traceback_lines) - 1)
-    body = {"message": {"message": "\n".join(traceback_lines[start:]),
-                        "extraInfo": {"py_callstack": "\n".join(traceback_lines) + "\n",
-                                      "timestamp": str(int(now))}}}
-    try:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(body, handle)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # no error file: the failure report falls back to torch's "To enable traceback" line
 
 
 def _die_by(sig: signal.Signals) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,11 +21,20 @@ __all__ = ["OutputClosed", "Renderer", "build_renderer", "resolve_output"]
 DEFAULT_WIDTH = 100
 
 
+@dataclass(frozen=True)
+class OutputState:
+    """What became of the output, as the launcher must act on it."""
+
+    closed: bool = False  # a reader went away: every console sink is gone (the job ends, exit 141)
+    failure: str = ""  # a file we had to write and could not (one line)
+
+
 class Renderer:
     """One formatter feeding every line sink, plus raw-event sinks.
 
-    A sink whose reader went away (EPIPE) is dropped and `output_closed` is
-    set; the launcher then shuts the job down instead of dying mid-write."""
+    A sink whose reader went away (EPIPE), or whose file cannot be written,
+    is dropped; flush() says so, and the launcher shuts the job down instead
+    of dying mid-write."""
 
     def __init__(self, formatter: EventFormatter, line_sinks: list[LineSink],
                  event_sinks: list[EventSink]) -> None:
@@ -36,10 +46,6 @@ class Renderer:
         self.logs: RankLogFiles | None = None
         self._pending = False  # anything emitted since the last flush
 
-    @property
-    def binary(self) -> str:
-        return self.formatter.binary
-
     def emit(self, event: Any) -> None:
         self._pending = True
         self._each(self.event_sinks, lambda sink: sink.event(event))
@@ -49,7 +55,7 @@ class Renderer:
                 self._to_logs(lambda logs: logs.write(lines))
             self._each(self.line_sinks, lambda sink: sink.write(lines))
 
-    def flush(self, force: bool = False) -> None:
+    def flush(self, force: bool = False) -> OutputState:
         """Called once per launcher loop pass: a no-op when nothing was emitted,
         except for views that redraw on their own clock (the live footer)."""
         if self._pending and self.logs is not None:
@@ -60,6 +66,7 @@ class Renderer:
         self._each(self.line_sinks, lambda sink: sink.flush(),
                    only=lambda sink: due or sink.animated)
         self._pending = False
+        return OutputState(self.output_closed, self.failure)
 
     def attach(self, sink: EventSink) -> None:
         """An event sink that lives for one run: it replaces (and closes) the

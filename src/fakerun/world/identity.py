@@ -17,6 +17,7 @@ from fakerun.world.memory import Parallelism, plan_memory
 from fakerun.world.topology import Topology
 
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
+PYTHON = f"{ENV_PREFIX}/bin/python3"  # what runs the training script, as `ps` and the failure box show
 FUNNY_RATE = 0.03
 # What a base model's pretraining is worth on a new corpus, in tokens of it: a
 # fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.

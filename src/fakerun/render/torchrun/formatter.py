@@ -17,7 +17,7 @@ from fakerun.render.styles import ScriptRenderer
 from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
-from fakerun.world.identity import ENV_PREFIX
+from fakerun.world.identity import ENV_PREFIX, PYTHON
 
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
 TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
@@ -89,7 +89,7 @@ class EventFormatter:
 
     @property
     def binary(self) -> str:
-        return f"{ENV_PREFIX}/bin/python3"
+        return PYTHON
 
     def lines(self, event: Any) -> list[Line]:
         handler = self._handlers.get(type(event))

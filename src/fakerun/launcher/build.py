@@ -1,0 +1,121 @@
+"""What one attempt of a job is made of: the ranks' specs and environment,
+the endpoints, this node's link to the coordinator, the run's clock and the
+pids it shows. Pure construction; the job loop (job.py) runs them."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+from fakerun import events as ev
+from fakerun.config.options import RunConfig
+from fakerun.coordinator.core import Coordinator, JobSpec
+from fakerun.coordinator.timeline import Timeline
+from fakerun.failures import ERROR_FILE_ENV
+from fakerun.protocol.messages import AgentHello
+from fakerun.rank.process import RankSpec
+from fakerun.system.rundir import RunDir
+from fakerun.world.clock import VirtualClock, local_now, parse_start
+
+
+def worker_env(config: RunConfig, rank: int, local_rank: int, extra: dict[str, str]) -> dict[str, str]:
+    """torchrun's worker environment (torch.distributed.elastic's
+    LocalElasticAgent._start_workers)."""
+    topo = config.topology
+    env = {
+        "RANK": rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": topo.world_size,
+        "LOCAL_WORLD_SIZE": topo.nproc_per_node, "GROUP_RANK": topo.node_rank,
+        "GROUP_WORLD_SIZE": topo.nnodes, "ROLE_RANK": rank, "ROLE_NAME": "default",
+        "ROLE_WORLD_SIZE": topo.world_size, "MASTER_ADDR": config.master_addr,
+        "MASTER_PORT": config.master_port, "TORCHELASTIC_RUN_ID": config.run_id,
+        "TORCHELASTIC_RESTART_COUNT": 0, "TORCHELASTIC_MAX_RESTARTS": config.max_restarts,
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": 1,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    return {k: str(v) for k, v in env.items()} | extra
+
+
+def endpoints(config: RunConfig, rundir: RunDir) -> tuple[str, list[str]]:
+    """Where this node's ranks connect, and (node 0 of several) where the
+    other nodes connect: --master-addr, which is loopback unless told otherwise."""
+    topo = config.topology
+    tcp = f"tcp://{_address(config.master_addr)}:{config.master_port}"
+    if topo.node_rank > 0:
+        return tcp, []
+    # Always ipc:// in the user's private directory (RunDir.create refused
+    # a path too long for one): loopback TCP would be open to every user.
+    return rundir.endpoint(), [tcp] if topo.nnodes > 1 else []
+
+
+def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endpoint: str) -> list[RankSpec]:
+    topo, specs = config.topology, []
+    for local in topo.local_ranks():
+        rank = topo.global_rank(local)
+        out, err = rundir.rank_logs(attempt, local)
+        env = worker_env(config, rank, local, {
+            "TORCHELASTIC_RESTART_COUNT": str(attempt),
+            ERROR_FILE_ENV: str(rundir.error_file(attempt, local)),
+            "FAKERUN_COORDINATOR": endpoint,
+        })
+        specs.append(RankSpec(rank, local, topo.node_rank, endpoint, token, config.run_id, env,
+                              os.getpid(), str(out), str(err), display_pid(config, 0, local)))
+    return specs
+
+
+def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: float | None,
+                monotonic: object) -> Coordinator:
+    """Node 0's coordinator; `deadline` (monotonic) is --exit-after-time's."""
+    topo = config.topology
+    resumed = config.resume_from.step if config.resume_from else 0
+    timeline = Timeline(config.identity, clock, deadline, monotonic,
+                        str(config.output_dir) if config.output_dir else None, resumed)
+    digest = config.digest() if topo.nnodes > 1 else ""
+    job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s)
+    return Coordinator(job, config.collective_timeout_s, clock, timeline,
+                       report_wall=not config.deterministic)
+
+
+def agent_hello(config: RunConfig, token: str) -> AgentHello:
+    """Another node's agent introducing itself to node 0's coordinator."""
+    topo = config.topology
+    return AgentHello(topo.node_rank, topo.nproc_per_node, os.getpid(),
+                      config.identity.host(topo.global_rank(0)), config.run_id, token, config.digest())
+
+
+def run_started(config: RunConfig, attempt: int, launcher_pid: int, now: float) -> ev.RunStarted:
+    c, t = config, config.topology
+    return ev.RunStarted(
+        c.run_id, t.world_size, t.nnodes, t.nproc_per_node, t.node_rank, c.seed,
+        c.entrypoint, list(c.script_args), c.steps, c.master_addr, c.master_port,
+        launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ)
+
+
+def run_clock(config: RunConfig) -> VirtualClock:
+    start, tz = parse_start(config.start_time) if config.start_time else local_now()
+    if config.resume_from is not None and not config.start_time:
+        start = max(start, config.resume_from.time)  # a resumed run continues after its checkpoint
+    return VirtualClock(start, tz)
+
+
+def stable_suffix(config: RunConfig) -> str:
+    r = random.Random(f"{config.seed}:rundir")
+    return "".join(r.choice("abcdefghijklmnopqrstuvwxyz0123456789_") for _ in range(8))
+
+
+def display_pid(config: RunConfig, real: int, offset: int) -> int:
+    """Under --start-time every displayed pid is derived from the seed, so
+    two runs print the same bytes; otherwise pids are the real ones."""
+    if not config.deterministic:
+        return real
+    return 4000 + config.seed % 50000 + 20 + offset
+
+
+def _address(host: str) -> str:
+    """zmq binds and connects to addresses: resolve a host name once."""
+    try:
+        return socket.gethostbyname(host)
+    except (OSError, UnicodeError):  # UnicodeError: a label over 63 characters fails IDNA encoding
+        return host  # zmq reports the problem in its own words

@@ -1,0 +1,315 @@
+"""The job loop: one attempt of this node's part of a job.
+
+One thread, one loop: poll the coordinator link and the signal wakeup fd,
+apply what arrived, reap exited ranks, check deadlines, render. The first
+failure stops the group (supervisor.py); the exit code is failures.exit_code.
+What the loop reaches beyond this process (forking, zmq, polling, this
+node's link) comes in through `Edges`, so tests drive it with fakes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import psutil
+import zmq
+
+from fakerun import events as ev
+from fakerun import failures
+from fakerun.checkpoint import CheckpointWriter, Resume
+from fakerun.config.options import RunConfig
+from fakerun.launcher import build
+from fakerun.launcher.join import join_command
+from fakerun.launcher.links import Hub, LocalHub, RemoteHub
+from fakerun.launcher.supervisor import Stop, Supervisor, Workers
+from fakerun.launcher.workers import ForkFailed, WorkerGroup
+from fakerun.protocol.keys import JobKeys
+from fakerun.rank.process import RankSpec
+from fakerun.render.renderer import OutputState
+from fakerun.system.rundir import RunDir
+from fakerun.system.signals import STOP_SIGNALS
+from fakerun.world.clock import VirtualClock
+from fakerun.world.identity import PYTHON
+
+REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
+LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
+POLLIN = int(zmq.POLLIN)
+
+
+@dataclass
+class IO:
+    """The launcher's edges, injected so tests and the API can replace them."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    monotonic: Callable[[], float] = time.monotonic
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class View(Protocol):
+    """What the job needs of its renderer (render.renderer.Renderer)."""
+
+    def emit(self, event: ev.Event) -> None: ...
+
+    def flush(self, force: bool = False) -> OutputState: ...
+
+    def open_rank_logs(self, paths: dict[int, tuple[str, str]], where: str = ...) -> None: ...
+
+    def close_rank_logs(self) -> None: ...
+
+
+class Inbox(Protocol):
+    """The signals that came (system.signals.SignalInbox)."""
+
+    def fileno(self) -> int: ...
+
+    def take(self) -> list[int]: ...
+
+
+@dataclass
+class Edges:
+    """What a job reaches beyond this process. `connect(ctx, endpoints)`
+    makes this node's link to the coordinator (None: the real one)."""
+
+    fork: Callable[[list[RankSpec], RunConfig], Workers] = WorkerGroup.fork
+    context: Callable[[], Any] = zmq.Context
+    poll: Callable[[list[tuple[Any, int]], int], list[tuple[Any, int]]] = zmq.zmq_poll
+    connect: Callable[[Any, list[str]], Hub] | None = None
+
+
+class Job:
+    """One run of the worker group: fork, coordinate, supervise, tear down."""
+
+    def __init__(self, config: RunConfig, io: IO, inbox: Inbox, view: View, clock: VirtualClock | None,
+                 rundir: RunDir, attempt: int = 0, restartable: bool = False,
+                 edges: Edges | None = None) -> None:
+        self.config, self.io, self.inbox, self.view, self.rundir = config, io, inbox, view, rundir
+        self.edges = edges or Edges()
+        self.attempt = attempt
+        self.restartable = restartable  # a failure now is followed by a restart, not reported
+        self.last_checkpoint: Resume | None = config.resume_from
+        self.topo, self.ident = config.topology, config.identity
+        self.token = config.token or secrets.token_hex(16)
+        self.keys = JobKeys.derive(self.token)  # 42 µs: cheaper than deciding whether a link needs them
+        self.clock = clock or build.run_clock(config)
+        self.exit_signal: int | None = None
+        self.sup: Supervisor | None = None
+        self.hub: Hub | None = None
+        self.write_failure = ""  # a file the launcher itself had to write and could not
+        self.writer = self._checkpoint_writer()
+        self.linger_until: float | None = None
+        self.launcher_pid = build.display_pid(config, os.getpid(), -20)
+
+    def restartable_failure(self) -> bool:
+        return self.restartable and self._stop_reason() == "failure"
+
+    def run(self) -> int:
+        local, listen = build.endpoints(self.config, self.rundir)
+        specs = build.rank_specs(self.config, self.rundir, self.attempt, self.token, local)
+        where = f"--log-dir {self.config.log_dir}" if self.config.log_dir else f"rank logs {self.rundir.logs}"
+        self.view.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs}, where)
+        self._emit(build.run_started(self.config, self.attempt, self.launcher_pid, self.clock.now))
+        self._emit(ev.RunIdentity(self.ident))
+        self.view.flush()
+        # Fork before the zmq Context exists: no I/O threads to fork across.
+        try:
+            group = self.edges.fork(specs, self.config)
+        except ForkFailed as exc:  # none of its ranks is left: nothing to tear down but the logs
+            self._emit(ev.AgentError(str(exc)))
+            self.view.flush()
+            self.view.close_rank_logs()
+            return failures.exit_code(None, "error", False)
+        self.sup = Supervisor(self.config, group, self.clock, self.io.monotonic, self._emit)
+        self._connect_and_loop([local, *listen])
+        return self._exit_code()
+
+    def _connect_and_loop(self, endpoints: list[str]) -> None:
+        ctx = self.edges.context()
+        try:
+            self.hub = self._connect(ctx, endpoints)
+            self._loop()
+        except zmq.ZMQError as exc:  # e.g. --master-port in use, or not an address of ours
+            where = f"{self.config.master_addr}:{self.config.master_port}"
+            self._emit(ev.AgentError(f"cannot use {where}: {exc.strerror}"))
+            self.sup.stop = Stop("error", 0.0, int(signal.SIGTERM))
+        finally:
+            self.sup.kill_leftovers()
+            if self.hub is not None:
+                self.hub.close()
+            ctx.destroy(linger=0)
+            self.view.close_rank_logs()
+
+    def _connect(self, ctx: Any, endpoints: list[str]) -> Hub:
+        if self.edges.connect is not None:
+            return self.edges.connect(ctx, endpoints)
+        now = self.io.monotonic()
+        if self.topo.node_rank == 0:
+            exit_after = self.config.exit_after_s
+            deadline = now + exit_after if exit_after else None
+            core = build.coordinator(self.config, self.clock, self.token, deadline, self.io.monotonic)
+            return LocalHub(ctx, endpoints, core, self._join_commands, now, self.keys)
+        return RemoteHub(ctx, endpoints[0], build.agent_hello(self.config, self.token),
+                         self.config.node_timeout_s, now, self.clock, self.keys, await_close=self.config.loop)
+
+    def _join_commands(self, missing: list[int]) -> list[str]:
+        return [join_command(self.config, node, self.token) for node in missing]
+
+    def _checkpoint_writer(self) -> CheckpointWriter | None:
+        # Like rank 0 of a real job, node 0 alone writes checkpoints (to shared storage).
+        if self.config.output_dir is None or self.topo.node_rank != 0:
+            return None
+        resumed = self.config.resume_from.history if self.config.resume_from is not None else ()
+        return CheckpointWriter(self.config.output_dir, self.ident, self.config.seed, resumed)
+
+    # -- the loop -------------------------------------------------------
+    def _loop(self) -> None:
+        # A pass per wake-up, and a collective wakes us once or twice: the
+        # pass itself must stay cheap. The poll gets its items built once.
+        sock, inbox = self.hub.socket, self.inbox.fileno()
+        items = [(sock, POLLIN), (inbox, POLLIN)]
+        rdzv_deadline = self.io.monotonic() + self.config.rdzv_timeout_s
+        next_reap = 0.0
+        while not self._done():
+            hub_due = self.hub.next_deadline()
+            ready = dict(self.edges.poll(items, self._poll_ms(rdzv_deadline, hub_due)))
+            now = self.io.monotonic()
+            if sock in ready:
+                self._emit_all(self.hub.receive(now))
+            # The hub's timed work (watchdog, heartbeats, batches) waits for its
+            # next_deadline, which the poll wakes us for: before it, tick is a
+            # no-op. What receive just started is due later still.
+            if hub_due is not None and now >= hub_due:
+                self._emit_all(self.hub.tick(now))
+            signals = self.inbox.take() if inbox in ready else []
+            self._on_signals(signals)
+            if signal.SIGCHLD in signals or now >= next_reap:
+                self._check_lifeline()
+                self.sup.reap(self._stop_for_failure)
+                next_reap = now + REAP_EVERY_S
+            self._check_deadlines(now, rdzv_deadline)
+            self._flush()
+        self._finish()
+
+    def _done(self) -> bool:
+        """Our ranks are gone, and (node 0) no other node still needs the
+        coordinator, or it has had its time to leave."""
+        if not self.sup.group.done():
+            return False
+        now = self.io.monotonic()
+        if self.linger_until is None:
+            self.linger_until = now + max(self.config.shutdown_grace_s, LINGER_S)
+            self.hub.finished()
+        return not self.hub.lingering or now >= self.linger_until
+
+    def _poll_ms(self, rdzv_deadline: float, hub_due: float | None) -> int:
+        now = self.io.monotonic()
+        due = [now + REAP_EVERY_S, hub_due, self.sup.next_deadline()]
+        if self.sup.stop is None and not self.hub.ready:
+            due.append(rdzv_deadline)
+        nearest = min(d for d in due if d is not None)
+        return max(0, int((nearest - now) * 1000) + 1)
+
+    def _emit_all(self, events: list[ev.Event]) -> None:
+        for event in events:
+            self._emit(event)
+
+    def _emit(self, event: ev.Event) -> None:
+        self._note(event)
+        self.view.emit(event)
+        if self.writer is not None:
+            try:
+                self.writer.event(event)
+            except OSError as exc:  # e.g. a full disk: no half checkpoint, one error line, stop
+                self.writer = None
+                self.write_failure = self.write_failure or (
+                    f"--output-dir {self.config.output_dir}: {exc.strerror or exc}")
+
+    def _note(self, event: ev.Event) -> None:
+        """What the loop learns from an event before it is shown."""
+        if isinstance(event, ev.WatchdogTimeout):  # the waiting ranks will abort on their own
+            self.sup.expect_exits(set(event.waiting))
+        elif isinstance(event, ev.Step) and not math.isfinite(event.loss):  # every rank stops on its own
+            self.sup.expect_exits(set(self.topo.node_ranks()))
+        elif isinstance(event, ev.Checkpoint):
+            history = self.writer.saved_history(event.step) if self.writer is not None else ()
+            self.last_checkpoint = Resume(event.step, event.time, Path(event.path), history=history)
+        elif isinstance(event, ev.NodeLost):
+            self._on_node_lost(event)
+
+    def _on_node_lost(self, event: ev.NodeLost) -> None:
+        if event.node_rank != self.topo.node_rank and self.topo.node_rank == 0:
+            self.sup.expect_exits(set(self.topo.node_ranks()))  # their collectives abort: let them say so
+        elif event.node_rank == 0 and self.sup.stop is None:  # node 0 is gone, and the job with it
+            self.sup.begin_stop("failure", signal.SIGTERM)
+
+    def _flush(self) -> None:
+        state = self.view.flush()
+        failure = self.write_failure or state.failure
+        if failure and self.sup.stop is None:  # a file we must write failed: stop, say why
+            self._emit(ev.OutputFailed(failure))
+            self.sup.begin_stop("output-failed", signal.SIGTERM)
+        if state.closed and self.sup.stop is None:
+            self.sup.begin_stop("output", signal.SIGTERM)
+
+    # -- signals, deadlines, the end ------------------------------------
+    def _on_signals(self, signals: list[int]) -> None:
+        for signum in signals:
+            if signum not in STOP_SIGNALS:
+                continue
+            if self.sup.stop is None:
+                self.exit_signal = signum
+                # A rank that handles the signal stops at the next step.
+                self._emit_all(self.hub.request_stop())
+                self._emit(ev.ShutdownRequested(signum, self.clock.now))
+                self.sup.begin_stop("signal", signal.Signals(signum))
+            else:  # a second Ctrl+C: no more grace
+                self.sup.hurry()
+
+    def _stop_for_failure(self) -> None:
+        first = self.sup.first_failure()
+        self._emit_all(self.hub.local_failure(f"rank {first.rank} exited with code {first.exitcode}"))
+        self.sup.begin_stop("failure", signal.SIGTERM)
+
+    def _check_lifeline(self) -> None:
+        """The local cluster that started us is gone: leave as on a hangup."""
+        lifeline = self.config.lifeline
+        if lifeline and self.sup.stop is None and not psutil.pid_exists(lifeline):
+            self._on_signals([signal.SIGHUP])
+
+    def _check_deadlines(self, now: float, rdzv_deadline: float) -> None:
+        if self.sup.stop is None and self.sup.failures and not self.sup.awaiting_aborts():
+            self._stop_for_failure()
+        if self.sup.stop is None and not self.hub.ready and now >= rdzv_deadline:
+            self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, self.hub.joined(),
+                                            self.topo.world_size, self.clock.now, self.hub.missing_nodes()))
+            self.sup.begin_stop("rendezvous", signal.SIGTERM)
+        self.sup.kill_if_due(now)
+
+    def _finish(self) -> None:
+        self._emit_all(self.hub.flush_output())
+        for event in sorted(self.sup.exited_ok, key=lambda e: e.rank):
+            self._emit(event)
+        if self._stop_reason() == "failure" and self.sup.failures \
+                and not self.restartable:  # torchrun reports only the last attempt's failure
+            root, others = failures.root_cause(self.sup.failures)
+            self._emit(ev.RunFailed(self.config.entrypoint, PYTHON, self.launcher_pid,
+                                    root, others, self.clock.now))
+        if not self.restartable_failure():
+            self._emit(ev.RunFinished(self._exit_code(), self.hub.steps, self.hub.rejected()))
+        self.view.flush()
+
+    def _stop_reason(self) -> str | None:
+        stop = self.sup.stop if self.sup is not None else None
+        return stop.reason if stop is not None else None
+
+    def _exit_code(self) -> int:
+        return failures.exit_code(self.exit_signal, self._stop_reason(), bool(self.sup and self.sup.failures))

@@ -1,0 +1,140 @@
+"""Worker supervision: reaping this node's ranks, recording their failures,
+and the teardown torch elastic does (SIGTERM to the group, a grace period,
+then SIGKILL). Every event it has to say goes out through `emit`."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from fakerun import events as ev
+from fakerun import failures
+from fakerun.config.options import RunConfig
+from fakerun.errors import ExitCode
+from fakerun.launcher.workers import Worker
+from fakerun.world.clock import VirtualClock
+
+ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
+
+
+class Workers(Protocol):
+    """This node's ranks as the supervisor drives them (launcher.workers.WorkerGroup)."""
+
+    def reap(self) -> list[Worker]: ...
+
+    def running(self) -> list[Worker]: ...
+
+    def send(self, sig: signal.Signals, workers: list[Worker] | None = None) -> list[Worker]: ...
+
+    def done(self) -> bool: ...
+
+
+@dataclass
+class Stop:
+    reason: str  # failure | signal | output | output-failed | rendezvous | error
+    kill_at: float
+    signal: int
+    killed: bool = False
+
+
+class Supervisor:
+    def __init__(self, config: RunConfig, group: Workers, clock: VirtualClock,
+                 monotonic: Callable[[], float], emit: Callable[[ev.Event], None]) -> None:
+        self.config, self.group, self.clock = config, group, clock
+        self.monotonic, self.emit = monotonic, emit
+        self.topo = config.topology
+        self.failures: list[ev.Failure] = []
+        self.stop: Stop | None = None
+        self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
+        self.expected_aborts: set[int] = set()
+        self.abort_deadline = 0.0
+
+    def reap(self, on_failure: Callable[[], None]) -> None:
+        """Exited ranks, one pass in rank order (reap order is the scheduler's)."""
+        for worker in sorted(self.group.reap(), key=lambda w: w.rank):
+            code, node = worker.exitcode or 0, self.topo.node_rank
+            exited = ev.RankExited(worker.rank, worker.local_rank, node, self.pid(worker), code)
+            if code == 0 or self.stop is not None:  # held, to come in rank order
+                self.exited_ok.append(exited)
+                if code == 0:
+                    continue
+            else:
+                self.emit(exited)
+            if code == ExitCode.INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
+                self.emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
+            self.failures.append(self._failure(worker, code))
+            if self.stop is None and not self.awaiting_aborts():
+                on_failure()
+
+    def expect_exits(self, ranks: set[int]) -> None:
+        self.expected_aborts = ranks & set(self.topo.node_ranks())
+        self.abort_deadline = self.monotonic() + ABORT_WAIT_S
+
+    def awaiting_aborts(self) -> bool:
+        """After a watchdog timeout, the waiting ranks abort on their own: let
+        them (bounded) before SIGTERM races them, as their failures decide the
+        report."""
+        if self.monotonic() >= self.abort_deadline:
+            return False
+        return any(w.rank in self.expected_aborts for w in self.group.running())
+
+    def first_failure(self) -> ev.Failure:
+        # Several ranks may have failed before the teardown (a watchdog's
+        # simultaneous aborts): which was reaped first is the scheduler's
+        # choice; rank order is ours.
+        self.failures.sort(key=lambda f: f.rank)
+        return self.failures[0]
+
+    def begin_stop(self, reason: str, sig: signal.Signals) -> None:
+        self.stop = Stop(reason, self.monotonic() + self.config.shutdown_grace_s, int(sig))
+        for worker in self.group.running():
+            self.emit(ev.ClosingSignal(worker.rank, worker.local_rank, self.pid(worker), sig.name,
+                                       self.clock.now))
+        self.group.send(sig)
+
+    def hurry(self) -> None:
+        """A second stop signal: no more grace."""
+        if self.stop is not None and not self.stop.killed:
+            self.stop.kill_at = self.monotonic()
+
+    def kill_if_due(self, now: float) -> None:
+        if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
+            self.stop.killed = True
+            for worker in self.group.running():
+                self.emit(ev.ForcedKill(worker.rank, self.pid(worker), self.clock.now, self.stop.signal))
+            self.group.send(signal.SIGKILL)
+
+    def next_deadline(self) -> float | None:
+        """When the loop must wake for the supervisor, if sooner than its own rhythm."""
+        if self.stop is None:
+            return self.abort_deadline if self.failures else None
+        return None if self.stop.killed else self.stop.kill_at
+
+    def kill_leftovers(self) -> None:
+        """Whatever path got us here, no rank outlives the launcher."""
+        if self.group.running():
+            self.group.send(signal.SIGKILL)
+            for worker in self.group.running():
+                with contextlib.suppress(psutil.Error):
+                    worker.proc.wait(timeout=5)
+
+    def pid(self, worker: Worker) -> int:
+        return worker.spec.display_pid or worker.pid
+
+    def _failure(self, worker: Worker, code: int) -> ev.Failure:
+        failure = ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank, self.pid(worker), code,
+                             self.clock.now, self.config.identity.host(worker.rank))
+        return failures.read(failure, worker.spec.env.get(failures.ERROR_FILE_ENV, ""))
+
+
+def _tail(path: str, lines: int = 40) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read().splitlines()[-lines:]
+    except OSError:
+        return []
