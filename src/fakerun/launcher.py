@@ -409,7 +409,8 @@ class Job:
             else:
                 self._emit(exited)
             if code == EXIT_INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
-                self._emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
+                self._emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path),
+                                         reported_by=self.topo.node_rank))
             if code != 0:
                 self.failures.append(self._failure(worker, pid, code))
                 if self.stop is None and not self._awaiting_aborts():
