@@ -83,7 +83,12 @@ class Job:
         return self.err_path.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
-        return parse_events(self.stdout)
+        """The events out so far. While the job runs, a last line without its
+        newline is still being written (a buffered write can end mid-line):
+        not an event yet. Once it has ended, every line counts."""
+        running = self.proc.poll() is None
+        text = self.stdout
+        return parse_events(text[:text.rfind("\n") + 1] if running else text)
 
     def of(self, name: str, /, **fields: Any) -> list[dict[str, Any]]:
         """Events named `name` whose `fields` have the given values."""

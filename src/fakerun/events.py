@@ -91,6 +91,9 @@ class RankOutput:
     rank: int
     stream: str
     lines: list[str]
+    # The node whose agent says it: node 0, which has what the rank sent, or
+    # the rank's own node, with its log's tail after an internal error.
+    reported_by: int = 0
 
 
 # ProcessGroupNCCL's OpType names, as its watchdog prints them.
@@ -433,6 +436,7 @@ class NodeLost:
     reason: str  # failed | silent | refused
     detail: str
     time: float
+    reported_by: int = 0  # node 0's coordinator, or another node's agent that lost node 0
 
 
 @dataclass(frozen=True)
@@ -504,3 +508,17 @@ _WIRE: dict[str, type] = {cls.NAME: cls for cls in (
 def forwarded(event: Any) -> bool:
     """Whether node 0 sends this event to the other nodes' agents."""
     return _WIRE.get(getattr(event, "NAME", "")) is type(event)
+
+
+# Of the kinds node 0 relays, the ones it ever sends (a rendezvous timeout is
+# each agent's own). Where the agents' JSONL streams are merged into one
+# (--nodes M --output jsonl), a relayed copy goes: each event comes once, from
+# the agent that made it.
+RELAYED = frozenset(_WIRE) - {RendezvousTimeout.NAME}
+
+
+def relayed_copy(body: dict[str, Any], node: int) -> bool:
+    """Whether `body`, an event in node `node`'s JSONL stream, is its copy
+    of one of node 0's. Of the kinds both make, an agent's own names it in
+    `reported_by` (its verdict on node 0, a rank's log after an internal error)."""
+    return node != 0 and body.get("event") in RELAYED and body.get("reported_by", 0) != node

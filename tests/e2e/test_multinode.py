@@ -38,12 +38,46 @@ def test_two_local_nodes_run_one_job(runner):
         env = e["env"]
         assert (env["RANK"], env["LOCAL_RANK"], env["GROUP_RANK"], env["WORLD_SIZE"],
                 env["GROUP_WORLD_SIZE"]) == (str(rank), str(rank % 4), str(rank // 4), "8", "2")
+    assert [e["step"] for e in nodes[0] if e["event"] == "step"] == list(range(1, 7))  # the run, once
+    assert not [e for e in nodes[1] if e["event"] == "step"]  # node 1's copies are not merged in
     for node in (0, 1):
-        steps = [e for e in nodes[node] if e["event"] == "step"]
-        assert [s["step"] for s in steps] == list(range(1, 7)), node  # every node sees the run
         exited = [e["rank"] for e in nodes[node] if e["event"] == "rank_exited"]
         assert exited == list(range(4 * node, 4 * node + 4))  # and reports its own ranks
         assert [e["exit_code"] for e in nodes[node] if e["event"] == "run_finished"] == [0]
+
+
+def test_the_merged_stream_says_each_event_once(runner):
+    """Node 0 relays the job's events to every other agent, for its own view;
+    merged, each event comes once, from the agent that made it."""
+    job = runner.run("--nodes", "2", "--nproc", "2", "--no-theatre", *FAST, timeout=90)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+
+    def once(name: str, key) -> list:
+        found = [key(e) for e in job.of(name)]
+        assert found and len(found) == len(set(found)), (name, found)
+        return found
+
+    assert once("step", lambda e: e["step"]) == list(range(1, 7))
+    for name in ("validation", "checkpoint"):
+        once(name, lambda e: e["step"])
+    once("collective", lambda e: (e["comm"], e["seq"]))
+    once("rendezvous", lambda e: e["world_size"])
+    assert sorted(once("rank_started", lambda e: e["rank"])) == [0, 1, 2, 3]
+    assert sorted(once("rank_exited", lambda e: e["rank"])) == [0, 1, 2, 3]
+    assert all(e["node"] == e["node_rank"] for e in job.of("rank_exited"))  # each node its own ranks'
+    for name in ("run_started", "run_finished"):  # each agent's own record of its run
+        assert sorted(once(name, lambda e: e["node"])) == [0, 1]
+
+
+def test_a_failure_in_the_merged_stream_is_told_once(runner):
+    job = runner.run("--nodes", "2", "--nproc", "2", "--no-theatre", *FAST, "--scenario", "rank-crash",
+                     "--fail-rank", "1", "--fail-step", "3", timeout=90)
+    assert job.proc.returncode == 1
+    output = [(e["rank"], e["stream"], tuple(e["lines"])) for e in job.of("rank_output")]
+    assert 1 in {rank for rank, _, _ in output} and len(output) == len(set(output)), output
+    lost = [(e["node_rank"], e["reason"]) for e in job.of("node_lost")]
+    assert (0, "failed") in lost and len(lost) == len(set(lost)), lost
+    assert sorted(e["node"] for e in job.of("run_failed")) == [0, 1]  # each agent's own report
 
 
 def test_plain_lines_are_prefixed_with_their_node(runner):
@@ -172,7 +206,8 @@ def test_loop_reruns_on_the_same_cluster_until_sigint(runner):
         runs = [e for e in nodes[node] if e["event"] == "run_started"]
         assert [r["seed"] for r in runs[:3]] == [9, 10, 11], node
         assert [e["exit_code"] for e in nodes[node] if e["event"] == "run_finished"][:3] == [0, 0, 0]
-        assert [s["step"] for s in nodes[node] if s["event"] == "step"][:9] == [1, 2, 3] * 3
+    assert [s["step"] for s in nodes[0] if s["event"] == "step"][:9] == [1, 2, 3] * 3
+    assert not [s for s in nodes[1] if s["event"] == "step"]  # each run's steps once, node 0's
     identities = [e["identity"] for e in job.of("run_identity")]
     assert len({(tuple(i["hosts"]), i["gpu"]["name"]) for i in identities}) == 1  # one cluster
     pids = [e["pid"] for e in job.of("rank_started") if e["node"] == 0]

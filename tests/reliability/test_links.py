@@ -173,7 +173,7 @@ def test_a_flood_of_big_frames_does_not_grow_node_0(runner):
     job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--master-port", str(port),
                        "--max-steps", "4", "--seed", "5", "--output", "jsonl")
     node0 = _agent(job, 0)
-    job.wait_for_event("rendezvous", 2, timeout=30)
+    job.wait_for_event("rendezvous", timeout=30)  # every node's agent and rank has joined
     start_rss = node0.memory_info().rss
     attacker = start_as_other_user(flood, port, FLOOD_S)
     peak, end = start_rss, time.monotonic() + FLOOD_S

@@ -110,3 +110,11 @@ def test_flags_win_over_the_environment():
     c = to_config(build_parser().parse_args(
         ["--nproc", "2", "--node-rank", "0", "--master-port", "4321", "--token", "flag"]), env)
     assert (c.topology.node_rank, c.master_addr, c.master_port, c.token) == (0, "10.0.0.9", 4321, "flag")
+
+
+def test_only_node_0_checks_the_metrics_file(tmp_path):
+    """Node 0 alone writes it; another node's host need not even have its directory."""
+    path = str(tmp_path / "nowhere" / "m.jsonl")
+    assert config("--nnodes", "2", "--node-rank", "1", "--token", "t", "--metrics-file", path).metrics_file
+    with pytest.raises(UsageError, match="--metrics-file"):
+        config("--nnodes", "2", "--metrics-file", path)

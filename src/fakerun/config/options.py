@@ -128,7 +128,7 @@ class RunConfig:
                 raise UsageError(str(exc)) from None
         if self.log_dir is not None:
             _check_writable_dir(self.log_dir)
-        if self.metrics_file is not None:
+        if self.metrics_file is not None and self.topology.node_rank == 0:  # no other node touches it
             _check_file_target(self.metrics_file, "--metrics-file")
         if self.output_dir is not None:
             _check_writable_dir(self.output_dir, "--output-dir")

@@ -4,7 +4,8 @@ ordinary `fakerun --nnodes M --node-rank K` process talking TCP to node 0.
 On a terminal with tmux they play in the theatre (one pane per node and an
 nvidia-smi dashboard); otherwise their output is merged into one stream,
 each line prefixed with its node's host (pdsh-style), or, for JSONL, each
-object given a "node" field.
+object given a "node" field and said once: the job's events by node 0, not
+again by the agents it relays them to.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, TextIO
 
+from fakerun import events as ev
 from fakerun import theatre
 from fakerun.config.options import RunConfig, free_port
 from fakerun.errors import ExitCode
@@ -172,7 +174,10 @@ class Merged:
             return
         if self.jsonl and text.startswith("{"):
             with contextlib.suppress(ValueError):
-                text = json.dumps({**json.loads(text), "node": agent.node}, separators=(",", ":"))
+                body = json.loads(text)
+                if ev.relayed_copy(body, agent.node):
+                    return  # node 0's line says it
+                text = json.dumps({**body, "node": agent.node}, separators=(",", ":"))
         else:
             text = f"{agent.host}: {text}"
         try:

@@ -366,7 +366,7 @@ class RemoteHub:
         if self.lost:
             return []
         self.lost = True
-        return [ev.NodeLost(0, "", reason, detail, self._clock.now)]
+        return [ev.NodeLost(0, "", reason, detail, self._clock.now, reported_by=self.node)]
 
     def next_deadline(self) -> float | None:
         if self.acked and self.monitor is not None:

@@ -66,7 +66,8 @@ class Supervisor:
             else:
                 self.emit(exited)
             if code == ExitCode.INTERNAL:  # a fakerun bug, not a simulated fault: show its traceback
-                self.emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path)))
+                self.emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path),
+                                        reported_by=self.topo.node_rank))
             self.failures.append(self._failure(worker, code))
             if self.stop is None and not self.awaiting_aborts():
                 on_failure()

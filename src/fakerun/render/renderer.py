@@ -153,7 +153,11 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
     resumed = config.resume_from is not None
-    files: list[Any] = [MetricsFile(config.metrics_file, append=resumed)] if config.metrics_file else []
+    # Node 0 owns the job's metrics file, as rank 0 owns a training script's
+    # logging: the other nodes, whose view of the run is node 0's relayed,
+    # would write every line again (and truncate what node 0 wrote).
+    owner = config.metrics_file is not None and config.topology.node_rank == 0
+    files: list[Any] = [MetricsFile(config.metrics_file, append=resumed)] if owner else []
     if mode == "jsonl":
         return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, show_ranks=False)],
                         [JsonlSink(stdout), *files])
