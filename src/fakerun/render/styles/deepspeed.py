@@ -18,7 +18,6 @@ import math
 import os
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -28,10 +27,18 @@ from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
+from fakerun.world.loss_scale import (
+    HYSTERESIS,
+    MIN_SCALE,
+    SCALE_POWER,
+    SCALE_WINDOW,
+    LossScaler,
+    ScaleReduced,
+    Skip,
+)
 from fakerun.world.memory import state_bytes
 
 GIB = 2**30
-SCALE_POWER, SCALE_WINDOW, HYSTERESIS = 16, 1000, 2  # the script's "fp16" section
 CLIP = 1.0
 BETAS = (0.9, 0.95)
 PARAM_GROUPS = 2  # with and without weight decay, as LLM scripts group them
@@ -95,38 +102,12 @@ def config_line(name: str, value: str) -> str:
     return "  {} {} {}".format(name, "." * (29 - len(name)), value)
 
 
-@dataclass
-class LossScaler:
-    """DynamicLossScaler.update_scale for fp16 (runtime/fp16/loss_scaler.py):
-    an overflow first spends the hysteresis, then halves the scale; `window`
-    clean steps after the last overflow double it and restore the hysteresis."""
-
-    scale: float = 2.0**SCALE_POWER
-    window: int = SCALE_WINDOW
-    delayed_shift: int = HYSTERESIS
-    hysteresis: int = HYSTERESIS
-    iteration: int = 0
-    last_overflow: int = -1
-
-    def update(self, overflow: bool) -> tuple[str, str] | None:
-        """(which of the two logging calls, its message) when rank 0 logs a skip."""
-        said = None
-        if overflow:
-            head = f"[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: {int(self.scale)}"
-            if self.delayed_shift == 1 or self.hysteresis == 1:
-                smaller = max(self.scale / 2, 1)
-                said = ("overflow", f"{head}, reducing to {int(smaller)}")
-                self.scale = smaller
-            else:
-                said = ("hysteresis", f"{head}, but hysteresis is {self.hysteresis}. "
-                                      f"Reducing hysteresis to {self.hysteresis - 1}")
-                self.hysteresis -= 1
-            self.last_overflow = self.iteration
-        elif (self.iteration - self.last_overflow) % self.window == 0:
-            self.hysteresis = self.delayed_shift
-            self.scale *= 2
-        self.iteration += 1
-        return said
+def skip_record(skip: Skip) -> tuple[str, str]:
+    """(which of update_scale's two logging calls, its message) for a skipped step."""
+    head = f"[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: {int(skip.attempted)}"
+    if isinstance(skip, ScaleReduced):
+        return "overflow", f"{head}, reducing to {int(skip.reduced_to)}"
+    return "hysteresis", f"{head}, but hysteresis is {skip.hysteresis}. Reducing hysteresis to {skip.left}"
 
 
 def _data() -> dict[str, Any]:
@@ -243,10 +224,10 @@ class DeepSpeedLines(EventRoutes):
         if self.timer_steps > TIMER_START:
             self.timed.append(e.step_time_s)
         out: list[Line] = []
-        said = self.scaler.update(e.overflow)
-        if said:
+        skip = self.scaler.update(e.overflow)
+        if skip is not None:
             self.skipped += 1
-            out += self.log(e.time, *said)
+            out += self.log(e.time, *skip_record(skip))
         every = self.ident.hyper.log_every
         if e.step % every == 0:  # engine._report_progress
             # A skipped step does not step the LR scheduler: the LR lags by `skipped`.
@@ -466,7 +447,8 @@ def user_config(ident: Identity) -> dict[str, Any]:
             "gradient_accumulation_steps": h.grad_accum, "steps_per_print": h.log_every,
             "gradient_clipping": CLIP,
             "fp16": {"enabled": True, "loss_scale": 0, "loss_scale_window": SCALE_WINDOW,
-                     "initial_scale_power": SCALE_POWER, "hysteresis": HYSTERESIS, "min_loss_scale": 1},
+                     "initial_scale_power": SCALE_POWER, "hysteresis": HYSTERESIS,
+                     "min_loss_scale": MIN_SCALE},
             "zero_optimization": zero_section, "wall_clock_breakdown": False}
 
 
