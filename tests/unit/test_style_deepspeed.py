@@ -9,18 +9,10 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.render.lines import STDOUT
-from fakerun.render.styles.deepspeed import (
-    GIB,
-    DeepSpeedLines,
-    config_dump,
-    config_line,
-    ds_json,
-    ds_stamp,
-    memory_figures,
-    skip_record,
-    timer_text,
-    version_table,
-)
+from fakerun.render.styles.deepspeed import DeepSpeedLines, skip_record, timer_text
+from fakerun.render.styles.deepspeed_config import config_dump, config_line, ds_json
+from fakerun.render.styles.deepspeed_log import ds_stamp, version_table
+from fakerun.render.styles.deepspeed_memory import GIB, memory_figures
 from fakerun.world import identity, styles
 from fakerun.world import physics as sim
 from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced
