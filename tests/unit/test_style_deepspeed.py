@@ -9,20 +9,13 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.render.lines import STDOUT
-from fakerun.render.styles.deepspeed import (
-    GIB,
-    DeepSpeedLines,
-    LossScaler,
-    config_dump,
-    config_line,
-    ds_json,
-    ds_stamp,
-    memory_figures,
-    timer_text,
-    version_table,
-)
+from fakerun.render.styles.deepspeed import DeepSpeedLines, skip_record, timer_text
+from fakerun.render.styles.deepspeed_config import config_dump, config_line, ds_json
+from fakerun.render.styles.deepspeed_log import ds_stamp, version_table
+from fakerun.render.styles.deepspeed_memory import GIB, memory_figures
 from fakerun.world import identity, styles
 from fakerun.world import physics as sim
+from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced
 
 
 def at(text: str) -> float:
@@ -90,8 +83,9 @@ def test_json_as_deepspeeds_scientific_notation_encoder_writes_it():
 
 def test_the_loss_scaler_spends_its_hysteresis_then_halves():
     scaler = LossScaler()
-    said = [scaler.update(overflow) for overflow in (True, True, True)]
-    assert said == [
+    skips = [scaler.update(overflow) for overflow in (True, True, True)]
+    assert skips == [HysteresisSpent(65536, 2, 1), ScaleReduced(65536, 32768), ScaleReduced(32768, 16384)]
+    assert [skip_record(skip) for skip in skips] == [
         ("hysteresis", "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, "
                        "but hysteresis is 2. Reducing hysteresis to 1"),
         ("overflow", "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, reducing to 32768"),
@@ -106,8 +100,10 @@ def test_the_loss_scaler_spends_its_hysteresis_then_halves():
 
 def test_the_reference_hysteresis_line():
     scaler = LossScaler(scale=2.0**32)
-    assert scaler.update(True)[1] == ("[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: "
-                                      "4294967296, but hysteresis is 2. Reducing hysteresis to 1")
+    skip = scaler.update(True)
+    assert isinstance(skip, HysteresisSpent)
+    assert skip_record(skip)[1] == ("[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: "
+                                    "4294967296, but hysteresis is 2. Reducing hysteresis to 1")
     assert version_table("0.14.4")["hysteresis"] == "loss_scaler.py:190:update_scale"
 
 

@@ -11,19 +11,18 @@ import pytest
 
 from fakerun import events as ev
 from fakerun import texts
-from fakerun.render.styles.megatron import (
+from fakerun.render.styles.megatron import MegatronLines
+from fakerun.render.styles.megatron_args import Shapes, arguments, interval, launch_args
+from fakerun.render.styles.megatron_formats import (
     Flavour,
     Iteration,
-    MegatronLines,
     args_block,
-    interval,
     iteration_line,
     memory_report,
     save_lines,
     timers_block,
     validation_block,
 )
-from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
 from fakerun.world import catalog, identity
 from fakerun.world.memory import Parallelism
 

@@ -20,118 +20,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any
 
 from fakerun import events as ev
 from fakerun import texts
 from fakerun.render.lines import STDOUT, Line
-from fakerun.render.styles.megatron_args import Shapes, arguments, launch_args
+from fakerun.render.styles.megatron_args import Shapes, arguments, interval, launch_args
+from fakerun.render.styles.megatron_formats import (
+    Iteration,
+    args_block,
+    iteration_line,
+    save_lines,
+    validation_block,
+)
+from fakerun.render.styles.megatron_print import MegatronPrint
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
-from fakerun.world.memory import state_bytes
 
-MIB = 1024 * 1024
-DEFAULT_INTERVAL = 1000  # --eval-interval's default
-RULE_ARGS = ("------------------------ arguments ------------------------",
-             "-------------------- end of arguments ---------------------")
 SHARDING = "fully_sharded_model_space"  # --ckpt-fully-parallel-save
 SETUP_TIMERS = ("model-and-optimizer-setup", "train/valid/test-data-iterators-setup")
-
-
-@dataclass(frozen=True)
-class Flavour:
-    """What differs between the pinned megatron-core versions."""
-
-    micro: bool  # 2026 upstream (0.15): microsecond timestamps, timestamped save lines
-    shard_suffix: bool  # the save line's "[ t 1/2, p 1/1 ]" (2025+)
-    core_logger: bool  # 0.9+: the LR scheduler lives in megatron.core and logs
-    microbatches: str  # 0.8 says "micro-batches"
-    block: bool  # theoretical memory says "transformer block" (else "layers")
-    save_memory: bool  # memory reports around the first saves
-
-    @classmethod
-    def of(cls, version: str) -> Flavour:
-        minor = int(version.split(".")[1])
-        return cls(micro=minor >= 15, shard_suffix=minor >= 15, core_logger=minor >= 9,
-                   microbatches="micro-batches" if minor < 9 else "microbatches", block=minor >= 15,
-                   save_memory=minor >= 15)
-
-
-def interval(hyper: Any) -> int:
-    """--eval-interval and --save-interval: every epoch; a one-epoch run keeps
-    Megatron's default (or the next power of ten past the end)."""
-    if hyper.epochs > 1:
-        return hyper.steps_per_epoch
-    return max(DEFAULT_INTERVAL, 10 ** len(str(hyper.total_steps)))
-
-
-def args_block(values: dict[str, Any]) -> list[str]:
-    """arguments.py _print_args: dotted to column 48, sorted case-insensitively
-    as whole formatted lines (so `lr` sorts before `lr_decay_style`)."""
-    rows = ["  {} {} {}".format(name, "." * (48 - len(name)), value) for name, value in values.items()]
-    return [RULE_ARGS[0], *sorted(rows, key=str.lower), RULE_ARGS[1]]
-
-
-def timers_block(rows: list[tuple[str, float, float]]) -> list[str]:
-    """megatron/core/timers.py, --timing-log-option minmax (times in ms)."""
-    return ["(min, max) time across ranks (ms):",
-            *(f"    {(name + ' ').ljust(48, '.')}: ({lo:.2f}, {hi:.2f})" for name, lo, hi in rows)]
-
-
-def validation_block(prefix: str, loss: float) -> list[str]:
-    """evaluate_and_print_results: the dashes are one longer than the string,
-    which ends in '| ' (trailing space); PPL caps at exp(20)."""
-    string = f" validation loss at {prefix} | "
-    string += "{} value: {:.6E} | ".format("lm loss", loss)
-    string += "{} PPL: {:.6E} | ".format("lm loss", math.exp(min(20, loss)))
-    dashes = "-" * (len(string) + 1)
-    return [dashes, string, dashes]
-
-
-@dataclass(frozen=True)
-class Iteration:
-    """The figures of one training_log line."""
-
-    when: str
-    step: int
-    total: int
-    samples: int
-    ms: float
-    tflops: float
-    lr: float
-    batch: int
-    loss: float
-    grad_norm: float
-
-
-def iteration_line(it: Iteration) -> str:
-    """training.training_log (bf16, --log-throughput): the loss is the
-    interval's mean, the grad norm the last iteration's; bf16 has no loss
-    scaler, so nothing is ever skipped."""
-    return (f" [{it.when}] iteration {it.step:8d}/{it.total:8d} | consumed samples: {it.samples:12d} |"
-            f" elapsed time per iteration (ms): {it.ms:.1f} |"
-            f" throughput per GPU (TFLOP/s/GPU): {it.tflops:.1f} |"
-            f" learning rate: {it.lr:.6E} | global batch size: {it.batch:5d} | lm loss: {it.loss:.6E} |"
-            f" loss scale: {1.0:.1f} | grad norm: {it.grad_norm:.3f} | number of skipped iterations: {0:3d} |"
-            f" number of nan iterations: {0:3d} |")
-
-
-def save_lines(step: int, save: str, started: str, finished: str, shards: str) -> tuple[str, str]:
-    """checkpointing.save_checkpoint's first and last lines (rank 0); `started`,
-    `finished`: the 2026 upstream's "[time] " prefixes, `shards` the
-    " [ t 1/2, p 1/1 ]" suffix, each "" where the version has none."""
-    return (f"{started}saving checkpoint at iteration {step:7d} to {save} in torch_dist format",
-            f"  {finished}successfully saved checkpoint from iteration {step:7d} to {save}{shards}")
-
-
-def memory_report(name: str, allocated: float, peak: float, reserved: float) -> str:
-    """utils.report_memory: raw MB floats (torch allocates in 512-byte blocks,
-    reserves in 2 MiB segments)."""
-    def mb(n: float, block: int) -> float:
-        return round(n / block) * block / MIB
-    return (f"{name} memory (MB) | allocated: {mb(allocated, 512)} | max allocated: {mb(peak, 512)} | "
-            f"reserved: {mb(reserved, 2 * MIB)} | max reserved: {mb(reserved, 2 * MIB)}")
 
 
 @dataclass
@@ -142,7 +50,7 @@ class _Interval:
     times: list[float] = field(default_factory=list)
 
 
-class MegatronLines(EventRoutes):
+class MegatronLines(EventRoutes, MegatronPrint):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.tz = tz
         self._data = texts.load("style-megatron")
@@ -165,46 +73,6 @@ class MegatronLines(EventRoutes):
 
     def lines(self, event: Any) -> list[Line]:
         return self.routed(event) or []
-
-    # -- who prints -------------------------------------------------------
-    @property
-    def flavour(self) -> Flavour:
-        return Flavour.of(self.ident.versions.megatron)
-
-    @property
-    def last(self) -> int:
-        return self.ident.world - 1
-
-    def dp_zero(self) -> list[int]:
-        """Global ranks with data-parallel rank 0, in the simulation's layout."""
-        p = self.ident.parallel
-        return list(range(p.tp * p.pp))
-
-    @staticmethod
-    def _out(texts_: list[str], rank: int = 0) -> list[Line]:
-        return [Line(t, STDOUT, rank) for t in texts_]
-
-    def _core_log(self, module: str, message: str) -> str:
-        """A megatron.core logger line through Megatron's CustomHandler."""
-        return f"INFO:megatron.core.{module}:{message}"
-
-    def _time(self, when: float) -> str:
-        """datetime.now() as Megatron formats it (2026 upstream adds microseconds)."""
-        fmt = "%Y-%m-%d %H:%M:%S.%f" if self.flavour.micro else "%Y-%m-%d %H:%M:%S"
-        return datetime.fromtimestamp(when, self.tz).strftime(fmt)
-
-    def _datetime(self, what: str, when: float) -> Line:
-        """training.print_datetime (note the trailing space)."""
-        return Line(f"[{what}] datetime: {self._time(when)} ", STDOUT, 0)
-
-    def _skew_ms(self) -> float:
-        """Ranks leave a barrier within one barrier latency of each other: the
-        spread between a timer's min and max across ranks."""
-        return 1e3 * 30e-6 * math.log2(max(2, self.ident.world))
-
-    def _timers(self, rows: list[tuple[str, float]]) -> list[Line]:
-        skew = self._skew_ms()
-        return self._out(timers_block([(name, max(0.0, ms - skew), ms) for name, ms in rows]), self.last)
 
     # -- start-up (before the first collective) ---------------------------
     def banner(self, when: float) -> list[Line]:
@@ -312,14 +180,6 @@ class MegatronLines(EventRoutes):
         self.memory_reported = True
         theory = Shapes.of(self.ident, self._data).theoretical_memory(self.flavour.block)
         return self._out(theory) + self._memory(f"(after {step} iterations)")
-
-    def _memory(self, name: str) -> list[Line]:
-        states = sum(state_bytes(self.ident.model, self.ident.parallel).values())
-        out = []
-        for r in self.dp_zero():
-            peak, reserved = sim.memory_bytes(self.ident, r)
-            out.append(Line(f"[Rank {r}] {memory_report(name, states, peak, reserved)}", STDOUT, r))
-        return out
 
     # -- validation -------------------------------------------------------------
     def _post_training(self, step: int) -> bool:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fakerun.world.catalog import Model, models
-from fakerun.world.identity import Identity
+from fakerun.world.identity import Hyper, Identity
 from fakerun.world.memory import Parallelism
 
 MIB = 1024 * 1024
 VOCAB_DIVISOR = 128  # --make-vocab-size-divisible-by's default
 SEED = 1234  # --seed's default
+DEFAULT_INTERVAL = 1000  # --eval-interval's default
 LIST_FLAGS = ("data_path", "train_data_path", "valid_data_path", "test_data_path")
 
 
@@ -156,6 +157,14 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def interval(hyper: Hyper) -> int:
+    """--eval-interval and --save-interval: every epoch; a one-epoch run keeps
+    Megatron's default (or the next power of ten past the end)."""
+    if hyper.epochs > 1:
+        return hyper.steps_per_epoch
+    return max(DEFAULT_INTERVAL, 10 ** len(str(hyper.total_steps)))
 
 
 def arguments(ident: Identity, shapes: Shapes, every: int, given: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""What a DeepSpeed engine saves, as it logs it: a checkpoint (which rank
+writes which file of the tag's folder) and the 16-bit model export, with the
+pinned version's announcements of each write."""
+
+from __future__ import annotations
+
+from fakerun import events as ev
+from fakerun.render.lines import Line
+from fakerun.render.styles.deepspeed_log import DeepSpeedLog
+from fakerun.world.identity import Identity
+
+
+class CheckpointSave:
+    """engine.save_checkpoint: rank 0 announces the tag, each data-parallel
+    rank 0 (every rank, under ZeRO-3) writes its model states, every rank
+    then writes its own optimizer shard (fp16: no bf16_ prefix)."""
+
+    def __init__(self, out: DeepSpeedLog, ident: Identity, e: ev.Checkpoint, save_dir: str, tag: str) -> None:
+        self.out, self.e, self.tag = out, e, tag
+        p = ident.parallel
+        self.mp_size, self.zero3 = p.tp * p.pp, p.zero >= 3
+        self.folder = f"{save_dir}/{tag}"
+        self.ranks = range(ident.world)
+
+    def model_path(self, rank: int) -> str:
+        mp, dp = rank % self.mp_size, rank // self.mp_size
+        name = f"zero_pp_rank_{dp}_mp_rank_{mp:02d}" if self.zero3 else f"mp_rank_{mp:02d}"
+        return f"{self.folder}/{name}_model_states.pt"
+
+    def shard_path(self, rank: int) -> str:
+        mp, dp = rank % self.mp_size, rank // self.mp_size
+        return f"{self.folder}/zero_pp_rank_{dp}_mp_rank_{mp:02d}_optim_states.pt"
+
+    def lines(self) -> list[Line]:
+        o, v, e = self.out, self.out.v, self.e
+        start = e.time - e.seconds
+        writers = [r for r in self.ranks if self.zero3 or r // self.mp_size == 0]
+        out = o.dist(start + 0.001, f"[Torch] Checkpoint {self.tag} is about to be saved!")
+        for rank in writers:
+            if rank in v["model_ckpt_ranks"]:
+                out += o.dist(start + 0.02, f"Saving model checkpoint: {self.model_path(rank)}", rank)
+            if "ckpt_saving" in v:
+                out += o.log(start + 0.02, "ckpt_saving", f"[Torch] Saving {self.model_path(rank)}...", rank)
+        if "ckpt_saved" not in v:  # 0.18: torch.save is no longer announced
+            return out
+        models_done = start + 0.3 * e.seconds
+        for rank in writers:
+            out += o.log(models_done, "ckpt_saved", f"[Torch] Saved {self.model_path(rank)}.", rank)
+        shards = {rank: self.shard_path(rank) for rank in self.ranks}
+        for rank, shard in shards.items():
+            out += o.log(models_done + 0.01, "ckpt_saving", f"[Torch] Saving {shard}...", rank)
+        for rank, shard in shards.items():
+            out += o.log(e.time - 0.05, "ckpt_saved", f"[Torch] Saved {shard}.", rank)
+            out += o.log(e.time - 0.049, "zero_saved", f"zero checkpoint saved {shard}", rank)
+        for rank in self.ranks:
+            out += o.log(e.time - 0.01, "ckpt_ready", f"[Torch] Checkpoint {self.tag} is ready now!", rank)
+        return out
+
+
+def export_lines(out: DeepSpeedLog, ident: Identity, e: ev.Export, global_step: int) -> list[Line]:
+    """model_engine.save_16bit_model(output_dir): rank 0 writes pytorch_model.bin."""
+    tag, path = f"global_step{global_step}", f"{e.path.rstrip('/')}/pytorch_model.bin"
+    start = e.time - e.seconds
+    lines = out.dist(start, f"[Torch] Checkpoint {tag} is about to be saved!")
+    lines += out.log(start + 0.002, "weights", f"Saving model weights to {path}, tag: {tag}")
+    if "ckpt_saving" in out.v:
+        lines += out.log(start + 0.003, "ckpt_saving", f"[Torch] Saving {path}...")
+        lines += out.log(e.time - 0.002, "ckpt_saved", f"[Torch] Saved {path}.")
+        for rank in range(ident.world):
+            lines += out.log(e.time - 0.001, "ckpt_ready", f"[Torch] Checkpoint {tag} is ready now!", rank)
+    return lines
