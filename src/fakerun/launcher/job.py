@@ -29,7 +29,9 @@ from fakerun.checkpoint import CheckpointWriter, Resume
 from fakerun.config.options import RunConfig
 from fakerun.launcher import build
 from fakerun.launcher.join import join_command
-from fakerun.launcher.links import Hub, LocalHub, RemoteHub
+from fakerun.launcher.links import Hub
+from fakerun.launcher.local_link import LocalHub
+from fakerun.launcher.remote_link import RemoteHub
 from fakerun.launcher.supervisor import Stop, Supervisor, Workers
 from fakerun.launcher.workers import ForkFailed, WorkerGroup
 from fakerun.protocol.keys import JobKeys
