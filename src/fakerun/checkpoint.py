@@ -80,7 +80,7 @@ class CheckpointWriter:
         """The log_history checkpoint-`step` holds."""
         return tuple(h for h in self.history if h["step"] <= step)
 
-    def event(self, e: Any) -> None:
+    def event(self, e: ev.Event) -> None:
         if isinstance(e, ev.Step):
             self.history.append({"step": e.step, "epoch": e.epoch, "loss": e.loss, "learning_rate": e.lr,
                                  "grad_norm": e.grad_norm})

@@ -65,7 +65,7 @@ class AgentLink:
 @dataclass(slots=True)  # one per message handled
 class Outcome:
     replies: list[tuple[bytes, Any]] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)
+    events: list[ev.Event] = field(default_factory=list)
 
     def extend(self, other: Outcome) -> Outcome:
         self.replies.extend(other.replies)
@@ -184,7 +184,7 @@ class Coordinator:
             out.extend(self._abort_for_peer(comm, pending.waiting(), pending.fingerprint))
         return out
 
-    def flush_output(self) -> list[Any]:
+    def flush_output(self) -> list[ev.Event]:
         """Release every held line, in rank order (used at teardown)."""
         return [self._to_event(o) for r in sorted(self._held) for o in self._held.pop(r)]
 

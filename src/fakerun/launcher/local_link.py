@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import zmq
 
@@ -73,16 +72,16 @@ class LocalHub:
     def missing_nodes(self) -> list[int]:
         return self.core.missing_nodes()
 
-    def receive(self, now: float) -> list[Any]:
+    def receive(self, now: float) -> list[ev.Event]:
         self._now = now
-        events: list[Any] = []
+        events: list[ev.Event] = []
         for frames in self.sock.drain():
             outcome = handle_frames(self.core, frames, now)
             if outcome.replies or outcome.events:  # most contributions only wait for the others
                 events += self._apply(outcome)
         return events
 
-    def tick(self, now: float) -> list[Any]:
+    def tick(self, now: float) -> list[ev.Event]:
         self._now = now
         events = self._apply(self.core.tick(now))
         events += self._count_refused()
@@ -102,11 +101,11 @@ class LocalHub:
             times.append(self._beat_at)
         return min(times) if times else None
 
-    def request_stop(self) -> list[Any]:
+    def request_stop(self) -> list[ev.Event]:
         self.core.stopping = True
         return []
 
-    def local_failure(self, detail: str) -> list[Any]:
+    def local_failure(self, detail: str) -> list[ev.Event]:
         if self.core.job.nnodes == 1:
             return []
         return self._apply(self.core.node_failed(0, "failed", detail))
@@ -114,20 +113,20 @@ class LocalHub:
     def finished(self) -> None:
         return None
 
-    def flush_output(self) -> list[Any]:
+    def flush_output(self) -> list[ev.Event]:
         return self._apply(Outcome(events=self.core.flush_output())) + self._count_refused()
 
     def rejected(self) -> dict[str, int]:
         return dict(self.core.rejected)
 
-    def _count_refused(self) -> list[Any]:
+    def _count_refused(self) -> list[ev.Event]:
         """Handshakes refused since last asked (each tick, and at the end)."""
         refused = self.sock.refused()
         if not refused:
             return []
         return self._apply(self.core.reject("handshake", b"a peer without the job's key", refused))
 
-    def _apply(self, outcome: Outcome) -> list[Any]:
+    def _apply(self, outcome: Outcome) -> list[ev.Event]:
         if self.core.agents and any(isinstance(msg, Ack) for _, msg in outcome.replies):
             self._send()  # what that agent has not seen yet goes before its Ack
         for identity, msg in outcome.replies:
@@ -138,7 +137,7 @@ class LocalHub:
     def _agents(self) -> list[int]:
         return [n for n, a in self.core.agents.items() if a.state in ("alive", "stopping", "done")]
 
-    def _forward(self, events: list[Any]) -> None:
+    def _forward(self, events: list[ev.Event]) -> None:
         """Queued for the next batch (at most FORWARD_EVERY_S from now)."""
         if not self._agents():
             return

@@ -99,13 +99,13 @@ class RemoteHub:
     def missing_nodes(self) -> list[int]:
         return []  # node 0 alone knows who has joined
 
-    def receive(self, now: float) -> list[Any]:
-        events: list[Any] = []
+    def receive(self, now: float) -> list[ev.Event]:
+        events: list[ev.Event] = []
         while self.sock.get(EVENTS) & POLLIN:
             events += self._on_frame(self.sock.recv(zmq.NOBLOCK), now)
         return events
 
-    def _on_frame(self, frame: bytes, now: float) -> list[Any]:
+    def _on_frame(self, frame: bytes, now: float) -> list[ev.Event]:
         try:
             msg = decode(frame)
         except ProtocolError:
@@ -137,7 +137,7 @@ class RemoteHub:
             self.steps = event.step
         return event
 
-    def tick(self, now: float) -> list[Any]:
+    def tick(self, now: float) -> list[ev.Event]:
         self._close_check_at = now + CLOSE_POLL_S
         if now >= self._beat_at:
             self._beat_at = now + BEAT_S
@@ -154,7 +154,7 @@ class RemoteHub:
                                         "since it last answered")
         return []
 
-    def _lose(self, reason: str, detail: str) -> list[Any]:
+    def _lose(self, reason: str, detail: str) -> list[ev.Event]:
         if self.lost:
             return []
         self.lost = True
@@ -167,11 +167,11 @@ class RemoteHub:
             return self._beat_at
         return min(self._beat_at, self._heard + self.timeout_s)
 
-    def request_stop(self) -> list[Any]:
+    def request_stop(self) -> list[ev.Event]:
         self._report("stopping")
         return []
 
-    def local_failure(self, detail: str) -> list[Any]:
+    def local_failure(self, detail: str) -> list[ev.Event]:
         self._report("failed", detail)
         return []
 
@@ -179,7 +179,7 @@ class RemoteHub:
         self.finishing = True
         self._report("done")
 
-    def flush_output(self) -> list[Any]:
+    def flush_output(self) -> list[ev.Event]:
         return []
 
     def rejected(self) -> dict[str, int]:

@@ -50,7 +50,7 @@ class JsonlSink:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
-    def event(self, event: Any) -> None:
+    def event(self, event: ev.Event) -> None:
         try:
             self.stream.write(dumps(event) + "\n")
         except OSError:  # EPIPE, or EIO from a hung-up terminal

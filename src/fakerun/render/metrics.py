@@ -34,7 +34,7 @@ class MetricsFile:
         except OSError as exc:
             raise SinkFailed(f"--metrics-file {path}: {exc.strerror}") from None
 
-    def event(self, e: Any) -> None:
+    def event(self, e: ev.Event) -> None:
         record = self._record(e)
         if record is None:
             return

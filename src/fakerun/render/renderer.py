@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from fakerun import events as ev
 from fakerun.render import styles
 from fakerun.render.console import ConsoleSink, RankStreams
 from fakerun.render.jsonl import JsonlSink
@@ -46,7 +47,7 @@ class Renderer:
         self.logs: RankLogFiles | None = None
         self._pending = False  # anything emitted since the last flush
 
-    def emit(self, event: Any) -> None:
+    def emit(self, event: ev.Event) -> None:
         self._pending = True
         self._each(self.event_sinks, lambda sink: sink.event(event))
         lines = self.formatter.lines(event)

@@ -59,7 +59,7 @@ class RichView:
         self._put(self.out, HIDE_CURSOR)
 
     # -- events update the footer's state -----------------------------------
-    def event(self, e: Any) -> None:
+    def event(self, e: ev.Event) -> None:
         if isinstance(e, ev.Step):
             self.state.update(step=e.step, total=e.max_steps, epoch=e.epoch, loss=e.loss,
                               tps=e.tokens_per_s, eta=e.eta_s, phase="train")

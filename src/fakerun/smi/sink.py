@@ -47,7 +47,7 @@ class SmiStateSink:
         self.handlers = self._handlers()  # built once: event() sees every collective
         self._write_text("")  # an unwritable place fails now, as one line
 
-    def event(self, e: Any) -> None:
+    def event(self, e: ev.Event) -> None:
         handler = self.handlers.get(type(e))
         if handler is not None:
             self.dirty, self.clock = True, getattr(e, "time", None) or self.clock

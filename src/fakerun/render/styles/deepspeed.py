@@ -68,7 +68,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         self.global_step = 0
         self.phase_time = 0.0
 
-    def lines(self, event: Any) -> list[Line]:
+    def lines(self, event: ev.Event) -> list[Line]:
         if isinstance(event, ev.RunIdentity):
             self.routed(event)
             self.v = version_table(event.identity.versions.deepspeed)

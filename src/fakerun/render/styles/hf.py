@@ -34,7 +34,7 @@ class HfLines(EventRoutes):
     def v5(self) -> bool:
         return self.ident is not None and int(self.ident.versions.transformers.split(".")[0]) >= 5
 
-    def lines(self, event: Any) -> list[Line]:
+    def lines(self, event: ev.Event) -> list[Line]:
         return self.routed(event) or []
 
     def banner(self, when: float) -> list[Line]:

@@ -123,7 +123,7 @@ class LightningLines(EventRoutes):
         h = self.ident.hyper
         return h.log_every * h.grad_accum
 
-    def lines(self, event: Any) -> list[Line]:
+    def lines(self, event: ev.Event) -> list[Line]:
         return self.routed(event) or []
 
     def banner(self, when: float) -> list[Line]:

@@ -71,7 +71,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         self.validated = -1  # the step of the last validation
         self.held: list[Line] = []  # the final evaluation, printed after the final save
 
-    def lines(self, event: Any) -> list[Line]:
+    def lines(self, event: ev.Event) -> list[Line]:
         return self.routed(event) or []
 
     # -- start-up (before the first collective) ---------------------------

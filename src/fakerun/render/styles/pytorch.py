@@ -33,7 +33,7 @@ class PytorchLines(EventRoutes):
             ev.Checkpoint: self._checkpoint, ev.Export: self._export, ev.Summary: self._summary,
         }
 
-    def lines(self, event: Any) -> list[Line]:
+    def lines(self, event: ev.Event) -> list[Line]:
         return [Line(text, STDOUT, 0) for text in self.routed(event) or []]
 
     def banner(self, when: float) -> list[Line]:

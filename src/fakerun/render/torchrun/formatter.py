@@ -91,7 +91,7 @@ class EventFormatter:
     def binary(self) -> str:
         return PYTHON
 
-    def lines(self, event: Any) -> list[Line]:
+    def lines(self, event: ev.Event) -> list[Line]:
         handler = self._handlers.get(type(event))
         return handler(event) if handler else self.script.lines(event)
 
