@@ -8,7 +8,7 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
-from fakerun.rank.training import script_text
+from fakerun.rank.faults import script_text
 from fakerun.render.lines import STDERR, STDOUT
 from fakerun.render.styles.lightning import (
     LightningLines,

@@ -26,7 +26,8 @@ from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
 from fakerun.rank.communicator import CollectiveAborted, CommError, Communicator, ParentGone
-from fakerun.rank.training import Script, ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
+from fakerun.rank.faults import ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
+from fakerun.rank.training import Script
 from fakerun.system.signals import HANDLED
 
 PR_SET_PDEATHSIG = 1

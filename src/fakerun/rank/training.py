@@ -9,31 +9,21 @@ is rendered from the resulting events, never printed here.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
 
-from fakerun import texts
 from fakerun.config.options import RunConfig
-from fakerun.errors import FakerunError
 from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
+from fakerun.rank.faults import Faults, ScriptFailed, script_text
 from fakerun.world import physics as sim
-from fakerun.world.identity import ENV_PREFIX, Identity
+from fakerun.world.identity import Identity
 
 # Wall seconds of each activity at --speed 1 (a default run lasts 2-4 min).
 WALL = {"init_stage": 0.6, "step": sim.WALL_STEP_S, "validation": 2.0, "checkpoint": 2.5,
         "export": 2.5}
-
-
-class SimulatedExit(FakerunError):
-    """The training script called sys.exit(code) on its own."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 @dataclass
@@ -46,6 +36,7 @@ class Script:
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
+        self.faults = Faults(self.config, self.ident, self.rank)
         # Pacing never outlasts --exit-after-time: at a slow --speed the init
         # stages alone slept 36 s through a 2 s limit. This clock starts after
         # the rendezvous, so the coordinator's (which stops the run at the next
@@ -54,14 +45,14 @@ class Script:
         self.pace_until = time.monotonic() + limit if limit else math.inf
 
     def run(self) -> None:
-        if self._preemption_aware():
+        if self.faults.preemption_aware():
             # A preemption-aware script: SIGTERM means "checkpoint, then leave".
             signal.signal(signal.SIGTERM, self._on_sigterm)
         self._init()
         last = self._train()
         # Decided by the release's stop flag, which every rank sees at the same
         # step (our own SIGTERM may land a moment earlier or later).
-        if self._preemption_aware() and self.comm.stop_requested:
+        if self.faults.preemption_aware() and self.comm.stop_requested:
             self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident), last)
             return
         self._end_of_epoch(last)
@@ -85,11 +76,11 @@ class Script:
         first = self.config.resume_from.step + 1 if self.config.resume_from else 1
         step = first - 1
         for step in range(first, self.config.steps + 1):
-            self._maybe_fault(step)
-            self._sleep("step", self._pace_factor(step))
+            self.faults.strike(step)
+            self._sleep("step", self.faults.pace_factor(step))
             if step == 1 or step % h.log_every == 0:
                 self._telemetry(step, "train")
-            loss, grad_norm, sim_s = self._faulted(
+            loss, grad_norm, sim_s = self.faults.apply(
                 step, sim.local_loss(self.ident, self.rank, step),
                 sim.local_grad_norm(self.ident, self.rank, step), sim.compute_seconds(self.ident, step))
             mean_loss, _ = self.comm.all_reduce([loss, grad_norm], "avg", tag=tags.TRAIN_STEP, step=step,
@@ -126,124 +117,10 @@ class Script:
         """Survive the SIGTERM: the launcher's stop flag, which reaches every
         rank at the same step, decides when to checkpoint and leave."""
 
-    def _preemption_aware(self) -> bool:
-        return self.config.fault is not None and self.config.fault.kind == "preempt"
-
     def _sleep(self, activity: str, factor: float = 1.0) -> None:
         if self.config.speed > 0 and not self.compressed:
             wall = WALL[activity] * factor / self.config.speed
             time.sleep(max(0.0, min(wall, self.pace_until - time.monotonic())))
 
-    # -- faults (scenarios.py names them; data/torchrun.toml holds their texts) --
-    def _maybe_fault(self, step: int) -> None:
-        fault = self.config.fault
-        if fault is None or step != fault.step:
-            return
-        mine = fault.rank == self.rank
-        if fault.kind == "hang" or (fault.kind == "stall" and mine):
-            while True:  # no more progress; with "stall" the peers' watchdog fires
-                time.sleep(3600)
-        node_of = self.ident.topology.node_of
-        if fault.kind == "node-down" and node_of(self.rank) == node_of(fault.rank):
-            raise SimulatedSignal(signal.SIGKILL)
-        if not mine:
-            return
-        if fault.kind == "preempt":  # the scheduler's SIGTERM, to the launcher as it would be
-            os.kill(os.getppid(), signal.SIGTERM)
-            return
-        if fault.kind == "crash":
-            raise ScriptFailed(self._text("crash").split("\n"))
-        if fault.kind == "oom":
-            raise ScriptFailed(self._text("oom", **oom_sizes(self.ident, self.rank)).split("\n"))
-        if fault.kind == "exit":
-            raise SimulatedExit(1)
-        if fault.kind == "segv":
-            raise SimulatedSignal(signal.SIGSEGV)
-
-    def _faulted(self, step: int, loss: float, grad_norm: float, sim_s: float) -> tuple[float, float, float]:
-        """This step's values under the scenario's fault (spike, nan, slow)."""
-        fault = self.config.fault
-        if fault is None or step < fault.step:
-            return loss, grad_norm, sim_s
-        if fault.kind == "spike":
-            bump = fault.param("height") * math.exp(-(step - fault.step) / fault.param("decay"))
-            return loss * (1 + bump), grad_norm * (1 + 8 * bump), sim_s
-        if fault.kind == "nan" and fault.rank == self.rank:
-            return math.nan, math.nan, sim_s
-        if fault.kind == "slow" and fault.rank == self.rank:
-            return loss, grad_norm, sim_s * fault.param("factor")
-        return loss, grad_norm, sim_s
-
-    def _pace_factor(self, step: int) -> float:
-        fault = self.config.fault
-        slow = fault is not None and fault.kind == "slow" and fault.rank == self.rank and step >= fault.step
-        return fault.param("factor") if slow else 1.0
-
     def _text(self, key: str, **values: object) -> str:
         return script_text(self.config, key, **values)
-
-
-def script_text(config: RunConfig, key: str, **values: object) -> str:
-    """A text the training script prints, for this run: data/torchrun.toml's
-    [script] table, overridden by the style's own (data/style-<name>.toml)."""
-    own = texts.optional(f"style-{config.style.name}").get("script", {})
-    script = {**texts.load("torchrun")["script"], **own}
-    site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
-    return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
-                                               nccl=config.identity.versions.nccl, **values).rstrip("\n")
-
-
-def _expand(text: str, table: dict[str, str]) -> str:
-    """Put in the table's own entries that `text` names (`{torch_backward}`),
-    and theirs in turn: the tracebacks share their framework's frames."""
-    while (names := [k for k in table if f"{{{k}}}" in text]):
-        for name in names:
-            text = text.replace(f"{{{name}}}", table[name])
-    return text
-
-
-def peer_lost(config: RunConfig, peer_host: str, seed: int) -> list[str]:
-    """What a rank prints when NCCL finds that another node's rank is gone."""
-    port = 32768 + seed % 28000  # the peer's ephemeral port
-    return script_text(config, "peer_lost", peer=peer_host, port=port).split("\n")
-
-
-class ScriptFailed(FakerunError):
-    """The training script died of an exception; `lines` is its traceback."""
-
-    def __init__(self, lines: list[str], code: int = 1, stream: str = "stderr") -> None:
-        super().__init__(lines[-1] if lines else "")
-        self.lines = lines
-        self.code = code
-        self.stream = stream  # stderr: a traceback (torch prefixes it); stdout: a print
-
-
-class SimulatedSignal(FakerunError):
-    """The process is to die of this signal (a crash in native code, the OOM killer...)."""
-
-    def __init__(self, sig: signal.Signals) -> None:
-        super().__init__(sig.name)
-        self.sig = sig
-
-
-def oom_sizes(ident: Identity, rank: int) -> dict[str, str]:
-    """torch's CUDA OOM figures, consistent with the run's memory model."""
-    allocated, reserved = sim.memory_bytes(ident, rank)
-    total = ident.gpu.memory_mib * 2**20 - 0.55 * 2**30  # what torch sees after the driver's share
-    in_use = min(reserved + 0.52 * 2**30, total - 0.3 * 2**30)
-    free = total - in_use
-    tried = free + 0.25 * 2**30 + 0.05 * allocated
-    return {"device": str(ident.topology.local_rank_of(rank)), "total": format_size(total),
-            "free": format_size(free),
-            "in_use": format_size(in_use), "allocated": format_size(allocated),
-            "unallocated": format_size(reserved - allocated), "tried": format_size(tried)}
-
-
-def format_size(n: float) -> str:
-    """c10's format_size: bytes, KiB, MiB or GiB with two decimals."""
-    if n <= 1024:
-        return f"{int(n)} bytes"
-    for unit, size in (("KiB", 2**10), ("MiB", 2**20)):
-        if n <= size * 1024:
-            return f"{n / size:.2f} {unit}"
-    return f"{n / 2**30:.2f} GiB"

@@ -1,0 +1,149 @@
+"""The faults a scenario injects into the training script (world/scenarios
+names them; data/torchrun.toml and the styles' data hold what the script
+prints as it fails), and how the script dies of each."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from fakerun import texts
+from fakerun.config.options import RunConfig
+from fakerun.errors import FakerunError
+from fakerun.world import physics as sim
+from fakerun.world.identity import ENV_PREFIX, Identity
+
+
+class SimulatedExit(FakerunError):
+    """The training script called sys.exit(code) on its own."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class Faults:
+    """This rank's view of the run's fault (config.fault)."""
+
+    config: RunConfig
+    ident: Identity
+    rank: int
+
+    def preemption_aware(self) -> bool:
+        return self.config.fault is not None and self.config.fault.kind == "preempt"
+
+    def strike(self, step: int) -> None:
+        """What the fault does at its step: hang, die, exit or be preempted."""
+        fault = self.config.fault
+        if fault is None or step != fault.step:
+            return
+        mine = fault.rank == self.rank
+        if fault.kind == "hang" or (fault.kind == "stall" and mine):
+            while True:  # no more progress; with "stall" the peers' watchdog fires
+                time.sleep(3600)
+        node_of = self.ident.topology.node_of
+        if fault.kind == "node-down" and node_of(self.rank) == node_of(fault.rank):
+            raise SimulatedSignal(signal.SIGKILL)
+        if not mine:
+            return
+        if fault.kind == "preempt":  # the scheduler's SIGTERM, to the launcher as it would be
+            os.kill(os.getppid(), signal.SIGTERM)
+            return
+        if fault.kind == "crash":
+            raise ScriptFailed(script_text(self.config, "crash").split("\n"))
+        if fault.kind == "oom":
+            sizes = oom_sizes(self.ident, self.rank)
+            raise ScriptFailed(script_text(self.config, "oom", **sizes).split("\n"))
+        if fault.kind == "exit":
+            raise SimulatedExit(1)
+        if fault.kind == "segv":
+            raise SimulatedSignal(signal.SIGSEGV)
+
+    def apply(self, step: int, loss: float, grad_norm: float, sim_s: float) -> tuple[float, float, float]:
+        """This step's values under the scenario's fault (spike, nan, slow)."""
+        fault = self.config.fault
+        if fault is None or step < fault.step:
+            return loss, grad_norm, sim_s
+        if fault.kind == "spike":
+            bump = fault.param("height") * math.exp(-(step - fault.step) / fault.param("decay"))
+            return loss * (1 + bump), grad_norm * (1 + 8 * bump), sim_s
+        if fault.kind == "nan" and fault.rank == self.rank:
+            return math.nan, math.nan, sim_s
+        if fault.kind == "slow" and fault.rank == self.rank:
+            return loss, grad_norm, sim_s * fault.param("factor")
+        return loss, grad_norm, sim_s
+
+    def pace_factor(self, step: int) -> float:
+        fault = self.config.fault
+        slow = fault is not None and fault.kind == "slow" and fault.rank == self.rank and step >= fault.step
+        return fault.param("factor") if slow else 1.0
+
+
+def script_text(config: RunConfig, key: str, **values: object) -> str:
+    """A text the training script prints, for this run: data/torchrun.toml's
+    [script] table, overridden by the style's own (data/style-<name>.toml)."""
+    own = texts.optional(f"style-{config.style.name}").get("script", {})
+    script = {**texts.load("torchrun")["script"], **own}
+    site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
+    return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
+                                               nccl=config.identity.versions.nccl, **values).rstrip("\n")
+
+
+def _expand(text: str, table: dict[str, str]) -> str:
+    """Put in the table's own entries that `text` names (`{torch_backward}`),
+    and theirs in turn: the tracebacks share their framework's frames."""
+    while (names := [k for k in table if f"{{{k}}}" in text]):
+        for name in names:
+            text = text.replace(f"{{{name}}}", table[name])
+    return text
+
+
+def peer_lost(config: RunConfig, peer_host: str, seed: int) -> list[str]:
+    """What a rank prints when NCCL finds that another node's rank is gone."""
+    port = 32768 + seed % 28000  # the peer's ephemeral port
+    return script_text(config, "peer_lost", peer=peer_host, port=port).split("\n")
+
+
+class ScriptFailed(FakerunError):
+    """The training script died of an exception; `lines` is its traceback."""
+
+    def __init__(self, lines: list[str], code: int = 1, stream: str = "stderr") -> None:
+        super().__init__(lines[-1] if lines else "")
+        self.lines = lines
+        self.code = code
+        self.stream = stream  # stderr: a traceback (torch prefixes it); stdout: a print
+
+
+class SimulatedSignal(FakerunError):
+    """The process is to die of this signal (a crash in native code, the OOM killer...)."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig.name)
+        self.sig = sig
+
+
+def oom_sizes(ident: Identity, rank: int) -> dict[str, str]:
+    """torch's CUDA OOM figures, consistent with the run's memory model."""
+    allocated, reserved = sim.memory_bytes(ident, rank)
+    total = ident.gpu.memory_mib * 2**20 - 0.55 * 2**30  # what torch sees after the driver's share
+    in_use = min(reserved + 0.52 * 2**30, total - 0.3 * 2**30)
+    free = total - in_use
+    tried = free + 0.25 * 2**30 + 0.05 * allocated
+    return {"device": str(ident.topology.local_rank_of(rank)), "total": format_size(total),
+            "free": format_size(free),
+            "in_use": format_size(in_use), "allocated": format_size(allocated),
+            "unallocated": format_size(reserved - allocated), "tried": format_size(tried)}
+
+
+def format_size(n: float) -> str:
+    """c10's format_size: bytes, KiB, MiB or GiB with two decimals."""
+    if n <= 1024:
+        return f"{int(n)} bytes"
+    for unit, size in (("KiB", 2**10), ("MiB", 2**20)):
+        if n <= size * 1024:
+            return f"{n / size:.2f} {unit}"
+    return f"{n / 2**30:.2f} GiB"
