@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogError
+from .clock import RUN_SPAN_S, YEAR_S
 from .files import check_regular
 from .identity import Asked
 from .styles import Style
@@ -44,6 +45,13 @@ MAX_MULTINODE_WORLD = 512
 # 6 MiB and 0.23 s at ten times it (and a hang before the first step at 1e13).
 MAX_STEPS = 1_000_000
 PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
+# Tokens in one optimizer step (global batch x sequence). The largest batches
+# of real pretraining are 16M tokens (Llama 3 405B) to 63M (DeepSeek-V3);
+# 2^32 is 68 times that, and exactly what fakerun's largest job (2^17 ranks)
+# takes at the largest micro batch (8) and sequence (4096) it plans by itself.
+# Beyond it, `--gradient_accumulation_steps 99999999999` made each step a
+# simulated century, which the coordinator refused: a 600 s watchdog wait.
+MAX_TOKENS_PER_STEP = 1 << 32
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -207,6 +215,7 @@ class RunConfig:
             object.__setattr__(self, "identity", self._build_identity())
             self._keep_model()
         self._check_fault()
+        self._check_plan()
 
     def _check_multinode(self) -> None:
         topo = self.topology
@@ -294,6 +303,31 @@ class RunConfig:
                                                     fault.params))
         elif not 1 <= fault.step <= self.steps:
             raise ConfigError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
+
+    def _check_plan(self) -> None:
+        """Figures no job could have are refused here, before any process
+        starts; whatever passes, the coordinator accepts (`bounds`). A micro
+        batch or sequence no GPU holds was refused by the identity's memory plan."""
+        h, ident = self.identity.hyper, self.identity
+        if h.tokens_per_step > MAX_TOKENS_PER_STEP:
+            raise ConfigError(
+                f"{h.global_batch:,} sequences of {h.seq_len:,} tokens = {h.tokens_per_step:.3g} tokens per "
+                "optimizer step (the script's batch arguments): more than any real job takes (at most "
+                f"{MAX_TOKENS_PER_STEP:,}; the largest pretraining batches are 16M-63M)")
+        years = self.bounds.run_s / YEAR_S
+        if self.bounds.run_s > RUN_SPAN_S:
+            raise ConfigError(
+                f"{self.steps:,} steps of {ident.model.name} on {ident.world} x {ident.gpu.name} would take "
+                f"{years:.3g} years of simulated time, past the calendar's end (at most "
+                f"{RUN_SPAN_S / YEAR_S:.0f}): fewer steps, a smaller batch or more GPUs")
+
+    @property
+    def bounds(self) -> Any:
+        """sim.Bounds: the largest figures a rank of this plan reports."""
+        from . import sim
+
+        slow = self.fault.param("factor") if self.fault is not None and self.fault.kind == "slow" else 1.0
+        return sim.bounds(self.identity, slow)
 
     @property
     def steps(self) -> int:
