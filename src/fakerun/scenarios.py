@@ -3,6 +3,7 @@ or a custom TOML file with the same keys."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -12,6 +13,11 @@ from pathlib import Path
 # The mechanisms the ranks implement (script.py); a scenario picks one.
 FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt")
 PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
+# A straggler is slower by a few times (a throttled GPU, a slow link), tens at
+# worst; a rank 1000 times slower than its peers is a hung one (the `hang` and
+# `nccl-timeout` scenarios). Its factor also stretches the rank's paced sleep:
+# 1e13 overflowed time.sleep in the rank (a traceback, exit 1).
+PARAM_MAX = {"factor": 1000.0}
 
 
 class ScenarioError(ValueError):
@@ -59,8 +65,10 @@ def _build(name: str, body: dict, source: str) -> Scenario:
     params = dict(PARAMS.get(fault or "", {}))
     for key in params:
         value = body.get(key, params[key])
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
             raise ScenarioError(f"{source}: [{name}] {key} must be a positive number")
+        if value > PARAM_MAX.get(key, math.inf):
+            raise ScenarioError(f"{source}: [{name}] {key} must be at most {PARAM_MAX[key]:g}, got {value:g}")
         params[key] = float(value)
     return Scenario(name, str(body.get("description", "")), fault, params)
 

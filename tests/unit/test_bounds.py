@@ -5,6 +5,7 @@ never refuses a rank of the job (issue 16: `--per_device_train_batch_size
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -122,3 +123,21 @@ def test_the_largest_plan_fakerun_draws_by_itself_has_at_most_the_token_bound():
 
     assert MAX_WORLD * 8 * 4096 == MAX_TOKENS_PER_STEP
 
+
+
+@pytest.mark.parametrize("body,says", [
+    ("factor = 1e13", "factor must be at most 1000, got 1e+13"),  # time.sleep overflowed in the rank
+    ("factor = inf", "factor must be a positive number"),
+    ("factor = nan", "factor must be a positive number"),
+    ("factor = 1000", None),
+])
+def test_a_straggler_is_at_most_a_thousand_times_slower(tmp_path, body, says):
+    from fakerun import scenarios
+
+    path = tmp_path / "slow.toml"
+    path.write_text(f'fault = "slow"\n{body}\n')
+    if says is None:
+        assert scenarios.resolve(str(path)).params == {"factor": 1000.0}
+        return
+    with pytest.raises(scenarios.ScenarioError, match=re.escape(says)):
+        scenarios.resolve(str(path))
