@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from . import catalog
 from .identity import Asked
@@ -70,11 +71,21 @@ def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> Job:
 
 def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...]) -> dict[str, str]:
     """The values of `flags` (`--flag value` or `--flag=value`); the rest is ignored."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = _Parser(add_help=False, allow_abbrev=False)
     for flag in flags:
         parser.add_argument(f"--{flag}", dest=flag)
     known, _ = parser.parse_known_args(list(args))
     return {k: v for k, v in vars(known).items() if v is not None}
+
+
+class _Parser(argparse.ArgumentParser):
+    """The script's own parser refuses a job flag without its value (`--max_steps`
+    last, or `--learning_rate -inf`, which looks like an option): so do we, in
+    one line, not argparse's usage block under the name `__main__.py`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ScriptArgsError(f"training script argument {message.removeprefix('argument ')} "
+                              "(the script's own parser refuses it)")
 
 
 def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:

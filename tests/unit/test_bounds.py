@@ -9,6 +9,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fakerun import protocol as p
 from fakerun import sim
@@ -141,3 +143,51 @@ def test_a_straggler_is_at_most_a_thousand_times_slower(tmp_path, body, says):
         return
     with pytest.raises(scenarios.ScenarioError, match=re.escape(says)):
         scenarios.resolve(str(path))
+
+
+NUMBERS = st.one_of(
+    st.sampled_from(("0", "-1", "1", "8", "64", "4096", "99999999999", "9" * 30, "1e308", "inf", "nan", "1_000",
+                     "١٢", "²", "0.5", "", "9" * 400, "9223372036854775807", "-9223372036854775808")),
+    st.integers(min_value=-2**70, max_value=2**70).map(str),
+    st.floats().map(repr),
+)
+FLAGS = {"hf": ("per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "block_size",
+                "learning_rate", "num_train_epochs", "logging_steps", "max_steps"),
+         "megatron": ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
+                      "micro-batch-size", "global-batch-size", "lr", "log-interval", "train-iters")}
+NAMES = st.sampled_from(("llama-0b", "llama-1e400b", "gpt2", "Qwen/Qwen2.5-72B", "x-" + "9" * 400 + "m", "7b"))
+
+
+@st.composite
+def script_lines(draw):
+    style = draw(st.sampled_from(sorted(FLAGS)))
+    flags = draw(st.lists(st.sampled_from(FLAGS[style]), min_size=1, max_size=4, unique=True))
+    args = [a for f in flags for a in (f"--{f}", draw(NUMBERS))]
+    if style == "hf" and draw(st.booleans()):
+        args += ["--model_name_or_path", draw(NAMES)]
+    return ["train.py" if style == "hf" else "pretrain_gpt.py", *args]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(nproc=st.sampled_from((1, 2, 8)), line=script_lines())
+# Found by this property: argparse's usage block under the name `__main__.py`.
+@example(nproc=1, line=["train.py", "--learning_rate", "-inf"])
+@example(nproc=2, line=["train.py", "--per_device_train_batch_size", "99999999999"])  # the 600 s wait
+def test_any_script_arguments_give_a_plan_within_its_bounds_or_one_line(nproc, line):
+    """In process, so many draws are cheap: the refusal is a ConfigError of
+    one line (cli.main prints it, exit 2), and a plan that passes has every
+    figure its ranks report within the bounds the coordinator holds them to."""
+    from fakerun.config import ConfigError
+
+    try:
+        c = config("--nproc", str(nproc), "--max-steps", "3", *line)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 400, str(exc)
+        return
+    b = c.bounds
+    for rank in {0, nproc - 1}:
+        comm = Recorder()
+        Script(comm, rank, c, c.identity).run()
+        assert max(s for _, s, _ in comm.contributions) <= b.sim_s
+        assert max(n for _, _, n in comm.contributions) <= b.numel
+        assert all(t.power_w <= b.power_w and t.mem_used_mib <= b.memory_mib for t in comm.telemetry)

@@ -92,3 +92,14 @@ def test_a_size_no_model_has_names_the_family_s_first(name):
     """`0b` divided by zero, 400 digits took the log of 0: no size said."""
     model = scriptargs.read("train.py", ["--model_name_or_path", name]).asked.model
     assert model.name == name and model.params == scriptargs.catalog.models()[0].params
+
+
+@pytest.mark.parametrize("argv,says", [
+    (("train.py", "--max_steps"), "training script argument --max_steps: expected one argument"),
+    (("train.py", "--learning_rate", "-inf"), "training script argument --learning_rate: expected one argument"),
+])
+def test_a_flag_without_its_value_is_one_line_as_the_script_s_parser_says(argv, says):
+    """It was argparse's usage block, as `__main__.py`, and exit 2."""
+    with pytest.raises(ConfigError) as caught:
+        config(*argv)
+    assert str(caught.value) == f"{says} (the script's own parser refuses it)"
