@@ -365,6 +365,17 @@ def _check_port(port: int) -> None:
         raise ConfigError(f"--master-port must be in 1-65535, got {port}")
 
 
+def check_name(flag: str, path: Path | str) -> None:
+    """A path's name must be text: fakerun writes it into UTF-8 logs, JSON
+    and its messages between processes (a name in other bytes was a
+    UnicodeEncodeError there, after the ranks had started)."""
+    try:
+        os.fsdecode(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ConfigError(f"{flag} {shown}: the name is not valid UTF-8") from None
+
+
 def _check_file_target(path: Path, flag: str) -> None:
     """A file we will (re)write: a regular file or none yet (a FIFO would
     hang the open), in an existing writable directory."""
@@ -383,6 +394,7 @@ def _check_file_target(path: Path, flag: str) -> None:
 
 def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
     """The directory must exist or be creatable, and be writable by us."""
+    check_name(flag, path)
     probe = path
     while not os.path.lexists(probe) and probe.parent != probe:  # a symlink counts as there
         probe = probe.parent

@@ -108,3 +108,29 @@ def test_flags_win_over_the_environment():
     c = to_config(build_parser().parse_args(
         ["--nproc", "2", "--node-rank", "0", "--master-port", "4321", "--token", "flag"]), env)
     assert (c.topology.node_rank, c.master_addr, c.master_port, c.token) == (0, "10.0.0.9", 4321, "flag")
+
+
+def parse(*argv: str):
+    return build_parser().parse_args(["--nproc", "1", *argv])
+
+
+@pytest.mark.parametrize("argv", [("--output-dir", ""), ("--metrics-file", ""), ("--token-file", ""),
+                                  ("--resume", ""), ("--output-dir", "\udcff"), ("--metrics-file", "a/\udcfe")])
+def test_an_empty_path_or_one_not_in_text_is_a_usage_error(argv, capsys):
+    """'' was Path('.'), the working directory; bytes that are no UTF-8 were a
+    UnicodeEncodeError once written into a log, JSON or a message."""
+    with pytest.raises(SystemExit) as exit_:
+        parse(*argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("fakerun: error: argument")
+    assert "expected a path, got ''" in err or "the name is not valid UTF-8" in err
+
+
+@pytest.mark.parametrize("value", ["", "/dev/null"])
+def test_an_empty_log_dir_or_dev_null_is_torchrun_s_none(value):
+    assert parse("--log-dir", value).log_dir is None
+
+
+def test_a_script_s_output_dir_not_in_text_is_refused():
+    with pytest.raises(ConfigError, match=r"^--output-dir \\xff: the name is not valid UTF-8$"):
+        to_config(parse("--speed", "0", "train.py", "--output_dir", "\udcff"), environ={})
