@@ -250,10 +250,13 @@ class RunConfig:
 
         if self.resume == "latest" and self.output_dir is None:
             raise ConfigError("--resume without a path needs --output-dir (where the checkpoints are)")
+        path = self.output_dir if self.resume == "latest" else Path(self.resume)
         try:
-            return find(self.output_dir if self.resume == "latest" else Path(self.resume))
+            return find(path)
         except CheckpointError as exc:
             raise ConfigError(str(exc)) from None
+        except OSError as exc:  # a name too long for a stat
+            raise ConfigError(f"--resume {_short(path)}: {exc.strerror}") from None
 
     def _resume_run(self, found: Any) -> None:
         """The checkpoint's run wins: its seed (the curve, data and total
@@ -376,44 +379,84 @@ def check_name(flag: str, path: Path | str) -> None:
         raise ConfigError(f"{flag} {shown}: the name is not valid UTF-8") from None
 
 
+def _short(path: Path) -> str:
+    """A path as messages show it: a name of thousands of bytes, abridged."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:80]}...{text[-30:]}"
+
+
 def _check_file_target(path: Path, flag: str) -> None:
     """A file we will (re)write: a regular file or none yet (a FIFO would
     hang the open), in an existing writable directory."""
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a directory")
+    check_name(flag, path)
     try:
+        if path.is_dir():  # raises what lexists would swallow: a name too long
+            raise ConfigError(f"{flag} {_short(path)}: is a directory")
         check_regular(path)
-    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop)
-        raise ConfigError(f"{flag} {path}: {exc.strerror}") from None
+    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop, a name too long)
+        raise ConfigError(f"{flag} {_short(path)}: {exc.strerror}") from None
     parent = path.parent
     if not parent.is_dir():
-        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
+        raise ConfigError(f"{flag} {_short(path)}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{flag} {path}: not writable")
+        raise ConfigError(f"{flag} {_short(path)}: not writable")
+
+
+# What fakerun makes under a --log-dir or --output-dir: torchrun's layout
+# (`<run id>_<8>/attempt_<n>/<local rank>/stderr.log`, the run id at most
+# MAX_RUN_ID bytes) or a checkpoint (`checkpoint-<step>.tmp-<pid>-<hex>/
+# model-00001-of-00002.safetensors`); the directory must leave room for it.
+DEPTH_RESERVE = 512
 
 
 def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
     """The directory must exist or be creatable, and be writable by us."""
     check_name(flag, path)
     probe = path
-    while not os.path.lexists(probe) and probe.parent != probe:  # a symlink counts as there
-        probe = probe.parent
     try:
+        while not _lexists(probe) and probe.parent != probe:  # a symlink counts as there
+            probe = probe.parent
         os.stat(probe)  # through symlinks: a dangling one is ENOENT, a loop ELOOP (mkdir: EEXIST)
     except OSError as exc:
         if exc.errno == errno.ENOENT and probe.is_symlink():
-            raise ConfigError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+            raise ConfigError(f"{flag} {_short(path)}: {probe} is a symbolic link to {os.readlink(probe)}, "
                               "which does not exist") from None
-        raise ConfigError(f"{flag} {path}: {probe}: {exc.strerror}") from None
+        raise ConfigError(f"{flag} {_short(path)}: {_short(probe)}: {exc.strerror}") from None
     if not probe.is_dir():
-        raise ConfigError(f"{flag} {path}: {probe} is not a directory")
+        raise ConfigError(f"{flag} {_short(path)}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: {probe} is not writable")
+        raise ConfigError(f"{flag} {_short(path)}: {probe} is not writable")
+    _check_length(path, probe, flag)
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
+        raise ConfigError(f"{flag} {_short(path)}: cannot write there ({exc.strerror})") from None
+
+
+def _lexists(path: Path) -> bool:
+    """os.path.lexists, except that a name too long is an error, not absent
+    (it was taken for a directory still to make, and mkdir failed after the
+    checks, a traceback)."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise
+        return False
+    return True
+
+
+def _check_length(path: Path, probe: Path, flag: str) -> None:
+    """Each name still to make fits the file system, and the whole path
+    leaves room for what fakerun makes under it."""
+    name_max, path_max = os.pathconf(probe, "PC_NAME_MAX"), os.pathconf(probe, "PC_PATH_MAX")
+    too_long = f"{flag} {_short(path)}: {os.strerror(errno.ENAMETOOLONG)}"
+    if any(len(os.fsencode(part)) > name_max for part in path.parts):
+        raise ConfigError(f"{too_long} (at most {name_max} bytes a name)")
+    if len(os.fsencode(os.path.abspath(path))) > path_max - DEPTH_RESERVE:
+        raise ConfigError(f"{too_long} (at most {path_max - DEPTH_RESERVE} bytes, to leave room for the "
+                          f"{DEPTH_RESERVE} fakerun makes under it)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -134,3 +134,23 @@ def test_an_empty_log_dir_or_dev_null_is_torchrun_s_none(value):
 def test_a_script_s_output_dir_not_in_text_is_refused():
     with pytest.raises(ConfigError, match=r"^--output-dir \\xff: the name is not valid UTF-8$"):
         to_config(parse("--speed", "0", "train.py", "--output_dir", "\udcff"), environ={})
+
+
+LONG = "x" * 300  # past any file system's 255 bytes a name
+
+
+@pytest.mark.parametrize("argv,says", [
+    (("--log-dir", LONG), "--log-dir xxxxxxxx"),  # mkdir in the launcher: a traceback
+    (("--log-dir", f"missing/{LONG}"), "(at most 255 bytes a name)"),  # the parent is still to make
+    (("--output-dir", "abcdefgh/" * 400), "to leave room for the 512 fakerun makes under it"),
+    (("--metrics-file", LONG), "File name too long"),  # is_dir raised
+    (("--metrics-file", f"sub/{LONG}"), "sub is not a directory"),
+    (("--resume", LONG), "--resume xxxxxxxx"),  # find's is_dir raised
+])
+def test_a_name_too_long_is_one_line(tmp_path, monkeypatch, argv, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        to_config(parse("--speed", "0", *argv), environ={})
+    message = str(caught.value)
+    assert says in message and "\n" not in message and len(message) < 300, message
+    assert list(tmp_path.iterdir()) == []
