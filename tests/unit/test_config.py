@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -154,3 +155,39 @@ def test_a_name_too_long_is_one_line(tmp_path, monkeypatch, argv, says):
     message = str(caught.value)
     assert says in message and "\n" not in message and len(message) < 300, message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make,says", [
+    (lambda p: os.mkfifo(p), "not a regular file (a FIFO)"),  # read_text hung for ever
+    (lambda p: p.symlink_to("/dev/null"), "not a regular file (a character device)"),  # ran as an empty one
+    (lambda p: p.symlink_to(p), "Too many levels of symbolic links"),  # 'unknown scenario'
+    (lambda p: p.write_bytes(b"fault = '\\xff'\n" + b"\xff"), "codec can't decode"),
+    (lambda p: p.write_text("#" * 70000), "70000 bytes, more than the 65536 expected"),
+])
+def test_a_scenario_file_that_is_none_is_one_line_at_once(tmp_path, make, says):
+    import threading
+
+    from fakerun import scenarios
+
+    path = tmp_path / "odd.toml"
+    make(path)
+    said: list[str] = []
+
+    def resolve() -> None:
+        try:
+            scenarios.resolve(str(path))
+        except scenarios.ScenarioError as exc:
+            said.append(str(exc))
+
+    reader = threading.Thread(target=resolve, daemon=True)  # a hang fails here, not the whole run
+    reader.start()
+    reader.join(5)
+    assert not reader.is_alive(), "resolve() blocked"
+    assert len(said) == 1 and says in said[0] and "\n" not in said[0], said
+
+
+def test_a_scenario_name_too_long_is_one_line():
+    from fakerun import scenarios
+
+    with pytest.raises(scenarios.ScenarioError, match=r"\.\.\.x+: File name too long$"):
+        scenarios.resolve("x" * 300)
