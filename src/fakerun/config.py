@@ -45,6 +45,12 @@ MAX_MULTINODE_WORLD = 512
 # 6 MiB and 0.23 s at ten times it (and a hang before the first step at 1e13).
 MAX_STEPS = 1_000_000
 PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
+# Strings every rank sends in its hello, so that they also fit a directory
+# name and the wire (a longer one made the hello undecodable: no rank could
+# join, a 900 s rendezvous wait). torchrun names a directory after the run id
+# (`<id>_<8 random>`, at most 255 bytes); a DNS host name has at most 253
+# characters (RFC 1035); a token is a line of a --token-file, read up to 4 KiB.
+MAX_RUN_ID, MAX_HOST, MAX_TOKEN = 246, 253, 4096
 # Tokens in one optimizer step (global batch x sequence). The largest batches
 # of real pretraining are 16M tokens (Llama 3 405B) to 63M (DeepSeek-V3);
 # 2^32 is 68 times that, and exactly what fakerun's largest job (2^17 ranks)
@@ -211,11 +217,29 @@ class RunConfig:
             self._resume_run(self._find_checkpoint())
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
+        self._check_sent_text()
         if self.identity is None:
             object.__setattr__(self, "identity", self._build_identity())
             self._keep_model()
         self._check_fault()
         self._check_plan()
+
+    def _check_sent_text(self) -> None:
+        for what, text, limit in (("--rdzv-id (or $SLURM_JOB_ID)", self.run_id, MAX_RUN_ID),
+                                  ("the master address (--master-addr, --rdzv-endpoint, $MASTER_ADDR or "
+                                   "$SLURM_JOB_NODELIST)", self.master_addr, MAX_HOST),
+                                  ("the token (--token, $FAKERUN_TOKEN)", self.token, MAX_TOKEN)):
+            shown = "" if what.startswith("the token") else " " + repr(
+                text if len(text) <= 40 else text[:20] + "..." + text[-8:])  # a secret is never shown
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ConfigError(f"{what}{shown}: not valid UTF-8") from None
+            if size > limit:
+                raise ConfigError(f"{what}{shown}: {size} bytes, more than {limit}")
+        if "/" in self.run_id or self.run_id in (".", ".."):  # it names a directory under --log-dir
+            raise ConfigError(f"--rdzv-id (or $SLURM_JOB_ID) {self.run_id!r}: a run id names a directory "
+                              "(no '/', not '.' or '..')")
 
     def _check_multinode(self) -> None:
         topo = self.topology

@@ -191,3 +191,20 @@ def test_a_scenario_name_too_long_is_one_line():
 
     with pytest.raises(scenarios.ScenarioError, match=r"\.\.\.x+: File name too long$"):
         scenarios.resolve("x" * 300)
+
+
+@pytest.mark.parametrize("argv,environ,says", [
+    (("--rdzv-id", "../../escaped"), {}, "a run id names a directory"),  # made ../../escaped_* beside --log-dir
+    (("--rdzv-id", ".."), {}, "a run id names a directory"),
+    ((), {"SLURM_JOB_ID": "7" * 70000}, "70000 bytes, more than 246"),  # the hello undecodable: a 900 s wait
+    (("--rdzv-id", "\udcff"), {}, "not valid UTF-8"),  # every rank failed to send its hello
+    (("--master-addr", "h" * 254), {}, "254 bytes, more than 253"),
+    ((), {"SLURM_JOB_NODELIST": "n" * 70000 + "[1-2]"}, "70001 bytes, more than 253"),
+    (("--token", "\udcff"), {}, "the token (--token, $FAKERUN_TOKEN): not valid UTF-8"),  # a traceback
+    ((), {"FAKERUN_TOKEN": "s3cr3t" * 1000}, "the token (--token, $FAKERUN_TOKEN): 6000 bytes, more than 4096"),
+])
+def test_what_every_rank_sends_in_its_hello_fits_a_name_and_the_wire(argv, environ, says):
+    with pytest.raises(ConfigError) as caught:
+        to_config(parse("--speed", "0", *argv), environ=environ)
+    assert says in str(caught.value) and "s3cr3t" not in str(caught.value)
+    to_config(parse("--speed", "0", "--rdzv-id", "r" * 246, "--master-addr", "h" * 253), environ={})
