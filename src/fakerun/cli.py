@@ -369,6 +369,10 @@ class ClusterEnv:
 
 def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
     slurm_job = environ.get("SLURM_JOB_ID") or None
+    # Hashed (the seed, a Slurm job's token) before RunConfig checks the run id: text first.
+    for what, value in (("--rdzv-id", ns.rdzv_id), ("$SLURM_JOB_ID", slurm_job)):
+        if value is not None and not _is_text(value):
+            raise ConfigError(f"{what} {value!r}: not valid UTF-8")
     if ns.standalone:  # torchrun: one node, a free local port, whatever else is set
         return ClusterEnv(1, 0, "127.0.0.1", _master_port(None, 1, ns.start_time), False,
                           _first(ns.rdzv_id, slurm_job), ns.token or "")
@@ -399,6 +403,14 @@ def _token(ns: argparse.Namespace, environ: Mapping[str, str],
     if slurm_job:
         return tokens.slurm_token(slurm_job, environ), slurm_job
     return "", None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are no UTF-8, from argv or the environment
+        return False
+    return True
 
 
 def _first(*values: Any) -> Any:

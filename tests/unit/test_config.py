@@ -208,3 +208,12 @@ def test_what_every_rank_sends_in_its_hello_fits_a_name_and_the_wire(argv, envir
         to_config(parse("--speed", "0", *argv), environ=environ)
     assert says in str(caught.value) and "s3cr3t" not in str(caught.value)
     to_config(parse("--speed", "0", "--rdzv-id", "r" * 246, "--master-addr", "h" * 253), environ={})
+
+
+@pytest.mark.parametrize("argv,environ", [
+    (("--nnodes", "2", "--rdzv-id", "\udcff"), {}),  # the default seed hashed it: a traceback
+    ((), {"SLURM_JOB_ID": "\udcff", "SLURM_NNODES": "2"}),  # the token derived from it: a traceback
+])
+def test_a_job_id_not_in_text_is_refused_before_it_is_hashed(argv, environ):
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        to_config(parse("--speed", "0", *argv), environ=environ)
