@@ -162,12 +162,16 @@ FRAGMENTS = ("--seed 3", "--nproc 3", "--speed 1e-300", "--max-steps 9", "'unter
              "--token=abc", "--rdzv-id=../../up", "--standalone", "--scenario straggler", "--style hf",
              "--style nope", "--model Llama-3.1-8B", "--output rich", "--list-scenarios", "--help",
              "--version", "--tee 0", "--resume", "--funny", "=", "--seed=\udcff", "--max-restarts 2",
-             "--rdzv-endpoint localhost:0", "--nproc=", "--fail-step 1")
+             "--rdzv-endpoint localhost:0", "--nproc=", "--fail-step 1", "--log-dir=", "--output-dir=",
+             "--token=\udcff", "--scenario=/dev/null")
 
 
 @settings(PROPERTY, max_examples=12)
 @given(fragments=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=3))
 @example(fragments=["--nodes 2"])  # two agents, which must not read $FAKERUN_OPTS again
+# Found while probing; each was a traceback or a write in the wrong place.
+@example(fragments=["--log-dir="])  # Path(''): the run's logs in the working directory
+@example(fragments=["--token=\udcff"])  # UnicodeEncodeError in the ranks' hello
 @example(fragments=["--nnodes 2 --node-rank 1", "--token=abc"])  # a node whose node 0 never comes
 def test_any_fakerun_opts_run_or_are_refused_in_one_line(runner, fragments):
     cwd = _cwd(runner)
