@@ -172,7 +172,6 @@ FRAGMENTS = ("--seed 3", "--nproc 3", "--speed 1e-300", "--max-steps 9", "'unter
 # Found while probing; each was a traceback or a write in the wrong place.
 @example(fragments=["--log-dir="])  # Path(''): the run's logs in the working directory
 @example(fragments=["--token=\udcff"])  # UnicodeEncodeError in the ranks' hello
-@example(fragments=["--nnodes 2 --node-rank 1", "--token=abc"])  # a node whose node 0 never comes
 def test_any_fakerun_opts_run_or_are_refused_in_one_line(runner, fragments):
     cwd = _cwd(runner)
     opts = " ".join(fragments)
