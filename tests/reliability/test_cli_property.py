@@ -168,7 +168,7 @@ FRAGMENTS = ("--seed 3", "--nproc 3", "--speed 1e-300", "--max-steps 9", "'unter
 
 @settings(PROPERTY, max_examples=12)
 @given(fragments=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=3))
-@example(fragments=["--nodes 2"])  # two agents, which must not read $FAKERUN_OPTS again
+@example(fragments=["--nodes 2"])  # two agents, which must not read $FAKERUN_OPTS again (a guard)
 # Found while probing; each was a traceback or a write in the wrong place.
 @example(fragments=["--log-dir="])  # Path(''): the run's logs in the working directory
 @example(fragments=["--token=\udcff"])  # UnicodeEncodeError in the ranks' hello
@@ -192,10 +192,10 @@ SLURM_ENV = st.fixed_dictionaries({}, optional={k: st.sampled_from(v) for k, v i
 
 @settings(PROPERTY, max_examples=12)
 @given(slurm=SLURM_ENV)
-@example(slurm={"SLURM_JOB_ID": "9" * 300})  # the hello undecodable: the rendezvous waited 900 s
-@example(slurm={"SLURM_JOB_ID": "../../up", "SLURM_NNODES": "2"})  # a run id naming no directory
+@example(slurm={"SLURM_JOB_ID": "9" * 70000})  # the hello undecodable: the rendezvous waited 900 s
+@example(slurm={"SLURM_JOB_ID": "../../up", "SLURM_NNODES": "2"})  # a run id that names no directory (a guard)
 @example(slurm={"SLURM_JOB_ID": "\udcff", "SLURM_NNODES": "2"})  # hashed into the token: a traceback
-@example(slurm={"SLURM_JOB_ID": "12345", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[001-002]"})  # node 0
+@example(slurm={"SLURM_JOB_ID": "12345", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[001-002]"})  # node 0 (a guard)
 def test_any_slurm_variables_run_or_are_refused_in_one_line(runner, slurm):
     """The run id comes from $SLURM_JOB_ID here (the marker rides in the
     script's arguments); the per-user secret a Slurm job's token derives
