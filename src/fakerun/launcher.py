@@ -268,7 +268,7 @@ class Job:
                             str(self.config.output_dir) if self.config.output_dir else None, resumed)
         digest = self.config.digest() if self.topo.nnodes > 1 else ""
         job = JobIdentity(self.config.run_id, self.token, self.topo.world_size, self.topo.nnodes, digest,
-                          self.config.node_timeout_s)
+                          self.config.node_timeout_s, bounds=self.config.bounds)
         return Coordinator(job, self.config.collective_timeout_s, self.clock, timeline,
                            report_wall=not self.config.deterministic)
 

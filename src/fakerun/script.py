@@ -72,9 +72,9 @@ class Script:
 
     def _init(self) -> None:
         c, ident = self.comm, self.ident
-        c.barrier(tag="init_process_group", sim_s=1.5 + 0.1 * ident.world)
+        seconds = sim.init_seconds(ident)
+        c.barrier(tag="init_process_group", sim_s=seconds["init_process_group"])
         c.broadcast([float(ident.seed)], tag="broadcast_parameters", numel=sim.grad_numel(ident))
-        seconds = {"load_model": sim.load_seconds(ident), "load_tokenizer": 1.1, "load_dataset": 7.5}
         for stage in INIT_STAGES:
             self._sleep("init_stage")
             c.barrier(tag=stage, sim_s=seconds[stage])

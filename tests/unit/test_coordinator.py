@@ -8,8 +8,11 @@ from fakerun import events as ev
 from fakerun import protocol as p
 from fakerun.coordinator import Coordinator, JobIdentity, agent_identity, rank_identity
 from fakerun.script import TRAIN_STEP as TRAIN_STEP_TAG
+from fakerun.sim import Bounds
 
-JOB = JobIdentity("run-1", "secret", 3)
+# A plan's bounds (RunConfig.bounds), large enough for every message below.
+BOUNDS = Bounds(sim_s=3600.0, numel=10**6, power_w=700, memory_mib=81559, run_s=1e9)
+JOB = JobIdentity("run-1", "secret", 3, bounds=BOUNDS)
 
 
 def frame(msg) -> bytes:
@@ -52,7 +55,7 @@ def test_rendezvous_completes_when_the_world_is_there():
 def test_with_several_nodes_the_world_waits_for_every_agent_too():
     # Node 1's ranks may reach node 0 before node 1's agent does; were the
     # rendezvous announced then, that agent would never see its ranks start.
-    job = JobIdentity("run-1", "secret", 4, nnodes=2, digest="d")
+    job = JobIdentity("run-1", "secret", 4, nnodes=2, digest="d", bounds=BOUNDS)
     c = Coordinator(job, 5.0, lambda: 0.0)
     for r in range(4):
         early = c.handle(rank_identity(r), frame(p.Hello(r, r % 2, r // 2, 100 + r, "run-1", "secret", {})), 0.0)
@@ -199,7 +202,7 @@ def test_mislabelled_or_diverged_collectives_never_crash_the_timeline():
 
 
 def test_an_agent_that_stops_then_is_done_no_longer_holds_node_0():
-    job = JobIdentity("run-1", "secret", 4, nnodes=2, digest="d")
+    job = JobIdentity("run-1", "secret", 4, nnodes=2, digest="d", bounds=BOUNDS)
     c = Coordinator(job, 5.0, lambda: 0.0)
     c.handle(agent_identity(1), frame(p.AgentHello(1, 2, 9, "host-1", "run-1", "secret", "d")), 0.0)
     c.handle(agent_identity(1), frame(p.AgentReport(1, "stopping", "")), 0.1)
