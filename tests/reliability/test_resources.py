@@ -209,7 +209,7 @@ def fork():
         raise BlockingIOError(11, "Resource temporarily unavailable")
     return real()
 os.fork = fork
-from fakerun.cli import main
+from fakerun.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -9,8 +9,11 @@ from fakerun import protocol as p
 from fakerun.coordinator.core import Coordinator, JobSpec
 from fakerun.protocol.messages import agent_routing_id, rank_routing_id
 from fakerun.protocol.tags import TRAIN_STEP as TRAIN_STEP_TAG
+from fakerun.world.physics import Bounds
 
-JOB = JobSpec("run-1", "secret", 3)
+# A plan's bounds (RunConfig.bounds), large enough for every message below.
+BOUNDS = Bounds(sim_s=3600.0, numel=10**6, power_w=700, memory_mib=81559, run_s=1e9)
+JOB = JobSpec("run-1", "secret", 3, bounds=BOUNDS)
 
 
 def frame(msg) -> bytes:
@@ -53,7 +56,7 @@ def test_rendezvous_completes_when_the_world_is_there():
 def test_with_several_nodes_the_world_waits_for_every_agent_too():
     # Node 1's ranks may reach node 0 before node 1's agent does; were the
     # rendezvous announced then, that agent would never see its ranks start.
-    job = JobSpec("run-1", "secret", 4, nnodes=2, digest="d")
+    job = JobSpec("run-1", "secret", 4, nnodes=2, digest="d", bounds=BOUNDS)
     c = Coordinator(job, 5.0, lambda: 0.0)
     for r in range(4):
         early = c.handle(rank_routing_id(r), frame(p.Hello(r, r % 2, r // 2, 100 + r, "run-1", "secret", {})), 0.0)
@@ -200,7 +203,7 @@ def test_mislabelled_or_diverged_collectives_never_crash_the_timeline():
 
 
 def test_an_agent_that_stops_then_is_done_no_longer_holds_node_0():
-    job = JobSpec("run-1", "secret", 4, nnodes=2, digest="d")
+    job = JobSpec("run-1", "secret", 4, nnodes=2, digest="d", bounds=BOUNDS)
     c = Coordinator(job, 5.0, lambda: 0.0)
     c.handle(agent_routing_id(1), frame(p.AgentHello(1, 2, 9, "host-1", "run-1", "secret", "d")), 0.0)
     c.handle(agent_routing_id(1), frame(p.AgentReport(1, "stopping", "")), 0.1)

@@ -199,3 +199,14 @@ def test_stable_names_never_reuse_an_existing_directory(env, tmp_path):
     finally:
         first.remove()
         second.remove()
+
+
+def test_a_log_dir_that_cannot_be_made_is_one_error_and_leaves_nothing(env, tmp_path):
+    """Checked by the config, changed since (or a run id too long for a
+    name): the mkdir's OSError was a traceback, the private dir left."""
+    (tmp_path / "taken").write_text("a file where the log dir goes")
+    with pytest.raises(runtime.RuntimeDirError, match="Not a directory|File exists"):
+        RunDir.create("job", tmp_path / "taken" / "logs", environ=env)
+    with pytest.raises(runtime.RuntimeDirError, match="File name too long"):
+        RunDir.create("j" * 300, tmp_path, environ=env)
+    assert [p for p in runtime.runtime_dir(env).iterdir() if p.name.startswith("job-")] == []

@@ -68,3 +68,38 @@ def test_hub_ids_and_fine_tunes_map_to_a_known_shape(name, expect):
 def test_a_bad_value_is_a_one_line_usage_error():
     with pytest.raises(UsageError, match=r"^training script argument --max_steps 'abc': expected a whole number$"):
         config("train.py", "--max_steps", "abc")
+
+
+@pytest.mark.parametrize("argv,says", [
+    (("train.py", "--learning_rate", "nan"), "Invalid learning rate: nan (torch.optim.AdamW refuses it)"),
+    (("train.py", "--learning_rate", "-1"), "Invalid learning rate: -1.0"),
+    (("pretrain_gpt.py", "--lr", "1e400"), "--lr '1e400': expected a finite number"),
+    (("train.py", "--num_train_epochs", "inf"), "expected a finite number"),  # OverflowError in math.ceil
+    (("train.py", "--per_device_train_batch_size", "0"), "must be at least 1 (the script itself refuses it)"),
+    (("train.py", "--gradient_accumulation_steps", "-3"), "must be at least 1"),
+    (("pretrain_gpt.py", "--micro-batch-size", "0"), "must be at least 1"),
+    (("pretrain_gpt.py", "--num-layers", "9" * 400, "--hidden-size", "64"),  # OverflowError: int too large
+     "--num-layers '99999999999999999999...99999999': expected a whole number of at most 9223372036854775807"),
+])
+def test_what_the_script_itself_or_an_int64_refuses_is_one_line(argv, says):
+    with pytest.raises(UsageError, match="^training script argument ") as caught:
+        config(*argv)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["llama-0b", "llama-" + "9" * 400 + "b"])
+def test_a_size_no_model_has_names_the_family_s_first(name):
+    """`0b` divided by zero, 400 digits took the log of 0: no size said."""
+    model = scriptargs.read("train.py", ["--model_name_or_path", name]).asked.model
+    assert model.name == name and model.params == scriptargs.catalog.models()[0].params
+
+
+@pytest.mark.parametrize("argv,says", [
+    (("train.py", "--max_steps"), "training script argument --max_steps: expected one argument"),
+    (("train.py", "--learning_rate", "-inf"), "training script argument --learning_rate: expected one argument"),
+])
+def test_a_flag_without_its_value_is_one_line_as_the_script_s_parser_says(argv, says):
+    """It was argparse's usage block, as `__main__.py`, and exit 2."""
+    with pytest.raises(UsageError) as caught:
+        config(*argv)
+    assert str(caught.value) == f"{says} (the script's own parser refuses it)"

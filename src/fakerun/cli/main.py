@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fakerun.config import limits, tokens
+from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
-from fakerun.config.options import OUTPUTS, Fault, RunConfig, free_port, new_seed, parse_duration
+from fakerun.config.options import OUTPUTS, Fault, RunConfig, check_name, free_port, new_seed, parse_duration
 from fakerun.errors import ExitCode, UsageError
 from fakerun.version import __version__
-from fakerun.world import scenarios, styles
+from fakerun.world import scenarios as catalog
+from fakerun.world import styles
 from fakerun.world.topology import Topology
 
 OPTS_ENV = "FAKERUN_OPTS"
@@ -106,13 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="job id; becomes TORCHELASTIC_RUN_ID (default $SLURM_JOB_ID)")
     t.add_argument(*_options("--max-restarts"), dest="max_restarts", type=int, default=0,
                    metavar="K", help="restarts of a failed worker group (default 0)")
-    t.add_argument(*_options("--log-dir"), dest="log_dir", type=Path, default=None,
-                   metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout")
-    t.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+    t.add_argument(*_options("--log-dir"), dest="log_dir", type=_log_dir, default=None,
+                   metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout (as torchrun: "
+                                       "'' is none given, /dev/null keeps no log files)")
+    t.add_argument("--output-dir", type=_path, default=None, metavar="DIR",
                    help="write checkpoints there (checkpoint-<step>/, atomically)")
-    t.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+    t.add_argument("--resume", nargs="?", type=_resume, const="latest", default=None, metavar="PATH",
                    help="continue from the latest checkpoint in --output-dir, or from PATH")
-    t.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
+    t.add_argument("--metrics-file", type=_path, default=None, metavar="PATH",
                    help="training metrics as JSONL, a line per step/eval/event, never torn")
     f = p.add_argument_group("fakerun options")
     f.add_argument("--nodes", type=int, default=None, metavar="M",
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "Slurm, derived from the job id and your secret in "
                              "~/.config/fakerun/secret ($XDG_CONFIG_HOME), made on first use; else "
                              "node 0 makes one and prints it)")
-    secret.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+    secret.add_argument("--token-file", type=_path, default=None, metavar="PATH",
                         help="read the token from the first line of PATH, a file only you can read "
                              "(chmod 600)")
     f.add_argument("--node-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -178,6 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("training_script_args", nargs=argparse.REMAINDER,
                    help="arguments of the training script")
     return p
+
+
+def _path(text: str) -> Path:
+    """A path option's value: named, and in text (an empty one was the
+    working directory, which nobody names so)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    try:
+        check_name("", text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return Path(text)
+
+
+def _log_dir(text: str) -> Path | None:
+    """torchrun's --log-dir: '' is as if none were given (a temporary
+    directory), os.devnull keeps no log files (fakerun's rank logs then live
+    in the run directory, removed at the end, as without --log-dir)."""
+    return None if text in ("", os.devnull) else _path(text)
+
+
+def _resume(text: str) -> str:
+    return text if text == "latest" else str(_path(text))
 
 
 def _nproc(text: str) -> int:
@@ -322,6 +348,10 @@ class ClusterEnv:
 
 def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
     slurm_job = environ.get("SLURM_JOB_ID") or None
+    # Hashed (the seed, a Slurm job's token) before RunConfig checks the run id: text first.
+    for what, value in (("--rdzv-id", ns.rdzv_id), ("$SLURM_JOB_ID", slurm_job)):
+        if value is not None and not _is_text(value):
+            raise UsageError(f"{what} {value!r}: not valid UTF-8")
     if ns.standalone:  # torchrun: one node, a free local port, whatever else is set
         return ClusterEnv(1, 0, "127.0.0.1", _master_port(None, 1, ns.start_time), False,
                           _first(ns.rdzv_id, slurm_job), ns.token or "")
@@ -352,6 +382,14 @@ def _token(ns: argparse.Namespace, environ: Mapping[str, str],
     if slurm_job:
         return tokens.slurm_token(slurm_job, environ), slurm_job
     return "", None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are no UTF-8, from argv or the environment
+        return False
+    return True
 
 
 def _first(*values: Any) -> Any:
@@ -462,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(args)
     _warn_visible_token(parser, command_line)
     if ns.list_scenarios:
-        print(scenarios.listing())
+        print(catalog.listing())
         return 0
     try:
         if ns.nodes is not None:

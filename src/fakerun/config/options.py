@@ -21,6 +21,7 @@ from typing import Any
 from fakerun.errors import UsageError
 from fakerun.system.files import check_regular
 from fakerun.world.catalog import CatalogError
+from fakerun.world.clock import RUN_SPAN_S, YEAR_S
 from fakerun.world.identity import Asked
 from fakerun.world.styles import Style
 from fakerun.world.topology import Topology
@@ -36,6 +37,19 @@ MIN_SPEED, MAX_SPEED = 1e-3, 1e6
 # 6 MiB and 0.23 s at ten times it (and a hang before the first step at 1e13).
 MAX_STEPS = 1_000_000
 PID_MAX = 1 << 22  # Linux's largest kernel.pid_max
+# Strings every rank sends in its hello, so that they also fit a directory
+# name and the wire (a longer one made the hello undecodable: no rank could
+# join, a 900 s rendezvous wait). torchrun names a directory after the run id
+# (`<id>_<8 random>`, at most 255 bytes); a DNS host name has at most 253
+# characters (RFC 1035); a token is a line of a --token-file, read up to 4 KiB.
+MAX_RUN_ID, MAX_HOST, MAX_TOKEN = 246, 253, 4096
+# Tokens in one optimizer step (global batch x sequence). The largest batches
+# of real pretraining are 16M tokens (Llama 3 405B) to 63M (DeepSeek-V3);
+# 2^32 is 68 times that, and exactly what fakerun's largest job (2^17 ranks)
+# takes at the largest micro batch (8) and sequence (4096) it plans by itself.
+# Beyond it, `--gradient_accumulation_steps 99999999999` made each step a
+# simulated century, which the coordinator refused: a 600 s watchdog wait.
+MAX_TOKENS_PER_STEP = 1 << 32
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -136,10 +150,29 @@ class RunConfig:
             self._resume_run(self._find_checkpoint())
         if not self.run_id:
             object.__setattr__(self, "run_id", self._derive_run_id())
+        self._check_sent_text()
         if self.identity is None:
             object.__setattr__(self, "identity", self._build_identity())
             self._keep_model()
         self._check_fault()
+        self._check_plan()
+
+    def _check_sent_text(self) -> None:
+        for what, text, limit in (("--rdzv-id (or $SLURM_JOB_ID)", self.run_id, MAX_RUN_ID),
+                                  ("the master address (--master-addr, --rdzv-endpoint, $MASTER_ADDR or "
+                                   "$SLURM_JOB_NODELIST)", self.master_addr, MAX_HOST),
+                                  ("the token (--token, $FAKERUN_TOKEN)", self.token, MAX_TOKEN)):
+            shown = "" if what.startswith("the token") else " " + repr(
+                text if len(text) <= 40 else text[:20] + "..." + text[-8:])  # a secret is never shown
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise UsageError(f"{what}{shown}: not valid UTF-8") from None
+            if size > limit:
+                raise UsageError(f"{what}{shown}: {size} bytes, more than {limit}")
+        if "/" in self.run_id or self.run_id in (".", ".."):  # it names a directory under --log-dir
+            raise UsageError(f"--rdzv-id (or $SLURM_JOB_ID) {self.run_id!r}: a run id names a directory "
+                              "(no '/', not '.' or '..')")
 
     def _check_multinode(self) -> None:
         topo = self.topology
@@ -174,7 +207,11 @@ class RunConfig:
 
         if self.resume == "latest" and self.output_dir is None:
             raise UsageError("--resume without a path needs --output-dir (where the checkpoints are)")
-        return find(self.output_dir if self.resume == "latest" else Path(self.resume))
+        path = self.output_dir if self.resume == "latest" else Path(self.resume)
+        try:
+            return find(path)
+        except OSError as exc:  # a name too long for a stat
+            raise UsageError(f"--resume {_short(path)}: {exc.strerror}") from None
 
     def _resume_run(self, found: Any) -> None:
         """The checkpoint's run wins: its seed (the curve, data and total
@@ -222,6 +259,31 @@ class RunConfig:
         elif not 1 <= fault.step <= self.steps:
             raise UsageError(f"--fail-step must be in [1, {self.steps}], got {fault.step}")
 
+    def _check_plan(self) -> None:
+        """Figures no job could have are refused here, before any process
+        starts; whatever passes, the coordinator accepts (`bounds`). A micro
+        batch or sequence no GPU holds was refused by the identity's memory plan."""
+        h, ident = self.identity.hyper, self.identity
+        if h.tokens_per_step > MAX_TOKENS_PER_STEP:
+            raise UsageError(
+                f"{h.global_batch:,} sequences of {h.seq_len:,} tokens = {h.tokens_per_step:.3g} tokens per "
+                "optimizer step (the script's batch arguments): more than any real job takes (at most "
+                f"{MAX_TOKENS_PER_STEP:,}; the largest pretraining batches are 16M-63M)")
+        years = self.bounds.run_s / YEAR_S
+        if self.bounds.run_s > RUN_SPAN_S:
+            raise UsageError(
+                f"{self.steps:,} steps of {ident.model.name} on {ident.world} x {ident.gpu.name} would take "
+                f"{years:.3g} years of simulated time, past the calendar's end (at most "
+                f"{RUN_SPAN_S / YEAR_S:.0f}): fewer steps, a smaller batch or more GPUs")
+
+    @property
+    def bounds(self) -> Any:
+        """sim.Bounds: the largest figures a rank of this plan reports."""
+        from fakerun.world import physics as sim
+
+        slow = self.fault.param("factor") if self.fault is not None and self.fault.kind == "slow" else 1.0
+        return sim.bounds(self.identity, slow)
+
     @property
     def steps(self) -> int:
         return self.identity.hyper.total_steps
@@ -258,43 +320,95 @@ def _check_port(port: int) -> None:
         raise UsageError(f"--master-port must be in 1-65535, got {port}")
 
 
+def check_name(flag: str, path: Path | str) -> None:
+    """A path's name must be text: fakerun writes it into UTF-8 logs, JSON
+    and its messages between processes (a name in other bytes was a
+    UnicodeEncodeError there, after the ranks had started)."""
+    try:
+        os.fsdecode(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise UsageError(f"{flag} {shown}: the name is not valid UTF-8") from None
+
+
+def _short(path: Path) -> str:
+    """A path as messages show it: a name of thousands of bytes, abridged."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:80]}...{text[-30:]}"
+
+
 def _check_file_target(path: Path, flag: str) -> None:
     """A file we will (re)write: a regular file or none yet (a FIFO would
     hang the open), in an existing writable directory."""
-    if path.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory")
+    check_name(flag, path)
     try:
+        if path.is_dir():  # raises what lexists would swallow: a name too long
+            raise UsageError(f"{flag} {_short(path)}: is a directory")
         check_regular(path)
-    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop)
-        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
+    except OSError as exc:  # NotRegularFile; or stat's own error (a symlink loop, a name too long)
+        raise UsageError(f"{flag} {_short(path)}: {exc.strerror}") from None
     parent = path.parent
     if not parent.is_dir():
-        raise UsageError(f"{flag} {path}: {parent} is not a directory")
+        raise UsageError(f"{flag} {_short(path)}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{flag} {path}: not writable")
+        raise UsageError(f"{flag} {_short(path)}: not writable")
+
+
+# What fakerun makes under a --log-dir or --output-dir: torchrun's layout
+# (`<run id>_<8>/attempt_<n>/<local rank>/stderr.log`, the run id at most
+# MAX_RUN_ID bytes) or a checkpoint (`checkpoint-<step>.tmp-<pid>-<hex>/
+# model-00001-of-00002.safetensors`); the directory must leave room for it.
+DEPTH_RESERVE = 512
 
 
 def _check_writable_dir(path: Path, flag: str = "--log-dir") -> None:
     """The directory must exist or be creatable, and be writable by us."""
+    check_name(flag, path)
     probe = path
-    while not os.path.lexists(probe) and probe.parent != probe:  # a symlink counts as there
-        probe = probe.parent
     try:
+        while not _lexists(probe) and probe.parent != probe:  # a symlink counts as there
+            probe = probe.parent
         os.stat(probe)  # through symlinks: a dangling one is ENOENT, a loop ELOOP (mkdir: EEXIST)
     except OSError as exc:
         if exc.errno == errno.ENOENT and probe.is_symlink():
-            raise UsageError(f"{flag} {path}: {probe} is a symbolic link to {os.readlink(probe)}, "
+            raise UsageError(f"{flag} {_short(path)}: {probe} is a symbolic link to {os.readlink(probe)}, "
                               "which does not exist") from None
-        raise UsageError(f"{flag} {path}: {probe}: {exc.strerror}") from None
+        raise UsageError(f"{flag} {_short(path)}: {_short(probe)}: {exc.strerror}") from None
     if not probe.is_dir():
-        raise UsageError(f"{flag} {path}: {probe} is not a directory")
+        raise UsageError(f"{flag} {_short(path)}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {probe} is not writable")
+        raise UsageError(f"{flag} {_short(path)}: {probe} is not writable")
+    _check_length(path, probe, flag)
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
+        raise UsageError(f"{flag} {_short(path)}: cannot write there ({exc.strerror})") from None
+
+
+def _lexists(path: Path) -> bool:
+    """os.path.lexists, except that a name too long is an error, not absent
+    (it was taken for a directory still to make, and mkdir failed after the
+    checks, a traceback)."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise
+        return False
+    return True
+
+
+def _check_length(path: Path, probe: Path, flag: str) -> None:
+    """Each name still to make fits the file system, and the whole path
+    leaves room for what fakerun makes under it."""
+    name_max, path_max = os.pathconf(probe, "PC_NAME_MAX"), os.pathconf(probe, "PC_PATH_MAX")
+    too_long = f"{flag} {_short(path)}: {os.strerror(errno.ENAMETOOLONG)}"
+    if any(len(os.fsencode(part)) > name_max for part in path.parts):
+        raise UsageError(f"{too_long} (at most {name_max} bytes a name)")
+    if len(os.fsencode(os.path.abspath(path))) > path_max - DEPTH_RESERVE:
+        raise UsageError(f"{too_long} (at most {path_max - DEPTH_RESERVE} bytes, to leave room for the "
+                          f"{DEPTH_RESERVE} fakerun makes under it)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

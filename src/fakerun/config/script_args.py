@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from fakerun.errors import UsageError
 from fakerun.world import catalog
@@ -34,6 +35,19 @@ MEGATRON_FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query
                   "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval")
 MEGATRON_DEFAULTS = {"log-interval": "100"}
 SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
+# Every whole number here ends up a torch/NumPy int64 (a batch, a sequence, a
+# layer count); the script would fail on a larger one at its first tensor.
+# The bound also keeps every product the memory and time models take of them
+# (tokens = batch x sequence, parameters = 12 layers x hidden^2) a finite float.
+MAX_INT = 2**63 - 1
+# What the script itself refuses: torch.optim.AdamW (`if not 0.0 <= lr: raise
+# ValueError(f"Invalid learning rate: {lr}")`), the DataLoader (`batch_size
+# should be a positive integer value`), the Trainer (accumulation 0 divides by
+# zero in its steps per epoch), Megatron's validate_args (`assert
+# args.micro_batch_size > 0`, `assert args.global_batch_size > 0`).
+LEARNING_RATES = ("learning_rate", "lr")
+COUNTS = ("per_device_train_batch_size", "gradient_accumulation_steps", "micro-batch-size",
+          "global-batch-size")
 
 
 @dataclass(frozen=True)
@@ -58,11 +72,21 @@ def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
 
 def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...]) -> dict[str, str]:
     """The values of `flags` (`--flag value` or `--flag=value`); the rest is ignored."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = _Parser(add_help=False, allow_abbrev=False)
     for flag in flags:
         parser.add_argument(f"--{flag}", dest=flag)
     known, _ = parser.parse_known_args(list(args))
     return {k: v for k, v in vars(known).items() if v is not None}
+
+
+class _Parser(argparse.ArgumentParser):
+    """The script's own parser refuses a job flag without its value (`--max_steps`
+    last, or `--learning_rate -inf`, which looks like an option): so do we, in
+    one line, not argparse's usage block under the name `__main__.py`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ScriptArgsError(f"training script argument {message.removeprefix('argument ')} "
+                              "(the script's own parser refuses it)")
 
 
 def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:
@@ -123,10 +147,14 @@ def _family(name: str) -> str:
 
 
 def _size(name: str) -> float | None:
+    """The size a name says (`7b`, `125M`); None if none, or one no model has
+    (`0b`, or so many digits that it is no number: it was a ZeroDivisionError
+    or a math domain error in the nearest-size search)."""
     m = SIZE.search(name)
     if not m:
         return None
-    return float(m.group(1)) * (1e9 if m.group(2).lower() == "b" else 1e6)
+    size = float(m.group(1)) * (1e9 if m.group(2).lower() == "b" else 1e6)
+    return size if 0 < size < math.inf else None
 
 
 def _shape(layers: int, hidden: int, heads: int | None, groups: int | None, seq: int | None) -> catalog.Model:
@@ -145,11 +173,21 @@ def _number(v: dict[str, str], key: str, kind: type[int] | type[float]) -> float
     """A positive value, or None: unset, or the transformers way of unsetting (`--max_steps -1`)."""
     if key not in v:
         return None
+    shown = v[key] if len(v[key]) <= 40 else v[key][:20] + "..." + v[key][-8:]  # one readable line
+    said = f"training script argument --{key} {shown!r}"
     try:
         value = kind(v[key])
     except ValueError:
         what = "a whole number" if kind is int else "a number"
-        raise ScriptArgsError(f"training script argument --{key} {v[key]!r}: expected {what}") from None
+        raise ScriptArgsError(f"{said}: expected {what}") from None
+    if key in LEARNING_RATES and not value >= 0:  # also NaN
+        raise ScriptArgsError(f"{said}: Invalid learning rate: {value} (torch.optim.AdamW refuses it)")
+    if key in COUNTS and value <= 0:
+        raise ScriptArgsError(f"{said}: must be at least 1 (the script itself refuses it)")
+    if kind is int and not -MAX_INT <= value <= MAX_INT:
+        raise ScriptArgsError(f"{said}: expected a whole number of at most {MAX_INT} (an int64)")
+    if not math.isfinite(value):  # the Trainer's math.ceil(epochs) raises on it; no run has it
+        raise ScriptArgsError(f"{said}: expected a finite number")
     return value if value > 0 else None
 
 

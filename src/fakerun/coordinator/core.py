@@ -39,6 +39,7 @@ from fakerun.protocol import (
     rank_routing_id,
     tags,
 )
+from fakerun.world.physics import Bounds
 from fakerun.world.topology import Topology
 
 
@@ -50,6 +51,9 @@ class JobSpec:
     nnodes: int = 1
     digest: str = ""  # RunConfig.digest(): what every node's agent must agree on
     node_timeout_s: float = 30.0  # an agent silent this long is lost
+    # RunConfig.bounds: the largest figures a rank of this plan reports (the
+    # plan refused before the launch what no job could have); beyond: no rank of ours.
+    bounds: Bounds = field(kw_only=True)
 
 
 @dataclass
@@ -119,7 +123,7 @@ class Coordinator:
         if isinstance(msg, Output):
             return self._output(rank, msg)
         if isinstance(msg, Telemetry):
-            if not _plausible(msg):
+            if not _plausible(msg, self.job.bounds):
                 return self.reject("out-of-range", peer)
             if self.timeline is not None:
                 self.timeline.on_telemetry(msg)
@@ -232,7 +236,8 @@ class Coordinator:
         if msg.op not in tags.OPS or (msg.op == "all_reduce" and msg.reduce_op not in tags.REDUCE_OPS) \
                 or msg.root not in self.world:
             return self.reject("bad-op", rank_routing_id(rank))
-        if not 0.0 <= msg.sim_s <= MAX_SIM_S or not 0 <= msg.numel <= MAX_NUMEL:  # also rejects NaN
+        bounds = self.job.bounds
+        if not 0.0 <= msg.sim_s <= bounds.sim_s or not 0 <= msg.numel <= bounds.numel:  # also rejects NaN
             return self.reject("out-of-range", rank_routing_id(rank))
         if self.lost and self.topology.node_of(rank) not in self.lost:
             return self._abort_for_peer(msg.comm, [rank], Fingerprint.of(msg))
@@ -394,13 +399,10 @@ class Coordinator:
         return ev.RankOutput(msg.rank, msg.stream, list(msg.lines))
 
 
-MAX_SIM_S = 7 * 24 * 3600.0  # a simulated week of work between two collectives
-MAX_NUMEL = 1 << 50
-
-
-def _plausible(t: Telemetry) -> bool:
-    return 0 <= t.util <= 100 and 0 <= t.temp_c <= 150 and 0 <= t.power_w <= 5000 \
-        and 0 <= t.mem_used_mib <= 1 << 24 and t.step >= 0
+def _plausible(t: Telemetry, bounds: Bounds) -> bool:
+    """Percentages, a temperature short of any GPU's shutdown, and the plan's GPU."""
+    return 0 <= t.util <= 100 and 0 <= t.temp_c <= 150 and 0 <= t.power_w <= bounds.power_w \
+        and 0 <= t.mem_used_mib <= bounds.memory_mib and t.step >= 0
 
 
 def _printable(peer: bytes) -> str:

@@ -73,7 +73,8 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     timeline = Timeline(config.identity, clock, deadline, monotonic,
                         str(config.output_dir) if config.output_dir else None, resumed)
     digest = config.digest() if topo.nnodes > 1 else ""
-    job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s)
+    job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
+                  bounds=config.bounds)
     return Coordinator(job, config.collective_timeout_s, clock, timeline,
                        report_wall=not config.deterministic)
 

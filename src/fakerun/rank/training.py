@@ -62,9 +62,9 @@ class Script:
 
     def _init(self) -> None:
         c, ident = self.comm, self.ident
-        c.barrier(tag=tags.INIT_PROCESS_GROUP, sim_s=1.5 + 0.1 * ident.world)
+        seconds = sim.init_seconds(ident)
+        c.barrier(tag=tags.INIT_PROCESS_GROUP, sim_s=seconds[tags.INIT_PROCESS_GROUP])
         c.broadcast([float(ident.seed)], tag=tags.BROADCAST_PARAMETERS, numel=sim.grad_numel(ident))
-        seconds = {tags.LOAD_MODEL: sim.load_seconds(ident), tags.LOAD_TOKENIZER: 1.1, tags.LOAD_DATASET: 7.5}
         for stage in tags.INIT_STAGES:
             self._sleep("init_stage")
             c.barrier(tag=stage, sim_s=seconds[stage])

@@ -50,12 +50,18 @@ class RunDir:
         except BaseException:
             shutil.rmtree(private, ignore_errors=True)
             raise
-        if log_dir is None:
-            logs = private / "logs"
-            logs.mkdir()
-        else:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            logs = _make(log_dir, f"{run_id}_", stable)
+        try:
+            if log_dir is None:
+                logs = private / "logs"
+                logs.mkdir()
+            else:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                logs = _make(log_dir, f"{run_id}_", stable)
+        except OSError as exc:  # checked before (config), changed since: one line, nothing left
+            shutil.rmtree(private, ignore_errors=True)
+            if socket_dir is not None:
+                shutil.rmtree(socket_dir, ignore_errors=True)
+            raise runtime.RuntimeDirError(f"--log-dir {log_dir}: {exc.strerror or exc}") from None
         return cls(private, logs, socket_dir)
 
     def endpoint(self) -> str:

@@ -28,6 +28,10 @@ class VirtualClock:
 # and every stamp it prints must stay a date datetime can show (year 9999 at
 # most): 9999-12-31 failed in the launcher after the ranks were forked.
 FIRST_YEAR, LAST_YEAR = 1970, 8999
+# So one run may last as long as the calendar has left after the latest start:
+# from the end of LAST_YEAR to datetime's last day (999 years).
+RUN_SPAN_S = (datetime(9999, 12, 31, tzinfo=UTC) - datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)).total_seconds()
+YEAR_S = 365.25 * 86400
 
 
 def parse_start(text: str) -> tuple[float, tzinfo]:

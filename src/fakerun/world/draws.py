@@ -14,6 +14,11 @@ def rng(seed: int, *purpose: object) -> random.Random:
     return random.Random(":".join(str(p) for p in (seed, *purpose)))
 
 
+# The largest |gauss| can draw: u1 is at least 2^-64 and |cos| at most 1 (the
+# same expression as the draw's, so a bound built on it holds to the last bit).
+GAUSS_MAX = math.sqrt(-2.0 * math.log(1 / 2**64))
+
+
 def gauss(seed: int, *purpose: object) -> float:
     """A standard normal draw keyed by (seed, purpose): Box-Muller over a
     BLAKE2b hash, ~10x cheaper than seeding a Random per draw (every rank

@@ -104,17 +104,15 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     world = nnodes * nproc
     fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
-        _pick(r, _gpus_for(fixed, nproc, world), funny)
+        _pick(r, _gpus_for(fixed, nproc, world, asked), funny)
     candidates = [fixed] if fixed else _pool(r, catalog.models(), funny)
-    fits = _fitting(candidates, chosen_gpu, nproc, world)
+    fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
     if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
-        chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world)]
+        chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked)]
                               or catalog.gpus())
-        fits = _fitting(candidates, chosen_gpu, nproc, world)
+        fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
     if not fits:
-        what = candidates[0].name if fixed else "any model"
-        raise CatalogError(f"{what} does not fit on {world} x {chosen_gpu.name} "
-                           f"({chosen_gpu.memory_mib // 1024} GiB each); add GPUs or pick a smaller one")
+        raise CatalogError(_no_fit(fixed, candidates, chosen_gpu, nproc, world, asked))
     chosen, parallel, micro = fits[0] if fixed else r.choice(fits)
     steps = total_steps or r.randrange(400, 801, 10)
     return Identity(
@@ -124,18 +122,37 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
 
 
-def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int) -> list[tuple[Model, Parallelism, int]]:
+def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int,
+             asked: Asked) -> list[tuple[Model, Parallelism, int]]:
     """Each model that fits, with its least sharding and largest micro batch."""
-    return [(m, p, mb) for m in models if (plan := plan_memory(m, gpu, nproc, world)) for p, mb in [plan]]
+    return [(m, p, mb) for m in models if (plan := _plan(m, gpu, nproc, world, asked)) for p, mb in [plan]]
 
 
-def _gpus_for(model: Model | None, nproc: int, world: int) -> tuple[Gpu, ...]:
+def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> tuple[Parallelism, int] | None:
+    return plan_memory(model, gpu, nproc, world, asked.micro_batch, asked.seq_len)
+
+
+def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked) -> tuple[Gpu, ...]:
     """The GPUs to draw from: for a model the job names, those it fits on
     (else all of them, and the error below names the shortfall)."""
     gpus = catalog.gpus()
     if model is None:
         return gpus
-    return tuple(g for g in gpus if plan_memory(model, g, nproc, world)) or gpus
+    return tuple(g for g in gpus if _plan(model, g, nproc, world, asked)) or gpus
+
+
+def _no_fit(fixed: Model | None, candidates: list[Model], gpu: Gpu, nproc: int, world: int,
+            asked: Asked) -> str:
+    where = f"{world} x {gpu.name} ({gpu.memory_mib // 1024} GiB each)"
+    if (asked.micro_batch or asked.seq_len) and _fitting(candidates, gpu, nproc, world, Asked()):
+        # The model fits; the batch the job asks for does not, however sharded.
+        model = candidates[0]
+        micro, seq = asked.micro_batch or 1, asked.seq_len or min(model.context, 4096)
+        return (f"a micro batch of {micro} x {seq} tokens does not fit on {where} with "
+                f"{model.name if fixed else 'any model'}, however sharded: a real job runs out of CUDA "
+                "memory at its first step; lower the batch size or the sequence length")
+    what = candidates[0].name if fixed else "any model"
+    return f"{what} does not fit on {where}; add GPUs or pick a smaller one"
 
 
 def _dataset(drawn: Dataset, asked: Asked) -> Dataset:

@@ -22,17 +22,23 @@ class Parallelism:
     zero: int
 
 
-def plan_memory(model: Model, gpu: Gpu, nproc: int, world: int) -> tuple[Parallelism, int] | None:
-    """The least sharding (then the largest micro batch) that fits the GPU."""
+def plan_memory(model: Model, gpu: Gpu, nproc: int, world: int, micro: int | None = None,
+                seq: int | None = None) -> tuple[Parallelism, int] | None:
+    """The least sharding (then the largest micro batch) that fits the GPU. A
+    micro batch or sequence length the job's arguments fix must fit as it is:
+    a real job with more than its GPUs hold runs out of CUDA memory at its
+    first step (so does ours, as no job: None)."""
     capacity = gpu.memory_mib * 1024 * 1024 * MEMORY_HEADROOM
+    micros = (micro,) if micro else (8, 4, 2, 1)
+    seq = seq or min(model.context, 4096)
     for tp in (t for t in (1, 2, 4, 8) if t <= nproc and nproc % t == 0):
         for pp in (p for p in (1, 2, 4, 8) if world % (tp * p) == 0 and p <= model.layers):
             dp = world // (tp * pp)
             for zero in (1, 2, 3):
-                for micro in (8, 4, 2, 1):
+                for mb in micros:
                     par = Parallelism(tp, pp, dp, zero)
-                    if peak_bytes(model, par, micro, min(model.context, 4096), stage=0) < capacity:
-                        return par, micro
+                    if peak_bytes(model, par, mb, seq, stage=0) < capacity:
+                        return par, mb
     return None
 
 

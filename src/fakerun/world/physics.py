@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fakerun.world.draws import gauss, rng
+from fakerun.world.draws import GAUSS_MAX, gauss, rng
 from fakerun.world.memory import activation_bytes, state_bytes
 
 if TYPE_CHECKING:
@@ -154,8 +154,17 @@ def flops_per_step(ident: Identity) -> float:
 
 def compute_seconds(ident: Identity, step: int) -> float:
     """Step time = 6 N T / (GPUs x peak x MFU)."""
+    return _step_seconds(ident, mfu(ident, step))
+
+
+def _step_seconds(ident: Identity, mfu_now: float) -> float:
     peak = ident.gpu.bf16_tflops * 1e12
-    return flops_per_step(ident) / (ident.world * peak * mfu(ident, step))
+    return flops_per_step(ident) / (ident.world * peak * mfu_now)
+
+
+def slowest_step_seconds(ident: Identity) -> float:
+    """compute_seconds at its largest: the MFU's jitter at its lowest."""
+    return _step_seconds(ident, ident.mfu * math.exp(0.025 * -GAUSS_MAX))
 
 
 def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
@@ -259,9 +268,46 @@ def eval_seconds(ident: Identity) -> float:
     return ident.hyper.eval_batches * forward_only
 
 
+def init_seconds(ident: Identity) -> dict[str, float]:
+    """Each start-up stage's simulated work, by its collective's tag."""
+    return {"init_process_group": 1.5 + 0.1 * ident.world, "load_model": load_seconds(ident),
+            "load_tokenizer": 1.1, "load_dataset": 7.5}
+
+
 def load_seconds(ident: Identity) -> float:
     return 2.0 * ident.model.params / 3e9 + 4.0
 
 
 def export_seconds(ident: Identity) -> float:
     return 2.0 * ident.model.params / 1.5e9 + 2.0
+
+
+# -- the plan's bounds ---------------------------------------------------------
+# Floats computed in another order (the straggler's factor, a sum) may land a
+# rounding away from the bound: a margin far below any figure shown.
+ROUNDING = 1 + 1e-9
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The largest figures a rank of this run reports, derived from its plan
+    (one source of truth): the coordinator refuses anything beyond them, and
+    the run's configuration refuses a plan whose figures no job could have."""
+
+    sim_s: float  # simulated seconds of work a rank reports before one collective
+    numel: int  # elements of one collective's simulated tensor
+    power_w: int  # nvidia-smi's power draw, never above the cap
+    memory_mib: int  # and memory used, never above the GPU's
+    run_s: float  # the whole run's simulated time, at most
+
+
+def bounds(ident: Identity, slow: float = 1.0) -> Bounds:
+    """`slow`: the straggler's factor on its steps (scenario `slow`), else 1."""
+    step = slowest_step_seconds(ident) * slow
+    phases = {"validation": eval_seconds(ident), "checkpoint": checkpoint_seconds(ident),
+              "export": export_seconds(ident)}
+    h, sync = ident.hyper, allreduce_seconds(ident, grad_numel(ident))
+    run = (sum(init_seconds(ident).values()) + sync + h.total_steps * (step + sync)
+           + (h.epochs + 1) * (phases["validation"] + phases["checkpoint"]) + phases["export"])
+    return Bounds(max(step, *phases.values(), *init_seconds(ident).values()) * ROUNDING, grad_numel(ident),
+                  ident.gpu.power_cap_w, ident.gpu.memory_mib, run * ROUNDING)
