@@ -62,3 +62,32 @@ def _connect(ctx: zmq.Context, endpoint: str, identity: bytes) -> zmq.Socket:
     sock.setsockopt(zmq.LINGER, 2000)
     sock.connect(endpoint)
     return sock
+
+
+def test_a_peer_gone_during_its_handshake_is_not_a_refused_one(tmp_path):
+    """A rank killed before its handshake finished (a job stopped as it
+    starts) broke no protocol: it is not counted as a peer refused in the
+    handshake (it was, as `handshake`, one run in five of a full disk)."""
+    import socket
+    import time
+
+    from fakerun.protocol.transport import RouterSocket
+
+    ctx = zmq.Context()
+    path = tmp_path / "c.sock"
+    router = RouterSocket(ctx, [f"ipc://{path}"])
+    try:
+        greeting = b"\xff" + b"\x00" * 7 + b"\x01\x7f\x03\x00NULL"  # ZMTP 3.0's, cut short
+        for cut in (0, 10, len(greeting)):
+            with socket.socket(socket.AF_UNIX) as peer:
+                peer.connect(str(path))
+                peer.sendall(greeting[:cut])
+        deadline = time.monotonic() + 1.0  # the monitor's events, were there any, come within it
+        refused = 0
+        while time.monotonic() < deadline:
+            refused += router.refused()
+            time.sleep(0.05)
+        assert refused == 0
+    finally:
+        router.close()
+        ctx.destroy(linger=0)

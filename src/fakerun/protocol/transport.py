@@ -25,8 +25,11 @@ EVENTS = int(zmq.EVENTS)
 RCVMORE = int(zmq.RCVMORE)
 POLLIN = int(zmq.POLLIN)
 PEER_QUEUE = 100  # messages
-HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+# A refused peer: one that broke ZMTP or CurveZMQ (PROTOCOL) or whose key the
+# ZAP handler turned away (AUTH). Not NO_DETAIL, libzmq's errno from the
+# connection itself: a rank killed before its handshake finished (a job
+# stopped as it starts) is no hostile peer.
+HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 # The compiled send itself: zmq.Socket.send is a Python override adding
 # routing_id/group handling (draft sockets) that ROUTER and DEALER never use,
 # and it doubled the cost of each of the 2N sends that release a collective.
