@@ -1,8 +1,9 @@
 """--style deepspeed: a deepspeed.initialize script under torchrun. A golden
 log, every line the style prints matched against DeepSpeed's real formats
-(reference/log-formats.md §5), who prints what, the printed losses equal to
-the JSONL stream's, the fp16 loss scaler's skips, each pinned version's
-logging sites, and failures through DeepSpeed's frames."""
+(deepspeedai/DeepSpeed v0.14.4 deepspeed/utils/logging.py and the logging
+calls data/style-deepspeed.toml lists), who prints what, the printed losses
+equal to the JSONL stream's, the fp16 loss scaler's skips, each pinned
+version's logging sites, and failures through DeepSpeed's frames."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """--style lightning: a LightningModule's Trainer.fit under torchrun. A golden
 log, every script line matched against Lightning's formats
-(reference/log-formats.md §9), Lightning's who-prints and streams, the losses
-in the progress bar equal to the JSONL stream's (to the bar's 3 significant
-digits), each pinned version's differences, and an OOM through Lightning's frames."""
+(Lightning-AI/pytorch-lightning 2.5.0 src/lightning/pytorch/callbacks/
+progress/tqdm_progress.py and the lines fakerun.render.styles.lightning
+cites), Lightning's who-prints and streams, the losses in the progress bar
+equal to the JSONL stream's (to the bar's 3 significant digits), each pinned
+version's differences, and an OOM through Lightning's frames."""
 
 from __future__ import annotations
 

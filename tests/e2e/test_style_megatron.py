@@ -1,7 +1,8 @@
 """--style megatron: Megatron-LM's pretrain_gpt.py under torchrun. A golden
-log, every script line matched against Megatron's formats
-(reference/log-formats.md §6), Megatron's who-prints, the losses printed
-equal to the JSONL stream's, and each pinned version's differences."""
+log, every script line matched against Megatron's formats (NVIDIA/Megatron-LM
+core_v0.10.0 megatron/training/training.py, utils.py, checkpointing.py),
+Megatron's who-prints, the losses printed equal to the JSONL stream's, and
+each pinned version's differences."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """--style: the same run in another framework's conventions. A golden log per
-style and version, every line of it matched against the real formats
-(reference/log-formats.md), and the losses it prints equal to the JSONL
-stream's."""
+style and version, every line of it matched against the real formats (the
+frameworks' own sources at the pinned versions, as each style's module in
+fakerun.render.styles cites them), and the losses it prints equal to the
+JSONL stream's."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def snapshot(gpus: list[GpuRow], driver: str = "535.183.01", cuda: str = "12.2",
 
 # -- the table ------------------------------------------------------------------
 def test_535_layout_matches_the_reference_8xh100_example_char_for_char():
-    # log-formats.md §3.3: 8 x H100 training, driver 535.183.01.
+    # 8 x H100 training on driver 535.183.01, composed on the 535 layout of real outputs: the
+    # 535.183.01 header of Syllo/nvtop#335, H100 rows of NVIDIA/dcgm-exporter#512 (535.129.03).
     buses = ["18", "2A", "3A", "5D", "9A", "AB", "BA", "DB"]
     temps = [41, 36, 35, 40, 42, 36, 38, 35]
     powers = [598, 574, 569, 611, 604, 581, 590, 566]
@@ -49,7 +50,8 @@ def test_535_layout_matches_the_reference_8xh100_example_char_for_char():
 
 
 def test_550_layout_gpu_block_matches_the_reference():
-    # log-formats.md §3.3: "550 layout of one GPU block (real, driver 570.158.01)".
+    # One GPU block in the 550 layout, which 570 keeps: compare the H100 blocks of wilicc/gpu-burn#114
+    # (550.90.07) and the GH200 block of sgawe11/rag-on-gh200 README.md (570.133.20).
     lines = table(snapshot([gpu(0, bus="04", util=93, used=74953, temp=51, power=495)],
                            driver="570.158.01", cuda="12.8"), NOW)
     assert lines[8:12] == [
@@ -64,13 +66,15 @@ def test_550_header_processes_and_left_truncated_process_name():
     lines = table(snapshot([gpu(0, pid=4242, used=1000)], driver="550.127.05", cuda="12.4",
                            process="/home/ml/miniconda3/envs/pytorch/bin/python"), NOW)
     assert {len(line) for line in lines[1:]} == {91}
-    # §3.1's template for the version line, §3.3's processes header for 550-570.
+    # The version line of 550-570.0xx as in Frogging-Family/nvidia-all#212 (550.40.07) and
+    # slackr31337/wyoming-piper-gpu#20 (550.135); the processes header is the r550 layout's.
     assert lines[2] == f"| NVIDIA-SMI {'550.127.05':<22} Driver Version: {'550.127.05':<14} CUDA Version: {'12.4':<9}|"
     assert lines[3].startswith("|---") and lines[12] == " " * 91
     assert lines[15:17] == [
         "|  GPU   GI   CI        PID   Type   Process name                              GPU Memory |",
         "|        ID   ID                                                               Usage      |"]
-    # §3.2: long paths keep their end behind "..."; a process uses 8 MiB less than its GPU.
+    # Long paths keep their end behind "..." (as in XuehaiPan/nvitop#152); a process uses 8 MiB less
+    # than its GPU (fakerun's driver_reserved_mib).
     assert lines[18] == f"| {0:>4}   N/A  N/A {4242:>9} {'C':>6}   {'.../miniconda3/envs/pytorch/bin/python':<42}{'992MiB':>10} |"
 
 
@@ -89,7 +93,8 @@ def test_580_layout_draws_the_rule_with_plus_and_a_wide_pid_column():
 
 
 def test_old_layout_matches_the_reference_525_a100_lines():
-    # log-formats.md §3.1: real lines from a 525.105.17 A100 node, no process.
+    # The header of a real 525.105.17 table (Wan-Video/Wan2.1#5) and the A100 rows of a real
+    # 515.65.01 node in the same layout (mrnorman/miniWeather#12), no process.
     a100 = gpu(0, name="NVIDIA A100-SXM4-40GB", bus="03", util=0, used=0, total=40960, temp=28,
                power=52, cap=400)
     lines = table(snapshot([a100], driver="525.105.17", cuda="12.0"), NOW)

@@ -1,5 +1,8 @@
-"""The deepspeed renderer's exact strings, against the example lines of
-reference/log-formats.md §5 and the formats read from DeepSpeed's sources."""
+"""The deepspeed renderer's exact strings, against lines in the formats of
+deepspeedai/DeepSpeed v0.14.4 (deepspeed/utils/logging.py's logger and
+log_dist, deepspeed/utils/timer.py's throughput line, deepspeed/runtime/
+utils.py's see_memory_usage, deepspeed/runtime/config.py's print) and the
+other pinned tags."""
 
 from __future__ import annotations
 
@@ -53,7 +56,8 @@ def test_see_memory_usage_figures_as_in_the_reference():
 
 
 def test_the_throughput_timer_line_as_in_the_reference():
-    # The reference's 27.498614098766253 is no double's repr; its neighbour ...254 is.
+    # The timer prints the figures' repr (v0.14.4 deepspeed/utils/timer.py): 27.498614098766253
+    # is no double's repr, its neighbour ...254 is.
     assert timer_text(10, 40, 27.498614098766254, 27.61307466592154, 15.82 * GIB, 41.37 * GIB) == (
         "epoch=0/micro_step=40/global_step=10, RunningAvgSamplesPerSec=27.498614098766254, "
         "CurrSamplesPerSec=27.61307466592154, MemAllocated=15.82GB, MaxMemAllocated=41.37GB")

@@ -1,6 +1,8 @@
-"""--style lightning's exact strings: reference/log-formats.md §9's example
-lines, Lightning's own docstring examples, and the renderer's streams and
-ranks on a hand-made event sequence."""
+"""--style lightning's exact strings: bar lines made by tqdm's format_meter
+with Lightning 2.5.0's TQDMProgressBar.BAR_FORMAT and Tqdm.format_num
+(Lightning-AI/pytorch-lightning src/lightning/pytorch/callbacks/progress/
+tqdm_progress.py), Lightning's own docstring examples, and the renderer's
+streams and ranks on a hand-made event sequence."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ BAR_DICT = {"noinv": True}  # Lightning's BAR_FORMAT shows {rate_noinv_fmt}
 
 
 def test_the_reference_bar_lines():
-    # §9's lines, made by tqdm 4.70.1's format_meter with Lightning's BAR_FORMAT.
+    # What tqdm 4.70.1's format_meter makes of these with Lightning's BAR_FORMAT and Tqdm.format_num.
     assert format_meter(2, 2, 1.234, 2 / 1.234, prefix="Sanity Checking DataLoader 0", **BAR_DICT) == \
         "Sanity Checking DataLoader 0: 100%|██████████| 2/2 [00:01<00:00,  1.62it/s]"
     assert format_meter(450, 1000, 30.61, 450 / 30.61, prefix="Epoch 0",

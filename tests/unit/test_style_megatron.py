@@ -1,5 +1,8 @@
-"""The megatron renderer's exact strings, against the reference's example
-lines (reference/log-formats.md §6) and real Megatron logs, and who prints
+"""The megatron renderer's exact strings, against lines composed from
+NVIDIA/Megatron-LM core_v0.10.0's formats (megatron/training/training.py:
+training_log, evaluate_and_print_results; megatron/training/utils.py:
+report_memory; megatron/training/checkpointing.py: save_checkpoint;
+megatron/core/timers.py: Timers.log) and real Megatron logs, and who prints
 them when the run is split over tensor and pipeline parallelism."""
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ T0 = 1732219121.0  # 2024-11-21 19:58:41 UTC
 
 
 def test_the_iteration_line_of_the_reference():
-    # §6.1 "Composed bf16 line with throughput".
+    # Composed from training_log's format (core_v0.10.0 megatron/training/training.py):
+    # bf16 (loss scale 1.0), with --log-throughput.
     line = iteration_line(Iteration("2024-11-21 20:05:41", 100, 500000, 102400, 9418.3, 431.7, 3e-05, 1024,
                                     6.714305, 1.482))
     assert line == (" [2024-11-21 20:05:41] iteration      100/  500000 | consumed samples:       102400 | "

@@ -9,8 +9,9 @@ from fakerun.world import styles
 
 
 def test_tqdm_meter_matches_the_reference_lines():
-    # reference/log-formats.md §7.5, tqdm.format_meter's defaults with a 10-char bar. The
-    # reference shows ▌ at 548/1218; tqdm's Bar computes divmod(int(0.4499 * 10 * 8), 8) = (4, 3): ▍.
+    # tqdm.format_meter's defaults with a 10-char bar (tqdm/tqdm v4.69.1 tqdm/std.py; the same
+    # strings from tqdm 4.70.1's): Bar.__format__ computes divmod(int(0.4499 * 10 * 8), 8) = (4, 3),
+    # so 548/1218 draws ▍, not ▌.
     assert meter(548, 1218, 5530, 6761, 10.09) == " 45%|████▍     | 548/1218 [1:32:10<1:52:41, 10.09s/it]"
     assert meter(2, 1000, 3, 1746, 1.75) == "  0%|          | 2/1000 [00:03<29:06,  1.75s/it]"
     assert meter(1218, 1218, 12345, 0, 10.14) == "100%|██████████| 1218/1218 [3:25:45<00:00, 10.14s/it]"

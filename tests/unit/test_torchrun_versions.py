@@ -1,10 +1,13 @@
 """torchrun's own lines follow the run's torch (identity.versions.torch): each
 version's file:line, logger prefix, traceback frames and ChildFailedError box.
 
-Expected texts are those of real logs of each version (reference/log-formats.md
-§8, and torchrun logs posted on GitHub: 2.3 on CPython 3.10, 2.4 and 2.5 on
-3.11, 2.9 on 3.12), with their install paths replaced by the simulated
-cluster's. Numbers no posted log shows were read from that version's wheel."""
+Expected texts are those of each version's sources (pytorch/pytorch v2.3.1,
+v2.4.1, v2.5.1, v2.9.1: torch/distributed/run.py, launcher/api.py,
+elastic/{agent/server,multiprocessing,metrics}/api.py,
+elastic/multiprocessing/errors/__init__.py and torch/_logging/_internal.py,
+as each version's wheel ships them) and of torchrun logs posted on GitHub
+(2.3 on CPython 3.10, 2.4 and 2.5 on 3.11, 2.9 on 3.12), with their install
+paths replaced by the simulated cluster's."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """The local worker group: forked rank processes, supervised with psutil.
 
-Ranks are forked, not exec'd: on this 2-core machine fork takes ~0.03 s for
-8 ranks against ~0.4 s for fresh interpreters (reference/measured-limits.md),
-which is what lets the first rank line appear within 0.4 s. The first group
-is forked before the launcher creates its zmq Context or any thread.
+Ranks are forked, not exec'd: on a 2-core machine forking 8 ranks from a
+process that has imported fakerun takes 0.02-0.04 s, against 0.3-0.4 s for 8
+fresh `python -c "import zmq, msgpack"` interpreters (bench/bench.py's
+start-up floor), which is what lets the first rank line appear within 0.4 s
+(bench/bench.py measures that start-up). The first group is forked before
+the launcher creates its zmq Context or any thread.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 bar, step, loss, throughput, ETA, one status strip per node) that is erased
 at exit.
 
-Costs decide the design (reference/measured-limits.md): a rich print costs
-~0.5 ms a line, so scrollback goes out as plain writes with an ANSI-coloured
-prefix; the footer is rendered by rich at most `FPS` times a second, from the
-main loop (no Live thread, so nothing runs when ranks are forked), and
+Costs decide the design. A rich print costs ~0.5 ms a line (measured on a
+2-core machine: Console.print of a 150-character log line, with its default
+markup and highlighting, 0.47 ms; without them 0.08 ms; a plain write
+0.2 µs), so scrollback goes out as plain writes with an ANSI-coloured
+prefix; the footer is rendered by rich at most `FPS` times a second, from
+the main loop (no Live thread, so nothing runs when ranks are forked), and
 redrawn from a cached string in between.
 """
 

@@ -1,8 +1,12 @@
 """`--style deepspeed`: a training script built on `deepspeed.initialize`
 (fp16 with the dynamic loss scaler, the run's ZeRO stage, a client AdamW and
-LambdaLR), launched by torchrun, as the pinned DeepSpeed version logs it
-(reference/log-formats.md §5; the file:line of every call, per version, is in
-data/style-deepspeed.toml, read from each version's sdist).
+LambdaLR), launched by torchrun, as the pinned DeepSpeed version logs it:
+deepspeedai/DeepSpeed v0.14.4 (and v0.15.4, v0.16.4, v0.18.2)
+deepspeed/utils/logging.py (LoggerFactory.create_logger: a StreamHandler on
+sys.stdout formatted "[%(asctime)s] [%(levelname)s]
+[%(filename)s:%(lineno)d:%(funcName)s] %(message)s"; log_dist's
+"[Rank {}] " prefix). The file:line:function of every call, per version, is
+in data/style-deepspeed.toml, read from each version's sdist.
 
 DeepSpeed's logger writes to stdout: `log_dist`, ZeRO and the throughput timer
 from rank 0 only, the accelerator and `cdb=` lines from every rank, a

@@ -1,5 +1,9 @@
 """`--style hf`: what a script built on the transformers Trainer prints, as
-the pinned transformers version prints it (reference/log-formats.md §7).
+the pinned transformers version prints it: huggingface/transformers v4.46.3
+(and v4.42.4, v4.44.2, v5.0.0) src/transformers/trainer.py (the Trainer's
+log lines), src/transformers/trainer_callback.py (ProgressCallback: the tqdm
+bar and `training_bar.write(str(logs))`, on world process zero only) and
+src/transformers/utils/logging.py (the library's StreamHandler on stderr).
 
 Only global rank 0 logs (the Trainer's "world process zero"). The Trainer's
 logger (INFO, no formatter) and the tqdm bar write to stderr; the log dicts

@@ -1,5 +1,10 @@
 """`--style lightning`: what a LightningModule script prints under torchrun,
-as the pinned lightning version prints it (reference/log-formats.md §9).
+as the pinned lightning version prints it: Lightning-AI/pytorch-lightning 2.5.0
+(and 2.4.0, 2.6.x) src/lightning/pytorch/callbacks/progress/tqdm_progress.py
+(TQDMProgressBar.BAR_FORMAT, Tqdm.format_num), src/lightning/pytorch/__init__.py
+(the package logger's StreamHandler), src/lightning/fabric/utilities/
+distributed.py (`Initializing distributed: ...`) and src/lightning/pytorch/
+accelerators/cuda.py (`LOCAL_RANK: ...`), with tqdm's format_meter.
 
 The script behind it: a LightningModule whose only child is
 `self.model = AutoModelForCausalLM.from_config(...)`, a DataModule, and

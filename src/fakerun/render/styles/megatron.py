@@ -1,5 +1,10 @@
 """`--style megatron`: what Megatron-LM's pretrain_gpt.py prints under
-torchrun, as the pinned megatron-core prints it (reference/log-formats.md §6).
+torchrun, as the pinned megatron-core prints it: NVIDIA/Megatron-LM
+core_v0.10.0 (and core_v0.8.0, core_v0.9.0, core_v0.15.0)
+megatron/training/training.py (training_log's iteration line,
+evaluate_and_print_results' validation block), megatron/training/utils.py
+(print_rank_0, print_rank_last, report_memory) and
+megatron/training/checkpointing.py (save_checkpoint's lines).
 
 Everything goes to stdout (plain prints, and megatron.core's loggers through
 Megatron's CustomHandler, which writes to stdout). Who prints is Megatron's:

@@ -1,5 +1,14 @@
-"""NCCL_DEBUG=INFO init lines, in NCCL 2.20/2.21's exact formats
-(reference/log-formats.md §1.1-1.4): `host:pid:tid [cudaDev] NCCL INFO ...`.
+"""NCCL_DEBUG=INFO init lines: `host:pid:tid [cudaDev] NCCL INFO ...`, the
+prefix of NVIDIA/nccl v2.21.5-1 src/debug.cc (ncclDebugLog: "%s:%d:%d [%d]
+NCCL INFO "; v2.20.5-1's is the same). The messages are v2.21.5-1's: the
+bootstrap interface (src/bootstrap.cc), the net and tuner plugin searches
+(src/net.cc, src/misc/tuner.cc), NET/IB and NET/Socket (src/transport/
+net_ib.cc, net_socket.cc), `ncclCommInitRank comm ... - Init START/COMPLETE`,
+the comm, Trees and channel-count lines (src/init.cc), the rings
+(src/graph/rings.cc), threadThresholds (src/graph/tuning.cc) and the
+per-channel connections (src/transport/p2p.cc, shm.cc, net.cc). v2.20.5-1
+words some of them otherwise (no `ncclCommInitRank ` before `comm`, its own
+NET/Plugin lines, no TUNER/Plugin lines).
 
 Identifiers agree with the rest of the run: pid is the rank's pid, cudaDev
 its local rank, busId the GPU's bus id (as nvidia-smi shows it), commId one
