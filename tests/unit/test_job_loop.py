@@ -16,6 +16,7 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
+from fakerun.config.plan import plan
 from fakerun.errors import ExitCode
 from fakerun.launcher.job import IO, POLLIN, Edges, Job
 from fakerun.launcher.workers import ForkFailed, Worker
@@ -259,8 +260,8 @@ class Outcome:
 
 def run(history: History, tmp_path: Path, nproc: int = 2, fork_fails: bool = False,
         closed_at: float | None = None, restartable: bool = False, **options: Any) -> Outcome:
-    config = RunConfig(Topology(1, nproc), seed=5, max_steps=3, start_time="2026-01-01T00:00:00",
-                       **options)
+    config = plan(RunConfig(Topology(1, nproc), seed=5, max_steps=3, start_time="2026-01-01T00:00:00",
+                            **options))
     world = World(history, nproc)
     hub = FakeHub(world)
 

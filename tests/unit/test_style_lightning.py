@@ -10,6 +10,7 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
+from fakerun.config.plan import plan
 from fakerun.rank.faults import script_text
 from fakerun.render.lines import STDERR, STDOUT
 from fakerun.render.styles.lightning import (
@@ -158,7 +159,7 @@ def test_catalog_versions_pin_each_lightning():
 
 
 def lightning_text(key: str, **values: object) -> list[str]:
-    config = RunConfig(Topology(1, 2), seed=5, max_steps=12, style=styles.parse("lightning"))
+    config = plan(RunConfig(Topology(1, 2), seed=5, max_steps=12, style=styles.parse("lightning")))
     return script_text(config, key, **values).split("\n")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fakerun.config.options import RunConfig
+from fakerun.config.plan import plan
 from fakerun.launcher.workers import ForkFailed, WorkerGroup
 from fakerun.rank.process import RankSpec
 from fakerun.world.topology import Topology
@@ -36,7 +37,7 @@ def test_a_refused_fork_stops_the_ranks_started(tmp_path: Path):
     pids: list[int] = []
     with pytest.raises(ForkFailed, match=r"^cannot start rank 2: fork: Resource temporarily unavailable "
                                          r".*the 2 ranks started were stopped$"):
-        WorkerGroup.fork(specs(tmp_path, 4), RunConfig(Topology(1, 4), max_steps=3),
+        WorkerGroup.fork(specs(tmp_path, 4), plan(RunConfig(Topology(1, 4), max_steps=3)),
                          refusing_after(2, pids))
     assert len(pids) == 2
     for pid in pids:  # killed and reaped already: not even a zombie is left

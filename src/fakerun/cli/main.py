@@ -20,7 +20,9 @@ from typing import Any, NoReturn
 from fakerun.config import limits, tokens
 from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
-from fakerun.config.options import OUTPUTS, Fault, RunConfig, check_name, free_port, new_seed, parse_duration
+from fakerun.config.options import OUTPUTS, Fault, RunConfig, free_port, new_seed, parse_duration
+from fakerun.config.paths import check_name
+from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
 from fakerun.version import __version__
 from fakerun.world import scenarios as catalog
@@ -281,7 +283,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     env = cluster_env(ns, environ)
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     script = scriptargs.read(ns.training_script, ns.training_script_args)  # fakerun's options win over it
-    return RunConfig(
+    return plan(RunConfig(
         topology=topology,
         master_addr=env.master_addr,
         master_port=env.master_port,
@@ -317,7 +319,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         loop=ns.loop,
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
-    )
+    ))
 
 
 def _seed(seed: int | None, env: ClusterEnv) -> int:

@@ -15,6 +15,7 @@ import secrets
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
+from fakerun.config.plan import next_run
 from fakerun.errors import ExitCode
 from fakerun.launcher import build
 from fakerun.launcher.job import IO, LINGER_S, Job
@@ -55,7 +56,7 @@ class Launcher:
                 if not config.loop or code != ExitCode.OK or self.exit_signal is not None:
                     return code
                 cycle += 1
-                config = first.next_run(cycle)
+                config = next_run(first, cycle)
                 gc.collect()  # the last run's cyclic garbage, before the next run's ranks fork and copy it
         except StopOverdue as exc:  # stuck writing to a reader that stopped reading: the job is torn down
             for stream in (self.io.stdout, self.io.stderr):
