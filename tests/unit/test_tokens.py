@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fakerun.cli import main as cli
+from fakerun.cli.environment import OPTS_ENV
 from fakerun.cli.main import build_parser, to_config
 from fakerun.config import tokens
 from fakerun.errors import UsageError
@@ -216,7 +217,7 @@ def test_one_node_or_no_slurm_derives_nothing(tmp_path):
 
 def fakerun(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """A subprocess: were the error missed, a job would start, not in pytest."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("FAKERUN_TOKEN", cli.OPTS_ENV)}
+    clean = {k: v for k, v in os.environ.items() if k not in ("FAKERUN_TOKEN", OPTS_ENV)}
     return subprocess.run([*FAKERUN, *argv, "--node-timeout", "1"], env=clean | (env or {}),
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
@@ -297,7 +298,7 @@ WARNING = ("fakerun: warning: --token is visible to other users (ps); "
 
 
 def test_token_on_the_command_line_warns_once_on_stderr(monkeypatch, capsys):
-    monkeypatch.delenv(cli.OPTS_ENV, raising=False)
+    monkeypatch.delenv(OPTS_ENV, raising=False)
     assert cli.main(["--token", "s3cret", "--list-scenarios"]) == 0
     out, err = capsys.readouterr()
     assert err == WARNING and "healthy" in out
@@ -306,9 +307,9 @@ def test_token_on_the_command_line_warns_once_on_stderr(monkeypatch, capsys):
 
 
 def test_no_warning_for_the_token_out_of_sight(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(cli.OPTS_ENV, "--token s3cret")  # the environment: not in ps
+    monkeypatch.setenv(OPTS_ENV, "--token s3cret")  # the environment: not in ps
     assert cli.main(["--list-scenarios"]) == 0
-    monkeypatch.delenv(cli.OPTS_ENV)
+    monkeypatch.delenv(OPTS_ENV)
     path = private_file(tmp_path / "token", "s3cret\n")
     assert cli.main(["--token-file", str(path), "--list-scenarios"]) == 0
     assert cli.main(["--list-scenarios", "train.py", "--token", "the-script's-own"]) == 0

@@ -56,7 +56,7 @@ def test_tee_redirects_and_the_local_ranks_filter_decide_the_console():
 
 
 def test_fakerun_opts_come_first_so_the_command_line_wins():
-    args = cli._with_env_options(["--seed", "2", "train.py"], {"FAKERUN_OPTS": "--seed 1 --speed 0"},
+    args = cli.with_env_options(["--seed", "2", "train.py"], {"FAKERUN_OPTS": "--seed 1 --speed 0"},
                                  build_parser())
     ns = build_parser().parse_args(args)
     assert (ns.seed, ns.speed, ns.training_script) == (2, 0.0, "train.py")
@@ -66,7 +66,7 @@ def test_fakerun_opts_come_first_so_the_command_line_wins():
 def test_fakerun_opts_with_a_script_is_one_line_and_exit_2(opts, capsys):
     """A script there would make the whole command line its arguments."""
     with pytest.raises(SystemExit) as info:
-        cli._with_env_options(["--nproc", "2"], {"FAKERUN_OPTS": opts}, build_parser())
+        cli.with_env_options(["--nproc", "2"], {"FAKERUN_OPTS": opts}, build_parser())
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "takes options only" in err
@@ -74,5 +74,5 @@ def test_fakerun_opts_with_a_script_is_one_line_and_exit_2(opts, capsys):
 
 def test_fakerun_opts_check_leaves_the_default_script_alone():
     parser = build_parser()
-    cli._with_env_options([], {"FAKERUN_OPTS": "--seed 1"}, parser)
+    cli.with_env_options([], {"FAKERUN_OPTS": "--seed 1"}, parser)
     assert parser.parse_args([]).training_script == "train.py"
