@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import hmac
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from fakerun import events as ev
+from fakerun.coordinator.agents import AgentLink, AgentSide
 from fakerun.coordinator.collective import Fingerprint, PendingCollective
+from fakerun.coordinator.job import JobSpec, Outcome
 from fakerun.coordinator.timeline import Completed, Timeline
 from fakerun.protocol import (
     Abort,
     Ack,
-    AgentHello,
-    AgentReport,
     Contribute,
     Encoded,
     Goodbye,
@@ -43,41 +42,9 @@ from fakerun.world.physics import Bounds
 from fakerun.world.topology import Topology
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    run_id: str
-    token: str
-    world_size: int
-    nnodes: int = 1
-    digest: str = ""  # RunConfig.digest(): what every node's agent must agree on
-    node_timeout_s: float = 30.0  # an agent silent this long is lost
-    # RunConfig.bounds: the largest figures a rank of this plan reports (the
-    # plan refused before the launch what no job could have); beyond: no rank of ours.
-    bounds: Bounds = field(kw_only=True)
+class Coordinator(AgentSide):
+    """The job's single ordering point (one per job, on node 0)."""
 
-
-@dataclass
-class AgentLink:
-    """Another node's agent, as the coordinator knows it."""
-
-    node_rank: int
-    host: str
-    last_seen: float
-    state: str = "alive"  # alive | failed | stopping | done | lost
-
-
-@dataclass(slots=True)  # one per message handled
-class Outcome:
-    replies: list[tuple[bytes, Any]] = field(default_factory=list)
-    events: list[ev.Event] = field(default_factory=list)
-
-    def extend(self, other: Outcome) -> Outcome:
-        self.replies.extend(other.replies)
-        self.events.extend(other.events)
-        return self
-
-
-class Coordinator:
     def __init__(self, job: JobSpec, collective_timeout_s: float, wall_clock: Any,
                  timeline: Timeline | None = None, report_wall: bool = True) -> None:
         self.job = job
@@ -164,29 +131,6 @@ class Coordinator:
 
     def clock_now(self) -> float:
         return self._wall()
-
-    @property
-    def waiting_for_agents(self) -> bool:
-        """Another node still needs the coordinator (it has not said it is done)."""
-        return any(a.state in ("alive", "stopping") for a in self.agents.values())
-
-    def missing_nodes(self) -> list[int]:
-        return [n for n in range(1, self.job.nnodes) if n not in self.agents]
-
-    def node_failed(self, node: int, reason: str, detail: str) -> Outcome:
-        """Node `node` failed (or fell silent): every collective that waits
-        for one of its ranks fails on the other nodes, as NCCL's would."""
-        if node in self.lost:
-            return Outcome()
-        self.lost.add(node)
-        link = self.agents.get(node)
-        if link is not None:
-            link.state = "failed" if reason == "failed" else "lost"
-        host = link.host if link else ""
-        out = Outcome(events=[ev.NodeLost(node, host, reason, detail, self._wall())])
-        for comm, pending in list(self._pending.items()):
-            out.extend(self._abort_for_peer(comm, pending.waiting(), pending.fingerprint))
-        return out
 
     def flush_output(self) -> list[ev.Event]:
         """Release every held line, in rank order (used at teardown)."""
@@ -339,48 +283,6 @@ class Coordinator:
                 out.replies.append((rank_routing_id(r), Abort(
                     "peer", comm, fp.seq, fp.op, fp.count, 0, 0, host or f"node{lost}")))
         return out
-
-    # -- other nodes' agents --------------------------------------------
-    def _from_agent(self, peer: bytes, msg: Any, now: float) -> Outcome:
-        node = self._agent_ids[peer]
-        if isinstance(msg, AgentHello):
-            return self._agent_hello(peer, node, msg, now)
-        link = self.agents.get(node)
-        if link is None or not isinstance(msg, AgentReport) or msg.node_rank != node:
-            return self.reject("not-joined" if link is None else "unexpected-kind", peer)
-        link.last_seen = now
-        if msg.state == "failed":
-            return self.node_failed(node, "failed", msg.detail)
-        if (link.state, msg.state) in (("alive", "stopping"), ("alive", "done"), ("stopping", "done")):
-            link.state = msg.state
-        elif msg.state not in ("alive", "stopping", "done"):
-            return self.reject("bad-state", peer)
-        # "done": its ranks are gone. The Ack, after every event so far, tells it
-        # it has seen the whole run and may go.
-        return Outcome(replies=[(peer, Ack())] if msg.state == "done" else [])
-
-    def _agent_hello(self, peer: bytes, node: int, msg: AgentHello, now: float) -> Outcome:
-        problem = self._agent_problem(node, msg)
-        if problem:
-            out = self.reject(problem, peer)
-            out.replies.append((peer, Refused(problem)))
-            return out
-        link = self.agents.setdefault(node, AgentLink(node, msg.host[:64], now))
-        link.last_seen = now  # a repeated hello (its Welcome crossed it) is answered alike
-        return self._complete_if_ready(Outcome(replies=[(peer, Welcome(self.job.world_size))]))
-
-    def _agent_problem(self, node: int, msg: AgentHello) -> str:
-        if msg.run_id != self.job.run_id:
-            return "wrong-run-id"
-        if not hmac.compare_digest(msg.token.encode(), self.job.token.encode()):
-            return "wrong-token"
-        if msg.node_rank != node:
-            return "bad-node"
-        if msg.nproc != self.nproc or msg.digest != self.job.digest:
-            return "config-mismatch"
-        if node in self.agents and self.agents[node].host != msg.host[:64]:
-            return "duplicate-node"
-        return ""
 
     # -- output and departure -------------------------------------------
     def _output(self, rank: int, msg: Output) -> Outcome:
