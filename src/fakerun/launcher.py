@@ -455,10 +455,13 @@ class Job:
 
     def _begin_stop(self, reason: str, sig: signal.Signals) -> None:
         self.stop = Stop(reason, self.io.monotonic() + self.config.shutdown_grace_s, int(sig))
-        for worker in self.group.running():
+        running = self.group.running()
+        # The signals first, then their lines: at 1024 ranks the lines take a
+        # while, and the ranks can be ending meanwhile.
+        self.group.send(sig, running)
+        for worker in running:
             self._emit(ev.ClosingSignal(worker.rank, worker.local_rank, self._pid(worker), sig.name,
                                         self.clock.now))
-        self.group.send(sig)
 
     def _check_lifeline(self) -> None:
         """The local cluster that started us is gone: leave as on a hangup."""
@@ -475,9 +478,10 @@ class Job:
             self._begin_stop("rendezvous", signal.SIGTERM)
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
             self.stop.killed = True
-            for worker in self.group.running():
+            running = self.group.running()
+            self.group.send(signal.SIGKILL, running)
+            for worker in running:
                 self._emit(ev.ForcedKill(worker.rank, self._pid(worker), self.clock.now, self.stop.signal))
-            self.group.send(signal.SIGKILL)
 
     def _finish(self) -> None:
         self._emit_all(self.hub.flush_output())
