@@ -117,7 +117,7 @@ class SmiStateSink:
         ident = self.ident
         if ident is None:
             return None
-        if self.model_at is not None:
+        if self.model_at is not None and self.pids:  # with no process left, no row shows a reading
             step, phase = self.model_at
             self.readings = {r: sim.telemetry(ident, r, step, phase) for r in range(ident.world)}
             self.model_at = None
