@@ -44,6 +44,8 @@ class SmiStateSink:
         self.clock = 0.0  # the latest event's time: the run's clock, which the logs show too
         self.measured = False  # a GpuStatus has come
         self.dirty, self.last_write = False, -math.inf
+        self._idle_cache: dict[int, sim.Telemetry] = {}
+        self._static_cache: dict[int, tuple[Any, ...]] = {}
         self.handlers = self._handlers()  # built once: event() sees every collective
         self._write_text("")  # an unwritable place fails now, as one line
 
@@ -70,6 +72,8 @@ class SmiStateSink:
 
     def _identity(self, e: ev.RunIdentity) -> bool:
         self.ident = e.identity
+        self._idle_cache.clear()
+        self._static_cache.clear()
         return False
 
     def _run_started(self, e: ev.RunStarted) -> bool:
@@ -115,7 +119,7 @@ class SmiStateSink:
         ident = self.ident
         if ident is None:
             return None
-        if self.model_at is not None:
+        if self.model_at is not None and self.pids:  # with no process left, no row shows a reading
             step, phase = self.model_at
             self.readings = {r: sim.telemetry(ident, r, step, phase) for r in range(ident.world)}
             self.model_at = None
@@ -126,18 +130,33 @@ class SmiStateSink:
                         clock=self.clock)
 
     def _row(self, rank: int) -> GpuRow:
-        ident, gpu = self.ident, self.ident.gpu
-        local, pid = ident.topology.local_rank_of(rank), self.pids.get(rank, 0)
+        pid = self.pids.get(rank, 0)
         seen = self.readings.get(rank)
         if seen is None or pid == 0:
             # Not measured yet: allocated but idle (the memory the ranks hold
             # after init); no process at all: nothing allocated.
-            init = sim.telemetry(ident, rank, 0, "init")
+            init = self._idle(rank)
             seen = sim.Telemetry(0, init.temp_c, init.power_w, init.mem_used_mib if pid else 0)
-        return GpuRow(rank=rank, node=ident.topology.node_of(rank), index=local, host=ident.host(rank),
-                      name=gpu.name, bus_id=f"00000000:{gpu.bus_id(local).upper()}:00.0",
-                      util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=gpu.memory_mib,
-                      temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=gpu.power_cap_w, pid=pid)
+        static = self._static(rank)
+        return GpuRow(*static[:6], util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=static[6],
+                      temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=static[7], pid=pid)
+
+    # What a GPU's row shows that only the run's identity decides, computed
+    # once a run (at 1024 GPUs, each write recomputed it: tens of ms, on the
+    # coordinator's thread, once a second and again as the job ends).
+    def _idle(self, rank: int) -> sim.Telemetry:
+        if rank not in self._idle_cache:
+            self._idle_cache[rank] = sim.telemetry(self.ident, rank, 0, "init")
+        return self._idle_cache[rank]
+
+    def _static(self, rank: int) -> tuple[Any, ...]:
+        if rank not in self._static_cache:
+            ident, gpu = self.ident, self.ident.gpu
+            local = ident.topology.local_rank_of(rank)
+            self._static_cache[rank] = (rank, ident.topology.node_of(rank), local, ident.host(rank), gpu.name,
+                                        f"00000000:{gpu.bus_id(local).upper()}:00.0", gpu.memory_mib,
+                                        gpu.power_cap_w)
+        return self._static_cache[rank]
 
     def _write(self) -> None:
         snap = self.snapshot()

@@ -61,7 +61,10 @@ class Snapshot:
         return self.clock or self.time
 
     def to_json(self) -> str:
-        body = {"v": self.v, **{k: v for k, v in dataclasses.asdict(self).items() if k != "v"}}
+        # What dataclasses.asdict gave, without its deep copy of every value:
+        # at 1024 GPUs that took 20 ms a write, on the launcher's thread.
+        body = {"v": self.v, **{f: getattr(self, f) for f in _SNAPSHOT_FIELDS if f != "v"}}
+        body["gpus"] = [vars(g) for g in self.gpus]  # a row's fields, in their order
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -83,6 +86,8 @@ class Snapshot:
     def only(self, nodes: range) -> Snapshot:
         return dataclasses.replace(self, gpus=[g for g in self.gpus if g.node in nodes])
 
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot))
 
 # Declared type -> (accepted Python types, how an error names it).
 _TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
