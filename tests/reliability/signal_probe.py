@@ -44,7 +44,8 @@ import psutil
 import fakerun
 from fakerun.cli import main as cli
 from fakerun.launcher.agent import Launcher
-from fakerun.launcher.job import IO, Job
+from fakerun.launcher.edges import IO
+from fakerun.launcher.job import Job
 from fakerun.launcher.supervisor import Supervisor
 from fakerun.launcher.workers import WorkerGroup, _fork_rank
 

@@ -18,7 +18,8 @@ from fakerun import events as ev
 from fakerun.config.options import RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode
-from fakerun.launcher.job import IO, POLLIN, Edges, Job
+from fakerun.launcher.edges import IO, Edges
+from fakerun.launcher.job import POLLIN, Job
 from fakerun.launcher.workers import ForkFailed, Worker
 from fakerun.rank.process import RankSpec
 from fakerun.render.renderer import OutputState

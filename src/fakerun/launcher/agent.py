@@ -18,7 +18,8 @@ from fakerun.config.options import RunConfig
 from fakerun.config.plan import next_run
 from fakerun.errors import ExitCode
 from fakerun.launcher import build
-from fakerun.launcher.job import IO, LINGER_S, Job
+from fakerun.launcher.edges import IO
+from fakerun.launcher.job import LINGER_S, Job
 from fakerun.render.renderer import Renderer, build_renderer
 from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system.rundir import RunDir

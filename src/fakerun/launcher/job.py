@@ -13,12 +13,8 @@ import math
 import os
 import secrets
 import signal
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any
 
 import psutil
 import zmq
@@ -28,15 +24,14 @@ from fakerun import failures
 from fakerun.checkpoint import CheckpointWriter, Resume
 from fakerun.config.options import RunConfig
 from fakerun.launcher import build
+from fakerun.launcher.edges import IO, Edges, Inbox, View
 from fakerun.launcher.join import join_command
 from fakerun.launcher.links import Hub
 from fakerun.launcher.local_link import LocalHub
 from fakerun.launcher.remote_link import RemoteHub
-from fakerun.launcher.supervisor import Stop, Supervisor, Workers
-from fakerun.launcher.workers import ForkFailed, WorkerGroup
+from fakerun.launcher.supervisor import Stop, Supervisor
+from fakerun.launcher.workers import ForkFailed
 from fakerun.protocol.keys import JobKeys
-from fakerun.rank.process import RankSpec
-from fakerun.render.renderer import OutputState
 from fakerun.system.rundir import RunDir
 from fakerun.system.signals import STOP_SIGNALS
 from fakerun.world.clock import VirtualClock
@@ -45,47 +40,6 @@ from fakerun.world.identity import PYTHON
 REAP_EVERY_S = 1.0  # safety net should a SIGCHLD ever be coalesced away
 LINGER_S = 10.0  # node 0 keeps the coordinator up this long for other nodes still leaving
 POLLIN = int(zmq.POLLIN)
-
-
-@dataclass
-class IO:
-    """The launcher's edges, injected so tests and the API can replace them."""
-
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    monotonic: Callable[[], float] = time.monotonic
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-
-
-class View(Protocol):
-    """What the job needs of its renderer (render.renderer.Renderer)."""
-
-    def emit(self, event: ev.Event) -> None: ...
-
-    def flush(self, force: bool = False) -> OutputState: ...
-
-    def open_rank_logs(self, paths: dict[int, tuple[str, str]], where: str = ...) -> None: ...
-
-    def close_rank_logs(self) -> None: ...
-
-
-class Inbox(Protocol):
-    """The signals that came (system.signals.SignalInbox)."""
-
-    def fileno(self) -> int: ...
-
-    def take(self) -> list[int]: ...
-
-
-@dataclass
-class Edges:
-    """What a job reaches beyond this process. `connect(ctx, endpoints)`
-    makes this node's link to the coordinator (None: the real one)."""
-
-    fork: Callable[[list[RankSpec], RunConfig], Workers] = WorkerGroup.fork
-    context: Callable[[], Any] = zmq.Context
-    poll: Callable[[list[tuple[Any, int]], int], list[tuple[Any, int]]] = zmq.zmq_poll
-    connect: Callable[[Any, list[str]], Hub] | None = None
 
 
 class Job:
