@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import time
@@ -47,7 +48,7 @@ def test_resume_continues_the_same_curve(runner, tmp_path):
     first = sorted(part.glob("checkpoint-*"), key=lambda p: int(p.name[11:]))[0]
     for later in part.glob("checkpoint-*"):
         if later != first:
-            checkpoint.shutil.rmtree(later)
+            shutil.rmtree(later)
     resumed = run_to(runner, part, "--resume")
     assert resumed.proc.returncode == 0
     start = int(first.name[11:])

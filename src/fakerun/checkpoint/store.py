@@ -1,0 +1,109 @@
+"""Writing a checkpoint so that a kill at any moment leaves either no
+`checkpoint-<step>` or a complete one: a temporary directory, fsynced,
+renamed into place, modes from the umask; and sweeping the temporary
+directories a killed save left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from fakerun.checkpoint.reader import STATE
+from fakerun.system.rundir import alive
+
+
+def write(target: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into `target` atomically (temp dir + rename), with the
+    modes the process umask gives (0755 and 0644 under the usual 022), as
+    the real frameworks do: a sidecar uploader of another user reads them.
+    Temp dirs a killed save left in the same directory go first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target.parent)
+    tmp = _temp_dir(target, "tmp")
+    try:
+        for name in sorted(files, key=lambda n: n == STATE):  # trainer_state.json last
+            _write_file(tmp / name, files[name])
+        _fsync_dir(tmp)
+        if target.exists():  # a newer run saving the same step: replace, never half-replace
+            old = _temp_dir(target, "old")
+            os.rename(target, old / target.name)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# A save's temporary directories: `.checkpoint-<step>.tmp-<pid>@<host>-<random>`
+# (and `.old-`, for the checkpoint it replaces). The writer's pid and host
+# tell a dead save's (SIGKILLed mid-write) from a live one's; names from
+# before they carried them (`.checkpoint-<step>.tmp-<random>`) go by age.
+_TEMP = re.compile(r"\.checkpoint-\d+\.(?:tmp|old)-(?:(\d+)@(.+)-)?[a-z0-9_]{8}")
+STALE_S = 3600.0  # a temp dir untouched this long is no live save's (a save takes well under a second)
+
+
+def _temp_dir(target: Path, kind: str) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}@{socket.gethostname()}-",
+                                dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would stay on the renamed checkpoint
+    return tmp
+
+
+def sweep_stale(root: Path, now: float | None = None) -> list[str]:
+    """Remove the temp dirs of saves that died in `root`: only ours (our
+    uid, our name pattern, a real directory) and only stale (the writer on
+    this host is gone, or untouched for STALE_S). Returns what went."""
+    now = time.time() if now is None else now
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(root) as entries:
+        for entry in entries:
+            match = _TEMP.fullmatch(entry.name)
+            if match is None:
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+                pid, host = match.groups()
+                dead = pid is not None and host == socket.gethostname() and not alive(int(pid))
+                if dead or now - st.st_mtime > STALE_S:
+                    shutil.rmtree(entry.path)
+                    removed.append(entry.name)
+    return removed
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: put it straight back;
+    the launcher is one thread)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # less the umask
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
