@@ -1,7 +1,7 @@
 """What a job needs of this machine (processes, memory, open files),
 checked before anything is written or forked.
 
-config.py bounds the sizes any job may have; here they meet this machine.
+world/topology.py and config/options.py bound the sizes any job may have; here they meet this machine.
 A job that cannot fit is one usage error (exit 2) up front, not a traceback
 or a libzmq abort half way through the launch. The figures per rank were
 measured on the 2-core development machine with /proc/<pid>/{fd,task} and

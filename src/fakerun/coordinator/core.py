@@ -1,8 +1,10 @@
 """The coordinator: rendezvous, real blocking collectives, watchdog, ordering.
 
-`Coordinator` is the pure core: `handle(peer, frame, now)` (peer: the routing id a frame came from) and
-`tick(now)` return an `Outcome` (replies to send, events to render) and
-never touch a socket or a clock. `RouterSocket` is the thin zmq edge.
+`Coordinator` is the pure core: `handle(peer, frame, now)` (peer: the routing
+id the frame came from) and `tick(now)` return an `Outcome` (replies to send,
+events to render) and never touch a socket or a clock; the zmq edge is
+protocol.transport.RouterSocket, and node 0's link (launcher/local_link.py)
+drives both.
 
 Ordering: lines a rank writes itself are held until the next point where
 every rank is synchronised (a completed collective) and released in rank

@@ -3,7 +3,7 @@
 The launcher's SmiStateSink (sink.py) keeps a Snapshot (snapshot.py) of the
 cluster's GPUs in a JSON file, smi.json in the job's private run dir;
 `fakerun smi` (command.py) finds it and prints it in nvidia-smi's table
-(render/smi.py), once or refreshing."""
+(smi/table.py), once or refreshing."""
 
 from fakerun.smi.command import main
 from fakerun.smi.sink import SmiStateSink

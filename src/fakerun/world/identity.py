@@ -1,6 +1,6 @@
 """A run's identity: model, GPU, software, data, parallelism and
 hyper-parameters, drawn once from the seed (or chosen by name). Every figure
-the run shows derives from this, in sim.py; nothing is drawn twice."""
+the run shows derives from this, in physics.py; nothing is drawn twice."""
 
 from __future__ import annotations
 

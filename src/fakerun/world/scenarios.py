@@ -11,7 +11,7 @@ from importlib import resources
 
 from fakerun.errors import UsageError
 
-# The mechanisms the ranks implement (script.py); a scenario picks one.
+# The mechanisms the ranks implement (rank/faults.py); a scenario picks one.
 FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt")
 PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
 # A straggler is slower by a few times (a throttled GPU, a slow link), tens at
