@@ -167,11 +167,14 @@ class Job:
         return not self.hub.lingering or now >= self.linger_until
 
     def _poll_ms(self, rdzv_deadline: float, hub_due: float | None) -> int:
+        # Once a wake-up, as the loop itself: no list or generator built here.
         now = self.io.monotonic()
-        due = [now + REAP_EVERY_S, hub_due, self.sup.next_deadline()]
+        nearest = now + REAP_EVERY_S if hub_due is None else min(now + REAP_EVERY_S, hub_due)
+        sup_due = self.sup.next_deadline()
+        if sup_due is not None:
+            nearest = min(nearest, sup_due)
         if self.sup.stop is None and not self.hub.ready:
-            due.append(rdzv_deadline)
-        nearest = min(d for d in due if d is not None)
+            nearest = min(nearest, rdzv_deadline)
         return max(0, int((nearest - now) * 1000) + 1)
 
     def _emit_all(self, events: list[ev.Event]) -> None:

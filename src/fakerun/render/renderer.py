@@ -44,6 +44,7 @@ class Renderer:
         self.event_sinks = event_sinks
         self.output_closed = False
         self.failure = ""  # a file we had to write and could not (one line)
+        self._state = OutputState()
         self.logs: RankLogFiles | None = None
         self._pending = False  # anything emitted since the last flush
 
@@ -67,7 +68,9 @@ class Renderer:
         self._each(self.line_sinks, lambda sink: sink.flush(),
                    only=lambda sink: due or sink.animated)
         self._pending = False
-        return OutputState(self.output_closed, self.failure)
+        if self._state.closed != self.output_closed or self._state.failure != self.failure:
+            self._state = OutputState(self.output_closed, self.failure)  # made once a change, not a pass
+        return self._state
 
     def attach(self, sink: EventSink) -> None:
         """An event sink that lives for one run: it replaces (and closes) the
