@@ -42,7 +42,7 @@ def test_the_edges_of_the_accepted_range_run(runner):
     assert job.wait(60) == 0, job.stderr[-2000:]
 
 
-# The training script's own arguments shape the run (scriptargs.py): each
+# The training script's own arguments shape the run (config/script_args.py): each
 # value must give a run whose every contribution the coordinator accepts, or
 # be refused before any process starts. `--per_device_train_batch_size
 # 99999999999` made each rank's step a simulated century: the coordinator

@@ -7,12 +7,14 @@ milliseconds, and the poll's timeout is where fake time passes."""
 
 from __future__ import annotations
 
+import errno
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
@@ -72,6 +74,7 @@ class World:
         self.signals = sorted((self.start + t, s) for t, s in history.signals)
         self.pending: list[int] = []  # signals delivered, not yet taken
         self.sent: list[tuple[int, int]] = []  # (rank, signal) the supervisor sent
+        self.sent_at: list[float] = []  # when, after the start
         self.workers: list[Worker] = []
         self.ranks = ranks
 
@@ -128,6 +131,7 @@ class FakeWorkers:
         targets = self.running() if workers is None else workers
         for worker in targets:
             self.world.sent.append((worker.rank, int(sig)))
+            self.world.sent_at.append(self.world.clock.now - self.world.start)
             delay, code = self.world.history.on_signal.get(int(sig), (None, 0))
             if delay is not None:
                 when = self.world.clock.now + delay
@@ -206,16 +210,23 @@ class FakeInbox:
 
 
 class FakeView:
-    def __init__(self, closed_at: float | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock, closed_at: float | None = None, fails_at: float | None = None) -> None:
         self.events: list[ev.Event] = []
-        self.closed_at, self.clock = closed_at, clock
+        self.shown_at: list[float] = []  # each event's fake time
+        self.clock, self.closed_at, self.fails_at = clock, closed_at, fails_at
+        self.failure = ""
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)
+        self.shown_at.append(self.clock.now)
+
+    def fail(self, message: str) -> None:
+        self.failure = self.failure or message
 
     def flush(self, force: bool = False) -> OutputState:
-        closed = self.closed_at is not None and self.clock is not None and self.clock.now >= self.closed_at
-        return OutputState(closed=closed)
+        if self.fails_at is not None and self.clock.now >= self.fails_at:
+            self.fail("--metrics-file m.jsonl: No space left on device")
+        return OutputState(self.closed_at is not None and self.clock.now >= self.closed_at, self.failure)
 
     def open_rank_logs(self, paths: dict[int, tuple[str, str]], where: str = "") -> None:
         pass
@@ -260,7 +271,8 @@ class Outcome:
 
 
 def run(history: History, tmp_path: Path, nproc: int = 2, fork_fails: bool = False,
-        closed_at: float | None = None, restartable: bool = False, **options: Any) -> Outcome:
+        closed_at: float | None = None, fails_at: float | None = None, restartable: bool = False,
+        connect_fails: bool = False, **options: Any) -> Outcome:
     config = plan(RunConfig(Topology(1, nproc), seed=5, max_steps=3, start_time="2026-01-01T00:00:00",
                             **options))
     world = World(history, nproc)
@@ -271,8 +283,16 @@ def run(history: History, tmp_path: Path, nproc: int = 2, fork_fails: bool = Fal
             raise ForkFailed("cannot start rank 1: Resource temporarily unavailable")
         return FakeWorkers(world, specs)
 
-    view = FakeView(None if closed_at is None else world.start + closed_at, world.clock)
-    edges = Edges(fork=fork, context=FakeContext, poll=world.poll, connect=lambda ctx, endpoints: hub)
+    def at(t: float | None) -> float | None:
+        return None if t is None else world.start + t
+
+    def connect(ctx: Any, endpoints: list[str]) -> FakeHub:
+        if connect_fails:
+            raise zmq.ZMQError(errno.EADDRINUSE)
+        return hub
+
+    view = FakeView(world.clock, at(closed_at), at(fails_at))
+    edges = Edges(fork=fork, context=FakeContext, poll=world.poll, connect=connect)
     io = IO(monotonic=world.clock, environ={})
     job = Job(config, io, FakeInbox(world), view, None, FakeRunDir(tmp_path),  # type: ignore[arg-type]
               restartable=restartable, edges=edges)
@@ -331,7 +351,7 @@ def test_ranks_that_ignore_sigterm_are_killed_after_the_grace(tmp_path: Path) ->
     assert out.world.sent == [(0, signal.SIGTERM), (0, signal.SIGKILL)]
     killed = out.of(ev.ForcedKill)
     assert [(k.rank, k.signal) for k in killed] == [(0, signal.SIGTERM)]
-    assert out.world.clock.now - out.world.start >= 0.5 + 3.0
+    assert out.world.sent_at[1] == pytest.approx(0.5 + 3.0, abs=0.01)  # the grace, and not a moment more
 
 
 def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
@@ -349,6 +369,7 @@ def test_a_rendezvous_that_never_completes_times_out(tmp_path: Path) -> None:
     assert out.code == ExitCode.FAILED
     timeout = out.of(ev.RendezvousTimeout)[0]
     assert (timeout.timeout_s, timeout.world_size) == (20.0, 2)
+    assert out.world.sent_at[0] == pytest.approx(20.0, abs=0.01)
     assert out.world.sent[:2] == [(0, signal.SIGTERM), (1, signal.SIGTERM)]
 
 
@@ -385,3 +406,46 @@ def test_a_restartable_failure_is_not_reported(tmp_path: Path, restartable: bool
     assert out.job.restartable_failure() is restartable
     assert bool(out.of(ev.RunFailed)) is not restartable
     assert bool(out.of(ev.RunFinished)) is not restartable
+
+
+def test_a_port_that_cannot_be_used_is_an_agent_error_and_exit_1(tmp_path: Path) -> None:
+    out = run(History(), tmp_path, connect_fails=True)
+    assert out.code == ExitCode.FAILED
+    assert out.of(ev.AgentError)[0].message.startswith("cannot use 127.0.0.1:")
+    assert not out.of(ev.RunFinished)
+
+
+def test_a_nan_loss_lets_every_rank_stop_on_its_own(tmp_path: Path) -> None:
+    nan = ev.Step(3, 10, float("nan"), 0.0, 0.0, 0.0)
+    history = History(said=[(0.1, ev.RendezvousComplete(2, [0, 1], [5000, 5001])), (0.3, nan)],
+                      exits={0: (0.4, 1), 1: (1.2, 1)})
+    out = run(history, tmp_path)
+    assert out.code == ExitCode.FAILED
+    assert out.world.sent == []  # no SIGTERM raced the ranks' own exit
+    failed = out.of(ev.RunFailed)[0]
+    assert sorted([failed.root.rank, *[f.rank for f in failed.others]]) == [0, 1]
+
+
+def test_a_checkpoint_is_where_a_restart_resumes(tmp_path: Path) -> None:
+    saved = ev.Checkpoint(4, 1, str(tmp_path / "checkpoint-4"), 1, 0, 0, 0.5, 1_800_000_000.0)
+    history = History(said=[(0.1, ev.RendezvousComplete(2, [0, 1], [5000, 5001])), (0.3, saved)],
+                      exits={0: (0.5, 0), 1: (0.5, 0)})
+    out = run(history, tmp_path)
+    assert (out.job.last_checkpoint.step, out.job.last_checkpoint.time) == (4, 1_800_000_000.0)
+
+
+def test_a_file_that_cannot_be_written_stops_the_job_with_one_line(tmp_path: Path) -> None:
+    history = History(said=[(0.1, ev.RendezvousComplete(2, [0, 1], [5000, 5001]))])
+    out = run(history, tmp_path, fails_at=0.3)
+    assert out.code == ExitCode.FAILED
+    assert [e.message for e in out.of(ev.OutputFailed)] == ["--metrics-file m.jsonl: No space left on device"]
+    assert sorted(out.world.sent) == [(0, signal.SIGTERM), (1, signal.SIGTERM)]
+
+
+def test_node_0_lost_ends_another_node_s_job(tmp_path: Path) -> None:
+    lost = ev.NodeLost(0, "gpu-node-00", "silent", "no heartbeat", 5.0)
+    history = History(said=[(0.1, ev.RendezvousComplete(2, [0, 1], [5000, 5001])), (0.4, lost)])
+    out = run(history, tmp_path)
+    assert out.code == ExitCode.FAILED
+    assert sorted(out.world.sent) == [(0, signal.SIGTERM), (1, signal.SIGTERM)]
+    assert out.world.sent_at[0] == pytest.approx(0.4, abs=0.01)

@@ -27,7 +27,7 @@ from fakerun.config import script_args as scriptargs
 from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
-from fakerun.world import scenarios as catalog
+from fakerun.world import scenarios as scenario_catalog
 from fakerun.world import styles
 from fakerun.world.topology import Topology
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(args)
     warn_visible_token(parser, command_line)
     if ns.list_scenarios:
-        print(catalog.listing())
+        print(scenario_catalog.listing())
         return 0
     try:
         if ns.nodes is not None:

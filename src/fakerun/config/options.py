@@ -156,7 +156,7 @@ class RunConfig:
 
     @property
     def bounds(self) -> Any:
-        """sim.Bounds: the largest figures a rank of this plan reports."""
+        """physics.Bounds: the largest figures a rank of this plan reports."""
         from fakerun.world import physics as sim
 
         slow = self.fault.param("factor") if self.fault is not None and self.fault.kind == "slow" else 1.0

@@ -24,7 +24,7 @@ def check_name(flag: str, path: Path | str) -> None:
         raise UsageError(f"{flag} {shown}: the name is not valid UTF-8") from None
 
 
-def short(path: Path) -> str:
+def short(path: Path | str) -> str:
     """A path as messages show it: a name of thousands of bytes, abridged."""
     text = str(path)
     return text if len(text) <= 120 else f"{text[:80]}...{text[-30:]}"

@@ -10,8 +10,8 @@ import random
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fakerun.checkpoint import Resume, find
 from fakerun.config.options import (
     MAX_HOST,
     MAX_RUN_ID,
@@ -26,6 +26,9 @@ from fakerun.world import identity
 from fakerun.world.catalog import CatalogError, models
 from fakerun.world.catalog import find as find_row
 from fakerun.world.clock import RUN_SPAN_S, YEAR_S
+
+if TYPE_CHECKING:
+    from fakerun.checkpoint import Resume
 
 
 def plan(options: RunConfig) -> RunConfig:
@@ -63,6 +66,7 @@ def _check_paths(c: RunConfig) -> None:
 
 
 def _find_checkpoint(c: RunConfig) -> Resume:
+    from fakerun.checkpoint import find  # only for --resume: the command starts without it
     if c.resume == "latest" and c.output_dir is None:
         raise UsageError("--resume without a path needs --output-dir (where the checkpoints are)")
     path = c.output_dir if c.resume == "latest" else Path(c.resume)

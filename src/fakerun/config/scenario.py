@@ -8,6 +8,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from fakerun.config.paths import short
 from fakerun.system.files import read_regular
 from fakerun.world.scenarios import Scenario, ScenarioError, build, catalog
 
@@ -25,11 +26,11 @@ def resolve(name_or_path: str) -> Scenario:
         try:  # a FIFO hung read_text for ever; /dev/null read as an empty scenario
             body = tomllib.loads(read_regular(path, MAX_FILE_BYTES).decode("utf-8"))
         except OSError as exc:
-            raise ScenarioError(f"--scenario {_short(name_or_path)}: {exc.strerror}") from None
+            raise ScenarioError(f"--scenario {short(name_or_path)}: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ScenarioError(f"--scenario {_short(name_or_path)}: {exc}") from None
+            raise ScenarioError(f"--scenario {short(name_or_path)}: {exc}") from None
         return build(path.stem, body, name_or_path)
-    raise ScenarioError(f"unknown scenario {_short(name_or_path)!r}; see --list-scenarios")
+    raise ScenarioError(f"unknown scenario {short(name_or_path)!r}; see --list-scenarios")
 
 
 def _there(path: Path) -> bool:
@@ -44,5 +45,3 @@ def _there(path: Path) -> bool:
     return True
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= 120 else f"{text[:80]}...{text[-30:]}"

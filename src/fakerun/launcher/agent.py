@@ -93,8 +93,8 @@ class Launcher:
                 attempt += 1
                 config = dataclasses.replace(config, fault=None, resume_from=job.last_checkpoint)
                 job.view.emit(ev.Restart(attempt, config.max_restarts,
-                                             job.last_checkpoint.step if job.last_checkpoint else 0,
-                                             self.clock.now))
+                                         job.last_checkpoint.step if job.last_checkpoint else 0,
+                                         self.clock.now))
         finally:
             rundir.remove()
 

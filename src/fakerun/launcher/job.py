@@ -60,7 +60,6 @@ class Job:
         self.exit_signal: int | None = None
         self.sup: Supervisor | None = None
         self.hub: Hub | None = None
-        self.write_failure = ""  # a file the launcher itself had to write and could not
         self.writer = self._checkpoint_writer()
         self.linger_until: float | None = None
         self.launcher_pid = build.display_pid(config, os.getpid(), -20)
@@ -189,8 +188,7 @@ class Job:
                 self.writer.event(event)
             except OSError as exc:  # e.g. a full disk: no half checkpoint, one error line, stop
                 self.writer = None
-                self.write_failure = self.write_failure or (
-                    f"--output-dir {self.config.output_dir}: {exc.strerror or exc}")
+                self.view.fail(f"--output-dir {self.config.output_dir}: {exc.strerror or exc}")
 
     def _note(self, event: ev.Event) -> None:
         """What the loop learns from an event before it is shown."""
@@ -212,9 +210,8 @@ class Job:
 
     def _flush(self) -> None:
         state = self.view.flush()
-        failure = self.write_failure or state.failure
-        if failure and self.sup.stop is None:  # a file we must write failed: stop, say why
-            self._emit(ev.OutputFailed(failure))
+        if state.failure and self.sup.stop is None:  # a file we must write failed: stop, say why
+            self._emit(ev.OutputFailed(state.failure))
             self.sup.begin_stop("output-failed", signal.SIGTERM)
         if state.closed and self.sup.stop is None:
             self.sup.begin_stop("output", signal.SIGTERM)

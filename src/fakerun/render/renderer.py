@@ -72,6 +72,11 @@ class Renderer:
             self._state = OutputState(self.output_closed, self.failure)  # made once a change, not a pass
         return self._state
 
+    def fail(self, message: str) -> None:
+        """A file the launcher itself had to write (a checkpoint) could not
+        be: reported like a sink's, the first failure wins."""
+        self.failure = self.failure or message
+
     def attach(self, sink: EventSink) -> None:
         """An event sink that lives for one run: it replaces (and closes) the
         previous run's sink of its kind."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from fakerun.errors import UsageError
 
-# The sizes a job may have, whatever the machine (limits.py holds them
+# The sizes a job may have, whatever the machine (config/limits.py holds them
 # against this machine's pids, memory and open files).
 # The largest real training jobs run on ~100k GPUs (16k for Llama 3 405B):
 # 2^17 ranks covers them, and refuses at once what no cluster has.

@@ -19,6 +19,7 @@ from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
 from fakerun.world.identity import ENV_PREFIX, PYTHON
 
+# Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
 TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
 
