@@ -12,7 +12,9 @@ Bounds (seconds from the signal, on a loaded 2-core machine):
   SILENCE_MARGIN_S, the job is over JOB_OVER_S after that;
 - a rank SIGSTOPped: the watchdog fires within --collective-timeout +
   WATCHDOG_MARGIN_S; the job ends once the frozen rank, deaf to SIGTERM,
-  is SIGKILLed after the shutdown grace (FROZEN_OVER_S in all).
+  is SIGKILLed after the shutdown grace (FROZEN_OVER_S in all; the grace
+  is --shutdown-grace GRACE_S, not the default 5 s, which would only be
+  waited out).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ NODE_TIMEOUT_S = 2
 SILENCE_MARGIN_S = 1.5
 COLLECTIVE_TIMEOUT_S = 1
 WATCHDOG_MARGIN_S = 1.5
-FROZEN_OVER_S = COLLECTIVE_TIMEOUT_S + 2 + 5 + 3  # + the aborts' wait, the grace, a margin
+GRACE_S = 1
+FROZEN_OVER_S = COLLECTIVE_TIMEOUT_S + 2 + GRACE_S + 3  # + the aborts' wait, the grace, a margin
 
 
 def at_random_moment(job: Job, name: str, span: float) -> str:
@@ -136,8 +139,8 @@ WATCHDOG = re.compile(r"^\[default\d\]:\[rank(\d)\]:\[E[\d ]+[\d:.]+ ProcessGrou
 def test_a_frozen_rank_trips_the_watchdog_and_is_reaped(runner: Runner):
     """In plain output, as a user reads it: NCCL's watchdog text from the
     ranks left waiting, then torchrun's failure report."""
-    job = runner.start("--nproc", "3", "--collective-timeout", str(COLLECTIVE_TIMEOUT_S), *PACED,
-                       "--output", "plain")
+    job = runner.start("--nproc", "3", "--collective-timeout", str(COLLECTIVE_TIMEOUT_S),
+                       "--shutdown-grace", str(GRACE_S), *PACED, "--output", "plain")
     r = rng("freeze")
     frozen = r.randrange(3)
     wait_until(lambda: "| Step 1/" in job.stdout, 30)

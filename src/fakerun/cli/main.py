@@ -61,6 +61,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
+        shutdown_grace_s=ns.shutdown_grace,
         tee=ns.tee,
         redirects=ns.redirects,
         local_ranks_filter=ns.local_ranks_filter,

@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a fresh run after each one (screen-saver mode) until Ctrl+C")
     f.add_argument("--collective-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="NCCL watchdog timeout for one collective (default 600)")
+    # Not torchrun's: a test's, so that a rank deaf to SIGTERM costs it less than the default 5 s.
+    f.add_argument("--shutdown-grace", type=float, default=5.0, help=argparse.SUPPRESS)
     f.add_argument("--rdzv-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait for every rank to join (default 900)")
     f.add_argument("--scenario", default="healthy", metavar="NAME|FILE.toml",
