@@ -19,6 +19,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
@@ -111,14 +112,19 @@ def _greeting(mechanism: bytes, as_server: bool) -> bytes:
 NULL_READY = b"\x04\x1c\x05READY\x0bSocket-Type\x00\x00\x00\x06ROUTER"
 
 
-def raw_squatter(sock_fd: int, mechanism: str, seconds: float) -> str:
+def _told_to_stop(stop_fd: int) -> bool:
+    return bool(select.select([stop_fd], [], [], 0)[0])
+
+
+def raw_squatter(sock_fd: int, mechanism: str, seconds: float, stop_fd: int) -> str:
     """On the (already bound) port: answer every connection as a ZMTP
-    server of `mechanism` would begin, and keep whatever the peer sends."""
+    server of `mechanism` would begin, and keep whatever the peer sends,
+    for `seconds` or until told to stop (the victim has exited)."""
     listener = socket.socket(fileno=sock_fd)
     listener.settimeout(0.2)
     captured = b""
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not _told_to_stop(stop_fd):
         try:
             conn, _ = listener.accept()
         except TimeoutError:
@@ -137,15 +143,16 @@ def raw_squatter(sock_fd: int, mechanism: str, seconds: float) -> str:
     return captured.hex()
 
 
-def zmq_squatter(port: int, seconds: float) -> list[str]:
+def zmq_squatter(port: int, seconds: float, stop_fd: int) -> list[str]:
     """Node 0's port, taken first by a ROUTER that answers any hello with a
-    Welcome and a line for the victim's screen; the frames it received."""
+    Welcome and a line for the victim's screen; the frames it received
+    (for `seconds`, or until told to stop)."""
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.bind(f"tcp://127.0.0.1:{port}")
     heard = []
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not _told_to_stop(stop_fd):
         if not router.poll(50):
             continue
         peer, frame = router.recv_multipart()[:2]
@@ -198,17 +205,31 @@ def _node1(runner, port: int):
                         env={**os.environ, "FAKERUN_TOKEN": TOKEN, "FAKERUN_OPTS": ""})
 
 
+@contextlib.contextmanager
+def _stop_pipe() -> Iterator[tuple[int, Callable[[], None]]]:
+    """A squatter's stop: the end it watches, and what tells it to stop (once
+    node 1 has exited, there is no one left to squat for)."""
+    stop_r, stop_w = os.pipe()
+    try:
+        yield stop_r, lambda: os.write(stop_w, b"!")
+    finally:
+        os.close(stop_r)
+        os.close(stop_w)
+
+
 @pytest.mark.parametrize("mechanism", ["NULL", "CURVE"])
 def test_a_port_squatter_gets_no_byte_of_the_token(runner, mechanism):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     port = listener.getsockname()[1]
-    attacker = start_as_other_user(raw_squatter, listener.fileno(), mechanism, 4.0)
-    listener.close()  # the attacker holds its own copy
-    job = _node1(runner, port)
-    code = job.wait(30)
-    captured = bytes.fromhex(attacker.wait(10) or "")
+    with _stop_pipe() as (stop_fd, stop):
+        attacker = start_as_other_user(raw_squatter, listener.fileno(), mechanism, 4.0, stop_fd)
+        listener.close()  # the attacker holds its own copy
+        job = _node1(runner, port)
+        code = job.wait(30)
+        stop()
+        captured = bytes.fromhex(attacker.wait(10) or "")
     assert captured, "node 1 never dialled the squatted port"
     for secret in (TOKEN.encode(), bytes.fromhex(TOKEN)):
         assert secret not in captured, f"the token went to the squatter ({mechanism} greeting)"
@@ -218,11 +239,13 @@ def test_a_port_squatter_gets_no_byte_of_the_token(runner, mechanism):
 
 def test_a_zmq_squatter_cannot_pose_as_node_0(runner):
     port = free_port()
-    attacker = start_as_other_user(zmq_squatter, port, 4.0)
-    wait_until(lambda: _listening(port), 10)
-    job = _node1(runner, port)
-    code = job.wait(30)
-    heard = attacker.wait(10)
+    with _stop_pipe() as (stop_fd, stop):
+        attacker = start_as_other_user(zmq_squatter, port, 4.0, stop_fd)
+        wait_until(lambda: _listening(port), 10)
+        job = _node1(runner, port)
+        code = job.wait(30)
+        stop()
+        heard = attacker.wait(10)
     assert heard == [], "node 1 talked to the squatter"
     assert INJECTED not in job.stdout + job.stderr
     assert code != 0
