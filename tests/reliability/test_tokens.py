@@ -31,6 +31,10 @@ from tests.other_user import OTHER_GID, OTHER_UID, needs_root, run_as_other_user
 
 ATTACK_TIMEOUT_S = 60
 JOB_TIMEOUT_S = 90
+# The attacker's --rdzv-timeout: on an encrypted link it is turned away at
+# every handshake (hundreds a second, each counted by node 0), for as long as
+# it keeps trying; two seconds of that prove what five did.
+ATTACKER_RDZV_S = 2
 
 
 def slurm(node: int, job_id: str) -> dict[str, str]:
@@ -79,8 +83,8 @@ def kept_out(said: str) -> dict[str, Any]:
     """How the attacker's fakerun ended, which must be at node 0's door: refused
     at its hello (wrong-token), or never let in at all (an encrypted link
     whose keys come from the token never completes its handshake, so node 0
-    never answers and the rendezvous times out). Anything else (a failure of
-    its own) would prove nothing."""
+    never answers and the rendezvous times out; node 0 counts the refused
+    handshakes). Anything else (a failure of its own) would prove nothing."""
     events = parse_events(said)
     assert not [e for e in events if e["event"] == "step"], said[-2000:]
     lost = [e for e in events if e["event"] == "node_lost"]
@@ -106,7 +110,8 @@ def test_a_token_computed_from_the_job_id_cannot_join(runner, tmp_path: Path, no
     attacker_env = quiet_env(HOME=str(nobody_home), TMPDIR=str(nobody_home),
                              FAKERUN_TOKEN=computable, **slurm(1, job_id))
     attacker_env.pop("XDG_RUNTIME_DIR", None)  # root's
-    attacker_argv = [*common, "--rdzv-id", node0.marker, "--node-timeout", "5", "--rdzv-timeout", "5"]
+    attacker_argv = [*common, "--rdzv-id", node0.marker, "--node-timeout", "5",
+                     "--rdzv-timeout", str(ATTACKER_RDZV_S)]
     warm_up(attacker_argv, attacker_env)
     out = tmp_path / "attacker.out"
     with open(out, "wb") as sink:
@@ -126,3 +131,5 @@ def test_a_token_computed_from_the_job_id_cannot_join(runner, tmp_path: Path, no
     finished: dict[str, Any] = node0.of("run_finished")[0]
     if how["reason"] == "refused":
         assert finished["rejected"].get("wrong-token", 0) >= 1, json.dumps(finished)
+    else:  # it did reach node 0, and was turned away there, not lost on its way
+        assert finished["rejected"].get("handshake", 0) >= 1, json.dumps(finished)
