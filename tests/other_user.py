@@ -61,15 +61,27 @@ class Attacker:
 def start_as_other_user(attack: Callable[..., Any], *args: Any) -> Attacker:
     """Fork; the child becomes uid/gid 65534, calls `attack(*args)` and
     sends its return value (JSON) back (SIGTERM ends it quietly)."""
+    return _fork(attack, args, other_user=True)
+
+
+def start_in_child(work: Callable[..., Any], *args: Any) -> Attacker:
+    """The same, the child staying who we are: a test's own work done side
+    by side with other tests' (a process, not a thread: the forks above are
+    only safe in a process without other threads)."""
+    return _fork(work, args, other_user=False)
+
+
+def _fork(attack: Callable[..., Any], args: tuple[Any, ...], other_user: bool) -> Attacker:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the attacker
         code = 0
         try:
             os.close(read_fd)
-            os.setgroups([])
-            os.setgid(OTHER_GID)
-            os.setuid(OTHER_UID)
+            if other_user:
+                os.setgroups([])
+                os.setgid(OTHER_GID)
+                os.setuid(OTHER_UID)
             signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
             result = attack(*args)
             os.write(write_fd, json.dumps(result).encode())

@@ -9,6 +9,11 @@ attack as uid 65534 (tests/other_user.py) against a job run as root:
   node 1, and node 1 must not take it for node 0 (nothing it sends shows);
 - sockets that claim the identities `agent-1` and `rank-N` first must not
   keep the real peers out.
+
+The flood's ten seconds are spent waiting (the attacker sends, node 0 is
+sampled): they run side by side with the module's other tests, each
+attack on a port of its own, and the flood test, the module's last,
+checks what they found (see flood_meanwhile).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -28,8 +34,8 @@ import zmq
 from fakerun import events as ev
 from fakerun import protocol as p
 from fakerun.config.options import free_port
-from tests.conftest import wait_until
-from tests.other_user import needs_root, start_as_other_user
+from tests.conftest import Job, Runner, parse_events, wait_until
+from tests.other_user import Attacker, needs_root, start_as_other_user, start_in_child
 
 pytestmark = needs_root
 TOKEN = "5ec2e7d0c0ffee0123456789abcdef42"
@@ -175,29 +181,6 @@ def _agent(job, node: int) -> psutil.Process:
     return wait_until(find, 20)
 
 
-def test_a_flood_of_big_frames_does_not_grow_node_0(runner):
-    port = free_port()
-    job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--master-port", str(port),
-                       "--max-steps", "4", "--seed", "5", "--output", "jsonl")
-    node0 = _agent(job, 0)
-    job.wait_for_event("rendezvous", timeout=30)  # every node's agent and rank has joined
-    start_rss = node0.memory_info().rss
-    attacker = start_as_other_user(flood, port, FLOOD_S)
-    peak, end = start_rss, time.monotonic() + FLOOD_S
-    while time.monotonic() < end and job.proc.poll() is None:
-        try:
-            peak = max(peak, node0.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)  # a sampling interval, not a wait for state
-    sent = attacker.wait(FLOOD_S + 10)  # frames its sockets took: their queues, if not node 0
-    assert job.wait(60) == 0, job.stderr[-2000:]
-    growth = peak - start_rss
-    print(f"flood: {sent} frames of {FRAME} bytes queued to send; node 0 grew {growth / 2**20:.1f} MiB")
-    assert growth <= GROWTH_LIMIT, f"node 0 grew by {growth / 2**20:.0f} MiB under the flood"
-    assert [e["exit_code"] for e in job.of("run_finished")] == [0, 0]
-
-
 def _node1(runner, port: int):
     """Node 1 alone, dialling `port`, where no node 0 of ours listens."""
     return runner.start("--nnodes", "2", "--node-rank", "1", "--nproc", "2", "--master-port", str(port),
@@ -277,3 +260,67 @@ def test_identities_taken_first_do_not_keep_the_real_peers_out(runner):
         answers = attacker.stop()
         os.close(ready)
     assert answers in (0, None)
+
+
+# -- the flood, side by side with the tests above ---------------------------
+FLOOD_TEST = "test_a_flood_of_big_frames_does_not_grow_node_0"
+
+
+def watch_the_flood(job: Job, port: int) -> dict[str, Any]:
+    """In a child of the test process: once every node's agent and rank has
+    joined, the attacker floods node 0's port for FLOOD_S while node 0's
+    memory is sampled. What node 0 held before, its peak, and the frames
+    the attacker's sockets took. (Not the job's Popen here, which is the
+    parent's: the job is watched through its pids and its output.)"""
+    node0 = _agent(job, 0)
+
+    def joined() -> bool:
+        text = job.stdout
+        return any(e["event"] == "rendezvous" for e in parse_events(text[:text.rfind("\n") + 1]))
+
+    wait_until(joined, 30)
+    start_rss = node0.memory_info().rss
+    attacker = start_as_other_user(flood, port, FLOOD_S)
+    peak, end = start_rss, time.monotonic() + FLOOD_S
+    while time.monotonic() < end:
+        try:
+            peak = max(peak, node0.memory_info().rss)
+        except psutil.NoSuchProcess:  # the job has ended (a zombie too)
+            break
+        time.sleep(0.05)  # a sampling interval, not a wait for state
+    sent = attacker.wait(FLOOD_S + 10)  # frames its sockets took: their queues, if not node 0
+    return {"start_rss": start_rss, "peak": peak, "sent": sent}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flood_meanwhile(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runner, Job, Attacker] | None]:
+    """The flood, started with the module's first test when the flood test
+    is to run: its job, and the child watching it."""
+    if FLOOD_TEST not in {item.name for item in request.session.items}:
+        yield None
+        return
+    runner = Runner(tmp_path_factory.mktemp("flood"))
+    port = free_port()
+    job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--master-port", str(port),
+                       "--max-steps", "4", "--seed", "5", "--output", "jsonl")
+    watcher = start_in_child(watch_the_flood, job, port)
+    try:
+        yield runner, job, watcher
+    finally:
+        with contextlib.suppress(ChildProcessError):  # reaped already, by the test's wait
+            if watcher.alive():
+                watcher.stop()
+        runner.cleanup()
+
+
+def test_a_flood_of_big_frames_does_not_grow_node_0(flood_meanwhile):
+    runner, job, watcher = flood_meanwhile
+    found = watcher.wait(FLOOD_S + 60)  # None: the watcher failed (its traceback is on stderr)
+    assert found is not None, job.stderr[-2000:]
+    assert job.wait(60) == 0, job.stderr[-2000:]
+    assert not runner.leftovers(), "processes of the job left behind"
+    growth = found["peak"] - found["start_rss"]
+    print(f"flood: {found['sent']} frames of {FRAME} bytes queued to send; node 0 grew {growth / 2**20:.1f} MiB")
+    assert growth <= GROWTH_LIMIT, f"node 0 grew by {growth / 2**20:.0f} MiB under the flood"
+    assert [e["exit_code"] for e in job.of("run_finished")] == [0, 0]
