@@ -5,6 +5,10 @@ shutdown. Every run ends with exit 130, no traceback, and no process left.
 Ten runs per moment (50 in all), every fifth one a `--nodes 2` cluster, side
 by side: the jobs mostly sleep (they are paced), so running them side by
 side keeps the tier's wall time down without changing what each one sees.
+In two lanes: the twenty aimed at the checkpoint and the export wait
+seconds for their phase, asleep, all at once; meanwhile the thirty others
+(a start-up's CPU, then a moment within a second or two) go SHORT_AT_ONCE
+at a time.
 From the signal to the exit takes at most EXIT_BOUND_S: less than the
 shutdown grace after which a rank deaf to SIGINT would be SIGKILLed (under
 --nodes, NODES_EXIT_BOUND_S: an agent may still be starting its interpreter
@@ -32,7 +36,7 @@ from tests.reliability.conftest import rng, seed_note, side_by_side
 from tests.theatre.test_tmux import DONE, FOOTER, Tmux
 
 RUNS_PER_MOMENT = 10
-SIDE_BY_SIDE = 12
+SHORT_AT_ONCE = 6
 EXIT_TIMEOUT_S = 15.0  # SIGINT to exit, including the ranks' teardown
 EXIT_BOUND_S = 4.0
 NODES_EXIT_BOUND_S = 6.0
@@ -119,9 +123,13 @@ def assert_whole_checkpoints(out: Path) -> None:
 
 
 def test_ctrl_c_at_50_random_moments(runner):
-    # Longest first, so the slow ones (checkpoint, shutdown) overlap the rest.
-    runs = [(name, i) for name in reversed(MOMENTS) for i in range(RUNS_PER_MOMENT)]
-    done = side_by_side(lambda k: ctrl_c_once(runner, *runs[k]), len(runs), SIDE_BY_SIDE)
+    runs = [(name, i) for name in reversed(MOMENTS) for i in range(RUNS_PER_MOMENT)]  # longest first
+    lanes = [[run for run in runs if MOMENTS[run[0]].checkpoints],
+             [run for run in runs if not MOMENTS[run[0]].checkpoints]]
+    at_once = [len(lanes[0]), SHORT_AT_ONCE]
+    results = side_by_side(lambda lane: side_by_side(lambda k: ctrl_c_once(runner, *lanes[lane][k]),
+                                                     len(lanes[lane]), at_once[lane]), len(lanes))
+    runs, done = [run for lane in lanes for run in lane], [r for lane in results for r in lane]
     landed = [(name, phase) for (name, _), (phase, _) in zip(runs, done, strict=True)]
     print(f"Ctrl+C to exit: median {statistics.median(t for _, t in done):.2f} s, "
           f"max {max(t for _, t in done):.2f} s")
