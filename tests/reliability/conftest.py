@@ -16,18 +16,19 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 import fakerun
-from tests.conftest import wait_until
+from tests.conftest import Runner, wait_until
 
 T = TypeVar("T")
 
 SEED = int(os.environ.get("FAKERUN_RELIABILITY_SEED", "7"))
+SCENARIO_TIMEOUT_S = 120.0  # a scenario started ahead of its test (each job has bounds of its own)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,6 +73,47 @@ def side_by_side(run: Callable[[int], T], count: int, at_once: int | None = None
     time than one; an exception in any is raised here."""
     with ThreadPoolExecutor(at_once or count) as pool:
         return list(pool.map(run, range(count)))
+
+
+class Started:
+    """A test's jobs, started before the test (see started_together): its
+    result() is what the test's scenario returned, once the runner's checks
+    (no launcher still running, no process of the jobs left) have passed."""
+
+    def __init__(self, future: Future[Any], runner: Runner) -> None:
+        self.future, self.runner = future, runner
+
+    def result(self, timeout: float = SCENARIO_TIMEOUT_S) -> Any:
+        try:
+            value = self.future.result(timeout)  # the scenario's own failure, as raised there
+            still = [job.proc.pid for job in self.runner.jobs if job.proc.poll() is None]
+            assert not still, f"launchers {still} still running after the test"
+            left = self.runner.leftovers()
+            assert not left, f"processes of the job left behind: {left}"
+            return value
+        finally:
+            self.runner.cleanup()
+
+
+def started_together(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                     scenarios: dict[str, Callable[[Runner], Any]]) -> Iterator[dict[str, Started]]:
+    """A module fixture's body, for tests whose jobs mostly wait (for a
+    random moment, a bound, a timeout to pass): each test's scenario, in a
+    thread with a runner of its own, all started with the module's first
+    test, so that their waits pass side by side rather than one after the
+    other. Each test takes its own result and makes its own assertions.
+    Only the tests to run are started. Threads: the scenarios start their
+    jobs with Popen, and must not fork otherwise."""
+    selected = {item.name for item in request.session.items}
+    chosen = {name: scenario for name, scenario in scenarios.items() if name in selected}
+    runners = {name: Runner(tmp_path_factory.mktemp(name[:40])) for name in chosen}
+    with ThreadPoolExecutor(max(1, len(chosen))) as pool:
+        try:
+            yield {name: Started(pool.submit(scenario, runners[name]), runners[name])
+                   for name, scenario in chosen.items()}
+        finally:
+            for runner in runners.values():
+                runner.cleanup()  # a scenario still running ends here, its jobs killed
 
 
 def seconds_until(predicate: Callable[[], Any], timeout: float, where: str = "") -> float:

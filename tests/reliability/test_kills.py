@@ -15,6 +15,10 @@ Bounds (seconds from the signal, on a loaded 2-core machine):
   is SIGKILLed after the shutdown grace (FROZEN_OVER_S in all; the grace
   is --shutdown-grace GRACE_S, not the default 5 s, which would only be
   waited out).
+
+The four tests' jobs mostly wait (for their random moment, a bound, a
+node's silence): they are started together, with the module's first test
+(`kills`), ten jobs side by side; each test takes its own scenario's result.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections.abc import Iterator
 
 import psutil
+import pytest
 
 from tests.conftest import Job, Runner, gone, job_processes, wait_until
-from tests.reliability.conftest import rng, seconds_until, seed_note, side_by_side
+from tests.reliability.conftest import Started, rng, seconds_until, seed_note, side_by_side, started_together
 
 PACED = ("--speed", "2", "--max-steps", "100000")
 JSONL = ("--output", "jsonl")
@@ -67,7 +73,7 @@ def killed_by(stderr: str, pid: int, signum: int) -> bool:
         and f"  traceback : Signal {signum} ({name}) received by PID {pid}\n" in stderr
 
 
-def test_sigkill_of_a_random_rank_of_two_nodes(runner: Runner):
+def rank_kills(runner: Runner) -> list[tuple[float, float]]:
     def once(i: int) -> tuple[float, float]:
         job = runner.start(*NODES, *PACED, *JSONL)
         victim = rng(f"rank-kill:{i}:victim").randrange(4)
@@ -87,12 +93,10 @@ def test_sigkill_of_a_random_rank_of_two_nodes(runner: Runner):
         assert [e["exit_code"] for e in job.of("run_finished")] == [1, 1], where  # both nodes fail
         return detected, over
 
-    times = side_by_side(once, 3)
-    print(f"rank SIGKILL: reported after {[f'{d:.2f}' for d, _ in times]} s, "
-          f"job over after {[f'{o:.2f}' for _, o in times]} s")
+    return side_by_side(once, 3)
 
 
-def test_sigkill_of_the_launcher(runner: Runner):
+def launcher_kills(runner: Runner) -> list[float]:
     """One node (the ranks' parent death signal) and `--nodes 2` (the
     agents' lifeline), each at random moments."""
     cases = [("--nproc", "3"), ("--nproc", "3"), NODES, NODES]
@@ -105,12 +109,10 @@ def test_sigkill_of_the_launcher(runner: Runner):
         bound = AGENTS_GONE_S if "--nodes" in cases[i] else RANKS_GONE_S
         return seconds_until(lambda: not job_processes(job.marker), bound, where)
 
-    gone = side_by_side(once, len(cases))
-    print(f"launcher SIGKILL: all gone after {[f'{g:.2f}' for g in gone]} s (one node, one node, "
-          "--nodes, --nodes)")
+    return side_by_side(once, len(cases))
 
 
-def test_sigkill_of_node_0s_agent(runner: Runner):
+def agent_kills(runner: Runner) -> list[float]:
     def once(i: int) -> float:
         job = runner.start(*NODES, "--node-timeout", str(NODE_TIMEOUT_S), *PACED, *JSONL)
         where = at_random_moment(job, f"agent-kill:{i}", 1.5)
@@ -126,9 +128,7 @@ def test_sigkill_of_node_0s_agent(runner: Runner):
         assert [e["exit_code"] for e in job.of("run_finished")] == [1], where  # node 1's; node 0 died
         return noticed
 
-    noticed = side_by_side(once, 2)
-    print(f"node 0's agent SIGKILL: node 1 noticed after {[f'{n:.2f}' for n in noticed]} s "
-          f"(--node-timeout {NODE_TIMEOUT_S})")
+    return side_by_side(once, 2)
 
 
 WATCHDOG = re.compile(r"^\[default\d\]:\[rank(\d)\]:\[E[\d ]+[\d:.]+ ProcessGroupNCCL\.cpp:\d+\] \[Rank \1\] "
@@ -136,7 +136,7 @@ WATCHDOG = re.compile(r"^\[default\d\]:\[rank(\d)\]:\[E[\d ]+[\d:.]+ ProcessGrou
                       re.M)
 
 
-def test_a_frozen_rank_trips_the_watchdog_and_is_reaped(runner: Runner):
+def frozen_rank(runner: Runner) -> tuple[float, float]:
     """In plain output, as a user reads it: NCCL's watchdog text from the
     ranks left waiting, then torchrun's failure report."""
     job = runner.start("--nproc", "3", "--collective-timeout", str(COLLECTIVE_TIMEOUT_S),
@@ -161,4 +161,37 @@ def test_a_frozen_rank_trips_the_watchdog_and_is_reaped(runner: Runner):
     assert f"Sending process {pid} closing signal SIGTERM" in err, where
     assert killed_by(err, pid, signal.SIGKILL), where
     assert err.count("  traceback : Signal 6 (SIGABRT) received by PID") == 2, where  # as ProcessGroupNCCL
+    return fired, over
+
+
+@pytest.fixture(scope="module")
+def kills(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
+    yield from started_together(request, tmp_path_factory, {
+        "test_sigkill_of_a_random_rank_of_two_nodes": rank_kills,
+        "test_sigkill_of_the_launcher": launcher_kills,
+        "test_sigkill_of_node_0s_agent": agent_kills,
+        "test_a_frozen_rank_trips_the_watchdog_and_is_reaped": frozen_rank,
+    })
+
+
+def test_sigkill_of_a_random_rank_of_two_nodes(kills: dict[str, Started]):
+    times = kills["test_sigkill_of_a_random_rank_of_two_nodes"].result()
+    print(f"rank SIGKILL: reported after {[f'{d:.2f}' for d, _ in times]} s, "
+          f"job over after {[f'{o:.2f}' for _, o in times]} s")
+
+
+def test_sigkill_of_the_launcher(kills: dict[str, Started]):
+    gone = kills["test_sigkill_of_the_launcher"].result()
+    print(f"launcher SIGKILL: all gone after {[f'{g:.2f}' for g in gone]} s (one node, one node, "
+          "--nodes, --nodes)")
+
+
+def test_sigkill_of_node_0s_agent(kills: dict[str, Started]):
+    noticed = kills["test_sigkill_of_node_0s_agent"].result()
+    print(f"node 0's agent SIGKILL: node 1 noticed after {[f'{n:.2f}' for n in noticed]} s "
+          f"(--node-timeout {NODE_TIMEOUT_S})")
+
+
+def test_a_frozen_rank_trips_the_watchdog_and_is_reaped(kills: dict[str, Started]):
+    fired, over = kills["test_a_frozen_rank_trips_the_watchdog_and_is_reaped"].result()
     print(f"frozen rank: watchdog after {fired:.2f} s, job over after {over:.2f} s")
