@@ -7,11 +7,13 @@ from __future__ import annotations
 import _thread
 import math
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 import fakerun
 from tests.conftest import Runner, job_processes, wait_until
+from tests.reliability.conftest import Started, started_together
 
 START_TIMEOUT_S = 30.0
 
@@ -44,11 +46,25 @@ def test_a_bad_timeout_is_refused_before_anything_runs(runner: Runner, timeout: 
     assert not job_processes(marker)
 
 
-def test_a_timeout_with_nodes_leaves_nothing(runner: Runner) -> None:
-    """The agents run in sessions of their own: killing the launcher's group
-    left them (and their ranks) running for up to a second."""
+def timeout_with_nodes(runner: Runner) -> None:
+    """The job of test_a_timeout_with_nodes_leaves_nothing."""
     marker = runner.new_marker()
     with pytest.raises(fakerun.FakerunTimeout) as info:
         fakerun.run(nodes=2, nproc=2, max_steps=1000, speed=1, rdzv_id=marker, timeout=2)
     assert not job_processes(marker)
     assert info.value.result.of("run_started")  # what it printed until then is kept
+
+
+@pytest.fixture(scope="module", autouse=True)
+def started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
+    """run()'s two seconds, waited out side by side with the module's other
+    tests (run() starts its job with Popen and takes no signal: a thread
+    may call it)."""
+    yield from started_together(request, tmp_path_factory, {
+        "test_a_timeout_with_nodes_leaves_nothing": timeout_with_nodes})
+
+
+def test_a_timeout_with_nodes_leaves_nothing(started: dict[str, Started]) -> None:
+    """The agents run in sessions of their own: killing the launcher's group
+    left them (and their ranks) running for up to a second."""
+    started["test_a_timeout_with_nodes_leaves_nothing"].result()

@@ -26,7 +26,7 @@ import pytest
 
 from fakerun import checkpoint
 from tests.conftest import FAKERUN, Job, Runner, job_processes, wait_until
-from tests.reliability.conftest import rng, seed_note, side_by_side
+from tests.reliability.conftest import Started, rng, seed_note, side_by_side, started_together
 
 DISK = 64 * 1024
 # torchrun's own log lines (its banner, "Sending process N closing signal"),
@@ -291,10 +291,9 @@ def blocked_writing_to_a_pipe(pid: int) -> bool:
         return False
 
 
-def test_a_stop_signal_ends_a_job_whose_reader_stalled(runner: Runner):
-    """The reader stops reading (a paused pager): the launcher blocks in
-    write(2), which a recorded SIGTERM only retried, for ever. The stop now
-    has a deadline: 143 within seconds, nothing left."""
+def stalled_reader(runner: Runner) -> float:
+    """The job of test_a_stop_signal_ends_a_job_whose_reader_stalled: how
+    long it took to stop."""
     marker = runner.new_marker()
     proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, "--nproc", "2", "--output", "jsonl", "--speed", "0",
                              "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -312,4 +311,20 @@ def test_a_stop_signal_ends_a_job_whose_reader_stalled(runner: Runner):
         proc.stdout.close()
     assert code == 143
     assert not job_processes(marker)
+    return took
+
+
+@pytest.fixture(scope="module", autouse=True)
+def started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
+    """The stalled reader's job waits out the stop's deadline (2 s) asleep:
+    it runs side by side with the module's other tests, from the first."""
+    yield from started_together(request, tmp_path_factory, {
+        "test_a_stop_signal_ends_a_job_whose_reader_stalled": stalled_reader})
+
+
+def test_a_stop_signal_ends_a_job_whose_reader_stalled(started: dict[str, Started]):
+    """The reader stops reading (a paused pager): the launcher blocks in
+    write(2), which a recorded SIGTERM only retried, for ever. The stop now
+    has a deadline: 143 within seconds, nothing left."""
+    took = started["test_a_stop_signal_ends_a_job_whose_reader_stalled"].result()
     print(f"stopped {took:.2f} s after SIGTERM with the reader stalled")
