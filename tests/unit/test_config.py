@@ -86,12 +86,12 @@ def test_defaults():
     assert 1 <= c.master_port <= 65535 and c.output == "auto" and c.speed == 1.0
 
 
-
 def test_the_shutdown_grace_is_5_s_unless_a_test_sets_it():
     """--shutdown-grace is hidden: a test's, for a rank deaf to SIGTERM."""
     assert config().shutdown_grace_s == 5.0
     assert config("--shutdown-grace", "1").shutdown_grace_s == 1.0
     assert "--shutdown-grace" not in build_parser().format_help()
+
 
 SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_NODEID": "1",
          "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu1"}
