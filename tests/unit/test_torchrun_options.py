@@ -72,7 +72,5 @@ def test_fakerun_opts_with_a_script_is_one_line_and_exit_2(opts, capsys):
     assert err.count("\n") == 1 and "takes options only" in err
 
 
-def test_fakerun_opts_check_leaves_the_default_script_alone():
-    parser = build_parser()
-    cli.with_env_options([], {"FAKERUN_OPTS": "--seed 1"}, parser)
-    assert parser.parse_args([]).training_script == "train.py"
+def test_without_a_training_script_the_entrypoint_is_train_py():
+    assert config().entrypoint == "train.py"

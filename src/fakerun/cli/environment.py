@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fakerun.cli.parser import DEFAULT_MASTER_PORT, DEFAULT_SCRIPT, parse_endpoint
+from fakerun.cli.parser import DEFAULT_MASTER_PORT, parse_endpoint
 from fakerun.config import tokens
 from fakerun.config.options import free_port, new_seed
 from fakerun.errors import ExitCode, UsageError
@@ -138,13 +138,8 @@ def with_env_options(args: list[str], environ: Mapping[str, str],
 
 
 def _script_in(options: list[str], parser: argparse.ArgumentParser) -> str | None:
-    """The training script named among `options`, if any (the parser's
-    default script is lifted for the look, so `train.py` itself shows)."""
-    parser.set_defaults(training_script=None)
-    try:
-        return parser.parse_known_args(options)[0].training_script
-    finally:
-        parser.set_defaults(training_script=DEFAULT_SCRIPT)
+    """The training script named among `options`, if any."""
+    return parser.parse_known_args(options)[0].training_script
 
 
 def warn_visible_token(parser: argparse.ArgumentParser, command_line: list[str]) -> None:

@@ -20,7 +20,7 @@ from fakerun.cli.environment import (
     warn_visible_token,
     with_env_options,
 )
-from fakerun.cli.parser import build_parser, join_timeout
+from fakerun.cli.parser import DEFAULT_SCRIPT, build_parser, join_timeout
 from fakerun.config import limits
 from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
@@ -28,7 +28,7 @@ from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
 from fakerun.world import scenarios as scenario_catalog
-from fakerun.world import styles
+from fakerun.world import settings, styles
 from fakerun.world.topology import Topology
 
 
@@ -36,7 +36,8 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
-    script = scriptargs.read(ns.training_script, ns.training_script_args)  # fakerun's options win over it
+    entrypoint = ns.training_script or DEFAULT_SCRIPT
+    script = scriptargs.read(entrypoint, ns.training_script_args)  # fakerun's options win over it
     return plan(RunConfig(
         topology=topology,
         master_addr=env.master_addr,
@@ -57,14 +58,13 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         metrics_file=ns.metrics_file,
         output_dir=first(ns.output_dir, script.output_dir),
         resume=ns.resume,
-        entrypoint=ns.training_script,
+        entrypoint=entrypoint,
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
         shutdown_grace_s=ns.shutdown_grace,
-        tee=ns.tee,
-        redirects=ns.redirects,
-        local_ranks_filter=ns.local_ranks_filter,
+        settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter), environ,
+                                  drop_in=ns.training_script is not None or invoked_as_torchrun()),
         fault=_fault(ns, topology),
         model=ns.model,
         gpu=ns.gpu,
@@ -75,6 +75,11 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
     ))
+
+
+def invoked_as_torchrun() -> bool:
+    """fakerun installed (or linked) as `torchrun`: a drop-in, with torchrun's defaults."""
+    return os.path.basename(sys.argv[0]) == "torchrun"
 
 
 def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:

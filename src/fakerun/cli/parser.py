@@ -75,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node 0's address for the rendezvous (as --master-addr/--master-port)")
     t.add_argument(*_options("--rdzv-conf"), dest="rdzv_conf", default="", metavar="K=V,...",
                    help="rendezvous settings; join_timeout (seconds) is honoured as --rdzv-timeout")
-    t.add_argument(*_options("--tee", "-t"), dest="tee", type=_std, default=3, metavar="STD",
+    t.add_argument(*_options("--tee", "-t"), dest="tee", type=_std, default=None, metavar="STD",
                    help="streams of the ranks shown with the [defaultN]: prefix: 0 none, 1 stdout, "
-                        "2 stderr, 3 both (default 3: fakerun always tees; 0 shows them bare)")
-    t.add_argument(*_options("--redirects", "-r"), dest="redirects", type=_std, default=0, metavar="STD",
+                        "2 stderr, 3 both (default: 0 as torchrun when a training script is named, "
+                        "else 3)")
+    t.add_argument(*_options("--redirects", "-r"), dest="redirects", type=_std, default=None, metavar="STD",
                    help="streams of the ranks sent only to --log-dir, not the console, unless teed")
     t.add_argument(*_options("--local-ranks-filter"), dest="local_ranks_filter", type=_ranks, default=None,
                    metavar="R,R", help="show only these local ranks' output on the console")
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="global rank that fails in a fault scenario (default 1)")
     f.add_argument("--fail-step", type=int, default=None, metavar="S",
                    help="step at which it fails (default: half way)")
-    p.add_argument("training_script", nargs="?", default=DEFAULT_SCRIPT,
+    p.add_argument("training_script", nargs="?", default=None,
                    help="recorded as the entrypoint, never executed (default train.py)")
     p.add_argument("training_script_args", nargs=argparse.REMAINDER,
                    help="arguments of the training script")

@@ -15,6 +15,7 @@ from typing import Any
 
 from fakerun.errors import UsageError
 from fakerun.world.identity import Asked
+from fakerun.world.settings import Settings
 from fakerun.world.styles import Style
 from fakerun.world.topology import Topology
 
@@ -94,9 +95,7 @@ class RunConfig:
     lifeline: int | None = None  # a pid whose exit ends this agent (the local cluster's parent)
     style: Style = field(default_factory=Style)  # whose output conventions the run follows
     asked: Asked = field(default_factory=Asked)  # what the training script's arguments fix
-    tee: int = 3  # torchrun's Std: the rank streams shown on the console with the [defaultN]: prefix
-    redirects: int = 0  # the rank streams kept off the console (log files only) unless teed
-    local_ranks_filter: frozenset[int] | None = None  # only these local ranks on the console
+    settings: Settings = field(default_factory=Settings)  # the flags and environment deciding the output
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`

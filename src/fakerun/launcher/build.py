@@ -35,7 +35,7 @@ def worker_env(config: RunConfig, rank: int, local_rank: int, extra: dict[str, s
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": 1,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    return {k: str(v) for k, v in env.items()} | extra
+    return {k: str(v) for k, v in env.items()} | config.settings.rank_env() | extra
 
 
 def endpoints(config: RunConfig, rundir: RunDir) -> tuple[str, list[str]]:

@@ -158,7 +158,8 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
     # Rank lines wear an 11-character "[defaultN]:" prefix on the console.
     width = max(60, width_of(stdout, environ) - 11)
-    formatter = EventFormatter(width, tz, styles.renderer_for(config.style, width, tz), config.identity)
+    formatter = EventFormatter(width, tz, styles.renderer_for(config.style, width, tz), config.identity,
+                               config.settings)
     node_ranks = config.topology.node_ranks()
     nproc = config.topology.nproc_per_node
     resumed = config.resume_from is not None
@@ -175,5 +176,6 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
 
         view = RichView(stdout, stderr, nproc, node_ranks, environ)
         return Renderer(formatter, [view], [view, *files])
-    streams = RankStreams(config.tee, config.redirects, config.local_ranks_filter)
+    s = config.settings
+    streams = RankStreams(s.tee, s.redirects, s.local_ranks)
     return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, streams=streams)], files)

@@ -18,6 +18,8 @@ from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
 from fakerun.world.identity import ENV_PREFIX, PYTHON
+from fakerun.world.settings import Settings
+from fakerun.world.settings import demo as demo_settings
 
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
@@ -57,12 +59,14 @@ class EventFormatter:
     training script's, in its style's conventions."""
 
     def __init__(self, width: int = 100, tz: tzinfo | None = None, script: ScriptRenderer | None = None,
-                 ident: Any = None) -> None:
+                 ident: Any = None, settings: Settings | None = None) -> None:
         """`script`: what renders the training script's own output (the style's;
         default the seeds' layout). `ident`: the run's identity, known before
         the run starts, so that the launcher's first lines already wear its torch's
-        file:line (the RunIdentity event brings it too)."""
+        file:line (the RunIdentity event brings it too). `settings`: the flags and
+        environment that decide what the stack prints (default the demo's)."""
         self.tz = tz
+        self.settings = settings or demo_settings()
         self.script = script or PytorchLines(width, tz)
         self.run: ev.RunStarted | None = None
         self._use(ident)
@@ -202,7 +206,8 @@ class EventFormatter:
 
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "init" and e.stage == "nccl" and self.ident is not None:
-            return NcclInit(self.ident, self.pids).lines(sorted(self.pids)) + self.script.lines(e)
+            nccl = NcclInit(self.ident, self.pids, self.settings)
+            return nccl.lines(sorted(self.pids)) + self.script.lines(e)
         return self.script.lines(e)
 
     def _rank_output(self, e: ev.RankOutput) -> list[Line]:

@@ -23,14 +23,16 @@ import random
 from fakerun.render.lines import STDOUT, Line
 from fakerun.world.draws import rng
 from fakerun.world.identity import Identity
+from fakerun.world.settings import Settings
 
 RING_LIMIT = 20  # ncclTopoPrintRings shows at most 20 ranks
 
 
 class NcclInit:
-    def __init__(self, ident: Identity, pids: dict[int, int]) -> None:
+    def __init__(self, ident: Identity, pids: dict[int, int], settings: Settings) -> None:
         self.ident = ident
         self.pids = pids
+        self.settings = settings
         r = rng(ident.seed, "nccl")
         self.comm_id = f"0x{r.getrandbits(64):016x}"
         self.comm_ptr = {rank: f"0x{0x55 << 40 | r.getrandbits(40):x}" for rank in pids}
@@ -40,6 +42,8 @@ class NcclInit:
         self.channels = 16 if self.nvlink else 4
 
     def lines(self, ranks: list[int]) -> list[Line]:
+        if self.settings.env("NCCL_DEBUG") is None:  # NCCL prints nothing unless asked (src/debug.cc)
+            return []
         streams = {rank: self._rank_lines(rank) for rank in ranks}
         return _interleave(streams, rng(self.ident.seed, "nccl-order"))
 
