@@ -1,12 +1,12 @@
 """Values that differ between processes and occurrences, as a real run's do:
-phase durations, Megatron's timers, DeepSpeed's
+phase durations, a watchdog's stamps, Megatron's timers, DeepSpeed's
 per-rank checkpoint lines. Each is drawn from the run's seed (the same run
 prints the same bytes) and stays coherent with the figures around it."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,6 +15,7 @@ from fakerun.coordinator.timeline import Completed, Timeline
 from fakerun.render.styles.deepspeed_checkpoint import CheckpointSave
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog, ds_stamp, version_table
 from fakerun.render.styles.megatron import MegatronLines
+from fakerun.render.torchrun.formatter import EventFormatter
 from fakerun.world import identity
 from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
@@ -59,6 +60,30 @@ def test_each_evaluation_reports_its_own_runtime_and_the_rates_follow_it(ident):
         assert validation.eval_time_s == max(sim_s.values())  # the slowest rank's
         runtimes.append(validation.eval_time_s)
     assert len({round(r, 4) for r in runtimes}) == 3  # as HF prints eval_runtime
+
+
+def _stamp(line: str) -> datetime:
+    """A c10 line's `[E101 00:02:49.851492405 ` stamp (to the microsecond)."""
+    month_day, clock, nanos = re.search(r"\[E(\d+) (\d\d:\d\d:\d\d)\.(\d{9}) ", line).groups()
+    return datetime.strptime(f"2026{int(month_day):04d} {clock}.{nanos[:6]}", "%Y%m%d %H:%M:%S.%f")
+
+
+def test_no_two_ranks_share_a_watchdog_stamp_and_each_thread_logs_forward():
+    formatter = EventFormatter(tz=UTC, ident=identity.build(4, 1, 8))
+    e = ev.WatchdogTimeout("default_pg", 25, "all_reduce", 2, 600000, 600061, list(range(1, 8)), [0], T0)
+    lines = formatter.lines(e)
+    stamped = [(line.rank, line.text) for line in lines if re.search(r"\[E\d+ ", line.text)]
+    first = {rank: text for rank, text in reversed(stamped)}
+    assert len({_stamp(text) for text in first.values()}) == 7
+    for rank in range(1, 8):
+        mine = [_stamp(text) for r, text in stamped if r == rank]
+        assert mine == sorted(mine) and len(set(mine)) == len(mine)
+        # Its own `ran for`: the deadline's overshoot plus the moment its thread looked.
+        ran_for = int(re.search(r"ran for (\d+) milliseconds", first[rank]).group(1))
+        lag_ms = (_stamp(first[rank]) - datetime(2026, 1, 1)).total_seconds() * 1000
+        assert abs(ran_for - 600061 - lag_ms) <= 0.501
+        assert 0 <= lag_ms < 1000 * sim.WATCHDOG_POLL_S
+    assert formatter.lines(e) == lines
 
 
 def _timer(lines) -> tuple[float, float]:

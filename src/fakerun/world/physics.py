@@ -176,6 +176,18 @@ def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
     return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
 
 
+# How often ProcessGroupNCCL's watchdog thread looks at its pending work
+# (kWatchdogThreadSleepMillis, 100 ms in torch 2.3-2.9's ProcessGroupNCCL.cpp):
+# each rank notices a timed-out collective on its own, up to this much after
+# the deadline.
+WATCHDOG_POLL_S = 0.1
+
+
+def watchdog_lag(seed: int, rank: int, seq: int) -> float:
+    """Seconds after the deadline at which `rank`'s watchdog notices collective `seq`."""
+    return WATCHDOG_POLL_S * uniform(seed, "watchdog", rank, seq)
+
+
 @dataclass(frozen=True)
 class Throughput:
     step_time_s: float

@@ -17,6 +17,8 @@ from fakerun.render.styles import ScriptRenderer
 from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
+from fakerun.world import physics as sim
+from fakerun.world.draws import uniform
 from fakerun.world.identity import ENV_PREFIX, PYTHON
 from fakerun.world.settings import Settings
 from fakerun.world.settings import demo as demo_settings
@@ -24,6 +26,10 @@ from fakerun.world.settings import demo as demo_settings
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
 TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
+# Microseconds from one of a watchdog's c10 log lines to the next on the same
+# thread: checkTimeout to watchdogHandler gathers the work's state, the rest
+# only format (as in real logs: hiyouga/LlamaFactory#6269, modelscope/DiffSynth-Studio#458).
+WATCHDOG_GAPS_US = ((100.0, 300.0), (3.0, 15.0))
 
 
 @cache
@@ -43,6 +49,16 @@ def _main_thread_id(run: ev.RunStarted) -> int:
     run and node."""
     seed = run.seed * 1009 + run.node_rank
     return 0x7F0000000000 + (seed * 0x9E3779B1 % 0xFFFFFFF) * 0x1000 + 0x740
+
+
+def _thread_times(seed: int, rank: int, seq: int, first: float, count: int) -> list[float]:
+    """When one rank's watchdog thread logs each of its `count` lines about
+    collective `seq`, the first at `first` (WATCHDOG_GAPS_US apart)."""
+    times = [first]
+    for k in range(1, count):
+        lo, hi = WATCHDOG_GAPS_US[0 if k == 1 else 1]
+        times.append(times[-1] + (lo + (hi - lo) * uniform(seed, "watchdog-gap", rank, seq, k)) * 1e-6)
+    return times
 
 
 def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
@@ -214,22 +230,30 @@ class EventFormatter:
         return [Line(text, e.stream, e.rank) for text in e.lines]
 
     def _watchdog(self, e: ev.WatchdogTimeout) -> list[Line]:
+        """Each waiting rank's watchdog thread, on its own clock: it notices
+        the timeout within its poll (so its `ran for` and its stamps are its
+        own), then logs line after line."""
         work = self.text["work_nccl"].format(
             seq=e.seq, op_type=NCCL_OP_TYPE.get(e.op, e.op.upper()), numel=e.numel,
             timeout_ms=e.timeout_ms)
-        stamp = c10_stamp(e.time, self.tz)
         out = []
         for rank in e.waiting:
-            for template in self.text["watchdog"]:
+            seed = self.run.seed if self.run else 0
+            lag = sim.watchdog_lag(seed, rank, e.seq)
+            stamps = [c10_stamp(when, self.tz) for when in
+                      _thread_times(seed, rank, e.seq, e.time + lag, len(self.text["watchdog"]) + 1)]
+            elapsed_ms = e.elapsed_ms + round(lag * 1000)
+            for template, stamp in zip(self.text["watchdog"], stamps, strict=False):
                 text = template.format(stamp=stamp, rank=rank, work=work, seq=e.seq,
-                                       elapsed_ms=e.elapsed_ms, last_done=e.seq - 1)
+                                       elapsed_ms=elapsed_ms, last_done=e.seq - 1)
                 out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
-            out += [Line(text, STDERR, rank) for text in self._watchdog_tail(rank, stamp, work, e)]
+            tail = self._watchdog_tail(rank, stamps[-1], work, elapsed_ms)
+            out += [Line(text, STDERR, rank) for text in tail]
         return out
 
-    def _watchdog_tail(self, rank: int, stamp: str, work: str, e: ev.WatchdogTimeout) -> list[str]:
+    def _watchdog_tail(self, rank: int, stamp: str, work: str, elapsed_ms: int) -> list[str]:
         """The thread's exception with its C++ frames, then std::terminate."""
-        values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": e.elapsed_ms,
+        values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": elapsed_ms,
                   "lib": f"{self._paths()['site']}/torch/lib", **_addresses(self.run, rank)}
         frames = "\n".join(t.format(**values) for t in self.text["check_timeout_frames"])
         text = "\n".join(t.format(frames=frames, **values) for t in self.text["watchdog_tail"])
