@@ -94,7 +94,8 @@ def test_the_losses_printed_are_the_runs(runner, style):
 
 def test_an_oom_under_hf_fails_through_the_trainer(runner):
     job = styled_run_failing(runner, "hf", "--scenario", "cuda-oom", "--fail-rank", "1", "--fail-step", "4")
-    frames = [line for rank, line in rank_lines(job.stderr) if rank == 1 and line.startswith("[rank1]:")]
+    # The traceback's lines ("[rank1]: "), not c10's warnings ("[rank1]:[W...").
+    frames = [line for rank, line in rank_lines(job.stderr) if rank == 1 and line.startswith("[rank1]: ")]
     assert frames[0] == "[rank1]: Traceback (most recent call last):"
     assert '[rank1]:   File "/workspace/train.py", line 630, in main' in frames
     assert any(re.fullmatch(r'\[rank1\]:   File "\S+/transformers/trainer\.py", line 2481, in _inner_training_loop',

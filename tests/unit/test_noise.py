@@ -1,7 +1,9 @@
 """Values that differ between processes and occurrences, as a real run's do:
 phase durations, a watchdog's stamps, Megatron's timers, DeepSpeed's
 per-rank checkpoint lines. Each is drawn from the run's seed (the same run
-prints the same bytes) and stays coherent with the figures around it."""
+prints the same bytes) and stays coherent with the figures around it. And
+the warnings ProcessGroupNCCL prints in every healthy run of the pinned
+torch where the script triggers them."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.coordinator.timeline import Completed, Timeline
+from fakerun.render.styles import renderer_for
 from fakerun.render.styles.deepspeed_checkpoint import CheckpointSave
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog, ds_stamp, version_table
 from fakerun.render.styles.megatron import MegatronLines
 from fakerun.render.torchrun.formatter import EventFormatter
-from fakerun.world import identity
+from fakerun.world import catalog, identity, styles
 from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
+from fakerun.world.settings import Flags, resolve
 
 T0 = 1767225600.0  # 2026-01-01 00:00:00 UTC
 PHASES = {"validation": sim.eval_seconds, "checkpoint": sim.checkpoint_seconds, "export": sim.export_seconds}
@@ -63,8 +67,8 @@ def test_each_evaluation_reports_its_own_runtime_and_the_rates_follow_it(ident):
 
 
 def _stamp(line: str) -> datetime:
-    """A c10 line's `[E101 00:02:49.851492405 ` stamp (to the microsecond)."""
-    month_day, clock, nanos = re.search(r"\[E(\d+) (\d\d:\d\d:\d\d)\.(\d{9}) ", line).groups()
+    """A c10 line's `[E101 00:02:49.851492405 ` (or [W...) stamp, to the microsecond."""
+    month_day, clock, nanos = re.search(r"\[[EW](\d+) (\d\d:\d\d:\d\d)\.(\d{9}) ", line).groups()
     return datetime.strptime(f"2026{int(month_day):04d} {clock}.{nanos[:6]}", "%Y%m%d %H:%M:%S.%f")
 
 
@@ -114,3 +118,66 @@ def test_deepspeed_ranks_save_their_shards_each_on_its_own_clock(ident):
     ready = {line.text[:25] for line in lines if "is ready now!" in line.text}
     saved = {line.text[:25] for line in lines if "zero checkpoint saved" in line.text}
     assert len(ready) == len(saved) == ident.world
+
+
+# -- ProcessGroupNCCL's warnings of a healthy run --------------------------------
+def _job(style: str, torch: str, nproc: int = 4) -> EventFormatter:
+    """A formatter for `style`'s script on the software set of torch `torch`, its ranks started."""
+    versions = next(v for v in catalog.versions() if v.torch == torch)
+    ident = identity.build(4, 1, nproc, versions=versions)
+    formatter = EventFormatter(tz=UTC, script=renderer_for(styles.parse(style), 100, UTC), ident=ident,
+                               settings=resolve(Flags(), {}, drop_in=True))
+    formatter.lines(ev.RunIdentity(ident))
+    formatter.lines(ev.RendezvousComplete(nproc, list(range(nproc)), [4100 + r for r in range(nproc)]))
+    return formatter
+
+
+def _warnings(lines, text: str) -> dict[int, str]:
+    found = [(line.rank, line.text) for line in lines if text in line.text]
+    assert all(line_rank is not None for line_rank, _ in found)
+    assert len({rank for rank, _ in found}) == len(found)  # once per process
+    return dict(found)
+
+
+def _finish(formatter: EventFormatter, exit_code: int = 0) -> list:
+    formatter.lines(ev.Phase("summary", "", 30, T0 + 500.0))
+    return formatter.lines(ev.RunFinished(exit_code, 30))
+
+
+def test_an_hf_script_s_first_barrier_guesses_each_rank_s_gpu_on_torch_2_5():
+    lines = _job("hf", "2.5.1").lines(ev.Phase("init", "nccl", 0, T0 + 2.0))
+    guessed = _warnings(lines, "to perform barrier")
+    assert sorted(guessed) == [0, 1, 2, 3]
+    # As kohya-ss/sd-scripts#1925's rank 4 (torch 2.5), stamp aside.
+    assert re.sub(r"\[W\d+ [\d:.]+ ", "[W<stamp> ", guessed[3]) == (
+        "[rank3]:[W<stamp> ProcessGroupNCCL.cpp:4115] [PG ID 0 PG GUID 0 Rank 3]  using GPU 3 to perform "
+        "barrier as devices used by this process are currently unknown. This can potentially cause a hang if "
+        "this rank to GPU mapping is incorrect.Specify device_ids in barrier() to force use of a particular "
+        "device,or call init_process_group() with a device_id.")
+    assert len({_stamp(text) for text in guessed.values()}) == 4
+    assert all(line.stream == "stderr" for line in lines if "to perform barrier" in line.text)
+
+
+@pytest.mark.parametrize(("style", "torch", "line"), [("hf", "2.5.1", 1250), ("hf", "2.4.1", 1168),
+                                                      ("deepspeed", "2.5.1", 1250)])
+def test_a_script_that_never_destroys_its_group_is_warned_at_exit(style, torch, line):
+    destroyed = _warnings(_finish(_job(style, torch)), "has NOT been destroyed")
+    assert sorted(destroyed) == [0, 1, 2, 3]
+    assert all(f"ProcessGroupNCCL.cpp:{line}] Warning: WARNING: " in text for text in destroyed.values())
+    assert len({_stamp(text) for text in destroyed.values()}) == 4
+    assert min(_stamp(text) for text in destroyed.values()) > datetime(2026, 1, 1, 0, 8, 20)  # after the end
+
+
+@pytest.mark.parametrize(("style", "torch"), [("torchrun", "2.5.1"), ("lightning", "2.5.1"), ("hf", "2.3.1"),
+                                              ("megatron", "2.5.1")])
+def test_no_exit_warning_where_the_script_destroys_its_group_or_torch_has_none(style, torch):
+    assert not _warnings(_finish(_job(style, torch)), "has NOT been destroyed")
+
+
+def test_a_failed_run_prints_no_exit_warning():
+    assert not _warnings(_finish(_job("hf", "2.5.1"), exit_code=1), "has NOT been destroyed")
+
+
+def test_no_barrier_warning_where_the_first_collective_is_not_a_bare_barrier():
+    for style in ("torchrun", "deepspeed", "lightning", "megatron"):
+        assert not _warnings(_job(style, "2.5.1").lines(ev.Phase("init", "nccl", 0, T0)), "to perform barrier")

@@ -30,6 +30,18 @@ TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torc
 # thread: checkTimeout to watchdogHandler gathers the work's state, the rest
 # only format (as in real logs: hiyouga/LlamaFactory#6269, modelscope/DiffSynth-Studio#458).
 WATCHDOG_GAPS_US = ((100.0, 300.0), (3.0, 15.0))
+# When each process prints a ProcessGroupNCCL warning, in seconds after the
+# moment the job reaches it: the ranks reach a barrier within a few tens of
+# ms of each other; at exit the interpreter tears down first.
+PG_WARNING_LAG_S = {"barrier": (0.0, 0.05), "destroy": (0.05, 0.15)}
+
+
+@cache
+def process_group_texts(torch: str | None) -> dict[str, str]:
+    """ProcessGroupNCCL's warnings that torch `torch` prints in a healthy run
+    (data/torchrun.toml [process_group_nccl], by major.minor)."""
+    table = texts.load("torchrun")["process_group_nccl"]
+    return table.get(".".join((torch or "").split(".")[:2]), {})
 
 
 @cache
@@ -88,6 +100,7 @@ class EventFormatter:
         self._use(ident)
         self.pids: dict[int, int] = {}
         self.signal: int | None = None
+        self.ended: float | None = None  # the script's last moment (its summary)
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.RunStarted: self._run_started,
             ev.RunIdentity: self._identity,
@@ -124,6 +137,7 @@ class EventFormatter:
         self.frames: dict[str, Any] = tables["frames"]
         self.text: dict[str, Any] = tables["text"]
         self.logger_id: str = tables["logger"]["id"]
+        self.pg_text = process_group_texts(ident.versions.torch if ident is not None else None)
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
@@ -199,6 +213,8 @@ class EventFormatter:
 
     def _run_finished(self, e: ev.RunFinished) -> list[Line]:
         out: list[Line] = []
+        if e.exit_code == 0 and self.ended is not None and self.script.leaves_process_group:
+            out += self._process_group_warning("destroy", self.ended)
         if e.rejected:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(e.rejected.items()))
             out += self._launcher("W", "rejected", 0.0 if self.run is None else self.run.time,
@@ -221,10 +237,29 @@ class EventFormatter:
         return []
 
     def _phase(self, e: ev.Phase) -> list[Line]:
+        if e.name == "summary":
+            self.ended = e.time
         if e.name == "init" and e.stage == "nccl" and self.ident is not None:
+            # The first collective creates the communicator (its NCCL lines);
+            # a barrier as the first says first which GPU it guessed.
+            guessed = self._process_group_warning("barrier", e.time) if self.script.barrier_first else []
             nccl = NcclInit(self.ident, self.pids, self.settings)
-            return nccl.lines(sorted(self.pids)) + self.script.lines(e)
+            return guessed + nccl.lines(sorted(self.pids)) + self.script.lines(e)
         return self.script.lines(e)
+
+    def _process_group_warning(self, key: str, when: float) -> list[Line]:
+        """ProcessGroupNCCL's `key` warning from each rank of this node, each
+        process at its own moment after `when` (PG_WARNING_LAG_S)."""
+        template = self.pg_text.get(key)
+        if template is None or self.ident is None:
+            return []
+        lo, hi = PG_WARNING_LAG_S[key]
+        out = []
+        for rank in sorted(self.pids):
+            at = when + lo + (hi - lo) * uniform(self.ident.seed, "pg-warning", key, rank)
+            text = template.format(stamp=c10_stamp(at, self.tz), rank=rank, device=rank % self.ident.nproc)
+            out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
+        return out
 
     def _rank_output(self, e: ev.RankOutput) -> list[Line]:
         return [Line(text, e.stream, e.rank) for text in e.lines]
