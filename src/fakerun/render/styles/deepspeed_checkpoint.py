@@ -12,7 +12,7 @@ from fakerun.world.identity import Identity
 
 # The spread, in seconds, of the moments the ranks start their optimizer
 # shards: each leaves the model-state save on its own.
-SHARD_START_LAG = 0.004
+SHARD_START_LAG = 0.02
 
 
 class CheckpointSave:
