@@ -17,6 +17,8 @@ from tests.e2e.test_simulation import FIXED, assert_golden, clean_env
 GOLDEN = Path(__file__).parent / "golden"
 RANK = re.compile(r"^\[default(\d+)\]:(.*)$")
 NCCL = re.compile(r"^([\w.-]+:\d+:\d+ \[\d+\] NCCL (INFO|WARN) |NCCL version \d+\.\d+\.\d+\+cuda\d+\.\d+$)")
+# torch's own warnings through c10 logging, from every rank (ProcessGroupNCCL's).
+C10 = re.compile(r"^\[rank\d+\]:\[W\d{3,4} \d\d:\d\d:\d\d\.\d{9} ProcessGroupNCCL\.cpp:\d+\] ")
 NUM = r"\d{1,3}(?:,\d{3})*"
 TQDM = re.compile(r"^[ \d]{3}%\|[ ▏▎▍▌▋▊▉█]{10}\| \d+/\d+ \[(\d+:)?\d\d:\d\d<((\d+:)?\d\d:\d\d|\?), "
                   r"[ \d]\d\.\d\d(s/it|it/s)\]$")
@@ -53,9 +55,10 @@ def rank_lines(text: str) -> list[tuple[int, str]]:
 def test_hf_golden_and_every_line_in_a_real_format(runner, style, golden):
     job = styled_run(runner, style, "--output", "plain")
     assert_golden(job, GOLDEN / golden)
-    script = [line for rank, line in rank_lines(job.stdout + job.stderr) if not NCCL.match(line)]
+    script = [line for rank, line in rank_lines(job.stdout + job.stderr) if not NCCL.match(line)
+              and not C10.match(line)]
     assert script and all(rank == 0 for rank, line in rank_lines(job.stdout + job.stderr)
-                          if not NCCL.match(line))  # only world process zero logs
+                          if not NCCL.match(line) and not C10.match(line))  # only world process zero logs
     unmatched = [line for line in script if not any(p.match(line) for p in HF_LINES)]
     assert not unmatched
     dicts = [line for line in script if line.startswith("{")]
@@ -94,7 +97,8 @@ def test_the_losses_printed_are_the_runs(runner, style):
 
 def test_an_oom_under_hf_fails_through_the_trainer(runner):
     job = styled_run_failing(runner, "hf", "--scenario", "cuda-oom", "--fail-rank", "1", "--fail-step", "4")
-    frames = [line for rank, line in rank_lines(job.stderr) if rank == 1 and line.startswith("[rank1]:")]
+    # The traceback's lines ("[rank1]: "), not c10's warnings ("[rank1]:[W...").
+    frames = [line for rank, line in rank_lines(job.stderr) if rank == 1 and line.startswith("[rank1]: ")]
     assert frames[0] == "[rank1]: Traceback (most recent call last):"
     assert '[rank1]:   File "/workspace/train.py", line 630, in main' in frames
     assert any(re.fullmatch(r'\[rank1\]:   File "\S+/transformers/trainer\.py", line 2481, in _inner_training_loop',

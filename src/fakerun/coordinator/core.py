@@ -40,6 +40,7 @@ from fakerun.protocol import (
     rank_routing_id,
     tags,
 )
+from fakerun.world import physics as sim
 from fakerun.world.physics import Bounds
 from fakerun.world.topology import Topology
 
@@ -269,6 +270,8 @@ class Coordinator(AgentSide):
         out.events.append(ev.WatchdogTimeout(
             comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, waiting,
             pending.missing(self.world), self._wall()))
+        if self.timeline is not None:  # each rank's watchdog notices within its poll (sim.watchdog_lag)
+            self.timeline.clock.advance(sim.WATCHDOG_POLL_S)
         for r in waiting:
             out.replies.append((rank_routing_id(r), Abort(
                 "watchdog", comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, "")))

@@ -53,10 +53,10 @@ class Script:
         # Decided by the release's stop flag, which every rank sees at the same
         # step (our own SIGTERM may land a moment earlier or later).
         if self.faults.preemption_aware() and self.comm.stop_requested:
-            self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident), last)
+            self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, last), last)
             return
         self._end_of_epoch(last)
-        self._phase(tags.EXPORT, sim.export_seconds(self.ident))
+        self._phase(tags.EXPORT, sim.export_seconds(self.ident, self.rank, last))
         self.comm.barrier(tag=tags.PHASE_SUMMARY)
         self.comm.barrier(tag=tags.DESTROY_PROCESS_GROUP)
 
@@ -99,8 +99,8 @@ class Script:
         self._telemetry(step, "validation")
         self._sleep("validation")
         self.comm.all_reduce([sim.local_val_loss(self.ident, self.rank, step)], "avg", tag=tags.VALIDATION,
-                             step=step, sim_s=sim.eval_seconds(self.ident))
-        self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident), step)
+                             step=step, sim_s=sim.eval_seconds(self.ident, self.rank, step))
+        self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, step), step)
 
     def _phase(self, name: str, sim_s: float, step: int = 0) -> None:
         self.comm.barrier(tag=tags.phase(name))

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fakerun.world.draws import GAUSS_MAX, gauss, rng
+from fakerun.world.draws import GAUSS_MAX, gauss, rng, uniform
 from fakerun.world.memory import activation_bytes, state_bytes
 
 if TYPE_CHECKING:
@@ -176,6 +176,18 @@ def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
     return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
 
 
+# How often ProcessGroupNCCL's watchdog thread looks at its pending work
+# (kWatchdogThreadSleepMillis, 100 ms in torch 2.3-2.9's ProcessGroupNCCL.cpp):
+# each rank notices a timed-out collective on its own, up to this much after
+# the deadline.
+WATCHDOG_POLL_S = 0.1
+
+
+def watchdog_lag(seed: int, rank: int, seq: int) -> float:
+    """Seconds after the deadline at which `rank`'s watchdog notices collective `seq`."""
+    return WATCHDOG_POLL_S * uniform(seed, "watchdog", rank, seq)
+
+
 @dataclass(frozen=True)
 class Throughput:
     step_time_s: float
@@ -258,12 +270,43 @@ def safetensors_shards(model_bytes: float) -> int:
     return max(1, math.ceil(model_bytes / SAFETENSORS_SHARD_BYTES))
 
 
-def checkpoint_seconds(ident: Identity) -> float:
+# How much a phase's duration differs from one occurrence to the next (the
+# filesystem's load, the eval batches' lengths) and, within one occurrence,
+# from one rank to another (each process does its own share): (occasion, rank)
+# as fractions. A real run never repeats a duration to the digit.
+PHASE_SPREAD = {"validation": (0.03, 0.002), "checkpoint": (0.08, 0.01), "export": (0.05, 0.01)}
+
+
+def phase_factor(ident: Identity, phase: str, rank: int, step: int) -> float:
+    """One rank's duration of `phase` at `step` over its nominal: the
+    occasion's swing (shared by the ranks) times the rank's own lag."""
+    occasion, lag = PHASE_SPREAD[phase]
+    swing = 1.0 + occasion * (2.0 * uniform(ident.seed, phase, step) - 1.0)
+    return swing * (1.0 + lag * uniform(ident.seed, phase, rank, step))
+
+
+def slowest_phase_factor(phase: str) -> float:
+    """phase_factor at its largest."""
+    occasion, lag = PHASE_SPREAD[phase]
+    return (1.0 + occasion) * (1.0 + lag)
+
+
+def checkpoint_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
+    """One rank's save of the checkpoint at `step`."""
+    return _checkpoint_nominal(ident) * phase_factor(ident, "checkpoint", rank, step)
+
+
+def _checkpoint_nominal(ident: Identity) -> float:
     per_node_bw = 2.5e9  # bytes/s to a parallel filesystem
     return sum(checkpoint_bytes(ident).values()) / (per_node_bw * ident.nnodes) + 3.0
 
 
-def eval_seconds(ident: Identity) -> float:
+def eval_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
+    """One rank's evaluation at `step`."""
+    return _eval_nominal(ident) * phase_factor(ident, "validation", rank, step)
+
+
+def _eval_nominal(ident: Identity) -> float:
     forward_only = compute_seconds(ident, 0) / 3.0 / ident.hyper.grad_accum
     return ident.hyper.eval_batches * forward_only
 
@@ -278,7 +321,12 @@ def load_seconds(ident: Identity) -> float:
     return 2.0 * ident.model.params / 3e9 + 4.0
 
 
-def export_seconds(ident: Identity) -> float:
+def export_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
+    """One rank's part of the final export, after `step`."""
+    return _export_nominal(ident) * phase_factor(ident, "export", rank, step)
+
+
+def _export_nominal(ident: Identity) -> float:
     return 2.0 * ident.model.params / 1.5e9 + 2.0
 
 
@@ -304,8 +352,9 @@ class Bounds:
 def bounds(ident: Identity, slow: float = 1.0) -> Bounds:
     """`slow`: the straggler's factor on its steps (scenario `slow`), else 1."""
     step = slowest_step_seconds(ident) * slow
-    phases = {"validation": eval_seconds(ident), "checkpoint": checkpoint_seconds(ident),
-              "export": export_seconds(ident)}
+    nominal = {"validation": _eval_nominal(ident), "checkpoint": _checkpoint_nominal(ident),
+               "export": _export_nominal(ident)}
+    phases = {name: seconds * slowest_phase_factor(name) for name, seconds in nominal.items()}
     h, sync = ident.hyper, allreduce_seconds(ident, grad_numel(ident))
     run = (sum(init_seconds(ident).values()) + sync + h.total_steps * (step + sync)
            + (h.epochs + 1) * (phases["validation"] + phases["checkpoint"]) + phases["export"])

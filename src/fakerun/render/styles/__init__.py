@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 class ScriptRenderer(Protocol):
     """The training script's own lines for each event, and its banner."""
 
+    barrier_first: bool  # its first collective is a barrier() with no device_ids
+    leaves_process_group: bool  # it exits without destroy_process_group()
+
     def launched(self, launch: RunStarted) -> None:
         """The run's launch (its port and command line), before any event."""
 

@@ -55,6 +55,10 @@ def skip_record(skip: Skip) -> tuple[str, str]:
 class DeepSpeedLines(EventRoutes, DeepSpeedLog):
     """The script's and DeepSpeed's lines, through the two loggers."""
 
+    # HelloDeepSpeed's train() returns without destroy_process_group(), and
+    # DeepSpeed (0.14-0.18) does not call it for the script.
+    leaves_process_group = True
+
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         DeepSpeedLog.__init__(self, tz)
         self._reset()

@@ -24,6 +24,7 @@ BUCKET = 500_000_000  # reduce/allgather bucket sizes, written 5e8 in the config
 PREFETCH = 50_000_000  # ZeRO-3's default stage3_prefetch_bucket_size
 SUB_GROUP = 1_000_000_000  # ZeRO-3's default sub_group_size
 INIT_SPAN_S = 4.0  # deepspeed.initialize's wall time (at most half the first step)
+RANK_SPREAD_S = 0.02  # how far apart the ranks' processes log the same moment of the set-up
 
 
 class EngineInit:
@@ -49,9 +50,10 @@ class EngineInit:
         out += o.dist(self.tick(1), f"DeepSpeed info: version={i.versions.deepspeed}, git-hash=unknown, "
                                     "git-branch=unknown")
         if "mesh" in self.v:
-            for rank in range(i.world):
-                out += o.log(self.tick(), "mesh", f"Config mesh_device None world_size = {i.parallel.dp}",
-                             rank)
+            built, spread = self.tick(), min(RANK_SPREAD_S, 10 * self.unit)  # well before the next line
+            for rank in range(i.world):  # each process builds its DeepSpeedConfig at its own pace
+                when = built + spread * sim.uniform(i.seed, "ds-mesh", rank)
+                out += o.log(when, "mesh", f"Config mesh_device None world_size = {i.parallel.dp}", rank)
         # Broadcasting the model's weights from rank 0 takes most of the set-up.
         out += o.dist(self.tick(25), "DeepSpeed Flops Profiler Enabled: False")
         out += o.dist(self.tick(), "Using client Optimizer as basic optimizer")

@@ -27,6 +27,12 @@ DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
 
 
 class HfLines(EventRoutes):
+    # The example scripts' first collective is TrainingArguments.main_process_first's
+    # barrier (PartialState.wait_for_everyone, no device_ids) around the dataset
+    # map, and neither they nor the Trainer destroy the process group.
+    barrier_first = True
+    leaves_process_group = True
+
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {

@@ -153,7 +153,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
                             "> building train, validation, and test datasets for GPT ...",
                             "> finished creating GPT datasets ..."]),
                 self._datetime("after dataloaders are built", when), *self._out(["done with setup ..."]),
-                *self._timers(setup), *self._out(["training ..."])]
+                *self._timers(setup, 0), *self._out(["training ..."])]
 
     # -- training -------------------------------------------------------------
     def _step(self, e: ev.Step) -> list[Line]:
@@ -203,7 +203,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         return []
 
     def _evaluated(self, prefix: str, e: ev.Validation) -> list[Line]:
-        return self._timers([("evaluate", 1e3 * e.eval_time_s)]) + self._out(
+        return self._timers([("evaluate", 1e3 * e.eval_time_s)], e.step) + self._out(
             validation_block(prefix, e.val_loss), self.last)
 
     def _release_held(self) -> list[Line]:
@@ -240,7 +240,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         if self.flavour.save_memory and self.saves < 3:
             out += self._memory(f"(after save_checkpoint for iteration {e.step})")
         self.saves += 1
-        out += self._timers([("save-checkpoint", 1e3 * e.seconds)])
+        out += self._timers([("save-checkpoint", 1e3 * e.seconds)], e.step)
         if self._signalled(e.step):
             out.append(self._datetime("exiting program after receiving SIGTERM.", e.time))
         return out + self._release_held()

@@ -52,14 +52,17 @@ class MegatronPrint:
         """training.print_datetime (note the trailing space)."""
         return Line(f"[{what}] datetime: {self._time(when)} ", STDOUT, 0)
 
-    def _skew_ms(self) -> float:
-        """Ranks leave a barrier within one barrier latency of each other: the
-        spread between a timer's min and max across ranks."""
-        return 1e3 * 30e-6 * math.log2(max(2, self.ident.world))
+    def _skew_ms(self, name: str, occasion: int) -> float:
+        """Ranks leave a barrier within about one barrier latency of each
+        other: the spread between a timer's min and max across ranks, never
+        the same twice."""
+        latency = 1e3 * 30e-6 * math.log2(max(2, self.ident.world))
+        return latency * (0.5 + sim.uniform(self.ident.seed, "timer-skew", name, occasion))
 
-    def _timers(self, rows: list[tuple[str, float]]) -> list[Line]:
-        skew = self._skew_ms()
-        return self._out(timers_block([(name, max(0.0, ms - skew), ms) for name, ms in rows]), self.last)
+    def _timers(self, rows: list[tuple[str, float]], occasion: int) -> list[Line]:
+        """`occasion`: the iteration the timers were read at (0: the set-up's)."""
+        return self._out(timers_block([(name, max(0.0, ms - self._skew_ms(name, occasion)), ms)
+                                       for name, ms in rows]), self.last)
 
     def _memory(self, name: str) -> list[Line]:
         """utils.report_memory on every data-parallel rank 0."""

@@ -16,6 +16,11 @@ class EventRoutes:
     ident: Identity | None = None
     master_port: int = 29500
     launch: ev.RunStarted | None = None  # the launch line, for a style that echoes it
+    # What the script does with its NCCL process group, which decides the
+    # warnings ProcessGroupNCCL prints (render/torchrun/formatter.py). True
+    # only where the style's script is known to: a style left False prints none.
+    barrier_first: bool = False  # its first collective is a barrier() with no device_ids
+    leaves_process_group: bool = False  # it exits without destroy_process_group()
     _handlers: dict[type, Callable[[Any], Any]]
 
     def launched(self, launch: ev.RunStarted) -> None:

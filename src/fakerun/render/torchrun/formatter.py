@@ -17,6 +17,8 @@ from fakerun.render.styles import ScriptRenderer
 from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
+from fakerun.world import physics as sim
+from fakerun.world.draws import uniform
 from fakerun.world.identity import ENV_PREFIX, PYTHON
 from fakerun.world.settings import Settings
 from fakerun.world.settings import demo as demo_settings
@@ -24,6 +26,22 @@ from fakerun.world.settings import demo as demo_settings
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
 TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
+# Microseconds from one of a watchdog's c10 log lines to the next on the same
+# thread: checkTimeout to watchdogHandler gathers the work's state, the rest
+# only format (as in real logs: hiyouga/LlamaFactory#6269, modelscope/DiffSynth-Studio#458).
+WATCHDOG_GAPS_US = ((100.0, 300.0), (3.0, 15.0))
+# When each process prints a ProcessGroupNCCL warning, in seconds after the
+# moment the job reaches it: the ranks reach a barrier within a few tens of
+# ms of each other; at exit the interpreter tears down first.
+PG_WARNING_LAG_S = {"barrier": (0.0, 0.05), "destroy": (0.05, 0.15)}
+
+
+@cache
+def process_group_texts(torch: str | None) -> dict[str, str]:
+    """ProcessGroupNCCL's warnings that torch `torch` prints in a healthy run
+    (data/torchrun.toml [process_group_nccl], by major.minor)."""
+    table = texts.load("torchrun")["process_group_nccl"]
+    return table.get(".".join((torch or "").split(".")[:2]), {})
 
 
 @cache
@@ -43,6 +61,16 @@ def _main_thread_id(run: ev.RunStarted) -> int:
     run and node."""
     seed = run.seed * 1009 + run.node_rank
     return 0x7F0000000000 + (seed * 0x9E3779B1 % 0xFFFFFFF) * 0x1000 + 0x740
+
+
+def _thread_times(seed: int, rank: int, seq: int, first: float, count: int) -> list[float]:
+    """When one rank's watchdog thread logs each of its `count` lines about
+    collective `seq`, the first at `first` (WATCHDOG_GAPS_US apart)."""
+    times = [first]
+    for k in range(1, count):
+        lo, hi = WATCHDOG_GAPS_US[0 if k == 1 else 1]
+        times.append(times[-1] + (lo + (hi - lo) * uniform(seed, "watchdog-gap", rank, seq, k)) * 1e-6)
+    return times
 
 
 def _addresses(run: ev.RunStarted | None, rank: int) -> dict[str, str]:
@@ -72,6 +100,7 @@ class EventFormatter:
         self._use(ident)
         self.pids: dict[int, int] = {}
         self.signal: int | None = None
+        self.ended: float | None = None  # the script's last moment (its summary)
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.RunStarted: self._run_started,
             ev.RunIdentity: self._identity,
@@ -108,6 +137,7 @@ class EventFormatter:
         self.frames: dict[str, Any] = tables["frames"]
         self.text: dict[str, Any] = tables["text"]
         self.logger_id: str = tables["logger"]["id"]
+        self.pg_text = process_group_texts(ident.versions.torch if ident is not None else None)
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
@@ -183,6 +213,8 @@ class EventFormatter:
 
     def _run_finished(self, e: ev.RunFinished) -> list[Line]:
         out: list[Line] = []
+        if e.exit_code == 0 and self.ended is not None and self.script.leaves_process_group:
+            out += self._process_group_warning("destroy", self.ended)
         if e.rejected:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(e.rejected.items()))
             out += self._launcher("W", "rejected", 0.0 if self.run is None else self.run.time,
@@ -205,31 +237,58 @@ class EventFormatter:
         return []
 
     def _phase(self, e: ev.Phase) -> list[Line]:
+        if e.name == "summary":
+            self.ended = e.time
         if e.name == "init" and e.stage == "nccl" and self.ident is not None:
+            # The first collective creates the communicator (its NCCL lines);
+            # a barrier as the first says first which GPU it guessed.
+            guessed = self._process_group_warning("barrier", e.time) if self.script.barrier_first else []
             nccl = NcclInit(self.ident, self.pids, self.settings)
-            return nccl.lines(sorted(self.pids)) + self.script.lines(e)
+            return guessed + nccl.lines(sorted(self.pids)) + self.script.lines(e)
         return self.script.lines(e)
+
+    def _process_group_warning(self, key: str, when: float) -> list[Line]:
+        """ProcessGroupNCCL's `key` warning from each rank of this node, each
+        process at its own moment after `when` (PG_WARNING_LAG_S)."""
+        template = self.pg_text.get(key)
+        if template is None or self.ident is None:
+            return []
+        lo, hi = PG_WARNING_LAG_S[key]
+        out = []
+        for rank in sorted(self.pids):
+            at = when + lo + (hi - lo) * uniform(self.ident.seed, "pg-warning", key, rank)
+            text = template.format(stamp=c10_stamp(at, self.tz), rank=rank, device=rank % self.ident.nproc)
+            out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
+        return out
 
     def _rank_output(self, e: ev.RankOutput) -> list[Line]:
         return [Line(text, e.stream, e.rank) for text in e.lines]
 
     def _watchdog(self, e: ev.WatchdogTimeout) -> list[Line]:
+        """Each waiting rank's watchdog thread, on its own clock: it notices
+        the timeout within its poll (so its `ran for` and its stamps are its
+        own), then logs line after line."""
         work = self.text["work_nccl"].format(
             seq=e.seq, op_type=NCCL_OP_TYPE.get(e.op, e.op.upper()), numel=e.numel,
             timeout_ms=e.timeout_ms)
-        stamp = c10_stamp(e.time, self.tz)
         out = []
         for rank in e.waiting:
-            for template in self.text["watchdog"]:
+            seed = self.run.seed if self.run else 0
+            lag = sim.watchdog_lag(seed, rank, e.seq)
+            stamps = [c10_stamp(when, self.tz) for when in
+                      _thread_times(seed, rank, e.seq, e.time + lag, len(self.text["watchdog"]) + 1)]
+            elapsed_ms = e.elapsed_ms + round(lag * 1000)
+            for template, stamp in zip(self.text["watchdog"], stamps, strict=False):
                 text = template.format(stamp=stamp, rank=rank, work=work, seq=e.seq,
-                                       elapsed_ms=e.elapsed_ms, last_done=e.seq - 1)
+                                       elapsed_ms=elapsed_ms, last_done=e.seq - 1)
                 out.append(Line(f"[rank{rank}]:{text}", STDERR, rank))
-            out += [Line(text, STDERR, rank) for text in self._watchdog_tail(rank, stamp, work, e)]
+            tail = self._watchdog_tail(rank, stamps[-1], work, elapsed_ms)
+            out += [Line(text, STDERR, rank) for text in tail]
         return out
 
-    def _watchdog_tail(self, rank: int, stamp: str, work: str, e: ev.WatchdogTimeout) -> list[str]:
+    def _watchdog_tail(self, rank: int, stamp: str, work: str, elapsed_ms: int) -> list[str]:
         """The thread's exception with its C++ frames, then std::terminate."""
-        values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": e.elapsed_ms,
+        values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": elapsed_ms,
                   "lib": f"{self._paths()['site']}/torch/lib", **_addresses(self.run, rank)}
         frames = "\n".join(t.format(**values) for t in self.text["check_timeout_frames"])
         text = "\n".join(t.format(frames=frames, **values) for t in self.text["watchdog_tail"])
