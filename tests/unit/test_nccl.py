@@ -205,6 +205,10 @@ def test_an_h100_node_of_eight_has_nvls_and_24_channels():
     assert "24 coll channels, 24 collnet channels, 16 nvls channels, 32 p2p channels, 32 p2p channels per peer" \
         in rank0
     assert "Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM" in rank0  # src/transport/p2p.cc:371
+    # src/init.cc:322 then :345 (dmaBufSupported, :275): IB has regMrDmaBuf
+    network = rank0.index("Using network IB")
+    assert rank0[network + 1:network + 3] == ["DMA-BUF is available on GPU device 0",
+                                             next(x for x in rank0 if x.endswith("Init START"))]
     # the trees' new connection after the rings: rank 1 to its parent 0
     rank1 = messages(lines, 1)
     assert rank1.index("Channel 00/0 : 1[1] -> 0[0] via P2P/CUMEM") > rank1.index("Connected all rings")

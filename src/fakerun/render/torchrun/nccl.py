@@ -229,7 +229,10 @@ class NcclInit:
             devices: list[Said] = [(1, "ib_devices", {"nics": nics, **iface})]
         else:
             devices = [(1, "ib_none", {}), (1, "socket_devices", iface)]
-        return [*devices, (1, "net_version", {}), (1, "network", {"network": self._net_name()})]
+        out = [*devices, (1, "net_version", {}), (1, "network", {"network": self._net_name()})]
+        # DMA-BUF needs the open GPU kernel module, which Hopper nodes run (NVIDIA's advice for them).
+        dma_buf = self.fabric.nvlink and self.fabric.hopper
+        return out + ([(1, "dma_buf", {"dev": self.ident.topology.local_rank_of(rank)})] if dma_buf else [])
 
     def _net_name(self) -> str:
         return "IB" if self.fabric.nvlink else "Socket"
