@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from fakerun.render.torchrun.nccl import NcclInit, _dtree
+from fakerun.render.torchrun.nccl import NcclInit
+from fakerun.render.torchrun.nccl_fabric import dtree
 from fakerun.world import catalog, identity
 from fakerun.world.settings import Flags, resolve
 
@@ -115,12 +116,12 @@ RANK1_221 = [
 ]
 
 
-def fill(templates: list[str], lines: list[str]) -> list[str]:
-    """The templates with the run's interface, comm pointer and commId."""
+def fill(templates: list[str], lines: list[str], **more: str) -> list[str]:
+    """The templates with the run's interface, comm pointer and commId (and `more`)."""
     ip = re.search(r"eth0:([\d.]+)<0>", "\n".join(lines))[1]
     comm = re.search(r"comm (0x[0-9a-f]+) rank", "\n".join(lines))[1]
     commid = re.search(r"commId (0x[0-9a-f]+)", "\n".join(lines))[1]
-    return [t.format(ip=ip, comm=comm, id=commid) for t in templates]
+    return [t.format(ip=ip, comm=comm, id=commid, **more) for t in templates]
 
 
 def test_221_info_on_a_pcie_pair_prints_exactly_its_lines():
@@ -249,7 +250,7 @@ def test_nodes_connect_over_ib_both_ways_in_nccls_double_binary_tree():
     (3, [((-1, [2]), (1, [2])), ((2, []), (-1, [0])), ((0, [1]), (0, []))]),
 ])
 def test_double_binary_tree_is_ncclgetdtrees(nranks: int, expected):
-    assert [_dtree(nranks, r) for r in range(nranks)] == [
+    assert [dtree(nranks, r) for r in range(nranks)] == [
         ((u0, d0), (u1, d1)) for (u0, d0), (u1, d1) in expected]
 
 
@@ -272,3 +273,58 @@ def test_227_prints_the_version_bare_on_rank_0_at_warn_and_as_info_on_every_rank
                   if "NCCL version" in t)
     assert [(r, PREFIX.match(t)["text"]) for r, t in info] == [(0, "NCCL version 2.27.5+cuda12.8"),
                                                                   (1, "NCCL version 2.27.5+cuda12.8")]
+
+
+RANK1_227 = [
+    # v2.27.5-1: ncclCommInitRankConfig's ncclCudaLibraryInit, ncclInit (the bootstrap network only), showVersion
+    "cudaDriverVersion 12080",  # src/misc/cudawrap.cc:260
+    "Bootstrap: Using eth0:{ip}<0>",  # src/bootstrap.cc:123 (NCCL_BOOTSTRAP, in the default mask)
+    "NCCL version 2.27.5+cuda12.8",  # src/init.cc:543, INFO(NCCL_ALL) above WARN
+    # the init thread: commAlloc's ncclNetInit (src/plugin/net.cc)
+    "NET/Plugin: Could not find: libnccl-net.so. ",  # src/plugin/plugin_open.cc:104, the net's fallback ""
+    "NET/IB : No device found.",  # src/transport/net_ib.cc:742
+    "NET/Socket : Using [0]eth0:{ip}<0>",  # src/transport/net_socket.cc:67
+    "Initialized NET plugin Socket",  # src/plugin/net.cc:146
+    "Assigned NET plugin Socket to comm",  # src/plugin/net.cc:174
+    "Using network Socket",  # src/init.cc:346
+    "ncclCommInitRankConfig comm {comm} rank 1 nranks 2 cudaDev 1 nvmlDev 1 busId 25000 commId {id} - Init START",
+    "RAS client listening socket at ::1<28028>",  # src/ras/client_support.cc:162
+    "Bootstrap timings total {t}",  # src/bootstrap.cc:767 (figures below)
+    "Setting affinity for GPU 1 to ffff,ffffffff,00000000,0000ffff,ffffffff",  # src/graph/topo.cc:1602
+    "comm {comm} rank 1 nRanks 2 nNodes 1 localRanks 2 localRank 1 MNNVL 0",  # src/init.cc:998
+    "Trees [0] -1/-1/-1->1->0 [1] -1/-1/-1->1->0",  # src/init.cc:1054
+    "P2P Chunksize set to 131072",  # src/init.cc:651
+    "PROFILER/Plugin: Could not find: libnccl-profiler.so. ",  # src/plugin/plugin_open.cc:104
+    "[Proxy Service] Device 1 CPU core {core}",  # src/proxy.cc:1578
+    "[Proxy Service UDS] Device 1 CPU core {core}",  # src/proxy.cc:1769
+    # no connections: NCCL_RUNTIME_CONNECT (src/init.cc:52, :1148) connects at the first collective
+    "threadThresholds 8/8/64 | 16/8/64 | 512 | 512",  # src/graph/tuning.cc:541
+    "2 coll channels, 2 collnet channels, 0 nvls channels, 2 p2p channels, 2 p2p channels per peer",  # :1232
+    "TUNER/Plugin: Could not find: libnccl-tuner.so. Using internal tuner plugin.",  # plugin_open.cc:104
+    "ncclCommInitRankConfig comm {comm} rank 1 nranks 2 cudaDev 1 nvmlDev 1 busId 25000 commId {id} - Init COMPLETE",
+    "Init timings - ncclCommInitRankConfig: rank 1 nranks 2 total {t}",  # src/init.cc:1475
+]
+FIGURES = re.compile(r"(Bootstrap timings total |Init timings - ncclCommInitRankConfig: rank 1 nranks 2 total )"
+                     r"\d+\.\d+ \(.*\)$|(CPU core )\d+$")
+
+
+def test_227_info_on_a_pcie_pair_prints_exactly_its_lines():
+    lines = messages(printed(ident(gpu=L40S, nccl="2.27.5"), {"NCCL_DEBUG": "INFO"}), 1)
+    shape = [FIGURES.sub(lambda m: (m[1] + "{t}") if m[1] else m[2] + "{core}", x) for x in lines]
+    assert shape == fill(RANK1_227, lines, t="{t}", core="{core}")
+    timings = next(x for x in lines if x.startswith("Bootstrap timings"))
+    assert re.fullmatch(r"Bootstrap timings total \d\.\d{6} \(create \d\.\d{6}, send \d\.\d{6}, "
+                        r"recv \d\.\d{6}, ring \d\.\d{6}, delay 0\.000000\)", timings)
+    assert re.fullmatch(r"Init timings - ncclCommInitRankConfig: rank 1 nranks 2 total \d\.\d\d \(kernels \d\.\d\d, "
+                        r"alloc \d\.\d\d, bootstrap \d\.\d\d, allgathers \d\.\d\d, topo \d\.\d\d, graphs \d\.\d\d, "
+                        r"connections \d\.\d\d, rest \d\.\d\d\)", lines[-1])
+
+
+def test_227_on_hopper_adds_fabric_dma_buf_nvls_and_direct_p2p():
+    rank0 = messages(printed(ident(nproc=8, nccl="2.27.5"), {"NCCL_DEBUG": "INFO"}), 0)
+    assert "MNNVL busId 0x18000 fabric UUID 0.0 cliqueId 0x0 state 3 healthMask 0x0" in rank0  # src/init.cc:590
+    assert "NVLS multicast support is available on dev 0 (NVLS_NCHANNELS 16)" in rank0  # src/transport/nvls.cc:200
+    assert "Check P2P Type isAllDirectP2p 1 directMode 0" in rank0  # src/transport.cc:99, rank 0
+    assert "CC Off, workFifoBytes 1048576" in rank0  # src/init.cc:481, rank 0
+    assert "Channel 00/24 :    0   1   2   3   4   5   6   7" in rank0  # src/graph/rings.cc
+    assert not any(x.startswith(("Channel 00/0", "Connected all", "NVLS comm")) for x in rank0)  # runtime connect

@@ -1,155 +1,38 @@
 """What NCCL prints while torch's ProcessGroupNCCL creates its communicator,
 as the run's pinned NCCL prints it under the ranks' NCCL_DEBUG and
-NCCL_DEBUG_SUBSYS (data/nccl.toml holds the texts, per version, with their
-source lines at NVIDIA/nccl's tags).
+NCCL_DEBUG_SUBSYS (nccl_text.py: the texts and src/debug.cc's filter;
+nccl_fabric.py: what NCCL chooses on the simulated hardware).
 
-The filter is src/debug.cc's: no NCCL_DEBUG (or a value it does not know)
-prints nothing; VERSION and WARN print only the version line; INFO, ABORT and
-TRACE (levels above INFO) print every INFO line whose subsystem flags meet the
-mask. The prefix is ncclDebugLog's `host:pid:tid [cudaDev] NCCL INFO `, the
-host cut at its first dot (getHostName(hostname, 1024, '.')).
-
-The order is the calls': rank 0's ncclGetUniqueId runs ncclInit (bootstrap
-interface, net plugin) before ncclCommInitRank (cudaDriverVersion, the version
-line); the other ranks start with ncclCommInitRank. The communicator is built
-on another thread (its tid), in src/init.cc initTransportsRank's order.
-Identifiers agree with the rest of the run: pid is the rank's pid, cudaDev
-its local rank, busId the GPU's bus id (as nvidia-smi shows it), commId one
-value for every rank of the communicator. Lines of different ranks are
-interleaved by a seeded shuffle, never by the scheduler.
+The prefix is ncclDebugLog's `host:pid:tid [cudaDev] NCCL INFO `, the host
+cut at its first dot (getHostName(hostname, 1024, '.')). Each thread says its
+lines in the order data/nccl.toml gives per version: the main thread (tid =
+pid) initialises NCCL, the communicator is built on a thread of its own, and
+2.27's proxy service threads say where they run. Identifiers agree with the
+rest of the run: pid is the rank's pid, cudaDev its local rank, busId the
+GPU's bus id (as nvidia-smi shows it), commId one value for every rank of the
+communicator. Lines of different ranks are interleaved by a seeded shuffle,
+never by the scheduler.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from functools import cache
+from collections.abc import Callable
 from typing import Any
 
-from fakerun import texts
 from fakerun.render.lines import STDOUT, Line
+from fakerun.render.torchrun.nccl_fabric import Fabric, affinity, dtree
+from fakerun.render.torchrun.nccl_text import ALL, INFO, Debug, version
 from fakerun.world.draws import rng
 from fakerun.world.identity import Identity
 from fakerun.world.settings import Settings
 
-# src/include/nccl_common.h ncclDebugLogLevel
-LEVELS = {"VERSION": 1, "WARN": 2, "INFO": 3, "ABORT": 4, "TRACE": 5}
-INFO = LEVELS["INFO"]
-UNKNOWN = -1  # a value debug.cc does not know leaves ncclDebugLevel at -1: nothing prints
-ALL = (1 << 64) - 1  # NCCL_ALL (~0), as the uint64_t mask holds it
 RING_LIMIT = 20  # src/graph/rings.cc MAXWIDTH: dumpLine shows the first 20 ranks
+MAIN, INIT, PROXY, PROXY_UDS = range(4)  # the threads of a rank that speak
+THREAD_OF = {"proxy_service": PROXY, "proxy_uds": PROXY_UDS}  # lines said off the list's thread
+IB_PORTS = (0, 3, 4, 5, 6, 9, 10, 11)  # a DGX's mlx5 devices on the compute fabric
 
-
-@dataclass(frozen=True)
-class Version:
-    """One pinned NCCL's texts and debug rules (data/nccl.toml)."""
-
-    name: str
-    tag: str
-    subsystems: tuple[str, ...]
-    default_mask: int
-    version_as_info: bool
-    nvls_buff: int
-    text: dict[str, list[tuple[int, str]]]
-
-
-@cache
-def version(name: str) -> Version:
-    """The table of NCCL `name` ("2.21.5"); a version with no table of its own prints 2.21.5's."""
-    data = texts.load("nccl")
-    tables = data["version"]
-    own = tables.get(name, tables["2.21.5"])
-    base = tables.get(own.get("base", ""), {})
-    merged = {**base, **own}
-    lines = {**base.get("text", {}), **own.get("text", {})}
-    bits = data["bits"]
-    text = {key: [(_flags(bits, flags), line) for flags, line in said] for key, said in lines.items()}
-    return Version(name, merged["tag"], tuple(merged["subsystems"]),
-                   _flags(bits, "|".join(merged["default_mask"])), merged["version_as_info"],
-                   merged["nvls_buff"], text)
-
-
-def _flags(bits: dict[str, int], names: str) -> int:
-    return sum(bits[name] for name in names.split("|"))
-
-
-@dataclass(frozen=True)
-class Debug:
-    """NCCL_DEBUG and NCCL_DEBUG_SUBSYS as src/debug.cc ncclDebugInit reads them."""
-
-    level: int  # 0: NCCL_LOG_NONE
-    mask: int
-
-    @classmethod
-    def of(cls, settings: Settings, nccl: Version) -> Debug:
-        return cls(_level(settings.env("NCCL_DEBUG")), _mask(settings.env("NCCL_DEBUG_SUBSYS"), nccl))
-
-    def info(self, flags: int) -> bool:
-        """An INFO(flags, ...) call prints (ncclDebugLog: level and mask)."""
-        return self.level >= INFO and bool(flags & self.mask)
-
-
-def _level(value: str | None) -> int:
-    if value is None:
-        return 0
-    return LEVELS.get(value.upper(), UNKNOWN)  # strcasecmp
-
-
-def _mask(value: str | None, nccl: Version) -> int:
-    """A comma-separated list of subsystems, `^` to remove them from all;
-    names NCCL does not know are skipped (strtok skips empty ones)."""
-    if value is None:
-        return nccl.default_mask
-    invert = value.startswith("^")
-    mask = ALL if invert else 0
-    bits = texts.load("nccl")["bits"]
-    for name in filter(None, value.removeprefix("^").split(",")):
-        name = name.upper()
-        bit = ALL if name == "ALL" else bits[name] if name in nccl.subsystems else 0
-        mask = mask & ~bit if invert else mask | bit
-    return mask
-
-
-@dataclass(frozen=True)
-class Fabric:
-    """What NCCL finds and chooses on the simulated nodes.
-
-    Channels: on an NVSwitch node (H100/H200/A100 SXM, 18 or 12 NVLinks a GPU)
-    NCCL's search (src/graph/search.cc) finds 12 rings that ncclTopoPostset
-    doubles to 24; Hopper nodes with eight 400G NICs reach 32 across nodes. A
-    PCIe box without NVLink gets 2. p2p channels: nextPow2(coll channels);
-    per peer nextPow2 of the fewest a peer allows: 2*NVLinks for an NVLink peer
-    (more than the channels), 2 over PCIe or SHM, 2 per NIC over the network
-    (src/graph/paths.cc ncclTopoComputeP2pChannels, ncclTopoGetNchannels).
-    NVLS: Hopper has NVLink SHARP multicast; src/transport/nvls.cc
-    ncclNvlsInit says nothing on a node of 2 GPUs or fewer and gives 16
-    channels (NCCL_NVLS_NCHANNELS) where supported.
-    """
-
-    nvlink: bool
-    hopper: bool
-    channels: int
-    nvls_line: bool  # ncclNvlsInit gets as far as its INFO
-    nvls_channels: int
-    p2p: int
-    per_peer: int
-
-    @classmethod
-    def of(cls, ident: Identity) -> Fabric:
-        nvlink = ident.gpu.nvlink == "yes"
-        hopper = ident.gpu.name.startswith(("NVIDIA H100", "NVIDIA H200"))
-        channels = (32 if hopper and ident.nnodes > 1 else 24) if nvlink else 2
-        nvls_line = ident.nproc > 2
-        nvls = 16 if nvls_line and hopper else 0
-        per_peer = 2 if ident.nnodes > 1 or not nvlink else _pow2(channels)
-        return cls(nvlink, hopper, channels, nvls_line, nvls, _pow2(channels), per_peer)
-
-
-def _pow2(v: int) -> int:
-    return 1 << (v - 1).bit_length()
-
-
-Said = tuple[int, str, dict[str, Any]]  # (thread, message key, values)
+Said = tuple[str, dict[str, Any]]  # (message key in data/nccl.toml, its values)
 
 
 class NcclInit:
@@ -166,22 +49,40 @@ class NcclInit:
         self.subnet = f"10.{r.randrange(1, 250)}.{r.randrange(0, 250)}"
         self.host_base = r.randrange(10, 200)
         self.tids = _thread_ids(pids, r)
+        self.groups: dict[str, Callable[[int], list[Said]]] = {
+            "bootstrap": lambda rank: [("bootstrap", {"iface": self._iface(rank)})],
+            "driver": lambda rank: [("driver", {"driver": ident.versions.cuda_driver})],
+            "net_devices": self._net_devices, "net_initialized": self._keyed("net_initialized"),
+            "network": self._keyed("network"), "dma_buf": self._dma_buf,
+            "init_start": self._keyed("init_start"), "init_complete": self._keyed("init_complete"),
+            "bootstrap_timings": self._bootstrap_timings,
+            "init_timings": self._init_timings, "mnnvl": self._mnnvl, "affinity": self._affinity,
+            "nvls_support": self._nvls_support, "comm": self._keyed("comm"), "nvls_head": self._nvls_head,
+            "ring": self._rings, "ring_graph": self._ring_graph, "trees": self._trees,
+            "p2p_chunk": self._p2p_chunk, "p2p_type": self._p2p_type, "proxy": self._proxy,
+            "connections": self._connections, "nvls": self._nvls, "thresholds": self._thresholds,
+            "summary": self._summary, "cc": lambda rank: [("cc", {})] if rank == 0 else [],
+        }
 
     def lines(self, ranks: list[int]) -> list[Line]:
         if self.debug.level <= 0:
             return []
-        streams = {rank: self._render(rank, self._said(rank)) for rank in ranks}
+        streams = {rank: self._render(rank) for rank in ranks}
         return _interleave(streams, rng(self.ident.seed, "nccl-order"))
 
     # -- filtering and prefixes ---------------------------------------------
-    def _render(self, rank: int, said: list[Said]) -> list[str]:
+    def _render(self, rank: int) -> list[str]:
+        main = self.nccl.main_rank0 if rank == 0 else self.nccl.main_other
         out = []
-        for thread, key, values in said:
-            if key == "version":
-                out += self._version_line(rank, thread)
-                continue
-            out += [self._prefix(rank, thread) + text.format(**values)
-                    for flags, text in self.nccl.text.get(key, []) if self.debug.info(flags)]
+        for thread, names in ((MAIN, main), (INIT, self.nccl.init)):
+            for name in names:
+                if name == "version":
+                    out += self._version_line(rank, thread)
+                    continue
+                for key, values in self.groups.get(name, self._keyed(name))(rank):
+                    prefix = self._prefix(rank, THREAD_OF.get(key, thread))
+                    out += [prefix + text.format(**values)
+                            for flags, text in self.nccl.text.get(key, []) if self.debug.info(flags)]
         return out
 
     def _version_line(self, rank: int, thread: int) -> list[str]:
@@ -197,71 +98,72 @@ class NcclInit:
         return [text] if rank == 0 and self.debug.level > 0 and self.debug.mask else []
 
     def _prefix(self, rank: int, thread: int) -> str:
-        tid = self.pids[rank] if thread == 0 else self.tids[rank]
+        tid = self.pids[rank] if thread == MAIN else self.tids[rank][thread - 1]
         host = self.ident.host(rank).split(".")[0]
-        return f"{host}:{self.pids[rank]}:{tid} [{self.ident.topology.local_rank_of(rank)}] NCCL INFO "
+        return f"{host}:{self.pids[rank]}:{tid} [{self._local(rank)}] NCCL INFO "
 
-    # -- what one rank says, in order ------------------------------------------
-    def _said(self, rank: int) -> list[Said]:
-        iface = {"iface": self._iface(rank)}
-        process: list[Said] = [(0, "bootstrap", iface), (0, "net_plugin", {})]
-        driver: Said = (0, "driver", {"driver": self.ident.versions.cuda_driver})
-        # rank 0's ncclGetUniqueId runs ncclInit before ncclCommInitRank's
-        # ncclCudaLibraryInit; the version follows ncclInit (ncclCommInitRankDev).
-        process = [*process, driver] if rank == 0 else [driver, *process]
-        process.append((0, "version", {}))
-        init = [*self._network(rank), (1, "init_start", self._ids(rank)), *self._topology(rank),
-                *self._connections(rank), *self._tuning(rank), (1, "init_complete", self._ids(rank))]
-        return process + init
+    # -- the groups of lines ---------------------------------------------------
+    def _local(self, rank: int) -> int:
+        return self.ident.topology.local_rank_of(rank)
 
     def _ids(self, rank: int) -> dict[str, Any]:
-        local = self.ident.topology.local_rank_of(rank)
+        local = self._local(rank)
         return {"comm": self.comm_ptr[rank], "rank": rank, "nranks": self.ident.world, "dev": local,
-                "busid": self.ident.gpu.bus_id(local).lstrip("0") + "000", "commid": self.comm_id}
+                "busid": self.ident.gpu.bus_id(local).lstrip("0") + "000", "commid": self.comm_id,
+                "nnodes": self.ident.nnodes, "local_ranks": self.ident.nproc, "network": self.fabric.network}
+
+    def _keyed(self, key: str) -> Callable[[int], list[Said]]:
+        """A group of one message whose values are the rank's identifiers."""
+        return lambda rank: [(key, self._ids(rank))]
 
     def _iface(self, rank: int) -> str:
         return f"eth0:{self.subnet}.{self.host_base + self.ident.topology.node_of(rank)}<0>"
 
-    def _network(self, rank: int) -> list[Said]:
+    def _net_devices(self, rank: int) -> list[Said]:
         iface = {"iface": self._iface(rank)}
-        if self.fabric.nvlink:  # DGX-style: a ConnectX InfiniBand port per GPU
-            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate((0, 3, 4, 5, 6, 9, 10, 11)))
-            devices: list[Said] = [(1, "ib_devices", {"nics": nics, **iface})]
-        else:
-            devices = [(1, "ib_none", {}), (1, "socket_devices", iface)]
-        out = [*devices, (1, "net_version", {}), (1, "network", {"network": self._net_name()})]
-        # DMA-BUF needs the open GPU kernel module, which Hopper nodes run (NVIDIA's advice for them).
-        dma_buf = self.fabric.nvlink and self.fabric.hopper
-        return out + ([(1, "dma_buf", {"dev": self.ident.topology.local_rank_of(rank)})] if dma_buf else [])
+        if self.fabric.network == "IB":
+            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(IB_PORTS))
+            return [("ib_devices", {"nics": nics, **iface})]
+        return [("ib_none", {}), ("socket_devices", iface)]
 
-    def _net_name(self) -> str:
-        return "IB" if self.fabric.nvlink else "Socket"
+    def _dma_buf(self, rank: int) -> list[Said]:
+        # The IB plugin has regMrDmaBuf; the driver's DMA-BUF attribute needs
+        # the open GPU kernel module, which Hopper nodes run (NVIDIA's advice for them).
+        return [("dma_buf", {"dev": self._local(rank)})] if self.fabric.nvlink and self.fabric.hopper else []
 
-    def _topology(self, rank: int) -> list[Said]:
-        ident, fabric = self.ident, self.fabric
-        local = ident.topology.local_rank_of(rank)
-        out: list[Said] = [(1, "affinity", {"dev": local, "mask": _affinity(local)})]
-        if fabric.nvls_line:
-            maybe_not = "" if fabric.nvls_channels else "not "
-            out.append((1, "nvls_support", {"dev": local, "maybe_not": maybe_not}))
-        out.append((1, "comm", {**self._ids(rank), "nnodes": ident.nnodes, "local_ranks": ident.nproc}))
-        if fabric.nvls_channels and ident.nnodes > 1 and ident.topology.node_of(rank) == 0:
-            out += [(1, "nvls_head", {"head": h, "line": "".join(f" {n * ident.nproc + h:2d}"
-                                                                  for n in range(min(ident.nnodes, 20)))})
-                    for h in range(ident.nproc)]
-        if rank == 0:
-            out += [(1, "ring", {"line": line}) for line in self._ring_lines()]
-        ring = {"prev": (rank - 1) % ident.world, "next": (rank + 1) % ident.world, "rank": rank}
-        out += [(1, "ring_graph", {"channel": c, **ring}) for c in range(fabric.channels)]
-        out.append((1, "trees", {"line": self._trees(rank)}))
-        chunk = 524288 if fabric.nvlink and ident.nnodes == 1 else 131072  # src/init.cc:564-566
-        return [*out, (1, "p2p_chunk", {"size": chunk})]
+    def _mnnvl(self, rank: int) -> list[Said]:
+        return [("mnnvl", self._ids(rank))] if self.fabric.hopper else []
 
-    def _ring_lines(self) -> list[str]:
-        """src/graph/rings.cc: "Channel %02d/%02d : " then " %3d" a rank."""
+    def _affinity(self, rank: int) -> list[Said]:
+        return [("affinity", {"dev": self._local(rank), "mask": affinity(self._local(rank))})]
+
+    def _nvls_support(self, rank: int) -> list[Said]:
+        if not self.fabric.nvls_line:
+            return []
+        maybe_not = "" if self.fabric.nvls_channels else "not "
+        return [("nvls_support", {"dev": self._local(rank), "maybe_not": maybe_not,
+                                  "nvls": self.fabric.nvls_channels})]
+
+    def _nvls_head(self, rank: int) -> list[Said]:
+        ident = self.ident
+        if not self.fabric.nvls_channels or ident.nnodes == 1 or ident.topology.node_of(rank) != 0:
+            return []
+        nodes = range(min(ident.nnodes, 20))
+        return [("nvls_head", {"head": h, "line": "".join(f" {n * ident.nproc + h:2d}" for n in nodes)})
+                for h in range(ident.nproc)]
+
+    def _rings(self, rank: int) -> list[Said]:
+        """src/graph/rings.cc: rank 0 prints "Channel %02d/%02d : " then " %3d" a rank."""
+        if rank != 0:
+            return []
         shown = "".join(f" {r:3d}" for r in range(min(self.ident.world, RING_LIMIT)))
         n = self.fabric.channels
-        return [f"Channel {c:02d}/{n:02d} : {shown}" for c in range(n)]
+        return [("ring", {"line": f"Channel {c:02d}/{n:02d} : {shown}"}) for c in range(n)]
+
+    def _ring_graph(self, rank: int) -> list[Said]:
+        world = self.ident.world
+        ring = {"prev": (rank - 1) % world, "next": (rank + 1) % world, "rank": rank}
+        return [("ring_graph", {"channel": c, **ring}) for c in range(self.fabric.channels)]
 
     def _tree(self, rank: int, channel: int) -> tuple[list[int], int]:
         """(down, up) of `rank` in channel `channel`'s tree: a chain inside
@@ -273,35 +175,52 @@ class NcclInit:
         down = [rank + 1] if local + 1 < nproc else []
         up = rank - 1 if local > 0 else -1
         if local == 0 and self.ident.nnodes > 1:
-            parent, children = _dtree(self.ident.nnodes, node)[channel % 2]
+            parent, children = dtree(self.ident.nnodes, node)[channel % 2]
             up = parent * nproc if parent >= 0 else -1
             down += [child * nproc for child in children]
         return down, up
 
-    def _trees(self, rank: int) -> str:
-        out = ""
+    def _trees(self, rank: int) -> list[Said]:
+        line = ""
         for c in range(self.fabric.channels):
             down, up = self._tree(rank, c)
             d = [*down, -1, -1, -1][:3]
-            out += f" [{c}] {d[0]}/{d[1]}/{d[2]}->{rank}->{up}"
-        return out
+            line += f" [{c}] {d[0]}/{d[1]}/{d[2]}->{rank}->{up}"
+        return [("trees", {"line": line})]
+
+    def _p2p_chunk(self, rank: int) -> list[Said]:
+        # src/init.cc computeBuffSizes: the net's chunk across nodes, NVLink's within one, else PCI's.
+        nvlink_node = self.fabric.nvlink and self.ident.nnodes == 1
+        return [("p2p_chunk", {"size": 524288 if nvlink_node else 131072})]
+
+    def _p2p_type(self, rank: int) -> list[Said]:
+        # src/transport.cc ncclTransportCheckP2pType: every local pair P2P-capable; one process per GPU.
+        direct = int(self.fabric.nvlink and self.ident.nproc > 1)
+        return [("p2p_type", {"direct": direct})] if rank == 0 else []
+
+    def _proxy(self, rank: int) -> list[Said]:
+        """sched_getcpu() of the proxy threads: a core of the GPU's NUMA node."""
+        r = rng(self.ident.seed, f"nccl-proxy-{rank}")
+        base = 0 if self._local(rank) < 4 else 48
+        cores = [base + r.randrange(48) + r.choice((0, 96)) for _ in range(2)]
+        return [(key, {"dev": self._local(rank), "core": core})
+                for key, core in zip(("proxy_service", "proxy_uds"), cores, strict=True)]
 
     def _connections(self, rank: int) -> list[Said]:
         """Each new connection's line, rings first (src/init.cc: setup of
         ring.prev/next, "Connected all rings"), then the trees' peers not
-        yet connected, then NVLS (src/transport/nvls.cc ncclNvlsSetup)."""
+        yet connected ("Connected all trees")."""
         world, channels = self.ident.world, range(self.fabric.channels)
         prev, nxt = (rank - 1) % world, (rank + 1) % world
         out = [s for c in channels for s in self._link(rank, prev, c, send=False)]
         out += [s for c in channels for s in self._link(rank, nxt, c, send=True)]
-        out.append((1, "rings_connected", {}))
+        out.append(("rings_connected", {}))
         for c in channels:
             down, up = self._tree(rank, c)
             for peer in [p for p in (*down, up) if p >= 0]:
                 out += (self._link(rank, peer, c, send=False) if peer != prev else []) + \
                     (self._link(rank, peer, c, send=True) if peer != nxt else [])
-        out.append((1, "trees_connected", {}))
-        return out + self._nvls(rank)
+        return [*out, ("trees_connected", {})]
 
     def _link(self, rank: int, peer: int, channel: int, send: bool) -> list[Said]:
         """One direction of one channel's connection, as the transport logs it:
@@ -309,87 +228,73 @@ class NcclInit:
         topo = self.ident.topology
         if peer == rank:
             return []
-        local, peer_local = topo.local_rank_of(rank), topo.local_rank_of(peer)
-        values = {"channel": channel, "rank": rank, "dev": local, "peer": peer, "peer_dev": peer_local}
+        values = {"channel": channel, "rank": rank, "dev": self._local(rank), "peer": peer,
+                  "peer_dev": self._local(peer)}
         if topo.node_of(peer) != topo.node_of(rank):
-            netdev = local % 8 if self.fabric.nvlink else 0
-            gdr = "/GDRDMA" if self.fabric.nvlink else ""
-            via = f"{self._net_name()}/{netdev}{gdr}"
-            return [(1, "net_send" if send else "net_receive", {**values, "via": via})]
+            # src/transport/net.cc: the GPU's own NIC, GPUDirect RDMA over IB
+            ib = self.fabric.network == "IB"
+            device = f"{self._local(rank) % len(IB_PORTS)}/GDRDMA" if ib else "0"
+            via = f"{self.fabric.network}/{device}"
+            return [("net_send" if send else "net_receive", {**values, "via": via})]
         if not send:
             return []
         if self.fabric.nvlink:  # P2P read on Ampere NVLink (src/transport/p2p.cc p2pUseRead)
-            return [(1, "p2p_send", {**values, "read": "/read" if "A100" in self.ident.gpu.name else ""})]
-        return [(1, "shm_send", values)]
+            return [("p2p_send", {**values, "read": "/read" if "A100" in self.ident.gpu.name else ""})]
+        return [("shm_send", values)]
 
     def _nvls(self, rank: int) -> list[Said]:
         fabric, ident = self.fabric, self.ident
         if not fabric.nvls_channels:
             return []
-        heads, head = ident.nproc, ident.topology.local_rank_of(rank)
+        heads, head = ident.nproc, self._local(rank)
         per_rank = fabric.channels * 2 * (self.nccl.nvls_buff + 2097152)
-        out: list[Said] = [(1, "nvls_comm", {"comm": self.comm_ptr[rank], "head": head, "heads": heads,
-                                             "buff": self.nccl.nvls_buff, "per_rank": per_rank,
-                                             "total": per_rank * heads})]
-        return out + ([(1, "nvls_tree", {})] if ident.nnodes > 1 else [])
+        out: list[Said] = [("nvls_comm", {"comm": self.comm_ptr[rank], "head": head, "heads": heads,
+                                          "buff": self.nccl.nvls_buff, "per_rank": per_rank,
+                                          "total": per_rank * heads})]
+        return out + ([("nvls_tree", {})] if ident.nnodes > 1 else [])
 
-    def _tuning(self, rank: int) -> list[Said]:
+    def _thresholds(self, rank: int) -> list[Said]:
+        return [("thresholds", {"ring_ll": 8 * self.ident.world})]  # src/graph/tuning.cc: LL's 8 a rank
+
+    def _summary(self, rank: int) -> list[Said]:
         fabric = self.fabric
-        return [(1, "thresholds", {"ring_ll": 8 * self.ident.world}),
-                (1, "summary", {"channels": fabric.channels, "nvls": fabric.nvls_channels,
-                                "p2p": fabric.p2p, "per_peer": fabric.per_peer}),
-                (1, "tuner", {})]
+        return [("summary", {"channels": fabric.channels, "nvls": fabric.nvls_channels,
+                             "p2p": fabric.p2p, "per_peer": fabric.per_peer})]
+
+    def _bootstrap_timings(self, rank: int) -> list[Said]:
+        """Seconds of src/bootstrap.cc bootstrapInit: microseconds to set up and
+        send, the wait for the slowest rank to reach the ring in recv."""
+        r = rng(self.ident.seed, f"nccl-bootstrap-{rank}")
+        create, send, ring = r.uniform(2e-5, 5e-5), r.uniform(8e-5, 1.6e-4), r.uniform(4e-5, 2e-4)
+        recv = r.uniform(5e-5, 0.2)
+        return [("bootstrap_timings", {"total": create + send + recv + ring + r.uniform(1e-5, 6e-5),
+                                       "create": create, "send": send, "recv": recv, "ring": ring})]
+
+    def _init_timings(self, rank: int) -> list[Said]:
+        """Seconds of src/init.cc ncclCommInitRankFunc's stages; the bootstrap's as its timings said."""
+        bootstrap = self._bootstrap_timings(rank)[0][1]["total"]
+        r = rng(self.ident.seed, f"nccl-init-{rank}")
+        stages = {"kernels": r.uniform(0.08, 0.35), "alloc": r.uniform(0.0, 0.02), "bootstrap": bootstrap,
+                  "allgathers": r.uniform(0.0, 0.01), "topo": r.uniform(0.01, 0.05),
+                  "graphs": r.uniform(0.0, 0.01), "connections": r.uniform(0.0, 0.03),
+                  "rest": r.uniform(0.0, 0.01)}
+        return [("init_timings", {**self._ids(rank), **stages, "total": sum(stages.values())})]
 
 
-def _affinity(local: int) -> str:
-    # Two NUMA domains of a dual-socket host: GPUs 0-3 on the first.
-    return "ffff,ffffffff,00000000,0000ffff,ffffffff" if local < 4 else \
-        "ffffffff,ffff0000,00000000,ffffffff,ffff0000"
-
-
-def _btree(nranks: int, rank: int) -> tuple[int, list[int]]:
-    """src/graph/trees.cc ncclGetBtree: (up, children) of `rank`."""
-    bit = 1
-    while bit < nranks and not bit & rank:
-        bit <<= 1
-    if rank == 0:
-        return -1, [bit >> 1] if nranks > 1 else []
-    up = (rank ^ bit) | (bit << 1)
-    if up >= nranks:
-        up = rank ^ bit
-    lowbit = bit >> 1
-    down0 = -1 if lowbit == 0 else rank - lowbit
-    down1 = -1 if lowbit == 0 else rank + lowbit
-    while down1 >= nranks:
-        down1 = -1 if lowbit == 0 else rank + lowbit
-        lowbit >>= 1
-    return up, [d for d in (down0, down1) if d >= 0]
-
-
-def _dtree(nranks: int, rank: int) -> tuple[tuple[int, list[int]], tuple[int, list[int]]]:
-    """src/graph/trees.cc ncclGetDtree: the btree, and its mirror (even
-    counts) or its shift by one (odd counts)."""
-    if nranks % 2:
-        up, down = _btree(nranks, (rank - 1) % nranks)
-        second = (-1 if up == -1 else (up + 1) % nranks, [(d + 1) % nranks for d in down])
-    else:
-        up, down = _btree(nranks, nranks - 1 - rank)
-        second = (-1 if up == -1 else nranks - 1 - up, [nranks - 1 - d for d in down])
-    return _btree(nranks, rank), second
-
-
-def _thread_ids(pids: dict[int, int], r: random.Random) -> dict[int, int]:
-    """The tid of each rank's init thread: Linux hands out thread ids from the
-    pid counter, so threads made after every rank started come after the last
-    pid, in the order their processes got there (CUDA's own threads between)."""
+def _thread_ids(pids: dict[int, int], r: random.Random) -> dict[int, tuple[int, int, int]]:
+    """The tids of each rank's init and proxy threads: Linux hands out thread
+    ids from the pid counter, so threads made after every rank started come
+    after the last pid, in the order their processes got there (CUDA's own
+    threads between); each kind of thread once every rank has the one before."""
     tid = max(pids.values(), default=0) + r.randrange(40, 120)
-    order = sorted(pids)
-    r.shuffle(order)
-    out = {}
-    for rank in order:
-        out[rank] = tid
-        tid += r.randrange(2, 6)
-    return out
+    out: dict[int, list[int]] = {rank: [] for rank in pids}
+    for _ in range(3):
+        order = sorted(pids)
+        r.shuffle(order)
+        for rank in order:
+            out[rank].append(tid)
+            tid += r.randrange(2, 6)
+    return {rank: (a, b, c) for rank, (a, b, c) in out.items()}
 
 
 def _interleave(streams: dict[int, list[str]], r: random.Random) -> list[Line]:
