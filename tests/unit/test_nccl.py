@@ -326,5 +326,17 @@ def test_227_on_hopper_adds_fabric_dma_buf_nvls_and_direct_p2p():
     assert "NVLS multicast support is available on dev 0 (NVLS_NCHANNELS 16)" in rank0  # src/transport/nvls.cc:200
     assert "Check P2P Type isAllDirectP2p 1 directMode 0" in rank0  # src/transport.cc:99, rank 0
     assert "CC Off, workFifoBytes 1048576" in rank0  # src/init.cc:481, rank 0
-    assert "Channel 00/24 :    0   1   2   3   4   5   6   7" in rank0  # src/graph/rings.cc
+    assert "Channel 00/24 : 0 1 2 3 4 5 6 7" in rank0  # src/graph/rings.cc dumpLine: " %*d"
     assert not any(x.startswith(("Channel 00/0", "Connected all", "NVLS comm")) for x in rank0)  # runtime connect
+
+
+@pytest.mark.parametrize("nccl,expected", [
+    # v2.21.5-1 src/graph/rings.cc: MAXWIDTH 20 ranks of " %3d" after "Channel %02d/%02d : "
+    ("2.21.5", "Channel 00/32 : " + "".join(f" {r:3d}" for r in range(20))),
+    # v2.27.5-1: " %*d" two wide for rank 63, written into char line[128] while
+    # fewer than 127 are used, the last three of the 127 then overwritten by "..."
+    ("2.27.5", ("Channel 00/32 :" + "".join(f" {r:2d}" for r in range(38)))[:124] + "..."),
+])
+def test_long_rings_are_cut_as_each_dumpline_does(nccl: str, expected: str):
+    run = ident(nproc=8, nnodes=8 if nccl == "2.27.5" else 4, nccl=nccl)
+    assert messages(printed(run, {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT"}), 0).count(expected) == 1

@@ -153,12 +153,12 @@ class NcclInit:
                 for h in range(ident.nproc)]
 
     def _rings(self, rank: int) -> list[Said]:
-        """src/graph/rings.cc: rank 0 prints "Channel %02d/%02d : " then " %3d" a rank."""
+        """Rank 0's rings (src/graph/rings.cc ncclBuildRings), laid out as the version's dumpLine does."""
         if rank != 0:
             return []
-        shown = "".join(f" {r:3d}" for r in range(min(self.ident.world, RING_LIMIT)))
-        n = self.fabric.channels
-        return [("ring", {"line": f"Channel {c:02d}/{n:02d} : {shown}"}) for c in range(n)]
+        n, ranks = self.fabric.channels, range(self.ident.world)
+        return [("ring", {"line": _ring_line(f"Channel {c:02d}/{n:02d} :", ranks, self.nccl.ring_numbers)})
+                for c in range(n)]
 
     def _ring_graph(self, rank: int) -> list[Said]:
         world = self.ident.world
@@ -279,6 +279,20 @@ class NcclInit:
                   "graphs": r.uniform(0.0, 0.01), "connections": r.uniform(0.0, 0.03),
                   "rest": r.uniform(0.0, 0.01)}
         return [("init_timings", {**self._ids(rank), **stages, "total": sum(stages.values())})]
+
+
+def _ring_line(prefix: str, ranks: range, layout: str) -> str:
+    """dumpLine: "fixed" (to v2.21) puts " %3d" a rank after a space, the
+    first RING_LIMIT; "fitted" (v2.27) " %*d" as wide as the last rank, in a
+    128-byte buffer whose end becomes "..." when the ring does not fit."""
+    if layout == "fixed":
+        return prefix + " " + "".join(f" {r:3d}" for r in ranks[:RING_LIMIT])
+    width, line = len(str(len(ranks) - 1)), prefix
+    for r in ranks:
+        if len(line) >= 127:
+            break
+        line += f" {r:>{width}}"
+    return line[:124] + "..." if len(line) >= 128 else line
 
 
 def _thread_ids(pids: dict[int, int], r: random.Random) -> dict[int, tuple[int, int, int]]:

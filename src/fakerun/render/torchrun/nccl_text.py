@@ -31,6 +31,7 @@ class Version:
     main_rank0: tuple[str, ...]  # what rank 0's main thread says, in order
     main_other: tuple[str, ...]  # the other ranks' main thread
     init: tuple[str, ...]  # the thread that builds the communicator
+    ring_numbers: str  # "fixed" or "fitted": how rings.cc's dumpLine lays out a ring
 
 
 @cache
@@ -47,7 +48,7 @@ def version(name: str) -> Version:
     return Version(name, merged["tag"], tuple(merged["subsystems"]),
                    _flags(bits, "|".join(merged["default_mask"])), merged["version_as_info"],
                    merged["nvls_buff"], text, tuple(merged["main_rank0"]), tuple(merged["main_other"]),
-                   tuple(merged["init"]))
+                   tuple(merged["init"]), merged["ring_numbers"])
 
 
 def _flags(bits: dict[str, int], names: str) -> int:
