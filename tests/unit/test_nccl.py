@@ -340,3 +340,16 @@ def test_227_on_hopper_adds_fabric_dma_buf_nvls_and_direct_p2p():
 def test_long_rings_are_cut_as_each_dumpline_does(nccl: str, expected: str):
     run = ident(nproc=8, nnodes=8 if nccl == "2.27.5" else 4, nccl=nccl)
     assert messages(printed(run, {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT"}), 0).count(expected) == 1
+
+
+@pytest.mark.parametrize("gpu,nics", [
+    (H100, "[0]mlx5_0:1/IB [1]mlx5_3:1/IB [2]mlx5_4:1/IB [3]mlx5_5:1/IB [4]mlx5_6:1/IB [5]mlx5_9:1/IB "
+           "[6]mlx5_10:1/IB [7]mlx5_11:1/IB"),
+    (A100, "[0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB [3]mlx5_3:1/IB [4]mlx5_6:1/IB [5]mlx5_7:1/IB "
+           "[6]mlx5_8:1/IB [7]mlx5_9:1/IB"),
+])
+def test_dgx_nodes_list_their_compute_nics(gpu: str, nics: str):
+    # src/transport/net_ib.cc:538 "NET/IB : Using%s %s; OOB %s:%s", " [%d]%s:%d/%s" a device
+    lines = messages(printed(ident(gpu=gpu, nproc=8), {"NCCL_DEBUG": "INFO"}), 3)
+    assert [x for x in lines if x.startswith("NET/IB")] == fill([f"NET/IB : Using {nics} [RO]; OOB eth0:{{ip}}<0>"],
+                                                                lines)

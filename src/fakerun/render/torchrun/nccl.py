@@ -30,7 +30,9 @@ from fakerun.world.settings import Settings
 RING_LIMIT = 20  # src/graph/rings.cc MAXWIDTH: dumpLine shows the first 20 ranks
 MAIN, INIT, PROXY, PROXY_UDS = range(4)  # the threads of a rank that speak
 THREAD_OF = {"proxy_service": PROXY, "proxy_uds": PROXY_UDS}  # lines said off the list's thread
-IB_PORTS = (0, 3, 4, 5, 6, 9, 10, 11)  # a DGX's mlx5 devices on the compute fabric
+# The mlx5 devices on the compute fabric, one a GPU: DGX H100/H200 (mlx5_1, 2,
+# 7, 8 are its storage and in-band ports) and DGX A100 (mlx5_4, 5 storage).
+IB_PORTS = {True: (0, 3, 4, 5, 6, 9, 10, 11), False: (0, 1, 2, 3, 6, 7, 8, 9)}
 
 Said = tuple[str, dict[str, Any]]  # (message key in data/nccl.toml, its values)
 
@@ -122,7 +124,7 @@ class NcclInit:
     def _net_devices(self, rank: int) -> list[Said]:
         iface = {"iface": self._iface(rank)}
         if self.fabric.network == "IB":
-            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(IB_PORTS))
+            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(IB_PORTS[self.fabric.hopper]))
             return [("ib_devices", {"nics": nics, **iface})]
         return [("ib_none", {}), ("socket_devices", iface)]
 
@@ -233,7 +235,7 @@ class NcclInit:
         if topo.node_of(peer) != topo.node_of(rank):
             # src/transport/net.cc: the GPU's own NIC, GPUDirect RDMA over IB
             ib = self.fabric.network == "IB"
-            device = f"{self._local(rank) % len(IB_PORTS)}/GDRDMA" if ib else "0"
+            device = f"{self._local(rank) % 8}/GDRDMA" if ib else "0"
             via = f"{self.fabric.network}/{device}"
             return [("net_send" if send else "net_receive", {**values, "via": via})]
         if not send:
