@@ -12,10 +12,10 @@ from fakerun.world.identity import Identity
 class Fabric:
     """What NCCL finds and chooses on the simulated nodes.
 
-    Channels: on an NVSwitch node (H100/H200/A100 SXM, 18 or 12 NVLinks a GPU)
-    NCCL's search (src/graph/search.cc) finds 12 rings that ncclTopoPostset
-    doubles to 24; Hopper nodes with eight 400G NICs reach 32 across nodes. A
-    PCIe box without NVLink gets 2. p2p channels: nextPow2(coll channels);
+    Channels are a choice (no run of src/graph/search.cc behind them): 24 on
+    an NVSwitch node (H100/H200/A100 SXM, 18 or 12 NVLinks a GPU: the search's
+    rings, doubled by ncclTopoPostset), 32 across Hopper nodes with a 400G NIC
+    a GPU, 2 on a PCIe box without NVLink. p2p channels: nextPow2(coll channels);
     per peer nextPow2 of the fewest a peer allows: 2*NVLinks for an NVLink peer
     (more than the channels), 2 over PCIe or SHM, 2 per NIC over the network
     (src/graph/paths.cc ncclTopoComputeP2pChannels, ncclTopoGetNchannels).
