@@ -1,148 +1,322 @@
-"""NCCL_DEBUG=INFO init lines: `host:pid:tid [cudaDev] NCCL INFO ...`, the
-prefix of NVIDIA/nccl v2.21.5-1 src/debug.cc (ncclDebugLog: "%s:%d:%d [%d]
-NCCL INFO "; v2.20.5-1's is the same). The messages are v2.21.5-1's: the
-bootstrap interface (src/bootstrap.cc), the net and tuner plugin searches
-(src/net.cc, src/misc/tuner.cc), NET/IB and NET/Socket (src/transport/
-net_ib.cc, net_socket.cc), `ncclCommInitRank comm ... - Init START/COMPLETE`,
-the comm, Trees and channel-count lines (src/init.cc), the rings
-(src/graph/rings.cc), threadThresholds (src/graph/tuning.cc) and the
-per-channel connections (src/transport/p2p.cc, shm.cc, net.cc). v2.20.5-1
-words some of them otherwise (no `ncclCommInitRank ` before `comm`, its own
-NET/Plugin lines, no TUNER/Plugin lines).
+"""What NCCL prints while torch's ProcessGroupNCCL creates its communicator,
+as the run's pinned NCCL prints it under the ranks' NCCL_DEBUG and
+NCCL_DEBUG_SUBSYS (nccl_text.py: the texts and src/debug.cc's filter;
+nccl_fabric.py: what NCCL chooses on the simulated hardware).
 
-Identifiers agree with the rest of the run: pid is the rank's pid, cudaDev
-its local rank, busId the GPU's bus id (as nvidia-smi shows it), commId one
-value for every rank of the communicator. Lines of different ranks are
-interleaved by a seeded shuffle, never by the scheduler.
+The prefix is ncclDebugLog's `host:pid:tid [cudaDev] NCCL INFO `, the host
+cut at its first dot (getHostName(hostname, 1024, '.')). Each thread says its
+lines in the order data/nccl.toml gives per version: the main thread (tid =
+pid) initialises NCCL, the communicator is built on a thread of its own, and
+2.27's proxy service threads say where they run. Identifiers agree with the
+rest of the run: pid is the rank's pid, cudaDev its local rank, busId the
+GPU's bus id (as nvidia-smi shows it), commId one value for every rank of the
+communicator. Lines of different ranks are interleaved by a seeded shuffle,
+never by the scheduler.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 from fakerun.render.lines import STDOUT, Line
+from fakerun.render.torchrun.nccl_fabric import Fabric, affinity, dtree
+from fakerun.render.torchrun.nccl_text import ALL, INFO, Debug, version
 from fakerun.world.draws import rng
 from fakerun.world.identity import Identity
 from fakerun.world.settings import Settings
 
-RING_LIMIT = 20  # ncclTopoPrintRings shows at most 20 ranks
+RING_LIMIT = 20  # src/graph/rings.cc MAXWIDTH: dumpLine shows the first 20 ranks
+MAIN, INIT, PROXY, PROXY_UDS = range(4)  # the threads of a rank that speak
+THREAD_OF = {"proxy_service": PROXY, "proxy_uds": PROXY_UDS}  # lines said off the list's thread
+# The mlx5 devices on the compute fabric, one a GPU: DGX H100/H200 (mlx5_1, 2,
+# 7, 8 are its storage and in-band ports) and DGX A100 (mlx5_4, 5 storage).
+IB_PORTS = {True: (0, 3, 4, 5, 6, 9, 10, 11), False: (0, 1, 2, 3, 6, 7, 8, 9)}
+
+Said = tuple[str, dict[str, Any]]  # (message key in data/nccl.toml, its values)
 
 
 class NcclInit:
     def __init__(self, ident: Identity, pids: dict[int, int], settings: Settings) -> None:
         self.ident = ident
         self.pids = pids
-        self.settings = settings
+        self.nccl = version(ident.versions.nccl)
+        self.debug = Debug.of(settings, self.nccl)
+        self.fabric = Fabric.of(ident)
         r = rng(ident.seed, "nccl")
         self.comm_id = f"0x{r.getrandbits(64):016x}"
-        self.comm_ptr = {rank: f"0x{0x55 << 40 | r.getrandbits(40):x}" for rank in pids}
+        # ncclCalloc'd structs: glibc heap addresses of a PIE python, 16-byte aligned.
+        self.comm_ptr = {rank: f"0x{(0x55 << 40 | r.getrandbits(40)) & ~0xF:x}" for rank in pids}
         self.subnet = f"10.{r.randrange(1, 250)}.{r.randrange(0, 250)}"
         self.host_base = r.randrange(10, 200)
-        self.nvlink = ident.gpu.nvlink == "yes"
-        self.channels = 16 if self.nvlink else 4
+        self.tids = _thread_ids(pids, r)
+        self.groups: dict[str, Callable[[int], list[Said]]] = {
+            "bootstrap": lambda rank: [("bootstrap", {"iface": self._iface(rank)})],
+            "driver": lambda rank: [("driver", {"driver": ident.versions.cuda_driver})],
+            "net_devices": self._net_devices, "net_initialized": self._keyed("net_initialized"),
+            "network": self._keyed("network"), "dma_buf": self._dma_buf,
+            "init_start": self._keyed("init_start"), "init_complete": self._keyed("init_complete"),
+            "bootstrap_timings": self._bootstrap_timings,
+            "init_timings": self._init_timings, "mnnvl": self._mnnvl, "affinity": self._affinity,
+            "nvls_support": self._nvls_support, "comm": self._keyed("comm"), "nvls_head": self._nvls_head,
+            "ring": self._rings, "ring_graph": self._ring_graph, "trees": self._trees,
+            "p2p_chunk": self._p2p_chunk, "p2p_type": self._p2p_type, "proxy": self._proxy,
+            "connections": self._connections, "nvls": self._nvls, "thresholds": self._thresholds,
+            "summary": self._summary, "cc": lambda rank: [("cc", {})] if rank == 0 else [],
+        }
 
     def lines(self, ranks: list[int]) -> list[Line]:
-        if self.settings.env("NCCL_DEBUG") is None:  # NCCL prints nothing unless asked (src/debug.cc)
+        if self.debug.level <= 0:
             return []
-        streams = {rank: self._rank_lines(rank) for rank in ranks}
+        streams = {rank: self._render(rank) for rank in ranks}
         return _interleave(streams, rng(self.ident.seed, "nccl-order"))
 
-    # -- one rank ---------------------------------------------------------
-    def _rank_lines(self, rank: int) -> list[str]:
-        main, init = self._prefix(rank, 0), self._prefix(rank, 1)
-        ident, v = self.ident, self.ident.versions
-        process = [f"{main}Bootstrap : Using {self._iface(rank)}", *self._plugin(main)]
-        driver = f"{main}cudaDriverVersion {v.cuda_driver}"
-        if rank == 0:
-            process = [*process, driver, f"NCCL version {v.nccl}+cuda{v.cuda}"]
-        else:
-            process = [driver, *process]
-        local = ident.topology.local_rank_of(rank)
-        start = (f"ncclCommInitRank comm {self.comm_ptr[rank]} rank {rank} nranks {ident.world} "
-                 f"cudaDev {local} nvmlDev {local} busId {ident.gpu.bus_id(local).lstrip('0')}000 "
-                 f"commId {self.comm_id}")
-        body = [
-            *self._network(rank), f"{start} - Init START",
-            f"Setting affinity for GPU {local} to {self._affinity(local)}",
-            f"NVLS multicast support is {'' if self._nvls() else 'not '}available on dev {local}",
-            f"comm {self.comm_ptr[rank]} rank {rank} nRanks {ident.world} nNodes {ident.nnodes} "
-            f"localRanks {ident.nproc} localRank {local} MNNVL 0",
-            *(self._rings() if rank == 0 else []), self._trees(rank),
-            f"P2P Chunksize set to {524288 if ident.nnodes == 1 else 131072}",
-            *self._channels(rank), "Connected all rings", "Connected all trees",
-            f"threadThresholds 8/8/64 | {8 * ident.world}/8/64 | 512 | 512",
-            f"{self.channels} coll channels, 0 collnet channels, 0 nvls channels, "
-            f"{2 * self.channels} p2p channels, {2 * self.channels} p2p channels per peer",
-            "TUNER/Plugin: Plugin load returned 2 : libnccl-net.so: cannot open shared object file: "
-            "No such file or directory : when loading libnccl-tuner.so",
-            "TUNER/Plugin: Using internal tuner plugin.",
-            f"{start} - Init COMPLETE",
-        ]
-        return process + [init + line for line in body]
+    # -- filtering and prefixes ---------------------------------------------
+    def _render(self, rank: int) -> list[str]:
+        main = self.nccl.main_rank0 if rank == 0 else self.nccl.main_other
+        out = []
+        for thread, names in ((MAIN, main), (INIT, self.nccl.init)):
+            for name in names:
+                if name == "version":
+                    out += self._version_line(rank, thread)
+                    continue
+                for key, values in self.groups.get(name, self._keyed(name))(rank):
+                    prefix = self._prefix(rank, THREAD_OF.get(key, thread))
+                    out += [prefix + text.format(**values)
+                            for flags, text in self.nccl.text.get(key, []) if self.debug.info(flags)]
+        return out
 
-    def _nvls(self) -> bool:
-        return self.ident.gpu.name.startswith(("NVIDIA H1", "NVIDIA H2"))  # Hopper has NVLink SHARP
+    def _version_line(self, rank: int, thread: int) -> list[str]:
+        """src/init.cc showVersion: 2.20/2.21 printf() it on rank 0 from VERSION
+        up; 2.27 VERSION()s it on rank 0 at VERSION and WARN, and INFOs it on
+        every rank above."""
+        v = self.ident.versions
+        text = f"NCCL version {v.nccl}+cuda{v.cuda}"
+        if not self.nccl.version_as_info:
+            return [text] if rank == 0 else []
+        if self.debug.level >= INFO:
+            return [self._prefix(rank, thread) + text] if self.debug.info(ALL) else []
+        return [text] if rank == 0 and self.debug.level > 0 and self.debug.mask else []
 
     def _prefix(self, rank: int, thread: int) -> str:
-        pid = self.pids[rank]
-        tid = pid if thread == 0 else pid + 170 + rank % 7
-        return f"{self.ident.host(rank)}:{pid}:{tid} [{self.ident.topology.local_rank_of(rank)}] NCCL INFO "
+        tid = self.pids[rank] if thread == MAIN else self.tids[rank][thread - 1]
+        host = self.ident.host(rank).split(".")[0]
+        return f"{host}:{self.pids[rank]}:{tid} [{self._local(rank)}] NCCL INFO "
+
+    # -- the groups of lines ---------------------------------------------------
+    def _local(self, rank: int) -> int:
+        return self.ident.topology.local_rank_of(rank)
+
+    def _ids(self, rank: int) -> dict[str, Any]:
+        local = self._local(rank)
+        return {"comm": self.comm_ptr[rank], "rank": rank, "nranks": self.ident.world, "dev": local,
+                "busid": self.ident.gpu.bus_id(local).lstrip("0") + "000", "commid": self.comm_id,
+                "nnodes": self.ident.nnodes, "local_ranks": self.ident.nproc, "network": self.fabric.network}
+
+    def _keyed(self, key: str) -> Callable[[int], list[Said]]:
+        """A group of one message whose values are the rank's identifiers."""
+        return lambda rank: [(key, self._ids(rank))]
 
     def _iface(self, rank: int) -> str:
         return f"eth0:{self.subnet}.{self.host_base + self.ident.topology.node_of(rank)}<0>"
 
-    @staticmethod
-    def _plugin(prefix: str) -> list[str]:
-        return [f"{prefix}NET/Plugin: No plugin found (libnccl-net.so)",
-                f"{prefix}NET/Plugin: Plugin load returned 2 : libnccl-net.so: cannot open shared object "
-                "file: No such file or directory : when loading libnccl-net.so",
-                f"{prefix}NET/Plugin: Using internal network plugin."]
+    def _net_devices(self, rank: int) -> list[Said]:
+        iface = {"iface": self._iface(rank)}
+        if self.fabric.network == "IB":
+            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(IB_PORTS[self.fabric.hopper]))
+            return [("ib_devices", {"nics": nics, **iface})]
+        return [("ib_none", {}), ("socket_devices", iface)]
 
-    def _network(self, rank: int) -> list[str]:
-        oob = self._iface(rank)
-        if self.nvlink:
-            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate((0, 3, 4, 5, 6, 9, 10, 11)))
-            devices = [f"NET/IB : Using {nics} [RO]; OOB {oob}"]
-            network = "IB"
-        else:
-            devices = ["NET/IB : No device found.", f"NET/Socket : Using [0]{oob}"]
-            network = "Socket"
-        return [*devices, "Using non-device net plugin version 0", f"Using network {network}"]
+    def _dma_buf(self, rank: int) -> list[Said]:
+        # The IB plugin has regMrDmaBuf; the driver's DMA-BUF attribute needs
+        # the open GPU kernel module, which Hopper nodes run (NVIDIA's advice for them).
+        return [("dma_buf", {"dev": self._local(rank)})] if self.fabric.nvlink and self.fabric.hopper else []
 
-    @staticmethod
-    def _affinity(local: int) -> str:
-        # Two NUMA domains of a dual-socket host: GPUs 0-3 on the first.
-        return "ffff,ffffffff,00000000,0000ffff,ffffffff" if local < 4 else \
-            "ffffffff,ffff0000,00000000,ffffffff,ffff0000"
+    def _mnnvl(self, rank: int) -> list[Said]:
+        return [("mnnvl", self._ids(rank))] if self.fabric.hopper else []
 
-    def _rings(self) -> list[str]:
-        shown = "".join(f" {r:3d}" for r in range(min(self.ident.world, RING_LIMIT)))
-        return [f"Channel {c:02d}/{self.channels:02d} :{shown}" for c in range(self.channels)]
+    def _affinity(self, rank: int) -> list[Said]:
+        return [("affinity", {"dev": self._local(rank), "mask": affinity(self._local(rank))})]
 
-    def _trees(self, rank: int) -> str:
-        world = self.ident.world
-        down = rank + 1 if rank + 1 < world else -1
-        up = rank - 1 if rank > 0 else -1
-        return "Trees" + "".join(f" [{c}] {down}/-1/-1->{rank}->{up}" for c in range(self.channels))
+    def _nvls_support(self, rank: int) -> list[Said]:
+        if not self.fabric.nvls_line:
+            return []
+        maybe_not = "" if self.fabric.nvls_channels else "not "
+        return [("nvls_support", {"dev": self._local(rank), "maybe_not": maybe_not,
+                                  "nvls": self.fabric.nvls_channels})]
 
-    def _channels(self, rank: int) -> list[str]:
+    def _nvls_head(self, rank: int) -> list[Said]:
         ident = self.ident
-        peer = (rank + 1) % ident.world
-        local, peer_local = ident.topology.local_rank_of(rank), ident.topology.local_rank_of(peer)
-        if ident.nnodes > 1 and ident.topology.node_of(peer) != ident.topology.node_of(rank):
-            via = f"[send] via NET/IB/{local % 4}/GDRDMA"
-        elif self.nvlink:
-            via = "via P2P/CUMEM/read" if "A100" in ident.gpu.name else "via P2P/CUMEM"
-        else:
-            via = "via SHM/direct/direct"
-        return [f"Channel {c:02d}/0 : {rank}[{local}] -> {peer}[{peer_local}] {via}"
-                for c in range(self.channels)]
+        if not self.fabric.nvls_channels or ident.nnodes == 1 or ident.topology.node_of(rank) != 0:
+            return []
+        nodes = range(min(ident.nnodes, 20))
+        return [("nvls_head", {"head": h, "line": "".join(f" {n * ident.nproc + h:2d}" for n in nodes)})
+                for h in range(ident.nproc)]
+
+    def _rings(self, rank: int) -> list[Said]:
+        """Rank 0's rings (src/graph/rings.cc ncclBuildRings), laid out as the version's dumpLine does."""
+        if rank != 0:
+            return []
+        n, ranks = self.fabric.channels, range(self.ident.world)
+        return [("ring", {"line": _ring_line(f"Channel {c:02d}/{n:02d} :", ranks, self.nccl.ring_numbers)})
+                for c in range(n)]
+
+    def _ring_graph(self, rank: int) -> list[Said]:
+        world = self.ident.world
+        ring = {"prev": (rank - 1) % world, "next": (rank + 1) % world, "rank": rank}
+        return [("ring_graph", {"channel": c, **ring}) for c in range(self.fabric.channels)]
+
+    def _tree(self, rank: int, channel: int) -> tuple[list[int], int]:
+        """(down, up) of `rank` in channel `channel`'s tree: a chain inside
+        the node; across nodes, the node's first rank joins NCCL's double
+        binary tree of nodes (src/graph/trees.cc ncclGetDtree; even channels
+        the first tree, odd ones the second)."""
+        topo, nproc = self.ident.topology, self.ident.nproc
+        local, node = topo.local_rank_of(rank), topo.node_of(rank)
+        down = [rank + 1] if local + 1 < nproc else []
+        up = rank - 1 if local > 0 else -1
+        if local == 0 and self.ident.nnodes > 1:
+            parent, children = dtree(self.ident.nnodes, node)[channel % 2]
+            up = parent * nproc if parent >= 0 else -1
+            down += [child * nproc for child in children]
+        return down, up
+
+    def _trees(self, rank: int) -> list[Said]:
+        line = ""
+        for c in range(self.fabric.channels):
+            down, up = self._tree(rank, c)
+            d = [*down, -1, -1, -1][:3]
+            line += f" [{c}] {d[0]}/{d[1]}/{d[2]}->{rank}->{up}"
+        return [("trees", {"line": line})]
+
+    def _p2p_chunk(self, rank: int) -> list[Said]:
+        # src/init.cc computeBuffSizes: the net's chunk across nodes, NVLink's within one, else PCI's.
+        nvlink_node = self.fabric.nvlink and self.ident.nnodes == 1
+        return [("p2p_chunk", {"size": 524288 if nvlink_node else 131072})]
+
+    def _p2p_type(self, rank: int) -> list[Said]:
+        # src/transport.cc ncclTransportCheckP2pType: every local pair P2P-capable; one process per GPU.
+        direct = int(self.fabric.nvlink and self.ident.nproc > 1)
+        return [("p2p_type", {"direct": direct})] if rank == 0 else []
+
+    def _proxy(self, rank: int) -> list[Said]:
+        """sched_getcpu() of the proxy threads: a core of the GPU's NUMA node."""
+        r = rng(self.ident.seed, f"nccl-proxy-{rank}")
+        base = 0 if self._local(rank) < 4 else 48
+        cores = [base + r.randrange(48) + r.choice((0, 96)) for _ in range(2)]
+        return [(key, {"dev": self._local(rank), "core": core})
+                for key, core in zip(("proxy_service", "proxy_uds"), cores, strict=True)]
+
+    def _connections(self, rank: int) -> list[Said]:
+        """Each new connection's line, rings first (src/init.cc: setup of
+        ring.prev/next, "Connected all rings"), then the trees' peers not
+        yet connected ("Connected all trees")."""
+        world, channels = self.ident.world, range(self.fabric.channels)
+        prev, nxt = (rank - 1) % world, (rank + 1) % world
+        out = [s for c in channels for s in self._link(rank, prev, c, send=False)]
+        out += [s for c in channels for s in self._link(rank, nxt, c, send=True)]
+        out.append(("rings_connected", {}))
+        for c in channels:
+            down, up = self._tree(rank, c)
+            for peer in [p for p in (*down, up) if p >= 0]:
+                out += (self._link(rank, peer, c, send=False) if peer != prev else []) + \
+                    (self._link(rank, peer, c, send=True) if peer != nxt else [])
+        return [*out, ("trees_connected", {})]
+
+    def _link(self, rank: int, peer: int, channel: int, send: bool) -> list[Said]:
+        """One direction of one channel's connection, as the transport logs it:
+        P2P and SHM on the sender only, the network on both sides."""
+        topo = self.ident.topology
+        if peer == rank:
+            return []
+        values = {"channel": channel, "rank": rank, "dev": self._local(rank), "peer": peer,
+                  "peer_dev": self._local(peer)}
+        if topo.node_of(peer) != topo.node_of(rank):
+            # src/transport/net.cc: the GPU's own NIC, GPUDirect RDMA over IB
+            ib = self.fabric.network == "IB"
+            device = f"{self._local(rank) % 8}/GDRDMA" if ib else "0"
+            via = f"{self.fabric.network}/{device}"
+            return [("net_send" if send else "net_receive", {**values, "via": via})]
+        if not send:
+            return []
+        if self.fabric.nvlink:  # P2P read on Ampere NVLink (src/transport/p2p.cc p2pUseRead)
+            return [("p2p_send", {**values, "read": "/read" if "A100" in self.ident.gpu.name else ""})]
+        return [("shm_send", values)]
+
+    def _nvls(self, rank: int) -> list[Said]:
+        fabric, ident = self.fabric, self.ident
+        if not fabric.nvls_channels:
+            return []
+        heads, head = ident.nproc, self._local(rank)
+        per_rank = fabric.channels * 2 * (self.nccl.nvls_buff + 2097152)
+        out: list[Said] = [("nvls_comm", {"comm": self.comm_ptr[rank], "head": head, "heads": heads,
+                                          "buff": self.nccl.nvls_buff, "per_rank": per_rank,
+                                          "total": per_rank * heads})]
+        return out + ([("nvls_tree", {})] if ident.nnodes > 1 else [])
+
+    def _thresholds(self, rank: int) -> list[Said]:
+        return [("thresholds", {"ring_ll": 8 * self.ident.world})]  # src/graph/tuning.cc: LL's 8 a rank
+
+    def _summary(self, rank: int) -> list[Said]:
+        fabric = self.fabric
+        return [("summary", {"channels": fabric.channels, "nvls": fabric.nvls_channels,
+                             "p2p": fabric.p2p, "per_peer": fabric.per_peer})]
+
+    def _bootstrap_timings(self, rank: int) -> list[Said]:
+        """Seconds of src/bootstrap.cc bootstrapInit: microseconds to set up and
+        send, the wait for the slowest rank to reach the ring in recv."""
+        r = rng(self.ident.seed, f"nccl-bootstrap-{rank}")
+        create, send, ring = r.uniform(2e-5, 5e-5), r.uniform(8e-5, 1.6e-4), r.uniform(4e-5, 2e-4)
+        recv = r.uniform(5e-5, 0.2)
+        return [("bootstrap_timings", {"total": create + send + recv + ring + r.uniform(1e-5, 6e-5),
+                                       "create": create, "send": send, "recv": recv, "ring": ring})]
+
+    def _init_timings(self, rank: int) -> list[Said]:
+        """Seconds of src/init.cc ncclCommInitRankFunc's stages; the bootstrap's as its timings said."""
+        bootstrap = self._bootstrap_timings(rank)[0][1]["total"]
+        r = rng(self.ident.seed, f"nccl-init-{rank}")
+        stages = {"kernels": r.uniform(0.08, 0.35), "alloc": r.uniform(0.0, 0.02), "bootstrap": bootstrap,
+                  "allgathers": r.uniform(0.0, 0.01), "topo": r.uniform(0.01, 0.05),
+                  "graphs": r.uniform(0.0, 0.01), "connections": r.uniform(0.0, 0.03),
+                  "rest": r.uniform(0.0, 0.01)}
+        return [("init_timings", {**self._ids(rank), **stages, "total": sum(stages.values())})]
+
+
+def _ring_line(prefix: str, ranks: range, layout: str) -> str:
+    """dumpLine: "fixed" (to v2.21) puts " %3d" a rank after a space, the
+    first RING_LIMIT; "fitted" (v2.27) " %*d" as wide as the last rank, in a
+    128-byte buffer whose end becomes "..." when the ring does not fit."""
+    if layout == "fixed":
+        return prefix + " " + "".join(f" {r:3d}" for r in ranks[:RING_LIMIT])
+    width, line = len(str(len(ranks) - 1)), prefix
+    for r in ranks:
+        if len(line) >= 127:
+            break
+        line += f" {r:>{width}}"
+    return line[:124] + "..." if len(line) >= 128 else line
+
+
+def _thread_ids(pids: dict[int, int], r: random.Random) -> dict[int, tuple[int, int, int]]:
+    """The tids of each rank's init and proxy threads: Linux hands out thread
+    ids from the pid counter, so threads made after every rank started come
+    after the last pid, in the order their processes got there (CUDA's own
+    threads between); each kind of thread once every rank has the one before."""
+    tid = max(pids.values(), default=0) + r.randrange(40, 120)
+    out: dict[int, list[int]] = {rank: [] for rank in pids}
+    for _ in range(3):
+        order = sorted(pids)
+        r.shuffle(order)
+        for rank in order:
+            out[rank].append(tid)
+            tid += r.randrange(2, 6)
+    return {rank: (a, b, c) for rank, (a, b, c) in out.items()}
 
 
 def _interleave(streams: dict[int, list[str]], r: random.Random) -> list[Line]:
     """Merge per-rank streams in a seeded order, keeping each rank's order,
     as concurrent processes writing to one log would."""
-    cursors = {rank: 0 for rank in streams}
+    cursors = {rank: 0 for rank in streams if streams[rank]}
     out = []
     while cursors:
         rank = r.choice(sorted(cursors))

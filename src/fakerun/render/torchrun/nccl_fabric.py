@@ -1,0 +1,89 @@
+"""What NCCL finds and chooses on the simulated nodes: channel counts,
+NVLS, the transports between GPUs and the trees across nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fakerun.world.identity import Identity
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """What NCCL finds and chooses on the simulated nodes.
+
+    Channels are a choice (no run of src/graph/search.cc behind them): 24 on
+    an NVSwitch node (H100/H200/A100 SXM, 18 or 12 NVLinks a GPU: the search's
+    rings, doubled by ncclTopoPostset), 32 across Hopper nodes with a 400G NIC
+    a GPU, 2 on a PCIe box without NVLink. p2p channels: nextPow2(coll channels);
+    per peer nextPow2 of the fewest a peer allows: 2*NVLinks for an NVLink peer
+    (more than the channels), 2 over PCIe or SHM, 2 per NIC over the network
+    (src/graph/paths.cc ncclTopoComputeP2pChannels, ncclTopoGetNchannels).
+    NVLS: Hopper has NVLink SHARP multicast; src/transport/nvls.cc
+    ncclNvlsInit says nothing on a node of 2 GPUs or fewer and gives 16
+    channels (NCCL_NVLS_NCHANNELS) where supported.
+    """
+
+    nvlink: bool
+    hopper: bool
+    channels: int
+    nvls_line: bool  # ncclNvlsInit gets as far as its INFO
+    nvls_channels: int
+    p2p: int
+    per_peer: int
+
+    @classmethod
+    def of(cls, ident: Identity) -> Fabric:
+        nvlink = ident.gpu.nvlink == "yes"
+        hopper = ident.gpu.name.startswith(("NVIDIA H100", "NVIDIA H200"))
+        channels = (32 if hopper and ident.nnodes > 1 else 24) if nvlink else 2
+        nvls_line = ident.nproc > 2
+        nvls = 16 if nvls_line and hopper else 0
+        per_peer = 2 if ident.nnodes > 1 or not nvlink else _pow2(channels)
+        return cls(nvlink, hopper, channels, nvls_line, nvls, _pow2(channels), per_peer)
+
+    @property
+    def network(self) -> str:
+        """DGX-style NVLink nodes have a ConnectX InfiniBand port per GPU; the PCIe boxes none."""
+        return "IB" if self.nvlink else "Socket"
+
+
+def _pow2(v: int) -> int:
+    return 1 << (v - 1).bit_length()
+
+
+def affinity(local: int) -> str:
+    # Two NUMA domains of a dual-socket host: GPUs 0-3 on the first.
+    return "ffff,ffffffff,00000000,0000ffff,ffffffff" if local < 4 else \
+        "ffffffff,ffff0000,00000000,ffffffff,ffff0000"
+
+
+def btree(nranks: int, rank: int) -> tuple[int, list[int]]:
+    """src/graph/trees.cc ncclGetBtree: (up, children) of `rank`."""
+    bit = 1
+    while bit < nranks and not bit & rank:
+        bit <<= 1
+    if rank == 0:
+        return -1, [bit >> 1] if nranks > 1 else []
+    up = (rank ^ bit) | (bit << 1)
+    if up >= nranks:
+        up = rank ^ bit
+    lowbit = bit >> 1
+    down0 = -1 if lowbit == 0 else rank - lowbit
+    down1 = -1 if lowbit == 0 else rank + lowbit
+    while down1 >= nranks:
+        down1 = -1 if lowbit == 0 else rank + lowbit
+        lowbit >>= 1
+    return up, [d for d in (down0, down1) if d >= 0]
+
+
+def dtree(nranks: int, rank: int) -> tuple[tuple[int, list[int]], tuple[int, list[int]]]:
+    """src/graph/trees.cc ncclGetDtree: the btree, and its mirror (even
+    counts) or its shift by one (odd counts)."""
+    if nranks % 2:
+        up, down = btree(nranks, (rank - 1) % nranks)
+        second = (-1 if up == -1 else (up + 1) % nranks, [(d + 1) % nranks for d in down])
+    else:
+        up, down = btree(nranks, nranks - 1 - rank)
+        second = (-1 if up == -1 else nranks - 1 - up, [nranks - 1 - d for d in down])
+    return btree(nranks, rank), second

@@ -1,0 +1,92 @@
+"""NCCL's debug output rules and texts, per pinned version (data/nccl.toml):
+NCCL_DEBUG's level and NCCL_DEBUG_SUBSYS's mask as src/debug.cc
+ncclDebugInit reads them, and which INFO line passes ncclDebugLog's filter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from fakerun import texts
+from fakerun.world.settings import Settings
+
+# src/include/nccl_common.h ncclDebugLogLevel
+LEVELS = {"VERSION": 1, "WARN": 2, "INFO": 3, "ABORT": 4, "TRACE": 5}
+INFO = LEVELS["INFO"]
+UNKNOWN = -1  # a value debug.cc does not know leaves ncclDebugLevel at -1: nothing prints
+ALL = (1 << 64) - 1  # NCCL_ALL (~0), as the uint64_t mask holds it
+
+
+@dataclass(frozen=True)
+class Version:
+    """One pinned NCCL's texts and debug rules (data/nccl.toml)."""
+
+    name: str
+    tag: str
+    subsystems: tuple[str, ...]
+    default_mask: int
+    version_as_info: bool
+    nvls_buff: int
+    text: dict[str, list[tuple[int, str]]]
+    main_rank0: tuple[str, ...]  # what rank 0's main thread says, in order
+    main_other: tuple[str, ...]  # the other ranks' main thread
+    init: tuple[str, ...]  # the thread that builds the communicator
+    ring_numbers: str  # "fixed" or "fitted": how rings.cc's dumpLine lays out a ring
+
+
+@cache
+def version(name: str) -> Version:
+    """The table of NCCL `name` ("2.21.5"); a version with no table of its own prints 2.21.5's."""
+    data = texts.load("nccl")
+    tables = data["version"]
+    own = tables.get(name, tables["2.21.5"])
+    base = tables.get(own.get("base", ""), {})
+    merged = {**base, **own}
+    lines = {**base.get("text", {}), **own.get("text", {})}
+    bits = data["bits"]
+    text = {key: [(_flags(bits, flags), line) for flags, line in said] for key, said in lines.items()}
+    return Version(name, merged["tag"], tuple(merged["subsystems"]),
+                   _flags(bits, "|".join(merged["default_mask"])), merged["version_as_info"],
+                   merged["nvls_buff"], text, tuple(merged["main_rank0"]), tuple(merged["main_other"]),
+                   tuple(merged["init"]), merged["ring_numbers"])
+
+
+def _flags(bits: dict[str, int], names: str) -> int:
+    return sum(bits[name] for name in names.split("|"))
+
+
+@dataclass(frozen=True)
+class Debug:
+    """NCCL_DEBUG and NCCL_DEBUG_SUBSYS as src/debug.cc ncclDebugInit reads them."""
+
+    level: int  # 0: NCCL_LOG_NONE
+    mask: int
+
+    @classmethod
+    def of(cls, settings: Settings, nccl: Version) -> Debug:
+        return cls(_level(settings.env("NCCL_DEBUG")), _mask(settings.env("NCCL_DEBUG_SUBSYS"), nccl))
+
+    def info(self, flags: int) -> bool:
+        """An INFO(flags, ...) call prints (ncclDebugLog: level and mask)."""
+        return self.level >= INFO and bool(flags & self.mask)
+
+
+def _level(value: str | None) -> int:
+    if value is None:
+        return 0
+    return LEVELS.get(value.upper(), UNKNOWN)  # strcasecmp
+
+
+def _mask(value: str | None, nccl: Version) -> int:
+    """A comma-separated list of subsystems, `^` to remove them from all;
+    names NCCL does not know are skipped (strtok skips empty ones)."""
+    if value is None:
+        return nccl.default_mask
+    invert = value.startswith("^")
+    mask = ALL if invert else 0
+    bits = texts.load("nccl")["bits"]
+    for name in filter(None, value.removeprefix("^").split(",")):
+        name = name.upper()
+        bit = ALL if name == "ALL" else bits[name] if name in nccl.subsystems else 0
+        mask = mask & ~bit if invert else mask | bit
+    return mask
