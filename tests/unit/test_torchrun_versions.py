@@ -19,7 +19,7 @@ import pytest
 from fakerun import events as ev
 from fakerun.render.torchrun.formatter import EventFormatter, torchrun_tables
 from fakerun.texts import load
-from fakerun.world import catalog, identity
+from fakerun.world import catalog, identity, settings
 
 ROWS = {row.torch: row for row in catalog.versions()}
 PID = 48190  # the launcher's
@@ -269,3 +269,29 @@ def test_the_identity_event_switches_a_formatter_made_without_one():
     assert banner[0].endswith("run.py:874] ")
     formatter.lines(ev.RunIdentity(identity.build(5, 2, 4, versions=ROWS["2.5.1"])))
     assert f"{MP}/api.py:869] failed" in failed(formatter)[0]
+
+
+@pytest.mark.parametrize(("torch", "closing_shown"), [("2.3.1", False), ("2.4.1", True), ("2.5.1", True),
+                                                      ("2.9.1", True), (None, True)])
+def test_loglevel_error_hides_the_warnings_of_the_loggers_that_read_it(torch, closing_shown):
+    """LOGLEVEL goes to elastic.utils.logging.get_logger's loggers (run.py's:
+    the OMP banner; agent/server/api.py's: the death signal);
+    multiprocessing/api.py's logging.getLogger takes it only in 2.3.1, whose
+    multiprocessing/__init__.py makes the package's logger with get_logger.
+    The 2.13.0 wheel under LOGLEVEL=ERROR prints "Sending process N closing
+    signal SIGTERM" and the failure, not the banner (captured)."""
+    ident = identity.build(5, 2, 4, versions=ROWS[torch]) if torch else None
+    quiet = settings.resolve(settings.Flags(), {"LOGLEVEL": "ERROR"}, drop_in=True)
+    formatter = EventFormatter(ident=ident, settings=quiet)
+    when = at("2024-11-21_20:14:12")
+    assert formatter.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, when)) == []
+    assert formatter.lines(ev.ShutdownRequested(15, when)) == []
+    closing = formatter.lines(ev.ClosingSignal(0, 0, 48205, "SIGTERM", when))
+    assert bool(closing) is closing_shown
+    assert failed(formatter)[0].startswith("E")  # an ERROR prints at every level up to ERROR
+
+
+def test_loglevel_info_keeps_torchruns_default_warnings():
+    formatter = EventFormatter(settings=settings.resolve(settings.Flags(), {"LOGLEVEL": "INFO"}, drop_in=True))
+    banner = formatter.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, 0.0))
+    assert len(banner) == 4 and banner[0].text.startswith("W")

@@ -4,6 +4,7 @@ per-rank log files, so they never disagree."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import tzinfo
 from functools import cache
@@ -23,7 +24,9 @@ from fakerun.world.settings import demo as demo_settings
 
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
-TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
+TABLES = ("lines", "frames", "logger", "loglevel", "text")  # data/torchrun.toml's, per torch version
+# The glog letter of a launcher line -> its logging level.
+LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR}
 
 
 @cache
@@ -108,9 +111,14 @@ class EventFormatter:
         self.frames: dict[str, Any] = tables["frames"]
         self.text: dict[str, Any] = tables["text"]
         self.logger_id: str = tables["logger"]["id"]
+        self.follows_loglevel = frozenset(tables["loglevel"]["follows"])
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
+        """A torchrun logging call's lines, if its logger's level lets it
+        print (fakerun's own messages, under no torch key, always do)."""
+        if key in self.where and not self.settings.logs(LEVELS[level], key in self.follows_loglevel):
+            return []
         prefix = glog_prefix(level, when, self._record_id(), self.where.get(key, FAKERUN_WHERE), self.tz)
         return [Line(prefix + part, STDERR) for part in message.split("\n")]
 
