@@ -64,12 +64,14 @@ def test_redirects_3_in_the_demo_keeps_rank_lines_off_the_console_and_in_the_fil
     assert not [line for line in written if BRACKETED.match(line)]  # the rank's own lines: no tee prefix
 
 
-def test_loglevel_error_hides_torchruns_warnings(runner):
+def test_loglevel_error_hides_torchruns_warnings_and_info_shows_the_agents_lines(runner):
     job = runner.run(*SHORT, "train.py", env=clean_env() | {"LOGLEVEL": "ERROR"})
     assert job.proc.returncode == 0, job.stderr[-2000:]
     assert OMP not in job.stderr
-    loud = runner.run(*SHORT, "train.py", env=clean_env() | {"LOGLEVEL": "INFO"})
-    assert OMP in loud.stderr
+    loud = runner.run(*SHORT, "--role", "rank", "train.py", env=clean_env() | {"LOGLEVEL": "INFO"})
+    assert loud.proc.returncode == 0, loud.stderr[-2000:]
+    assert OMP in loud.stderr and "[rank] Rendezvous complete for workers. Result:" in loud.stderr
+    assert loud.stderr.rstrip().endswith(" seconds")  # "Done waiting for other agents. Elapsed: ..."
 
 
 def test_every_local_node_resolves_the_same_settings(runner):
