@@ -80,3 +80,12 @@ def test_every_local_node_resolves_the_same_settings(runner):
     assert job.proc.returncode == 0, job.stderr[-2000:]
     ranked = [line.split(": ", 1)[1] for line in job.stdout.splitlines() if ": [rank" in line]
     assert ranked and not [line for line in lines(job) if "[default" in line]
+
+
+def test_log_dir_dev_null_prints_every_rank_stream_bare(runner):
+    # torch 2.13.0 wheel: `torchrun --tee 3 --redirects 3 --local-ranks-filter 0 --log-dir /dev/null` prints
+    # every rank's stdout and stderr bare (DefaultLogsSpecs.reify tees into /dev/null, redirects nothing).
+    job = runner.run(*SHORT, "--tee", "3", "--local-ranks-filter", "1", "--log-dir", "/dev/null")
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    assert [line for line in job.stdout.splitlines() if TRAINING.match(line)]  # rank 0's, though filtered out
+    assert not [line for line in lines(job) if BRACKETED.match(line)]

@@ -110,3 +110,11 @@ def test_loglevel_error_hides_warnings_only_of_loggers_that_read_it():
     s = config("train.py", environ={"LOGLEVEL": "ERROR"}).settings
     assert not s.logs(logging.WARNING, True) and s.logs(logging.WARNING, False)
     assert s.logs(logging.ERROR, True)
+
+
+def test_log_dir_dev_null_leaves_every_stream_of_every_rank_bare_on_the_console():
+    # DefaultLogsSpecs.reify (torch 2.3.1-2.13.0): under os.devnull only the tee targets become
+    # /dev/null; stdouts/stderrs stay the console, and the local-ranks filter is not applied.
+    c = config("--tee", "3", "--redirects", "3", "--local-ranks-filter", "0", "--log-dir", "/dev/null")
+    assert c.log_dir is None
+    assert c.settings.console("stdout", 1) == (True, False) and not c.settings.in_files("stderr")

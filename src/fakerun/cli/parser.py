@@ -201,9 +201,12 @@ def _path(text: str) -> Path:
 
 def _log_dir(text: str) -> Path | None:
     """torchrun's --log-dir: '' is as if none were given (a temporary
-    directory), os.devnull keeps no log files (fakerun's rank logs then live
-    in the run directory, removed at the end, as without --log-dir)."""
-    return None if text in ("", os.devnull) else _path(text)
+    directory); os.devnull keeps no log files (fakerun's rank logs then live
+    in the run directory, removed at the end, as without --log-dir) and
+    leaves every rank stream on the console (the config's settings say so)."""
+    if text == os.devnull:
+        return Path(os.devnull)
+    return None if text == "" else _path(text)
 
 
 def _resume(text: str) -> str:

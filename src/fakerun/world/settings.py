@@ -41,6 +41,7 @@ class Flags:
     local_ranks: frozenset[int] | None = None
     role: str | None = None
     prefix_template: str | None = None
+    no_log_files: bool = False  # --log-dir /dev/null
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Settings:
     role: str = DEFAULT_ROLE  # --role: ROLE_NAME, and the default prefix's ${role_name}
     prefix_template: str = ""  # the tee prefix's template; '' is torch's default
     loglevel: int = logging.WARNING  # the level of torchrun's loggers that read LOGLEVEL
+    no_log_files: bool = False  # --log-dir /dev/null: every rank stream stays on the console, bare
 
     def env(self, name: str) -> str | None:
         """A variable of the ranks' environment, as torch or NCCL reads it."""
@@ -82,7 +84,10 @@ class Settings:
         --redirects, which it implies); a redirected one goes to its file only;
         any other is the worker's inherited stream, bare. --local-ranks-filter
         stops the tail of the others, and sends their console streams to
-        /dev/null."""
+        /dev/null. Under --log-dir /dev/null reify routes nothing: every
+        stream of every rank is the worker's own (tee tails /dev/null)."""
+        if self.no_log_files:
+            return True, False
         if self.local_ranks is not None and local_rank not in self.local_ranks:
             return False, False
         bit = STD_BITS[stream]
@@ -93,7 +98,7 @@ class Settings:
     def in_files(self, stream: str) -> bool:
         """A rank stream torch writes to its stdout.log / stderr.log: the
         redirected and the teed ones (reify ORs --tee into --redirects)."""
-        return bool((self.tee | self.redirects) & STD_BITS[stream])
+        return not self.no_log_files and bool((self.tee | self.redirects) & STD_BITS[stream])
 
     def logs(self, level: int, follows_loglevel: bool) -> bool:
         """Whether a torchrun logger prints a record of `level`: a logger made
@@ -117,7 +122,7 @@ def resolve(flags: Flags, environ: Mapping[str, str], drop_in: bool) -> Settings
     template = flags.prefix_template or environ.get(PREFIX_ENV, "")
     return Settings(tee, redirects, flags.local_ranks, tuple(sorted(seen.items())), added,
                     flags.role if flags.role is not None else DEFAULT_ROLE, template,
-                    loglevel(environ.get("LOGLEVEL")))
+                    loglevel(environ.get("LOGLEVEL")), flags.no_log_files)
 
 
 def loglevel(value: str | None) -> int:
