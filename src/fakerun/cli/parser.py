@@ -33,7 +33,7 @@ exit codes: 0 success, 1 a rank failed, 2 usage error, 130 SIGINT,
 environment:
   FAKERUN_TOKEN  the job's token across nodes, out of sight of `ps` (see --token-file)
   FAKERUN_OPTS   options read before the command line's own
-  LOGLEVEL       torchrun's log level (default WARNING; ERROR hides its warnings)
+  LOGLEVEL       torchrun's log level (default WARNING; ERROR hides its warnings, INFO adds its agent's)
   TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE  the tee prefix (see --log-line-prefix-template)
   NCCL_DEBUG     INFO shows NCCL's set-up lines (the demo sets it)
 the demo (no training script named) runs as if launched with --tee 3 and
