@@ -366,3 +366,22 @@ def test_loglevel_info_lines_follow_the_version(torch, expected):
 
 def test_the_role_names_the_agents_worker_group():
     assert "[rank] Starting worker group" in [line.split("] ", 1)[1] for line in info_run(None, role="rank")]
+
+
+@pytest.mark.parametrize(("torch", "line"), [("2.3.1", 360), ("2.4.1", 361), ("2.5.1", 368), ("2.9.1", 370),
+                                             (None, 380)])
+def test_loglevel_info_says_the_root_cause_left_no_error_file(torch, line):
+    # The 2.13.0 wheel, LOGLEVEL=INFO, local rank 1 exiting 3: after the "failed" line,
+    # I... errors/__init__.py:380] ('local_rank %s FAILED with no error file. ...', 1)
+    ident = identity.build(5, 2, 4, versions=ROWS[torch]) if torch else None
+    info = settings.resolve(settings.Flags(), {"LOGLEVEL": "INFO"}, drop_in=True)
+    formatter = EventFormatter(ident=ident, settings=info)
+    formatter.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, 0.0))
+    lines = failed(formatter)
+    assert lines[1].split(" ", 3)[3] == (
+        f"{MP}/errors/__init__.py:{line}] ('local_rank %s FAILED with no error file. Decorate your entrypoint "
+        "fn with @record for traceback info. See: https://pytorch.org/docs/stable/elastic/errors.html', 3)")
+    assert lines[2] == "Traceback (most recent call last):"
+    quiet = EventFormatter(ident=ident)
+    quiet.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, 0.0))
+    assert failed(quiet)[1] == "Traceback (most recent call last):"  # WARNING: not printed

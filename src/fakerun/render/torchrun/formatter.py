@@ -217,6 +217,8 @@ class EventFormatter:
         if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
             out += self._launcher("E", "error_file", e.time,
                                   self.text["error_file"].format(path=root.error_file))
+        else:
+            out += self._info(e.time, "no_error_file", rank=root.rank)
         trace = self.text["child_failed"].format(**self._paths(), **self.frames)
         body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
