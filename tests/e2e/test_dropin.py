@@ -18,9 +18,12 @@ LLAMA = ("--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_
 
 def test_the_torchrun_drop_in_runs_the_job_its_launch_line_describes(runner, tmp_path):
     # The acceptance line of the drop-in: a transformers script's own arguments make the job.
-    job = runner.start(*FIXED, "--output", "plain", "--nproc-per-node", "2", "train.py", "--model_name_or_path",
-                       "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4", "--max_steps", "20",
-                       "--output_dir", "out", env=clean_env(), cwd=tmp_path)
+    # Teed, so that each line says its rank (torchrun's default prints them bare), with
+    # NCCL_DEBUG=INFO, so that rank 1 says something too (its NCCL set-up).
+    job = runner.start(*FIXED, "--output", "plain", "--nproc-per-node", "2", "--tee", "3", "train.py",
+                       "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
+                       "--max_steps", "20", "--output_dir", "out", env=clean_env() | {"NCCL_DEBUG": "INFO"},
+                       cwd=tmp_path)
     assert job.wait() == 0, job.stderr
     block = [line for rank, line in rank_lines(job.stderr) if rank == 0]  # the Trainer's, in hf style
     for line in ("***** Running training *****", "  Instantaneous batch size per device = 4",
@@ -43,7 +46,8 @@ def torchrun_on_path(tmp_path: Path) -> dict[str, str]:
 def test_a_launch_line_runs_unchanged_with_fakerun_as_torchrun(tmp_path):
     marker = f"fakerun-test-{uuid.uuid4().hex[:12]}"  # --run_name: a Trainer flag, here to find the processes
     env = torchrun_on_path(tmp_path) | {"FAKERUN_OPTS": f"{' '.join(FIXED)} --scenario cuda-oom --fail-step 3"}
-    line = ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", "--rdzv_backend=c10d", "train.py",
+    line = ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", "--rdzv_backend=c10d", "--tee=3",
+            "train.py",
             *LLAMA, "--max_steps", "6", "--logging_steps", "1", "--output_dir", "out", "--run_name", marker]
     try:
         proc = subprocess.run(line, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=DEFAULT_TIMEOUT)

@@ -198,10 +198,12 @@ def test_failures_run_through_megatrons_frames(runner, scenario, frames, error):
 
 def test_a_megatron_launch_line_is_echoed_in_the_arguments(runner):
     """`fakerun pretrain_gpt.py --num-layers ...`: the style follows the script,
-    its flags show in the arguments block, and --save is where it saves."""
+    its flags show in the arguments block, and --save is where it saves.
+    Teed (a named script starts from torchrun's defaults), so each line says
+    its rank."""
     save = str(runner.tmp_path / "ckpt")
     job = runner.start("--start-time", "2026-01-30T14:23:15", "--speed", "0", "--nproc", "2", "--seed", "5",
-                       "--output", "plain", "pretrain_gpt.py", "--num-layers", "4", "--hidden-size", "512",
+                       "--output", "plain", "--tee", "3", "pretrain_gpt.py", "--num-layers", "4", "--hidden-size", "512",
                        "--train-iters", "10", "--log-interval", "5", "--save", save, "--data-path",
                        "/data/my-gpt2_text_document", "--vocab-file", "gpt2-vocab.json")
     assert job.wait() == 0, job.stderr

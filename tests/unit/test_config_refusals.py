@@ -31,7 +31,7 @@ def test_an_empty_path_or_one_not_in_text_is_a_usage_error(argv, capsys):
 
 @pytest.mark.parametrize("value", ["", "/dev/null"])
 def test_an_empty_log_dir_or_dev_null_is_torchrun_s_none(value):
-    assert parse("--log-dir", value).log_dir is None
+    assert to_config(parse("--log-dir", value), environ={}).log_dir is None  # /dev/null: no files (settings)
 
 
 def test_a_script_s_output_dir_not_in_text_is_refused():

@@ -11,6 +11,7 @@ from fakerun import events as ev
 from fakerun.render.lines import Line
 from fakerun.render.rich_view import HIDE_CURSOR, SHOW_CURSOR, RichView
 from fakerun.world import identity
+from fakerun.world.settings import Settings
 
 IDENT = identity.build(3, 1, 4, 40)
 
@@ -86,3 +87,16 @@ def test_footer_fits_the_width_when_recorded():
         text = console.export_text()
         assert "step 12/40" in text
         assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_rank_lines_follow_the_settings_as_on_the_plain_console():
+    term = Terminal()
+    drop_in = RichView(term, term, 4, range(0, 4), {"NO_COLOR": "1"}, clock=Ticks(), settings=Settings())
+    drop_in.write([Line("bare", "stdout", 1)])
+    ranked = RichView(term, term, 4, range(0, 4), {"NO_COLOR": "1"}, clock=Ticks(),
+                      settings=Settings(tee=3, redirects=0, role="rank"))
+    ranked.write([Line("teed", "stderr", 2)])
+    kept = RichView(term, term, 4, range(0, 4), {}, clock=Ticks(), settings=Settings(redirects=3))
+    kept.write([Line("in the file only", "stdout", 0)])
+    assert "\nbare\n" in term.getvalue().replace(HIDE_CURSOR, "\n")
+    assert "[rank2]:teed\n" in term.getvalue() and "in the file only" not in term.getvalue()

@@ -9,8 +9,10 @@ import pytest
 
 from fakerun.cli import main as cli
 from fakerun.cli.main import build_parser, to_config
-from fakerun.render.console import ConsoleSink, RankStreams
+from fakerun.render.console import ConsoleSink
 from fakerun.render.lines import STDERR, STDOUT, Line
+from fakerun.render.logfiles import RankLogFiles
+from fakerun.world.settings import Settings
 
 
 def config(*argv: str, environ: dict[str, str] | None = None):
@@ -47,10 +49,10 @@ def test_bad_torchrun_values_are_usage_errors(argv, capsys):
 
 def test_tee_redirects_and_the_local_ranks_filter_decide_the_console():
     out, err = io.StringIO(), io.StringIO()
-    sink = ConsoleSink(out, err, 2, None, streams=RankStreams(tee=1, redirects=2, local_ranks=frozenset({1})))
+    sink = ConsoleSink(out, err, 2, None, settings=Settings(tee=1, redirects=2, local_ranks=frozenset({1})))
     sink.write([Line("a", STDOUT, 1), Line("b", STDERR, 1), Line("c", STDOUT, 0), Line("launcher", STDERR)])
     assert (out.getvalue(), err.getvalue()) == ("[default1]:a\n", "launcher\n")
-    bare = ConsoleSink(out := io.StringIO(), err, 2, None, streams=RankStreams(tee=0))
+    bare = ConsoleSink(out := io.StringIO(), err, 2, None, settings=Settings(tee=0))
     bare.write([Line("a", STDOUT, 1)])
     assert out.getvalue() == "a\n"  # not teed, not redirected: the rank's own stream, as torchrun leaves it
 
@@ -74,3 +76,23 @@ def test_fakerun_opts_with_a_script_is_one_line_and_exit_2(opts, capsys):
 
 def test_without_a_training_script_the_entrypoint_is_train_py():
     assert config().entrypoint == "train.py"
+
+
+def test_the_console_prefix_is_the_role_or_the_template():
+    out, err = io.StringIO(), io.StringIO()
+    ConsoleSink(out, err, 2, None, settings=Settings(tee=3, role="rank")).write([Line("a", STDOUT, 3)])
+    ConsoleSink(out, err, 2, None, settings=Settings(tee=3, prefix_template="${rank}/${local_rank} ")).write(
+        [Line("b", STDOUT, 3)])
+    assert out.getvalue() == "[rank1]:a\n3/1 b\n"
+
+
+def test_the_log_files_get_the_redirected_and_teed_streams_unprefixed(tmp_path):
+    paths = {0: (tmp_path / "out", tmp_path / "err")}
+    logs = RankLogFiles(paths, settings=Settings(redirects=1, role="rank"))
+    logs.write([Line("o", STDOUT, 0), Line("e", STDERR, 0), Line("launcher", STDERR)])
+    logs.close()
+    assert (paths[0][0].read_text(), paths[0][1].read_text()) == ("o\n", "")
+    teed = RankLogFiles(paths, settings=Settings(tee=2, role="rank"))
+    teed.write([Line("e2", STDERR, 0)])
+    teed.close()
+    assert paths[0][1].read_text() == "e2\n"  # TailLog prefixes the console's copy, never the file

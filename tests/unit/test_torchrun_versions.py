@@ -19,7 +19,7 @@ import pytest
 from fakerun import events as ev
 from fakerun.render.torchrun.formatter import EventFormatter, torchrun_tables
 from fakerun.texts import load
-from fakerun.world import catalog, identity
+from fakerun.world import catalog, identity, settings
 
 ROWS = {row.torch: row for row in catalog.versions()}
 PID = 48190  # the launcher's
@@ -269,3 +269,119 @@ def test_the_identity_event_switches_a_formatter_made_without_one():
     assert banner[0].endswith("run.py:874] ")
     formatter.lines(ev.RunIdentity(identity.build(5, 2, 4, versions=ROWS["2.5.1"])))
     assert f"{MP}/api.py:869] failed" in failed(formatter)[0]
+
+
+@pytest.mark.parametrize(("torch", "closing_shown"), [("2.3.1", False), ("2.4.1", True), ("2.5.1", True),
+                                                      ("2.9.1", True), (None, True)])
+def test_loglevel_error_hides_the_warnings_of_the_loggers_that_read_it(torch, closing_shown):
+    """LOGLEVEL goes to elastic.utils.logging.get_logger's loggers (run.py's:
+    the OMP banner; agent/server/api.py's: the death signal);
+    multiprocessing/api.py's logging.getLogger takes it only in 2.3.1, whose
+    multiprocessing/__init__.py makes the package's logger with get_logger.
+    The 2.13.0 wheel under LOGLEVEL=ERROR prints "Sending process N closing
+    signal SIGTERM" and the failure, not the banner (captured)."""
+    ident = identity.build(5, 2, 4, versions=ROWS[torch]) if torch else None
+    quiet = settings.resolve(settings.Flags(), {"LOGLEVEL": "ERROR"}, drop_in=True)
+    formatter = EventFormatter(ident=ident, settings=quiet)
+    when = at("2024-11-21_20:14:12")
+    assert formatter.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, when)) == []
+    assert formatter.lines(ev.ShutdownRequested(15, when)) == []
+    closing = formatter.lines(ev.ClosingSignal(0, 0, 48205, "SIGTERM", when))
+    assert bool(closing) is closing_shown
+    assert failed(formatter)[0].startswith("E")  # an ERROR prints at every level up to ERROR
+
+
+# `LOGLEVEL=INFO torchrun --nproc-per-node 2 script.py` with the torch 2.13.0+cpu wheel (a script that
+# prints and exits 0), less the launch-config block of launcher/api.py:254 (which fakerun does not print):
+# each line after the glog stamp and pid ({sp}: a trailing space).
+CAPTURED_INFO_2_13 = """\
+torch/distributed/run.py:747] Using nproc_per_node=2.
+torch/distributed/run.py:874]{sp}
+torch/distributed/run.py:874] *****************************************
+torch/distributed/run.py:874] Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, \
+to avoid your system being overloaded, please further tune the variable for optimal performance in your \
+application as needed.{sp}
+torch/distributed/run.py:874] *****************************************
+torch/distributed/elastic/agent/server/api.py:912] [default] starting workers for entrypoint: python3
+torch/distributed/elastic/agent/server/api.py:707] [default] Rendezvous'ing worker group
+torch/distributed/elastic/agent/server/api.py:553] [default] Rendezvous complete for workers. Result:
+torch/distributed/elastic/agent/server/api.py:553]   restart_count=0
+torch/distributed/elastic/agent/server/api.py:553]   master_addr=localhost
+torch/distributed/elastic/agent/server/api.py:553]   master_port=35135
+torch/distributed/elastic/agent/server/api.py:553]   group_rank=0
+torch/distributed/elastic/agent/server/api.py:553]   group_world_size=1
+torch/distributed/elastic/agent/server/api.py:553]   local_ranks=[0, 1]
+torch/distributed/elastic/agent/server/api.py:553]   role_ranks=[0, 1]
+torch/distributed/elastic/agent/server/api.py:553]   global_ranks=[0, 1]
+torch/distributed/elastic/agent/server/api.py:553]   role_world_sizes=[2, 2]
+torch/distributed/elastic/agent/server/api.py:553]   global_world_sizes=[2, 2]
+torch/distributed/elastic/agent/server/api.py:553]   event_log_handler=null
+torch/distributed/elastic/agent/server/api.py:553]{sp}
+torch/distributed/elastic/agent/server/api.py:715] [default] Starting worker group
+torch/distributed/elastic/agent/server/local_elastic_agent.py:406] use_agent_store: True
+torch/distributed/elastic/agent/server/local_elastic_agent.py:265] Environment variable \
+'TORCHELASTIC_ENABLE_FILE_TIMER' not found. Do not start FileTimerServer.
+torch/distributed/elastic/agent/server/local_elastic_agent.py:345] Environment variable \
+'TORCHELASTIC_HEALTH_CHECK_PORT' not found. Do not start health check.
+torch/distributed/elastic/agent/server/api.py:932] [default] worker group successfully finished. Waiting 300 \
+seconds for other agents to finish.
+torch/distributed/elastic/agent/server/api.py:985] Local worker group finished (WorkerState.SUCCEEDED). Waiting \
+300 seconds for other agents to finish
+torch/distributed/elastic/agent/server/api.py:1000] Done waiting for other agents. Elapsed: {elapsed} seconds"""
+
+
+def info_run(torch: str | None, role: str = "default") -> list[str]:
+    info = settings.resolve(settings.Flags(role=role), {"LOGLEVEL": "INFO"}, drop_in=True)
+    ident = identity.build(5, 2, 4, versions=ROWS[torch]) if torch else None
+    formatter = EventFormatter(ident=ident, settings=info)
+    start = ev.RunStarted("r", 2, 1, 2, 0, 5, "train.py", [], 3, "localhost", 35135, PID, 0, 0.0)
+    lines = formatter.lines(start) + formatter.lines(ev.RunFinished(0, 3))
+    assert all(line.text.startswith("I") or line.text.startswith("W") for line in lines)
+    return [line.text.split(" ", 3)[3] for line in lines]
+
+
+def test_loglevel_info_prints_the_agents_lines_as_the_2_13_wheel_does():
+    lines = info_run(None)
+    elapsed = lines[-1].rsplit(" ", 2)[1]
+    assert float(elapsed) == int(float(elapsed) * 2**22) * 2.0**-22 < 0.001  # time.time()'s step at ~1.7e9 s
+    assert lines == CAPTURED_INFO_2_13.format(elapsed=elapsed, sp=" ").split("\n")
+
+
+@pytest.mark.parametrize(("torch", "expected"), [
+    # elastic/agent/server/{api,local_elastic_agent}.py of each wheel: the line each logging call starts on.
+    # 2.3-2.5 say "Using nproc_per_node" through the root logger (logging.info), which LOGLEVEL leaves at
+    # WARNING; 2.3 logs neither use_agent_store nor the health check, 2.4 not use_agent_store.
+    ("2.3.1", [866, 699, 568, 707, 168, 885, 930, 944]),
+    ("2.4.1", [825, 646, 512, 654, 185, 217, 844, 889, 902]),
+    ("2.5.1", [845, 662, 525, 670, 291, 192, 229, 864, 917, 931]),
+    ("2.9.1", [686, 871, 679, 525, 687, 296, 192, 236, 890, 943, 957]),
+])
+def test_loglevel_info_lines_follow_the_version(torch, expected):
+    lines = [line for line in info_run(torch) if "run.py:" not in line or "Using" in line]
+    numbers = [int(line.split("]", 1)[0].rsplit(":", 1)[1]) for line in lines]
+    assert list(dict.fromkeys(numbers)) == expected
+    has_handler = any("event_log_handler=null" in line for line in lines)
+    assert has_handler is (torch == "2.9.1")  # the rendezvous result shows it from 2.9
+
+
+def test_the_role_names_the_agents_worker_group():
+    assert "[rank] Starting worker group" in [line.split("] ", 1)[1] for line in info_run(None, role="rank")]
+
+
+@pytest.mark.parametrize(("torch", "line"), [("2.3.1", 360), ("2.4.1", 361), ("2.5.1", 368), ("2.9.1", 370),
+                                             (None, 380)])
+def test_loglevel_info_says_the_root_cause_left_no_error_file(torch, line):
+    # The 2.13.0 wheel, LOGLEVEL=INFO, local rank 1 exiting 3: after the "failed" line,
+    # I... errors/__init__.py:380] ('local_rank %s FAILED with no error file. ...', 1)
+    ident = identity.build(5, 2, 4, versions=ROWS[torch]) if torch else None
+    info = settings.resolve(settings.Flags(), {"LOGLEVEL": "INFO"}, drop_in=True)
+    formatter = EventFormatter(ident=ident, settings=info)
+    formatter.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, 0.0))
+    lines = failed(formatter)
+    assert lines[1].split(" ", 3)[3] == (
+        f"{MP}/errors/__init__.py:{line}] ('local_rank %s FAILED with no error file. Decorate your entrypoint "
+        "fn with @record for traceback info. See: https://pytorch.org/docs/stable/elastic/errors.html', 3)")
+    assert lines[2] == "Traceback (most recent call last):"
+    quiet = EventFormatter(ident=ident)
+    quiet.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, 0.0))
+    assert failed(quiet)[1] == "Traceback (most recent call last):"  # WARNING: not printed

@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from fakerun.cli.environment import (
     cluster_env,
@@ -54,7 +55,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         seed=seed_for(ns.seed, env),
         speed=ns.speed,
         output=ns.output,
-        log_dir=ns.log_dir,
+        log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
         output_dir=first(ns.output_dir, script.output_dir),
         resume=ns.resume,
@@ -63,7 +64,9 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
         shutdown_grace_s=ns.shutdown_grace,
-        settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter), environ,
+        settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role,
+                                                 ns.log_line_prefix_template, ns.log_dir == Path(os.devnull)),
+                                  environ,
                                   drop_in=ns.training_script is not None or invoked_as_torchrun()),
         fault=_fault(ns, topology),
         model=ns.model,

@@ -33,6 +33,12 @@ exit codes: 0 success, 1 a rank failed, 2 usage error, 130 SIGINT,
 environment:
   FAKERUN_TOKEN  the job's token across nodes, out of sight of `ps` (see --token-file)
   FAKERUN_OPTS   options read before the command line's own
+  LOGLEVEL       torchrun's log level (default WARNING; ERROR hides its warnings, INFO adds its agent's)
+  TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE  the tee prefix (see --log-line-prefix-template)
+  NCCL_DEBUG     INFO shows NCCL's set-up lines (the demo sets it)
+the demo (no training script named) runs as if launched with --tee 3 and
+NCCL_DEBUG=INFO; name a training script (or run fakerun as `torchrun`) to
+start from torchrun's defaults: no tee, no NCCL_DEBUG.
 examples:
   fakerun --nproc 8
   fakerun --nproc-per-node 4 --max-steps 50 --speed 0 --output jsonl train.py --lr 3e-4
@@ -76,11 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(*_options("--rdzv-conf"), dest="rdzv_conf", default="", metavar="K=V,...",
                    help="rendezvous settings; join_timeout (seconds) is honoured as --rdzv-timeout")
     t.add_argument(*_options("--tee", "-t"), dest="tee", type=_std, default=None, metavar="STD",
-                   help="streams of the ranks shown with the [defaultN]: prefix: 0 none, 1 stdout, "
-                        "2 stderr, 3 both (default: 0 as torchrun when a training script is named, "
-                        "else 3)")
+                   help="streams of the ranks written to their log files and shown on the console with "
+                        "the [<role><local rank>]: prefix: 0 none, 1 stdout, 2 stderr, 3 both (default: "
+                        "0, as torchrun, when a training script is named; the demo's 3)")
     t.add_argument(*_options("--redirects", "-r"), dest="redirects", type=_std, default=None, metavar="STD",
-                   help="streams of the ranks sent only to --log-dir, not the console, unless teed")
+                   help="streams of the ranks written only to their log files, not the console, unless "
+                        "teed (default 0)")
+    t.add_argument(*_options("--role"), dest="role", default=None, metavar="NAME",
+                   help="the workers' role: ROLE_NAME in their environment, and the tee prefix's "
+                        "(default 'default')")
+    t.add_argument(*_options("--log-line-prefix-template"), dest="log_line_prefix_template", default=None,
+                   metavar="TEMPLATE",
+                   help="the tee prefix, with ${role_name}, ${rank} and ${local_rank} (torch 2.14's "
+                        "option; wins over $TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE; default "
+                        "'[${role_name}${local_rank}]:')")
     t.add_argument(*_options("--local-ranks-filter"), dest="local_ranks_filter", type=_ranks, default=None,
                    metavar="R,R", help="show only these local ranks' output on the console")
     t.add_argument(*_options("--node-rank"), dest="node_rank", type=int, default=None, metavar="K",
@@ -186,9 +201,12 @@ def _path(text: str) -> Path:
 
 def _log_dir(text: str) -> Path | None:
     """torchrun's --log-dir: '' is as if none were given (a temporary
-    directory), os.devnull keeps no log files (fakerun's rank logs then live
-    in the run directory, removed at the end, as without --log-dir)."""
-    return None if text in ("", os.devnull) else _path(text)
+    directory); os.devnull keeps no log files (fakerun's rank logs then live
+    in the run directory, removed at the end, as without --log-dir) and
+    leaves every rank stream on the console (the config's settings say so)."""
+    if text == os.devnull:
+        return Path(os.devnull)
+    return None if text == "" else _path(text)
 
 
 def _resume(text: str) -> str:

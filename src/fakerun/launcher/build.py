@@ -26,7 +26,7 @@ def worker_env(config: RunConfig, rank: int, local_rank: int, extra: dict[str, s
     env = {
         "RANK": rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": topo.world_size,
         "LOCAL_WORLD_SIZE": topo.nproc_per_node, "GROUP_RANK": topo.node_rank,
-        "GROUP_WORLD_SIZE": topo.nnodes, "ROLE_RANK": rank, "ROLE_NAME": "default",
+        "GROUP_WORLD_SIZE": topo.nnodes, "ROLE_RANK": rank, "ROLE_NAME": config.settings.role,
         "ROLE_WORLD_SIZE": topo.world_size, "MASTER_ADDR": config.master_addr,
         "MASTER_PORT": config.master_port, "TORCHELASTIC_RUN_ID": config.run_id,
         "TORCHELASTIC_RESTART_COUNT": 0, "TORCHELASTIC_MAX_RESTARTS": config.max_restarts,

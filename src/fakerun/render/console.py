@@ -1,41 +1,17 @@
-"""The plain console: whole lines, torchrun's `--tee` prefix on rank lines."""
+"""The plain console: whole lines, the rank lines routed and prefixed as the
+run's settings (--tee, --redirects, --local-ranks-filter, the prefix
+template) make torchrun route and prefix them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from string import Template
 from typing import TextIO
 
 from fakerun.render.lines import STDERR, Line
 from fakerun.render.sinks import OutputClosed
 from fakerun.system.streams import silence
+from fakerun.world.settings import Settings
 from fakerun.world.topology import local_rank_of
-
-# torchrun's default TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE-equivalent.
-DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
-
-
-STD_BITS = {"stdout": 1, STDERR: 2}  # torchrun's Std: 1 stdout, 2 stderr, 3 both
-
-
-@dataclass(frozen=True)
-class RankStreams:
-    """torchrun's --tee, --redirects and --local-ranks-filter: which rank lines
-    reach the console, and which wear the `[defaultN]:` prefix."""
-
-    tee: int = 3
-    redirects: int = 0
-    local_ranks: frozenset[int] | None = None
-
-    def shown(self, stream: str, local_rank: int) -> tuple[bool, bool]:
-        """(on the console, prefixed)."""
-        if self.local_ranks is not None and local_rank not in self.local_ranks:
-            return False, False
-        bit = STD_BITS[stream]
-        if self.tee & bit:
-            return True, True
-        return not self.redirects & bit, False  # not teed: the rank's own stream, bare
 
 
 class ConsoleSink:
@@ -46,26 +22,25 @@ class ConsoleSink:
 
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc_per_node: int,
                  node_ranks: range | None, show_ranks: bool = True,
-                 prefix: str = DEFAULT_PREFIX, streams: RankStreams = RankStreams()) -> None:
+                 settings: Settings | None = None) -> None:
+        """`settings`: what decides the rank lines' routes and prefix (default
+        a job launched with --tee 3)."""
         self.streams = {"stdout": stdout, "stderr": stderr}
         self.nproc = nproc_per_node
         self.node_ranks = node_ranks
         self.show_ranks = show_ranks
-        self.prefix = Template(prefix)
-        self.rank_streams = streams
+        self.settings = settings or Settings(tee=3)
 
     def write(self, lines: Iterable[Line]) -> None:
         for line in lines:
             if line.rank is None:
                 self._put(line.stream, line.text)
             elif self.show_ranks and (self.node_ranks is None or line.rank in self.node_ranks):
-                shown, prefixed = self.rank_streams.shown(line.stream, local_rank_of(line.rank, self.nproc))
+                local_rank = local_rank_of(line.rank, self.nproc)
+                shown, prefixed = self.settings.console(line.stream, local_rank)
                 if shown:
-                    self._put(line.stream, self._prefix(line.rank) + line.text if prefixed else line.text)
-
-    def _prefix(self, rank: int) -> str:
-        return self.prefix.safe_substitute(role_name="default", local_rank=local_rank_of(rank, self.nproc),
-                                           rank=rank)
+                    prefix = self.settings.prefix(line.rank, local_rank) if prefixed else ""
+                    self._put(line.stream, prefix + line.text)
 
     def _put(self, stream: str, text: str) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from fakerun.render.lines import Line
 from fakerun.render.sinks import SinkFailed
+from fakerun.world.settings import Settings
 
 
 class RankLogFiles:
@@ -22,10 +23,14 @@ class RankLogFiles:
     console = False
     animated = False
 
-    def __init__(self, paths: dict[int, tuple[Path, Path]], where: str = "the rank logs") -> None:
+    def __init__(self, paths: dict[int, tuple[Path, Path]], where: str = "the rank logs",
+                 settings: Settings | None = None) -> None:
         """`paths` maps a global rank to its (stdout.log, stderr.log);
-        `where` names them in an error (e.g. "--log-dir DIR")."""
+        `where` names them in an error (e.g. "--log-dir DIR"); `settings`
+        decide which streams torch writes there (default: both, as --tee 3)."""
         self.where = where
+        settings = settings or Settings(tee=3)
+        self.streams = {name for name in ("stdout", "stderr") if settings.in_files(name)}
         self.files: dict[tuple[int, str], TextIO] = {}
         self.dirty: set[TextIO] = set()
         try:
@@ -38,7 +43,9 @@ class RankLogFiles:
     def write(self, lines: Iterable[Line]) -> None:
         try:
             for line in lines:
-                handle = self.files.get((line.rank, line.stream)) if line.rank is not None else None
+                if line.rank is None or line.stream not in self.streams:
+                    continue  # torchrun's own, or a stream torch leaves on the console
+                handle = self.files.get((line.rank, line.stream))
                 if handle is not None:
                     handle.write(line.text + "\n")
                     self.dirty.add(handle)

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from fakerun import events as ev
 from fakerun.render import styles
-from fakerun.render.console import ConsoleSink, RankStreams
+from fakerun.render.console import ConsoleSink
 from fakerun.render.jsonl import JsonlSink
 from fakerun.render.logfiles import RankLogFiles
 from fakerun.render.metrics import MetricsFile
@@ -46,6 +46,7 @@ class Renderer:
         self.failure = ""  # a file we had to write and could not (one line)
         self._state = OutputState()
         self.logs: RankLogFiles | None = None
+        self.settings = formatter.settings  # which rank streams the log files get
         self._pending = False  # anything emitted since the last flush
 
     def emit(self, event: ev.Event) -> None:
@@ -89,7 +90,7 @@ class Renderer:
         """`where` names the files in an error message. SinkFailed if they
         cannot be opened (nothing has started yet: the caller says why)."""
         self.close_rank_logs()
-        self.logs = RankLogFiles({r: (Path(o), Path(e)) for r, (o, e) in paths.items()}, where)
+        self.logs = RankLogFiles({r: (Path(o), Path(e)) for r, (o, e) in paths.items()}, where, self.settings)
 
     def close_rank_logs(self) -> None:
         if self.logs is not None:
@@ -174,8 +175,7 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     if mode == "rich":
         from fakerun.render.rich_view import RichView  # rich is imported only when it is used
 
-        view = RichView(stdout, stderr, nproc, node_ranks, environ)
+        view = RichView(stdout, stderr, nproc, node_ranks, environ, settings=config.settings)
         return Renderer(formatter, [view], [view, *files])
-    s = config.settings
-    streams = RankStreams(s.tee, s.redirects, s.local_ranks)
-    return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, streams=streams)], files)
+    console = ConsoleSink(stdout, stderr, nproc, node_ranks, settings=config.settings)
+    return Renderer(formatter, [console], files)

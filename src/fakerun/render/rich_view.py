@@ -29,6 +29,7 @@ from fakerun.render.lines import STDERR, Line
 from fakerun.render.sinks import OutputClosed
 from fakerun.render.styles.pytorch import duration
 from fakerun.system.streams import silence
+from fakerun.world.settings import Settings
 from fakerun.world.topology import local_rank_of
 
 FPS = 2.0
@@ -45,8 +46,12 @@ class RichView:
     animated = True  # the footer redraws on its own clock
 
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc: int, node_ranks: range,
-                 environ: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:
+                 environ: dict[str, str], clock: Callable[[], float] = time.monotonic,
+                 settings: Settings | None = None) -> None:
+        """`settings`: what decides the rank lines' routes and prefix, as on the
+        plain console (default a job launched with --tee 3)."""
         self.out = stdout
+        self.settings = settings or Settings(tee=3)
         self.err = stderr if not _isatty(stderr) else stdout  # one tty: one stream keeps the footer sane
         self.nproc = nproc
         self.node_ranks = node_ranks
@@ -77,22 +82,28 @@ class RichView:
     def write(self, lines: Iterable[Line]) -> None:
         runs: list[tuple[TextIO, list[str]]] = []  # consecutive lines per stream, in order
         for line in lines:
-            if line.rank is not None and line.rank not in self.node_ranks:
-                continue
+            prefix = ""
+            if line.rank is not None:
+                if line.rank not in self.node_ranks:
+                    continue
+                local_rank = local_rank_of(line.rank, self.nproc)
+                shown, prefixed = self.settings.console(line.stream, local_rank)
+                if not shown:
+                    continue
+                prefix = self.settings.prefix(line.rank, local_rank) if prefixed else ""
             stream = self.err if line.stream == STDERR else self.out
             if not runs or runs[-1][0] is not stream:
                 runs.append((stream, []))
-            runs[-1][1].append(self._styled(line))
+            runs[-1][1].append(self._styled(line, prefix))
         if not runs:
             return
         self._erase()
         for stream, texts in runs:
             self._put(stream, "\n".join(texts) + "\n")
 
-    def _styled(self, line: Line) -> str:
+    def _styled(self, line: Line, prefix: str) -> str:
         if line.rank is not None:
-            prefix = f"[default{local_rank_of(line.rank, self.nproc)}]:"
-            if not self.colour:
+            if not self.colour or not prefix:
                 return prefix + line.text
             return f"{COLOURS['rank']}{prefix}{COLOURS['reset']}{line.text}"
         level = line.text[:1]

@@ -1,7 +1,8 @@
 """The settings that decide what the real stack prints: torchrun's flags
-(--tee, --redirects, --local-ranks-filter) and the environment variables
-torch and NCCL read (NCCL_DEBUG, ...). A line the real stack prints only
-under a setting is printed exactly when that setting is in effect.
+(--tee, --redirects, --local-ranks-filter, --role, --log-line-prefix-template)
+and the environment variables torch and NCCL read (NCCL_DEBUG, LOGLEVEL,
+TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE, ...). A line the real stack prints
+only under a setting is printed exactly when that setting is in effect.
 
 fakerun's demo (`fakerun --nproc 8`, no training script) is itself expressed
 as such settings, a job launched with `--tee 3` whose environment sets
@@ -12,8 +13,12 @@ fakerun invoked as `torchrun`) starts from torchrun's defaults instead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from string import Template
+
+from fakerun.errors import UsageError
 
 # What the demo sets where the user did not: the environment a job launched
 # to show its NCCL set-up would have, and torchrun's --tee 3.
@@ -21,7 +26,10 @@ DEMO_ENV = (("NCCL_DEBUG", "INFO"),)
 DEMO_TEE = 3
 # The variables of the user's environment that change what torch or NCCL
 # print (and so what fakerun prints): each is read once, here.
-READ = ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS")
+PREFIX_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
+READ = ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS", "LOGLEVEL", PREFIX_ENV)
+DEFAULT_ROLE = "default"  # torch/distributed/run.py's --role default, every pinned torch
+STD_BITS = {"stdout": 1, "stderr": 2}  # torchrun's Std: 1 stdout, 2 stderr, 3 both
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,9 @@ class Flags:
     tee: int | None = None
     redirects: int | None = None
     local_ranks: frozenset[int] | None = None
+    role: str | None = None
+    prefix_template: str | None = None
+    no_log_files: bool = False  # --log-dir /dev/null
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,10 @@ class Settings:
     local_ranks: frozenset[int] | None = None  # only these local ranks on the console
     environ: tuple[tuple[str, str], ...] = ()  # the READ variables as the ranks see them
     added: tuple[tuple[str, str], ...] = ()  # the demo's defaults, set in the ranks' environment
+    role: str = DEFAULT_ROLE  # --role: ROLE_NAME, and the default prefix's ${role_name}
+    prefix_template: str = ""  # the tee prefix's template; '' is torch's default
+    loglevel: int = logging.WARNING  # the level of torchrun's loggers that read LOGLEVEL
+    no_log_files: bool = False  # --log-dir /dev/null: every rank stream stays on the console, bare
 
     def env(self, name: str) -> str | None:
         """A variable of the ranks' environment, as torch or NCCL reads it."""
@@ -51,13 +66,75 @@ class Settings:
         """What the ranks' environment gets beyond the user's own."""
         return dict(self.added)
 
+    def prefix(self, rank: int, local_rank: int) -> str:
+        """A teed line's prefix: TailLog's default `[{role}{local_rank}]:`
+        (elastic/multiprocessing/tail_log.py, TailLog.start), or the template
+        as LocalElasticAgent._start_workers fills it: string.Template's
+        safe_substitute, so an unknown ${name} stays as written (torch 2.3.1
+        to 2.13.0 alike)."""
+        if not self.prefix_template:
+            return f"[{self.role}{local_rank}]:"
+        return Template(self.prefix_template).safe_substitute(role_name=self.role, rank=rank,
+                                                              local_rank=local_rank)
+
+    def console(self, stream: str, local_rank: int) -> tuple[bool, bool]:
+        """(on the console, prefixed) for a rank's line, as DefaultLogsSpecs.reify
+        routes it (elastic/multiprocessing/api.py): a teed stream is written to
+        its file and tailed to the console with the prefix (tee wins over
+        --redirects, which it implies); a redirected one goes to its file only;
+        any other is the worker's inherited stream, bare. --local-ranks-filter
+        stops the tail of the others, and sends their console streams to
+        /dev/null. Under --log-dir /dev/null reify routes nothing: every
+        stream of every rank is the worker's own (tee tails /dev/null)."""
+        if self.no_log_files:
+            return True, False
+        if self.local_ranks is not None and local_rank not in self.local_ranks:
+            return False, False
+        bit = STD_BITS[stream]
+        if self.tee & bit:
+            return True, True
+        return not self.redirects & bit, False
+
+    def in_files(self, stream: str) -> bool:
+        """A rank stream torch writes to its stdout.log / stderr.log: the
+        redirected and the teed ones (reify ORs --tee into --redirects)."""
+        return not self.no_log_files and bool((self.tee | self.redirects) & STD_BITS[stream])
+
+    def logs(self, level: int, follows_loglevel: bool) -> bool:
+        """Whether a torchrun logger prints a record of `level`: a logger made
+        by elastic.utils.logging.get_logger takes LOGLEVEL (default WARNING,
+        log_level.get_log_level); the others inherit the "torch" logger's
+        WARNING."""
+        return level >= (self.loglevel if follows_loglevel else logging.WARNING)
+
 
 def resolve(flags: Flags, environ: Mapping[str, str], drop_in: bool) -> Settings:
     """The user's flags and environment first, then (unless `drop_in`) the demo's defaults."""
     added = () if drop_in else tuple((k, v) for k, v in DEMO_ENV if k not in environ)
     seen = {k: environ[k] for k in READ if k in environ} | dict(added)
-    tee = flags.tee if flags.tee is not None else (0 if drop_in else DEMO_TEE)
-    return Settings(tee, flags.redirects or 0, flags.local_ranks, tuple(sorted(seen.items())), added)
+    redirects = flags.redirects or 0
+    # The demo's --tee is a default like the others: it leaves alone the
+    # streams the user redirected (torch would tee them, tee winning).
+    tee = flags.tee if flags.tee is not None else (0 if drop_in else DEMO_TEE & ~redirects)
+    # torch 2.14's --log-line-prefix-template wins over the variable
+    # (run.py: `args.log_line_prefix_template or os.getenv(...)`); before
+    # 2.14 only the variable exists. Empty is unset: torch tests truthiness.
+    template = flags.prefix_template or environ.get(PREFIX_ENV, "")
+    return Settings(tee, redirects, flags.local_ranks, tuple(sorted(seen.items())), added,
+                    flags.role if flags.role is not None else DEFAULT_ROLE, template,
+                    loglevel(environ.get("LOGLEVEL")), flags.no_log_files)
+
+
+def loglevel(value: str | None) -> int:
+    """LOGLEVEL as Logger.setLevel takes it: a level's exact name. NOTSET
+    leaves the logger to its parent, "torch", at WARNING. Anything else makes
+    torchrun fail at import (ValueError: Unknown level)."""
+    if value is None:
+        return logging.WARNING
+    level = logging.getLevelNamesMapping().get(value)
+    if level is None:
+        raise UsageError(f"LOGLEVEL: Unknown level: {value!r}")
+    return level or logging.WARNING
 
 
 def demo() -> Settings:

@@ -4,9 +4,11 @@ per-rank log files, so they never disagree."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import tzinfo
 from functools import cache
+from pathlib import PurePosixPath
 from typing import Any
 
 from fakerun import events as ev
@@ -18,14 +20,16 @@ from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
 from fakerun.world import physics as sim
-from fakerun.world.draws import uniform
+from fakerun.world.draws import rng, uniform
 from fakerun.world.identity import ENV_PREFIX, PYTHON
 from fakerun.world.settings import Settings
 from fakerun.world.settings import demo as demo_settings
 
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
-TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
+TABLES = ("lines", "frames", "logger", "loglevel", "text")  # data/torchrun.toml's, per torch version
+# The glog letter of a launcher line -> its logging level.
+LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR}
 # Microseconds from one of a watchdog's c10 log lines to the next on the same
 # thread: checkTimeout to watchdogHandler gathers the work's state, the rest
 # only format (as in real logs: hiyouga/LlamaFactory#6269, modelscope/DiffSynth-Studio#458).
@@ -101,6 +105,7 @@ class EventFormatter:
         self.pids: dict[int, int] = {}
         self.signal: int | None = None
         self.ended: float | None = None  # the script's last moment (its summary)
+        self.now = 0.0
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.RunStarted: self._run_started,
             ev.RunIdentity: self._identity,
@@ -126,6 +131,7 @@ class EventFormatter:
         return PYTHON
 
     def lines(self, event: ev.Event) -> list[Line]:
+        self.now = getattr(event, "time", None) or self.now  # the run's clock, as its events last told it
         handler = self._handlers.get(type(event))
         return handler(event) if handler else self.script.lines(event)
 
@@ -138,9 +144,14 @@ class EventFormatter:
         self.text: dict[str, Any] = tables["text"]
         self.logger_id: str = tables["logger"]["id"]
         self.pg_text = process_group_texts(ident.versions.torch if ident is not None else None)
+        self.follows_loglevel = frozenset(tables["loglevel"]["follows"] + tables["loglevel"]["also"])
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
+        """A torchrun logging call's lines, if its logger's level lets it
+        print (fakerun's own messages, under no torch key, always do)."""
+        if key in self.where and not self.settings.logs(LEVELS[level], key in self.follows_loglevel):
+            return []
         prefix = glog_prefix(level, when, self._record_id(), self.where.get(key, FAKERUN_WHERE), self.tz)
         return [Line(prefix + part, STDERR) for part in message.split("\n")]
 
@@ -154,9 +165,37 @@ class EventFormatter:
     def _run_started(self, e: ev.RunStarted) -> list[Line]:
         self.run = e
         self.script.launched(e)
-        if e.nproc_per_node <= 1 or not e.omp_default or e.restart_count > 0:  # torchrun says it once
+        first = e.restart_count == 0  # torchrun says these once, not for a restarted worker group
+        out = self._info(e.time, "using_nproc", nproc=e.nproc_per_node) if first else []
+        if e.nproc_per_node > 1 and e.omp_default and first:
+            out += self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
+        if first:
+            out += self._info(e.time, "starting_workers", entrypoint=PurePosixPath(PYTHON).name)
+        return out + self._worker_group(e)
+
+    def _worker_group(self, e: ev.RunStarted) -> list[Line]:
+        """LOGLEVEL=INFO: the agent's rendezvous and start of the worker group
+        (elastic/agent/server/api.py _rendezvous, _initialize_workers;
+        local_elastic_agent.py _start_workers), before any worker prints."""
+        if not self.settings.logs(logging.INFO, True):
             return []
-        return self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
+        ranks = [e.node_rank * e.nproc_per_node + local for local in range(e.nproc_per_node)]
+        out = self._info(e.time, "rendezvousing")
+        out += self._info(e.time, "rendezvous_complete", restart_count=e.restart_count,
+                          master_addr=e.master_addr, master_port=e.master_port,
+                          group_rank=e.node_rank, group_world_size=e.nnodes,
+                          local_ranks=list(range(e.nproc_per_node)), role_ranks=ranks, global_ranks=ranks,
+                          role_world_sizes=[e.world_size] * len(ranks),
+                          global_world_sizes=[e.world_size] * len(ranks))
+        for key in ("starting_group", "agent_store", "file_timer", "health_check"):
+            out += self._info(e.time, key)
+        return out
+
+    def _info(self, when: float, key: str, **values: Any) -> list[Line]:
+        """An INFO line of torchrun's, as this torch words it (none where it has no such line)."""
+        if not self.where.get(key):
+            return []
+        return self._launcher("I", key, when, self.text[key].format(role=self.settings.role, **values))
 
     def _identity(self, e: ev.RunIdentity) -> list[Line]:
         self._use(e.identity)
@@ -207,6 +246,8 @@ class EventFormatter:
         if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
             out += self._launcher("E", "error_file", e.time,
                                   self.text["error_file"].format(path=root.error_file))
+        else:
+            out += self._info(e.time, "no_error_file", rank=root.rank)
         trace = self.text["child_failed"].format(**self._paths(), **self.frames)
         body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
@@ -215,6 +256,11 @@ class EventFormatter:
         out: list[Line] = []
         if e.exit_code == 0 and self.ended is not None and self.script.leaves_process_group:
             out += self._process_group_warning("destroy", self.ended)
+        if e.exit_code == 0 and self.run is not None:  # _invoke_run's success, then _exit_barrier
+            # time.time() - start across a ~1.7e9 s epoch: a multiple of its 2**-22 s step.
+            elapsed = rng(self.run.seed, f"exit-barrier-{self.run.node_rank}").randint(600, 1500) * 2.0 ** -22
+            for key in ("group_finished", "local_finished", "done_waiting"):
+                out += self._info(self.now, key, elapsed=repr(elapsed))
         if e.rejected:
             counts = ", ".join(f"{k}={v}" for k, v in sorted(e.rejected.items()))
             out += self._launcher("W", "rejected", 0.0 if self.run is None else self.run.time,
