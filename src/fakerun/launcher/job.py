@@ -82,7 +82,7 @@ class Job:
             self._emit(ev.AgentError(str(exc)))
             self.view.flush()
             self.view.close_rank_logs()
-            return failures.exit_code(None, "error", False)
+            return failures.exit_code("error", False)
         self.sup = Supervisor(self.config, group, self.clock, self.io.monotonic, self._emit)
         self._connect_and_loop([local, *listen])
         return self._exit_code()
@@ -268,4 +268,4 @@ class Job:
         return stop.reason if stop is not None else None
 
     def _exit_code(self) -> int:
-        return failures.exit_code(self.exit_signal, self._stop_reason(), bool(self.sup and self.sup.failures))
+        return failures.exit_code(self._stop_reason(), bool(self.sup and self.sup.failures))

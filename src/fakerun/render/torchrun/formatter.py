@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import tzinfo
-from functools import cache
 from typing import Any
 
 from fakerun import events as ev
@@ -23,18 +22,11 @@ from fakerun.world.settings import demo as demo_settings
 
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
-TABLES = ("lines", "frames", "logger", "text")  # data/torchrun.toml's, per torch version
 
 
-@cache
 def torchrun_tables(torch: str | None) -> dict[str, dict[str, Any]]:
-    """What torchrun of torch `torch` ("2.5.1") prints: data/torchrun.toml's
-    tables (captured from 2.13), each overridden by that version's
-    [torch."2.5"] table (chosen by major.minor). None, or a version with no
-    table, prints 2.13's."""
-    data = texts.load("torchrun")
-    own = data["torch"].get(".".join((torch or "").split(".")[:2]), {})
-    return {name: {**data[name], **own.get(name, {})} for name in TABLES}
+    """What torchrun of torch `torch` prints (texts.torchrun)."""
+    return texts.torchrun(torch)
 
 
 def _main_thread_id(run: ev.RunStarted) -> int:
