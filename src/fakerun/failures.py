@@ -66,9 +66,10 @@ def read(failure: Failure, error_file: str) -> Failure:
 
 def root_cause(failures: list[Failure]) -> tuple[Failure, list[Failure]]:
     """ChildFailedError's root cause and the rest: the earliest failure by
-    whole-second timestamp, ties to the first in `failures` (its failures
-    dict keeps observation order; ours are in rank order by then)."""
-    root = min(failures, key=lambda f: int(f.time))
+    whole-second timestamp, ties to the first observed (its failures dict
+    keeps observation order: those seen before close() come first; ours
+    are in rank order by then)."""
+    root = min(failures, key=lambda f: (int(f.time), f.after_close))
     return root, [f for f in failures if f is not root]
 
 

@@ -254,11 +254,13 @@ class Job:
         self._emit_all(self.hub.flush_output())
         for event in sorted(self.sup.exited_ok, key=lambda e: e.rank):
             self._emit(event)
-        if self._stop_reason() == "failure" and self.sup.failures \
-                and not self.restartable:  # torchrun reports only the last attempt's failure
+        if self._stop_reason() == "failure" and self.sup.failures:
             root, others = failures.root_cause(self.sup.failures)
-            self._emit(ev.RunFailed(self.config.entrypoint, PYTHON, self.launcher_pid,
-                                    root, others, self.clock.now))
+            if self.restartable:  # every attempt's first failure; the report only for the last
+                self._emit(ev.AttemptFailed(PYTHON, root, self.sup.failed_at()))
+            else:
+                self._emit(ev.RunFailed(self.config.entrypoint, PYTHON, self.launcher_pid,
+                                        root, others, self.sup.failed_at()))
         if not self.restartable_failure():
             self._emit(ev.RunFinished(self._exit_code(), self.hub.steps, self.hub.rejected()))
         self.view.flush()

@@ -80,6 +80,7 @@ class EventFormatter:
             ev.ShutdownRequested: self._shutdown,
             ev.ClosingSignal: self._closing,
             ev.ForcedKill: self._forced_kill,
+            ev.AttemptFailed: self._attempt_failed,
             ev.RunFailed: self._run_failed,
             ev.RunFinished: self._run_finished,
         }
@@ -100,6 +101,7 @@ class EventFormatter:
         self.frames: dict[str, Any] = tables["frames"]
         self.text: dict[str, Any] = tables["text"]
         self.logger_id: str = tables["logger"]["id"]
+        self.failures: dict[str, Any] = tables["failures"]
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
@@ -162,15 +164,20 @@ class EventFormatter:
             timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
             missing=", ".join(missing)))
 
+    def _attempt_failed(self, e: ev.AttemptFailed | ev.RunFailed) -> list[Line]:
+        root = e.root
+        return self._launcher("E", "failed", e.time, self.text["failed"].format(
+            exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+
     def _run_failed(self, e: ev.RunFailed) -> list[Line]:
         root = e.root
-        out = self._launcher("E", "failed", e.time, self.text["failed"].format(
-            exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+        out = self._attempt_failed(e)
         if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
             out += self._launcher("E", "error_file", e.time,
                                   self.text["error_file"].format(path=root.error_file))
         trace = self.text["child_failed"].format(**self._paths(), **self.frames)
-        body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
+        others = [f for f in e.others if self.failures["after_close"] or not f.after_close]
+        body = trace.split("\n") + failure_box(e.entrypoint, root, others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
 
     def _run_finished(self, e: ev.RunFinished) -> list[Line]:
