@@ -408,6 +408,23 @@ def test_a_restartable_failure_is_not_reported(tmp_path: Path, restartable: bool
     assert out.job.restartable_failure() is restartable
     assert bool(out.of(ev.RunFailed)) is not restartable
     assert bool(out.of(ev.RunFinished)) is not restartable
+    # torch elastic logs `failed (exitcode: …)` for every attempt, the report for the last only.
+    assert [e.root.rank for e in out.of(ev.AttemptFailed)] == ([0] if restartable else [])
+
+
+def test_the_teardown_lines_step_by_seeded_gaps(tmp_path: Path) -> None:
+    """Sending process lines 0.1-1.2 ms apart, the failed line 30-45 ms after
+    them (torch 2.13, captured): not one instant, and the same for a seed."""
+    def times() -> list[float]:
+        history = History(said=[(0.1, ev.RendezvousComplete(3, [0, 1, 2], [5000, 5001, 5002]))],
+                          exits={0: (0.5, 1)})
+        out = run(history, tmp_path, nproc=3)
+        return [e.time for e in out.of(ev.ClosingSignal)] + [out.of(ev.RunFailed)[0].time]
+    first = times()
+    closing, failed_at = first[:-1], first[-1]
+    assert len(closing) == 2 and 0.0001 <= closing[1] - closing[0] <= 0.0012
+    assert 0.030 <= failed_at - closing[-1] <= 0.045
+    assert times() == first
 
 
 def test_a_port_that_cannot_be_used_is_an_agent_error_and_exit_1(tmp_path: Path) -> None:

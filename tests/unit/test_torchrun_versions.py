@@ -269,3 +269,37 @@ def test_the_identity_event_switches_a_formatter_made_without_one():
     assert banner[0].endswith("run.py:874] ")
     formatter.lines(ev.RunIdentity(identity.build(5, 2, 4, versions=ROWS["2.5.1"])))
     assert f"{MP}/api.py:869] failed" in failed(formatter)[0]
+
+
+def torn_down_box(torch: str | None) -> list[str]:
+    """The box of a failure whose peer torchrun SIGTERMed in its teardown."""
+    formatter, _ = start(torch)
+    root = ev.Failure(3, 3, 0, 48207, 1, at("2024-11-21_20:14:12"), "gpu-node-17")
+    other = ev.Failure(2, 2, 0, 48206, -15, at("2024-11-21_20:14:12"), "gpu-node-17", after_close=True)
+    event = ev.RunFailed("train.py", "/opt/conda/bin/python3", PID, root, [other], at("2024-11-21_20:14:15"))
+    lines = [line.text for line in formatter.lines(event)]
+    return lines[lines.index("Failures:") + 1:lines.index("Root Cause (first observed failure):") - 1]
+
+
+@pytest.mark.parametrize("torch", ["2.3.1", "2.4.1", "2.5.1", "2.9.1"])
+def test_up_to_2_9_the_box_lists_only_what_failed_before_the_teardown(torch):
+    # LocalSubprocessContext._poll (elastic/multiprocessing/api.py, v2.3.1 to
+    # v2.9.1) returns the failures it saw before close() SIGTERMed the rest.
+    assert torn_down_box(torch) == ["  <NO_OTHER_FAILURES>"]
+
+
+def test_torch_2_13_lists_the_workers_it_sigtermed():
+    # 2.13 reads their exit codes again after close() (_capture_process_failures).
+    assert "  exitcode  : -15 (pid: 48206)  (SIGTERM)" in torn_down_box(None)
+
+
+@pytest.mark.parametrize("torch", sorted(FAILURE))
+def test_every_failed_attempt_logs_its_failed_line(torch):
+    _, fail, *_ = FAILURE[torch]
+    formatter, _ = start(torch)
+    root = ev.Failure(1, 1, 0, 48207, 1, at("2024-11-21_20:14:12"), "gpu-node-17")
+    lines = [x.text for x in formatter.lines(ev.AttemptFailed("/opt/conda/bin/python3", root,
+                                                              at("2024-11-21_20:14:12") + 0.446))]
+    assert [line.split(" ", 3)[3] for line in lines] == [
+        f"{MP}/api.py:{fail}] failed (exitcode: 1) local_rank: 1 (pid: 48207) of binary: /opt/conda/bin/python3"]
+    assert lines[0].startswith("E1121 20:14:12.446000 ")

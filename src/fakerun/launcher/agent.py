@@ -56,8 +56,6 @@ class Launcher:
             config, cycle = first, 0
             while True:
                 code = self._cycle(config)
-                if config.loop and self.exit_signal is not None:
-                    return ExitCode.of_signal(self.exit_signal)
                 if not config.loop or code != ExitCode.OK or self.exit_signal is not None:
                     return code
                 cycle += 1

@@ -23,6 +23,7 @@ from fakerun import events as ev
 from fakerun import failures
 from fakerun.checkpoint import CheckpointWriter, Resume
 from fakerun.config.options import RunConfig
+from fakerun.errors import ExitCode
 from fakerun.launcher import build
 from fakerun.launcher.edges import IO, Edges, Inbox, View
 from fakerun.launcher.join import join_command
@@ -270,4 +271,6 @@ class Job:
         return stop.reason if stop is not None else None
 
     def _exit_code(self) -> int:
+        if self.config.loop and self.exit_signal is not None:  # fakerun's screensaver: the shell's 128+N
+            return ExitCode.of_signal(self.exit_signal)
         return failures.exit_code(self._stop_reason(), bool(self.sup and self.sup.failures))
