@@ -16,7 +16,7 @@ import pytest
 from fakerun import failures
 from fakerun.config.options import RunConfig, Topology
 from fakerun.config.plan import plan
-from fakerun.rank.faults import script_text
+from fakerun.rank.faults import ScriptInterrupted, script_text
 from fakerun.world import catalog
 
 ROWS = {row.torch: row for row in catalog.versions()}
@@ -29,10 +29,12 @@ def config_of(torch: str) -> RunConfig:
 
 
 @pytest.mark.parametrize("torch", sorted(WRAPPER))
-@pytest.mark.parametrize("key", ["crash", "oom", "interrupt"])
+@pytest.mark.parametrize("key", ["crash", "oom", "peer_lost", "interrupt", "interrupt_init", "interrupt_validation",
+                                 "interrupt_checkpoint", "interrupt_export"])
 def test_the_scripts_tracebacks_pass_through_records_wrapper(torch: str, key: str) -> None:
     config = config_of(torch)
-    values = {k: "1 GiB" for k in ("device", "total", "free", "in_use", "allocated", "unallocated", "tried")}
+    values = {k: "1 GiB" for k in ("device", "total", "free", "in_use", "allocated", "unallocated", "tried",
+                                   "peer", "port")}
     lines = script_text(config, key, **values).split("\n")
     assert lines[1].endswith(", in <module>") and lines[2] == "    main()"
     assert lines[3].endswith(f'torch/distributed/elastic/multiprocessing/errors/__init__.py", '
@@ -41,10 +43,16 @@ def test_the_scripts_tracebacks_pass_through_records_wrapper(torch: str, key: st
     assert lines[6].endswith(", in main")
 
 
-def test_a_keyboard_interrupt_ends_the_traceback() -> None:
+@pytest.mark.parametrize(("where", "frame"), [
+    ("init", "in _sync_params_and_buffers"), ("train", "in train_step"), ("validation", "in evaluate"),
+    ("checkpoint", "in _save"), ("export", "in _save")])
+def test_a_keyboard_interrupt_goes_through_the_phase_the_script_is_in(where: str, frame: str) -> None:
     config = plan(RunConfig(Topology(1, 2), seed=5, max_steps=3))
-    lines = script_text(config, "interrupt").split("\n")
+    lines = script_text(config, ScriptInterrupted(where).key).split("\n")
     assert lines[0] == "Traceback (most recent call last):" and lines[-1] == "KeyboardInterrupt"
+    last_frame = [line for line in lines if line.startswith("  File ")][-1]
+    assert last_frame.endswith(frame)
+    assert not any("fakerun" in line or "{" in line for line in lines)  # no frame of ours, nothing unformatted
 
 
 def test_the_error_files_callstack_starts_at_the_wrapper(tmp_path: Path, monkeypatch) -> None:

@@ -121,6 +121,15 @@ class ScriptFailed(FakerunError):
         self.stream = stream  # stderr: a traceback (torch prefixes it); stdout: a print
 
 
+class ScriptInterrupted(FakerunError):
+    """The training script took a SIGINT (KeyboardInterrupt) in phase
+    `where`; `key` names its traceback in the [script] table."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.key = "interrupt" if where == "train" else f"interrupt_{where}"
+
+
 class SimulatedSignal(FakerunError):
     """The process is to die of this signal (a crash in native code, the OOM killer...)."""
 

@@ -26,7 +26,14 @@ from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
 from fakerun.rank.communicator import CollectiveAborted, CommError, Communicator, ParentGone
-from fakerun.rank.faults import ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost, script_text
+from fakerun.rank.faults import (
+    ScriptFailed,
+    ScriptInterrupted,
+    SimulatedExit,
+    SimulatedSignal,
+    peer_lost,
+    script_text,
+)
 from fakerun.rank.training import Script
 from fakerun.system.signals import HANDLED
 
@@ -127,8 +134,8 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
         comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, spec.display_pid or os.getpid(),
                          spec.run_id, spec.token, spec.env), config.rdzv_timeout_s + RDZV_MARGIN_S)
         _run_script(comm, spec, config)
-    except KeyboardInterrupt:  # torchrun's closing signal SIGINT, as the script takes it
-        _report(comm, spec.rank, script_text(config, "interrupt").split("\n"), "stderr", -signal.SIGINT,
+    except ScriptInterrupted as exc:  # torchrun's closing signal SIGINT, as the script takes it
+        _report(comm, spec.rank, script_text(config, exc.key).split("\n"), "stderr", -signal.SIGINT,
                 record=False)
         _die_by(signal.SIGINT)  # as CPython ends on an uncaught KeyboardInterrupt
     except ParentGone:
@@ -160,9 +167,12 @@ def _run_script(comm: Communicator, spec: RankSpec, config: RunConfig) -> None:
     where the script is (a collective's wait, a pacing sleep), so that the
     rank stops at once. One only: a second SIGINT while the first unwinds
     is ignored, and so is one after the script's end, the rank's way out."""
+    script = Script(comm, spec.rank, config, config.identity)
     signal.signal(signal.SIGINT, _keyboard_interrupt)
     try:
-        Script(comm, spec.rank, config, config.identity).run()
+        script.run()
+    except KeyboardInterrupt:
+        raise ScriptInterrupted(script.where) from None
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
