@@ -80,7 +80,7 @@ def exit_code(stop_reason: str | None, failed: bool) -> int:
     Python exits 1: torch/distributed/elastic/multiprocessing/api.py
     _terminate_process_handler, v2.3.1 to v2.13.0), else 0. Under --loop,
     fakerun's own screensaver, the launcher turns a signal's stop into
-    128+N (launcher/agent.py)."""
+    128+N (launcher/job.py)."""
     if stop_reason == "output":
         return ExitCode.PIPE
     if stop_reason is not None or failed:
