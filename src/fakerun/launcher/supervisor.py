@@ -65,7 +65,12 @@ class Supervisor:
         self._last_line = -math.inf
 
     def reap(self, on_failure: Callable[[], None]) -> None:
-        """Exited ranks, one pass in rank order (reap order is the scheduler's)."""
+        """Exited ranks, one pass in rank order (reap order is the scheduler's).
+        The failures of a pass are all seen before the teardown they start,
+        as torch elastic's _poll takes every exit code before close(): which
+        of two ranks that aborted together is reaped first must not decide
+        whether the other is listed (data/torchrun.toml [failures])."""
+        failed = False
         for worker in sorted(self.group.reap(), key=lambda w: w.rank):
             code, node = worker.exitcode or 0, self.topo.node_rank
             exited = ev.RankExited(worker.rank, worker.local_rank, node, self.pid(worker), code)
@@ -79,8 +84,9 @@ class Supervisor:
                 self.emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path),
                                         reported_by=self.topo.node_rank))
             self.failures.append(self._failure(worker, code))
-            if self.stop is None and not self.awaiting_aborts():
-                on_failure()
+            failed = True
+        if failed and self.stop is None and not self.awaiting_aborts():
+            on_failure()
 
     def expect_exits(self, ranks: set[int]) -> None:
         self.expected_aborts = ranks & set(self.topo.node_ranks())
