@@ -10,7 +10,7 @@ goes to the ranks too, which only makes their end come sooner), and time
   gone: from the signal until no process of the job is left (every rank
         pid gone or a zombie, and the launcher reaped),
 
-checking that the exit code is 130. Prints median (min-max) of each over the
+checking that the exit code is 1 (torchrun's on a stop signal). Prints median (min-max) of each over the
 runs, and the load average seen. With --baseline-src DIR (the src/ of a
 `git worktree` of another commit) the same runs of that code alternate with
 this checkout's, so that both meet the same moments of a shared machine. The
@@ -132,7 +132,7 @@ def main() -> int:
                 print(f"--nproc {nproc:5d} {name:8}: exit {summary([r['exit'] for r in rows])}, "
                       f"all gone {summary([r['gone'] for r in rows])}, exit codes "
                       f"{result[name][nproc]['codes']}, load {min(loads):.0f}-{max(loads):.0f}", flush=True)
-    return 0 if all(v["codes"] == [130] for by in result.values() for v in by.values()) else 1
+    return 0 if all(v["codes"] == [1] for by in result.values() for v in by.values()) else 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ KILL_WAIT_S = 5.0
 
 @dataclass(frozen=True)
 class Result:
+    # The launcher's, as torchrun's: 0, or 1 when the job failed or a stop
+    # signal ended it (run()'s own SIGTERM at its timeout too: the
+    # FakerunTimeout's result says 1; a `shutdown` event names the signal).
     exit_code: int
     events: list[dict[str, Any]] = field(default_factory=list)
     stdout: str = ""  # the JSONL event stream, as printed

@@ -1,9 +1,11 @@
 """What fakerun's processes exit with, and the errors it raises on purpose.
 
 Exit codes follow the tools fakerun stands in for: torchrun exits 1 when a
-worker failed (torch.distributed.elastic's ChildFailedError), argparse exits
-2 on a usage error, a process ended by a signal exits 128 + its number, and a
-bug of our own is sysexits.h's EX_SOFTWARE."""
+worker failed (torch.distributed.elastic's ChildFailedError) and when a stop
+signal ended it (its SignalException goes uncaught), argparse exits 2 on a
+usage error, and a bug of our own is sysexits.h's EX_SOFTWARE. fakerun's own
+interfaces (--loop, the theatre, `fakerun smi`, a closed stdout) exit as a
+shell's program a signal ended, 128 + its number."""
 
 from __future__ import annotations
 

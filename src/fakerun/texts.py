@@ -23,3 +23,19 @@ def optional(name: str) -> dict[str, Any]:
     if not resources.files("fakerun").joinpath("data", f"{name}.toml").is_file():
         return {}
     return load(name)
+
+
+# data/torchrun.toml's tables that differ by torch version.
+TORCHRUN_TABLES = ("lines", "frames", "logger", "text", "failures")
+
+
+@cache
+def torchrun(torch: str | None) -> dict[str, dict[str, Any]]:
+    """What torchrun of torch `torch` ("2.5.1") prints: data/torchrun.toml's
+    tables (captured from 2.13), each overridden by that version's
+    [torch."2.5"] table (chosen by major.minor). None, or a version with no
+    table, prints 2.13's. The launcher's views and the ranks (whose
+    tracebacks pass through torch's own frames) read the same tables."""
+    data = load("torchrun")
+    own = data["torch"].get(".".join((torch or "").split(".")[:2]), {})
+    return {name: {**data[name], **own.get(name, {})} for name in TORCHRUN_TABLES}

@@ -32,13 +32,14 @@ def test_sigkill_of_a_rank_fails_the_job(runner):
     assert "  rank      : 2 (local_rank: 2)\n" in root
     assert exitcode_line(-9, victim["pid"]) in root
     assert f"  traceback : Signal 9 (SIGKILL) received by PID {victim['pid']}\n" in root
-    # The survivors were sent SIGTERM, as torchrun does, and are listed as failures.
+    # The survivors were sent SIGTERM, as torchrun does; up to torch 2.9.1
+    # (every pin) the box lists only what failed before that teardown
+    # (elastic/multiprocessing/api.py LocalSubprocessContext._poll).
     others = [e for e in job.of("rank_started") if e["rank"] != 2]
     for e in others:
         assert f"Sending process {e['pid']} closing signal SIGTERM" in job.stderr
-        assert exitcode_line(-15, e["pid"]) + f"  error_file: <N/A>\n  traceback : Signal 15 (SIGTERM) " \
-            f"received by PID {e['pid']}\n" in job.stderr
-    assert job.stderr.count(" (SIGTERM) received by PID ") == 3
+    assert "Failures:\n  <NO_OTHER_FAILURES>\n" in job.stderr
+    assert " (SIGTERM) received by PID " not in job.stderr
     assert job.events()[-1]["exit_code"] == 1
 
 
@@ -77,20 +78,36 @@ def test_failure_box_layout(runner):
     width = len(box[0])
     assert box[0] == "=" * width and box[-1] == "=" * width and width <= 60
     assert box[1:4] == ["train.py FAILED", "-" * width, "Failures:"]
-    assert box[4] == "[1]:"  # the other rank, SIGTERMed
+    assert box[4] == "  <NO_OTHER_FAILURES>"  # the other rank, SIGTERMed after, is not listed up to 2.9.1
     assert "Root Cause (first observed failure):" in box
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_to_launcher(runner, sig, code):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_launcher(runner, sig):
+    """torchrun's sequence (captured from the torch 2.13 wheel): the death
+    signal, the same signal to every worker, for SIGINT each worker's
+    `[rankN]:` KeyboardInterrupt traceback (SIGTERM kills them without a
+    word), then the launcher's uncaught SignalException: exit 1."""
     job = runner.start(*RUNNING)
     job.wait_for_event("step")
     job.kill(sig)
-    assert job.wait() == code
+    assert job.wait() == 1
     assert f"Received {int(sig)} death signal, shutting down workers" in job.stderr
-    assert f"SignalException: Process {job.proc.pid} got signal: {int(sig)}" in job.stderr
+    for e in job.of("rank_started"):
+        assert f"Sending process {e['pid']} closing signal {sig.name}" in job.stderr
+    said = {e["rank"]: e["lines"] for e in job.of("rank_output")}
+    if sig == signal.SIGINT:
+        assert sorted(said) == [0, 1, 2, 3]
+        for rank, lines in said.items():
+            assert lines[0] == f"[rank{rank}]: Traceback (most recent call last):"
+            assert lines[-1] == f"[rank{rank}]: KeyboardInterrupt"
+            assert not any("fakerun" in line for line in lines)  # the training script's frames, not ours
+        assert {e["exitcode"] for e in job.of("rank_exited")} <= {-signal.SIGINT}
+    else:
+        assert not said
+    assert job.stderr.rstrip().endswith(f"SignalException: Process {job.proc.pid} got signal: {int(sig)}")
     assert "FAILED" not in job.stderr  # torchrun prints no ChildFailedError table here
-    assert job.events()[-1]["exit_code"] == code
+    assert job.events()[-1]["exit_code"] == 1
 
 
 def test_ctrl_c_to_the_process_group(runner):
@@ -105,7 +122,7 @@ def test_ctrl_c_to_the_process_group(runner):
         assert len(job_processes(marker)) == 5
         os.killpg(proc.pid, signal.SIGINT)
         proc.stdout.read()
-        assert proc.wait(30) == 130
+        assert proc.wait(30) == 1  # torchrun's: its SignalException goes uncaught
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -143,7 +160,9 @@ def test_hung_rank_trips_the_watchdog(runner):
             r"before timing out\.", out + job.stderr)
     assert "  exitcode  : -6 (pid: " in job.stderr  # SIGABRT, as ProcessGroupNCCL dies
     assert "(SIGABRT)" in job.stderr
-    assert "Signal 15 (SIGTERM)" in job.stderr  # the hung rank itself, terminated
+    # The hung rank itself is SIGTERMed after the others aborted: up to 2.9.1 not listed.
+    assert job.stderr.count(" closing signal SIGTERM") == 1
+    assert "Signal 15 (SIGTERM)" not in job.stderr
 
 
 @pytest.mark.parametrize("reader", ["head -1", "true"])

@@ -118,7 +118,7 @@ def test_ctrl_c_while_waiting_for_a_node(runner):
     job = runner.start("--nnodes", "2", "--nproc", "2", "--master-port", str(free_port()), *FAST)
     job.wait_for_event("run_started")
     job.kill(signal.SIGINT)
-    assert job.wait(20) == 130
+    assert job.wait(20) == 1  # torchrun's SignalException, uncaught
 
 
 def test_peers_without_the_key_are_refused_and_counted_and_the_run_finishes(runner):
@@ -190,7 +190,7 @@ def test_smi_shows_the_whole_cluster_of_a_running_job(runner):
              if line.startswith("|") and " C " in line}
     assert set(pids) == shown
     job.kill(signal.SIGINT)
-    assert job.wait(30) == 130
+    assert job.wait(30) == 1  # each agent's, as torchrun's
 
 
 def test_loop_reruns_on_the_same_cluster_until_sigint(runner):

@@ -52,7 +52,7 @@ def test_no_process_of_a_local_cluster_shows_the_token(runner, tmp_path: Path, h
             job.kill(signal.SIGTERM)
         code = job.wait()
     assert not shown, shown  # only a --token given to the launcher is in its own command line
-    assert code == 143, job.stderr[-2000:]
+    assert code == 1, job.stderr[-2000:]  # torchrun's on a stop signal
     assert token not in job.stdout
     warnings = [line for line in job.stderr.splitlines() if "warning: --token" in line]
     assert len(warnings) == (how == "--token")  # the launcher's alone: the agents got no --token

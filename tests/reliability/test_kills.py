@@ -157,9 +157,12 @@ def frozen_rank(runner: Runner) -> tuple[float, float]:
     err = job.stderr
     others = sorted(set(range(3)) - {frozen})
     assert sorted({int(rank) for rank in WATCHDOG.findall(err)}) == others, where
-    # Deaf to SIGTERM while stopped, it is SIGKILLed after the grace.
+    # Deaf to SIGTERM while stopped, it is SIGKILLed after the grace; up to
+    # torch 2.9.1 (every pin) the box does not list it: close() killed it
+    # after the failures were taken (elastic/multiprocessing/api.py _poll).
     assert f"Sending process {pid} closing signal SIGTERM" in err, where
-    assert killed_by(err, pid, signal.SIGKILL), where
+    assert re.search(rf"Unable to shutdown process {pid} via \S+, forcefully exiting via", err), where
+    assert not killed_by(err, pid, signal.SIGKILL), where
     assert err.count("  traceback : Signal 6 (SIGABRT) received by PID") == 2, where  # as ProcessGroupNCCL
     return fired, over
 

@@ -1,6 +1,8 @@
 """Every signal torch elastic's agent takes as a death signal (SIGINT, SIGTERM,
 SIGHUP, SIGQUIT) stops the job the same way: the ranks are shut down, the run
-directory is removed, nothing is left, exit 128+N."""
+directory is removed, nothing is left, exit 1 (torchrun's: the agent's
+SignalException goes uncaught, torch/distributed/elastic/multiprocessing/api.py
+_terminate_process_handler, v2.3.1 to v2.13.0)."""
 
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ def test_sigquit_stops_the_job_like_the_other_death_signals(runner: Runner, tmp_
     job.wait_for_event("step", count=len(nodes) // 2 + 1)  # every node's ranks are training
     job.kill(signal.SIGQUIT)
     code = job.wait(EXIT_TIMEOUT_S)
-    assert code == 128 + signal.SIGQUIT, (code, job.stderr[-3000:])
+    assert code == 1, (code, job.stderr[-3000:])
     assert job.of("shutdown", signal=signal.SIGQUIT), job.stdout[-2000:]
-    assert {e["exit_code"] for e in job.of("run_finished")} == {131}
+    assert {e["exit_code"] for e in job.of("run_finished")} == {1}
     assert "Received 3 death signal" in job.stderr
     assert not job_processes(job.marker)
     assert not [p.name for p in runtime.glob("job-*")], "the run directory must be removed"

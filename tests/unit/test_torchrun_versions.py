@@ -11,6 +11,7 @@ paths replaced by the simulated cluster's."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 
@@ -175,7 +176,8 @@ def test_error_file_line_follows_the_version(torch, line):
     formatter, _ = start(torch)
     path = "/tmp/torchelastic_x8k2p1qz/none_3hd9f0k2/attempt_0/3/error.json"
     text = failed(formatter, path)[1]
-    assert text.startswith("E1121 20:14:15.000000 ")
+    # A few ms after the failed line (20:14:15.000), as torch 2.13's capture (5 ms).
+    assert re.match(r"E1121 20:14:15\.00[3-7]\d{3} ", text)
     assert text.split(" ", 3)[3] == (f"{MP}/errors/error_handler.py:{line}] no error file defined for parent, "
                                      f"to copy child error file ({path})")
 
@@ -385,3 +387,37 @@ def test_loglevel_info_says_the_root_cause_left_no_error_file(torch, line):
     quiet = EventFormatter(ident=ident)
     quiet.lines(ev.RunStarted("r", 8, 2, 4, 0, 5, "train.py", [], 3, "h", 1, PID, 0, 0.0))
     assert failed(quiet)[1] == "Traceback (most recent call last):"  # WARNING: not printed
+
+
+def torn_down_box(torch: str | None) -> list[str]:
+    """The box of a failure whose peer torchrun SIGTERMed in its teardown."""
+    formatter, _ = start(torch)
+    root = ev.Failure(3, 3, 0, 48207, 1, at("2024-11-21_20:14:12"), "gpu-node-17")
+    other = ev.Failure(2, 2, 0, 48206, -15, at("2024-11-21_20:14:12"), "gpu-node-17", after_close=True)
+    event = ev.RunFailed("train.py", "/opt/conda/bin/python3", PID, root, [other], at("2024-11-21_20:14:15"))
+    lines = [line.text for line in formatter.lines(event)]
+    return lines[lines.index("Failures:") + 1:lines.index("Root Cause (first observed failure):") - 1]
+
+
+@pytest.mark.parametrize("torch", ["2.3.1", "2.4.1", "2.5.1", "2.9.1"])
+def test_up_to_2_9_the_box_lists_only_what_failed_before_the_teardown(torch):
+    # LocalSubprocessContext._poll (elastic/multiprocessing/api.py, v2.3.1 to
+    # v2.9.1) returns the failures it saw before close() SIGTERMed the rest.
+    assert torn_down_box(torch) == ["  <NO_OTHER_FAILURES>"]
+
+
+def test_torch_2_13_lists_the_workers_it_sigtermed():
+    # 2.13 reads their exit codes again after close() (_capture_process_failures).
+    assert "  exitcode  : -15 (pid: 48206)  (SIGTERM)" in torn_down_box(None)
+
+
+@pytest.mark.parametrize("torch", sorted(FAILURE))
+def test_every_failed_attempt_logs_its_failed_line(torch):
+    _, fail, *_ = FAILURE[torch]
+    formatter, _ = start(torch)
+    root = ev.Failure(1, 1, 0, 48207, 1, at("2024-11-21_20:14:12"), "gpu-node-17")
+    lines = [x.text for x in formatter.lines(ev.AttemptFailed("/opt/conda/bin/python3", root,
+                                                              at("2024-11-21_20:14:12") + 0.446))]
+    assert [line.split(" ", 3)[3] for line in lines] == [
+        f"{MP}/api.py:{fail}] failed (exitcode: 1) local_rank: 1 (pid: 48207) of binary: /opt/conda/bin/python3"]
+    assert lines[0].startswith("E1121 20:14:12.446000 ")

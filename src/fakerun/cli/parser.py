@@ -28,8 +28,9 @@ common spellings (transformers' --model_name_or_path, --per_device_train_batch_s
 shape the simulated job."""
 
 EPILOG = """\
-exit codes: 0 success, 1 a rank failed, 2 usage error, 130 SIGINT,
-143 SIGTERM, 141 output closed (e.g. piped into `head`).
+exit codes: 0 success, 1 a rank failed or a stop signal (SIGINT, SIGTERM,
+SIGHUP, SIGQUIT) ended the job, as torchrun; 2 usage error; 141 output
+closed (e.g. piped into `head`); under --loop, 128+N for signal N.
 environment:
   FAKERUN_TOKEN  the job's token across nodes, out of sight of `ps` (see --token-file)
   FAKERUN_OPTS   options read before the command line's own

@@ -25,6 +25,9 @@ class Failure:
     host: str
     error_file: str = "<N/A>"
     message: str = ""
+    # Seen once the launcher had begun tearing the group down (the ranks it
+    # signalled): which torch lists these is data/torchrun.toml's [failures].
+    after_close: bool = False
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,18 @@ class RankExited:
 
 
 @dataclass(frozen=True)
+class AttemptFailed:
+    """An attempt's worker group failed and --max-restarts restarts it:
+    torch elastic logs its first failure (`failed (exitcode: …)`) for every
+    attempt; the ChildFailedError report (RunFailed) only for the last."""
+
+    NAME: ClassVar[str] = "attempt_failed"
+    binary: str
+    root: Failure
+    time: float
+
+
+@dataclass(frozen=True)
 class RunFailed:
     """torch elastic's ChildFailedError for this node's workers."""
 
@@ -404,5 +419,6 @@ Event = (
     RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
     | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | Export | Summary
     | WatchdogTimeout | Desync | Rejected | Restart | OutputFailed | ShutdownRequested | ClosingSignal
-    | ForcedKill | RankExited | RunFailed | RunFinished | WaitingForNodes | NodeLost | AgentError
+    | ForcedKill | RankExited | AttemptFailed | RunFailed | RunFinished | WaitingForNodes | NodeLost
+    | AgentError
 )

@@ -2,9 +2,11 @@
 
 It runs the job (job.py) once, again after a failure while --max-restarts
 allows (each attempt continues from the last checkpoint), or, under --loop,
-fresh runs until one fails or a signal stops it. Exit codes: 0 success, 1 a
-rank failed, 128+N for signal N (130 SIGINT, 143 SIGTERM, 131 SIGQUIT), 141
-when our reader went away (failures.exit_code).
+fresh runs until one fails or a signal stops it. Exit codes are torchrun's
+(failures.exit_code): 0 success, 1 a rank failed or a stop signal ended the
+job (torch elastic's SignalException), 141 when our reader went away. Under
+--loop, a screensaver no torchrun has whose way out is Ctrl+C, a stop signal
+exits 128+N (130 SIGINT, 143 SIGTERM), as a shell's program killed by it.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Launcher:
         except StopOverdue as exc:  # stuck writing to a reader that stopped reading: the job is torn down
             for stream in (self.io.stdout, self.io.stderr):
                 silence(stream)  # so that nothing (closing sinks, the exit's flush) blocks on it again
-            return ExitCode.of_signal(exc.signum)
+            return ExitCode.of_signal(exc.signum) if self.config.loop else ExitCode.FAILED
         finally:
             if self.renderer is not None:
                 self.renderer.close()

@@ -147,9 +147,9 @@ class Merged:
             if kill_at is not None and time.monotonic() >= kill_at:
                 self._kill_all()
         codes = [p.wait() for p in self.procs]
-        if stopped:
-            return ExitCode.of_signal(stopped)
-        if self.reader_gone:
+        # A stop signal reached every agent: each exits as its torchrun does
+        # (1; 128+N under --loop), and we with them.
+        if self.reader_gone and not stopped:
             return ExitCode.PIPE
         # An agent killed by a signal (negative) failed the job: 1, as its ranks' failures do.
         return next((c if c > 0 else ExitCode.FAILED for c in codes if c != 0), 0)

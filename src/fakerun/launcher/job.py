@@ -23,6 +23,7 @@ from fakerun import events as ev
 from fakerun import failures
 from fakerun.checkpoint import CheckpointWriter, Resume
 from fakerun.config.options import RunConfig
+from fakerun.errors import ExitCode
 from fakerun.launcher import build
 from fakerun.launcher.edges import IO, Edges, Inbox, View
 from fakerun.launcher.join import join_command
@@ -82,7 +83,7 @@ class Job:
             self._emit(ev.AgentError(str(exc)))
             self.view.flush()
             self.view.close_rank_logs()
-            return failures.exit_code(None, "error", False)
+            return failures.exit_code("error", False)
         self.sup = Supervisor(self.config, group, self.clock, self.io.monotonic, self._emit)
         self._connect_and_loop([local, *listen])
         return self._exit_code()
@@ -254,11 +255,13 @@ class Job:
         self._emit_all(self.hub.flush_output())
         for event in sorted(self.sup.exited_ok, key=lambda e: e.rank):
             self._emit(event)
-        if self._stop_reason() == "failure" and self.sup.failures \
-                and not self.restartable:  # torchrun reports only the last attempt's failure
+        if self._stop_reason() == "failure" and self.sup.failures:
             root, others = failures.root_cause(self.sup.failures)
-            self._emit(ev.RunFailed(self.config.entrypoint, PYTHON, self.launcher_pid,
-                                    root, others, self.clock.now))
+            if self.restartable:  # every attempt's first failure; the report only for the last
+                self._emit(ev.AttemptFailed(PYTHON, root, self.sup.failed_at()))
+            else:
+                self._emit(ev.RunFailed(self.config.entrypoint, PYTHON, self.launcher_pid,
+                                        root, others, self.sup.failed_at()))
         if not self.restartable_failure():
             self._emit(ev.RunFinished(self._exit_code(), self.hub.steps, self.hub.rejected()))
         self.view.flush()
@@ -268,4 +271,6 @@ class Job:
         return stop.reason if stop is not None else None
 
     def _exit_code(self) -> int:
-        return failures.exit_code(self.exit_signal, self._stop_reason(), bool(self.sup and self.sup.failures))
+        if self.config.loop and self.exit_signal is not None:  # fakerun's screensaver: the shell's 128+N
+            return ExitCode.of_signal(self.exit_signal)
+        return failures.exit_code(self._stop_reason(), bool(self.sup and self.sup.failures))

@@ -5,6 +5,7 @@ then SIGKILL). Every event it has to say goes out through `emit`."""
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,15 @@ from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.launcher.workers import Worker
 from fakerun.world.clock import VirtualClock
+from fakerun.world.draws import rng
 
 ABORT_WAIT_S = 2.0  # how long aborting ranks may take before SIGTERM goes out
+# The launcher's teardown lines are written one after another, not in one
+# instant: torch 2.13 (captured, 2 ranks on 2 cores) logs each `Sending
+# process` 0-1 ms after the last, and `failed (exitcode: …)` 36-40 ms after
+# them (close() waits for the signalled workers to exit).
+LINE_GAP_S = (0.0001, 0.0012)
+CLOSE_WAIT_S = (0.030, 0.045)
 
 
 class Workers(Protocol):
@@ -53,9 +61,16 @@ class Supervisor:
         self.exited_ok: list[ev.RankExited] = []  # announced in rank order at the end
         self.expected_aborts: set[int] = set()
         self.abort_deadline = 0.0
+        self._draws = rng(config.seed, "teardown-lines", self.topo.node_rank, clock.now)
+        self._last_line = -math.inf
 
     def reap(self, on_failure: Callable[[], None]) -> None:
-        """Exited ranks, one pass in rank order (reap order is the scheduler's)."""
+        """Exited ranks, one pass in rank order (reap order is the scheduler's).
+        The failures of a pass are all seen before the teardown they start,
+        as torch elastic's _poll takes every exit code before close(): which
+        of two ranks that aborted together is reaped first must not decide
+        whether the other is listed (data/torchrun.toml [failures])."""
+        failed = False
         for worker in sorted(self.group.reap(), key=lambda w: w.rank):
             code, node = worker.exitcode or 0, self.topo.node_rank
             exited = ev.RankExited(worker.rank, worker.local_rank, node, self.pid(worker), code)
@@ -69,8 +84,9 @@ class Supervisor:
                 self.emit(ev.RankOutput(worker.rank, "stderr", _tail(worker.spec.stderr_path),
                                         reported_by=self.topo.node_rank))
             self.failures.append(self._failure(worker, code))
-            if self.stop is None and not self.awaiting_aborts():
-                on_failure()
+            failed = True
+        if failed and self.stop is None and not self.awaiting_aborts():
+            on_failure()
 
     def expect_exits(self, ranks: set[int]) -> None:
         self.expected_aborts = ranks & set(self.topo.node_ranks())
@@ -101,7 +117,7 @@ class Supervisor:
         # more than this shared machine's noise, so torchrun's order stays.
         for worker in self.group.running():
             self.emit(ev.ClosingSignal(worker.rank, worker.local_rank, self.pid(worker), sig.name,
-                                       self.clock.now))
+                                       self._line_time(LINE_GAP_S)))
         self.group.send(sig)
 
     def hurry(self) -> None:
@@ -113,8 +129,21 @@ class Supervisor:
         if self.stop is not None and not self.stop.killed and now >= self.stop.kill_at:
             self.stop.killed = True
             for worker in self.group.running():
-                self.emit(ev.ForcedKill(worker.rank, self.pid(worker), self.clock.now, self.stop.signal))
+                self.emit(ev.ForcedKill(worker.rank, self.pid(worker), self._line_time(LINE_GAP_S),
+                                        self.stop.signal))
             self.group.send(signal.SIGKILL)
+
+    def failed_at(self) -> float:
+        """When torch elastic logs the group's failure: after close() has
+        waited for the workers it signalled."""
+        return self._line_time(CLOSE_WAIT_S if self.stop is not None and self._last_line > -math.inf
+                               else LINE_GAP_S)
+
+    def _line_time(self, gap: tuple[float, float]) -> float:
+        """A launcher line's time: a seeded gap after the last one's (so
+        that --start-time runs stay byte-identical), never before now."""
+        self._last_line = max(self.clock.now, self._last_line + self._draws.uniform(*gap))
+        return self._last_line
 
     def next_deadline(self) -> float | None:
         """When the loop must wake for the supervisor, if sooner than its own rhythm."""
@@ -135,7 +164,8 @@ class Supervisor:
 
     def _failure(self, worker: Worker, code: int) -> ev.Failure:
         failure = ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank, self.pid(worker), code,
-                             self.clock.now, self.config.identity.host(worker.rank))
+                             self.clock.now, self.config.identity.host(worker.rank),
+                             after_close=self.stop is not None)
         return failures.read(failure, worker.spec.env.get(failures.ERROR_FILE_ENV, ""))
 
 

@@ -88,9 +88,12 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     [script] table, overridden by the style's own (data/style-<name>.toml)."""
     own = texts.optional(f"style-{config.style.name}").get("script", {})
     script = {**texts.load("torchrun")["script"], **own}
-    site = f"{ENV_PREFIX}/lib/python{config.identity.versions.python}/site-packages"
+    versions = config.identity.versions
+    site = f"{ENV_PREFIX}/lib/python{versions.python}/site-packages"
+    frames = texts.torchrun(versions.torch)["frames"]
     return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
-                                               nccl=config.identity.versions.nccl, **values).rstrip("\n")
+                                               nccl=versions.nccl, record_wrapper=frames["record_wrapper"],
+                                               **values).rstrip("\n")
 
 
 def _expand(text: str, table: dict[str, str]) -> str:
@@ -116,6 +119,15 @@ class ScriptFailed(FakerunError):
         self.lines = lines
         self.code = code
         self.stream = stream  # stderr: a traceback (torch prefixes it); stdout: a print
+
+
+class ScriptInterrupted(FakerunError):
+    """The training script took a SIGINT (KeyboardInterrupt) in phase
+    `where`; `key` names its traceback in the [script] table."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.key = "interrupt" if where == "train" else f"interrupt_{where}"
 
 
 class SimulatedSignal(FakerunError):

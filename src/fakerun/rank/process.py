@@ -26,7 +26,14 @@ from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
 from fakerun.rank.communicator import CollectiveAborted, CommError, Communicator, ParentGone
-from fakerun.rank.faults import ScriptFailed, SimulatedExit, SimulatedSignal, peer_lost
+from fakerun.rank.faults import (
+    ScriptFailed,
+    ScriptInterrupted,
+    SimulatedExit,
+    SimulatedSignal,
+    peer_lost,
+    script_text,
+)
 from fakerun.rank.training import Script
 from fakerun.system.signals import HANDLED
 
@@ -75,10 +82,8 @@ def _detach(spec: RankSpec) -> None:
     os.setsid()  # torchrun starts workers with start_new_session=True
     _batch_scheduling()
     signal.set_wakeup_fd(-1)
-    # SIGINT too: a rank dies of it (-2 in the report, as torchrun's do), and
-    # as a KeyboardInterrupt it could land anywhere, even in the handler of
-    # one before (two arrive: the terminal's, then the launcher's). SIGQUIT
-    # kills it (-3) without a core: RLIMIT_CORE is 0 below.
+    # SIGINT too, until the script runs (_run_script: then a KeyboardInterrupt,
+    # once). SIGQUIT kills it (-3) without a core: RLIMIT_CORE is 0 below.
     for sig in FORK_BLOCKED:
         signal.signal(sig, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -128,7 +133,11 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     try:
         comm.hello(Hello(spec.rank, spec.local_rank, spec.node_rank, spec.display_pid or os.getpid(),
                          spec.run_id, spec.token, spec.env), config.rdzv_timeout_s + RDZV_MARGIN_S)
-        Script(comm, spec.rank, config, config.identity).run()
+        _run_script(comm, spec, config)
+    except ScriptInterrupted as exc:  # torchrun's closing signal SIGINT, as the script takes it
+        _report(comm, spec.rank, script_text(config, exc.key).split("\n"), "stderr", -signal.SIGINT,
+                record=False)
+        _die_by(signal.SIGINT)  # as CPython ends on an uncaught KeyboardInterrupt
     except ParentGone:
         return 1
     except CollectiveAborted as exc:
@@ -153,18 +162,41 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     return 0
 
 
+def _run_script(comm: Communicator, spec: RankSpec, config: RunConfig) -> None:
+    """The training script, with Python's own SIGINT: a KeyboardInterrupt
+    where the script is (a collective's wait, a pacing sleep), so that the
+    rank stops at once. One only: a second SIGINT while the first unwinds
+    is ignored, and so is one after the script's end, the rank's way out."""
+    script = Script(comm, spec.rank, config, config.identity)
+    signal.signal(signal.SIGINT, _keyboard_interrupt)
+    try:
+        script.run()
+    except KeyboardInterrupt:
+        raise ScriptInterrupted(script.where) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _keyboard_interrupt(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _fail(comm: Communicator, rank: int, exc: BaseException) -> int:
     """Report an uncaught exception as torch's excepthook would, exit 1."""
     text = "".join(traceback.format_exception(exc)).rstrip("\n")
     return _report(comm, rank, text.split("\n"), "stderr", 1)
 
 
-def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: int) -> int:
+def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: int,
+            record: bool = True) -> int:
     """The script's last words, then exit `code`. A traceback on stderr gets
-    torch's `[rankN]: ` excepthook prefix (not on empty lines), and @record's
-    error file."""
+    torch's `[rankN]: ` excepthook prefix (not on empty lines: torch's
+    distributed_c10d.py _distributed_excepthook, v2.3.1 on), and, with
+    `record` (an Exception: what @record writes), @record's error file."""
     if stream == "stderr":
-        failures.write_record(lines, comm.now)
+        if record:
+            failures.write_record(lines, comm.now)
         lines = [f"[rank{rank}]: {line}" if line else line for line in lines]
     comm.output(stream, lines)
     if not comm.goodbye(code, "exception"):

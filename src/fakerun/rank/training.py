@@ -33,6 +33,7 @@ class Script:
     config: RunConfig
     ident: Identity
     compressed: bool = False  # after --exit-after-time: finish the phases without pacing
+    where: str = "init"  # the phase the script is in: what its traceback shows, if interrupted
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
@@ -72,6 +73,7 @@ class Script:
         c.barrier(tag=tags.PHASE_TRAIN)
 
     def _train(self) -> int:
+        self.where = "train"
         h = self.ident.hyper
         first = self.config.resume_from.step + 1 if self.config.resume_from else 1
         step = first - 1
@@ -92,9 +94,11 @@ class Script:
                 break
             if step % h.steps_per_epoch == 0 and step < self.config.steps:
                 self._end_of_epoch(step)
+                self.where = "train"
         return step
 
     def _end_of_epoch(self, step: int) -> None:
+        self.where = "validation"
         self.comm.barrier(tag=tags.PHASE_VALIDATION)
         self._telemetry(step, "validation")
         self._sleep("validation")
@@ -103,6 +107,7 @@ class Script:
         self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, step), step)
 
     def _phase(self, name: str, sim_s: float, step: int = 0) -> None:
+        self.where = name
         self.comm.barrier(tag=tags.phase(name))
         self._telemetry(step, name)
         self._sleep(name)

@@ -215,6 +215,8 @@ def _finish(show: Show, ending: Ending) -> int:
     codes = _exit_codes(show)
     if ending.kind == "signal":
         return ExitCode.of_signal(ending.signal)
+    if ending.kind == "quit":  # `q`: the theatre's own way out, as its Ctrl+C (the agents exit 1)
+        return ExitCode.SIGINT
     code = next((c for c in codes if c != ExitCode.OK), ExitCode.OK)
     if ending.kind == "done" and code != ExitCode.OK:
         _hold(show, code)

@@ -27,7 +27,8 @@ from fakerun.world.settings import demo as demo_settings
 
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
-TABLES = ("lines", "frames", "logger", "loglevel", "text")  # data/torchrun.toml's, per torch version
+# data/torchrun.toml's tables, each overridden per torch version
+TABLES = ("lines", "frames", "logger", "loglevel", "failures", "text")
 # The glog letter of a launcher line -> its logging level.
 LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR}
 # Microseconds from one of a watchdog's c10 log lines to the next on the same
@@ -48,15 +49,9 @@ def process_group_texts(torch: str | None) -> dict[str, str]:
     return table.get(".".join((torch or "").split(".")[:2]), {})
 
 
-@cache
 def torchrun_tables(torch: str | None) -> dict[str, dict[str, Any]]:
-    """What torchrun of torch `torch` ("2.5.1") prints: data/torchrun.toml's
-    tables (captured from 2.13), each overridden by that version's
-    [torch."2.5"] table (chosen by major.minor). None, or a version with no
-    table, prints 2.13's."""
-    data = texts.load("torchrun")
-    own = data["torch"].get(".".join((torch or "").split(".")[:2]), {})
-    return {name: {**data[name], **own.get(name, {})} for name in TABLES}
+    """What torchrun of torch `torch` prints (texts.torchrun)."""
+    return texts.torchrun(torch)
 
 
 def _main_thread_id(run: ev.RunStarted) -> int:
@@ -122,6 +117,7 @@ class EventFormatter:
             ev.ShutdownRequested: self._shutdown,
             ev.ClosingSignal: self._closing,
             ev.ForcedKill: self._forced_kill,
+            ev.AttemptFailed: self._attempt_failed,
             ev.RunFailed: self._run_failed,
             ev.RunFinished: self._run_finished,
         }
@@ -145,6 +141,7 @@ class EventFormatter:
         self.logger_id: str = tables["logger"]["id"]
         self.pg_text = process_group_texts(ident.versions.torch if ident is not None else None)
         self.follows_loglevel = frozenset(tables["loglevel"]["follows"] + tables["loglevel"]["also"])
+        self.failures: dict[str, Any] = tables["failures"]
 
     # -- launcher lines -------------------------------------------------
     def _launcher(self, level: str, key: str, when: float, message: str) -> list[Line]:
@@ -239,18 +236,30 @@ class EventFormatter:
             timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
             missing=", ".join(missing)))
 
+    def _attempt_failed(self, e: ev.AttemptFailed | ev.RunFailed) -> list[Line]:
+        root = e.root
+        return self._launcher("E", "failed", e.time, self.text["failed"].format(
+            exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+
     def _run_failed(self, e: ev.RunFailed) -> list[Line]:
         root = e.root
-        out = self._launcher("E", "failed", e.time, self.text["failed"].format(
-            exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
+        out = self._attempt_failed(e)
         if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
-            out += self._launcher("E", "error_file", e.time,
+            out += self._launcher("E", "error_file", e.time + self._error_file_delay(),
                                   self.text["error_file"].format(path=root.error_file))
         else:
             out += self._info(e.time, "no_error_file", rank=root.rank)
         trace = self.text["child_failed"].format(**self._paths(), **self.frames)
-        body = trace.split("\n") + failure_box(e.entrypoint, root, e.others, self.text, self.tz)
+        others = [f for f in e.others if self.failures["after_close"] or not f.after_close]
+        body = trace.split("\n") + failure_box(e.entrypoint, root, others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
+
+    def _error_file_delay(self) -> float:
+        """torchrun's record wrapper logs the child's error file a few ms after
+        the failed line (5 ms in a torch 2.13 capture: ChildFailedError raised
+        up through launch_agent first); seeded, for byte-identical runs."""
+        seed, node = (self.run.seed, self.run.node_rank) if self.run else (0, 0)
+        return rng(seed, "error-file-line", node).uniform(0.003, 0.007)
 
     def _run_finished(self, e: ev.RunFinished) -> list[Line]:
         out: list[Line] = []
