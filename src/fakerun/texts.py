@@ -26,7 +26,7 @@ def optional(name: str) -> dict[str, Any]:
 
 
 # data/torchrun.toml's tables that differ by torch version.
-TORCHRUN_TABLES = ("lines", "frames", "logger", "text", "failures")
+TORCHRUN_TABLES = ("lines", "frames", "logger", "loglevel", "text", "failures")
 
 
 @cache

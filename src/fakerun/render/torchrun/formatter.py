@@ -27,8 +27,6 @@ from fakerun.world.settings import demo as demo_settings
 
 # Printed as it is (a fidelity issue of its own): a file the package no longer has.
 FAKERUN_WHERE = "fakerun/coordinator.py:0"
-# data/torchrun.toml's tables, each overridden per torch version
-TABLES = ("lines", "frames", "logger", "loglevel", "failures", "text")
 # The glog letter of a launcher line -> its logging level.
 LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR}
 # Microseconds from one of a watchdog's c10 log lines to the next on the same
