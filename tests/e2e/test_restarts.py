@@ -47,8 +47,20 @@ def test_every_failed_attempt_logs_its_failed_line(runner):
     """--max-restarts 2: torch elastic logs `failed (exitcode: …)` for each
     attempt that fails (captured from the torch 2.13 wheel: three attempts of a
     crashing script, three lines), the ChildFailedError report for the last
-    only. fakerun's restart clears the scenario's fault: attempt 0 fails and
-    attempt 1 finishes."""
+    only. The script's own sys.exit(1) comes back in every attempt."""
+    job = runner.run(*CRASH[:-6], "--scenario", "rank-exit", *CRASH[-4:], "--max-restarts", "2",
+                     "--output", "jsonl")
+    assert job.proc.returncode == 1, job.stderr[-1500:]
+    rank1 = [e["pid"] for e in job.of("rank_started") if e["rank"] == 1]
+    lines = [line for line in job.stderr.splitlines() if "] failed (exitcode: " in line]
+    assert len(rank1) == 3 and len(lines) == 3
+    assert all(f"local_rank: 1 (pid: {pid}) of binary: " in line for pid, line in zip(rank1, lines, strict=True))
+    assert job.stderr.count("train.py FAILED") == 1  # the report, for the last attempt only
+    assert [s["restart_count"] for s in job.of("run_started")] == [0, 1, 2]
+
+
+def test_a_transient_fault_is_gone_after_a_restart(runner):
+    """A CUDA illegal memory access (rank-crash): attempt 0 fails, attempt 1 finishes."""
     job = runner.run(*CRASH, "--max-restarts", "2", "--output", "jsonl")
     assert job.proc.returncode == 0, job.stderr[-1500:]
     first = [e["pid"] for e in job.of("rank_started")][1]

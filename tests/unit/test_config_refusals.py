@@ -119,3 +119,25 @@ def test_what_every_rank_sends_in_its_hello_fits_a_name_and_the_wire(argv, envir
 def test_a_job_id_not_in_text_is_refused_before_it_is_hashed(argv, environ):
     with pytest.raises(UsageError, match="not valid UTF-8"):
         to_config(parse("--speed", "0", *argv), environ=environ)
+
+
+@pytest.mark.parametrize(("body", "recurs"), [
+    ('fault = "exit"', True), ('fault = "nan"', True), ('fault = "oom"', True),  # the script's own
+    ('fault = "crash"', False), ('fault = "segv"', False), ('fault = "node-down"', False),
+    ('fault = "crash"\nrecurs = true', True), ('fault = "exit"\nrecurs = false', False),
+])
+def test_a_scenarios_fault_recurs_after_a_restart_if_the_script_makes_it(tmp_path, body, recurs):
+    from fakerun.config import scenario as scenarios
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'description = "x"\n{body}\n')
+    assert scenarios.resolve(str(path)).recurs is recurs
+
+
+def test_recurs_must_be_a_boolean(tmp_path):
+    from fakerun.config import scenario as scenarios
+
+    path = tmp_path / "s.toml"
+    path.write_text('fault = "exit"\nrecurs = 1\n')
+    with pytest.raises(scenarios.ScenarioError, match=r"recurs must be true or false$"):
+        scenarios.resolve(str(path))

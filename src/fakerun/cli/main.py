@@ -90,7 +90,7 @@ def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
     if scenario.fault is None:
         return None
     rank = ns.fail_rank if ns.fail_rank is not None else min(1, topology.world_size - 1)
-    return Fault(scenario.fault, rank, ns.fail_step, tuple(sorted(scenario.params.items())))
+    return Fault(scenario.fault, rank, ns.fail_step, tuple(sorted(scenario.params.items())), scenario.recurs)
 
 
 def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:

@@ -54,6 +54,7 @@ class Fault:
     rank: int
     step: int | None = None
     params: tuple[tuple[str, float], ...] = ()
+    recurs: bool = False  # in every restarted attempt too (a bug of the script), not only the first
 
     def param(self, name: str) -> float:
         return dict(self.params)[name]

@@ -17,7 +17,6 @@ from fakerun.config.options import (
     MAX_RUN_ID,
     MAX_TOKEN,
     MAX_TOKENS_PER_STEP,
-    Fault,
     RunConfig,
 )
 from fakerun.config.paths import check_file_target, check_writable_dir, short
@@ -148,7 +147,7 @@ def _with_fault_step(c: RunConfig) -> RunConfig:
         raise UsageError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
                          "waits in a collective, so no watchdog would ever fire")
     if fault.step is None:
-        return replace(c, fault=Fault(fault.kind, fault.rank, max(1, c.steps // 2), fault.params))
+        return replace(c, fault=replace(fault, step=max(1, c.steps // 2)))
     if not 1 <= fault.step <= c.steps:
         raise UsageError(f"--fail-step must be in [1, {c.steps}], got {fault.step}")
     return c

@@ -93,7 +93,8 @@ class Launcher:
                 if not job.restartable_failure():
                     return code
                 attempt += 1
-                config = dataclasses.replace(config, fault=None, resume_from=job.last_checkpoint)
+                fault = config.fault if config.fault is not None and config.fault.recurs else None
+                config = dataclasses.replace(config, fault=fault, resume_from=job.last_checkpoint)
                 job.view.emit(ev.Restart(attempt, config.max_restarts,
                                          job.last_checkpoint.step if job.last_checkpoint else 0,
                                          self.clock.now))

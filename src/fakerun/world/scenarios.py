@@ -14,6 +14,12 @@ from fakerun.errors import UsageError
 # The mechanisms the ranks implement (rank/faults.py); a scenario picks one.
 FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt")
 PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
+# The faults of the script itself: a restarted attempt runs the same code on
+# the same data from its checkpoint, so under --max-restarts they fail every
+# attempt at the same step, as a real deterministic bug does. The others
+# (hardware, the network, the scheduler) are gone after a restart. A
+# scenario's `recurs` key says otherwise.
+RECURRING = frozenset({"nan", "oom", "exit"})
 # A straggler is slower by a few times (a throttled GPU, a slow link), tens at
 # worst; a rank 1000 times slower than its peers is a hung one (the `hang` and
 # `nccl-timeout` scenarios). Its factor also stretches the rank's paced sleep:
@@ -31,6 +37,7 @@ class Scenario:
     description: str
     fault: str | None = None
     params: dict[str, float] = field(default_factory=dict)
+    recurs: bool = False  # the fault comes back in every restarted attempt
 
 
 @cache
@@ -45,7 +52,7 @@ def build(name: str, body: dict, source: str) -> Scenario:
     fault = body.get("fault")
     if fault is not None and fault not in FAULTS:
         raise ScenarioError(f"{source}: [{name}] fault {fault!r} is not one of {', '.join(FAULTS)}")
-    unknown = set(body) - {"description", "fault", *PARAMS.get(fault or "", {})}
+    unknown = set(body) - {"description", "fault", "recurs", *PARAMS.get(fault or "", {})}
     if unknown:
         raise ScenarioError(f"{source}: [{name}] unknown keys: {', '.join(sorted(unknown))}")
     params = dict(PARAMS.get(fault or "", {}))
@@ -56,7 +63,10 @@ def build(name: str, body: dict, source: str) -> Scenario:
         if value > PARAM_MAX.get(key, math.inf):
             raise ScenarioError(f"{source}: [{name}] {key} must be at most {PARAM_MAX[key]:g}, got {value:g}")
         params[key] = float(value)
-    return Scenario(name, str(body.get("description", "")), fault, params)
+    recurs = body.get("recurs", fault in RECURRING)
+    if not isinstance(recurs, bool):
+        raise ScenarioError(f"{source}: [{name}] recurs must be true or false")
+    return Scenario(name, str(body.get("description", "")), fault, params, recurs)
 
 
 def listing() -> str:
