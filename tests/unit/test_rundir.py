@@ -145,6 +145,30 @@ def test_create_makes_a_private_dir_in_the_runtime_dir(env, short_tmp):
     assert not rundir.private.exists()
 
 
+def test_without_a_log_dir_the_logs_are_in_torchs_default_layout(short_tmp):
+    """torch's DefaultLogsSpecs (elastic/multiprocessing/api.py, 2.13.0 wheel):
+    $TMPDIR/torchelastic_<8>/<run_id>_<8>, each made by mkdtemp (0700); the
+    private dir holds no logs. fakerun removes the default dir at the end."""
+    env = {"TMPDIR": str(short_tmp)}
+    rundir = RunDir.create("job42", None, environ=env)
+    try:
+        default = rundir.logs.parent
+        assert default.parent == short_tmp and default.name.startswith("torchelastic_")
+        assert len(default.name) == len("torchelastic_") + 8 and rundir.default_logs == default
+        assert rundir.logs.name.startswith("job42_") and len(rundir.logs.name) == len("job42_") + 8
+        assert {os.stat(p).st_mode & 0o777 for p in (default, rundir.logs)} == {0o700}
+        out, err = rundir.rank_logs(0, 1)
+        assert out == rundir.logs / "attempt_0" / "1" / "stdout.log"
+        assert rundir.error_file(0, 1) == rundir.logs / "attempt_0" / "1" / "error.json"
+        assert sorted(p.name for p in rundir.private.iterdir()) == [OWNER]
+    finally:
+        rundir.remove()
+    assert not default.exists() and not rundir.private.exists()
+    stable = RunDir.create("job42", None, "abcd1234", environ=env)  # under --start-time: names repeat
+    stable.remove()
+    assert (stable.default_logs.name, stable.logs.name) == ("torchelastic_abcd1234", "job42_abcd1234")
+
+
 def test_a_socket_path_too_long_moves_to_the_short_dir(tmp_path, monkeypatch):
     deep = tmp_path / ("d" * (IPC_PATH_MAX - len(str(tmp_path))))
     deep.mkdir()

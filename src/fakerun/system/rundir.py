@@ -1,12 +1,18 @@
-"""Where a job keeps its files: the private run directory (ipc socket, and
-rank logs when no --log-dir is given) and torchrun's log-dir layout
+"""Where a job keeps its files: the private run directory (ipc socket,
+owner file, smi snapshot) and the log dir, in torchrun's layout
 `<log_dir>/<run_id>_<random>/attempt_<n>/<local_rank>/{stdout,stderr}.log`.
 
-Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, the
-private directory is removed when the job ends; one left by a launcher that
-was SIGKILLed is swept by the next launcher (it records its owner's pid).
-Private directories live in the user's runtime directory (runtime.py), and
-the sweep looks nowhere else.
+Without --log-dir the log dir is torch's default, made as DefaultLogsSpecs
+makes it (torch/distributed/elastic/multiprocessing/api.py, checked in the
+2.13.0 wheel: `tempfile.mkdtemp(prefix="torchelastic_")` in $TMPDIR or /tmp,
+then `mkdtemp(prefix=f"{run_id}_")` in it, both 0700): what a tool reads there
+(paths, TORCHELASTIC_ERROR_FILE, error files) is what a real job shows.
+Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, that
+default directory is removed when the job ends, with the private one (a
+launcher SIGKILLed leaves it, as torchrun always does). A private directory
+left by a SIGKILLed launcher is swept by the next launcher (it records its
+owner's pid). Private directories live in the user's runtime directory
+(runtime.py), and the sweep looks nowhere else.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ OWNER_MAX = 32  # bytes: a pid and a newline, with room to spare
 SOCKET = "coordinator.sock"
 TRASH = ".trash-"  # a dead job's dir, renamed: removed by this sweep or a later one
 SWEEP_BUDGET_S = 0.2  # start-up never waits longer for leftovers; a later sweep goes on
+DEFAULT_LOGS = "torchelastic_"  # torch's default log dir's prefix (DefaultLogsSpecs)
 
 
 @dataclass
 class RunDir:
     private: Path
-    logs: Path  # the <run_id>_<random> directory (or one inside `private`)
+    logs: Path  # the <run_id>_<random> directory
     socket_dir: Path | None = None  # holds the socket when `private` is too deep for one
+    default_logs: Path | None = None  # torch's default log dir, made for this job (no --log-dir)
 
     @classmethod
     def create(cls, run_id: str, log_dir: Path | None, stable: str | None = None, *,
@@ -50,19 +58,21 @@ class RunDir:
         except BaseException:
             shutil.rmtree(private, ignore_errors=True)
             raise
+        default = None
         try:
             if log_dir is None:
-                logs = private / "logs"
-                logs.mkdir()
+                default = _make(Path(runtime.tempdir(environ)), DEFAULT_LOGS, stable)
+                logs = _make(default, f"{run_id}_", stable)
             else:
                 log_dir.mkdir(parents=True, exist_ok=True)
                 logs = _make(log_dir, f"{run_id}_", stable)
         except OSError as exc:  # checked before (config), changed since: one line, nothing left
-            shutil.rmtree(private, ignore_errors=True)
-            if socket_dir is not None:
-                shutil.rmtree(socket_dir, ignore_errors=True)
-            raise runtime.RuntimeDirError(f"--log-dir {log_dir}: {exc.strerror or exc}") from None
-        return cls(private, logs, socket_dir)
+            for made in (private, socket_dir, default):
+                if made is not None:
+                    shutil.rmtree(made, ignore_errors=True)
+            where = f"--log-dir {log_dir}" if log_dir else f"a log directory in {runtime.tempdir(environ)}"
+            raise runtime.RuntimeDirError(f"{where}: {exc.strerror or exc}") from None
+        return cls(private, logs, socket_dir, default)
 
     def endpoint(self) -> str:
         """The coordinator's ipc:// endpoint (create() made sure it fits)."""
@@ -77,9 +87,9 @@ class RunDir:
         return self.logs / f"attempt_{attempt}" / str(local_rank) / "error.json"
 
     def remove(self) -> None:
-        shutil.rmtree(self.private, ignore_errors=True)
-        if self.socket_dir is not None:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        for made in (self.private, self.socket_dir, self.default_logs):
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
 
     @staticmethod
     def running(root: Path) -> list[tuple[Path, int]]:
