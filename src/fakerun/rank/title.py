@@ -1,12 +1,17 @@
 """The rank's process title: what `ps`, `top` and /proc show of a real
 worker. torchrun starts each worker as `[PYTHON_EXEC or sys.executable] -u
 <training_script> <script args>` (torch/distributed/run.py config_from_args:
-`cmd = os.getenv("PYTHON_EXEC", sys.executable)`, `cmd_args.append("-u")`;
-the same at v2.3.1 through the 2.13.0 wheel), so /proc/<pid>/comm is that
-executable's base name. A forked rank would otherwise show the launcher's
-command line (`python3 …/fakerun --nproc 2 …`).
+`cmd = os.getenv("PYTHON_EXEC", sys.executable)`, `cmd_args.append("-u")`,
+read in the 2.13.0 wheel), so /proc/<pid>/comm is that executable's base
+name. A forked rank would otherwise show the launcher's command line
+(`python3 …/fakerun --nproc 2 …`).
 
-setproctitle rewrites the argv area in place; the kernel then shows the title
+setproctitle rewrites the argv area in place, and by default the environment
+area after it too, which left /proc/<pid>/environ all NULs: SPT_NOENV keeps
+it to the argv area (the launcher's own command line, longer than the title,
+`-m fakerun` or the script's path against `-u`, unless PYTHON_EXEC names a
+longer interpreter: the title is then cut short), so /proc/<pid>/environ
+still shows the environment the rank started with. The kernel shows the title
 as one argument (its words split by spaces, as psutil splits them) if the
 area's last byte is not NUL, else the whole area, padding included: that byte
 is set here (proc(5), /proc/pid/cmdline; fs/proc/base.c get_mm_cmdline).
@@ -41,7 +46,11 @@ def show(argv: list[str], libc: ctypes.CDLL) -> None:
     if setproctitle is None:
         return
     title = " ".join(argv)
-    setproctitle.setproctitle(title)
+    os.environ["SPT_NOENV"] = "1"  # read by setproctitle's set-up, at its first call (here)
+    try:
+        setproctitle.setproctitle(title)
+    finally:
+        del os.environ["SPT_NOENV"]
     _one_argument(len(os.fsencode(title)))
     libc.prctl(PR_SET_NAME, os.path.basename(argv[0]).encode()[:COMM_MAX], 0, 0, 0)
 
