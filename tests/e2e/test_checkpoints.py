@@ -116,3 +116,16 @@ def test_a_kill_mid_save_never_leaves_an_acceptable_partial_checkpoint(tmp_path)
             except checkpoint.CheckpointError:
                 continue
             raise AssertionError("an incomplete save was accepted")
+
+
+def test_checkpoints_repeat_byte_for_byte(runner, tmp_path):
+    """--seed, --start-time and --speed 0: the same files, to the byte (the
+    archives' stamps and ids, the clock in .resume.json)."""
+    trees = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        job = runner.run("--nproc", "2", "--max-steps", "6", "--speed", "0", "--seed", "6",
+                         "--start-time", "2026-01-02T03:04:05", "--output-dir", str(out), "--output", "jsonl")
+        assert job.proc.returncode == 0, job.stderr[-2000:]
+        trees.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert trees[0] == trees[1] and any(name.endswith(".pt") for name in trees[0])
