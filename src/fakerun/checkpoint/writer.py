@@ -78,7 +78,8 @@ class CheckpointWriter:
         if len(self.shards) > 1:
             files[safetensors.INDEX] = safetensors.index(self.shards)
         files["config.json"] = _json(self._config(), sort=True)
-        lr = self.history[-1]["learning_rate"] if self.history else self.ident.hyper.max_lr
+        base = self.ident.hyper.max_lr
+        lr = self.history[-1].get("learning_rate", base) if self.history else base
         ids = draws.rng(self.seed, "serialization_id", e.step)
         files["optimizer.pt"] = torchsave.archive("optimizer.pt", self._optimizer(lr), _id(ids))
         files["scheduler.pt"] = torchsave.archive("scheduler.pt", self._scheduler(e.step, lr), _id(ids))
