@@ -52,7 +52,9 @@ def test_the_tensors_add_up_to_the_catalogs_parameters(model):
 
 def test_published_shapes_come_out():
     """Llama-3.2-1B: tied, intermediate 8192; Llama-3.1-8B: 14336, with an
-    lm_head; Mixtral's experts (their config.json files on the Hub)."""
+    lm_head; Mixtral's experts; Gemma-2's head_dim of 256; OLMo-2's 11008,
+    whose catalog count is 606,208 short of its shapes' (their config.json
+    files on the Hub)."""
     small, big = layout(find_model("Llama-3.2-1B")), layout(find_model("Llama-3.1-8B"))
     assert (small.intermediate, small.tied, big.intermediate, big.tied) == (8192, True, 14336, False)
     names = {t.name: t.shape for t in big.tensors}
@@ -60,6 +62,9 @@ def test_published_shapes_come_out():
     assert names["lm_head.weight"] == (128256, 4096) and "lm_head.weight" not in {t.name for t in small.tensors}
     moe = {t.name for t in layout(find_model("Mixtral-8x7B-v0.1")).tensors}
     assert "model.layers.31.block_sparse_moe.experts.7.w3.weight" in moe
+    gemma = layout(find_model("gemma-2-9b"))
+    assert gemma.intermediate == 14336 and gemma.tensors[1].shape == (4096, 3584)  # q_proj: 16 heads of 256
+    assert layout(find_model("OLMo-2-1124-7B")).intermediate == 11008
 
 
 def test_sharding_follows_huggingface_hub():

@@ -68,7 +68,8 @@ def solve(model: Model, spec: dict[str, Any]) -> tuple[int, bool]:
     whole solutions (with an lm_head, or tied without one) the one a multiple
     of 128 wins, as every published size in the catalog is (Llama-3.2-1B's
     untied 5520 against its real tied 8192). Where none is whole (a table
-    that does not quite fit the model), the nearest untied size."""
+    that does not quite fit the model, or a catalog count a little off), the
+    nearest untied size that is a multiple of 128."""
     whole, nearest = [], 0
     for tied in (False, True):
         fixed = _count(spec, _sizes(model, spec, 0), tied)
@@ -77,12 +78,12 @@ def solve(model: Model, spec: dict[str, Any]) -> tuple[int, bool]:
         if rest == 0 and size > 0:
             whole.append((size % ALIGN != 0, size, tied))
         if not tied:
-            nearest = max(1, round((model.params - fixed) / per))
+            nearest = max(ALIGN, round((model.params - fixed) / per / ALIGN) * ALIGN)
     return min(whole)[1:] if whole else (nearest, False)
 
 
 def _sizes(model: Model, spec: dict[str, Any], intermediate: int) -> dict[str, int]:
-    head_dim = model.hidden // model.heads
+    head_dim = _tables()["head_dim"].get(model.name, model.hidden // model.heads)
     return {"h": model.hidden, "i": intermediate, "v": model.vocab, "c": model.context,
             "q": model.heads * head_dim, "kv": model.kv_heads * head_dim, "e": spec.get("experts", 1),
             "n": model.layers}
