@@ -64,6 +64,23 @@ def test_the_default_log_dir_is_torchs(runner, tmp_path):
     assert not list(tmp.glob("torchelastic_*"))  # removed at the end (torchrun leaves it)
 
 
+@pytest.mark.parametrize(("flags", "files"), [((), []), (("--tee", "1"), ["stdout.log"]),
+                                              (("--redirects", "2"), ["stderr.log"]),
+                                              (("--tee", "1", "--redirects", "2"), ["stderr.log", "stdout.log"])])
+def test_the_log_dir_holds_a_file_for_each_stream_torch_keeps(runner, tmp_path, flags, files):
+    """DefaultLogsSpecs.reify: a folder for every local rank, a stream's file
+    only when it is redirected or teed (torchrun's defaults: neither)."""
+    logs = tmp_path / "logs"
+    job = runner.run("--nproc", "2", "--max-steps", "2", "--speed", "0", "--log-dir", str(logs), *flags,
+                     "train.py")
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    (run,) = logs.iterdir()
+    for local in ("0", "1"):
+        assert sorted(p.name for p in (run / "attempt_0" / local).iterdir()) == files
+    if "stdout.log" in files:
+        assert (run / "attempt_0" / "0" / "stdout.log").read_text()  # the rank's own lines
+
+
 def test_a_rank_shows_a_real_workers_command_line(runner):
     """torch/distributed/run.py: `[PYTHON_EXEC or sys.executable] -u <script> <args>`."""
     pytest.importorskip("setproctitle")

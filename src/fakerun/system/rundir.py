@@ -35,6 +35,7 @@ SOCKET = "coordinator.sock"
 TRASH = ".trash-"  # a dead job's dir, renamed: removed by this sweep or a later one
 SWEEP_BUDGET_S = 0.2  # start-up never waits longer for leftovers; a later sweep goes on
 DEFAULT_LOGS = "torchelastic_"  # torch's default log dir's prefix (DefaultLogsSpecs)
+STD_OUT, STD_ERR, STD_ALL = 1, 2, 3  # torch.distributed.elastic.multiprocessing.api.Std
 
 
 @dataclass
@@ -78,10 +79,20 @@ class RunDir:
         """The coordinator's ipc:// endpoint (create() made sure it fits)."""
         return f"ipc://{(self.socket_dir or self.private) / SOCKET}"
 
-    def rank_logs(self, attempt: int, local_rank: int) -> tuple[Path, Path]:
+    def rank_logs(self, attempt: int, local_rank: int, kept: int = STD_ALL) -> tuple[Path, Path]:
+        """A rank's (stdout, stderr) files. `kept`: torchrun's Std bits (1
+        stdout, 2 stderr) of the streams it redirects or tees, whose files
+        are in the log dir (DefaultLogsSpecs.reify makes `<local rank>/` for
+        every rank, a stream's file only when redirected or teed); the
+        others, which a real rank writes to the console, go to the private
+        dir, where no tool looks."""
         folder = self.logs / f"attempt_{attempt}" / str(local_rank)
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / "stdout.log", folder / "stderr.log"
+        private = self.private / f"attempt_{attempt}" / str(local_rank)
+        if kept != STD_ALL:
+            private.mkdir(parents=True, exist_ok=True)
+        return tuple((folder if kept & bit else private) / name  # type: ignore[return-value]
+                     for bit, name in ((STD_OUT, "stdout.log"), (STD_ERR, "stderr.log")))
 
     def error_file(self, attempt: int, local_rank: int) -> Path:
         return self.logs / f"attempt_{attempt}" / str(local_rank) / "error.json"
