@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import wait_until
+from ..conftest import gone, wait_until
 
 WORD = b"fakerun"
 
@@ -62,6 +62,23 @@ def test_the_default_log_dir_is_torchs(runner, tmp_path):
         assert run.startswith(f"{job.marker}_") and len(run) == len(job.marker) + 9
         assert (attempt, local, name) == ("attempt_0", str(started["local_rank"]), "error.json")
     assert not list(tmp.glob("torchelastic_*"))  # removed at the end (torchrun leaves it)
+
+
+def test_the_next_job_sweeps_the_default_log_dir_of_a_sigkilled_one(runner, tmp_path):
+    """torchrun leaves its default log dir behind on every run; fakerun
+    removes its own at the end, and a SIGKILLed launcher's at the next start."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"} | {"TMPDIR": str(tmp)}
+    killed = runner.start("--nproc", "2", "--max-steps", "1000", "--speed", "1", "--output", "jsonl", env=env)
+    pids = [e["pid"] for e in killed.wait_for_event("rank_started", count=2)]
+    killed.kill(signal.SIGKILL)
+    killed.wait(30)
+    wait_until(lambda: all(gone(pid) for pid in pids), 30)
+    (left,) = tmp.glob("torchelastic_*")
+    job = runner.run("--nproc", "1", "--max-steps", "1", "--speed", "0", env=env)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    assert not left.exists() and not list(tmp.glob("torchelastic_*"))
 
 
 @pytest.mark.parametrize(("flags", "files"), [((), []), (("--tee", "1"), ["stdout.log"]),

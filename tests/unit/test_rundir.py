@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fakerun.system import runtime
-from fakerun.system.rundir import IPC_PATH_MAX, OWNER, TRASH, RunDir
+from fakerun.system.rundir import IPC_PATH_MAX, LOGS_RECORD, OWNER, TRASH, RunDir
 from fakerun.system.runtime import RuntimeDirError, ensure, runtime_dir
 from tests.other_user import OTHER_GID, OTHER_UID, needs_root
 
@@ -72,6 +72,26 @@ def test_sweep_removes_dirs_of_dead_launchers_only(env):
     assert not orphan.exists() and not socket.exists()
     assert mine.exists() and foreign.exists()
     assert sorted(p.name for p in root.iterdir()) == ["job-foreign", "job-mine"]
+
+
+def test_sweep_removes_the_default_log_dir_a_dead_job_recorded_and_nothing_else(env, tmp_path):
+    """A SIGKILLed launcher leaves torch's default log dir in $TMPDIR; its
+    record in the private dir names it. Only a real directory of ours
+    named torchelastic_* goes: not a symlink, not another name."""
+    root = ensure(runtime_dir(env))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    logs = tmp / "torchelastic_abcd1234"
+    (logs / "job_x" / "attempt_0" / "0").mkdir(parents=True)
+    elsewhere = tmp / "precious"
+    elsewhere.mkdir()
+    (tmp / "torchelastic_link").symlink_to(elsewhere)
+    for name, target in (("job-a", logs), ("job-b", elsewhere), ("job-c", tmp / "torchelastic_link"),
+                         ("job-d", tmp / "torchelastic_gone")):
+        (job(root, name, dead_pid()) / LOGS_RECORD).write_text(f"{target}\n")
+    RunDir.sweep(env)
+    assert not logs.exists() and list(root.iterdir()) == []
+    assert elsewhere.is_dir() and (tmp / "torchelastic_link").is_symlink()
 
 
 def test_sweep_never_blocks_on_or_reads_hostile_owner_files(env):
@@ -160,7 +180,8 @@ def test_without_a_log_dir_the_logs_are_in_torchs_default_layout(short_tmp):
         out, err = rundir.rank_logs(0, 1)
         assert out == rundir.logs / "attempt_0" / "1" / "stdout.log"
         assert rundir.error_file(0, 1) == rundir.logs / "attempt_0" / "1" / "error.json"
-        assert sorted(p.name for p in rundir.private.iterdir()) == [OWNER]
+        assert sorted(p.name for p in rundir.private.iterdir()) == sorted([LOGS_RECORD, OWNER])  # no logs
+        assert (rundir.private / LOGS_RECORD).read_text() == f"{default}\n"
         out, err = rundir.rank_logs(1, 0, kept=1)  # only stdout redirected or teed: stderr out of sight
         assert (out.parent, err.parent) == (rundir.logs / "attempt_1" / "0", rundir.private / "attempt_1" / "0")
     finally:

@@ -8,11 +8,12 @@ makes it (torch/distributed/elastic/multiprocessing/api.py, checked in the
 then `mkdtemp(prefix=f"{run_id}_")` in it, both 0700): what a tool reads there
 (paths, TORCHELASTIC_ERROR_FILE, error files) is what a real job shows.
 Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, that
-default directory is removed when the job ends, with the private one (a
-launcher SIGKILLed leaves it, as torchrun always does). A private directory
-left by a SIGKILLed launcher is swept by the next launcher (it records its
-owner's pid). Private directories live in the user's runtime directory
-(runtime.py), and the sweep looks nowhere else.
+default directory is removed when the job ends, with the private one. A
+private directory left by a SIGKILLed launcher is swept by the next launcher
+(it records its owner's pid), and with it the default log dir it records.
+Private directories live in the user's runtime directory (runtime.py); the
+sweep looks nowhere else but at the log dir a dead job's record names, and
+removes it only if it is still a real directory of ours named torchelastic_*.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +37,8 @@ SOCKET = "coordinator.sock"
 TRASH = ".trash-"  # a dead job's dir, renamed: removed by this sweep or a later one
 SWEEP_BUDGET_S = 0.2  # start-up never waits longer for leftovers; a later sweep goes on
 DEFAULT_LOGS = "torchelastic_"  # torch's default log dir's prefix (DefaultLogsSpecs)
+LOGS_RECORD = "logs.path"  # in the private dir: the default log dir this job made
+LOGS_RECORD_MAX = 4096  # bytes: a path
 STD_OUT, STD_ERR, STD_ALL = 1, 2, 3  # torch.distributed.elastic.multiprocessing.api.Std
 
 
@@ -63,6 +67,7 @@ class RunDir:
         try:
             if log_dir is None:
                 default = _make(Path(runtime.tempdir(environ)), DEFAULT_LOGS, stable)
+                (private / LOGS_RECORD).write_text(f"{default}\n")  # for the sweep, should we be SIGKILLed
                 logs = _make(default, f"{run_id}_", stable)
             else:
                 log_dir.mkdir(parents=True, exist_ok=True)
@@ -163,9 +168,31 @@ def _sweep(root: Path, deadline: float, clock: Callable[[], float]) -> bool:
                     os.rename(entry.path, trash)
                 except OSError:
                     continue  # another launcher's sweep took it
-            if not _remove_tree(trash, deadline, clock):
+            if not _remove_job(trash, deadline, clock):
                 return False
     return True
+
+
+def _remove_job(trash: str, deadline: float, clock: Callable[[], float]) -> bool:
+    """A dead job's private dir, and first the default log dir it recorded
+    (so that the record outlives it, should the budget run out between)."""
+    default = _recorded_logs(Path(trash))
+    if default is not None and not _remove_tree(str(default), deadline, clock):
+        return False
+    return _remove_tree(trash, deadline, clock)
+
+
+def _recorded_logs(private: Path) -> Path | None:
+    """The default log dir a dead job recorded, if it is still one it could
+    have made: a real directory (not a symlink) of ours named torchelastic_*,
+    beside nothing but a path. Anything else is left alone."""
+    try:
+        path = Path(runtime.read_private(private / LOGS_RECORD, LOGS_RECORD_MAX).decode().strip())
+        st = os.lstat(path)
+    except (OSError, ValueError):  # no record (a --log-dir job), or gone already
+        return None
+    ours = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+    return path if ours and path.is_absolute() and path.name.startswith(DEFAULT_LOGS) else None
 
 
 def _remove_tree(top: str, deadline: float, clock: Callable[[], float]) -> bool:
