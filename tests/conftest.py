@@ -30,8 +30,9 @@ def job_processes(*markers: str) -> list[psutil.Process]:
     """Live (non-zombie) processes whose command line carries one of
     `markers`, or whose stdout or stderr is a file whose path does: a rank
     shows a real worker's command line (`python -u train.py ...`), and
-    writes to its log files under `<run id>_<random>/`, the run id being the
-    marker (--rdzv-id)."""
+    writes to files under `<run id>_<random>/` (in the log dir, or in the
+    private run dir for the streams torchrun would not keep), the run id
+    being the marker (--rdzv-id)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:

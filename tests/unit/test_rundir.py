@@ -183,7 +183,8 @@ def test_without_a_log_dir_the_logs_are_in_torchs_default_layout(short_tmp):
         assert sorted(p.name for p in rundir.private.iterdir()) == sorted([LOGS_RECORD, OWNER])  # no logs
         assert (rundir.private / LOGS_RECORD).read_text() == f"{default}\n"
         out, err = rundir.rank_logs(1, 0, kept=1)  # only stdout redirected or teed: stderr out of sight
-        assert (out.parent, err.parent) == (rundir.logs / "attempt_1" / "0", rundir.private / "attempt_1" / "0")
+        assert (out.parent, err.parent) == (rundir.logs / "attempt_1" / "0",
+                                            rundir.private / rundir.logs.name / "attempt_1" / "0")
     finally:
         rundir.remove()
     assert not default.exists() and not rundir.private.exists()

@@ -90,10 +90,11 @@ class RunDir:
         are in the log dir (DefaultLogsSpecs.reify makes `<local rank>/` for
         every rank, a stream's file only when redirected or teed); the
         others, which a real rank writes to the console, go to the private
-        dir, where no tool looks."""
+        dir, where no tool looks, in the same layout (`<run id>_<random>/…`:
+        the tests find a rank by its run id there)."""
         folder = self.logs / f"attempt_{attempt}" / str(local_rank)
         folder.mkdir(parents=True, exist_ok=True)
-        private = self.private / f"attempt_{attempt}" / str(local_rank)
+        private = self.private / self.logs.name / f"attempt_{attempt}" / str(local_rank)
         if kept != STD_ALL:
             private.mkdir(parents=True, exist_ok=True)
         return tuple((folder if kept & bit else private) / name  # type: ignore[return-value]
