@@ -27,18 +27,33 @@ DEFAULT_TIMEOUT = 60.0
 
 
 def job_processes(*markers: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line carries one of `markers`."""
+    """Live (non-zombie) processes whose command line carries one of
+    `markers`, or whose stdout or stderr is a file whose path does: a rank
+    shows a real worker's command line (`python -u train.py ...`), and
+    writes to files under `<run id>_<random>/` (in the log dir, or in the
+    private run dir for the streams torchrun would not keep), the run id
+    being the marker (--rdzv-id)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if any(marker in cmdline for marker in markers):
+            seen = " ".join([*(proc.info["cmdline"] or []), *_std_targets(proc.pid)])
+            if any(marker in seen for marker in markers):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def _std_targets(pid: int) -> list[str]:
+    targets = []
+    for fd in (1, 2):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # gone, not ours, or closed
+            continue
+    return targets
 
 
 def gone(pid: int) -> bool:

@@ -32,10 +32,16 @@ def test_checkpoint_layout(runner, tmp_path):
     shards = sorted(set(index["weight_map"].values()))
     assert shards and all(s in names for s in shards)
     assert [c["shards"] for c in job.of("checkpoint")][-1] == len(shards)  # the event tells of the files
-    raw = (ckpt / shards[0]).read_bytes()  # a valid safetensors file without tensors
-    (length,) = struct.unpack("<Q", raw[:8])
-    meta = json.loads(raw[8:8 + length])["__metadata__"]
-    assert int(meta["size_bytes"]) * len(shards) >= index["metadata"]["total_size"] - len(shards)
+    headers = {}
+    for shard in shards:  # safetensors headers of the real tensors; the data left out by default
+        raw = (ckpt / shard).read_bytes()
+        (length,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + length])
+        assert header.pop("__metadata__") == {"format": "pt"} and len(raw) == 8 + length
+        headers |= {name: (shard, t) for name, t in header.items()}
+    assert {name: shard for name, (shard, _) in headers.items()} == index["weight_map"]
+    assert sum(t["data_offsets"][1] - t["data_offsets"][0] for _, t in headers.values()) \
+        == index["metadata"]["total_size"]
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["global_step"] == 10 and [h["step"] for h in state["log_history"]] == list(range(1, 11))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
@@ -77,7 +83,8 @@ def test_bad_resume_targets_are_usage_errors(runner, tmp_path):
 def test_latest_skips_an_incomplete_checkpoint(tmp_path):
     good = tmp_path / "checkpoint-5"
     good.mkdir()
-    (good / "trainer_state.json").write_text(json.dumps({"global_step": 5, "fakerun": {"time": 1.0}}))
+    (good / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    (good / checkpoint.RESUME).write_text(json.dumps({"time": 1.0}))
     torn = tmp_path / "checkpoint-9"
     torn.mkdir()
     (torn / "config.json").write_text("{}")
@@ -86,7 +93,8 @@ def test_latest_skips_an_incomplete_checkpoint(tmp_path):
 
 def test_a_kill_mid_save_never_leaves_an_acceptable_partial_checkpoint(tmp_path):
     files = {f"model-{i:05d}.safetensors": os.urandom(64 * 1024) for i in range(40)}
-    files["trainer_state.json"] = json.dumps({"global_step": 3, "fakerun": {"time": 2.0}}).encode()
+    files[checkpoint.RESUME] = json.dumps({"time": 2.0}).encode()
+    files["trainer_state.json"] = json.dumps({"global_step": 3}).encode()
     rng = random.Random(7)
     for attempt in range(25):
         target = tmp_path / f"run{attempt}" / "checkpoint-3"
@@ -108,3 +116,16 @@ def test_a_kill_mid_save_never_leaves_an_acceptable_partial_checkpoint(tmp_path)
             except checkpoint.CheckpointError:
                 continue
             raise AssertionError("an incomplete save was accepted")
+
+
+def test_checkpoints_repeat_byte_for_byte(runner, tmp_path):
+    """--seed, --start-time and --speed 0: the same files, to the byte (the
+    archives' stamps and ids, the clock in .resume.json)."""
+    trees = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        job = runner.run("--nproc", "2", "--max-steps", "6", "--speed", "0", "--seed", "6",
+                         "--start-time", "2026-01-02T03:04:05", "--output-dir", str(out), "--output", "jsonl")
+        assert job.proc.returncode == 0, job.stderr[-2000:]
+        trees.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert trees[0] == trees[1] and any(name.endswith(".pt") for name in trees[0])

@@ -86,14 +86,19 @@ def saved(pristine: Path, tmp_path: Path) -> Path:
     return tmp_path / "out" / pristine.name
 
 
-def state_of(ckpt: Path) -> dict[str, Any]:
-    return json.loads((ckpt / checkpoint.STATE).read_text())
+def state_of(ckpt: Path, name: str = checkpoint.STATE) -> dict[str, Any]:
+    return json.loads((ckpt / name).read_text())
 
 
-def retouch(ckpt: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    state = state_of(ckpt)
+def run_of(ckpt: Path) -> dict[str, Any]:
+    """The run's own facts (seed, model, time), beside the Trainer's files."""
+    return state_of(ckpt, checkpoint.RESUME)
+
+
+def retouch(ckpt: Path, change: Callable[[dict[str, Any]], None], name: str = checkpoint.STATE) -> None:
+    state = state_of(ckpt, name)
     change(state)
-    (ckpt / checkpoint.STATE).write_text(json.dumps(state))
+    (ckpt / name).write_text(json.dumps(state))
 
 
 # -- item 5: what a resumed run keeps --------------------------------------
@@ -131,7 +136,7 @@ def test_a_restart_carries_the_log_history_forward(runner: Runner, tmp_path: Pat
 
 
 def test_resume_continues_the_checkpoints_run_whatever_the_seed(runner: Runner, saved: Path):
-    run = state_of(saved)["fakerun"]
+    run = run_of(saved)
     job = resume(runner, saved, "--seed", "4")
     assert job.proc.returncode == 0, job.stderr[-2000:]
     identity = job.of("run_identity")[0]["identity"]
@@ -139,7 +144,7 @@ def test_resume_continues_the_checkpoints_run_whatever_the_seed(runner: Runner, 
 
 
 def test_resume_with_another_model_is_one_line(runner: Runner, saved: Path):
-    model = state_of(saved)["fakerun"]["model"]
+    model = run_of(saved)["model"]
     other = "pythia-6.9b" if model != "pythia-6.9b" else "pythia-1.4b"
     line = refused(resume(runner, saved, "--model", other), f"fakerun: error: --model {other}")
     assert model in line
@@ -255,14 +260,11 @@ def put_dir(ckpt: Path) -> None:
 
 
 def field(path: str, value: Any) -> Callable[[Path], None]:
+    """`path`: a key of trainer_state.json, or `run.<key>` of the run's facts."""
     def change(ckpt: Path) -> None:
         def edit(state: dict[str, Any]) -> None:
-            *outer, last = path.split(".")
-            node = state
-            for key in outer:
-                node = node[key]
-            node[last] = value
-        retouch(ckpt, edit)
+            state[path.removeprefix("run.")] = value
+        retouch(ckpt, edit, checkpoint.RESUME if path.startswith("run.") else checkpoint.STATE)
     return change
 
 
@@ -272,11 +274,11 @@ TAMPERED = {
     "global_step 19.9": field("global_step", 19.9),
     "global_step true": field("global_step", True),
     "global_step 2**64": field("global_step", 2**64),
-    "time 1e300": field("fakerun.time", 1e300),
-    "time NaN": field("fakerun.time", math.nan),
-    "seed a string": field("fakerun.seed", "3"),
-    "seed 2**70": field("fakerun.seed", 2**70),
-    "model a number": field("fakerun.model", 5),
+    "time 1e300": field("run.time", 1e300),
+    "time NaN": field("run.time", math.nan),
+    "seed a string": field("run.seed", "3"),
+    "seed 2**70": field("run.seed", 2**70),
+    "model a number": field("run.model", 5),
     "log_history not a list": field("log_history", {"step": 1}),
     "log_history nested": field("log_history", [{"step": 1, "loss": [[[1]]]}]),
     "log_history without steps": field("log_history", [{"loss": 1.0}]),
@@ -287,6 +289,9 @@ TAMPERED = {
     "state deeply nested": lambda c: (c / checkpoint.STATE).write_text("[" * 100_000),
     "state a 5000-digit number": lambda c: (c / checkpoint.STATE).write_text("9" * 5000),
     "state not UTF-8": lambda c: (c / checkpoint.STATE).write_bytes(b"\xff\xfe\x00{"),
+    "run facts a list": lambda c: (c / checkpoint.RESUME).write_text("[1, 2]"),
+    "run facts a FIFO": lambda c: ((c / checkpoint.RESUME).unlink(), os.mkfifo(c / checkpoint.RESUME)),
+    "run facts of 1 MB": lambda c: (c / checkpoint.RESUME).write_text(json.dumps({"model": "x" * (1 << 20)})),
 }
 
 
@@ -331,17 +336,19 @@ def replace_somewhere(body: Any, data: st.DataObject) -> Any:
     return data.draw(JSON)
 
 
-FIELDS = ("global_step", "fakerun.time", "fakerun.seed", "fakerun.model", "log_history")  # what is read
+FIELDS = ("global_step", "run.time", "run.seed", "run.model", "log_history")  # what is read
 
 
 def tamper(ckpt: Path, data: st.DataObject) -> str:
     """One change to one of the checkpoint's files; what it was. Half the
-    changes go to trainer_state.json, the one file a resume reads."""
+    changes go to trainer_state.json and the run's facts, the files a resume reads."""
     files = sorted(p.name for p in ckpt.iterdir())
-    name = data.draw(st.sampled_from([checkpoint.STATE, *files]) | st.just(checkpoint.STATE))
+    read = st.sampled_from([checkpoint.STATE, checkpoint.RESUME])
+    name = data.draw(st.sampled_from(files) | read)
     path = ckpt / name
     how = data.draw(st.sampled_from(["field", "json", "bytes", "truncate", "remove", "fifo"]
-                                    if name == checkpoint.STATE else ["bytes", "truncate", "remove"]))
+                                    if name in (checkpoint.STATE, checkpoint.RESUME)
+                                    else ["bytes", "truncate", "remove"]))
     if how == "field":
         key = data.draw(st.sampled_from(FIELDS))
         field(key, data.draw(st.integers() | st.floats() | JSON))(ckpt)
@@ -358,7 +365,8 @@ def tamper(ckpt: Path, data: st.DataObject) -> str:
     elif how == "remove":
         path.unlink()
     else:
-        put_fifo(ckpt)
+        path.unlink()
+        os.mkfifo(path)
     return f"{how} {name}"
 
 

@@ -251,7 +251,7 @@ class FakeRunDir:
     def endpoint(self) -> str:
         return "ipc://" + str(self.root / "c.sock")
 
-    def rank_logs(self, attempt: int, local_rank: int) -> tuple[Path, Path]:
+    def rank_logs(self, attempt: int, local_rank: int, kept: int = 3) -> tuple[Path, Path]:
         return self.root / f"{local_rank}.out", self.root / f"{local_rank}.err"
 
     def error_file(self, attempt: int, local_rank: int) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fakerun.system import runtime
-from fakerun.system.rundir import IPC_PATH_MAX, OWNER, TRASH, RunDir
+from fakerun.system.rundir import IPC_PATH_MAX, LOGS_RECORD, OWNER, TRASH, RunDir
 from fakerun.system.runtime import RuntimeDirError, ensure, runtime_dir
 from tests.other_user import OTHER_GID, OTHER_UID, needs_root
 
@@ -72,6 +72,26 @@ def test_sweep_removes_dirs_of_dead_launchers_only(env):
     assert not orphan.exists() and not socket.exists()
     assert mine.exists() and foreign.exists()
     assert sorted(p.name for p in root.iterdir()) == ["job-foreign", "job-mine"]
+
+
+def test_sweep_removes_the_default_log_dir_a_dead_job_recorded_and_nothing_else(env, tmp_path):
+    """A SIGKILLed launcher leaves torch's default log dir in $TMPDIR; its
+    record in the private dir names it. Only a real directory of ours
+    named torchelastic_* goes: not a symlink, not another name."""
+    root = ensure(runtime_dir(env))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    logs = tmp / "torchelastic_abcd1234"
+    (logs / "job_x" / "attempt_0" / "0").mkdir(parents=True)
+    elsewhere = tmp / "precious"
+    elsewhere.mkdir()
+    (tmp / "torchelastic_link").symlink_to(elsewhere)
+    for name, target in (("job-a", logs), ("job-b", elsewhere), ("job-c", tmp / "torchelastic_link"),
+                         ("job-d", tmp / "torchelastic_gone")):
+        (job(root, name, dead_pid()) / LOGS_RECORD).write_text(f"{target}\n")
+    RunDir.sweep(env)
+    assert not logs.exists() and list(root.iterdir()) == []
+    assert elsewhere.is_dir() and (tmp / "torchelastic_link").is_symlink()
 
 
 def test_sweep_never_blocks_on_or_reads_hostile_owner_files(env):
@@ -143,6 +163,34 @@ def test_create_makes_a_private_dir_in_the_runtime_dir(env, short_tmp):
     finally:
         rundir.remove()
     assert not rundir.private.exists()
+
+
+def test_without_a_log_dir_the_logs_are_in_torchs_default_layout(short_tmp):
+    """torch's DefaultLogsSpecs (elastic/multiprocessing/api.py, 2.13.0 wheel):
+    $TMPDIR/torchelastic_<8>/<run_id>_<8>, each made by mkdtemp (0700); the
+    private dir holds no logs. fakerun removes the default dir at the end."""
+    env = {"TMPDIR": str(short_tmp)}
+    rundir = RunDir.create("job42", None, environ=env)
+    try:
+        default = rundir.logs.parent
+        assert default.parent == short_tmp and default.name.startswith("torchelastic_")
+        assert len(default.name) == len("torchelastic_") + 8 and rundir.default_logs == default
+        assert rundir.logs.name.startswith("job42_") and len(rundir.logs.name) == len("job42_") + 8
+        assert {os.stat(p).st_mode & 0o777 for p in (default, rundir.logs)} == {0o700}
+        out, err = rundir.rank_logs(0, 1)
+        assert out == rundir.logs / "attempt_0" / "1" / "stdout.log"
+        assert rundir.error_file(0, 1) == rundir.logs / "attempt_0" / "1" / "error.json"
+        assert sorted(p.name for p in rundir.private.iterdir()) == sorted([LOGS_RECORD, OWNER])  # no logs
+        assert (rundir.private / LOGS_RECORD).read_text() == f"{default}\n"
+        out, err = rundir.rank_logs(1, 0, kept=1)  # only stdout redirected or teed: stderr out of sight
+        assert (out.parent, err.parent) == (rundir.logs / "attempt_1" / "0",
+                                            rundir.private / rundir.logs.name / "attempt_1" / "0")
+    finally:
+        rundir.remove()
+    assert not default.exists() and not rundir.private.exists()
+    stable = RunDir.create("job42", None, "abcd1234", environ=env)  # under --start-time: names repeat
+    stable.remove()
+    assert (stable.default_logs.name, stable.logs.name) == ("torchelastic_abcd1234", "job42_abcd1234")
 
 
 def test_a_socket_path_too_long_moves_to_the_short_dir(tmp_path, monkeypatch):

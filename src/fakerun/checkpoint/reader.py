@@ -14,6 +14,11 @@ from fakerun.system.files import read_regular
 
 STATE = "trainer_state.json"
 STATE_MAX = 64 << 20  # bytes of trainer_state.json we read at most (a long run's is a few MB)
+# The run's own facts (seed, model, clock), beside what the Trainer saves:
+# a hidden file, so that no loader trips on a key of ours in its files.
+RESUME = ".resume.json"
+RESUME_MAX = 4096
+LEGACY = "fakerun"  # where trainer_state.json held them before
 
 
 class CheckpointError(UsageError):
@@ -65,36 +70,54 @@ def _step_of(name: str) -> int | None:
 
 
 def _load(path: Path) -> Resume:
-    try:
-        state = json.loads(read_regular(path / STATE, STATE_MAX))  # a FIFO there: refused, no hang
-    except OSError as exc:
-        raise _incomplete(path, exc.strerror or type(exc).__name__) from None
-    except (ValueError, RecursionError):  # bad JSON or UTF-8; a number of 5,000 digits; [[[[…
-        raise _incomplete(path, "not JSON") from None
-    if not isinstance(state, dict) or not isinstance(state.get("fakerun"), dict):
-        raise _incomplete(path, "no 'fakerun' object in it")
-    run = state["fakerun"]
+    state = _read_json(path, STATE, STATE_MAX)
+    if not isinstance(state, dict):
+        raise _incomplete(path, STATE, "not a JSON object")
     step = _checked(path, "global_step", state.get("global_step"), _whole(1, MAX_STEP),
                     f"a whole number from 1 to {MAX_STEP}")
-    time = _checked(path, "fakerun.time", run.get("time"), _number(0, TIME_MAX),
-                    "a time in seconds since 1970, before the year 9000")
-    seed = _checked(path, "fakerun.seed", run.get("seed"), _optional(_whole(1 - SEED_MAX, SEED_MAX - 1)),
-                    "a whole number")
-    model = _checked(path, "fakerun.model", run.get("model"), _optional(lambda v: isinstance(v, str)),
-                     "a model name")
     history = _checked(path, "log_history", state.get("log_history", []), _history,
                        "a list of flat objects, each with a whole number 'step'")
+    run, where = _run(path, state)
+    time = _checked(path, f"{where}time", run.get("time"), _number(0, TIME_MAX),
+                    "a time in seconds since 1970, before the year 9000")
+    seed = _checked(path, f"{where}seed", run.get("seed"), _optional(_whole(1 - SEED_MAX, SEED_MAX - 1)),
+                    "a whole number")
+    model = _checked(path, f"{where}model", run.get("model"), _optional(lambda v: isinstance(v, str)),
+                     "a model name")
     return Resume(step, float(time), path, seed, model, tuple(history))
 
 
-def _incomplete(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(f"--resume {path}: not a complete checkpoint ({STATE}: {why})")
+def _run(path: Path, state: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The run's facts and where they were found: RESUME; else the key that
+    trainer_state.json once held them in; else none (a checkpoint saved by a
+    real Trainer: its run's seed and clock are unknown)."""
+    if (path / RESUME).exists():
+        run = _read_json(path, RESUME, RESUME_MAX)
+        if not isinstance(run, dict):
+            raise _incomplete(path, RESUME, "not a JSON object")
+        return run, f"{RESUME}: "
+    legacy = state.get(LEGACY)
+    return (legacy, f"{LEGACY}.") if isinstance(legacy, dict) else ({"time": 0.0}, "")
+
+
+def _read_json(path: Path, name: str, cap: int) -> Any:
+    try:
+        return json.loads(read_regular(path / name, cap))  # a FIFO there: refused, no hang
+    except OSError as exc:
+        raise _incomplete(path, name, exc.strerror or type(exc).__name__) from None
+    except (ValueError, RecursionError):  # bad JSON or UTF-8; a number of 5,000 digits; [[[[…
+        raise _incomplete(path, name, "not JSON") from None
+
+
+def _incomplete(path: Path, name: str, why: str) -> CheckpointError:
+    return CheckpointError(f"--resume {path}: not a complete checkpoint ({name}: {why})")
 
 
 def _checked(path: Path, name: str, value: Any, fits: Any, want: str) -> Any:
     if not fits(value):
         shown = json.dumps(value)[:30] if value is not None else "nothing"
-        raise _incomplete(path, f"{name} should be {want}, got {shown}")
+        file, _, field = name.rpartition(": ")
+        raise _incomplete(path, file or STATE, f"{field} should be {want}, got {shown}")
     return value
 
 

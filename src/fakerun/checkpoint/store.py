@@ -19,17 +19,21 @@ from fakerun.checkpoint.reader import STATE
 from fakerun.system.rundir import alive
 
 
-def write(target: Path, files: dict[str, bytes]) -> None:
+def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = None) -> None:
     """Write `files` into `target` atomically (temp dir + rename), with the
     modes the process umask gives (0755 and 0644 under the usual 022), as
     the real frameworks do: a sidecar uploader of another user reads them.
-    Temp dirs a killed save left in the same directory go first."""
+    `sizes`: files to extend to that size with a hole, where the file system
+    keeps holes (elsewhere they keep their bytes: a hole of 16 GB written out
+    as zeros would fill the disk). Temp dirs a killed save left in the same
+    directory go first."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target.parent)
     tmp = _temp_dir(target, "tmp")
     try:
+        holes = sizes if sizes and keeps_holes(tmp) else {}
         for name in sorted(files, key=lambda n: n == STATE):  # trainer_state.json last
-            _write_file(tmp / name, files[name])
+            _write_file(tmp / name, files[name], holes.get(name, 0))
         _fsync_dir(tmp)
         if target.exists():  # a newer run saving the same step: replace, never half-replace
             old = _temp_dir(target, "old")
@@ -90,12 +94,32 @@ def _umask() -> int:
     return mask
 
 
-def _write_file(path: Path, data: bytes) -> None:
+PROBE_BYTES = 1 << 20
+
+
+def keeps_holes(folder: Path) -> bool:
+    """Whether a file extended past its end in `folder` stays unallocated
+    (ext4, xfs, btrfs, tmpfs do; FAT, some network file systems do not): a
+    probe file of 1 MiB, all hole, must take fewer blocks than that."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+    try:
+        os.ftruncate(fd, PROBE_BYTES)
+        return os.fstat(fd).st_blocks * 512 < PROBE_BYTES
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def _write_file(path: Path, data: bytes, size: int = 0) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # less the umask
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if size > len(data):
+            os.ftruncate(fd, size)  # the rest a hole: reads as zeros, takes no blocks
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -59,6 +59,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         metrics_file=ns.metrics_file,
         output_dir=first(ns.output_dir, script.output_dir),
         resume=ns.resume,
+        sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
         script_args=tuple(ns.training_script_args),
         collective_timeout_s=ns.collective_timeout,

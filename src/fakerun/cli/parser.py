@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics-file", type=_path, default=None, metavar="PATH",
                    help="training metrics as JSONL, a line per step/eval/event, never torn")
     f = p.add_argument_group("fakerun options")
+    f.add_argument("--sparse-checkpoints", action="store_true",
+                   help="write each safetensors shard at its true size, the weights a hole (sparse file) "
+                        "where the file system keeps holes; default: headers only")
     f.add_argument("--nodes", type=int, default=None, metavar="M",
                    help="simulate M nodes on this machine: one agent each, in tmux panes on a "
                         "terminal (see --no-theatre)")

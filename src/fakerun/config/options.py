@@ -76,6 +76,7 @@ class RunConfig:
     metrics_file: Path | None = None
     output_dir: Path | None = None
     resume: str | None = None  # "latest" (in --output-dir) or a checkpoint/output directory
+    sparse_checkpoints: bool = False  # weight shards of their true size, as holes
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
     collective_timeout_s: float = 600.0

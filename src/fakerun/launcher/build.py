@@ -54,7 +54,7 @@ def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endp
     topo, specs = config.topology, []
     for local in topo.local_ranks():
         rank = topo.global_rank(local)
-        out, err = rundir.rank_logs(attempt, local)
+        out, err = rundir.rank_logs(attempt, local, config.settings.redirects | config.settings.tee)
         env = worker_env(config, rank, local, {
             "TORCHELASTIC_RESTART_COUNT": str(attempt),
             ERROR_FILE_ENV: str(rundir.error_file(attempt, local)),

@@ -124,7 +124,8 @@ class Job:
         if self.config.output_dir is None or self.topo.node_rank != 0:
             return None
         resumed = self.config.resume_from.history if self.config.resume_from is not None else ()
-        return CheckpointWriter(self.config.output_dir, self.ident, self.config.seed, resumed)
+        return CheckpointWriter(self.config.output_dir, self.ident, self.config.seed, resumed,
+                                sparse=self.config.sparse_checkpoints)
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:

@@ -25,6 +25,7 @@ from fakerun import failures
 from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
+from fakerun.rank import title
 from fakerun.rank.communicator import CollectiveAborted, CommError, Communicator, ParentGone
 from fakerun.rank.faults import (
     ScriptFailed,
@@ -66,7 +67,7 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
     blocked; `mask` is the mask to restore); never returns."""
     code = ExitCode.INTERNAL
     try:
-        _detach(spec)
+        _detach(spec, title.command(config.entrypoint, config.script_args))
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = _main(spec, config)
     except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher
@@ -78,7 +79,8 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
     os._exit(code)
 
 
-def _detach(spec: RankSpec) -> None:
+def _detach(spec: RankSpec, argv: list[str]) -> None:
+    """`argv`: the command line a real worker has, which `ps` shows."""
     os.setsid()  # torchrun starts workers with start_new_session=True
     _batch_scheduling()
     signal.set_wakeup_fd(-1)
@@ -90,6 +92,7 @@ def _detach(spec: RankSpec) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != spec.parent_pid:  # the launcher died before prctl took effect
         os._exit(1)
+    title.show(argv, libc)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a simulated abort must not drop cores
     _redirect(spec)
     os.environ.update(spec.env)

@@ -1,12 +1,19 @@
-"""Where a job keeps its files: the private run directory (ipc socket, and
-rank logs when no --log-dir is given) and torchrun's log-dir layout
+"""Where a job keeps its files: the private run directory (ipc socket,
+owner file, smi snapshot) and the log dir, in torchrun's layout
 `<log_dir>/<run_id>_<random>/attempt_<n>/<local_rank>/{stdout,stderr}.log`.
 
-Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, the
-private directory is removed when the job ends; one left by a launcher that
-was SIGKILLed is swept by the next launcher (it records its owner's pid).
-Private directories live in the user's runtime directory (runtime.py), and
-the sweep looks nowhere else.
+Without --log-dir the log dir is torch's default, made as DefaultLogsSpecs
+makes it (torch/distributed/elastic/multiprocessing/api.py, checked in the
+2.13.0 wheel: `tempfile.mkdtemp(prefix="torchelastic_")` in $TMPDIR or /tmp,
+then `mkdtemp(prefix=f"{run_id}_")` in it, both 0700): what a tool reads there
+(paths, TORCHELASTIC_ERROR_FILE, error files) is what a real job shows.
+Unlike torchrun, which leaves /tmp/torchelastic_* behind on every run, that
+default directory is removed when the job ends, with the private one. A
+private directory left by a SIGKILLed launcher is swept by the next launcher
+(it records its owner's pid), and with it the default log dir it records.
+Private directories live in the user's runtime directory (runtime.py); the
+sweep looks nowhere else but at the log dir a dead job's record names, and
+removes it only if it is still a real directory of ours named torchelastic_*.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -28,13 +36,18 @@ OWNER_MAX = 32  # bytes: a pid and a newline, with room to spare
 SOCKET = "coordinator.sock"
 TRASH = ".trash-"  # a dead job's dir, renamed: removed by this sweep or a later one
 SWEEP_BUDGET_S = 0.2  # start-up never waits longer for leftovers; a later sweep goes on
+DEFAULT_LOGS = "torchelastic_"  # torch's default log dir's prefix (DefaultLogsSpecs)
+LOGS_RECORD = "logs.path"  # in the private dir: the default log dir this job made
+LOGS_RECORD_MAX = 4096  # bytes: a path
+STD_OUT, STD_ERR, STD_ALL = 1, 2, 3  # torch.distributed.elastic.multiprocessing.api.Std
 
 
 @dataclass
 class RunDir:
     private: Path
-    logs: Path  # the <run_id>_<random> directory (or one inside `private`)
+    logs: Path  # the <run_id>_<random> directory
     socket_dir: Path | None = None  # holds the socket when `private` is too deep for one
+    default_logs: Path | None = None  # torch's default log dir, made for this job (no --log-dir)
 
     @classmethod
     def create(cls, run_id: str, log_dir: Path | None, stable: str | None = None, *,
@@ -50,36 +63,50 @@ class RunDir:
         except BaseException:
             shutil.rmtree(private, ignore_errors=True)
             raise
+        default = None
         try:
             if log_dir is None:
-                logs = private / "logs"
-                logs.mkdir()
+                default = _make(Path(runtime.tempdir(environ)), DEFAULT_LOGS, stable)
+                (private / LOGS_RECORD).write_text(f"{default}\n")  # for the sweep, should we be SIGKILLed
+                logs = _make(default, f"{run_id}_", stable)
             else:
                 log_dir.mkdir(parents=True, exist_ok=True)
                 logs = _make(log_dir, f"{run_id}_", stable)
         except OSError as exc:  # checked before (config), changed since: one line, nothing left
-            shutil.rmtree(private, ignore_errors=True)
-            if socket_dir is not None:
-                shutil.rmtree(socket_dir, ignore_errors=True)
-            raise runtime.RuntimeDirError(f"--log-dir {log_dir}: {exc.strerror or exc}") from None
-        return cls(private, logs, socket_dir)
+            for made in (private, socket_dir, default):
+                if made is not None:
+                    shutil.rmtree(made, ignore_errors=True)
+            where = f"--log-dir {log_dir}" if log_dir else f"a log directory in {runtime.tempdir(environ)}"
+            raise runtime.RuntimeDirError(f"{where}: {exc.strerror or exc}") from None
+        return cls(private, logs, socket_dir, default)
 
     def endpoint(self) -> str:
         """The coordinator's ipc:// endpoint (create() made sure it fits)."""
         return f"ipc://{(self.socket_dir or self.private) / SOCKET}"
 
-    def rank_logs(self, attempt: int, local_rank: int) -> tuple[Path, Path]:
+    def rank_logs(self, attempt: int, local_rank: int, kept: int = STD_ALL) -> tuple[Path, Path]:
+        """A rank's (stdout, stderr) files. `kept`: torchrun's Std bits (1
+        stdout, 2 stderr) of the streams it redirects or tees, whose files
+        are in the log dir (DefaultLogsSpecs.reify makes `<local rank>/` for
+        every rank, a stream's file only when redirected or teed); the
+        others, which a real rank writes to the console, go to the private
+        dir, where no tool looks, in the same layout (`<run id>_<random>/…`:
+        the tests find a rank by its run id there)."""
         folder = self.logs / f"attempt_{attempt}" / str(local_rank)
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / "stdout.log", folder / "stderr.log"
+        private = self.private / self.logs.name / f"attempt_{attempt}" / str(local_rank)
+        if kept != STD_ALL:
+            private.mkdir(parents=True, exist_ok=True)
+        return tuple((folder if kept & bit else private) / name  # type: ignore[return-value]
+                     for bit, name in ((STD_OUT, "stdout.log"), (STD_ERR, "stderr.log")))
 
     def error_file(self, attempt: int, local_rank: int) -> Path:
         return self.logs / f"attempt_{attempt}" / str(local_rank) / "error.json"
 
     def remove(self) -> None:
-        shutil.rmtree(self.private, ignore_errors=True)
-        if self.socket_dir is not None:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        for made in (self.private, self.socket_dir, self.default_logs):
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
 
     @staticmethod
     def running(root: Path) -> list[tuple[Path, int]]:
@@ -142,9 +169,31 @@ def _sweep(root: Path, deadline: float, clock: Callable[[], float]) -> bool:
                     os.rename(entry.path, trash)
                 except OSError:
                     continue  # another launcher's sweep took it
-            if not _remove_tree(trash, deadline, clock):
+            if not _remove_job(trash, deadline, clock):
                 return False
     return True
+
+
+def _remove_job(trash: str, deadline: float, clock: Callable[[], float]) -> bool:
+    """A dead job's private dir, and first the default log dir it recorded
+    (so that the record outlives it, should the budget run out between)."""
+    default = _recorded_logs(Path(trash))
+    if default is not None and not _remove_tree(str(default), deadline, clock):
+        return False
+    return _remove_tree(trash, deadline, clock)
+
+
+def _recorded_logs(private: Path) -> Path | None:
+    """The default log dir a dead job recorded, if it is still one it could
+    have made: a real directory (not a symlink) of ours named torchelastic_*,
+    beside nothing but a path. Anything else is left alone."""
+    try:
+        path = Path(runtime.read_private(private / LOGS_RECORD, LOGS_RECORD_MAX).decode().strip())
+        st = os.lstat(path)
+    except (OSError, ValueError):  # no record (a --log-dir job), or gone already
+        return None
+    ours = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+    return path if ours and path.is_absolute() and path.name.startswith(DEFAULT_LOGS) else None
 
 
 def _remove_tree(top: str, deadline: float, clock: Callable[[], float]) -> bool:

@@ -39,7 +39,7 @@ def runtime_dir(environ: Mapping[str, str] = os.environ, uid: int | None = None)
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         return Path(xdg) / "fakerun"
-    return Path(_tempdir(environ)) / f"fakerun-{_uid(uid)}"
+    return Path(tempdir(environ)) / f"fakerun-{_uid(uid)}"
 
 
 def short_dir(uid: int | None = None) -> Path:
@@ -101,7 +101,7 @@ def read_private(path: Path, cap: int, uid: int | None = None) -> bytes:
     return files.read_regular(path, cap, follow=False, owner=_uid(uid))
 
 
-def _tempdir(environ: Mapping[str, str]) -> str:
+def tempdir(environ: Mapping[str, str]) -> str:
     """$TMPDIR from `environ` when it names a directory, as tempfile would."""
     tmp = environ.get("TMPDIR")
     return tmp if tmp and os.path.isdir(tmp) else tempfile.gettempdir()

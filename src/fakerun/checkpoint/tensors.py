@@ -1,0 +1,119 @@
+"""The simulated model's state dict as save_pretrained writes it: every
+tensor's name, shape and dtype, from its architecture's table
+(data/tensors.toml) and the catalog's sizes."""
+
+from __future__ import annotations
+
+import functools
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fakerun.world.catalog import Model
+
+DTYPE = "BF16"  # config.json's torch_dtype "bfloat16": what the Trainer saves a bf16 run's weights in
+DTYPE_BYTES = 2
+ALIGN = 128  # what published intermediate sizes are multiples of
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = DTYPE
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES
+
+
+@functools.cache
+def _tables() -> dict[str, Any]:
+    text = resources.files("fakerun").joinpath("data", "tensors.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def table(arch: str) -> dict[str, Any]:
+    """An architecture's table; one the catalog names without a table of its
+    own is laid out as Llama's (the most common layout)."""
+    tables = _tables()
+    found = tables.get(arch, tables["LlamaForCausalLM"])
+    return {**tables[found["like"]], **found} if "like" in found else found
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What save_pretrained writes of a model: its tensors, and the sizes
+    its config.json states."""
+
+    tensors: tuple[Tensor, ...]
+    model_type: str
+    intermediate: int
+    tied: bool
+
+
+def layout(model: Model) -> Layout:
+    """The tensors in the order the model registers them."""
+    spec = table(model.arch)
+    intermediate, tied = solve(model, spec)
+    tensors = _tensors(spec, _sizes(model, spec, intermediate), tied)
+    return Layout(tuple(tensors), spec["model_type"], intermediate, tied)
+
+
+def solve(model: Model, spec: dict[str, Any]) -> tuple[int, bool]:
+    """(intermediate size, tied embeddings) that make the catalog's
+    parameter count: the count is linear in the intermediate size. Of the
+    whole solutions (with an lm_head, or tied without one) the one a multiple
+    of 128 wins, as every published size in the catalog is (Llama-3.2-1B's
+    untied 5520 against its real tied 8192). Where none is whole (a table
+    that does not quite fit the model, or a catalog count a little off), the
+    nearest untied size that is a multiple of 128."""
+    whole, nearest = [], 0
+    for tied in (False, True):
+        fixed = _count(spec, _sizes(model, spec, 0), tied)
+        per = _count(spec, _sizes(model, spec, 1), tied) - fixed
+        size, rest = divmod(model.params - fixed, per)
+        if rest == 0 and size > 0:
+            whole.append((size % ALIGN != 0, size, tied))
+        if not tied:
+            nearest = max(ALIGN, round((model.params - fixed) / per / ALIGN) * ALIGN)
+    return min(whole)[1:] if whole else (nearest, False)
+
+
+def _sizes(model: Model, spec: dict[str, Any], intermediate: int) -> dict[str, int]:
+    head_dim = _tables()["head_dim"].get(model.name, model.hidden // model.heads)
+    return {"h": model.hidden, "i": intermediate, "v": model.vocab, "c": model.context,
+            "q": model.heads * head_dim, "kv": model.kv_heads * head_dim, "e": spec.get("experts", 1),
+            "n": model.layers}
+
+
+def _count(spec: dict[str, Any], sizes: dict[str, int], tied: bool) -> int:
+    return sum(math.prod(t.shape) for t in _tensors(spec, sizes, tied))
+
+
+def _tensors(spec: dict[str, Any], sizes: dict[str, int], tied: bool) -> list[Tensor]:
+    out = [_tensor(row, "", sizes) for row in spec["head"]]
+    for n in range(sizes["n"]):
+        prefix = spec["prefix"].format(n=n)
+        for row in spec["layer"]:
+            experts = range(sizes["e"]) if "{e}" in row[0] else range(1)
+            out += [_tensor([row[0].format(e=e), *row[1:]], prefix, sizes) for e in experts]
+    out += [_tensor(row, "", sizes) for row in spec["tail"]]
+    if not tied:
+        out += [_tensor(row, "", sizes) for row in spec["untied"]]
+    return out
+
+
+def _tensor(row: list[str], prefix: str, sizes: dict[str, int]) -> Tensor:
+    return Tensor(prefix + row[0], tuple(_dim(d, sizes) for d in row[1:]))
+
+
+def _dim(text: str, sizes: dict[str, int]) -> int:
+    """"q+2*kv" in `sizes`."""
+    total = 0
+    for term in text.split("+"):
+        factor, _, name = term.rpartition("*")
+        total += (int(factor) if factor else 1) * sizes[name]
+    return total

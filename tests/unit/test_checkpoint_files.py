@@ -1,0 +1,177 @@
+"""What a checkpoint's files hold: the model's real tensors in safetensors
+headers, torch.save archives that run nothing on load, transformers' JSON
+schemas, and no trace of fakerun."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import pickletools
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fakerun import events as ev
+from fakerun.checkpoint import RESUME, STATE, CheckpointWriter, find, safetensors, torchsave
+from fakerun.checkpoint.store import keeps_holes
+from fakerun.checkpoint.tensors import Tensor, layout
+from fakerun.world import catalog
+from fakerun.world.catalog import models
+from fakerun.world.identity import build
+
+# TrainerState's fields at transformers v4.46.3 (trainer_callback.py): what
+# TrainerState(**json) accepts, and save_to_json writes, sorted.
+TRAINER_STATE = ["best_metric", "best_model_checkpoint", "epoch", "eval_steps", "global_step",
+                 "is_hyper_param_search", "is_local_process_zero", "is_world_process_zero", "log_history",
+                 "logging_steps", "max_steps", "num_input_tokens_seen", "num_train_epochs", "save_steps",
+                 "stateful_callbacks", "total_flos", "train_batch_size", "trial_name", "trial_params"]
+# Opcodes that import or call: a pickle without them only builds plain data.
+RUNS_CODE = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2",
+             "EXT4", "PERSID", "BINPERSID"}
+
+
+def find_model(name: str) -> catalog.Model:
+    return catalog.find(catalog.models(), name, "model")
+
+
+def header(raw: bytes) -> tuple[int, dict]:
+    (length,) = struct.unpack("<Q", raw[:8])
+    return length, json.loads(raw[8:8 + length])
+
+
+@pytest.mark.parametrize("model", [m for m in models() if not m.name.startswith("OLMo")], ids=lambda m: m.name)
+def test_the_tensors_add_up_to_the_catalogs_parameters(model):
+    lay = layout(model)
+    assert sum(t.nbytes for t in lay.tensors) == 2 * model.params
+    assert len({t.name for t in lay.tensors}) == len(lay.tensors)
+
+
+def test_published_shapes_come_out():
+    """Llama-3.2-1B: tied, intermediate 8192; Llama-3.1-8B: 14336, with an
+    lm_head; Mixtral's experts; Gemma-2's head_dim of 256; OLMo-2's 11008,
+    whose catalog count is 606,208 short of its shapes' (their config.json
+    files on the Hub)."""
+    small, big = layout(find_model("Llama-3.2-1B")), layout(find_model("Llama-3.1-8B"))
+    assert (small.intermediate, small.tied, big.intermediate, big.tied) == (8192, True, 14336, False)
+    names = {t.name: t.shape for t in big.tensors}
+    assert names["model.layers.0.self_attn.k_proj.weight"] == (1024, 4096)
+    assert names["lm_head.weight"] == (128256, 4096) and "lm_head.weight" not in {t.name for t in small.tensors}
+    moe = {t.name for t in layout(find_model("Mixtral-8x7B-v0.1")).tensors}
+    assert "model.layers.31.block_sparse_moe.experts.7.w3.weight" in moe
+    gemma = layout(find_model("gemma-2-9b"))
+    assert gemma.intermediate == 14336 and gemma.tensors[1].shape == (4096, 3584)  # q_proj: 16 heads of 256
+    assert layout(find_model("OLMo-2-1124-7B")).intermediate == 11008
+
+
+def test_sharding_follows_huggingface_hub():
+    """5 GB a shard, filled in order; a larger tensor gets a shard of its own
+    at once, the shard being filled goes on; one shard is model.safetensors."""
+    big = Tensor("a", (3 * 10**9,))  # 6 GB
+    parts = safetensors.shards([Tensor("x", (10**9,)), Tensor("y", (10**9,)), big, Tensor("z", (10,))])
+    assert [[t.name for t in s.tensors] for s in parts] == [["a"], ["x", "y", "z"]]
+    assert [s.name for s in parts] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    parts = safetensors.shards([Tensor("x", (2 * 10**9,)), Tensor("y", (10**9,)), Tensor("z", (10,))])
+    assert [[t.name for t in s.tensors] for s in parts] == [["x"], ["y", "z"]]
+    assert [s.name for s in safetensors.shards([Tensor("x", (4,))])] == ["model.safetensors"]
+    assert len(safetensors.shards(list(layout(find_model("Llama-3.1-70B")).tensors))) == 30  # as published
+
+
+def test_a_shard_header_is_the_safetensors_format():
+    shard = safetensors.shards(list(layout(find_model("Llama-3.2-1B")).tensors))[0]
+    raw = shard.header()
+    length, body = header(raw)
+    assert len(raw) == 8 + length and length % 8 == 0 and raw.endswith((b"}", b" "))
+    assert list(body)[0] == "__metadata__" and body.pop("__metadata__") == {"format": "pt"}
+    assert list(body) == sorted(body)
+    offsets = [t["data_offsets"] for t in body.values()]
+    assert offsets[0][0] == 0 and all(a[1] == b[0] for a, b in zip(offsets, offsets[1:], strict=False))
+    assert shard.size() == len(raw) + offsets[-1][1]
+    assert body["model.embed_tokens.weight"] == {"dtype": "BF16", "shape": [128256, 2048],
+                                                 "data_offsets": body["model.embed_tokens.weight"]["data_offsets"]}
+
+
+def test_a_torch_save_archive_runs_nothing_on_load():
+    obj = {"base_lrs": [1e-4], "last_epoch": 3, "lr_lambdas": [None], "t": (1, 2.0)}
+    raw = torchsave.archive("scheduler.pt", obj, "123")
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        assert zf.namelist() == ["scheduler/data.pkl", "scheduler/byteorder", "scheduler/version",
+                                 "scheduler/.data/serialization_id"]
+        data = zf.read("scheduler/data.pkl")
+    assert not {op.name for op, _, _ in pickletools.genops(data)} & RUNS_CODE
+    assert pickle.loads(data) == obj
+
+
+def start(path: Path) -> bytes:
+    """A file's first MiB (all a header needs; a sparse shard is GBs of zeros)."""
+    with open(path, "rb") as handle:
+        return handle.read(1 << 20)
+
+
+def write_one(tmp_path: Path, sparse: bool = False) -> Path:
+    ident = build(6, 1, 2, model="Llama-3.2-3B")
+    writer = CheckpointWriter(tmp_path, ident, 6, sparse=sparse)
+    writer.event(ev.Step(step=1, max_steps=10, loss=2.5, loss_min=2.4, loss_max=2.6, grad_norm=1.0, lr=1e-4))
+    writer.event(ev.Checkpoint(1, 1, str(tmp_path), 2, 1, 1, 1.0, 1234.5))
+    return tmp_path / "checkpoint-1"
+
+
+def test_a_checkpoint_has_no_trace_and_real_schemas(tmp_path):
+    ckpt = write_one(tmp_path)
+    for path in ckpt.iterdir():
+        assert b"fakerun" not in path.read_bytes().lower(), path.name
+    state = json.loads((ckpt / STATE).read_text())
+    assert list(state) == TRAINER_STATE and state["global_step"] == 1
+    index = json.loads((ckpt / safetensors.INDEX).read_text())
+    for name in sorted(set(index["weight_map"].values())):  # headers only, the data left out
+        raw = (ckpt / name).read_bytes()
+        assert len(raw) == 8 + header(raw)[0]
+    config = json.loads((ckpt / "config.json").read_text())
+    assert (config["intermediate_size"], config["tie_word_embeddings"], config["model_type"]) == (8192, True, "llama")
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"):
+        with zipfile.ZipFile(ckpt / name) as zf:
+            data = zf.read(f"{Path(name).stem}/data.pkl")
+        assert not {op.name for op, _, _ in pickletools.genops(data)} & RUNS_CODE, name
+    resumed = find(ckpt)
+    assert (resumed.step, resumed.time, resumed.seed, resumed.model) == (1, 1234.5, 6, "Llama-3.2-3B")
+
+
+def test_resume_reads_a_trainers_own_checkpoint_and_the_old_form(tmp_path):
+    real = tmp_path / "checkpoint-4"
+    real.mkdir()
+    (real / STATE).write_text(json.dumps({"global_step": 4, "log_history": []}))
+    assert (find(real).step, find(real).time, find(real).seed) == (4, 0.0, None)  # the clock of now
+    old = tmp_path / "checkpoint-5"
+    old.mkdir()
+    (old / STATE).write_text(json.dumps({"global_step": 5, "fakerun": {"seed": 3, "model": "x", "time": 9.0}}))
+    assert (find(old).seed, find(old).time) == (3, 9.0)
+    (old / RESUME).write_text(json.dumps({"seed": 4, "time": 10.0}))  # the hidden file wins
+    assert (find(old).seed, find(old).time) == (4, 10.0)
+
+
+def test_sparse_shards_have_their_true_size(tmp_path):
+    if not keeps_holes(tmp_path):
+        pytest.skip(f"{tmp_path}'s file system keeps no holes")
+    ckpt = write_one(tmp_path, sparse=True)
+    index = json.loads((ckpt / safetensors.INDEX).read_text())
+    names = sorted(set(index["weight_map"].values()))
+    sizes = [(ckpt / n).stat().st_size for n in names]
+    headers = [8 + header(start(ckpt / n))[0] for n in names]
+    assert sum(sizes) - sum(headers) == index["metadata"]["total_size"]
+    assert sum((ckpt / n).stat().st_blocks * 512 for n in names) < 1 << 20  # holes: no blocks
+    safe_open = pytest.importorskip("safetensors").safe_open
+    for name in names:
+        with safe_open(str(ckpt / name), framework="np") as f:
+            assert f.metadata() == {"format": "pt"}
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118 - not a mapping
+            assert shapes == {k: v["shape"] for k, v in header(start(ckpt / name))[1].items()
+                              if k != "__metadata__"}
+
+
+def test_a_file_system_without_holes_gets_headers_only(tmp_path, monkeypatch):
+    monkeypatch.setattr("fakerun.checkpoint.store.keeps_holes", lambda folder: False)
+    ckpt = write_one(tmp_path, sparse=True)
+    assert all(os.path.getsize(p) < 1 << 20 for p in ckpt.iterdir())
