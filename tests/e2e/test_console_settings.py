@@ -89,3 +89,13 @@ def test_log_dir_dev_null_prints_every_rank_stream_bare(runner):
     assert job.proc.returncode == 0, job.stderr[-2000:]
     assert [line for line in job.stdout.splitlines() if TRAINING.match(line)]  # rank 0's, though filtered out
     assert not [line for line in lines(job) if BRACKETED.match(line)]
+
+
+def test_log_dir_dev_null_keeps_no_error_file(runner):
+    # DefaultLogsSpecs.reify under /dev/null sets TORCHELASTIC_ERROR_FILE="" (v2.3.1 to v2.9.1
+    # elastic/multiprocessing/api.py; 2.5.1: line 343): @record writes nothing, and the report says so.
+    job = runner.run(*SHORT, "--scenario", "rank-crash", "--log-dir", "/dev/null", "--output", "jsonl")
+    assert job.proc.returncode == 1, job.stderr[-2000:]
+    assert {e["env"]["TORCHELASTIC_ERROR_FILE"] for e in job.of("rank_started")} == {""}
+    assert "  error_file: <N/A>\n" in job.stderr
+    assert "  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html" in job.stderr

@@ -157,7 +157,7 @@ def test_after_a_watchdog_timeout_the_clock_moves_past_every_rank_s_watchdog():
         c.handle(rank_routing_id(r), contribute(r, 1, [1.0, 1.0]), 0.0)
     (timeout,) = c.tick(5.2).events
     assert timeout.time == 5.0
-    assert clock.now == pytest.approx(5.0 + sim.WATCHDOG_POLL_S)
+    assert clock.now == pytest.approx(5.0 + sim.WATCHDOG_REPORT_S)
     assert all(timeout.time + sim.watchdog_lag(1, r, timeout.seq) < clock.now for r in timeout.waiting)
 
 

@@ -19,7 +19,7 @@ from fakerun.render.styles.deepspeed_checkpoint import CheckpointSave
 from fakerun.render.styles.deepspeed_engine import EngineInit
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog, ds_stamp, version_table
 from fakerun.render.styles.megatron import MegatronLines
-from fakerun.render.torchrun.formatter import EventFormatter
+from fakerun.render.torchrun.formatter import WATCHDOG_GAPS_US, EventFormatter
 from fakerun.world import catalog, identity, styles
 from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
@@ -89,6 +89,15 @@ def test_no_two_ranks_share_a_watchdog_stamp_and_each_thread_logs_forward():
         assert abs(ran_for - 600061 - lag_ms) <= 0.501
         assert 0 <= lag_ms < 1000 * sim.WATCHDOG_POLL_S
     assert formatter.lines(e) == lines
+
+
+def test_the_clock_moves_past_every_watchdog_line_however_late_its_thread_looks():
+    """The coordinator advances its clock by WATCHDOG_REPORT_S after a timeout: a
+    rank's last line comes at most the poll, the first gap and a gap per further line
+    (the watchdog's sequence: its text's lines) after the deadline."""
+    lines = len(EventFormatter().text["watchdog"]) + 1
+    worst_us = WATCHDOG_GAPS_US[0][1] + (lines - 2) * WATCHDOG_GAPS_US[1][1]
+    assert sim.WATCHDOG_POLL_S + worst_us * 1e-6 < sim.WATCHDOG_REPORT_S
 
 
 def _timer(lines) -> tuple[float, float]:

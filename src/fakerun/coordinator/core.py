@@ -271,7 +271,7 @@ class Coordinator(AgentSide):
             comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, waiting,
             pending.missing(self.world), self._wall()))
         if self.timeline is not None:  # each rank's watchdog notices within its poll (sim.watchdog_lag)
-            self.timeline.clock.advance(sim.WATCHDOG_POLL_S)
+            self.timeline.clock.advance(sim.WATCHDOG_REPORT_S)
         for r in waiting:
             out.replies.append((rank_routing_id(r), Abort(
                 "watchdog", comm, fp.seq, fp.op, fp.count, timeout_ms, elapsed_ms, "")))

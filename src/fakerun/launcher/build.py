@@ -54,10 +54,14 @@ def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endp
     topo, specs = config.topology, []
     for local in topo.local_ranks():
         rank = topo.global_rank(local)
-        out, err = rundir.rank_logs(attempt, local, config.settings.redirects | config.settings.tee)
+        # --log-dir /dev/null: torch's DefaultLogsSpecs.reify keeps no file, the error file's included
+        # ("" in the worker's environment: @record writes none, the report shows <N/A>).
+        s = config.settings
+        none = s.no_log_files
+        out, err = rundir.rank_logs(attempt, local, 0 if none else s.redirects | s.tee)
         env = worker_env(config, rank, local, {
             "TORCHELASTIC_RESTART_COUNT": str(attempt),
-            ERROR_FILE_ENV: str(rundir.error_file(attempt, local)),
+            ERROR_FILE_ENV: "" if none else str(rundir.error_file(attempt, local)),
             "FAKERUN_COORDINATOR": endpoint,
         })
         specs.append(RankSpec(rank, local, topo.node_rank, endpoint, token, config.run_id, env,

@@ -171,13 +171,14 @@ def _run_script(comm: Communicator, spec: RankSpec, config: RunConfig) -> None:
     rank stops at once. One only: a second SIGINT while the first unwinds
     is ignored, and so is one after the script's end, the rank's way out."""
     script = Script(comm, spec.rank, config, config.identity)
-    signal.signal(signal.SIGINT, _keyboard_interrupt)
     try:
-        script.run()
-    except KeyboardInterrupt:
+        try:
+            signal.signal(signal.SIGINT, _keyboard_interrupt)
+            script.run()
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:  # also one landing in the finally above: it must not escape as our own error
         raise ScriptInterrupted(script.where) from None
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _keyboard_interrupt(_signum: int, _frame: object) -> None:

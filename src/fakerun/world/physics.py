@@ -181,6 +181,10 @@ def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
 # each rank notices a timed-out collective on its own, up to this much after
 # the deadline.
 WATCHDOG_POLL_S = 0.1
+# From the deadline to a rank's last watchdog line, at most: its poll, then
+# its few lines, under half a millisecond apart in all (the formatter's
+# WATCHDOG_GAPS_US). Nothing the job says after the timeout comes earlier.
+WATCHDOG_REPORT_S = WATCHDOG_POLL_S + 0.001
 
 
 def watchdog_lag(seed: int, rank: int, seq: int) -> float:
