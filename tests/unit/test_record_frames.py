@@ -65,3 +65,21 @@ def test_the_error_files_callstack_starts_at_the_wrapper(tmp_path: Path, monkeyp
     assert callstack[0] == "Traceback (most recent call last):"
     assert callstack[1] == lines[3] and "in wrapper" in callstack[1]  # no <module> frame above it
     assert callstack[2:-1] == lines[4:] and callstack[-1] == ""
+
+
+@pytest.mark.parametrize(("style", "step_frame"), [
+    ("hf", "in _inner_training_loop"), ("deepspeed", "in _take_model_step"),
+    ("megatron", "in train_step"), ("lightning", "in _multi_tensor_adamw"),
+])
+@pytest.mark.parametrize("where", ["init", "train", "validation", "checkpoint", "export"])
+def test_a_frameworks_script_is_interrupted_in_its_own_frames(style: str, step_frame: str, where: str) -> None:
+    """The framework's script (run_clm.py's Trainer, a DeepSpeed engine, Megatron's
+    pretrain, Lightning's fit) takes the SIGINT in its step's frames, as its crash
+    does, without the seeds' train.py frames or @record (none of them decorate main)."""
+    from fakerun.world import styles
+
+    config = replace(config_of("2.5.1"), style=styles.parse(style))
+    text = script_text(config, ScriptInterrupted(where).key)
+    assert text.startswith("Traceback (most recent call last):\n") and text.endswith("\nKeyboardInterrupt")
+    assert step_frame in text
+    assert "train_step(model, batch, optimizer)" not in text and "in wrapper" not in text.split("\n")[3]

@@ -88,6 +88,8 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     [script] table, overridden by the style's own (data/style-<name>.toml)."""
     own = texts.optional(f"style-{config.style.name}").get("script", {})
     script = {**texts.load("torchrun")["script"], **own}
+    if key.startswith("interrupt") and key not in own and "interrupt" in own:
+        key = "interrupt"  # the framework's script, wherever it is: its step's frames, not train.py's
     versions = config.identity.versions
     site = f"{ENV_PREFIX}/lib/python{versions.python}/site-packages"
     frames = texts.torchrun(versions.torch)["frames"]
