@@ -118,3 +118,18 @@ def test_log_dir_dev_null_leaves_every_stream_of_every_rank_bare_on_the_console(
     c = config("--tee", "3", "--redirects", "3", "--local-ranks-filter", "0", "--log-dir", "/dev/null")
     assert c.log_dir is None
     assert c.settings.console("stdout", 1) == (True, False) and not c.settings.in_files("stderr")
+
+
+@pytest.mark.parametrize(("argv", "width"), [
+    ((), 120 - len("[default1]:")),  # the demo tees
+    (("train.py",), 120),  # a drop-in: bare lines have the whole line
+    (("--tee", "3", "--role", "rank", "train.py"), 120 - len("[rank1]:")),
+])
+def test_the_script_text_fits_the_line_beside_the_prefix_the_settings_give(argv, width):
+    import io
+
+    from fakerun.render.renderer import build_renderer
+
+    c = config("--nproc", "2", "--output", "plain", *argv)
+    renderer = build_renderer(c, io.StringIO(), io.StringIO(), {"COLUMNS": "120"})
+    assert renderer.formatter.script.width == width

@@ -157,8 +157,10 @@ def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
 def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[str, str]) -> Renderer:
     mode = resolve_output(config.output, stdout, environ)
     tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
-    # Rank lines wear an 11-character "[defaultN]:" prefix on the console.
-    width = max(60, width_of(stdout, environ) - 11)
+    # Teed rank lines wear their prefix ("[default7]:", or the role's, or the template's) on the console.
+    s, last = config.settings, config.topology.nproc_per_node - 1
+    prefix = len(s.prefix(config.topology.global_rank(last), last)) if s.tee else 0
+    width = max(60, width_of(stdout, environ) - prefix)
     formatter = EventFormatter(width, tz, styles.renderer_for(config.style, width, tz), config.identity,
                                config.settings)
     node_ranks = config.topology.node_ranks()
