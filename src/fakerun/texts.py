@@ -37,5 +37,10 @@ def torchrun(torch: str | None) -> dict[str, dict[str, Any]]:
     table, prints 2.13's. The launcher's views and the ranks (whose
     tracebacks pass through torch's own frames) read the same tables."""
     data = load("torchrun")
-    own = data["torch"].get(".".join((torch or "").split(".")[:2]), {})
+    own = data["torch"].get(minor(torch), {})
     return {name: {**data[name], **own.get(name, {})} for name in TORCHRUN_TABLES}
+
+
+def minor(torch: str | None) -> str:
+    """The MAJOR.MINOR key of a torch version's tables ("2.5.1" -> "2.5")."""
+    return ".".join((torch or "").split(".")[:2])

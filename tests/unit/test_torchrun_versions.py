@@ -18,8 +18,9 @@ from datetime import datetime
 import pytest
 
 from fakerun import events as ev
-from fakerun.render.torchrun.formatter import EventFormatter, torchrun_tables
+from fakerun.render.torchrun.formatter import EventFormatter
 from fakerun.texts import load
+from fakerun.texts import torchrun as torchrun_tables
 from fakerun.world import catalog, identity, settings
 
 ROWS = {row.torch: row for row in catalog.versions()}

@@ -44,12 +44,7 @@ def process_group_texts(torch: str | None) -> dict[str, str]:
     """ProcessGroupNCCL's warnings that torch `torch` prints in a healthy run
     (data/torchrun.toml [process_group_nccl], by major.minor)."""
     table = texts.load("torchrun")["process_group_nccl"]
-    return table.get(".".join((torch or "").split(".")[:2]), {})
-
-
-def torchrun_tables(torch: str | None) -> dict[str, dict[str, Any]]:
-    """What torchrun of torch `torch` prints (texts.torchrun)."""
-    return texts.torchrun(torch)
+    return table.get(texts.minor(torch), {})
 
 
 def _main_thread_id(run: ev.RunStarted) -> int:
@@ -132,7 +127,7 @@ class EventFormatter:
     def _use(self, ident: Any) -> None:
         """Print as the torchrun of `ident`'s torch does."""
         self.ident = ident
-        tables = torchrun_tables(ident.versions.torch if ident is not None else None)
+        tables = texts.torchrun(ident.versions.torch if ident is not None else None)
         self.where: dict[str, str] = tables["lines"]
         self.frames: dict[str, Any] = tables["frames"]
         self.text: dict[str, Any] = tables["text"]
