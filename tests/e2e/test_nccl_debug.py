@@ -57,3 +57,23 @@ def test_subsys_init_leaves_out_the_env_and_tuning_lines(runner):
     rank1 = rank_messages(nccl_run(runner, {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT"}), 1)
     assert rank1 == [x for x in fill(RANK1_221, rank1)
                      if "Plugin load returned" not in x and not x.startswith("TUNER/")]
+
+
+@pytest.mark.parametrize("level", [None, "WARN"])
+def test_a_lost_nodes_peers_warn_before_their_dist_backend_error(runner, level):
+    # src/misc/socket.cc:50 at v2.21.5-1 (tests/unit/test_nccl.py): each surviving rank's NCCL says
+    # why its collective failed, at NCCL_DEBUG=WARN and above, before torch raises DistBackendError.
+    env = {k: v for k, v in clean_env().items() if not k.startswith("NCCL_")} | ({"NCCL_DEBUG": level} if level else {})
+    job = runner.start(*FIXED, "--nodes", "2", "--nproc", "2", "--no-theatre", "--output", "plain", "--max-steps",
+                       "20", "--scenario", "node-failure", "--fail-rank", "3", "--fail-step", "10", "--tee", "3",
+                       "train.py", env=env)  # a drop-in: no demo NCCL_DEBUG
+    assert job.wait() == 1, job.stderr[-2000:]
+    warns = re.findall(r"^[\w-]+: \[default(\d)\]:[\w-]+:\d+:\d+ \[(\d)\] misc/socket\.cc:50 NCCL WARN "
+                       r"socketProgress: Connection closed by remote peer [\w-]+<(\d+)>$", job.stdout, re.M)
+    if level is None:
+        assert warns == []
+        return
+    assert sorted((int(a), int(b)) for a, b, _ in warns) == [(0, 0), (1, 1)]  # node 0's ranks, on their GPUs
+    for local, _, port in warns:  # the port its DistBackendError's "Last error:" names too
+        assert f"[rank{local}]: socketProgress: Connection closed by remote peer" in job.stdout + job.stderr
+        assert f"<{port}>" in job.stderr + job.stdout

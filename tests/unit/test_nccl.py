@@ -353,3 +353,47 @@ def test_dgx_nodes_list_their_compute_nics(gpu: str, nics: str):
     lines = messages(printed(ident(gpu=gpu, nproc=8), {"NCCL_DEBUG": "INFO"}), 3)
     assert [x for x in lines if x.startswith("NET/IB")] == fill([f"NET/IB : Using {nics} [RO]; OOB eth0:{{ip}}<0>"],
                                                                 lines)
+
+
+# -- WARN --------------------------------------------------------------------------
+def socket_closed(nccl: str, env: dict[str, str]) -> list[str]:
+    from datetime import UTC, datetime
+
+    run = ident(nproc=2, nnodes=2, nccl=nccl)
+    pids = {rank: 4000 + 3 * rank for rank in range(run.world)}
+    when = datetime(2026, 4, 18, 12, 45, 41, tzinfo=UTC).timestamp()
+    lines = NcclInit(run, pids, resolve(Flags(), env, drop_in=True)).socket_closed(1, "gpu002", when, UTC)
+    assert all(line.rank == 1 and line.stream == "stdout" for line in lines)
+    return [line.text for line in lines]
+
+
+WARN_TEXT = "NCCL WARN socketProgress: Connection closed by remote peer gpu002<32769>"
+
+
+@pytest.mark.parametrize("nccl", ["2.20.5", "2.21.5"])
+@pytest.mark.parametrize("level", ["WARN", "INFO", "TRACE"])
+def test_a_closed_peer_socket_is_a_warn_from_warn_up(nccl: str, level: str):
+    # src/misc/socket.cc:50 (v2.20.5-1 and v2.21.5-1) WARN("socketProgress: Connection closed by remote
+    # peer %s", ...); src/debug.cc ncclDebugLog: "\n%s:%d:%d [%d] %s:%d NCCL WARN " (__FILE__ as built: misc/).
+    (blank, line) = socket_closed(nccl, {"NCCL_DEBUG": level})
+    assert blank == ""
+    assert re.fullmatch(rf"[\w-]+:4003:\d+ \[1\] misc/socket\.cc:50 {WARN_TEXT}", line), line
+
+
+def test_2_27_stamps_its_warn_lines():
+    # v2.27.5-1 src/debug.cc: NCCL_DEBUG_TIMESTAMP_LEVELS unset stamps WARN, "[%F %T] " unless
+    # NCCL_DEBUG_TIMESTAMP_FORMAT says otherwise; socket.cc's WARN spans :71-72 and prints :72 (a public
+    # 2.27 log: "[2026-04-18 12:45:41] gpu002:704800:704915 [1] misc/socket.cc:72 NCCL WARN socketProgress").
+    (_, line) = socket_closed("2.27.5", {"NCCL_DEBUG": "WARN"})
+    assert re.fullmatch(rf"\[2026-04-18 12:45:41\] [\w-]+:4003:\d+ \[1\] misc/socket\.cc:72 {WARN_TEXT}", line)
+
+
+@pytest.mark.parametrize("env", [{}, {"NCCL_DEBUG": "VERSION"}, {"NCCL_DEBUG": "WARN", "NCCL_DEBUG_SUBSYS": "^ALL"}])
+def test_no_warn_below_warn_or_with_an_empty_mask(env: dict[str, str]):
+    assert socket_closed("2.21.5", env) == []
+
+
+def test_the_warn_comes_from_a_thread_of_the_rank_not_its_main_one():
+    (_, line) = socket_closed("2.21.5", {"NCCL_DEBUG": "WARN"})
+    pid, tid = map(int, line.split(" ", 1)[0].split(":")[1:3])
+    assert tid > pid

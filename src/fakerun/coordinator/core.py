@@ -283,10 +283,12 @@ class Coordinator(AgentSide):
         lost = min(self.lost)
         host = self.agents[lost].host if lost in self.agents else ""
         out = Outcome()
+        now = self.timeline.clock.now if self.timeline is not None else 0.0
         for r in ranks:
             if self.topology.node_of(r) not in self.lost:
                 out.replies.append((rank_routing_id(r), Abort(
                     "peer", comm, fp.seq, fp.op, fp.count, 0, 0, host or f"node{lost}")))
+                out.events.append(ev.NcclSocketClosed(r, host or f"node{lost}", now))
         return out
 
     # -- output and departure -------------------------------------------

@@ -394,6 +394,17 @@ class WaitingForNodes:
 
 
 @dataclass(frozen=True)
+class NcclSocketClosed:
+    """`rank`'s NCCL found its socket to `peer` (the host of a lost node's
+    rank) closed: what it says before the rank's DistBackendError."""
+
+    NAME: ClassVar[str] = "nccl_socket_closed"
+    rank: int
+    peer: str
+    time: float
+
+
+@dataclass(frozen=True)
 class NodeLost:
     """Another node failed or went silent; this node's collectives with it
     fail from now on."""
@@ -420,5 +431,5 @@ Event = (
     | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | Export | Summary
     | WatchdogTimeout | Desync | Rejected | Restart | OutputFailed | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | AttemptFailed | RunFailed | RunFinished | WaitingForNodes | NodeLost
-    | AgentError
+    | NcclSocketClosed | AgentError
 )

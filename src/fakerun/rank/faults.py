@@ -15,6 +15,7 @@ from fakerun.config.options import RunConfig
 from fakerun.errors import FakerunError
 from fakerun.world import physics as sim
 from fakerun.world.identity import ENV_PREFIX, Identity
+from fakerun.world.topology import peer_port
 
 
 class SimulatedExit(FakerunError):
@@ -107,10 +108,9 @@ def _expand(text: str, table: dict[str, str]) -> str:
     return text
 
 
-def peer_lost(config: RunConfig, peer_host: str, seed: int) -> list[str]:
+def peer_lost(config: RunConfig, peer_host: str, rank: int) -> list[str]:
     """What a rank prints when NCCL finds that another node's rank is gone."""
-    port = 32768 + seed % 28000  # the peer's ephemeral port
-    return script_text(config, "peer_lost", peer=peer_host, port=port).split("\n")
+    return script_text(config, "peer_lost", peer=peer_host, port=peer_port(rank)).split("\n")
 
 
 class ScriptFailed(FakerunError):

@@ -20,6 +20,12 @@ MAX_WORLD = 1 << 17
 MAX_MULTINODE_WORLD = 512
 
 
+def peer_port(rank: int) -> int:
+    """The ephemeral port (Linux's 32768-60999) of the socket `rank`'s NCCL
+    had to a lost peer: its DistBackendError and its WARN both name it."""
+    return 32768 + rank % 28000
+
+
 def node_of(rank: int, nproc_per_node: int) -> int:
     return rank // nproc_per_node
 

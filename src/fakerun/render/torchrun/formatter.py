@@ -111,6 +111,7 @@ class EventFormatter:
             ev.ClosingSignal: self._closing,
             ev.ForcedKill: self._forced_kill,
             ev.AttemptFailed: self._attempt_failed,
+            ev.NcclSocketClosed: self._socket_closed,
             ev.RunFailed: self._run_failed,
             ev.RunFinished: self._run_finished,
         }
@@ -283,6 +284,12 @@ class EventFormatter:
     def _rendezvous(self, e: ev.RendezvousComplete) -> list[Line]:
         self.pids = dict(zip(e.ranks, e.pids, strict=True))
         return []
+
+    def _socket_closed(self, e: ev.NcclSocketClosed) -> list[Line]:
+        if self.ident is None:
+            return []
+        # The communicator's identifiers and threads, as its init lines gave them (seeded: the same again).
+        return NcclInit(self.ident, self.pids, self.settings).socket_closed(e.rank, e.peer, e.time, self.tz)
 
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "summary":

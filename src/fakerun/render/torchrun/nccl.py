@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from datetime import datetime, tzinfo
 from typing import Any
 
 from fakerun.render.lines import STDOUT, Line
@@ -26,6 +27,7 @@ from fakerun.render.torchrun.nccl_text import ALL, INFO, Debug, version
 from fakerun.world.draws import rng
 from fakerun.world.identity import Identity
 from fakerun.world.settings import Settings
+from fakerun.world.topology import peer_port
 
 RING_LIMIT = 20  # src/graph/rings.cc MAXWIDTH: dumpLine shows the first 20 ranks
 MAIN, INIT, PROXY, PROXY_UDS = range(4)  # the threads of a rank that speak
@@ -71,6 +73,18 @@ class NcclInit:
             return []
         streams = {rank: self._render(rank) for rank in ranks}
         return _interleave(streams, rng(self.ident.seed, "nccl-order"))
+
+    def socket_closed(self, rank: int, peer: str, when: float, tz: tzinfo | None) -> list[Line]:
+        """The WARN a rank's NCCL prints when its peer's socket closed (a lost
+        node), from its proxy thread, before torch raises the DistBackendError."""
+        if not self.debug.warns() or rank not in self.pids:
+            return []
+        site, text = self.nccl.socket_closed
+        stamp = datetime.fromtimestamp(when, tz).strftime("[%F %T] ") if self.nccl.warn_timestamp else ""
+        host = self.ident.host(rank).split(".")[0]
+        who = f"{host}:{self.pids[rank]}:{self.tids[rank][PROXY - 1]} [{self._local(rank)}]"
+        line = f"{stamp}{who} {site} NCCL WARN {text.format(peer=peer, port=peer_port(rank))}"
+        return [Line("", STDOUT, rank), Line(line, STDOUT, rank)]  # a WARN begins with a newline
 
     # -- filtering and prefixes ---------------------------------------------
     def _render(self, rank: int) -> list[str]:

@@ -12,7 +12,7 @@ from fakerun.world.settings import Settings
 
 # src/include/nccl_common.h ncclDebugLogLevel
 LEVELS = {"VERSION": 1, "WARN": 2, "INFO": 3, "ABORT": 4, "TRACE": 5}
-INFO = LEVELS["INFO"]
+INFO, WARN = LEVELS["INFO"], LEVELS["WARN"]
 UNKNOWN = -1  # a value debug.cc does not know leaves ncclDebugLevel at -1: nothing prints
 ALL = (1 << 64) - 1  # NCCL_ALL (~0), as the uint64_t mask holds it
 
@@ -32,6 +32,8 @@ class Version:
     main_other: tuple[str, ...]  # the other ranks' main thread
     init: tuple[str, ...]  # the thread that builds the communicator
     ring_numbers: str  # "fixed" or "fitted": how rings.cc's dumpLine lays out a ring
+    socket_closed: tuple[str, str]  # the WARN's file:line and text
+    warn_timestamp: bool  # WARN lines begin with "[%F %T] " (2.27's default)
 
 
 @cache
@@ -48,7 +50,8 @@ def version(name: str) -> Version:
     return Version(name, merged["tag"], tuple(merged["subsystems"]),
                    _flags(bits, "|".join(merged["default_mask"])), merged["version_as_info"],
                    merged["nvls_buff"], text, tuple(merged["main_rank0"]), tuple(merged["main_other"]),
-                   tuple(merged["init"]), merged["ring_numbers"])
+                   tuple(merged["init"]), merged["ring_numbers"], tuple(merged["socket_closed"]),
+                   merged["warn_timestamp"])
 
 
 def _flags(bits: dict[str, int], names: str) -> int:
@@ -65,6 +68,10 @@ class Debug:
     @classmethod
     def of(cls, settings: Settings, nccl: Version) -> Debug:
         return cls(_level(settings.env("NCCL_DEBUG")), _mask(settings.env("NCCL_DEBUG_SUBSYS"), nccl))
+
+    def warns(self) -> bool:
+        """A WARN(...) prints: WARN and above, its NCCL_ALL flags in any mask."""
+        return self.level >= WARN and self.mask != 0
 
     def info(self, flags: int) -> bool:
         """An INFO(flags, ...) call prints (ncclDebugLog: level and mask)."""
