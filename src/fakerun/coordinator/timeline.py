@@ -202,7 +202,9 @@ class Timeline:
                           max(done.sim_s.values()), self.clock.now)]
 
     def output_dir(self) -> str:
-        return f"./models/{self.ident.slug}-pretrained/"
+        """Named for what the run made: a fine-tune of a base model, or a model pre-trained from scratch."""
+        kind = "finetuned" if self.ident.hyper.fine_tune else "pretrained"
+        return f"./models/{self.ident.slug}-{kind}/"
 
     def _summary(self) -> ev.Summary:
         run, ident = self.run, self.ident

@@ -45,6 +45,11 @@ class Hyper:
     def tokens_per_step(self) -> int:
         return self.global_batch * self.seq_len
 
+    @property
+    def fine_tune(self) -> bool:
+        """Starts from a base model's weights (--model_name_or_path), not from scratch."""
+        return self.pretrained_tokens > 0
+
 
 @dataclass(frozen=True)
 class Identity:

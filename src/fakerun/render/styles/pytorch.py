@@ -180,9 +180,10 @@ class PytorchLines(EventRoutes):
                 f"  Path: {e.path}", f"  Checkpoint saved in {e.seconds:.1f}s"]
 
     def _export(self, e: ev.Export) -> list[str]:
+        # Where it went is the summary's last row (as in the seeds), said once.
         shards = [f for f in e.files if f.endswith(".safetensors")]
         return [f"  Exporting to SafeTensors format: {len(shards)} file{'s' if len(shards) > 1 else ''}, "
-                f"{_gb(e.bytes)}", f"  Output: {e.path}"]
+                f"{_gb(e.bytes)}"]
 
     def _summary(self, e: ev.Summary) -> list[str]:
         loss = round(e.final_loss, 4)
