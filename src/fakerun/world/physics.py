@@ -167,12 +167,22 @@ def slowest_step_seconds(ident: Identity) -> float:
     return _step_seconds(ident, ident.mfu * math.exp(0.025 * -GAUSS_MAX))
 
 
+# All-reduce bus bandwidths (nccl-tests' busbw), bytes/s: within a node over
+# NVLink or PCIe; across nodes the InfiniBand network is the bottleneck.
+NVLINK_BUSBW, PCIE_BUSBW, NETWORK_BUSBW = 360e9, 22e9, 45e9
+
+
+def node_busbw(ident: Identity) -> float:
+    """One node's all-reduce bus bandwidth, over its GPUs' own links."""
+    return NVLINK_BUSBW if ident.gpu.nvlink == "yes" else PCIE_BUSBW
+
+
 def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
     """Ring all_reduce: 2 (n-1)/n x size / bus bandwidth + a latency floor."""
     n = ident.world
     if n == 1 or numel == 0:
         return 0.0
-    busbw = (360e9 if ident.gpu.nvlink == "yes" else 22e9) if ident.nnodes == 1 else 45e9
+    busbw = node_busbw(ident) if ident.nnodes == 1 else NETWORK_BUSBW
     return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
 
 

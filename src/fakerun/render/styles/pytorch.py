@@ -12,6 +12,7 @@ from typing import Any
 from fakerun import events as ev
 from fakerun.render.lines import STDOUT, Line, stamp
 from fakerun.render.styles.routes import EventRoutes
+from fakerun.world import physics as sim
 from fakerun.world.physics import safe_exp
 
 BAR = "━"
@@ -145,14 +146,21 @@ class PytorchLines(EventRoutes):
                 label = _node_label(node, gpus) if k == 0 else ""
                 rows.append(f"{label:<{label_w}} " + " | ".join(cells[k:k + per_row]))
         power = sum(g.power_w for g in e.gpus) / 1000
-        links = f"NVLink: {self.busbw:,.0f} GB/s bus" if self.ident.gpu.nvlink == "yes" else "PCIe Gen4"
-        if self.ident.nnodes > 1:
-            links += " | InfiniBand: 8x400 Gb/s"
-        rows.append(f"Power: {power:.1f} kW | {links}")
+        rows.append(f"Power: {power:.1f} kW | {self._links()}")
         width = min(inner, max(len(r) for r in rows))
         title = "─ GPU Cluster Status "
         return ([f"┌{title}{'─' * (width + 2 - len(title))}┐"]
                 + [f"│ {r[:width]:<{width}} │" for r in rows] + [f"└{'─' * (width + 2)}┘"])
+
+    def _links(self) -> str:
+        """The measured all-reduce bus bandwidth under the link that limits it:
+        NVLink on one node; across nodes the network, while NVLink inside
+        each node keeps its own figure."""
+        i = self.ident
+        if i.nnodes == 1:
+            return f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
+        inside = f"NVLink: {sim.NVLINK_BUSBW / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
+        return f"{inside} | InfiniBand: 8x400 Gb/s, {self.busbw:,.0f} GB/s bus"
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
         parts = []
