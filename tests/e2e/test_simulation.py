@@ -90,6 +90,20 @@ def test_exit_after_time_ends_gracefully(runner):
     assert summary["steps"] == steps[-1]["step"] and summary["final_loss"] == steps[-1]["loss"]
 
 
+def test_exit_after_time_shows_the_step_it_stopped_at(runner):
+    """The summary's last step is the last step block on screen, and the
+    export says training stopped early, not that it completed."""
+    job = runner.run("--nproc", "2", "--max-steps", "400", "--speed", "4", "--exit-after-time", "2s",
+                     "--output", "plain", timeout=60)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    [total] = [line for line in job.stdout.splitlines() if "Total steps:" in line]
+    last = int(total.split(":")[-1].replace(",", ""))
+    assert 1 <= last < 400
+    assert f"| Step {last}/400" in job.stdout
+    assert f"Training stopped early at step {last}/400." in job.stdout
+    assert "Training complete!" not in job.stdout
+
+
 def test_exit_after_time_holds_at_a_slow_speed(runner):
     """At --speed 0.05 the start-up's paced stages alone took 36 s."""
     start = time.monotonic()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC
 
 from fakerun import events as ev
-from fakerun.coordinator.timeline import Timeline
+from fakerun.coordinator.timeline import Completed, Timeline
 from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.world import identity
 from fakerun.world import physics as sim
@@ -59,3 +59,37 @@ def test_the_cluster_box_names_the_link_that_limits_the_bus_bandwidth():
     # Across nodes the all_reduce runs at the network's pace: that figure is InfiniBand's, not NVLink's.
     assert "NVLink: 45 GB/s" not in power_two
     assert "InfiniBand: 8x400 Gb/s, 45 GB/s bus" in power_two
+
+
+def step_event(ident: identity.Identity, step: int, stopped: bool = False) -> ev.Step:
+    return ev.Step(step, ident.hyper.total_steps, 3.0, 2.9, 3.1, 1.0, epoch=1, lr=1e-4, tokens_per_s=1e5,
+                   samples_per_s=50.0, step_time_s=5.0, mfu=0.5, eta_s=60.0, gpu_mem_total_mib=80_000,
+                   stopped=stopped)
+
+
+def test_the_step_training_stops_at_is_shown_and_the_export_says_it_stopped_early():
+    ident = identity.build(1, 1, 8, 400, asked=identity.Asked(log_every=20))
+    out = layout(ident)
+    assert texts(out, step_event(ident, 16)) == []  # between two logged steps
+    shown = texts(out, step_event(ident, 16, stopped=True))
+    assert "Step 16/400" in shown[0] and "Loss: 3.0000" in shown[1]
+    [header, _] = texts(out, ev.Phase("export", "", 16, 0.0))
+    assert "Training stopped early at step 16/400." in header and "complete" not in header
+    [header, _] = texts(out, ev.Phase("export", "", 400, 0.0))
+    assert "Training complete!" in header
+
+
+def test_a_stop_marks_the_step_it_ends_training_at():
+    ident = identity.build(1, 1, 2, 400)
+    timeline = Timeline(ident, VirtualClock(0.0, UTC))
+
+    def step(n: int, stop_requested: bool) -> tuple[list, bool]:
+        done = Completed("train_step", "all_reduce", n, sim.grad_numel(ident), {0: 5.0, 1: 5.0},
+                         {0: [3.0, 1.0], 1: [3.0, 1.0]}, [3.0, 1.0], 0)
+        events, stop, _ = timeline.on_collective(done, stop_requested)
+        return events, stop
+
+    events, stop = step(1, False)
+    assert not stop and not events[0].stopped
+    events, stop = step(2, True)
+    assert stop and events[0].stopped

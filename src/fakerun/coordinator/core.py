@@ -220,7 +220,7 @@ class Coordinator(AgentSide):
         result = pending.result()
         done = Completed(pending.tag, fp.op, pending.step, fp.numel, pending.sim_s,
                          pending.contributions, result, wall_us)
-        events, stop, sim_us = (self.timeline.on_collective(done) if self.timeline is not None
+        events, stop, sim_us = (self.timeline.on_collective(done, self.stopping) if self.timeline is not None
                                 else ([], False, wall_us))
         out = Outcome(events=self.flush_output() if self._held else [])
         stop = stop or (self.stopping and pending.tag == tags.TRAIN_STEP)

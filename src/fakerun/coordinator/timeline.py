@@ -48,6 +48,7 @@ class _Run:
     recent: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)  # the last few steps'
     window: list[tuple[str, int, float]] = field(default_factory=list)
+    stopping: bool = False  # training ends after the step being handled, before its last
 
 
 class Timeline:
@@ -68,9 +69,10 @@ class Timeline:
     def on_telemetry(self, msg: Telemetry) -> None:
         self.telemetry[msg.rank] = msg
 
-    def on_collective(self, done: Completed) -> tuple[list, bool, int]:
+    def on_collective(self, done: Completed, stop_requested: bool = False) -> tuple[list, bool, int]:
         """Events, the stop flag for the release, and the simulated NCCL
-        duration in microseconds."""
+        duration in microseconds. `stop_requested`: the launcher was asked
+        to stop (the job's signal), which ends training like --exit-after-time."""
         comm_s = self._comm_seconds(done)
         self.clock.advance(max(done.sim_s.values(), default=0.0) + comm_s)
         self.run.window.append((done.op, done.numel, comm_s))
@@ -81,9 +83,12 @@ class Timeline:
             if done.tag == tags.PHASE_SUMMARY:
                 events.append(self._summary())
             return events, False, round(comm_s * 1e6)
+        # Decided before the step's event, which says so: the script logs the
+        # step it stops at, whatever its logging interval.
+        self.run.stopping = self._stop(done, stop_requested)
         handler = self._handlers.get(done.tag)
         events = handler(done) if handler and self._shaped(done) else []
-        return events, self._stop(done), round(comm_s * 1e6)
+        return events, self.run.stopping, round(comm_s * 1e6)
 
     @staticmethod
     def _shaped(done: Completed) -> bool:
@@ -113,10 +118,12 @@ class Timeline:
             return sim.allreduce_seconds(self.ident, done.numel) / 2
         return 30e-6 * math.log2(max(2, self.ident.world))
 
-    def _stop(self, done: Completed) -> bool:
-        if done.tag != tags.TRAIN_STEP or self.deadline is None or self.monotonic is None:
+    def _stop(self, done: Completed, stop_requested: bool) -> bool:
+        if done.tag != tags.TRAIN_STEP:
             return False
-        return self.monotonic() >= self.deadline
+        if stop_requested:
+            return True
+        return self.deadline is not None and self.monotonic is not None and self.monotonic() >= self.deadline
 
     # -- training ---------------------------------------------------------
     def _step(self, done: Completed) -> list:
@@ -136,7 +143,7 @@ class Timeline:
             tokens_per_s=tp.tokens_per_s, samples_per_s=tp.samples_per_s, step_time_s=step_time,
             mfu=tp.mfu, tflops_per_gpu=tp.tflops_per_gpu, elapsed_s=self.clock.now - run.train_start,
             eta_s=remaining * sum(run.recent) / len(run.recent), time=self.clock.now,
-            overflow=overflow, **self._gpu_summary())]
+            overflow=overflow, stopped=run.stopping, **self._gpu_summary())]
         if done.step % self.nccl_every == 0:
             events.append(self._nccl_stats(done.step))
         if done.step % self.gpu_every == 0 and self.telemetry:

@@ -162,6 +162,9 @@ class Step:
     # The gradients jumped past what an fp16 loss scale survives: a run in fp16
     # (DeepSpeed's, Megatron's loss scaler) skips this step and halves its scale.
     overflow: bool = False
+    # Training ends after this step, before max_steps (--exit-after-time ran
+    # out, or the job was asked to stop): the script logs it, as its last.
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

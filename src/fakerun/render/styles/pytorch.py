@@ -87,7 +87,9 @@ class PytorchLines(EventRoutes):
             return [f"{ts} [Checkpoint] Saving model checkpoint "
                     f"(epoch {self._epoch(e.step)}, step {e.step})..."]
         if e.name == "export":
-            return [f"{ts} [Export] Training complete! Finalizing model...",
+            early = e.step < h.total_steps  # --exit-after-time or a stop ended training
+            done = f"stopped early at step {e.step}/{h.total_steps}." if early else "complete!"
+            return [f"{ts} [Export] Training {done} Finalizing model...",
                     f"  Consolidating ZeRO-{self.ident.parallel.zero} shards into bf16 weights..."]
         return []
 
@@ -98,7 +100,7 @@ class PytorchLines(EventRoutes):
     # -- training -----------------------------------------------------------
     def _step(self, e: ev.Step) -> list[str]:
         h = self.ident.hyper
-        if e.step != 1 and e.step % h.log_every and e.step != e.max_steps:
+        if e.step != 1 and e.step % h.log_every and e.step != e.max_steps and not e.stopped:
             return []
         start = (e.epoch - 1) * h.steps_per_epoch
         in_epoch = min(h.steps_per_epoch, e.max_steps - start)
