@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC
 
+import pytest
+
 from fakerun import events as ev
 from fakerun.coordinator.timeline import Completed, Timeline
 from fakerun.render.styles.pytorch import PytorchLines
@@ -93,3 +95,28 @@ def test_a_stop_marks_the_step_it_ends_training_at():
     assert not stop and not events[0].stopped
     events, stop = step(2, True)
     assert stop and events[0].stopped
+
+
+def test_the_eta_counts_the_evaluations_and_checkpoints_to_come():
+    """Step 1's ETA lands where training really ends: at the last step's
+    checkpoint, after every epoch's evaluation and save."""
+    ident = identity.build(3, 1, 2, 40)
+    clock = VirtualClock(0.0, UTC)
+    timeline = Timeline(ident, clock)
+    h, step_s = ident.hyper, 5.0
+    assert h.epochs > 1
+    first = None
+    for n in range(1, h.total_steps + 1):
+        done = Completed("train_step", "all_reduce", n, 0, {0: step_s, 1: step_s},
+                         {0: [3.0, 1.0], 1: [3.0, 1.0]}, [3.0, 1.0], 0)
+        [step, *_] = timeline.on_collective(done)[0]
+        first = first or step
+        if n % h.steps_per_epoch == 0 or n == h.total_steps:
+            for tag, seconds in (("validation", sim.eval_seconds), ("checkpoint", sim.checkpoint_seconds)):
+                values = {0: [2.9], 1: [2.9]} if tag == "validation" else {0: [], 1: []}
+                timeline.on_collective(Completed(tag, "all_reduce" if values[0] else "barrier", n, 0,
+                                                 {r: seconds(ident, r, n) for r in (0, 1)}, values,
+                                                 [2.9] if values[0] else [], 0))
+    # Only the barriers' few microseconds of simulated NCCL time are left out.
+    assert first.time + first.eta_s == pytest.approx(clock.now, abs=0.01)
+    assert first.eta_s - first.pauses_s == pytest.approx((h.total_steps - 1) * step_s)

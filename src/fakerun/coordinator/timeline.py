@@ -64,6 +64,7 @@ class Timeline:
         self.run = _Run(step=resumed_step)
         log = ident.hyper.log_every
         self.gpu_every, self.nccl_every = log * 10, log * 5
+        self.pauses = end_of_epoch_seconds(ident)
         self._handlers = self._handler_table()  # consulted for every collective
 
     def on_telemetry(self, msg: Telemetry) -> None:
@@ -134,6 +135,7 @@ class Timeline:
         tp = sim.throughput(ident, step_time)
         losses = [done.contributions[r][0] for r in sorted(done.contributions)]
         remaining = max(0, ident.hyper.total_steps - done.step)
+        pauses = sum(seconds for at, seconds in self.pauses.items() if at >= done.step)
         overflow = sim.overflows(run.grad_norms, done.result[1])
         run.grad_norms = (run.grad_norms + [done.result[1]])[-sim.OVERFLOW_HISTORY:]
         events: list = [ev.Step(
@@ -142,7 +144,8 @@ class Timeline:
             lr=sim.learning_rate(ident, done.step),
             tokens_per_s=tp.tokens_per_s, samples_per_s=tp.samples_per_s, step_time_s=step_time,
             mfu=tp.mfu, tflops_per_gpu=tp.tflops_per_gpu, elapsed_s=self.clock.now - run.train_start,
-            eta_s=remaining * sum(run.recent) / len(run.recent), time=self.clock.now,
+            eta_s=remaining * sum(run.recent) / len(run.recent) + pauses, pauses_s=pauses,
+            time=self.clock.now,
             overflow=overflow, stopped=run.stopping, **self._gpu_summary())]
         if done.step % self.nccl_every == 0:
             events.append(self._nccl_stats(done.step))
@@ -221,3 +224,13 @@ class Timeline:
                           sim.safe_exp(run.loss), run.best_val, train_time, tokens,
                           tokens / train_time if train_time else 0.0, self.output_dir(), self.clock.now)
 
+
+def end_of_epoch_seconds(ident: Identity) -> dict[int, float]:
+    """The simulated time the script spends between steps, by the step it
+    follows: each epoch's end (and the run's) validates and saves a
+    checkpoint, at the pace of the slowest rank, as the script does."""
+    h = ident.hyper
+    ends = sorted({*range(h.steps_per_epoch, h.total_steps, h.steps_per_epoch), h.total_steps})
+    ranks = range(ident.world)
+    return {step: max(sim.eval_seconds(ident, r, step) for r in ranks)
+            + max(sim.checkpoint_seconds(ident, r, step) for r in ranks) for step in ends}

@@ -152,7 +152,8 @@ class Step:
     mfu: float = 0.0
     tflops_per_gpu: float = 0.0
     elapsed_s: float = 0.0
-    eta_s: float = 0.0
+    eta_s: float = 0.0  # to the end of training: the steps left and the pauses_s
+    pauses_s: float = 0.0  # the evaluations and checkpoints still to come, in simulated seconds
     time: float = 0.0
     gpu_mem_mib: int = 0  # the fullest GPU, from the ranks' latest telemetry
     gpu_mem_total_mib: int = 0

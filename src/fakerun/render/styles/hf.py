@@ -95,7 +95,8 @@ class HfLines(EventRoutes):
         return [Line(logged, STDOUT, 0), self._bar(e)]
 
     def _bar(self, e: ev.Step) -> Line:
-        return Line(meter(e.step, e.max_steps, e.elapsed_s, e.eta_s, e.step_time_s), STDERR, 0)
+        # tqdm's remaining time counts the iterations left, not the evaluations between them.
+        return Line(meter(e.step, e.max_steps, e.elapsed_s, e.eta_s - e.pauses_s, e.step_time_s), STDERR, 0)
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
