@@ -8,7 +8,9 @@ from datetime import UTC
 import pytest
 
 from fakerun import events as ev
+from fakerun.cli.main import build_parser, to_config
 from fakerun.coordinator.timeline import Completed, Timeline
+from fakerun.rank.faults import Faults
 from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.world import identity
 from fakerun.world import physics as sim
@@ -120,3 +122,27 @@ def test_the_eta_counts_the_evaluations_and_checkpoints_to_come():
     # Only the barriers' few microseconds of simulated NCCL time are left out.
     assert first.time + first.eta_s == pytest.approx(clock.now, abs=0.01)
     assert first.eta_s - first.pauses_s == pytest.approx((h.total_steps - 1) * step_s)
+
+
+def test_every_natural_loss_spike_shows_at_a_logged_step():
+    seen = 0
+    for seed in range(40):
+        ident = identity.build(seed, 1, 8, 800, asked=identity.Asked(log_every=20))
+        h = ident.hyper
+        for start, height, _ in sim.spikes(ident):
+            logged = sim.next_logged_step(start, h.log_every, h.total_steps)
+            assert sim.spike(ident, logged) >= height / 2, (seed, start)
+            seen += 1
+    assert seen > 20  # the check ran on spikes that start anywhere between two logged steps
+
+
+@pytest.mark.parametrize("fail_step", ["16", "21", "39"])
+def test_the_loss_spike_scenario_shows_at_the_next_logged_step(fail_step):
+    c = to_config(build_parser().parse_args(["--speed", "0", "--max-steps", "400", "--scenario", "loss-spike",
+                                             "--fail-step", fail_step, "train.py", "--logging_steps", "20"]),
+                  environ={})
+    assert c.fault is not None and c.identity.hyper.log_every == 20
+    faults = Faults(c, c.identity, 0)
+    logged = sim.next_logged_step(int(fail_step), 20, 400)
+    loss, _, _ = faults.apply(logged, 3.0, 1.0, 5.0)
+    assert loss >= 3.0 * (1 + c.fault.param("height") / 2)

@@ -70,7 +70,9 @@ class Faults:
         if fault is None or step < fault.step:
             return loss, grad_norm, sim_s
         if fault.kind == "spike":
-            bump = fault.param("height") * math.exp(-(step - fault.step) / fault.param("decay"))
+            h = self.ident.hyper
+            decay = sim.visible_decay(fault.step, fault.param("decay"), h.log_every, h.total_steps)
+            bump = fault.param("height") * math.exp(-(step - fault.step) / decay)
             return loss * (1 + bump), grad_norm * (1 + 8 * bump), sim_s
         if fault.kind == "nan" and fault.rank == self.rank:
             return math.nan, math.nan, sim_s

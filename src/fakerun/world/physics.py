@@ -75,25 +75,46 @@ def spikes(ident: Identity) -> tuple[tuple[int, float, float], ...]:
     a Poisson process after warmup, so the cost follows the spike count,
     not the run length."""
     # Keyed on ints: hashing the whole Identity on every step showed in profiles.
-    return _spikes(ident.seed, ident.hyper.warmup_steps, ident.hyper.total_steps)
+    h = ident.hyper
+    return _spikes(ident.seed, h.warmup_steps, h.total_steps, h.log_every)
 
 
 @functools.cache
-def _spikes(seed: int, warmup: int, total: int) -> tuple[tuple[int, float, float], ...]:
+def _spikes(seed: int, warmup: int, total: int, every: int) -> tuple[tuple[int, float, float], ...]:
     r = rng(seed, "spikes")
     out, at = [], float(warmup)
     while True:
         at += r.expovariate(SPIKE_RATE)
         if at > total:
             return tuple(out)
-        out.append((int(at) + 1, r.uniform(0.04, 0.15), r.uniform(3.0, 8.0)))
+        start = int(at) + 1
+        out.append((start, r.uniform(0.04, 0.15), visible_decay(start, r.uniform(3.0, 8.0), every, total)))
+
+
+def next_logged_step(step: int, every: int, total: int) -> int:
+    """The first step at or after `step` that the scripts log (every
+    `every` steps, and the last)."""
+    return min(-(-step // every) * every, total)
+
+
+def visible_decay(start: int, decay: float, every: int, total: int) -> float:
+    """A spike's decay, stretched so that the next logged step still shows
+    at least half its height: a spike that rose and fell between two logged
+    steps is one nobody sees."""
+    gap = next_logged_step(start, every, total) - start
+    return max(decay, gap / math.log(2))
+
+
+def _spike_reach(every: int) -> float:
+    """Steps after its start beyond which a spike's remainder is negligible (under 2 %)."""
+    return 4.0 * max(8.0, every / math.log(2))
 
 
 def spike(ident: Identity, step: int) -> float:
     """Relative loss bump from the spikes under way at `step`, decaying."""
     table = spikes(ident)
     bump = 0.0
-    for k in range(bisect.bisect_left(table, (step - 30,)), len(table)):
+    for k in range(bisect.bisect_left(table, (step - _spike_reach(ident.hyper.log_every),)), len(table)):
         start, height, decay = table[k]
         if start > step:
             break
