@@ -146,3 +146,11 @@ def test_the_loss_spike_scenario_shows_at_the_next_logged_step(fail_step):
     logged = sim.next_logged_step(int(fail_step), 20, 400)
     loss, _, _ = faults.apply(logged, 3.0, 1.0, 5.0)
     assert loss >= 3.0 * (1 + c.fault.param("height") / 2)
+
+
+def test_with_sparse_logging_a_spike_still_shows_and_never_lasts_for_hundreds_of_steps():
+    for seed in range(20):
+        ident = identity.build(seed, 1, 8, 800, asked=identity.Asked(log_every=500))
+        for start, height, decay in sim.spikes(ident):
+            assert decay <= sim.SPIKE_MAX_DECAY
+            assert sim.spike(ident, sim.next_logged_step(start, 500, 800)) >= height / 2, (seed, start)

@@ -27,6 +27,8 @@ CHINCHILLA_A, CHINCHILLA_ALPHA = 406.4, 0.34
 CHINCHILLA_B, CHINCHILLA_BETA = 410.7, 0.28
 RANK_NOISE = 0.03  # spread of one rank's micro-batch loss around the mean
 SPIKE_RATE = 0.004  # chance per step that a loss spike starts
+SPIKE_MAX_DECAY = 40.0  # steps: the slowest recovery a spike is drawn out to (to reach a logged step)
+SPIKE_MAX_LEAD = int(SPIKE_MAX_DECAY * math.log(2))  # steps before a logged step that still see half a spike
 # Wall-clock pacing at --speed 1: a default run shows every phase in 2-4 min.
 WALL_STEP_S = 0.25
 
@@ -87,7 +89,11 @@ def _spikes(seed: int, warmup: int, total: int, every: int) -> tuple[tuple[int, 
         at += r.expovariate(SPIKE_RATE)
         if at > total:
             return tuple(out)
-        start = int(at) + 1
+        # A spike too far before the next logged step for any plausible
+        # recovery to reach it starts later instead: it shows, and never lasts
+        # for hundreds of steps (a run logging every 500 steps, say).
+        drawn = int(at) + 1
+        start = max(drawn, next_logged_step(drawn, every, total) - SPIKE_MAX_LEAD)
         out.append((start, r.uniform(0.04, 0.15), visible_decay(start, r.uniform(3.0, 8.0), every, total)))
 
 
@@ -99,22 +105,20 @@ def next_logged_step(step: int, every: int, total: int) -> int:
 
 def visible_decay(start: int, decay: float, every: int, total: int) -> float:
     """A spike's decay, stretched so that the next logged step still shows
-    at least half its height: a spike that rose and fell between two logged
-    steps is one nobody sees."""
+    at least half its height (as far as SPIKE_MAX_DECAY allows): a spike
+    that rose and fell between two logged steps is one nobody sees."""
     gap = next_logged_step(start, every, total) - start
-    return max(decay, gap / math.log(2))
+    return max(decay, min(gap / math.log(2), SPIKE_MAX_DECAY))
 
 
-def _spike_reach(every: int) -> float:
-    """Steps after its start beyond which a spike's remainder is negligible (under 2 %)."""
-    return 4.0 * max(8.0, every / math.log(2))
+SPIKE_REACH = 4.0 * SPIKE_MAX_DECAY  # steps after its start beyond which a spike's remainder is under 2 %
 
 
 def spike(ident: Identity, step: int) -> float:
     """Relative loss bump from the spikes under way at `step`, decaying."""
     table = spikes(ident)
     bump = 0.0
-    for k in range(bisect.bisect_left(table, (step - _spike_reach(ident.hyper.log_every),)), len(table)):
+    for k in range(bisect.bisect_left(table, (step - SPIKE_REACH,)), len(table)):
         start, height, decay = table[k]
         if start > step:
             break
