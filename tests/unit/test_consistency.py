@@ -65,6 +65,19 @@ def test_the_cluster_box_names_the_link_that_limits_the_bus_bandwidth():
     assert "InfiniBand: 8x400 Gb/s, 45 GB/s bus" in power_two
 
 
+def test_pcie_boxes_across_nodes_are_on_ethernet_as_ncclsays():
+    """NCCL on a PCIe box finds no IB device and uses its socket transport
+    (render/torchrun/nccl_fabric.py: NET/Socket): the box says Ethernet, and the
+    bus bandwidth stays under a 100 GbE port's 12.5 GB/s."""
+    from fakerun.render.torchrun.nccl_fabric import Fabric
+
+    two = identity.build(1, 2, 4, 20, gpu="NVIDIA L40S")
+    [power] = [t for t in cluster_box(two) if "Power:" in t]
+    assert Fabric.of(two).network == "Socket"
+    assert "PCIe Gen4 | Ethernet: 100 Gb/s, 10 GB/s bus" in power and "InfiniBand" not in power
+    assert sim.network(two).busbw < 12.5e9
+
+
 def step_event(ident: identity.Identity, step: int, stopped: bool = False) -> ev.Step:
     return ev.Step(step, ident.hyper.total_steps, 3.0, 2.9, 3.1, 1.0, epoch=1, lr=1e-4, tokens_per_s=1e5,
                    samples_per_s=50.0, step_time_s=5.0, mfu=0.5, eta_s=60.0, gpu_mem_total_mib=80_000,

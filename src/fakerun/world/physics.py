@@ -193,8 +193,23 @@ def slowest_step_seconds(ident: Identity) -> float:
 
 
 # All-reduce bus bandwidths (nccl-tests' busbw), bytes/s: within a node over
-# NVLink or PCIe; across nodes the InfiniBand network is the bottleneck.
-NVLINK_BUSBW, PCIE_BUSBW, NETWORK_BUSBW = 360e9, 22e9, 45e9
+# NVLink or PCIe; across nodes the network is the bottleneck.
+NVLINK_BUSBW, PCIE_BUSBW = 360e9, 22e9
+
+
+@dataclass(frozen=True)
+class Network:
+    """The nodes' network: what the GPU box shows and the bus bandwidth an
+    all-reduce across nodes gets from it."""
+
+    label: str
+    busbw: float
+
+
+# DGX-style NVLink nodes have a ConnectX InfiniBand port per GPU (NCCL: NET/IB);
+# the PCIe boxes a 100 GbE port, which NCCL drives over its socket transport
+# (NET/Socket), at most its 12.5 GB/s line rate less TCP's overhead.
+NETWORKS = {True: Network("InfiniBand: 8x400 Gb/s", 45e9), False: Network("Ethernet: 100 Gb/s", 10e9)}
 
 
 def node_busbw(ident: Identity) -> float:
@@ -202,12 +217,16 @@ def node_busbw(ident: Identity) -> float:
     return NVLINK_BUSBW if ident.gpu.nvlink == "yes" else PCIE_BUSBW
 
 
+def network(ident: Identity) -> Network:
+    return NETWORKS[ident.gpu.nvlink == "yes"]
+
+
 def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
     """Ring all_reduce: 2 (n-1)/n x size / bus bandwidth + a latency floor."""
     n = ident.world
     if n == 1 or numel == 0:
         return 0.0
-    busbw = node_busbw(ident) if ident.nnodes == 1 else NETWORK_BUSBW
+    busbw = node_busbw(ident) if ident.nnodes == 1 else network(ident).busbw
     return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
 
 

@@ -162,7 +162,7 @@ class PytorchLines(EventRoutes):
         if i.nnodes == 1:
             return f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
         inside = f"NVLink: {sim.NVLINK_BUSBW / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
-        return f"{inside} | InfiniBand: 8x400 Gb/s, {self.busbw:,.0f} GB/s bus"
+        return f"{inside} | {sim.network(i).label}, {self.busbw:,.0f} GB/s bus"
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
         parts = []
