@@ -38,12 +38,11 @@ class PytorchLines(EventRoutes):
 
     def banner(self, when: float) -> list[Line]:
         i = self.ident
-        v, p = i.versions, i.parallel
+        v = i.versions
         ts = stamp(when, self.tz)
         texts = [RULE, "LLM Training Session Starting", RULE,
                  f"Framework: PyTorch {v.torch} + transformers {v.transformers}",
-                 f"Parallelism: DP={p.dp} x TP={p.tp} x PP={p.pp} | ZeRO stage {p.zero} | "
-                 "bf16 mixed precision",
+                 f"Parallelism: {_layout(i)} | bf16 mixed precision",
                  f"NCCL: {v.nccl} | CUDA: {v.cuda} | cuDNN: {v.cudnn} | Driver: {v.driver}",
                  "", "Initializing distributed environment..."]
         return [Line(f"{ts} {t}".rstrip(), STDOUT, 0) for t in texts]
@@ -53,12 +52,12 @@ class PytorchLines(EventRoutes):
         i, ts = self.ident, stamp(e.time, self.tz)
         p, h = i.parallel, i.hyper
         texts: dict[str, list[str]] = {
-            "nccl": [f"  World size: {i.world} GPUs across {i.nnodes} node{'s' if i.nnodes > 1 else ''} "
-                     f"({i.gpu.name})", f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
+            "nccl": [f"  World size: {_world(i)} ({i.gpu.name})",
+                     f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
             "model": [f"Loading model: {i.model.name}", f"  Architecture: {i.model.arch} "
                       f"({i.model.layers} layers, hidden {i.model.hidden}, {i.model.heads} heads)",
                       f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
-                      f"  Sharding: {_sharding(p)}", ""],
+                      *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []), ""],  # one GPU: none
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
                           f"  Vocab size: {i.model.vocab:,} | Max length: {i.model.context:,}", ""],
             "dataset": [f"Dataset: {i.dataset.name} ({_tokens(i.dataset.tokens)} tokens)",
@@ -86,8 +85,7 @@ class PytorchLines(EventRoutes):
             return [f"{ts} [Checkpoint] Saving model checkpoint "
                     f"(epoch {self._epoch(e.step)}, step {e.step})..."]
         if e.name == "export":
-            return [f"{ts} [Export] Training complete! Finalizing model...",
-                    f"  Consolidating ZeRO-{self.ident.parallel.zero} shards into bf16 weights..."]
+            return [f"{ts} [Export] Training complete! Finalizing model...", *_consolidating(self.ident)]
         return []
 
     def _epoch(self, step: int) -> int:
@@ -145,14 +143,19 @@ class PytorchLines(EventRoutes):
                 label = _node_label(node, gpus) if k == 0 else ""
                 rows.append(f"{label:<{label_w}} " + " | ".join(cells[k:k + per_row]))
         power = sum(g.power_w for g in e.gpus) / 1000
-        links = f"NVLink: {self.busbw:,.0f} GB/s bus" if self.ident.gpu.nvlink == "yes" else "PCIe Gen4"
-        if self.ident.nnodes > 1:
-            links += " | InfiniBand: 8x400 Gb/s"
-        rows.append(f"Power: {power:.1f} kW | {links}")
+        rows.append(" | ".join([f"Power: {power:.1f} kW", *self._links()]))
         width = min(inner, max(len(r) for r in rows))
-        title = "─ GPU Cluster Status "
+        title = "─ GPU Cluster Status " if self.ident.world > 1 else "─ GPU Status "
         return ([f"┌{title}{'─' * (width + 2 - len(title))}┐"]
                 + [f"│ {r[:width]:<{width}} │" for r in rows] + [f"└{'─' * (width + 2)}┘"])
+
+    def _links(self) -> list[str]:
+        """What joins the GPUs; one GPU has no link in use (nor any bus bandwidth)."""
+        i = self.ident
+        if i.world == 1:
+            return []
+        links = [f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
+        return links + (["InfiniBand: 8x400 Gb/s"] if i.nnodes > 1 else [])
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
         parts = []
@@ -206,7 +209,8 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _node_label(node: int, gpus: list[ev.GpuSample]) -> str:
-    return f"Node {node} [GPU {gpus[0].rank}-{gpus[-1].rank}]:"
+    first, last = gpus[0].rank, gpus[-1].rank
+    return f"Node {node} [GPU {first}-{last}]:" if last > first else f"Node {node} [GPU {first}]:"
 
 
 def _params(n: int) -> str:
@@ -224,9 +228,31 @@ def _tokens(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _world(i: Any) -> str:
+    if i.world == 1:
+        return "1 GPU on 1 node"
+    return f"{i.world} GPUs across {_plural(i.nnodes, 'node')}"
+
+
+def _layout(i: Any) -> str:
+    """The banner's parallelism: ZeRO only where it shards, over data-parallel ranks."""
+    p = i.parallel
+    if i.world == 1:
+        return "single GPU"
+    return f"DP={p.dp} x TP={p.tp} x PP={p.pp}" + (f" | ZeRO stage {p.zero}" if p.dp > 1 else "")
+
+
+def _consolidating(i: Any) -> list[str]:
+    """Gathering the shards before the export; a single GPU holds the whole model already."""
+    if i.world == 1:
+        return []
+    what = f"ZeRO-{i.parallel.zero}" if i.parallel.dp > 1 else "model-parallel"
+    return [f"  Consolidating {what} shards into bf16 weights..."]
+
+
 def _sharding(p: Any) -> str:
     what = {1: "optimizer states", 2: "optimizer states + gradients", 3: "parameters, gradients + optimizer"}
-    parts = [f"{p.dp}-way data parallel (ZeRO-{p.zero}: {what[p.zero]} sharded)"]
+    parts = [f"{p.dp}-way data parallel (ZeRO-{p.zero}: {what[p.zero]} sharded)"] if p.dp > 1 else []
     if p.tp > 1:
         parts.append(f"{p.tp}-way tensor parallel")
     if p.pp > 1:
