@@ -59,6 +59,9 @@ UNASKED: dict[str, dict[str, Any]] = {
     "a drop-in --loop (a script named)": {"argv": ["--loop", "train.py", "--lr", "1e-4"]},
     "a drop-in --loop (run as torchrun)": {"argv": ["--loop"], "torchrun": True},
     "a hand-launched node of a --loop": {"argv": ["--loop", "--nnodes", "2", "--node-rank", "0"]},
+    "--loop with a metrics file": {"argv": ["--loop", "--metrics-file", "m.jsonl"]},
+    "--loop with rank logs": {"argv": ["--loop", "--log-dir", "logs"]},
+    "--loop with checkpoints": {"argv": ["--loop", "--output-dir", "out"]},
     "the theatre's agents told so": {"argv": ["--jokes", "0"], "theatre": True},
 }
 
@@ -80,7 +83,8 @@ def test_funny_asks_for_jokes_anywhere(monkeypatch):
         assert (ident.model.kind, ident.dataset.kind) == ("funny", "funny"), seed
 
 
-@pytest.mark.parametrize("argv,theatre", [(["--loop"], False), (["--nodes", "2"], True),
+@pytest.mark.parametrize("argv,theatre", [(["--loop"], False), (["--loop", "--log-dir", "/dev/null"], False),
+                                          (["--nodes", "2"], True),
                                           (["--nodes", "2", "--loop"], True)])
 def test_the_screen_saver_and_the_theatre_may_joke(monkeypatch, argv, theatre):
     assert rate(monkeypatch, argv, theatre=theatre) == identity.JOKES_RARE

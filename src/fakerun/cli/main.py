@@ -87,7 +87,9 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
 def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bool) -> float:
     """Jokes only where nobody could take the run for a real job: always
     with --funny; rarely in the screen-saver --loop and the theatre, shown
-    on a terminal; never in a drop-in launch, a pipe or a file, or JSONL.
+    on a terminal; never in a drop-in launch, a pipe or a file (also the
+    files a run writes beside the terminal: --metrics-file, --log-dir,
+    --output-dir), or JSONL.
     A hand-launched job's nodes cannot see each other's terminals, so only a
     one-node --loop tosses the coin (the draw must be the same on every
     node); a local cluster's agents are told its rate (the hidden --jokes)."""
@@ -95,7 +97,8 @@ def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bo
         return ns.jokes
     if ns.funny:
         return identity.JOKES_ALWAYS
-    shown = not drop_in and ns.output != "jsonl" and sys.stdout.isatty()
+    files = ns.metrics_file or ns.output_dir or ns.log_dir not in (None, Path(os.devnull))
+    shown = not drop_in and not files and ns.output != "jsonl" and sys.stdout.isatty()
     return identity.JOKES_RARE if shown and ((ns.loop and one_node) or theatre) else identity.JOKES_NEVER
 
 
