@@ -59,6 +59,14 @@ def test_golden_plain_output(runner):
     assert_golden(job, GOLDEN)
 
 
+def test_golden_single_gpu(runner):
+    """One GPU, the seeds' layout: a single-GPU job's whole log (no sharding,
+    no collectives reported, no NVLink bus on a GPU that has NVLink)."""
+    job = fixed_run(runner, "--nproc", "1", "--max-steps", "12", "--output", "plain",
+                    "--gpu", "NVIDIA H100 80GB HBM3")
+    assert_golden(job, GOLDEN.with_name("seed5_1x12_h100.txt"))
+
+
 def assert_golden(job, path: Path) -> None:
     """The job's whole output equals the golden file's (rewritten instead
     under FAKERUN_REGEN_GOLDEN=1)."""

@@ -28,14 +28,17 @@ from fakerun.config import script_args as scriptargs
 from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
+from fakerun.world import identity, settings, styles
 from fakerun.world import scenarios as scenario_catalog
-from fakerun.world import settings, styles
 from fakerun.world.topology import Topology
 
 
-def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunConfig:
+def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
+              theatre: bool = False) -> RunConfig:
+    """`theatre`: the local cluster plays in tmux panes (its jokes' rate)."""
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
+    drop_in = ns.training_script is not None or invoked_as_torchrun()
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     entrypoint = ns.training_script or DEFAULT_SCRIPT
     script = scriptargs.read(entrypoint, ns.training_script_args)  # fakerun's options win over it
@@ -68,17 +71,35 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role,
                                                  ns.log_line_prefix_template, ns.log_dir == Path(os.devnull)),
                                   environ,
-                                  drop_in=ns.training_script is not None or invoked_as_torchrun()),
+                                  drop_in=drop_in),
         fault=_fault(ns, topology),
         model=ns.model,
         gpu=ns.gpu,
-        funny=ns.funny,
+        jokes=joke_rate(ns, drop_in, env.nnodes == 1, theatre),
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
     ))
+
+
+def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bool) -> float:
+    """Jokes only where nobody could take the run for a real job: always
+    with --funny; rarely in the screen-saver --loop and the theatre, shown
+    on a terminal; never in a drop-in launch, a pipe or a file (also the
+    files a run writes beside the terminal: --metrics-file, --log-dir,
+    --output-dir), or JSONL.
+    A hand-launched job's nodes cannot see each other's terminals, so only a
+    one-node --loop tosses the coin (the draw must be the same on every
+    node); a local cluster's agents are told its rate (the hidden --jokes)."""
+    if ns.jokes is not None:
+        return ns.jokes
+    if ns.funny:
+        return identity.JOKES_ALWAYS
+    files = ns.metrics_file or ns.output_dir or ns.log_dir not in (None, Path(os.devnull))
+    shown = not drop_in and not files and ns.output != "jsonl" and sys.stdout.isatty()
+    return identity.JOKES_RARE if shown and ((ns.loop and one_node) or theatre) else identity.JOKES_NEVER
 
 
 def invoked_as_torchrun() -> bool:
@@ -101,18 +122,18 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     if ns.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {ns.nodes}")
     ns.nnodes = ns.nodes
-    config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    from fakerun import theatre
+
+    staged = not ns.no_theatre and ns.output != "jsonl" and theatre.available(sys.stdout, os.environ) is None
+    config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, staged)
     limits.check(config.topology, nodes_here=ns.nodes)  # every node's ranks run on this machine
     if not config.token:  # none given: the agents share a fresh one (in their environment)
         config = dataclasses.replace(config, token=secrets.token_hex(16))
     from fakerun.launcher import cluster
 
     agents = cluster.plan(argv, config, ns.nodes, os.getpid())
-    if not ns.no_theatre and config.output != "jsonl":
-        from fakerun import theatre
-
-        if theatre.available(sys.stdout, os.environ) is None:
-            return theatre.run(cluster.stage(agents, config.run_id))
+    if staged:
+        return theatre.run(cluster.stage(agents, config.run_id))
     return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
 
 

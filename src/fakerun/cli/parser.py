@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model by name, e.g. Llama-3.1-8B (default: drawn from the seed)")
     f.add_argument("--gpu", default=None, metavar="NAME",
                    help="GPU by nvidia-smi name, e.g. 'NVIDIA H100 80GB HBM3' (default: drawn)")
-    f.add_argument("--funny", action="store_true", help="genact-style joke models and datasets")
+    f.add_argument("--funny", action="store_true",
+                   help="genact-style joke models and datasets, always (without it: now and then under "
+                        "--loop or in the theatre, on a terminal; never in a drop-in)")
+    # Not the user's: a local cluster tells its agents the rate of jokes it decided (main.joke_rate).
+    f.add_argument("--jokes", type=float, default=None, help=argparse.SUPPRESS)
     f.add_argument("--start-time", default=None, metavar="ISO",
                    help="simulated start time; with --seed and --speed 0, output is byte-identical")
     f.add_argument("--exit-after-time", type=_duration, default=None, metavar="DURATION",

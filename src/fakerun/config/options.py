@@ -85,7 +85,7 @@ class RunConfig:
     fault: Fault | None = None
     model: str | None = None
     gpu: str | None = None
-    funny: bool = False
+    jokes: float = 0.0  # the chance a draw is a joke row (identity.JOKES_*): cli.main.joke_rate decides
     start_time: str | None = None
     exit_after_s: float | None = None
     loop: bool = False

@@ -121,7 +121,7 @@ def _check_sent_text(c: RunConfig) -> None:
 def _draw(c: RunConfig) -> identity.Identity:
     pinned = c.style.versions()[0] if c.style.pinned else None
     return identity.build(c.seed, c.topology.nnodes, c.topology.nproc_per_node, c.max_steps, c.model,
-                          c.gpu, c.funny, pinned, c.asked)
+                          c.gpu, c.jokes, pinned, c.asked)
 
 
 def _keep_model(c: RunConfig) -> RunConfig:

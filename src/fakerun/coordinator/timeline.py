@@ -63,7 +63,8 @@ class Timeline:
         self.telemetry: dict[int, Telemetry] = {}
         self.run = _Run(step=resumed_step)
         log = ident.hyper.log_every
-        self.gpu_every, self.nccl_every = log * 10, log * 5
+        # One GPU has no peers: NCCL moves nothing, so there is no collective to report.
+        self.gpu_every, self.nccl_every = log * 10, log * 5 if ident.world > 1 else 0
         self.pauses = end_of_epoch_seconds(ident)
         self._handlers = self._handler_table()  # consulted for every collective
 
@@ -76,7 +77,8 @@ class Timeline:
         to stop (the job's signal), which ends training like --exit-after-time."""
         comm_s = self._comm_seconds(done)
         self.clock.advance(max(done.sim_s.values(), default=0.0) + comm_s)
-        self.run.window.append((done.op, done.numel, comm_s))
+        if self.nccl_every:
+            self.run.window.append((done.op, done.numel, comm_s))
         if done.tag.startswith(tags.PHASE):
             events = [ev.Phase(done.tag.removeprefix(tags.PHASE), "", self.run.step, self.clock.now)]
             if done.tag == tags.PHASE_TRAIN:
@@ -147,7 +149,7 @@ class Timeline:
             eta_s=remaining * sum(run.recent) / len(run.recent) + pauses, pauses_s=pauses,
             time=self.clock.now,
             overflow=overflow, stopped=run.stopping, **self._gpu_summary())]
-        if done.step % self.nccl_every == 0:
+        if self.nccl_every and done.step % self.nccl_every == 0:
             events.append(self._nccl_stats(done.step))
         if done.step % self.gpu_every == 0 and self.telemetry:
             events.append(self.gpu_status(done.step))

@@ -32,7 +32,8 @@ KILL_AFTER_S = 20.0  # after a stop signal: the agents' own grace, then this muc
 LOCAL_FLAGS = ("--no-theatre", "--no_theatre")
 # Options with a value the agents must not get: --nodes is the local cluster's
 # own; the token reaches them in their environment, out of sight of `ps`.
-WITHHELD_OPTIONS = ("--nodes", "--token", "--token-file")
+# --jokes: the cluster's own decision goes instead.
+WITHHELD_OPTIONS = ("--nodes", "--token", "--token-file", "--jokes")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[
     agents = []
     for node in range(nodes):
         where = ["--nnodes", str(nodes), "--node-rank", str(node), "--master-addr", "127.0.0.1",
-                 "--master-port", str(port), "--rdzv-id", config.run_id, "--seed", str(config.seed)]
+                 "--master-port", str(port), "--rdzv-id", config.run_id, "--seed", str(config.seed),
+                 "--jokes", repr(config.jokes)]
         agents.append(Agent(node, config.identity.hosts[node],
                             [sys.executable, "-m", "fakerun", *where, *own], env))
     return agents

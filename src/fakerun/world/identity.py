@@ -18,7 +18,11 @@ from fakerun.world.topology import Topology
 
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 PYTHON = f"{ENV_PREFIX}/bin/python3"  # what runs the training script, as `ps` and the failure box show
-FUNNY_RATE = 0.03
+# How often a run's draw (model, dataset, GPU) is a joke: --funny always;
+# where nobody could take the run for a real job (the screen-saver --loop, the
+# theatre) rarely, as the seeds' "rare appearance": one draw in 33, a joke run
+# about one in eleven; everywhere else never (a drop-in, a pipe, JSONL).
+JOKES_ALWAYS, JOKES_RARE, JOKES_NEVER = 1.0, 0.03, 0.0
 # What a base model's pretraining is worth on a new corpus, in tokens of it: a
 # fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.
 PRETRAINED_TOKENS = 1e10
@@ -101,16 +105,17 @@ class Asked:
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
-          model: str | None = None, gpu: str | None = None, funny: bool = False,
+          model: str | None = None, gpu: str | None = None, jokes: float = JOKES_NEVER,
           versions: catalog.Versions | None = None, asked: Asked = Asked()) -> Identity:
-    """`versions`: the software set a --style pins (default: drawn from the seed,
+    """`jokes`: the chance that a draw is one of the catalog's joke rows.
+    `versions`: the software set a --style pins (default: drawn from the seed,
     and drawn even when pinned, so a style changes no other figure of the run)."""
     r = rng(seed, "identity")
     world = nnodes * nproc
     fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
-        _pick(r, _gpus_for(fixed, nproc, world, asked), funny)
-    candidates = [fixed] if fixed else _pool(r, catalog.models(), funny)
+        _pick(r, _gpus_for(fixed, nproc, world, asked), jokes)
+    candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
     fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
     if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
         chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked)]
@@ -121,7 +126,7 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     chosen, parallel, micro = fits[0] if fixed else r.choice(fits)
     steps = total_steps or r.randrange(400, 801, 10)
     return Identity(
-        seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), funny), asked),
+        seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), jokes), asked),
         versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
         hyper=_hyper(r, chosen, parallel, micro, steps, asked),
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
@@ -174,14 +179,15 @@ def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Vers
     return pinned or drawn
 
 
-def _pick(r, rows, funny: bool):
+def _pick(r, rows, jokes: float):
     real = [x for x in rows if x.kind == "real"]
     silly = [x for x in rows if x.kind == "funny"]
-    return r.choice(silly if funny or (silly and r.random() < FUNNY_RATE) else real)
+    # The coin is tossed whatever the rate, so that the rate changes no other draw.
+    return r.choice(silly if silly and r.random() < jokes else real)
 
 
-def _pool(r, models, funny: bool) -> list[Model]:
-    want_funny = funny or r.random() < FUNNY_RATE
+def _pool(r, models, jokes: float) -> list[Model]:
+    want_funny = r.random() < jokes
     pool = [m for m in models if (m.kind == "funny") == want_funny]
     r.shuffle(pool)
     return pool

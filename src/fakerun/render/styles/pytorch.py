@@ -39,12 +39,11 @@ class PytorchLines(EventRoutes):
 
     def banner(self, when: float) -> list[Line]:
         i = self.ident
-        v, p = i.versions, i.parallel
+        v = i.versions
         ts = stamp(when, self.tz)
         texts = [RULE, "LLM Training Session Starting", RULE,
                  f"Framework: PyTorch {v.torch} + transformers {v.transformers}",
-                 f"Parallelism: DP={p.dp} x TP={p.tp} x PP={p.pp} | ZeRO stage {p.zero} | "
-                 "bf16 mixed precision",
+                 f"Parallelism: {_layout(i)} | bf16 mixed precision",
                  f"NCCL: {v.nccl} | CUDA: {v.cuda} | cuDNN: {v.cudnn} | Driver: {v.driver}",
                  "", "Initializing distributed environment..."]
         return [Line(f"{ts} {t}".rstrip(), STDOUT, 0) for t in texts]
@@ -54,12 +53,12 @@ class PytorchLines(EventRoutes):
         i, ts = self.ident, stamp(e.time, self.tz)
         p, h = i.parallel, i.hyper
         texts: dict[str, list[str]] = {
-            "nccl": [f"  World size: {i.world} GPUs across {i.nnodes} node{'s' if i.nnodes > 1 else ''} "
-                     f"({i.gpu.name})", f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
+            "nccl": [f"  World size: {_world(i)} ({i.gpu.name})",
+                     f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
             "model": [f"Loading model: {i.model.name}", f"  Architecture: {i.model.arch} "
                       f"({i.model.layers} layers, hidden {i.model.hidden}, {i.model.heads} heads)",
                       f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
-                      f"  Sharding: {_sharding(p)}", ""],
+                      *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []), ""],  # one GPU: none
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
                           f"  Vocab size: {i.model.vocab:,} | Max length: {i.model.context:,}", ""],
             "dataset": [f"Dataset: {i.dataset.name} ({_tokens(i.dataset.tokens)} tokens)",
@@ -89,8 +88,7 @@ class PytorchLines(EventRoutes):
         if e.name == "export":
             early = e.step < h.total_steps  # --exit-after-time or a stop ended training
             done = f"stopped early at step {e.step}/{h.total_steps}." if early else "complete!"
-            return [f"{ts} [Export] Training {done} Finalizing model...",
-                    f"  Consolidating ZeRO-{self.ident.parallel.zero} shards into bf16 weights..."]
+            return [f"{ts} [Export] Training {done} Finalizing model...", *_consolidating(self.ident)]
         return []
 
     def _epoch(self, step: int) -> int:
@@ -148,21 +146,24 @@ class PytorchLines(EventRoutes):
                 label = _node_label(node, gpus) if k == 0 else ""
                 rows.append(f"{label:<{label_w}} " + " | ".join(cells[k:k + per_row]))
         power = sum(g.power_w for g in e.gpus) / 1000
-        rows.append(f"Power: {power:.1f} kW | {self._links()}")
+        rows.append(" | ".join([f"Power: {power:.1f} kW", *self._links()]))
         width = min(inner, max(len(r) for r in rows))
-        title = "─ GPU Cluster Status "
+        title = "─ GPU Cluster Status " if self.ident.world > 1 else "─ GPU Status "
         return ([f"┌{title}{'─' * (width + 2 - len(title))}┐"]
                 + [f"│ {r[:width]:<{width}} │" for r in rows] + [f"└{'─' * (width + 2)}┘"])
 
-    def _links(self) -> str:
+    def _links(self) -> list[str]:
         """The measured all-reduce bus bandwidth under the link that limits it:
         NVLink on one node; across nodes the network, while NVLink inside
-        each node keeps its own figure."""
+        each node keeps its own figure. One GPU has no link in use (nor any
+        bus bandwidth)."""
         i = self.ident
+        if i.world == 1:
+            return []
         if i.nnodes == 1:
-            return f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
+            return [f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
         inside = f"NVLink: {sim.NVLINK_BUSBW / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
-        return f"{inside} | {sim.network(i).label}, {self.busbw:,.0f} GB/s bus"
+        return [inside, f"{sim.network(i).label}, {self.busbw:,.0f} GB/s bus"]
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
         parts = []
@@ -217,7 +218,8 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _node_label(node: int, gpus: list[ev.GpuSample]) -> str:
-    return f"Node {node} [GPU {gpus[0].rank}-{gpus[-1].rank}]:"
+    first, last = gpus[0].rank, gpus[-1].rank
+    return f"Node {node} [GPU {first}-{last}]:" if last > first else f"Node {node} [GPU {first}]:"
 
 
 def _params(n: int) -> str:
@@ -235,9 +237,31 @@ def _tokens(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _world(i: Any) -> str:
+    if i.world == 1:
+        return "1 GPU on 1 node"
+    return f"{i.world} GPUs across {_plural(i.nnodes, 'node')}"
+
+
+def _layout(i: Any) -> str:
+    """The banner's parallelism: ZeRO only where it shards, over data-parallel ranks."""
+    p = i.parallel
+    if i.world == 1:
+        return "single GPU"
+    return f"DP={p.dp} x TP={p.tp} x PP={p.pp}" + (f" | ZeRO stage {p.zero}" if p.dp > 1 else "")
+
+
+def _consolidating(i: Any) -> list[str]:
+    """Gathering the shards before the export; a single GPU holds the whole model already."""
+    if i.world == 1:
+        return []
+    what = f"ZeRO-{i.parallel.zero}" if i.parallel.dp > 1 else "model-parallel"
+    return [f"  Consolidating {what} shards into bf16 weights..."]
+
+
 def _sharding(p: Any) -> str:
     what = {1: "optimizer states", 2: "optimizer states + gradients", 3: "parameters, gradients + optimizer"}
-    parts = [f"{p.dp}-way data parallel (ZeRO-{p.zero}: {what[p.zero]} sharded)"]
+    parts = [f"{p.dp}-way data parallel (ZeRO-{p.zero}: {what[p.zero]} sharded)"] if p.dp > 1 else []
     if p.tp > 1:
         parts.append(f"{p.tp}-way tensor parallel")
     if p.pp > 1:
