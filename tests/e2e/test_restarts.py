@@ -7,7 +7,7 @@ import re
 
 from tests.e2e.torchrun_versions import WHERE, torch_of
 
-CRASH = ("--nproc", "3", "--max-steps", "12", "--speed", "0", "--seed", "3", "--scenario", "rank-crash",
+CRASH = ("--nproc", "3", "--max-steps", "12", "--speed", "0", "--seed", "4", "--scenario", "rank-crash",
          "--fail-rank", "1", "--fail-step", "8")
 
 
