@@ -106,10 +106,10 @@ def test_versions_belong_together():
 
 
 def test_catalog_errors_name_file_and_line():
-    with pytest.raises(catalog.CatalogError, match=r"^x\.txt:3: expected 3 "):
-        catalog.parse("# c\na | 1 | real\nbroken | 2\n", catalog.Dataset, "x.txt")
+    with pytest.raises(catalog.CatalogError, match=r"^x\.txt:3: expected 4 "):
+        catalog.parse("# c\na | 1 | pretrain | real\nbroken | 2 | pretrain\n", catalog.Dataset, "x.txt")
     with pytest.raises(catalog.CatalogError, match=r"^x\.txt:1: 'many' is not a whole number"):
-        catalog.parse("a | many | real\n", catalog.Dataset, "x.txt")
+        catalog.parse("a | many | pretrain | real\n", catalog.Dataset, "x.txt")
 
 
 def test_named_model_and_gpu_and_what_cannot_fit():

@@ -161,7 +161,7 @@ def _shape(layers: int, hidden: int, heads: int | None, groups: int | None, seq:
     """A GPT the Megatron flags describe: 12·L·h² in the blocks, tied embeddings."""
     params = 12 * layers * hidden * hidden + 13 * layers * hidden + MEGATRON_VOCAB * hidden
     heads = heads or max(1, hidden // 128)
-    return catalog.Model(f"GPT-{params / 1e9:.1f}B", "GPTModel", params, layers, hidden, heads,
+    return catalog.Model(f"GPT-{params / 1e9:.1f}B", "GPTModel", params, params, layers, hidden, heads,
                          groups or heads, MEGATRON_VOCAB, seq or 4096, "real")
 
 

@@ -24,6 +24,7 @@ class Model:
     name: str
     arch: str
     params: int
+    active_params: int  # per token: a mixture of experts routes each token through a few of them
     layers: int
     hidden: int
     heads: int
@@ -52,6 +53,7 @@ class Gpu:
 class Dataset:
     name: str
     tokens: int
+    use: str  # "pretrain" (a corpus) or "finetune" (an instruction set)
     kind: str
 
 

@@ -171,7 +171,7 @@ def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
         return drawn
     name = asked.dataset.rsplit("/", 1)[-1]
     known = [d for d in catalog.datasets() if d.name.lower() == name.lower()]
-    return known[0] if known else Dataset(name, drawn.tokens, drawn.kind)
+    return known[0] if known else Dataset(name, drawn.tokens, drawn.use, drawn.kind)
 
 
 def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Versions:

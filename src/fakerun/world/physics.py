@@ -174,7 +174,9 @@ def mfu(ident: Identity, step: int) -> float:
 
 
 def flops_per_step(ident: Identity) -> float:
-    return 6.0 * ident.model.params * ident.hyper.tokens_per_step
+    """6 N T (Kaplan et al. 2020), N the parameters each token goes through:
+    a mixture of experts' active ones, not its total."""
+    return 6.0 * ident.model.active_params * ident.hyper.tokens_per_step
 
 
 def compute_seconds(ident: Identity, step: int) -> float:
