@@ -42,6 +42,7 @@ class Gpu:
     bf16_tflops: int
     bus_ids: str
     nvlink: str
+    vendor: str  # nvidia or amd: whose software stack (and texts) the job runs on
     kind: str
 
     def bus_id(self, local_rank: int) -> str:
