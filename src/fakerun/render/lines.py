@@ -4,11 +4,17 @@ so a fixed start prints the same on every machine."""
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 STDOUT = "stdout"
 STDERR = "stderr"
+# The layout's width with the rank prefix: 80 columns where no terminal says
+# otherwise (a pipe, a file), the terminal's own up to 200 (wider, the lines
+# stop growing: a 300-column bar or box row reads worse, not better).
+DEFAULT_COLUMNS, MAX_COLUMNS = 80, 200
 
 
 @dataclass(frozen=True)
@@ -48,3 +54,31 @@ def elastic_time(when: float, tz: tzinfo | None = None) -> str:
 def stamp(when: float, tz: tzinfo | None = None) -> str:
     """The training script's own `[2026-01-30 14:23:15]` prefix."""
     return f"[{_at(when, tz):%Y-%m-%d %H:%M:%S}]"
+
+
+def cells(text: str) -> int:
+    """Columns `text` takes on a terminal: wide (CJK) characters two, combining
+    marks none, everything else (the box-drawing characters, '━', '°') one."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def fit(parts: Sequence[str], width: int, first: str = "", rest: str | None = None,
+        sep: str = " | ") -> list[str]:
+    """`parts` joined with `sep` into as few lines as fit `width` columns:
+    the first line starts with `first`, the next ones with `rest` (default
+    the same). A line breaks only between parts, so a part is never cut;
+    the separator at a break is dropped (a part that reads on, "+ 3.1 GB",
+    carries its own sign and takes sep=" ")."""
+    rest = first if rest is None else rest
+    lines: list[str] = []
+    current = ""
+    for part in parts:
+        lead = rest if lines else first
+        candidate = f"{current}{sep}{part}" if current else part
+        if current and cells(lead + candidate) > width:
+            lines.append(lead + current)
+            candidate = part
+        current = candidate
+    lines.append((rest if lines else first) + current)
+    return [line.rstrip() for line in lines]

@@ -11,6 +11,7 @@ from fakerun import events as ev
 from fakerun.render import styles
 from fakerun.render.console import ConsoleSink
 from fakerun.render.jsonl import JsonlSink
+from fakerun.render.lines import DEFAULT_COLUMNS, MAX_COLUMNS
 from fakerun.render.logfiles import RankLogFiles
 from fakerun.render.metrics import MetricsFile
 from fakerun.render.sinks import EventSink, LineSink, OutputClosed, SinkFailed
@@ -18,9 +19,6 @@ from fakerun.render.torchrun.formatter import EventFormatter
 from fakerun.world.clock import local_now, parse_start
 
 __all__ = ["OutputClosed", "Renderer", "build_renderer", "resolve_output"]
-
-DEFAULT_WIDTH = 100
-
 
 @dataclass(frozen=True)
 class OutputState:
@@ -144,14 +142,16 @@ def resolve_output(requested: str, stdout: TextIO, environ: dict[str, str]) -> s
 
 
 def width_of(stdout: TextIO, environ: dict[str, str]) -> int:
+    """The columns the layout may take: $COLUMNS, else the terminal's, else
+    DEFAULT_COLUMNS; never more than MAX_COLUMNS."""
     if environ.get("COLUMNS", "").isdigit():
-        return int(environ["COLUMNS"])
+        return min(MAX_COLUMNS, int(environ["COLUMNS"]))
     try:
         if stdout.isatty():
-            return os.get_terminal_size(stdout.fileno()).columns
+            return min(MAX_COLUMNS, os.get_terminal_size(stdout.fileno()).columns)
     except (OSError, ValueError, AttributeError):
         pass
-    return DEFAULT_WIDTH
+    return DEFAULT_COLUMNS
 
 
 def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[str, str]) -> Renderer:

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fakerun import events as ev
-from fakerun.render.lines import STDERR, Line
+from fakerun.render.lines import DEFAULT_COLUMNS, MAX_COLUMNS, STDERR, Line
 from fakerun.render.sinks import OutputClosed
 from fakerun.render.styles.pytorch import duration
 from fakerun.system.streams import silence
@@ -164,11 +164,13 @@ class RichView:
     def _renderable(self, width: int) -> Any:
         s = self.state
         total, step = s.get("total") or 1, s.get("step", 0)
-        bar_width = max(10, min(40, width // 4))
+        summary = self._summary()
+        # The bar takes what the summary leaves (beside the percentage and two spaces), 10 to 40 cells.
+        bar_width = max(10, min(40, width - len(summary) - 6))
         head = Table.grid(padding=(0, 1))
         head.add_row(ProgressBar(total=total, completed=step, width=bar_width),
-                     Text(f"{step / total:4.0%}", style="bold"), Text(self._summary(), overflow="ellipsis",
-                                                                       no_wrap=True))
+                     Text(f"{step / total:4.0%}", style="bold"),
+                     Text(summary, overflow="ellipsis", no_wrap=True))
         return Group(head, *self._strips(width))
 
     def _summary(self) -> str:
@@ -214,7 +216,8 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _width(stream: TextIO) -> int:
+    """The footer's width: the terminal's, up to the layout's MAX_COLUMNS."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        return min(MAX_COLUMNS, os.get_terminal_size(stream.fileno()).columns)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        return 100
+        return DEFAULT_COLUMNS

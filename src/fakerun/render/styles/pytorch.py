@@ -6,21 +6,37 @@ Every figure comes from an event; nothing is drawn here."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.render.lines import STDOUT, Line, stamp
+from fakerun.render.lines import STDOUT, Line, cells, fit, stamp
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
 from fakerun.world.physics import safe_exp
 
 BAR = "━"
+BAR_MIN, BAR_MAX = 10, 40  # a bar's cells: the seeds' bars are 30-40 long; a narrow line gets less
 RULE = "=" * 40
 TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM": "LlamaTokenizerFast",
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
               "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the script's, as parts it may break between (joined by
+    `sep`) when the width is short: a break indents the rest two columns
+    more. A plain string is prose: it breaks between words."""
+
+    parts: tuple[str, ...]
+    sep: str = " | "
+
+
+def row(*parts: str, sep: str = " | ") -> Row:
+    return Row(parts, sep)
 
 
 class PytorchLines(EventRoutes):
@@ -41,55 +57,69 @@ class PytorchLines(EventRoutes):
         i = self.ident
         v = i.versions
         ts = stamp(when, self.tz)
-        texts = [RULE, "LLM Training Session Starting", RULE,
-                 f"Framework: PyTorch {v.torch} + transformers {v.transformers}",
-                 f"Parallelism: {_layout(i)} | bf16 mixed precision",
-                 f"NCCL: {v.nccl} | CUDA: {v.cuda} | cuDNN: {v.cudnn} | Driver: {v.driver}",
-                 "", "Initializing distributed environment..."]
-        return [Line(f"{ts} {t}".rstrip(), STDOUT, 0) for t in texts]
+        texts: list[str | Row] = [
+            RULE, "LLM Training Session Starting", RULE,
+            row(f"Framework: PyTorch {v.torch}", f"+ transformers {v.transformers}", sep=" "),
+            row(f"Parallelism: {_layout(i)[0]}", *_layout(i)[1:], "bf16 mixed precision"), row(*_stack(v)),
+            "", "Initializing distributed environment..."]
+        return [Line(text, STDOUT, 0) for t in texts for text in self._wrap(t, ts)]
 
     # -- phases -------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[str]:
         i, ts = self.ident, stamp(e.time, self.tz)
         p, h = i.parallel, i.hyper
-        texts: dict[str, list[str]] = {
-            "nccl": [f"  World size: {_world(i)} ({i.gpu.name})",
+        texts: dict[str, list[str | Row]] = {
+            "nccl": [row(f"  World size: {_world(i)}", f"({i.gpu.name})", sep=" "),
                      f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
-            "model": [f"Loading model: {i.model.name}", f"  Architecture: {i.model.arch} "
-                      f"({i.model.layers} layers, hidden {i.model.hidden}, {i.model.heads} heads)",
+            "model": [f"Loading model: {i.model.name}",
+                      row(f"  Architecture: {i.model.arch}", f"({i.model.layers} layers, "
+                          f"hidden {i.model.hidden}, {i.model.heads} heads)", sep=" "),
                       f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
                       *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []), ""],  # one GPU: none
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
-                          f"  Vocab size: {i.model.vocab:,} | Max length: {i.model.context:,}", ""],
+                          row(f"  Vocab size: {i.model.vocab:,}", f"Max length: {i.model.context:,}"), ""],
             "dataset": [f"Dataset: {i.dataset.name} ({_tokens(i.dataset.tokens)} tokens)",
-                        f"  Training samples: {h.total_steps * h.global_batch:,} "
-                        f"({_tokens(h.total_steps * h.tokens_per_step)} tokens this run)",
-                        f"  Global batch: {h.global_batch} x {h.seq_len:,} tokens = {h.tokens_per_step:,} "
-                        f"tokens/step (micro batch {h.micro_batch}, grad accum {h.grad_accum})", ""],
+                        row(f"  Training samples: {h.total_steps * h.global_batch:,}",
+                            f"({_tokens(h.total_steps * h.tokens_per_step)} tokens this run)", sep=" "),
+                        row(f"  Global batch: {h.global_batch} x {h.seq_len:,} tokens",
+                            f"= {h.tokens_per_step:,} tokens/step",
+                            f"(micro batch {h.micro_batch}, grad accum {h.grad_accum})", sep=" "), ""],
         }
         if e.name == "init":
-            return [f"{ts} {t}".rstrip() for t in texts.get(e.stage, [])]
-        return self._phase_header(e, ts)
+            return [text for t in texts.get(e.stage, []) for text in self._wrap(t, ts)]
+        header = [text for t in self._phase_header(e) for text in self._wrap(t, ts)]
+        return header + (self._consolidating() if e.name == "export" else [])
 
-    def _phase_header(self, e: ev.Phase, ts: str) -> list[str]:
+    def _phase_header(self, e: ev.Phase) -> list[str | Row]:
         h = self.ident.hyper
         if e.name == "train":
-            return [f"{ts} Starting training: {h.total_steps:,} steps, {_plural(h.epochs, 'epoch')}, "
-                    f"warmup {_plural(h.warmup_steps, 'step')}, peak LR {h.max_lr:.2e}"]
+            return [row(f"Starting training: {h.total_steps:,} steps", _plural(h.epochs, 'epoch'),
+                        f"warmup {_plural(h.warmup_steps, 'step')}", f"peak LR {h.max_lr:.2e}", sep=", ")]
         if e.name == "validation":
             if e.step % h.steps_per_epoch and e.step != h.total_steps:  # stopped by --exit-after-time
-                return [f"{ts} [Validation] Training stopped at step {e.step}, "
+                return [f"[Validation] Training stopped at step {e.step}, "
                         "evaluating on validation set..."]
-            return [f"{ts} [Validation] Epoch {self._epoch(e.step)} complete, "
+            return [f"[Validation] Epoch {self._epoch(e.step)} complete, "
                     "evaluating on validation set..."]
         if e.name == "checkpoint":
-            return [f"{ts} [Checkpoint] Saving model checkpoint "
+            return [f"[Checkpoint] Saving model checkpoint "
                     f"(epoch {self._epoch(e.step)}, step {e.step})..."]
         if e.name == "export":
             early = e.step < h.total_steps  # --exit-after-time or a stop ended training
             done = f"stopped early at step {e.step}/{h.total_steps}." if early else "complete!"
-            return [f"{ts} [Export] Training {done} Finalizing model...", *_consolidating(self.ident)]
+            return [f"[Export] Training {done} Finalizing model..."]
         return []
+
+    def _wrap(self, text: str | Row, ts: str = "") -> list[str]:
+        """One line of the layout, broken to the width: after the timestamp
+        `ts` (a logged line), at its own indent, each further line two more."""
+        line = text if isinstance(text, Row) else Row((text[:len(text) - len(text.lstrip())], *text.split()),
+                                                      " ")
+        first = line.parts[0]
+        indent = first[:len(first) - len(first.lstrip())]
+        lead = f"{ts} " if ts else ""
+        parts = [p for p in (first.lstrip(), *line.parts[1:]) if p]
+        return fit(parts, self.width, lead + indent, lead + indent + "  ", line.sep)
 
     def _epoch(self, step: int) -> int:
         h = self.ident.hyper
@@ -104,33 +134,33 @@ class PytorchLines(EventRoutes):
         in_epoch = min(h.steps_per_epoch, e.max_steps - start)
         pct = (e.step - start) / in_epoch
         loss = round(e.loss, 4)
-        return [
-            f"{stamp(e.time, self.tz)} Epoch {e.epoch}/{h.epochs} {self._bar(pct)} {pct:4.0%} "
-            f"| Step {e.step}/{e.max_steps}",
-            *self._fit([f"Loss: {loss:.4f}", f"PPL: {safe_exp(loss):.2f}", f"LR: {e.lr:.2e}",
-                        f"Grad Norm: {e.grad_norm:.3f}"]),
-            *self._fit([f"Throughput: {e.tokens_per_s:,.0f} tok/s", f"{e.samples_per_s:,.1f} samples/s",
-                        f"MFU: {e.mfu:.1%}", f"Step: {e.step_time_s:.2f}s", f"ETA: {duration(e.eta_s)}"]),
-            *self._fit([f"GPU Mem: {e.gpu_mem_mib / 1024:.1f}/{e.gpu_mem_total_mib / 1024:.1f} GB "
-                        f"({e.gpu_mem_mib / max(1, e.gpu_mem_total_mib):.1%})", f"Util: {e.gpu_util:.0f}%",
-                        f"Temp: {e.gpu_temp_c:.0f}°C (avg)"]),
+        ts = stamp(e.time, self.tz)
+        # The bar keeps one length for the whole run: sized for the widest header it will have.
+        widest = cells(f"{ts} Epoch {h.epochs}/{h.epochs}  100% | Step {e.max_steps}/{e.max_steps}")
+        rows = [
+            row(f"  Loss: {loss:.4f}", f"PPL: {safe_exp(loss):.2f}", f"LR: {e.lr:.2e}",
+                f"Grad Norm: {e.grad_norm:.3f}"),
+            row(f"  Throughput: {e.tokens_per_s:,.0f} tok/s", f"{e.samples_per_s:,.1f} samples/s",
+                f"MFU: {e.mfu:.1%}", f"Step: {e.step_time_s:.2f}s", f"ETA: {duration(e.eta_s)}"),
+            row(f"  GPU Mem: {e.gpu_mem_mib / 1024:.1f}/{e.gpu_mem_total_mib / 1024:.1f} GB "
+                f"({e.gpu_mem_mib / max(1, e.gpu_mem_total_mib):.1%})", f"Util: {e.gpu_util:.0f}%",
+                f"Temp: {e.gpu_temp_c:.0f}°C (avg)"),
         ]
+        return [f"{ts} Epoch {e.epoch}/{h.epochs} {self._bar(pct, widest)} {pct:4.0%} "
+                f"| Step {e.step}/{e.max_steps}",
+                *(text for r in rows for text in self._wrap(r))]
 
-    def _fit(self, parts: list[str], indent: str = "  ", head: str = "") -> list[str]:
-        """Join `parts` with " | " into as few lines as fit the width."""
-        lines, current = [], ""
-        for part in parts:
-            candidate = f"{current} | {part}" if current else part
-            if current and len(indent) + len(head) + len(candidate) > self.width:
-                lines.append(current)
-                candidate = part
-            current = candidate
-        lines.append(current)
-        return [f"{indent}{head}{line}" for line in lines]
+    def _bar(self, fraction: float, used: int) -> str:
+        """A progress bar taking what the width leaves beside `used` columns
+        of text (and the space before it), BAR_MIN to BAR_MAX cells."""
+        width = max(BAR_MIN, min(BAR_MAX, self.width - used - 1))
+        done = round(width * fraction)
+        return BAR * done + " " * (width - done)
 
-    def _bar(self, fraction: float) -> str:
-        width = 40 if self.width >= 110 else 20
-        return BAR * round(width * fraction) + " " * (width - round(width * fraction))
+    def _barred(self, head: str, tail: str) -> str:
+        """A finished phase's bar line: `head`, a full bar, 100%, `tail`."""
+        line = f"{head}{{}} 100%{' ' + tail if tail else ''}"
+        return line.format(self._bar(1.0, cells(line) - 2))
 
     def _grid(self, e: ev.GpuStatus) -> list[str]:
         inner = self.width - 4
@@ -141,16 +171,16 @@ class PytorchLines(EventRoutes):
         per_row = max(1, (inner - label_w - 1 + 3) // (len("100% 85°C") + 3))
         rows = []
         for node, gpus in sorted(nodes.items()):
-            cells = [f"{g.util:3d}% {g.temp_c}°C" for g in gpus]
-            for k in range(0, len(cells), per_row):
+            cells_ = [f"{g.util:3d}% {g.temp_c}°C" for g in gpus]
+            for k in range(0, len(cells_), per_row):
                 label = _node_label(node, gpus) if k == 0 else ""
-                rows.append(f"{label:<{label_w}} " + " | ".join(cells[k:k + per_row]))
+                rows.append(f"{label:<{label_w}} " + " | ".join(cells_[k:k + per_row]))
         power = sum(g.power_w for g in e.gpus) / 1000
-        rows.append(" | ".join([f"Power: {power:.1f} kW", *self._links()]))
-        width = min(inner, max(len(r) for r in rows))
+        rows += fit([f"Power: {power:.1f} kW", *self._links()], inner)
+        width = min(inner, max(cells(r) for r in rows))
         title = "─ GPU Cluster Status " if self.ident.world > 1 else "─ GPU Status "
         return ([f"┌{title}{'─' * (width + 2 - len(title))}┐"]
-                + [f"│ {r[:width]:<{width}} │" for r in rows] + [f"└{'─' * (width + 2)}┘"])
+                + [f"│ {r}{' ' * (width - cells(r))} │" for r in rows] + [f"└{'─' * (width + 2)}┘"])
 
     def _links(self) -> list[str]:
         """The measured all-reduce bus bandwidth under the link that limits it:
@@ -172,29 +202,40 @@ class PytorchLines(EventRoutes):
             parts.append(f"{OPS.get(op.op, op.op)}: {op.avg_ms:.2f}ms{size}")
             if op.op == "all_reduce":
                 self.busbw = op.busbw_gbs
-        calls = ", ".join(f"{op.count} {op.op}" for op in e.ops)
-        return [*self._fit(parts, "", "[NCCL] "),
-                *self._fit([f"Calls since last report: {calls}", f"Bus bandwidth: {self.busbw:,.1f} GB/s"],
-                           "", "[NCCL] ")]
+        calls = [f"{op.count} {op.op}" for op in e.ops]
+        return [*fit(parts, self.width, "[NCCL] ", "[NCCL]   "),
+                f"[NCCL] Bus bandwidth: {self.busbw:,.1f} GB/s",
+                *fit([f"Calls since last report: {calls[0]}", *calls[1:]], self.width, "[NCCL] ", "[NCCL]   ",
+                     sep=", ")]
 
     # -- validation, checkpoint, export, summary ----------------------------
     def _validation(self, e: ev.Validation) -> list[str]:
         b = self.ident.hyper.eval_batches
         val = round(e.val_loss, 4)
-        return [f"  Evaluating: {self._bar(1.0)} 100% | {b}/{b} batches",
-                f"  Val Loss: {val:.4f} | Val PPL: {safe_exp(val):.2f}",
-                f"  Eval time: {e.eval_time_s:.1f}s | {e.samples / max(e.eval_time_s, 1e-9):,.0f} samples/s"]
+        return [self._barred("  Evaluating: ", f"| {b}/{b} batches"),
+                *self._wrap(row(f"  Val Loss: {val:.4f}", f"Val PPL: {safe_exp(val):.2f}")),
+                *self._wrap(row(f"  Eval time: {e.eval_time_s:.1f}s",
+                                f"{e.samples / max(e.eval_time_s, 1e-9):,.0f} samples/s"))]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[str]:
-        return [f"  Saving model shards: {self._bar(1.0)} 100% | {e.shards}/{e.shards}",
-                f"  Model weights: {_gb(e.model_bytes)} | Optimizer state: {_gb(e.optimizer_bytes)}",
+        return [self._barred("  Saving model shards: ", f"| {e.shards}/{e.shards}"),
+                *self._wrap(row(f"  Model weights: {_gb(e.model_bytes)}",
+                                f"Optimizer state: {_gb(e.optimizer_bytes)}")),
                 f"  Path: {e.path}", f"  Checkpoint saved in {e.seconds:.1f}s"]
+
+    def _consolidating(self) -> list[str]:
+        """Gathering the shards before the export; a single GPU holds the whole model already."""
+        i = self.ident
+        if i.world == 1:
+            return []
+        what = f"ZeRO-{i.parallel.zero}" if i.parallel.dp > 1 else "model-parallel"
+        return self._wrap(f"  Consolidating {what} shards into bf16 weights...")
 
     def _export(self, e: ev.Export) -> list[str]:
         # Where it went is the summary's last row (as in the seeds), said once.
         shards = [f for f in e.files if f.endswith(".safetensors")]
-        return [f"  Exporting to SafeTensors format: {len(shards)} file{'s' if len(shards) > 1 else ''}, "
-                f"{_gb(e.bytes)}"]
+        files = f"{len(shards)} file{'s' if len(shards) > 1 else ''}"
+        return self._wrap(row(f"  Exporting to SafeTensors format: {files}", _gb(e.bytes), sep=", "))
 
     def _summary(self, e: ev.Summary) -> list[str]:
         loss = round(e.final_loss, 4)
@@ -203,7 +244,7 @@ class PytorchLines(EventRoutes):
                 f"Final PPL: {safe_exp(loss):.2f}", f"Best val loss: {e.best_val_loss:.4f}",
                 f"Training time: {duration(e.train_time_s)}",
                 f"Avg throughput: {e.avg_tokens_per_s:,.0f} tok/s", f"Output: {e.output}", RULE]
-        return [f"  {r}".rstrip() for r in rows]
+        return [text for r in rows for text in self._wrap(f"  {r}")]
 
 
 def duration(seconds: float) -> str:
@@ -243,20 +284,17 @@ def _world(i: Any) -> str:
     return f"{i.world} GPUs across {_plural(i.nnodes, 'node')}"
 
 
-def _layout(i: Any) -> str:
+def _layout(i: Any) -> list[str]:
     """The banner's parallelism: ZeRO only where it shards, over data-parallel ranks."""
     p = i.parallel
     if i.world == 1:
-        return "single GPU"
-    return f"DP={p.dp} x TP={p.tp} x PP={p.pp}" + (f" | ZeRO stage {p.zero}" if p.dp > 1 else "")
+        return ["single GPU"]
+    return [f"DP={p.dp} x TP={p.tp} x PP={p.pp}", *([f"ZeRO stage {p.zero}"] if p.dp > 1 else [])]
 
 
-def _consolidating(i: Any) -> list[str]:
-    """Gathering the shards before the export; a single GPU holds the whole model already."""
-    if i.world == 1:
-        return []
-    what = f"ZeRO-{i.parallel.zero}" if i.parallel.dp > 1 else "model-parallel"
-    return [f"  Consolidating {what} shards into bf16 weights..."]
+def _stack(v: Any) -> list[str]:
+    """The banner's software stack under the framework, one part each."""
+    return [f"NCCL: {v.nccl}", f"CUDA: {v.cuda}", f"cuDNN: {v.cudnn}", f"Driver: {v.driver}"]
 
 
 def _sharding(p: Any) -> str:
