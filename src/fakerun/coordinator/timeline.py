@@ -192,10 +192,8 @@ class Timeline:
     def _validation(self, done: Completed) -> list:
         val = done.result[0]
         self.run.best_val = min(self.run.best_val, val)
-        h = self.ident.hyper
-        samples = h.eval_batches * h.micro_batch * self.ident.parallel.dp
         return [ev.Validation(self.run.step, self.epoch(max(1, self.run.step)), val, sim.safe_exp(val),
-                              max(done.sim_s.values()), samples, self.clock.now)]
+                              max(done.sim_s.values()), sim.eval_samples(self.ident), self.clock.now)]
 
     def _checkpoint(self, done: Completed) -> list:
         sizes = sim.checkpoint_bytes(self.ident)

@@ -366,6 +366,11 @@ def eval_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
     return _eval_nominal(ident) * phase_factor(ident, "validation", rank, step)
 
 
+def eval_samples(ident: Identity) -> int:
+    """One evaluation's samples: its batches of a micro batch on every data-parallel rank."""
+    return ident.hyper.eval_batches * ident.hyper.micro_batch * ident.parallel.dp
+
+
 def _eval_nominal(ident: Identity) -> float:
     forward_only = compute_seconds(ident, 0) / 3.0 / ident.hyper.grad_accum
     return ident.hyper.eval_batches * forward_only
