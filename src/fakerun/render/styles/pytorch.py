@@ -14,11 +14,14 @@ from fakerun import events as ev
 from fakerun.render.lines import STDOUT, Line, cells, fit, stamp
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
+from fakerun.world.memory import state_bytes
+from fakerun.world.nccl_latency import allreduce_latency_us
 from fakerun.world.physics import safe_exp
 
 BAR = "━"
 BAR_MIN, BAR_MAX = 10, 40  # a bar's cells: the seeds' bars are 30-40 long; a narrow line gets less
 RULE = "=" * 40
+GIB = 1024**3  # memory in GB as nvidia-smi and the step block's "GPU Mem" count it
 TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM": "LlamaTokenizerFast",
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
               "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
@@ -75,12 +78,14 @@ class PytorchLines(EventRoutes):
                       row(f"  Architecture: {i.model.arch}", f"({i.model.layers} layers, "
                           f"hidden {i.model.hidden}, {i.model.heads} heads)", sep=" "),
                       f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
-                      *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []), ""],  # one GPU: none
+                      *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []),  # one GPU: none
+                      _memory(i), ""],
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
                           row(f"  Vocab size: {i.model.vocab:,}", f"Max length: {i.model.context:,}"), ""],
             "dataset": [f"Dataset: {i.dataset.name} ({_tokens(i.dataset.tokens)} tokens)",
                         row(f"  Training samples: {h.total_steps * h.global_batch:,}",
                             f"({_tokens(h.total_steps * h.tokens_per_step)} tokens this run)", sep=" "),
+                        f"  Validation samples: {sim.eval_samples(i):,}",
                         row(f"  Global batch: {h.global_batch} x {h.seq_len:,} tokens",
                             f"= {h.tokens_per_step:,} tokens/step",
                             f"(micro batch {h.micro_batch}, grad accum {h.grad_accum})", sep=" "), ""],
@@ -88,7 +93,7 @@ class PytorchLines(EventRoutes):
         if e.name == "init":
             return [text for t in texts.get(e.stage, []) for text in self._wrap(t, ts)]
         header = [text for t in self._phase_header(e) for text in self._wrap(t, ts)]
-        return header + (self._consolidating() if e.name == "export" else [])
+        return header + (self._merging() if e.name == "export" else [])
 
     def _phase_header(self, e: ev.Phase) -> list[str | Row]:
         h = self.ident.hyper
@@ -203,8 +208,11 @@ class PytorchLines(EventRoutes):
             if op.op == "all_reduce":
                 self.busbw = op.busbw_gbs
         calls = [f"{op.count} {op.op}" for op in e.ops]
+        # NCCL's tuner's latencies (its NCCL_DEBUG_SUBSYS=TUNING table prints them to 0.1 us).
+        ring, tree = (allreduce_latency_us(self.ident, algo) for algo in ("ring", "tree"))
         return [*fit(parts, self.width, "[NCCL] ", "[NCCL]   "),
-                f"[NCCL] Bus bandwidth: {self.busbw:,.1f} GB/s",
+                *fit([f"Ring latency: {ring:.1f}us", f"Tree latency: {tree:.1f}us",
+                      f"Bus bandwidth: {self.busbw:,.1f} GB/s"], self.width, "[NCCL] ", "[NCCL]   "),
                 *fit([f"Calls since last report: {calls[0]}", *calls[1:]], self.width, "[NCCL] ", "[NCCL]   ",
                      sep=", ")]
 
@@ -221,15 +229,21 @@ class PytorchLines(EventRoutes):
         return [self._barred("  Saving model shards: ", f"| {e.shards}/{e.shards}"),
                 *self._wrap(row(f"  Model weights: {_gb(e.model_bytes)}",
                                 f"Optimizer state: {_gb(e.optimizer_bytes)}")),
-                f"  Path: {e.path}", f"  Checkpoint saved in {e.seconds:.1f}s"]
+                "  Saving scheduler state...", f"  Path: {e.path}", f"  Checkpoint saved in {e.seconds:.1f}s"]
 
-    def _consolidating(self) -> list[str]:
-        """Gathering the shards before the export; a single GPU holds the whole model already."""
-        i = self.ident
-        if i.world == 1:
+    def _merging(self) -> list[str]:
+        """Gathering the shards before the export, where the weights are in
+        shards: ZeRO-3 splits every parameter over the data-parallel ranks,
+        tensor and pipeline parallelism over the model-parallel ones. Under
+        ZeRO-1/2 (and on one GPU) every rank already holds the whole bf16
+        weights: nothing to merge."""
+        p = self.ident.parallel
+        shards = (p.dp if p.zero >= 3 else 1) * p.tp * p.pp
+        if shards == 1:
             return []
-        what = f"ZeRO-{i.parallel.zero}" if i.parallel.dp > 1 else "model-parallel"
-        return self._wrap(f"  Consolidating {what} shards into bf16 weights...")
+        what = f"ZeRO-{p.zero}" if p.zero >= 3 and p.dp > 1 else "model-parallel"
+        return [*self._wrap(f"  Consolidating {what} shards into bf16 weights..."),
+                self._barred("  Merging shards: ", f"| {shards}/{shards}")]
 
     def _export(self, e: ev.Export) -> list[str]:
         # Where it went is the summary's last row (as in the seeds), said once.
@@ -295,6 +309,16 @@ def _layout(i: Any) -> list[str]:
 def _stack(v: Any) -> list[str]:
     """The banner's software stack under the framework, one part each."""
     return [f"NCCL: {v.nccl}", f"CUDA: {v.cuda}", f"cuDNN: {v.cudnn}", f"Driver: {v.driver}"]
+
+
+def _memory(i: Any) -> Row:
+    """What each GPU holds of the model's state (world/memory.py's accounting):
+    bf16 weights and grads, fp32 Adam state. In GB as the
+    step block's GPU Mem counts them (GiB, as nvidia-smi does), so the two add up."""
+    state = state_bytes(i.model, i.parallel)
+    return row(f"  Memory per GPU: {state['weights'] / GIB:.1f} GB model",
+               f"+ {state['grads'] / GIB:.1f} GB grads",
+               f"+ {state['optimizer'] / GIB:.1f} GB optimizer", sep=" ")
 
 
 def _sharding(p: Any) -> str:
