@@ -12,7 +12,8 @@ DeepSpeed's logger writes to stdout: `log_dist`, ZeRO and the throughput timer
 from rank 0 only, the accelerator and `cdb=` lines from every rank, a
 checkpoint shard from the rank that writes it. The script logs the way
 DeepSpeedExamples' HelloDeepSpeed does: loguru on stderr, rank 0, the loss
-with 4 decimals every `steps_per_print` steps.
+with 4 decimals every `steps_per_print` steps, and at the step where its
+time budget (--exit-after-time) breaks the loop before it saves and exports.
 """
 
 from __future__ import annotations
@@ -130,7 +131,10 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
             out += self.dist(e.time, f"step={e.step}, skipped={self.skipped}, lr={lr}, mom={MOMENTA}")
         if self.timed and self.timer_steps % every == 0:  # the timer counts the steps it saw itself
             out += self.log(e.time + 0.0004, "timer", self._throughput(e))
-        if e.step % every == 0:  # the script's `if step % log_every == 0`
+        # The script's `if step % log_every == 0`, and the step its time budget ends the
+        # loop at: DeepSpeed itself says nothing of a stop (the engine reports progress on
+        # steps_per_print only; the checkpoint's tag, global_step<N>, names the step).
+        if e.step % every == 0 or e.stopped:
             out += self.script(e.time + 0.0009, f"Loss: {e.loss:.4f}")
         return out
 

@@ -89,7 +89,9 @@ class HfLines(EventRoutes):
         self.losses.append(e.loss)
         h = self.ident.hyper
         if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
-            return [self._bar(e)] if e.step == e.max_steps else []
+            # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
+            # logs on logging_steps only), but the bar, redrawn every step, stops there.
+            return [self._bar(e)] if e.step == e.max_steps or e.stopped else []
         logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
                             "epoch": round(self.epoch(e.step), 2)})
         return [Line(logged, STDOUT, 0), self._bar(e)]
@@ -121,16 +123,23 @@ class HfLines(EventRoutes):
                           f"Special tokens file saved in {path}/special_tokens_map.json"])
 
     def _summary(self, e: ev.Summary) -> list[Line]:
+        """The end of _inner_training_loop, stopped early by a callback or not
+        (trainer.py, 4.46.3 and 5.0.0 alike): "Training completed", then
+        speed_metrics over the *planned* samples and steps (num_train_samples,
+        state.max_steps) whatever was trained, the mean loss of the steps
+        done, the epoch reached; on_train_end closes the bar where it stands."""
         h, runtime = self.ident.hyper, max(e.train_time_s, 1e-9)
         done = self._err(["", "", "Training completed. Do not forget to share your model on "
                           "huggingface.co/models =)", "", ""])
         stats = self.logs({"train_runtime": round(e.train_time_s, 4),
-                           "train_samples_per_second": round(e.steps * h.global_batch / runtime, 3),
-                           "train_steps_per_second": round(e.steps / runtime, 3),
+                           "train_samples_per_second": round(h.total_steps * h.global_batch / runtime, 3),
+                           "train_steps_per_second": round(h.total_steps / runtime, 3),
                            "train_loss": sum(self.losses) / max(1, len(self.losses)),
                            "epoch": round(self.epoch(e.steps), 2)})
-        bar = [Line(meter(e.steps, e.steps, e.train_time_s, 0.0, runtime / max(1, e.steps)), STDERR, 0)] \
-            if self.losses else []  # the bar closes only if training had begun
+        # tqdm's close: a bar stopped short keeps its total, and its estimate of the time left.
+        left = 0.0 if e.steps >= h.total_steps else None
+        closed = meter(e.steps, h.total_steps, e.train_time_s, left, runtime / max(1, e.steps))
+        bar = [Line(closed, STDERR, 0)] if self.losses else []  # the bar closes only if training had begun
         return [*done, Line(stats, STDOUT, 0), *bar]
 
     @staticmethod

@@ -9,7 +9,7 @@ accelerators/cuda.py (`LOCAL_RANK: ...`), with tqdm's format_meter.
 The script behind it: a LightningModule whose only child is
 `self.model = AutoModelForCausalLM.from_config(...)`, a DataModule, and
 `Trainer(devices=nproc, num_nodes=nnodes, strategy="ddp", precision="bf16-mixed",
-max_steps=N, accumulate_grad_batches=grad_accum,
+max_steps=N, max_time=<--exit-after-time, when given>, accumulate_grad_batches=grad_accum,
 callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
 `train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
 the default (silent) ModelCheckpoint and TensorBoard logger. The model summary
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 from typing import Any
 
 from fakerun import events as ev
@@ -114,7 +114,9 @@ class LightningLines(EventRoutes):
         }
 
     def _reset(self) -> None:
-        self.last: ev.Step | None = None  # the latest step: what the train bar shows
+        self.last: ev.Step | None = None  # the latest step: its loss is the train bar's postfix
+        self.shown = 0  # the batches the train bar counts: set at its refreshes only (_update_n)
+        self.fit_start = 0.0  # on_train_start: where the Timer's elapsed time starts
         self.val_loss: float | None = None
         self.epoch_start = 0.0  # when the train bar was last reset (tqdm's elapsed counts from it)
         self.epoch_end = 0.0  # when the latest epoch's checkpoint was saved: the next one starts then
@@ -149,7 +151,7 @@ class LightningLines(EventRoutes):
         if e.name == "init" and e.stage == "dataset":
             return self._setup()
         if e.name == "train":
-            self.epoch_start = e.time
+            self.epoch_start = self.fit_start = e.time
             return self._fit_start()
         if e.name == "export":  # trainer.fit has returned
             return self._fit_end(e.time)
@@ -191,13 +193,23 @@ class LightningLines(EventRoutes):
     def _step(self, e: ev.Step) -> list[Line]:
         if self.last is not None and e.epoch != self.last.epoch:
             self.epoch_start = self.epoch_end  # on_train_epoch_start resets the bar
+            self.shown = 0
         self.last = e
         h = self.ident.hyper
         done = e.step - (e.epoch - 1) * h.steps_per_epoch
         # TQDMProgressBar._should_update: every refresh_rate batches of the epoch, and its last.
-        if done % h.log_every and done != h.steps_per_epoch:
-            return []
-        return [self._train_bar(e.time)]
+        refreshed = not (done % h.log_every and done != h.steps_per_epoch)
+        if refreshed:
+            self.shown = done * h.grad_accum
+        return ([self._train_bar(e.time)] if refreshed else []) + (self._time_limit(e) if e.stopped else [])
+
+    def _time_limit(self, e: ev.Step) -> list[Line]:
+        """Trainer(max_time=...)'s Timer at the batch that ran past it
+        (callbacks/timer.py _check_time_remaining, 2.4.0-2.6.x): the bar, whose
+        callback comes first, keeps the count of its last refresh; fit_loop
+        then leaves with only a debug message (`trainer.should_stop` was set)."""
+        elapsed = timedelta(seconds=int(e.time - self.fit_start))
+        return self._err([self.text["time_limit"].format(elapsed=elapsed)])
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         h = self.ident.hyper
@@ -234,9 +246,8 @@ class LightningLines(EventRoutes):
         """The `Epoch N` bar: batches (micro-batches) of this epoch, smoothing=0 so
         the rate is batches over the epoch's elapsed time."""
         e, h = self.last, self.ident.hyper
-        done = e.step - (e.epoch - 1) * h.steps_per_epoch
         elapsed = max(0.0, now - self.epoch_start)
-        n = done * h.grad_accum
+        n = self.shown
         postfix = f"v_num={postfix_num(self.version_num)}, train_loss={postfix_num(e.loss)}"
         if self.val_loss is not None:
             postfix += f", val_loss={postfix_num(self.val_loss)}"

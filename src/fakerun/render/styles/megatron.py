@@ -17,7 +17,8 @@ memory report agrees with its GPU in nvidia-smi.
 Choices where the run leaves Megatron a choice: bf16 (loss scale 1.0, no
 loss scaler, so no iteration is ever skipped), the distributed optimizer,
 --log-throughput on, --exit-signal-handler on, eval and save every epoch
-(Megatron's default interval, 1000, past the end for a one-epoch run).
+(Megatron's default interval, 1000, past the end for a one-epoch run);
+--exit-after-time is --exit-duration-in-mins.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         self.done = False  # "[after training is done]" printed
         self.validated = -1  # the step of the last validation
         self.held: list[Line] = []  # the final evaluation, printed after the final save
+        self.stopped: ev.Step | None = None  # the iteration --exit-duration-in-mins ended training at
 
     def lines(self, event: ev.Event) -> list[Line]:
         return self.routed(event) or []
@@ -117,11 +119,11 @@ class MegatronLines(EventRoutes, MegatronPrint):
         if e.name == "train":
             return [self._datetime("before the start of training step", e.time)]
         if e.name == "validation" and self._post_training(e.step):
-            return self._training_done(e.time)
+            return [] if self.stopped else self._training_done(e.time)
         if e.name == "checkpoint":
             return self._saving(e)
-        if e.name == "export":
-            return self._training_done(e.time) + self._release_held()
+        if e.name == "export":  # after --exit-duration-in-mins the program has exited already
+            return [] if self.stopped else self._training_done(e.time) + self._release_held()
         return []
 
     def _initialized(self, when: float) -> list[Line]:
@@ -159,6 +161,8 @@ class MegatronLines(EventRoutes, MegatronPrint):
     def _step(self, e: ev.Step) -> list[Line]:
         if not math.isfinite(e.loss):
             return []  # the NaN check stops the script before this iteration logs
+        if e.stopped:
+            self.stopped = e
         self.window.losses.append(e.loss)
         self.window.times.append(e.step_time_s)
         if e.step % self.ident.hyper.log_every:
@@ -195,6 +199,8 @@ class MegatronLines(EventRoutes, MegatronPrint):
         self.validated = e.step
         if not self._post_training(e.step):
             return self._evaluated(f"iteration {e.step}", e)
+        if self.stopped:
+            return []  # train() exits the program: pretrain() never gets to its final evaluation
         # The final evaluation comes after the final save in Megatron's pretrain().
         h = self.ident.hyper
         verbose = [f"Evaluating on {h.eval_batches * h.global_batch} samples",
@@ -224,7 +230,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
 
     def _saving(self, e: ev.Phase) -> list[Line]:
         out = []
-        if not self._signalled(e.step) and e.step % interval(self.ident.hyper):
+        if not self.stopped and not self._signalled(e.step) and e.step % interval(self.ident.hyper):
             out += self._training_done(e.time)  # pretrain() saves what train() left unsaved
         saving, _ = save_lines(e.step, self._save_dir(), self._stamp(e.time), "", "")
         out += self._out([saving, f"Storing distributed optimizer sharded state of type {SHARDING}"])
@@ -241,9 +247,19 @@ class MegatronLines(EventRoutes, MegatronPrint):
             out += self._memory(f"(after save_checkpoint for iteration {e.step})")
         self.saves += 1
         out += self._timers([("save-checkpoint", 1e3 * e.seconds)], e.step)
-        if self._signalled(e.step):
+        if self.stopped is not None:
+            out.append(self._datetime(self._exit_duration(), e.time))
+        elif self._signalled(e.step):
             out.append(self._datetime("exiting program after receiving SIGTERM.", e.time))
         return out + self._release_held()
+
+    def _exit_duration(self) -> str:
+        """checkpoint_and_decide_exit under --exit-duration-in-mins (training.py,
+        core_r0.10.0): after the iteration that ran past it, save, then say so
+        with train_time, the minutes since _TRAIN_START_TIME (the script's
+        start) as a bare float, and sys.exit: no "after training is done", no
+        final evaluation. The iteration itself logs only on --log-interval."""
+        return f"exiting program after {(self.stopped.time - self.start) / 60.0} minutes"
 
     def _stamp(self, when: float) -> str:
         """The 2026 upstream's "[time] " before the save lines."""
