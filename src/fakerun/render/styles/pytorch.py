@@ -157,8 +157,8 @@ class PytorchLines(EventRoutes):
 
     def _bar(self, fraction: float, used: int) -> str:
         """A progress bar taking what the width leaves beside `used` columns
-        of text (and the space before it), BAR_MIN to BAR_MAX cells."""
-        width = max(BAR_MIN, min(BAR_MAX, self.width - used - 1))
+        of text, BAR_MIN to BAR_MAX cells."""
+        width = max(BAR_MIN, min(BAR_MAX, self.width - used))
         done = round(width * fraction)
         return BAR * done + " " * (width - done)
 
@@ -176,10 +176,10 @@ class PytorchLines(EventRoutes):
         per_row = max(1, (inner - label_w - 1 + 3) // (len("100% 85°C") + 3))
         rows = []
         for node, gpus in sorted(nodes.items()):
-            cells_ = [f"{g.util:3d}% {g.temp_c}°C" for g in gpus]
-            for k in range(0, len(cells_), per_row):
+            readings = [f"{g.util:3d}% {g.temp_c}°C" for g in gpus]
+            for k in range(0, len(readings), per_row):
                 label = _node_label(node, gpus) if k == 0 else ""
-                rows.append(f"{label:<{label_w}} " + " | ".join(cells_[k:k + per_row]))
+                rows.append(f"{label:<{label_w}} " + " | ".join(readings[k:k + per_row]))
         power = sum(g.power_w for g in e.gpus) / 1000
         rows += fit([f"Power: {power:.1f} kW", *self._links()], inner)
         width = min(inner, max(cells(r) for r in rows))
