@@ -7,12 +7,16 @@ that keeps them within the width."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 from datetime import UTC
 
 import pytest
 
 from fakerun import events as ev
+from fakerun.render import rich_view
 from fakerun.render.lines import cells, fit
+from fakerun.render.renderer import width_of
 from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.world import identity
 from fakerun.world import physics as sim
@@ -113,3 +117,21 @@ def test_the_nccl_report_gives_ring_and_tree_latency_beside_the_bus_bandwidth():
     report = texts(layout(ident, 120), stats)
     assert "[NCCL] Ring latency: 43.4us | Tree latency: 25.2us | Bus bandwidth: 45.0 GB/s" in report
     assert "[NCCL] Calls since last report: 4 all_reduce, 2 barrier" in report
+
+
+# -- the width -------------------------------------------------------------------
+def test_the_layout_takes_80_columns_piped_and_at_most_200():
+    assert width_of(io.StringIO(), {}) == 80
+    assert width_of(io.StringIO(), {"COLUMNS": "132"}) == 132
+    assert width_of(io.StringIO(), {"COLUMNS": "300"}) == 200
+
+
+def test_the_live_footer_takes_the_terminal_up_to_200_columns(monkeypatch):
+    class Tty:
+        def fileno(self) -> int:
+            return 1
+
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((300, 50)))
+    assert rich_view._width(Tty()) == 200
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((120, 50)))
+    assert rich_view._width(Tty()) == 120
