@@ -70,9 +70,16 @@ def test_memory_per_gpu_is_the_memory_models_state_of_one_gpu():
     lines = texts(layout(ident, 150), ev.Phase("init", "model", 0, 0.0))
     [line] = [x for x in lines if "Memory per GPU:" in x]
     state = state_bytes(ident.model, ident.parallel)
-    gib = 1024**3
-    assert (f"{state['weights'] / gib:.1f} GB model + {state['grads'] / gib:.1f} GB grads "
-            f"+ {state['optimizer'] / gib:.1f} GB optimizer") in line
+    assert (f"{state['weights'] / 1e9:.1f} GB model + {state['grads'] / 1e9:.1f} GB grads "
+            f"+ {state['optimizer'] / 1e9:.1f} GB optimizer") in line
+
+
+def test_one_gpus_model_is_the_whole_models_bf16_size():
+    ident = identity.build(5, 1, 1, 40)
+    lines = texts(layout(ident, 150), ev.Phase("init", "model", 0, 0.0))
+    bf16 = f"{2 * ident.model.params / 1e9:.1f} GB"
+    assert any(f"(bf16: {bf16})" in x for x in lines)
+    assert any(f"Memory per GPU: {bf16} model" in x for x in lines)
 
 
 def test_validation_samples_are_what_each_evaluation_runs():

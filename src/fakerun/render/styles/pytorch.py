@@ -21,7 +21,6 @@ from fakerun.world.physics import safe_exp
 BAR = "━"
 BAR_MIN, BAR_MAX = 10, 40  # a bar's cells: the seeds' bars are 30-40 long; a narrow line gets less
 RULE = "=" * 40
-GIB = 1024**3  # memory in GB as nvidia-smi and the step block's "GPU Mem" count it
 TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM": "LlamaTokenizerFast",
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
               "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
@@ -313,12 +312,12 @@ def _stack(v: Any) -> list[str]:
 
 def _memory(i: Any) -> Row:
     """What each GPU holds of the model's state (world/memory.py's accounting):
-    bf16 weights and grads, fp32 Adam state. In GB as the
-    step block's GPU Mem counts them (GiB, as nvidia-smi does), so the two add up."""
+    bf16 weights and grads, fp32 Adam state. In decimal GB like the line
+    above it (the seeds' 141.2 GB of fp16 over 64 GPUs: "2.2 GB model"), so
+    one GPU's model is the whole model's bf16 size."""
     state = state_bytes(i.model, i.parallel)
-    return row(f"  Memory per GPU: {state['weights'] / GIB:.1f} GB model",
-               f"+ {state['grads'] / GIB:.1f} GB grads",
-               f"+ {state['optimizer'] / GIB:.1f} GB optimizer", sep=" ")
+    return row(f"  Memory per GPU: {_gb(state['weights'])} model", f"+ {_gb(state['grads'])} grads",
+               f"+ {_gb(state['optimizer'])} optimizer", sep=" ")
 
 
 def _sharding(p: Any) -> str:
