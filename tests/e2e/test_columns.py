@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.test_simulation import FIXED, clean_env
 
-PREFIX = re.compile(r"^\[[a-z]+\d+\]:")  # the tee prefix: torchrun's [{role}{local_rank}]:
+PREFIX = re.compile(r"^\[[a-z-]+\d+\]:")  # the tee prefix: torchrun's [{role}{local_rank}]:, or a template's
 HOST = re.compile(r"^[a-z0-9-]+: ")  # the local cluster's pdsh-style label of a node's line
 THEIRS = ("NCCL INFO", "NCCL WARN", "NCCL version")
 
@@ -49,8 +49,8 @@ def layout_lines(stdout: str) -> list[str]:
     return lines
 
 
-def run_at(runner, columns: int, args: tuple[str, ...]) -> list[str]:
-    env = clean_env() | {"COLUMNS": str(columns)}
+def run_at(runner, columns: int, args: tuple[str, ...], **environ: str) -> list[str]:
+    env = clean_env() | {"COLUMNS": str(columns), **environ}
     job = runner.start(*FIXED, "--output", "plain", *args, env=env)
     job.wait(timeout=120)
     lines = layout_lines(job.stdout)
@@ -65,6 +65,13 @@ def test_every_line_of_the_layout_fits_80_columns_with_its_prefix(runner, args):
     assert not wide, wide
     # Nothing was cut to fit: the step block and the box are whole.
     assert any("| Step " in x for x in lines) and any("ETA: " in x for x in lines)
+
+
+def test_a_prefix_template_takes_its_own_width(runner):
+    """torchrun's TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE: the layout makes room for the prefix it gives."""
+    lines = run_at(runner, 80, RUNS["8 GPUs"], TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE="[${role_name}-r${rank}]:")
+    assert lines and all(x.startswith("[default-r0]:") for x in lines)
+    assert max(cells(x) for x in lines) <= 80
 
 
 @pytest.mark.parametrize("args", [RUNS["8 GPUs"], RUNS["16 ranks on 2 nodes"]], ids=["8 GPUs", "2 nodes"])
