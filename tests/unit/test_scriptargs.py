@@ -8,7 +8,9 @@ from fakerun.cli.main import build_parser, to_config
 from fakerun.config import script_args as scriptargs
 from fakerun.errors import UsageError
 
-HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
+# Llama-3.2-1B: under plain DDP (the Trainer without --fsdp or --deepspeed), Llama-3.1-8B would need
+# 160 GB a GPU (fp32 weights, grads and Adam, and DDP's buckets): no real job on 2 GPUs.
+HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.2-1B", "--per_device_train_batch_size", "4",
       "--max_steps", "20", "--output_dir", "out")
 
 
@@ -19,7 +21,7 @@ def config(*argv: str):
 def test_the_hf_launch_line_is_the_job():
     c = config(*HF)
     h = c.identity.hyper
-    assert (str(c.style), c.identity.model.name, c.steps, str(c.output_dir)) == ("hf", "Llama-3.1-8B", 20, "out")
+    assert (str(c.style), c.identity.model.name, c.steps, str(c.output_dir)) == ("hf", "Llama-3.2-1B", 20, "out")
     assert (h.micro_batch, h.grad_accum, h.max_lr, h.log_every) == (4, 1, 5e-05, 500)  # TrainingArguments'
     assert h.global_batch == 4 * c.identity.parallel.dp
     assert h.pretrained_tokens > 0  # a fine-tune starts from its base model
