@@ -157,13 +157,15 @@ def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked, seed: in
 
 def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked) -> tuple[Gpu, ...]:
     """The GPUs to draw from: for a model the job names, those where it runs
-    as a tuned job, else those it fits on (else all of them, and the error
+    as a tuned job, else those it fits on (else the largest, and the error
     below names the shortfall)."""
     gpus = catalog.gpus()
     if model is None:
         return gpus
     tuned = tuple(g for g in gpus if _plan(model, g, nproc, world, asked, tuned=True))
-    return tuned or tuple(g for g in gpus if _plan(model, g, nproc, world, asked)) or gpus
+    most = max(g.memory_mib for g in gpus if g.kind == "real")
+    return tuned or tuple(g for g in gpus if _plan(model, g, nproc, world, asked)) or tuple(
+        g for g in gpus if g.memory_mib == most)  # fits nowhere: the error speaks of the largest
 
 
 # What each framework's launch line would add to shard more: the flag, and the strategy it runs under.
