@@ -28,8 +28,8 @@ from fakerun.world.memory import (
 if TYPE_CHECKING:
     from fakerun.world.identity import Identity
 
-SEGMENT_GROWTHS = 6  # how many times a stage's reserve grows after its first step
-GROWTH_MEAN_STEPS = 6.0  # mostly in the first steps: the allocator warming up
+EARLY_GROWTHS, LATE_GROWTHS = 5, 2  # how many times a stage's reserve grows after its first step
+GROWTH_MEAN_STEPS = 6.0  # the early ones: the allocator warming up; the late ones anywhere in the run
 # Ranks of one pipeline stage allocate the same tensors in the same order, so
 # their allocators grow alike; what differs (NCCL's timing, the order in which
 # buckets complete) is a fraction of a percent.
@@ -61,24 +61,26 @@ def usage(ident: Identity, rank: int, step: int) -> Usage:
     if step <= 0:
         return Usage(state, state, state * (1 + FRAG_START))
     peak = peak_bytes(ident.model, p, h.micro_batch, h.seq_len, stage)
-    return Usage(state, peak, peak * (1 + fragmentation(ident.seed, stage, rank, step)))
+    frag = fragmentation(ident.seed, stage, rank, step, h.total_steps)
+    return Usage(state, peak, peak * (1 + frag))
 
 
-def fragmentation(seed: int, stage: int, rank: int, step: int) -> float:
+def fragmentation(seed: int, stage: int, rank: int, step: int, total_steps: int) -> float:
     """The reserve over the peak it serves: FRAG_START at the first step, a
     step up at each of the stage's growths up to `step`, and the rank's own
     bit; at most FRAG_MAX."""
-    steps, total = _growths(seed, stage)
+    steps, total = _growths(seed, stage, total_steps)
     grown = bisect.bisect_right(steps, step)
     return FRAG_START + (total[grown - 1] if grown else 0.0) + RANK_SPREAD * uniform(seed, "allocator", rank)
 
 
 @functools.cache
-def _growths(seed: int, stage: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def _growths(seed: int, stage: int, total_steps: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The steps at which the stage's reserve grows, and the growth so far
     after each; together at most FRAG_MAX - FRAG_START - RANK_SPREAD."""
     r = rng(seed, "allocator", stage)
-    steps = sorted(1 + int(r.expovariate(1 / GROWTH_MEAN_STEPS)) for _ in range(SEGMENT_GROWTHS))
+    early = [1 + int(r.expovariate(1 / GROWTH_MEAN_STEPS)) for _ in range(EARLY_GROWTHS)]
+    steps = sorted(early + [r.randint(1, max(1, total_steps)) for _ in range(LATE_GROWTHS)])
     sizes = [r.random() for _ in steps]
     scale = (FRAG_MAX - FRAG_START - RANK_SPREAD) * r.uniform(0.4, 1.0) / sum(sizes)
     total, out = 0.0, []

@@ -109,11 +109,6 @@ class MemoryPlan:
         low, high = self.fill_range
         return low >= FILL_LOW and high <= FILL_HIGH
 
-    @property
-    def fits(self) -> bool:
-        """Even the most fragmented reserve, with the context, within what CUDA can allocate."""
-        return self.fill_range[1] * self.capacity <= self.capacity - DRIVER_RESERVED
-
 
 @dataclass(frozen=True)
 class Job:
@@ -155,7 +150,7 @@ def fullest_fit(job: Job) -> MemoryPlan | None:
     """The least sharding with room to spare (the GPU at most 95% full), at
     its fullest; failing that, the least sharding that fits at all, at its
     emptiest."""
-    plans = [p for par in layouts(job) for p in _plans(job, par) if p.fits]
+    plans = [p for par in layouts(job) for p in _plans(job, par)]
     for par in dict.fromkeys(p.parallel for p in plans):
         roomy = [p for p in plans if p.parallel == par and p.fill_range[1] <= FILL_HIGH]
         if roomy:
@@ -180,17 +175,28 @@ def layouts(job: Job) -> list[Parallelism]:
 
 
 def _plans(job: Job, par: Parallelism) -> list[MemoryPlan]:
-    s = job.strategy
+    """Every knob setting on this layout that fits at all. The peak is the
+    state plus activations linear in the micro batch, so each (recompute,
+    sequence) is two figures per stage."""
+    s, capacity = job.strategy, job.gpu.memory_mib * MIB
     recomputes = (s.recompute,) if s.recompute else KIND_RECOMPUTE.get(par.kind, RECOMPUTE)
     seqs = (job.seq,) if job.seq else tuple(q for q in SEQS if q <= job.model.context) or (job.model.context,)
     micros = (job.micro,) if job.micro else MICROS
+    working = working_bytes(job.model, par)
+    fixed = {stage: persistent_bytes(job.model, par, stage) + working for stage in _stages(par)}
+    # The most a peak can be: its most fragmented reserve and the context within what CUDA hands out.
+    limit = (capacity - DRIVER_RESERVED - CUDA_CONTEXT) / (1 + FRAG_MAX)
+    if min(fixed.values()) > limit:
+        return []
     plans = []
     for recompute in recomputes:
         layout = replace(par, recompute=recompute)
         for seq in seqs:
+            per_micro = {stage: activation_bytes(job.model, layout, 1, seq, stage) for stage in fixed}
             for micro in micros:
-                peak = max(peak_bytes(job.model, layout, micro, seq, stage) for stage in _stages(layout))
-                plans.append(MemoryPlan(layout, micro, seq, peak, job.gpu.memory_mib * MIB))
+                peak = max(fixed[stage] + per_micro[stage] * micro for stage in fixed)
+                if peak <= limit:
+                    plans.append(MemoryPlan(layout, micro, seq, peak, capacity))
     return plans
 
 
