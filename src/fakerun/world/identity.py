@@ -121,7 +121,7 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
     if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
         holding = [g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked, seed)]
-        chosen_gpu = r.choice(holding or catalog.gpus())
+        chosen_gpu = r.choice(holding) if holding else _largest(catalog.gpus())[0]
         fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
     if not fits and not fixed:  # no model fills this cluster as a tuned job would (a --gpu): those that fit
         fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, tuned=False)
@@ -163,9 +163,13 @@ def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked) -> tupl
     if model is None:
         return gpus
     tuned = tuple(g for g in gpus if _plan(model, g, nproc, world, asked, tuned=True))
+    fitting = tuple(g for g in gpus if _plan(model, g, nproc, world, asked))
+    return tuned or fitting or _largest(gpus)  # fits nowhere: the error speaks of the largest
+
+
+def _largest(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
     most = max(g.memory_mib for g in gpus if g.kind == "real")
-    return tuned or tuple(g for g in gpus if _plan(model, g, nproc, world, asked)) or tuple(
-        g for g in gpus if g.memory_mib == most)  # fits nowhere: the error speaks of the largest
+    return tuple(g for g in gpus if g.memory_mib == most and g.kind == "real")
 
 
 # What each framework's launch line would add to shard more: the flag, and the strategy it runs under.
@@ -183,14 +187,15 @@ def _no_fit(fixed: Model | None, candidates: list[Model], gpu: Gpu, nproc: int, 
             asked: Asked) -> str:
     """One line: what does not fit where, and what would."""
     where = f"{world} x {gpu.name} ({gpu.memory_mib // 1024} GiB each)"
-    model = candidates[0]
+    model = candidates[0] if fixed else min(candidates, key=lambda m: m.params)  # the likeliest to fit
     what = model.name if fixed else "any model"
     free = replace(asked, micro_batch=None, seq_len=None)
     if (asked.micro_batch or asked.seq_len) and _fitting(candidates, gpu, nproc, world, free, tuned=False):
         # The model fits; the batch the job asks for does not, as the script shards it.
         micro, seq = asked.micro_batch or 1, asked.seq_len or min(SEQS)
-        smaller = next((m for m in (micro // 2 ** k for k in range(1, micro.bit_length())) if m and _fitting(
-            candidates, gpu, nproc, world, replace(asked, micro_batch=m), tuned=False)), None)
+        halves = (2 ** k for k in range((micro - 1).bit_length() - 1, -1, -1))  # powers of two below it
+        smaller = next((m for m in halves if _fitting(candidates, gpu, nproc, world,
+                                                      replace(asked, micro_batch=m), tuned=False)), None)
         fits = f"a micro batch of {smaller} fits" if smaller else "lower the sequence length"
         return (f"a micro batch of {micro} x {seq} tokens does not fit on {where} with {what} as the script "
                 f"shards it: a real job runs out of CUDA memory at its first step; {fits}")
