@@ -52,15 +52,15 @@ def test_cuda_oom_text_is_pytorch_s(runner):
     oom = lines[-1]
     assert re.fullmatch(
         r"\[rank2\]: torch\.OutOfMemoryError: CUDA out of memory\. Tried to allocate \d+\.\d\d GiB\. "
-        r"GPU 2 has a total capacity of 79\.10 GiB of which (\d+\.\d\d) GiB is free\. Including non-PyTorch "
+        r"GPU 2 has a total capacity of 79\.10 GiB of which \d+\.\d\d (GiB|MiB) is free\. Including non-PyTorch "
         r"memory, this process has \d+\.\d\d GiB memory in use\. Of the allocated memory \d+\.\d\d GiB is "
         r"allocated by PyTorch, and \d+\.\d\d (GiB|MiB) is reserved by PyTorch but unallocated\. If reserved "
         r"but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to "
         r"avoid fragmentation\.  See documentation for Memory Management  "
         r"\(https://pytorch\.org/docs/stable/notes/cuda\.html#environment-variables\)", oom)
     tried = float(re.search(r"allocate (\d+\.\d\d) GiB", oom).group(1))
-    free = float(re.search(r"of which (\d+\.\d\d) GiB is free", oom).group(1))
-    assert tried > free  # that is why it failed
+    number, unit = re.search(r"of which (\d+\.\d\d) (GiB|MiB) is free", oom).groups()
+    assert tried > float(number) / (1024 if unit == "MiB" else 1)  # that is why it failed
 
 
 def test_loss_spike_and_straggler_are_visible(runner):

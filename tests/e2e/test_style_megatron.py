@@ -133,8 +133,9 @@ def test_the_losses_printed_are_the_runs(runner, seed, steps):
 def test_epochs_validate_and_save_inside_the_loop(runner):
     """Two epochs: eval and save at each epoch's end (--eval-interval =
     --save-interval = one epoch), then '[after training is done]'."""
+    # Seed 5: a two-epoch draw (seed 2's is three since the memory plan picks the sequence length).
     job = runner.start("--start-time", "2026-01-30T14:23:15", "--speed", "0", "--nproc", "2", "--max-steps", "120",
-                       "--seed", "2", "--style", "megatron", "--output", "plain")
+                       "--seed", "5", "--style", "megatron", "--output", "plain")
     assert job.wait() == 0
     lines = [line for _, line in rank_lines(job.stdout)]
     blocks = [line for line in lines if VALIDATION.match(line)]

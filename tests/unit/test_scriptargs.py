@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fakerun.cli.main import build_parser, to_config
 from fakerun.config import script_args as scriptargs
 from fakerun.errors import UsageError
 
-HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
+# Llama-3.2-1B: under plain DDP (the Trainer without --fsdp or --deepspeed), Llama-3.1-8B would need
+# 160 GB a GPU (fp32 weights, grads and Adam, and DDP's buckets): no real job on 2 GPUs.
+HF = ("train.py", "--model_name_or_path", "meta-llama/Llama-3.2-1B", "--per_device_train_batch_size", "4",
       "--max_steps", "20", "--output_dir", "out")
 
 
@@ -19,7 +23,7 @@ def config(*argv: str):
 def test_the_hf_launch_line_is_the_job():
     c = config(*HF)
     h = c.identity.hyper
-    assert (str(c.style), c.identity.model.name, c.steps, str(c.output_dir)) == ("hf", "Llama-3.1-8B", 20, "out")
+    assert (str(c.style), c.identity.model.name, c.steps, str(c.output_dir)) == ("hf", "Llama-3.2-1B", 20, "out")
     assert (h.micro_batch, h.grad_accum, h.max_lr, h.log_every) == (4, 1, 5e-05, 500)  # TrainingArguments'
     assert h.global_batch == 4 * c.identity.parallel.dp
     assert h.pretrained_tokens > 0  # a fine-tune starts from its base model
@@ -103,3 +107,37 @@ def test_a_flag_without_its_value_is_one_line_as_the_script_s_parser_says(argv, 
     with pytest.raises(UsageError) as caught:
         config(*argv)
     assert str(caught.value) == f"{says} (the script's own parser refuses it)"
+
+
+# -- what the launch line fixes of the memory layout ---------------------------------
+@pytest.mark.parametrize("argv,kind,stages,recompute", [
+    (("train.py", "--model_name_or_path", "gpt2"), "ddp", (), "none"),  # the Trainer without a sharding flag
+    (("train.py", "--model_name_or_path", "gpt2", "--fsdp", "full_shard auto_wrap"), "fsdp", (3,), "none"),
+    (("train.py", "--model_name_or_path", "gpt2", "--fsdp=shard_grad_op", "--gradient_checkpointing"),
+     "fsdp", (2,), "full"),
+    (("train.py", "--model_name_or_path", "gpt2", "--deepspeed", "missing.json"), "zero", (2, 3), "none"),
+    (("train.py", "--trainer.strategy", "deepspeed_stage_3"), "zero", (3,), None),
+    (("train.py", "--trainer.strategy=deepspeed"), "zero", (2,), None),  # DeepSpeedStrategy(stage=2)
+    (("lightning_train.py", "--trainer.max_steps", "5"), "ddp", (), None),
+    (("pretrain_gpt.py", "--num-layers", "4", "--hidden-size", "512"), "megatron", (0,), "none"),
+    (("pretrain_gpt.py", "--use-distributed-optimizer", "--recompute-activations"), "megatron", (1,), "selective"),
+])
+def test_the_launch_line_fixes_how_the_state_is_sharded(argv, kind, stages, recompute):
+    strategy = scriptargs.read(argv[0], list(argv[1:])).asked.strategy
+    assert (strategy.kind, strategy.stages, strategy.recompute) == (kind, stages, recompute)
+
+
+def test_megatron_parallel_sizes_default_to_one_as_megatrons_arguments():
+    strategy = scriptargs.read("pretrain_gpt.py", ["--tensor-model-parallel-size", "4"]).asked.strategy
+    assert (strategy.tp, strategy.pp) == (4, 1)
+
+
+def test_a_deepspeed_config_s_stage_is_read_and_a_fifo_never_opened(tmp_path):
+    config_file = tmp_path / "ds.json"
+    config_file.write_text('{"zero_optimization": {"stage": 1}, "bf16": {"enabled": true}}')
+    argv = ["--model_name_or_path", "gpt2", "--deepspeed", str(config_file)]
+    assert scriptargs.read("train.py", argv).asked.strategy.stages == (1,)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    argv = ["--model_name_or_path", "gpt2", "--deepspeed", str(fifo)]
+    assert scriptargs.read("train.py", argv).asked.strategy.stages == (2, 3)

@@ -12,6 +12,7 @@ from fakerun.coordinator.timeline import Completed, Timeline
 from fakerun.world import catalog, identity
 from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
+from fakerun.world.memory import Job, Strategy, plan_memory
 
 SEEDS = range(60)
 TOPOLOGIES = [(1, 8), (2, 8), (1, 2), (4, 4)]
@@ -128,7 +129,7 @@ def test_every_seed_builds_a_job_on_one_gpu():
     for seed in range(120):
         for jokes in (identity.JOKES_NEVER, identity.JOKES_RARE, identity.JOKES_ALWAYS):
             i = identity.build(seed, 1, 1, 10, jokes=jokes)
-            assert identity.plan_memory(i.model, i.gpu, 1, 1) is not None
+            assert plan_memory(Job(i.model, i.gpu, 1, 1)) is not None
     assert identity.build(23, 1, 1, 10, jokes=identity.JOKES_RARE).gpu.name != "NVIDIA GeForce RTX 4090"
 
 
@@ -193,7 +194,10 @@ def test_tiny_runs_never_announce_more_epochs_than_steps():
 
 
 def test_pipeline_stages_differ_more_than_ranks_within_a_stage():
-    i = identity.build(1, 2, 8, model="Llama-3.1-70B", gpu="NVIDIA H100 80GB HBM3")
+    # The tuned plan of 70B on 16 H100s no longer needs a pipeline: the script's arguments ask for one,
+    # without recomputation (the first stage keeps two micro batches' activations, the last one's).
+    pipelined = identity.Asked(strategy=Strategy(tp=8, pp=2, recompute="none"))
+    i = identity.build(1, 2, 8, model="Llama-3.1-70B", gpu="NVIDIA H100 80GB HBM3", asked=pipelined)
     assert i.parallel.pp == 2
     by_stage: dict[int, list[float]] = {}
     for r in range(i.world):

@@ -217,3 +217,47 @@ def test_the_runs_figures_win_over_the_launch_line():
     values = arguments(ident, Shapes.of(ident, DATA), 1000, {"train_iters": 5, "split": "949,50,1", "save": "/c"})
     assert values["train_iters"] == ident.hyper.total_steps
     assert (values["split"], values["save"]) == ("949,50,1", "/c")
+
+
+def _megatron_activation(s, b, h, ffn, layers, pp, tp, vocab, microbatches):
+    """core_v0.10.0 theoretical_memory_usage.compute_activation_memory, transcribed."""
+    memory = s * b * h * (18 + 4 * ffn / h) * layers + 8 * s * b * pp + s * b * h * pp
+    if pp > 1:
+        memory *= min(1, microbatches / pp)
+    if pp == 1:
+        memory += s * b * h * 4 * (1 + vocab / h)
+    return memory / tp
+
+
+@pytest.mark.parametrize("tp,pp,microbatches", [(2, 1, 4), (4, 2, 1), (2, 4, 8)])
+def test_the_activation_footprint_is_megatrons_with_sp_and_selective_recompute(tp, pp, microbatches):
+    model = catalog.find(catalog.models(), "Llama-2-7b-hf", "model")
+    par = Parallelism(tp, pp, 8 // (tp * pp) or 1, 1, "megatron", "selective")
+    shapes = Shapes(model, par, 4096, 11008, False, False, False, False, micro=2, microbatches=microbatches)
+    said = shapes.theoretical_memory(block=False)
+    expected = _megatron_activation(4096, 2, 4096, 11008, 32, pp, tp, shapes.padded_vocab, microbatches)
+    assert said[-1] == ""  # its print ends with "\n"
+    assert f"activation={expected / 2**20:.2f} MB" in said[-2]
+    layer = 4096 * 2 * 4096 * (18 + 4 * 11008 / 4096) / tp / 2**20
+    assert f"Activation memory footprint per transformer layer: {layer:.1f} MB" in said
+    assert (f"Number of in-flight microbatches: {min(microbatches, pp)}" in said) == (pp > 1)
+
+
+def test_without_sequence_parallelism_only_0_15_reports_activations():
+    model = catalog.find(catalog.models(), "Llama-2-7b-hf", "model")
+    shapes = Shapes(model, Parallelism(1, 1, 8, 1, "megatron", "selective"), 4096, 11008, False, False, False,
+                    False)
+    assert shapes.theoretical_memory(block=False)[-1].startswith("Theoretical memory footprints: weight and "
+                                                                  "optimizer=") and "activation" not in \
+        shapes.theoretical_memory(block=False)[-1]
+    said = shapes.theoretical_memory(block=True)
+    assert "compute_activation_memory_without_sp" in said and "activation=" in said[-2]
+
+
+def test_without_the_distributed_optimizer_a_parameter_takes_18_bytes():
+    model = catalog.find(catalog.models(), "Llama-2-7b-hf", "model")
+    plain = Shapes(model, Parallelism(1, 4, 2, 0, "megatron"), 4096, 11008, False, False, False, False)
+    # The core_v0.10.0 log's shard (1.7502B) at 18 bytes instead of 6 + 12/2.
+    said = plain.theoretical_memory(block=False)[-1]
+    assert said.startswith("Theoretical memory footprints: weight and optimizer=")
+    assert float(said.split("=")[1].removesuffix(" MB")) == pytest.approx(20029.52 * 18 / 12, abs=0.02)

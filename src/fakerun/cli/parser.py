@@ -43,8 +43,8 @@ start from torchrun's defaults: no tee, no NCCL_DEBUG.
 examples:
   fakerun --nproc 8
   fakerun --nproc-per-node 4 --max-steps 50 --speed 0 --output jsonl train.py --lr 3e-4
-  fakerun --nproc-per-node 2 train.py --model_name_or_path meta-llama/Llama-3.1-8B \\
-      --per_device_train_batch_size 4 --max_steps 20 --output_dir out"""
+  fakerun --nproc-per-node 8 train.py --model_name_or_path meta-llama/Llama-3.1-8B \\
+      --per_device_train_batch_size 4 --fsdp "full_shard auto_wrap" --max_steps 20 --output_dir out"""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -120,8 +120,9 @@ def _check_sent_text(c: RunConfig) -> None:
 
 def _draw(c: RunConfig) -> identity.Identity:
     pinned = c.style.versions()[0] if c.style.pinned else None
+    asked = replace(c.asked, framework=c.style.name)  # whose script runs: whose memory accounting holds
     return identity.build(c.seed, c.topology.nnodes, c.topology.nproc_per_node, c.max_steps, c.model,
-                          c.gpu, c.jokes, pinned, c.asked)
+                          c.gpu, c.jokes, pinned, asked)
 
 
 def _keep_model(c: RunConfig) -> RunConfig:

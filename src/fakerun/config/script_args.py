@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from fakerun.config import strategy_args
 from fakerun.errors import UsageError
 from fakerun.world import catalog
 from fakerun.world.identity import Asked
+from fakerun.world.memory import Strategy
 
 # Megatron's default tokenizer (GPT-2 BPE) padded to a multiple of 128.
 MEGATRON_VOCAB = 50304
@@ -64,10 +66,18 @@ def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
     hf = _parse(args, HF_FLAGS)
     mg = _parse(args, MEGATRON_FLAGS)
     if mg or Path(entrypoint).name.startswith("pretrain_"):
-        return _megatron(mg)
+        return _with_strategy(_megatron(mg), strategy_args.megatron(list(args)))
     if hf:
-        return _hf(hf)
-    return ScriptArgs(style=_style_of(entrypoint, args))
+        return _with_strategy(_hf(hf), strategy_args.hf(list(args)))
+    style = _style_of(entrypoint, args)
+    readers = {"lightning": strategy_args.lightning, "deepspeed": strategy_args.deepspeed}
+    if style in readers:
+        return _with_strategy(ScriptArgs(style=style), readers[style](list(args)))
+    return ScriptArgs(style=style)
+
+
+def _with_strategy(script: ScriptArgs, strategy: Strategy) -> ScriptArgs:
+    return dataclasses.replace(script, asked=dataclasses.replace(script.asked, strategy=strategy))
 
 
 def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...]) -> dict[str, str]:

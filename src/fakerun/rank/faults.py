@@ -14,6 +14,7 @@ from fakerun import texts
 from fakerun.config.options import RunConfig
 from fakerun.errors import FakerunError
 from fakerun.world import physics as sim
+from fakerun.world.allocator import out_of_memory
 from fakerun.world.identity import ENV_PREFIX, Identity
 from fakerun.world.topology import peer_port
 
@@ -57,7 +58,7 @@ class Faults:
         if fault.kind == "crash":
             raise ScriptFailed(script_text(self.config, "crash").split("\n"))
         if fault.kind == "oom":
-            sizes = oom_sizes(self.ident, self.rank)
+            sizes = oom_sizes(self.ident, self.rank, step)
             raise ScriptFailed(script_text(self.config, "oom", **sizes).split("\n"))
         if fault.kind == "exit":
             raise SimulatedExit(1)
@@ -142,17 +143,13 @@ class SimulatedSignal(FakerunError):
         self.sig = sig
 
 
-def oom_sizes(ident: Identity, rank: int) -> dict[str, str]:
-    """torch's CUDA OOM figures, consistent with the run's memory model."""
-    allocated, reserved = sim.memory_bytes(ident, rank)
-    total = ident.gpu.memory_mib * 2**20 - 0.55 * 2**30  # what torch sees after the driver's share
-    in_use = min(reserved + 0.52 * 2**30, total - 0.3 * 2**30)
-    free = total - in_use
-    tried = free + 0.25 * 2**30 + 0.05 * allocated
-    return {"device": str(ident.topology.local_rank_of(rank)), "total": format_size(total),
-            "free": format_size(free),
-            "in_use": format_size(in_use), "allocated": format_size(allocated),
-            "unallocated": format_size(reserved - allocated), "tried": format_size(tried)}
+def oom_sizes(ident: Identity, rank: int, step: int) -> dict[str, str]:
+    """torch's CUDA OOM figures, from the run's memory model."""
+    oom = out_of_memory(ident, rank, step)
+    return {"device": str(ident.topology.local_rank_of(rank)), "total": format_size(oom.total),
+            "free": format_size(oom.free), "in_use": format_size(oom.in_use),
+            "allocated": format_size(oom.allocated), "unallocated": format_size(oom.unallocated),
+            "tried": format_size(oom.tried)}
 
 
 def format_size(n: float) -> str:

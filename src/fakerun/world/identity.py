@@ -8,12 +8,12 @@ import functools
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fakerun.world import catalog
 from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
-from fakerun.world.draws import rng
-from fakerun.world.memory import Parallelism, plan_memory
+from fakerun.world.draws import rng, uniform
+from fakerun.world.memory import SEQS, Job, MemoryPlan, Parallelism, Strategy, plan_memory
 from fakerun.world.topology import Topology
 
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
@@ -102,6 +102,8 @@ class Asked:
     seq_len: int | None = None
     log_every: int | None = None
     pretrained: bool = False  # fine-tuning a base model (--model_name_or_path), not training from scratch
+    framework: str = "torchrun"  # whose script the job runs (its style): whose memory accounting holds
+    strategy: Strategy = Strategy()  # what the script's arguments fix of its sharding and recomputation
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
@@ -116,53 +118,136 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
         _pick(r, _gpus_for(fixed, nproc, world, asked), jokes)
     candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
-    fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
+    fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
     if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
-        chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked)]
-                              or catalog.gpus())
-        fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
+        holding = [g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked, seed)]
+        chosen_gpu = r.choice(holding) if holding else _largest(catalog.gpus())[0]
+        fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
+    if not fits and not fixed:  # no model fills this cluster as a tuned job would (a --gpu): those that fit
+        fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, tuned=False)
     if not fits:
         raise CatalogError(_no_fit(fixed, candidates, chosen_gpu, nproc, world, asked))
-    chosen, parallel, micro = fits[0] if fixed else r.choice(fits)
+    chosen, plan = fits[0] if fixed else r.choice(fits)
     steps = total_steps or r.randrange(400, 801, 10)
     return Identity(
         seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), jokes), asked),
-        versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
-        hyper=_hyper(r, chosen, parallel, micro, steps, asked),
+        versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=plan.parallel,
+        hyper=_hyper(r, chosen, plan, steps, asked),
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
 
 
-def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int,
-             asked: Asked) -> list[tuple[Model, Parallelism, int]]:
-    """Each model that fits, with its least sharding and largest micro batch."""
-    return [(m, p, mb) for m in models if (plan := _plan(m, gpu, nproc, world, asked)) for p, mb in [plan]]
+def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int, asked: Asked, seed: int = 0,
+             tuned: bool = True) -> list[tuple[Model, MemoryPlan]]:
+    """Each model that fits, with its plan: a drawn one only where a tuned
+    job (85-95% of the fullest GPU) exists."""
+    return [(m, p) for m in models if (p := _plan(m, gpu, nproc, world, asked, seed, tuned))]
 
 
-def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> tuple[Parallelism, int] | None:
-    return plan_memory(model, gpu, nproc, world, asked.micro_batch, asked.seq_len)
+def _job(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> Job:
+    return Job(model, gpu, nproc, world, asked.framework, asked.strategy, asked.micro_batch, asked.seq_len)
+
+
+def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked, seed: int = 0,
+          tuned: bool = False) -> MemoryPlan | None:
+    """`tuned`: only a plan that fills the GPU as a tuned job does (a job the
+    seed draws). A job whose arguments fix its batch keeps it: it fits or not."""
+    pick = uniform(seed, "memory-plan", model.name, gpu.name, world)
+    return plan_memory(_job(model, gpu, nproc, world, asked), pick, tuned and asked.micro_batch is None)
 
 
 def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked) -> tuple[Gpu, ...]:
-    """The GPUs to draw from: for a model the job names, those it fits on
-    (else all of them, and the error below names the shortfall)."""
+    """The GPUs to draw from: for a model the job names, those where it runs
+    as a tuned job, else those it fits on (else the largest, and the error
+    below names the shortfall)."""
     gpus = catalog.gpus()
     if model is None:
         return gpus
-    return tuple(g for g in gpus if _plan(model, g, nproc, world, asked)) or gpus
+    tuned = tuple(g for g in gpus if _plan(model, g, nproc, world, asked, tuned=True))
+    fitting = tuple(g for g in gpus if _plan(model, g, nproc, world, asked))
+    return tuned or fitting or _largest(gpus)  # fits nowhere: the error speaks of the largest
+
+
+def _largest(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
+    most = max(g.memory_mib for g in gpus if g.kind == "real")
+    return tuple(g for g in gpus if g.memory_mib == most and g.kind == "real")
+
+
+# What each framework's launch line would add to shard more: the flag, and the strategy it runs under.
+SHARDER_FLAGS: dict[str, tuple[tuple[str, Strategy], ...]] = {
+    "hf": (("--fsdp full_shard", Strategy("fsdp", (3,))),
+           ("--deepspeed with a ZeRO-3 config", Strategy("zero", (3,)))),
+    "lightning": (("--trainer.strategy fsdp", Strategy("fsdp", (3,))),
+                  ("--trainer.strategy deepspeed_stage_3", Strategy("zero", (3,)))),
+    "megatron": (("", Strategy("megatron", (1,))),),  # its flags name the plan's TP and PP
+}
+MAX_NODES = 128
 
 
 def _no_fit(fixed: Model | None, candidates: list[Model], gpu: Gpu, nproc: int, world: int,
             asked: Asked) -> str:
+    """One line: what does not fit where, and what would."""
     where = f"{world} x {gpu.name} ({gpu.memory_mib // 1024} GiB each)"
-    if (asked.micro_batch or asked.seq_len) and _fitting(candidates, gpu, nproc, world, Asked()):
-        # The model fits; the batch the job asks for does not, however sharded.
-        model = candidates[0]
-        micro, seq = asked.micro_batch or 1, asked.seq_len or min(model.context, 4096)
-        return (f"a micro batch of {micro} x {seq} tokens does not fit on {where} with "
-                f"{model.name if fixed else 'any model'}, however sharded: a real job runs out of CUDA "
-                "memory at its first step; lower the batch size or the sequence length")
-    what = candidates[0].name if fixed else "any model"
-    return f"{what} does not fit on {where}; add GPUs or pick a smaller one"
+    model = candidates[0] if fixed else min(candidates, key=lambda m: m.params)  # the likeliest to fit
+    what = model.name if fixed else "any model"
+    free = replace(asked, micro_batch=None, seq_len=None)
+    if (asked.micro_batch or asked.seq_len) and _fitting(candidates, gpu, nproc, world, free, tuned=False):
+        # The model fits; the batch the job asks for does not, as the script shards it.
+        micro, seq = asked.micro_batch or 1, asked.seq_len or min(SEQS)
+        halves = (2 ** k for k in range((micro - 1).bit_length() - 1, -1, -1))  # powers of two below it
+        smaller = next((m for m in halves if _fitting(candidates, gpu, nproc, world,
+                                                      replace(asked, micro_batch=m), tuned=False)), None)
+        fits = f"a micro batch of {smaller} fits" if smaller else "lower the sequence length"
+        return (f"a micro batch of {micro} x {seq} tokens does not fit on {where} with {what} as the script "
+                f"shards it: a real job runs out of CUDA memory at its first step; {fits}")
+    ways = _would_fit(model, gpu, nproc, world, asked)
+    if not ways and (asked.micro_batch or asked.seq_len):
+        ways = [f"{way} and a smaller batch" for way in _would_fit(model, gpu, nproc, world, free)]
+    if not ways:
+        return f"{what} does not fit on {where} as the script shards it, nor on up to {MAX_NODES} such nodes"
+    return f"{what} does not fit on {where} as the script shards it; it would fit {', or '.join(ways)}"
+
+
+def _would_fit(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> list[str]:
+    """The alternatives that fit: more sharding (on this cluster, else on
+    more nodes), more nodes as it is, a smaller model as it is."""
+    ways = []
+    shown = (asked.strategy.kind, asked.strategy.stages)
+    others = [(f, s) for f, s in SHARDER_FLAGS.get(asked.framework, ()) if (s.kind, s.stages) != shown]
+    for flag, strategy in (("as it is", asked.strategy), *others):
+        found = _least_nodes(model, gpu, nproc, world, replace(asked, strategy=strategy))
+        if found is None:
+            continue
+        nodes, plan = found
+        said = [] if flag == "as it is" else [f"with {flag or _megatron_flags(plan.parallel)}"]
+        if nodes * nproc > world:
+            said.append(f"on {nodes} nodes of {nproc} GPUs")
+        ways.append(" ".join(said))
+    smaller = [m for m in catalog.models() if m.kind == "real" and m.params < model.params
+               and _plan(m, gpu, nproc, world, replace(asked, model=m))]
+    if smaller:
+        best = max(smaller, key=lambda m: (_family(m) == _family(model), m.params))
+        ways.append(f"as a smaller model ({best.name})")
+    return ways
+
+
+def _least_nodes(model: Model, gpu: Gpu, nproc: int, world: int,
+                 asked: Asked) -> tuple[int, MemoryPlan] | None:
+    """The fewest nodes of `nproc` GPUs, from this cluster's up, on which the job fits."""
+    for nodes in (2 ** k for k in range(MAX_NODES.bit_length())):
+        plan = _plan(model, gpu, nproc, nodes * nproc, asked) if nodes * nproc >= world else None
+        if plan:
+            return nodes, plan
+    return None
+
+
+def _family(model: Model) -> str:
+    return re.split(r"[-_.\d]", model.name.lower(), maxsplit=1)[0]
+
+
+def _megatron_flags(p: Parallelism) -> str:
+    flags = (f"--tensor-model-parallel-size {p.tp} --pipeline-model-parallel-size {p.pp} "
+             "--use-distributed-optimizer")
+    return flags + (" --recompute-granularity full" if p.recompute == "full" else "")
 
 
 def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
@@ -193,10 +278,10 @@ def _pool(r, models, jokes: float) -> list[Model]:
     return pool
 
 
-def _hyper(r, model: Model, par: Parallelism, micro: int, steps: int, asked: Asked) -> Hyper:
-    seq = asked.seq_len or min(model.context, r.choice((2048, 4096)))
+def _hyper(r, model: Model, plan: MemoryPlan, steps: int, asked: Asked) -> Hyper:
+    """The memory plan's micro batch and sequence (what the job asks, or what it is tuned to)."""
+    seq, micro, par = plan.seq, plan.micro, plan.parallel
     target_tokens = r.choice((0.5e6, 1e6, 2e6))
-    micro = asked.micro_batch or micro
     per_pass = micro * par.dp
     accum = _accum(asked, per_pass) or max(1, round(target_tokens / seq / per_pass))
     epochs = min(asked.epochs or r.choice((1, 2, 3)), steps)

@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fakerun.world.allocator import stage_of as stage_of
+from fakerun.world.allocator import usage
 from fakerun.world.draws import GAUSS_MAX, gauss, rng, uniform
-from fakerun.world.memory import activation_bytes, state_bytes
 
 if TYPE_CHECKING:
     from fakerun.world.identity import Identity
@@ -270,24 +271,12 @@ def grad_numel(ident: Identity) -> int:
 
 
 # -- memory and telemetry ----------------------------------------------------
-def stage_of(ident: Identity, rank: int) -> int:
-    p = ident.parallel
-    return (rank // p.tp) % p.pp
-
-
-def memory_bytes(ident: Identity, rank: int) -> tuple[float, float]:
-    """(allocated, reserved) at peak for this rank; pipeline stages differ,
-    ranks within a stage differ slightly (allocator fragmentation)."""
-
-    p, h = ident.parallel, ident.hyper
-    stage = stage_of(ident, rank)
-    allocated = sum(state_bytes(ident.model, p).values()) + activation_bytes(
-        ident.model, p, h.micro_batch, h.seq_len, stage)
-    # The caching allocator's overhead: a few percent, plus a little per rank
-    # (tens of MiB) so that ranks differ slightly and stages differ more.
-    slack = 0.25 * GIB + 0.05 * GIB * abs(gauss(ident.seed, "frag", rank))
-    capacity = ident.gpu.memory_mib * 1024 * 1024 * 0.97
-    return allocated, min(allocated * 1.03 + slack, capacity)
+def memory_bytes(ident: Identity, rank: int, step: int | None = None) -> tuple[float, float]:
+    """(peak allocated, reserved) on this rank at `step` (by default late in
+    the run, the allocator warmed up); pipeline stages differ, ranks within a
+    stage slightly (each allocator's fragmentation is its own)."""
+    now = usage(ident, rank, ident.hyper.total_steps if step is None else step)
+    return now.peak, now.reserved
 
 
 PHASE_LOAD = {"train": 1.0, "validation": 0.68, "checkpoint": 0.12, "init": 0.05, "export": 0.2}
@@ -312,8 +301,7 @@ def telemetry(ident: Identity, rank: int, step: int, phase: str) -> Telemetry:
     cap = ident.gpu.power_cap_w
     power = min(cap, cap * (0.22 + 0.74 * util) * (1.0 + 0.5 * device))
     temp = 34 + 44 * (power / cap) + 150 * device
-    _, reserved = memory_bytes(ident, rank)
-    used = (reserved if phase != "init" else 0.3 * reserved) / 2**20 + 520
+    used = usage(ident, rank, step if phase != "init" else 0).used_mib
     return Telemetry(round(util * 100), round(temp), round(power), round(min(used, ident.gpu.memory_mib)))
 
 

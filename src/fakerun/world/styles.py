@@ -2,8 +2,10 @@
 
 A style pins the framework's version, and with it the whole software set
 (PyTorch, NCCL, CUDA, driver: one row of data/versions.txt), so every line of
-the run agrees on what it is running. The simulation is the same whatever
-the style; only the renderer of the training script's own output changes.
+the run agrees on what it is running. The framework also holds the training
+state its own way (world/memory.py: ZeRO, DDP, Megatron's TP x PP), which the
+job's memory plan follows; the rest of the simulation is the same whatever
+the style.
 """
 
 from __future__ import annotations

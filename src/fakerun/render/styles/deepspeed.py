@@ -145,7 +145,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         running = h.global_batch / (sum(self.timed) / len(self.timed))
         return timer_text(self.timer_steps, self.timer_steps * h.grad_accum, running,
                           h.global_batch / (e.step_time_s + epsilon), Memory(self.ident).steady(),
-                          sim.memory_bytes(self.ident, 0)[0])
+                          sim.memory_bytes(self.ident, 0, e.step)[0])
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         # DeepSpeed-Chat's evaluation print, through the script's logger.

@@ -188,7 +188,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
             return []
         self.memory_reported = True
         theory = Shapes.of(self.ident, self._data).theoretical_memory(self.flavour.block)
-        return self._out(theory) + self._memory(f"(after {step} iterations)")
+        return self._out(theory) + self._memory(f"(after {step} iterations)", step)
 
     # -- validation -------------------------------------------------------------
     def _post_training(self, step: int) -> bool:
@@ -235,7 +235,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         saving, _ = save_lines(e.step, self._save_dir(), self._stamp(e.time), "", "")
         out += self._out([saving, f"Storing distributed optimizer sharded state of type {SHARDING}"])
         if self.flavour.save_memory and self.saves < 3:
-            out += self._memory(f"(before save_checkpoint for iteration {e.step})")
+            out += self._memory(f"(before save_checkpoint for iteration {e.step})", e.step)
         return out
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
@@ -244,7 +244,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         _, saved = save_lines(e.step, self._save_dir(e.path), "", self._stamp(e.time), suffix)
         out = self._out([saved])
         if self.flavour.save_memory and self.saves < 3:
-            out += self._memory(f"(after save_checkpoint for iteration {e.step})")
+            out += self._memory(f"(after save_checkpoint for iteration {e.step})", e.step)
         self.saves += 1
         out += self._timers([("save-checkpoint", 1e3 * e.seconds)], e.step)
         if self.stopped is not None:

@@ -32,6 +32,8 @@ class Shapes:
     topk: int = 1
     linear_bias: bool = False  # every linear layer has a bias (GPT-2 style)
     vocab: int = 0  # the tokenizer's vocabulary before padding (0: the model's)
+    micro: int = 1  # --micro-batch-size
+    microbatches: int = 1  # per iteration (get_num_microbatches)
 
     @classmethod
     def of(cls, ident: Identity, data: dict[str, Any]) -> Shapes:
@@ -42,7 +44,8 @@ class Shapes:
                    row.get("ffn", _default_ffn(ident.model.hidden, not layernorm)),
                    row.get("tied", kind in arch["tied"]), layernorm, kind in arch["learned_positions"],
                    kind in arch["qkv_bias"], row.get("experts", 1), row.get("topk", 1),
-                   kind in arch["linear_bias"], arch["gpt2_vocab"] if kind in arch["gpt2_bpe"] else 0)
+                   kind in arch["linear_bias"], arch["gpt2_vocab"] if kind in arch["gpt2_bpe"] else 0,
+                   ident.hyper.micro_batch, ident.hyper.grad_accum)
 
     @property
     def tokenizer(self) -> str:
@@ -89,9 +92,16 @@ class Shapes:
             count += norm * h + (embedding if not self.tied or self.parallel.pp > 1 else 0)
         return count
 
+    @property
+    def sequence_parallel(self) -> bool:
+        """validate_args turns sequence parallelism off without tensor parallelism."""
+        return self.parallel.tp > 1
+
     def theoretical_memory(self, block: bool) -> list[str]:
-        """theoretical_memory_usage.report_theoretical_memory, verbose, without
-        sequence parallel + selective recompute (so weights and optimizer only)."""
+        """theoretical_memory_usage.report_theoretical_memory(verbose=True).
+        Up to core 0.10 (`block` False) the activations are reported only
+        under sequence parallelism with selective recompute, the formulae's
+        premise; 0.15 always reports them, without SP by its other formula."""
         m, p = self.model, self.parallel
         h, layers = m.hidden, m.layers
         gated = 3 / 2 if self.swiglu else 1
@@ -110,8 +120,42 @@ class Shapes:
         if p.pp > 1:
             other = transformer / (p.pp * p.tp)
             out.append(f"Number of parameters in other shards in billions: {other / 10**9:.4f}")
-        per_param = 6 + 12 / p.dp  # bf16 weights and grads; fp32 Adam states sharded over DP
-        return out + [f"Theoretical memory footprints: weight and optimizer={most * per_param / MIB:.2f} MB"]
+        # bf16 weights, fp32 main grads, fp32 master and Adam states (sharded over DP when distributed)
+        per_param = 6 + 12 / p.dp if p.zero >= 1 else 18
+        weights = most * per_param / MIB
+        with_sp = self.sequence_parallel and p.recompute == "selective"
+        if not (with_sp or block):
+            return out + [f"Theoretical memory footprints: weight and optimizer={weights:.2f} MB"]
+        if block:
+            out.append(f"compute_activation_memory{' with SP' if with_sp else '_without_sp'}")
+        said, activation = self._activation(with_sp)
+        activation /= MIB
+        return out + said + [f"Theoretical memory footprints: weight and optimizer={weights:.2f} MB, "
+                             f"activation={activation:.2f} MB, total={weights + activation:.2f} MB", ""]
+
+    def _activation(self, with_sp: bool) -> tuple[list[str], float]:
+        """compute_activation_memory (Korthikanti et al. Table 2, for the first
+        stage) or, from 0.15, compute_activation_memory_without_sp."""
+        m, p = self.model, self.parallel
+        tokens = self.seq_len * self.micro
+        if with_sp:
+            layer = tokens * m.hidden * (18 + 4 * self.ffn / m.hidden)
+            said = [f"Activation memory footprint per transformer layer: {layer / MIB / p.tp:.1f} MB"]
+        else:
+            layer = tokens * m.hidden * (10 + 24 / p.tp)
+            said = ["Activation memory footprint per transformer layer (precise, without SP): "
+                    f"{layer / MIB:.1f} MB"]
+        total = layer * m.layers + 8 * tokens * p.pp + tokens * m.hidden * p.pp
+        if p.pp > 1:
+            total *= min(1, self.microbatches / p.pp)
+            said.append(f"Number of in-flight microbatches: {min(self.microbatches, p.pp)}")
+        if with_sp:
+            if p.pp == 1:
+                total += tokens * m.hidden * 4 * (1 + self.padded_vocab / m.hidden)
+            return said, total / p.tp
+        if p.pp == 1:
+            total += (tokens * self.padded_vocab / p.tp + tokens * m.hidden) * 2
+        return said, total * 1.05
 
 
 def _facts(model: Model, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -203,8 +247,11 @@ def _derived(ident: Identity, shapes: Shapes, every: int) -> dict[str, Any]:
         "params_dtype": "torch.bfloat16", "pipeline_model_parallel_size": p.pp,
         "position_embedding_type": "learned_absolute" if shapes.learned_positions else "rope",
         "rank": 0, "save_interval": every, "seed": SEED,
-        "seq_length": h.seq_len, "sequence_parallel": p.tp > 1, "swiglu": shapes.swiglu,
+        "recompute_granularity": None if p.recompute == "none" else p.recompute,
+        "recompute_method": "uniform" if p.recompute == "full" else None,
+        "recompute_num_layers": 1 if p.recompute == "full" else None,
+        "seq_length": h.seq_len, "sequence_parallel": shapes.sequence_parallel, "swiglu": shapes.swiglu,
         "tensor_model_parallel_size": p.tp, "train_iters": h.total_steps,
         "transformer_impl": "transformer_engine", "untie_embeddings_and_output_weights": not shapes.tied,
-        "use_distributed_optimizer": True, "weight_decay": 0.1, "world_size": ident.world,
+        "use_distributed_optimizer": p.zero >= 1, "weight_decay": 0.1, "world_size": ident.world,
     }

@@ -11,8 +11,8 @@ from datetime import datetime, tzinfo
 from fakerun.render.lines import STDOUT, Line
 from fakerun.render.styles.megatron_formats import Flavour, memory_report, timers_block
 from fakerun.world import physics as sim
+from fakerun.world.allocator import usage
 from fakerun.world.identity import Identity
-from fakerun.world.memory import state_bytes
 
 
 class MegatronPrint:
@@ -64,11 +64,12 @@ class MegatronPrint:
         return self._out(timers_block([(name, max(0.0, ms - self._skew_ms(name, occasion)), ms)
                                        for name, ms in rows]), self.last)
 
-    def _memory(self, name: str) -> list[Line]:
-        """utils.report_memory on every data-parallel rank 0."""
-        states = sum(state_bytes(self.ident.model, self.ident.parallel).values())
+    def _memory(self, name: str, step: int) -> list[Line]:
+        """utils.report_memory on every data-parallel rank 0, after `step`: the
+        state allocated, the step's peak, the allocator's reserve (which
+        never shrinks, so it is also its maximum)."""
         out = []
         for r in self.dp_zero():
-            peak, reserved = sim.memory_bytes(self.ident, r)
-            out.append(Line(f"[Rank {r}] {memory_report(name, states, peak, reserved)}", STDOUT, r))
+            u = usage(self.ident, r, step)
+            out.append(Line(f"[Rank {r}] {memory_report(name, u.allocated, u.peak, u.reserved)}", STDOUT, r))
         return out

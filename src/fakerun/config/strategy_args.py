@@ -1,0 +1,105 @@
+"""The memory layout a training script's own flags fix: how its framework
+shards the training state and whether it recomputes activations.
+
+- transformers' Trainer: plain DDP unless `--fsdp MODE` (full_shard,
+  hybrid_shard: ZeRO-3's layout; shard_grad_op: ZeRO-2's; no_shard: DDP) or
+  `--deepspeed ds_config.json` (the stage its zero_optimization says; a
+  config we cannot read: ZeRO-2 or 3, what the Trainer's own example configs
+  ds_config_zero2.json and ds_config_zero3.json use, the least that fits);
+  `--gradient_checkpointing` recomputes.
+- Lightning: `--trainer.strategy` (ddp by default; fsdp; deepspeed, whose
+  DeepSpeedStrategy defaults to stage 2; deepspeed_stage_N). The offload
+  variants are taken at their stage (the CPU's share is not modelled).
+- A DeepSpeed script: its config's stage (`--deepspeed_config`), else ours.
+- Megatron: `--tensor-model-parallel-size` and `--pipeline-model-parallel-size`
+  (1 when not given, as Megatron's arguments.py defaults them),
+  `--use-distributed-optimizer`, `--recompute-activations` (selective) or
+  `--recompute-granularity`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from fakerun.world.memory import Strategy
+
+MAX_CONFIG_BYTES = 1 << 20  # a DeepSpeed config is a few hundred bytes; anything larger is not one
+FULL_SHARD = Strategy("fsdp", (3,))
+FSDP_MODES = {"shard_grad_op": Strategy("fsdp", (2,)), "hybrid_shard_zero2": Strategy("fsdp", (2,)),
+              "no_shard": Strategy("ddp")}
+TRAINER_DEEPSPEED = (2, 3)
+LIGHTNING_DEEPSPEED_STAGE = 2  # DeepSpeedStrategy(stage=2)
+TRUE = ("", "true", "1", "yes")
+
+
+def flag(args: list[str], name: str) -> str | None:
+    """The value of `--name value` or `--name=value`; "" for a bare flag; None if absent."""
+    for k, token in enumerate(args):
+        key, eq, value = token.partition("=")
+        if key == f"--{name}":
+            if eq:
+                return value
+            follows = args[k + 1] if k + 1 < len(args) else ""
+            return "" if follows.startswith("--") else follows
+    return None
+
+
+def hf(args: list[str]) -> Strategy:
+    checkpointing = flag(args, "gradient_checkpointing")
+    recompute = "full" if checkpointing is not None and checkpointing.lower() in TRUE else "none"
+    fsdp, deepspeed = flag(args, "fsdp"), flag(args, "deepspeed")
+    if fsdp:
+        mode = FSDP_MODES.get(fsdp.split()[0].lower(), FULL_SHARD)
+        return Strategy(mode.kind, mode.stages, recompute=recompute)
+    if deepspeed is not None:
+        stage = config_stage(deepspeed)
+        return Strategy("zero", (stage,) if stage is not None else TRAINER_DEEPSPEED, recompute=recompute)
+    return Strategy("ddp", recompute=recompute)
+
+
+def lightning(args: list[str]) -> Strategy:
+    name = (flag(args, "trainer.strategy") or "ddp").lower()
+    if name.startswith("fsdp"):
+        return FULL_SHARD
+    if name.startswith("deepspeed"):
+        stage = name.removeprefix("deepspeed_stage_")[:1]
+        return Strategy("zero", (int(stage) if stage and stage in "123" else LIGHTNING_DEEPSPEED_STAGE,))
+    return Strategy("ddp")
+
+
+def deepspeed(args: list[str]) -> Strategy:
+    path = flag(args, "deepspeed_config") or flag(args, "deepspeed")
+    stage = config_stage(path) if path else None
+    return Strategy("zero", (stage,)) if stage is not None else Strategy("zero")
+
+
+def megatron(args: list[str]) -> Strategy:
+    granularity = flag(args, "recompute-granularity")
+    recompute = granularity if granularity in ("full", "selective") else (
+        "selective" if flag(args, "recompute-activations") is not None else "none")
+    return Strategy("megatron", (1,) if flag(args, "use-distributed-optimizer") is not None else (0,),
+                    tp=_size(flag(args, "tensor-model-parallel-size")),
+                    pp=_size(flag(args, "pipeline-model-parallel-size")), recompute=recompute)
+
+
+def _size(text: str | None) -> int:
+    try:
+        return max(1, int(text or 1))
+    except ValueError:
+        return 1
+
+
+def config_stage(path: str) -> int | None:
+    """zero_optimization.stage (1 to 3) of a DeepSpeed config file, if it is a
+    readable regular file holding one (never opening a FIFO or a device)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
+            return None
+        with open(path, encoding="utf-8") as f:
+            stage = json.load(f).get("zero_optimization", {}).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stage if isinstance(stage, int) and 1 <= stage <= 3 else None
