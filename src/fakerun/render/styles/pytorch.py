@@ -62,8 +62,7 @@ class PytorchLines(EventRoutes):
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
                           f"  Vocab size: {i.model.vocab:,} | Max length: {i.model.context:,}", ""],
             "dataset": [f"Dataset: {i.dataset.name} ({_tokens(i.dataset.tokens)} tokens)",
-                        f"  Training samples: {h.total_steps * h.global_batch:,} "
-                        f"({_tokens(h.total_steps * h.tokens_per_step)} tokens this run)",
+                        f"  Training samples: {h.steps_per_epoch * h.global_batch:,} ({_share(h)} this run)",
                         f"  Global batch: {h.global_batch} x {h.seq_len:,} tokens = {h.tokens_per_step:,} "
                         f"tokens/step (micro batch {h.micro_batch}, grad accum {h.grad_accum})", ""],
         }
@@ -77,9 +76,11 @@ class PytorchLines(EventRoutes):
             return [f"{ts} Starting training: {h.total_steps:,} steps, {_plural(h.epochs, 'epoch')}, "
                     f"warmup {_plural(h.warmup_steps, 'step')}, peak LR {h.max_lr:.2e}"]
         if e.name == "validation":
-            if e.step % h.steps_per_epoch and e.step != h.total_steps:  # stopped by --exit-after-time
+            if not h.evaluates_after(e.step):  # stopped by --exit-after-time
                 return [f"{ts} [Validation] Training stopped at step {e.step}, "
                         "evaluating on validation set..."]
+            if e.step % h.steps_per_epoch and e.step != h.epochs * h.steps_per_epoch:  # an eval interval's
+                return [f"{ts} [Validation] Step {e.step}/{h.total_steps}, evaluating on validation set..."]
             return [f"{ts} [Validation] Epoch {self._epoch(e.step)} complete, "
                     "evaluating on validation set..."]
         if e.name == "checkpoint":
@@ -198,7 +199,8 @@ class PytorchLines(EventRoutes):
 
     def _summary(self, e: ev.Summary) -> list[str]:
         loss = round(e.final_loss, 4)
-        rows = ["", RULE, "Training Summary", RULE, f"Model: {e.model}", f"Total epochs: {e.epochs}",
+        model = f"{e.model} (fine-tuned)" if e.fine_tuned else e.model  # from a base model's weights
+        rows = ["", RULE, "Training Summary", RULE, f"Model: {model}", f"Total epochs: {e.epochs}",
                 f"Total steps: {e.steps:,}", f"Tokens: {_tokens(e.tokens)}", f"Final loss: {loss:.4f}",
                 f"Final PPL: {safe_exp(loss):.2f}", f"Best val loss: {e.best_val_loss:.4f}",
                 f"Training time: {duration(e.train_time_s)}",
@@ -215,6 +217,16 @@ def duration(seconds: float) -> str:
 
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _share(h: Any) -> str:
+    """How much of the dataset the run trains on: whole epochs, or a share of one."""
+    if h.total_steps % h.steps_per_epoch == 0:
+        return _plural(h.total_steps // h.steps_per_epoch, "epoch")
+    share = h.total_steps / h.steps_per_epoch
+    if share > 1:
+        return f"{share:.2f} epochs"
+    return f"{100 * share:.2g}% of an epoch" if share >= 1e-4 else "<0.01% of an epoch"
 
 
 def _node_label(node: int, gpus: list[ev.GpuSample]) -> str:
