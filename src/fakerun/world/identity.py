@@ -30,10 +30,17 @@ PRETRAINED_TOKENS = 1e10
 # The seeds' run lasts 2-4 minutes: a default draw's whole simulated length
 # (start-up, steps, validations, checkpoints, export) at its physical pace.
 DEMO_SECONDS = (120.0, 240.0)
-HOST_PATTERNS = ("gpu-node-{:02d}", "node{:03d}", "dgx-{:02d}", "trn-gpu-{:03d}")
 # Chinchilla's E of what the run trains on: web text, or instruction data
 # (far more predictable: a fine-tune's loss ends near 0.8).
 DATA_LOSS = {"pretrain": (1.55, 1.85), "finetune": (0.8, 0.95)}
+
+
+@dataclass(frozen=True)
+class HostName:
+    """data/hosts.txt: who may carry a hostname pattern."""
+
+    box: str  # "dgx", "any", or the one GPU a cloud instance type carries
+    pattern: str
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,17 @@ def _pool(r, models, jokes: float) -> list[Model]:
 
 
 def _hosts(r: random.Random, gpu: Gpu, nnodes: int) -> tuple[str, ...]:
-    pattern = r.choice(HOST_PATTERNS)
+    """Names as the hardware's owners give them: dgx only on NVIDIA's NVLink
+    boxes, a cloud instance type only on the GPU it carries."""
+    patterns = [h.pattern for h in catalog.load("hosts", HostName) if _carries(h.box, gpu)]
+    pattern = r.choice(patterns)
     base = r.randrange(1, 40)
-    return tuple(pattern.format(base + i) for i in range(nnodes))
+    return tuple(pattern.format(n=base + i) for i in range(nnodes))
+
+
+def _carries(box: str, gpu: Gpu) -> bool:
+    if box == "any":
+        return True
+    if box == "dgx":
+        return gpu.vendor == "nvidia" and gpu.nvlink == "yes"
+    return box == gpu.name
