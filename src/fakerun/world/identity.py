@@ -110,17 +110,6 @@ class _Draws:
 
 
 @dataclass(frozen=True)
-class _Option:
-    """A job of a model on this cluster, with its simulated length."""
-
-    seconds: float
-    model: Model
-    parallel: Parallelism
-    shape: Shape
-    schedule: Schedule
-
-
-@dataclass(frozen=True)
 class _Search:
     """The jobs people would run of a model on this cluster, and the one drawn."""
 
@@ -134,33 +123,35 @@ class _Search:
         """The first model (in the drawn order) with jobs of the right
         length, one of those drawn; none: the job nearest that length.
         `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
-        tried: list[_Option] = []  # never empty: a pre-training run always has a schedule
-        for fit in fits:
-            kinds = [self._options(*fit, sets) for sets in self.datasets]
-            for options in kinds:
-                landing = [o for o in options if not demo or _off(o.seconds) == 0]
+        tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []  # never empty: ROUND_STEPS
+        for model, par, micro in fits:
+            shape = Shape(self.asked.seq_len or min(model.context, self.draws.seq_len),
+                          self.asked.micro_batch or micro, par.dp)
+            for sets in self.datasets:
+                timed = self._timed(model, par, shape, sets)
+                landing = [schedule for seconds, schedule in timed if not demo or _off(seconds) == 0]
                 if landing:
-                    return self._identity(r.choice(landing))
-            tried += [o for options in kinds for o in options]
-        return self._identity(min(tried, key=lambda o: _off(o.seconds)))
+                    return self._identity(model, par, shape, r.choice(landing))
+                tried += [(seconds, model, par, shape, schedule) for seconds, schedule in timed]
+        _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0]))
+        return self._identity(model, par, shape, schedule)
 
-    def _options(self, model: Model, par: Parallelism, micro: int, sets: list[Dataset]) -> list[_Option]:
-        shape = Shape(self.asked.seq_len or min(model.context, self.draws.seq_len),
-                      self.asked.micro_batch or micro, par.dp)
+    def _timed(self, model: Model, par: Parallelism, shape: Shape,
+               sets: list[Dataset]) -> list[tuple[float, Schedule]]:
+        """Every job of `model` on these datasets, with its simulated length."""
         out, costs = [], {}
         for dataset in sets:
             for schedule in jobs.schedules(shape, dataset, self.fixed):
                 key = (dataset.name, schedule.grad_accum)  # what a step's and an evaluation's cost depend on
                 if key not in costs:
-                    costs[key] = sim.run_cost(self._identity(_Option(0.0, model, par, shape, schedule)))
+                    costs[key] = sim.run_cost(self._identity(model, par, shape, schedule))
                 evaluations = (schedule.total_steps - 1) // schedule.eval_every + 1
-                out.append(_Option(costs[key].seconds(schedule.total_steps, evaluations), model, par, shape,
-                                   schedule))
+                out.append((costs[key].seconds(schedule.total_steps, evaluations), schedule))
         return out
 
-    def _identity(self, o: _Option) -> Identity:
-        return self.make(model=o.model, parallel=o.parallel, dataset=o.schedule.dataset,
-                         hyper=self._hyper(o.schedule, o.shape, o.model))
+    def _identity(self, model: Model, par: Parallelism, shape: Shape, schedule: Schedule) -> Identity:
+        return self.make(model=model, parallel=par, dataset=schedule.dataset,
+                         hyper=self._hyper(schedule, shape, model))
 
     def _hyper(self, schedule: Schedule, shape: Shape, model: Model) -> Hyper:
         fine_tune = self.asked.pretrained or schedule.dataset.use == "finetune"
@@ -185,6 +176,7 @@ def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int,
     return [(m, p, mb) for m in models if (plan := _plan(m, gpu, nproc, world, asked)) for p, mb in [plan]]
 
 
+@functools.cache  # pure, and asked of every model on every GPU by every draw
 def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> tuple[Parallelism, int] | None:
     return plan_memory(model, gpu, nproc, world, asked.micro_batch, asked.seq_len)
 

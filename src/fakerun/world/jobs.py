@@ -148,7 +148,8 @@ class Fixed:
     global_batch: int | None = None
 
 
-def schedules(shape: Shape, dataset: Dataset, fixed: Fixed) -> list[Schedule]:
+@functools.cache  # pure; the same shapes and datasets come back draw after draw
+def schedules(shape: Shape, dataset: Dataset, fixed: Fixed) -> tuple[Schedule, ...]:
     """Every round configuration of `dataset` on this shape."""
     out = []
     for accum in _accums(shape, dataset, fixed):
@@ -159,7 +160,7 @@ def schedules(shape: Shape, dataset: Dataset, fixed: Fixed) -> list[Schedule]:
         per_epoch = max(1, per_epoch)  # an asked batch larger than the data: one (partial) step an epoch
         for total, every in _lengths(dataset, per_epoch, fixed):
             out.append(Schedule(dataset, accum, batch, total, math.ceil(total / per_epoch), per_epoch, every))
-    return out
+    return tuple(out)
 
 
 def _least_epoch(dataset: Dataset, fixed: Fixed) -> int:

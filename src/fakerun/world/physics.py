@@ -96,7 +96,7 @@ INSTRUCT_MODEL_TERM, INSTRUCT_MODEL_SLOPE = 0.3, 0.15  # the floor's share a big
 INSTRUCT_FAST, INSTRUCT_FAST_RATE, INSTRUCT_SLOW_RATE = 0.85, 6.0, 1.0  # per epoch at peak LR
 MEMORISE = (0.17, 0.23)  # training-loss drop the first repeat of the examples brings
 MEMORISE_DECAY = 0.5  # each later repeat brings this share of the one before
-OVERFIT = (0.02, 0.05)  # held-out loss rise by (epochs seen again)^2
+OVERFIT = (0.01, 0.03)  # held-out loss rise by (epochs seen again)^2
 
 
 def instruct(ident: Identity) -> bool:
@@ -114,8 +114,10 @@ def _instruct_floor(ident: Identity) -> float:
 
 
 def _instruct_loss(ident: Identity, step: float) -> float:
-    """What the model has learnt of the task, as a held-out set sees it."""
-    epochs = lr_progress(ident, step) / ident.hyper.steps_per_epoch  # epochs' worth at the peak LR
+    """What the model has learnt of the task, as a held-out set sees it.
+    A step reports the loss of its batch before its own update: a fine-tune
+    takes few steps, and its first one shows the base model's loss."""
+    epochs = lr_progress(ident, step - 1) / ident.hyper.steps_per_epoch  # epochs' worth at the peak LR
     left = INSTRUCT_FAST * math.exp(-INSTRUCT_FAST_RATE * epochs) + (1 - INSTRUCT_FAST) * math.exp(
         -INSTRUCT_SLOW_RATE * epochs)
     floor = _instruct_floor(ident)
