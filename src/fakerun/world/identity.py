@@ -123,7 +123,7 @@ class _Search:
         """The first model (in the drawn order) with jobs of the right
         length, one of those drawn; none: the job nearest that length.
         `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
-        tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []  # never empty: ROUND_STEPS
+        tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []
         for model, par, micro in fits:
             shape = Shape(self.asked.seq_len or min(model.context, self.draws.seq_len),
                           self.asked.micro_batch or micro, par.dp)
@@ -133,6 +133,10 @@ class _Search:
                 if landing:
                     return self._identity(model, par, shape, r.choice(landing))
                 tried += [(seconds, model, par, shape, schedule) for seconds, schedule in timed]
+        if not tried:  # an instruction set too small for ten steps of any batch this cluster takes
+            raise CatalogError(f"{self.datasets[0][0].name} holds too few sequences for a fine-tune on "
+                               f"{self.make.keywords['nnodes'] * self.make.keywords['nproc']} GPUs: "
+                               "ask for a batch (--per_device_train_batch_size) or fewer GPUs")
         _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0]))
         return self._identity(model, par, shape, schedule)
 

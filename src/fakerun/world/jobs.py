@@ -164,9 +164,9 @@ def schedules(shape: Shape, dataset: Dataset, fixed: Fixed) -> tuple[Schedule, .
 
 
 def _least_epoch(dataset: Dataset, fixed: Fixed) -> int:
-    """The fewest steps an epoch of a drawn job takes; what the launch line
-    asks for runs as asked."""
-    if fixed != Fixed():
+    """The fewest steps an epoch of a drawn batch takes; a batch the launch
+    line asks for runs as asked, even past the data."""
+    if fixed.grad_accum or fixed.global_batch:
         return 0
     return MIN_STEPS_PER_EPOCH if _epoch_driven(dataset, fixed) else 1
 
