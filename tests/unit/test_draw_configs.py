@@ -203,3 +203,17 @@ def test_pre_training_keeps_chinchilla_and_says_no_fine_tune():
     assert not i.hyper.fine_tune and not sim.instruct(i)
     assert sim.trend_loss(i, 1) == pytest.approx(math.log(i.model.vocab), rel=0.02)
     assert catalog.find(catalog.datasets(), "FineWeb-Edu", "dataset") == i.dataset
+
+
+def test_a_mixture_of_experts_counts_active_parameters_for_flops_and_all_for_bytes():
+    """Mixtral routes each token through 2 of its 8 experts: its FLOPs (MFU,
+    TFLOP/s, tokens/s) count the 12.9B parameters a token meets; its
+    gradients, checkpoints and export every one of the 46.7B."""
+    i = identity.build(1, 2, 8, 20, model="Mixtral-8x7B-v0.1", gpu="NVIDIA H100 80GB HBM3")
+    step = sim.compute_seconds(i, 5)
+    tp = sim.throughput(i, step)
+    assert tp.mfu == pytest.approx(sim.mfu(i, 5))  # the MFU the step's time came from
+    active = 6 * i.model.active_params * i.hyper.tokens_per_step / (i.world * step)
+    assert tp.tflops_per_gpu * 1e12 == pytest.approx(active) and i.model.active_params < i.model.params / 3
+    assert sim.checkpoint_bytes(i) == {"model": 2.0 * i.model.params, "optimizer": 12.0 * i.model.params}
+    assert sim.grad_numel(i) == i.model.params // (i.parallel.tp * i.parallel.pp)
