@@ -34,7 +34,7 @@ MEGATRON_LINES = [ITERATION, ARG, TIMER, VALIDATION, MEMORY, PARAMS, *(re.compil
     r"^------------------------ arguments ------------------------$",
     r"^-------------------- end of arguments ---------------------$",
     r"^INFO:megatron\.core\.num_microbatches_calculator:setting number of microbatches to constant \d+$",
-    r"^> building HuggingFaceTokenizer tokenizer \.\.\.$",
+    r"^> building (HuggingFaceTokenizer|GPT2BPETokenizer) tokenizer \.\.\.$",
     r"^ > padded vocab \(size: \d+\) with \d+ dummy tokens \(new size: \d+\)$",
     r"^> initializing torch distributed \.\.\.$", r"^> initialized (tensor|pipeline) model parallel with size \d+$",
     r"^> setting random seeds to 1234 \.\.\.$", r"^> compiling dataset index builder \.\.\.$",
