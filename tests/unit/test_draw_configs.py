@@ -217,3 +217,21 @@ def test_a_mixture_of_experts_counts_active_parameters_for_flops_and_all_for_byt
     assert tp.tflops_per_gpu * 1e12 == pytest.approx(active) and i.model.active_params < i.model.params / 3
     assert sim.checkpoint_bytes(i) == {"model": 2.0 * i.model.params, "optimizer": 12.0 * i.model.params}
     assert sim.grad_numel(i) == i.model.params // (i.parallel.tp * i.parallel.pp)
+
+
+def test_the_dataset_lines_say_how_much_of_the_data_the_run_sees():
+    def said(i: identity.Identity) -> str:
+        out = PytorchLines(100, UTC)
+        out.routed(ev.RunIdentity(i))
+        (line,) = [x.text for x in out.lines(ev.Phase("init", "dataset", 0, 0.0)) if "Training samples" in x.text]
+        return line
+
+    tuned = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3")
+    h = tuned.hyper
+    assert said(tuned).endswith(f"Training samples: {h.steps_per_epoch * h.global_batch:,} (3 epochs this run)")
+    short = fine_tune("--dataset_name", "HuggingFaceH4/ultrachat_200k", "--max_steps", "997")
+    share = 100 * 997 / short.hyper.steps_per_epoch
+    assert 10 < share < 100 and said(short).endswith(f"({share:.3g}% of an epoch this run)")
+    assert "e+" not in said(short)
+    corpus = identity.build(1, 1, 8, 100, asked=identity.Asked(dataset="FineWeb"))
+    assert said(corpus).endswith("(<0.01% of an epoch this run)")

@@ -226,7 +226,10 @@ def _share(h: Any) -> str:
     share = h.total_steps / h.steps_per_epoch
     if share > 1:
         return f"{share:.2f} epochs"
-    return f"{100 * share:.2g}% of an epoch" if share >= 1e-4 else "<0.01% of an epoch"
+    pct = 100 * share  # a few significant digits, never in exponent form (99.7%, not 1e+02%)
+    if pct < 0.01:
+        return "<0.01% of an epoch"
+    return f"{pct:.3g}% of an epoch" if pct >= 10 else f"{pct:.2g}% of an epoch"
 
 
 def _node_label(node: int, gpus: list[ev.GpuSample]) -> str:
