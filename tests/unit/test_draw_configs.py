@@ -235,3 +235,24 @@ def test_the_dataset_lines_say_how_much_of_the_data_the_run_sees():
     assert "e+" not in said(short)
     corpus = identity.build(1, 1, 8, 100, asked=identity.Asked(dataset="FineWeb"))
     assert said(corpus).endswith("(<0.01% of an epoch this run)")
+
+
+def test_the_validation_header_says_why_it_evaluates():
+    """An epoch's end is said only at an epoch's end; a pre-training run's
+    interval evaluation names its step; a stop between them says so."""
+    def header(i: identity.Identity, step: int) -> str:
+        out = PytorchLines(100, UTC)
+        out.routed(ev.RunIdentity(i))
+        (line, *_) = [x.text for x in out.lines(ev.Phase("validation", "", step, 0.0))]
+        return line
+
+    corpus = identity.build(6, 1, 8, 300, asked=identity.Asked(dataset="FineWeb"))  # evaluates every 100
+    every = corpus.hyper.eval_every
+    assert every < 300 and header(corpus, every).endswith(
+        f"[Validation] Step {every}/300, evaluating on validation set...")
+    assert header(corpus, 300).endswith("[Validation] Step 300/300, evaluating on validation set...")
+    assert "Training stopped at step 7," in header(corpus, 7)
+    tuned = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3")
+    spe = tuned.hyper.steps_per_epoch
+    assert header(tuned, spe).endswith("[Validation] Epoch 1 complete, evaluating on validation set...")
+    assert header(tuned, 3 * spe).endswith("[Validation] Epoch 3 complete, evaluating on validation set...")
