@@ -7,7 +7,8 @@ import re
 
 from tests.e2e.torchrun_versions import WHERE, torch_of
 
-CRASH = ("--nproc", "3", "--max-steps", "12", "--speed", "0", "--seed", "4", "--scenario", "rank-crash",
+# Seed 1's 20 steps evaluate and save every 5: a checkpoint (at 5) before the crash at 8.
+CRASH = ("--nproc", "3", "--max-steps", "20", "--speed", "0", "--seed", "1", "--scenario", "rank-crash",
          "--fail-rank", "1", "--fail-step", "8")
 
 
@@ -29,7 +30,7 @@ def test_restart_resumes_from_the_last_checkpoint(runner, tmp_path):
     saved = [c["step"] for c in job.of("checkpoint")]
     assert restart["resume_step"] == saved[0] < 8
     steps = [s["step"] for s in job.of("step")]
-    assert steps == list(range(1, 8)) + list(range(saved[0] + 1, 13))  # continues from the checkpoint
+    assert steps == list(range(1, 8)) + list(range(saved[0] + 1, 21))  # continues from the checkpoint
     envs = [e["env"]["TORCHELASTIC_RESTART_COUNT"] for e in job.of("rank_started")]
     assert envs == ["0"] * 3 + ["1"] * 3
     pids = [e["pid"] for e in job.of("rank_started")]

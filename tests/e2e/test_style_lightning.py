@@ -110,17 +110,19 @@ def test_the_losses_in_the_bar_are_the_runs(runner):
 
 
 def test_a_multi_epoch_run_resets_the_bar_and_keeps_val_loss(runner):
-    args = ("--seed", "0", "--max-steps", "6")  # 3 epochs of 2 steps
+    # Seed 52 draws a fine-tune of lima: 33 steps are its 3 epochs of 11, each step logged.
+    args = ("--seed", "52", "--max-steps", "33")
     job = styled_run(runner, "lightning", "--output", "plain", *args)
     events = styled_run(runner, "lightning", "--output", "jsonl", *args)
-    assert events.of("run_identity")[0]["identity"]["hyper"]["epochs"] == 3
+    hyper = events.of("run_identity")[0]["identity"]["hyper"]
+    assert (hyper["epochs"], hyper["steps_per_epoch"], hyper["log_every"]) == (3, 11, 1)
     bars = [(m, line) for _, line in script_lines(job.stdout) if (m := EPOCH.match(line))]
-    assert [int(m["epoch"]) for m, _ in bars] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]  # 2 steps, val, (close)
+    assert [int(m["epoch"]) for m, _ in bars] == [0] * 12 + [1] * 12 + [2] * 13  # 11 steps, val, (close)
     # Every epoch's bar starts again from 0 (tqdm's reset), and its elapsed with it.
     firsts = [line for (m, line), (prev, _) in zip(bars[1:], bars, strict=False) if m["epoch"] != prev["epoch"]]
     assert all("[00:" in line or "[01:" in line for line in firsts), firsts
     # The val_loss logged with prog_bar=True stays in the postfix from the first validation on.
-    assert ["val_loss=" in line for _, line in bars] == [False, False, *([True] * 8)]
+    assert ["val_loss=" in line for _, line in bars] == [False] * 11 + [True] * 26
     validations = [line for _, line in script_lines(job.stdout) if line.startswith("Validation DataLoader 0: 100%")]
     assert len(validations) == len(events.of("validation")) == 3
 

@@ -34,7 +34,7 @@ MEGATRON_LINES = [ITERATION, ARG, TIMER, VALIDATION, MEMORY, PARAMS, *(re.compil
     r"^------------------------ arguments ------------------------$",
     r"^-------------------- end of arguments ---------------------$",
     r"^INFO:megatron\.core\.num_microbatches_calculator:setting number of microbatches to constant \d+$",
-    r"^> building HuggingFaceTokenizer tokenizer \.\.\.$",
+    r"^> building (HuggingFaceTokenizer|GPT2BPETokenizer) tokenizer \.\.\.$",
     r"^ > padded vocab \(size: \d+\) with \d+ dummy tokens \(new size: \d+\)$",
     r"^> initializing torch distributed \.\.\.$", r"^> initialized (tensor|pipeline) model parallel with size \d+$",
     r"^> setting random seeds to 1234 \.\.\.$", r"^> compiling dataset index builder \.\.\.$",
@@ -130,17 +130,17 @@ def test_the_losses_printed_are_the_runs(runner, seed, steps):
         assert any(f"{losses[s]:.6E}" != shown for s, shown in expected.items())
 
 
-def test_epochs_validate_and_save_inside_the_loop(runner):
-    """Two epochs: eval and save at each epoch's end (--eval-interval =
-    --save-interval = one epoch), then '[after training is done]'."""
-    # Seed 5: a two-epoch draw (seed 2's is three since the memory plan picks the sequence length).
-    job = runner.start("--start-time", "2026-01-30T14:23:15", "--speed", "0", "--nproc", "2", "--max-steps", "120",
-                       "--seed", "5", "--style", "megatron", "--output", "plain")
+def test_intervals_validate_and_save_inside_the_loop(runner):
+    """Two evaluations: eval and save at each interval (--eval-interval =
+    --save-interval = 50, seed 7's draw for 100 steps), then '[after training
+    is done]'."""
+    job = runner.start("--start-time", "2026-01-30T14:23:15", "--speed", "0", "--nproc", "2", "--max-steps", "100",
+                       "--seed", "7", "--style", "megatron", "--output", "plain")
     assert job.wait() == 0
     lines = [line for _, line in rank_lines(job.stdout)]
     blocks = [line for line in lines if VALIDATION.match(line)]
-    assert [b.split("|")[0].strip() for b in blocks] == ["validation loss at iteration 60",
-                                                         "validation loss at iteration 120"]
+    assert [b.split("|")[0].strip() for b in blocks] == ["validation loss at iteration 50",
+                                                         "validation loss at iteration 100"]
     saves = [line for line in lines if line.startswith("  successfully saved checkpoint")]
     assert len(saves) == 2
     assert lines.index(saves[-1]) < next(i for i, line in enumerate(lines) if "after training is done" in line)

@@ -137,11 +137,11 @@ def test_versions():
     assert Flavour.of("0.15.0").micro and Flavour.of("0.15.0").shard_suffix
 
 
-def test_eval_and_save_every_epoch_else_megatrons_default():
+def test_eval_and_save_at_the_runs_interval_else_megatrons_default():
     hyper = _ident().hyper
-    assert interval(dataclasses.replace(hyper, epochs=2, steps_per_epoch=300)) == 300
-    assert interval(dataclasses.replace(hyper, epochs=1, total_steps=640)) == 1000
-    assert interval(dataclasses.replace(hyper, epochs=1, total_steps=1200)) == 10000
+    assert interval(dataclasses.replace(hyper, total_steps=600, eval_every=300)) == 300  # a fine-tune's epoch
+    assert interval(dataclasses.replace(hyper, total_steps=640, eval_every=640)) == 1000
+    assert interval(dataclasses.replace(hyper, total_steps=1200, eval_every=1200)) == 10000
 
 
 # -- who prints, with TP=2 x PP=2 x DP=2 on 8 GPUs ------------------------------

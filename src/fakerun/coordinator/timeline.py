@@ -222,15 +222,15 @@ class Timeline:
         tokens = run.step * ident.hyper.tokens_per_step
         return ev.Summary(ident.model.name, self.epoch(max(1, run.step)), run.step, run.loss,
                           sim.safe_exp(run.loss), run.best_val, train_time, tokens,
-                          tokens / train_time if train_time else 0.0, self.output_dir(), self.clock.now)
+                          tokens / train_time if train_time else 0.0, self.output_dir(), self.clock.now,
+                          ident.hyper.fine_tune)
 
 
 def end_of_epoch_seconds(ident: Identity) -> dict[int, float]:
     """The simulated time the script spends between steps, by the step it
-    follows: each epoch's end (and the run's) validates and saves a
-    checkpoint, at the pace of the slowest rank, as the script does."""
-    h = ident.hyper
-    ends = sorted({*range(h.steps_per_epoch, h.total_steps, h.steps_per_epoch), h.total_steps})
+    follows: each evaluation (a fine-tune's at each epoch's end, a
+    pre-training run's every eval_every steps) and the run's end validates
+    and saves a checkpoint, at the pace of the slowest rank, as the script does."""
     ranks = range(ident.world)
     return {step: max(sim.eval_seconds(ident, r, step) for r in ranks)
-            + max(sim.checkpoint_seconds(ident, r, step) for r in ranks) for step in ends}
+            + max(sim.checkpoint_seconds(ident, r, step) for r in ranks) for step in ident.hyper.eval_steps()}

@@ -257,6 +257,7 @@ class Summary:
     avg_tokens_per_s: float
     output: str
     time: float
+    fine_tuned: bool = False  # trained from a base model's weights, not from scratch
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ class Script:
             if self.comm.stop_requested:
                 self.compressed = True
                 break
-            if step % h.steps_per_epoch == 0 and step < self.config.steps:
+            if h.evaluates_after(step) and step < self.config.steps:
                 self._end_of_epoch(step)
                 self.where = "train"
         return step

@@ -26,7 +26,7 @@ from fakerun.world.memory import (
 )
 
 if TYPE_CHECKING:
-    from fakerun.world.identity import Identity
+    from fakerun.world.jobs import Identity
 
 EARLY_GROWTHS, LATE_GROWTHS = 5, 2  # how many times a stage's reserve grows after its first step
 GROWTH_MEAN_STEPS = 6.0  # the early ones: the allocator warming up; the late ones anywhere in the run

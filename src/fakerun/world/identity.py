@@ -1,20 +1,22 @@
-"""A run's identity: model, GPU, software, data, parallelism and
-hyper-parameters, drawn once from the seed (or chosen by name). Every figure
-the run shows derives from this, in physics.py; nothing is drawn twice."""
+"""A run's identity (jobs.Identity): model, GPU, software, data,
+parallelism and hyper-parameters, drawn once from the seed (or chosen by
+name). Every figure the run shows derives from it, in physics.py; nothing is
+drawn twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 import random
 import re
 from dataclasses import dataclass, replace
 
-from fakerun.world import catalog
-from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
+from fakerun.world import catalog, jobs
+from fakerun.world import physics as sim
+from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model
 from fakerun.world.draws import rng, uniform
-from fakerun.world.memory import SEQS, Job, MemoryPlan, Parallelism, Strategy, plan_memory
-from fakerun.world.topology import Topology
+from fakerun.world.jobs import Hyper, Identity, Schedule, Shape
+from fakerun.world.memory import SEQS, Job, MemoryPlan, Parallelism, Strategy, plan_memory, tuned_plans
 
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 PYTHON = f"{ENV_PREFIX}/bin/python3"  # what runs the training script, as `ps` and the failure box show
@@ -26,64 +28,20 @@ JOKES_ALWAYS, JOKES_RARE, JOKES_NEVER = 1.0, 0.03, 0.0
 # What a base model's pretraining is worth on a new corpus, in tokens of it: a
 # fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.
 PRETRAINED_TOKENS = 1e10
-HOST_PATTERNS = ("gpu-node-{:02d}", "node{:03d}", "dgx-{:02d}", "trn-gpu-{:03d}")
+# The seeds' run lasts 2-4 minutes: a default draw's whole simulated length
+# (start-up, steps, validations, checkpoints, export) at its physical pace.
+DEMO_SECONDS = (120.0, 240.0)
+# Chinchilla's E of what the run trains on: web text, or instruction data
+# (far more predictable: a fine-tune's loss ends near 0.8).
+DATA_LOSS = {"pretrain": (1.55, 1.85), "finetune": (0.8, 0.95)}
 
 
 @dataclass(frozen=True)
-class Hyper:
-    seq_len: int
-    micro_batch: int
-    grad_accum: int
-    global_batch: int
-    max_lr: float
-    min_lr: float
-    warmup_steps: int
-    total_steps: int
-    epochs: int
-    steps_per_epoch: int
-    log_every: int
-    eval_batches: int
-    pretrained_tokens: float = 0.0  # a fine-tune starts from a base model: what it has learnt, in tokens
+class HostName:
+    """data/hosts.txt: who may carry a hostname pattern."""
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.global_batch * self.seq_len
-
-    @property
-    def fine_tune(self) -> bool:
-        """Starts from a base model's weights (--model_name_or_path), not from scratch."""
-        return self.pretrained_tokens > 0
-
-
-@dataclass(frozen=True)
-class Identity:
-    seed: int
-    model: Model
-    gpu: Gpu
-    dataset: Dataset
-    versions: Versions
-    nnodes: int
-    nproc: int
-    parallel: Parallelism
-    hyper: Hyper
-    hosts: tuple[str, ...]
-    mfu: float
-    data_loss: float  # the irreducible loss of this corpus (Chinchilla's E)
-
-    @property
-    def world(self) -> int:
-        return self.nnodes * self.nproc
-
-    @functools.cached_property
-    def topology(self) -> Topology:
-        return Topology(self.nnodes, self.nproc)
-
-    def host(self, rank: int) -> str:
-        return self.hosts[self.topology.node_of(rank)]
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.model.name.lower()).strip("-")
+    box: str  # "dgx", "any", or the one GPU a cloud instance type carries
+    pattern: str
 
 
 @dataclass(frozen=True)
@@ -111,7 +69,10 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
           versions: catalog.Versions | None = None, asked: Asked = Asked()) -> Identity:
     """`jokes`: the chance that a draw is one of the catalog's joke rows.
     `versions`: the software set a --style pins (default: drawn from the seed,
-    and drawn even when pinned, so a style changes no other figure of the run)."""
+    and drawn even when pinned, so a style changes no other figure of the run).
+    Nothing fixing the run's length (no steps, no epochs asked), the job is
+    one whose whole simulated run lasts DEMO_SECONDS; asked for, a job gets
+    its real length, however long."""
     r = rng(seed, "identity")
     world = nnodes * nproc
     fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
@@ -120,20 +81,102 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
     fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
     if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
+        # From its own stream: a joke GPU drawn at some rate and refused here
+        # must not shift the draws after it (the rate changes no other draw).
         holding = [g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked, seed)]
-        chosen_gpu = r.choice(holding) if holding else _largest(catalog.gpus())[0]
+        chosen_gpu = rng(seed, "identity", "gpu").choice(holding) if holding else _largest(catalog.gpus())[0]
         fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
     if not fits and not fixed:  # no model fills this cluster as a tuned job would (a --gpu): those that fit
         fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, tuned=False)
     if not fits:
         raise CatalogError(_no_fit(fixed, candidates, chosen_gpu, nproc, world, asked))
-    chosen, plan = fits[0] if fixed else r.choice(fits)
-    steps = total_steps or r.randrange(400, 801, 10)
-    return Identity(
-        seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), jokes), asked),
-        versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=plan.parallel,
-        hyper=_hyper(r, chosen, plan, steps, asked),
-        hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
+    mfu, data_loss = r.uniform(0.38, 0.52), r.random()
+    make = functools.partial(Identity, seed=seed, gpu=chosen_gpu, versions=_versions(r, versions),
+                             nnodes=nnodes, nproc=nproc, hosts=_hosts(r, chosen_gpu, nnodes), mfu=mfu,
+                             data_loss=0.0)
+    draws = _Draws(r.random(), r.random(), r.choice((50, 100, 200)))
+    search = _Search(make, _datasets(r, asked, jokes), jobs.Fixed(total_steps, asked.epochs, asked.grad_accum,
+                                                                  asked.global_batch), draws, asked)
+    drawn = fits[:1] if fixed else r.sample(fits, len(fits))
+    tunings = [(m, p) for m, plan in drawn
+               for p in _tunings(m, plan, chosen_gpu, nproc, world, asked, bool(fixed))]
+    job = search.choose(r, tunings, demo=total_steps is None and asked.epochs is None)
+    low, high = DATA_LOSS[job.dataset.use]
+    return dataclasses.replace(job, data_loss=low + (high - low) * data_loss)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """The seed's draws a job's configuration takes, made before the search
+    (which then draws nothing but its choice)."""
+
+    lr: float  # uniform: which of the recipes' peak learning rates
+    warmup: float  # uniform: which round warmup
+    eval_batches: int
+
+
+@dataclass(frozen=True)
+class _Search:
+    """The jobs people would run of a model on this cluster, and the one drawn."""
+
+    make: functools.partial[Identity]
+    datasets: list[list[Dataset]]  # by the kind of job drawn first
+    fixed: jobs.Fixed
+    draws: _Draws
+    asked: Asked
+
+    def choose(self, r: random.Random, fits: list[tuple[Model, MemoryPlan]], demo: bool) -> Identity:
+        """The first model (in the drawn order) with jobs of the right
+        length, one of those drawn; none: the job nearest that length.
+        `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
+        tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []
+        for model, plan in fits:  # the memory plan's micro batch and sequence: asked, or tuned to
+            par, shape = plan.parallel, Shape(plan.seq, plan.micro, plan.parallel.dp)
+            for sets in self.datasets:
+                timed = self._timed(model, par, shape, sets)
+                landing = [schedule for seconds, schedule in timed if not demo or _off(seconds) == 0]
+                if landing:
+                    return self._identity(model, par, shape, r.choice(landing))
+                tried += [(seconds, model, par, shape, schedule) for seconds, schedule in timed]
+        if not tried:  # an instruction set too small for ten steps of any batch this cluster takes
+            raise CatalogError(f"{self.datasets[0][0].name} holds too few sequences for a fine-tune on "
+                               f"{self.make.keywords['nnodes'] * self.make.keywords['nproc']} GPUs: "
+                               "ask for a batch (--per_device_train_batch_size) or fewer GPUs")
+        _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0]))
+        return self._identity(model, par, shape, schedule)
+
+    def _timed(self, model: Model, par: Parallelism, shape: Shape,
+               sets: list[Dataset]) -> list[tuple[float, Schedule]]:
+        """Every job of `model` on these datasets, with its simulated length."""
+        out, costs = [], {}
+        for dataset in sets:
+            for schedule in jobs.schedules(shape, dataset, self.fixed):
+                key = (dataset.name, schedule.grad_accum)  # what a step's and an evaluation's cost depend on
+                if key not in costs:
+                    costs[key] = sim.run_cost(self._identity(model, par, shape, schedule))
+                evaluations = (schedule.total_steps - 1) // schedule.eval_every + 1
+                out.append((costs[key].seconds(schedule.total_steps, evaluations), schedule))
+        return out
+
+    def _identity(self, model: Model, par: Parallelism, shape: Shape, schedule: Schedule) -> Identity:
+        return self.make(model=model, parallel=par, dataset=schedule.dataset,
+                         hyper=self._hyper(schedule, shape, model))
+
+    def _hyper(self, schedule: Schedule, shape: Shape, model: Model) -> Hyper:
+        fine_tune = self.asked.pretrained or schedule.dataset.use == "finetune"
+        peaks = jobs.peak_lrs(model, fine_tune)
+        peak = self.asked.lr or peaks[int(self.draws.lr * len(peaks))]
+        lrs = (peak, jobs.min_lr(peak, fine_tune), jobs.warmup_steps(schedule.total_steps, fine_tune,
+                                                                     self.draws.warmup))
+        return jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
+                          jobs.eval_batches(schedule, shape, self.draws.eval_batches),
+                          PRETRAINED_TOKENS if fine_tune else 0.0)
+
+
+def _off(seconds: float) -> float:
+    """How far a run's length is from DEMO_SECONDS (0: inside)."""
+    low, high = DEMO_SECONDS
+    return max(0.0, low - seconds, seconds - high)
 
 
 def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int, asked: Asked, seed: int = 0,
@@ -143,10 +186,23 @@ def _fitting(models: list[Model], gpu: Gpu, nproc: int, world: int, asked: Asked
     return [(m, p) for m in models if (p := _plan(m, gpu, nproc, world, asked, seed, tuned))]
 
 
+def _tunings(model: Model, plan: MemoryPlan, gpu: Gpu, nproc: int, world: int, asked: Asked,
+             fixed: bool) -> list[MemoryPlan]:
+    """A drawn model's tuned plans, the seed's first: a job whose length a
+    demo cannot show at one micro batch and sequence (a long sequence on one
+    GPU) may at another. A named model keeps its plan."""
+    options = [] if fixed else list(tuned_plans(_job(model, gpu, nproc, world, asked)))
+    if plan not in options:
+        return [plan]
+    at = options.index(plan)
+    return options[at:] + options[:at]
+
+
 def _job(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> Job:
     return Job(model, gpu, nproc, world, asked.framework, asked.strategy, asked.micro_batch, asked.seq_len)
 
 
+@functools.lru_cache(maxsize=1 << 14)  # pure, and asked of many models and GPUs by every draw
 def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked, seed: int = 0,
           tuned: bool = False) -> MemoryPlan | None:
     """`tuned`: only a plan that fills the GPU as a tuned job does (a job the
@@ -250,11 +306,29 @@ def _megatron_flags(p: Parallelism) -> str:
     return flags + (" --recompute-granularity full" if p.recompute == "full" else "")
 
 
+def _datasets(r: random.Random, asked: Asked, jokes: float) -> list[list[Dataset]]:
+    """The datasets a job may train on, by kind, the kind drawn first
+    first: a pre-training corpus, or the instruction sets a fine-tune runs
+    whole epochs of. A base model's weights (--model_name_or_path) or asked
+    epochs make a fine-tune; a model the launch line shapes (Megatron's
+    flags), pre-training."""
+    rows = catalog.datasets()
+    corpus = _pick(r, [d for d in rows if d.use == "pretrain"], jokes)
+    sets = [d for d in rows if d.use == "finetune" and d.kind == "real"]
+    drawn_set = r.choice(sets)
+    fine_tune_first = r.random() < 0.5
+    if asked.dataset is not None:
+        return [[_dataset(drawn_set if asked.pretrained or asked.epochs else corpus, asked)]]
+    if asked.pretrained or asked.epochs:
+        return [sets]
+    if asked.model is not None or corpus.kind == "funny":  # a joke is a corpus's
+        return [[corpus]]
+    return [sets, [corpus]] if fine_tune_first else [[corpus], sets]
+
+
 def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
     """A dataset the job names: the catalog's row, or the drawn one's size under its name."""
-    if asked.dataset is None:
-        return drawn
-    name = asked.dataset.rsplit("/", 1)[-1]
+    name = (asked.dataset or drawn.name).rsplit("/", 1)[-1]
     known = [d for d in catalog.datasets() if d.name.lower() == name.lower()]
     return known[0] if known else Dataset(name, drawn.tokens, drawn.use, drawn.kind)
 
@@ -278,48 +352,18 @@ def _pool(r, models, jokes: float) -> list[Model]:
     return pool
 
 
-def _hyper(r, model: Model, plan: MemoryPlan, steps: int, asked: Asked) -> Hyper:
-    """The memory plan's micro batch and sequence (what the job asks, or what it is tuned to)."""
-    seq, micro, par = plan.seq, plan.micro, plan.parallel
-    target_tokens = r.choice((0.5e6, 1e6, 2e6))
-    per_pass = micro * par.dp
-    accum = _accum(asked, per_pass) or max(1, round(target_tokens / seq / per_pass))
-    epochs = min(asked.epochs or r.choice((1, 2, 3)), steps)
-    lr = _max_lr(r, model.params)
-    lr = asked.lr or lr
-    return Hyper(
-        seq_len=seq, micro_batch=micro, grad_accum=accum, global_batch=per_pass * accum,
-        max_lr=lr, min_lr=lr * r.uniform(0.01, 0.1), warmup_steps=max(1, round(steps * r.uniform(0.04, 0.1))),
-        total_steps=steps, epochs=epochs, steps_per_epoch=math.ceil(steps / epochs),
-        log_every=asked.log_every or _nice(steps / 60), eval_batches=r.choice((50, 100, 200)),
-        pretrained_tokens=PRETRAINED_TOKENS if asked.pretrained else 0.0)
-
-
-def _accum(asked: Asked, per_pass: int) -> int | None:
-    """Gradient accumulation as asked, or as a global batch size implies."""
-    if asked.grad_accum:
-        return asked.grad_accum
-    return max(1, asked.global_batch // per_pass) if asked.global_batch else None
-
-
-def _max_lr(r, params: int) -> float:
-    if params < 2e9:
-        return r.choice((3e-4, 4e-4, 6e-4))
-    if params < 20e9:
-        return r.choice((1.5e-4, 2e-4, 3e-4))
-    if params < 100e9:
-        return r.choice((1e-4, 1.5e-4))
-    return 8e-5
-
-
-def _nice(x: float) -> int:
-    for step in (1, 2, 5, 10, 20, 25, 50, 100):
-        if x <= step:
-            return step
-    return 100
-
-
-def _hosts(r, nnodes: int) -> tuple[str, ...]:
-    pattern = r.choice(HOST_PATTERNS)
+def _hosts(r: random.Random, gpu: Gpu, nnodes: int) -> tuple[str, ...]:
+    """Names as the hardware's owners give them: dgx only on NVIDIA's NVLink
+    boxes, a cloud instance type only on the GPU it carries."""
+    patterns = [h.pattern for h in catalog.load("hosts", HostName) if _carries(h.box, gpu)]
+    pattern = r.choice(patterns)
     base = r.randrange(1, 40)
-    return tuple(pattern.format(base + i) for i in range(nnodes))
+    return tuple(pattern.format(n=base + i) for i in range(nnodes))
+
+
+def _carries(box: str, gpu: Gpu) -> bool:
+    if box == "any":
+        return True
+    if box == "dgx":
+        return gpu.vendor == "nvidia" and gpu.nvlink == "yes"
+    return box == gpu.name

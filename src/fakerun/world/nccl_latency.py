@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fakerun.world.identity import Identity
+    from fakerun.world.jobs import Identity
 
 PROTOCOLS = ("LL", "LL128", "Simple")
 # baseLat[algorithm][protocol], us.

@@ -20,7 +20,7 @@ from fakerun.world.allocator import usage
 from fakerun.world.draws import GAUSS_MAX, gauss, rng, uniform
 
 if TYPE_CHECKING:
-    from fakerun.world.identity import Identity
+    from fakerun.world.jobs import Identity
 
 GIB = 1024**3
 # Chinchilla's fit (Hoffmann et al. 2022): L(N, D) = E + A / N^alpha + B / D^beta
@@ -57,14 +57,86 @@ def lr_progress(ident: Identity, step: float) -> float:
 
 
 def trend_loss(ident: Identity, step: int) -> float:
-    """Expected loss after `step` steps: Chinchilla's law over the tokens seen,
-    weighted by the learning rate (slow in warmup, flattening as the cosine
-    ends). Starts at ln(vocab) (a fine-tune: where its base model is), never
-    reaches the floor E + A/N^alpha."""
+    """Expected training loss after `step` steps: a base model fine-tuned on
+    an instruction set tells its own story (`_instruct_loss`); anything
+    else follows Chinchilla's law over the tokens seen, weighted by the
+    learning rate (slow in warmup, flattening as the cosine ends), from
+    ln(vocab) (continued pre-training: from where its base model is),
+    never reaching the floor E + A/N^alpha."""
+    if instruct(ident):
+        return _instruct_loss(ident, step) - _memorised(ident, step)
     tokens = max(1e-3, lr_progress(ident, step)) * ident.hyper.tokens_per_step + ident.hyper.pretrained_tokens
     model_term = CHINCHILLA_A / ident.model.params ** CHINCHILLA_ALPHA
     data_term = CHINCHILLA_B / tokens ** CHINCHILLA_BETA
     return _soft_min(ident.data_loss + model_term + data_term, math.log(ident.model.vocab))
+
+
+def val_trend(ident: Identity, step: int) -> float:
+    """Expected held-out loss after `step` steps: the training trend and a
+    small generalisation gap; a fine-tune's flattens where the examples
+    stop teaching anything new, and creeps up as they are seen again."""
+    if instruct(ident):
+        seen_again = max(0.0, step / ident.hyper.steps_per_epoch - 1.0)
+        return _instruct_loss(ident, step) + _overfit(ident) * seen_again**2
+    return trend_loss(ident, step) * (1.0 + VAL_GAP)
+
+
+VAL_GAP = 0.01
+
+
+# -- the fine-tune story -------------------------------------------------------
+# A base model on an instruction set: its first loss is the base model's on
+# the set, near 2.3 for a 7B (bigger base, lower start); it learns the format
+# fast, then slowly (two rates of adaptation); from the second epoch on the
+# training loss steps down as the examples come round again (memorisation),
+# towards ~0.8 after three epochs, while the held-out loss flattens near
+# 1.0-1.3 and creeps up in the last epoch. Instruction data is far more
+# predictable than web text: its floor (Identity.data_loss) is ~0.8-0.95.
+INSTRUCT_START, INSTRUCT_START_PARAMS, INSTRUCT_START_SLOPE = 2.3, 7e9, 0.04
+INSTRUCT_MODEL_TERM, INSTRUCT_MODEL_SLOPE = 0.3, 0.15  # the floor's share a bigger model removes
+INSTRUCT_FAST, INSTRUCT_FAST_RATE, INSTRUCT_SLOW_RATE = 0.85, 6.0, 1.0  # per epoch at peak LR
+MEMORISE = (0.17, 0.23)  # training-loss drop the first repeat of the examples brings
+MEMORISE_DECAY = 0.5  # each later repeat brings this share of the one before
+OVERFIT = (0.01, 0.03)  # held-out loss rise by (epochs seen again)^2
+
+
+def instruct(ident: Identity) -> bool:
+    """A base model fine-tuned on an instruction set (not pre-training, nor
+    continued pre-training of a base model on a corpus)."""
+    return ident.hyper.fine_tune and ident.dataset.use == "finetune"
+
+
+def instruct_start(ident: Identity) -> float:
+    return INSTRUCT_START * (ident.model.params / INSTRUCT_START_PARAMS) ** -INSTRUCT_START_SLOPE
+
+
+def _instruct_floor(ident: Identity) -> float:
+    return ident.data_loss + INSTRUCT_MODEL_TERM * (ident.model.params / 1e9) ** -INSTRUCT_MODEL_SLOPE
+
+
+def _instruct_loss(ident: Identity, step: float) -> float:
+    """What the model has learnt of the task, as a held-out set sees it.
+    A step reports the loss of its batch before its own update: a fine-tune
+    takes few steps, and its first one shows the base model's loss."""
+    epochs = lr_progress(ident, step - 1) / ident.hyper.steps_per_epoch  # epochs' worth at the peak LR
+    left = INSTRUCT_FAST * math.exp(-INSTRUCT_FAST_RATE * epochs) + (1 - INSTRUCT_FAST) * math.exp(
+        -INSTRUCT_SLOW_RATE * epochs)
+    floor = _instruct_floor(ident)
+    return floor + (instruct_start(ident) - floor) * left
+
+
+def _memorised(ident: Identity, step: int) -> float:
+    """The training loss's drop on examples seen before: a step down at each new epoch."""
+    h = ident.hyper
+    repeats = min(h.epochs, max(0, step - 1) // h.steps_per_epoch + 1) - 1
+    low, high = MEMORISE
+    first = low + (high - low) * uniform(ident.seed, "memorise")
+    return first * (1 - MEMORISE_DECAY**repeats) / (1 - MEMORISE_DECAY)
+
+
+def _overfit(ident: Identity) -> float:
+    low, high = OVERFIT
+    return low + (high - low) * uniform(ident.seed, "overfit")
 
 
 def _soft_min(a: float, b: float, p: float = 6.0) -> float:
@@ -155,9 +227,9 @@ def overflows(recent: list[float], grad_norm: float) -> bool:
 
 
 def local_val_loss(ident: Identity, rank: int, step: int) -> float:
-    """Held-out loss: the trend plus a small generalisation gap, less noisy."""
-    gap = 1.0 + 0.01 + 0.005 * gauss(ident.seed, "gap", step)
-    return trend_loss(ident, step) * gap * math.exp(0.004 * gauss(ident.seed, "val", rank, step))
+    """Held-out loss: its trend, less noisy than a training batch's."""
+    wobble = 1.0 + 0.005 * gauss(ident.seed, "gap", step)
+    return val_trend(ident, step) * wobble * math.exp(0.004 * gauss(ident.seed, "val", rank, step))
 
 
 # -- schedule and throughput -------------------------------------------------
@@ -405,11 +477,43 @@ class Bounds:
 def bounds(ident: Identity, slow: float = 1.0) -> Bounds:
     """`slow`: the straggler's factor on its steps (scenario `slow`), else 1."""
     step = slowest_step_seconds(ident) * slow
-    nominal = {"validation": _eval_nominal(ident), "checkpoint": _checkpoint_nominal(ident),
-               "export": _export_nominal(ident)}
-    phases = {name: seconds * slowest_phase_factor(name) for name, seconds in nominal.items()}
-    h, sync = ident.hyper, allreduce_seconds(ident, grad_numel(ident))
-    run = (sum(init_seconds(ident).values()) + sync + h.total_steps * (step + sync)
-           + (h.epochs + 1) * (phases["validation"] + phases["checkpoint"]) + phases["export"])
+    phases = {name: seconds * slowest_phase_factor(name) for name, seconds in _phase_nominals(ident).items()}
+    # One save more than the schedule's: a preemption's, after the step it stopped at.
+    run = _run_cost(ident, step, phases).seconds(ident.hyper.total_steps, ident.hyper.evaluations + 1)
     return Bounds(max(step, *phases.values(), *init_seconds(ident).values()) * ROUNDING, grad_numel(ident),
                   ident.gpu.power_cap_w, ident.gpu.memory_mib, run * ROUNDING)
+
+
+def run_seconds(ident: Identity) -> float:
+    """The whole run's simulated time at its nominal pace (the MFU as drawn,
+    each phase as long as it nominally takes): start-up, every step, every
+    validation and checkpoint, the export."""
+    return run_cost(ident).seconds(ident.hyper.total_steps, ident.hyper.evaluations)
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """A run's simulated time by what it does: once (start-up, export), per
+    step, per validation and its checkpoint."""
+
+    once: float
+    step: float
+    evaluation: float
+
+    def seconds(self, steps: int, evaluations: int) -> float:
+        return self.once + steps * self.step + evaluations * self.evaluation
+
+
+def run_cost(ident: Identity) -> RunCost:
+    return _run_cost(ident, _step_seconds(ident, ident.mfu), _phase_nominals(ident))
+
+
+def _phase_nominals(ident: Identity) -> dict[str, float]:
+    return {"validation": _eval_nominal(ident), "checkpoint": _checkpoint_nominal(ident),
+            "export": _export_nominal(ident)}
+
+
+def _run_cost(ident: Identity, step: float, phases: dict[str, float]) -> RunCost:
+    sync = allreduce_seconds(ident, grad_numel(ident))
+    return RunCost(sum(init_seconds(ident).values()) + sync + phases["export"], step + sync,
+                   phases["validation"] + phases["checkpoint"])

@@ -204,10 +204,11 @@ def _value(text: str) -> Any:
 
 
 def interval(hyper: Hyper) -> int:
-    """--eval-interval and --save-interval: every epoch; a one-epoch run keeps
-    Megatron's default (or the next power of ten past the end)."""
-    if hyper.epochs > 1:
-        return hyper.steps_per_epoch
+    """--eval-interval and --save-interval: the run's evaluation interval (a
+    fine-tune's epoch); one evaluation at the end keeps Megatron's default
+    (or the next power of ten past the end)."""
+    if hyper.eval_every < hyper.total_steps:
+        return hyper.eval_every
     return max(DEFAULT_INTERVAL, 10 ** len(str(hyper.total_steps)))
 
 

@@ -82,8 +82,8 @@ class PytorchLines(EventRoutes):
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
                           row(f"  Vocab size: {i.model.vocab:,}", f"Max length: {i.model.context:,}"), ""],
             "dataset": [f"Dataset: {i.dataset.name} ({_tokens(i.dataset.tokens)} tokens)",
-                        row(f"  Training samples: {h.total_steps * h.global_batch:,}",
-                            f"({_tokens(h.total_steps * h.tokens_per_step)} tokens this run)", sep=" "),
+                        row(f"  Training samples: {h.steps_per_epoch * h.global_batch:,}",
+                            f"({_share(h)} this run)", sep=" "),
                         f"  Validation samples: {sim.eval_samples(i):,}",
                         row(f"  Global batch: {h.global_batch} x {h.seq_len:,} tokens",
                             f"= {h.tokens_per_step:,} tokens/step",
@@ -100,9 +100,11 @@ class PytorchLines(EventRoutes):
             return [row(f"Starting training: {h.total_steps:,} steps", _plural(h.epochs, 'epoch'),
                         f"warmup {_plural(h.warmup_steps, 'step')}", f"peak LR {h.max_lr:.2e}", sep=", ")]
         if e.name == "validation":
-            if e.step % h.steps_per_epoch and e.step != h.total_steps:  # stopped by --exit-after-time
+            if not h.evaluates_after(e.step):  # stopped by --exit-after-time
                 return [f"[Validation] Training stopped at step {e.step}, "
                         "evaluating on validation set..."]
+            if e.step % h.steps_per_epoch and e.step != h.epochs * h.steps_per_epoch:  # an eval interval's
+                return [f"[Validation] Step {e.step}/{h.total_steps}, evaluating on validation set..."]
             return [f"[Validation] Epoch {self._epoch(e.step)} complete, "
                     "evaluating on validation set..."]
         if e.name == "checkpoint":
@@ -252,7 +254,8 @@ class PytorchLines(EventRoutes):
 
     def _summary(self, e: ev.Summary) -> list[str]:
         loss = round(e.final_loss, 4)
-        rows = ["", RULE, "Training Summary", RULE, f"Model: {e.model}", f"Total epochs: {e.epochs}",
+        model = f"{e.model} (fine-tuned)" if e.fine_tuned else e.model  # from a base model's weights
+        rows = ["", RULE, "Training Summary", RULE, f"Model: {model}", f"Total epochs: {e.epochs}",
                 f"Total steps: {e.steps:,}", f"Tokens: {_tokens(e.tokens)}", f"Final loss: {loss:.4f}",
                 f"Final PPL: {safe_exp(loss):.2f}", f"Best val loss: {e.best_val_loss:.4f}",
                 f"Training time: {duration(e.train_time_s)}",
@@ -269,6 +272,19 @@ def duration(seconds: float) -> str:
 
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _share(h: Any) -> str:
+    """How much of the dataset the run trains on: whole epochs, or a share of one."""
+    if h.total_steps % h.steps_per_epoch == 0:
+        return _plural(h.total_steps // h.steps_per_epoch, "epoch")
+    share = h.total_steps / h.steps_per_epoch
+    if share > 1:
+        return f"{share:.2f} epochs"
+    pct = 100 * share  # a few significant digits, never in exponent form (99.7%, not 1e+02%)
+    if pct < 0.01:
+        return "<0.01% of an epoch"
+    return f"{pct:.3g}% of an epoch" if pct >= 10 else f"{pct:.2g}% of an epoch"
 
 
 def _node_label(node: int, gpus: list[ev.GpuSample]) -> str:
