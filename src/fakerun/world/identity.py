@@ -27,6 +27,11 @@ JOKES_ALWAYS, JOKES_RARE, JOKES_NEVER = 1.0, 0.03, 0.0
 # fine-tune's loss starts near 2.6 instead of ln(vocab), and falls slowly.
 PRETRAINED_TOKENS = 1e10
 HOST_PATTERNS = ("gpu-node-{:02d}", "node{:03d}", "dgx-{:02d}", "trn-gpu-{:03d}")
+# How often a drawn cluster is AMD Instinct (ROCm) rather than NVIDIA: one
+# draw in twelve, rare enough that the demo stays mostly NVIDIA, as the
+# world's training clusters are, and often enough that a --loop meets one.
+# Tossed on a coin of its own, so that an NVIDIA draw is the one it always was.
+AMD_SHARE = 1 / 12
 
 
 @dataclass(frozen=True)
@@ -113,21 +118,24 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     r = rng(seed, "identity")
     world = nnodes * nproc
     fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
+    gpus = _cluster_gpus(seed, nnodes, versions)
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
-        _pick(r, _gpus_for(fixed, nproc, world, asked), jokes)
+        _pick(r, _gpus_for(fixed, nproc, world, asked, gpus), jokes)
     candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
     fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
     if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
-        chosen_gpu = r.choice([g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked)]
-                              or catalog.gpus())
+        chosen_gpu = r.choice([g for g in gpus if _fitting(candidates, g, nproc, world, asked)] or gpus)
         fits = _fitting(candidates, chosen_gpu, nproc, world, asked)
     if not fits:
         raise CatalogError(_no_fit(fixed, candidates, chosen_gpu, nproc, world, asked))
+    if chosen_gpu.vendor == "amd" and nnodes > 1:
+        raise CatalogError(f"{chosen_gpu.name}: jobs across nodes run on NVIDIA GPUs only here "
+                           "(RCCL's set-up across nodes is not simulated); run one node")
     chosen, parallel, micro = fits[0] if fixed else r.choice(fits)
     steps = total_steps or r.randrange(400, 801, 10)
     return Identity(
         seed=seed, model=chosen, gpu=chosen_gpu, dataset=_dataset(_pick(r, catalog.datasets(), jokes), asked),
-        versions=_versions(r, versions), nnodes=nnodes, nproc=nproc, parallel=parallel,
+        versions=_versions(r, versions, chosen_gpu), nnodes=nnodes, nproc=nproc, parallel=parallel,
         hyper=_hyper(r, chosen, parallel, micro, steps, asked),
         hosts=_hosts(r, nnodes), mfu=r.uniform(0.38, 0.52), data_loss=r.uniform(1.55, 1.85))
 
@@ -142,10 +150,19 @@ def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> tuple
     return plan_memory(model, gpu, nproc, world, asked.micro_batch, asked.seq_len)
 
 
-def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked) -> tuple[Gpu, ...]:
+def _cluster_gpus(seed: int, nnodes: int, pinned: Versions | None) -> tuple[Gpu, ...]:
+    """The GPUs the seed's cluster may have: AMD Instinct ones for one draw
+    in AMD_SHARE, on one node (RCCL's lines across nodes are not modelled),
+    where the software the job pins has a ROCm build; else NVIDIA's."""
+    amd = rng(seed, "vendor").random() < AMD_SHARE and nnodes == 1 and (
+        pinned is None or catalog.on_rocm(pinned) is not None)
+    return tuple(g for g in catalog.gpus() if (g.vendor == "amd") == amd)
+
+
+def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked,
+              gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
     """The GPUs to draw from: for a model the job names, those it fits on
     (else all of them, and the error below names the shortfall)."""
-    gpus = catalog.gpus()
     if model is None:
         return gpus
     return tuple(g for g in gpus if _plan(model, g, nproc, world, asked)) or gpus
@@ -159,8 +176,9 @@ def _no_fit(fixed: Model | None, candidates: list[Model], gpu: Gpu, nproc: int, 
         model = candidates[0]
         micro, seq = asked.micro_batch or 1, asked.seq_len or min(model.context, 4096)
         return (f"a micro batch of {micro} x {seq} tokens does not fit on {where} with "
-                f"{model.name if fixed else 'any model'}, however sharded: a real job runs out of CUDA "
-                "memory at its first step; lower the batch size or the sequence length")
+                f"{model.name if fixed else 'any model'}, however sharded: a real job runs out of "
+                f"{'HIP' if gpu.vendor == 'amd' else 'CUDA'} memory at its first step; lower the batch "
+                "size or the sequence length")
     what = candidates[0].name if fixed else "any model"
     return f"{what} does not fit on {where}; add GPUs or pick a smaller one"
 
@@ -174,9 +192,21 @@ def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
     return known[0] if known else Dataset(name, drawn.tokens, drawn.use, drawn.kind)
 
 
-def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Versions:
+def _versions(r: random.Random, pinned: Versions | None, gpu: Gpu) -> Versions:
+    """The software set: pinned by a --style, else drawn; on an AMD GPU, its
+    ROCm build (a drawn set without one runs the newest that has one)."""
     drawn = r.choice([v for v in catalog.versions() if v.drawn == "yes"])
-    return pinned or drawn
+    chosen = pinned or drawn
+    if gpu.vendor != "amd":
+        return chosen
+    rocm = catalog.on_rocm(chosen)
+    if rocm is None and pinned is None:
+        rocm = next(b for v in catalog.versions() if v.drawn == "yes" and (b := catalog.on_rocm(v)))
+    if rocm is None:
+        builds = ", ".join(b.wheel for b in catalog.rocm_builds())
+        raise CatalogError(f"{gpu.name}: no ROCm build of torch {chosen.torch} here (AMD GPUs run "
+                           f"{builds}); pick a --style that runs it, or an NVIDIA GPU")
+    return rocm
 
 
 def _pick(r, rows, jokes: float):
