@@ -9,7 +9,10 @@ from collections import Counter
 
 import pytest
 
+from fakerun import events as ev
+from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.world import catalog, identity
+from fakerun.world import physics as sim
 from fakerun.world.catalog import CatalogError
 
 MI300X = "AMD Instinct MI300X"
@@ -70,3 +73,32 @@ def test_asking_for_amd_where_it_cannot_run_says_why():
         identity.build(1, 1, 8, 20, gpu=MI300X, versions=pinned)
     with pytest.raises(CatalogError, match="across nodes"):
         identity.build(1, 2, 8, 20, gpu=MI300X)
+
+
+# -- what the training script prints ---------------------------------------------
+def layout(run: identity.Identity) -> PytorchLines:
+    out = PytorchLines(100, None)
+    out.routed(ev.RunIdentity(run))
+    return out
+
+
+def test_the_banner_names_rocms_stack():
+    banner = [line.text for line in layout(amd()).banner(0.0)]
+    assert any(t.endswith("RCCL: 2.20.5 | ROCm: 6.2.0 | MIOpen: 3.2.0 | Driver: 6.8.5") for t in banner)
+    assert any(t.endswith("Framework: PyTorch 2.5.1+rocm6.2 + transformers 4.46.3") for t in banner)
+    assert not any("CUDA" in t or "NCCL:" in t for t in banner)
+
+
+def test_the_cluster_box_shows_the_xgmi_bus():
+    run = amd(nproc=8)
+    out = layout(run)
+    out.routed(ev.NcclStats(20, [ev.OpStats("all_reduce", 1, 10**9, 5.0, 268.8)], 0.0))
+    gpus = [ev.GpuSample(r, 0, r, 99, 70, 700, 1000, run.gpu.memory_mib) for r in range(8)]
+    box = [line.text for line in out.lines(ev.GpuStatus(20, gpus, 0.0))]
+    assert any("xGMI: 269 GB/s bus" in t for t in box) and not any("NVLink" in t for t in box)
+
+
+@pytest.mark.parametrize("nproc,busbw", [(2, 38.4e9), (4, 115.2e9), (8, 268.8e9)])
+def test_xgmi_bus_bandwidth_grows_with_the_links_a_ring_uses(nproc: int, busbw: float):
+    # One 48 GB/s xGMI link between each pair of MI300X (RCCL's GFX94X_XGMI_WIDTH): k GPUs drive k-1 each.
+    assert sim.node_busbw(amd(nproc)) == pytest.approx(busbw)

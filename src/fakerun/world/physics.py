@@ -197,6 +197,14 @@ def slowest_step_seconds(ident: Identity) -> float:
 # All-reduce bus bandwidths (nccl-tests' busbw), bytes/s: within a node over
 # NVLink or PCIe; across nodes the network is the bottleneck.
 NVLINK_BUSBW, PCIE_BUSBW = 360e9, 22e9
+# An AMD node is a full mesh of xGMI links, one between each pair of GPUs,
+# 48 GB/s each way after protocol overheads on MI300X (RCCL's
+# GFX94X_XGMI_WIDTH, src/graph/topo.h at rocm-6.2.0; ROCm/rccl#1210). A ring
+# all-reduce over k of them sends on the k-1 links of each GPU at once (RCCL's
+# rings for the 8-GPU node use every link), so fewer GPUs get a fraction of the
+# bus (the "less than 8 MI300 GPUs" note in ROCm/rccl's README); the
+# efficiency is NVLink's above (360 of its 450 GB/s).
+XGMI_LINK_BW, LINK_EFFICIENCY = 48e9, 0.8
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,8 @@ NETWORKS = {True: Network("InfiniBand: 8x400 Gb/s", 45e9), False: Network("Ether
 
 def node_busbw(ident: Identity) -> float:
     """One node's all-reduce bus bandwidth, over its GPUs' own links."""
+    if ident.gpu.vendor == "amd":
+        return XGMI_LINK_BW * max(1, ident.nproc - 1) * LINK_EFFICIENCY
     return NVLINK_BUSBW if ident.gpu.nvlink == "yes" else PCIE_BUSBW
 
 

@@ -21,6 +21,12 @@ TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
               "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
+# The software line of the banner, per GPU vendor: on ROCm the same script
+# names RCCL, ROCm, MIOpen and the amdgpu driver (catalog.on_rocm puts them in
+# the same fields); the GPUs' own fabric in the cluster box: NVLink, or AMD's xGMI.
+STACK = {"nvidia": "NCCL: {v.nccl} | CUDA: {v.cuda} | cuDNN: {v.cudnn} | Driver: {v.driver}",
+         "amd": "RCCL: {v.nccl} | ROCm: {v.cuda} | MIOpen: {v.cudnn} | Driver: {v.driver}"}
+FABRIC = {"nvidia": "NVLink", "amd": "xGMI"}
 
 
 class PytorchLines(EventRoutes):
@@ -44,7 +50,7 @@ class PytorchLines(EventRoutes):
         texts = [RULE, "LLM Training Session Starting", RULE,
                  f"Framework: PyTorch {v.torch} + transformers {v.transformers}",
                  f"Parallelism: {_layout(i)} | bf16 mixed precision",
-                 f"NCCL: {v.nccl} | CUDA: {v.cuda} | cuDNN: {v.cudnn} | Driver: {v.driver}",
+                 STACK[i.gpu.vendor].format(v=v),
                  "", "Initializing distributed environment..."]
         return [Line(f"{ts} {t}".rstrip(), STDOUT, 0) for t in texts]
 
@@ -160,9 +166,11 @@ class PytorchLines(EventRoutes):
         i = self.ident
         if i.world == 1:
             return []
+        fabric = FABRIC[i.gpu.vendor]
         if i.nnodes == 1:
-            return [f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
-        inside = f"NVLink: {sim.NVLINK_BUSBW / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
+            return [f"{fabric}: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
+        inside = f"{fabric}: {sim.node_busbw(i) / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else \
+            "PCIe Gen4"
         return [inside, f"{sim.network(i).label}, {self.busbw:,.0f} GB/s bus"]
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
