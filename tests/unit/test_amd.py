@@ -5,21 +5,35 @@ real RCCL runs where a test says so."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
 
 from fakerun import events as ev
 from fakerun.render.styles.pytorch import PytorchLines
+from fakerun.render.torchrun.nccl import NcclInit
 from fakerun.world import catalog, identity
 from fakerun.world import physics as sim
 from fakerun.world.catalog import CatalogError
+from fakerun.world.settings import Flags, resolve
 
 MI300X = "AMD Instinct MI300X"
+PREFIX = re.compile(r"^(?P<host>[\w-]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL INFO (?P<text>.*)$")
 
 
 def amd(nproc: int = 2, seed: int = 3) -> identity.Identity:
     return identity.build(seed, 1, nproc, 20, gpu=MI300X)
+
+
+def printed(run: identity.Identity, env: dict[str, str] | None = None) -> list[tuple[int, str]]:
+    settings = resolve(Flags(), {"NCCL_DEBUG": "INFO"} if env is None else env, drop_in=True)
+    pids = {rank: 4000 + 3 * rank for rank in range(run.world)}
+    return [(line.rank, line.text) for line in NcclInit(run, pids, settings).lines(sorted(pids))]
+
+
+def messages(lines: list[tuple[int, str]], rank: int) -> list[str]:
+    return [(m.group("text") if (m := PREFIX.match(text)) else text) for r, text in lines if r == rank]
 
 
 # -- the catalog and the draws ---------------------------------------------------
@@ -102,3 +116,104 @@ def test_the_cluster_box_shows_the_xgmi_bus():
 def test_xgmi_bus_bandwidth_grows_with_the_links_a_ring_uses(nproc: int, busbw: float):
     # One 48 GB/s xGMI link between each pair of MI300X (RCCL's GFX94X_XGMI_WIDTH): k GPUs drive k-1 each.
     assert sim.node_busbw(amd(nproc)) == pytest.approx(busbw)
+
+
+# -- RCCL's init lines --------------------------------------------------------------
+def test_rccl_prints_its_version_with_hip_and_its_git_hash_on_rank_0_only():
+    # src/init.cc:686 VERSION_STRING, :690 showVersion; as a real ROCm 6.2.0 run prints it.
+    lines = printed(amd(4))
+    assert [(r, t) for r, t in lines if "version 2.20.5" in t] == [(0, "RCCL version 2.20.5+hip6.2 HEAD:45b618a+")]
+    assert printed(amd(4), {"NCCL_DEBUG": "VERSION"}) == [(0, "RCCL version 2.20.5+hip6.2 HEAD:45b618a+")]
+
+
+def test_the_main_threads_say_what_rccl_says_in_its_order():
+    # Rank 0: ncclGetUniqueId's ncclInit (src/init.cc:102-123), then ROCr
+    # (misc/rocmwrap.cc:93, :104) and the version; the others load ROCr first.
+    lines = printed(amd(2))
+    net_plugin = ("NET/Plugin : dlerror=librccl-net.so: cannot open shared object file: No such file or "
+                  "directory No plugin found (librccl-net.so), using internal implementation")
+    rank0 = messages(lines, 0)
+    rank1 = messages(lines, 1)
+    head = [t for t in rank0 if not t.startswith(("NET/IB", "Using", "comm", "["))][:6]
+    assert head == [rank0[0], net_plugin, "Kernel version: 5.15.0-119-generic", "ROCr version 1.14",
+                    "Dmabuf feature disabled without NCCL_DMABUF_ENABLE=1", "RCCL version 2.20.5+hip6.2 HEAD:45b618a+"]
+    assert rank0[0].startswith("Bootstrap : Using eth0:")
+    assert rank1[:3] == ["ROCr version 1.14", "Dmabuf feature disabled without NCCL_DMABUF_ENABLE=1", rank0[0]]
+    assert not any("cudaDriverVersion" in t or "nvmlDev" in t or "libnccl" in t for _, t in lines)
+
+
+def test_init_start_and_complete_are_rccls():
+    # src/init.cc:1896 and :1920 (no nvmlDev; localSize and the device memory used).
+    run = amd(2)
+    text = messages(printed(run), 1)
+    start = next(t for t in text if t.endswith("Init START"))
+    assert re.fullmatch(r"comm 0x[0-9a-f]+ rank 1 nranks 2 cudaDev 1 busId 2e000 commId 0x[0-9a-f]{16} - Init START",
+                        start)
+    complete = next(t for t in text if t.endswith("Init COMPLETE"))
+    # 32 channels, each receiving from the one peer: 32 x (LL + LL128 + SIMPLE buffers) + the rest.
+    assert complete.endswith(f" localSize 0 used {11154224 + 32 * 4915200} bytes - Init COMPLETE")
+
+
+def test_every_rank_reads_the_hosts_eight_gpus_from_kfd_in_unique_id_order():
+    # src/misc/alt_rsmi.cc:142 (a multimap by unique_id), once a process; then rocm_smi_wrap.cc:68.
+    lines = printed(amd(2))
+    nodes = {rank: [t for t in messages(lines, rank) if t.startswith("[node_id")] for rank in (0, 1)}
+    assert nodes[0] == nodes[1] and len(nodes[0]) == 8
+    unique = [int(re.search(r"unique_id = (\d+)", t)[1]) for t in nodes[0]]
+    assert unique == sorted(unique)
+    first = re.fullmatch(r"\[node_id = (\d); gpu_id = (\d+); unique_id = \d+; location_id = (\d+); bdf = (\d+); "
+                         r"domain = 0; partition = 0\], ", nodes[0][0])
+    assert first and first[3] == first[4] and 2 <= int(first[1]) <= 9
+    after = messages(lines, 0).index(nodes[0][-1]) + 1
+    assert messages(lines, 0)[after] == "initialized internal alternative rsmi functionality"
+    locations = sorted(int(re.search(r"location_id = (\d+)", t)[1]) for t in nodes[0])
+    assert locations == sorted(int(b, 16) << 8 for b in ("1d", "2e", "3f", "61", "9f", "af", "bf", "df"))
+
+
+@pytest.mark.parametrize("nproc,channels,p2p", [(2, 32, 32), (4, 24, 32), (8, 56, 64)])
+def test_channel_counts_follow_rccls_choices_for_mi300x(nproc: int, channels: int, p2p: int):
+    # src/init.cc:1393-1399 (gfx94: 16x for 2 ranks, 4x for 4), rome_model_79 for the
+    # whole node; p2p: next power of two (graph/paths.cc:911), 8 per peer on one gfx94 node (:910).
+    text = messages(printed(amd(nproc)), 0)
+    assert f"{channels} coll channels, 0 collnet channels, 0 nvls channels, {p2p} p2p channels, " \
+           "8 p2p channels per peer" in text
+    assert sum(bool(re.match(r"Channel \d\d/\d\d :", t)) for t in text) == channels
+    assert "threadThresholds 8/8/64 | " + str(8 * nproc) + "/8/64 | 256 | 256" in text  # graph/tuning.cc:615
+
+
+# Lines of a real run of 8 MI300X (RCCL's rome_model_79 node: 56 channels): rank 0's
+# last rings and rank 3's first trees (the comm and busId after them differ per run).
+REAL_RINGS = ["Channel 46/56 :    0   3   1   5   2   7   4   6", "Channel 47/56 :    0   3   5   1   6   2   7   4",
+              "Channel 48/56 :    0   4   1   7   3   6   2   5", "Channel 49/56 :    0   7   6   5   4   3   2   1",
+              "Channel 50/56 :    0   6   7   5   4   3   2   1", "Channel 51/56 :    0   7   5   6   3   1   4   2",
+              "Channel 52/56 :    0   5   3   7   1   6   4   2", "Channel 53/56 :    0   6   4   7   2   5   1   3",
+              "Channel 54/56 :    0   4   7   2   6   1   5   3", "Channel 55/56 :    0   5   2   6   3   7   1   4"]
+REAL_TREES_3 = ("Trees [0] 4/-1/-1->3->2 [1] 4/-1/-1->3->2 [2] 6/-1/-1->3->1 [3] 5/-1/-1->3->7 [4] 1/-1/-1->3->0 "
+                "[5] 5/-1/-1->3->0 [6] 6/-1/-1->3->7 [7] 2/-1/-1->3->4 [8] 2/-1/-1->3->4 [9] 1/-1/-1->3->6 "
+                "[10] 7/-1/-1->3->5 [11] 0/-1/-1->3->1 [12] 0/-1/-1->3->5 [13] 7/-1/-1->3->6 [14] 4/-1/-1->3->2")
+
+
+def test_a_whole_mi300x_node_has_rccls_rings_and_trees():
+    run = amd(8)
+    lines = printed(run)
+    assert [t for t in messages(lines, 0) if t.startswith("Channel 4") or t.startswith("Channel 5")
+            if "/56 :" in t][-10:] == REAL_RINGS
+    trees = next(t for t in messages(lines, 3) if t.startswith("Trees"))
+    assert trees.startswith(REAL_TREES_3 + " ")
+    assert trees.endswith(" nRanks 08 busId 61000")  # src/init.cc:1542
+
+
+def test_connections_come_peer_by_peer_as_rccl_sets_them_up():
+    # src/transport/p2p.cc:401: legacy IPC, on the sender; ncclTransportP2pSetup
+    # sends to rank+1, then rank+2, ..., each peer's channels in order (a real
+    # 8 x MI300X run shows rank 1 send to rank 2 on channels 00, 01, 14, 15, 28,
+    # 29, 42, 43 first, then to rank 3).
+    text = messages(printed(amd(8)), 1)
+    connected = text.index(next(t for t in text if t.startswith("Connected all rings comm ")))
+    sends = [t for t in text[:connected] if "via P2P/IPC" in t]
+    assert [t.split()[1] for t in sends[:8]] == ["00/0", "01/0", "14/0", "15/0", "28/0", "29/0", "42/0", "43/0"]
+    assert sends[0] == f"Channel 00/0 : 1[2e000] -> 2[3f000] via P2P/IPC comm {sends[0].split()[-3]} nRanks 08"
+    peers = [int(t.split("-> ")[1].split("[")[0]) for t in sends]
+    assert [(p - 1) % 8 for p in peers] == sorted((p - 1) % 8 for p in peers) and len(sends) == 56
+    assert text[connected].endswith(" nRanks 08 busId 2e000")  # src/init.cc:1593
+    assert "Connected all trees" in text[connected:]

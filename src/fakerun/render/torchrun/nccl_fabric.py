@@ -3,9 +3,13 @@ NVLS, the transports between GPUs and the trees across nodes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fakerun import texts
 from fakerun.world.identity import Identity
+
+MAXCHANNELS = 128  # RCCL's (src/include/device.h), all of it usable on gfx94 (graph/connect.cc:624)
+P2P_CHANNELS_MAX = 64  # 4 * CHANNEL_LIMIT: graph/paths.cc:911's cap on p2p channels
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,15 @@ class Fabric:
     nvls_channels: int
     p2p: int
     per_peer: int
+    # Each channel's ring over the node's GPUs (local ranks), where they are
+    # not simply 0, 1, ... n-1 (RCCL's rings on an xGMI mesh).
+    rings: tuple[tuple[int, ...], ...] = field(default=())
+    nics: tuple[int, ...] = field(default=())  # the mlx5 ports, where not DGX's
 
     @classmethod
     def of(cls, ident: Identity) -> Fabric:
+        if ident.gpu.vendor == "amd":
+            return _xgmi(ident)
         nvlink = ident.gpu.nvlink == "yes"
         hopper = ident.gpu.name.startswith(("NVIDIA H100", "NVIDIA H200"))
         channels = (32 if hopper and ident.nnodes > 1 else 24) if nvlink else 2
@@ -46,6 +56,32 @@ class Fabric:
     def network(self) -> str:
         """DGX-style NVLink nodes have a ConnectX InfiniBand port per GPU; the PCIe boxes none."""
         return "IB" if self.nvlink else "Socket"
+
+
+def _xgmi(ident: Identity) -> Fabric:
+    """What RCCL 2.20.5 chooses on a node of MI300X, a full xGMI mesh.
+
+    All the node's GPUs: RCCL's model of the node gives the rings (data/nccl.toml
+    rccl_model), doubled by ncclTopoPostset. Fewer: its own search, whose rings
+    we take as the links allow, one ring each way per link of a GPU, 2(k-1) for
+    k GPUs, and the channel multiplier init.cc:1393-1399 sets for gfx94 (16 for
+    2 GPUs: "NCCL_MIN_NCHANNELS=32"; 4 for 4: "=24"; 2 otherwise). p2p channels
+    per peer: 4 per xGMI link on gfx94, doubled on one node (graph/paths.cc
+    :837, :908-910); p2p channels the coll channels' next power of two, at
+    most 64 (:911).
+    """
+    n = ident.nproc
+    model = texts.load("nccl").get("rccl_model", {}).get(ident.gpu.name, {})
+    if model.get("gpus") == n:
+        base = tuple(tuple(int(r) for r in ring.split()) for ring in model["rings"])
+        channels = min(MAXCHANNELS, 2 * len(base))
+    else:
+        ascending, descending = tuple(range(n)), (0, *range(n - 1, 0, -1))
+        base = (ascending, descending)
+        channels = min(MAXCHANNELS, 2 * max(1, n - 1) * {2: 16, 4: 4}.get(n, 2))
+    rings = tuple(base[c % len(base)] for c in range(channels))
+    return Fabric(nvlink=True, hopper=False, channels=channels, nvls_line=False, nvls_channels=0,
+                  p2p=min(_pow2(channels), P2P_CHANNELS_MAX), per_peer=8, rings=rings, nics=tuple(range(8)))
 
 
 def _pow2(v: int) -> int:

@@ -1,0 +1,31 @@
+"""The AMD GPUs of a simulated host as the amdgpu driver's KFD topology
+numbers them (/sys/class/kfd/kfd/topology/nodes): what RCCL's topology lines
+and rocm-smi's Node and GUID columns show, alike for every rank of the host.
+
+KFD numbers the host's CPUs first (two sockets: nodes 0 and 1), then its GPUs
+in bus order; gpu_id is a 16-bit hash the driver makes of the GPU's
+properties and unique_id the GPU's 64-bit serial (drawn here from the seed, per
+host); location_id is the PCI address, bus << 8 | device << 3 | function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fakerun.world.draws import rng
+
+FIRST_GPU_NODE = 2  # nodes 0 and 1 are the two CPU sockets
+
+
+@dataclass(frozen=True)
+class KfdGpu:
+    node_id: int
+    gpu_id: int
+    unique_id: int
+    location_id: int
+
+
+def kfd_gpus(seed: int, node: int, bus_ids: list[str]) -> list[KfdGpu]:
+    """The host's GPUs, in its bus order (device 0 first)."""
+    r = rng(seed, "kfd", node)
+    return [KfdGpu(FIRST_GPU_NODE + i, r.randrange(1, 1 << 16), r.getrandbits(64), int(bus, 16) << 8)
+            for i, bus in enumerate(bus_ids)]
