@@ -154,7 +154,7 @@ def _cluster_gpus(seed: int, nnodes: int, pinned: Versions | None) -> tuple[Gpu,
     """The GPUs the seed's cluster may have: AMD Instinct ones for one draw
     in AMD_SHARE, on one node (RCCL's lines across nodes are not modelled),
     where the software the job pins has a ROCm build; else NVIDIA's."""
-    amd = rng(seed, "vendor").random() < AMD_SHARE and nnodes == 1 and (
+    amd = rng(seed, "gpu-vendor").random() < AMD_SHARE and nnodes == 1 and (
         pinned is None or catalog.on_rocm(pinned) is not None)
     return tuple(g for g in catalog.gpus() if (g.vendor == "amd") == amd)
 
