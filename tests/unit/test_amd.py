@@ -217,3 +217,48 @@ def test_connections_come_peer_by_peer_as_rccl_sets_them_up():
     assert [(p - 1) % 8 for p in peers] == sorted((p - 1) % 8 for p in peers) and len(sends) == 56
     assert text[connected].endswith(" nRanks 08 busId 2e000")  # src/init.cc:1593
     assert "Connected all trees" in text[connected:]
+
+
+# -- what the script dies of on ROCm ------------------------------------------------
+def amd_config(style: str = "torchrun", scenario: str = "cuda-oom"):
+    from fakerun.cli.main import build_parser, to_config
+    argv = ["--speed", "0", "--max-steps", "20", "--nproc", "2", "--gpu", MI300X, "--scenario", scenario,
+            "--fail-step", "5", "--style", style]
+    return to_config(build_parser().parse_args(argv), environ={})
+
+
+@pytest.mark.parametrize("style", ["torchrun", "hf", "megatron", "lightning", "deepspeed@0.16"])
+def test_an_oom_on_rocm_is_the_hip_allocators(style: str):
+    # c10/hip/HIPCachingAllocator.cpp, as ROCm runs of torch 2.4-2.6 print it: no NVML,
+    # so no "Including non-PyTorch memory" clause; PYTORCH_HIP_ALLOC_CONF.
+    from fakerun.rank.faults import Faults, ScriptFailed
+    config = amd_config(style)
+    with pytest.raises(ScriptFailed) as failed:
+        Faults(config, config.identity, 1).strike(5)
+    last = failed.value.lines[-1]
+    assert re.fullmatch(r"torch\.OutOfMemoryError: HIP out of memory\. Tried to allocate [\d.]+ GiB\. GPU 1 has a "
+                        r"total capacity of [\d.]+ GiB of which [\d.]+ GiB is free\. Of the allocated memory [\d.]+ "
+                        r"GiB is allocated by PyTorch, and [\d.]+ (GiB|MiB) is reserved by PyTorch but unallocated\. "
+                        r"If reserved but unallocated memory is large try setting PYTORCH_HIP_ALLOC_CONF="
+                        r"expandable_segments:True to avoid fragmentation\.  See documentation for Memory Management  "
+                        r"\(https://pytorch\.org/docs/stable/notes/cuda\.html#environment-variables\)", last), last
+    assert not any("CUDA" in line for line in failed.value.lines)
+
+
+def test_an_illegal_memory_access_on_rocm_6_aborts_with_the_hsa_fault():
+    # ROCm 6's HSA runtime: "Memory access fault by GPU node-N (Agent handle: 0x...) on
+    # address 0x.... Reason: Page not present or supervisor privilege.", then abort();
+    # the node is the GPU's KFD node, as RCCL's topology lines name it.
+    import signal
+
+    from fakerun.rank.faults import Faults, SimulatedSignal
+    config = amd_config(scenario="rank-crash")
+    with pytest.raises(SimulatedSignal) as died:
+        Faults(config, config.identity, 1).strike(5)
+    assert died.value.sig == signal.SIGABRT
+    [line] = died.value.lines
+    m = re.fullmatch(r"Memory access fault by GPU node-(\d) \(Agent handle: 0x55[0-9a-f]{9}0\) on address "
+                     r"0x7f[0-9a-f]{7}000\. Reason: Page not present or supervisor privilege\.", line)
+    assert m, line
+    nodes = messages(printed(config.identity), 1)
+    assert any(f"[node_id = {m[1]}; " in t and "location_id = 11776;" in t for t in nodes)  # GPU 1: bus 2e
