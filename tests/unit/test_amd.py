@@ -262,3 +262,60 @@ def test_an_illegal_memory_access_on_rocm_6_aborts_with_the_hsa_fault():
     assert m, line
     nodes = messages(printed(config.identity), 1)
     assert any(f"[node_id = {m[1]}; " in t and "location_id = 11776;" in t for t in nodes)  # GPU 1: bus 2e
+
+
+# -- rocm-smi ----------------------------------------------------------------------
+# A real rocm-smi (ROCm 6.2's rocm_smi.py showAllConcise) on 8 MI300X under load:
+# the rules, the header, the italic subheader and device 5's row, char for char
+# (the paste lost the trailing spaces of the unitalicised lines).
+REAL_SMI = [
+    "============================================ ROCm System Management Interface ============================================",
+    "====================================================== Concise Info ======================================================",
+    "Device  Node  IDs              Temp        Power     Partitions          SCLK     MCLK    Fan  Perf  PwrCap  VRAM%  GPU%",
+    "\x1b[3m              (DID,     GUID)  (Junction)  (Socket)  (Mem, Compute, ID)                                          "
+    "         \x1b[0m",
+    "==========================================================================================================================",
+]
+REAL_ROW_5 = ("5       7     0x74a1,   705    65.0°C      736.0W    NPS1, SPX, 0        1420Mhz  900Mhz  0%   auto  "
+              "750.0W  95%    100%")
+
+
+def mi300x_row(index: int, **values: int):
+    from fakerun.smi import GpuRow
+    fields = {"util": 100, "mem_used_mib": 186474, "temp_c": 83, "power_w": 740, "guid": 55354, **values}
+    return GpuRow(rank=index, node=0, index=index, host="node017", name=MI300X, bus_id="-", mem_total_mib=196288,
+                  power_cap_w=750, pid=9000 + index, kfd_node=2 + index, **fields)
+
+
+def test_fakerun_smi_shows_rocm_smis_concise_table_for_amd_gpus():
+    from fakerun.smi import Snapshot
+    from fakerun.smi.table import table
+    rows = [mi300x_row(i) for i in range(5)] + [mi300x_row(5, guid=705, temp_c=65, power_w=736)]
+    snap = Snapshot(time=0.0, run_id="job", driver="6.8.5", cuda="6.2", process="python", step=1, gpus=rows,
+                    vendor="amd")
+    lines = table(snap)
+    assert [line.rstrip() if not line.startswith("\x1b") else line for line in lines[:5]] == REAL_SMI
+    assert lines[5 + 5].rstrip() == REAL_ROW_5
+    assert lines[-2:] == [REAL_SMI[-1], "================================================== End of ROCm SMI Log "
+                                        "==================================================="]
+
+
+def test_rocm_smi_reads_the_same_kfd_nodes_and_guids_rccl_does(tmp_path):
+    # rocm-smi's Node and GUID are KFD's node and gpu_id: those RCCL's topology lines print.
+    from fakerun.smi import SmiStateSink, Snapshot
+    from fakerun.smi.table import fit
+    run = amd(4)
+    sink = SmiStateSink(tmp_path / "smi.json", "/opt/conda/bin/python3", monotonic=lambda: 100.0,
+                        wall=lambda: 100.0)
+    sink.event(ev.RunIdentity(run))
+    sink.event(ev.RunStarted("job-7", 4, 1, 4, 0, 3, "train.py", [], 100, "127.0.0.1", 29500, 999, 0, 0.0))
+    for r in range(4):
+        sink.event(ev.RankStarted(r, r, 0, 5000 + r, {}))
+    snap = Snapshot.from_json((tmp_path / "smi.json").read_text())
+    assert snap.vendor == "amd"
+    topology = [t for t in messages(printed(run), 0) if t.startswith("[node_id")]
+    for g in snap.gpus:
+        assert any(f"[node_id = {g.kfd_node}; gpu_id = {g.guid}; " in t for t in topology)
+    narrow = fit(snap, 60, 40, 0)
+    assert all(len(line) <= 60 or line.startswith("\x1b[3m") and line.endswith("\x1b[0m") for line in narrow)
+    assert narrow[3].endswith("\x1b[0m") and len(narrow[3]) == 60 + len("\x1b[3m\x1b[0m")
