@@ -319,3 +319,51 @@ def test_rocm_smi_reads_the_same_kfd_nodes_and_guids_rccl_does(tmp_path):
     narrow = fit(snap, 60, 40, 0)
     assert all(len(line) <= 60 or line.startswith("\x1b[3m") and line.endswith("\x1b[0m") for line in narrow)
     assert narrow[3].endswith("\x1b[0m") and len(narrow[3]) == 60 + len("\x1b[3m\x1b[0m")
+
+
+# -- MI250X: two GCDs a package ------------------------------------------------------
+MI250X = "AMD Instinct MI250X"
+
+
+def test_an_mi250x_gcd_is_what_torch_and_rocm_smi_see():
+    gpu = catalog.find(catalog.gpus(), MI250X, "GPU")
+    assert gpu.memory_mib * 2**20 == 68702699520  # torch: "total capacity of 63.98 GiB"
+    assert 2 * gpu.power_cap_w == 560 and gpu.bf16_tflops == 191  # a package: 560 W, 383 TFLOP/s
+
+
+def test_a_whole_mi250x_node_has_rccls_model_and_numa_affinity():
+    # rome_model_73 (4 rings) and init.cc's gfx90a multiplier 4: 16 channels; per peer 2;
+    # the affinity of each GCD's NUMA domain, as a real MI250X node prints it (ROCm/rccl#1026).
+    run = identity.build(5, 1, 8, 20, gpu=MI250X)
+    lines = printed(run)
+    for rank, mask in ((0, "ffff0000,00000000,ffff0000,00000000"), (1, "ffff0000,00000000,ffff0000,00000000"),
+                       (2, "ffff0000,00000000,ffff0000"), (3, "ffff0000,00000000,ffff0000")):
+        assert f"Setting affinity for GPU {rank} to {mask}" in messages(lines, rank)
+    text = messages(lines, 0)
+    assert "16 coll channels, 0 collnet channels, 0 nvls channels, 16 p2p channels, 2 p2p channels per peer" in text
+    assert "Channel 00/16 :    0   1   3   2   4   5   7   6" in text
+    # Slingshot, not InfiniBand: RCCL's sockets on the four hsn interfaces.
+    assert "NET/IB : No device found." in text and "Using network Socket" in text
+    socket = next(t for t in text if t.startswith("NET/Socket : Using [0]hsn0:"))
+    assert re.fullmatch(r"NET/Socket : Using \[0\]hsn0:10\.\d+\.\d+\.\d+<0> \[1\]hsn1:\S+<0> \[2\]hsn2:\S+<0> "
+                        r"\[3\]hsn3:\S+<0>", socket)
+    assert all(int(octet) < 256 for octet in re.findall(r"\d+", socket.split("Using ")[1]) if len(octet) <= 3)
+
+
+def test_rocm_smi_shows_a_packages_power_on_its_first_gcd():
+    from fakerun.smi import GpuRow, Snapshot
+    from fakerun.smi.table import table
+    rows = [GpuRow(rank=i, node=0, index=i, host="nid001", name=MI250X, bus_id="-", util=100, mem_used_mib=40000,
+                   mem_total_mib=65520, temp_c=50, power_w=176, power_cap_w=280, pid=1, kfd_node=4 + i, guid=100 + i)
+            for i in range(4)]
+    lines = table(Snapshot(time=0.0, run_id="j", driver="6.8.5", cuda="6.2", process="p", step=1, gpus=rows,
+                           vendor="amd"))
+    assert "(Edge)  (Avg)" in lines[3]
+    assert [line.split()[5] for line in lines[5:9]] == ["352.0W", "N/A", "352.0W", "N/A"]
+    assert [line.split()[-3] for line in lines[5:9]] == ["560.0W", "0.0W", "560.0W", "0.0W"]
+    assert lines[5].split()[:4] == ["0", "4", "0x740c,", "100"]
+
+
+@pytest.mark.parametrize("nproc,busbw", [(2, 115.2e9), (4, 57.6e9), (8, 115.2e9)])
+def test_mi250x_bus_bandwidth_is_the_links_its_rings_cross(nproc: int, busbw: float):
+    assert sim.node_busbw(identity.build(5, 1, nproc, 20, gpu=MI250X)) == pytest.approx(busbw)

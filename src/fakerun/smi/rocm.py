@@ -47,7 +47,8 @@ def _node_table(gpus: list[GpuRow]) -> list[str]:
     sub = [s.format(temp=board["temp"], power=board["power"]) for s in data["subheader"]]
     for i, (h, s) in enumerate(zip(header, sub, strict=True)):  # each the other's width
         header[i], sub[i] = h.ljust(len(s)), s.ljust(len(h))
-    rows = [_values(g, board) for g in gpus]
+    by_index = {g.index: g for g in gpus}
+    rows = [_values(g, board, by_index.get(g.index ^ 1)) for g in gpus]
     widths = [max(len(h) + 2, *(len(r[i]) + 2 for r in rows)) for i, h in enumerate(header)]
     line = "".join
     head = line(w.ljust(widths[i]) for i, w in enumerate(header))
@@ -59,16 +60,23 @@ def _node_table(gpus: list[GpuRow]) -> list[str]:
             _spacer("", size), _spacer(data["footer"], size)]
 
 
-def _values(g: GpuRow, board: dict[str, Any]) -> list[str]:
+def _values(g: GpuRow, board: dict[str, Any], partner: GpuRow | None) -> list[str]:
     """One device's row: showAllConcise's values (temperature and power with
-    one decimal, VRAM% the floor of used / total)."""
+    one decimal, VRAM% the floor of used / total). Two GCDs of a package
+    (`pair`): its power and cap on the first, none on the second; a partner
+    outside the job idles."""
     idle, busy = board["sclk"]
     sclk = round(idle + (busy - idle) * g.util / 100) if g.pid else idle
     vram = 100 * g.mem_used_mib // g.mem_total_mib
-    return [str(g.index), str(g.kfd_node), f"{board['did']}, ", str(g.guid), f"{float(g.temp_c):.1f}\u00b0C",
-            f"{float(g.power_w):.1f}W" if g.power_w else "N/A", board["partitions"], f"{sclk}Mhz",
-            board["mclk"], board["fan"], board["perf"], f"{float(g.power_cap_w):.1f}W", f"{vram}%",
-            f"{g.util}%"]
+    power, cap = float(g.power_w), float(g.power_cap_w)
+    if board.get("pair"):
+        first = g.index % 2 == 0
+        power = power + (partner.power_w if partner else board["idle_w"]) if first else 0.0
+        cap = 2 * cap if first else 0.0
+    temp = f"{float(g.temp_c):.1f}\u00b0C"
+    return [str(g.index), str(g.kfd_node), f"{board['did']}, ", str(g.guid), temp,
+            f"{power:.1f}W" if power else "N/A", board["partitions"], f"{sclk}Mhz", board["mclk"],
+            board["fan"], board["perf"], f"{cap:.1f}W", f"{vram}%", f"{g.util}%"]
 
 
 def _spacer(text: str, size: int, fill: str = "=") -> str:

@@ -2,18 +2,23 @@
 numbers them (/sys/class/kfd/kfd/topology/nodes): what RCCL's topology lines
 and rocm-smi's Node and GUID columns show, alike for every rank of the host.
 
-KFD numbers the host's CPUs first (two sockets: nodes 0 and 1), then its GPUs
-in bus order; gpu_id is a 16-bit hash the driver makes of the GPU's
-properties and unique_id the GPU's 64-bit serial (drawn here from the seed, per
-host); location_id is the PCI address, bus << 8 | device << 3 | function."""
+KFD numbers the host's CPU nodes first, then its GPUs in bus order; gpu_id
+is a 16-bit hash the driver makes of the GPU's properties and unique_id the
+GPU's 64-bit serial (drawn here from the seed, per host); location_id is the
+PCI address, bus << 8 | device << 3 | function."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fakerun.world.catalog import Gpu
 from fakerun.world.draws import rng
 
-FIRST_GPU_NODE = 2  # nodes 0 and 1 are the two CPU sockets
+# KFD's first GPU node: after the host's CPU nodes, two sockets on MI300X
+# platforms (rocm-smi shows their GPUs as nodes 2-9), one EPYC in four NUMA
+# domains (NPS4) on MI250X's HPE Cray EX235a (nodes 4-11).
+FIRST_GPU_NODE = {"AMD Instinct MI250X": 4}
+DEFAULT_FIRST_GPU_NODE = 2
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,9 @@ class KfdGpu:
     location_id: int
 
 
-def kfd_gpus(seed: int, node: int, bus_ids: list[str]) -> list[KfdGpu]:
+def kfd_gpus(seed: int, node: int, gpu: Gpu) -> list[KfdGpu]:
     """The host's GPUs, in its bus order (device 0 first)."""
     r = rng(seed, "kfd", node)
-    return [KfdGpu(FIRST_GPU_NODE + i, r.randrange(1, 1 << 16), r.getrandbits(64), int(bus, 16) << 8)
-            for i, bus in enumerate(bus_ids)]
+    first = FIRST_GPU_NODE.get(gpu.name, DEFAULT_FIRST_GPU_NODE)
+    return [KfdGpu(first + i, r.randrange(1, 1 << 16), r.getrandbits(64), int(bus, 16) << 8)
+            for i, bus in enumerate(gpu.bus_ids.split(","))]

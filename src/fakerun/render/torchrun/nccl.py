@@ -22,7 +22,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from fakerun.render.lines import STDOUT, Line
-from fakerun.render.torchrun.nccl_fabric import Fabric, affinity, dtree
+from fakerun.render.torchrun.nccl_fabric import Fabric, affinity, dtree, rccl_affinity
 from fakerun.render.torchrun.nccl_text import ALL, INFO, Debug, library
 from fakerun.world.draws import rng
 from fakerun.world.identity import Identity
@@ -149,8 +149,12 @@ class NcclInit:
         """A group of one message whose values are the rank's identifiers."""
         return lambda rank: [(key, self._ids(rank))]
 
-    def _iface(self, rank: int) -> str:
-        return f"eth0:{self.subnet}.{self.host_base + self.ident.topology.node_of(rank)}<0>"
+    def _iface(self, rank: int, index: int = 0) -> str:
+        """The host's `index`th interface and its address: one a node, the
+        next interfaces on the next subnets."""
+        ten, second, third = self.subnet.split(".")
+        host = self.host_base + self.ident.topology.node_of(rank)
+        return f"{self.fabric.ifaces[index]}:{ten}.{second}.{int(third) + index}.{host}<0>"
 
     def _net_devices(self, rank: int) -> list[Said]:
         iface = {"iface": self._iface(rank)}
@@ -158,7 +162,9 @@ class NcclInit:
             ports = self.fabric.nics or IB_PORTS[self.fabric.hopper]
             nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(ports))
             return [("ib_devices", {"nics": nics, **iface})]
-        return [("ib_none", {}), ("socket_devices", iface)]
+        # net_socket.cc:58: every interface it finds, " [%d]%s:%s" each
+        found = "".join(f" [{i}]{self._iface(rank, i)}" for i in range(1, len(self.fabric.ifaces)))
+        return [("ib_none", {}), ("socket_devices", {"iface": self._iface(rank) + found})]
 
     def _dma_buf(self, rank: int) -> list[Said]:
         # The IB plugin has regMrDmaBuf; the driver's DMA-BUF attribute needs
@@ -169,7 +175,9 @@ class NcclInit:
         return [("mnnvl", self._ids(rank))] if self.fabric.hopper else []
 
     def _affinity(self, rank: int) -> list[Said]:
-        return [("affinity", {"dev": self._local(rank), "mask": affinity(self._local(rank))})]
+        local = self._local(rank)
+        amd = self.ident.gpu.vendor == "amd" and rccl_affinity(self.ident, local)
+        return [("affinity", {"dev": local, "mask": amd or affinity(local)})]
 
     def _nvls_support(self, rank: int) -> list[Said]:
         if not self.fabric.nvls_line:
@@ -333,7 +341,7 @@ class NcclInit:
     def _kfd_nodes(self, rank: int) -> list[Said]:
         """The host's GPUs as RCCL's topology reads them from KFD, in unique_id order."""
         gpu = self.ident.gpu
-        found = kfd_gpus(self.ident.seed, self.ident.topology.node_of(rank), gpu.bus_ids.split(","))
+        found = kfd_gpus(self.ident.seed, self.ident.topology.node_of(rank), gpu)
         return [("kfd_nodes", {"node": g.node_id, "gpu_id": g.gpu_id, "unique_id": g.unique_id,
                                "location": g.location_id}) for g in sorted(found, key=lambda g: g.unique_id)]
 
