@@ -367,3 +367,14 @@ def test_rocm_smi_shows_a_packages_power_on_its_first_gcd():
 @pytest.mark.parametrize("nproc,busbw", [(2, 115.2e9), (4, 57.6e9), (8, 115.2e9)])
 def test_mi250x_bus_bandwidth_is_the_links_its_rings_cross(nproc: int, busbw: float):
     assert sim.node_busbw(identity.build(5, 1, nproc, 20, gpu=MI250X)) == pytest.approx(busbw)
+
+
+def test_the_watchdogs_frames_name_the_rocm_wheels_library():
+    # torch's ROCm wheel builds ProcessGroupNCCL into libtorch_hip.so (libc10_hip.so, ...).
+    from fakerun.render.torchrun.formatter import EventFormatter
+    e = ev.WatchdogTimeout("default_pg", 25, "all_reduce", 2, 600000, 600061, [1], [0], 0.0)
+    amd_lines = [line.text for line in EventFormatter(ident=amd(2)).lines(e)]
+    nvidia_lines = [line.text for line in EventFormatter(ident=identity.build(5, 1, 2, 20)).lines(e)]
+    assert any("/torch/lib/libtorch_hip.so)" in t for t in amd_lines)
+    assert not any("libtorch_cuda" in t for t in amd_lines)
+    assert any("/torch/lib/libtorch_cuda.so)" in t for t in nvidia_lines)
