@@ -378,3 +378,11 @@ def test_the_watchdogs_frames_name_the_rocm_wheels_library():
     assert any("/torch/lib/libtorch_hip.so)" in t for t in amd_lines)
     assert not any("libtorch_cuda" in t for t in amd_lines)
     assert any("/torch/lib/libtorch_cuda.so)" in t for t in nvidia_lines)
+
+
+def test_mi300x_ranks_take_their_sockets_cpus():
+    # Two 64-core EPYC 9534 with SMT: socket 0 is CPUs 0-63 and 128-191 (GPUs 0-3), socket 1 the rest.
+    lines = printed(amd(8))
+    assert "Setting affinity for GPU 0 to ffffffff,ffffffff,00000000,00000000,ffffffff,ffffffff" in messages(lines, 0)
+    assert ("Setting affinity for GPU 5 to ffffffff,ffffffff,00000000,00000000,ffffffff,ffffffff,00000000,00000000"
+            in messages(lines, 5))

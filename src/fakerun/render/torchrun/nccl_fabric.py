@@ -95,7 +95,7 @@ def _rccl_gpu(ident: Identity) -> dict:
 def rccl_affinity(ident: Identity, local: int) -> str | None:
     """The CPUs of the GPU's NUMA domain and their SMT siblings, as
     ncclCpusetToStr prints a cpu_set_t (32-bit words, highest first, the
-    first without its leading zeros); None where the host is DGX-like."""
+    first without its leading zeros); None where the table gives no host."""
     gpu = _rccl_gpu(ident)
     if "numa" not in gpu:
         return None
