@@ -386,3 +386,10 @@ def test_mi300x_ranks_take_their_sockets_cpus():
     assert "Setting affinity for GPU 0 to ffffffff,ffffffff,00000000,00000000,ffffffff,ffffffff" in messages(lines, 0)
     assert ("Setting affinity for GPU 5 to ffffffff,ffffffff,00000000,00000000,ffffffff,ffffffff,00000000,00000000"
             in messages(lines, 5))
+
+
+def test_the_theatres_dashboard_pane_is_named_for_the_tool_it_imitates():
+    from fakerun.launcher import cluster
+    agents = [cluster.Agent(0, "node017", ["fakerun"], {})]
+    assert cluster.stage(agents, "job-1", "rocm-smi").dashboard.title == "rocm-smi"
+    assert cluster.stage(agents, "job-1").dashboard.title == "nvidia-smi"
