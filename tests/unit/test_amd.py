@@ -393,3 +393,14 @@ def test_the_theatres_dashboard_pane_is_named_for_the_tool_it_imitates():
     agents = [cluster.Agent(0, "node017", ["fakerun"], {})]
     assert cluster.stage(agents, "job-1", "rocm-smi").dashboard.title == "rocm-smi"
     assert cluster.stage(agents, "job-1").dashboard.title == "nvidia-smi"
+
+
+def test_nccl_debug_subsys_filters_rccls_lines_by_their_subsystems():
+    # src/debug.cc: the same mask as NCCL 2.20.5's; GRAPH alone keeps init.cc:1538's ring lines
+    # ("Ring %d", not %02d, with RCCL's comm, nRanks and busId) and the printf'd version.
+    lines = printed(amd(2), {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "GRAPH"})
+    text = messages(lines, 0)
+    assert text[0] == "RCCL version 2.20.5+hip6.2 HEAD:45b618a+"
+    assert len(text) == 1 + 32
+    assert re.fullmatch(r"Ring 0 : 1 -> 0 -> 1 comm 0x[0-9a-f]+ nRanks 02 busId 1d000", text[1])
+    assert text[-1].startswith("Ring 31 : 1 -> 0 -> 1 comm ")
