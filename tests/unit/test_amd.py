@@ -404,3 +404,9 @@ def test_nccl_debug_subsys_filters_rccls_lines_by_their_subsystems():
     assert len(text) == 1 + 32
     assert re.fullmatch(r"Ring 0 : 1 -> 0 -> 1 comm 0x[0-9a-f]+ nRanks 02 busId 1d000", text[1])
     assert text[-1].startswith("Ring 31 : 1 -> 0 -> 1 comm ")
+
+
+def test_the_hip_oom_says_the_total_torch_sees_on_rocm():
+    # hipMemGetInfo's total: an MI250X GCD's whole VRAM, as its OOMs say ("total capacity of 63.98 GiB").
+    from fakerun.rank.faults import oom_sizes
+    assert oom_sizes(identity.build(5, 1, 8, 20, gpu=MI250X), 1)["total"] == "63.98 GiB"

@@ -167,6 +167,8 @@ def oom_sizes(ident: Identity, rank: int) -> dict[str, str]:
     """torch's CUDA OOM figures, consistent with the run's memory model."""
     allocated, reserved = sim.memory_bytes(ident, rank)
     total = ident.gpu.memory_mib * 2**20 - 0.55 * 2**30  # what torch sees after the driver's share
+    if ident.gpu.vendor == "amd":  # hipMemGetInfo's total is the VRAM's (MI250X: "63.98 GiB", 68702699520 B)
+        total = ident.gpu.memory_mib * 2**20
     in_use = min(reserved + 0.52 * 2**30, total - 0.3 * 2**30)
     free = total - in_use
     tried = free + 0.25 * 2**30 + 0.05 * allocated
