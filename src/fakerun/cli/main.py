@@ -133,7 +133,8 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
 
     agents = cluster.plan(argv, config, ns.nodes, os.getpid())
     if staged:
-        return theatre.run(cluster.stage(agents, config.run_id))
+        tool = "rocm-smi" if config.identity.gpu.vendor == "amd" else "nvidia-smi"
+        return theatre.run(cluster.stage(agents, config.run_id, tool))
     return cluster.Merged(agents, sys.stdout, sys.stderr, config.output == "jsonl").run()
 
 

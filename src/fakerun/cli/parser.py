@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", default=None, metavar="NAME",
                    help="model by name, e.g. Llama-3.1-8B (default: drawn from the seed)")
     f.add_argument("--gpu", default=None, metavar="NAME",
-                   help="GPU by nvidia-smi name, e.g. 'NVIDIA H100 80GB HBM3' (default: drawn)")
+                   help="GPU by nvidia-smi name, e.g. 'NVIDIA H100 80GB HBM3', or AMD's as torch names it, "
+                        "'AMD Instinct MI300X' (one node) (default: drawn)")
     f.add_argument("--funny", action="store_true",
                    help="genact-style joke models and datasets, always (without it: now and then under "
                         "--loop or in the theatre, on a terminal; never in a drop-in)")

@@ -60,14 +60,14 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[
     return agents
 
 
-def stage(agents: list[Agent], run_id: str) -> theatre.Stage:
+def stage(agents: list[Agent], run_id: str, tool: str = "nvidia-smi") -> theatre.Stage:
     """The theatre's panes: each agent under its host name, and the whole
-    cluster's GPUs in nvidia-smi's layout, from before the job starts until
-    q after it ends."""
+    cluster's GPUs in nvidia-smi's layout (rocm-smi's on AMD GPUs: `tool`
+    names the pane), from before the job starts until q after it ends."""
     smi = [sys.executable, "-m", "fakerun", "smi", "--job", run_id, "--wait", "--hold"]
     return theatre.Stage(
         nodes=[theatre.Pane(a.host, a.argv, a.env) for a in agents],
-        dashboard=theatre.Pane("nvidia-smi", smi),
+        dashboard=theatre.Pane(tool, smi),
         summary=lambda k: theatre.Pane(" .. ".join(dict.fromkeys([agents[k].host, agents[-1].host]))
                                        + " (summary)",
                                        [*smi, "--compact", "--nodes-from", str(k)]),

@@ -15,7 +15,9 @@ from fakerun.config.options import RunConfig
 from fakerun.errors import FakerunError
 from fakerun.world import physics as sim
 from fakerun.world.allocator import out_of_memory
+from fakerun.world.draws import rng
 from fakerun.world.identity import ENV_PREFIX, Identity
+from fakerun.world.kfd import kfd_gpus
 from fakerun.world.topology import peer_port
 
 
@@ -55,6 +57,9 @@ class Faults:
         if fault.kind == "preempt":  # the scheduler's SIGTERM, to the launcher as it would be
             os.kill(os.getppid(), signal.SIGTERM)
             return
+        if fault.kind == "crash" and self.ident.gpu.vendor == "amd":
+            raise SimulatedSignal(signal.SIGABRT, [script_text(self.config, "memory_fault",
+                                                               **memory_fault(self.ident, self.rank))])
         if fault.kind == "crash":
             raise ScriptFailed(script_text(self.config, "crash").split("\n"))
         if fault.kind == "oom":
@@ -90,8 +95,11 @@ class Faults:
 def script_text(config: RunConfig, key: str, **values: object) -> str:
     """A text the training script prints, for this run: data/torchrun.toml's
     [script] table, overridden by the style's own (data/style-<name>.toml)."""
-    own = texts.optional(f"style-{config.style.name}").get("script", {})
+    style = texts.optional(f"style-{config.style.name}")
+    own = style.get("script", {})
     script = {**texts.load("torchrun")["script"], **own}
+    if config.identity.gpu.vendor == "amd":  # torch's ROCm wheel: its own texts, over the style's
+        script |= {**texts.load("torchrun")["script_rocm"], **style.get("script_rocm", {})}
     if key.startswith("interrupt") and key not in own and "interrupt" in own:
         key = "interrupt"  # the framework's script, wherever it is: its step's frames, not train.py's
     versions = config.identity.versions
@@ -136,11 +144,24 @@ class ScriptInterrupted(FakerunError):
 
 
 class SimulatedSignal(FakerunError):
-    """The process is to die of this signal (a crash in native code, the OOM killer...)."""
+    """The process is to die of this signal (a crash in native code, the OOM
+    killer...), after the `lines` native code writes to stderr first."""
 
-    def __init__(self, sig: signal.Signals) -> None:
+    def __init__(self, sig: signal.Signals, lines: list[str] | None = None) -> None:
         super().__init__(sig.name)
         self.sig = sig
+        self.lines = lines or []
+
+
+def memory_fault(ident: Identity, rank: int) -> dict[str, str]:
+    """The HSA runtime's fault report of the rank's GPU: its KFD node, the
+    agent's handle (a heap pointer of the process) and the faulting page, a
+    device address of the process's GPU mappings."""
+    r = rng(ident.seed, "memory-fault", rank)
+    local = ident.topology.local_rank_of(rank)
+    node = kfd_gpus(ident.seed, ident.topology.node_of(rank), ident.gpu)[local].node_id
+    return {"node": str(node), "agent": f"0x{(0x55 << 40 | r.getrandbits(40)) & ~0xF:x}",
+            "address": f"0x{(0x7F << 40 | r.getrandbits(40)) & ~0xFFF:x}"}
 
 
 def oom_sizes(ident: Identity, rank: int, step: int) -> dict[str, str]:

@@ -153,6 +153,9 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
         comm.goodbye(exc.code, "exit")
         return exc.code
     except SimulatedSignal as exc:
+        if exc.lines:  # what native code wrote before the signal: delivered, then no Python exit
+            comm.output("stderr", exc.lines)
+            comm.goodbye(-exc.sig, "signal")
         _die_by(exc.sig)
     except ScriptFailed as exc:
         return _report(comm, spec.rank, exc.lines, exc.stream, exc.code)

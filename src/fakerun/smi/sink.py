@@ -19,6 +19,7 @@ from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot
 from fakerun.world import physics as sim
+from fakerun.world.kfd import kfd_gpus
 
 WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
 
@@ -127,7 +128,7 @@ class SmiStateSink:
         return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
                         cuda=f"{drv // 1000}.{drv % 1000 // 10}", process=self.process, step=self.step,
                         gpus=[self._row(r) for r in range(ident.world)], finished=self.finished,
-                        clock=self.clock)
+                        clock=self.clock, vendor=ident.gpu.vendor)
 
     def _row(self, rank: int) -> GpuRow:
         pid = self.pids.get(rank, 0)
@@ -139,7 +140,8 @@ class SmiStateSink:
             seen = sim.Telemetry(0, init.temp_c, init.power_w, init.mem_used_mib if pid else 0)
         static = self._static(rank)
         return GpuRow(*static[:6], util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=static[6],
-                      temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=static[7], pid=pid)
+                      temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=static[7], pid=pid,
+                      kfd_node=static[8], guid=static[9])
 
     # What a GPU's row shows that only the run's identity decides, computed
     # once a run (at 1024 GPUs, each write recomputed it: tens of ms, on the
@@ -152,10 +154,11 @@ class SmiStateSink:
     def _static(self, rank: int) -> tuple[Any, ...]:
         if rank not in self._static_cache:
             ident, gpu = self.ident, self.ident.gpu
-            local = ident.topology.local_rank_of(rank)
-            self._static_cache[rank] = (rank, ident.topology.node_of(rank), local, ident.host(rank), gpu.name,
+            local, node = ident.topology.local_rank_of(rank), ident.topology.node_of(rank)
+            kfd = kfd_gpus(ident.seed, node, gpu)[local] if gpu.vendor == "amd" else None
+            self._static_cache[rank] = (rank, node, local, ident.host(rank), gpu.name,
                                         f"00000000:{gpu.bus_id(local).upper()}:00.0", gpu.memory_mib,
-                                        gpu.power_cap_w)
+                                        gpu.power_cap_w, kfd.node_id if kfd else 0, kfd.gpu_id if kfd else 0)
         return self._static_cache[rank]
 
     def _write(self) -> None:

@@ -41,6 +41,8 @@ class GpuRow:
     power_w: int
     power_cap_w: int
     pid: int  # 0: no process on this GPU
+    kfd_node: int = 0  # AMD: the GPU's node in the driver's KFD topology (rocm-smi's Node)
+    guid: int = 0  # AMD: its KFD gpu_id (rocm-smi's GUID)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Snapshot:
     gpus: list[GpuRow]
     finished: bool = False
     clock: float = 0.0  # the run's own (simulated) time of its latest event: the table's clock
+    vendor: str = "nvidia"  # whose tool's look: nvidia-smi's, or rocm-smi's for "amd"
     v: int = SCHEMA_VERSION
 
     @property

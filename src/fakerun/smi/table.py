@@ -1,5 +1,5 @@
-"""nvidia-smi's default table for a job's GPU snapshot, character for
-character in the layout of the snapshot's driver (layouts, borders' widths
+"""nvidia-smi's default table for a job's GPU snapshot (rocm-smi's for AMD
+GPUs: smi/rocm.py), character for character in the layout of the snapshot's driver (layouts, borders' widths
 and boards' conventions live in data/nvidia_smi.toml).
 
 nvidia-smi shows one host; a cluster has several. A single node prints as
@@ -15,6 +15,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fakerun import texts
+from fakerun.smi import rocm
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
@@ -45,6 +46,8 @@ class Layout:
 def table(snap: Snapshot, now_text: str | None = None) -> list[str]:
     """The whole cluster: node 0's table, then node 1's, ... `now_text` is
     the first line's time.ctime() text (default: the snapshot's time)."""
+    if snap.vendor == "amd":
+        return rocm.table(snap)
     now = time.ctime(snap.shown_time) if now_text is None else now_text
     nodes = by_node(snap.gpus)
     if len(nodes) == 1:
@@ -65,6 +68,8 @@ def fit(snap: Snapshot, cols: int, rows: int, page: int, now_text: str | None = 
     table's heading (host and page number on its clock line) over the GPUs or
     the processes that fit. Narrower than a table: the --query-gpu CSV, pdsh
     style. Lines are cut at the width, as watch(1) cuts them."""
+    if snap.vendor == "amd":
+        return rocm.fit(snap, cols, rows, page)
     now = time.ctime(snap.shown_time) if now_text is None else now_text
     width = layout_for(snap.driver).width
     if cols < width:

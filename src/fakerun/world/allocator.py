@@ -112,7 +112,9 @@ def out_of_memory(ident: Identity, rank: int, step: int) -> OutOfMemory:
     now = usage(ident, rank, step)
     r = rng(ident.seed, "oom", rank, step)
     tried = max(_tensors(ident, stage_of(ident, rank)))
-    total = ident.gpu.memory_mib * MIB - DRIVER_RESERVED
+    # What torch sees: CUDA after the driver's share; hipMemGetInfo's total is the VRAM's
+    # (MI250X: "63.98 GiB", 68702699520 B).
+    total = ident.gpu.memory_mib * MIB - (DRIVER_RESERVED if ident.gpu.vendor == "nvidia" else 0)
     headroom = total - CUDA_CONTEXT - now.reserved  # >= 0: every plan fits
     free = min(tried, headroom) * r.uniform(0.05, 0.9)
     reserved = total - CUDA_CONTEXT - free

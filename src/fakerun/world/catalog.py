@@ -74,6 +74,25 @@ class Versions:
     drawn: str  # "yes": a run may draw it at random; "no": only a --style that pins it
 
 
+@dataclass(frozen=True)
+class RocmBuild:
+    """torch's ROCm wheel for one row of versions.txt (data/rocm.txt)."""
+
+    torch: str  # the versions.txt row it stands for
+    wheel: str  # torch.__version__ of the ROCm wheel: "2.5.1+rocm6.2"
+    rccl: str  # the NCCL API version RCCL reports (NCCL_VERSION_CODE)
+    rocm: str
+    hip: str  # torch.version.hip
+    amdgpu: str  # the amdgpu driver
+    miopen: str
+
+    @property
+    def hip_version(self) -> int:
+        """HIP_VERSION (and hipRuntimeGetVersion's): major * 10^7 + minor * 10^5 + patch."""
+        major, minor, patch = (int(p) for p in self.hip.split("-")[0].split("."))
+        return major * 10**7 + minor * 10**5 + patch
+
+
 def parse(text: str, row: type[T], source: str) -> list[T]:
     fields = dataclasses.fields(row)  # type: ignore[arg-type]
     rows = []
@@ -122,6 +141,22 @@ def datasets() -> tuple[Dataset, ...]:
 
 def versions() -> tuple[Versions, ...]:
     return load("versions", Versions)
+
+
+def rocm_builds() -> tuple[RocmBuild, ...]:
+    return load("rocm", RocmBuild)
+
+
+def on_rocm(versions: Versions) -> Versions | None:
+    """The same software set as torch's ROCm wheel runs it, in Versions' own
+    fields (so that every text reads them alike): nccl is RCCL, cuda ROCm,
+    cuda_driver HIP's version number, driver amdgpu's, cudnn MIOpen. None:
+    that torch has no ROCm build here."""
+    build = next((b for b in rocm_builds() if b.torch == versions.torch), None)
+    if build is None:
+        return None
+    return dataclasses.replace(versions, torch=build.wheel, nccl=build.rccl, cuda=build.rocm,
+                               cuda_driver=build.hip_version, driver=build.amdgpu, cudnn=build.miopen)
 
 
 def find(rows: tuple[T, ...], name: str, what: str) -> T:

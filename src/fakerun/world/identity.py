@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from fakerun.world import catalog, jobs
 from fakerun.world import physics as sim
-from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model
+from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
 from fakerun.world.draws import rng, uniform
 from fakerun.world.jobs import Hyper, Identity, Schedule, Shape
 from fakerun.world.memory import SEQS, Job, MemoryPlan, Parallelism, Strategy, plan_memory, tuned_plans
@@ -34,6 +34,11 @@ DEMO_SECONDS = (120.0, 240.0)
 # Chinchilla's E of what the run trains on: web text, or instruction data
 # (far more predictable: a fine-tune's loss ends near 0.8).
 DATA_LOSS = {"pretrain": (1.55, 1.85), "finetune": (0.8, 0.95)}
+# How often a drawn cluster is AMD Instinct (ROCm) rather than NVIDIA: one
+# draw in twelve, rare enough that the demo stays mostly NVIDIA, as the
+# world's training clusters are, and often enough that a --loop meets one.
+# Tossed on a coin of its own, so that an NVIDIA draw is the one it always was.
+AMD_SHARE = 1 / 12
 
 
 @dataclass(frozen=True)
@@ -76,33 +81,76 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     r = rng(seed, "identity")
     world = nnodes * nproc
     fixed = catalog.find(catalog.models(), model, "model") if model else asked.model
+    gpus = _cluster_gpus(seed, nnodes, versions)
     chosen_gpu = catalog.find(catalog.gpus(), gpu, "GPU") if gpu else \
-        _pick(r, _gpus_for(fixed, nproc, world, asked), jokes)
+        _pick(r, _gpus_for(fixed, nproc, world, asked, gpus), jokes)
+    cluster = _Cluster(seed, nnodes, nproc, versions, asked, total_steps, fixed)
     candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
-    fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
-    if not fits and not fixed and not gpu:  # the drawn GPU holds none of them (one 4090 alone)
-        # From its own stream: a joke GPU drawn at some rate and refused here
-        # must not shift the draws after it (the rate changes no other draw).
-        holding = [g for g in catalog.gpus() if _fitting(candidates, g, nproc, world, asked, seed)]
-        chosen_gpu = rng(seed, "identity", "gpu").choice(holding) if holding else _largest(catalog.gpus())[0]
-        fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, not fixed)
-    if not fits and not fixed:  # no model fills this cluster as a tuned job would (a --gpu): those that fit
-        fits = _fitting(candidates, chosen_gpu, nproc, world, asked, seed, tuned=False)
-    if not fits:
-        raise CatalogError(_no_fit(fixed, candidates, chosen_gpu, nproc, world, asked))
-    mfu, data_loss = r.uniform(0.38, 0.52), r.random()
-    make = functools.partial(Identity, seed=seed, gpu=chosen_gpu, versions=_versions(r, versions),
-                             nnodes=nnodes, nproc=nproc, hosts=_hosts(r, chosen_gpu, nnodes), mfu=mfu,
-                             data_loss=0.0)
-    draws = _Draws(r.random(), r.random(), r.choice((50, 100, 200)))
-    search = _Search(make, _datasets(r, asked, jokes), jobs.Fixed(total_steps, asked.epochs, asked.grad_accum,
-                                                                  asked.global_batch), draws, asked)
-    drawn = fits[:1] if fixed else r.sample(fits, len(fits))
-    tunings = [(m, p) for m, plan in drawn
-               for p in _tunings(m, plan, chosen_gpu, nproc, world, asked, bool(fixed))]
-    job = search.choose(r, tunings, demo=total_steps is None and asked.epochs is None)
-    low, high = DATA_LOSS[job.dataset.use]
-    return dataclasses.replace(job, data_loss=low + (high - low) * data_loss)
+    datasets = _datasets(r, asked, jokes)
+    job = cluster.job(r, chosen_gpu, candidates, datasets, gpus if not gpu else ())
+    if not cluster.demo or gpu or fixed or _off(sim.run_seconds(job)) == 0:
+        return job
+    # No job of any model lands in the demo's length on the drawn GPU (a
+    # small one, or two): the seed's cluster is another of its kind, drawn
+    # from a stream of its own so that every other draw stays the seed's.
+    others = [g for g in gpus if g != chosen_gpu and g.kind == chosen_gpu.kind]
+    for other in rng(seed, "identity", "other-gpu").sample(others, len(others)):
+        alternative = cluster.job(rng(seed, "identity", other.name), other, candidates, datasets, ())
+        if _off(sim.run_seconds(alternative)) == 0:
+            return alternative
+    return job
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """What a draw's job is made on: the cluster's shape and what the launch line asks."""
+
+    seed: int
+    nnodes: int
+    nproc: int
+    versions: Versions | None
+    asked: Asked
+    total_steps: int | None
+    fixed: Model | None
+
+    @property
+    def demo(self) -> bool:
+        """The length is the draw's to choose (DEMO_SECONDS)."""
+        return self.total_steps is None and self.asked.epochs is None
+
+    def job(self, r: random.Random, gpu: Gpu, candidates: list[Model], datasets: list[list[Dataset]],
+            spare: tuple[Gpu, ...]) -> Identity:
+        """The job on `gpu` (or, if it holds none of the models, on one of
+        the `spare` GPUs that does)."""
+        seed, asked, fixed, nproc = self.seed, self.asked, self.fixed, self.nproc
+        world = self.nnodes * nproc
+        fits = _fitting(candidates, gpu, nproc, world, asked, seed, not fixed)
+        if not fits and not fixed and spare:  # the drawn GPU holds none of them (one 4090 alone)
+            # From its own stream: a joke GPU drawn at some rate and refused here
+            # must not shift the draws after it (the rate changes no other draw).
+            holding = [g for g in spare if _fitting(candidates, g, nproc, world, asked, seed)]
+            gpu = rng(seed, "identity", "gpu").choice(holding) if holding else _largest(spare)[0]
+            fits = _fitting(candidates, gpu, nproc, world, asked, seed, not fixed)
+        if not fits and not fixed:  # no model fills it as a tuned job would (a --gpu): those that fit
+            fits = _fitting(candidates, gpu, nproc, world, asked, seed, tuned=False)
+        if not fits:
+            raise CatalogError(_no_fit(fixed, candidates, gpu, nproc, world, asked))
+        if gpu.vendor == "amd" and self.nnodes > 1:
+            raise CatalogError(f"{gpu.name}: jobs across nodes run on NVIDIA GPUs only here "
+                               "(RCCL's set-up across nodes is not simulated); run one node")
+        mfu, data_loss = r.uniform(0.38, 0.52), r.random()
+        make = functools.partial(Identity, seed=seed, gpu=gpu, versions=_versions(r, self.versions, gpu),
+                                 nnodes=self.nnodes, nproc=nproc, hosts=_hosts(r, gpu, self.nnodes), mfu=mfu,
+                                 data_loss=0.0)
+        draws = _Draws(r.random(), r.random(), r.choice((50, 100, 200)))
+        search = _Search(make, datasets, jobs.Fixed(self.total_steps, asked.epochs, asked.grad_accum,
+                                                    asked.global_batch), draws, asked)
+        drawn = fits[:1] if fixed else r.sample(fits, len(fits))
+        tunings = [(m, p) for m, plan in drawn
+                   for p in _tunings(m, plan, gpu, nproc, world, asked, bool(fixed))]
+        job = search.choose(r, tunings, demo=self.demo)
+        low, high = DATA_LOSS[job.dataset.use]
+        return dataclasses.replace(job, data_loss=low + (high - low) * data_loss)
 
 
 @dataclass(frozen=True)
@@ -211,11 +259,20 @@ def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked, seed: in
     return plan_memory(_job(model, gpu, nproc, world, asked), pick, tuned and asked.micro_batch is None)
 
 
-def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked) -> tuple[Gpu, ...]:
+def _cluster_gpus(seed: int, nnodes: int, pinned: Versions | None) -> tuple[Gpu, ...]:
+    """The GPUs the seed's cluster may have: AMD Instinct ones for one draw
+    in AMD_SHARE, on one node (RCCL's lines across nodes are not modelled),
+    where the software the job pins has a ROCm build; else NVIDIA's."""
+    amd = rng(seed, "gpu-vendor").random() < AMD_SHARE and nnodes == 1 and (
+        pinned is None or catalog.on_rocm(pinned) is not None)
+    return tuple(g for g in catalog.gpus() if (g.vendor == "amd") == amd)
+
+
+def _gpus_for(model: Model | None, nproc: int, world: int, asked: Asked,
+              gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
     """The GPUs to draw from: for a model the job names, those where it runs
     as a tuned job, else those it fits on (else the largest, and the error
     below names the shortfall)."""
-    gpus = catalog.gpus()
     if model is None:
         return gpus
     tuned = tuple(g for g in gpus if _plan(model, g, nproc, world, asked, tuned=True))
@@ -253,8 +310,9 @@ def _no_fit(fixed: Model | None, candidates: list[Model], gpu: Gpu, nproc: int, 
         smaller = next((m for m in halves if _fitting(candidates, gpu, nproc, world,
                                                       replace(asked, micro_batch=m), tuned=False)), None)
         fits = f"a micro batch of {smaller} fits" if smaller else "lower the sequence length"
+        runtime = "HIP" if gpu.vendor == "amd" else "CUDA"
         return (f"a micro batch of {micro} x {seq} tokens does not fit on {where} with {what} as the script "
-                f"shards it: a real job runs out of CUDA memory at its first step; {fits}")
+                f"shards it: a real job runs out of {runtime} memory at its first step; {fits}")
     ways = _would_fit(model, gpu, nproc, world, asked)
     if not ways and (asked.micro_batch or asked.seq_len):
         ways = [f"{way} and a smaller batch" for way in _would_fit(model, gpu, nproc, world, free)]
@@ -333,9 +391,21 @@ def _dataset(drawn: Dataset, asked: Asked) -> Dataset:
     return known[0] if known else Dataset(name, drawn.tokens, drawn.use, drawn.kind)
 
 
-def _versions(r: random.Random, pinned: catalog.Versions | None) -> catalog.Versions:
+def _versions(r: random.Random, pinned: Versions | None, gpu: Gpu) -> Versions:
+    """The software set: pinned by a --style, else drawn; on an AMD GPU, its
+    ROCm build (a drawn set without one runs the newest that has one)."""
     drawn = r.choice([v for v in catalog.versions() if v.drawn == "yes"])
-    return pinned or drawn
+    chosen = pinned or drawn
+    if gpu.vendor != "amd":
+        return chosen
+    rocm = catalog.on_rocm(chosen)
+    if rocm is None and pinned is None:
+        rocm = next(b for v in catalog.versions() if v.drawn == "yes" and (b := catalog.on_rocm(v)))
+    if rocm is None:
+        builds = ", ".join(b.wheel for b in catalog.rocm_builds())
+        raise CatalogError(f"{gpu.name}: no ROCm build of torch {chosen.torch} here (AMD GPUs run "
+                           f"{builds}); pick a --style that runs it, or an NVIDIA GPU")
+    return rocm
 
 
 def _pick(r, rows, jokes: float):

@@ -270,6 +270,24 @@ def slowest_step_seconds(ident: Identity) -> float:
 # All-reduce bus bandwidths (nccl-tests' busbw), bytes/s: within a node over
 # NVLink or PCIe; across nodes the network is the bottleneck.
 NVLINK_BUSBW, PCIE_BUSBW = 360e9, 22e9
+# An AMD node is a full mesh of xGMI links, one between each pair of GPUs,
+# 48 GB/s each way after protocol overheads on MI300X (RCCL's
+# GFX94X_XGMI_WIDTH, src/graph/topo.h at rocm-6.2.0; ROCm/rccl#1210). A ring
+# all-reduce over k of them sends on the k-1 links of each GPU at once (RCCL's
+# rings for the 8-GPU node use every link), so fewer GPUs get a fraction of the
+# bus (the "less than 8 MI300 GPUs" note in ROCm/rccl's README); the
+# efficiency is NVLink's above (360 of its 450 GB/s).
+XGMI_LINK_BW, LINK_EFFICIENCY = 48e9, 0.8
+# An MI250X node's 8 GCDs are no mesh: the two GCDs of a package share 4 links,
+# others 1 or 2 (RCCL's rome_model_73 connMatrix), 36 GB/s each way a link
+# (MI200_XGMI_WIDTH); RCCL's rings for the node run 4 at once (2 each way),
+# each through single links: 4 links' worth. Two GCDs of a package: their 4
+# links; other partial nodes: one ring each way over single links.
+MI250X_LINK_BW = 36e9
+
+
+def _mi250x_links(nproc: int) -> int:
+    return 4 if nproc in (2, 8) else 2
 
 
 @dataclass(frozen=True)
@@ -289,6 +307,10 @@ NETWORKS = {True: Network("InfiniBand: 8x400 Gb/s", 45e9), False: Network("Ether
 
 def node_busbw(ident: Identity) -> float:
     """One node's all-reduce bus bandwidth, over its GPUs' own links."""
+    if ident.gpu.name == "AMD Instinct MI250X":
+        return MI250X_LINK_BW * _mi250x_links(ident.nproc) * LINK_EFFICIENCY
+    if ident.gpu.vendor == "amd":
+        return XGMI_LINK_BW * max(1, ident.nproc - 1) * LINK_EFFICIENCY
     return NVLINK_BUSBW if ident.gpu.nvlink == "yes" else PCIE_BUSBW
 
 

@@ -25,6 +25,11 @@ TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
               "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
+# The software line of the banner, per GPU vendor: on ROCm the same script
+# names RCCL, ROCm, MIOpen and the amdgpu driver (catalog.on_rocm puts them in
+# the same fields); the GPUs' own fabric in the cluster box: NVLink, or AMD's xGMI.
+STACK = {"nvidia": ("NCCL", "CUDA", "cuDNN", "Driver"), "amd": ("RCCL", "ROCm", "MIOpen", "Driver")}
+FABRIC = {"nvidia": "NVLink", "amd": "xGMI"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ class PytorchLines(EventRoutes):
         texts: list[str | Row] = [
             RULE, "LLM Training Session Starting", RULE,
             row(f"Framework: PyTorch {v.torch}", f"+ transformers {v.transformers}", sep=" "),
-            row(f"Parallelism: {_layout(i)[0]}", *_layout(i)[1:], "bf16 mixed precision"), row(*_stack(v)),
+            row(f"Parallelism: {_layout(i)[0]}", *_layout(i)[1:], "bf16 mixed precision"),
+            row(*_stack(v, i.gpu.vendor)),
             "", "Initializing distributed environment..."]
         return [Line(text, STDOUT, 0) for t in texts for text in self._wrap(t, ts)]
 
@@ -196,9 +202,11 @@ class PytorchLines(EventRoutes):
         i = self.ident
         if i.world == 1:
             return []
+        fabric = FABRIC[i.gpu.vendor]
         if i.nnodes == 1:
-            return [f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
-        inside = f"NVLink: {sim.NVLINK_BUSBW / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
+            return [f"{fabric}: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
+        inside = f"{fabric}: {sim.node_busbw(i) / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else \
+            "PCIe Gen4"
         return [inside, f"{sim.network(i).label}, {self.busbw:,.0f} GB/s bus"]
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
@@ -321,9 +329,10 @@ def _layout(i: Any) -> list[str]:
     return [f"DP={p.dp} x TP={p.tp} x PP={p.pp}", *([f"ZeRO stage {p.zero}"] if p.dp > 1 else [])]
 
 
-def _stack(v: Any) -> list[str]:
+def _stack(v: Any, vendor: str) -> list[str]:
     """The banner's software stack under the framework, one part each."""
-    return [f"NCCL: {v.nccl}", f"CUDA: {v.cuda}", f"cuDNN: {v.cudnn}", f"Driver: {v.driver}"]
+    return [f"{name}: {value}" for name, value in zip(STACK[vendor], (v.nccl, v.cuda, v.cudnn, v.driver),
+                                                       strict=True)]
 
 
 def _memory(i: Any) -> Row:

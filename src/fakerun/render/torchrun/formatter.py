@@ -343,8 +343,10 @@ class EventFormatter:
 
     def _watchdog_tail(self, rank: int, stamp: str, work: str, elapsed_ms: int) -> list[str]:
         """The thread's exception with its C++ frames, then std::terminate."""
+        amd = self.ident is not None and self.ident.gpu.vendor == "amd"
         values = {"rank": rank, "stamp": stamp, "work": work, "elapsed_ms": elapsed_ms,
-                  "lib": f"{self._paths()['site']}/torch/lib", **_addresses(self.run, rank)}
+                  "lib": f"{self._paths()['site']}/torch/lib", **_addresses(self.run, rank),
+                  "gpu_lib": "libtorch_hip.so" if amd else "libtorch_cuda.so"}  # ROCm's wheel: libtorch_hip
         frames = "\n".join(t.format(**values) for t in self.text["check_timeout_frames"])
         text = "\n".join(t.format(frames=frames, **values) for t in self.text["watchdog_tail"])
         return text.split("\n")

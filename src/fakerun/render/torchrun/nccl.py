@@ -22,10 +22,11 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from fakerun.render.lines import STDOUT, Line
-from fakerun.render.torchrun.nccl_fabric import Fabric, affinity, dtree
-from fakerun.render.torchrun.nccl_text import ALL, INFO, Debug, version
+from fakerun.render.torchrun.nccl_fabric import Fabric, affinity, dtree, rccl_affinity
+from fakerun.render.torchrun.nccl_text import ALL, INFO, Debug, library
 from fakerun.world.draws import rng
 from fakerun.world.identity import Identity
+from fakerun.world.kfd import kfd_gpus
 from fakerun.world.settings import Settings
 from fakerun.world.topology import peer_port
 
@@ -35,15 +36,25 @@ THREAD_OF = {"proxy_service": PROXY, "proxy_uds": PROXY_UDS}  # lines said off t
 # The mlx5 devices on the compute fabric, one a GPU: DGX H100/H200 (mlx5_1, 2,
 # 7, 8 are its storage and in-band ports) and DGX A100 (mlx5_4, 5 storage).
 IB_PORTS = {True: (0, 3, 4, 5, 6, 9, 10, 11), False: (0, 1, 2, 3, 6, 7, 8, 9)}
+# RCCL's device memory at init ("used N bytes"): every receiving connection
+# holds the three protocols' buffers (P2P without read: src/transport/p2p.cc),
+# LL 262144 + LL128 458752 + SIMPLE 4 MiB (src/init.cc:776-778 at rocm-6.2.0);
+# the rest (device channels, work FIFO) is the remainder of a real RCCL run,
+# 2 channels of 2 ranks: "used 20984624 bytes" = 2 x 4915200 + 11154224.
+RCCL_CONN_BYTES, RCCL_BASE_BYTES = 262144 + 458752 + 4194304, 11154224
+# maxLocalSizeBytes (src/enqueue.cc ncclInitKernelsForDevice: the kernels'
+# scratch): 0 in ROCm 6 logs of RCCL ("localSize 0 used ... bytes").
+RCCL_LOCAL_SIZE = 0
 
 Said = tuple[str, dict[str, Any]]  # (message key in data/nccl.toml, its values)
+Link = tuple[int, int, bool]  # one direction of a connection: (peer, channel, send)
 
 
 class NcclInit:
     def __init__(self, ident: Identity, pids: dict[int, int], settings: Settings) -> None:
         self.ident = ident
         self.pids = pids
-        self.nccl = version(ident.versions.nccl)
+        self.nccl = library(ident.versions, ident.gpu.vendor)
         self.debug = Debug.of(settings, self.nccl)
         self.fabric = Fabric.of(ident)
         r = rng(ident.seed, "nccl")
@@ -58,7 +69,7 @@ class NcclInit:
             "driver": lambda rank: [("driver", {"driver": ident.versions.cuda_driver})],
             "net_devices": self._net_devices, "net_initialized": self._keyed("net_initialized"),
             "network": self._keyed("network"), "dma_buf": self._dma_buf,
-            "init_start": self._keyed("init_start"), "init_complete": self._keyed("init_complete"),
+            "init_start": self._keyed("init_start"),
             "bootstrap_timings": self._bootstrap_timings,
             "init_timings": self._init_timings, "mnnvl": self._mnnvl, "affinity": self._affinity,
             "nvls_support": self._nvls_support, "comm": self._keyed("comm"), "nvls_head": self._nvls_head,
@@ -66,6 +77,8 @@ class NcclInit:
             "p2p_chunk": self._p2p_chunk, "p2p_type": self._p2p_type, "proxy": self._proxy,
             "connections": self._connections, "nvls": self._nvls, "thresholds": self._thresholds,
             "summary": self._summary, "cc": lambda rank: [("cc", {})] if rank == 0 else [],
+            "kernel_version": lambda rank: [("kernel_version", {"kernel": self.nccl.kernel})],
+            "kfd_nodes": self._kfd_nodes, "init_complete": self._init_complete,
         }
 
     def lines(self, ranks: list[int]) -> list[Line]:
@@ -104,9 +117,9 @@ class NcclInit:
     def _version_line(self, rank: int, thread: int) -> list[str]:
         """src/init.cc showVersion: 2.20/2.21 printf() it on rank 0 from VERSION
         up; 2.27 VERSION()s it on rank 0 at VERSION and WARN, and INFOs it on
-        every rank above."""
+        every rank above. CUDA's (or HIP's) version: its major.minor."""
         v = self.ident.versions
-        text = f"NCCL version {v.nccl}+cuda{v.cuda}"
+        text = self.nccl.version_text.format(nccl=v.nccl, cuda=".".join(v.cuda.split(".")[:2]))
         if not self.nccl.version_as_info:
             return [text] if rank == 0 else []
         if self.debug.level >= INFO:
@@ -125,22 +138,33 @@ class NcclInit:
     def _ids(self, rank: int) -> dict[str, Any]:
         local = self._local(rank)
         return {"comm": self.comm_ptr[rank], "rank": rank, "nranks": self.ident.world, "dev": local,
-                "busid": self.ident.gpu.bus_id(local).lstrip("0") + "000", "commid": self.comm_id,
+                "busid": self._busid(rank), "commid": self.comm_id,
                 "nnodes": self.ident.nnodes, "local_ranks": self.ident.nproc, "network": self.fabric.network}
+
+    def _busid(self, rank: int) -> str:
+        """comm->busId as "%lx" prints it: 0000:1d:00.0 is 1d000."""
+        return self.ident.gpu.bus_id(self._local(rank)).lstrip("0") + "000"
 
     def _keyed(self, key: str) -> Callable[[int], list[Said]]:
         """A group of one message whose values are the rank's identifiers."""
         return lambda rank: [(key, self._ids(rank))]
 
-    def _iface(self, rank: int) -> str:
-        return f"eth0:{self.subnet}.{self.host_base + self.ident.topology.node_of(rank)}<0>"
+    def _iface(self, rank: int, index: int = 0) -> str:
+        """The host's `index`th interface and its address: one a node, the
+        next interfaces on the next subnets."""
+        ten, second, third = self.subnet.split(".")
+        host = self.host_base + self.ident.topology.node_of(rank)
+        return f"{self.fabric.ifaces[index]}:{ten}.{second}.{int(third) + index}.{host}<0>"
 
     def _net_devices(self, rank: int) -> list[Said]:
         iface = {"iface": self._iface(rank)}
         if self.fabric.network == "IB":
-            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(IB_PORTS[self.fabric.hopper]))
+            ports = self.fabric.nics or IB_PORTS[self.fabric.hopper]
+            nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(ports))
             return [("ib_devices", {"nics": nics, **iface})]
-        return [("ib_none", {}), ("socket_devices", iface)]
+        # net_socket.cc:58: every interface it finds, " [%d]%s:%s" each
+        found = "".join(f" [{i}]{self._iface(rank, i)}" for i in range(1, len(self.fabric.ifaces)))
+        return [("ib_none", {}), ("socket_devices", {"iface": self._iface(rank) + found})]
 
     def _dma_buf(self, rank: int) -> list[Said]:
         # The IB plugin has regMrDmaBuf; the driver's DMA-BUF attribute needs
@@ -151,7 +175,9 @@ class NcclInit:
         return [("mnnvl", self._ids(rank))] if self.fabric.hopper else []
 
     def _affinity(self, rank: int) -> list[Said]:
-        return [("affinity", {"dev": self._local(rank), "mask": affinity(self._local(rank))})]
+        local = self._local(rank)
+        amd = self.ident.gpu.vendor == "amd" and rccl_affinity(self.ident, local)
+        return [("affinity", {"dev": local, "mask": amd or affinity(local)})]
 
     def _nvls_support(self, rank: int) -> list[Said]:
         if not self.fabric.nvls_line:
@@ -168,29 +194,51 @@ class NcclInit:
         return [("nvls_head", {"head": h, "line": "".join(f" {n * ident.nproc + h:2d}" for n in nodes)})
                 for h in range(ident.nproc)]
 
+    def _ring(self, channel: int) -> list[int]:
+        """Channel `channel`'s ring: the ranks in order (0, 1, ... unless the
+        fabric has rings of its own, on one node)."""
+        if self.fabric.rings:
+            return list(self.fabric.rings[channel])
+        return list(range(self.ident.world))
+
+    def _neighbours(self, rank: int, channel: int) -> tuple[int, int]:
+        """(prev, next) of `rank` in the channel's ring."""
+        ring = self._ring(channel)
+        at = ring.index(rank)
+        return ring[at - 1], ring[(at + 1) % len(ring)]
+
     def _rings(self, rank: int) -> list[Said]:
-        """Rank 0's rings (src/graph/rings.cc ncclBuildRings), laid out as the version's dumpLine does."""
+        """Rank 0's rings (src/graph/rings.cc ncclBuildRings: each from rank 0
+        on, following next), laid out as the version's dumpLine does."""
         if rank != 0:
             return []
-        n, ranks = self.fabric.channels, range(self.ident.world)
-        return [("ring", {"line": _ring_line(f"Channel {c:02d}/{n:02d} :", ranks, self.nccl.ring_numbers)})
-                for c in range(n)]
+        n, layout, out = self.fabric.channels, self.nccl.ring_numbers, []
+        for c in range(n):
+            ring = self._ring(c)
+            ring = ring[ring.index(0):] + ring[:ring.index(0)]
+            out.append(("ring", {"line": _ring_line(f"Channel {c:02d}/{n:02d} :", ring, layout)}))
+        return out
 
     def _ring_graph(self, rank: int) -> list[Said]:
-        world = self.ident.world
-        ring = {"prev": (rank - 1) % world, "next": (rank + 1) % world, "rank": rank}
-        return [("ring_graph", {"channel": c, **ring}) for c in range(self.fabric.channels)]
+        ids = self._ids(rank)
+        return [("ring_graph", {**ids, "channel": c, "prev": prev, "next": nxt})
+                for c in range(self.fabric.channels) for prev, nxt in [self._neighbours(rank, c)]]
 
     def _tree(self, rank: int, channel: int) -> tuple[list[int], int]:
         """(down, up) of `rank` in channel `channel`'s tree: a chain inside
-        the node; across nodes, the node's first rank joins NCCL's double
-        binary tree of nodes (src/graph/trees.cc ncclGetDtree; even channels
-        the first tree, odd ones the second)."""
+        the node, along the channel's ring on one node; across nodes, the
+        node's first rank joins NCCL's double binary tree of nodes
+        (src/graph/trees.cc ncclGetDtree; even channels the first tree, odd
+        ones the second)."""
         topo, nproc = self.ident.topology, self.ident.nproc
         local, node = topo.local_rank_of(rank), topo.node_of(rank)
+        if self.ident.nnodes == 1:
+            ring = self._ring(channel)
+            at = ring.index(rank)
+            return ring[at + 1:at + 2], ring[at - 1] if at > 0 else -1
         down = [rank + 1] if local + 1 < nproc else []
         up = rank - 1 if local > 0 else -1
-        if local == 0 and self.ident.nnodes > 1:
+        if local == 0:
             parent, children = dtree(self.ident.nnodes, node)[channel % 2]
             up = parent * nproc if parent >= 0 else -1
             down += [child * nproc for child in children]
@@ -202,7 +250,7 @@ class NcclInit:
             down, up = self._tree(rank, c)
             d = [*down, -1, -1, -1][:3]
             line += f" [{c}] {d[0]}/{d[1]}/{d[2]}->{rank}->{up}"
-        return [("trees", {"line": line})]
+        return [("trees", {**self._ids(rank), "line": line})]
 
     def _p2p_chunk(self, rank: int) -> list[Said]:
         # src/init.cc computeBuffSizes: the net's chunk across nodes, NVLink's within one, else PCI's.
@@ -226,17 +274,38 @@ class NcclInit:
         """Each new connection's line, rings first (src/init.cc: setup of
         ring.prev/next, "Connected all rings"), then the trees' peers not
         yet connected ("Connected all trees")."""
-        world, channels = self.ident.world, range(self.fabric.channels)
-        prev, nxt = (rank - 1) % world, (rank + 1) % world
-        out = [s for c in channels for s in self._link(rank, prev, c, send=False)]
-        out += [s for c in channels for s in self._link(rank, nxt, c, send=True)]
-        out.append(("rings_connected", {}))
-        for c in channels:
+        ids = self._ids(rank)
+        rings, trees = self._ring_links(rank), self._tree_links(rank)
+        return [*self._said(rank, rings), ("rings_connected", ids), *self._said(rank, trees),
+                ("trees_connected", ids)]
+
+    def _ring_links(self, rank: int) -> list[Link]:
+        """(peer, channel, send): from each channel's prev, to its next."""
+        neighbours = [self._neighbours(rank, c) for c in range(self.fabric.channels)]
+        return [(prev, c, False) for c, (prev, _) in enumerate(neighbours)] + \
+            [(nxt, c, True) for c, (_, nxt) in enumerate(neighbours)]
+
+    def _tree_links(self, rank: int) -> list[Link]:
+        """The trees' connections both ways, less those the rings made."""
+        out: list[Link] = []
+        for c in range(self.fabric.channels):
+            prev, nxt = self._neighbours(rank, c)
             down, up = self._tree(rank, c)
             for peer in [p for p in (*down, up) if p >= 0]:
-                out += (self._link(rank, peer, c, send=False) if peer != prev else []) + \
-                    (self._link(rank, peer, c, send=True) if peer != nxt else [])
-        return [*out, ("trees_connected", {})]
+                out += [(peer, c, False)] if peer != prev else []
+                out += [(peer, c, True)] if peer != nxt else []
+        return out
+
+    def _said(self, rank: int, links: list[Link]) -> list[Said]:
+        """The lines of `links`, in the order the version sets them up:
+        NCCL's, or RCCL's ncclTransportP2pSetup, peer by peer (receiving from
+        rank - i, then sending to rank + i, for i = 1, 2, ...), each peer's
+        channels in order."""
+        if self.nccl.connect_order == "peer":
+            world = self.ident.world
+            links = sorted(links, key=lambda link: ((link[0] - rank if link[2] else rank - link[0]) % world,
+                                                    link[2], link[1]))
+        return [s for peer, channel, send in links for s in self._link(rank, peer, channel, send)]
 
     def _link(self, rank: int, peer: int, channel: int, send: bool) -> list[Said]:
         """One direction of one channel's connection, as the transport logs it:
@@ -244,8 +313,8 @@ class NcclInit:
         topo = self.ident.topology
         if peer == rank:
             return []
-        values = {"channel": channel, "rank": rank, "dev": self._local(rank), "peer": peer,
-                  "peer_dev": self._local(peer)}
+        values = {**self._ids(rank), "channel": channel, "peer": peer, "peer_dev": self._local(peer),
+                  "peer_busid": self._busid(peer)}
         if topo.node_of(peer) != topo.node_of(rank):
             # src/transport/net.cc: the GPU's own NIC, GPUDirect RDMA over IB
             ib = self.fabric.network == "IB"
@@ -268,6 +337,21 @@ class NcclInit:
                                           "buff": self.nccl.nvls_buff, "per_rank": per_rank,
                                           "total": per_rank * heads})]
         return out + ([("nvls_tree", {})] if ident.nnodes > 1 else [])
+
+    def _kfd_nodes(self, rank: int) -> list[Said]:
+        """The host's GPUs as RCCL's topology reads them from KFD, in unique_id order."""
+        gpu = self.ident.gpu
+        found = kfd_gpus(self.ident.seed, self.ident.topology.node_of(rank), gpu)
+        return [("kfd_nodes", {"node": g.node_id, "gpu_id": g.gpu_id, "unique_id": g.unique_id,
+                               "location": g.location_id}) for g in sorted(found, key=lambda g: g.unique_id)]
+
+    def _init_complete(self, rank: int) -> list[Said]:
+        """RCCL adds the kernels' scratch and the device memory the
+        communicator holds: its receiving connections' buffers and the rest."""
+        receiving = sum(1 for peer, _, send in self._ring_links(rank) + self._tree_links(rank)
+                        if not send and peer != rank)
+        used = RCCL_BASE_BYTES + RCCL_CONN_BYTES * receiving
+        return [("init_complete", {**self._ids(rank), "local_size": RCCL_LOCAL_SIZE, "used": used})]
 
     def _thresholds(self, rank: int) -> list[Said]:
         return [("thresholds", {"ring_ll": 8 * self.ident.world})]  # src/graph/tuning.cc: LL's 8 a rank

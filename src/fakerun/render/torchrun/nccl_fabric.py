@@ -3,9 +3,13 @@ NVLS, the transports between GPUs and the trees across nodes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fakerun import texts
 from fakerun.world.identity import Identity
+
+MAXCHANNELS = 128  # RCCL's (src/include/device.h), all of it usable on gfx94 (graph/connect.cc:624)
+P2P_CHANNELS_MAX = 64  # 4 * CHANNEL_LIMIT: graph/paths.cc:911's cap on p2p channels
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,16 @@ class Fabric:
     nvls_channels: int
     p2p: int
     per_peer: int
+    # Each channel's ring over the node's GPUs (local ranks), where they are
+    # not simply 0, 1, ... n-1 (RCCL's rings on an xGMI mesh).
+    rings: tuple[tuple[int, ...], ...] = field(default=())
+    nics: tuple[int, ...] = field(default=())  # the mlx5 ports, where not DGX's
+    ifaces: tuple[str, ...] = field(default=("eth0",))  # the host's IP interfaces NCCL's sockets use
 
     @classmethod
     def of(cls, ident: Identity) -> Fabric:
+        if ident.gpu.vendor == "amd":
+            return _xgmi(ident)
         nvlink = ident.gpu.nvlink == "yes"
         hopper = ident.gpu.name.startswith(("NVIDIA H100", "NVIDIA H200"))
         channels = (32 if hopper and ident.nnodes > 1 else 24) if nvlink else 2
@@ -44,8 +55,56 @@ class Fabric:
 
     @property
     def network(self) -> str:
-        """DGX-style NVLink nodes have a ConnectX InfiniBand port per GPU; the PCIe boxes none."""
-        return "IB" if self.nvlink else "Socket"
+        """DGX-style NVLink nodes have a ConnectX InfiniBand port per GPU; the
+        PCIe boxes none, nor the Slingshot nodes of MI250X (no nics)."""
+        return "IB" if self.nvlink and (self.nics or not self.rings) else "Socket"
+
+
+def _xgmi(ident: Identity) -> Fabric:
+    """What RCCL 2.20.5 chooses on a node of AMD GPUs (data/nccl.toml rccl_gpu).
+
+    All the node's GPUs: RCCL's model of the node gives the rings. Fewer: its
+    own search, whose rings we take as one each way per link of a GPU on the
+    xGMI mesh, 2(k-1) for k GPUs (with the multipliers, the 32 and 24 channels
+    init.cc's comments give for 2 and 4 MI300X), laid out 0..k-1 and back
+    alternately (which orders its search picks is not modelled).
+    ncclTopoPostset doubles the search's channels and takes the multiplier's
+    count if more (graph/connect.cc:627-696). p2p channels: the coll channels'
+    next power of two, at most 64 (graph/paths.cc:911).
+    """
+    n, gpu = ident.nproc, _rccl_gpu(ident)
+    if gpu["gpus"] == n:
+        base = tuple(tuple(int(r) for r in ring.split()) for ring in gpu["rings"])
+    else:
+        base = (tuple(range(n)), (0, *range(n - 1, 0, -1)))
+    search = len(base) if gpu["gpus"] == n else 2 * max(1, n - 1)
+    most = gpu["max_channels"]
+    nc = gpu["multiplier"].get(str(n), gpu["multiplier_default"])
+    doubled = 2 * search if search <= most // 2 else search
+    channels = min(most, max(doubled, min(most // search, nc) * search))
+    rings = tuple(base[c % len(base)] for c in range(channels))
+    return Fabric(nvlink=True, hopper=False, channels=channels, nvls_line=False, nvls_channels=0,
+                  p2p=min(_pow2(channels), P2P_CHANNELS_MAX), per_peer=gpu["per_peer"], rings=rings,
+                  nics=tuple(range(gpu["mlx5"])), ifaces=tuple(gpu["ifaces"]))
+
+
+def _rccl_gpu(ident: Identity) -> dict:
+    return texts.load("nccl")["rccl_gpu"][ident.gpu.name]
+
+
+def rccl_affinity(ident: Identity, local: int) -> str | None:
+    """The CPUs of the GPU's NUMA domain and their SMT siblings, as
+    ncclCpusetToStr prints a cpu_set_t (32-bit words, highest first, the
+    first without its leading zeros); None where the table gives no host."""
+    gpu = _rccl_gpu(ident)
+    if "numa" not in gpu:
+        return None
+    first, size, half = gpu["numa"][local] * gpu["cores"], gpu["cores"], gpu["threads"] // 2
+    mask = sum(1 << c for base in (first, first + half) for c in range(base, base + size))
+    words = [(mask >> (32 * i)) & 0xFFFFFFFF for i in range(gpu["threads"] // 32)][::-1]
+    while words and words[0] == 0:
+        words.pop(0)
+    return ",".join([f"{words[0]:x}", *(f"{w:08x}" for w in words[1:])])
 
 
 def _pow2(v: int) -> int:

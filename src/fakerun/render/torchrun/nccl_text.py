@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from fakerun import texts
+from fakerun.world.catalog import Versions
 from fakerun.world.settings import Settings
 
 # src/include/nccl_common.h ncclDebugLogLevel
@@ -34,24 +35,37 @@ class Version:
     ring_numbers: str  # "fixed" or "fitted": how rings.cc's dumpLine lays out a ring
     socket_closed: tuple[str, str]  # the WARN's file:line and text
     warn_timestamp: bool  # WARN lines begin with "[%F %T] " (2.27's default)
+    version_text: str  # showVersion's VERSION_STRING (NCCL's, or RCCL's with its git hash)
+    connect_order: str  # "channel" or "peer": how a rank's connection lines come
+    kernel: str  # the host's kernel release, where the library prints it (RCCL)
 
 
 @cache
 def version(name: str) -> Version:
-    """The table of NCCL `name` ("2.21.5"); a version with no table of its own prints 2.21.5's."""
+    """The table of NCCL `name` ("2.21.5"), or of RCCL ("rccl-2.20.5"); a
+    version with no table of its own prints 2.21.5's. A table's `base` gives
+    what it does not say, and the base's own base in turn."""
     data = texts.load("nccl")
     tables = data["version"]
-    own = tables.get(name, tables["2.21.5"])
-    base = tables.get(own.get("base", ""), {})
-    merged = {**base, **own}
-    lines = {**base.get("text", {}), **own.get("text", {})}
+    chain = [tables.get(name, tables["2.21.5"])]
+    while "base" in chain[-1]:
+        chain.append(tables[chain[-1]["base"]])
+    merged = {k: v for table in reversed(chain) for k, v in table.items()}
+    lines = {k: v for table in reversed(chain) for k, v in table.get("text", {}).items()}
     bits = data["bits"]
     text = {key: [(_flags(bits, flags), line) for flags, line in said] for key, said in lines.items()}
     return Version(name, merged["tag"], tuple(merged["subsystems"]),
                    _flags(bits, "|".join(merged["default_mask"])), merged["version_as_info"],
                    merged["nvls_buff"], text, tuple(merged["main_rank0"]), tuple(merged["main_other"]),
                    tuple(merged["init"]), merged["ring_numbers"], tuple(merged["socket_closed"]),
-                   merged["warn_timestamp"])
+                   merged["warn_timestamp"], merged["version_text"], merged["connect_order"],
+                   merged.get("kernel", ""))
+
+
+def library(versions: Versions, vendor: str) -> Version:
+    """The communication library a job's ranks load: NCCL, or on AMD GPUs RCCL
+    (whose NCCL API version versions.nccl holds)."""
+    return version(f"rccl-{versions.nccl}" if vendor == "amd" else versions.nccl)
 
 
 def _flags(bits: dict[str, int], names: str) -> int:
