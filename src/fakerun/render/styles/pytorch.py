@@ -19,7 +19,14 @@ BAR = "━"
 RULE = "=" * 40
 TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM": "LlamaTokenizerFast",
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
-              "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
+              "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast",
+              # tokenizer_config.json's tokenizer_class, as AutoTokenizer loads it (fast where there is one)
+              "GemmaForCausalLM": "GemmaTokenizerFast", "GPTNeoXForCausalLM": "GPTNeoXTokenizerFast",
+              "StableLmForCausalLM": "GPTNeoXTokenizerFast", "OlmoForCausalLM": "GPTNeoXTokenizerFast",
+              "PhiForCausalLM": "CodeGenTokenizerFast", "BloomForCausalLM": "BloomTokenizerFast",
+              "OPTForCausalLM": "GPT2TokenizerFast", "GPTJForCausalLM": "GPT2TokenizerFast",
+              "GPTNeoForCausalLM": "GPT2TokenizerFast", "InternLM2ForCausalLM": "InternLM2TokenizerFast",
+              "BaichuanForCausalLM": "BaichuanTokenizer", "ChatGLMModel": "ChatGLMTokenizer"}
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
 
 
@@ -43,7 +50,7 @@ class PytorchLines(EventRoutes):
         ts = stamp(when, self.tz)
         texts = [RULE, "LLM Training Session Starting", RULE,
                  f"Framework: PyTorch {v.torch} + transformers {v.transformers}",
-                 f"Parallelism: {_layout(i)} | bf16 mixed precision",
+                 f"Parallelism: {_layout(i)} | {i.gpu.precision} mixed precision",
                  f"NCCL: {v.nccl} | CUDA: {v.cuda} | cuDNN: {v.cudnn} | Driver: {v.driver}",
                  "", "Initializing distributed environment..."]
         return [Line(f"{ts} {t}".rstrip(), STDOUT, 0) for t in texts]
@@ -57,7 +64,8 @@ class PytorchLines(EventRoutes):
                      f"  Master: {i.hosts[0]}:{self.master_port}", "  Backend: nccl", ""],
             "model": [f"Loading model: {i.model.name}", f"  Architecture: {i.model.arch} "
                       f"({i.model.layers} layers, hidden {i.model.hidden}, {i.model.heads} heads)",
-                      f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
+                      f"  Parameters: {_params(i.model.params)} "
+                      f"({i.gpu.precision}: {_gb(2 * i.model.params)})",
                       *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []), ""],  # one GPU: none
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
                           f"  Vocab size: {i.model.vocab:,} | Max length: {i.model.context:,}", ""],
@@ -160,9 +168,10 @@ class PytorchLines(EventRoutes):
         i = self.ident
         if i.world == 1:
             return []
+        nvlink = i.gpu.nvlink == "yes"
         if i.nnodes == 1:
-            return [f"NVLink: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
-        inside = f"NVLink: {sim.NVLINK_BUSBW / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"
+            return [f"NVLink: {self.busbw:,.0f} GB/s bus" if nvlink else i.gpu.host_link]
+        inside = f"NVLink: {sim.nvlink_busbw(i.gpu) / 1e9:,.0f} GB/s bus" if nvlink else i.gpu.host_link
         return [inside, f"{sim.network(i).label}, {self.busbw:,.0f} GB/s bus"]
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
@@ -256,7 +265,7 @@ def _consolidating(i: Any) -> list[str]:
     if i.world == 1:
         return []
     what = f"ZeRO-{i.parallel.zero}" if i.parallel.dp > 1 else "model-parallel"
-    return [f"  Consolidating {what} shards into bf16 weights..."]
+    return [f"  Consolidating {what} shards into {i.gpu.precision} weights..."]
 
 
 def _sharding(p: Any) -> str:
