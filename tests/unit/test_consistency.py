@@ -115,7 +115,7 @@ def test_a_stop_marks_the_step_it_ends_training_at():
 def test_the_eta_counts_the_evaluations_and_checkpoints_to_come():
     """Step 1's ETA lands where training really ends: at the last step's
     checkpoint, after every epoch's evaluation and save."""
-    ident = identity.build(0, 1, 2, 40)  # a draw of several epochs
+    ident = identity.build(1, 1, 2, 40)  # a draw of several epochs (3)
     clock = VirtualClock(0.0, UTC)
     timeline = Timeline(ident, clock)
     h, step_s = ident.hyper, 5.0

@@ -35,11 +35,13 @@ def _tables() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def table(arch: str) -> dict[str, Any]:
-    """An architecture's table; one the catalog names without a table of its
-    own is laid out as Llama's (the most common layout)."""
+def table(model: Model) -> dict[str, Any]:
+    """The model's table: its variant's (Falcon-40B's new decoder), else its
+    architecture's; an architecture without a table of its own is laid out
+    as Llama's (the most common layout)."""
     tables = _tables()
-    found = tables.get(arch, tables["LlamaForCausalLM"])
+    name = tables["variant"].get(model.name, model.arch)
+    found = tables.get(name, tables["LlamaForCausalLM"])
     return {**tables[found["like"]], **found} if "like" in found else found
 
 
@@ -56,7 +58,7 @@ class Layout:
 
 def layout(model: Model) -> Layout:
     """The tensors in the order the model registers them."""
-    spec = table(model.arch)
+    spec = table(model)
     intermediate, tied = solve(model, spec)
     tensors = _tensors(spec, _sizes(model, spec, intermediate), tied)
     return Layout(tuple(tensors), spec["model_type"], intermediate, tied)
@@ -111,9 +113,9 @@ def _tensor(row: list[str], prefix: str, sizes: dict[str, int]) -> Tensor:
 
 
 def _dim(text: str, sizes: dict[str, int]) -> int:
-    """"q+2*kv" in `sizes`."""
+    """"q+2*kv" in `sizes`; a term that is a number is that number ("c+2")."""
     total = 0
     for term in text.split("+"):
         factor, _, name = term.rpartition("*")
-        total += (int(factor) if factor else 1) * sizes[name]
+        total += (int(factor) if factor else 1) * (int(name) if name.isdigit() else sizes[name])
     return total
