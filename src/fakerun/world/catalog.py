@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from fakerun.errors import UsageError
 
 T = TypeVar("T")
-NO_BF16 = ("volta", "turing")
+PRE_AMPERE = ("volta", "turing")
 
 
 class CatalogError(UsageError):
@@ -54,11 +54,16 @@ class Gpu:
         return ids[local_rank % len(ids)]
 
     @property
+    def ampere_or_later(self) -> bool:
+        """Compute capability 8.0 or more (AMD's Instinct parts report 9.x)."""
+        return self.architecture not in PRE_AMPERE
+
+    @property
     def bf16(self) -> bool:
         """Tensor cores that compute in bfloat16 came with Ampere: Volta and
         Turing train in fp16 with a loss scaler (torch.cuda.is_bf16_supported()
         is False on compute capability < 8.0)."""
-        return self.architecture not in NO_BF16
+        return self.ampere_or_later
 
     @property
     def precision(self) -> str:

@@ -148,8 +148,9 @@ class LightningLines(EventRoutes):
         members = [Line(t["member"].format(rank=r, member=r + 1, world=i.world), STDERR, r)
                    for r in range(i.world)]
         # rank_zero_info's message ends with "\n": a blank line follows the block.
-        block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "",
-                 t["tensor_cores"].format(gpu=i.gpu.name)]
+        # fabric/accelerators/cuda.py _check_cuda_matmul_precision: Ampere and later only.
+        tf32 = [t["tensor_cores"].format(gpu=i.gpu.name)] if i.gpu.ampere_or_later else []
+        block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "", *tf32]
         return [*self._err(said), *members, *self._err(block)]
 
     # -- events ---------------------------------------------------------------

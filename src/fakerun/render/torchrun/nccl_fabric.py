@@ -45,7 +45,9 @@ class Fabric:
             if nvlink else 2
         nvls_line = ident.nproc > 2
         nvls = 16 if nvls_line and gpu.nvls else 0
-        per_peer = 2 if ident.nnodes > 1 or not nvlink else _pow2(channels)
+        # A DGX-1's hybrid cube mesh leaves some pairs of V100s without an NVLink: PCIe's 2 is the fewest.
+        switched = nvlink and gpu.architecture != "volta"
+        per_peer = 2 if ident.nnodes > 1 or not switched else _pow2(channels)
         return cls(nvlink, hopper, channels, nvls_line, nvls, _pow2(channels), per_peer)
 
     def p2p_between(self, ident: Identity, local: int, peer: int) -> bool:
