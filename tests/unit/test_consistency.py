@@ -34,6 +34,19 @@ def test_the_output_directory_says_fine_tuned_or_pre_trained():
     assert Timeline(tuned, VirtualClock(0.0, UTC)).output_dir().endswith("-finetuned/")
 
 
+def test_the_default_layout_names_the_gpus_half_precision():
+    """A V100 has no bf16: its job trains in fp16 mixed precision, and says so."""
+    for gpu, half in (("Tesla V100-SXM2-32GB", "fp16"), ("NVIDIA A100-SXM4-80GB", "bf16")):
+        ident = identity.build(1, 1, 8, 20, gpu=gpu)
+        out = layout(ident)
+        banner = [line.text for line in out.banner(0.0)]
+        assert any(x.endswith(f"| {half} mixed precision") for x in banner)
+        model = texts(out, ev.Phase("init", "model", 0, 1.0))
+        assert any("  Parameters: " in x and f"({half}: " in x for x in model)
+        export = texts(out, ev.Phase("export", "", 20, 2.0))
+        assert f"  Consolidating ZeRO-{ident.parallel.zero} shards into {half} weights..." in export
+
+
 def test_the_output_directory_is_said_once():
     ident = identity.build(1, 1, 8, 20)
     out, path = layout(ident), "./models/x-pretrained/"
