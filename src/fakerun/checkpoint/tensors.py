@@ -4,6 +4,7 @@ tensor's name, shape and dtype, from its architecture's table
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import tomllib
@@ -14,6 +15,9 @@ from typing import Any
 from fakerun.world.catalog import Model
 
 DTYPE = "BF16"  # config.json's torch_dtype "bfloat16": what the Trainer saves a bf16 run's weights in
+# The safetensors dtype and config.json's torch_dtype of a run's half type
+# (Gpu.precision): fp16 where the GPU has no bf16 (a V100).
+DTYPES = {"bf16": ("BF16", "bfloat16"), "fp16": ("F16", "float16")}
 DTYPE_BYTES = 2
 ALIGN = 128  # what published intermediate sizes are multiples of
 
@@ -56,12 +60,13 @@ class Layout:
     tied: bool
 
 
-def layout(model: Model) -> Layout:
-    """The tensors in the order the model registers them."""
+def layout(model: Model, dtype: str = DTYPE) -> Layout:
+    """The tensors in the order the model registers them, in `dtype`."""
     spec = table(model)
     intermediate, tied = solve(model, spec)
     tensors = _tensors(spec, _sizes(model, spec, intermediate), tied)
-    return Layout(tuple(tensors), spec["model_type"], intermediate, tied)
+    typed = tuple(dataclasses.replace(t, dtype=dtype) for t in tensors)
+    return Layout(typed, spec["model_type"], intermediate, tied)
 
 
 def solve(model: Model, spec: dict[str, Any]) -> tuple[int, bool]:
