@@ -20,8 +20,9 @@ NCCL = re.compile(r"^([\w.-]+:\d+:\d+ \[\d+\] NCCL (INFO|WARN) |NCCL version \d+
 # torch's own warnings through c10 logging, from every rank (ProcessGroupNCCL's).
 C10 = re.compile(r"^\[rank\d+\]:\[W\d{3,4} \d\d:\d\d:\d\d\.\d{9} ProcessGroupNCCL\.cpp:\d+\] ")
 NUM = r"\d{1,3}(?:,\d{3})*"
+# The rate is tqdm's f'{rate:5.2f}' (tqdm/std.py format_meter): at least five wide, wider from 100 s/it on.
 TQDM = re.compile(r"^[ \d]{3}%\|[ ▏▎▍▌▋▊▉█]{10}\| \d+/\d+ \[(\d+:)?\d\d:\d\d<((\d+:)?\d\d:\d\d|\?), "
-                  r"[ \d]\d\.\d\d(s/it|it/s)\]$")
+                  r"[ \d]\d+\.\d\d(s/it|it/s)\]$")
 HF_LINES = [re.compile(p) for p in (
     r"^\*\*\*\*\* Running training \*\*\*\*\*$", rf"^  Num examples = {NUM}$", rf"^  Num Epochs = {NUM}$",
     rf"^  Num update steps per epoch = {NUM}$", rf"^  Instantaneous batch size per device = {NUM}$",

@@ -94,6 +94,17 @@ def test_a_shard_header_is_the_safetensors_format():
                                                  "data_offsets": body["model.embed_tokens.weight"]["data_offsets"]}
 
 
+def test_a_run_without_bf16_saves_fp16_weights(tmp_path):
+    """On a V100 the weights a checkpoint holds are fp16: F16 in the
+    safetensors headers, torch_dtype float16 in config.json."""
+    ident = build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="Tesla V100-SXM2-32GB")
+    writer = CheckpointWriter(tmp_path, ident, 6)
+    assert {t.dtype for t in writer.layout.tensors} == {"F16"}
+    assert writer._config()["torch_dtype"] == "float16"
+    a100 = CheckpointWriter(tmp_path, build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="NVIDIA A100-SXM4-80GB"), 6)
+    assert {t.dtype for t in a100.layout.tensors} == {"BF16"} and a100._config()["torch_dtype"] == "bfloat16"
+
+
 def test_a_torch_save_archive_runs_nothing_on_load():
     obj = {"base_lrs": [1e-4], "last_epoch": 3, "lr_lambdas": [None], "t": (1, 2.0)}
     raw = torchsave.archive("scheduler.pt", obj, "123")

@@ -28,10 +28,24 @@ def texts(out: PytorchLines, event: object) -> list[str]:
 
 
 def test_the_output_directory_says_fine_tuned_or_pre_trained():
-    scratch = identity.build(1, 1, 8, 20)
+    scratch = identity.build(1, 1, 8, 20, asked=identity.Asked(dataset="FineWeb"))  # a corpus: pre-training
     tuned = identity.build(1, 1, 8, 20, asked=identity.Asked(pretrained=True))
     assert Timeline(scratch, VirtualClock(0.0, UTC)).output_dir().endswith("-pretrained/")
     assert Timeline(tuned, VirtualClock(0.0, UTC)).output_dir().endswith("-finetuned/")
+
+
+def test_the_default_layout_names_the_gpus_half_precision():
+    """A V100 has no bf16: its job trains in fp16 mixed precision, and says so."""
+    # Seeds whose draw is ZeRO-3, whose export consolidates the shards (ZeRO-1/2 has none to merge).
+    for gpu, half, seed in (("Tesla V100-SXM2-32GB", "fp16", 1), ("NVIDIA A100-SXM4-80GB", "bf16", 2)):
+        ident = identity.build(seed, 1, 8, 20, gpu=gpu)
+        out = layout(ident)
+        banner = [line.text for line in out.banner(0.0)]
+        assert any(x.endswith(f"| {half} mixed precision") for x in banner)
+        model = texts(out, ev.Phase("init", "model", 0, 1.0))
+        assert any("  Parameters: " in x and f"({half}: " in x for x in model)
+        export = texts(out, ev.Phase("export", "", 20, 2.0))
+        assert f"  Consolidating ZeRO-{ident.parallel.zero} shards into {half} weights..." in export
 
 
 def test_the_output_directory_is_said_once():
@@ -116,7 +130,7 @@ def test_a_stop_marks_the_step_it_ends_training_at():
 def test_the_eta_counts_the_evaluations_and_checkpoints_to_come():
     """Step 1's ETA lands where training really ends: at the last step's
     checkpoint, after every evaluation and save."""
-    ident = identity.build(1, 1, 2, 40)  # a draw evaluating every 20 steps (seed 1 since the memory plan)
+    ident = identity.build(5, 1, 2, 40)  # a draw evaluating every 10 steps (seed 5 since the catalog grew)
     clock = VirtualClock(0.0, UTC)
     timeline = Timeline(ident, clock)
     h, step_s = ident.hyper, 5.0

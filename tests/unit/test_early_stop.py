@@ -36,7 +36,8 @@ STEPS = 400
 
 
 def ident() -> identity.Identity:
-    return identity.build(5, 1, 2, STEPS, asked=identity.Asked(log_every=10))
+    # Seed 2: a fine-tune, whose epochs (79 steps) tell a step's epoch figure from its neighbours'.
+    return identity.build(2, 1, 2, STEPS, asked=identity.Asked(log_every=10))
 
 
 def stop_step(i: identity.Identity) -> int:

@@ -15,6 +15,7 @@ from fakerun.world import catalog, identity
 from fakerun.world.settings import Flags, resolve
 
 H100, A100, L40S = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA L40S"
+H100_PCIE, V100 = "NVIDIA H100 PCIe", "Tesla V100-SXM2-32GB"
 PREFIX = re.compile(r"^(?P<host>[\w-]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL INFO (?P<text>.*)$")
 
 
@@ -220,6 +221,32 @@ def test_nvls_needs_hopper_and_more_than_two_gpus():
     a100 = messages(printed(ident(gpu=A100, nproc=4), {"NCCL_DEBUG": "INFO"}), 0)
     assert "NVLS multicast support is not available on dev 0" in a100
     assert "Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read" in a100  # Ampere NVLink reads
+
+
+def test_a_pcie_hopper_has_no_nvls_and_p2p_only_under_a_switch():
+    """NVLS is NVSwitch multicast: not on H100 PCIe boards. Their box pairs
+    GPUs under a PCIe switch (bus ids 1b/1c, 3d/3e): P2P within a pair
+    (ncclTopoCheckP2p at PATH_PXB), host memory between pairs."""
+    lines = printed(ident(gpu=H100_PCIE, nproc=4), {"NCCL_DEBUG": "INFO"})
+    rank0, rank1 = messages(lines, 0), messages(lines, 1)
+    assert "NVLS multicast support is not available on dev 0" in rank0
+    assert "2 coll channels, 2 collnet channels, 0 nvls channels, 2 p2p channels, 2 p2p channels per peer" in rank0
+    assert "Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM" in rank0  # no /read: PCIe, not Ampere NVLink
+    assert "Channel 00 : 1[1] -> 2[2] via SHM/direct/direct" in rank1
+    assert not any(x.startswith(("MNNVL", "DMA-BUF")) for x in rank0)
+
+
+def test_a_dgx1_rings_twelve_channels_and_shares_a_nic_between_two_v100s():
+    lines = printed(ident(gpu=V100, nproc=8), {"NCCL_DEBUG": "INFO"})
+    rank0 = messages(lines, 0)
+    # per peer: the hybrid cube mesh leaves some pairs without NVLink, on PCIe's 2
+    assert "12 coll channels, 12 collnet channels, 0 nvls channels, 16 p2p channels, 2 p2p channels per peer" \
+        in rank0
+    assert "Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM" in rank0  # Volta NVLink: no P2P read
+    assert [x for x in rank0 if x.startswith("NET/IB")] == fill(
+        ["NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB [3]mlx5_3:1/IB [RO]; OOB eth0:{ip}<0>"], rank0)
+    across = printed(ident(gpu=V100, nproc=8, nnodes=2), {"NCCL_DEBUG": "INFO"})
+    assert "Channel 00/0 : 15[7] -> 0[0] [send] via NET/IB/3/GDRDMA" in messages(across, 15)
 
 
 def test_comm_pointers_are_16_byte_aligned_heap_addresses():

@@ -24,7 +24,8 @@ MANY = re.compile(r"GPUs|data parallel|ZeRO|\[NCCL\]|NVLink|bus|Cluster|GPU \d+-
 
 def script_text(nproc: int) -> str:
     """Rank 0's script lines of a whole healthy run, in the seeds' layout."""
-    ident = identity.build(3, 1, nproc, 20, gpu="NVIDIA H100 80GB HBM3")  # NVLink: its bus would show
+    # NVLink: its bus would show. Seed 4: data parallel over 2 GPUs (seed 3 draws TP=2 since the memory plan).
+    ident = identity.build(4, 1, nproc, 20, gpu="NVIDIA H100 80GB HBM3")
     formatter = EventFormatter(tz=UTC, script=renderer_for(styles.parse("torchrun"), 100, UTC), ident=ident,
                                settings=resolve(Flags(), {}, drop_in=True))
     events = [ev.RunIdentity(ident), ev.RendezvousComplete(nproc, list(range(nproc)), list(range(4100, 4100 + nproc))),

@@ -130,6 +130,17 @@ def test_desktop_board_shows_a_fan_and_no_ecc():
     assert lines[9].startswith("| 30%   40C    P0") and lines[10].endswith("N/A |")
 
 
+def test_boards_without_mig_say_n_a_and_pcie_data_centre_boards_disabled():
+    # "NVIDIA L4 ... 23034MiB ... N/A" and "Tesla V100-SXM2-32GB ... 32768MiB ... N/A" in real
+    # 535/550 tables; "NVIDIA H100 PCIe ... 81559MiB ... Disabled" likewise.
+    for name, total, cap, mig in (("NVIDIA L4", 23034, 72, "N/A"), ("Tesla V100-SXM2-32GB", 32768, 300, "N/A"),
+                                  ("NVIDIA H100 PCIe", 81559, 350, "Disabled")):
+        lines = table(snapshot([gpu(0, name=name, cap=cap, total=total, used=0)]), NOW)
+        assert lines[8].startswith(f"|   0  {name:<31}On  |")
+        assert lines[9].endswith(f"/ {f'{cap}W':<4} |      0MiB / {f'{total}MiB':<8} |    100%      Default |")
+        assert lines[10].endswith(f"{mig:>21} |")
+
+
 def test_one_table_per_node_under_its_host():
     gpus = [gpu(i, node=n, host=f"dgx-{n:02d}", pid=100 + 8 * n + i) for n in range(2) for i in range(2)]
     lines = table(snapshot(gpus), NOW)

@@ -96,10 +96,10 @@ def test_module_counts_follow_the_architecture_and_depth(arch, layers, transform
     assert module_count(arch, layers, transformers) == modules
 
 
-def run_lines(version: str = "lightning", steps: int = 4) -> tuple[LightningLines, list]:
+def run_lines(version: str = "lightning", steps: int = 4,
+              gpu: str = "NVIDIA H100 80GB HBM3") -> tuple[LightningLines, list]:
     (pinned,) = styles.parse(version).versions()
-    ident = identity.build(5, 1, 2, total_steps=steps, model="Qwen2.5-1.5B", gpu="NVIDIA H100 80GB HBM3",
-                           versions=pinned)
+    ident = identity.build(5, 1, 2, total_steps=steps, model="Qwen2.5-1.5B", gpu=gpu, versions=pinned)
     r = LightningLines(100, None)
     r.lines(ev.RunIdentity(ident))
     out = r.banner(0.0) + r.lines(ev.Phase("init", "dataset", 0, 1.0)) + r.lines(ev.Phase("train", "", 0, 10.0))
@@ -152,6 +152,19 @@ def test_the_train_bar_counts_micro_batches_over_the_epoch():
     # smoothing=0: the rate is the batches so far over the epoch's elapsed time.
     assert f"| {h.grad_accum}/{total} [01:00<" in first
     assert f"{h.grad_accum / 60:5.2f}it/s, v_num=0, train_loss=9.000]" in first
+
+
+def test_a_gpu_without_bf16_trains_in_16_mixed():
+    """Trainer(precision="16-mixed") on a V100: accelerator_connector.py's AMP
+    line says 16bit, 2.6's ModelSummary warns about 16-mixed, and Lightning's
+    TF32 advice (Ampere and later only) is not given."""
+    texts = [line.text for line in run_lines("lightning@2.6", gpu="Tesla V100-SXM2-32GB")[1]]
+    assert texts[0] == "Using 16bit Automatic Mixed Precision (AMP)"
+    assert any(x.endswith("Precision 16-mixed is not supported by the model summary.  Estimated model size in MB "
+                          "will not be accurate. Using 32 bits instead.") for x in texts)
+    assert not any("Tensor Cores" in x for x in texts)
+    bf16 = [line.text for line in run_lines("lightning@2.6")[1]]
+    assert any("Precision bf16-mixed is not supported" in x for x in bf16)
 
 
 def test_catalog_versions_pin_each_lightning():

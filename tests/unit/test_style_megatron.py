@@ -57,6 +57,25 @@ def test_an_iteration_line_of_a_real_core_r0_10_log():
                     "number of nan iterations:   0 |")
 
 
+def test_fp16_iteration_lines_of_real_logs_with_skips():
+    # Two published fp16 runs (Megatron-LM issues and guides): an iteration the scaler
+    # skipped has no lm loss (nothing stepped) and no grad norm; one skip in an interval
+    # of ten keeps both, and shows the halved scale.
+    skipped = iteration_line(Iteration("2024-08-01 09:44:55", 1, 5, 32, 3902.7, 0.2, 6e-05, 32, None, None,
+                                       4294967296.0, 1))
+    assert skipped == (" [2024-08-01 09:44:55] iteration        1/       5 | consumed samples:           32 | "
+                       "elapsed time per iteration (ms): 3902.7 | throughput per GPU (TFLOP/s/GPU): 0.2 | "
+                       "learning rate: 6.000000E-05 | global batch size:    32 | loss scale: 4294967296.0 | "
+                       "number of skipped iterations:   1 | number of nan iterations:   0 |")
+    one = iteration_line(Iteration("2024-09-03 16:02:57", 50, 500000, 51200, 12056.1, 878.5, 4.744186e-06, 1024,
+                                   8.219823, 35.929, 131072.0, 1))
+    assert one == (" [2024-09-03 16:02:57] iteration       50/  500000 | consumed samples:        51200 | "
+                   "elapsed time per iteration (ms): 12056.1 | throughput per GPU (TFLOP/s/GPU): 878.5 | "
+                   "learning rate: 4.744186E-06 | global batch size:  1024 | lm loss: 8.219823E+00 | "
+                   "loss scale: 131072.0 | grad norm: 35.929 | number of skipped iterations:   1 | "
+                   "number of nan iterations:   0 |")
+
+
 def test_the_validation_block_of_the_reference():
     dashes = "-" * 96
     assert validation_block("iteration 2000", 2.481935) == [
@@ -184,6 +203,33 @@ def test_the_loss_is_the_interval_mean_and_the_grad_norm_the_last():
     assert out.lines(_step(1, T0, loss=2.0, grad_norm=9.0)) == []
     (line, *_) = out.lines(_step(2, T0 + 60, loss=3.0, grad_norm=1.25))
     assert "lm loss: 2.500000E+00 |" in line.text and "grad norm: 1.250 |" in line.text
+
+
+def test_a_gpu_without_bf16_runs_megatron_in_fp16_with_a_loss_scaler():
+    """On V100s: fp16 with --initial-loss-scale 65536, Megatron's own layers
+    (Transformer Engine needs Ampere); an overflow first spends the
+    hysteresis (skipped, scale kept), the next halves the scale; the interval's
+    loss is over the iterations that stepped."""
+    (versions,) = [v for v in catalog.versions() if v.megatron == "0.10.0"]
+    ident = identity.build(5, 1, 2, 12, versions=versions, gpu="Tesla V100-SXM2-32GB")
+    out = MegatronLines(100, UTC)
+    out.lines(ev.RunIdentity(ident))
+    banner = [line.text for line in out.banner(T0)]
+    assert banner[:2] == ["WARNING: Setting args.check_for_nan_in_loss_and_grad to False since dynamic loss "
+                          "scaling is being used", "using torch.float16 for parameters ..."]
+    assert "  fp16 ............................................ True" in banner
+    assert "  transformer_impl ................................ local" in banner
+    assert "  initial_loss_scale .............................. 65536.0" in banner
+    out.ident = dataclasses.replace(out.ident, hyper=dataclasses.replace(out.ident.hyper, log_every=2))
+    lines = [out.lines(dataclasses.replace(_step(n, T0 + 60 * n, loss=float(n), grad_norm=float(n)),
+                                           overflow=n in (2, 3, 4)))
+             for n in range(1, 7)]
+    logged = [x[0].text for x in lines if x]
+    assert "lm loss: 1.000000E+00 | loss scale: 65536.0 | number of skipped iterations:   1 |" in logged[0]
+    assert "global batch size: " in logged[1] and "lm loss" not in logged[1] and "grad norm" not in logged[1]
+    assert "loss scale: 16384.0 | number of skipped iterations:   2 |" in logged[1]
+    assert "lm loss: 5.500000E+00 | loss scale: 16384.0 | grad norm: 6.000 | number of skipped iterations:   0" \
+        in logged[2]
 
 
 def test_a_non_finite_loss_never_logs():

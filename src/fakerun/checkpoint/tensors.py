@@ -4,6 +4,7 @@ tensor's name, shape and dtype, from its architecture's table
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import tomllib
@@ -14,6 +15,9 @@ from typing import Any
 from fakerun.world.catalog import Model
 
 DTYPE = "BF16"  # config.json's torch_dtype "bfloat16": what the Trainer saves a bf16 run's weights in
+# The safetensors dtype and config.json's torch_dtype of a run's half type
+# (Gpu.precision): fp16 where the GPU has no bf16 (a V100).
+DTYPES = {"bf16": ("BF16", "bfloat16"), "fp16": ("F16", "float16")}
 DTYPE_BYTES = 2
 ALIGN = 128  # what published intermediate sizes are multiples of
 
@@ -35,11 +39,13 @@ def _tables() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def table(arch: str) -> dict[str, Any]:
-    """An architecture's table; one the catalog names without a table of its
-    own is laid out as Llama's (the most common layout)."""
+def table(model: Model) -> dict[str, Any]:
+    """The model's table: its variant's (Falcon-40B's new decoder), else its
+    architecture's; an architecture without a table of its own is laid out
+    as Llama's (the most common layout)."""
     tables = _tables()
-    found = tables.get(arch, tables["LlamaForCausalLM"])
+    name = tables["variant"].get(model.name, model.arch)
+    found = tables.get(name, tables["LlamaForCausalLM"])
     return {**tables[found["like"]], **found} if "like" in found else found
 
 
@@ -54,12 +60,13 @@ class Layout:
     tied: bool
 
 
-def layout(model: Model) -> Layout:
-    """The tensors in the order the model registers them."""
-    spec = table(model.arch)
+def layout(model: Model, dtype: str = DTYPE) -> Layout:
+    """The tensors in the order the model registers them, in `dtype`."""
+    spec = table(model)
     intermediate, tied = solve(model, spec)
     tensors = _tensors(spec, _sizes(model, spec, intermediate), tied)
-    return Layout(tuple(tensors), spec["model_type"], intermediate, tied)
+    typed = tuple(dataclasses.replace(t, dtype=dtype) for t in tensors)
+    return Layout(typed, spec["model_type"], intermediate, tied)
 
 
 def solve(model: Model, spec: dict[str, Any]) -> tuple[int, bool]:
@@ -111,9 +118,9 @@ def _tensor(row: list[str], prefix: str, sizes: dict[str, int]) -> Tensor:
 
 
 def _dim(text: str, sizes: dict[str, int]) -> int:
-    """"q+2*kv" in `sizes`."""
+    """"q+2*kv" in `sizes`; a term that is a number is that number ("c+2")."""
     total = 0
     for term in text.split("+"):
         factor, _, name = term.rpartition("*")
-        total += (int(factor) if factor else 1) * sizes[name]
+        total += (int(factor) if factor else 1) * (int(name) if name.isdigit() else sizes[name])
     return total

@@ -25,7 +25,7 @@ from fakerun import events as ev
 from fakerun.checkpoint import safetensors, torchsave
 from fakerun.checkpoint.reader import RESUME, STATE
 from fakerun.checkpoint.store import write
-from fakerun.checkpoint.tensors import Layout, layout
+from fakerun.checkpoint.tensors import DTYPES, Layout, layout
 from fakerun.world import draws
 from fakerun.world.identity import Identity
 
@@ -65,7 +65,7 @@ class CheckpointWriter:
 
     @functools.cached_property
     def layout(self) -> Layout:
-        return layout(self.ident.model)
+        return layout(self.ident.model, DTYPES[self.ident.gpu.precision][0])
 
     @functools.cached_property
     def shards(self) -> list[safetensors.Shard]:
@@ -96,7 +96,8 @@ class CheckpointWriter:
                 "intermediate_size": lay.intermediate, "num_hidden_layers": m.layers,
                 "num_attention_heads": m.heads, "num_key_value_heads": m.kv_heads, "vocab_size": m.vocab,
                 "max_position_embeddings": m.context, "tie_word_embeddings": lay.tied,
-                "torch_dtype": "bfloat16", "transformers_version": self.ident.versions.transformers}
+                "torch_dtype": DTYPES[self.ident.gpu.precision][1],
+                "transformers_version": self.ident.versions.transformers}
 
     def _optimizer(self, lr: float) -> dict[str, Any]:
         """AdamW's state_dict as the Trainer groups parameters (decayed

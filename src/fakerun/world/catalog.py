@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from fakerun.errors import UsageError
 
 T = TypeVar("T")
+PRE_AMPERE = ("volta", "turing")
 
 
 class CatalogError(UsageError):
@@ -44,10 +45,39 @@ class Gpu:
     nvlink: str
     vendor: str  # nvidia or amd: whose software stack (and texts) the job runs on
     kind: str
+    # The two last columns may be left out (a row without them: a bf16 part on PCIe Gen4).
+    architecture: str = ""  # NVIDIA's: volta, turing, ampere, ada or hopper
+    pcie_gen: int = 4  # the host link's PCIe generation
 
     def bus_id(self, local_rank: int) -> str:
         ids = self.bus_ids.split(",")
         return ids[local_rank % len(ids)]
+
+    @property
+    def ampere_or_later(self) -> bool:
+        """Compute capability 8.0 or more (AMD's Instinct parts report 9.x)."""
+        return self.architecture not in PRE_AMPERE
+
+    @property
+    def bf16(self) -> bool:
+        """Tensor cores that compute in bfloat16 came with Ampere: Volta and
+        Turing train in fp16 with a loss scaler (torch.cuda.is_bf16_supported()
+        is False on compute capability < 8.0)."""
+        return self.ampere_or_later
+
+    @property
+    def precision(self) -> str:
+        """The half-precision dtype a mixed-precision job on this part trains in."""
+        return "bf16" if self.bf16 else "fp16"
+
+    @property
+    def nvls(self) -> bool:
+        """NVLink SHARP: Hopper's NVSwitch multicast (not on its PCIe boards)."""
+        return self.architecture == "hopper" and self.nvlink == "yes"
+
+    @property
+    def host_link(self) -> str:
+        return f"PCIe Gen{self.pcie_gen}"
 
 
 @dataclass(frozen=True)
@@ -95,20 +125,25 @@ class RocmBuild:
 
 def parse(text: str, row: type[T], source: str) -> list[T]:
     fields = dataclasses.fields(row)  # type: ignore[arg-type]
+    required = sum(1 for f in fields if f.default is dataclasses.MISSING)
     rows = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         cells = [c.strip() for c in line.split("|")]
-        if len(cells) != len(fields) or not all(cells):
-            raise CatalogError(f"{source}:{number}: expected {len(fields)} non-empty "
+        if not required <= len(cells) <= len(fields) or not all(cells):
+            raise CatalogError(f"{source}:{number}: expected {_count(required, len(fields))} non-empty "
                                f"'|'-separated fields, got {len(cells)}: {raw.strip()!r}")
-        values = {f.name: _convert(c, f.type, source, number) for f, c in zip(fields, cells, strict=True)}
+        values = {f.name: _convert(c, f.type, source, number) for f, c in zip(fields, cells, strict=False)}
         rows.append(row(**values))
     if not rows:
         raise CatalogError(f"{source}: no rows")
     return rows
+
+
+def _count(required: int, total: int) -> str:
+    return str(total) if required == total else f"{required} to {total}"
 
 
 def _convert(cell: str, kind: Any, source: str, number: int) -> Any:

@@ -20,6 +20,7 @@ from fakerun.world.allocator import usage
 from fakerun.world.draws import GAUSS_MAX, gauss, rng, uniform
 
 if TYPE_CHECKING:
+    from fakerun.world.catalog import Gpu
     from fakerun.world.jobs import Identity
 
 GIB = 1024**3
@@ -268,8 +269,14 @@ def slowest_step_seconds(ident: Identity) -> float:
 
 
 # All-reduce bus bandwidths (nccl-tests' busbw), bytes/s: within a node over
-# NVLink or PCIe; across nodes the network is the bottleneck.
-NVLINK_BUSBW, PCIE_BUSBW = 360e9, 22e9
+# NVLink or PCIe; across nodes the network is the bottleneck. NVLink by
+# generation: Hopper's NVSwitch (900 GB/s a GPU) 360; A100's (600 GB/s) ~200-210
+# on 8 GPUs (NVIDIA/nccl-tests#149 and #178); V100's hybrid cube mesh (300 GB/s
+# a GPU, 150 each way) at most 130. PCIe: a ring through the host at ~85% of
+# an x16 link's one-way rate, doubling with each generation (Gen4: 22).
+NVLINK_BUSBW = 360e9
+NVLINK_BUSBW_BY_ARCH = {"hopper": NVLINK_BUSBW, "ampere": 210e9, "volta": 130e9}
+PCIE_BUSBW = {3: 11e9, 4: 22e9, 5: 44e9}
 # An AMD node is a full mesh of xGMI links, one between each pair of GPUs,
 # 48 GB/s each way after protocol overheads on MI300X (RCCL's
 # GFX94X_XGMI_WIDTH, src/graph/topo.h at rocm-6.2.0; ROCm/rccl#1210). A ring
@@ -299,10 +306,17 @@ class Network:
     busbw: float
 
 
-# DGX-style NVLink nodes have a ConnectX InfiniBand port per GPU (NCCL: NET/IB);
-# the PCIe boxes a 100 GbE port, which NCCL drives over its socket transport
-# (NET/Socket), at most its 12.5 GB/s line rate less TCP's overhead.
-NETWORKS = {True: Network("InfiniBand: 8x400 Gb/s", 45e9), False: Network("Ethernet: 100 Gb/s", 10e9)}
+# DGX-style NVLink nodes have ConnectX InfiniBand ports (NCCL: NET/IB): a 400G
+# NDR port a GPU on Hopper (DGX H100), a 200G HDR port a GPU on DGX A100, four
+# 100G EDR ports on a DGX-1 (a port to two V100s); an all-reduce across nodes
+# gets ~90% of a GPU's share of them (8x100G EDR V100 nodes measure ~6 GB/s:
+# NVIDIA/nccl-tests#29). The PCIe boxes have a 100 GbE port, which NCCL drives
+# over its socket transport (NET/Socket), at most its 12.5 GB/s line rate less
+# TCP's overhead.
+IB_NETWORKS = {"hopper": Network("InfiniBand: 8x400 Gb/s", 45e9),
+               "ampere": Network("InfiniBand: 8x200 Gb/s", 22e9),
+               "volta": Network("InfiniBand: 4x100 Gb/s", 5.6e9)}
+ETHERNET = Network("Ethernet: 100 Gb/s", 10e9)
 
 
 def node_busbw(ident: Identity) -> float:
@@ -311,11 +325,17 @@ def node_busbw(ident: Identity) -> float:
         return MI250X_LINK_BW * _mi250x_links(ident.nproc) * LINK_EFFICIENCY
     if ident.gpu.vendor == "amd":
         return XGMI_LINK_BW * max(1, ident.nproc - 1) * LINK_EFFICIENCY
-    return NVLINK_BUSBW if ident.gpu.nvlink == "yes" else PCIE_BUSBW
+    return nvlink_busbw(ident.gpu) if ident.gpu.nvlink == "yes" else PCIE_BUSBW[ident.gpu.pcie_gen]
+
+
+def nvlink_busbw(gpu: Gpu) -> float:
+    return NVLINK_BUSBW_BY_ARCH.get(gpu.architecture, NVLINK_BUSBW)
 
 
 def network(ident: Identity) -> Network:
-    return NETWORKS[ident.gpu.nvlink == "yes"]
+    if ident.gpu.nvlink != "yes":
+        return ETHERNET
+    return IB_NETWORKS.get(ident.gpu.architecture, IB_NETWORKS["hopper"])
 
 
 def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:

@@ -8,7 +8,8 @@ accelerators/cuda.py (`LOCAL_RANK: ...`), with tqdm's format_meter.
 
 The script behind it: a LightningModule whose only child is
 `self.model = AutoModelForCausalLM.from_config(...)`, a DataModule, and
-`Trainer(devices=nproc, num_nodes=nnodes, strategy="ddp", precision="bf16-mixed",
+`Trainer(devices=nproc, num_nodes=nnodes, strategy="ddp", precision="bf16-mixed" (or
+"16-mixed" on a GPU without bf16),
 max_steps=N, max_time=<--exit-after-time, when given>, accumulate_grad_batches=grad_accum,
 callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
 `train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
@@ -43,7 +44,8 @@ DASHES = "-" * 100  # fabric/utilities/distributed.py's block around the backend
 PAD_SIZE = 5  # lightning's Tqdm pads numbers in the postfix to 5 characters
 SANITY_STEPS = 2  # Trainer(num_sanity_val_steps=2)
 UNITS = [" ", "K", "M", "B", "T"]  # model_summary.PARAMETER_NUM_UNITS
-FP32_MB = (32 / 8.0) * 1e-6  # "bf16-mixed" is not in ModelSummary's table: 32 bits a parameter
+# "bf16-mixed" and "16-mixed" are not in ModelSummary's table: 32 bits a parameter.
+FP32_MB = (32 / 8.0) * 1e-6
 
 
 def postfix_num(n: float | int) -> str:
@@ -84,14 +86,15 @@ def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]
     return [header, rule, *rows, rule, *(f"{value:<10}{label}" for value, label in footer)]
 
 
-def module_count(arch: str, layers: int, transformers: str) -> int:
-    """The model's modules, from its architecture and depth (data/style-lightning.toml
-    [modules]) for the transformers release the pinned set ships."""
+def module_count(arch: str, layers: int, transformers: str, name: str = "") -> int:
+    """The model's modules, from its architecture (or its own row, by name)
+    and depth (data/style-lightning.toml [modules]) for the transformers
+    release the pinned set ships."""
     tables = texts.load(DATA)["modules"]
     version = _minor(transformers)
     known = sorted(tables, key=_minor)
-    chosen = [k for k in known if _minor(k) <= version] or known[:1]
-    base, per_layer = tables[chosen[-1]].get(arch, tables[chosen[-1]]["LlamaForCausalLM"])
+    table = tables[([k for k in known if _minor(k) <= version] or known[:1])[-1]]
+    base, per_layer = table.get(name) or table.get(arch, table["LlamaForCausalLM"])
     return base + per_layer * layers
 
 
@@ -133,17 +136,23 @@ class LightningLines(EventRoutes):
     def lines(self, event: ev.Event) -> list[Line]:
         return self.routed(event) or []
 
+    @property
+    def _precision(self) -> dict[str, str]:
+        """Trainer(precision=...) for the GPU's half type, as the script sets it."""
+        return texts.load(DATA)["precision"][self.ident.gpu.precision]
+
     def banner(self, when: float) -> list[Line]:
         """Trainer.__init__ and the start of trainer.fit, up to the first collective."""
         self._reset()
         i, t = self.ident, self.text
-        said = [t["amp"], *t["devices"]]
+        said = [t["amp"].format(amp=self._precision["amp"]), *t["devices"]]
         said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else [t["hpu"]]
         members = [Line(t["member"].format(rank=r, member=r + 1, world=i.world), STDERR, r)
                    for r in range(i.world)]
         # rank_zero_info's message ends with "\n": a blank line follows the block.
-        block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "",
-                 t["tensor_cores"].format(gpu=i.gpu.name)]
+        # fabric/accelerators/cuda.py _check_cuda_matmul_precision: Ampere and later only.
+        tf32 = [t["tensor_cores"].format(gpu=i.gpu.name)] if i.gpu.ampere_or_later else []
+        block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "", *tf32]
         return [*self._err(said), *members, *self._err(block)]
 
     # -- events ---------------------------------------------------------------
@@ -185,9 +194,10 @@ class LightningLines(EventRoutes):
                    ("Params", [human_count(i.model.params)]), ("Mode", ["train"])]
         if newest:
             columns.append(("FLOPs", [human_count(0)]))
-        modules = module_count(i.model.arch, i.model.layers, i.versions.transformers)
+        modules = module_count(i.model.arch, i.model.layers, i.versions.transformers, i.model.name)
         table = summary_table(i.model.params, modules, columns, flops=newest)
-        warned = [self.text["summary_precision"].format(site=self._site())] if newest else []
+        warned = [self.text["summary_precision"].format(site=self._site(), precision=self._precision["flag"])
+                  ] if newest else []
         return [*warned, "", *table]  # log.info("\n" + table)
 
     def _step(self, e: ev.Step) -> list[Line]:

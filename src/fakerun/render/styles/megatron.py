@@ -14,8 +14,11 @@ data-parallel rank 0. Ranks are laid out as the simulation lays them out
 (tensor-parallel fastest, then pipeline, then data parallel), so a rank's
 memory report agrees with its GPU in nvidia-smi.
 
-Choices where the run leaves Megatron a choice: bf16 (loss scale 1.0, no
-loss scaler, so no iteration is ever skipped), the distributed optimizer,
+Choices where the run leaves Megatron a choice: bf16 where the GPU has it
+(loss scale 1.0, no loss scaler, so no iteration is ever skipped), else fp16
+with --initial-loss-scale 65536 and the default dynamic scaler (hysteresis
+2, window 1000: world/loss_scale.py, which DynamicGradScaler matches), whose
+overflows skip iterations; the distributed optimizer,
 --log-throughput on, --exit-signal-handler on, eval and save every epoch
 (Megatron's default interval, 1000, past the end for a one-epoch run);
 --exit-after-time is --exit-duration-in-mins.
@@ -32,7 +35,7 @@ from typing import Any
 from fakerun import events as ev
 from fakerun import texts
 from fakerun.render.lines import STDOUT, Line
-from fakerun.render.styles.megatron_args import Shapes, arguments, interval, launch_args
+from fakerun.render.styles.megatron_args import INITIAL_LOSS_SCALE, Shapes, arguments, interval, launch_args
 from fakerun.render.styles.megatron_formats import (
     Iteration,
     args_block,
@@ -43,6 +46,7 @@ from fakerun.render.styles.megatron_formats import (
 from fakerun.render.styles.megatron_print import MegatronPrint
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
+from fakerun.world.loss_scale import LossScaler
 
 SHARDING = "fully_sharded_model_space"  # --ckpt-fully-parallel-save
 SETUP_TIMERS = ("model-and-optimizer-setup", "train/valid/test-data-iterators-setup")
@@ -50,10 +54,13 @@ SETUP_TIMERS = ("model-and-optimizer-setup", "train/valid/test-data-iterators-se
 
 @dataclass
 class _Interval:
-    """Iterations since the last log line (Megatron averages the loss over them)."""
+    """Iterations since the last log line (Megatron averages the loss over
+    those that stepped, and counts those its fp16 scaler skipped)."""
 
     losses: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    skipped: int = 0
+    last_skipped: bool = False
 
 
 class MegatronLines(EventRoutes, MegatronPrint):
@@ -71,6 +78,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         self.args: dict[str, Any] = {}
         self.marks: dict[str, float] = {}  # when each setup stage finished
         self.window = _Interval()
+        self.scaler = LossScaler(scale=float(INITIAL_LOSS_SCALE))
         self.memory_reported = False
         self.saves = 0
         self.done = False  # "[after training is done]" printed
@@ -91,9 +99,12 @@ class MegatronLines(EventRoutes, MegatronPrint):
         vocab, padded = shapes.tokenizer_vocab, shapes.padded_vocab
         compile_s = self._data["startup"]["index_builder_seconds"]
         self.args = arguments(i, shapes, interval(h), launch_args(self.launch.args) if self.launch else {})
+        bf16 = i.gpu.bf16  # arguments.py validate_args: what it says of the half type
         texts_ = [
-            "accumulate and all-reduce gradients in fp32 for bfloat16 data type.",
-            "using torch.bfloat16 for parameters ...",
+            *(["accumulate and all-reduce gradients in fp32 for bfloat16 data type."] if bf16 else
+              ["WARNING: Setting args.check_for_nan_in_loss_and_grad to False since dynamic loss scaling is "
+               "being used"]),
+            f"using torch.{'bfloat16' if bf16 else 'float16'} for parameters ...",
             *args_block(self.args),
             self._core_log("num_microbatches_calculator",
                            f"setting number of {f.microbatches} to constant {h.grad_accum}"),
@@ -163,7 +174,11 @@ class MegatronLines(EventRoutes, MegatronPrint):
             return []  # the NaN check stops the script before this iteration logs
         if e.stopped:
             self.stopped = e
-        self.window.losses.append(e.loss)
+        skipped = not self.ident.gpu.bf16 and self.scaler.update(e.overflow) is not None
+        self.window.skipped += skipped
+        self.window.last_skipped = skipped
+        if not skipped:
+            self.window.losses.append(e.loss)
         self.window.times.append(e.step_time_s)
         if e.step % self.ident.hyper.log_every:
             return []
@@ -173,13 +188,14 @@ class MegatronLines(EventRoutes, MegatronPrint):
 
     def _iteration(self, e: ev.Step) -> str:
         """training_log's line for the iterations since the previous one."""
-        h = self.ident.hyper
-        per_iter = sum(self.window.times) / len(self.window.times)
+        h, w = self.ident.hyper, self.window
+        per_iter = sum(w.times) / len(w.times)
         return iteration_line(Iteration(
             when=self._time(e.time), step=e.step, total=h.total_steps, samples=e.step * h.global_batch,
             ms=per_iter * 1000.0, tflops=sim.throughput(self.ident, per_iter).tflops_per_gpu, lr=e.lr,
-            batch=h.global_batch, loss=sum(self.window.losses) / len(self.window.losses),
-            grad_norm=e.grad_norm))
+            batch=h.global_batch, loss=sum(w.losses) / len(w.losses) if w.losses else None,
+            grad_norm=None if w.last_skipped else e.grad_norm,
+            loss_scale=1.0 if self.ident.gpu.bf16 else self.scaler.scale, skipped=w.skipped))
 
     def _first_memory_report(self, step: int) -> list[Line]:
         """After the first logged iteration: rank 0's theoretical footprint, then

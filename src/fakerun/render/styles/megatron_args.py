@@ -9,11 +9,15 @@ from typing import Any
 
 from fakerun.world.catalog import Model, models
 from fakerun.world.identity import Hyper, Identity
+from fakerun.world.loss_scale import SCALE_POWER
 from fakerun.world.memory import Parallelism
 
 MIB = 1024 * 1024
 VOCAB_DIVISOR = 128  # --make-vocab-size-divisible-by's default
 SEED = 1234  # --seed's default
+# An fp16 run's --initial-loss-scale: 2**16, as DeepSpeed's fp16 config starts
+# (Megatron's default 2**32 would skip the first dozen iterations).
+INITIAL_LOSS_SCALE = 2**SCALE_POWER
 DEFAULT_INTERVAL = 1000  # --eval-interval's default
 LIST_FLAGS = ("data_path", "train_data_path", "valid_data_path", "test_data_path")
 
@@ -225,18 +229,20 @@ def arguments(ident: Identity, shapes: Shapes, every: int, given: dict[str, Any]
 
 
 def _derived(ident: Identity, shapes: Shapes, every: int) -> dict[str, Any]:
-    m, p, h = ident.model, ident.parallel, ident.hyper
+    m, p, h, gpu = ident.model, ident.parallel, ident.hyper, ident.gpu
     moe = shapes.experts > 1
     return {"num_experts": shapes.experts if moe else None, "moe_router_topk": shapes.topk if moe else 2,
-        "accumulate_allreduce_grads_in_fp32": True, "add_qkv_bias": shapes.qkv_bias, "adam_beta1": 0.9,
+        # validate_args forces fp32 gradient accumulation for bf16 only
+        "accumulate_allreduce_grads_in_fp32": gpu.bf16, "add_qkv_bias": shapes.qkv_bias, "adam_beta1": 0.9,
         "adam_beta2": 0.95, "adam_eps": 1e-08,
-        "attention_dropout": 0.0, "bf16": True, "clip_grad": 1.0, "consumed_train_samples": 0,
+        "attention_dropout": 0.0, "bf16": gpu.bf16, "clip_grad": 1.0, "consumed_train_samples": 0,
         "consumed_valid_samples": 0, "context_parallel_size": 1, "data_parallel_size": p.dp,
         "distributed_backend": "nccl",
         "distributed_timeout_minutes": 10, "eval_interval": every, "eval_iters": h.eval_batches,
-        "exit_signal_handler": True, "ffn_hidden_size": shapes.ffn, "fp16": False,
+        "exit_signal_handler": True, "ffn_hidden_size": shapes.ffn, "fp16": not gpu.bf16,
         "global_batch_size": h.global_batch, "group_query_attention": m.kv_heads < m.heads,
         "hidden_dropout": 0.0, "hidden_size": m.hidden, "init_method_std": 0.02,
+        "initial_loss_scale": float(INITIAL_LOSS_SCALE if not gpu.bf16 else 2**32),
         "kv_channels": m.hidden // m.heads, "local_rank": 0, "log_interval": h.log_every,
         "log_throughput": True, "lr": h.max_lr, "lr_decay_iters": None, "lr_decay_style": "cosine",
         "lr_warmup_fraction": None, "lr_warmup_init": 0.0, "lr_warmup_iters": h.warmup_steps,
@@ -245,7 +251,8 @@ def _derived(ident: Identity, shapes: Shapes, every: int) -> dict[str, Any]:
         "normalization": "LayerNorm" if shapes.layernorm else "RMSNorm",
         "num_attention_heads": m.heads, "num_layers": m.layers, "num_query_groups": m.kv_heads,
         "num_workers": 2, "optimizer": "adam", "overlap_grad_reduce": False, "overlap_param_gather": False,
-        "params_dtype": "torch.bfloat16", "pipeline_model_parallel_size": p.pp,
+        "params_dtype": f"torch.{'bfloat16' if gpu.bf16 else 'float16'}",
+        "pipeline_model_parallel_size": p.pp,
         "position_embedding_type": "learned_absolute" if shapes.learned_positions else "rope",
         "rank": 0, "save_interval": every, "seed": SEED,
         "recompute_granularity": None if p.recompute == "none" else p.recompute,
@@ -253,6 +260,8 @@ def _derived(ident: Identity, shapes: Shapes, every: int) -> dict[str, Any]:
         "recompute_num_layers": 1 if p.recompute == "full" else None,
         "seq_length": h.seq_len, "sequence_parallel": shapes.sequence_parallel, "swiglu": shapes.swiglu,
         "tensor_model_parallel_size": p.tp, "train_iters": h.total_steps,
-        "transformer_impl": "transformer_engine", "untie_embeddings_and_output_weights": not shapes.tied,
+        # Transformer Engine needs compute capability 8.0: Megatron's own layers before Ampere
+        "transformer_impl": "transformer_engine" if gpu.ampere_or_later else "local",
+        "untie_embeddings_and_output_weights": not shapes.tied,
         "use_distributed_optimizer": p.zero >= 1, "weight_decay": 0.1, "world_size": ident.world,
     }

@@ -68,19 +68,24 @@ class Iteration:
     tflops: float
     lr: float
     batch: int
-    loss: float
-    grad_norm: float
+    loss: float | None  # the mean over the interval's iterations that stepped (None: all were skipped)
+    grad_norm: float | None  # the last iteration's (None: it was skipped)
+    loss_scale: float = 1.0  # bf16 has no loss scaler
+    skipped: int = 0
 
 
 def iteration_line(it: Iteration) -> str:
-    """training.training_log (bf16, --log-throughput): the loss is the
-    interval's mean, the grad norm the last iteration's; bf16 has no loss
-    scaler, so nothing is ever skipped."""
+    """training.training_log (--log-throughput): the loss is the mean over
+    the interval's iterations that stepped, left out if none did (avg > 0.0);
+    the grad norm the last iteration's, left out when fp16's scaler skipped
+    it (optimizer.step returns None); bf16 has no loss scaler (1.0)."""
+    loss = f" lm loss: {it.loss:.6E} |" if it.loss else ""
+    norm = f" grad norm: {it.grad_norm:.3f} |" if it.grad_norm is not None else ""
     return (f" [{it.when}] iteration {it.step:8d}/{it.total:8d} | consumed samples: {it.samples:12d} |"
             f" elapsed time per iteration (ms): {it.ms:.1f} |"
             f" throughput per GPU (TFLOP/s/GPU): {it.tflops:.1f} |"
-            f" learning rate: {it.lr:.6E} | global batch size: {it.batch:5d} | lm loss: {it.loss:.6E} |"
-            f" loss scale: {1.0:.1f} | grad norm: {it.grad_norm:.3f} | number of skipped iterations: {0:3d} |"
+            f" learning rate: {it.lr:.6E} | global batch size: {it.batch:5d} |{loss}"
+            f" loss scale: {it.loss_scale:.1f} |{norm} number of skipped iterations: {it.skipped:3d} |"
             f" number of nan iterations: {0:3d} |")
 
 

@@ -23,7 +23,14 @@ BAR_MIN, BAR_MAX = 10, 40  # a bar's cells: the seeds' bars are 30-40 long; a na
 RULE = "=" * 40
 TOKENIZERS = {"LlamaForCausalLM": "PreTrainedTokenizerFast", "MistralForCausalLM": "LlamaTokenizerFast",
               "MixtralForCausalLM": "LlamaTokenizerFast", "Qwen2ForCausalLM": "Qwen2TokenizerFast",
-              "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast"}
+              "Gemma2ForCausalLM": "GemmaTokenizerFast", "GPT2LMHeadModel": "GPT2TokenizerFast",
+              # tokenizer_config.json's tokenizer_class, as AutoTokenizer loads it (fast where there is one)
+              "GemmaForCausalLM": "GemmaTokenizerFast", "GPTNeoXForCausalLM": "GPTNeoXTokenizerFast",
+              "StableLmForCausalLM": "GPTNeoXTokenizerFast", "OlmoForCausalLM": "GPTNeoXTokenizerFast",
+              "PhiForCausalLM": "CodeGenTokenizerFast", "BloomForCausalLM": "BloomTokenizerFast",
+              "OPTForCausalLM": "GPT2TokenizerFast", "GPTJForCausalLM": "GPT2TokenizerFast",
+              "GPTNeoForCausalLM": "GPT2TokenizerFast", "InternLM2ForCausalLM": "InternLM2TokenizerFast",
+              "BaichuanForCausalLM": "BaichuanTokenizer", "ChatGLMModel": "ChatGLMTokenizer"}
 OPS = {"all_reduce": "AllReduce", "broadcast": "Broadcast", "barrier": "Barrier"}
 # The software line of the banner, per GPU vendor: on ROCm the same script
 # names RCCL, ROCm, MIOpen and the amdgpu driver (catalog.on_rocm puts them in
@@ -67,7 +74,7 @@ class PytorchLines(EventRoutes):
         texts: list[str | Row] = [
             RULE, "LLM Training Session Starting", RULE,
             row(f"Framework: PyTorch {v.torch}", f"+ transformers {v.transformers}", sep=" "),
-            row(f"Parallelism: {_layout(i)[0]}", *_layout(i)[1:], "bf16 mixed precision"),
+            row(f"Parallelism: {_layout(i)[0]}", *_layout(i)[1:], f"{i.gpu.precision} mixed precision"),
             row(*_stack(v, i.gpu.vendor)),
             "", "Initializing distributed environment..."]
         return [Line(text, STDOUT, 0) for t in texts for text in self._wrap(t, ts)]
@@ -82,7 +89,8 @@ class PytorchLines(EventRoutes):
             "model": [f"Loading model: {i.model.name}",
                       row(f"  Architecture: {i.model.arch}", f"({i.model.layers} layers, "
                           f"hidden {i.model.hidden}, {i.model.heads} heads)", sep=" "),
-                      f"  Parameters: {_params(i.model.params)} (bf16: {_gb(2 * i.model.params)})",
+                      f"  Parameters: {_params(i.model.params)} "
+                      f"({i.gpu.precision}: {_gb(2 * i.model.params)})",
                       *([f"  Sharding: {_sharding(p)}"] if i.world > 1 else []),  # one GPU: none
                       _memory(i), ""],
             "tokenizer": [f"Loading tokenizer: {TOKENIZERS.get(i.model.arch, 'PreTrainedTokenizerFast')}",
@@ -202,11 +210,10 @@ class PytorchLines(EventRoutes):
         i = self.ident
         if i.world == 1:
             return []
-        fabric = FABRIC[i.gpu.vendor]
+        fabric, nvlink = FABRIC[i.gpu.vendor], i.gpu.nvlink == "yes"
         if i.nnodes == 1:
-            return [f"{fabric}: {self.busbw:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else "PCIe Gen4"]
-        inside = f"{fabric}: {sim.node_busbw(i) / 1e9:,.0f} GB/s bus" if i.gpu.nvlink == "yes" else \
-            "PCIe Gen4"
+            return [f"{fabric}: {self.busbw:,.0f} GB/s bus" if nvlink else i.gpu.host_link]
+        inside = f"{fabric}: {sim.node_busbw(i) / 1e9:,.0f} GB/s bus" if nvlink else i.gpu.host_link
         return [inside, f"{sim.network(i).label}, {self.busbw:,.0f} GB/s bus"]
 
     def _nccl(self, e: ev.NcclStats) -> list[str]:
@@ -251,7 +258,7 @@ class PytorchLines(EventRoutes):
         if shards == 1:
             return []
         what = f"ZeRO-{p.zero}" if p.zero >= 3 and p.dp > 1 else "model-parallel"
-        return [*self._wrap(f"  Consolidating {what} shards into bf16 weights..."),
+        return [*self._wrap(f"  Consolidating {what} shards into {self.ident.gpu.precision} weights..."),
                 self._barred("  Merging shards: ", f"| {shards}/{shards}")]
 
     def _export(self, e: ev.Export) -> list[str]:

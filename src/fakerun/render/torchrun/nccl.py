@@ -34,8 +34,10 @@ RING_LIMIT = 20  # src/graph/rings.cc MAXWIDTH: dumpLine shows the first 20 rank
 MAIN, INIT, PROXY, PROXY_UDS = range(4)  # the threads of a rank that speak
 THREAD_OF = {"proxy_service": PROXY, "proxy_uds": PROXY_UDS}  # lines said off the list's thread
 # The mlx5 devices on the compute fabric, one a GPU: DGX H100/H200 (mlx5_1, 2,
-# 7, 8 are its storage and in-band ports) and DGX A100 (mlx5_4, 5 storage).
-IB_PORTS = {True: (0, 3, 4, 5, 6, 9, 10, 11), False: (0, 1, 2, 3, 6, 7, 8, 9)}
+# 7, 8 are its storage and in-band ports) and DGX A100 (mlx5_4, 5 storage);
+# a DGX-1 has four, one to each pair of V100s.
+GPUS_PER_BOARD = 8
+IB_PORTS = {"hopper": (0, 3, 4, 5, 6, 9, 10, 11), "ampere": (0, 1, 2, 3, 6, 7, 8, 9), "volta": (0, 1, 2, 3)}
 # RCCL's device memory at init ("used N bytes"): every receiving connection
 # holds the three protocols' buffers (P2P without read: src/transport/p2p.cc),
 # LL 262144 + LL128 458752 + SIMPLE 4 MiB (src/init.cc:776-778 at rocm-6.2.0);
@@ -159,12 +161,17 @@ class NcclInit:
     def _net_devices(self, rank: int) -> list[Said]:
         iface = {"iface": self._iface(rank)}
         if self.fabric.network == "IB":
-            ports = self.fabric.nics or IB_PORTS[self.fabric.hopper]
+            ports = self.fabric.nics or self._ib_ports
             nics = " ".join(f"[{i}]mlx5_{n}:1/IB" for i, n in enumerate(ports))
             return [("ib_devices", {"nics": nics, **iface})]
         # net_socket.cc:58: every interface it finds, " [%d]%s:%s" each
         found = "".join(f" [{i}]{self._iface(rank, i)}" for i in range(1, len(self.fabric.ifaces)))
         return [("ib_none", {}), ("socket_devices", {"iface": self._iface(rank) + found})]
+
+    @property
+    def _ib_ports(self) -> tuple[int, ...]:
+        """The board's ConnectX ports as NCCL lists them (mlx5_N)."""
+        return IB_PORTS.get(self.ident.gpu.architecture, IB_PORTS["ampere"])
 
     def _dma_buf(self, rank: int) -> list[Said]:
         # The IB plugin has regMrDmaBuf; the driver's DMA-BUF attribute needs
@@ -259,7 +266,8 @@ class NcclInit:
 
     def _p2p_type(self, rank: int) -> list[Said]:
         # src/transport.cc ncclTransportCheckP2pType: every local pair P2P-capable; one process per GPU.
-        direct = int(self.fabric.nvlink and self.ident.nproc > 1)
+        pairs = [(a, b) for a in range(self.ident.nproc) for b in range(a + 1, self.ident.nproc)]
+        direct = int(bool(pairs) and all(self.fabric.p2p_between(self.ident, a, b) for a, b in pairs))
         return [("p2p_type", {"direct": direct})] if rank == 0 else []
 
     def _proxy(self, rank: int) -> list[Said]:
@@ -318,13 +326,16 @@ class NcclInit:
         if topo.node_of(peer) != topo.node_of(rank):
             # src/transport/net.cc: the GPU's own NIC, GPUDirect RDMA over IB
             ib = self.fabric.network == "IB"
-            device = f"{self._local(rank) % 8}/GDRDMA" if ib else "0"
+            nic = self._local(rank) * len(self._ib_ports) // GPUS_PER_BOARD  # DGX-1: a port to two GPUs
+            device = f"{nic}/GDRDMA" if ib else "0"
             via = f"{self.fabric.network}/{device}"
             return [("net_send" if send else "net_receive", {**values, "via": via})]
         if not send:
             return []
-        if self.fabric.nvlink:  # P2P read on Ampere NVLink (src/transport/p2p.cc p2pUseRead)
-            return [("p2p_send", {**values, "read": "/read" if "A100" in self.ident.gpu.name else ""})]
+        if self.fabric.p2p_between(self.ident, self._local(rank), self._local(peer)):
+            # P2P read on Ampere NVLink only (src/transport/p2p.cc p2pUseRead)
+            read = self.fabric.nvlink and self.ident.gpu.architecture == "ampere"
+            return [("p2p_send", {**values, "read": "/read" if read else ""})]
         return [("shm_send", values)]
 
     def _nvls(self, rank: int) -> list[Said]:

@@ -10,6 +10,7 @@ from fakerun.world.identity import Identity
 
 MAXCHANNELS = 128  # RCCL's (src/include/device.h), all of it usable on gfx94 (graph/connect.cc:624)
 P2P_CHANNELS_MAX = 64  # 4 * CHANNEL_LIMIT: graph/paths.cc:911's cap on p2p channels
+NVLINK_CHANNELS = {"volta": 12}  # within an NVLink node; NVSwitch nodes: 24
 
 
 @dataclass(frozen=True)
@@ -18,12 +19,14 @@ class Fabric:
 
     Channels are a choice (no run of src/graph/search.cc behind them): 24 on
     an NVSwitch node (H100/H200/A100 SXM, 18 or 12 NVLinks a GPU: the search's
-    rings, doubled by ncclTopoPostset), 32 across Hopper nodes with a 400G NIC
-    a GPU, 2 on a PCIe box without NVLink. p2p channels: nextPow2(coll channels);
+    rings, doubled by ncclTopoPostset), 12 on a DGX-1's V100s (6 NVLinks a GPU,
+    a ring each, doubled), 32 across Hopper nodes with a 400G NIC a GPU, 2 on
+    a PCIe box without NVLink. p2p channels: nextPow2(coll channels);
     per peer nextPow2 of the fewest a peer allows: 2*NVLinks for an NVLink peer
     (more than the channels), 2 over PCIe or SHM, 2 per NIC over the network
     (src/graph/paths.cc ncclTopoComputeP2pChannels, ncclTopoGetNchannels).
-    NVLS: Hopper has NVLink SHARP multicast; src/transport/nvls.cc
+    NVLS: Hopper's NVSwitch has NVLink SHARP multicast (Gpu.nvls: not the
+    PCIe H100s, whose NVML reports no multicast support); src/transport/nvls.cc
     ncclNvlsInit says nothing on a node of 2 GPUs or fewer and gives 16
     channels (NCCL_NVLS_NCHANNELS) where supported.
     """
@@ -45,13 +48,28 @@ class Fabric:
     def of(cls, ident: Identity) -> Fabric:
         if ident.gpu.vendor == "amd":
             return _xgmi(ident)
-        nvlink = ident.gpu.nvlink == "yes"
-        hopper = ident.gpu.name.startswith(("NVIDIA H100", "NVIDIA H200"))
-        channels = (32 if hopper and ident.nnodes > 1 else 24) if nvlink else 2
+        gpu = ident.gpu
+        nvlink = gpu.nvlink == "yes"
+        hopper = gpu.nvls  # an NVSwitch Hopper node, with a 400G NIC a GPU
+        channels = (32 if hopper and ident.nnodes > 1 else NVLINK_CHANNELS.get(gpu.architecture, 24)) \
+            if nvlink else 2
         nvls_line = ident.nproc > 2
-        nvls = 16 if nvls_line and hopper else 0
-        per_peer = 2 if ident.nnodes > 1 or not nvlink else _pow2(channels)
+        nvls = 16 if nvls_line and gpu.nvls else 0
+        # A DGX-1's hybrid cube mesh leaves some pairs of V100s without an NVLink: PCIe's 2 is the fewest.
+        switched = nvlink and gpu.architecture != "volta"
+        per_peer = 2 if ident.nnodes > 1 or not switched else _pow2(channels)
         return cls(nvlink, hopper, channels, nvls_line, nvls, _pow2(channels), per_peer)
+
+    def p2p_between(self, ident: Identity, local: int, peer: int) -> bool:
+        """Whether two GPUs of a node reach each other by P2P: over NVLink
+        always; over PCIe where they share a switch (consecutive bus ids: the
+        boxes' pairs), as src/graph/paths.cc ncclTopoCheckP2p allows on an
+        Intel host (PATH_PXB), if the board allows it at all (GeForce boards
+        do not: NVML reports no P2P). Other pairs go through host memory (SHM)."""
+        if self.nvlink:
+            return True
+        a, b = (int(ident.gpu.bus_id(x), 16) for x in sorted((local, peer)))
+        return ident.gpu.kind == "real" and b - a == 1 and local // 2 == peer // 2
 
     @property
     def network(self) -> str:
