@@ -38,7 +38,7 @@ HF_LINES = [re.compile(p) for p in (
     r"^Special tokens file saved in \S+/special_tokens_map\.json$",
     r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
     TQDM.pattern)]
-V4_FLOAT = r"-?\d+\.\d+(e-?\d+)?"
+V4_FLOAT = r"-?\d+(\.\d+(e-?\d+)?|e-?\d+)"  # a float's repr: 9.7738, 1.5e-05, or a round 3e-05
 V5_FLOAT = r"'-?\d+(\.\d+)?(e-?\d+)?'"
 
 
