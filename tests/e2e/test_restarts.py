@@ -7,8 +7,8 @@ import re
 
 from tests.e2e.torchrun_versions import WHERE, torch_of
 
-# Seed 1's 20 steps evaluate and save every 5: a checkpoint (at 5) before the crash at 8.
-CRASH = ("--nproc", "3", "--max-steps", "20", "--speed", "0", "--seed", "1", "--scenario", "rank-crash",
+# Seed 5's 20 steps evaluate and save every 5: a checkpoint (at 5) before the crash at 8.
+CRASH = ("--nproc", "3", "--max-steps", "20", "--speed", "0", "--seed", "5", "--scenario", "rank-crash",
          "--fail-rank", "1", "--fail-step", "8")
 
 

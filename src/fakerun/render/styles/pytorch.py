@@ -257,7 +257,8 @@ class PytorchLines(EventRoutes):
         shards = (p.dp if p.zero >= 3 else 1) * p.tp * p.pp
         if shards == 1:
             return []
-        what = f"ZeRO-{p.zero}" if p.zero >= 3 and p.dp > 1 else "model-parallel"
+        zero = "FSDP" if p.kind == "fsdp" else f"ZeRO-{p.zero}"
+        what = zero if p.zero >= 3 and p.dp > 1 else "model-parallel"
         return [*self._wrap(f"  Consolidating {what} shards into {self.ident.gpu.precision} weights..."),
                 self._barred("  Merging shards: ", f"| {shards}/{shards}")]
 
@@ -333,7 +334,34 @@ def _layout(i: Any) -> list[str]:
     p = i.parallel
     if i.world == 1:
         return ["single GPU"]
-    return [f"DP={p.dp} x TP={p.tp} x PP={p.pp}", *([f"ZeRO stage {p.zero}"] if p.dp > 1 else [])]
+    return [f"DP={p.dp} x TP={p.tp} x PP={p.pp}", *([_strategy(p)] if p.dp > 1 else [])]
+
+
+# What each data-parallel strategy shards of the model's state (world/memory.py's kinds).
+SHARDED = {1: "optimizer states", 2: "optimizer states + gradients", 3: "parameters, gradients + optimizer"}
+FSDP_MODES = {3: "FULL_SHARD", 2: "SHARD_GRAD_OP"}
+
+
+def _strategy(p: Any) -> str:
+    """The banner's name for how the data-parallel ranks hold the state."""
+    if p.kind == "ddp":
+        return "DDP"
+    if p.kind == "fsdp":
+        return f"FSDP {FSDP_MODES[p.zero]}"
+    if p.kind == "megatron":
+        return "distributed optimizer" if p.zero else "DDP"
+    return f"ZeRO stage {p.zero}" if p.zero else "DDP"
+
+
+def _data_parallel(p: Any) -> str:
+    """What the data-parallel ranks shard: nothing under DDP (each holds a replica)."""
+    if not p.zero:
+        return "DDP: a full replica on each GPU"
+    if p.kind == "fsdp":
+        return f"FSDP {FSDP_MODES[p.zero]}: {SHARDED[p.zero]} sharded"
+    if p.kind == "megatron":
+        return f"distributed optimizer: {SHARDED[1]} sharded"
+    return f"ZeRO-{p.zero}: {SHARDED[p.zero]} sharded"
 
 
 def _stack(v: Any, vendor: str) -> list[str]:
@@ -353,8 +381,7 @@ def _memory(i: Any) -> Row:
 
 
 def _sharding(p: Any) -> str:
-    what = {1: "optimizer states", 2: "optimizer states + gradients", 3: "parameters, gradients + optimizer"}
-    parts = [f"{p.dp}-way data parallel (ZeRO-{p.zero}: {what[p.zero]} sharded)"] if p.dp > 1 else []
+    parts = [f"{p.dp}-way data parallel ({_data_parallel(p)})"] if p.dp > 1 else []
     if p.tp > 1:
         parts.append(f"{p.tp}-way tensor parallel")
     if p.pp > 1:
