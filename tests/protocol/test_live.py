@@ -12,7 +12,7 @@ BAD_FRAMES = {
     "undecodable": [b"\xc1\xc1garbage", p.encode(p.Ack())[:-1] + b"\xff\xff"],
     "not-a-map": [msgpack.packb("hello")],
     "oversize": [b"\x00" * (p.MAX_MESSAGE_BYTES + 1024)],
-    "unknown-kind": [msgpack.packb({"v": 1, "kind": "exec", "cmd": "rm -rf /"})],
+    "unknown-kind": [msgpack.packb({"v": 2, "kind": "exec", "cmd": "rm -rf /"})],
     "version": [msgpack.packb({"v": 99, "kind": "ack"})],
     "not-joined": [p.encode(p.Goodbye(0, 0, ""))],
 }

@@ -84,7 +84,7 @@ def wrong_field_type(r: random.Random) -> bytes:
 
 
 def not_a_map(r: random.Random) -> bytes:
-    return msgpack.packb(r.choice([[1, 2, 3], "hello", 7, 2.5, None, True, [{"v": 1, "kind": "ack"}]]))
+    return msgpack.packb(r.choice([[1, 2, 3], "hello", 7, 2.5, None, True, [{"v": 2, "kind": "ack"}]]))
 
 
 def wrong_version(r: random.Random) -> bytes:
@@ -95,7 +95,7 @@ def wrong_version(r: random.Random) -> bytes:
 
 def unknown_kind(r: random.Random) -> bytes:
     kind = r.choice(["exec", "", "HELLO", "x" * 200, 42, None])
-    return msgpack.packb({"v": 1, "kind": kind, "cmd": "rm -rf /"})
+    return msgpack.packb({"v": 2, "kind": kind, "cmd": "rm -rf /"})
 
 
 def not_joined(r: random.Random) -> bytes:

@@ -163,7 +163,7 @@ def zmq_squatter(port: int, seconds: float, stop_fd: int) -> list[str]:
             continue
         peer, frame = router.recv_multipart()[:2]
         heard.append(frame.hex())
-        router.send_multipart([peer, p.encode(p.Welcome(4))])
+        router.send_multipart([peer, p.encode(p.Welcome(4, time.time()))])
         line = ev.RankOutput(0, "stdout", [INJECTED])
         router.send_multipart([peer, p.encode(p.Events([json.dumps(ev.to_dict(line))]))])
     ctx.destroy(linger=0)

@@ -62,7 +62,7 @@ def test_with_several_nodes_the_world_waits_for_every_agent_too():
         early = c.handle(rank_routing_id(r), frame(p.Hello(r, r % 2, r // 2, 100 + r, "run-1", "secret", {})), 0.0)
     assert early.events == [] and not c.ready
     joined = c.handle(agent_routing_id(1), frame(p.AgentHello(1, 2, 9, "host-1", "run-1", "secret", "d")), 0.1)
-    assert joined.replies[0] == (agent_routing_id(1), p.Welcome(4))  # the agent first, then its ranks
+    assert joined.replies[0] == (agent_routing_id(1), p.Welcome(4, 0.0))  # the agent first, then its ranks
     assert kinds(joined) == ["RankStarted"] * 4 + ["RendezvousComplete"] and c.ready
 
 

@@ -162,7 +162,10 @@ class Coordinator(AgentSide):
                           for r, h in sorted(self.hellos.items()))
         out.events.append(ev.RendezvousComplete(
             self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
-        out.replies.extend((rank_routing_id(r), Welcome(self.job.world_size)) for r in ranks)
+        # The ranks' work counts from here: they pace it from this moment.
+        now = self.timeline.clock.rebase() if self.timeline is not None else self._wall()
+        welcome = Welcome(self.job.world_size, now)
+        out.replies.extend((rank_routing_id(r), welcome) for r in ranks)
         return out
 
     def _hello_problem(self, peer: bytes, msg: Hello) -> str:

@@ -97,7 +97,7 @@ class Launcher:
                 config = dataclasses.replace(config, fault=fault, resume_from=job.last_checkpoint)
                 job.view.emit(ev.Restart(attempt, config.max_restarts,
                                          job.last_checkpoint.step if job.last_checkpoint else 0,
-                                         self.clock.now))
+                                         self.clock()))
         finally:
             rundir.remove()
 
