@@ -24,6 +24,11 @@ import pytest
 
 FAKERUN = [sys.executable, "-m", "fakerun"]
 DEFAULT_TIMEOUT = 60.0
+# A job of short steps, whatever the seed draws: Llama-3.2-1B on H100s (seed 0:
+# 2.2 s of simulated time a step on 4 ranks, ~15 s of start-up). --speed 1 is
+# real time (a drawn job's step takes 10-60 s), so a test that needs a run
+# going mid-way runs this one at the --speed that gives it the wall time it needs.
+SHORT_STEPS = ("--seed", "0", "--model", "Llama-3.2-1B", "--gpu", "NVIDIA H100 80GB HBM3")
 
 
 def job_processes(*markers: str) -> list[psutil.Process]:

@@ -7,6 +7,7 @@ import msgpack
 import zmq
 
 from fakerun import protocol as p
+from tests.conftest import SHORT_STEPS
 
 BAD_FRAMES = {
     "undecodable": [b"\xc1\xc1garbage", p.encode(p.Ack())[:-1] + b"\xff\xff"],
@@ -19,7 +20,8 @@ BAD_FRAMES = {
 
 
 def test_garbage_to_a_live_coordinator(runner):
-    job = runner.start("--nproc", "4", "--max-steps", "40", "--speed", "8", "--output", "jsonl")
+    # ~160 s of simulated work (2.2 s steps): ~2 s of wall, live when the intruder comes.
+    job = runner.start("--nproc", "4", "--max-steps", "40", *SHORT_STEPS, "--speed", "80", "--output", "jsonl")
     started = job.wait_for_event("rank_started", 4)
     job.wait_for_event("step")
     endpoint = started[0]["env"]["FAKERUN_COORDINATOR"]
