@@ -161,6 +161,26 @@ def test_after_a_watchdog_timeout_the_clock_moves_past_every_rank_s_watchdog():
     assert all(timeout.time + sim.watchdog_lag(1, r, timeout.seq) < clock.now for r in timeout.waiting)
 
 
+def test_a_watchdog_counts_from_the_collective_s_start_after_the_ranks_work():
+    """NCCL's watchdog times a collective from its enqueue: after the step's
+    work (3 s here), not from the last collective's end."""
+    from datetime import UTC
+
+    from fakerun.coordinator.timeline import Timeline
+    from fakerun.world import identity
+    from fakerun.world.clock import VirtualClock
+
+    clock = VirtualClock(0.0, UTC)
+    c = Coordinator(JOB, 5.0, clock, Timeline(identity.build(1, 1, 3, 20), clock), report_wall=False)
+    for r in range(3):
+        c.handle(rank_routing_id(r), hello(r), 0.0)
+    for r in (0, 2):
+        c.handle(rank_routing_id(r), frame(p.Contribute(r, "world", 1, "all_reduce", "avg", 0, "float32",
+                                                        [1.0, 1.0], "", 0, 2, 3.0)), 0.0)
+    (timeout,) = c.tick(5.2).events
+    assert timeout.time == 8.0
+
+
 def test_rank_output_is_held_and_released_in_rank_order(core):
     core.handle(rank_routing_id(2), frame(p.Output(2, "stdout", ["from two"])), 0.0)
     core.handle(rank_routing_id(0), frame(p.Output(0, "stderr", ["from zero"])), 0.0)

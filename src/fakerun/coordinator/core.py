@@ -260,8 +260,9 @@ class Coordinator(AgentSide):
 
     def _timeout(self, comm: str, pending: PendingCollective, now: float) -> Outcome:
         del self._pending[comm]
-        if self.timeline is not None:  # the watchdog's wait passes in simulated time too
-            self.timeline.clock.advance(self.timeout_s)
+        if self.timeline is not None:  # the watchdog's wait passes in simulated time too, from
+            # the first rank's enqueue, after its work (the wall timer started at its arrival)
+            self.timeline.clock.advance(pending.sim_s.get(pending.first_rank, 0.0) + self.timeout_s)
         self._broken.add(comm)
         fp = pending.fingerprint
         timeout_ms = round(self.timeout_s * 1000)
