@@ -22,8 +22,10 @@ interleaved so the machine's noise hits fakerun and its floor alike):
 3. Steps/s at --speed 0, 8 ranks: from the training-step run of 2,
    (stamps - 1) / (last - first). Floor: the raw round trips/s of 2's floor.
    Reported without a target (the issue sets none).
-4. USS per rank: `fakerun --nproc 8 --max-steps 100000 --speed 1`; once the
-   launcher has 8 children (polled) and ~2 s after its first step line, the
+4. USS per rank: `fakerun --nproc 8 --max-steps 100000` on a job of short
+   steps (USS_JOB), paced so that a step takes 0.25 s of wall (--speed: its
+   simulated step time / 0.25 s; at --speed 1 a step takes its real time); once
+   the launcher has 8 children (polled) and ~2 s after its first step line, the
    median USS (and PSS) of those children; then SIGINT, expecting exit 1 (torchrun's).
    Floor: 8 forked raw DEALER ranks paced 0.25 s per round trip, read likewise.
 
@@ -79,7 +81,10 @@ FLOOR_SNIPPET = "import zmq, msgpack; print('ok', flush=True)"
 RANK_LINE = re.compile(r"^\[default(\d+)\]:")
 STEP_LINE = re.compile(r"^\[default0\]:.*\b[Ss]tep\s+(\d+)/\d+")
 USS_STEPS_S = 2.0  # how long ranks run steps before their memory is read
-USS_PACE_S = 0.25  # fakerun's step at --speed 1
+USS_PACE_S = 0.25  # wall seconds a step of fakerun's (and a round trip of the floor's)
+# Llama-3.2-1B on eight H100s steps in 1.1 s of simulated time (seed 1): a
+# --speed of ~4.4 makes that USS_PACE_S of wall, and its start-up (15.7 s) 3.6 s.
+USS_JOB = ("--seed", "1", "--model", "Llama-3.2-1B", "--gpu", "NVIDIA H100 80GB HBM3")
 USS_FLOOR_STEPS = round(USS_STEPS_S / USS_PACE_S)
 PR_SET_PDEATHSIG = 1
 BENCH_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -493,7 +498,8 @@ def child_uss_floor(n: int, deadline: float) -> dict[str, Any]:
 # -- child: USS of fakerun's ranks -----------------------------------------------
 def child_uss_fakerun(n: int, deadline: float) -> dict[str, Any]:
     """Ranks up (polled), first step seen, then ~2 s of steps before reading memory."""
-    args = ["--nproc", str(n), "--max-steps", "100000", "--speed", "1", "--output", "plain"]
+    args = ["--nproc", str(n), "--max-steps", "100000", "--speed", f"{uss_speed(n):.6g}", "--output", "plain",
+            *USS_JOB]
     with FakerunProc(args) as fr:
         launcher = psutil.Process(fr.proc.pid)
         wait_until(lambda: len(launcher.children()) == n, deadline, f"{n} ranks")
@@ -507,6 +513,18 @@ def child_uss_fakerun(n: int, deadline: float) -> dict[str, Any]:
         if code != 1 or memory["ranks"] != n:
             raise fr.failure(f"launcher exited {code} (expected 1), {memory['ranks']} ranks seen")
     return memory | {"exit_code": code, "last_step_line": latest}
+
+
+def uss_speed(n: int) -> float:
+    """The --speed at which a step of USS_JOB on `n` ranks takes USS_PACE_S."""
+    from fakerun.cli.main import to_config
+    from fakerun.cli.parser import build_parser
+    from fakerun.world import physics as sim
+
+    argv = ["--nproc", str(n), "--max-steps", "100000", "--speed", "0", *USS_JOB]
+    ident = to_config(build_parser().parse_args(argv), environ={}).identity
+    step = sim.compute_seconds(ident, 1) + sim.allreduce_seconds(ident, sim.grad_numel(ident))
+    return step / USS_PACE_S
 
 
 def last_step(reader: LineReader, until: float, stop_at: int | None = None,
@@ -786,7 +804,8 @@ def uss_section(o: Outcomes) -> Section:
                      ("rank_uss_mib", "rank_uss_mib"), Target(12)),
             stat_row(o, "rank_pss_mib", "PSS per rank (median of 8)", "MiB", names,
                      ("rank_pss_mib", "rank_pss_mib"))]
-    return Section("uss", f"4. Memory, 8 ranks at --speed 1, {USS_STEPS_S:g} s after the first step",
+    return Section("uss", f"4. Memory, 8 ranks stepping every {USS_PACE_S:g} s, {USS_STEPS_S:g} s after the "
+                          "first step",
                    f"8 forked raw pyzmq DEALER ranks paced {USS_PACE_S:g} s per round trip, "
                    f"after {USS_FLOOR_STEPS + 1} round trips", rows)
 

@@ -24,6 +24,14 @@ import pytest
 
 FAKERUN = [sys.executable, "-m", "fakerun"]
 DEFAULT_TIMEOUT = 60.0
+# A job of short phases whatever the seed draws: Llama-3.2-1B on H100s (~15 s
+# of start-up, a step of 1-19 s of simulated time by seed and ranks, a
+# checkpoint ~10 s, the export ~4 s); with seed 0 a step of 2.2 s on 4 ranks.
+# --speed 1 is real time (a drawn job's step takes 10-60 s), so a test that
+# needs a run going mid-way runs one of these at the --speed that gives it the
+# wall time it needs.
+SHORT_JOB = ("--model", "Llama-3.2-1B", "--gpu", "NVIDIA H100 80GB HBM3")
+SHORT_STEPS = ("--seed", "0", *SHORT_JOB)
 
 
 def job_processes(*markers: str) -> list[psutil.Process]:

@@ -128,7 +128,8 @@ def test_peers_without_the_key_are_refused_and_counted_and_the_run_finishes(runn
     port = free_port()
     token = os.urandom(8).hex()
     env = os.environ | {"FAKERUN_TOKEN": token}
-    common = ("--nnodes", "2", "--nproc", "2", "--master-port", str(port), "--speed", "0.5",
+    # Llama-3.2-3B on L40S (seed 5): ~460 s of simulated work, ~11 s of wall, the first step after 1.2 s.
+    common = ("--nnodes", "2", "--nproc", "2", "--master-port", str(port), "--speed", "40",
               "--seed", "5", "--max-steps", "8", "--output", "jsonl")
     node0 = runner.start(*common, "--node-rank", "0", env=env)
     node1 = runner.start(*common, "--node-rank", "1", "--rdzv-id", node0.marker, env=env)
@@ -178,7 +179,8 @@ def test_node_1_whose_node_0_never_answers_waits_for_the_rendezvous_timeout(runn
 
 
 def test_smi_shows_the_whole_cluster_of_a_running_job(runner):
-    job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--seed", "5",
+    # The first step after ~50 s of simulated start-up and step (seed 5): 2.5 s of wall.
+    job = runner.start("--nodes", "2", "--nproc", "2", "--no-theatre", "--seed", "5", "--speed", "20",
                        "--max-steps", "2000", "--output", "jsonl")
     job.wait_for_event("step")
     pids = sorted(e["pid"] for e in job.of("rank_started") if e.get("node") == 0)

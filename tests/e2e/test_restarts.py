@@ -80,7 +80,9 @@ def test_preemption_then_resume_matches_an_uninterrupted_run(runner, tmp_path):
     whole = tmp_path / "whole.jsonl"
     assert runner.run(*args, "--speed", "0", "--metrics-file", str(whole)).proc.returncode == 0
     out, first, second = tmp_path / "out", tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    pre = runner.run(*args, "--speed", "4", "--scenario", "preemption", "--fail-step", "6",
+    # pythia-1.4b's 28.6 s steps (seed 5) at 0.29 s each: the SIGTERM lands mid-training, and
+    # the step it stops at ends well within the shutdown grace (5 s).
+    pre = runner.run(*args, "--speed", "100", "--scenario", "preemption", "--fail-step", "6",
                      "--output-dir", str(out), "--metrics-file", str(first))
     assert pre.proc.returncode == 1  # torchrun's SignalException, uncaught
     assert "Received 15 death signal, shutting down workers" in pre.stderr and "FAILED" not in pre.stderr

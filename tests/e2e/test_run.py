@@ -14,7 +14,8 @@ from tests.e2e.torchrun_versions import PRINTS_THREAD_ID, WHERE, torch_of
 
 
 def test_healthy_run_jsonl(runner):
-    job = runner.start("--nproc", "8", "--max-steps", "50", "--speed", "10", "--seed", "7",
+    # Qwen2.5-14B's 13.2 s steps (seed 7): ~850 s of simulated work, ~2 s of wall.
+    job = runner.start("--nproc", "8", "--max-steps", "50", "--speed", "400", "--seed", "7",
                        "--output", "jsonl")
     started = job.wait_for_event("rank_started", 8)
     pids = [e["pid"] for e in started]

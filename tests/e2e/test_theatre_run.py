@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import FAKERUN, job_processes, wait_until
+from tests.conftest import FAKERUN, SHORT_STEPS, job_processes, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 TIMEOUT = 60
@@ -107,7 +107,7 @@ def hosts_of(text: str) -> set[str]:
 @pytest.mark.parametrize("cols,rows", [(80, 24), (200, 50)])
 def test_two_nodes_in_the_theatre_and_ctrl_c_ends_everything(terminal, cols, rows):
     term = terminal(cols, rows)
-    term.start("--nodes", "2", "--nproc", "4", "--max-steps", "100000")
+    term.start("--nodes", "2", "--nproc", "4", "--max-steps", "100000", *SHORT_STEPS, "--speed", "10")
     panes = term.panes()
     assert "nvidia-smi" in panes
     nodes = [p for title, p in panes.items()

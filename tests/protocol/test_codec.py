@@ -1,4 +1,4 @@
-"""The v1 wire format: round trips, golden bytes, and strict rejection."""
+"""The v2 wire format: round trips, golden bytes, and strict rejection."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fakerun import protocol as p
 
 SAMPLES = [
     p.Hello(3, 1, 1, 4242, "job42", "t0k3n", {"RANK": "3"}),
-    p.Welcome(8),
+    p.Welcome(8, 1795290905.25),
     p.Refused("wrong-token"),
     p.Contribute(3, "world", 7, "all_reduce", "avg", 0, "float32", [2.5, 1.0], "train_step", 5,
                  8030261248, 6.25),
@@ -51,7 +51,7 @@ def test_decoded_messages_are_whole_dataclasses():
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.KIND)
 def test_any_key_order_decodes_alike(msg):
     # Our encoder's order takes a shortcut; any other order gets the full checks.
-    body = {"v": 1, "kind": msg.KIND, **msg.__dict__}
+    body = {"v": 2, "kind": msg.KIND, **msg.__dict__}
     shuffled = dict(reversed(list(body.items())))
     assert p.decode(msgpack.packb(shuffled)) == msg
 
@@ -67,36 +67,38 @@ def test_encode_release_is_encode(msg):
     assert p.encode_release(*msg.__dict__.values()) == p.encode(msg)
 
 
-def test_golden_bytes_v1():
-    # Changing these bytes is a protocol change: bump VERSION.
-    assert p.encode(p.Welcome(8)) == bytes.fromhex("83a17601a46b696e64a777656c636f6d65aa776f726c645f73697a6508")
+def test_golden_bytes_v2():
+    # Changing these bytes is a protocol change: bump VERSION (2: the Welcome's clock).
+    assert p.encode(p.Welcome(8, 0.5)) == bytes.fromhex(
+        "84a17602a46b696e64a777656c636f6d65aa776f726c645f73697a6508a36e6f77cb3fe0000000000000")
     assert p.encode(p.Release("world", 7, [0.5], True, 0.0)) == bytes.fromhex(
-        "87a17601a46b696e64a772656c65617365a4636f6d6da5776f726c64a373657107a676616c75657391cb3fe0000000000000"
+        "87a17602a46b696e64a772656c65617365a4636f6d6da5776f726c64a373657107a676616c75657391cb3fe0000000000000"
         "a473746f70c3a36e6f77cb0000000000000000")
-    assert p.encode(p.Ack()) == msgpack.packb({"v": 1, "kind": "ack"})
+    assert p.encode(p.Ack()) == msgpack.packb({"v": 2, "kind": "ack"})
 
 
 @pytest.mark.parametrize(("frame", "reason"), [
     (b"\xc1", "undecodable"),
     (p.encode(SAMPLES[0])[:-3], "undecodable"),
     (msgpack.packb([1, 2, 3]), "not-a-map"),
-    (msgpack.packb({"v": 2, "kind": "ack"}), "version"),
+    (msgpack.packb({"v": 3, "kind": "ack"}), "version"),
     (msgpack.packb({"kind": "ack"}), "version"),
-    (msgpack.packb({"v": 1.0, "kind": "ack"}), "version"),  # == 1 in Python, not the integer 1 on the wire
+    (msgpack.packb({"v": 2.0, "kind": "ack"}), "version"),  # == 2 in Python, not the integer 2 on the wire
+    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": 8}), "version"),  # a v1 peer's Welcome
     (msgpack.packb({"v": True, "kind": "ack"}), "version"),
-    (msgpack.packb({"v": 1, "kind": "pickle"}), "unknown-kind"),
-    (msgpack.packb({"v": 1, "kind": "welcome"}), "fields"),
-    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": 8, "x": 1}), "fields"),
-    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": "8"}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "welcome", "world_size": True}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": ["x"], "stop": False, "now": 0.0}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [], "stop": 0, "now": 0.0}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "output", "rank": 0, "stream": "stdout", "lines": ["ok", 1, None]}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "events", "items": [{"event": "step"}]}), "field-type"),
-    (msgpack.packb({"v": 1, "kind": "hello", "rank": 0, "local_rank": 0, "node_rank": 0, "pid": 1,
+    (msgpack.packb({"v": 2, "kind": "pickle"}), "unknown-kind"),
+    (msgpack.packb({"v": 2, "kind": "welcome"}), "fields"),
+    (msgpack.packb({"v": 2, "kind": "welcome", "world_size": 8, "x": 1}), "fields"),
+    (msgpack.packb({"v": 2, "kind": "welcome", "world_size": "8", "now": 0.0}), "field-type"),
+    (msgpack.packb({"v": 2, "kind": "welcome", "world_size": True, "now": 0.0}), "field-type"),
+    (msgpack.packb({"v": 2, "kind": "release", "comm": "w", "seq": 1, "values": ["x"], "stop": False, "now": 0.0}), "field-type"),
+    (msgpack.packb({"v": 2, "kind": "release", "comm": "w", "seq": 1, "values": [], "stop": 0, "now": 0.0}), "field-type"),
+    (msgpack.packb({"v": 2, "kind": "output", "rank": 0, "stream": "stdout", "lines": ["ok", 1, None]}), "field-type"),
+    (msgpack.packb({"v": 2, "kind": "events", "items": [{"event": "step"}]}), "field-type"),
+    (msgpack.packb({"v": 2, "kind": "hello", "rank": 0, "local_rank": 0, "node_rank": 0, "pid": 1,
                     "run_id": "r", "token": "t", "env": {"A": [1, 2]}}), "field-type"),
     (msgpack.packb({1: 2}), "undecodable"),
-    (msgpack.packb({"v": 1, "kind": "ack"}) + b"\x00", "undecodable"),
+    (msgpack.packb({"v": 2, "kind": "ack"}) + b"\x00", "undecodable"),
     (msgpack.packb(msgpack.ExtType(5, b"x")), "undecodable"),
     (b"\x00" * (p.MAX_MESSAGE_BYTES + 1), "oversize"),
 ])
@@ -107,7 +109,7 @@ def test_rejects(frame, reason):
 
 
 def test_ints_are_accepted_where_floats_are_expected():
-    frame = msgpack.packb({"v": 1, "kind": "release", "comm": "w", "seq": 1, "values": [1, 2.0], "stop": False, "now": 0})
+    frame = msgpack.packb({"v": 2, "kind": "release", "comm": "w", "seq": 1, "values": [1, 2.0], "stop": False, "now": 0})
     assert p.decode(frame).values == [1.0, 2.0]
 
 

@@ -7,19 +7,21 @@ import msgpack
 import zmq
 
 from fakerun import protocol as p
+from tests.conftest import SHORT_STEPS
 
 BAD_FRAMES = {
     "undecodable": [b"\xc1\xc1garbage", p.encode(p.Ack())[:-1] + b"\xff\xff"],
     "not-a-map": [msgpack.packb("hello")],
     "oversize": [b"\x00" * (p.MAX_MESSAGE_BYTES + 1024)],
-    "unknown-kind": [msgpack.packb({"v": 1, "kind": "exec", "cmd": "rm -rf /"})],
+    "unknown-kind": [msgpack.packb({"v": 2, "kind": "exec", "cmd": "rm -rf /"})],
     "version": [msgpack.packb({"v": 99, "kind": "ack"})],
     "not-joined": [p.encode(p.Goodbye(0, 0, ""))],
 }
 
 
 def test_garbage_to_a_live_coordinator(runner):
-    job = runner.start("--nproc", "4", "--max-steps", "40", "--speed", "8", "--output", "jsonl")
+    # ~160 s of simulated work (2.2 s steps): ~2 s of wall, live when the intruder comes.
+    job = runner.start("--nproc", "4", "--max-steps", "40", *SHORT_STEPS, "--speed", "80", "--output", "jsonl")
     started = job.wait_for_event("rank_started", 4)
     job.wait_for_event("step")
     endpoint = started[0]["env"]["FAKERUN_COORDINATOR"]

@@ -21,6 +21,7 @@ when the signal comes, and takes it once its handlers are in place).
 from __future__ import annotations
 
 import collections
+import math
 import re
 import shlex
 import shutil
@@ -34,7 +35,10 @@ from typing import Any
 import pytest
 
 from fakerun import checkpoint
-from tests.conftest import FAKERUN, Runner, job_processes, wait_until
+from fakerun.cli.main import to_config
+from fakerun.cli.parser import build_parser
+from fakerun.world import physics as sim
+from tests.conftest import FAKERUN, SHORT_JOB, Runner, job_processes, wait_until
 from tests.reliability.conftest import rng, seed_note, side_by_side
 from tests.theatre.test_tmux import DONE, FOOTER, Tmux
 
@@ -61,18 +65,34 @@ class Moment:
     max_steps: int
     fields: tuple[tuple[str, Any], ...] = ()
     checkpoints: bool = False
+    speed: float = 16.0
 
 
-# At --speed 2: init lasts ~0.9 s, a step 0.125 s, validation 1 s, the
-# checkpoint and export phases 1.25 s each (the checkpoint is written at the
-# end of its phase). Delays stay inside the phase they aim at.
+# --speed 1 is real time: a job of short phases (Llama-3.2-1B on H100s, any
+# seed) at --speed 16: init ~0.95 s, a step 0.06-1.2 s, the checkpoint ~0.6 s
+# (written at the end of its phase); the export's 3.6 s at --speed 4, 0.9 s
+# (after one step: up to ~20 s of wall before it at that speed).
+# Delays stay inside the phase they aim at: at most half its wall time, as
+# the job's physics gives it (phase_wall), the rest for seeing its event.
+PACED = (*SHORT_JOB, "--speed", "16")
 MOMENTS = {
     "launch": Moment("run_started", 0.05, 8),  # forking, hello, rendezvous
     "init": Moment("rendezvous", 0.85, 8),
     "training": Moment("step", 0.6, 10, (("step", 1),)),
     "checkpoint": Moment("phase", 1.3, 2, (("name", "checkpoint"),), checkpoints=True),
-    "shutdown": Moment("phase", 1.1, 2, (("name", "export"),), checkpoints=True),
+    "shutdown": Moment("phase", 1.1, 1, (("name", "export"),), checkpoints=True, speed=4.0),
 }
+
+
+def phase_wall(args: list[str], moment: str) -> float:
+    """Wall seconds of the phase `moment` aims at in this job: its simulated
+    time (physics) over the job's --speed (inf: no bound but the moment's)."""
+    config = to_config(build_parser().parse_args(args), environ={})
+    ident = config.identity
+    simulated = {"init": sum(sim.init_seconds(ident).values()),
+                 "training": (config.steps - 1) * sim.compute_seconds(ident, 1),
+                 "checkpoint": sim.checkpoint_seconds(ident), "shutdown": sim.export_seconds(ident)}
+    return simulated.get(moment, math.inf) / config.speed
 
 
 def landed_in(events: list[dict[str, Any]]) -> str:
@@ -89,14 +109,14 @@ def landed_in(events: list[dict[str, Any]]) -> str:
 def ctrl_c_once(runner: Runner, name: str, i: int) -> tuple[str, float]:
     moment, r = MOMENTS[name], rng(f"ctrl-c:{name}:{i}")
     nodes = ["--nodes", "2", "--no-theatre", "--nproc", "2"] if i % 5 == 4 else ["--nproc", str(r.randint(2, 4))]
-    args = [*nodes, "--speed", "2", "--max-steps", str(moment.max_steps), "--seed", str(r.randrange(10_000)),
-            "--output", "jsonl"]
+    args = [*nodes, *SHORT_JOB, "--speed", f"{moment.speed:g}", "--max-steps", str(moment.max_steps),
+            "--seed", str(r.randrange(10_000)), "--output", "jsonl"]
     out = runner.tmp_path / f"{name}-{i}"
     if moment.checkpoints:
         args += ["--output-dir", str(out)]
     job = runner.start(*args, new_session=True)
-    job.wait_for_event(moment.event, **dict(moment.fields))
-    time.sleep(r.uniform(0, moment.delay))  # the injected moment, not a wait for state
+    job.wait_for_event(moment.event, timeout=60, **dict(moment.fields))
+    time.sleep(r.uniform(0, min(moment.delay, 0.5 * phase_wall(args, name))))  # the injected moment
     job.killpg(signal.SIGINT)
     sent = time.monotonic()
     where = f"Ctrl+C in {name} run {i} ({' '.join(args)}; {seed_note()})"
@@ -185,7 +205,7 @@ def test_ctrl_c_while_fakerun_starts(runner):
     def once(i: int) -> str:
         r = rng(f"ctrl-c:start:{i}")
         nodes = ["--nodes", "2", "--no-theatre"] if i % 4 == 3 else []
-        job = runner.start(*nodes, "--nproc", "2", "--speed", "2", "--max-steps", "8", "--output", "jsonl",
+        job = runner.start(*nodes, "--nproc", "2", *PACED, "--max-steps", "8", "--output", "jsonl",
                            new_session=True)
         time.sleep(r.uniform(0, 0.3))  # the injected moment
         job.killpg(signal.SIGINT)
@@ -220,8 +240,7 @@ def test_ctrl_c_in_a_terminal_gives_it_back(runner):
     """The rich view in tmux, Ctrl+C typed at a random moment of training:
     exit 1 (torchrun's), the cursor visible again, the live footer gone."""
     marker = runner.new_marker()
-    cmd = shlex.join([*FAKERUN, "--rdzv-id", marker, "--nproc", "3", "--max-steps", "100000",
-                      "--speed", "2"])
+    cmd = shlex.join([*FAKERUN, "--rdzv-id", marker, "--nproc", "3", "--max-steps", "100000", *PACED])
     term = Tmux(100, 30)
     term.start(f"env -u NO_COLOR TERM=xterm-256color {cmd}; echo {DONE} rc=$?; sleep 120")
     try:

@@ -31,10 +31,10 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.conftest import Job, Runner, gone, job_processes, wait_until
+from tests.conftest import SHORT_JOB, Job, Runner, gone, job_processes, wait_until
 from tests.reliability.conftest import Started, rng, seconds_until, seed_note, side_by_side, started_together
 
-PACED = ("--speed", "2", "--max-steps", "100000")
+PACED = (*SHORT_JOB, "--speed", "16", "--max-steps", "100000")  # init ~0.95 s, then steps
 JSONL = ("--output", "jsonl")
 NODES = ("--nodes", "2", "--no-theatre", "--nproc", "2")
 RANK_DETECT_S = 1.0
@@ -51,7 +51,7 @@ FROZEN_OVER_S = COLLECTIVE_TIMEOUT_S + 2 + GRACE_S + 3  # + the aborts' wait, th
 
 def at_random_moment(job: Job, name: str, span: float) -> str:
     """Wait until every rank has joined, then a random delay in [0, span)
-    (init at --speed 2 lasts ~0.9 s: span > 1 reaches into training)."""
+    (PACED's init lasts ~0.95 s: span > 1 reaches into training)."""
     job.wait_for_event("rendezvous")
     time.sleep(rng(name).uniform(0, span))
     return f"{name} ({seed_note()})"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from fakerun import checkpoint
-from tests.conftest import FAKERUN, Job, Runner, job_processes, wait_until
+from tests.conftest import FAKERUN, SHORT_JOB, Job, Runner, job_processes, wait_until
 from tests.reliability.conftest import Started, rng, seed_note, side_by_side, started_together
 
 DISK = 64 * 1024
@@ -88,8 +88,8 @@ def test_the_reader_leaves_at_a_random_moment(runner: Runner):
     def once(i: int) -> tuple[str, int]:
         name, args = list(READERS.items())[i % len(READERS)]
         marker = runner.new_marker()
-        proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *args, "--speed", "2", "--max-steps",
-                                 "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, *args, *SHORT_JOB, "--speed", "16",
+                                 "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)
         size = rng(f"reader:{i}").randint(1, 6000)  # every variant prints that much within ~2 s
         where = f"{name}, reader gone after {size} bytes ({seed_note()})"
@@ -267,8 +267,8 @@ def test_jsonl_says_nothing_once_its_reader_left(runner: Runner):
     stderr: when stdout's reader leaves, stderr stays quiet too (no
     "Sending process N closing signal SIGTERM" for the teardown)."""
     marker = runner.new_marker()
-    proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, "--nproc", "4", "--output", "jsonl", "--speed", "2",
-                             "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([*FAKERUN, "--rdzv-id", marker, "--nproc", "4", "--output", "jsonl", *SHORT_JOB,
+                             "--speed", "16", "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
     deadline = threading.Timer(READER_TIMEOUT_S, proc.kill)  # the reads have no timeout of their own
     deadline.start()

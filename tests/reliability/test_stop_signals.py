@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Runner, job_processes
+from tests.conftest import SHORT_STEPS, Runner, job_processes
 
 EXIT_TIMEOUT_S = 15.0
 
@@ -28,7 +28,7 @@ def runtime_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
 def test_sigquit_stops_the_job_like_the_other_death_signals(runner: Runner, tmp_path: Path,
                                                             nodes: list[str]) -> None:
     env, runtime = runtime_env(tmp_path)
-    job = runner.start(*nodes, "--nproc", "2", "--speed", "10", "--max-steps", "500", "--output", "jsonl",
+    job = runner.start(*nodes, "--nproc", "2", *SHORT_STEPS, "--speed", "40", "--max-steps", "500", "--output", "jsonl",
                        env=env, new_session=True)
     job.wait_for_event("step", count=len(nodes) // 2 + 1)  # every node's ranks are training
     job.kill(signal.SIGQUIT)

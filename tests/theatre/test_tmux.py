@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import FAKERUN, gone, wait_until
+from tests.conftest import FAKERUN, SHORT_STEPS, gone, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 FOOTER = re.compile(r"\d+% step \d+/\d+")
@@ -52,8 +52,9 @@ class Tmux:
 @pytest.mark.parametrize("width", [80, 160])
 def test_live_footer_in_a_terminal(runner, width):
     marker = runner.new_marker()
+    # ~160 s of simulated work (2.2 s steps): ~6.5 s of wall.
     cmd = " ".join(shlex.quote(a) for a in [*FAKERUN, "--rdzv-id", marker, "--nproc", "4",
-                                             "--max-steps", "40", "--speed", "3"])
+                                             "--max-steps", "40", *SHORT_STEPS, "--speed", "25"])
     term = Tmux(width, 40)
     term.start(f"env -u NO_COLOR TERM=xterm-256color {cmd}; echo {DONE}; sleep 120")
     try:

@@ -26,6 +26,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.stop_requested = False
+        self.welcomed = (0.0, 0.0)  # (monotonic, run clock) at the Welcome: what pacing starts from
         self.contributions: list[tuple[str, float, int]] = []  # (tag, sim_s, numel)
         self.telemetry: list[Any] = []
 

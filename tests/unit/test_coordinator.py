@@ -62,7 +62,7 @@ def test_with_several_nodes_the_world_waits_for_every_agent_too():
         early = c.handle(rank_routing_id(r), frame(p.Hello(r, r % 2, r // 2, 100 + r, "run-1", "secret", {})), 0.0)
     assert early.events == [] and not c.ready
     joined = c.handle(agent_routing_id(1), frame(p.AgentHello(1, 2, 9, "host-1", "run-1", "secret", "d")), 0.1)
-    assert joined.replies[0] == (agent_routing_id(1), p.Welcome(4))  # the agent first, then its ranks
+    assert joined.replies[0] == (agent_routing_id(1), p.Welcome(4, 0.0))  # the agent first, then its ranks
     assert kinds(joined) == ["RankStarted"] * 4 + ["RendezvousComplete"] and c.ready
 
 
@@ -159,6 +159,26 @@ def test_after_a_watchdog_timeout_the_clock_moves_past_every_rank_s_watchdog():
     assert timeout.time == 5.0
     assert clock.now == pytest.approx(5.0 + sim.WATCHDOG_REPORT_S)
     assert all(timeout.time + sim.watchdog_lag(1, r, timeout.seq) < clock.now for r in timeout.waiting)
+
+
+def test_a_watchdog_counts_from_the_collective_s_start_after_the_ranks_work():
+    """NCCL's watchdog times a collective from its enqueue: after the step's
+    work (3 s here), not from the last collective's end."""
+    from datetime import UTC
+
+    from fakerun.coordinator.timeline import Timeline
+    from fakerun.world import identity
+    from fakerun.world.clock import VirtualClock
+
+    clock = VirtualClock(0.0, UTC)
+    c = Coordinator(JOB, 5.0, clock, Timeline(identity.build(1, 1, 3, 20), clock), report_wall=False)
+    for r in range(3):
+        c.handle(rank_routing_id(r), hello(r), 0.0)
+    for r in (0, 2):
+        c.handle(rank_routing_id(r), frame(p.Contribute(r, "world", 1, "all_reduce", "avg", 0, "float32",
+                                                        [1.0, 1.0], "", 0, 2, 3.0)), 0.0)
+    (timeout,) = c.tick(5.2).events
+    assert timeout.time == 8.0
 
 
 def test_rank_output_is_held_and_released_in_rank_order(core):

@@ -414,11 +414,12 @@ def test_a_restartable_failure_is_not_reported(tmp_path: Path, restartable: bool
 
 def test_the_teardown_lines_step_by_seeded_gaps(tmp_path: Path) -> None:
     """Sending process lines 0.1-1.2 ms apart, the failed line 30-45 ms after
-    them (torch 2.13, captured): not one instant, and the same for a seed."""
+    them (torch 2.13, captured): not one instant, and the same for a seed
+    (at --speed 0: at a pace, the wall clock says when the ranks were gone)."""
     def times() -> list[float]:
         history = History(said=[(0.1, ev.RendezvousComplete(3, [0, 1, 2], [5000, 5001, 5002]))],
                           exits={0: (0.5, 1)})
-        out = run(history, tmp_path, nproc=3)
+        out = run(history, tmp_path, nproc=3, speed=0.0)
         return [e.time for e in out.of(ev.ClosingSignal)] + [out.of(ev.RunFailed)[0].time]
     first = times()
     closing, failed_at = first[:-1], first[-1]

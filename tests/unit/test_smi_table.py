@@ -298,6 +298,25 @@ def test_sink_rate_limit_and_urgent_writes(tmp_path, ident):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_paced_run_s_table_goes_on_with_its_clock_between_events(tmp_path, ident):
+    """nvidia-smi's header is the time it runs at: between two step events
+    of a paced run (tens of seconds at --speed 1) the table's time moves on
+    with the run's clock, a write a second; unpaced, only events move it."""
+    clock = Clock()
+    run_clock = Clock()
+    sink = SmiStateSink(tmp_path / "smi.json", "python", monotonic=clock, wall=clock, run_clock=run_clock)
+    start(sink, ident, range(8))
+    (tmp_path / "unpaced").mkdir()
+    assert sink.clocked and not sink_for(tmp_path / "unpaced", clock).clocked
+    shown = []
+    for _ in range(3):
+        clock.now += 1.0
+        run_clock.now += 1.0
+        sink.flush()
+        shown.append(read(tmp_path).clock)
+    assert shown == [101.0, 102.0, 103.0]
+
+
 def test_sink_writes_atomically(tmp_path, ident):
     clock = Clock()
     sink = sink_for(tmp_path, clock)

@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed of the whole run (default: random)")
     f.add_argument("--speed", type=float, default=1.0, metavar="X",
-                   help="pacing: 1 normal, 2 twice as fast, 0 no pacing at all; else 0.001 to 1e6 "
-                        "(default 1)")
+                   help="pacing: 1 is real time (printed times are the wall clock, and a job takes "
+                        "its real step time: --model Llama-3.1-405B --nnodes 16 takes minutes a step), "
+                        "N runs N times faster, 0 no pacing at all; else 0.001 to 1e6 (default 1)")
     f.add_argument("--output", choices=OUTPUTS, default="auto",
                    help="auto (rich on a terminal, plain otherwise), plain, rich, or jsonl events")
     f.add_argument("--style", default=None, metavar="NAME[@VERSION]",

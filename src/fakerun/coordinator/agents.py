@@ -96,7 +96,7 @@ class AgentSide:
             return out
         link = self.agents.setdefault(node, AgentLink(node, msg.host[:64], now))
         link.last_seen = now  # a repeated hello (its Welcome crossed it) is answered alike
-        return self._complete_if_ready(Outcome(replies=[(peer, Welcome(self.job.world_size))]))
+        return self._complete_if_ready(Outcome(replies=[(peer, Welcome(self.job.world_size, self._wall()))]))
 
     def _agent_problem(self, node: int, msg: AgentHello) -> str:
         if msg.run_id != self.job.run_id:

@@ -162,7 +162,10 @@ class Coordinator(AgentSide):
                           for r, h in sorted(self.hellos.items()))
         out.events.append(ev.RendezvousComplete(
             self.job.world_size, ranks, [self.hellos[r].pid for r in ranks]))
-        out.replies.extend((rank_routing_id(r), Welcome(self.job.world_size)) for r in ranks)
+        # The ranks' work counts from here: they pace it from this moment.
+        now = self.timeline.clock.rebase() if self.timeline is not None else self._wall()
+        welcome = Welcome(self.job.world_size, now)
+        out.replies.extend((rank_routing_id(r), welcome) for r in ranks)
         return out
 
     def _hello_problem(self, peer: bytes, msg: Hello) -> str:
@@ -257,8 +260,9 @@ class Coordinator(AgentSide):
 
     def _timeout(self, comm: str, pending: PendingCollective, now: float) -> Outcome:
         del self._pending[comm]
-        if self.timeline is not None:  # the watchdog's wait passes in simulated time too
-            self.timeline.clock.advance(self.timeout_s)
+        if self.timeline is not None:  # the watchdog's wait passes in simulated time too, from
+            # the first rank's enqueue, after its work (the wall timer started at its arrival)
+            self.timeline.clock.advance(pending.sim_s.get(pending.first_rank, 0.0) + self.timeout_s)
         self._broken.add(comm)
         fp = pending.fingerprint
         timeout_ms = round(self.timeout_s * 1000)

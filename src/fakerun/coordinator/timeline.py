@@ -115,11 +115,7 @@ class Timeline:
         }
 
     def _comm_seconds(self, done: Completed) -> float:
-        if done.op == "all_reduce":
-            return sim.allreduce_seconds(self.ident, done.numel)
-        if done.op == "broadcast":
-            return sim.allreduce_seconds(self.ident, done.numel) / 2
-        return 30e-6 * math.log2(max(2, self.ident.world))
+        return sim.collective_seconds(self.ident, done.op, done.numel)
 
     def _stop(self, done: Completed, stop_requested: bool) -> bool:
         if done.tag != tags.TRAIN_STEP:

@@ -80,9 +80,12 @@ class Launcher:
         except RuntimeDirError as exc:  # like an unwritable --log-dir: fixed by the user's settings
             self.io.stderr.write(f"fakerun: error: {exc}\n")
             return ExitCode.USAGE
+        # Attempts and --loop runs go on on one clock, from the first launch.
+        self.clock = self.clock or build.run_clock(config, self.io.monotonic)
         if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
-            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON))
+            paced = self.clock if config.speed else None  # at a pace its time moves between events
+            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))
         try:
             attempt = 0
             while True:
@@ -97,7 +100,7 @@ class Launcher:
                 config = dataclasses.replace(config, fault=fault, resume_from=job.last_checkpoint)
                 job.view.emit(ev.Restart(attempt, config.max_restarts,
                                          job.last_checkpoint.step if job.last_checkpoint else 0,
-                                         self.clock.now))
+                                         self.clock()))
         finally:
             rundir.remove()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 import socket
+import time
+from collections.abc import Callable
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
@@ -98,11 +100,13 @@ def run_started(config: RunConfig, attempt: int, launcher_pid: int, now: float) 
         launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ)
 
 
-def run_clock(config: RunConfig) -> VirtualClock:
+def run_clock(config: RunConfig, wall: Callable[[], float] = time.monotonic) -> VirtualClock:
+    """The run's clock, from the launch (or --start-time, which fixes what
+    is printed; the pacing still starts at the launch)."""
     start, tz = parse_start(config.start_time) if config.start_time else local_now()
     if config.resume_from is not None and not config.start_time:
         start = max(start, config.resume_from.time)  # a resumed run continues after its checkpoint
-    return VirtualClock(start, tz)
+    return VirtualClock(start, tz, config.speed, wall)
 
 
 def stable_suffix(config: RunConfig) -> str:

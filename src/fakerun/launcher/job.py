@@ -57,7 +57,7 @@ class Job:
         self.topo, self.ident = config.topology, config.identity
         self.token = config.token or secrets.token_hex(16)
         self.keys = JobKeys.derive(self.token)  # 42 µs: cheaper than deciding whether a link needs them
-        self.clock = clock or build.run_clock(config)
+        self.clock = clock or build.run_clock(config, io.monotonic)
         self.exit_signal: int | None = None
         self.sup: Supervisor | None = None
         self.hub: Hub | None = None
@@ -73,7 +73,7 @@ class Job:
         specs = build.rank_specs(self.config, self.rundir, self.attempt, self.token, local)
         where = f"--log-dir {self.config.log_dir}" if self.config.log_dir else f"rank logs {self.rundir.logs}"
         self.view.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs}, where)
-        self._emit(build.run_started(self.config, self.attempt, self.launcher_pid, self.clock.now))
+        self._emit(build.run_started(self.config, self.attempt, self.launcher_pid, self.clock()))
         self._emit(ev.RunIdentity(self.ident))
         self.view.flush()
         # Fork before the zmq Context exists: no I/O threads to fork across.
@@ -227,7 +227,7 @@ class Job:
                 self.exit_signal = signum
                 # A rank that handles the signal stops at the next step.
                 self._emit_all(self.hub.request_stop())
-                self._emit(ev.ShutdownRequested(signum, self.clock.now))
+                self._emit(ev.ShutdownRequested(signum, self.clock()))
                 self.sup.begin_stop("signal", signal.Signals(signum))
             else:  # a second Ctrl+C: no more grace
                 self.sup.hurry()
@@ -248,7 +248,7 @@ class Job:
             self._stop_for_failure()
         if self.sup.stop is None and not self.hub.ready and now >= rdzv_deadline:
             self._emit(ev.RendezvousTimeout(self.config.rdzv_timeout_s, self.hub.joined(),
-                                            self.topo.world_size, self.clock.now, self.hub.missing_nodes()))
+                                            self.topo.world_size, self.clock(), self.hub.missing_nodes()))
             self.sup.begin_stop("rendezvous", signal.SIGTERM)
         self.sup.kill_if_due(now)
 

@@ -114,6 +114,7 @@ class RemoteHub:
         self._heard = now
         if isinstance(msg, Welcome):
             self.welcomed = True
+            self._clock.reach(msg.now, anchor=True)  # node 0's clock is the run's: ours goes on from it
         elif isinstance(msg, Ack):
             self.acked = True
         elif isinstance(msg, Refused):
@@ -130,7 +131,7 @@ class RemoteHub:
             return None
         when = getattr(event, "time", None)
         if isinstance(when, float):  # node 0's clock is the run's: ours follows it
-            self._clock.advance(when - self._clock.now)
+            self._clock.reach(when)
         if isinstance(event, ev.RendezvousComplete):
             self.ready = True
         elif isinstance(event, ev.Step):
@@ -158,7 +159,7 @@ class RemoteHub:
         if self.lost:
             return []
         self.lost = True
-        return [ev.NodeLost(0, "", reason, detail, self._clock.now, reported_by=self.node)]
+        return [ev.NodeLost(0, "", reason, detail, self._clock(), reported_by=self.node)]
 
     def next_deadline(self) -> float | None:
         if self.acked and self.monitor is not None:

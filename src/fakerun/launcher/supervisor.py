@@ -142,7 +142,7 @@ class Supervisor:
     def _line_time(self, gap: tuple[float, float]) -> float:
         """A launcher line's time: a seeded gap after the last one's (so
         that --start-time runs stay byte-identical), never before now."""
-        self._last_line = max(self.clock.now, self._last_line + self._draws.uniform(*gap))
+        self._last_line = max(self.clock(), self._last_line + self._draws.uniform(*gap))
         return self._last_line
 
     def next_deadline(self) -> float | None:
@@ -164,7 +164,7 @@ class Supervisor:
 
     def _failure(self, worker: Worker, code: int) -> ev.Failure:
         failure = ev.Failure(worker.rank, worker.local_rank, self.topo.node_rank, self.pid(worker), code,
-                             self.clock.now, self.config.identity.host(worker.rank),
+                             self.clock(), self.config.identity.host(worker.rank),
                              after_close=self.stop is not None)
         return failures.read(failure, worker.spec.env.get(failures.ERROR_FILE_ENV, ""))
 

@@ -1,4 +1,4 @@
-"""The wire's codec: one msgpack map per message, {"v": 1, "kind": <kind>, <fields>...}.
+"""The wire's codec: one msgpack map per message, {"v": 2, "kind": <kind>, <fields>...}.
 
 `decode` validates everything it accepts (version, kind, exact field set,
 field types, size) and raises ProtocolError otherwise, so the coordinator
@@ -163,7 +163,7 @@ def _checked(body: Any) -> Any:
     if not isinstance(body, dict):
         raise ProtocolError("not-a-map")
     version = body.get("v")
-    if type(version) is not int or version != VERSION:  # 1.0 and True compare equal to 1
+    if type(version) is not int or version != VERSION:  # 2.0 compares equal to 2 (and True to 1)
         raise ProtocolError("version", repr(version))
     kind = body.get("kind")
     if not isinstance(kind, str) or kind not in REGISTRY:

@@ -1,6 +1,6 @@
 """Wire messages between ranks (DEALER) and the coordinator (ROUTER).
 
-One msgpack map per message: {"v": 1, "kind": <kind>, <fields>...}. Each kind
+One msgpack map per message: {"v": 2, "kind": <kind>, <fields>...}. Each kind
 is a frozen dataclass in REGISTRY. `decode` validates everything it accepts
 (version, kind, exact field set, field types, size) and raises ProtocolError
 otherwise, so the coordinator can count a bad frame and carry on.
@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from fakerun.errors import FakerunError
 
-VERSION = 1
+VERSION = 2  # 2: the Welcome carries the run's clock (pacing's anchor)
 # The largest message fakerun sends, measured over the scenario catalog and
 # every style, one and two nodes, up to 2 x 32 ranks: 50 KB, an Events batch
 # at --speed 0 (the hub splits batches at half this limit); then a rank's
@@ -55,10 +55,14 @@ class Hello:
 
 @dataclass(frozen=True)
 class Welcome:
-    """Rendezvous complete: the world is assembled."""
+    """Rendezvous complete: the world is assembled. `now`: the run's
+    clock at this moment, from which a rank paces its work (and another
+    node's agent its clock) against its own wall clock: no two machines'
+    clocks need agree."""
 
     KIND: ClassVar[str] = "welcome"
     world_size: int
+    now: float
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from fakerun.protocol.messages import (
     rank_routing_id,
 )
 from fakerun.protocol.transport import raw_send
+from fakerun.rank.pacing import Pacer
 
 WAKE_MS = 1000
 _RELEASE = (Release,)
@@ -59,6 +60,8 @@ class Communicator:
         self.parent_pid = parent_pid
         self.stop_requested = False
         self.now = 0.0  # the run's virtual clock, as of the last release
+        self.pacer: Pacer | None = None  # set by the script: sleeps before each collective
+        self.welcomed = (0.0, 0.0)
         self._seqs: dict[str, int] = {}  # per communicator: the last collective's number
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, rank_routing_id(rank))
@@ -79,6 +82,8 @@ class Communicator:
             raise RendezvousRefused(f"coordinator refused rank {self.rank}: {reply.reason}")
         if reply is None:
             raise CommError(f"rendezvous timed out after {timeout_s:.0f}s")
+        self.now = reply.now
+        self.welcomed = (time.monotonic(), reply.now)  # where pacing maps the run's clock onto ours
         return reply
 
     # -- collectives ----------------------------------------------------
@@ -97,6 +102,8 @@ class Communicator:
 
     def _collective(self, comm: str, op: str, reduce_op: str, root: int, values: list[float],
                     tag: str, step: int, numel: int, sim_s: float) -> list[float]:
+        if self.pacer is not None:
+            self.pacer.wait(self.now + sim_s, op, numel)
         seq = self._seqs[comm] = self._seqs.get(comm, 0) + 1
         raw_send(self.sock, encode_contribute(self.rank, comm, seq, op, reduce_op, root, "float32",
                                               values, tag, step, numel, sim_s))

@@ -86,11 +86,6 @@ class Faults:
             return loss, grad_norm, sim_s * fault.param("factor")
         return loss, grad_norm, sim_s
 
-    def pace_factor(self, step: int) -> float:
-        fault = self.config.fault
-        slow = fault is not None and fault.kind == "slow" and fault.rank == self.rank and step >= fault.step
-        return fault.param("factor") if slow else 1.0
-
 
 def script_text(config: RunConfig, key: str, **values: object) -> str:
     """A text the training script prints, for this run: data/torchrun.toml's

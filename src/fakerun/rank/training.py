@@ -2,8 +2,9 @@
 with validation and a checkpoint at each epoch's end, export, summary.
 
 A rank reports results (loss, grad norm, telemetry) and how long its work
-took in simulated time; it sleeps only to pace the show (`--speed`). All text
-is rendered from the resulting events, never printed here.
+took in simulated time; its communicator paces that work against the wall
+clock (`--speed`, rank/pacing.py). All text is rendered from the resulting
+events, never printed here.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
 from fakerun.rank.faults import Faults, ScriptFailed, script_text
+from fakerun.rank.pacing import Pacer
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
-
-# Wall seconds of each activity at --speed 1 (a default run lasts 2-4 min).
-WALL = {"init_stage": 0.6, "step": sim.WALL_STEP_S, "validation": 2.0, "checkpoint": 2.5,
-        "export": 2.5}
 
 
 @dataclass
@@ -32,7 +30,6 @@ class Script:
     rank: int
     config: RunConfig
     ident: Identity
-    compressed: bool = False  # after --exit-after-time: finish the phases without pacing
     where: str = "init"  # the phase the script is in: what its traceback shows, if interrupted
 
     def __post_init__(self) -> None:
@@ -43,7 +40,10 @@ class Script:
         # the rendezvous, so the coordinator's (which stops the run at the next
         # training step) always runs out first.
         limit = self.config.exit_after_s
-        self.pace_until = time.monotonic() + limit if limit else math.inf
+        until = time.monotonic() + limit if limit else math.inf
+        self.comm.pacer = self.pacer = Pacer(
+            self.config.speed, lambda op, numel: sim.collective_seconds(self.ident, op, numel), until,
+            self.comm.welcomed)
 
     def run(self) -> None:
         if self.faults.preemption_aware():
@@ -67,7 +67,6 @@ class Script:
         c.barrier(tag=tags.INIT_PROCESS_GROUP, sim_s=seconds[tags.INIT_PROCESS_GROUP])
         c.broadcast([float(ident.seed)], tag=tags.BROADCAST_PARAMETERS, numel=sim.grad_numel(ident))
         for stage in tags.INIT_STAGES:
-            self._sleep("init_stage")
             c.barrier(tag=stage, sim_s=seconds[stage])
         self._telemetry(0, "init")
         c.barrier(tag=tags.PHASE_TRAIN)
@@ -79,7 +78,6 @@ class Script:
         step = first - 1
         for step in range(first, self.config.steps + 1):
             self.faults.strike(step)
-            self._sleep("step", self.faults.pace_factor(step))
             if step == 1 or step % h.log_every == 0:
                 self._telemetry(step, "train")
             loss, grad_norm, sim_s = self.faults.apply(
@@ -89,8 +87,8 @@ class Script:
                                                 numel=self.numel, sim_s=sim_s)
             if not math.isfinite(mean_loss):  # what a real script checks after the reduce
                 raise ScriptFailed(self._text("nan", loss=mean_loss).split("\n"), stream="stdout")
-            if self.comm.stop_requested:
-                self.compressed = True
+            if self.comm.stop_requested:  # after --exit-after-time: the phases left, without pacing
+                self.pacer.on = False
                 break
             if h.evaluates_after(step) and step < self.config.steps:
                 self._end_of_epoch(step)
@@ -101,7 +99,6 @@ class Script:
         self.where = "validation"
         self.comm.barrier(tag=tags.PHASE_VALIDATION)
         self._telemetry(step, "validation")
-        self._sleep("validation")
         self.comm.all_reduce([sim.local_val_loss(self.ident, self.rank, step)], "avg", tag=tags.VALIDATION,
                              step=step, sim_s=sim.eval_seconds(self.ident, self.rank, step))
         self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, step), step)
@@ -110,7 +107,6 @@ class Script:
         self.where = name
         self.comm.barrier(tag=tags.phase(name))
         self._telemetry(step, name)
-        self._sleep(name)
         self.comm.barrier(tag=name, sim_s=sim_s)
 
     def _telemetry(self, step: int, phase: str) -> None:
@@ -121,11 +117,6 @@ class Script:
     def _on_sigterm(_signum: int, _frame: object) -> None:
         """Survive the SIGTERM: the launcher's stop flag, which reaches every
         rank at the same step, decides when to checkpoint and leave."""
-
-    def _sleep(self, activity: str, factor: float = 1.0) -> None:
-        if self.config.speed > 0 and not self.compressed:
-            wall = WALL[activity] * factor / self.config.speed
-            time.sleep(max(0.0, min(wall, self.pace_until - time.monotonic())))
 
     def _text(self, key: str, **values: object) -> str:
         return script_text(self.config, key, **values)

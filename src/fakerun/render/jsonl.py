@@ -46,6 +46,7 @@ class JsonlSink:
     """An EventSink: each event as one JSON line on stdout."""
 
     console = True
+    clocked = False
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream

@@ -23,6 +23,7 @@ class MetricsFile:
     """An EventSink: --metrics-file."""
 
     console = False
+    clocked = False
 
     def __init__(self, path: Path, append: bool = False) -> None:
         """`append`: a resumed run continues the file of the run it resumes

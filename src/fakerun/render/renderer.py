@@ -61,9 +61,8 @@ class Renderer:
         except for views that redraw on their own clock (the live footer)."""
         if self._pending and self.logs is not None:
             self._to_logs(lambda logs: logs.flush())
-        if self._pending or force:
-            self._each(self.event_sinks, lambda sink: sink.flush())
         due = self._pending or force
+        self._each(self.event_sinks, lambda sink: sink.flush(), only=lambda sink: due or sink.clocked)
         self._each(self.line_sinks, lambda sink: sink.flush(),
                    only=lambda sink: due or sink.animated)
         self._pending = False

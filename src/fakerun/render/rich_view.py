@@ -44,6 +44,7 @@ class RichView:
 
     console = True
     animated = True  # the footer redraws on its own clock
+    clocked = False  # as an event sink: flushed with the lines
 
     def __init__(self, stdout: TextIO, stderr: TextIO, nproc: int, node_ranks: range,
                  environ: dict[str, str], clock: Callable[[], float] = time.monotonic,

@@ -44,4 +44,8 @@ class LineSink(Sink, Protocol):
 
 
 class EventSink(Sink, Protocol):
+    # Flushed on every pass of the job loop too: it shows the run's clock,
+    # which moves between events (a paced run's `fakerun smi` state).
+    clocked: bool
+
     def event(self, event: Event) -> None: ...

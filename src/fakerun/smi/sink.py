@@ -33,9 +33,15 @@ class SmiStateSink:
     console = False
 
     def __init__(self, path: Path, process: str, monotonic: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, interval: float = WRITE_INTERVAL_S) -> None:
+                 wall: Callable[[], float] = time.time, interval: float = WRITE_INTERVAL_S,
+                 run_clock: Callable[[], float] | None = None) -> None:
+        """`run_clock`: the run's clock, where it moves between events (a
+        paced run): the table's time then goes on with it, a write every
+        `interval`, as nvidia-smi's header shows the time it runs at."""
         self.path, self.process = Path(path), process
         self.monotonic, self.wall, self.interval = monotonic, wall, interval
+        self.run_clock = run_clock
+        self.clocked = run_clock is not None
         self.ident: Any = None
         self.run_id = ""
         self.pids: dict[int, int] = {}
@@ -58,7 +64,9 @@ class SmiStateSink:
                 self._write()
 
     def flush(self) -> None:
-        if self.dirty and self.monotonic() - self.last_write >= self.interval:
+        if (self.dirty or self.run_clock is not None) and self.monotonic() - self.last_write >= self.interval:
+            if self.run_clock is not None and self.ident is not None:
+                self.clock = self.run_clock()
             self._write()
 
     def close(self) -> None:

@@ -31,8 +31,6 @@ RANK_NOISE = 0.03  # spread of one rank's micro-batch loss around the mean
 SPIKE_RATE = 0.004  # chance per step that a loss spike starts
 SPIKE_MAX_DECAY = 40.0  # steps: the slowest recovery a spike is drawn out to (to reach a logged step)
 SPIKE_MAX_LEAD = int(SPIKE_MAX_DECAY * math.log(2))  # steps before a logged step that still see half a spike
-# Wall-clock pacing at --speed 1: a default run shows every phase in 2-4 min.
-WALL_STEP_S = 0.25
 
 
 def safe_exp(x: float) -> float:
@@ -345,6 +343,18 @@ def allreduce_seconds(ident: Identity, numel: int, bytes_per: int = 2) -> float:
         return 0.0
     busbw = node_busbw(ident) if ident.nnodes == 1 else network(ident).busbw
     return 2 * (n - 1) / n * numel * bytes_per / busbw + 20e-6 * math.log2(n)
+
+
+def collective_seconds(ident: Identity, op: str, numel: int) -> float:
+    """A collective's own simulated time: an all_reduce's ring, a broadcast
+    half of it (one pass), a barrier the latency of a tiny all_reduce. The
+    coordinator's clock adds it after the slowest rank's work, and each rank
+    paces to the moment it ends (so a line is printed when its stamp says)."""
+    if op == "all_reduce":
+        return allreduce_seconds(ident, numel)
+    if op == "broadcast":
+        return allreduce_seconds(ident, numel) / 2
+    return 30e-6 * math.log2(max(2, ident.world))
 
 
 # How often ProcessGroupNCCL's watchdog thread looks at its pending work
