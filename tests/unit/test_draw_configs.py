@@ -98,10 +98,18 @@ def test_hostnames_fit_the_hardware(draws):
     assert pcie and not [h for h in pcie if "dgx" in h]
 
 
-def test_both_kinds_of_job_are_drawn_on_every_cluster(draws):
+def test_both_kinds_of_job_are_drawn_on_every_cluster_but_one_gpu(draws):
+    """One GPU pre-trains nothing in a demo's length at a real recipe's batch
+    (a quarter million tokens a step and more): it fine-tunes."""
     for nodes, gpus in CLUSTERS:
         uses = {i.dataset.use for i in draws if (i.nnodes, i.nproc) == (nodes, gpus)}
-        assert uses == {"pretrain", "finetune"}, (nodes, gpus)
+        assert uses == ({"finetune"} if nodes * gpus == 1 else {"pretrain", "finetune"}), (nodes, gpus)
+
+
+def test_pre_training_takes_a_base_model_and_a_real_batch(draws):
+    pre = [i for i in draws if i.dataset.use == "pretrain"]
+    assert pre and not [i.model.name for i in pre if i.model.tuned]
+    assert min(i.hyper.tokens_per_step for i in pre) >= 2**18
 
 
 def test_default_draws_last_two_to_four_minutes(draws):

@@ -5,6 +5,7 @@ row is an error naming the file and line, at load time."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -33,6 +34,18 @@ class Model:
     vocab: int
     context: int
     kind: str
+
+    @property
+    def tuned(self) -> bool:
+        """Already instruction- or chat-tuned (a fine-tune's result): a base
+        for more fine-tuning, never a model anyone pre-trains from scratch."""
+        return TUNED.search(self.name) is not None
+
+
+# The names' marks of a tuned release (Llama-3.1-8B-Instruct, Llama-2-7b-chat-hf,
+# gemma-7b-it, vicuna-13b-v1.5, WizardLM-13B-V1.2, chatglm3-6b; the base of
+# ChatGLM3 is chatglm3-6b-base).
+TUNED = re.compile(r"(?i)instruct|chat(?!glm3-6b-base)|-it\b|vicuna|wizardlm")
 
 
 @dataclass(frozen=True)

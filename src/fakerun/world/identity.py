@@ -174,13 +174,16 @@ class _Search:
     asked: Asked
 
     def choose(self, r: random.Random, fits: list[tuple[Model, MemoryPlan]], demo: bool) -> Identity:
-        """The first model (in the drawn order) with jobs of the right
-        length, one of those drawn; none: the job nearest that length.
-        `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
+        """The kind of job drawn first (fine-tune or pre-training), then the
+        first model (in the drawn order) with jobs of that kind of the right
+        length, one of those drawn; none of either kind: the job nearest that
+        length. `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
         tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []
-        for model, plan in fits:  # the memory plan's micro batch and sequence: asked, or tuned to
-            par, shape = plan.parallel, Shape(plan.seq, plan.micro, plan.parallel.dp)
-            for sets in self.datasets:
+        for sets in self.datasets:
+            for model, plan in fits:  # the memory plan's micro batch and sequence: asked, or tuned to
+                if model.tuned and sets[0].use == "pretrain" and self.asked.model is None and demo:
+                    continue  # nobody pre-trains an instruction-tuned release from scratch
+                par, shape = plan.parallel, Shape(plan.seq, plan.micro, plan.parallel.dp)
                 timed = self._timed(model, par, shape, sets)
                 landing = [schedule for seconds, schedule in timed if not demo or _off(seconds) == 0]
                 if landing:

@@ -29,6 +29,9 @@ ACCUMS = (1, 2, 4, 8, 16, 32, 64)
 FINETUNE_BATCH = (16, 512)
 PRETRAIN_BATCH = (8, 2048)
 PRETRAIN_MAX_TOKENS = 4 * 2**20  # per step: Llama 2's 4M tokens (Touvron et al. 2023)
+# and at least a quarter of GPT-3's smallest (0.5M tokens for its 125M model, Brown et al.
+# 2020, Table 2.1): a pre-training step of a few sequences is no recipe anyone runs.
+PRETRAIN_MIN_TOKENS = 2**18
 FINETUNE_EPOCHS = (2, 3)  # Alpaca 3, Tulu 2, Vicuna 3
 MIN_STEPS_PER_EPOCH = 10  # a fine-tune's epoch is more than a handful of steps
 # --eval-interval / eval_steps people write; a short run evaluates 1-5 times.
@@ -184,8 +187,14 @@ def _accums(shape: Shape, dataset: Dataset, fixed: Fixed) -> tuple[int, ...]:
         return (max(1, fixed.global_batch // per_pass),)
     low, high = FINETUNE_BATCH if dataset.use == "finetune" else PRETRAIN_BATCH
     fitting = tuple(a for a in ACCUMS if low <= per_pass * a <= high
-                    and (dataset.use == "finetune" or per_pass * a * shape.seq_len <= PRETRAIN_MAX_TOKENS))
-    return fitting or (1,)  # a cluster whose one pass is already past the range: no accumulation
+                    and (dataset.use == "finetune"
+                         or PRETRAIN_MIN_TOKENS <= per_pass * a * shape.seq_len <= PRETRAIN_MAX_TOKENS))
+    if fitting:
+        return fitting
+    # None in range: a cluster whose one pass is already past it takes none;
+    # one whose passes stay short of it, as many as a recipe's batch allows.
+    return (1,) if per_pass * shape.seq_len > PRETRAIN_MAX_TOKENS else \
+        (max((a for a in ACCUMS if per_pass * a <= high), default=1),)
 
 
 def _lengths(dataset: Dataset, per_epoch: int, fixed: Fixed) -> list[tuple[int, int]]:
