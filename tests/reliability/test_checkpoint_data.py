@@ -34,12 +34,12 @@ from tests.other_user import OTHER_UID, needs_root, run_as_other_user
 from tests.reliability.test_output_faults import own_lines
 
 RUN = ("--nproc", "2", "--speed", "0", "--output", "jsonl")
-STEPS = 6  # seed 4 saves at steps 2, 4 and 6 (two-step epochs)
+STEPS, SEED = 15, "3"  # seed 3 saves at steps 5, 10 and 15 (since the draws are jobs people run)
 RESUME_TIMEOUT_S = 30.0  # a hang (a FIFO read) fails the test here instead of stalling the suite
 
 
 def train(runner: Runner, out: Path, *extra: str) -> Job:
-    job = runner.run(*RUN, "--max-steps", str(STEPS), "--seed", "4", "--output-dir", str(out), *extra)
+    job = runner.run(*RUN, "--max-steps", str(STEPS), "--seed", SEED, "--output-dir", str(out), *extra)
     assert job.proc.returncode == 0, job.stderr[-2000:]
     return job
 
@@ -72,7 +72,7 @@ def refused(job: Job, says: str = "fakerun: error: --resume ") -> str:
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The latest checkpoint of a preempted run, made once: each example tampers a copy."""
     out = tmp_path_factory.mktemp("pristine") / "out"
-    done = subprocess.run([*FAKERUN, *RUN, "--max-steps", str(STEPS), "--seed", "4", "--output-dir", str(out)],
+    done = subprocess.run([*FAKERUN, *RUN, "--max-steps", str(STEPS), "--seed", SEED, "--output-dir", str(out)],
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return preempted(out)
