@@ -31,6 +31,11 @@ PRETRAINED_TOKENS = 1e10
 # The seeds' run lasts 2-4 minutes: a default draw's whole simulated length
 # (start-up, steps, validations, checkpoints, export) at its physical pace.
 DEMO_SECONDS = (120.0, 240.0)
+# Except, on a cluster of several nodes, a model of tens of billions of
+# parameters, which such clusters are for: loading its weights and saving them (140 GB for a 70B
+# model, at a parallel filesystem's few GB/s) take minutes of their own, so
+# its run is a few minutes of training beside them: 4-10 minutes in all.
+BIG_MODEL_PARAMS, BIG_DEMO_SECONDS = 30e9, (240.0, 600.0)
 # Chinchilla's E of what the run trains on: web text, or instruction data
 # (far more predictable: a fine-tune's loss ends near 0.8).
 DATA_LOSS = {"pretrain": (1.55, 1.85), "finetune": (0.8, 0.95)}
@@ -88,7 +93,7 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
     datasets = _datasets(r, asked, jokes)
     job = cluster.job(r, chosen_gpu, candidates, datasets, gpus if not gpu else ())
-    if not cluster.demo or gpu or fixed or _off(sim.run_seconds(job)) == 0:
+    if not cluster.demo or gpu or fixed or _off(sim.run_seconds(job), job) == 0:
         return job
     # No job of any model lands in the demo's length on the drawn GPU (a
     # small one, or two): the seed's cluster is another of its kind, drawn
@@ -96,7 +101,7 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     others = [g for g in gpus if g != chosen_gpu and g.kind == chosen_gpu.kind]
     for other in rng(seed, "identity", "other-gpu").sample(others, len(others)):
         alternative = cluster.job(rng(seed, "identity", other.name), other, candidates, datasets, ())
-        if _off(sim.run_seconds(alternative)) == 0:
+        if _off(sim.run_seconds(alternative), alternative) == 0:
             return alternative
     return job
 
@@ -179,13 +184,15 @@ class _Search:
         length, one of those drawn; none of either kind: the job nearest that
         length. `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
         tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []
+        nodes = self.make.keywords["nnodes"]
         for sets in self.datasets:
             for model, plan in fits:  # the memory plan's micro batch and sequence: asked, or tuned to
                 if model.tuned and sets[0].use == "pretrain" and self.asked.model is None and demo:
                     continue  # nobody pre-trains an instruction-tuned release from scratch
                 par, shape = plan.parallel, Shape(plan.seq, plan.micro, plan.parallel.dp)
                 timed = self._timed(model, par, shape, sets)
-                landing = [schedule for seconds, schedule in timed if not demo or _off(seconds) == 0]
+                landing = [schedule for seconds, schedule in timed
+                           if not demo or _off(seconds, model, nodes) == 0]
                 if landing:
                     return self._identity(model, par, shape, r.choice(landing))
                 tried += [(seconds, model, par, shape, schedule) for seconds, schedule in timed]
@@ -193,7 +200,7 @@ class _Search:
             raise CatalogError(f"{self.datasets[0][0].name} holds too few sequences for a fine-tune on "
                                f"{self.make.keywords['nnodes'] * self.make.keywords['nproc']} GPUs: "
                                "ask for a batch (--per_device_train_batch_size) or fewer GPUs")
-        _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0]))
+        _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0], t[1], nodes))
         return self._identity(model, par, shape, schedule)
 
     def _timed(self, model: Model, par: Parallelism, shape: Shape,
@@ -224,9 +231,16 @@ class _Search:
                           PRETRAINED_TOKENS if fine_tune else 0.0)
 
 
-def _off(seconds: float) -> float:
-    """How far a run's length is from DEMO_SECONDS (0: inside)."""
-    low, high = DEMO_SECONDS
+def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:
+    """The length a default draw of `model` on `nnodes` lasts: DEMO_SECONDS,
+    or a big model's on several nodes."""
+    return BIG_DEMO_SECONDS if nnodes > 1 and model.params >= BIG_MODEL_PARAMS else DEMO_SECONDS
+
+
+def _off(seconds: float, job: Identity | Model, nnodes: int = 1) -> float:
+    """How far a run's length is from a demo's (0: inside)."""
+    model, nnodes = (job.model, job.nnodes) if isinstance(job, Identity) else (job, nnodes)
+    low, high = demo_seconds(model, nnodes)
     return max(0.0, low - seconds, seconds - high)
 
 
