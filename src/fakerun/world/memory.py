@@ -139,7 +139,7 @@ def tuned_plans(job: Job) -> tuple[MemoryPlan, ...]:
     """Every knob setting that fills the fullest GPU to 85-95%, at the
     least sharding that has one."""
     for par in layouts(job):
-        found = tuple(p for p in _plans(job, par) if p.tuned)
+        found = tuple(_plans(job, par, tuned_only=True))
         if found:
             return found
     return ()
@@ -174,30 +174,39 @@ def layouts(job: Job) -> list[Parallelism]:
     return out
 
 
-def _plans(job: Job, par: Parallelism) -> list[MemoryPlan]:
-    """Every knob setting on this layout that fits at all. The peak is the
-    state plus activations linear in the micro batch, so each (recompute,
-    sequence) is two figures per stage."""
+def _plans(job: Job, par: Parallelism, tuned_only: bool = False) -> list[MemoryPlan]:
+    """Every knob setting on this layout that fits at all (`tuned_only`:
+    that fills the GPU as a tuned job does, MemoryPlan.tuned). The peak is
+    the state plus activations linear in the micro batch, so each
+    (recompute, sequence) is two figures per stage, and a larger micro batch
+    never has a smaller peak. Every launch draws a job through here for each
+    model of the catalog: the bounds are tested on floats before any plan is
+    made (bench/bench.py's first-line figure)."""
     s, capacity = job.strategy, job.gpu.memory_mib * MIB
     recomputes = (s.recompute,) if s.recompute else KIND_RECOMPUTE.get(par.kind, RECOMPUTE)
     seqs = (job.seq,) if job.seq else tuple(q for q in SEQS if q <= job.model.context) or (job.model.context,)
     micros = (job.micro,) if job.micro else MICROS
     working = working_bytes(job.model, par)
-    fixed = {stage: persistent_bytes(job.model, par, stage) + working for stage in _stages(par)}
+    fixed = [persistent_bytes(job.model, par, stage) + working for stage in _stages(par)]
     # The most a peak can be: its most fragmented reserve and the context within what CUDA hands out.
     limit = (capacity - DRIVER_RESERVED - CUDA_CONTEXT) / (1 + FRAG_MAX)
-    if min(fixed.values()) > limit:
+    if min(fixed) > limit:
         return []
+    # MemoryPlan.tuned's bounds on the peak itself.
+    low, high = (FILL_LOW * capacity - CUDA_CONTEXT) / (1 + FRAG_START), \
+        (FILL_HIGH * capacity - CUDA_CONTEXT) / (1 + FRAG_MAX)
     plans = []
     for recompute in recomputes:
         layout = replace(par, recompute=recompute)
         for seq in seqs:
-            per_micro = {stage: activation_bytes(job.model, layout, 1, seq, stage) for stage in fixed}
+            per_micro = [activation_bytes(job.model, layout, 1, seq, stage) for stage in _stages(par)]
             for micro in micros:
-                peak = max(fixed[stage] + per_micro[stage] * micro for stage in fixed)
-                if peak <= limit:
+                peak = max(f + a * micro for f, a in zip(fixed, per_micro, strict=True))
+                if peak > limit:
+                    break
+                if not tuned_only or low * (1 - 1e-12) <= peak <= high * (1 + 1e-12):
                     plans.append(MemoryPlan(layout, micro, seq, peak, capacity))
-    return plans
+    return [p for p in plans if p.tuned] if tuned_only else plans
 
 
 def _stages(par: Parallelism) -> tuple[int, ...]:
