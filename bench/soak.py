@@ -1,6 +1,7 @@
 """Soak: does a long real-time --loop run stay flat, and does Ctrl+C still end it?
 
-`fakerun --nodes 2 --nproc 8 --loop --max-steps 10 --no-theatre --output plain`
+`fakerun --nodes 2 --nproc 8 --loop --max-steps 10 --no-theatre --output plain
+--model Llama-3.2-1B --gpu "NVIDIA H100 80GB HBM3"`
 (speed 1, stdout to /dev/null) for --duration seconds of real time (default
 600): run after run on one simulated cluster, each with its 16 fresh ranks.
 Every second, the RSS and CPU time of every process of the job: the
@@ -43,7 +44,11 @@ from run_cost import summary  # bench/ is the script's own directory
 from theatre_cost import argv_of, cpu_of, processes
 
 FAKERUN = [sys.executable, "-m", "fakerun"]
-SOAKED = ["--nodes", "2", "--nproc", "8", "--loop", "--max-steps", "10", "--no-theatre", "--output", "plain"]
+# A small model on H100s: at real time (--speed 1) a drawn two-node job may be a
+# big model whose weights take minutes to load and save, two runs in the
+# window; a soak wants run after run (each of these ~35 s).
+SOAKED = ["--nodes", "2", "--nproc", "8", "--loop", "--max-steps", "10", "--no-theatre", "--output", "plain",
+          "--model", "Llama-3.2-1B", "--gpu", "NVIDIA H100 80GB HBM3"]
 RANKS = 16
 SETTLE_S = 10.0
 RUN_GAP_S = 5.0

@@ -74,7 +74,8 @@ def fragmentation(seed: int, stage: int, rank: int, step: int, total_steps: int)
     return FRAG_START + (total[grown - 1] if grown else 0.0) + RANK_SPREAD * uniform(seed, "allocator", rank)
 
 
-@functools.cache
+# Bounded: keyed on the seed, and a --loop's agent draws a new one every run.
+@functools.lru_cache(maxsize=256)
 def _growths(seed: int, stage: int, total_steps: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The steps at which the stage's reserve grows, and the growth so far
     after each; together at most FRAG_MAX - FRAG_START - RANK_SPREAD."""

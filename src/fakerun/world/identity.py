@@ -267,7 +267,6 @@ def _job(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked) -> Job:
     return Job(model, gpu, nproc, world, asked.framework, asked.strategy, asked.micro_batch, asked.seq_len)
 
 
-@functools.lru_cache(maxsize=1 << 14)  # pure, and asked of many models and GPUs by every draw
 def _plan(model: Model, gpu: Gpu, nproc: int, world: int, asked: Asked, seed: int = 0,
           tuned: bool = False) -> MemoryPlan | None:
     """`tuned`: only a plan that fills the GPU as a tuned job does (a job the

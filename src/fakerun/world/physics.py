@@ -153,7 +153,7 @@ def spikes(ident: Identity) -> tuple[tuple[int, float, float], ...]:
     return _spikes(ident.seed, h.warmup_steps, h.total_steps, h.log_every)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # keyed on the seed: a --loop draws a new one every run
 def _spikes(seed: int, warmup: int, total: int, every: int) -> tuple[tuple[int, float, float], ...]:
     r = rng(seed, "spikes")
     out, at = [], float(warmup)
