@@ -93,7 +93,7 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     candidates = [fixed] if fixed else _pool(r, catalog.models(), jokes)
     datasets = _datasets(r, asked, jokes)
     job = cluster.job(r, chosen_gpu, candidates, datasets, gpus if not gpu else ())
-    if not cluster.demo or gpu or fixed or _off(sim.run_seconds(job), job) == 0:
+    if not cluster.demo or gpu or fixed or _off(sim.run_seconds(job), job.model, job.nnodes) == 0:
         return job
     # No job of any model lands in the demo's length on the drawn GPU (a
     # small one, or two): the seed's cluster is another of its kind, drawn
@@ -101,7 +101,7 @@ def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
     others = [g for g in gpus if g != chosen_gpu and g.kind == chosen_gpu.kind]
     for other in rng(seed, "identity", "other-gpu").sample(others, len(others)):
         alternative = cluster.job(rng(seed, "identity", other.name), other, candidates, datasets, ())
-        if _off(sim.run_seconds(alternative), alternative) == 0:
+        if _off(sim.run_seconds(alternative), alternative.model, nnodes) == 0:
             return alternative
     return job
 
@@ -237,9 +237,8 @@ def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:
     return BIG_DEMO_SECONDS if nnodes > 1 and model.params >= BIG_MODEL_PARAMS else DEMO_SECONDS
 
 
-def _off(seconds: float, job: Identity | Model, nnodes: int = 1) -> float:
+def _off(seconds: float, model: Model, nnodes: int) -> float:
     """How far a run's length is from a demo's (0: inside)."""
-    model, nnodes = (job.model, job.nnodes) if isinstance(job, Identity) else (job, nnodes)
     low, high = demo_seconds(model, nnodes)
     return max(0.0, low - seconds, seconds - high)
 
