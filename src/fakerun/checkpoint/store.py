@@ -1,13 +1,15 @@
 """Writing a checkpoint so that a kill at any moment leaves either no
-`checkpoint-<step>` or a complete one: a temporary directory, fsynced,
-renamed into place, modes from the umask; and sweeping the temporary
-directories a killed save left."""
+`checkpoint-<step>` (`iter_0000004`, `global_step4`, `epoch=0-step=4.ckpt`:
+any framework's name) or a complete one: a temporary directory (or file),
+fsynced, renamed into place, modes from the umask; and sweeping the
+temporaries a killed save left."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import socket
 import stat
@@ -19,41 +21,81 @@ from fakerun.checkpoint.reader import STATE
 from fakerun.system.rundir import alive
 
 
-def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = None) -> None:
-    """Write `files` into `target` atomically (temp dir + rename), with the
-    modes the process umask gives (0755 and 0644 under the usual 022), as
-    the real frameworks do: a sidecar uploader of another user reads them.
+def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = None,
+          mtime: float | None = None, last: str = STATE) -> None:
+    """Write `files` (names relative to `target`, `a/b.pt` in a subdirectory)
+    into `target` atomically (temp dir + rename), with the modes the process
+    umask gives (0755 and 0644 under the usual 022), as the real frameworks
+    do: a sidecar uploader of another user reads them.
     `sizes`: files to extend to that size with a hole, where the file system
     keeps holes (elsewhere they keep their bytes: a hole of 16 GB written out
-    as zeros would fill the disk). Temp dirs a killed save left in the same
-    directory go first."""
+    as zeros would fill the disk). `mtime`: the files' modification time (the
+    run's clock at the save, which --resume reads back). `last`: the file
+    written last, whose presence marks a complete checkpoint. Temporaries a
+    killed save left in the same directory go first."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target.parent)
     tmp = _temp_dir(target, "tmp")
     try:
         holes = sizes if sizes and keeps_holes(tmp) else {}
-        for name in sorted(files, key=lambda n: n == STATE):  # trainer_state.json last
+        for name in sorted(files, key=lambda n: n == last):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             _write_file(tmp / name, files[name], holes.get(name, 0))
+            if mtime is not None:
+                os.utime(tmp / name, (mtime, mtime))
         _fsync_dir(tmp)
-        if target.exists():  # a newer run saving the same step: replace, never half-replace
-            old = _temp_dir(target, "old")
-            os.rename(target, old / target.name)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        _replace(tmp, target)
+        if mtime is not None:
+            os.utime(target, (mtime, mtime))
         _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-# A save's temporary directories: `.checkpoint-<step>.tmp-<pid>@<host>-<random>`
-# (and `.old-`, for the checkpoint it replaces). The writer's pid and host
-# tell a dead save's (SIGKILLed mid-write) from a live one's; names from
-# before they carried them (`.checkpoint-<step>.tmp-<random>`) go by age.
-_TEMP = re.compile(r"\.checkpoint-\d+\.(?:tmp|old)-(?:(\d+)@(.+)-)?[a-z0-9_]{8}")
+def write_file(target: Path, data: bytes, mtime: float | None = None) -> None:
+    """One file written atomically (a temp file in its directory, fsynced,
+    renamed over it): a reader sees the old bytes or the new, never half
+    (Megatron's latest_checkpointed_iteration.txt, DeepSpeed's `latest`, a
+    Lightning .ckpt)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target.parent)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}@{socket.gethostname()}-{_suffix()}"
+    try:
+        _write_file(tmp, data)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.rename(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """A newer run saving the same step replaces the old one, never half-replaces it."""
+    if target.exists():
+        old = _temp_dir(target, "old")
+        os.rename(target, old / target.name)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+
+
+# A save's temporaries: `.<name>.tmp-<pid>@<host>-<random>` (and `.old-`, for
+# the checkpoint it replaces), `<name>` the checkpoint's (`checkpoint-4`,
+# `iter_0000004`, `latest`...). The writer's pid and host tell a dead save's
+# (SIGKILLed mid-write) from a live one's; names from before they carried
+# them (`.checkpoint-<step>.tmp-<random>`) go by age.
+_TEMP = re.compile(r"\.[^/]+?\.(?:tmp|old)-(?:(\d+)@(.+)-)?[a-z0-9_]{8}")
 STALE_S = 3600.0  # a temp dir untouched this long is no live save's (a save takes well under a second)
+
+
+def _suffix() -> str:
+    """8 random characters, as mkdtemp ends a name."""
+    return secrets.token_hex(4)
 
 
 def _temp_dir(target: Path, kind: str) -> Path:
@@ -64,8 +106,9 @@ def _temp_dir(target: Path, kind: str) -> Path:
 
 
 def sweep_stale(root: Path, now: float | None = None) -> list[str]:
-    """Remove the temp dirs of saves that died in `root`: only ours (our
-    uid, our name pattern, a real directory) and only stale (the writer on
+    """Remove the temporaries of saves that died in `root`: only ours (our
+    uid, our name pattern, a real directory, or a file of a writer named
+    in it) and only stale (the writer on
     this host is gone, or untouched for STALE_S). Returns what went."""
     now = time.time() if now is None else now
     removed = []
@@ -76,12 +119,15 @@ def sweep_stale(root: Path, now: float | None = None) -> list[str]:
                 continue
             with contextlib.suppress(OSError):
                 st = entry.stat(follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if not (is_dir or stat.S_ISREG(st.st_mode)) or st.st_uid != os.geteuid():
                     continue
                 pid, host = match.groups()
                 dead = pid is not None and host == socket.gethostname() and not alive(int(pid))
-                if dead or now - st.st_mtime > STALE_S:
-                    shutil.rmtree(entry.path)
+                # A file only where its writer is named and gone (write_file's):
+                # one without a writer may be anyone's.
+                if dead or (is_dir and now - st.st_mtime > STALE_S):
+                    shutil.rmtree(entry.path) if is_dir else os.unlink(entry.path)
                     removed.append(entry.name)
     return removed
 

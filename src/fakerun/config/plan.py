@@ -65,12 +65,12 @@ def _check_paths(c: RunConfig) -> None:
 
 
 def _find_checkpoint(c: RunConfig) -> Resume:
-    from fakerun.checkpoint import find  # only for --resume: the command starts without it
+    from fakerun.checkpoint import layouts  # only for --resume: the command starts without it
     if c.resume == "latest" and c.output_dir is None:
         raise UsageError("--resume without a path needs --output-dir (where the checkpoints are)")
     path = c.output_dir if c.resume == "latest" else Path(c.resume)
     try:
-        return find(path)
+        return layouts.find(c.style.name, path)
     except OSError as exc:  # a name too long for a stat
         raise UsageError(f"--resume {short(path)}: {exc.strerror}") from None
 

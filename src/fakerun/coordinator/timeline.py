@@ -224,9 +224,11 @@ class Timeline:
 
 def end_of_epoch_seconds(ident: Identity) -> dict[int, float]:
     """The simulated time the script spends between steps, by the step it
-    follows: each evaluation (a fine-tune's at each epoch's end, a
-    pre-training run's every eval_every steps) and the run's end validates
-    and saves a checkpoint, at the pace of the slowest rank, as the script does."""
-    ranks = range(ident.world)
-    return {step: max(sim.eval_seconds(ident, r, step) for r in ranks)
-            + max(sim.checkpoint_seconds(ident, r, step) for r in ranks) for step in ident.hyper.eval_steps()}
+    follows: each validation (a fine-tune's at each epoch's end, a
+    pre-training run's every eval_every steps) and each checkpoint save, at
+    the pace of the slowest rank, as the script does."""
+    ranks, h = range(ident.world), ident.hyper
+    pauses = {step: max(sim.eval_seconds(ident, r, step) for r in ranks) for step in h.eval_steps()}
+    for step in h.save_steps():
+        pauses[step] = pauses.get(step, 0.0) + max(sim.checkpoint_seconds(ident, r, step) for r in ranks)
+    return pauses

@@ -21,7 +21,7 @@ import zmq
 
 from fakerun import events as ev
 from fakerun import failures
-from fakerun.checkpoint import CheckpointWriter, Resume
+from fakerun.checkpoint import Resume, layouts
 from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.launcher import build
@@ -119,13 +119,13 @@ class Job:
     def _join_commands(self, missing: list[int]) -> list[str]:
         return [join_command(self.config, node, self.token) for node in missing]
 
-    def _checkpoint_writer(self) -> CheckpointWriter | None:
+    def _checkpoint_writer(self) -> layouts.CheckpointSink | None:
         # Like rank 0 of a real job, node 0 alone writes checkpoints (to shared storage).
         if self.config.output_dir is None or self.topo.node_rank != 0:
             return None
-        resumed = self.config.resume_from.history if self.config.resume_from is not None else ()
-        return CheckpointWriter(self.config.output_dir, self.ident, self.config.seed, resumed,
-                                sparse=self.config.sparse_checkpoints)
+        c = self.config
+        return layouts.writer_for(c.style.name, c.output_dir, self.ident, c.seed, c.resume_from,
+                                  sparse=c.sparse_checkpoints)
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:

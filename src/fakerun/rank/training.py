@@ -56,7 +56,7 @@ class Script:
         if self.faults.preemption_aware() and self.comm.stop_requested:
             self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, last), last)
             return
-        self._end_of_epoch(last)
+        self._end_of_epoch(last, final=True)
         self._phase(tags.EXPORT, sim.export_seconds(self.ident, self.rank, last))
         self.comm.barrier(tag=tags.PHASE_SUMMARY)
         self.comm.barrier(tag=tags.DESTROY_PROCESS_GROUP)
@@ -90,18 +90,25 @@ class Script:
             if self.comm.stop_requested:  # after --exit-after-time: the phases left, without pacing
                 self.pacer.on = False
                 break
-            if h.evaluates_after(step) and step < self.config.steps:
+            if step < self.config.steps and (h.evaluates_after(step) or h.saves_after(step)):
                 self._end_of_epoch(step)
                 self.where = "train"
         return step
 
-    def _end_of_epoch(self, step: int) -> None:
-        self.where = "validation"
-        self.comm.barrier(tag=tags.PHASE_VALIDATION)
-        self._telemetry(step, "validation")
-        self.comm.all_reduce([sim.local_val_loss(self.ident, self.rank, step)], "avg", tag=tags.VALIDATION,
-                             step=step, sim_s=sim.eval_seconds(self.ident, self.rank, step))
-        self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, step), step)
+    def _end_of_epoch(self, step: int, final: bool = False) -> None:
+        """Validation and checkpoint, each where the script's intervals put
+        it; after the last step (`final`: also one cut short by a stop), where
+        it does them at the end."""
+        h = self.ident.hyper
+        if h.evaluates_after(step) or (final and h.eval_at_end):
+            self.where = "validation"
+            self.comm.barrier(tag=tags.PHASE_VALIDATION)
+            self._telemetry(step, "validation")
+            val = sim.local_val_loss(self.ident, self.rank, step)
+            self.comm.all_reduce([val], "avg", tag=tags.VALIDATION, step=step,
+                                 sim_s=sim.eval_seconds(self.ident, self.rank, step))
+        if h.saves_after(step) or (final and h.save_at_end):
+            self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, step), step)
 
     def _phase(self, name: str, sim_s: float, step: int = 0) -> None:
         self.where = name

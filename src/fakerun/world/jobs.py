@@ -62,10 +62,17 @@ class Hyper:
     total_steps: int
     epochs: int  # epochs the run reaches into (the last may be partial; a pre-training run: 1)
     steps_per_epoch: int  # optimizer steps in one pass over the dataset (packed sequences)
-    eval_every: int  # steps between validations, each followed by a checkpoint (and after the last step)
+    eval_every: int  # steps between validations (0: it never validates on a step count)
     log_every: int
     eval_batches: int
     pretrained_tokens: float = 0.0  # a fine-tune starts from a base model: what it has learnt, in tokens
+    # The LR schedule after warmup, as the framework names it: "cosine" decays
+    # to min_lr, "linear" straight to min_lr, "constant" holds the peak
+    # (physics.learning_rate).
+    decay: str = "cosine"
+    save_every: int | None = None  # steps between checkpoints (None: one after each validation; 0: never)
+    eval_at_end: bool = True  # the script validates after its last step whatever the interval
+    save_at_end: bool = True  # and saves then
 
     @property
     def tokens_per_step(self) -> int:
@@ -77,15 +84,36 @@ class Hyper:
         return self.pretrained_tokens > 0
 
     def evaluates_after(self, step: int) -> bool:
-        """The script validates and saves after this step (and after the last one)."""
-        return step % self.eval_every == 0 or step == self.total_steps
+        """The script validates after this step."""
+        return _due(step, self.eval_every, self.total_steps, self.eval_at_end)
+
+    def saves_after(self, step: int) -> bool:
+        """The script saves a checkpoint after this step."""
+        if self.save_every is None:
+            return self.evaluates_after(step)
+        return _due(step, self.save_every, self.total_steps, self.save_at_end)
 
     @property
     def evaluations(self) -> int:
-        return (self.total_steps - 1) // self.eval_every + 1
+        return len(self.eval_steps())
 
     def eval_steps(self) -> list[int]:
-        return sorted({*range(self.eval_every, self.total_steps, self.eval_every), self.total_steps})
+        return _steps(self.eval_every, self.total_steps, self.eval_at_end)
+
+    def save_steps(self) -> list[int]:
+        if self.save_every is None:
+            return self.eval_steps()
+        return _steps(self.save_every, self.total_steps, self.save_at_end)
+
+
+def _due(step: int, every: int, total: int, at_end: bool) -> bool:
+    return (every > 0 and step % every == 0) or (at_end and step == total)
+
+
+def _steps(every: int, total: int, at_end: bool) -> list[int]:
+    """The steps an interval falls on (0: none), and the last one if `at_end`."""
+    steps = set(range(every, total + 1, every)) if every > 0 else set()
+    return sorted(steps | ({total} if at_end else set()))
 
 
 @dataclass(frozen=True)

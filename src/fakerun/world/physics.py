@@ -44,15 +44,20 @@ def safe_exp(x: float) -> float:
 # -- loss ------------------------------------------------------------------
 def lr_progress(ident: Identity, step: float) -> float:
     """Cumulative LR / peak LR after `step` steps (how far optimisation got),
-    in closed form: the integral of the warmup ramp and the cosine."""
+    in closed form: the integral of the warmup ramp and the decay."""
     h = ident.hyper
     w, span = h.warmup_steps, max(1, h.total_steps - h.warmup_steps)
     if step <= w:
         return step * step / (2.0 * w)
     x = min(step, h.total_steps) - w
     lo = h.min_lr / h.max_lr
-    cosine = (1 - lo) / 2 * (x + span / math.pi * math.sin(math.pi * x / span))
-    return w / 2.0 + lo * x + cosine
+    if h.decay == "constant":
+        decayed = x
+    elif h.decay == "linear":
+        decayed = lo * x + (1 - lo) * (x - x * x / (2.0 * span))
+    else:
+        decayed = lo * x + (1 - lo) / 2 * (x + span / math.pi * math.sin(math.pi * x / span))
+    return w / 2.0 + decayed
 
 
 def trend_loss(ident: Identity, step: int) -> float:
@@ -233,12 +238,21 @@ def local_val_loss(ident: Identity, rank: int, step: int) -> float:
 
 # -- schedule and throughput -------------------------------------------------
 def learning_rate(ident: Identity, step: int) -> float:
-    """Linear warmup, then cosine decay to min_lr."""
+    """Linear warmup, then the decay the hyper-parameters name, to min_lr."""
     h = ident.hyper
     if step <= h.warmup_steps:
         return h.max_lr * step / h.warmup_steps
     progress = min(1.0, (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps))
-    return h.min_lr + (h.max_lr - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return h.min_lr + (h.max_lr - h.min_lr) * _decayed(h.decay, progress)
+
+
+def _decayed(decay: str, progress: float) -> float:
+    """The share of the way from min_lr to the peak left at `progress` (0..1) of the decay."""
+    if decay == "constant":
+        return 1.0
+    if decay == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def mfu(ident: Identity, step: int) -> float:
