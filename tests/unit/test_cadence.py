@@ -82,5 +82,6 @@ def test_a_dead_writers_temp_file_is_swept(tmp_path: Path):
 def test_a_style_without_its_own_layout_writes_the_trainers(tmp_path: Path):
     from fakerun.checkpoint.writer import CheckpointWriter
     ident = _ident()
-    assert isinstance(layouts.writer_for("torchrun", tmp_path, ident, 7, None), CheckpointWriter)
-    assert isinstance(layouts.writer_for("hf", tmp_path, ident, 7, None), CheckpointWriter)
+    saving = layouts.Saving(tmp_path, ident, 7)
+    assert isinstance(layouts.writer_for("torchrun", saving), CheckpointWriter)
+    assert isinstance(layouts.writer_for("hf", saving), CheckpointWriter)

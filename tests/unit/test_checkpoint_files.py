@@ -17,6 +17,7 @@ import pytest
 
 from fakerun import events as ev
 from fakerun.checkpoint import RESUME, STATE, CheckpointWriter, find, safetensors, torchsave
+from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.store import keeps_holes
 from fakerun.checkpoint.tensors import Tensor, layout
 from fakerun.world import catalog
@@ -98,10 +99,10 @@ def test_a_run_without_bf16_saves_fp16_weights(tmp_path):
     """On a V100 the weights a checkpoint holds are fp16: F16 in the
     safetensors headers, torch_dtype float16 in config.json."""
     ident = build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="Tesla V100-SXM2-32GB")
-    writer = CheckpointWriter(tmp_path, ident, 6)
+    writer = CheckpointWriter(Saving(tmp_path, ident, 6))
     assert {t.dtype for t in writer.layout.tensors} == {"F16"}
     assert writer._config()["torch_dtype"] == "float16"
-    a100 = CheckpointWriter(tmp_path, build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="NVIDIA A100-SXM4-80GB"), 6)
+    a100 = CheckpointWriter(Saving(tmp_path, build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="NVIDIA A100-SXM4-80GB"), 6))
     assert {t.dtype for t in a100.layout.tensors} == {"BF16"} and a100._config()["torch_dtype"] == "bfloat16"
 
 
@@ -124,7 +125,7 @@ def start(path: Path) -> bytes:
 
 def write_one(tmp_path: Path, sparse: bool = False) -> Path:
     ident = build(6, 1, 2, model="Llama-3.2-3B")
-    writer = CheckpointWriter(tmp_path, ident, 6, sparse=sparse)
+    writer = CheckpointWriter(Saving(tmp_path, ident, 6, sparse=sparse))
     writer.event(ev.Step(step=1, max_steps=10, loss=2.5, loss_min=2.4, loss_max=2.6, grad_norm=1.0, lr=1e-4))
     writer.event(ev.Checkpoint(1, 1, str(tmp_path), 2, 1, 1, 1.0, 1234.5))
     return tmp_path / "checkpoint-1"

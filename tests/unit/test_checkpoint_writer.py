@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fakerun import checkpoint
 from fakerun import events as ev
+from fakerun.checkpoint.layouts import Saving
 from fakerun.world import identity
 
 
@@ -22,7 +23,7 @@ def saved(step_no: int, time: float) -> ev.Checkpoint:
 
 def test_a_checkpoint_event_is_a_checkpoint_find_resumes(tmp_path: Path) -> None:
     ident = identity.build(5, 1, 2, 10)
-    writer = checkpoint.CheckpointWriter(tmp_path, ident, seed=5)
+    writer = checkpoint.CheckpointWriter(Saving(tmp_path, ident, 5))
     for n, loss in ((1, 3.0), (2, 2.5), (3, 2.25)):
         writer.event(step(n, loss))
     writer.event(saved(2, 1_800_000_000.0))
@@ -40,7 +41,7 @@ def test_a_checkpoint_event_is_a_checkpoint_find_resumes(tmp_path: Path) -> None
 def test_a_resumed_run_carries_the_history_forward(tmp_path: Path) -> None:
     ident = identity.build(5, 1, 2, 10)
     before = ({"step": 1, "epoch": 1, "loss": 3.0, "learning_rate": 3e-4, "grad_norm": 1.5},)
-    writer = checkpoint.CheckpointWriter(tmp_path, ident, seed=5, history=before)
+    writer = checkpoint.CheckpointWriter(Saving(tmp_path, ident, 5, checkpoint.Resume(1, 0.0, tmp_path, history=before)))
     writer.event(step(2, 2.5))
     writer.event(saved(2, 1_800_000_000.0))
     assert [h["step"] for h in checkpoint.find(tmp_path).history] == [1, 2]

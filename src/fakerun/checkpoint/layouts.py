@@ -8,6 +8,7 @@ A style not named here writes the HF Trainer's layout."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,14 +35,26 @@ READERS = {"hf": ("reader", "find")}
 DEFAULT = "hf"
 
 
-def writer_for(style: str, root: Path, ident: Identity, seed: int, resumed: Resume | None,
-               sparse: bool = False) -> CheckpointSink:
-    """The writer of `style`'s layout under `root` (its module imported only
-    when a run saves). `resumed`: the checkpoint this run carries on from."""
+@dataclass(frozen=True)
+class Saving:
+    """What a run's checkpoint writer is given: where, whose run, and the
+    launch line the framework would save beside its weights (its arguments
+    in training_args.bin, hparams.yaml, Megatron's `args`)."""
+
+    root: Path
+    ident: Identity
+    seed: int
+    resumed: Resume | None = None  # the checkpoint this run carries on from
+    sparse: bool = False  # weight files of their true size, as holes
+    entrypoint: str = "train.py"
+    script_args: tuple[str, ...] = ()
+
+
+def writer_for(style: str, saving: Saving) -> CheckpointSink:
+    """The writer of `style`'s layout (its module imported only when a run saves)."""
     module, cls = WRITERS.get(style, WRITERS[DEFAULT])
-    history = resumed.history if resumed is not None else ()
     writer: Any = getattr(importlib.import_module(f"fakerun.checkpoint.{module}"), cls)
-    return writer(root, ident, seed, history, sparse=sparse)  # type: ignore[no-any-return]
+    return writer(saving)  # type: ignore[no-any-return]
 
 
 def find(style: str, path: Path) -> Resume:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
 from fakerun.checkpoint import safetensors, torchsave
+from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.reader import RESUME, STATE
 from fakerun.checkpoint.store import write
 from fakerun.checkpoint.tensors import DTYPES, Layout, layout
 from fakerun.world import draws
-from fakerun.world.identity import Identity
 
 # AdamW's hyper-parameters as TrainingArguments sets them by default.
 BETAS, EPS = (0.9, 0.999), 1e-08
@@ -37,16 +36,14 @@ HF_DEFAULT_STEPS = 500  # TrainerState's eval_steps and save_steps when saving b
 class CheckpointWriter:
     """An event sink: writes each Checkpoint event's directory under `root`."""
 
-    def __init__(self, root: Path, ident: Identity, seed: int,
-                 history: tuple[dict[str, Any], ...] = (), sparse: bool = False) -> None:
-        """`history`: the log_history of the checkpoint this run resumed, which
-        it carries forward (as the HF Trainer loads it with the TrainerState).
-        `sparse`: weight files of their true size, as holes."""
-        self.root = root
-        self.ident = ident
-        self.seed = seed
-        self.sparse = sparse
-        self.history: list[dict[str, Any]] = list(history)
+    def __init__(self, saving: Saving) -> None:
+        """Carries on the log_history of the checkpoint the run resumed (as
+        the HF Trainer loads it with the TrainerState)."""
+        self.root = saving.root
+        self.ident = saving.ident
+        self.seed = saving.seed
+        self.sparse = saving.sparse
+        self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
 
     def saved_history(self, step: int) -> tuple[dict[str, Any], ...]:
         """The log_history checkpoint-`step` holds."""

@@ -124,8 +124,9 @@ class Job:
         if self.config.output_dir is None or self.topo.node_rank != 0:
             return None
         c = self.config
-        return layouts.writer_for(c.style.name, c.output_dir, self.ident, c.seed, c.resume_from,
-                                  sparse=c.sparse_checkpoints)
+        saving = layouts.Saving(c.output_dir, self.ident, c.seed, c.resume_from, c.sparse_checkpoints,
+                                c.entrypoint, c.script_args)
+        return layouts.writer_for(c.style.name, saving)
 
     # -- the loop -------------------------------------------------------
     def _loop(self) -> None:
