@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
-import struct
 import time
+from pathlib import Path
 
 from fakerun import checkpoint
 
@@ -19,33 +20,94 @@ def run_to(runner, out, *extra):
                       "--output-dir", str(out), "--output", "jsonl", *extra)
 
 
-def test_checkpoint_layout(runner, tmp_path):
+def hf_run(runner, out, *extra, seed="10", steps="10"):
+    """The Trainer (transformers 4.46.3, its default pin) of Llama-3.2-3B: 6.4 GB of weights in
+    two shards of "5GB", a log every 2 steps, an evaluation and a save at the end."""
+    return runner.run("--style", "hf", "--nproc", "2", "--speed", "0", "--seed", seed, "--max-steps", steps,
+                      "--start-time", "2026-01-01 00:00:00", "--output-dir", str(out), *extra,
+                      "train.py", "--model_name_or_path", "meta-llama/Llama-3.2-3B", "--logging_steps", "2",
+                      "--per_device_train_batch_size", "1")
+
+
+def walk(root):
+    """Every file under `root`, hidden ones too, relative."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# The lines that name a file the Trainer wrote (trainer.py `_save`, modeling_utils.py
+# `save_pretrained`, configuration_utils.py, at v4.46.3): the path each names.
+NAMED = (re.compile(r"^Configuration saved in (\S+)$"), re.compile(r"^Model weights saved in (\S+)$"),
+         re.compile(r"index located at (\S+)\.$"))
+
+
+def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path):
+    """Every file a line names exists, and nothing else is written beyond
+    what those saves write with them (trainer.py `_save_checkpoint` at
+    v4.46.3: the index's shards, optimizer.pt, scheduler.pt, the RNG states,
+    trainer_state.json); the final save_model's files in the output dir."""
+    out = tmp_path / "out"
+    job = hf_run(runner, out)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    named = {m.group(1) for line in job.stderr.splitlines() for rx in NAMED if (m := rx.search(line))}
+    saves = [line.removeprefix("Saving model checkpoint to ") for line in job.stderr.splitlines()
+             if line.startswith("Saving model checkpoint to ")]
+    assert saves and saves[-1] == str(out)  # trainer.save_model() at the end, into the output dir
+    assert named and all(Path(p).is_file() for p in named)
+    expected = set()
+    for save in saves:
+        folder = Path(save)
+        expected |= {str(folder / n) for n in ("config.json", "generation_config.json")}
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        expected |= {str(folder / "model.safetensors.index.json")} | {str(folder / s)
+                                                                        for s in index["weight_map"].values()}
+        if folder.name.startswith("checkpoint-"):
+            expected |= {str(folder / n) for n in ("optimizer.pt", "scheduler.pt", "rng_state_0.pth",
+                                                   "rng_state_1.pth", "trainer_state.json")}
+    assert {str(out / f) for f in walk(out)} == expected  # nothing else, no hidden file
+    assert len(index["weight_map"]) and len(set(index["weight_map"].values())) == 2
+    state = json.loads((Path(saves[-2]) / "trainer_state.json").read_text())
+    logged = [h for h in state["log_history"] if "loss" in h]
+    assert [h["step"] for h in logged] == list(range(2, state["global_step"] + 1, 2))  # logging steps only
+
+
+def test_resume_from_the_trainers_checkpoint_continues_its_loss(runner, tmp_path):
+    """Resumed under another seed (the command line's), the run reads the
+    step, model and history from the Trainer's files, and its losses carry
+    on from the checkpoint's last logged one."""
+    out = tmp_path / "out"
+    assert hf_run(runner, out, steps="6").proc.returncode == 0  # saves checkpoint-6 at its end
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    last = [h for h in state["log_history"] if "loss" in h][-1]
+    resumed = hf_run(runner, out, "--resume", "--output", "jsonl", seed="11")
+    assert resumed.proc.returncode == 0, resumed.stderr[-2000:]
+    steps = resumed.of("step")
+    assert steps[0]["step"] == state["global_step"] + 1
+    assert abs(steps[0]["loss"] - last["loss"]) / last["loss"] < 0.1  # carries on, within a step's noise
+    fresh = hf_run(runner, tmp_path / "fresh", "--output", "jsonl", seed="11")
+    other = {s["step"]: s["loss"] for s in fresh.of("step")}
+    ratio = steps[0]["loss"] / other[steps[0]["step"]]
+    assert abs(ratio - 1) > 1e-9  # scaled: seed 11's own curve, put through the checkpoint's loss
+
+
+def test_the_default_styles_files_are_the_ones_its_lines_name(runner, tmp_path):
+    """The seeds' script: "Saving model shards: k/k" counts the weight files
+    written, beside config.json, optimizer.pt and scheduler.pt; --resume reads
+    that layout."""
     out = tmp_path / "out"
     job = run_to(runner, out)
     assert job.proc.returncode == 0
-    saved = sorted((p.name for p in out.iterdir()), key=lambda n: int(n.split("-")[1]))
-    assert saved == [f"checkpoint-{c['step']}" for c in job.of("checkpoint")]
-    ckpt = out / saved[-1]
-    names = {p.name for p in ckpt.iterdir()}
-    assert {"config.json", "model.safetensors.index.json", "optimizer.pt", "scheduler.pt",
-            "rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"} <= names
-    index = json.loads((ckpt / "model.safetensors.index.json").read_text())
-    shards = sorted(set(index["weight_map"].values()))
-    assert shards and all(s in names for s in shards)
-    assert [c["shards"] for c in job.of("checkpoint")][-1] == len(shards)  # the event tells of the files
-    headers = {}
-    for shard in shards:  # safetensors headers of the real tensors; the data left out by default
-        raw = (ckpt / shard).read_bytes()
-        (length,) = struct.unpack("<Q", raw[:8])
-        header = json.loads(raw[8:8 + length])
-        assert header.pop("__metadata__") == {"format": "pt"} and len(raw) == 8 + length
-        headers |= {name: (shard, t) for name, t in header.items()}
-    assert {name: shard for name, (shard, _) in headers.items()} == index["weight_map"]
-    assert sum(t["data_offsets"][1] - t["data_offsets"][0] for _, t in headers.values()) \
-        == index["metadata"]["total_size"]
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    assert state["global_step"] == 10 and [h["step"] for h in state["log_history"]] == list(range(1, 11))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    events = job.of("checkpoint")
+    assert walk(out) == sorted(f"checkpoint-{c['step']}/{n}" for c in events for n in _torchrun_files(c["shards"]))
+    text = runner.run("--nproc", "2", "--max-steps", "10", "--speed", "0", "--seed", "10").stdout
+    assert f"| {events[-1]['shards']}/{events[-1]['shards']}" in text
+    assert events[-1]["shards"] == 3  # Mistral-7B's 14.5 GB in "5GB" shards
+
+
+def _torchrun_files(shards):
+    weights = (["model.safetensors"] if shards == 1 else
+               [f"model-{k:05d}-of-{shards:05d}.safetensors" for k in range(1, shards + 1)]
+               + ["model.safetensors.index.json"])
+    return [*weights, "config.json", "optimizer.pt", "scheduler.pt"]
 
 
 def test_resume_continues_the_same_curve(runner, tmp_path):
@@ -121,12 +183,14 @@ def test_a_kill_mid_save_never_leaves_an_acceptable_partial_checkpoint(tmp_path)
 
 def test_checkpoints_repeat_byte_for_byte(runner, tmp_path):
     """--seed, --start-time and --speed 0: the same files, to the byte (the
-    archives' stamps and ids, the clock in .resume.json)."""
+    archives' stamps and ids), saved at the same simulated time (their mtime,
+    which --resume reads back)."""
     trees = []
     for name in ("a", "b"):
         out = tmp_path / name
         job = runner.run("--nproc", "2", "--max-steps", "6", "--speed", "0", "--seed", "6",
                          "--start-time", "2026-01-02T03:04:05", "--output-dir", str(out), "--output", "jsonl")
         assert job.proc.returncode == 0, job.stderr[-2000:]
-        trees.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+        trees.append({str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime)
+                      for p in sorted(out.rglob("*")) if p.is_file()})
     assert trees[0] == trees[1] and any(name.endswith(".pt") for name in trees[0])

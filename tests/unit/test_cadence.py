@@ -83,5 +83,8 @@ def test_a_style_without_its_own_layout_writes_the_trainers(tmp_path: Path):
     from fakerun.checkpoint.writer import CheckpointWriter
     ident = _ident()
     saving = layouts.Saving(tmp_path, ident, 7)
-    assert isinstance(layouts.writer_for("torchrun", saving), CheckpointWriter)
+    # The default style has its own now (checkpoint/torchrun.py): a name no layout claims stands for one without.
+    assert isinstance(layouts.writer_for("no-such-style", saving), CheckpointWriter)
     assert isinstance(layouts.writer_for("hf", saving), CheckpointWriter)
+    from fakerun.checkpoint.torchrun import TorchrunWriter
+    assert isinstance(layouts.writer_for("torchrun", saving), TorchrunWriter)

@@ -10,8 +10,8 @@ import re
 import pytest
 
 from fakerun import texts
-from fakerun.checkpoint.tensors import Tensor, layout
 from fakerun.world import catalog
+from fakerun.world.tensors import Tensor, layout
 
 REAL = [m for m in catalog.models() if m.kind == "real"]
 FUNNY = [m for m in catalog.models() if m.kind == "funny"]

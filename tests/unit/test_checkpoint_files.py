@@ -4,6 +4,7 @@ schemas, and no trace of fakerun."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -18,18 +19,21 @@ import pytest
 from fakerun import events as ev
 from fakerun.checkpoint import RESUME, STATE, CheckpointWriter, find, safetensors, torchsave
 from fakerun.checkpoint.layouts import Saving
+from fakerun.checkpoint.model_files import ModelFiles
 from fakerun.checkpoint.store import keeps_holes
-from fakerun.checkpoint.tensors import Tensor, layout
-from fakerun.world import catalog
+from fakerun.world import catalog, tensors
 from fakerun.world.catalog import models
 from fakerun.world.identity import build
+from fakerun.world.tensors import Tensor, layout
 
-# TrainerState's fields at transformers v4.46.3 (trainer_callback.py): what
-# TrainerState(**json) accepts, and save_to_json writes, sorted.
+# TrainerState's fields (trainer_callback.py): what TrainerState(**json)
+# accepts, and save_to_json writes, sorted. The same at v4.42.4, v4.44.2 and
+# v4.46.3; v5.0.0 adds best_global_step.
 TRAINER_STATE = ["best_metric", "best_model_checkpoint", "epoch", "eval_steps", "global_step",
                  "is_hyper_param_search", "is_local_process_zero", "is_world_process_zero", "log_history",
                  "logging_steps", "max_steps", "num_input_tokens_seen", "num_train_epochs", "save_steps",
                  "stateful_callbacks", "total_flos", "train_batch_size", "trial_name", "trial_params"]
+TRAINER_STATE_5 = sorted([*TRAINER_STATE, "best_global_step"])
 # Opcodes that import or call: a pickle without them only builds plain data.
 RUNS_CODE = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2",
              "EXT4", "PERSID", "BINPERSID"}
@@ -69,20 +73,26 @@ def test_published_shapes_come_out():
 
 
 def test_sharding_follows_huggingface_hub():
-    """5 GB a shard, filled in order; a larger tensor gets a shard of its own
-    at once, the shard being filled goes on; one shard is model.safetensors."""
+    """5 GB a shard in transformers 4.x, filled in order; a larger tensor gets
+    a shard of its own at once, the shard being filled goes on; one shard is
+    model.safetensors. 50 GB in 5.x (modeling_utils.py at v5.0.0)."""
     big = Tensor("a", (3 * 10**9,))  # 6 GB
-    parts = safetensors.shards([Tensor("x", (10**9,)), Tensor("y", (10**9,)), big, Tensor("z", (10,))])
+    parts = safetensors.shards((Tensor("x", (10**9,)), Tensor("y", (10**9,)), big, Tensor("z", (10,))), "4.46.3")
     assert [[t.name for t in s.tensors] for s in parts] == [["a"], ["x", "y", "z"]]
     assert [s.name for s in parts] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-    parts = safetensors.shards([Tensor("x", (2 * 10**9,)), Tensor("y", (10**9,)), Tensor("z", (10,))])
+    parts = safetensors.shards((Tensor("x", (2 * 10**9,)), Tensor("y", (10**9,)), Tensor("z", (10,))), "4.42.4")
     assert [[t.name for t in s.tensors] for s in parts] == [["x"], ["y", "z"]]
-    assert [s.name for s in safetensors.shards([Tensor("x", (4,))])] == ["model.safetensors"]
-    assert len(safetensors.shards(list(layout(find_model("Llama-3.1-70B")).tensors))) == 30  # as published
+    assert [s.name for s in safetensors.shards((Tensor("x", (4,)),), "4.44.2")] == ["model.safetensors"]
+    llama70 = layout(find_model("Llama-3.1-70B")).tensors
+    assert len(safetensors.shards(llama70, "4.46.3")) == 30  # as published
+    assert len(safetensors.shards(llama70, "5.0.0")) == 3  # 141 GB in 50 GB shards
+    assert [s.name for s in safetensors.shards(layout(find_model("Llama-3.1-8B")).tensors, "5.0.0")] == \
+        ["model.safetensors"]  # 16 GB: one file under 5.x, four under 4.x
+    assert tensors.shard_count(find_model("Llama-3.1-8B"), "4.46.3") == 4
 
 
 def test_a_shard_header_is_the_safetensors_format():
-    shard = safetensors.shards(list(layout(find_model("Llama-3.2-1B")).tensors))[0]
+    shard = safetensors.shards(layout(find_model("Llama-3.2-1B")).tensors, "4.46.3")[0]
     raw = shard.header()
     length, body = header(raw)
     assert len(raw) == 8 + length and length % 8 == 0 and raw.endswith((b"}", b" "))
@@ -99,11 +109,12 @@ def test_a_run_without_bf16_saves_fp16_weights(tmp_path):
     """On a V100 the weights a checkpoint holds are fp16: F16 in the
     safetensors headers, torch_dtype float16 in config.json."""
     ident = build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="Tesla V100-SXM2-32GB")
-    writer = CheckpointWriter(Saving(tmp_path, ident, 6))
-    assert {t.dtype for t in writer.layout.tensors} == {"F16"}
-    assert writer._config()["torch_dtype"] == "float16"
-    a100 = CheckpointWriter(Saving(tmp_path, build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="NVIDIA A100-SXM4-80GB"), 6))
-    assert {t.dtype for t in a100.layout.tensors} == {"BF16"} and a100._config()["torch_dtype"] == "bfloat16"
+    files = ModelFiles(ident)
+    assert {t.dtype for t in files.layout.tensors} == {"F16"}
+    assert json.loads(files.config())["torch_dtype"] == "float16"
+    a100 = ModelFiles(build(4, 1, 2, 6, model="Qwen2.5-1.5B", gpu="NVIDIA A100-SXM4-80GB"))
+    assert {t.dtype for t in a100.layout.tensors} == {"BF16"}
+    assert json.loads(a100.config())["torch_dtype"] == "bfloat16"
 
 
 def test_a_torch_save_archive_runs_nothing_on_load():
@@ -123,8 +134,12 @@ def start(path: Path) -> bytes:
         return handle.read(1 << 20)
 
 
-def write_one(tmp_path: Path, sparse: bool = False) -> Path:
-    ident = build(6, 1, 2, model="Llama-3.2-3B")
+def pinned(ident, transformers: str):
+    return dataclasses.replace(ident, versions=dataclasses.replace(ident.versions, transformers=transformers))
+
+
+def write_one(tmp_path: Path, sparse: bool = False, transformers: str = "4.46.3", nproc: int = 2) -> Path:
+    ident = pinned(build(6, 1, nproc, model="Llama-3.2-3B"), transformers)
     writer = CheckpointWriter(Saving(tmp_path, ident, 6, sparse=sparse))
     writer.event(ev.Step(step=1, max_steps=10, loss=2.5, loss_min=2.4, loss_max=2.6, grad_norm=1.0, lr=1e-4))
     writer.event(ev.Checkpoint(1, 1, str(tmp_path), 2, 1, 1, 1.0, 1234.5))
@@ -135,6 +150,7 @@ def test_a_checkpoint_has_no_trace_and_real_schemas(tmp_path):
     ckpt = write_one(tmp_path)
     for path in ckpt.iterdir():
         assert b"fakerun" not in path.read_bytes().lower(), path.name
+    assert not [p.name for p in ckpt.iterdir() if p.name.startswith(".")]  # no hidden file
     state = json.loads((ckpt / STATE).read_text())
     assert list(state) == TRAINER_STATE and state["global_step"] == 1
     index = json.loads((ckpt / safetensors.INDEX).read_text())
@@ -148,14 +164,44 @@ def test_a_checkpoint_has_no_trace_and_real_schemas(tmp_path):
             data = zf.read(f"{Path(name).stem}/data.pkl")
         assert not {op.name for op, _, _ in pickletools.genops(data)} & RUNS_CODE, name
     resumed = find(ckpt)
-    assert (resumed.step, resumed.time, resumed.seed, resumed.model) == (1, 1234.5, 6, "Llama-3.2-3B")
+    # The step from trainer_state.json, the clock from the save's mtime, the
+    # model from config.json; no seed (the command line's).
+    assert (resumed.step, resumed.time, resumed.seed, resumed.model) == (1, 1234.5, None, "Llama-3.2-3B")
+
+
+@pytest.mark.parametrize(("transformers", "nproc", "files"), [
+    # Llama-3.2-3B's 6.4 GB: two shards of "5GB" in 4.x, one file under 5.x's "50GB"; one
+    # process saves rng_state.pth, more one rng_state_<rank>.pth each (trainer.py `_save_rng_state`).
+    ("4.42.4", 1, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                   "model.safetensors.index.json", "rng_state.pth"]),
+    ("4.46.3", 2, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                   "model.safetensors.index.json", "rng_state_0.pth", "rng_state_1.pth"]),
+    ("5.0.0", 2, ["model.safetensors", "rng_state_0.pth", "rng_state_1.pth"]),
+])
+def test_a_checkpoint_holds_the_versions_files(tmp_path, transformers, nproc, files):
+    """trainer.py `_save_checkpoint` of each pinned transformers: save_model
+    (config.json, generation_config.json, the weights), optimizer.pt,
+    scheduler.pt, the RNG states, trainer_state.json; no tokenizer (the
+    script's Trainer has none), nothing else."""
+    ckpt = write_one(tmp_path, transformers=transformers, nproc=nproc)
+    common = ["config.json", "generation_config.json", "optimizer.pt", "scheduler.pt", STATE]
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(common + files)
+    state = json.loads((ckpt / STATE).read_text())
+    assert list(state) == (TRAINER_STATE_5 if transformers.startswith("5") else TRAINER_STATE)
+    config = json.loads((ckpt / "config.json").read_text())
+    dtype = "dtype" if transformers.startswith("5") else "torch_dtype"  # renamed in 5.0 (configuration_utils.py)
+    assert config[dtype] == "bfloat16" and config["transformers_version"] == transformers
+    assert list(config) == sorted(config)
+    assert json.loads((ckpt / "generation_config.json").read_text()) == {
+        "_from_model_config": True, "transformers_version": transformers}
 
 
 def test_resume_reads_a_trainers_own_checkpoint_and_the_old_form(tmp_path):
     real = tmp_path / "checkpoint-4"
     real.mkdir()
     (real / STATE).write_text(json.dumps({"global_step": 4, "log_history": []}))
-    assert (find(real).step, find(real).time, find(real).seed) == (4, 0.0, None)  # the clock of now
+    saved = (real / STATE).stat().st_mtime  # when it was saved
+    assert (find(real).step, find(real).time, find(real).seed, find(real).model) == (4, saved, None, None)
     old = tmp_path / "checkpoint-5"
     old.mkdir()
     (old / STATE).write_text(json.dumps({"global_step": 5, "fakerun": {"seed": 3, "model": "x", "time": 9.0}}))

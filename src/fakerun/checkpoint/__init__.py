@@ -1,15 +1,13 @@
-"""Checkpoints on disk (--output-dir) and finding one to resume from.
-
-Layout (Hugging Face Trainer's): `checkpoint-<step>/` with config.json,
-model.safetensors (or model-0000k-of-0000n.safetensors and
-model.safetensors.index.json), optimizer.pt, scheduler.pt,
-rng_state_<rank>.pth and trainer_state.json, each with a real header and
-schema (writer.py), plus the hidden `.resume.json` --resume reads.
+"""Checkpoints on disk (--output-dir) and finding one to resume from, in
+each style's framework's layout (layouts.py): the HF Trainer's
+`checkpoint-<step>/` (writer.py, reader.py), the default style's own
+(torchrun.py), and the other frameworks' in their own modules. Every file is
+one the framework writes, with a real header and schema; nothing else.
 
 A checkpoint is written into a temporary directory, fsynced, and renamed
-into place; trainer_state.json is written last. So a kill at any moment
-leaves either no `checkpoint-<step>` or a complete one, and `find` only
-accepts directories whose trainer_state.json parses.
+into place, its marking file last (store.py). So a kill at any moment
+leaves either no `checkpoint-<step>` or a complete one, and a finder only
+accepts directories whose marking file is there.
 """
 
 from fakerun.checkpoint.reader import RESUME, STATE, CheckpointError, Resume, find

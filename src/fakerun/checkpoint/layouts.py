@@ -1,9 +1,10 @@
 """Whose checkpoint layout a run writes and resumes from: each style's
 framework has its own (the HF Trainer's `checkpoint-N/`, Megatron's
 `iter_NNNNNNN/`, DeepSpeed's `global_stepN/`, Lightning's
-`lightning_logs/version_N/checkpoints/`), so a style names the module (in
-this package) that writes its files and the one that finds them again.
-A style not named here writes the HF Trainer's layout."""
+`lightning_logs/version_N/checkpoints/`, the default style's own
+`checkpoint-N/`), so a style names the module (in this package) that writes
+its files and the one that finds them again. A style not named here writes
+the HF Trainer's layout."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ class CheckpointSink(Protocol):
 # Per style: (module, class) of its writer, (module, function) of its finder.
 # The finder takes the path --resume names (a checkpoint, or the directory
 # holding them) and returns the latest complete checkpoint as a Resume.
-WRITERS = {"hf": ("writer", "CheckpointWriter")}
-READERS = {"hf": ("reader", "find")}
+WRITERS = {"hf": ("writer", "CheckpointWriter"), "torchrun": ("torchrun", "TorchrunWriter")}
+READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find")}
 DEFAULT = "hf"
 
 

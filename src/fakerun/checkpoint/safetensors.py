@@ -11,15 +11,12 @@ and then the tensors sorted by dtype alignment and name, each as `dtype`,
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 
-from fakerun.checkpoint.tensors import Tensor
+from fakerun.world.tensors import Tensor, max_shard, split
 
-# save_pretrained's default max_shard_size "5GB" (transformers modeling_utils.py
-# at v4.46.3), parsed by huggingface_hub's parse_size_to_int as 5 * 10**9.
-MAX_SHARD_BYTES = 5 * 10**9
-SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 METADATA = {"format": "pt"}  # what save_pretrained passes to safe_save_file
 
@@ -47,35 +44,20 @@ class Shard:
         return len(self.header()) + sum(t.nbytes for t in self.tensors)
 
 
-def shards(tensors: list[Tensor], max_bytes: int = MAX_SHARD_BYTES) -> list[Shard]:
-    """huggingface_hub's split_state_dict_into_shards_factory (serialization/
-    _base.py): tensors in state-dict order fill a shard until the next would
-    pass `max_bytes`; a tensor larger than that gets a shard of its own. One
-    shard is `model.safetensors`; more are model-0000k-of-0000n.safetensors."""
-    groups: list[list[Tensor]] = []
-    current: list[Tensor] = []
-    size = 0
-    for t in tensors:
-        if t.nbytes > max_bytes:
-            groups.append([t])
-            continue
-        if current and size + t.nbytes > max_bytes:
-            groups.append(current)
-            current, size = [], 0
-        current.append(t)
-        size += t.nbytes
-    if current:
-        groups.append(current)
-    if len(groups) == 1:
-        return [Shard(SINGLE, tuple(groups[0]))]
-    n = len(groups)
-    return [Shard(f"model-{k:05d}-of-{n:05d}.safetensors", tuple(g)) for k, g in enumerate(groups, 1)]
+def shards(tensors: tuple[Tensor, ...], transformers: str) -> list[Shard]:
+    """The files save_pretrained of the pinned transformers splits them into
+    (world/tensors.py `split`, by that version's default max_shard_size)."""
+    return [Shard(name, group) for name, group in split(tensors, max_shard(transformers)[1])]
 
 
-def index(parts: list[Shard]) -> bytes:
+def index(parts: list[Shard], transformers: str) -> bytes:
     """model.safetensors.index.json: total_size is the tensors' bytes (not
     the files', which add headers), written with sort_keys as save_pretrained
-    does (modeling_utils.py at v4.46.3)."""
-    body = {"metadata": {"total_size": sum(t.nbytes for s in parts for t in s.tensors)},
-            "weight_map": {t.name: s.name for s in parts for t in s.tensors}}
+    does (modeling_utils.py at v4.46.3); 5.x adds the model's parameter count
+    (`{"total_parameters": self.num_parameters(), **state_dict_split.metadata}`,
+    modeling_utils.py at v5.0.0)."""
+    metadata: dict[str, int] = {"total_size": sum(t.nbytes for s in parts for t in s.tensors)}
+    if int(transformers.split(".")[0]) >= 5:
+        metadata["total_parameters"] = sum(math.prod(t.shape) for s in parts for t in s.tensors)
+    body = {"metadata": metadata, "weight_map": {t.name: s.name for s in parts for t in s.tensors}}
     return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()

@@ -53,16 +53,16 @@ def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = 
         raise
 
 
-def write_file(target: Path, data: bytes, mtime: float | None = None) -> None:
+def write_file(target: Path, data: bytes, mtime: float | None = None, size: int = 0) -> None:
     """One file written atomically (a temp file in its directory, fsynced,
     renamed over it): a reader sees the old bytes or the new, never half
     (Megatron's latest_checkpointed_iteration.txt, DeepSpeed's `latest`, a
-    Lightning .ckpt)."""
+    Lightning .ckpt). `size`: as write's `sizes`, one file's."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target.parent)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}@{socket.gethostname()}-{_suffix()}"
     try:
-        _write_file(tmp, data)
+        _write_file(tmp, data, size if size and keeps_holes(target.parent) else 0)
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))
         os.rename(tmp, target)
@@ -71,6 +71,15 @@ def write_file(target: Path, data: bytes, mtime: float | None = None) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove(target: Path) -> None:
+    """Delete a checkpoint directory so that no reader sees half of it:
+    renamed aside first (into a temporary that a killed delete leaves for
+    sweep_stale), then removed."""
+    old = _temp_dir(target, "old")
+    os.rename(target, old / target.name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _replace(tmp: Path, target: Path) -> None:

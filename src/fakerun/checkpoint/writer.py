@@ -1,49 +1,76 @@
-"""What the Trainer writes at a checkpoint event, in its layout, with the
-headers and sizes of the real files and nothing a tool could tell from a
-real checkpoint by reading them.
+"""The HF Trainer's files on disk, as the pinned transformers writes them
+(trainer.py `_save_checkpoint`, `_save`, `_save_optimizer_and_scheduler`,
+`_save_rng_state`, trainer_callback.py `TrainerState` at v4.42.4, v4.44.2,
+v4.46.3 and v5.0.0):
 
-- Weights: safetensors shards whose headers hold the model's real tensors
-  (names, dtypes, shapes, offsets: checkpoint/safetensors.py); their data is
-  left out, or (`sparse`) left as a hole of the true size where the file
-  system keeps holes. The index's total_size is the true size either way.
-- optimizer.pt, scheduler.pt, rng_state_<rank>.pth: torch.save archives of
-  plain data, which load without running anything (checkpoint/torchsave.py).
-- config.json and trainer_state.json: transformers' schema (v4.46.3's
-  PretrainedConfig.to_json_string and TrainerState.save_to_json, sorted keys).
-- What --resume needs beyond that (the run's seed, model and clock) is in
-  `.resume.json` (RESUME): a hidden file that no loader opens.
+    checkpoint-<step>/  config.json, generation_config.json, the weights
+                        (model.safetensors, or model-0000k-of-0000n.safetensors
+                        and model.safetensors.index.json past the version's
+                        max_shard_size), optimizer.pt, scheduler.pt,
+                        rng_state.pth (one process) or rng_state_<rank>.pth,
+                        trainer_state.json (last)
+    <output dir>/       at the script's end, trainer.save_model(): config.json,
+                        generation_config.json and the weights
+
+The script's Trainer is built without a tokenizer (its dataset comes
+tokenized), so no tokenizer file is saved, nor logged. training_args.bin
+(a pickled TrainingArguments) is not written: its pickle is the
+TrainingArguments object of that version, which plain data cannot be.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import math
+import re
+import struct
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.checkpoint import safetensors, torchsave
+from fakerun.checkpoint import model_files
 from fakerun.checkpoint.layouts import Saving
-from fakerun.checkpoint.reader import RESUME, STATE
-from fakerun.checkpoint.store import write
-from fakerun.checkpoint.tensors import DTYPES, Layout, layout
-from fakerun.world import draws
+from fakerun.checkpoint.model_files import ModelFiles, as_json
+from fakerun.checkpoint.reader import STATE
+from fakerun.checkpoint.store import write, write_file
 
-# AdamW's hyper-parameters as TrainingArguments sets them by default.
-BETAS, EPS = (0.9, 0.999), 1e-08
-HF_DEFAULT_STEPS = 500  # TrainerState's eval_steps and save_steps when saving by epoch
+# The nn.Embedding weights num_parameters(exclude_embeddings=True) leaves out.
+EMBEDDING = re.compile(r"embed|\bwte\b|\bwpe\b")
+HF_DEFAULT_STEPS = 500  # TrainerState's logging/eval/save_steps where the arguments set none
+
+
+def f32(value: float) -> float:
+    """A float32 tensor's .item(): what the Trainer logs of its tensors."""
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def name_or_path(script_args: tuple[str, ...]) -> str:
+    """The script's --model_name_or_path (config.json's _name_or_path); "" if none."""
+    for i, arg in enumerate(script_args):
+        if arg == "--model_name_or_path" and i + 1 < len(script_args):
+            return script_args[i + 1]
+        if arg.startswith("--model_name_or_path="):
+            return arg.split("=", 1)[1]
+    return ""
 
 
 class CheckpointWriter:
-    """An event sink: writes each Checkpoint event's directory under `root`."""
+    """An event sink: the Trainer's log_history as it grows, each Checkpoint
+    event's directory under `root`, and the final export into `root`."""
 
     def __init__(self, saving: Saving) -> None:
         """Carries on the log_history of the checkpoint the run resumed (as
-        the HF Trainer loads it with the TrainerState)."""
+        the Trainer loads it with the TrainerState)."""
+        self.saving = saving
         self.root = saving.root
         self.ident = saving.ident
         self.seed = saving.seed
-        self.sparse = saving.sparse
+        self.model = ModelFiles(saving.ident, name_or_path(saving.script_args), saving.sparse)
         self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
+        self.interval: list[float] = []  # the losses since the last log (the Trainer's tr_loss)
+        self.lr = saving.ident.hyper.max_lr
+
+    @property
+    def v5(self) -> bool:
+        return model_files.major(self.ident.versions.transformers) >= 5
 
     def saved_history(self, step: int) -> tuple[dict[str, Any], ...]:
         """The log_history checkpoint-`step` holds."""
@@ -51,91 +78,94 @@ class CheckpointWriter:
 
     def event(self, e: ev.Event) -> None:
         if isinstance(e, ev.Step):
-            self.history.append({"step": e.step, "epoch": e.epoch, "loss": e.loss, "learning_rate": e.lr,
-                                 "grad_norm": e.grad_norm})
+            self._step(e)
+        elif isinstance(e, ev.Validation):
+            self.history.append({"eval_loss": f32(e.val_loss), **self._eval_speed(e),
+                                 "epoch": self.epoch(e.step), "step": e.step})
         elif isinstance(e, ev.Checkpoint):
             files, sizes = self._files(e)
-            write(self.root / f"checkpoint-{e.step}", files, sizes)
+            write(self.root / f"checkpoint-{e.step}", files, sizes, mtime=e.time)
+        elif isinstance(e, ev.Export):
+            self._export(e)
 
     def flush(self) -> None:
         """Each checkpoint is complete on disk when `event` returns."""
 
-    @functools.cached_property
-    def layout(self) -> Layout:
-        return layout(self.ident.model, DTYPES[self.ident.gpu.precision][0])
+    def epoch(self, step: int) -> float:
+        """TrainerState.epoch: whole epochs done plus the share of this one
+        (`epoch + (step + 1 + steps_skipped) / steps_in_epoch`), a float."""
+        per = self.ident.hyper.steps_per_epoch
+        done = (step - 1) // per if step else 0
+        return done + (step - done * per) / per
 
-    @functools.cached_property
-    def shards(self) -> list[safetensors.Shard]:
-        return safetensors.shards(list(self.layout.tensors))
+    def _step(self, e: ev.Step) -> None:
+        """The Trainer logs every logging_steps the mean loss since its last
+        log: round(..., 4) in 4.x, unrounded in 5.x (trainer.py
+        `_maybe_log_save_evaluate`); tr_loss is a float32 tensor."""
+        self.interval.append(e.loss)
+        self.lr = e.lr
+        if e.step % self.ident.hyper.log_every:
+            return
+        mean = f32(sum(self.interval)) / len(self.interval)
+        self.interval = []
+        self.history.append({"loss": mean if self.v5 else round(mean, 4), "grad_norm": f32(e.grad_norm),
+                             "learning_rate": e.lr, "epoch": self.epoch(e.step), "step": e.step})
+
+    def _eval_speed(self, e: ev.Validation) -> dict[str, float]:
+        """trainer_utils.speed_metrics: runtime to 4 places, rates to 3."""
+        runtime = max(e.eval_time_s, 1e-9)
+        return {"eval_runtime": round(e.eval_time_s, 4),
+                "eval_samples_per_second": round(e.samples / runtime, 3),
+                "eval_steps_per_second": round(self.ident.hyper.eval_batches / runtime, 3)}
 
     def _files(self, e: ev.Checkpoint) -> tuple[dict[str, bytes], dict[str, int]]:
-        """The files' bytes, and the sizes (larger) some are to have on disk."""
-        files = {s.name: s.header() for s in self.shards}
-        sizes = {s.name: s.size() for s in self.shards} if self.sparse else {}
-        if len(self.shards) > 1:
-            files[safetensors.INDEX] = safetensors.index(self.shards)
-        files["config.json"] = _json(self._config(), sort=True)
-        base = self.ident.hyper.max_lr
-        lr = self.history[-1].get("learning_rate", base) if self.history else base
-        ids = draws.rng(self.seed, "serialization_id", e.step)
-        files["optimizer.pt"] = torchsave.archive("optimizer.pt", self._optimizer(lr), _id(ids))
-        files["scheduler.pt"] = torchsave.archive("scheduler.pt", self._scheduler(e.step, lr), _id(ids))
-        for r in range(self.ident.world):
-            state = {"python": draws.rng(self.seed, "rng_state", e.step, r).getstate()}
-            files[f"rng_state_{r}.pth"] = torchsave.archive(f"rng_state_{r}.pth", state, _id(ids))
-        files[RESUME] = _json({"model": self.ident.model.name, "seed": self.seed, "time": e.time}, sort=True)
-        files[STATE] = _json(self._state(e), sort=True)  # last: its presence marks a complete checkpoint
+        """The checkpoint's files in the Trainer's order (save_model, then the
+        optimizer's, scheduler's and RNGs' states, then the state), and the
+        sizes (larger) some are to have on disk."""
+        files, sizes = self.model.saved()
+        files |= self.optimizer_files(e.step)
+        files |= model_files.rng_files(self.ident, self.seed, e.step)
+        files[STATE] = as_json(self._state(e), sort=True)  # last: its presence marks a complete checkpoint
         return files, sizes
 
-    def _config(self) -> dict[str, Any]:
-        m, lay = self.ident.model, self.layout
-        return {"architectures": [m.arch], "model_type": lay.model_type, "hidden_size": m.hidden,
-                "intermediate_size": lay.intermediate, "num_hidden_layers": m.layers,
-                "num_attention_heads": m.heads, "num_key_value_heads": m.kv_heads, "vocab_size": m.vocab,
-                "max_position_embeddings": m.context, "tie_word_embeddings": lay.tied,
-                "torch_dtype": DTYPES[self.ident.gpu.precision][1],
-                "transformers_version": self.ident.versions.transformers}
-
-    def _optimizer(self, lr: float) -> dict[str, Any]:
-        """AdamW's state_dict as the Trainer groups parameters (decayed
-        weights, then biases and norms), its per-parameter moments (tensors)
-        left out."""
-        decayed = [i for i, t in enumerate(self.layout.tensors) if len(t.shape) > 1]
-        rest = [i for i, t in enumerate(self.layout.tensors) if len(t.shape) <= 1]
-        group = {"lr": lr, "betas": BETAS, "eps": EPS, "amsgrad": False, "foreach": None,
-                 "maximize": False, "capturable": False, "differentiable": False, "fused": None,
-                 "initial_lr": self.ident.hyper.max_lr}
-        return {"state": {}, "param_groups": [{**group, "weight_decay": 0.0, "params": decayed},
-                                              {**group, "weight_decay": 0.0, "params": rest}]}
-
-    def _scheduler(self, step: int, lr: float) -> dict[str, Any]:
-        """LambdaLR's state_dict (torch/optim/lr_scheduler.py): the schedule
-        function itself is not saved (None)."""
-        base = self.ident.hyper.max_lr
-        return {"base_lrs": [base, base], "last_epoch": step, "verbose": False, "_step_count": step + 1,
-                "_get_lr_called_within_step": False, "_last_lr": [lr, lr], "lr_lambdas": [None, None]}
+    def optimizer_files(self, step: int) -> dict[str, bytes]:
+        """Trainer._save_optimizer_and_scheduler's files. The hook a layout
+        with its own optimizer files overrides (the Trainer under DeepSpeed
+        saves global_step<N>/ instead of optimizer.pt)."""
+        return model_files.optimizer_files(self.model, self.seed, step, self.lr)
 
     def _state(self, e: ev.Checkpoint) -> dict[str, Any]:
-        """TrainerState's fields at transformers v4.46.3 (trainer_callback.py)."""
-        h, m = self.ident.hyper, self.ident.model
+        """TrainerState's fields of the pinned version (trainer_callback.py):
+        5.x adds best_global_step. No metric_for_best_model: no best metric."""
+        h = self.ident.hyper
         control = {"should_epoch_stop": False, "should_evaluate": False, "should_log": False,
                    "should_save": True, "should_training_stop": e.step >= h.total_steps}
-        return {"best_metric": None, "best_model_checkpoint": None, "epoch": e.epoch,
-                "eval_steps": HF_DEFAULT_STEPS, "global_step": e.step, "is_hyper_param_search": False,
-                "is_local_process_zero": True,
-                "is_world_process_zero": True, "log_history": list(self.saved_history(e.step)),
-                "logging_steps": h.log_every, "max_steps": h.total_steps, "num_input_tokens_seen": 0,
-                "num_train_epochs": h.epochs, "save_steps": HF_DEFAULT_STEPS,
-                "stateful_callbacks": {"TrainerControl": {"args": control, "attributes": {}}},
-                "total_flos": float(6 * m.params * h.tokens_per_step * e.step),
-                "train_batch_size": h.micro_batch, "trial_name": None, "trial_params": None}
+        state: dict[str, Any] = {
+            "best_metric": None, "best_model_checkpoint": None, "epoch": self.epoch(e.step),
+            "eval_steps": h.eval_every or HF_DEFAULT_STEPS, "global_step": e.step,
+            "is_hyper_param_search": False, "is_local_process_zero": True, "is_world_process_zero": True,
+            "log_history": list(self.saved_history(e.step)), "logging_steps": h.log_every,
+            "max_steps": h.total_steps, "num_input_tokens_seen": 0, "num_train_epochs": h.epochs,
+            "save_steps": h.save_every or HF_DEFAULT_STEPS,
+            "stateful_callbacks": {"TrainerControl": {"args": control, "attributes": {}}},
+            "total_flos": self._flos(e.step), "train_batch_size": h.micro_batch,
+            "trial_name": None, "trial_params": None}
+        if self.v5:
+            state["best_global_step"] = None
+        return state
 
+    def _flos(self, step: int) -> float:
+        """Trainer.store_flos: each process's floating_point_ops (6 x tokens x
+        the parameters less the embeddings', modeling_utils.py), summed over
+        the processes in a float32 tensor (distributed_broadcast_scalars):
+        rounded here once, not at each save."""
+        embeddings = sum(math.prod(t.shape) for t in self.model.layout.tensors if EMBEDDING.search(t.name))
+        per_step = 6.0 * (self.ident.model.params - embeddings) * self.ident.hyper.tokens_per_step
+        return f32(per_step * step)
 
-def _id(r: Any) -> str:
-    """The archive's `.data/serialization_id`: digits, drawn from the seed so
-    the bytes repeat (torch draws its own; their count is not checked here)."""
-    return "".join(str(r.randrange(10)) for _ in range(20))
-
-
-def _json(body: Any, sort: bool = False) -> bytes:
-    return (json.dumps(body, indent=2, sort_keys=sort) + "\n").encode()
+    def _export(self, e: ev.Export) -> None:
+        """trainer.save_model() at the script's end: the model's files into the
+        output dir itself, each replaced whole."""
+        files, sizes = self.model.saved()
+        for name, data in files.items():
+            write_file(self.root / name, data, mtime=e.time, size=sizes.get(name, 0))

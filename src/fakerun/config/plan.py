@@ -39,7 +39,7 @@ def plan(options: RunConfig) -> RunConfig:
         config = replace(config, run_id=_run_id(config))
     _check_sent_text(config)
     if config.identity is None:
-        config = _keep_model(replace(config, identity=_draw(config)))
+        config = _anchored(_keep_model(replace(config, identity=_draw(config))))
     config = _with_fault_step(config)
     _check_plan(config)
     return config
@@ -76,10 +76,12 @@ def _find_checkpoint(c: RunConfig) -> Resume:
 
 
 def _resumed(c: RunConfig, found: Resume) -> RunConfig:
-    """The checkpoint's run wins: its seed (the curve, data and total steps
-    drawn from it), whatever --seed says (a fresh random one, by default);
-    its model is kept by _keep_model. An explicit --model that differs is
-    refused: a pythia-6.9b checkpoint never carries on as Phi-3-mini."""
+    """The seed is the command line's, as a real resume reruns the same
+    command (the framework's files hold no seed of ours; only an old
+    checkpoint's .resume.json did, and it still wins); the checkpoint's model
+    is kept by _keep_model and its loss curve by _anchored. An explicit
+    --model that differs is refused: a pythia-6.9b checkpoint never carries
+    on as Phi-3-mini."""
     model = _catalog_model(found.model)
     if model is not None and c.model is not None and c.model.lower() != model.lower():
         raise UsageError(f"--model {c.model}: the checkpoint {found.path} is of {model} "
@@ -135,6 +137,16 @@ def _keep_model(c: RunConfig) -> RunConfig:
         return c
     pinned = replace(c, model=model)
     return replace(pinned, identity=_draw(pinned))
+
+
+def _anchored(c: RunConfig) -> RunConfig:
+    """A resumed run's losses scaled to carry on from the checkpoint's last
+    logged one: exactly 1 under the seed that wrote it (checkpoint/anchor.py)."""
+    found = c.resume_from
+    if found is None or not found.history:
+        return c
+    from fakerun.checkpoint import anchor  # only for --resume, as _find_checkpoint
+    return replace(c, resume_from=replace(found, loss_scale=anchor.loss_scale(c.identity, found.history)))
 
 
 def _with_fault_step(c: RunConfig) -> RunConfig:

@@ -19,6 +19,7 @@ from fakerun import events as ev
 from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
 from fakerun.world import physics as sim
+from fakerun.world import tensors
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import Identity
 
@@ -196,16 +197,23 @@ class Timeline:
         step = self.run.step
         path = (f"{self.save_dir.rstrip('/')}/checkpoint-{step}/" if self.save_dir
                 else f"checkpoints/{self.ident.slug}/epoch_{self.epoch(max(1, step))}_step_{step}/")
-        return [ev.Checkpoint(step, self.epoch(max(1, step)), path, sim.safetensors_shards(sizes["model"]),
+        return [ev.Checkpoint(step, self.epoch(max(1, step)), path, self.weight_files(),
                               round(sizes["model"]), round(sizes["optimizer"]),
                               max(done.sim_s.values()), self.clock.now)]
 
     def _export(self, done: Completed) -> list:
         size = BF16 * self.ident.model.params
-        shards = sim.safetensors_shards(size)
+        shards = self.weight_files()
         files = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
-        return [ev.Export(self.output_dir(), [*files, "config.json", "tokenizer.json"], round(size),
+        # Into --output-dir where one is given: where the style's writer puts the files its lines name.
+        path = f"{self.save_dir.rstrip('/')}/" if self.save_dir else self.output_dir()
+        return [ev.Export(path, [*files, "config.json", "tokenizer.json"], round(size),
                           max(done.sim_s.values()), self.clock.now)]
+
+    def weight_files(self) -> int:
+        """The safetensors files save_pretrained splits the weights into:
+        what the checkpoint writer writes (world/tensors.py decides for both)."""
+        return tensors.shard_count(self.ident.model, self.ident.versions.transformers)
 
     def output_dir(self) -> str:
         """Named for what the run made: a fine-tune of a base model, or a model pre-trained from scratch."""

@@ -201,7 +201,10 @@ class Job:
             self.sup.expect_exits(set(self.topo.node_ranks()))
         elif isinstance(event, ev.Checkpoint):
             history = self.writer.saved_history(event.step) if self.writer is not None else ()
-            self.last_checkpoint = Resume(event.step, event.time, Path(event.path), history=history)
+            # A restart carries on the same curve, anchored as this run's was.
+            scale = self.config.resume_from.loss_scale if self.config.resume_from is not None else 1.0
+            self.last_checkpoint = Resume(event.step, event.time, Path(event.path), history=history,
+                                          loss_scale=scale)
         elif isinstance(event, ev.NodeLost):
             self._on_node_lost(event)
 

@@ -35,6 +35,9 @@ class Script:
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
         self.faults = Faults(self.config, self.ident, self.rank)
+        # A resumed run's curve carries on from its checkpoint's last logged loss (checkpoint/anchor.py).
+        resumed = self.config.resume_from
+        self.loss_scale: float = resumed.loss_scale if resumed is not None else 1.0
         # Pacing never outlasts --exit-after-time: at a slow --speed the init
         # stages alone slept 36 s through a 2 s limit. This clock starts after
         # the rendezvous, so the coordinator's (which stops the run at the next
@@ -81,7 +84,7 @@ class Script:
             if step == 1 or step % h.log_every == 0:
                 self._telemetry(step, "train")
             loss, grad_norm, sim_s = self.faults.apply(
-                step, sim.local_loss(self.ident, self.rank, step),
+                step, sim.local_loss(self.ident, self.rank, step) * self.loss_scale,
                 sim.local_grad_norm(self.ident, self.rank, step), sim.compute_seconds(self.ident, step))
             mean_loss, _ = self.comm.all_reduce([loss, grad_norm], "avg", tag=tags.TRAIN_STEP, step=step,
                                                 numel=self.numel, sim_s=sim_s)
@@ -104,7 +107,7 @@ class Script:
             self.where = "validation"
             self.comm.barrier(tag=tags.PHASE_VALIDATION)
             self._telemetry(step, "validation")
-            val = sim.local_val_loss(self.ident, self.rank, step)
+            val = sim.local_val_loss(self.ident, self.rank, step) * self.loss_scale
             self.comm.all_reduce([val], "avg", tag=tags.VALIDATION, step=step,
                                  sim_s=sim.eval_seconds(self.ident, self.rank, step))
         if h.saves_after(step) or (final and h.save_at_end):

@@ -444,16 +444,9 @@ def telemetry(ident: Identity, rank: int, step: int, phase: str) -> Telemetry:
 
 
 # -- phases --------------------------------------------------------------------
-SAFETENSORS_SHARD_BYTES = 5e9
 def checkpoint_bytes(ident: Identity) -> dict[str, float]:
     """bf16 weights plus fp32 optimizer states (master, exp_avg, exp_avg_sq)."""
     return {"model": 2.0 * ident.model.params, "optimizer": 12.0 * ident.model.params}
-
-
-def safetensors_shards(model_bytes: float) -> int:
-    """How many files save_pretrained splits `model_bytes` of weights into
-    (transformers' default max_shard_size, 5 GB)."""
-    return max(1, math.ceil(model_bytes / SAFETENSORS_SHARD_BYTES))
 
 
 # How much a phase's duration differs from one occurrence to the next (the

@@ -22,8 +22,10 @@ from fakerun import events as ev
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import meter
+from fakerun.world.tensors import max_shard
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
+EXPORT_DEFAULT = "./models/"  # an export's path where no --output-dir was given (coordinator/timeline.py)
 
 
 class HfLines(EventRoutes):
@@ -37,8 +39,9 @@ class HfLines(EventRoutes):
         self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
-            ev.Checkpoint: self._checkpoint, ev.Summary: self._summary,
+            ev.Checkpoint: self._checkpoint, ev.Export: self._export, ev.Summary: self._summary,
         }
+        self.export: list[str] = []  # save_model's lines, printed after the summary
 
     @property
     def v5(self) -> bool:
@@ -111,16 +114,32 @@ class HfLines(EventRoutes):
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
         # TrainingArguments' default output_dir.
         path = e.path.rstrip("/") if "checkpoint-" in e.path else f"{DEFAULT_OUTPUT}/checkpoint-{e.step}"
+        return self._err(self._saved(path, e.shards))
+
+    def _export(self, e: ev.Export) -> list[Line]:
+        """trainer.save_model() into the output dir, which the script calls
+        after train() returns: its lines follow the summary's."""
+        path = DEFAULT_OUTPUT if e.path.startswith(EXPORT_DEFAULT) else e.path.rstrip("/")
+        self.export = self._saved(path, sum(f.endswith(".safetensors") for f in e.files))
+        return []
+
+    def _saved(self, path: str, shards: int) -> list[str]:
+        """Trainer._save and save_pretrained's lines (trainer.py, modeling_utils.py,
+        configuration_utils.py, generation/configuration_utils.py, at each
+        pinned version): the config, the generation config (every *ForCausalLM
+        can generate), the weights by the version's max_shard_size ("5GB" in
+        4.x, "50GB" in 5.x). The script's Trainer has no tokenizer: no
+        tokenizer files (checkpoint/writer.py writes exactly these)."""
         saved = [f"Saving model checkpoint to {path}", f"Configuration saved in {path}/config.json",
                  f"Configuration saved in {path}/generation_config.json"]
-        if e.shards > 1:
-            saved.append(f"The model is bigger than the maximum size per checkpoint (5GB) and is going to "
-                         f"be split in {e.shards} checkpoint shards. You can find where each parameters has "
+        if shards > 1:
+            limit = max_shard(self.ident.versions.transformers)[0]
+            saved.append(f"The model is bigger than the maximum size per checkpoint ({limit}) and is going "
+                         f"to be split in {shards} checkpoint shards. You can find where each parameters has "
                          f"been saved in the index located at {path}/model.safetensors.index.json.")
         else:
             saved.append(f"Model weights saved in {path}/model.safetensors")
-        return self._err([*saved, f"tokenizer config file saved in {path}/tokenizer_config.json",
-                          f"Special tokens file saved in {path}/special_tokens_map.json"])
+        return saved
 
     def _summary(self, e: ev.Summary) -> list[Line]:
         """The end of _inner_training_loop, stopped early by a callback or not
@@ -140,7 +159,7 @@ class HfLines(EventRoutes):
         left = 0.0 if e.steps >= h.total_steps else None
         closed = meter(e.steps, h.total_steps, e.train_time_s, left, runtime / max(1, e.steps))
         bar = [Line(closed, STDERR, 0)] if self.losses else []  # the bar closes only if training had begun
-        return [*done, Line(stats, STDOUT, 0), *bar]
+        return [*done, Line(stats, STDOUT, 0), *bar, *self._err(self.export)]
 
     @staticmethod
     def _err(texts: list[str]) -> list[Line]:

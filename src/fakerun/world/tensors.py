@@ -1,6 +1,8 @@
 """The simulated model's state dict as save_pretrained writes it: every
 tensor's name, shape and dtype, from its architecture's table
-(data/tensors.toml) and the catalog's sizes."""
+(data/tensors.toml) and the catalog's sizes; and how save_pretrained splits
+it into shard files, which the log lines count and the checkpoint writer
+writes (so both come from here)."""
 
 from __future__ import annotations
 
@@ -124,3 +126,49 @@ def _dim(text: str, sizes: dict[str, int]) -> int:
         factor, _, name = term.rpartition("*")
         total += (int(factor) if factor else 1) * (int(name) if name.isdigit() else sizes[name])
     return total
+
+
+# save_pretrained's default max_shard_size, by transformers' major version:
+# "5GB" in 4.x (modeling_utils.py at v4.42.4, v4.44.2, v4.46.3), "50GB" in 5.x
+# (modeling_utils.py at v5.0.0); huggingface_hub's parse_size_to_int reads
+# "GB" as 10**9.
+MAX_SHARD = {4: ("5GB", 5 * 10**9), 5: ("50GB", 50 * 10**9)}
+SINGLE = "model.safetensors"
+
+
+def max_shard(transformers: str) -> tuple[str, int]:
+    """(as the log line says it, in bytes) for the pinned transformers."""
+    major = int(transformers.split(".")[0])
+    return MAX_SHARD[min(max(major, min(MAX_SHARD)), max(MAX_SHARD))]
+
+
+def split(tensors: tuple[Tensor, ...], max_bytes: int) -> list[tuple[str, tuple[Tensor, ...]]]:
+    """huggingface_hub's split_state_dict_into_shards_factory (serialization/
+    _base.py): tensors in state-dict order fill a shard until the next would
+    pass `max_bytes`; a tensor larger than that gets a shard of its own. One
+    shard is `model.safetensors`; more are model-0000k-of-0000n.safetensors."""
+    groups: list[list[Tensor]] = []
+    current: list[Tensor] = []
+    size = 0
+    for t in tensors:
+        if t.nbytes > max_bytes:
+            groups.append([t])
+            continue
+        if current and size + t.nbytes > max_bytes:
+            groups.append(current)
+            current, size = [], 0
+        current.append(t)
+        size += t.nbytes
+    if current:
+        groups.append(current)
+    if len(groups) == 1:
+        return [(SINGLE, tuple(groups[0]))]
+    n = len(groups)
+    return [(f"model-{k:05d}-of-{n:05d}.safetensors", tuple(g)) for k, g in enumerate(groups, 1)]
+
+
+@functools.cache
+def shard_count(model: Model, transformers: str) -> int:
+    """How many weight files save_pretrained writes of `model` (the dtype
+    does not matter: bf16 and fp16 are both 2 bytes)."""
+    return len(split(layout(model).tensors, max_shard(transformers)[1]))

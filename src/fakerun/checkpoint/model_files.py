@@ -1,0 +1,139 @@
+"""The files of a model and its optimizer that more than one layout saves
+(the HF Trainer's checkpoint-N/ and its final export, the default style's
+checkpoint-N/): what transformers' save_pretrained writes of the model, and
+torch.save archives of the optimizer's, scheduler's and RNGs' states, each
+in the pinned version's format.
+
+- Weights: safetensors shards whose headers hold the model's real tensors
+  (names, dtypes, shapes, offsets: checkpoint/safetensors.py); their data is
+  left out, or (`sparse`) left as a hole of the true size where the file
+  system keeps holes. The index's total_size is the true size either way.
+- optimizer.pt, scheduler.pt, rng_state*.pth: torch.save archives of plain
+  data, which load without running anything (checkpoint/torchsave.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fakerun.checkpoint import safetensors, torchsave
+from fakerun.world import draws
+from fakerun.world.identity import Identity
+from fakerun.world.tensors import DTYPES, Layout, layout
+
+# AdamW's hyper-parameters as TrainingArguments sets them by default.
+BETAS, EPS = (0.9, 0.999), 1e-08
+CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
+
+
+def major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One run's model, as save_pretrained of its pinned transformers writes it."""
+
+    ident: Identity
+    name_or_path: str = ""  # the script's --model_name_or_path: config.json's _name_or_path
+    sparse: bool = False
+
+    @functools.cached_property
+    def layout(self) -> Layout:
+        return layout(self.ident.model, DTYPES[self.ident.gpu.precision][0])
+
+    @functools.cached_property
+    def shards(self) -> list[safetensors.Shard]:
+        return safetensors.shards(self.layout.tensors, self.ident.versions.transformers)
+
+    def weights(self) -> tuple[dict[str, bytes], dict[str, int]]:
+        """The shard files (and the index, if more than one), and the sizes
+        (larger) they are to have on disk."""
+        files = {s.name: s.header() for s in self.shards}
+        sizes = {s.name: s.size() for s in self.shards} if self.sparse else {}
+        if len(self.shards) > 1:
+            files[safetensors.INDEX] = safetensors.index(self.shards, self.ident.versions.transformers)
+        return files, sizes
+
+    def config(self) -> bytes:
+        """PretrainedConfig.save_pretrained: to_json_string(use_diff=True),
+        sorted, indented (configuration_utils.py at v4.46.3); the dtype's key
+        is `torch_dtype` in 4.x and `dtype` in 5.x (v5.0.0's to_dict). An
+        empty _name_or_path (a model built from its config) is the default,
+        which the diff leaves out."""
+        m, lay, version = self.ident.model, self.layout, self.ident.versions.transformers
+        dtype_key = "dtype" if major(version) >= 5 else "torch_dtype"
+        body: dict[str, Any] = {
+            "architectures": [m.arch], "model_type": lay.model_type, "hidden_size": m.hidden,
+            "intermediate_size": lay.intermediate, "num_hidden_layers": m.layers,
+            "num_attention_heads": m.heads, "num_key_value_heads": m.kv_heads, "vocab_size": m.vocab,
+            "max_position_embeddings": m.context, "tie_word_embeddings": lay.tied,
+            dtype_key: DTYPES[self.ident.gpu.precision][1], "transformers_version": version}
+        if self.name_or_path:
+            body["_name_or_path"] = self.name_or_path
+        return as_json(body, sort=True)
+
+    def generation_config(self) -> bytes:
+        """What save_pretrained writes for a model that can generate (every
+        *ForCausalLM): GenerationConfig.from_model_config of config.json, whose
+        diff against the defaults is its origin and version (the token ids it
+        would copy are not in this config.json); generation/configuration_utils.py
+        at v4.46.3, `to_json_string(use_diff=True)`, sorted."""
+        return as_json({"_from_model_config": True, "transformers_version": self.ident.versions.transformers},
+                       sort=True)
+
+    def saved(self) -> tuple[dict[str, bytes], dict[str, int]]:
+        """Everything save_pretrained writes: config, generation config, weights."""
+        files, sizes = self.weights()
+        return {CONFIG: self.config(), GENERATION_CONFIG: self.generation_config(), **files}, sizes
+
+
+def optimizer(tensors: Layout, base_lr: float, lr: float) -> dict[str, Any]:
+    """AdamW's state_dict as the Trainer groups parameters (decayed weights,
+    then biases and norms), its per-parameter moments (tensors) left out."""
+    decayed = [i for i, t in enumerate(tensors.tensors) if len(t.shape) > 1]
+    rest = [i for i, t in enumerate(tensors.tensors) if len(t.shape) <= 1]
+    group = {"lr": lr, "betas": BETAS, "eps": EPS, "amsgrad": False, "foreach": None, "maximize": False,
+             "capturable": False, "differentiable": False, "fused": None, "initial_lr": base_lr}
+    return {"state": {}, "param_groups": [{**group, "weight_decay": 0.0, "params": decayed},
+                                          {**group, "weight_decay": 0.0, "params": rest}]}
+
+
+def scheduler(step: int, base_lr: float, lr: float) -> dict[str, Any]:
+    """LambdaLR's state_dict (torch/optim/lr_scheduler.py): the schedule
+    function itself is not saved (None)."""
+    return {"base_lrs": [base_lr, base_lr], "last_epoch": step, "verbose": False, "_step_count": step + 1,
+            "_get_lr_called_within_step": False, "_last_lr": [lr, lr], "lr_lambdas": [None, None]}
+
+
+def optimizer_files(files: ModelFiles, seed: int, step: int, lr: float) -> dict[str, bytes]:
+    """optimizer.pt and scheduler.pt at `step`."""
+    base = files.ident.hyper.max_lr
+    ids = draws.rng(seed, "serialization_id", step)
+    return {"optimizer.pt": torchsave.archive("optimizer.pt", optimizer(files.layout, base, lr), serial(ids)),
+            "scheduler.pt": torchsave.archive("scheduler.pt", scheduler(step, base, lr), serial(ids))}
+
+
+def rng_files(ident: Identity, seed: int, step: int) -> dict[str, bytes]:
+    """Trainer._save_rng_state: `rng_state.pth` on one process, one
+    `rng_state_<process_index>.pth` per process otherwise (trainer.py at
+    v4.46.3 and v5.0.0); of its states only Python's is plain data."""
+    ids = draws.rng(seed, "serialization_id", step, "rng")
+    names = ["rng_state.pth"] if ident.world <= 1 else [f"rng_state_{r}.pth" for r in range(ident.world)]
+    return {name: torchsave.archive(name, {"python": draws.rng(seed, "rng_state", step, r).getstate()},
+                                    serial(ids))
+            for r, name in enumerate(names)}
+
+
+def serial(r: Any) -> str:
+    """An archive's `.data/serialization_id`: digits, drawn from the seed so
+    the bytes repeat (torch draws its own; their count is not checked here)."""
+    return "".join(str(r.randrange(10)) for _ in range(20))
+
+
+def as_json(body: Any, sort: bool = False) -> bytes:
+    return (json.dumps(body, indent=2, sort_keys=sort) + "\n").encode()

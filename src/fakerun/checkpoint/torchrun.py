@@ -1,0 +1,92 @@
+"""The default style's checkpoints: the seeds' own training script, not the
+HF Trainer. Its checkpoint lines (render/styles/pytorch.py) name the model's
+shards, its optimizer state and its scheduler state, and so its directory
+holds exactly those:
+
+    checkpoint-<step>/  config.json and the weights as save_pretrained of the
+                        pinned transformers writes them (model.safetensors, or
+                        model-0000k-of-0000n.safetensors and the index: as many
+                        shards as "Saving model shards: k/k" counts),
+                        optimizer.pt, scheduler.pt (last: "Saving scheduler
+                        state...")
+
+No trainer state: --resume takes the step from the directory's name, the
+model from config.json and the clock from scheduler.pt's mtime (the save's
+time); the seed from the command line, whose curve is the checkpoint's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fakerun import events as ev
+from fakerun.checkpoint import model_files
+from fakerun.checkpoint.layouts import Saving
+from fakerun.checkpoint.model_files import CONFIG, ModelFiles
+from fakerun.checkpoint.reader import (
+    TIME_MAX,
+    CheckpointError,
+    Resume,
+    checked,
+    config_of,
+    incomplete,
+    model_of,
+    number,
+    step_of,
+)
+from fakerun.checkpoint.store import write
+
+LAST = "scheduler.pt"  # written last: its presence marks a complete checkpoint
+
+
+class TorchrunWriter:
+    """An event sink: each Checkpoint event's directory under `root`."""
+
+    def __init__(self, saving: Saving) -> None:
+        self.saving = saving
+        self.model = ModelFiles(saving.ident, sparse=saving.sparse)
+        self.lr = saving.ident.hyper.max_lr
+
+    def saved_history(self, step: int) -> tuple[()]:
+        return ()  # the script logs to the console only
+
+    def event(self, e: ev.Event) -> None:
+        if isinstance(e, ev.Step):
+            self.lr = e.lr
+        elif isinstance(e, ev.Checkpoint):
+            files, sizes = self.model.weights()
+            files[CONFIG] = self.model.config()
+            files |= model_files.optimizer_files(self.model, self.saving.seed, e.step, self.lr)
+            write(self.saving.root / f"checkpoint-{e.step}", files, sizes, mtime=e.time, last=LAST)
+
+    def flush(self) -> None:
+        """Each checkpoint is complete on disk when `event` returns."""
+
+
+def find(path: Path) -> Resume:
+    """`path` is a checkpoint-<step> directory, or the directory holding them
+    (the latest complete one is taken)."""
+    if not path.is_dir():
+        raise CheckpointError(f"--resume {path}: no such directory")
+    if step_of(path.name) is not None:
+        return _load(path)
+    candidates = sorted((p for p in path.glob("checkpoint-*") if step_of(p.name) is not None),
+                        key=lambda p: step_of(p.name) or 0, reverse=True)
+    for candidate in candidates:
+        try:
+            return _load(candidate)
+        except CheckpointError:
+            continue  # killed mid-save: the one before
+    raise CheckpointError(f"--resume {path}: no complete checkpoint-<step> directory in it")
+
+
+def _load(path: Path) -> Resume:
+    step = step_of(path.name) or 0
+    if not 1 <= step <= 2**31 - 1:
+        raise incomplete(path, path.name, "no step in its name")
+    try:
+        saved = (path / LAST).stat().st_mtime
+    except OSError as exc:
+        raise incomplete(path, LAST, exc.strerror or type(exc).__name__) from None
+    time = checked(path, f"{LAST}: mtime", saved, number(0, TIME_MAX), "a time before the year 9000")
+    return Resume(step, float(time), path, model=model_of(config_of(path)))
