@@ -86,7 +86,7 @@ def test_preemption_then_resume_matches_an_uninterrupted_run(runner, tmp_path):
                      "--output-dir", str(out), "--metrics-file", str(first))
     assert pre.proc.returncode == 1  # torchrun's SignalException, uncaught
     assert "Received 15 death signal, shutting down workers" in pre.stderr and "FAILED" not in pre.stderr
-    assert (out / "checkpoint-6" / "trainer_state.json").exists()
+    assert (out / "checkpoint-6" / "scheduler.pt").exists()  # the default style's layout: written last
     post = runner.run(*args, "--speed", "0", "--output-dir", str(out), "--resume", "--metrics-file", str(second))
     assert post.proc.returncode == 0
 

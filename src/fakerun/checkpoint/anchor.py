@@ -40,7 +40,10 @@ def loss_scale(ident: Identity, history: tuple[dict[str, Any], ...]) -> float:
     ours = interval_mean(ident, max(0, start), last["step"])
     if ours <= 0 or abs(ours - last["loss"]) <= ROUNDING + RELATIVE * ours:
         return 1.0
-    return float(last["loss"]) / ours
+    # Another seed's: its trend (not its own noisy interval, whose noise would
+    # add to the logged loss's) put through the logged loss.
+    trend = [physics.trend_loss(ident, s) for s in range(max(0, start) + 1, last["step"] + 1)]
+    return float(last["loss"]) / (sum(trend) / len(trend))
 
 
 def interval_mean(ident: Identity, after: int, through: int) -> float:

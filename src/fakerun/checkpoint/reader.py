@@ -78,6 +78,16 @@ def find(path: Path) -> Resume:
     raise CheckpointError(f"--resume {path}: no complete checkpoint-<step> directory in it")
 
 
+def saved_steps(root: Path) -> tuple[int, ...]:
+    """The steps of the `checkpoint-N` directories in `root`, complete or not,
+    as Trainer._sorted_checkpoints globs them for its rotation."""
+    try:
+        return tuple(sorted(s for p in root.glob("checkpoint-*") if (s := step_of(p.name)) is not None
+                            and p.is_dir()))
+    except OSError:
+        return ()
+
+
 def step_of(name: str) -> int | None:
     """N of `checkpoint-N` (ASCII digits only: `checkpoint-²` is no checkpoint,
     though "²".isdigit())."""

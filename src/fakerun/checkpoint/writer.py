@@ -30,7 +30,7 @@ from fakerun.checkpoint import model_files
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
-from fakerun.checkpoint.store import write, write_file
+from fakerun.checkpoint.store import remove, write, write_file
 
 # The nn.Embedding weights num_parameters(exclude_embeddings=True) leaves out.
 EMBEDDING = re.compile(r"embed|\bwte\b|\bwpe\b")
@@ -85,6 +85,9 @@ class CheckpointWriter:
         elif isinstance(e, ev.Checkpoint):
             files, sizes = self._files(e)
             write(self.root / f"checkpoint-{e.step}", files, sizes, mtime=e.time)
+            for step in e.deleted:  # save_total_limit's rotation, after the save (as the Trainer)
+                if (self.root / f"checkpoint-{step}").is_dir():
+                    remove(self.root / f"checkpoint-{step}")
         elif isinstance(e, ev.Export):
             self._export(e)
 

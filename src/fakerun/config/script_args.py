@@ -28,7 +28,7 @@ from fakerun.world.memory import Strategy
 MEGATRON_VOCAB = 50304
 HF_FLAGS = ("model_name_or_path", "dataset_name", "per_device_train_batch_size",
             "gradient_accumulation_steps", "max_steps", "num_train_epochs", "learning_rate",
-            "output_dir", "max_seq_length", "block_size", "logging_steps")
+            "output_dir", "max_seq_length", "block_size", "logging_steps", "save_total_limit")
 # TrainingArguments' defaults: what a Trainer job runs with when its launch line is silent
 # (num_train_epochs' 3 counts only without max_steps, which overrides it).
 HF_DEFAULTS = {"per_device_train_batch_size": "8", "gradient_accumulation_steps": "1",
@@ -116,7 +116,7 @@ def _hf(given: dict[str, str]) -> ScriptArgs:
                   grad_accum=_int(v, "gradient_accumulation_steps"),
                   epochs=_epochs(v), lr=_float(v, "learning_rate"),
                   seq_len=_int(v, "max_seq_length") or _int(v, "block_size"),
-                  log_every=_int(v, "logging_steps"))
+                  log_every=_int(v, "logging_steps"), save_limit=_int(v, "save_total_limit"))
     out = v.get("output_dir")
     return ScriptArgs("hf", _int(v, "max_steps"), Path(out) if out else None, asked)
 

@@ -55,9 +55,12 @@ class _Run:
 class Timeline:
     def __init__(self, ident: Identity, clock: VirtualClock, deadline: float | None = None,
                  monotonic: Callable[[], float] | None = None, output_dir: str | None = None,
-                 resumed_step: int = 0) -> None:
+                 resumed_step: int = 0, saved: tuple[int, ...] = ()) -> None:
+        """`saved`: the steps of the checkpoints already in `output_dir` (a
+        run resumed, or rerun, into it), which the Trainer's rotation counts."""
         self.ident = ident
         self.save_dir = output_dir
+        self.saved = sorted(set(saved))
         self.clock = clock
         self.deadline = deadline
         self.monotonic = monotonic
@@ -199,7 +202,18 @@ class Timeline:
                 else f"checkpoints/{self.ident.slug}/epoch_{self.epoch(max(1, step))}_step_{step}/")
         return [ev.Checkpoint(step, self.epoch(max(1, step)), path, self.weight_files(),
                               round(sizes["model"]), round(sizes["optimizer"]),
-                              max(done.sim_s.values()), self.clock.now)]
+                              max(done.sim_s.values()), self.clock.now, self._rotated(step))]
+
+    def _rotated(self, step: int) -> tuple[int, ...]:
+        """Trainer._rotate_checkpoints (trainer.py at v4.42.4 to v5.0.0): past
+        save_total_limit, the oldest checkpoints by step go (no best model to
+        keep: no metric_for_best_model)."""
+        self.saved = sorted({*self.saved, step})
+        limit = self.ident.hyper.save_limit
+        if limit is None or limit <= 0 or len(self.saved) <= limit:
+            return ()
+        gone, self.saved = self.saved[:len(self.saved) - limit], self.saved[len(self.saved) - limit:]
+        return tuple(gone)
 
     def _export(self, done: Completed) -> list:
         size = BF16 * self.ident.model.params

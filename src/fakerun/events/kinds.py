@@ -231,6 +231,9 @@ class Checkpoint:
     optimizer_bytes: int
     seconds: float
     time: float
+    # The steps of the older checkpoints this save rotates out (the HF Trainer's
+    # save_total_limit), which the lines name and the writer deletes.
+    deleted: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

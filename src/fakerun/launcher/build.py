@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from fakerun import events as ev
+from fakerun.checkpoint.reader import saved_steps
 from fakerun.config.options import RunConfig
 from fakerun.coordinator.core import Coordinator, JobSpec
 from fakerun.coordinator.timeline import Timeline
@@ -76,8 +77,9 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     """Node 0's coordinator; `deadline` (monotonic) is --exit-after-time's."""
     topo = config.topology
     resumed = config.resume_from.step if config.resume_from else 0
-    timeline = Timeline(config.identity, clock, deadline, monotonic,
-                        str(config.output_dir) if config.output_dir else None, resumed)
+    out = config.output_dir
+    timeline = Timeline(config.identity, clock, deadline, monotonic, str(out) if out else None, resumed,
+                        saved_steps(out) if out else ())
     digest = config.digest() if topo.nnodes > 1 else ""
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
                   bounds=config.bounds)

@@ -73,6 +73,7 @@ class Hyper:
     save_every: int | None = None  # steps between checkpoints (None: one after each validation; 0: never)
     eval_at_end: bool = True  # the script validates after its last step whatever the interval
     save_at_end: bool = True  # and saves then
+    save_limit: int | None = None  # --save_total_limit: the checkpoints kept (None, or 0 and less: all)
 
     @property
     def tokens_per_step(self) -> int:

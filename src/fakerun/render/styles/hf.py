@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import tzinfo
+from pathlib import PurePosixPath
 from typing import Any
 
 from fakerun import events as ev
@@ -114,7 +115,12 @@ class HfLines(EventRoutes):
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
         # TrainingArguments' default output_dir.
         path = e.path.rstrip("/") if "checkpoint-" in e.path else f"{DEFAULT_OUTPUT}/checkpoint-{e.step}"
-        return self._err(self._saved(path, e.shards))
+        # Trainer._rotate_checkpoints, after the save (trainer.py at v4.42.4 to v5.0.0), names
+        # what Path(output_dir).glob found: a normalised path ("./out" is "out").
+        folder = str(PurePosixPath(path).parent)
+        rotated = [f"Deleting older checkpoint [{folder}/checkpoint-{s}] due to args.save_total_limit"
+                   for s in e.deleted]
+        return self._err([*self._saved(path, e.shards), *rotated])
 
     def _export(self, e: ev.Export) -> list[Line]:
         """trainer.save_model() into the output dir, which the script calls
