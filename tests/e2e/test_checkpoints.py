@@ -11,7 +11,17 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from fakerun import checkpoint
+
+# TrainerState's fields (trainer_callback.py at v4.42.4, v4.44.2, v4.46.3; v5.0.0 adds
+# best_global_step), as save_to_json writes them: sorted.
+TRAINER_STATE = ["best_metric", "best_model_checkpoint", "epoch", "eval_steps", "global_step",
+                 "is_hyper_param_search", "is_local_process_zero", "is_world_process_zero", "log_history",
+                 "logging_steps", "max_steps", "num_input_tokens_seen", "num_train_epochs", "save_steps",
+                 "stateful_callbacks", "total_flos", "train_batch_size", "trial_name", "trial_params"]
+TRAINER_STATE_5 = sorted([*TRAINER_STATE, "best_global_step"])
 
 
 def run_to(runner, out, *extra):
@@ -20,10 +30,11 @@ def run_to(runner, out, *extra):
                       "--output-dir", str(out), "--output", "jsonl", *extra)
 
 
-def hf_run(runner, out, *extra, seed="10", steps="10"):
+def hf_run(runner, out, *extra, seed="10", steps="10", style="hf"):
     """The Trainer (transformers 4.46.3, its default pin) of Llama-3.2-3B: 6.4 GB of weights in
-    two shards of "5GB", a log every 2 steps, an evaluation and a save at the end."""
-    return runner.run("--style", "hf", "--nproc", "2", "--speed", "0", "--seed", seed, "--max-steps", steps,
+    two shards of "5GB" (one file under 5.x's "50GB"), a log every 2 steps, an evaluation and a
+    save at the end."""
+    return runner.run("--style", style, "--nproc", "2", "--speed", "0", "--seed", seed, "--max-steps", steps,
                       "--start-time", "2026-01-01 00:00:00", "--output-dir", str(out), *extra,
                       "train.py", "--model_name_or_path", "meta-llama/Llama-3.2-3B", "--logging_steps", "2",
                       "--per_device_train_batch_size", "1")
@@ -40,13 +51,15 @@ NAMED = (re.compile(r"^Configuration saved in (\S+)$"), re.compile(r"^Model weig
          re.compile(r"index located at (\S+)\.$"))
 
 
-def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path):
+@pytest.mark.parametrize(("style", "shards", "fields"), [("hf", 2, TRAINER_STATE), ("hf@5", 1, TRAINER_STATE_5)])
+def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style, shards, fields):
     """Every file a line names exists, and nothing else is written beyond
     what those saves write with them (trainer.py `_save_checkpoint` at
-    v4.46.3: the index's shards, optimizer.pt, scheduler.pt, the RNG states,
-    trainer_state.json); the final save_model's files in the output dir."""
+    v4.46.3 and v5.0.0: the index's shards, optimizer.pt, scheduler.pt, the
+    RNG states, trainer_state.json of the version's fields); the final
+    save_model's files in the output dir."""
     out = tmp_path / "out"
-    job = hf_run(runner, out)
+    job = hf_run(runner, out, style=style)
     assert job.proc.returncode == 0, job.stderr[-2000:]
     named = {m.group(1) for line in job.stderr.splitlines() for rx in NAMED if (m := rx.search(line))}
     saves = [line.removeprefix("Saving model checkpoint to ") for line in job.stderr.splitlines()
@@ -57,15 +70,19 @@ def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path):
     for save in saves:
         folder = Path(save)
         expected |= {str(folder / n) for n in ("config.json", "generation_config.json")}
-        index = json.loads((folder / "model.safetensors.index.json").read_text())
-        expected |= {str(folder / "model.safetensors.index.json")} | {str(folder / s)
-                                                                        for s in index["weight_map"].values()}
+        if shards == 1:
+            expected.add(str(folder / "model.safetensors"))
+        else:
+            index = json.loads((folder / "model.safetensors.index.json").read_text())
+            assert len(set(index["weight_map"].values())) == shards
+            expected |= {str(folder / "model.safetensors.index.json")} | {str(folder / s)
+                                                                            for s in index["weight_map"].values()}
         if folder.name.startswith("checkpoint-"):
             expected |= {str(folder / n) for n in ("optimizer.pt", "scheduler.pt", "rng_state_0.pth",
                                                    "rng_state_1.pth", "trainer_state.json")}
     assert {str(out / f) for f in walk(out)} == expected  # nothing else, no hidden file
-    assert len(index["weight_map"]) and len(set(index["weight_map"].values())) == 2
     state = json.loads((Path(saves[-2]) / "trainer_state.json").read_text())
+    assert list(state) == fields
     logged = [h for h in state["log_history"] if "loss" in h]
     assert [h["step"] for h in logged] == list(range(2, state["global_step"] + 1, 2))  # logging steps only
 
