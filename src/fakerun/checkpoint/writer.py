@@ -132,10 +132,17 @@ class CheckpointWriter:
         return files, sizes
 
     def optimizer_files(self, step: int) -> dict[str, bytes]:
-        """Trainer._save_optimizer_and_scheduler's files. The hook a layout
-        with its own optimizer files overrides (the Trainer under DeepSpeed
-        saves global_step<N>/ instead of optimizer.pt)."""
-        return model_files.optimizer_files(self.model, self.seed, step, self.lr)
+        """Trainer._save_optimizer_and_scheduler's files (trainer.py at v4.46.3).
+        The hook a layout with its own optimizer files overrides: under
+        DeepSpeed the engine's save_checkpoint writes global_step<N>/ instead
+        of optimizer.pt. Under FSDP accelerate's save_fsdp_model and
+        save_fsdp_optimizer write pytorch_model_fsdp.bin and optimizer.bin
+        (or their sharded directories): archives of tensors, which these
+        plain-data files cannot be, so only scheduler.pt is written of them."""
+        files = model_files.optimizer_files(self.model, self.seed, step, self.lr)
+        if self.ident.parallel.kind == "fsdp":
+            del files["optimizer.pt"]
+        return files
 
     def _state(self, e: ev.Checkpoint) -> dict[str, Any]:
         """TrainerState's fields of the pinned version (trainer_callback.py):
