@@ -88,3 +88,16 @@ def test_a_resumed_run_carries_the_history_forward(tmp_path: Path) -> None:
     writer.event(saved(2, 1_800_000_000.0))
     assert [h["step"] for h in checkpoint.find(tmp_path).history] == [1, 2]
     assert writer.saved_history(1) == before
+
+
+def test_the_state_keeps_the_arguments_step_counts() -> None:
+    """TrainerState.compute_steps: the arguments' counts, a ratio of
+    max_steps rounded up, 500 where they are None; eval_steps takes
+    logging_steps when evaluating by steps (TrainingArguments.__post_init__)."""
+    from fakerun.checkpoint.writer import state_steps
+    assert state_steps((), "save_steps", 40) == 500
+    assert state_steps(("--save_steps", "10"), "save_steps", 40) == 10
+    assert state_steps(("--save_steps=0.1",), "save_steps", 45) == 5
+    assert state_steps(("--logging_steps", "5"), "eval_steps", 40) == 500
+    assert state_steps(("--logging_steps", "5", "--eval_strategy", "steps"), "eval_steps", 40) == 5
+    assert state_steps(("--evaluation_strategy", "steps", "--eval_steps", "8"), "eval_steps", 40) == 8

@@ -42,14 +42,31 @@ def f32(value: float) -> float:
     return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 
-def name_or_path(script_args: tuple[str, ...]) -> str:
-    """The script's --model_name_or_path (config.json's _name_or_path); "" if none."""
+def script_arg(script_args: tuple[str, ...], name: str) -> str | None:
+    """The value the launch line gives TrainingArguments' `name` (HfArgumentParser:
+    `--name value` or `--name=value`); None if it gives none."""
     for i, arg in enumerate(script_args):
-        if arg == "--model_name_or_path" and i + 1 < len(script_args):
+        if arg == f"--{name}" and i + 1 < len(script_args):
             return script_args[i + 1]
-        if arg.startswith("--model_name_or_path="):
+        if arg.startswith(f"--{name}="):
             return arg.split("=", 1)[1]
-    return ""
+    return None
+
+
+def state_steps(script_args: tuple[str, ...], name: str, max_steps: int) -> int:
+    """TrainerState.compute_steps (trainer_callback.py at v4.46.3): the
+    arguments' logging/eval/save_steps, a ratio below 1 of max_steps rounded
+    up; TrainerState's 500 where the arguments leave it None (eval_steps
+    unless evaluating by steps, when TrainingArguments takes logging_steps)."""
+    given = script_arg(script_args, name)
+    strategy = script_arg(script_args, "eval_strategy") or script_arg(script_args, "evaluation_strategy")
+    if given is None and name == "eval_steps" and strategy == "steps":
+        given = script_arg(script_args, "logging_steps")
+    try:
+        value = float(given) if given is not None else float(HF_DEFAULT_STEPS)
+    except ValueError:
+        return HF_DEFAULT_STEPS
+    return math.ceil(max_steps * value) if 0 < value < 1 else int(value)
 
 
 class CheckpointWriter:
@@ -63,7 +80,8 @@ class CheckpointWriter:
         self.root = saving.root
         self.ident = saving.ident
         self.seed = saving.seed
-        self.model = ModelFiles(saving.ident, name_or_path(saving.script_args), saving.sparse)
+        self.model = ModelFiles(saving.ident, script_arg(saving.script_args, "model_name_or_path") or "",
+                                saving.sparse)
         self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
         self.interval: list[float] = []  # the losses since the last log (the Trainer's tr_loss)
         self.lr = saving.ident.hyper.max_lr
@@ -152,17 +170,20 @@ class CheckpointWriter:
                    "should_save": True, "should_training_stop": e.step >= h.total_steps}
         state: dict[str, Any] = {
             "best_metric": None, "best_model_checkpoint": None, "epoch": self.epoch(e.step),
-            "eval_steps": h.eval_every or HF_DEFAULT_STEPS, "global_step": e.step,
+            "eval_steps": self._steps("eval_steps"), "global_step": e.step,
             "is_hyper_param_search": False, "is_local_process_zero": True, "is_world_process_zero": True,
             "log_history": list(self.saved_history(e.step)), "logging_steps": h.log_every,
             "max_steps": h.total_steps, "num_input_tokens_seen": 0, "num_train_epochs": h.epochs,
-            "save_steps": h.save_every or HF_DEFAULT_STEPS,
+            "save_steps": self._steps("save_steps"),
             "stateful_callbacks": {"TrainerControl": {"args": control, "attributes": {}}},
             "total_flos": self._flos(e.step), "train_batch_size": h.micro_batch,
             "trial_name": None, "trial_params": None}
         if self.v5:
             state["best_global_step"] = None
         return state
+
+    def _steps(self, name: str) -> int:
+        return state_steps(self.saving.script_args, name, self.ident.hyper.total_steps)
 
     def _flos(self, step: int) -> float:
         """Trainer.store_flos: each process's floating_point_ops (6 x tokens x
