@@ -30,12 +30,12 @@ HF_LINES = [re.compile(p) for p in (
     r"^  Gradient Accumulation steps = \d+$", rf"^  Total optimization steps = {NUM}$",
     rf"^  Number of trainable parameters = {NUM}$", r"^$", r"^\*\*\*\*\* Running Evaluation \*\*\*\*\*$",
     r"^  Num examples = \d+$", r"^  Batch size = \d+$", r"^\{'(loss|eval_loss|train_runtime)': .*\}$",
-    r"^Saving model checkpoint to \S+/checkpoint-\d+$", r"^Configuration saved in \S+/(generation_)?config\.json$",
-    r"^The model is bigger than the maximum size per checkpoint \(5GB\) and is going to be split in \d+ "
+    # Trainer._save: a checkpoint's, and save_model's into the output dir at the end. No tokenizer lines:
+    # the script's Trainer has none (checkpoint/writer.py).
+    r"^Saving model checkpoint to \S+$", r"^Configuration saved in \S+/(generation_)?config\.json$",
+    r"^The model is bigger than the maximum size per checkpoint \((5|50)GB\) and is going to be split in \d+ "
     r"checkpoint shards\. You can find where each parameters has been saved in the index located at "
     r"\S+/model\.safetensors\.index\.json\.$", r"^Model weights saved in \S+/model\.safetensors$",
-    r"^tokenizer config file saved in \S+/tokenizer_config\.json$",
-    r"^Special tokens file saved in \S+/special_tokens_map\.json$",
     r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
     TQDM.pattern)]
 V4_FLOAT = r"-?\d+(\.\d+(e-?\d+)?|e-?\d+)"  # a float's repr: 9.7738, 1.5e-05, or a round 3e-05
