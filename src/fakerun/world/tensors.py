@@ -167,7 +167,9 @@ def split(tensors: tuple[Tensor, ...], max_bytes: int) -> list[tuple[str, tuple[
     return [(f"model-{k:05d}-of-{n:05d}.safetensors", tuple(g)) for k, g in enumerate(groups, 1)]
 
 
-@functools.cache
+# Bounded: a --loop's agent draws a model each run, and a run's arguments may describe one
+# of their own (a fine-tune's name on a catalog shape); the catalog has ~100.
+@functools.lru_cache(maxsize=256)
 def shard_count(model: Model, transformers: str) -> int:
     """How many weight files save_pretrained writes of `model` (the dtype
     does not matter: bf16 and fp16 are both 2 bytes)."""
