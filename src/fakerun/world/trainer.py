@@ -1,0 +1,170 @@
+"""transformers' TrainingArguments as the pinned Trainer resolves them into
+the job's schedule: the LR scheduler, warmup, and the cadences of logging,
+evaluation and checkpoints.
+
+Sources (huggingface/transformers at v4.42.4, v4.44.2, v4.46.3, v5.0.0):
+- training_args.py: the defaults (lr_scheduler_type "linear", warmup 0,
+  eval_strategy "no", save_strategy "steps", save_steps 500, logging_steps
+  500, per_device_eval_batch_size 8), __post_init__ (eval_steps falls back
+  to logging_steps; `evaluation_strategy` is the deprecated spelling of
+  eval_strategy up to 4.46 and gone in 5.0), get_warmup_steps (4.x:
+  warmup_steps if > 0 else ceil(steps x warmup_ratio); 5.0: warmup_steps
+  below 1 is a ratio and warmup_ratio, deprecated, replaces it).
+- trainer.py _inner_training_loop: a logging/eval/save interval below 1 is a
+  ratio of max_steps (`math.ceil(max_steps * args.logging_steps)`).
+- trainer_callback.py DefaultFlowCallback: on_step_end logs, evaluates and
+  saves on multiples of the intervals and, at max_steps, saves when the
+  save strategy is not "no" (5.0: when it is "steps"); on_epoch_end
+  evaluates and saves under the "epoch" strategies, also at a stop mid-epoch
+  (the loop calls it after breaking out).
+- optimization.py: the schedules (physics.learning_rate follows them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from fakerun.errors import UsageError
+from fakerun.world.jobs import Hyper
+
+# lr_scheduler_type -> (Hyper.decay, whether the warmup applies). The Trainer's
+# linear and cosine decay to 0.0; cosine_with_restarts at its default one cycle
+# is the cosine (optimization.py: pi * ((1.0 * progress) % 1.0) is pi * progress
+# below the end, 0.0 at it); "constant" ignores any warmup (get_constant_schedule).
+SCHEDULES = {"linear": ("linear", True), "cosine": ("cosine", True),
+             "cosine_with_restarts": ("cosine", True), "constant": ("constant", False),
+             "constant_with_warmup": ("constant", True)}
+# SchedulerType's members in its order (trainer_utils.py), 4.42.4 to 4.46.3 and 5.0.0
+# (which adds cosine_warmup_with_min_lr): the parser's choices. Those not in
+# SCHEDULES are taken by the Trainer; their curves (and ReduceLROnPlateau's
+# dependence on the eval loss) are not simulated.
+SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                   "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+                   "warmup_stable_decay")
+SCHEDULER_TYPES_5 = (*SCHEDULER_TYPES[:-1], "cosine_warmup_with_min_lr", SCHEDULER_TYPES[-1])
+INTERVAL_STRATEGIES = ("no", "steps", "epoch")  # IntervalStrategy
+SAVE_STRATEGIES_5 = ("no", "steps", "epoch", "best")  # SaveStrategy (5.0)
+
+
+@dataclass(frozen=True)
+class TrainerArgs:
+    """What the launch line gave of TrainingArguments, with its defaults;
+    resolved against the run's length and transformers version by `hyper`."""
+
+    lr_scheduler_type: str = "linear"
+    warmup_steps: float = 0.0
+    warmup_ratio: float | None = None  # None: not given (4.x's default is 0.0)
+    eval_strategy: str = "no"
+    evaluation_strategy: str | None = None  # the deprecated spelling, if given
+    eval_steps: float | None = None
+    logging_steps: float = 500.0
+    logging_first_step: bool = False
+    save_strategy: str = "steps"
+    save_steps: float = 500.0
+    save_total_limit: int | None = None
+    per_device_eval_batch_size: int = 8
+
+
+def choices(transformers: str) -> tuple[str, ...]:
+    """lr_scheduler_type's choices at this version, as HfArgumentParser lists them."""
+    return SCHEDULER_TYPES_5 if _v5(transformers) else SCHEDULER_TYPES
+
+
+def hyper(h: Hyper, t: TrainerArgs, transformers: str) -> Hyper:
+    """`h` (the job's length, batch and peak LR) under these arguments."""
+    v5 = _v5(transformers)
+    _check(t, v5)
+    decay, warms = SCHEDULES[t.lr_scheduler_type]
+    total = h.total_steps
+    log_every = _interval(t.logging_steps, total)
+    eval_strategy = t.evaluation_strategy or t.eval_strategy
+    eval_every, eval_at_end = _evaluation(eval_strategy, t.eval_steps or t.logging_steps, h)
+    save_every, save_at_end = _saving(t.save_strategy, t.save_steps, h)
+    return replace(h, decay=decay, min_lr=0.0, warmup_steps=_warmup(t, total, v5) if warms else 0,
+                   log_every=log_every, log_first_step=t.logging_first_step,
+                   eval_every=eval_every, eval_at_end=eval_at_end, save_every=save_every,
+                   save_at_end=save_at_end, save_limit=t.save_total_limit,
+                   eval_micro_batch=t.per_device_eval_batch_size,
+                   eval_batches=_eval_batches(h, t.per_device_eval_batch_size))
+
+
+def _v5(transformers: str) -> bool:
+    return int(transformers.split(".")[0]) >= 5
+
+
+def _check(t: TrainerArgs, v5: bool) -> None:
+    """What the pinned version's parser or __post_init__ refuses, in one line."""
+    if v5 and t.evaluation_strategy is not None:
+        # 5.0 removed the field: run_clm's parse_args_into_dataclasses raises on what is left over.
+        raise UsageError("training script: ValueError: Some specified arguments are not used by the "
+                         f"HfArgumentParser: ['--evaluation_strategy', '{t.evaluation_strategy}']")
+    saves = SAVE_STRATEGIES_5 if v5 else INTERVAL_STRATEGIES
+    for flag, value, allowed in (("lr_scheduler_type", t.lr_scheduler_type, choices("5" if v5 else "4")),
+                                 ("eval_strategy", t.eval_strategy, INTERVAL_STRATEGIES),
+                                 ("evaluation_strategy", t.evaluation_strategy, (None, *INTERVAL_STRATEGIES)),
+                                 ("save_strategy", t.save_strategy, saves)):
+        if value not in allowed:  # argparse's choices, as HfArgumentParser gives an Enum field
+            listed = ", ".join(repr(c) for c in allowed if c is not None)
+            _refuse(f"--{flag}: invalid choice: {value!r} (choose from {listed})")
+    for flag, value in (("warmup_steps", t.warmup_steps), ("logging_steps", t.logging_steps),
+                        ("eval_steps", t.eval_steps or 0.0), ("save_steps", t.save_steps)):
+        if flag == "warmup_steps" and not v5 and value != int(value):
+            _refuse(f"--warmup_steps: invalid int value: '{value:g}'")  # an int field before 5.0
+        if flag != "warmup_steps" and value > 1 and value != int(value):
+            _refuse(f"--{flag} must be an integer if bigger than 1: {value}", parser=False)
+    if not v5 and t.warmup_ratio is not None and not 0 <= t.warmup_ratio <= 1:
+        _refuse("warmup_ratio must lie in range [0,1]", parser=False)
+    if t.lr_scheduler_type not in SCHEDULES:
+        raise UsageError(f"training script argument --lr_scheduler_type {t.lr_scheduler_type}: the Trainer "
+                         f"takes it; fakerun simulates only {', '.join(SCHEDULES)}")
+    if t.save_strategy == "best":
+        raise UsageError("training script argument --save_strategy best: the Trainer takes it; fakerun "
+                         "simulates only no, steps and epoch")
+
+
+def _refuse(message: str, parser: bool = True) -> None:
+    """One line: the script's parser's error, or TrainingArguments.__post_init__'s ValueError."""
+    if parser:
+        raise UsageError(f"training script argument {message} (the script's own parser refuses it)")
+    raise UsageError(f"training script: ValueError: {message}")
+
+
+def _interval(value: float, total: int) -> int:
+    """An interval below 1 is a ratio of the run's steps, rounded up (trainer.py)."""
+    return math.ceil(total * value) if value < 1 else int(value)
+
+
+def _warmup(t: TrainerArgs, total: int, v5: bool) -> int:
+    """TrainingArguments.get_warmup_steps at this version."""
+    if v5:
+        steps = t.warmup_ratio if t.warmup_ratio is not None else t.warmup_steps
+        return int(steps) if steps >= 1 else math.ceil(total * steps)
+    return int(t.warmup_steps) if t.warmup_steps > 0 else math.ceil(total * (t.warmup_ratio or 0.0))
+
+
+def _evaluation(strategy: str, steps: float, h: Hyper) -> tuple[int, bool]:
+    """(eval_every, eval_at_end): "steps" on multiples only; "epoch" at each
+    epoch's end and where training stops."""
+    if strategy == "steps":
+        return _interval(steps, h.total_steps), False
+    if strategy == "epoch":
+        return h.steps_per_epoch, True
+    return 0, False
+
+
+def _saving(strategy: str, steps: float, h: Hyper) -> tuple[int, bool]:
+    """(save_every, save_at_end): on multiples, at each epoch's end, and at
+    max_steps while the strategy is not "no" (5.0: "steps"; its "epoch" saves
+    there through on_epoch_end)."""
+    if strategy == "steps":
+        return _interval(steps, h.total_steps), True
+    if strategy == "epoch":
+        return h.steps_per_epoch, True
+    return 0, False
+
+
+def _eval_batches(h: Hyper, eval_batch: int) -> int:
+    """The held-out set the job drew (batches of its training micro batch),
+    in batches of the evaluation's own size."""
+    return max(1, round(h.eval_batches * h.micro_batch / eval_batch))
