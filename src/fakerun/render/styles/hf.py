@@ -14,7 +14,10 @@ with a carriage return.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
@@ -22,8 +25,58 @@ from fakerun import events as ev
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import meter
+from fakerun.world import physics as sim
+from fakerun.world.jobs import Hyper
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def float32(x: float) -> float:
+    """`x` as a float32 tensor holds it, widened back by `.item()`: what the
+    Trainer prints of its loss, grad_norm and eval_loss (7.181692123413086,
+    never a double's 7.181692116380173)."""
+    if math.isfinite(x) and abs(x) > FLOAT32_MAX:
+        return math.copysign(math.inf, x)  # past float32's range: inf, as the cast gives
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def trainer_epoch(h: Hyper, step: int) -> float:
+    """TrainerState.epoch after global step `step`, as _inner_training_loop
+    computes it: `epoch + (step + 1 + steps_skipped) / steps_in_epoch`, its
+    step counting micro batches (the dataloader's batches on a rank) and
+    steps_in_epoch their number, so that an epoch's end is a whole float."""
+    done = (step - 1) // h.steps_per_epoch if step > 0 else 0
+    in_epoch = step - done * h.steps_per_epoch
+    return done + (in_epoch * h.grad_accum) / (h.steps_per_epoch * h.grad_accum)
+
+
+@dataclass
+class _LossTally:
+    """The Trainer's tr_loss (a float32 tensor, each step's loss added) and
+    _total_loss_scalar (each logged interval's .item(), a Python float)."""
+
+    interval: float = 0.0
+    last_logged: int | None = None  # _globalstep_last_logged: the step training (re)started from
+    total: float = 0.0
+
+    def add(self, step: int, loss: float) -> None:
+        if self.last_logged is None:
+            self.last_logged = step - 1
+        self.interval = float32(self.interval + float32(loss))
+
+    def logged(self, step: int) -> float:
+        """The mean since the last log (tr_loss_scalar / (global_step -
+        _globalstep_last_logged)); the interval starts again."""
+        mean = self.interval / (step - (self.last_logged or 0))
+        self.total += self.interval
+        self.interval, self.last_logged = 0.0, step
+        return mean
+
+    def train_loss(self, steps: int) -> float:
+        """_total_loss_scalar (and what is left of tr_loss) over the global
+        step: after a resume also the steps before it, as the Trainer divides."""
+        return (self.total + self.interval) / max(steps, 0.001)
 
 
 class HfLines(EventRoutes):
@@ -34,7 +87,8 @@ class HfLines(EventRoutes):
     leaves_process_group = True
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
-        self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
+        self.tally = _LossTally()
+        self.trained = False  # a step ran: the bar was opened
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Summary: self._summary,
@@ -59,17 +113,30 @@ class HfLines(EventRoutes):
         return str(values)
 
     def epoch(self, step: int) -> float:
-        return step / self.ident.hyper.steps_per_epoch
+        """The epoch as the log dicts show it: 4.x's ProgressCallback rounds it
+        to 2 places (5.x formats every float, logs())."""
+        epoch = trainer_epoch(self.ident.hyper, step)
+        return epoch if self.v5 else round(epoch, 2)
+
+    def learning_rate(self, step: int) -> float:
+        """_get_learning_rate() where the Trainer logs at `step`: 4.x after the
+        scheduler stepped (0.0 at the end of a linear schedule); 5.x passes the
+        LR taken before lr_scheduler.step() ("get leaning rate before update",
+        trainer.py), the one the step itself used."""
+        return sim.learning_rate(self.ident, step - 1 if self.v5 else step)
+
+    def loss(self, value: float) -> float:
+        """4.x rounds the logged loss to 4 places; 5.x logs it whole (and prints it .4g)."""
+        return value if self.v5 else round(value, 4)
 
     # -- events ---------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "train":
             return self._err(self._training_block())
-        if e.name == "validation":
-            h = self.ident.hyper
+        if e.name == "validation":  # evaluation_loop's header: per_device_eval_batch_size
             return self._err(["", "***** Running Evaluation *****",
-                              f"  Num examples = {h.eval_batches * h.micro_batch * self.ident.world}",
-                              f"  Batch size = {h.micro_batch}"])
+                              f"  Num examples = {sim.eval_samples(self.ident)}",
+                              f"  Batch size = {self.ident.hyper.eval_batch}"])
         return []
 
     def _training_block(self) -> list[str]:
@@ -86,14 +153,17 @@ class HfLines(EventRoutes):
                         f"  Number of trainable parameters = {i.model.params:,}"]
 
     def _step(self, e: ev.Step) -> list[Line]:
-        self.losses.append(e.loss)
+        self.trained = True
+        self.tally.add(e.step, e.loss)
         h = self.ident.hyper
-        if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
+        if not h.logs_after(e.step):  # the Trainer logs every logging_steps, not at the end
             # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
             # logs on logging_steps only), but the bar, redrawn every step, stops there.
             return [self._bar(e)] if e.step == e.max_steps or e.stopped else []
-        logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
-                            "epoch": round(self.epoch(e.step), 2)})
+        # _maybe_log_save_evaluate: the mean loss since the last log, the last step's
+        # grad norm (clip_grad_norm_'s float32 tensor), the scheduler's LR (a Python float).
+        logged = self.logs({"loss": self.loss(self.tally.logged(e.step)), "grad_norm": float32(e.grad_norm),
+                            "learning_rate": self.learning_rate(e.step), "epoch": self.epoch(e.step)})
         return [Line(logged, STDOUT, 0), self._bar(e)]
 
     def _bar(self, e: ev.Step) -> Line:
@@ -102,10 +172,11 @@ class HfLines(EventRoutes):
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
-        return [Line(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
+        # evaluation_loop: eval_loss is the float32 losses' mean, .item() of a NumPy float32.
+        return [Line(self.logs({"eval_loss": float32(e.val_loss), "eval_runtime": round(e.eval_time_s, 4),
                                 "eval_samples_per_second": round(e.samples / runtime, 3),
                                 "eval_steps_per_second": round(h.eval_batches / runtime, 3),
-                                "epoch": round(self.epoch(e.step), 2)}), STDOUT, 0)]
+                                "epoch": self.epoch(e.step)}), STDOUT, 0)]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
@@ -134,12 +205,12 @@ class HfLines(EventRoutes):
         stats = self.logs({"train_runtime": round(e.train_time_s, 4),
                            "train_samples_per_second": round(h.total_steps * h.global_batch / runtime, 3),
                            "train_steps_per_second": round(h.total_steps / runtime, 3),
-                           "train_loss": sum(self.losses) / max(1, len(self.losses)),
-                           "epoch": round(self.epoch(e.steps), 2)})
+                           "train_loss": self.tally.train_loss(e.steps),
+                           "epoch": self.epoch(e.steps)})
         # tqdm's close: a bar stopped short keeps its total, and its estimate of the time left.
         left = 0.0 if e.steps >= h.total_steps else None
         closed = meter(e.steps, h.total_steps, e.train_time_s, left, runtime / max(1, e.steps))
-        bar = [Line(closed, STDERR, 0)] if self.losses else []  # the bar closes only if training had begun
+        bar = [Line(closed, STDERR, 0)] if self.trained else []  # the bar closes only if training had begun
         return [*done, Line(stats, STDOUT, 0), *bar]
 
     @staticmethod
