@@ -30,9 +30,14 @@ MEGATRON_VOCAB = 50304
 # TrainingArguments' fields that fix the schedule and its cadences (world.trainer resolves them).
 TRAINER_FLAGS = ("lr_scheduler_type", "warmup_ratio", "warmup_steps", "eval_strategy",
                  "evaluation_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
-                 "per_device_eval_batch_size")
+                 "per_device_eval_batch_size", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2",
+                 "adam_epsilon")
+TRAINER_FLOATS = ("warmup_ratio", "warmup_steps", "eval_steps", "logging_steps", "save_steps",
+                  "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon")
 # Its booleans: HfArgumentParser's `--flag`, `--flag True` or `--flag=false` (string_to_bool).
+# The precision flags alone do not make a line the Trainer's (other scripts take them too).
 TRAINER_BOOLS = ("logging_first_step", "do_eval")
+PRECISION_BOOLS = ("fp16", "bf16")
 HF_FLAGS = ("model_name_or_path", "dataset_name", "per_device_train_batch_size",
             "gradient_accumulation_steps", "max_steps", "num_train_epochs", "learning_rate",
             "output_dir", "max_seq_length", "block_size", "logging_steps", *TRAINER_FLAGS)
@@ -44,7 +49,8 @@ HF_DEFAULTS = {"per_device_train_batch_size": "8", "gradient_accumulation_steps"
 TRUE_WORDS = ("yes", "true", "t", "y", "1")
 FALSE_WORDS = ("no", "false", "f", "n", "0")
 # Values whose 0 means something (no warmup, no saving on a step count), not "unset".
-ZERO_MEANS = ("warmup_steps", "warmup_ratio", "save_steps", "eval_steps", "save_total_limit")
+ZERO_MEANS = ("warmup_steps", "warmup_ratio", "save_steps", "eval_steps", "save_total_limit", "max_grad_norm",
+              "weight_decay")
 MEGATRON_FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
                   "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval")
 MEGATRON_DEFAULTS = {"log-interval": "100"}
@@ -76,12 +82,13 @@ class ScriptArgs:
 
 def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
     hf = _parse(args, HF_FLAGS)
-    bools = _parse(args, (), TRAINER_BOOLS)
+    bools = _parse(args, (), TRAINER_BOOLS + PRECISION_BOOLS)
     mg = _parse(args, MEGATRON_FLAGS)
     if mg or Path(entrypoint).name.startswith("pretrain_"):
         return _with_strategy(_megatron(mg), strategy_args.megatron(list(args)))
-    if hf or bools:
-        return _with_strategy(_hf(hf, bools), strategy_args.hf(list(args)))
+    if hf or any(k in bools for k in TRAINER_BOOLS):
+        return _with_strategy(_hf(hf, bools, strategy_args.flag(list(args), "deepspeed")),
+                              strategy_args.hf(list(args)))
     style = _style_of(entrypoint, args)
     readers = {"lightning": strategy_args.lightning, "deepspeed": strategy_args.deepspeed}
     if style in readers:
@@ -125,7 +132,7 @@ def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:
     return None
 
 
-def _hf(given: dict[str, str], bools: dict[str, str]) -> ScriptArgs:
+def _hf(given: dict[str, str], bools: dict[str, str], deepspeed: str | None) -> ScriptArgs:
     v = {**HF_DEFAULTS, **({} if "max_steps" in given else {"num_train_epochs": "3"}), **given}
     asked = Asked(model=_model(v.get("model_name_or_path")), pretrained="model_name_or_path" in v,
                   dataset=v.get("dataset_name"),
@@ -133,23 +140,26 @@ def _hf(given: dict[str, str], bools: dict[str, str]) -> ScriptArgs:
                   grad_accum=_int(v, "gradient_accumulation_steps"),
                   epochs=_epochs(v), lr=_float(v, "learning_rate"),
                   seq_len=_int(v, "max_seq_length") or _int(v, "block_size"),
-                  trainer=_trainer(v, bools))
+                  trainer=_trainer(v, bools, deepspeed))
     out = v.get("output_dir")
     return ScriptArgs("hf", _int(v, "max_steps"), Path(out) if out else None, asked)
 
 
-def _trainer(v: dict[str, str], bools: dict[str, str]) -> TrainerArgs:
-    """TrainingArguments' schedule and cadences; the defaults where not given."""
+def _trainer(v: dict[str, str], bools: dict[str, str], deepspeed: str | None) -> TrainerArgs:
+    """TrainingArguments' schedule, cadences and the values a --deepspeed
+    config is checked against; the defaults where not given."""
     given: dict[str, object] = {k: v[k] for k in ("lr_scheduler_type", "eval_strategy", "evaluation_strategy",
                                                   "save_strategy") if k in v}
-    for key in ("warmup_ratio", "warmup_steps", "eval_steps", "logging_steps", "save_steps"):
+    for key in TRAINER_FLOATS:
         if (value := _float(v, key)) is not None:
             given[key] = value
     for key in ("save_total_limit", "per_device_eval_batch_size"):
         if (count := _int(v, key)) is not None:
             given[key] = count
-    given.update({k: _bool(k, bools[k]) for k in TRAINER_BOOLS if k in bools})
+    given.update({k: _bool(k, bools[k]) for k in TRAINER_BOOLS + PRECISION_BOOLS if k in bools})
     given.pop("do_eval", None)  # the script's own evaluate() after train(); the Trainer's loop ignores it
+    if deepspeed:
+        given["deepspeed"] = strategy_args.trainer_values(deepspeed)
     return TrainerArgs(**given)  # type: ignore[arg-type]
 
 

@@ -233,7 +233,8 @@ class _Search:
                            PRETRAINED_TOKENS if fine_tune else 0.0)
         if self.asked.trainer is None:
             return drawn
-        return trainer.hyper(drawn, self.asked.trainer, self.make.keywords["versions"].transformers)
+        world = self.make.keywords["nnodes"] * self.make.keywords["nproc"]
+        return trainer.hyper(drawn, self.asked.trainer, self.make.keywords["versions"].transformers, world)
 
 
 def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:

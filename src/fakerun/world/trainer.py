@@ -64,6 +64,16 @@ class TrainerArgs:
     save_steps: float = 500.0
     save_total_limit: int | None = None
     per_device_eval_batch_size: int = 8
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    fp16: bool = False
+    bf16: bool = False
+    # A --deepspeed config's values the Trainer fills or checks (dotted key ->
+    # the file's value, lists as tuples); None: no --deepspeed.
+    deepspeed: tuple[tuple[str, object], ...] | None = None
 
 
 def choices(transformers: str) -> tuple[str, ...]:
@@ -71,10 +81,11 @@ def choices(transformers: str) -> tuple[str, ...]:
     return SCHEDULER_TYPES_5 if _v5(transformers) else SCHEDULER_TYPES
 
 
-def hyper(h: Hyper, t: TrainerArgs, transformers: str) -> Hyper:
-    """`h` (the job's length, batch and peak LR) under these arguments."""
+def hyper(h: Hyper, t: TrainerArgs, transformers: str, world: int) -> Hyper:
+    """`h` (the job's length, batch and peak LR) under these arguments, on `world` processes."""
     v5 = _v5(transformers)
     _check(t, v5)
+    _check_deepspeed(h, t, v5, world)
     decay, warms = SCHEDULES[t.lr_scheduler_type]
     total = h.total_steps
     log_every = _interval(t.logging_steps, total)
@@ -121,6 +132,47 @@ def _check(t: TrainerArgs, v5: bool) -> None:
     if t.save_strategy == "best":
         raise UsageError("training script argument --save_strategy best: the Trainer takes it; fakerun "
                          "simulates only no, steps and epoch")
+
+
+def _check_deepspeed(h: Hyper, t: TrainerArgs, v5: bool, world: int) -> None:
+    """HfTrainerDeepSpeedConfig (integrations/deepspeed.py): trainer_config_process
+    fills each "auto" with the Trainer's value and notes every other value that
+    differs; trainer_config_finalize raises them all at once. One line here."""
+    if t.deepspeed is None:
+        return
+    given = dict(t.deepspeed)
+    mismatches = [f"- ds {key}={_shown(given[key])} vs hf {name}={_shown(value)}"
+                  for key, value, name in _deepspeed_fills(h, t, v5, world)
+                  if key in given and given[key] != "auto" and given[key] != value]
+    if mismatches:
+        _refuse("Please correct the following DeepSpeed config values that mismatch TrainingArguments "
+                f"values: {' '.join(mismatches)} The easiest method is to set these DeepSpeed config values "
+                "to 'auto'.", parser=False)
+
+
+def _deepspeed_fills(h: Hyper, t: TrainerArgs, v5: bool,
+                     world: int) -> list[tuple[str, object, str]]:
+    """trainer_config_process's fill_match calls, in its order: (ds key, the
+    Trainer's value, the name it gives it). 4.x also checks apex's amp."""
+    fp16 = "fp16|fp16_full_eval" if v5 else "fp16|fp16_full_eval+fp16_backend(amp)"
+    amp: list[tuple[str, object, str]] = [] if v5 else [
+        ("amp.enabled", False, "fp16+fp16_backend(apex)"), ("amp.opt_level", "O1", "fp16_opt_level")]
+    return [("train_micro_batch_size_per_gpu", h.micro_batch, "per_device_train_batch_size"),
+            ("gradient_accumulation_steps", h.grad_accum, "gradient_accumulation_steps"),
+            ("train_batch_size", world * h.micro_batch * h.grad_accum, "train_batch_size (calculated)"),
+            ("gradient_clipping", t.max_grad_norm, "max_grad_norm"),
+            ("optimizer.params.lr", h.max_lr, "learning_rate"),
+            ("optimizer.params.betas", (t.adam_beta1, t.adam_beta2), "adam_beta1+adam_beta2"),
+            ("optimizer.params.eps", t.adam_epsilon, "adam_epsilon"),
+            ("optimizer.params.weight_decay", t.weight_decay, "weight_decay"),
+            ("scheduler.params.warmup_max_lr", h.max_lr, "learning_rate"),
+            ("fp16.enabled", t.fp16, fp16), *amp,
+            ("bf16.enabled", t.bf16, "bf16|bf16_full_eval")]
+
+
+def _shown(value: object) -> str:
+    """As the f-string shows the JSON value or the Trainer's (a list, not our tuple)."""
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def _refuse(message: str, parser: bool = True) -> None:
