@@ -140,17 +140,29 @@ class HfLines(EventRoutes):
         return []
 
     def _training_block(self) -> list[str]:
-        i, h = self.ident, self.ident.hyper
-        lines = ["***** Running training *****", f"  Num examples = {h.steps_per_epoch * h.global_batch:,}",
-                 f"  Num Epochs = {h.epochs:,}"]
-        if self.v5:
-            lines.append(f"  Num update steps per epoch = {h.steps_per_epoch:,}")
-        return lines + [f"  Instantaneous batch size per device = {h.micro_batch:,}",
-                        f"  Total train batch size (w. parallel, distributed & accumulation) = "
-                        f"{h.global_batch:,}",
-                        f"  Gradient Accumulation steps = {h.grad_accum}",
-                        f"  Total optimization steps = {h.total_steps:,}",
-                        f"  Number of trainable parameters = {i.model.params:,}"]
+        """_inner_training_loop's "Train!" block, the same lines at 4.42.4,
+        4.44.2, 4.46.3 and 5.0.0 (trainer.py; no "Num update steps per epoch"
+        line at any of them)."""
+        h = self.ident.hyper
+        return ["***** Running training *****", f"  Num examples = {h.steps_per_epoch * h.global_batch:,}",
+                f"  Num Epochs = {h.epochs:,}",
+                f"  Instantaneous batch size per device = {h.micro_batch:,}",
+                f"  Total train batch size (w. parallel, distributed & accumulation) = {h.global_batch:,}",
+                f"  Gradient Accumulation steps = {h.grad_accum}",
+                f"  Total optimization steps = {h.total_steps:,}",
+                f"  Number of trainable parameters = {self._trainable():,}"]
+
+    def _trainable(self) -> int:
+        """get_model_param_count(model, trainable_only=True) on the model as
+        prepared: FSDP has sharded it by then, so each rank counts its own
+        shard (tatsu-lab/stanford_alpaca#266: 842,302,976 for a 7B on 8
+        GPUs, 6,738,423,808 / 8; huggingface/transformers#40463); DeepSpeed
+        ZeRO-3's placeholders are counted by their ds_numel (transformers#22193),
+        the whole model."""
+        i = self.ident
+        if i.parallel.kind == "fsdp":
+            return -(-i.model.params // i.parallel.dp)
+        return i.model.params
 
     def _step(self, e: ev.Step) -> list[Line]:
         self.trained = True
