@@ -22,10 +22,12 @@ from datetime import tzinfo
 from typing import Any
 
 from fakerun import events as ev
+from fakerun import texts
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import meter
 from fakerun.world import physics as sim
+from fakerun.world.identity import ENV_PREFIX
 from fakerun.world.jobs import Hyper
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
@@ -102,7 +104,16 @@ class HfLines(EventRoutes):
         return self.routed(event) or []
 
     def banner(self, when: float) -> list[Line]:
-        return []  # the Trainer has none: its first words are the training block
+        """The Trainer has none: its first words are the training block. A
+        deprecated argument warns first, on every rank, as its arguments are parsed."""
+        deprecated = texts.load("style-hf")["deprecated"]
+        line = deprecated["line"].get(self.ident.versions.transformers) if self.ident else None
+        args = self.launch.args if self.launch else []
+        if line is None or not any(a.split("=")[0] == "--evaluation_strategy" for a in args):
+            return []
+        site = f"{ENV_PREFIX}/lib/python{self.ident.versions.python}/site-packages"
+        warning = deprecated["evaluation_strategy"].format(site=site, line=line).split("\n")
+        return [Line(text, STDERR, rank) for rank in range(self.ident.world) for text in warning]
 
     # -- the Trainer's log dicts ---------------------------------------------
     def logs(self, values: dict[str, float | int]) -> str:
