@@ -17,10 +17,11 @@ import pytest
 from fakerun import events as ev
 from fakerun.cli.main import build_parser, to_config
 from fakerun.errors import UsageError
-from fakerun.render.styles.hf import HfLines, trainer_epoch
+from fakerun.render.styles.hf import HfLines
 from fakerun.world import identity
 from fakerun.world import physics as sim
 from fakerun.world.jobs import Hyper
+from fakerun.world.trainer import float32, trainer_epoch
 from tests.unit.test_sim import run_timeline
 
 # The README's drop-in line (8 GPUs, FSDP: a full fine-tune of an 8B model).
@@ -221,7 +222,6 @@ def test_a_config_that_contradicts_the_trainer_is_refused_in_one_line(tmp_path, 
 
 
 def test_float32_is_what_a_tensor_holds():
-    from fakerun.render.styles.hf import float32
     assert float32(7.181692116380173) == 7.181692123413086
     assert float32(1e39) == math.inf and math.isnan(float32(math.nan))
 

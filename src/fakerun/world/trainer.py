@@ -18,11 +18,16 @@ Sources (huggingface/transformers at v4.42.4, v4.44.2, v4.46.3, v5.0.0):
   evaluates and saves under the "epoch" strategies, also at a stop mid-epoch
   (the loop calls it after breaking out).
 - optimization.py: the schedules (physics.learning_rate follows them).
+
+And the figures the Trainer logs (its log dicts, trainer_state.json's
+log_history): float32 as its tensors hold them, its epoch float, its
+interval-mean loss (`LossTally`).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, replace
 
 from fakerun.errors import UsageError
@@ -45,6 +50,54 @@ SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "co
 SCHEDULER_TYPES_5 = (*SCHEDULER_TYPES[:-1], "cosine_warmup_with_min_lr", SCHEDULER_TYPES[-1])
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")  # IntervalStrategy
 SAVE_STRATEGIES_5 = ("no", "steps", "epoch", "best")  # SaveStrategy (5.0)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def float32(x: float) -> float:
+    """`x` as a float32 tensor holds it, widened back by `.item()`: what the
+    Trainer prints of its loss, grad_norm and eval_loss (7.181692123413086,
+    never a double's 7.181692116380173)."""
+    if math.isfinite(x) and abs(x) > FLOAT32_MAX:
+        return math.copysign(math.inf, x)  # past float32's range: inf, as the cast gives
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def trainer_epoch(h: Hyper, step: int) -> float:
+    """TrainerState.epoch after global step `step`, as _inner_training_loop
+    computes it: `epoch + (step + 1 + steps_skipped) / steps_in_epoch`, its
+    step counting micro batches (the dataloader's batches on a rank) and
+    steps_in_epoch their number, so that an epoch's end is a whole float."""
+    done = (step - 1) // h.steps_per_epoch if step > 0 else 0
+    in_epoch = step - done * h.steps_per_epoch
+    return done + (in_epoch * h.grad_accum) / (h.steps_per_epoch * h.grad_accum)
+
+
+@dataclass
+class LossTally:
+    """The Trainer's tr_loss (a float32 tensor, each step's loss added) and
+    _total_loss_scalar (each logged interval's .item(), a Python float)."""
+
+    interval: float = 0.0
+    last_logged: int | None = None  # _globalstep_last_logged: the step training (re)started from
+    total: float = 0.0
+
+    def add(self, step: int, loss: float) -> None:
+        if self.last_logged is None:
+            self.last_logged = step - 1
+        self.interval = float32(self.interval + float32(loss))
+
+    def logged(self, step: int) -> float:
+        """The mean since the last log (tr_loss_scalar / (global_step -
+        _globalstep_last_logged)); the interval starts again."""
+        mean = self.interval / (step - (self.last_logged or 0))
+        self.total += self.interval
+        self.interval, self.last_logged = 0.0, step
+        return mean
+
+    def train_loss(self, steps: int) -> float:
+        """_total_loss_scalar (and what is left of tr_loss) over the global
+        step: after a resume also the steps before it, as the Trainer divides."""
+        return (self.total + self.interval) / max(steps, 0.001)
 
 
 @dataclass(frozen=True)

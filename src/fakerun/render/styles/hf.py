@@ -14,10 +14,7 @@ with a carriage return.
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
@@ -28,59 +25,9 @@ from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import meter
 from fakerun.world import physics as sim
 from fakerun.world.identity import ENV_PREFIX
-from fakerun.world.jobs import Hyper
+from fakerun.world.trainer import LossTally, float32, trainer_epoch
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
-FLOAT32_MAX = 3.4028234663852886e38
-
-
-def float32(x: float) -> float:
-    """`x` as a float32 tensor holds it, widened back by `.item()`: what the
-    Trainer prints of its loss, grad_norm and eval_loss (7.181692123413086,
-    never a double's 7.181692116380173)."""
-    if math.isfinite(x) and abs(x) > FLOAT32_MAX:
-        return math.copysign(math.inf, x)  # past float32's range: inf, as the cast gives
-    return float(struct.unpack("f", struct.pack("f", x))[0])
-
-
-def trainer_epoch(h: Hyper, step: int) -> float:
-    """TrainerState.epoch after global step `step`, as _inner_training_loop
-    computes it: `epoch + (step + 1 + steps_skipped) / steps_in_epoch`, its
-    step counting micro batches (the dataloader's batches on a rank) and
-    steps_in_epoch their number, so that an epoch's end is a whole float."""
-    done = (step - 1) // h.steps_per_epoch if step > 0 else 0
-    in_epoch = step - done * h.steps_per_epoch
-    return done + (in_epoch * h.grad_accum) / (h.steps_per_epoch * h.grad_accum)
-
-
-@dataclass
-class _LossTally:
-    """The Trainer's tr_loss (a float32 tensor, each step's loss added) and
-    _total_loss_scalar (each logged interval's .item(), a Python float)."""
-
-    interval: float = 0.0
-    last_logged: int | None = None  # _globalstep_last_logged: the step training (re)started from
-    total: float = 0.0
-
-    def add(self, step: int, loss: float) -> None:
-        if self.last_logged is None:
-            self.last_logged = step - 1
-        self.interval = float32(self.interval + float32(loss))
-
-    def logged(self, step: int) -> float:
-        """The mean since the last log (tr_loss_scalar / (global_step -
-        _globalstep_last_logged)); the interval starts again."""
-        mean = self.interval / (step - (self.last_logged or 0))
-        self.total += self.interval
-        self.interval, self.last_logged = 0.0, step
-        return mean
-
-    def train_loss(self, steps: int) -> float:
-        """_total_loss_scalar (and what is left of tr_loss) over the global
-        step: after a resume also the steps before it, as the Trainer divides."""
-        return (self.total + self.interval) / max(steps, 0.001)
-
-
 class HfLines(EventRoutes):
     # The example scripts' first collective is TrainingArguments.main_process_first's
     # barrier (PartialState.wait_for_everyone, no device_ids) around the dataset
@@ -89,7 +36,7 @@ class HfLines(EventRoutes):
     leaves_process_group = True
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
-        self.tally = _LossTally()
+        self.tally = LossTally()
         self.trained = False  # a step ran: the bar was opened
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
