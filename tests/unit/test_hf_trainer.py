@@ -226,22 +226,30 @@ def test_float32_is_what_a_tensor_holds():
     assert float32(1e39) == math.inf and math.isnan(float32(math.nan))
 
 
-@pytest.mark.parametrize("style,line", [("hf@4.42", 1494), ("hf@4.44", 1525), ("hf@4.46", 1568)])
-def test_the_deprecated_spelling_warns_on_every_rank(style, line):
-    """training_args.py's warnings.warn in __post_init__, at its line per version."""
-    i = job(*README, "--evaluation_strategy", "steps", style=style)
+def banner(style: str, *script: str) -> list:
+    """What every rank says as HfArgumentParser builds TrainingArguments."""
+    i = job(*script, style=style)
     out = HfLines(100, UTC)
     out.routed(ev.RunIdentity(i))
     out.launched(ev.RunStarted(run_id="r", world_size=8, nnodes=1, nproc_per_node=8, node_rank=0, seed=7,
-                               entrypoint="train.py", args=[*README, "--evaluation_strategy", "steps"],
-                               max_steps=20, master_addr="h", master_port=1, launcher_pid=1, restart_count=0,
-                               time=0.0))
-    lines = out.banner(0.0)
+                               entrypoint="train.py", args=list(script), max_steps=20, master_addr="h",
+                               master_port=1, launcher_pid=1, restart_count=0, time=0.0))
+    return out.banner(0.0)
+
+
+@pytest.mark.parametrize("style,line", [("hf@4.42", 1494), ("hf@4.44", 1525), ("hf@4.46", 1568)])
+def test_the_deprecated_spellings_warn_on_every_rank(style, line):
+    """training_args.py's warnings.warn in __post_init__, at its line per version."""
+    lines = banner(style, *README, "--evaluation_strategy", "steps")
     assert [x.rank for x in lines] == [r for r in range(8) for _ in (0, 1)]
     assert lines[0].text == (f"/opt/conda/lib/python3.11/site-packages/transformers/training_args.py:{line}: "
                              "FutureWarning: `evaluation_strategy` is deprecated and will be removed in version "
                              "4.46 of 🤗 Transformers. Use `eval_strategy` instead")
     assert lines[1].text == "  warnings.warn("
-    quiet = HfLines(100, UTC)
-    quiet.routed(ev.RunIdentity(job(*README)))
-    assert quiet.banner(0.0) == []
+    assert banner(style, *README) == banner(style, *README, "--warmup_ratio", "0.1") == []
+
+
+def test_5_0_warns_of_warmup_ratio():
+    lines = banner("hf@5", *README, "--warmup_ratio=0.1")
+    assert [(x.rank, x.text) for x in lines] == [
+        (r, "warmup_ratio is deprecated and will be removed in v5.2. Use `warmup_steps` instead.") for r in range(8)]

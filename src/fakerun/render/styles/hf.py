@@ -52,15 +52,16 @@ class HfLines(EventRoutes):
 
     def banner(self, when: float) -> list[Line]:
         """The Trainer has none: its first words are the training block. A
-        deprecated argument warns first, on every rank, as its arguments are parsed."""
-        deprecated = texts.load("style-hf")["deprecated"]
-        line = deprecated["line"].get(self.ident.versions.transformers) if self.ident else None
-        args = self.launch.args if self.launch else []
-        if line is None or not any(a.split("=")[0] == "--evaluation_strategy" for a in args):
+        deprecated argument warns first, on every rank, as its arguments are
+        parsed (data/style-hf.toml [deprecated])."""
+        if self.ident is None:
             return []
-        site = f"{ENV_PREFIX}/lib/python{self.ident.versions.python}/site-packages"
-        warning = deprecated["evaluation_strategy"].format(site=site, line=line).split("\n")
-        return [Line(text, STDERR, rank) for rank in range(self.ident.world) for text in warning]
+        i, args = self.ident, [a.split("=")[0] for a in (self.launch.args if self.launch else [])]
+        site = f"{ENV_PREFIX}/lib/python{i.versions.python}/site-packages"
+        warned = [said["text"].format(site=site, line=said[i.versions.transformers]).split("\n")
+                  for flag, said in texts.load("style-hf")["deprecated"].items()
+                  if f"--{flag}" in args and i.versions.transformers in said]
+        return [Line(text, STDERR, rank) for rank in range(i.world) for lines in warned for text in lines]
 
     # -- the Trainer's log dicts ---------------------------------------------
     def logs(self, values: dict[str, float | int]) -> str:
