@@ -253,3 +253,24 @@ def test_5_0_warns_of_warmup_ratio():
     lines = banner("hf@5", *README, "--warmup_ratio=0.1")
     assert [(x.rank, x.text) for x in lines] == [
         (r, "warmup_ratio is deprecated and will be removed in v5.2. Use `warmup_steps` instead.") for r in range(8)]
+
+
+def test_booleans_read_as_hfargumentparser_reads_them():
+    """string_to_bool: bare, or a yes/no word; anything else refused in one line."""
+    assert job(*README, "--logging_first_step", "--logging_steps", "10").hyper.log_first_step
+    assert job(*README, "--logging_first_step", "True").hyper.log_first_step
+    assert not job(*README, "--logging_first_step=no").hyper.log_first_step
+    assert job("--do_eval", *README).hyper.evaluations == 0  # the Trainer's loop does not read it
+    with pytest.raises(UsageError, match="--logging_first_step: Truthy value expected: got maybe"):
+        job(*README, "--logging_first_step", "maybe")
+
+
+def test_strategy_choices_per_version():
+    with pytest.raises(UsageError, match=r"--eval_strategy: invalid choice: 'step' \(choose from 'no', 'steps', "
+                                         r"'epoch'\)"):
+        job(*README, "--eval_strategy", "step")
+    with pytest.raises(UsageError, match=r"--save_strategy: invalid choice: 'best'"):  # 5.0's SaveStrategy only
+        job(*README, "--save_strategy", "best")
+    with pytest.raises(UsageError, match="--save_strategy best: the Trainer takes it; fakerun simulates only"):
+        job(*README, "--save_strategy", "best", style="hf@5")
+    assert job(*README, "--eval_strategy", "steps", "--eval_steps", "0.5").hyper.eval_steps() == [10, 20]
