@@ -28,6 +28,8 @@ from fakerun.world.identity import ENV_PREFIX
 from fakerun.world.trainer import LossTally, float32, trainer_epoch
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
+
+
 class HfLines(EventRoutes):
     # The example scripts' first collective is TrainingArguments.main_process_first's
     # barrier (PartialState.wait_for_everyone, no device_ids) around the dataset
@@ -117,7 +119,8 @@ class HfLines(EventRoutes):
         shard (tatsu-lab/stanford_alpaca#266: 842,302,976 for a 7B on 8
         GPUs, 6,738,423,808 / 8; huggingface/transformers#40463); DeepSpeed
         ZeRO-3's placeholders are counted by their ds_numel (transformers#22193),
-        the whole model."""
+        the whole model. Each FSDP unit's flat parameter is padded to a multiple
+        of the ranks; a Llama's layers already are, so the shard is the quotient."""
         i = self.ident
         if i.parallel.kind == "fsdp":
             return -(-i.model.params // i.parallel.dp)
