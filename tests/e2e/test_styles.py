@@ -25,7 +25,7 @@ TQDM = re.compile(r"^[ \d]{3}%\|[ ▏▎▍▌▋▊▉█]{10}\| \d+/\d+ \[(\d+
                   r"[ \d]\d+\.\d\d(s/it|it/s)\]$")
 HF_LINES = [re.compile(p) for p in (
     r"^\*\*\*\*\* Running training \*\*\*\*\*$", rf"^  Num examples = {NUM}$", rf"^  Num Epochs = {NUM}$",
-    rf"^  Num update steps per epoch = {NUM}$", rf"^  Instantaneous batch size per device = {NUM}$",
+    rf"^  Instantaneous batch size per device = {NUM}$",
     rf"^  Total train batch size \(w\. parallel, distributed & accumulation\) = {NUM}$",
     r"^  Gradient Accumulation steps = \d+$", rf"^  Total optimization steps = {NUM}$",
     rf"^  Number of trainable parameters = {NUM}$", r"^$", r"^\*\*\*\*\* Running Evaluation \*\*\*\*\*$",
@@ -67,8 +67,8 @@ def test_hf_golden_and_every_line_in_a_real_format(runner, style, golden):
     for line in dicts:
         body = ast.literal_eval(line)
         assert all(re.fullmatch(value, repr(v)) for k, v in body.items()), line
-    assert "Num update steps per epoch" in job.stderr if style == "hf@5" else \
-        "Num update steps per epoch" not in job.stderr
+    # transformers v5.0.0's trainer.py prints the same "Train!" block as 4.x (no "Num update steps per epoch")
+    assert "Num update steps per epoch" not in job.stderr
 
 
 @pytest.mark.parametrize("style,nccl,cuda", [("hf", "2.21.5", "12.4"), ("hf@5", "2.27.5", "12.8")])

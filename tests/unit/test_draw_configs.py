@@ -197,7 +197,8 @@ def test_a_fine_tune_starts_near_2_3_and_falls_towards_0_8():
     loss starts at the base model's (~2.3), steps down at each new epoch
     and ends near 0.8; the held-out loss flattens near 1.0-1.3 and creeps
     up in the last epoch (overfitting); the summary says fine-tuned."""
-    i = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3")
+    # The Trainer evaluates only when asked (eval_strategy "no" by default): each epoch here.
+    i = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3", "--eval_strategy", "epoch")
     h = i.hyper
     assert (i.dataset.name, h.epochs, h.total_steps) == ("alpaca", 3, 3 * h.steps_per_epoch)
     events = run(i, VirtualClock(0.0, UTC))
@@ -247,7 +248,7 @@ def test_the_dataset_lines_say_how_much_of_the_data_the_run_sees():
         (line,) = [x.text for x in out.lines(ev.Phase("init", "dataset", 0, 0.0)) if "Training samples" in x.text]
         return line
 
-    tuned = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3")
+    tuned = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3", "--eval_strategy", "epoch")
     h = tuned.hyper
     assert said(tuned).endswith(f"Training samples: {h.steps_per_epoch * h.global_batch:,} (3 epochs this run)")
     short = fine_tune("--dataset_name", "HuggingFaceH4/ultrachat_200k", "--max_steps", "997")
@@ -273,7 +274,7 @@ def test_the_validation_header_says_why_it_evaluates():
         f"[Validation] Step {every}/300, evaluating on validation set...")
     assert header(corpus, 300).endswith("[Validation] Step 300/300, evaluating on validation set...")
     assert "Training stopped at step 7," in header(corpus, 7)
-    tuned = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3")
+    tuned = fine_tune("--dataset_name", "tatsu-lab/alpaca", "--num_train_epochs", "3", "--eval_strategy", "epoch")
     spe = tuned.hyper.steps_per_epoch
     assert header(tuned, spe).endswith("[Validation] Epoch 1 complete, evaluating on validation set...")
     assert header(tuned, 3 * spe).endswith("[Validation] Epoch 3 complete, evaluating on validation set...")

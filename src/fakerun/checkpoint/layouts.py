@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fakerun.checkpoint.reader import Resume
     from fakerun.events import Event
     from fakerun.world.identity import Identity
+    from fakerun.world.trainer import TrainerArgs
 
 
 class CheckpointSink(Protocol):
@@ -49,6 +50,7 @@ class Saving:
     sparse: bool = False  # weight files of their true size, as holes
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
+    trainer: TrainerArgs | None = None  # the Trainer's arguments as the launch line gives them
 
 
 def writer_for(style: str, saving: Saving) -> CheckpointSink:

@@ -20,9 +20,7 @@ TrainingArguments object of that version, which plain data cannot be.
 
 from __future__ import annotations
 
-import math
 import re
-import struct
 from typing import Any
 
 from fakerun import events as ev
@@ -31,15 +29,11 @@ from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
 from fakerun.checkpoint.store import remove, write, write_file
+from fakerun.world.trainer import float32
+from fakerun.world.trainer_log import TrainerLog, state_steps
 
 # The nn.Embedding weights num_parameters(exclude_embeddings=True) leaves out.
 EMBEDDING = re.compile(r"embed|\bwte\b|\bwpe\b")
-HF_DEFAULT_STEPS = 500  # TrainerState's logging/eval/save_steps where the arguments set none
-
-
-def f32(value: float) -> float:
-    """A float32 tensor's .item(): what the Trainer logs of its tensors."""
-    return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 
 def script_arg(script_args: tuple[str, ...], name: str) -> str | None:
@@ -51,22 +45,6 @@ def script_arg(script_args: tuple[str, ...], name: str) -> str | None:
         if arg.startswith(f"--{name}="):
             return arg.split("=", 1)[1]
     return None
-
-
-def state_steps(script_args: tuple[str, ...], name: str, max_steps: int) -> int:
-    """TrainerState.compute_steps (trainer_callback.py at v4.46.3): the
-    arguments' logging/eval/save_steps, a ratio below 1 of max_steps rounded
-    up; TrainerState's 500 where the arguments leave it None (eval_steps
-    unless evaluating by steps, when TrainingArguments takes logging_steps)."""
-    given = script_arg(script_args, name)
-    strategy = script_arg(script_args, "eval_strategy") or script_arg(script_args, "evaluation_strategy")
-    if given is None and name == "eval_steps" and strategy == "steps":
-        given = script_arg(script_args, "logging_steps")
-    try:
-        value = float(given) if given is not None else float(HF_DEFAULT_STEPS)
-    except ValueError:
-        return HF_DEFAULT_STEPS
-    return math.ceil(max_steps * value) if 0 < value < 1 else int(value)
 
 
 class CheckpointWriter:
@@ -83,7 +61,7 @@ class CheckpointWriter:
         self.model = ModelFiles(saving.ident, script_arg(saving.script_args, "model_name_or_path") or "",
                                 saving.sparse)
         self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
-        self.interval: list[float] = []  # the losses since the last log (the Trainer's tr_loss)
+        self.log = TrainerLog(saving.ident)  # what the script logs: log_history holds the same
         self.lr = saving.ident.hyper.max_lr
 
     @property
@@ -98,8 +76,8 @@ class CheckpointWriter:
         if isinstance(e, ev.Step):
             self._step(e)
         elif isinstance(e, ev.Validation):
-            self.history.append({"eval_loss": f32(e.val_loss), **self._eval_speed(e),
-                                 "epoch": self.epoch(e.step), "step": e.step})
+            entry = self.log.evaluation(e.step, e.val_loss, e.eval_time_s, e.samples)
+            self.history.append({**entry, "step": e.step})
         elif isinstance(e, ev.Checkpoint):
             files, sizes = self._files(e)
             write(self.root / f"checkpoint-{e.step}", files, sizes, mtime=e.time)
@@ -112,32 +90,12 @@ class CheckpointWriter:
     def flush(self) -> None:
         """Each checkpoint is complete on disk when `event` returns."""
 
-    def epoch(self, step: int) -> float:
-        """TrainerState.epoch: whole epochs done plus the share of this one
-        (`epoch + (step + 1 + steps_skipped) / steps_in_epoch`), a float."""
-        per = self.ident.hyper.steps_per_epoch
-        done = (step - 1) // per if step else 0
-        return done + (step - done * per) / per
-
     def _step(self, e: ev.Step) -> None:
-        """The Trainer logs every logging_steps the mean loss since its last
-        log: round(..., 4) in 4.x, unrounded in 5.x (trainer.py
-        `_maybe_log_save_evaluate`); tr_loss is a float32 tensor."""
-        self.interval.append(e.loss)
+        """Trainer.log's entry at a logging step, with its step (as log_history keeps it)."""
         self.lr = e.lr
-        if e.step % self.ident.hyper.log_every:
-            return
-        mean = f32(sum(self.interval)) / len(self.interval)
-        self.interval = []
-        self.history.append({"loss": mean if self.v5 else round(mean, 4), "grad_norm": f32(e.grad_norm),
-                             "learning_rate": e.lr, "epoch": self.epoch(e.step), "step": e.step})
-
-    def _eval_speed(self, e: ev.Validation) -> dict[str, float]:
-        """trainer_utils.speed_metrics: runtime to 4 places, rates to 3."""
-        runtime = max(e.eval_time_s, 1e-9)
-        return {"eval_runtime": round(e.eval_time_s, 4),
-                "eval_samples_per_second": round(e.samples / runtime, 3),
-                "eval_steps_per_second": round(self.ident.hyper.eval_batches / runtime, 3)}
+        entry = self.log.step(e.step, e.loss, e.grad_norm)
+        if entry is not None:
+            self.history.append({**entry, "step": e.step})
 
     def _files(self, e: ev.Checkpoint) -> tuple[dict[str, bytes], dict[str, int]]:
         """The checkpoint's files in the Trainer's order (save_model, then the
@@ -169,7 +127,7 @@ class CheckpointWriter:
         control = {"should_epoch_stop": False, "should_evaluate": False, "should_log": False,
                    "should_save": True, "should_training_stop": e.step >= h.total_steps}
         state: dict[str, Any] = {
-            "best_metric": None, "best_model_checkpoint": None, "epoch": self.epoch(e.step),
+            "best_metric": None, "best_model_checkpoint": None, "epoch": self.log.epoch(e.step),
             "eval_steps": self._steps("eval_steps"), "global_step": e.step,
             "is_hyper_param_search": False, "is_local_process_zero": True, "is_world_process_zero": True,
             "log_history": list(self.saved_history(e.step)), "logging_steps": h.log_every,
@@ -183,7 +141,7 @@ class CheckpointWriter:
         return state
 
     def _steps(self, name: str) -> int:
-        return state_steps(self.saving.script_args, name, self.ident.hyper.total_steps)
+        return state_steps(self.saving.trainer, name, self.ident.hyper.total_steps)
 
     def _flos(self, step: int) -> float:
         """Trainer.store_flos: each process's floating_point_ops (6 x tokens x
@@ -192,7 +150,7 @@ class CheckpointWriter:
         rounded here once, not at each save."""
         embeddings = sum(math.prod(t.shape) for t in self.model.layout.tensors if EMBEDDING.search(t.name))
         per_step = 6.0 * (self.ident.model.params - embeddings) * self.ident.hyper.tokens_per_step
-        return f32(per_step * step)
+        return float32(per_step * step)
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the

@@ -23,16 +23,34 @@ from fakerun.errors import UsageError
 from fakerun.world import catalog
 from fakerun.world.identity import Asked
 from fakerun.world.memory import Strategy
+from fakerun.world.trainer import TrainerArgs
 
 # Megatron's default tokenizer (GPT-2 BPE) padded to a multiple of 128.
 MEGATRON_VOCAB = 50304
+# TrainingArguments' fields that fix the schedule and its cadences (world.trainer resolves them).
+TRAINER_FLAGS = ("lr_scheduler_type", "warmup_ratio", "warmup_steps", "eval_strategy",
+                 "evaluation_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
+                 "per_device_eval_batch_size", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2",
+                 "adam_epsilon")
+TRAINER_FLOATS = ("warmup_ratio", "warmup_steps", "eval_steps", "logging_steps", "save_steps",
+                  "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon")
+# Its booleans: HfArgumentParser's `--flag`, `--flag True` or `--flag=false` (string_to_bool).
+# The precision flags alone do not make a line the Trainer's (other scripts take them too).
+TRAINER_BOOLS = ("logging_first_step", "do_eval")
+PRECISION_BOOLS = ("fp16", "bf16")
 HF_FLAGS = ("model_name_or_path", "dataset_name", "per_device_train_batch_size",
             "gradient_accumulation_steps", "max_steps", "num_train_epochs", "learning_rate",
-            "output_dir", "max_seq_length", "block_size", "logging_steps", "save_total_limit")
+            "output_dir", "max_seq_length", "block_size", "logging_steps", *TRAINER_FLAGS)
 # TrainingArguments' defaults: what a Trainer job runs with when its launch line is silent
-# (num_train_epochs' 3 counts only without max_steps, which overrides it).
+# (num_train_epochs' 3 counts only without max_steps, which overrides it); the
+# schedule's and cadences' are TrainerArgs'.
 HF_DEFAULTS = {"per_device_train_batch_size": "8", "gradient_accumulation_steps": "1",
-               "learning_rate": "5e-05", "logging_steps": "500"}
+               "learning_rate": "5e-05"}
+TRUE_WORDS = ("yes", "true", "t", "y", "1")
+FALSE_WORDS = ("no", "false", "f", "n", "0")
+# Values whose 0 means something (no warmup, no saving on a step count), not "unset".
+ZERO_MEANS = ("warmup_steps", "warmup_ratio", "save_steps", "eval_steps", "save_total_limit", "max_grad_norm",
+              "weight_decay")
 MEGATRON_FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
                   "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval")
 MEGATRON_DEFAULTS = {"log-interval": "100"}
@@ -64,11 +82,13 @@ class ScriptArgs:
 
 def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
     hf = _parse(args, HF_FLAGS)
+    bools = _parse(args, (), TRAINER_BOOLS + PRECISION_BOOLS)
     mg = _parse(args, MEGATRON_FLAGS)
     if mg or Path(entrypoint).name.startswith("pretrain_"):
         return _with_strategy(_megatron(mg), strategy_args.megatron(list(args)))
-    if hf:
-        return _with_strategy(_hf(hf), strategy_args.hf(list(args)))
+    if hf or any(k in bools for k in TRAINER_BOOLS):
+        return _with_strategy(_hf(hf, bools, strategy_args.flag(list(args), "deepspeed")),
+                              strategy_args.hf(list(args)))
     style = _style_of(entrypoint, args)
     readers = {"lightning": strategy_args.lightning, "deepspeed": strategy_args.deepspeed}
     if style in readers:
@@ -80,11 +100,15 @@ def _with_strategy(script: ScriptArgs, strategy: Strategy) -> ScriptArgs:
     return dataclasses.replace(script, asked=dataclasses.replace(script.asked, strategy=strategy))
 
 
-def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...]) -> dict[str, str]:
-    """The values of `flags` (`--flag value` or `--flag=value`); the rest is ignored."""
+def _parse(args: tuple[str, ...] | list[str], flags: tuple[str, ...],
+           bools: tuple[str, ...] = ()) -> dict[str, str]:
+    """The values of `flags` (`--flag value` or `--flag=value`) and of the
+    boolean `bools` ("true" when bare); the rest is ignored."""
     parser = _Parser(add_help=False, allow_abbrev=False)
     for flag in flags:
         parser.add_argument(f"--{flag}", dest=flag)
+    for flag in bools:
+        parser.add_argument(f"--{flag}", dest=flag, nargs="?", const="true")
     known, _ = parser.parse_known_args(list(args))
     return {k: v for k, v in vars(known).items() if v is not None}
 
@@ -108,7 +132,7 @@ def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:
     return None
 
 
-def _hf(given: dict[str, str]) -> ScriptArgs:
+def _hf(given: dict[str, str], bools: dict[str, str], deepspeed: str | None) -> ScriptArgs:
     v = {**HF_DEFAULTS, **({} if "max_steps" in given else {"num_train_epochs": "3"}), **given}
     asked = Asked(model=_model(v.get("model_name_or_path")), pretrained="model_name_or_path" in v,
                   dataset=v.get("dataset_name"),
@@ -116,9 +140,36 @@ def _hf(given: dict[str, str]) -> ScriptArgs:
                   grad_accum=_int(v, "gradient_accumulation_steps"),
                   epochs=_epochs(v), lr=_float(v, "learning_rate"),
                   seq_len=_int(v, "max_seq_length") or _int(v, "block_size"),
-                  log_every=_int(v, "logging_steps"), save_limit=_int(v, "save_total_limit"))
+                  trainer=_trainer(v, bools, deepspeed))
     out = v.get("output_dir")
     return ScriptArgs("hf", _int(v, "max_steps"), Path(out) if out else None, asked)
+
+
+def _trainer(v: dict[str, str], bools: dict[str, str], deepspeed: str | None) -> TrainerArgs:
+    """TrainingArguments' schedule, cadences and the values a --deepspeed
+    config is checked against; the defaults where not given."""
+    given: dict[str, object] = {k: v[k] for k in ("lr_scheduler_type", "eval_strategy", "evaluation_strategy",
+                                                  "save_strategy") if k in v}
+    for key in TRAINER_FLOATS:
+        if (value := _float(v, key)) is not None:
+            given[key] = value
+    for key in ("save_total_limit", "per_device_eval_batch_size"):
+        if (count := _int(v, key)) is not None:
+            given[key] = count
+    given.update({k: _bool(k, bools[k]) for k in TRAINER_BOOLS + PRECISION_BOOLS if k in bools})
+    given.pop("do_eval", None)  # the script's own evaluate() after train(); the Trainer's loop ignores it
+    if deepspeed:
+        given["deepspeed"] = strategy_args.trainer_values(deepspeed)
+    return TrainerArgs(**given)  # type: ignore[arg-type]
+
+
+def _bool(key: str, text: str) -> bool:
+    """HfArgumentParser's string_to_bool (hf_argparser.py)."""
+    if text.lower() in TRUE_WORDS + FALSE_WORDS:
+        return text.lower() in TRUE_WORDS
+    raise ScriptArgsError(f"training script argument --{key}: Truthy value expected: got {text} but "
+                          "expected one of yes/no, true/false, t/f, y/n, 1/0 (case insensitive). "
+                          "(the script's own parser refuses it)")
 
 
 def _megatron(given: dict[str, str]) -> ScriptArgs:
@@ -198,7 +249,7 @@ def _number(v: dict[str, str], key: str, kind: type[int] | type[float]) -> float
         raise ScriptArgsError(f"{said}: expected a whole number of at most {MAX_INT} (an int64)")
     if not math.isfinite(value):  # the Trainer's math.ceil(epochs) raises on it; no run has it
         raise ScriptArgsError(f"{said}: expected a finite number")
-    return value if value > 0 else None
+    return value if value > 0 or (value == 0 and key in ZERO_MEANS) else None
 
 
 def _int(v: dict[str, str], key: str) -> int | None:

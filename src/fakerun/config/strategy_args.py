@@ -5,7 +5,9 @@ shards the training state and whether it recomputes activations.
   hybrid_shard: ZeRO-3's layout; shard_grad_op: ZeRO-2's; no_shard: DDP) or
   `--deepspeed ds_config.json` (the stage its zero_optimization says; a
   config we cannot read: ZeRO-2 or 3, what the Trainer's own example configs
-  ds_config_zero2.json and ds_config_zero3.json use, the least that fits);
+  ds_config_zero2.json and ds_config_zero3.json use, the least that fits;
+  its batch sizes, precision and optimizer values are checked against the
+  Trainer's own, `trainer_values`);
   `--gradient_checkpointing` recomputes.
 - Lightning: `--trainer.strategy` (ddp by default; fsdp; deepspeed, whose
   DeepSpeedStrategy defaults to stage 2; deepspeed_stage_N). The offload
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from typing import Any
 
 from fakerun.world.memory import Strategy
 
@@ -32,6 +35,13 @@ FSDP_MODES = {"shard_grad_op": Strategy("fsdp", (2,)), "hybrid_shard_zero2": Str
 TRAINER_DEEPSPEED = (2, 3)
 LIGHTNING_DEEPSPEED_STAGE = 2  # DeepSpeedStrategy(stage=2)
 TRUE = ("", "true", "1", "yes")
+# The keys transformers' HfTrainerDeepSpeedConfig.trainer_config_process matches
+# against TrainingArguments (integrations/deepspeed.py, 4.42.4 to 5.0.0).
+DEEPSPEED_CHECKED = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
+                     "gradient_clipping", "optimizer.params.lr", "optimizer.params.betas",
+                     "optimizer.params.eps", "optimizer.params.weight_decay",
+                     "scheduler.params.warmup_max_lr", "fp16.enabled", "amp.enabled", "amp.opt_level",
+                     "bf16.enabled")
 
 
 def flag(args: list[str], name: str) -> str | None:
@@ -93,13 +103,37 @@ def _size(text: str | None) -> int:
 
 def config_stage(path: str) -> int | None:
     """zero_optimization.stage (1 to 3) of a DeepSpeed config file, if it is a
-    readable regular file holding one (never opening a FIFO or a device)."""
+    readable regular file holding one."""
+    try:
+        stage = (read_config(path) or {}).get("zero_optimization", {}).get("stage")
+    except AttributeError:  # "zero_optimization" is no object
+        return None
+    return stage if isinstance(stage, int) and 1 <= stage <= 3 else None
+
+
+def read_config(path: str) -> dict[str, Any] | None:
+    """A DeepSpeed config file's JSON object, if the path is a readable
+    regular file holding one (never opening a FIFO or a device)."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
             return None
         with open(path, encoding="utf-8") as f:
-            stage = json.load(f).get("zero_optimization", {}).get("stage")
-    except (OSError, ValueError, AttributeError):
+            config = json.load(f)
+    except (OSError, ValueError):
         return None
-    return stage if isinstance(stage, int) and 1 <= stage <= 3 else None
+    return config if isinstance(config, dict) else None
+
+
+def trainer_values(path: str) -> tuple[tuple[str, object], ...]:
+    """The config's values the Trainer fills or checks against its own
+    arguments (world.trainer), by dotted key; lists as tuples."""
+    config = read_config(path) or {}
+    out = []
+    for key in DEEPSPEED_CHECKED:
+        node: object = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            out.append((key, tuple(node) if isinstance(node, list) else node))
+    return tuple(out)

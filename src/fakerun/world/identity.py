@@ -11,12 +11,13 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-from fakerun.world import catalog, jobs
+from fakerun.world import catalog, jobs, trainer
 from fakerun.world import physics as sim
 from fakerun.world.catalog import CatalogError, Dataset, Gpu, Model, Versions
 from fakerun.world.draws import rng, uniform
 from fakerun.world.jobs import Hyper, Identity, Schedule, Shape
 from fakerun.world.memory import SEQS, Job, MemoryPlan, Parallelism, Strategy, plan_memory, tuned_plans
+from fakerun.world.trainer import TrainerArgs
 
 ENV_PREFIX = "/opt/conda"  # the simulated cluster's Python environment
 PYTHON = f"{ENV_PREFIX}/bin/python3"  # what runs the training script, as `ps` and the failure box show
@@ -69,10 +70,10 @@ class Asked:
     lr: float | None = None
     seq_len: int | None = None
     log_every: int | None = None
-    save_limit: int | None = None  # the checkpoints the script keeps (HF's --save_total_limit)
     pretrained: bool = False  # fine-tuning a base model (--model_name_or_path), not training from scratch
     framework: str = "torchrun"  # whose script the job runs (its style): whose memory accounting holds
     strategy: Strategy = Strategy()  # what the script's arguments fix of its sharding and recomputation
+    trainer: TrainerArgs | None = None  # a transformers Trainer's schedule and cadences (world.trainer)
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
@@ -227,10 +228,13 @@ class _Search:
         peak = self.asked.lr or peaks[int(self.draws.lr * len(peaks))]
         lrs = (peak, jobs.min_lr(peak, fine_tune), jobs.warmup_steps(schedule.total_steps, fine_tune,
                                                                      self.draws.warmup))
-        hyper = jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
+        drawn = jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
                            jobs.eval_batches(schedule, shape, self.draws.eval_batches),
                            PRETRAINED_TOKENS if fine_tune else 0.0)
-        return dataclasses.replace(hyper, save_limit=self.asked.save_limit)
+        if self.asked.trainer is None:
+            return drawn
+        world = self.make.keywords["nnodes"] * self.make.keywords["nproc"]
+        return trainer.hyper(drawn, self.asked.trainer, self.make.keywords["versions"].transformers, world)
 
 
 def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:

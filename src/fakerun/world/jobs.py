@@ -73,7 +73,17 @@ class Hyper:
     save_every: int | None = None  # steps between checkpoints (None: one after each validation; 0: never)
     eval_at_end: bool = True  # the script validates after its last step whatever the interval
     save_at_end: bool = True  # and saves then
-    save_limit: int | None = None  # --save_total_limit: the checkpoints kept (None, or 0 and less: all)
+    save_limit: int | None = None  # checkpoints kept (the Trainer's save_total_limit; None: all)
+    eval_micro_batch: int | None = None  # per-device batch in validation (None: the training micro batch)
+    log_first_step: bool = False  # the Trainer's logging_first_step: step 1 logs too
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_micro_batch or self.micro_batch
+
+    def logs_after(self, step: int) -> bool:
+        """The script logs its training figures after this step."""
+        return step % self.log_every == 0 or (self.log_first_step and step == 1)
 
     @property
     def tokens_per_step(self) -> int:

@@ -47,8 +47,8 @@ def lr_progress(ident: Identity, step: float) -> float:
     in closed form: the integral of the warmup ramp and the decay."""
     h = ident.hyper
     w, span = h.warmup_steps, max(1, h.total_steps - h.warmup_steps)
-    if step <= w:
-        return step * step / (2.0 * w)
+    if step <= w:  # no warmup (w = 0): step 0 has had no LR yet
+        return step * step / (2.0 * w) if w else 0.0
     x = min(step, h.total_steps) - w
     lo = h.min_lr / h.max_lr
     if h.decay == "constant":
@@ -238,21 +238,29 @@ def local_val_loss(ident: Identity, rank: int, step: int) -> float:
 
 # -- schedule and throughput -------------------------------------------------
 def learning_rate(ident: Identity, step: int) -> float:
-    """Linear warmup, then the decay the hyper-parameters name, to min_lr."""
+    """The LR after `step` optimizer steps: linear warmup, then the decay the
+    hyper-parameters name, to min_lr. It is what the Trainer logs at global
+    step N (4.x): its LambdaLR is stepped after the optimizer, so
+    `_get_learning_rate()` gives base_lr * lambda(N), 0.0 at the end of a
+    linear or cosine schedule. Computed as transformers' optimization.py
+    computes the lambdas (float(N) / float(max(1, W)) in warmup;
+    float(T - N) / float(max(1, T - W)) for linear), times the peak as
+    torch's LambdaLR.get_lr does, so that the repr of the value is theirs."""
     h = ident.hyper
-    if step <= h.warmup_steps:
-        return h.max_lr * step / h.warmup_steps
-    progress = min(1.0, (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps))
-    return h.min_lr + (h.max_lr - h.min_lr) * _decayed(h.decay, progress)
+    if step < h.warmup_steps:
+        return h.max_lr * (float(step) / float(h.warmup_steps))
+    span = max(1, h.total_steps - h.warmup_steps)
+    done = min(step - h.warmup_steps, span)
+    return h.min_lr + (h.max_lr - h.min_lr) * _decayed(h.decay, done, span)
 
 
-def _decayed(decay: str, progress: float) -> float:
-    """The share of the way from min_lr to the peak left at `progress` (0..1) of the decay."""
+def _decayed(decay: str, done: int, span: int) -> float:
+    """The share of the way from min_lr to the peak left after `done` of the decay's `span` steps."""
     if decay == "constant":
         return 1.0
     if decay == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return float(span - done) / float(span)
+    return 0.5 * (1.0 + math.cos(math.pi * (float(done) / float(span))))
 
 
 def mfu(ident: Identity, step: int) -> float:
@@ -486,13 +494,16 @@ def eval_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
 
 
 def eval_samples(ident: Identity) -> int:
-    """One evaluation's samples: its batches of a micro batch on every data-parallel rank."""
-    return ident.hyper.eval_batches * ident.hyper.micro_batch * ident.parallel.dp
+    """One evaluation's samples: its batches (of the evaluation's own batch
+    size) on every data-parallel rank."""
+    return ident.hyper.eval_batches * ident.hyper.eval_batch * ident.parallel.dp
 
 
 def _eval_nominal(ident: Identity) -> float:
-    forward_only = compute_seconds(ident, 0) / 3.0 / ident.hyper.grad_accum
-    return ident.hyper.eval_batches * forward_only
+    """A forward pass (a third of a step's 6 N T) over each evaluation batch."""
+    h = ident.hyper
+    forward_only = compute_seconds(ident, 0) / 3.0 / h.grad_accum * (h.eval_batch / h.micro_batch)
+    return h.eval_batches * forward_only
 
 
 def init_seconds(ident: Identity) -> dict[str, float]:

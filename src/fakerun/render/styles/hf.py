@@ -20,10 +20,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fakerun import events as ev
+from fakerun import texts
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import meter
+from fakerun.world import physics as sim
+from fakerun.world.identity import ENV_PREFIX
 from fakerun.world.tensors import max_shard
+from fakerun.world.trainer_log import TrainerLog
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
 EXPORT_DEFAULT = "./models/"  # an export's path where no --output-dir was given (coordinator/timeline.py)
@@ -37,7 +41,8 @@ class HfLines(EventRoutes):
     leaves_process_group = True
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
-        self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
+        self._log: TrainerLog | None = None
+        self.trained = False  # a step ran: the bar was opened
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Export: self._export, ev.Summary: self._summary,
@@ -52,7 +57,17 @@ class HfLines(EventRoutes):
         return self.routed(event) or []
 
     def banner(self, when: float) -> list[Line]:
-        return []  # the Trainer has none: its first words are the training block
+        """The Trainer has none: its first words are the training block. A
+        deprecated argument warns first, on every rank, as its arguments are
+        parsed (data/style-hf.toml [deprecated])."""
+        if self.ident is None:
+            return []
+        i, args = self.ident, [a.split("=")[0] for a in (self.launch.args if self.launch else [])]
+        site = f"{ENV_PREFIX}/lib/python{i.versions.python}/site-packages"
+        warned = [said["text"].format(site=site, line=said[i.versions.transformers]).split("\n")
+                  for flag, said in texts.load("style-hf")["deprecated"].items()
+                  if f"--{flag}" in args and i.versions.transformers in said]
+        return [Line(text, STDERR, rank) for rank in range(i.world) for lines in warned for text in lines]
 
     # -- the Trainer's log dicts ---------------------------------------------
     def logs(self, values: dict[str, float | int]) -> str:
@@ -62,54 +77,73 @@ class HfLines(EventRoutes):
             values = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()}
         return str(values)
 
-    def epoch(self, step: int) -> float:
-        return step / self.ident.hyper.steps_per_epoch
+    @property
+    def trainer_log(self) -> TrainerLog:
+        """What the Trainer logs (world/trainer_log.py: trainer_state.json keeps the same)."""
+        if self._log is None:
+            self._log = TrainerLog(self.ident)
+        return self._log
+
+    def shown(self, entry: dict[str, Any]) -> str:
+        """An entry as ProgressCallback.on_log prints it: 4.x rounds the epoch to
+        2 places (5.x formats every float, logs())."""
+        return self.logs(entry if self.v5 else {**entry, "epoch": round(entry["epoch"], 2)})
 
     # -- events ---------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "train":
             return self._err(self._training_block())
-        if e.name == "validation":
-            h = self.ident.hyper
+        if e.name == "validation":  # evaluation_loop's header: per_device_eval_batch_size
             return self._err(["", "***** Running Evaluation *****",
-                              f"  Num examples = {h.eval_batches * h.micro_batch * self.ident.world}",
-                              f"  Batch size = {h.micro_batch}"])
+                              f"  Num examples = {sim.eval_samples(self.ident)}",
+                              f"  Batch size = {self.ident.hyper.eval_batch}"])
         return []
 
     def _training_block(self) -> list[str]:
-        i, h = self.ident, self.ident.hyper
-        lines = ["***** Running training *****", f"  Num examples = {h.steps_per_epoch * h.global_batch:,}",
-                 f"  Num Epochs = {h.epochs:,}"]
-        if self.v5:
-            lines.append(f"  Num update steps per epoch = {h.steps_per_epoch:,}")
-        return lines + [f"  Instantaneous batch size per device = {h.micro_batch:,}",
-                        f"  Total train batch size (w. parallel, distributed & accumulation) = "
-                        f"{h.global_batch:,}",
-                        f"  Gradient Accumulation steps = {h.grad_accum}",
-                        f"  Total optimization steps = {h.total_steps:,}",
-                        f"  Number of trainable parameters = {i.model.params:,}"]
+        """_inner_training_loop's "Train!" block, the same lines at 4.42.4,
+        4.44.2, 4.46.3 and 5.0.0 (trainer.py; no "Num update steps per epoch"
+        line at any of them)."""
+        h = self.ident.hyper
+        return ["***** Running training *****", f"  Num examples = {h.steps_per_epoch * h.global_batch:,}",
+                f"  Num Epochs = {h.epochs:,}",
+                f"  Instantaneous batch size per device = {h.micro_batch:,}",
+                f"  Total train batch size (w. parallel, distributed & accumulation) = {h.global_batch:,}",
+                f"  Gradient Accumulation steps = {h.grad_accum}",
+                f"  Total optimization steps = {h.total_steps:,}",
+                f"  Number of trainable parameters = {self._trainable():,}"]
+
+    def _trainable(self) -> int:
+        """get_model_param_count(model, trainable_only=True) on the model as
+        prepared: FSDP has sharded it by then, so each rank counts its own
+        shard (tatsu-lab/stanford_alpaca#266: 842,302,976 for a 7B on 8
+        GPUs, 6,738,423,808 / 8; huggingface/transformers#40463); DeepSpeed
+        ZeRO-3's placeholders are counted by their ds_numel (transformers#22193),
+        the whole model. Each FSDP unit's flat parameter is padded to a multiple
+        of the ranks; a Llama's layers already are, so the shard is the quotient."""
+        i = self.ident
+        if i.parallel.kind == "fsdp":
+            return -(-i.model.params // i.parallel.dp)
+        return i.model.params
 
     def _step(self, e: ev.Step) -> list[Line]:
-        self.losses.append(e.loss)
-        h = self.ident.hyper
-        if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
+        self.trained = True
+        # _maybe_log_save_evaluate at a logging step: the mean loss since the last log, the
+        # last step's grad norm (clip_grad_norm_'s float32 tensor), the scheduler's LR.
+        logged = self.trainer_log.step(e.step, e.loss, e.grad_norm)
+        if logged is None:  # the Trainer logs every logging_steps, not at the end
             # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
             # logs on logging_steps only), but the bar, redrawn every step, stops there.
             return [self._bar(e)] if e.step == e.max_steps or e.stopped else []
-        logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
-                            "epoch": round(self.epoch(e.step), 2)})
-        return [Line(logged, STDOUT, 0), self._bar(e)]
+        return [Line(self.shown(logged), STDOUT, 0), self._bar(e)]
 
     def _bar(self, e: ev.Step) -> Line:
         # tqdm's remaining time counts the iterations left, not the evaluations between them.
         return Line(meter(e.step, e.max_steps, e.elapsed_s, e.eta_s - e.pauses_s, e.step_time_s), STDERR, 0)
 
     def _validation(self, e: ev.Validation) -> list[Line]:
-        h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
-        return [Line(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
-                                "eval_samples_per_second": round(e.samples / runtime, 3),
-                                "eval_steps_per_second": round(h.eval_batches / runtime, 3),
-                                "epoch": round(self.epoch(e.step), 2)}), STDOUT, 0)]
+        # evaluation_loop: eval_loss is the float32 losses' mean, .item() of a NumPy float32.
+        entry = self.trainer_log.evaluation(e.step, e.val_loss, e.eval_time_s, e.samples)
+        return [Line(self.shown(entry), STDOUT, 0)]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
@@ -156,15 +190,15 @@ class HfLines(EventRoutes):
         h, runtime = self.ident.hyper, max(e.train_time_s, 1e-9)
         done = self._err(["", "", "Training completed. Do not forget to share your model on "
                           "huggingface.co/models =)", "", ""])
-        stats = self.logs({"train_runtime": round(e.train_time_s, 4),
+        stats = self.shown({"train_runtime": round(e.train_time_s, 4),
                            "train_samples_per_second": round(h.total_steps * h.global_batch / runtime, 3),
                            "train_steps_per_second": round(h.total_steps / runtime, 3),
-                           "train_loss": sum(self.losses) / max(1, len(self.losses)),
-                           "epoch": round(self.epoch(e.steps), 2)})
+                           "train_loss": self.trainer_log.train_loss(e.steps),
+                           "epoch": self.trainer_log.epoch(e.steps)})
         # tqdm's close: a bar stopped short keeps its total, and its estimate of the time left.
         left = 0.0 if e.steps >= h.total_steps else None
         closed = meter(e.steps, h.total_steps, e.train_time_s, left, runtime / max(1, e.steps))
-        bar = [Line(closed, STDERR, 0)] if self.losses else []  # the bar closes only if training had begun
+        bar = [Line(closed, STDERR, 0)] if self.trained else []  # the bar closes only if training had begun
         return [*done, Line(stats, STDOUT, 0), *bar, *self._err(self.export)]
 
     @staticmethod
