@@ -30,14 +30,14 @@ def run_to(runner, out, *extra):
                       "--output-dir", str(out), "--output", "jsonl", *extra)
 
 
-def hf_run(runner, out, *extra, seed="10", steps="10", style="hf"):
+def hf_run(runner, out, *extra, seed="10", steps="10", style="hf", script=()):
     """The Trainer (transformers 4.46.3, its default pin) of Llama-3.2-3B: 6.4 GB of weights in
     two shards of "5GB" (one file under 5.x's "50GB"), a log every 2 steps, an evaluation and a
     save at the end."""
     return runner.run("--style", style, "--nproc", "2", "--speed", "0", "--seed", seed, "--max-steps", steps,
                       "--start-time", "2026-01-01 00:00:00", "--output-dir", str(out), *extra,
                       "train.py", "--model_name_or_path", "meta-llama/Llama-3.2-3B", "--logging_steps", "2",
-                      "--per_device_train_batch_size", "1")
+                      "--per_device_train_batch_size", "1", *script)
 
 
 def walk(root):
@@ -85,6 +85,25 @@ def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style,
     assert list(state) == fields
     logged = [h for h in state["log_history"] if "loss" in h]
     assert [h["step"] for h in logged] == list(range(2, state["global_step"] + 1, 2))  # logging steps only
+
+
+def test_trainer_state_keeps_what_the_trainer_logged(runner, tmp_path):
+    """log_history holds the very entries the Trainer printed (Trainer.log
+    appends what it prints): every logged loss, grad norm, LR and eval loss,
+    digit for digit; only the printed epoch is ProgressCallback's round(_, 2)."""
+    import ast
+    out = tmp_path / "out"
+    job = hf_run(runner, out, steps="8", script=("--eval_strategy", "steps", "--eval_steps", "4"))
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    printed = [ast.literal_eval(line) for line in job.stdout.splitlines()
+               if line.startswith(("{'loss'", "{'eval_loss'"))]
+    state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
+    kept = state["log_history"]
+    assert len(printed) == len(kept) and any("eval_loss" in p for p in printed)
+    for shown, entry in zip(printed, kept, strict=True):
+        assert {k: v for k, v in entry.items() if k not in ("step", "epoch")} == \
+            {k: v for k, v in shown.items() if k != "epoch"}
+        assert shown["epoch"] == round(entry["epoch"], 2)
 
 
 def test_resume_from_the_trainers_checkpoint_continues_its_loss(runner, tmp_path):

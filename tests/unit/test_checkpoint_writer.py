@@ -94,7 +94,14 @@ def test_the_state_keeps_the_arguments_step_counts() -> None:
     """TrainerState.compute_steps: the arguments' counts, a ratio of
     max_steps rounded up, 500 where they are None; eval_steps takes
     logging_steps when evaluating by steps (TrainingArguments.__post_init__)."""
-    from fakerun.checkpoint.writer import state_steps
+    from fakerun.config import script_args
+    from fakerun.world.trainer_log import state_steps as counted
+
+    def state_steps(args: tuple[str, ...], name: str, max_steps: int) -> int:
+        line = ("--model_name_or_path", "gpt2", *args)  # a Trainer's launch line
+        return counted(script_args.read("train.py", line).asked.trainer, name, max_steps)
+
+    assert counted(None, "save_steps", 40) == 500
     assert state_steps((), "save_steps", 40) == 500
     assert state_steps(("--save_steps", "10"), "save_steps", 40) == 10
     assert state_steps(("--save_steps=0.1",), "save_steps", 45) == 5

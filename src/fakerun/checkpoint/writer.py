@@ -20,6 +20,7 @@ TrainingArguments object of that version, which plain data cannot be.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
