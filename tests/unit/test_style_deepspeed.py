@@ -18,7 +18,7 @@ from fakerun.render.styles.deepspeed_log import ds_stamp, version_table
 from fakerun.render.styles.deepspeed_memory import GIB, memory_figures
 from fakerun.world import identity, styles
 from fakerun.world import physics as sim
-from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced
+from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced, restored
 
 
 def at(text: str) -> float:
@@ -164,10 +164,55 @@ def test_a_skipped_step_counts_and_holds_the_learning_rate():
     out = DeepSpeedLines(100, UTC)
     out.lines(ev.RunIdentity(ident))
     every = ident.hyper.log_every
-    step = every * 2
+    step = every * max(2, 8 // every + 1)  # past the scaler's first few steps
+    early = [line.text for n in range(1, step) for line in out.lines(
+        ev.Step(n, 12, 6.5, 6.4, 6.6, 9.0, step_time_s=2.0, time=at("2026-01-30T14:29:00") + n))]
+    found = sum("OVERFLOW!" in text for text in early)  # the scaler coming down to its level
+    assert found >= 3
     printed = out.lines(ev.Step(step, 12, 6.5, 6.4, 6.6, 9.0, overflow=True, step_time_s=2.0, time=at("2026-01-30T14:30:00")))
     texts = [line.text for line in printed]
-    assert "OVERFLOW!" in texts[0] and "[loss_scaler.py:190:update_scale]" in texts[0]
-    lr = sim.learning_rate(ident, step - 1)
-    assert f"step={step}, skipped=1, lr=[{lr}, {lr}]" in texts[1]
+    # The hysteresis is spent by then: this overflow halves the scale.
+    assert "OVERFLOW!" in texts[0] and "[loss_scaler.py:183:update_scale]" in texts[0]
+    lr = sim.learning_rate(ident, step - found - 1)
+    assert f"step={step}, skipped={found + 1}, lr=[{lr}, {lr}]" in texts[1]
     assert texts[-1].endswith("[Rank 0] Loss: 6.5000") and printed[-1].stream == "stderr"
+
+
+def test_fp16_runs_overflow_early_while_the_scaler_finds_its_level():
+    """From 2**16 the scale halves a step (after the hysteresis's first
+    overflow) until the gradients fit fp16: a few skipped steps, a level of
+    2048 to 16384 for most runs (deepspeedai/DeepSpeed#931: 6 skips, 2048),
+    and few overflows after it."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    levels, later = [], 0
+    for seed in range(1, 121):
+        ident = identity.build(seed, 1, 2, total_steps=300, versions=pinned)
+        scaler = LossScaler()
+        skips = [scaler.step(ident, step, False) for step in range(1, 11)]
+        assert isinstance(skips[0], HysteresisSpent) and skips[0].attempted == 65536
+        assert sum(isinstance(s, ScaleReduced) for s in skips) >= 1
+        levels.append(scaler.scale)
+        later += restored(ident, ident.hyper.total_steps).skipped - scaler.skipped
+    assert min(levels) >= 1024 and max(levels) <= 32768
+    assert sum(2048 <= level <= 16384 for level in levels) >= 0.9 * len(levels)
+    assert later <= 0.25 * len(levels)
+
+
+def test_a_resumed_run_carries_on_its_scaler():
+    """load_checkpoint restores the loss scaler with the optimizer states: a
+    view that first sees step N carries on where the run's steps left it."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(5, 1, 2, total_steps=12, versions=pinned)
+    whole, resumed = DeepSpeedLines(100, UTC), DeepSpeedLines(100, UTC)
+    for view in (whole, resumed):
+        view.lines(ev.RunIdentity(ident))
+
+    def step(view: DeepSpeedLines, n: int) -> list[str]:
+        e = ev.Step(n, 12, 6.5, 6.4, 6.6, 9.0, step_time_s=2.0, time=at("2026-01-30T14:29:00") + n)
+        # (the throughput timer counts the steps its own process timed: not restored)
+        return [line.text for line in view.lines(e) if "[timer.py:" not in line.text]
+
+    for n in range(1, 9):
+        step(whole, n)
+    assert [step(whole, n) for n in range(9, 13)] == [step(resumed, n) for n in range(9, 13)]
+    assert whole.scaler == resumed.scaler and resumed.scaler.skipped >= 3

@@ -32,7 +32,7 @@ from fakerun.render.styles.deepspeed_log import DeepSpeedLog, version_table
 from fakerun.render.styles.deepspeed_memory import Memory, gib
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
-from fakerun.world.loss_scale import LossScaler, ScaleReduced, Skip
+from fakerun.world.loss_scale import LossScaler, ScaleReduced, Skip, restored
 
 TIMER_START = 2  # ThroughputTimer's start_step: the first two steps are not timed
 ACCELERATOR = "Setting ds_accelerator to cuda (auto detect)"  # real_accelerator.py, at import
@@ -71,7 +71,6 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
     def _reset(self) -> None:
         """A new run (or a restart): a new process, a new engine."""
         self.scaler = LossScaler()
-        self.skipped = 0
         self.timed: list[float] = []  # the step times the throughput timer measured
         self.timer_steps = 0  # the timer's own global_step_count
         self.global_step = 0
@@ -120,15 +119,17 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         if self.timer_steps > TIMER_START:
             self.timed.append(e.step_time_s)
         out: list[Line] = []
-        skip = self.scaler.update(e.overflow)
+        if self.scaler.iteration == 0 and e.step > 1:
+            # A resumed run: load_checkpoint restored the scaler and skipped_steps.
+            self.scaler = restored(self.ident, e.step - 1)
+        skip = self.scaler.step(self.ident, e.step, e.overflow)
         if skip is not None:
-            self.skipped += 1
             out += self.log(e.time, *skip_record(skip))
-        every = self.ident.hyper.log_every
+        every, skipped = self.ident.hyper.log_every, self.scaler.skipped
         if e.step % every == 0:  # engine._report_progress
             # A skipped step does not step the LR scheduler: the LR lags by `skipped`.
-            lr = [sim.learning_rate(self.ident, e.step - self.skipped)] * PARAM_GROUPS
-            out += self.dist(e.time, f"step={e.step}, skipped={self.skipped}, lr={lr}, mom={MOMENTA}")
+            lr = [sim.learning_rate(self.ident, e.step - skipped)] * PARAM_GROUPS
+            out += self.dist(e.time, f"step={e.step}, skipped={skipped}, lr={lr}, mom={MOMENTA}")
         if self.timed and self.timer_steps % every == 0:  # the timer counts the steps it saw itself
             out += self.log(e.time + 0.0004, "timer", self._throughput(e))
         # The script's `if step % log_every == 0`, and the step its time budget ends the
