@@ -6,6 +6,7 @@ other pinned tags."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -14,8 +15,9 @@ from fakerun import events as ev
 from fakerun.render.lines import STDOUT
 from fakerun.render.styles.deepspeed import DeepSpeedLines, skip_record, timer_text
 from fakerun.render.styles.deepspeed_config import config_dump, config_line, ds_json
+from fakerun.render.styles.deepspeed_engine import EngineInit
 from fakerun.render.styles.deepspeed_log import ds_stamp, version_table
-from fakerun.render.styles.deepspeed_memory import GIB, memory_figures
+from fakerun.render.styles.deepspeed_memory import GIB, Memory, gib, memory_figures
 from fakerun.world import identity, styles
 from fakerun.world import physics as sim
 from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced, restored
@@ -176,6 +178,31 @@ def test_a_skipped_step_counts_and_holds_the_learning_rate():
     lr = sim.learning_rate(ident, step - found - 1)
     assert f"step={step}, skipped={found + 1}, lr=[{lr}, {lr}]" in texts[1]
     assert texts[-1].endswith("[Rank 0] Loss: 6.5000") and printed[-1].stream == "stderr"
+
+
+@pytest.mark.parametrize("seed", [5, 11, 4])  # ZeRO-1, 2 and 3
+def test_adams_states_come_at_the_first_step_not_at_initialisation(seed):
+    """ZeRO's initialize_optimizer_states (stage_1_and_2.py and stage3.py,
+    the same at v0.14.4, v0.15.4, v0.16.4 and v0.18.2) gives each fp32
+    partition a zero grad and frees it again; torch's AdamW makes exp_avg and
+    exp_avg_sq lazily, in its first step(). So see_memory_usage shows the
+    same MA before and after "initializing optimizer states" (Max_MA up by
+    the fp32 grad partition), and the throughput timer's MemAllocated after
+    the first steps is up by the two moments: the fp32 partition twice."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(seed, 1, 2, total_steps=12, versions=pinned)
+    out = DeepSpeedLines(100, UTC)
+    out.lines(ev.RunIdentity(ident))
+    texts = [line.text for line in EngineInit(out, ident, at("2026-01-30T14:22:00")).lines()]
+    figures = {title: re.search(r"MA ([\d.]+) GB +Max_MA ([\d.]+) GB", texts[n + 1]).groups()
+               for n, text in enumerate(texts) for title in ("Before", "After")
+               if text.endswith(f"] {title} initializing optimizer states")}
+    (before, _), (after, after_peak) = [tuple(map(float, figures[t])) for t in ("Before", "After")]
+    memory = Memory(ident)
+    assert before == after == gib(memory.weights + memory.master)
+    assert after_peak == gib(memory.weights + 2 * memory.master)
+    steady = gib(memory.steady() - (memory.grads if ident.parallel.zero >= 3 else 0))
+    assert abs(steady - after - gib(2 * memory.master)) <= 0.011
 
 
 def test_fp16_runs_overflow_early_while_the_scaler_finds_its_level():
