@@ -31,6 +31,7 @@ from fakerun.render.styles.deepspeed_engine import EngineInit
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog, version_table
 from fakerun.render.styles.deepspeed_memory import Memory, gib
 from fakerun.render.styles.routes import EventRoutes
+from fakerun.world import ds_config
 from fakerun.world import physics as sim
 from fakerun.world.loss_scale import LossScaler, ScaleReduced, Skip, restored
 
@@ -156,7 +157,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         """model_engine.save_checkpoint(save_dir): tag global_step<N>."""
         save_dir = os.path.dirname(e.path.rstrip("/")) or "."
-        saved = CheckpointSave(self, self.ident, e, save_dir, f"global_step{e.step}").lines()
+        saved = CheckpointSave(self, self.ident, e, save_dir, ds_config.tag(e.step)).lines()
         return saved + self.script(e.time, f"Saved model to {save_dir}")
 
     def _export(self, e: ev.Export) -> list[Line]:
