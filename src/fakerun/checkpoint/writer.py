@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from fakerun import events as ev
+from fakerun.checkpoint import deepspeed as ds_checkpoint
 from fakerun.checkpoint import safetensors, torchsave
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.reader import RESUME, STATE
@@ -44,6 +45,8 @@ class CheckpointWriter:
         self.seed = saving.seed
         self.sparse = saving.sparse
         self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
+        # [issue 20, D: --deepspeed] the Trainer's DeepSpeed engine saves its own checkpoint in checkpoint-N.
+        self.deepspeed = any(a == "--deepspeed" or a.startswith("--deepspeed=") for a in saving.script_args)
 
     def saved_history(self, step: int) -> tuple[dict[str, Any], ...]:
         """The log_history checkpoint-`step` holds."""
@@ -55,7 +58,14 @@ class CheckpointWriter:
                                  "grad_norm": e.grad_norm})
         elif isinstance(e, ev.Checkpoint):
             files, sizes = self._files(e)
+            if self.deepspeed:  # [issue 20, D: --deepspeed] trainer.py _save_optimizer_and_scheduler:
+                # self.model_wrapped.save_checkpoint(output_dir): global_stepN/, latest, zero_to_fp32.py
+                bf16 = self.ident.gpu.precision == "bf16"
+                state = ds_checkpoint.engine_state(self.ident, e.step, bf16)
+                files.update(ds_checkpoint.saved_files(self.ident, state, self.seed))
             write(self.root / f"checkpoint-{e.step}", files, sizes)
+            if self.deepspeed:  # [issue 20, D: --deepspeed] _copy_recovery_script's chmod
+                ds_checkpoint.mark_executable(self.root / f"checkpoint-{e.step}" / ds_checkpoint.RECOVERY)
 
     def flush(self) -> None:
         """Each checkpoint is complete on disk when `event` returns."""
