@@ -241,5 +241,14 @@ def test_a_resumed_run_carries_on_its_scaler():
 
     for n in range(1, 9):
         step(whole, n)
-    assert [step(whole, n) for n in range(9, 13)] == [step(resumed, n) for n in range(9, 13)]
+    expected = [step(whole, n) for n in range(9, 13)]
+    assert [step(resumed, n) for n in range(9, 13)] == expected
     assert whole.scaler == resumed.scaler and resumed.scaler.skipped >= 3
+    # --max-restarts: the new worker group resumes from step 2's checkpoint,
+    # its scaler still coming down, not from where step 12 left the old one's.
+    fresh = DeepSpeedLines(100, UTC)
+    fresh.lines(ev.RunIdentity(ident))
+    from_two = [step(fresh, n) for n in range(1, 13)][2:]
+    resumed.lines(ev.Restart(1, 1, 2, at("2026-01-30T15:00:00")))
+    assert [step(resumed, n) for n in range(3, 13)] == from_two
+    assert any("OVERFLOW!" in line for line in from_two[0])

@@ -66,7 +66,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
-            ev.Checkpoint: self._checkpoint, ev.Export: self._export,
+            ev.Checkpoint: self._checkpoint, ev.Export: self._export, ev.Restart: self._restart,
         }
 
     def _reset(self) -> None:
@@ -84,6 +84,12 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
             self._reset()
             return []
         return self.routed(event) or []
+
+    def _restart(self, e: ev.Restart) -> list[Line]:
+        """A restarted worker group is new processes: a new engine, whose
+        loss scaler the checkpoint restores at its first step (`_step`)."""
+        self._reset()
+        return []
 
     # -- start-up ----------------------------------------------------------
     def banner(self, when: float) -> list[Line]:
