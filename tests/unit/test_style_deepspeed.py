@@ -6,12 +6,18 @@ other pinned tags."""
 
 from __future__ import annotations
 
+import pickle
 import re
+import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fakerun import events as ev
+from fakerun.checkpoint.deepspeed import DeepSpeedWriter
+from fakerun.checkpoint.layouts import Saving
 from fakerun.render.lines import STDOUT
 from fakerun.render.styles.deepspeed import DeepSpeedLines, skip_record, timer_text
 from fakerun.render.styles.deepspeed_config import config_dump, config_line, ds_json
@@ -252,3 +258,27 @@ def test_a_resumed_run_carries_on_its_scaler():
     resumed.lines(ev.Restart(1, 1, 2, at("2026-01-30T15:00:00")))
     assert [step(resumed, n) for n in range(3, 13)] == from_two
     assert any("OVERFLOW!" in line for line in from_two[0])
+
+
+def test_the_checkpoint_writer_restores_its_scaler_on_a_restart(tmp_path):
+    """skipped_steps in the model states of a run restarted from step 2
+    (after it had run to step 6) are an uninterrupted run's."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(5, 1, 2, total_steps=12, versions=pinned)
+
+    def saved(out: Path, events: list[ev.Event]) -> dict[str, Any]:
+        writer = DeepSpeedWriter(Saving(out, ident, 5))
+        for e in events:
+            writer.event(e)
+        with zipfile.ZipFile(out / "global_step3/mp_rank_00_model_states.pt") as zf:
+            return pickle.loads(zf.read("mp_rank_00_model_states/data.pkl"))
+
+    def steps(numbers: range) -> list[ev.Event]:
+        return [ev.Step(n, 12, 6.5, 6.4, 6.6, 9.0, time=at("2026-01-30T14:29:00") + n) for n in numbers]
+
+    checkpoint = ev.Checkpoint(3, 1, "", 1, 0, 0, 1.0, at("2026-01-30T14:40:00"))
+    whole = saved(tmp_path / "whole", [*steps(range(1, 4)), checkpoint])
+    restarted = saved(tmp_path / "restarted", [*steps(range(1, 7)), ev.Restart(1, 1, 2, 0.0),
+                                               *steps(range(3, 4)), checkpoint])
+    assert whole["skipped_steps"] >= 3 and restarted["skipped_steps"] == whole["skipped_steps"]
+    assert restarted["lr_scheduler"] == whole["lr_scheduler"]

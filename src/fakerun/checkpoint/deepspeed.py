@@ -258,6 +258,8 @@ class DeepSpeedWriter:
             self.scaler.step(ident, e.step, e.overflow)
         elif isinstance(e, ev.Checkpoint):
             self._save(e)
+        elif isinstance(e, ev.Restart):  # a new engine, restored from the checkpoint at its first step
+            self.scaler = None
 
     def _save(self, e: ev.Checkpoint) -> None:
         ident, root = self.saving.ident, self.saving.root
