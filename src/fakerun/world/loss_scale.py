@@ -18,6 +18,7 @@ state counts the same skips."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,9 +62,15 @@ def gradient_amax(ident: Identity, step: int) -> float:
     """The largest |gradient| of `step` before scaling: it follows the step's
     grad norm (large early, spiking with the loss), at the run's own ratio
     of the largest element to the norm."""
+    return _amax_per_norm(ident) * local_grad_norm(ident, 0, step)
+
+
+@functools.lru_cache(maxsize=8)  # a few runs' (a --loop's agent keeps no more)
+def _amax_per_norm(ident: Identity) -> float:
+    """The run's largest gradient per unit of grad norm: step 1's fits the
+    scale 2**level less half a power of two."""
     level = LEVEL_LOW + LEVEL_SPAN * uniform(ident.seed, "fp16-level")
-    first = FP16_MAX / 2 ** (level + 0.5)
-    return first * local_grad_norm(ident, 0, step) / local_grad_norm(ident, 0, 1)
+    return FP16_MAX / 2 ** (level + 0.5) / local_grad_norm(ident, 0, 1)
 
 
 @dataclass
