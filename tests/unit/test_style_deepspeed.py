@@ -6,19 +6,27 @@ other pinned tags."""
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fakerun import events as ev
+from fakerun.checkpoint.deepspeed import DeepSpeedWriter
+from fakerun.checkpoint.layouts import Saving
 from fakerun.render.lines import STDOUT
 from fakerun.render.styles.deepspeed import DeepSpeedLines, skip_record, timer_text
 from fakerun.render.styles.deepspeed_config import config_dump, config_line, ds_json
+from fakerun.render.styles.deepspeed_engine import EngineInit
 from fakerun.render.styles.deepspeed_log import ds_stamp, version_table
-from fakerun.render.styles.deepspeed_memory import GIB, memory_figures
+from fakerun.render.styles.deepspeed_memory import GIB, Memory, gib, memory_figures
 from fakerun.world import identity, styles
 from fakerun.world import physics as sim
-from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced
+from fakerun.world.loss_scale import HysteresisSpent, LossScaler, ScaleReduced, restored
 
 
 def at(text: str) -> float:
@@ -164,10 +172,113 @@ def test_a_skipped_step_counts_and_holds_the_learning_rate():
     out = DeepSpeedLines(100, UTC)
     out.lines(ev.RunIdentity(ident))
     every = ident.hyper.log_every
-    step = every * 2
+    step = every * max(2, 8 // every + 1)  # past the scaler's first few steps
+    early = [line.text for n in range(1, step) for line in out.lines(
+        ev.Step(n, 12, 6.5, 6.4, 6.6, 9.0, step_time_s=2.0, time=at("2026-01-30T14:29:00") + n))]
+    found = sum("OVERFLOW!" in text for text in early)  # the scaler coming down to its level
+    assert found >= 3
     printed = out.lines(ev.Step(step, 12, 6.5, 6.4, 6.6, 9.0, overflow=True, step_time_s=2.0, time=at("2026-01-30T14:30:00")))
     texts = [line.text for line in printed]
-    assert "OVERFLOW!" in texts[0] and "[loss_scaler.py:190:update_scale]" in texts[0]
-    lr = sim.learning_rate(ident, step - 1)
-    assert f"step={step}, skipped=1, lr=[{lr}, {lr}]" in texts[1]
+    # The hysteresis is spent by then: this overflow halves the scale.
+    assert "OVERFLOW!" in texts[0] and "[loss_scaler.py:183:update_scale]" in texts[0]
+    lr = sim.learning_rate(ident, step - found - 1)
+    assert f"step={step}, skipped={found + 1}, lr=[{lr}, {lr}]" in texts[1]
     assert texts[-1].endswith("[Rank 0] Loss: 6.5000") and printed[-1].stream == "stderr"
+
+
+@pytest.mark.parametrize("seed", [5, 11, 4])  # ZeRO-1, 2 and 3
+def test_adams_states_come_at_the_first_step_not_at_initialisation(seed):
+    """ZeRO's initialize_optimizer_states (stage_1_and_2.py and stage3.py,
+    the same at v0.14.4, v0.15.4, v0.16.4 and v0.18.2) gives each fp32
+    partition a zero grad and frees it again; torch's AdamW makes exp_avg and
+    exp_avg_sq lazily, in its first step(). So see_memory_usage shows the
+    same MA before and after "initializing optimizer states" (Max_MA up by
+    the fp32 grad partition), and the throughput timer's MemAllocated after
+    the first steps is up by the two moments: the fp32 partition twice."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(seed, 1, 2, total_steps=12, versions=pinned)
+    out = DeepSpeedLines(100, UTC)
+    out.lines(ev.RunIdentity(ident))
+    texts = [line.text for line in EngineInit(out, ident, at("2026-01-30T14:22:00")).lines()]
+    figures = {title: re.search(r"MA ([\d.]+) GB +Max_MA ([\d.]+) GB", texts[n + 1]).groups()
+               for n, text in enumerate(texts) for title in ("Before", "After")
+               if text.endswith(f"] {title} initializing optimizer states")}
+    (before, _), (after, after_peak) = [tuple(map(float, figures[t])) for t in ("Before", "After")]
+    memory = Memory(ident)
+    assert before == after == gib(memory.weights + memory.master)
+    assert after_peak == gib(memory.weights + 2 * memory.master)
+    steady = gib(memory.steady() - (memory.grads if ident.parallel.zero >= 3 else 0))
+    assert abs(steady - after - gib(2 * memory.master)) <= 0.011
+
+
+def test_fp16_runs_overflow_early_while_the_scaler_finds_its_level():
+    """From 2**16 the scale halves a step (after the hysteresis's first
+    overflow) until the gradients fit fp16: a few skipped steps, a level of
+    2048 to 16384 for most runs (deepspeedai/DeepSpeed#931: 6 skips, 2048),
+    and few overflows after it."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    levels, later = [], 0
+    for seed in range(1, 121):
+        ident = identity.build(seed, 1, 2, total_steps=300, versions=pinned)
+        scaler = LossScaler()
+        skips = [scaler.step(ident, step, False) for step in range(1, 11)]
+        assert isinstance(skips[0], HysteresisSpent) and skips[0].attempted == 65536
+        assert sum(isinstance(s, ScaleReduced) for s in skips) >= 1
+        levels.append(scaler.scale)
+        later += restored(ident, ident.hyper.total_steps).skipped - scaler.skipped
+    assert min(levels) >= 1024 and max(levels) <= 32768
+    assert sum(2048 <= level <= 16384 for level in levels) >= 0.9 * len(levels)
+    assert later <= 0.25 * len(levels)
+
+
+def test_a_resumed_run_carries_on_its_scaler():
+    """load_checkpoint restores the loss scaler with the optimizer states: a
+    view that first sees step N carries on where the run's steps left it."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(5, 1, 2, total_steps=12, versions=pinned)
+    whole, resumed = DeepSpeedLines(100, UTC), DeepSpeedLines(100, UTC)
+    for view in (whole, resumed):
+        view.lines(ev.RunIdentity(ident))
+
+    def step(view: DeepSpeedLines, n: int) -> list[str]:
+        e = ev.Step(n, 12, 6.5, 6.4, 6.6, 9.0, step_time_s=2.0, time=at("2026-01-30T14:29:00") + n)
+        # (the throughput timer counts the steps its own process timed: not restored)
+        return [line.text for line in view.lines(e) if "[timer.py:" not in line.text]
+
+    for n in range(1, 9):
+        step(whole, n)
+    expected = [step(whole, n) for n in range(9, 13)]
+    assert [step(resumed, n) for n in range(9, 13)] == expected
+    assert whole.scaler == resumed.scaler and resumed.scaler.skipped >= 3
+    # --max-restarts: the new worker group resumes from step 2's checkpoint,
+    # its scaler still coming down, not from where step 12 left the old one's.
+    fresh = DeepSpeedLines(100, UTC)
+    fresh.lines(ev.RunIdentity(ident))
+    from_two = [step(fresh, n) for n in range(1, 13)][2:]
+    resumed.lines(ev.Restart(1, 1, 2, at("2026-01-30T15:00:00")))
+    assert [step(resumed, n) for n in range(3, 13)] == from_two
+    assert any("OVERFLOW!" in line for line in from_two[0])
+
+
+def test_the_checkpoint_writer_restores_its_scaler_on_a_restart(tmp_path):
+    """skipped_steps in the model states of a run restarted from step 2
+    (after it had run to step 6) are an uninterrupted run's."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(5, 1, 2, total_steps=12, versions=pinned)
+
+    def saved(out: Path, events: list[ev.Event]) -> dict[str, Any]:
+        writer = DeepSpeedWriter(Saving(out, ident, 5))
+        for e in events:
+            writer.event(e)
+        with zipfile.ZipFile(out / "global_step3/mp_rank_00_model_states.pt") as zf:
+            return pickle.loads(zf.read("mp_rank_00_model_states/data.pkl"))
+
+    def steps(numbers: range) -> list[ev.Event]:
+        return [ev.Step(n, 12, 6.5, 6.4, 6.6, 9.0, time=at("2026-01-30T14:29:00") + n) for n in numbers]
+
+    checkpoint = ev.Checkpoint(3, 1, "", 1, 0, 0, 1.0, at("2026-01-30T14:40:00"))
+    whole = saved(tmp_path / "whole", [*steps(range(1, 4)), checkpoint])
+    restarted = saved(tmp_path / "restarted", [*steps(range(1, 7)), ev.Restart(1, 1, 2, 0.0),
+                                               *steps(range(3, 4)), checkpoint])
+    assert whole["skipped_steps"] >= 3 and restarted["skipped_steps"] == whole["skipped_steps"]
+    assert restarted["lr_scheduler"] == whole["lr_scheduler"]

@@ -32,8 +32,9 @@ class CheckpointSink(Protocol):
 # Per style: (module, class) of its writer, (module, function) of its finder.
 # The finder takes the path --resume names (a checkpoint, or the directory
 # holding them) and returns the latest complete checkpoint as a Resume.
-WRITERS = {"hf": ("writer", "CheckpointWriter"), "torchrun": ("torchrun", "TorchrunWriter")}
-READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find")}
+WRITERS = {"hf": ("writer", "CheckpointWriter"), "torchrun": ("torchrun", "TorchrunWriter"),
+           "deepspeed": ("deepspeed", "DeepSpeedWriter")}
+READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find"), "deepspeed": ("deepspeed", "find")}
 DEFAULT = "hf"
 
 

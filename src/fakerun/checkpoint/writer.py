@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from fakerun import events as ev
+from fakerun.checkpoint import deepspeed as ds_checkpoint
 from fakerun.checkpoint import model_files
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
@@ -64,6 +65,9 @@ class CheckpointWriter:
         self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
         self.log = TrainerLog(saving.ident)  # what the script logs: log_history holds the same
         self.lr = saving.ident.hyper.max_lr
+        # --deepspeed ds.json: the engine saves its own state in checkpoint-N (the file's values).
+        given = saving.trainer.deepspeed if saving.trainer is not None else None
+        self.deepspeed = dict(given) if given is not None else None
 
     @property
     def v5(self) -> bool:
@@ -82,6 +86,8 @@ class CheckpointWriter:
         elif isinstance(e, ev.Checkpoint):
             files, sizes = self._files(e)
             write(self.root / f"checkpoint-{e.step}", files, sizes, mtime=e.time)
+            if self.deepspeed is not None:  # DeepSpeed's _copy_recovery_script makes it executable
+                ds_checkpoint.mark_executable(self.root / f"checkpoint-{e.step}" / ds_checkpoint.RECOVERY)
             for step in e.deleted:  # save_total_limit's rotation, after the save (as the Trainer)
                 if (self.root / f"checkpoint-{step}").is_dir():
                     remove(self.root / f"checkpoint-{step}")
@@ -117,8 +123,23 @@ class CheckpointWriter:
         (or their sharded directories): archives of tensors, which these
         plain-data files cannot be, so only scheduler.pt is written of them."""
         files = model_files.optimizer_files(self.model, self.seed, step, self.lr)
+        if self.deepspeed is not None:
+            return self._deepspeed_files(step, files)
         if self.ident.parallel.kind == "fsdp":
             del files["optimizer.pt"]
+        return files
+
+    def _deepspeed_files(self, step: int, trainers: dict[str, bytes]) -> dict[str, bytes]:
+        """Under --deepspeed, _save_optimizer_and_scheduler calls the engine's
+        save_checkpoint(output_dir) (global_stepN/, latest, zero_to_fp32.py)
+        instead of writing optimizer.pt, and saves scheduler.pt only for a
+        scheduler of the Trainer's own (is_deepspeed_custom_scheduler: the
+        ds.json names none) (trainer.py at v4.46.3)."""
+        bf16 = self.ident.gpu.precision == "bf16"
+        state = ds_checkpoint.engine_state(self.ident, step, bf16)
+        files = ds_checkpoint.saved_files(self.ident, state, self.seed)
+        if not any(key.startswith("scheduler.") for key in self.deepspeed or {}):
+            files["scheduler.pt"] = trainers["scheduler.pt"]
         return files
 
     def _state(self, e: ev.Checkpoint) -> dict[str, Any]:

@@ -31,8 +31,9 @@ from fakerun.render.styles.deepspeed_engine import EngineInit
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog, version_table
 from fakerun.render.styles.deepspeed_memory import Memory, gib
 from fakerun.render.styles.routes import EventRoutes
+from fakerun.world import ds_config
 from fakerun.world import physics as sim
-from fakerun.world.loss_scale import LossScaler, ScaleReduced, Skip
+from fakerun.world.loss_scale import LossScaler, ScaleReduced, Skip, restored
 
 TIMER_START = 2  # ThroughputTimer's start_step: the first two steps are not timed
 ACCELERATOR = "Setting ds_accelerator to cuda (auto detect)"  # real_accelerator.py, at import
@@ -65,13 +66,12 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
-            ev.Checkpoint: self._checkpoint, ev.Export: self._export,
+            ev.Checkpoint: self._checkpoint, ev.Export: self._export, ev.Restart: self._restart,
         }
 
     def _reset(self) -> None:
         """A new run (or a restart): a new process, a new engine."""
         self.scaler = LossScaler()
-        self.skipped = 0
         self.timed: list[float] = []  # the step times the throughput timer measured
         self.timer_steps = 0  # the timer's own global_step_count
         self.global_step = 0
@@ -84,6 +84,12 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
             self._reset()
             return []
         return self.routed(event) or []
+
+    def _restart(self, e: ev.Restart) -> list[Line]:
+        """A restarted worker group is new processes: a new engine, whose
+        loss scaler the checkpoint restores at its first step (`_step`)."""
+        self._reset()
+        return []
 
     # -- start-up ----------------------------------------------------------
     def banner(self, when: float) -> list[Line]:
@@ -120,15 +126,17 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         if self.timer_steps > TIMER_START:
             self.timed.append(e.step_time_s)
         out: list[Line] = []
-        skip = self.scaler.update(e.overflow)
+        if self.scaler.iteration == 0 and e.step > 1:
+            # A resumed run: load_checkpoint restored the scaler and skipped_steps.
+            self.scaler = restored(self.ident, e.step - 1)
+        skip = self.scaler.step(self.ident, e.step, e.overflow)
         if skip is not None:
-            self.skipped += 1
             out += self.log(e.time, *skip_record(skip))
-        every = self.ident.hyper.log_every
+        every, skipped = self.ident.hyper.log_every, self.scaler.skipped
         if e.step % every == 0:  # engine._report_progress
             # A skipped step does not step the LR scheduler: the LR lags by `skipped`.
-            lr = [sim.learning_rate(self.ident, e.step - self.skipped)] * PARAM_GROUPS
-            out += self.dist(e.time, f"step={e.step}, skipped={self.skipped}, lr={lr}, mom={MOMENTA}")
+            lr = [sim.learning_rate(self.ident, e.step - skipped)] * PARAM_GROUPS
+            out += self.dist(e.time, f"step={e.step}, skipped={skipped}, lr={lr}, mom={MOMENTA}")
         if self.timed and self.timer_steps % every == 0:  # the timer counts the steps it saw itself
             out += self.log(e.time + 0.0004, "timer", self._throughput(e))
         # The script's `if step % log_every == 0`, and the step its time budget ends the
@@ -155,7 +163,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         """model_engine.save_checkpoint(save_dir): tag global_step<N>."""
         save_dir = os.path.dirname(e.path.rstrip("/")) or "."
-        saved = CheckpointSave(self, self.ident, e, save_dir, f"global_step{e.step}").lines()
+        saved = CheckpointSave(self, self.ident, e, save_dir, ds_config.tag(e.step)).lines()
         return saved + self.script(e.time, f"Saved model to {save_dir}")
 
     def _export(self, e: ev.Export) -> list[Line]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fakerun import events as ev
 from fakerun.render.lines import Line
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog
+from fakerun.world import ds_config
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
 
@@ -22,19 +23,14 @@ class CheckpointSave:
 
     def __init__(self, out: DeepSpeedLog, ident: Identity, e: ev.Checkpoint, save_dir: str, tag: str) -> None:
         self.out, self.e, self.tag, self.ident = out, e, tag, ident
-        p = ident.parallel
-        self.mp_size, self.zero3 = p.tp * p.pp, p.zero >= 3
         self.folder = f"{save_dir}/{tag}"
         self.ranks = range(ident.world)
 
     def model_path(self, rank: int) -> str:
-        mp, dp = rank % self.mp_size, rank // self.mp_size
-        name = f"zero_pp_rank_{dp}_mp_rank_{mp:02d}" if self.zero3 else f"mp_rank_{mp:02d}"
-        return f"{self.folder}/{name}_model_states.pt"
+        return f"{self.folder}/{ds_config.model_states(self.ident, rank)}"
 
     def shard_path(self, rank: int) -> str:
-        mp, dp = rank % self.mp_size, rank // self.mp_size
-        return f"{self.folder}/zero_pp_rank_{dp}_mp_rank_{mp:02d}_optim_states.pt"
+        return f"{self.folder}/{ds_config.optim_states(self.ident, rank)}"
 
     def done(self, rank: int) -> float:
         """When `rank` finishes its own writes: each rank takes its own time
@@ -44,7 +40,7 @@ class CheckpointSave:
     def lines(self) -> list[Line]:
         o, v, e = self.out, self.out.v, self.e
         start = e.time - e.seconds
-        writers = [r for r in self.ranks if self.zero3 or r // self.mp_size == 0]
+        writers = [r for r in self.ranks if ds_config.writes_model_states(self.ident, r)]
         out = o.dist(start + 0.001, f"[Torch] Checkpoint {self.tag} is about to be saved!")
         for rank in writers:
             if rank in v["model_ckpt_ranks"]:
@@ -56,7 +52,8 @@ class CheckpointSave:
         for rank in writers:
             out += o.log(start + 0.3 * (self.done(rank) - start), "ckpt_saved",
                          f"[Torch] Saved {self.model_path(rank)}.", rank)
-        shards = {rank: self.shard_path(rank) for rank in self.ranks}
+        zero = ds_config.writes_optim_states(self.ident)
+        shards = {rank: self.shard_path(rank) for rank in self.ranks if zero}
         for rank, shard in shards.items():
             began = start + 0.3 * e.seconds + 0.01 + SHARD_START_LAG * sim.uniform(
                 self.ident.seed, "ds-shard", rank, e.step)

@@ -1,6 +1,6 @@
-"""The DeepSpeed config: the dict the script passes to deepspeed.initialize,
-and DeepSpeedConfig.print's dump of what the engine made of it (per version,
-from data/style-deepspeed.toml)."""
+"""The DeepSpeed config as the engine prints it: the script's dict
+(world/ds_config.py) in DeepSpeed's JSON, and DeepSpeedConfig.print's dump of
+what the engine made of it (per version, from data/style-deepspeed.toml)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import string
 from typing import Any
 
 from fakerun.render.styles.deepspeed_log import closest, style_data
+from fakerun.world.ds_config import BETAS, CLIP, PARAM_GROUPS
 from fakerun.world.identity import Identity
-from fakerun.world.loss_scale import HYSTERESIS, MIN_SCALE, SCALE_POWER, SCALE_WINDOW
+from fakerun.world.loss_scale import HYSTERESIS, SCALE_POWER, SCALE_WINDOW
 
-CLIP = 1.0
-BETAS = (0.9, 0.95)
-PARAM_GROUPS = 2  # with and without weight decay, as LLM scripts group them
 MOMENTA = [BETAS] * PARAM_GROUPS  # engine.get_mom(): each group's betas
 
 
@@ -66,19 +64,3 @@ def _merged(dumps: dict[str, Any], key: str) -> dict[str, Any]:
     for name in own.get("drop", []):
         merged.pop(name, None)
     return merged
-
-
-def user_config(ident: Identity) -> dict[str, Any]:
-    """The script's DeepSpeed config, in the order it writes it."""
-    h, zero = ident.hyper, ident.parallel.zero
-    zero_section: dict[str, Any] = {"stage": zero, "overlap_comm": True, "contiguous_gradients": True,
-                                    "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8}
-    if zero >= 3:
-        zero_section["stage3_gather_16bit_weights_on_model_save"] = True
-    return {"train_batch_size": h.global_batch, "train_micro_batch_size_per_gpu": h.micro_batch,
-            "gradient_accumulation_steps": h.grad_accum, "steps_per_print": h.log_every,
-            "gradient_clipping": CLIP,
-            "fp16": {"enabled": True, "loss_scale": 0, "loss_scale_window": SCALE_WINDOW,
-                     "initial_scale_power": SCALE_POWER, "hysteresis": HYSTERESIS,
-                     "min_loss_scale": MIN_SCALE},
-            "zero_optimization": zero_section, "wall_clock_breakdown": False}

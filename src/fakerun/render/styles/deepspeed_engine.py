@@ -13,11 +13,11 @@ from fakerun.render.styles.deepspeed_config import (
     config_line,
     ds_json,
     dump_values,
-    user_config,
 )
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog
 from fakerun.render.styles.deepspeed_memory import GIB, Memory, memory_figures
 from fakerun.world import physics as sim
+from fakerun.world.ds_config import user_config
 from fakerun.world.identity import Identity
 
 BUCKET = 500_000_000  # reduce/allgather bucket sizes, written 5e8 in the config

@@ -1,0 +1,210 @@
+"""--style deepspeed with --output-dir: engine.save_checkpoint's layout
+(deepspeedai/DeepSpeed deepspeed/runtime/engine.py at v0.14.4 and v0.18.2:
+`_get_ckpt_name`, `_get_zero_ckpt_name`, `_copy_recovery_script`, the
+`latest` file save_checkpoint writes after commit), every file a log line
+names on disk and nothing else, and --resume from it carrying on the same
+loss curve, the loss scaler's skips with it."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fakerun.checkpoint.deepspeed import recovery_script
+from fakerun.world import catalog
+from fakerun.world.tensors import layout
+
+# Seed 10 at 100 steps: OLMo-2-7B under ZeRO-1, validated and saved at steps 50 and 100.
+RUN = ("--seed", "10", "--start-time", "2026-01-30T14:23:15", "--speed", "0", "--nproc", "2",
+       "--max-steps", "100", "--style")
+SAVES = (50, 100)
+# The paths DeepSpeed's lines name (torch_checkpoint_engine.py's Saving/Saved,
+# engine.py's "Saving model checkpoint" and "zero checkpoint saved").
+NAMED = re.compile(r"(?:Saving model checkpoint: |\[Torch\] Sav(?:ing|ed) |zero checkpoint saved )(\S+?)(?:\.\.\.|\.)?$")
+
+
+def ds_run(runner, out: Path, version: str = "deepspeed", *extra: str):
+    job = runner.run(*RUN, version, "--output-dir", str(out), *extra)
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    return job
+
+
+def files_under(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+
+
+def load_plain(path: Path) -> dict:
+    """data.pkl of a torch.save archive, refusing anything but plain data."""
+    class Plain(pickle.Unpickler):
+        def find_class(self, module, name):
+            raise AssertionError(f"{path.name} pickles {module}.{name}")
+    with zipfile.ZipFile(path) as zf:
+        folder = path.name.removesuffix(".pt")
+        assert {f"{folder}/data.pkl", f"{folder}/byteorder", f"{folder}/version"} <= set(zf.namelist())
+        return Plain(io.BytesIO(zf.read(f"{folder}/data.pkl"))).load()
+
+
+@pytest.mark.parametrize("version,tag_of_torch", [("deepspeed", "0.14.4"), ("deepspeed@0.18", "0.18.2")])
+def test_every_named_file_exists_and_nothing_else_is_written(runner, tmp_path, version, tag_of_torch):
+    out = tmp_path / "out"
+    job = ds_run(runner, out, version, "--output", "plain")
+    named = {m.group(1) for line in job.stdout.splitlines() if (m := NAMED.search(line))}
+    named = {str(Path(p).relative_to(out)) for p in named if p.startswith(str(out))}
+    on_disk = files_under(out)
+    assert named and named <= on_disk
+    expected = {"latest", "zero_to_fp32.py"}
+    for step in SAVES:  # ZeRO-1: data-parallel rank 0's model states, every rank's optimizer shard
+        expected |= {f"global_step{step}/mp_rank_00_model_states.pt",
+                     f"global_step{step}/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                     f"global_step{step}/zero_pp_rank_1_mp_rank_00_optim_states.pt"}
+    assert on_disk == expected
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert (out / "latest").read_bytes() == b"global_step100"  # fd.write(tag): no newline
+    script = out / "zero_to_fp32.py"
+    assert script.read_bytes() == recovery_script(tag_of_torch)
+    assert script.read_text().startswith("#!/usr/bin/env python\n\n# Copyright (c) Microsoft Corporation.")
+    assert script.stat().st_mode & stat.S_IXUSR  # _change_recovery_script_permissions
+    assert f"Saved model to {out}" in job.stderr  # the script's own line names the save dir
+
+
+def test_the_states_are_the_engines(runner, tmp_path):
+    out = tmp_path / "out"
+    plain = ds_run(runner, out, "deepspeed", "--output", "plain")
+    model = load_plain(out / "global_step100/mp_rank_00_model_states.pt")
+    assert list(model)[:11] == ["module", "buffer_names", "optimizer", "param_shapes", "frozen_param_shapes",
+                                "shared_params", "frozen_param_fragments", "lr_scheduler", "data_sampler",
+                                "random_ltd", "skipped_steps"]
+    assert model["global_steps"] == model["checkpoint_step"] == 100 and model["ds_version"] == "0.14.4"
+    assert model["dp_world_size"] == 2 and model["mp_world_size"] == 1
+    assert model["ds_config"]["zero_optimization"]["stage"] == 1 and model["ds_config"]["fp16"]["enabled"]
+    # The engine's skipped_steps are the overflows the log shows, and the LR
+    # scheduler stepped only on the others.
+    overflows = plain.stdout.count("OVERFLOW! Rank 0 Skipping step")
+    assert overflows >= 3 and model["skipped_steps"] == overflows
+    assert model["lr_scheduler"]["last_epoch"] == 100 - overflows
+    last = re.findall(r"step=100, skipped=(\d+), lr=\[([^,]+),", plain.stdout)
+    assert last == [(str(overflows), repr(model["lr_scheduler"]["_last_lr"][0]))]
+    # param_shapes: the optimizer's groups (decayed weights, then norms), every tensor
+    # save_pretrained would write of the model, by name.
+    assert all(len(s) == 2 for s in model["param_shapes"][0].values())
+    assert all(len(s) == 1 for s in model["param_shapes"][1].values())
+    tensors = layout(catalog.find(catalog.models(), model["args"]["model"], "model")).tensors
+    assert {**model["param_shapes"][0], **model["param_shapes"][1]} == {t.name: t.shape for t in tensors}
+    optim = [load_plain(out / f"global_step100/zero_pp_rank_{r}_mp_rank_00_optim_states.pt") for r in (0, 1)]
+    assert all(o["optimizer_state_dict"]["zero_stage"] == 1 for o in optim)
+    assert [o["optimizer_state_dict"]["partition_count"] for o in optim] == [[2, 2], [2, 2]]
+
+
+def test_zero3_every_rank_writes_its_model_states(runner, tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}, "fp16": {"enabled": True}}))
+    out = tmp_path / "out"
+    job = runner.run(*RUN[:-3], "--max-steps", "12", "--output-dir", str(out), "--output", "plain",
+                     "train.py", "--deepspeed_config", str(config))
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    assert files_under(out) == {"latest", "zero_to_fp32.py"} | {
+        f"global_step12/zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")}
+    assert load_plain(out / "global_step12/zero_pp_rank_1_mp_rank_00_optim_states.pt")[
+        "optimizer_state_dict"]["zero_stage"] == 3
+    assert all(f"Saving model checkpoint: {out}/global_step12/zero_pp_rank_{r}_mp_rank_00_model_states.pt"
+               in job.stdout for r in (0, 1))
+
+
+def test_resume_reads_latest_and_continues_the_curve(runner, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    whole = ds_run(runner, full, "deepspeed", "--output", "jsonl")
+    shutil.copytree(full, part)
+    # The directory as it was after the first save: global_step50, `latest` naming it.
+    shutil.rmtree(part / "global_step100")
+    (part / "latest").write_text("global_step50")
+    resumed = runner.run(*RUN, "deepspeed", "--output-dir", str(part), "--resume", "--seed", "3",
+                         "--output", "jsonl")
+    assert resumed.proc.returncode == 0, resumed.stderr[-2000:]
+    assert [s["step"] for s in resumed.of("step")] == list(range(51, 101))
+    expected = {s["step"]: s["loss"] for s in whole.of("step")}
+    assert all(s["loss"] == expected[s["step"]] for s in resumed.of("step"))
+    # The resumed engine's files say what the uninterrupted one's do (its
+    # loss scaler and skipped steps restored, not found again from 65536).
+    again = load_plain(part / "global_step100/mp_rank_00_model_states.pt")
+    first = load_plain(full / "global_step100/mp_rank_00_model_states.pt")
+    assert again["skipped_steps"] == first["skipped_steps"] and again["lr_scheduler"] == first["lr_scheduler"]
+    assert (part / "latest").read_text() == "global_step100"
+
+
+def test_resume_is_refused_without_latest_or_states(runner, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    job = runner.run(*RUN, "deepspeed", "--output-dir", str(empty), "--resume", "--output", "plain")
+    assert job.proc.returncode == 2 and "no 'latest' file" in job.stderr
+    torn = tmp_path / "torn"
+    (torn / "global_step7").mkdir(parents=True)
+    (torn / "latest").write_text("global_step7")
+    job = runner.run(*RUN, "deepspeed", "--output-dir", str(torn), "--resume", "--output", "plain")
+    assert job.proc.returncode == 2 and "not a complete checkpoint" in job.stderr
+
+
+def test_a_state_file_that_would_run_code_is_refused(runner, tmp_path):
+    """A model-states file is read as plain data: one that pickles a call is
+    refused with one line, and nothing runs."""
+    out = tmp_path / "out"
+    (out / "global_step5").mkdir(parents=True)
+    (out / "latest").write_text("global_step5")
+    marker = tmp_path / "ran"
+    evil = pickle.dumps({"global_steps": 5, "x": Boom(str(marker))}, protocol=2)
+    with zipfile.ZipFile(out / "global_step5/mp_rank_00_model_states.pt", "w") as zf:
+        zf.writestr("mp_rank_00_model_states/data.pkl", evil)
+    job = runner.run(*RUN, "deepspeed", "--output-dir", str(out), "--resume", "--output", "plain")
+    assert job.proc.returncode == 2 and "not a plain torch.save archive" in job.stderr
+    assert not marker.exists()
+
+
+class Boom:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (subprocess.run, ([sys.executable, "-c", f"open({self.path!r}, 'w')"],))
+
+
+def test_checkpoints_repeat_byte_for_byte(runner, tmp_path):
+    trees = []
+    for name in ("a", "b"):
+        ds_run(runner, tmp_path / name, "deepspeed", "--output", "jsonl")
+        trees.append({n: (tmp_path / name / n).read_bytes() for n in sorted(files_under(tmp_path / name))})
+    assert trees[0] == trees[1]
+
+
+def test_the_trainer_under_deepspeed_saves_deepspeeds_checkpoint_in_its_own(runner, tmp_path):
+    """transformers' Trainer with --deepspeed: _save_optimizer_and_scheduler
+    calls self.model_wrapped.save_checkpoint(output_dir), so checkpoint-N
+    holds global_stepN/, latest and zero_to_fp32.py; bf16 (the run's
+    precision) names the optimizer files bf16_..."""
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"}}))
+    out = tmp_path / "out"
+    job = runner.run("--seed", "5", "--speed", "0", "--nproc", "2", "--output", "jsonl", "train.py",
+                     "--model_name_or_path", "meta-llama/Llama-3.1-8B", "--per_device_train_batch_size", "4",
+                     "--max_steps", "20", "--output_dir", str(out), "--deepspeed", str(config))
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    # Ampere and later train in bf16 (catalog.Gpu.bf16), Volta and Turing in fp16.
+    bf16 = job.of("run_identity")[0]["identity"]["gpu"]["architecture"] not in catalog.PRE_AMPERE
+    prefix = "bf16_" if bf16 else ""
+    ckpt = out / "checkpoint-20"
+    assert {"latest", "zero_to_fp32.py", "global_step20/mp_rank_00_model_states.pt",
+            f"global_step20/{prefix}zero_pp_rank_0_mp_rank_00_optim_states.pt",
+            f"global_step20/{prefix}zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= files_under(ckpt)
+    assert (ckpt / "latest").read_text() == "global_step20"
+    optim = load_plain(ckpt / f"global_step20/{prefix}zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    assert optim["optimizer_state_dict"]["zero_stage"] == 2
+    assert optim["optimizer_state_dict"]["dynamic_loss_scale"] is not bf16
+    assert ("bf16" if bf16 else "fp16") in optim["ds_config"]
