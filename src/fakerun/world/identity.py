@@ -72,6 +72,7 @@ class Asked:
     pretrained: bool = False  # fine-tuning a base model (--model_name_or_path), not training from scratch
     framework: str = "torchrun"  # whose script the job runs (its style): whose memory accounting holds
     strategy: Strategy = Strategy()  # what the script's arguments fix of its sharding and recomputation
+    cadence: jobs.Cadence | None = None  # when it validates and saves (None: as drawn)
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
@@ -226,9 +227,11 @@ class _Search:
         peak = self.asked.lr or peaks[int(self.draws.lr * len(peaks))]
         lrs = (peak, jobs.min_lr(peak, fine_tune), jobs.warmup_steps(schedule.total_steps, fine_tune,
                                                                      self.draws.warmup))
-        return jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
-                          jobs.eval_batches(schedule, shape, self.draws.eval_batches),
-                          PRETRAINED_TOKENS if fine_tune else 0.0)
+        hyper = jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
+                           jobs.eval_batches(schedule, shape, self.draws.eval_batches),
+                           PRETRAINED_TOKENS if fine_tune else 0.0)
+        cadence = self.asked.cadence or jobs.CADENCES.get(self.asked.framework)
+        return cadence.applied(hyper) if cadence else hyper
 
 
 def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:
