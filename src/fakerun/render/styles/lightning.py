@@ -11,9 +11,13 @@ The script behind it: a LightningModule whose only child is
 `Trainer(devices=nproc, num_nodes=nnodes, strategy="ddp", precision="bf16-mixed" (or
 "16-mixed" on a GPU without bf16),
 max_steps=N, max_time=<--exit-after-time, when given>, accumulate_grad_batches=grad_accum,
-callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
+log_every_n_steps=log_every, callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
 `train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
-the default (silent) ModelCheckpoint and TensorBoard logger. The model summary
+the default (silent) ModelCheckpoint and the default logger: a CSVLogger, as
+neither tensorboard nor tensorboardX is installed (the Trainer warns so). Its
+files are checkpoint/lightning.py's. A LightningCLI launch line
+(`fit --trainer.max_steps ...`) sets these Trainer arguments instead, and
+`--ckpt_path` restores a checkpoint. The model summary
 counts the whole model, as under DDP (under FSDP Lightning would count rank 0's
 shard: not modelled, the strategy shows nowhere else in the output).
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
+from pathlib import PurePosixPath
 from typing import Any
 
 from fakerun import events as ev
@@ -102,6 +107,27 @@ def _minor(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2])
 
 
+def ckpt_path(args: list[str]) -> str | None:
+    """LightningCLI's `fit --ckpt_path PATH` (or `--ckpt_path=PATH`)."""
+    for k, token in enumerate(args):
+        key, eq, value = token.partition("=")
+        if key == "--ckpt_path":
+            return (value if eq else (args[k + 1] if k + 1 < len(args) else "")) or None
+    return None
+
+
+def resumed_version(path: str | None) -> int:
+    """The logger version a run restoring `path` writes to: the one after the
+    checkpoint's own (`.../lightning_logs/version_K/checkpoints/...`), the
+    next free one when the checkpoint is the latest run's; 0 if it names none."""
+    parts = PurePosixPath(path).parts if path else ()
+    for name in reversed(parts[:-1]):
+        digits = name.removeprefix("version_")
+        if digits != name and digits.isascii() and digits.isdigit():
+            return int(digits) + 1
+    return 0
+
+
 class LightningLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
@@ -141,12 +167,23 @@ class LightningLines(EventRoutes):
         """Trainer(precision=...) for the GPU's half type, as the script sets it."""
         return texts.load(DATA)["precision"][self.ident.gpu.precision]
 
+    def _table(self, name: str) -> Any:
+        """A per-release value of data/style-lightning.toml: the newest row at or below the pinned release."""
+        table = texts.load(DATA)[name]
+        known = sorted(table, key=_minor)
+        return table[([k for k in known if _minor(k) <= self.lightning] or known[:1])[-1]]
+
     def banner(self, when: float) -> list[Line]:
         """Trainer.__init__ and the start of trainer.fit, up to the first collective."""
         self._reset()
+        if self.launch is not None and self.launch.restart_count == 0:
+            self.resume = ckpt_path(self.launch.args)
+            self.version_num = resumed_version(self.resume)
         i, t = self.ident, self.text
         said = [t["amp"].format(amp=self._precision["amp"]), *t["devices"]]
-        said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else [t["hpu"]]
+        said += [] if self.lightning >= (2, 6) else [t["hpu"]]
+        said.append(t["csv_logger"].format(site=self._site(), line=self._table("csv_logger_line")))
+        said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else []
         members = [Line(t["member"].format(rank=r, member=r + 1, world=i.world), STDERR, r)
                    for r in range(i.world)]
         # rank_zero_info's message ends with "\n": a blank line follows the block.
@@ -177,11 +214,14 @@ class LightningLines(EventRoutes):
         return restoring + pinned
 
     def _fit_start(self) -> list[Line]:
-        """ModelSummary.on_fit_start, then the sanity check (skipped when resuming)."""
+        """ModelSummary.on_fit_start, then the sanity check (skipped when
+        resuming, and with no validation batches: limit_val_batches=0)."""
         out = self._err(self._summary())
         if self.resume:
             return out + self._err([self.text["restored"].format(path=self.resume)])
         h = self.ident.hyper
+        if not (h.eval_every or h.eval_at_end):
+            return out
         per_batch = sim.eval_seconds(self.ident) / h.eval_batches
         batches = min(SANITY_STEPS, h.eval_batches)
         return out + self._eval_bar("Sanity Checking DataLoader 0", batches, per_batch)
@@ -235,11 +275,12 @@ class LightningLines(EventRoutes):
         epoch = (max(1, e.step) - 1) // self.ident.hyper.steps_per_epoch
         self.checkpoints[e.step] = (f"{root}/lightning_logs/version_{self.version_num}/checkpoints/"
                                     f"epoch={epoch}-step={e.step}.ckpt")
-        self.epoch_end = e.time
+        if e.step % self.ident.hyper.steps_per_epoch == 0:  # not a save after a validation mid-epoch
+            self.epoch_end = e.time
         return []
 
     def _restart(self, e: ev.Restart) -> list[Line]:
-        self.version_num = e.restart_count
+        self.version_num += 1  # the restarted script's CSVLogger takes the next free version
         self.resume = self.checkpoints.get(e.resume_step)
         return []
 
