@@ -55,7 +55,8 @@ def test_the_files_and_what_they_hold(runner, tmp_path):
                           "lightning_logs/version_0/hparams.yaml", "lightning_logs/version_0/metrics.csv"]
     logs = out / "lightning_logs/version_0"
     hyper = job.of("run_identity")[0]["identity"]["hyper"]
-    params = {"learning_rate": hyper["max_lr"], "model_name_or_path": job.of("run_identity")[0]["identity"][
+    # A LightningCLI-made module's hparams say how it was made (cli.py _InstantiatorFn).
+    params = {"_instantiator": "lightning.pytorch.cli.instantiate_module", "learning_rate": hyper["max_lr"], "model_name_or_path": job.of("run_identity")[0]["identity"][
         "model"]["name"], "seed": 5, "warmup_steps": hyper["warmup_steps"]}
     assert (logs / "hparams.yaml").read_text() == "".join(f"{k}: {v}\n" for k, v in sorted(params.items()))
     # One row per log_every_n_steps optimizer steps, at the steps done before it, float32 values.
@@ -82,6 +83,14 @@ def test_the_log_names_the_logger_it_writes_with(runner, tmp_path):
     job = fit(runner, tmp_path, "--trainer.max_steps", "12", output="plain")
     assert job.stderr.count("logger_connector.py:76: Starting from v1.9.0") == 1  # CSVLogger: metrics.csv
     assert "v_num=0," in job.stdout
+    # LightningCLI seeds first: no --seed_everything, so 0 and a warning (fabric/utilities/seed.py:42 at 2.5.0).
+    lines = job.stderr.splitlines()
+    seeded = [lines.index(f"[rank: {r}] Seed set to 0") for r in (0, 1)]
+    warned = lines.index("/opt/conda/lib/python3.11/site-packages/lightning/fabric/utilities/seed.py:42: "
+                         "No seed found, seed set to 0")
+    assert warned < min(seeded) and max(seeded) < lines.index("Using bfloat16 Automatic Mixed Precision (AMP)")
+    given = fit(runner, tmp_path, "--trainer.max_steps", "12", "--seed_everything", "42", output="plain")
+    assert "[rank: 1] Seed set to 42" in given.stderr.splitlines() and "No seed found" not in given.stderr
 
 
 def test_top_1_and_validation_mid_epoch(runner, tmp_path):

@@ -367,3 +367,27 @@ def test_a_checkpoint_that_is_not_plain_data_is_refused(tmp_path):
     bad.unlink()
     with pytest.raises(CheckpointError, match="no epoch=<E>-step=<S>.ckpt under it"):
         lightning_ckpt.find(tmp_path)
+
+
+def _launched(version: str, *args: str) -> list:
+    (pinned,) = styles.parse(version).versions()
+    ident = identity.build(5, 1, 2, total_steps=4, model="Qwen2.5-1.5B", versions=pinned)
+    r = LightningLines(100, None)
+    r.launched(ev.RunStarted("id", 2, 1, 2, 0, 5, "train.py", list(args), 4, "127.0.0.1", 29500, 1, 0, 0.0))
+    r.lines(ev.RunIdentity(ident))
+    return r.banner(0.0)
+
+
+def test_a_lightningcli_script_seeds_first():
+    """cli.py _set_seed: seed_everything=True (the default) with no
+    PL_GLOBAL_SEED seeds 0 and warns from fabric/utilities/seed.py (line 42 at
+    2.4.0 and 2.5.0, 44 at 2.6.5); every rank logs its seed."""
+    out = _launched("lightning@2.6", "fit", "--trainer.max_steps", "4")
+    assert [(line.text, line.rank) for line in out[:3]] == [
+        ("/opt/conda/lib/python3.12/site-packages/lightning/fabric/utilities/seed.py:44: No seed found, seed set to 0",
+         0), ("[rank: 0] Seed set to 0", 0), ("[rank: 1] Seed set to 0", 1)]
+    assert all(line.stream == STDERR for line in out[:3])
+    assert [line.text for line in _launched("lightning", "fit", "--seed_everything=7")[:2]] == [
+        "[rank: 0] Seed set to 7", "[rank: 1] Seed set to 7"]
+    assert not any("Seed" in line.text for line in _launched("lightning", "fit", "--seed_everything", "false"))
+    assert not any("Seed" in line.text for line in _launched("lightning"))  # a plain Trainer script: no CLI

@@ -58,9 +58,10 @@ from fakerun.checkpoint.reader import MAX_STEP, SEED_MAX, CheckpointError, Resum
 from fakerun.checkpoint.store import write_file
 from fakerun.checkpoint.tensors import DTYPES, layout
 from fakerun.system.files import read_regular
-from fakerun.world import draws
+from fakerun.world import draws, styles
 
 LOGS = "lightning_logs"  # CSVLogger(name="lightning_logs")
+INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 CKPT_MAX = 64 << 20  # a .ckpt of plain data is a few hundred kB; a real one's weights are not read
 FLUSH_EVERY = 100  # CSVLogger(flush_logs_every_n_steps=100)
 # The default ModelCheckpoint's state_key (model_checkpoint.py state_key, Callback._generate_state_key).
@@ -89,10 +90,13 @@ def ckpt_name(epoch: int, step: int) -> str:
 
 
 def hparams(saving: Saving) -> dict[str, Any]:
-    """The script's LightningModule hyper-parameters (self.save_hyperparameters())."""
+    """The script's LightningModule hyper-parameters (self.save_hyperparameters()).
+    A module LightningCLI makes carries how it was made (cli.py _InstantiatorFn,
+    core/mixins/hparams_mixin.py _given_hyperparameters_context, 2.3 on)."""
     h = saving.ident.hyper
-    return {"learning_rate": h.max_lr, "model_name_or_path": saving.ident.model.name, "seed": saving.seed,
-            "warmup_steps": h.warmup_steps}
+    made = {"_instantiator": INSTANTIATOR} if styles.lightning_cli(saving.script_args) else {}
+    return {**made, "learning_rate": h.max_lr, "model_name_or_path": saving.ident.model.name,
+            "seed": saving.seed, "warmup_steps": h.warmup_steps}
 
 
 @dataclass

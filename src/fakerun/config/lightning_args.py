@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fakerun.config.strategy_args import flag
 from fakerun.errors import UsageError
+from fakerun.world import styles
 from fakerun.world.jobs import Cadence
 
 # Trainer.__init__'s parameters at 2.4.0 and 2.5.0; 2.6 adds the last two (the
@@ -71,8 +72,7 @@ class TrainerArgs:
 
 def is_cli(args: list[str]) -> bool:
     """A LightningCLI launch line: `fit` first, or its namespaced arguments."""
-    return args[:1] == ["fit"] or any(a.startswith(("--trainer.", "--model.", "--data.", "--ckpt_path"))
-                                      for a in args)
+    return styles.lightning_cli(args)
 
 
 def read(args: list[str]) -> TrainerArgs:

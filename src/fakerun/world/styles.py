@@ -24,6 +24,17 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
 }
 
 
+# What a LightningCLI script's launch line holds: its `fit` subcommand, or
+# arguments under its namespaces (src/lightning/pytorch/cli.py).
+LIGHTNING_CLI = ("--trainer.", "--model.", "--data.", "--ckpt_path", "--seed_everything", "--optimizer",
+                 "--lr_scheduler")
+
+
+def lightning_cli(args: list[str] | tuple[str, ...]) -> bool:
+    """The script parses its arguments with LightningCLI."""
+    return args[:1] in (["fit"], ("fit",)) or any(a.startswith(LIGHTNING_CLI) for a in args)
+
+
 class StyleError(UsageError):
     """A --style we do not have; the message is one line."""
 

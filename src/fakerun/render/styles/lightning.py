@@ -42,6 +42,7 @@ from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import format_meter, format_num
 from fakerun.world import physics as sim
+from fakerun.world import styles
 from fakerun.world.identity import ENV_PREFIX
 
 DATA = "style-lightning"
@@ -107,13 +108,18 @@ def _minor(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2])
 
 
-def ckpt_path(args: list[str]) -> str | None:
-    """LightningCLI's `fit --ckpt_path PATH` (or `--ckpt_path=PATH`)."""
+def flag_value(args: list[str], name: str) -> str | None:
+    """The value of `name VALUE` or `name=VALUE` on the script's line."""
     for k, token in enumerate(args):
         key, eq, value = token.partition("=")
-        if key == "--ckpt_path":
+        if key == name:
             return (value if eq else (args[k + 1] if k + 1 < len(args) else "")) or None
     return None
+
+
+def ckpt_path(args: list[str]) -> str | None:
+    """LightningCLI's `fit --ckpt_path PATH` (or `--ckpt_path=PATH`)."""
+    return flag_value(args, "--ckpt_path")
 
 
 def resumed_version(path: str | None) -> int:
@@ -190,7 +196,21 @@ class LightningLines(EventRoutes):
         # fabric/accelerators/cuda.py _check_cuda_matmul_precision: Ampere and later only.
         tf32 = [t["tensor_cores"].format(gpu=i.gpu.name)] if i.gpu.ampere_or_later else []
         block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "", *tf32]
-        return [*self._err(said), *members, *self._err(block)]
+        return [*self._seeded(), *self._err(said), *members, *self._err(block)]
+
+    def _seeded(self) -> list[Line]:
+        """LightningCLI seeds first (`--seed_everything`: an int, true or false)."""
+        args = self.launch.args if self.launch is not None else []
+        if not styles.lightning_cli(args):
+            return []
+        said = (flag_value(args, "--seed_everything") or "true").lower()
+        if said == "false":
+            return []
+        seed = int(said) if said.lstrip("-").isdigit() else 0
+        warned = [self.text["seed_missing"].format(site=self._site(), line=self._table("seed_missing_line"))
+                  ] if not said.lstrip("-").isdigit() else []
+        return self._err(warned) + [Line(self.text["seed_set"].format(rank=r, seed=seed), STDERR, r)
+                                    for r in range(self.ident.world)]
 
     # -- events ---------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:
