@@ -3,7 +3,7 @@ them under its Trainer's default_root_dir (Lightning-AI/pytorch-lightning at
 2.5.0: trainer/connectors/logger_connector/logger_connector.py picks a
 CSVLogger when tensorboard is absent, fabric/loggers/csv_logs.py names
 lightning_logs/version_N and writes metrics.csv, loggers/csv_logs.py
-hparams.yaml, callbacks/model_checkpoint.py `checkpoints/epoch=E-step=S.ckpt`
+hparams.yaml, cli.py's SaveConfigCallback config.yaml, callbacks/model_checkpoint.py `checkpoints/epoch=E-step=S.ckpt`
 keeping the top 1, trainer/connectors/checkpoint_connector.py dump_checkpoint
 the .ckpt's keys), and LightningCLI's `fit --ckpt_path` resuming from one."""
 
@@ -16,6 +16,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+from fakerun.world.styles import TRAINER
 from tests.e2e.test_styles import clean_env
 
 FIXED = ("--nproc", "2", "--speed", "0", "--seed", "5", "--start-time", "2026-01-30T14:23:15")
@@ -52,8 +53,19 @@ def test_the_files_and_what_they_hold(runner, tmp_path):
     out = tmp_path / "out"
     # Nothing else: no hidden file, no temporary left (rglob lists dot files too).
     assert files(out) == ["lightning_logs/version_0/checkpoints/epoch=0-step=12.ckpt",
-                          "lightning_logs/version_0/hparams.yaml", "lightning_logs/version_0/metrics.csv"]
+                          "lightning_logs/version_0/config.yaml", "lightning_logs/version_0/hparams.yaml",
+                          "lightning_logs/version_0/metrics.csv"]
     logs = out / "lightning_logs/version_0"
+    # LightningCLI's SaveConfigCallback: the fit config, every Trainer parameter in __init__'s order.
+    config = (logs / "config.yaml").read_text().splitlines()
+    assert config[:4] == ["# lightning.pytorch==2.5.0", "seed_everything: 0", "trainer:", "  accelerator: auto"]
+    trainer = [line.split(":")[0].strip() for line in config[config.index("trainer:") + 1:config.index("model:")]
+               if line.startswith("  ") and not line.startswith("  -")]
+    assert trainer == [name for name, _ in TRAINER]
+    assert {"  max_steps: 12", "  default_root_dir: out", "  devices: 2", "  precision: bf16-mixed",
+            "optimizer: null", "lr_scheduler: null", "ckpt_path: null"} <= set(config)
+    assert config[-1] == "ckpt_path: null" and config[config.index("model:") + 1] == "  model_name_or_path: " + \
+        job.of("run_identity")[0]["identity"]["model"]["name"]
     hyper = job.of("run_identity")[0]["identity"]["hyper"]
     # A LightningCLI-made module's hparams say how it was made (cli.py _InstantiatorFn).
     params = {"_instantiator": "lightning.pytorch.cli.instantiate_module", "learning_rate": hyper["max_lr"], "model_name_or_path": job.of("run_identity")[0]["identity"][
@@ -102,7 +114,7 @@ def test_top_1_and_validation_mid_epoch(runner, tmp_path):
     assert [v["step"] for v in job.of("validation")] == [4, 8, 12]
     assert [c["step"] for c in job.of("checkpoint")] == [4, 8, 12]
     logs = tmp_path / "out/lightning_logs/version_0"
-    assert files(logs) == ["checkpoints/epoch=0-step=12.ckpt", "hparams.yaml", "metrics.csv"]
+    assert files(logs) == ["checkpoints/epoch=0-step=12.ckpt", "config.yaml", "hparams.yaml", "metrics.csv"]
     rows = list(csv.DictReader(io.StringIO((logs / "metrics.csv").read_text())))
     val = {int(r["step"]): float(r["val_loss"]) for r in rows if r["val_loss"]}
     assert val == {v["step"] - 1: float32(v["val_loss"]) for v in job.of("validation")}
@@ -125,10 +137,10 @@ def test_resume_from_ckpt_path_continues_the_curve(runner, tmp_path):
     assert "v_num=1," in resumed.stdout and "v_num=0," not in resumed.stdout
     out = tmp_path / "part/out"
     # The new fit logs to the next version; the checkpoint it resumed is kept.
-    assert files(out) == [ckpt.removeprefix("out/"), "lightning_logs/version_0/hparams.yaml",
-                          "lightning_logs/version_0/metrics.csv",
-                          "lightning_logs/version_1/checkpoints/epoch=0-step=24.ckpt",
-                          "lightning_logs/version_1/hparams.yaml", "lightning_logs/version_1/metrics.csv"]
+    assert files(out) == [ckpt.removeprefix("out/"), *(f"lightning_logs/version_0/{name}" for name in (
+        "config.yaml", "hparams.yaml", "metrics.csv")), "lightning_logs/version_1/checkpoints/epoch=0-step=24.ckpt",
+        *(f"lightning_logs/version_1/{name}" for name in ("config.yaml", "hparams.yaml", "metrics.csv"))]
+    assert f"ckpt_path: {ckpt}" in (out / "lightning_logs/version_1/config.yaml").read_text().splitlines()
     expected = {s["step"]: float32(s["loss"]) for s in whole.of("step") if s["step"] > 12}
     rows = list(csv.DictReader(io.StringIO((out / "lightning_logs/version_1/metrics.csv").read_text())))
     shown = {int(r["step"]) + 1: float(r["train_loss"]) for r in rows}

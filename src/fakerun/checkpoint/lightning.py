@@ -3,6 +3,7 @@
 (Lightning-AI/pytorch-lightning at tags 2.4.0, 2.5.0 and 2.6.5, the newest
 tag mirrored for the 2.6.6 pin):
 
+    lightning_logs/version_N/config.yaml      (a LightningCLI script's only)
     lightning_logs/version_N/hparams.yaml
     lightning_logs/version_N/metrics.csv
     lightning_logs/version_N/checkpoints/epoch=E-step=S.ckpt
@@ -12,6 +13,8 @@ tag mirrored for the 2.6.6 pin):
   (trainer/connectors/logger_connector/logger_connector.py configure_logger,
   which warns so on screen); version_N is the next free number under
   lightning_logs (fabric/loggers/csv_logs.py _get_next_version).
+- config.yaml: LightningCLI's SaveConfigCallback, at fit's setup (cli.py):
+  the fit config as jsonargparse dumps it (config_yaml).
 - hparams.yaml: the LightningModule's save_hyperparameters(), written at fit
   start (loggers/utilities.py _log_hyperparams; core/saving.py
   save_hparams_to_yaml, yaml.dump's sorted block style).
@@ -71,6 +74,8 @@ CHECKPOINT_KEY = ("ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_trai
 BETAS, EPS, WEIGHT_DECAY = (0.9, 0.999), 1e-08, 0.01
 # torch.amp.GradScaler's defaults ("16-mixed" only: bf16-mixed has no scaler state to save).
 SCALER = {"init_scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000}
+# Trainer(precision=...) for the GPU's half type (data/style-lightning.toml [precision], the script's choice).
+PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed"}
 _VERSION_DIR = re.compile(r"version_(\d+)")
 _CKPT = re.compile(r"epoch=(\d+)-step=(\d+)(?:-v\d+)?\.ckpt")
 
@@ -89,14 +94,78 @@ def ckpt_name(epoch: int, step: int) -> str:
     return f"epoch={epoch}-step={step}.ckpt"
 
 
+def module_args(saving: Saving) -> dict[str, Any]:
+    """The script's LightningModule's __init__ arguments, in its signature's order."""
+    h = saving.ident.hyper
+    return {"model_name_or_path": saving.ident.model.name, "learning_rate": h.max_lr,
+            "warmup_steps": h.warmup_steps, "seed": saving.seed}
+
+
+def config_yaml(saving: Saving) -> bytes:
+    """What LightningCLI's SaveConfigCallback saves as <log_dir>/config.yaml
+    (cli.py at 2.4.0-2.6.5): the fit subcommand's whole config with
+    skip_none=False under the `# lightning.pytorch==V` dump header, in the
+    parser's order: seed_everything, the Trainer's every parameter (the
+    script's trainer_defaults, less callbacks, then the line's --trainer.*),
+    the module's and the DataModule's arguments, the optimizer and scheduler
+    groups LightningCLI adds (auto_configure_optimizers), fit's ckpt_path."""
+    i, h, args = saving.ident, saving.ident.hyper, saving.script_args
+    given = styles.lightning_cli_values(args)
+    script = {"strategy": "ddp", "devices": i.nproc, "num_nodes": i.nnodes,
+              "precision": PRECISION[i.gpu.precision], "max_steps": h.total_steps,
+              "log_every_n_steps": h.log_every, "accumulate_grad_batches": h.grad_accum}
+    params = styles.TRAINER + (styles.TRAINER_2_6 if _minor(i.versions.lightning) >= (2, 6) else ())
+    trainer = {name: _parsed(given[name]) if name in given else script.get(name, default)
+               for name, default in params}
+    top = styles.lightning_cli_values(args, "--")
+    seed = _parsed(top.get("seed_everything", "true"))
+    data = {"dataset_name": i.dataset.name, "seq_len": h.seq_len, "batch_size": h.micro_batch}
+    body = {"seed_everything": 0 if seed is True else seed, "trainer": trainer, "model": module_args(saving),
+            "data": data, "optimizer": None, "lr_scheduler": None, "ckpt_path": top.get("ckpt_path") or None}
+    return f"# lightning.pytorch=={i.versions.lightning}\n".encode() + _yaml_block(body, 0).encode()
+
+
+def _parsed(text: str) -> Any:
+    """A value as jsonargparse types it: int, float, bool, null, a list of ints, else a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none", ""):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    items = text.strip("[]").split(",")
+    if text.startswith("[") and all(x.strip().isdigit() for x in items):
+        return [int(x) for x in items]
+    return text
+
+
+def _yaml_block(body: dict[str, Any], indent: int) -> str:
+    """yaml.dump(sort_keys=False)'s block style, two spaces a level, lists unindented under their key."""
+    pad, out = " " * indent, []
+    for key, value in body.items():
+        if isinstance(value, dict):
+            out.append(f"{pad}{key}:\n{_yaml_block(value, indent + 2)}")
+        elif isinstance(value, list):
+            out.append(f"{pad}{key}:\n" + "".join(f"{pad}- {_yaml_scalar(v)}\n" for v in value))
+        else:
+            out.append(f"{pad}{key}: {_yaml_scalar(value)}\n")
+    return "".join(out)
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
 def hparams(saving: Saving) -> dict[str, Any]:
     """The script's LightningModule hyper-parameters (self.save_hyperparameters()).
     A module LightningCLI makes carries how it was made (cli.py _InstantiatorFn,
     core/mixins/hparams_mixin.py _given_hyperparameters_context, 2.3 on)."""
-    h = saving.ident.hyper
     made = {"_instantiator": INSTANTIATOR} if styles.lightning_cli(saving.script_args) else {}
-    return {**made, "learning_rate": h.max_lr, "model_name_or_path": saving.ident.model.name,
-            "seed": saving.seed, "warmup_steps": h.warmup_steps}
+    return {**made, **module_args(saving)}
 
 
 @dataclass
@@ -137,7 +206,9 @@ class LightningWriter:
 
     def event(self, e: ev.Event) -> None:
         h = self.ident.hyper
-        if isinstance(e, ev.Phase) and e.name == "train":  # _log_hyperparams, at fit start
+        if isinstance(e, ev.Phase) and e.name == "train":  # SaveConfigCallback.setup, then _log_hyperparams
+            if styles.lightning_cli(self.saving.script_args):
+                write_file(self.dir / "config.yaml", config_yaml(self.saving), e.time)
             write_file(self.dir / "hparams.yaml", yaml_dump(hparams(self.saving)), e.time)
         elif isinstance(e, ev.Step):
             self.lr = e.lr
@@ -278,12 +349,14 @@ def yaml_dump(body: dict[str, Any]) -> bytes:
 
 
 def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         text = repr(value).lower()
         return text.replace("e", ".0e") if "." not in text and "e" in text else text
-    if isinstance(value, str) and not re.fullmatch(r"[A-Za-z_][\w./-]*", value):
+    if isinstance(value, str) and not re.fullmatch(r"[A-Za-z_./][\w./=-]*", value):
         return "'" + value.replace("'", "''") + "'"
     return str(value)
 

@@ -20,17 +20,9 @@ from fakerun.errors import UsageError
 from fakerun.world import styles
 from fakerun.world.jobs import Cadence
 
-# Trainer.__init__'s parameters at 2.4.0 and 2.5.0; 2.6 adds the last two (the
-# union is taken: which release the script runs is drawn after its arguments are read).
-TRAINER_ARGS = frozenset((
-    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
-    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches",
-    "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches",
-    "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps",
-    "enable_checkpointing", "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches",
-    "gradient_clip_val", "gradient_clip_algorithm", "deterministic", "benchmark", "inference_mode",
-    "use_distributed_sampler", "profiler", "detect_anomaly", "barebones", "plugins", "sync_batchnorm",
-    "reload_dataloaders_every_n_epochs", "default_root_dir", "enable_autolog_hparams", "model_registry"))
+# Trainer.__init__'s parameters (the union over the pinned releases: which one
+# the script runs is drawn after its arguments are read).
+TRAINER_ARGS = frozenset(name for name, _ in (*styles.TRAINER, *styles.TRAINER_2_6))
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 NONE = ("null", "none", "~")
 LEARNING_RATES = ("model.learning_rate", "model.lr")

@@ -11,6 +11,7 @@ the style.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fakerun.errors import UsageError
 from fakerun.world import catalog
@@ -30,9 +31,38 @@ LIGHTNING_CLI = ("--trainer.", "--model.", "--data.", "--ckpt_path", "--seed_eve
                  "--lr_scheduler")
 
 
+# Lightning's Trainer.__init__ parameters in their order, with their defaults
+# (trainer.py at 2.4.0 and 2.5.0; 2.6.5 adds TRAINER_2_6): the --trainer.* a
+# LightningCLI line may give, and what its config.yaml lists.
+TRAINER: tuple[tuple[str, Any], ...] = (
+    ("accelerator", "auto"), ("strategy", "auto"), ("devices", "auto"), ("num_nodes", 1), ("precision", None),
+    ("logger", None), ("callbacks", None), ("fast_dev_run", False), ("max_epochs", None),
+    ("min_epochs", None), ("max_steps", -1), ("min_steps", None), ("max_time", None),
+    ("limit_train_batches", None), ("limit_val_batches", None), ("limit_test_batches", None),
+    ("limit_predict_batches", None), ("overfit_batches", 0.0), ("val_check_interval", None),
+    ("check_val_every_n_epoch", 1), ("num_sanity_val_steps", None), ("log_every_n_steps", None),
+    ("enable_checkpointing", None), ("enable_progress_bar", None), ("enable_model_summary", None),
+    ("accumulate_grad_batches", 1), ("gradient_clip_val", None), ("gradient_clip_algorithm", None),
+    ("deterministic", None), ("benchmark", None), ("inference_mode", True), ("use_distributed_sampler", True),
+    ("profiler", None), ("detect_anomaly", False), ("barebones", False), ("plugins", None),
+    ("sync_batchnorm", False), ("reload_dataloaders_every_n_epochs", 0), ("default_root_dir", None))
+TRAINER_2_6: tuple[tuple[str, Any], ...] = (("enable_autolog_hparams", True), ("model_registry", None))
+
+
 def lightning_cli(args: list[str] | tuple[str, ...]) -> bool:
     """The script parses its arguments with LightningCLI."""
     return args[:1] in (["fit"], ("fit",)) or any(a.startswith(LIGHTNING_CLI) for a in args)
+
+
+def lightning_cli_values(args: list[str] | tuple[str, ...], namespace: str = "--trainer.") -> dict[str, str]:
+    """`--trainer.NAME VALUE` (or `=VALUE`) of a LightningCLI line, by NAME, as written."""
+    values = {}
+    for k, token in enumerate(args):
+        key, eq, value = token.partition("=")
+        if key.startswith(namespace):
+            follows = args[k + 1] if k + 1 < len(args) and not args[k + 1].startswith("--") else ""
+            values[key.removeprefix(namespace)] = value if eq else follows
+    return values
 
 
 class StyleError(UsageError):
