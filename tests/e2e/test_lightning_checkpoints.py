@@ -55,6 +55,7 @@ def test_the_files_and_what_they_hold(runner, tmp_path):
     assert files(out) == ["lightning_logs/version_0/checkpoints/epoch=0-step=12.ckpt",
                           "lightning_logs/version_0/config.yaml", "lightning_logs/version_0/hparams.yaml",
                           "lightning_logs/version_0/metrics.csv"]
+    assert not any(b"fakerun" in p.read_bytes().lower() for p in out.rglob("*") if p.is_file())  # no trace of us
     logs = out / "lightning_logs/version_0"
     # LightningCLI's SaveConfigCallback: the fit config, every Trainer parameter in __init__'s order.
     config = (logs / "config.yaml").read_text().splitlines()

@@ -202,7 +202,6 @@ class LightningWriter:
         self.lr = self.ident.hyper.max_lr
         self.saved: Path | None = None  # the top-1 checkpoint of this version, removed at the next save
         self.evaluations = 0  # validations run in this fit (the val loop's batch progress)
-        self.started_at = saving.resumed.step if saving.resumed else 0
 
     def event(self, e: ev.Event) -> None:
         h = self.ident.hyper
