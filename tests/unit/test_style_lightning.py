@@ -391,3 +391,26 @@ def test_a_lightningcli_script_seeds_first():
         "[rank: 0] Seed set to 7", "[rank: 1] Seed set to 7"]
     assert not any("Seed" in line.text for line in _launched("lightning", "fit", "--seed_everything", "false"))
     assert not any("Seed" in line.text for line in _launched("lightning"))  # a plain Trainer script: no CLI
+
+
+def test_trainer_precision_as_the_accelerator_connector_takes_it():
+    """fabric/connector.py converts the aliases 16 and bf16 with a warning
+    (line 573 at 2.5.0, 572 at 2.4.0 and 2.6.5); only a mixed precision gets
+    the AMP line; 2.6's ModelSummary sizes a true half precision at 16 bits
+    and warns for a mixed one (2.4 and 2.5 size everything at 32)."""
+    site = "/opt/conda/lib/python3.11/site-packages/lightning/fabric/connector.py"
+    said = [line.text for line in _launched("lightning", "fit", "--trainer.precision", "16")]
+    assert said[3:5] == [f"{site}:573: `precision=16` is supported for historical reasons but its usage is "
+                         "discouraged. Please set your precision to 16-mixed instead!",
+                         "Using 16bit Automatic Mixed Precision (AMP)"]
+    assert not any("Automatic Mixed Precision" in line.text
+                   for line in _launched("lightning", "fit", "--trainer.precision=32-true"))
+    r = run_lines("lightning@2.6")[0]
+    r.launched(ev.RunStarted("id", 2, 1, 2, 0, 5, "train.py", ["fit", "--trainer.precision", "bf16-true"], 4,
+                             "127.0.0.1", 29500, 1, 0, 0.0))
+    summary = r._summary()
+    assert not any("is not supported by the model summary" in text for text in summary)
+    size = next(text for text in summary if text.endswith("Total estimated model params size (MB)"))
+    assert size.startswith(f"{r.ident.model.params * 2e-6:,.3f}")  # 16 bits a parameter
+    with pytest.raises(UsageError, match="--trainer.precision 'fp8': expected one of transformer-engine"):
+        script_args.read("train.py", ["fit", "--trainer.precision", "fp8"])

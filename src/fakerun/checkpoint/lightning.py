@@ -74,8 +74,6 @@ CHECKPOINT_KEY = ("ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_trai
 BETAS, EPS, WEIGHT_DECAY = (0.9, 0.999), 1e-08, 0.01
 # torch.amp.GradScaler's defaults ("16-mixed" only: bf16-mixed has no scaler state to save).
 SCALER = {"init_scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000}
-# Trainer(precision=...) for the GPU's half type (data/style-lightning.toml [precision], the script's choice).
-PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed"}
 _VERSION_DIR = re.compile(r"version_(\d+)")
 _CKPT = re.compile(r"epoch=(\d+)-step=(\d+)(?:-v\d+)?\.ckpt")
 
@@ -112,7 +110,7 @@ def config_yaml(saving: Saving) -> bytes:
     i, h, args = saving.ident, saving.ident.hyper, saving.script_args
     given = styles.lightning_cli_values(args)
     script = {"strategy": "ddp", "devices": i.nproc, "num_nodes": i.nnodes,
-              "precision": PRECISION[i.gpu.precision], "max_steps": h.total_steps,
+              "precision": styles.LIGHTNING_SCRIPT_PRECISION[i.gpu.precision], "max_steps": h.total_steps,
               "log_every_n_steps": h.log_every, "accumulate_grad_batches": h.grad_accum}
     params = styles.TRAINER + (styles.TRAINER_2_6 if _minor(i.versions.lightning) >= (2, 6) else ())
     trainer = {name: _parsed(given[name]) if name in given else script.get(name, default)
@@ -255,7 +253,8 @@ class LightningWriter:
                       "state_dict": {}, "loops": self._loops(e.step, epoch),
                       "callbacks": {CHECKPOINT_KEY: self._checkpoint_state(path)},
                       "optimizer_states": [self._optimizer()], "lr_schedulers": [self._scheduler(e.step)]}
-        if self.ident.gpu.precision == "fp16":  # MixedPrecision("16-mixed").state_dict(): the GradScaler's
+        # MixedPrecision("16-mixed").state_dict(): the GradScaler's (bf16-mixed and the others have none).
+        if styles.lightning_precision(self.saving.script_args, self.ident.gpu.precision) == "16-mixed":
             checkpoint["MixedPrecision"] = _scaler(e.step)
         return {**checkpoint, "hparams_name": "kwargs", "hyper_parameters": hparams(self.saving)}
 

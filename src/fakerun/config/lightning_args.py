@@ -69,6 +69,7 @@ def is_cli(args: list[str]) -> bool:
 
 def read(args: list[str]) -> TrainerArgs:
     _refuse_unknown(args)
+    _check_precision(args)
     max_steps = _int(args, "trainer.max_steps")
     max_epochs = _int(args, "trainer.max_epochs")
     return TrainerArgs(
@@ -121,6 +122,14 @@ def _refuse_unknown(args: list[str]) -> None:
             shown = " ".join([token, *value])
             raise LightningArgsError(f"training script argument {token.partition('=')[0]}: Unrecognized "
                                      f"arguments: {shown} (LightningCLI's parser refuses it)")
+
+
+def _check_precision(args: list[str]) -> None:
+    """Trainer(precision=...)'s Literal type: refused otherwise, as jsonargparse does."""
+    value = flag(args, "trainer.precision")
+    if value is not None and value not in (*styles.LIGHTNING_PRECISIONS, *styles.LIGHTNING_PRECISION_ALIASES):
+        raise _refused("trainer.precision", value, "one of " + ", ".join(
+            (*styles.LIGHTNING_PRECISIONS, *styles.LIGHTNING_PRECISION_ALIASES)))
 
 
 def _refused(key: str, value: str, want: str) -> LightningArgsError:

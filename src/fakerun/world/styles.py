@@ -49,6 +49,27 @@ TRAINER: tuple[tuple[str, Any], ...] = (
 TRAINER_2_6: tuple[tuple[str, Any], ...] = (("enable_autolog_hparams", True), ("model_registry", None))
 
 
+# What Trainer(precision=...) takes (fabric/plugins/precision/precision.py at
+# 2.4.0-2.6.5: _PRECISION_INPUT_STR, and the aliases it converts with a warning
+# for 16 and bf16, fabric/connector.py _convert_precision_to_unified_args).
+LIGHTNING_PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed",
+                        "bf16-true", "bf16-mixed", "32-true", "64-true")
+LIGHTNING_PRECISION_ALIASES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+# The Lightning script's own Trainer(precision=...) for the GPU's half type:
+# bf16 where the part has it, else fp16 with a GradScaler.
+LIGHTNING_SCRIPT_PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def lightning_precision(args: list[str] | tuple[str, ...], half: str) -> str:
+    """The unified precision a Lightning script trains in: the line's
+    --trainer.precision (an alias converted), else the script's for the GPU's
+    `half` type."""
+    given = lightning_cli_values(args).get("precision")
+    return LIGHTNING_PRECISION_ALIASES.get(given, given) if given else LIGHTNING_SCRIPT_PRECISION[half]
+
+
 def lightning_cli(args: list[str] | tuple[str, ...]) -> bool:
     """The script parses its arguments with LightningCLI."""
     return args[:1] in (["fit"], ("fit",)) or any(a.startswith(LIGHTNING_CLI) for a in args)

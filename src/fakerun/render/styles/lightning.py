@@ -50,8 +50,12 @@ DASHES = "-" * 100  # fabric/utilities/distributed.py's block around the backend
 PAD_SIZE = 5  # lightning's Tqdm pads numbers in the postfix to 5 characters
 SANITY_STEPS = 2  # Trainer(num_sanity_val_steps=2)
 UNITS = [" ", "K", "M", "B", "T"]  # model_summary.PARAMETER_NUM_UNITS
-# "bf16-mixed" and "16-mixed" are not in ModelSummary's table: 32 bits a parameter.
-FP32_MB = (32 / 8.0) * 1e-6
+# ModelSummary's precision_to_bits (utilities/model_summary/model_summary.py): at
+# 2.4.0 and 2.5.0 its keys are the aliases, which trainer.precision never is
+# (32 bits whatever the precision); 2.6.5 adds the unified names, and warns for
+# a precision it lacks (the mixed ones), still sizing it at 32 bits.
+SUMMARY_BITS = {"64": 64, "32": 32, "16": 16, "bf16": 16}
+SUMMARY_BITS_2_6 = {**SUMMARY_BITS, "16-true": 16, "bf16-true": 16, "32-true": 32, "64-true": 64}
 
 
 def postfix_num(n: float | int) -> str:
@@ -74,7 +78,8 @@ def human_count(number: int) -> str:
     return f"{shifted:,.1f} {UNITS[groups - 1]}"
 
 
-def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]], flops: bool) -> list[str]:
+def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]], flops: bool,
+                  bits: int = 32) -> list[str]:
     """model_summary._format_summary_table: each column as wide as its widest cell
     or header, cells left-justified, `" | "` between them (so a trailing space
     after `Mode` when `train` is wider), then the footer left-justified in 10."""
@@ -84,7 +89,7 @@ def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]
             for i in range(len(columns[0][1]))]
     footer = [(human_count(params), "Trainable params"), (human_count(0), "Non-trainable params"),
               (human_count(params), "Total params"),
-              (f"{params * FP32_MB:,.3f}", "Total estimated model params size (MB)"),
+              (f"{params * bits / 8.0 * 1e-6:,.3f}", "Total estimated model params size (MB)"),
               (str(modules), "Modules in train mode"), ("0", "Modules in eval mode")]
     if flops:
         footer.append((human_count(0), "Total Flops"))  # no example_input_array: nothing was counted
@@ -169,9 +174,23 @@ class LightningLines(EventRoutes):
         return self.routed(event) or []
 
     @property
-    def _precision(self) -> dict[str, str]:
-        """Trainer(precision=...) for the GPU's half type, as the script sets it."""
-        return texts.load(DATA)["precision"][self.ident.gpu.precision]
+    def _precision_flag(self) -> str:
+        """Trainer(precision=...): the line's --trainer.precision, else the
+        script's for the GPU's half type; as trainer.precision names it."""
+        args = self.launch.args if self.launch is not None else []
+        return styles.lightning_precision(args, self.ident.gpu.precision)
+
+    def _precision_said(self) -> list[str]:
+        """What _AcceleratorConnector says of it: a warning for the aliases 16
+        and bf16 (fabric/connector.py), then the AMP line for a mixed one."""
+        args = self.launch.args if self.launch is not None else []
+        given = styles.lightning_cli_values(args).get("precision")
+        flag = self._precision_flag
+        line = self._table("precision_alias_line")
+        alias = [self.text["precision_alias"].format(site=self._site(), line=line, given=given, flag=flag)
+                 ] if given in ("16", "bf16") else []
+        amp = texts.load(DATA)["amp"]
+        return alias + ([self.text["amp"].format(amp=amp[flag])] if flag in amp else [])
 
     def _table(self, name: str) -> Any:
         """A per-release value of data/style-lightning.toml: the newest row at or below the pinned release."""
@@ -186,7 +205,7 @@ class LightningLines(EventRoutes):
             self.resume = ckpt_path(self.launch.args)
             self.version_num = resumed_version(self.resume)
         i, t = self.ident, self.text
-        said = [t["amp"].format(amp=self._precision["amp"]), *t["devices"]]
+        said = [*self._precision_said(), *t["devices"]]
         said += [] if self.lightning >= (2, 6) else [t["hpu"]]
         said.append(t["csv_logger"].format(site=self._site(), line=self._table("csv_logger_line")))
         said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else []
@@ -255,9 +274,10 @@ class LightningLines(EventRoutes):
         if newest:
             columns.append(("FLOPs", [human_count(0)]))
         modules = module_count(i.model.arch, i.model.layers, i.versions.transformers, i.model.name)
-        table = summary_table(i.model.params, modules, columns, flops=newest)
-        warned = [self.text["summary_precision"].format(site=self._site(), precision=self._precision["flag"])
-                  ] if newest else []
+        bits = (SUMMARY_BITS_2_6 if newest else SUMMARY_BITS).get(self._precision_flag)
+        table = summary_table(i.model.params, modules, columns, flops=newest, bits=bits or 32)
+        warned = [self.text["summary_precision"].format(site=self._site(), precision=self._precision_flag)
+                  ] if newest and bits is None else []
         return [*warned, "", *table]  # log.info("\n" + table)
 
     def _step(self, e: ev.Step) -> list[Line]:
