@@ -30,6 +30,8 @@ from fakerun.render.styles.lightning import (
     human_count,
     module_count,
     postfix_num,
+    resumed_version,
+    saved_step,
     summary_table,
 )
 from fakerun.render.styles.tqdm import format_meter
@@ -414,3 +416,10 @@ def test_trainer_precision_as_the_accelerator_connector_takes_it():
     assert size.startswith(f"{r.ident.model.params * 2e-6:,.3f}")  # 16 bits a parameter
     with pytest.raises(UsageError, match="--trainer.precision 'fp8': expected one of transformer-engine"):
         script_args.read("train.py", ["fit", "--trainer.precision", "fp8"])
+
+
+@pytest.mark.parametrize("path,step,version", [
+    ("out/lightning_logs/version_3/checkpoints/epoch=1-step=250.ckpt", 250, 4),
+    ("epoch=0-step=12-v1.ckpt", 12, 0), ("/ckpts/last.ckpt", 0, 0), (None, 0, 0)])
+def test_what_a_ckpt_path_says(path, step, version):
+    assert (saved_step(path), resumed_version(path)) == (step, version)

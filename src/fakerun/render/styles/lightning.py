@@ -127,6 +127,12 @@ def ckpt_path(args: list[str]) -> str | None:
     return flag_value(args, "--ckpt_path")
 
 
+def saved_step(path: str | None) -> int:
+    """S of the default ModelCheckpoint's `epoch=E-step=S.ckpt` (0: a name of another form)."""
+    digits = PurePosixPath(path).stem.rpartition("-step=")[2].split("-")[0] if path else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else 0
+
+
 def resumed_version(path: str | None) -> int:
     """The logger version a run restoring `path` writes to: the one after the
     checkpoint's own (`.../lightning_logs/version_K/checkpoints/...`), the
@@ -147,6 +153,7 @@ class LightningLines(EventRoutes):
         self.version_num = 0  # the logger's version: a restarted script logs to the next one
         self.checkpoints: dict[int, str] = {}  # step -> where the default ModelCheckpoint saved it
         self.resume: str | None = None  # the checkpoint a restarted script restores
+        self.resume_step = 0  # and the step it was saved at
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
@@ -204,6 +211,7 @@ class LightningLines(EventRoutes):
         if self.launch is not None and self.launch.restart_count == 0:
             self.resume = ckpt_path(self.launch.args)
             self.version_num = resumed_version(self.resume)
+            self.resume_step = saved_step(self.resume)
         i, t = self.ident, self.text
         said = [*self._precision_said(), *t["devices"]]
         said += [] if self.lightning >= (2, 6) else [t["hpu"]]
@@ -257,13 +265,20 @@ class LightningLines(EventRoutes):
         resuming, and with no validation batches: limit_val_batches=0)."""
         out = self._err(self._summary())
         if self.resume:
-            return out + self._err([self.text["restored"].format(path=self.resume)])
+            return out + self._err([self.text["restored"].format(path=self.resume), *self._mid_epoch()])
         h = self.ident.hyper
         if not (h.eval_every or h.eval_at_end):
             return out
         per_batch = sim.eval_seconds(self.ident) / h.eval_batches
         batches = min(SANITY_STEPS, h.eval_batches)
         return out + self._eval_bar("Sanity Checking DataLoader 0", batches, per_batch)
+
+    def _mid_epoch(self) -> list[str]:
+        """training_epoch_loop.py reset, as the fit loop starts: a checkpoint of
+        a step inside an epoch, and a DataLoader that cannot resume mid-way."""
+        if self.resume_step % self.ident.hyper.steps_per_epoch == 0:
+            return []
+        return [self.text["mid_epoch"].format(site=self._site(), line=self._table("mid_epoch_line"))]
 
     def _summary(self) -> list[str]:
         """The LightningModule's one child, the model; 2.6 counts FLOPs (none without
@@ -322,6 +337,7 @@ class LightningLines(EventRoutes):
     def _restart(self, e: ev.Restart) -> list[Line]:
         self.version_num += 1  # the restarted script's CSVLogger takes the next free version
         self.resume = self.checkpoints.get(e.resume_step)
+        self.resume_step = e.resume_step
         return []
 
     def _fit_end(self, when: float) -> list[Line]:
