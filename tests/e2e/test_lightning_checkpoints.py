@@ -166,3 +166,22 @@ def test_what_lightningcli_refuses(runner, tmp_path):
     assert "You set `devices=4` and `num_nodes=1` in Lightning, but the product (4 * 1) does not match the world " \
            "size (2)." in world.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_epochs_validate_and_save_at_each_end(runner, tmp_path):
+    """Seed 1 draws a fine-tune of 13 steps an epoch: the defaults
+    (val_check_interval=1.0, every_n_epochs=1, save_top_k=1) validate and
+    save at each epoch's end, and only the last epoch's file is left;
+    fit_loop.py says which limit stopped it."""
+    job = runner.run("--nproc", "2", "--speed", "0", "--seed", "1", "--output", "plain", "train.py", "fit",
+                     "--trainer.max_epochs", "2", "--trainer.default_root_dir", "out", cwd=tmp_path, env=clean_env())
+    assert job.proc.returncode == 0, job.stderr
+    assert "`Trainer.fit` stopped: `max_epochs=2` reached." in job.stderr.splitlines()
+    logs = tmp_path / "out/lightning_logs/version_0"
+    assert files(logs) == ["checkpoints/epoch=1-step=26.ckpt", "config.yaml", "hparams.yaml", "metrics.csv"]
+    rows = list(csv.DictReader(io.StringIO((logs / "metrics.csv").read_text())))
+    assert [(r["epoch"], r["step"]) for r in rows if r["val_loss"]] == [("0", "12"), ("1", "25")]
+    config = (logs / "config.yaml").read_text().splitlines()
+    assert "  max_epochs: 2" in config and "  max_steps: -1" in config
+    assert load(logs / "checkpoints/epoch=1-step=26.ckpt")["loops"]["fit_loop"]["epoch_progress"]["total"] == {
+        "ready": 2, "started": 2, "processed": 2, "completed": 1}  # saved in on_train_epoch_end

@@ -109,8 +109,10 @@ def config_yaml(saving: Saving) -> bytes:
     groups LightningCLI adds (auto_configure_optimizers), fit's ckpt_path."""
     i, h, args = saving.ident, saving.ident.hyper, saving.script_args
     given = styles.lightning_cli_values(args)
-    script = {"strategy": "ddp", "devices": i.nproc, "num_nodes": i.nnodes,
-              "precision": styles.LIGHTNING_SCRIPT_PRECISION[i.gpu.precision], "max_steps": h.total_steps,
+    # The script's own max_steps, unless the line bounds the run by epochs instead.
+    steps = {} if "max_epochs" in given else {"max_steps": h.total_steps}
+    script = {**steps, "strategy": "ddp", "devices": i.nproc, "num_nodes": i.nnodes,
+              "precision": styles.LIGHTNING_SCRIPT_PRECISION[i.gpu.precision],
               "log_every_n_steps": h.log_every, "accumulate_grad_batches": h.grad_accum}
     params = styles.TRAINER + (styles.TRAINER_2_6 if _minor(i.versions.lightning) >= (2, 6) else ())
     trainer = {name: _parsed(given[name]) if name in given else script.get(name, default)

@@ -345,8 +345,12 @@ class LightningLines(EventRoutes):
         if self.last is None:
             return []
         stopped = self.last.step == self.last.max_steps
-        said = self._err([self.text["stopped"].format(max_steps=self.last.max_steps)]) if stopped else []
-        return said + [self._train_bar(when)]
+        given = styles.lightning_cli_values(self.launch.args if self.launch is not None else [])
+        if "max_epochs" in given and "max_steps" not in given:  # the epochs ran out, no step limit set
+            said = [self.text["stopped_epochs"].format(max_epochs=given["max_epochs"])]
+        else:
+            said = [self.text["stopped"].format(max_steps=self.last.max_steps)]
+        return (self._err(said) if stopped else []) + [self._train_bar(when)]
 
     # -- bars -------------------------------------------------------------------
     def _train_bar(self, now: float) -> Line:
