@@ -26,9 +26,9 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
 
 
 # What a LightningCLI script's launch line holds: its `fit` subcommand, or
-# arguments under its namespaces (src/lightning/pytorch/cli.py).
-LIGHTNING_CLI = ("--trainer.", "--model.", "--data.", "--ckpt_path", "--seed_everything", "--optimizer",
-                 "--lr_scheduler")
+# arguments under its namespaces (src/lightning/pytorch/cli.py); not its
+# --optimizer and --lr_scheduler, which other scripts spell alike.
+LIGHTNING_CLI = ("--trainer.", "--model.", "--data.", "--ckpt_path", "--seed_everything")
 
 
 # Lightning's Trainer.__init__ parameters in their order, with their defaults
