@@ -39,8 +39,8 @@ def load(ckpt: Path) -> dict:
     """The .ckpt's dict, read as plain data: no class is named in it."""
     with zipfile.ZipFile(ckpt) as zf:
         names = zf.namelist()
-        assert names == [f"{ckpt.stem}/data.pkl", f"{ckpt.stem}/byteorder", f"{ckpt.stem}/version",
-                         f"{ckpt.stem}/.data/serialization_id"]
+        # torch.save into a BytesIO (Lightning's _atomic_save): the folder is "archive".
+        assert names == ["archive/data.pkl", "archive/byteorder", "archive/version", "archive/.data/serialization_id"]
         return pickle.loads(zf.read(names[0]))
 
 

@@ -6,7 +6,9 @@ streams and ranks on a hand-made event sequence."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
 import pickle
 import struct
 import zipfile
@@ -359,16 +361,44 @@ def test_the_next_version_and_top_1(tmp_path):
     assert lightning_ckpt.find(writer.dir / "checkpoints/epoch=0-step=20.ckpt").step == 20
 
 
-def test_a_checkpoint_that_is_not_plain_data_is_refused(tmp_path):
-    bad = tmp_path / "epoch=0-step=5.ckpt"
-    body = pickle.dumps({"global_step": 5, "x": Path("a")}, protocol=2)  # names a class: it would run code
-    with zipfile.ZipFile(bad, "w") as zf:
-        zf.writestr("epoch=0-step=5/data.pkl", body)
-    with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
-        lightning_ckpt.find(bad)
-    bad.unlink()
+class _Runs:
+    """Pickled, it would call os.system when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class _AttributeDict(dict):
+    """As lightning.fabric.utilities.data.AttributeDict, a module's hparams: a dict subclass (NEWOBJ, SETITEMS)."""
+
+
+def _ckpt(path: Path, body: object) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(body, protocol=2))
+    return path
+
+
+def test_a_real_checkpoint_reads_and_runs_nothing(tmp_path):
+    """A real .ckpt names classes (an OrderedDict state_dict, tensors rebuilt
+    by torch._utils): each becomes an inert stand-in, nothing is imported or
+    called, and the plain fields come through."""
+    marker = tmp_path / "ran"
+    body = {"global_step": 5, "state_dict": collections.OrderedDict(w=Path("tensor")), "x": _Runs(marker),
+            "hyper_parameters": _AttributeDict(seed=3, model_name_or_path="Qwen2.5-1.5B")}
+    found = lightning_ckpt.find(_ckpt(tmp_path / "epoch=0-step=5.ckpt", body))
+    assert (found.step, found.seed, found.model) == (5, 3, "Qwen2.5-1.5B") and not marker.exists()
+    with pytest.raises(CheckpointError, match="global_step should be a whole number"):
+        lightning_ckpt.find(_ckpt(tmp_path / "epoch=0-step=6.ckpt", {"global_step": "6"}))
+    (tmp_path / "epoch=0-step=7.ckpt").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(CheckpointError, match="not a checkpoint torch.save wrote"):
+        lightning_ckpt.find(tmp_path / "epoch=0-step=7.ckpt")
+    assert lightning_ckpt.find(tmp_path).step == 5  # the latest that reads
+    (tmp_path / "lightning_logs").mkdir()
     with pytest.raises(CheckpointError, match="no epoch=<E>-step=<S>.ckpt under it"):
-        lightning_ckpt.find(tmp_path)
+        lightning_ckpt.find(tmp_path / "lightning_logs")
 
 
 def _launched(version: str, *args: str) -> list:

@@ -36,7 +36,9 @@ tag mirrored for the 2.6.6 pin):
 - --resume (or LightningCLI's --ckpt_path) reads a .ckpt, or the latest one
   under a directory: its global_step, and the run's model and seed from the
   module's hparams; the save's time is the file's mtime, which the writer
-  sets to the run's clock at the save. Nothing hidden is written.
+  sets to the run's clock at the save. Nothing hidden is written. A real
+  Lightning .ckpt reads too: every class its pickle names is replaced by an
+  inert stand-in (_Opaque), so nothing of it is imported or run.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from fakerun.world import draws, styles
 
 LOGS = "lightning_logs"  # CSVLogger(name="lightning_logs")
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+ARCHIVE = "archive"  # the folder of a torch.save into a buffer
 CKPT_MAX = 64 << 20  # a .ckpt of plain data is a few hundred kB; a real one's weights are not read
 FLUSH_EVERY = 100  # CSVLogger(flush_logs_every_n_steps=100)
 # The default ModelCheckpoint's state_key (model_checkpoint.py state_key, Callback._generate_state_key).
@@ -242,7 +245,9 @@ class LightningWriter:
         path = self.dir / "checkpoints" / ckpt_name(epoch, e.step)
         ids = draws.rng(self.saving.seed, "serialization_id", e.step)
         serial = "".join(str(ids.randrange(10)) for _ in range(20))
-        write_file(path, torchsave.archive(path.name, self._dump(e, epoch, path), serial), e.time)
+        # Lightning's _atomic_save (fabric/utilities/cloud_io.py) torch.saves into a BytesIO: the
+        # archive's folder is then "archive" (caffe2/serialize/inline_container.cc), not the file's stem.
+        write_file(path, torchsave.archive(ARCHIVE, self._dump(e, epoch, path), serial), e.time)
         if self.saved is not None and self.saved != path:  # save_top_k=1: _remove_checkpoint
             with contextlib.suppress(FileNotFoundError):
                 self.saved.unlink()
@@ -394,15 +399,27 @@ def _version_of(path: Path) -> int:
     return int(m.group(1)) if m and m.group(1).isascii() else -1
 
 
-class _PlainData(pickle.Unpickler):
-    """A pickle of plain data only: any class or function it names is refused
-    (a real .ckpt's tensors included), so reading one runs nothing."""
+class _Opaque(dict[Any, Any]):
+    """What any class or function a pickle names becomes here: called
+    (REDUCE), made (NEWOBJ) or given state (BUILD), it keeps only the items
+    set on it (SETITEMS). So a real .ckpt (its tensors rebuilt by torch._utils,
+    its state_dict an OrderedDict, its hparams an AttributeDict) reads without
+    importing or running anything of its, and its plain fields (global_step,
+    the module's hparams) come through."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _PlainData(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"{module}.{name}")
+        return _Opaque
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("a tensor")
+        return _Opaque()  # a tensor's storage: not read
 
 
 def _load(path: Path) -> Resume:
@@ -410,13 +427,16 @@ def _load(path: Path) -> Resume:
         data = read_regular(path, CKPT_MAX)
         mtime = os.stat(path).st_mtime
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            pkl = next(n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
+            pkl = next(i for i in zf.infolist()
+                       if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1)
+            if pkl.file_size > CKPT_MAX:  # a compressed entry can say more than the file holds
+                raise ValueError(pkl.filename)
             body = _PlainData(io.BytesIO(zf.read(pkl))).load()
     except OSError as exc:
         raise _bad(path, exc.strerror or type(exc).__name__) from None
     except (zipfile.BadZipFile, StopIteration, pickle.UnpicklingError, EOFError, ValueError, RecursionError,
-            IndexError, TypeError, KeyError):
-        raise _bad(path, "not a checkpoint of plain data torch.save wrote") from None
+            IndexError, TypeError, KeyError, AttributeError, MemoryError, NotImplementedError):
+        raise _bad(path, "not a checkpoint torch.save wrote") from None
     if not isinstance(body, dict):
         raise _bad(path, "not a dict")
     step = body.get("global_step")
