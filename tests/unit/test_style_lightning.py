@@ -453,3 +453,12 @@ def test_trainer_precision_as_the_accelerator_connector_takes_it():
     ("epoch=0-step=12-v1.ckpt", 12, 0), ("/ckpts/last.ckpt", 0, 0), (None, 0, 0)])
 def test_what_a_ckpt_path_says(path, step, version):
     assert (saved_step(path), resumed_version(path)) == (step, version)
+
+
+def test_a_stopping_step_is_logged_and_saved_at_once(tmp_path):
+    writer, _ = _writer(tmp_path, 250)
+    for step in range(1, 38):
+        writer.event(_step(step))
+    writer.event(dataclasses.replace(_step(38), stopped=True))
+    rows = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows[1:]] == ["9", "19", "29", "37"]

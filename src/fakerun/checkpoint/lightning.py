@@ -214,8 +214,13 @@ class LightningWriter:
             write_file(self.dir / "hparams.yaml", yaml_dump(hparams(self.saving)), e.time)
         elif isinstance(e, ev.Step):
             self.lr = e.lr
-            if e.step % h.log_every == 0:
+            # A stopping step (the Timer's max_time, as the style has it) is logged whatever the
+            # interval (logger_connector.py should_update_logs) and saved at once
+            # (training_epoch_loop.py _save_loggers_on_train_batch_end).
+            if e.step % h.log_every == 0 or e.stopped:
                 self._log({"epoch": e.epoch - 1, "step": e.step - 1, "train_loss": float32(e.loss)}, e.time)
+            if e.stopped:
+                self._flush(e.time)
         elif isinstance(e, ev.Validation):
             self.evaluations += 1
             self._log({"epoch": e.epoch - 1, "step": e.step - 1, "val_loss": float32(e.val_loss)}, e.time)
