@@ -39,7 +39,11 @@ STDERR_LINES = [*EVERY_RANK, *(re.compile(p) for p in (
     r"^  \| Name  \| Type +\| Params \| Mode ( \| FLOPs)?$", rf"^0 \| model \| \w+ +\| {COUNT} +\| train( \| 0    )?$",
     rf"^{COUNT} +(Trainable|Non-trainable|Total) params$", r"^[\d,]+\.\d{3} *Total estimated model params size \(MB\)$",
     r"^\d+ +Modules in (train|eval) mode$", r"^0 +Total Flops$",
-    r"^`Trainer\.fit` stopped: `max_steps=\d+` reached\.$"))]
+    r"^`Trainer\.fit` stopped: `max_steps=\d+` reached\.$",
+    # The default logger is a CSVLogger (no tensorboard installed): rank 0 warns so.
+    r"^\S+/site-packages/lightning/pytorch/trainer/connectors/logger_connector/logger_connector\.py:7[56]: "
+    r"Starting from v1\.9\.0, `tensorboardX` has been removed as a dependency of the `lightning\.pytorch` "
+    r"package, .+ to enable TensorBoard support by default$"))]
 STDOUT_LINES = [EPOCH, EVAL]
 
 
@@ -89,6 +93,8 @@ def test_a_lightning_version_pins_its_software_set(runner, style, nccl, cuda):
     assert ("0         Total Flops" in job.stderr) == newest
     assert ("Precision bf16-mixed is not supported" in job.stderr) == newest
     assert "| Mode " in job.stderr and "Modules in train mode" in job.stderr  # 2.4+
+    line = {"lightning@2.4": 75}.get(style, 76)  # logger_connector.py's warning_cache.warn( at 2.4.0, 2.5.0, 2.6.5
+    assert job.stderr.count(f"logger_connector.py:{line}: Starting from v1.9.0") == 1
 
 
 def test_the_losses_in_the_bar_are_the_runs(runner):

@@ -33,8 +33,9 @@ class CheckpointSink(Protocol):
 # The finder takes the path --resume names (a checkpoint, or the directory
 # holding them) and returns the latest complete checkpoint as a Resume.
 WRITERS = {"hf": ("writer", "CheckpointWriter"), "torchrun": ("torchrun", "TorchrunWriter"),
-           "deepspeed": ("deepspeed", "DeepSpeedWriter")}
-READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find"), "deepspeed": ("deepspeed", "find")}
+           "deepspeed": ("deepspeed", "DeepSpeedWriter"), "lightning": ("lightning", "LightningWriter")}
+READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find"), "deepspeed": ("deepspeed", "find"),
+           "lightning": ("lightning", "find")}
 DEFAULT = "hf"
 
 

@@ -42,6 +42,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     entrypoint = ns.training_script or DEFAULT_SCRIPT
     script = scriptargs.read(entrypoint, ns.training_script_args)  # fakerun's options win over it
+    script.check_world(topology.nproc_per_node, topology.nnodes)
     return plan(RunConfig(
         topology=topology,
         master_addr=env.master_addr,
@@ -61,7 +62,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
         output_dir=first(ns.output_dir, script.output_dir),
-        resume=ns.resume,
+        resume=first(ns.resume, script.resume),
         sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
         script_args=tuple(ns.training_script_args),

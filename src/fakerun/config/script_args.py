@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from fakerun.config import strategy_args
+from fakerun.config import lightning_args, strategy_args
 from fakerun.errors import UsageError
 from fakerun.world import catalog
 from fakerun.world.identity import Asked
@@ -78,6 +78,13 @@ class ScriptArgs:
     max_steps: int | None = None
     output_dir: Path | None = None
     asked: Asked = field(default_factory=Asked)
+    resume: str | None = None  # the checkpoint the script is told to resume (LightningCLI's --ckpt_path)
+    lightning: lightning_args.TrainerArgs | None = None  # a Lightning script's Trainer arguments
+
+    def check_world(self, nproc: int, nnodes: int) -> None:
+        """What the script checks against the world torchrun gives it."""
+        if self.lightning is not None:
+            self.lightning.check_world(nproc, nnodes)
 
 
 def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
@@ -90,9 +97,10 @@ def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
         return _with_strategy(_hf(hf, bools, strategy_args.flag(list(args), "deepspeed")),
                               strategy_args.hf(list(args)))
     style = _style_of(entrypoint, args)
-    readers = {"lightning": strategy_args.lightning, "deepspeed": strategy_args.deepspeed}
-    if style in readers:
-        return _with_strategy(ScriptArgs(style=style), readers[style](list(args)))
+    if style == "lightning":
+        return _lightning(list(args))
+    if style == "deepspeed":
+        return _with_strategy(ScriptArgs(style=style), strategy_args.deepspeed(list(args)))
     return ScriptArgs(style=style)
 
 
@@ -125,7 +133,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _style_of(entrypoint: str, args: tuple[str, ...] | list[str]) -> str | None:
     """Frameworks recognised by their own flags when none of the job flags are there."""
-    if any(a.startswith("--trainer.") for a in args) or "lightning" in Path(entrypoint).name:
+    if lightning_args.is_cli(list(args)) or "lightning" in Path(entrypoint).name:
         return "lightning"
     if any(a.split("=")[0] in ("--deepspeed", "--deepspeed_config") for a in args):
         return "deepspeed"
@@ -170,6 +178,13 @@ def _bool(key: str, text: str) -> bool:
     raise ScriptArgsError(f"training script argument --{key}: Truthy value expected: got {text} but "
                           "expected one of yes/no, true/false, t/f, y/n, 1/0 (case insensitive). "
                           "(the script's own parser refuses it)")
+def _lightning(args: list[str]) -> ScriptArgs:
+    """A LightningModule script: its Trainer's arguments (LightningCLI's `--trainer.*`)."""
+    t = lightning_args.read(args)
+    asked = Asked(epochs=t.max_epochs, grad_accum=t.grad_accum, log_every=t.log_every, lr=t.lr,
+                  cadence=t.cadence)
+    script = ScriptArgs("lightning", t.max_steps, t.root_dir, asked, resume=t.ckpt_path, lightning=t)
+    return _with_strategy(script, strategy_args.lightning(args))
 
 
 def _megatron(given: dict[str, str]) -> ScriptArgs:

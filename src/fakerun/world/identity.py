@@ -74,6 +74,7 @@ class Asked:
     framework: str = "torchrun"  # whose script the job runs (its style): whose memory accounting holds
     strategy: Strategy = Strategy()  # what the script's arguments fix of its sharding and recomputation
     trainer: TrainerArgs | None = None  # a transformers Trainer's schedule and cadences (world.trainer)
+    cadence: jobs.Cadence | None = None  # when it validates and saves (None: as drawn)
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
@@ -231,10 +232,14 @@ class _Search:
         drawn = jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
                            jobs.eval_batches(schedule, shape, self.draws.eval_batches),
                            PRETRAINED_TOKENS if fine_tune else 0.0)
-        if self.asked.trainer is None:
-            return drawn
-        world = self.make.keywords["nnodes"] * self.make.keywords["nproc"]
-        return trainer.hyper(drawn, self.asked.trainer, self.make.keywords["versions"].transformers, world)
+        # The script's cadence: the HF Trainer's arguments resolved per transformers
+        # version (world.trainer), else the framework's cadence in its own units (jobs.Cadence).
+        if self.asked.trainer is not None:
+            made = self.make.keywords
+            return trainer.hyper(drawn, self.asked.trainer, made["versions"].transformers,
+                                 made["nnodes"] * made["nproc"])
+        cadence = self.asked.cadence or jobs.CADENCES.get(self.asked.framework)
+        return cadence.applied(drawn) if cadence else drawn
 
 
 def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:

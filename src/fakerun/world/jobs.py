@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fakerun.world.catalog import Dataset, Gpu, Model, Versions
 from fakerun.world.memory import Parallelism
@@ -115,6 +115,67 @@ class Hyper:
         if self.save_every is None:
             return self.eval_steps()
         return _steps(self.save_every, self.total_steps, self.save_at_end)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a script validates and saves, as its framework's arguments (or
+    their defaults) say, in the units the framework counts: optimizer steps,
+    training batches (micro-batches), epochs, or a share of an epoch's
+    batches (Lightning's val_check_interval and limit_val_batches). None: as
+    drawn."""
+
+    eval_steps: int | None = None  # every N optimizer steps (0: never)
+    eval_micro: int | None = None  # every N training batches
+    eval_epochs: int | None = None  # at the end of every N-th epoch
+    eval_share: float | None = None  # every this share of an epoch's batches
+    eval_at_end: bool | None = None
+    eval_batches: int | None = None  # validation batches per rank, at most (0: no validation at all)
+    eval_batches_share: float | None = None  # or this share of them
+    save_steps: int | None = None
+    save_epochs: int | None = None
+    save_after_eval: bool = False  # a checkpoint after each validation, and only then
+    save_at_end: bool | None = None
+
+    def applied(self, h: Hyper) -> Hyper:
+        batches = self._eval_batches(h.eval_batches)
+        eval_every = self._eval_every(h) if batches else 0  # nothing to validate: the phase never comes
+        save_every = None if self.save_after_eval else (
+            self.save_steps if self.save_steps is not None else
+            self.save_epochs * h.steps_per_epoch if self.save_epochs is not None else h.save_every)
+        return replace(h, eval_every=eval_every, eval_batches=batches or h.eval_batches,
+                       eval_at_end=bool(batches) and (h.eval_at_end if self.eval_at_end is None
+                                                      else self.eval_at_end),
+                       save_every=save_every,
+                       save_at_end=h.save_at_end if self.save_at_end is None else self.save_at_end)
+
+    def _eval_every(self, h: Hyper) -> int:
+        batches = h.steps_per_epoch * h.grad_accum  # an epoch's training batches
+        if self.eval_steps is not None:
+            return self.eval_steps
+        if self.eval_micro is not None:
+            return max(1, self.eval_micro // h.grad_accum)
+        if self.eval_epochs is not None:
+            return self.eval_epochs * h.steps_per_epoch
+        if self.eval_share is not None:
+            return max(1, int(batches * self.eval_share) // h.grad_accum)
+        return h.eval_every
+
+    def _eval_batches(self, drawn: int) -> int:
+        if self.eval_batches is not None:
+            return min(drawn, self.eval_batches)
+        if self.eval_batches_share is not None:
+            return int(drawn * self.eval_batches_share)
+        return drawn
+
+
+# A framework's own cadence when its arguments leave it out. Lightning's
+# Trainer (trainer.py, callbacks/model_checkpoint.py at 2.4.0-2.6.5):
+# val_check_interval=1.0 and check_val_every_n_epoch=1 validate at each
+# epoch's last batch only (training_epoch_loop.py _should_check_val_fx: not
+# when max_steps stops an epoch short); the default ModelCheckpoint then saves
+# in on_train_epoch_end, which also runs when max_steps ends the epoch early.
+CADENCES = {"lightning": Cadence(eval_epochs=1, eval_at_end=False, save_epochs=1, save_at_end=True)}
 
 
 def _due(step: int, every: int, total: int, at_end: bool) -> bool:

@@ -11,6 +11,7 @@ the style.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fakerun.errors import UsageError
 from fakerun.world import catalog
@@ -22,6 +23,67 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "torchrun": ("torch", ""), "hf": ("transformers", "4.46"), "megatron": ("megatron", "0.10"),
     "deepspeed": ("deepspeed", "0.14"), "lightning": ("lightning", "2.5"),
 }
+
+
+# What a LightningCLI script's launch line holds: its `fit` subcommand, or
+# arguments under its namespaces (src/lightning/pytorch/cli.py); not its
+# --optimizer and --lr_scheduler, which other scripts spell alike.
+LIGHTNING_CLI = ("--trainer.", "--model.", "--data.", "--ckpt_path", "--seed_everything")
+
+
+# Lightning's Trainer.__init__ parameters in their order, with their defaults
+# (trainer.py at 2.4.0 and 2.5.0; 2.6.5 adds TRAINER_2_6): the --trainer.* a
+# LightningCLI line may give, and what its config.yaml lists.
+TRAINER: tuple[tuple[str, Any], ...] = (
+    ("accelerator", "auto"), ("strategy", "auto"), ("devices", "auto"), ("num_nodes", 1), ("precision", None),
+    ("logger", None), ("callbacks", None), ("fast_dev_run", False), ("max_epochs", None),
+    ("min_epochs", None), ("max_steps", -1), ("min_steps", None), ("max_time", None),
+    ("limit_train_batches", None), ("limit_val_batches", None), ("limit_test_batches", None),
+    ("limit_predict_batches", None), ("overfit_batches", 0.0), ("val_check_interval", None),
+    ("check_val_every_n_epoch", 1), ("num_sanity_val_steps", None), ("log_every_n_steps", None),
+    ("enable_checkpointing", None), ("enable_progress_bar", None), ("enable_model_summary", None),
+    ("accumulate_grad_batches", 1), ("gradient_clip_val", None), ("gradient_clip_algorithm", None),
+    ("deterministic", None), ("benchmark", None), ("inference_mode", True), ("use_distributed_sampler", True),
+    ("profiler", None), ("detect_anomaly", False), ("barebones", False), ("plugins", None),
+    ("sync_batchnorm", False), ("reload_dataloaders_every_n_epochs", 0), ("default_root_dir", None))
+TRAINER_2_6: tuple[tuple[str, Any], ...] = (("enable_autolog_hparams", True), ("model_registry", None))
+
+
+# What Trainer(precision=...) takes (fabric/plugins/precision/precision.py at
+# 2.4.0-2.6.5: _PRECISION_INPUT_STR, and the aliases it converts with a warning
+# for 16 and bf16, fabric/connector.py _convert_precision_to_unified_args).
+LIGHTNING_PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed",
+                        "bf16-true", "bf16-mixed", "32-true", "64-true")
+LIGHTNING_PRECISION_ALIASES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+# The Lightning script's own Trainer(precision=...) for the GPU's half type:
+# bf16 where the part has it, else fp16 with a GradScaler.
+LIGHTNING_SCRIPT_PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def lightning_precision(args: list[str] | tuple[str, ...], half: str) -> str:
+    """The unified precision a Lightning script trains in: the line's
+    --trainer.precision (an alias converted), else the script's for the GPU's
+    `half` type."""
+    given = lightning_cli_values(args).get("precision")
+    return LIGHTNING_PRECISION_ALIASES.get(given, given) if given else LIGHTNING_SCRIPT_PRECISION[half]
+
+
+def lightning_cli(args: list[str] | tuple[str, ...]) -> bool:
+    """The script parses its arguments with LightningCLI."""
+    return args[:1] in (["fit"], ("fit",)) or any(a.startswith(LIGHTNING_CLI) for a in args)
+
+
+def lightning_cli_values(args: list[str] | tuple[str, ...], namespace: str = "--trainer.") -> dict[str, str]:
+    """`--trainer.NAME VALUE` (or `=VALUE`) of a LightningCLI line, by NAME, as written."""
+    values = {}
+    for k, token in enumerate(args):
+        key, eq, value = token.partition("=")
+        if key.startswith(namespace):
+            follows = args[k + 1] if k + 1 < len(args) and not args[k + 1].startswith("--") else ""
+            values[key.removeprefix(namespace)] = value if eq else follows
+    return values
 
 
 class StyleError(UsageError):

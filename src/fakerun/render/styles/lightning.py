@@ -11,9 +11,13 @@ The script behind it: a LightningModule whose only child is
 `Trainer(devices=nproc, num_nodes=nnodes, strategy="ddp", precision="bf16-mixed" (or
 "16-mixed" on a GPU without bf16),
 max_steps=N, max_time=<--exit-after-time, when given>, accumulate_grad_batches=grad_accum,
-callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
+log_every_n_steps=log_every, callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
 `train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
-the default (silent) ModelCheckpoint and TensorBoard logger. The model summary
+the default (silent) ModelCheckpoint and the default logger: a CSVLogger, as
+neither tensorboard nor tensorboardX is installed (the Trainer warns so). Its
+files are checkpoint/lightning.py's. A LightningCLI launch line
+(`fit --trainer.max_steps ...`) sets these Trainer arguments instead, and
+`--ckpt_path` restores a checkpoint. The model summary
 counts the whole model, as under DDP (under FSDP Lightning would count rank 0's
 shard: not modelled, the strategy shows nowhere else in the output).
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
+from pathlib import PurePosixPath
 from typing import Any
 
 from fakerun import events as ev
@@ -37,6 +42,7 @@ from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.render.styles.tqdm import format_meter, format_num
 from fakerun.world import physics as sim
+from fakerun.world import styles
 from fakerun.world.identity import ENV_PREFIX
 
 DATA = "style-lightning"
@@ -44,8 +50,12 @@ DASHES = "-" * 100  # fabric/utilities/distributed.py's block around the backend
 PAD_SIZE = 5  # lightning's Tqdm pads numbers in the postfix to 5 characters
 SANITY_STEPS = 2  # Trainer(num_sanity_val_steps=2)
 UNITS = [" ", "K", "M", "B", "T"]  # model_summary.PARAMETER_NUM_UNITS
-# "bf16-mixed" and "16-mixed" are not in ModelSummary's table: 32 bits a parameter.
-FP32_MB = (32 / 8.0) * 1e-6
+# ModelSummary's precision_to_bits (utilities/model_summary/model_summary.py): at
+# 2.4.0 and 2.5.0 its keys are the aliases, which trainer.precision never is
+# (32 bits whatever the precision); 2.6.5 adds the unified names, and warns for
+# a precision it lacks (the mixed ones), still sizing it at 32 bits.
+SUMMARY_BITS = {"64": 64, "32": 32, "16": 16, "bf16": 16}
+SUMMARY_BITS_2_6 = {**SUMMARY_BITS, "16-true": 16, "bf16-true": 16, "32-true": 32, "64-true": 64}
 
 
 def postfix_num(n: float | int) -> str:
@@ -68,7 +78,8 @@ def human_count(number: int) -> str:
     return f"{shifted:,.1f} {UNITS[groups - 1]}"
 
 
-def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]], flops: bool) -> list[str]:
+def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]], flops: bool,
+                  bits: int = 32) -> list[str]:
     """model_summary._format_summary_table: each column as wide as its widest cell
     or header, cells left-justified, `" | "` between them (so a trailing space
     after `Mode` when `train` is wider), then the footer left-justified in 10."""
@@ -78,7 +89,7 @@ def summary_table(params: int, modules: int, columns: list[tuple[str, list[str]]
             for i in range(len(columns[0][1]))]
     footer = [(human_count(params), "Trainable params"), (human_count(0), "Non-trainable params"),
               (human_count(params), "Total params"),
-              (f"{params * FP32_MB:,.3f}", "Total estimated model params size (MB)"),
+              (f"{params * bits / 8.0 * 1e-6:,.3f}", "Total estimated model params size (MB)"),
               (str(modules), "Modules in train mode"), ("0", "Modules in eval mode")]
     if flops:
         footer.append((human_count(0), "Total Flops"))  # no example_input_array: nothing was counted
@@ -102,6 +113,38 @@ def _minor(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2])
 
 
+def flag_value(args: list[str], name: str) -> str | None:
+    """The value of `name VALUE` or `name=VALUE` on the script's line."""
+    for k, token in enumerate(args):
+        key, eq, value = token.partition("=")
+        if key == name:
+            return (value if eq else (args[k + 1] if k + 1 < len(args) else "")) or None
+    return None
+
+
+def ckpt_path(args: list[str]) -> str | None:
+    """LightningCLI's `fit --ckpt_path PATH` (or `--ckpt_path=PATH`)."""
+    return flag_value(args, "--ckpt_path")
+
+
+def saved_step(path: str | None) -> int:
+    """S of the default ModelCheckpoint's `epoch=E-step=S.ckpt` (0: a name of another form)."""
+    digits = PurePosixPath(path).stem.rpartition("-step=")[2].split("-")[0] if path else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else 0
+
+
+def resumed_version(path: str | None) -> int:
+    """The logger version a run restoring `path` writes to: the one after the
+    checkpoint's own (`.../lightning_logs/version_K/checkpoints/...`), the
+    next free one when the checkpoint is the latest run's; 0 if it names none."""
+    parts = PurePosixPath(path).parts if path else ()
+    for name in reversed(parts[:-1]):
+        digits = name.removeprefix("version_")
+        if digits != name and digits.isascii() and digits.isdigit():
+            return int(digits) + 1
+    return 0
+
+
 class LightningLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
@@ -110,6 +153,7 @@ class LightningLines(EventRoutes):
         self.version_num = 0  # the logger's version: a restarted script logs to the next one
         self.checkpoints: dict[int, str] = {}  # step -> where the default ModelCheckpoint saved it
         self.resume: str | None = None  # the checkpoint a restarted script restores
+        self.resume_step = 0  # and the step it was saved at
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
@@ -137,23 +181,63 @@ class LightningLines(EventRoutes):
         return self.routed(event) or []
 
     @property
-    def _precision(self) -> dict[str, str]:
-        """Trainer(precision=...) for the GPU's half type, as the script sets it."""
-        return texts.load(DATA)["precision"][self.ident.gpu.precision]
+    def _precision_flag(self) -> str:
+        """Trainer(precision=...): the line's --trainer.precision, else the
+        script's for the GPU's half type; as trainer.precision names it."""
+        args = self.launch.args if self.launch is not None else []
+        return styles.lightning_precision(args, self.ident.gpu.precision)
+
+    def _precision_said(self) -> list[str]:
+        """What _AcceleratorConnector says of it: a warning for the aliases 16
+        and bf16 (fabric/connector.py), then the AMP line for a mixed one."""
+        args = self.launch.args if self.launch is not None else []
+        given = styles.lightning_cli_values(args).get("precision")
+        flag = self._precision_flag
+        line = self._table("precision_alias_line")
+        alias = [self.text["precision_alias"].format(site=self._site(), line=line, given=given, flag=flag)
+                 ] if given in ("16", "bf16") else []
+        amp = texts.load(DATA)["amp"]
+        return alias + ([self.text["amp"].format(amp=amp[flag])] if flag in amp else [])
+
+    def _table(self, name: str) -> Any:
+        """A per-release value of data/style-lightning.toml: the newest row at or below the pinned release."""
+        table = texts.load(DATA)[name]
+        known = sorted(table, key=_minor)
+        return table[([k for k in known if _minor(k) <= self.lightning] or known[:1])[-1]]
 
     def banner(self, when: float) -> list[Line]:
         """Trainer.__init__ and the start of trainer.fit, up to the first collective."""
         self._reset()
+        if self.launch is not None and self.launch.restart_count == 0:
+            self.resume = ckpt_path(self.launch.args)
+            self.version_num = resumed_version(self.resume)
+            self.resume_step = saved_step(self.resume)
         i, t = self.ident, self.text
-        said = [t["amp"].format(amp=self._precision["amp"]), *t["devices"]]
-        said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else [t["hpu"]]
+        said = [*self._precision_said(), *t["devices"]]
+        said += [] if self.lightning >= (2, 6) else [t["hpu"]]
+        said.append(t["csv_logger"].format(site=self._site(), line=self._table("csv_logger_line")))
+        said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else []
         members = [Line(t["member"].format(rank=r, member=r + 1, world=i.world), STDERR, r)
                    for r in range(i.world)]
         # rank_zero_info's message ends with "\n": a blank line follows the block.
         # fabric/accelerators/cuda.py _check_cuda_matmul_precision: Ampere and later only.
         tf32 = [t["tensor_cores"].format(gpu=i.gpu.name)] if i.gpu.ampere_or_later else []
         block = [DASHES, *(x.format(world=i.world) for x in t["registered"]), DASHES, "", *tf32]
-        return [*self._err(said), *members, *self._err(block)]
+        return [*self._seeded(), *self._err(said), *members, *self._err(block)]
+
+    def _seeded(self) -> list[Line]:
+        """LightningCLI seeds first (`--seed_everything`: an int, true or false)."""
+        args = self.launch.args if self.launch is not None else []
+        if not styles.lightning_cli(args):
+            return []
+        said = (flag_value(args, "--seed_everything") or "true").lower()
+        if said == "false":
+            return []
+        seed = int(said) if said.lstrip("-").isdigit() else 0
+        warned = [self.text["seed_missing"].format(site=self._site(), line=self._table("seed_missing_line"))
+                  ] if not said.lstrip("-").isdigit() else []
+        return self._err(warned) + [Line(self.text["seed_set"].format(rank=r, seed=seed), STDERR, r)
+                                    for r in range(self.ident.world)]
 
     # -- events ---------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:
@@ -177,14 +261,24 @@ class LightningLines(EventRoutes):
         return restoring + pinned
 
     def _fit_start(self) -> list[Line]:
-        """ModelSummary.on_fit_start, then the sanity check (skipped when resuming)."""
+        """ModelSummary.on_fit_start, then the sanity check (skipped when
+        resuming, and with no validation batches: limit_val_batches=0)."""
         out = self._err(self._summary())
         if self.resume:
-            return out + self._err([self.text["restored"].format(path=self.resume)])
+            return out + self._err([self.text["restored"].format(path=self.resume), *self._mid_epoch()])
         h = self.ident.hyper
+        if not (h.eval_every or h.eval_at_end):
+            return out
         per_batch = sim.eval_seconds(self.ident) / h.eval_batches
         batches = min(SANITY_STEPS, h.eval_batches)
         return out + self._eval_bar("Sanity Checking DataLoader 0", batches, per_batch)
+
+    def _mid_epoch(self) -> list[str]:
+        """training_epoch_loop.py reset, as the fit loop starts: a checkpoint of
+        a step inside an epoch, and a DataLoader that cannot resume mid-way."""
+        if self.resume_step % self.ident.hyper.steps_per_epoch == 0:
+            return []
+        return [self.text["mid_epoch"].format(site=self._site(), line=self._table("mid_epoch_line"))]
 
     def _summary(self) -> list[str]:
         """The LightningModule's one child, the model; 2.6 counts FLOPs (none without
@@ -195,9 +289,10 @@ class LightningLines(EventRoutes):
         if newest:
             columns.append(("FLOPs", [human_count(0)]))
         modules = module_count(i.model.arch, i.model.layers, i.versions.transformers, i.model.name)
-        table = summary_table(i.model.params, modules, columns, flops=newest)
-        warned = [self.text["summary_precision"].format(site=self._site(), precision=self._precision["flag"])
-                  ] if newest else []
+        bits = (SUMMARY_BITS_2_6 if newest else SUMMARY_BITS).get(self._precision_flag)
+        table = summary_table(i.model.params, modules, columns, flops=newest, bits=bits or 32)
+        warned = [self.text["summary_precision"].format(site=self._site(), precision=self._precision_flag)
+                  ] if newest and bits is None else []
         return [*warned, "", *table]  # log.info("\n" + table)
 
     def _step(self, e: ev.Step) -> list[Line]:
@@ -235,12 +330,14 @@ class LightningLines(EventRoutes):
         epoch = (max(1, e.step) - 1) // self.ident.hyper.steps_per_epoch
         self.checkpoints[e.step] = (f"{root}/lightning_logs/version_{self.version_num}/checkpoints/"
                                     f"epoch={epoch}-step={e.step}.ckpt")
-        self.epoch_end = e.time
+        if e.step % self.ident.hyper.steps_per_epoch == 0:  # not a save after a validation mid-epoch
+            self.epoch_end = e.time
         return []
 
     def _restart(self, e: ev.Restart) -> list[Line]:
-        self.version_num = e.restart_count
+        self.version_num += 1  # the restarted script's CSVLogger takes the next free version
         self.resume = self.checkpoints.get(e.resume_step)
+        self.resume_step = e.resume_step
         return []
 
     def _fit_end(self, when: float) -> list[Line]:
@@ -248,8 +345,12 @@ class LightningLines(EventRoutes):
         if self.last is None:
             return []
         stopped = self.last.step == self.last.max_steps
-        said = self._err([self.text["stopped"].format(max_steps=self.last.max_steps)]) if stopped else []
-        return said + [self._train_bar(when)]
+        given = styles.lightning_cli_values(self.launch.args if self.launch is not None else [])
+        if "max_epochs" in given and "max_steps" not in given:  # the epochs ran out, no step limit set
+            said = [self.text["stopped_epochs"].format(max_epochs=given["max_epochs"])]
+        else:
+            said = [self.text["stopped"].format(max_steps=self.last.max_steps)]
+        return (self._err(said) if stopped else []) + [self._train_bar(when)]
 
     # -- bars -------------------------------------------------------------------
     def _train_bar(self, now: float) -> Line:
