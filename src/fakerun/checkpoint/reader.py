@@ -16,6 +16,7 @@ from it). Checkpoints written before that, with the run's facts in a hidden
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,24 @@ SCALARS = (int, float, str, bool, type(None))
 def find(path: Path) -> Resume:
     """`path` is a checkpoint directory, or an output dir whose latest
     complete checkpoint is taken."""
+    return latest(path, _load, lambda p: (p / STATE).exists() or p.name.startswith("checkpoint-"))
+
+
+def latest(path: Path, load: Callable[[Path], Resume], is_one: Callable[[Path], bool]) -> Resume:
+    """`path` itself when `is_one` says it is a checkpoint, else the latest
+    `checkpoint-<step>` in it that `load` accepts (one killed mid-save is
+    refused: the one before it is taken)."""
     if not path.is_dir():
         raise CheckpointError(f"--resume {path}: no such directory")
-    if (path / STATE).exists() or path.name.startswith("checkpoint-"):
-        return _load(path)
+    if is_one(path):
+        return load(path)
     candidates = sorted((p for p in path.glob("checkpoint-*") if step_of(p.name) is not None),
                         key=lambda p: step_of(p.name) or 0, reverse=True)
     for candidate in candidates:
         try:
-            return _load(candidate)
+            return load(candidate)
         except CheckpointError:
-            continue  # an incomplete one (killed mid-save): try the one before
+            continue
     raise CheckpointError(f"--resume {path}: no complete checkpoint-<step> directory in it")
 
 

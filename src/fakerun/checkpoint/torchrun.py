@@ -25,11 +25,11 @@ from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import CONFIG, ModelFiles
 from fakerun.checkpoint.reader import (
     TIME_MAX,
-    CheckpointError,
     Resume,
     checked,
     config_of,
     incomplete,
+    latest,
     model_of,
     number,
     step_of,
@@ -66,18 +66,7 @@ class TorchrunWriter:
 def find(path: Path) -> Resume:
     """`path` is a checkpoint-<step> directory, or the directory holding them
     (the latest complete one is taken)."""
-    if not path.is_dir():
-        raise CheckpointError(f"--resume {path}: no such directory")
-    if step_of(path.name) is not None:
-        return _load(path)
-    candidates = sorted((p for p in path.glob("checkpoint-*") if step_of(p.name) is not None),
-                        key=lambda p: step_of(p.name) or 0, reverse=True)
-    for candidate in candidates:
-        try:
-            return _load(candidate)
-        except CheckpointError:
-            continue  # killed mid-save: the one before
-    raise CheckpointError(f"--resume {path}: no complete checkpoint-<step> directory in it")
+    return latest(path, _load, lambda p: step_of(p.name) is not None)
 
 
 def _load(path: Path) -> Resume:
