@@ -19,12 +19,15 @@ DEFAULT_COLUMNS, MAX_COLUMNS = 80, 200
 
 @dataclass(frozen=True)
 class Line:
-    """One whole line of output. `rank` is the global rank that "printed" it,
-    or None for the launcher's own lines."""
+    """One write of output, most often a whole line. `rank` is the global
+    rank that "printed" it, or None for the launcher's own lines. `end` is
+    what follows `text` in the stream: a progress bar's redraw is `\r` and
+    the bar with no newline after it (tqdm's status printer)."""
 
     text: str
     stream: str = STDOUT
     rank: int | None = None
+    end: str = "\n"
 
 
 def _at(when: float, tz: tzinfo | None) -> datetime:

@@ -95,7 +95,8 @@ class RichView:
             stream = self.err if line.stream == STDERR else self.out
             if not runs or runs[-1][0] is not stream:
                 runs.append((stream, []))
-            runs[-1][1].append(self._styled(line, prefix))
+            runs[-1][1].extend(self._styled(Line(text, line.stream, line.rank), prefix)
+                               for text in _shown(line))
         if not runs:
             return
         self._erase()
@@ -222,3 +223,12 @@ def _width(stream: TextIO) -> int:
         return min(MAX_COLUMNS, os.get_terminal_size(stream.fileno()).columns)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return DEFAULT_COLUMNS
+
+
+def _shown(line: Line) -> list[str]:
+    """The whole lines the view scrolls for one write: a progress bar's `\r`
+    redraws (and tqdm's blanking of it) are lines of the bar's own above
+    the footer, not partial lines under it."""
+    if "\r" not in line.text and line.end == "\n":
+        return [line.text]
+    return [part for part in line.text.split("\r") if part.strip()]

@@ -7,9 +7,10 @@ src/transformers/utils/logging.py (the library's StreamHandler on stderr).
 
 Only global rank 0 logs (the Trainer's "world process zero"). The Trainer's
 logger (INFO, no formatter) and the tqdm bar write to stderr; the log dicts
-go through `tqdm.write`, to stdout. A bar refresh is a line of its own here:
-in a terminal tqdm redraws it in place, in a file it separates refreshes
-with a carriage return.
+go through `tqdm.write`, to stdout, which blanks the bar first and redraws it
+after. The bar redraws on tqdm's own clock (render/styles/tqdm.py's Bar, fed
+the step events' simulated times): `\r` and the bar, no newline, so the
+Trainer's next logger line follows it on the same line, as in real logs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from fakerun import events as ev
 from fakerun.render.lines import STDERR, STDOUT, Line
 from fakerun.render.styles.routes import EventRoutes
-from fakerun.render.styles.tqdm import meter
+from fakerun.render.styles.tqdm import Bar
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
 
@@ -35,6 +36,7 @@ class HfLines(EventRoutes):
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
+        self.bar: Bar | None = None  # ProgressCallback.training_bar, from on_train_begin to on_train_end
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Summary: self._summary,
@@ -64,7 +66,9 @@ class HfLines(EventRoutes):
     # -- events ---------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "train":
-            return self._err(self._training_block())
+            # on_train_begin opens the bar once the Trainer has logged its block.
+            self.bar, opened = Bar.opened(self.ident.hyper.total_steps, e.time)
+            return [*self._err(self._training_block()), *self._drawn(opened)]
         if e.name == "validation":
             h = self.ident.hyper
             return self._err(["", "***** Running Evaluation *****",
@@ -88,24 +92,38 @@ class HfLines(EventRoutes):
     def _step(self, e: ev.Step) -> list[Line]:
         self.losses.append(e.loss)
         h = self.ident.hyper
+        # on_step_end: update(state.global_step - self.current_step), one step at a time.
+        updated = self._drawn(self.bar.update(1, e.time)) if self.bar is not None else []
         if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
             # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
-            # logs on logging_steps only), but the bar, redrawn every step, stops there.
-            return [self._bar(e)] if e.step == e.max_steps or e.stopped else []
+            # logs on logging_steps only).
+            return updated
         logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
                             "epoch": round(self.epoch(e.step), 2)})
-        return [Line(logged, STDOUT, 0), self._bar(e)]
+        return [*updated, *self._written(logged, e.time)]
 
-    def _bar(self, e: ev.Step) -> Line:
-        # tqdm's remaining time counts the iterations left, not the evaluations between them.
-        return Line(meter(e.step, e.max_steps, e.elapsed_s, e.eta_s - e.pauses_s, e.step_time_s), STDERR, 0)
+    def _written(self, text: str, now: float) -> list[Line]:
+        """ProgressCallback.on_log's training_bar.write(str(logs)): tqdm blanks
+        its bar (stderr), prints the dict on stdout, then redraws the bar."""
+        if self.bar is None or self.bar.closed:
+            return [Line(text, STDOUT, 0)]
+        return [*self._drawn(self.bar.clear()), Line(text, STDOUT, 0), *self._drawn(self.bar.refresh(now))]
+
+    @staticmethod
+    def _drawn(written: str) -> list[Line]:
+        """What tqdm wrote to stderr, as one write: `\r` redraws end no line."""
+        if not written:
+            return []
+        if written.endswith("\n"):
+            return [Line(written[:-1], STDERR, 0)]
+        return [Line(written, STDERR, 0, end="")]
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
-        return [Line(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
-                                "eval_samples_per_second": round(e.samples / runtime, 3),
-                                "eval_steps_per_second": round(h.eval_batches / runtime, 3),
-                                "epoch": round(self.epoch(e.step), 2)}), STDOUT, 0)]
+        return self._written(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
+                                        "eval_samples_per_second": round(e.samples / runtime, 3),
+                                        "eval_steps_per_second": round(h.eval_batches / runtime, 3),
+                                        "epoch": round(self.epoch(e.step), 2)}), e.time)
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
@@ -136,11 +154,11 @@ class HfLines(EventRoutes):
                            "train_steps_per_second": round(h.total_steps / runtime, 3),
                            "train_loss": sum(self.losses) / max(1, len(self.losses)),
                            "epoch": round(self.epoch(e.steps), 2)})
-        # tqdm's close: a bar stopped short keeps its total, and its estimate of the time left.
-        left = 0.0 if e.steps >= h.total_steps else None
-        closed = meter(e.steps, h.total_steps, e.train_time_s, left, runtime / max(1, e.steps))
-        bar = [Line(closed, STDERR, 0)] if self.losses else []  # the bar closes only if training had begun
-        return [*done, Line(stats, STDOUT, 0), *bar]
+        # on_log's write, then on_train_end's close: the bar at its overall rate, and a newline;
+        # a bar stopped short keeps its total.
+        logged = self._written(stats, e.time)
+        closed = self._drawn(self.bar.close(e.time)) if self.bar is not None else []
+        return [*done, *logged, *closed]
 
     @staticmethod
     def _err(texts: list[str]) -> list[Line]:
