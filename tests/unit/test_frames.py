@@ -5,7 +5,7 @@ they are on this machine (each skipped where absent):
 - torch: the PyPI wheels' files, extracted under /work/torchsrc/<version>/;
 - deepspeed, megatron-core, lightning: the projects' git history at the
   version's tag, fetched under /work/.mirror (deepspeedai/DeepSpeed vV,
-  NVIDIA/Megatron-LM core_r0.X.0, Lightning-AI/pytorch-lightning V), and
+  NVIDIA/Megatron-LM core_vV, Lightning-AI/pytorch-lightning V), and
   PyPI's lightning wheel for a version whose tag the mirror lacks;
 - transformers (too big a repository to fetch here): the TRANSFORMERS table
   below, read from src/transformers/trainer.py of each PyPI wheel."""
@@ -74,9 +74,8 @@ def lightning_source(version: str, path: str) -> str | None:
 
 
 def megatron_source(version: str, path: str) -> str | None:
-    major_minor = ".".join(version.split(".")[:2])
-    return (git_show("NVIDIA+Megatron-LM", f"core_r{major_minor}.0", path)
-            or git_show("NVIDIA+Megatron-LM", f"core_v{major_minor}.0", path))
+    # Megatron runs from its checkout: the traceback's script is pretrain_gpt.py.
+    return git_show("NVIDIA+Megatron-LM", f"refs/tags/core_v{version}", path.replace("{entrypoint}", "pretrain_gpt.py"))
 
 
 SOURCES: dict[str, Callable[[str, str], str | None]] = {
@@ -121,7 +120,7 @@ def pinned(library: str) -> list[str]:
 
 def test_every_pinned_version_has_its_frames():
     data = texts.load("frames")
-    for library in ("torch", "transformers", "deepspeed"):
+    for library in ("torch", "transformers", "deepspeed", "megatron"):
         assert sorted(data[library]) == pinned(library), library
 
 

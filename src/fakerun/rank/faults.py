@@ -117,7 +117,9 @@ def library_frames(config: RunConfig, library: str | None) -> dict[str, str]:
     (none for a version it has no table for)."""
     if library is None:
         return {}
-    return texts.load("frames").get(library, {}).get(getattr(config.identity.versions, library), {})
+    # A ROCm wheel ("2.5.1+rocm6.2") ships the same Python files as the CUDA one.
+    version = getattr(config.identity.versions, library).split("+")[0]
+    return texts.load("frames").get(library, {}).get(version, {})
 
 
 def _expand(text: str, table: dict[str, str]) -> str:
