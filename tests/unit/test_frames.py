@@ -86,6 +86,13 @@ SOURCES: dict[str, Callable[[str, str], str | None]] = {
 }
 
 
+# The frames of each library's tables that are its own: the others are the
+# training script's (ours) or an unpinned library's, and torch's within a
+# framework's pieces are named pieces of torch's tables.
+OWN = {"torch": ("torch/",), "transformers": ("transformers/",), "deepspeed": ("deepspeed/",), "lightning": ("lightning/",),
+       "megatron": ("megatron/", "{entrypoint}")}
+
+
 def frames(library: str, version: str) -> list[re.Match]:
     table = texts.load("frames")[library][version]
     found = [m for piece in table.values() for m in FRAME.finditer(piece)]
@@ -120,7 +127,7 @@ def pinned(library: str) -> list[str]:
 
 def test_every_pinned_version_has_its_frames():
     data = texts.load("frames")
-    for library in ("torch", "transformers", "deepspeed", "megatron"):
+    for library in ("torch", "transformers", "deepspeed", "megatron", "lightning"):
         assert sorted(data[library]) == pinned(library), library
 
 
@@ -130,9 +137,9 @@ def test_frames_are_the_versions_sources(library, version):
     checked = 0
     for m in frames(library, version):
         path = m["path"]
+        if not path.startswith(OWN[library]):
+            continue  # the script's own frames (ours), or an unpinned library's (torchmetrics)
         source = SOURCES[library](version, path)
-        if source is None and m["path"].startswith("torch/") and library != "torch":
-            continue  # a torch frame inside another library's piece: checked as torch's
         if source is None:
             pytest.skip(f"{library} {version}'s {path} is not on this machine")
         tree, line = ast.parse(source), int(m["line"])
@@ -147,3 +154,38 @@ def test_frames_are_the_versions_sources(library, version):
 def test_transformers_frames_are_the_wheels(version):
     shown = {(version, m["path"], int(m["line"])): m["src"] for m in frames("transformers", version)}
     assert shown == {k: v for k, v in TRANSFORMERS.items() if k[0] == version}
+
+
+KEYS = ("crash", "oom", "peer_lost", "interrupt", "interrupt_init", "interrupt_validation", "interrupt_checkpoint",
+        "interrupt_export")
+SIZES = {k: "1 GiB" for k in ("device", "total", "free", "in_use", "allocated", "unallocated", "tried", "peer",
+                              "port")}
+
+
+@pytest.mark.parametrize("style", ["torchrun", "hf", "deepspeed", "megatron", "lightning"])
+@pytest.mark.parametrize("row", versions(), ids=lambda row: row.torch)
+def test_every_failure_shows_the_pinned_versions_frames(style, row):
+    """Each traceback a style prints, for each row of versions.txt: every torch
+    frame and every frame of the style's library is that version's (as its
+    table has it), and nothing is left unformatted."""
+    from dataclasses import replace
+
+    from fakerun.config.options import RunConfig, Topology
+    from fakerun.config.plan import plan
+    from fakerun.rank.faults import STYLE_LIBRARY, script_text
+    from fakerun.world import styles
+
+    config = plan(RunConfig(Topology(1, 2), seed=5, max_steps=3))
+    config = replace(config, style=styles.parse(style), identity=replace(config.identity, versions=row))
+    data = texts.load("frames")
+    tables = {"torch": data["torch"][row.torch]}
+    if (library := STYLE_LIBRARY.get(style)) is not None:
+        tables[library] = data[library][getattr(row, library)]
+    for key in KEYS:
+        text = script_text(config, key, **SIZES)
+        assert "{" not in text and "}" not in text, (key, text)
+        for library, table in tables.items():
+            known = "\n".join(table.values())
+            shown = [m for m in FRAME.finditer(text.replace(f"/opt/conda/lib/python{row.python}/site-packages",
+                                                            "{site}")) if m["path"].startswith(OWN[library])]
+            assert all(m.group() in known for m in shown if m["path"] in known), (key, library)
