@@ -11,12 +11,8 @@ shows what torch's tail_logfile makes of those same writes."""
 
 from __future__ import annotations
 
-import sys
-
-import pytest
-
 from tests.e2e.test_simulation import FIXED, clean_env
-from tests.unit.test_tqdm_bar import HEADER, Utf8Buffer, torch_tee
+from tests.unit.test_tqdm_bar import HEADER, real_tqdm, torch_tee
 
 ARGS = (*FIXED, "--nproc", "2", "--max-steps", "12", "--style", "hf", "--local-ranks-filter", "0")
 
@@ -29,34 +25,43 @@ def run(runner, *args: str):
 
 def trainer_moments(monkeypatch, events: list[dict]) -> list[str]:
     """What the real tqdm writes to stderr at each of the Trainer's moments."""
-    tqdm_std = pytest.importorskip("tqdm.std")
-    from tqdm.auto import tqdm
-
     clock = [0.0]
-    monkeypatch.setattr(tqdm_std, "time", lambda: clock[0])
-    err = Utf8Buffer()
-    monkeypatch.setattr(sys, "stderr", err)
-    monkeypatch.setattr(sys, "stdout", Utf8Buffer())
-    every = hyper(events)["log_every"]
-    moments, seen, bar = [], 0, None
+    tqdm, err = real_tqdm(monkeypatch, clock)
+    every, batches = hyper(events)["log_every"], hyper(events)["eval_batches"]
+    moments, seen, bar, eval_start = [], 0, None, 0.0
+
+    def moment() -> None:
+        nonlocal seen
+        if len(err.getvalue()) > seen:
+            moments.append(err.getvalue()[seen:])
+            seen = len(err.getvalue())
+
     for e in events:
         clock[0] = e.get("time", clock[0])
         if e["event"] == "phase" and e["name"] == "train":
             bar = tqdm(total=hyper(events)["total_steps"], dynamic_ncols=True)
+        elif e["event"] == "phase" and e["name"] == "validation":
+            eval_start = e["time"]
         elif e["event"] == "step":
             bar.update(1)
             if e["step"] % every == 0:
                 bar.write("{'loss': ...}")
         elif e["event"] == "validation":
-            bar.write("{'eval_loss': ...}")
+            # evaluation_loop's on_prediction_step after each batch (fakerun spreads them evenly)
+            prediction = None
+            for k in range(1, batches + 1):
+                clock[0] = eval_start + e["eval_time_s"] * k / batches
+                if prediction is None:
+                    prediction = tqdm(total=batches, leave=bar is None, dynamic_ncols=True)
+                prediction.update(1)
+                moment()
+            clock[0] = e["time"]
+            bar.write("{'eval_loss': ...}")  # Trainer.evaluate logs, then on_evaluate closes the bar
+            prediction.close()
         elif e["event"] == "summary":
             bar.write("{'train_runtime': ...}")
             bar.close()
-        else:
-            continue
-        if len(err.getvalue()) > seen:
-            moments.append(err.getvalue()[seen:])
-            seen = len(err.getvalue())
+        moment()
     return moments
 
 

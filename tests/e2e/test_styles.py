@@ -21,9 +21,11 @@ NCCL = re.compile(r"^([\w.-]+:\d+:\d+ \[\d+\] NCCL (INFO|WARN) |NCCL version \d+
 # torch's own warnings through c10 logging, from every rank (ProcessGroupNCCL's).
 C10 = re.compile(r"^\[rank\d+\]:\[W\d{3,4} \d\d:\d\d:\d\d\.\d{9} ProcessGroupNCCL\.cpp:\d+\] ")
 NUM = r"\d{1,3}(?:,\d{3})*"
-# The rate is tqdm's f'{rate:5.2f}' (tqdm/std.py format_meter): at least five wide, wider from 100 s/it on.
+# The rate is tqdm's f'{rate:5.2f}' (tqdm/std.py format_meter): at least five wide, wider from 100 s/it on;
+# `?it/s` before any (the bar's first print). A bar at position 1 (the Trainer's evaluation bar under its
+# training bar) ends each print with tqdm's cursor-up escape (moveto's _term_move_up).
 TQDM = re.compile(r"^[ \d]{3}%\|[ ▏▎▍▌▋▊▉█]{10}\| \d+/\d+ \[(\d+:)?\d\d:\d\d<((\d+:)?\d\d:\d\d|\?), "
-                  r"[ \d]\d+\.\d\d(s/it|it/s)\]$")
+                  r"([ \d]\d+\.\d\d(s/it|it/s)|\?it/s)\](\x1b\[A)?$")
 HF_LINES = [re.compile(p) for p in (
     r"^\*\*\*\*\* Running training \*\*\*\*\*$", rf"^  Num examples = {NUM}$", rf"^  Num Epochs = {NUM}$",
     rf"^  Num update steps per epoch = {NUM}$", rf"^  Instantaneous batch size per device = {NUM}$",
@@ -38,7 +40,7 @@ HF_LINES = [re.compile(p) for p in (
     r"^tokenizer config file saved in \S+/tokenizer_config\.json$",
     r"^Special tokens file saved in \S+/special_tokens_map\.json$",
     r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
-    TQDM.pattern, r"^ +$")]  # tqdm.write blanks the bar (its clear) before it prints a log dict
+    TQDM.pattern, r"^ *(\x1b\[A)?$")]  # tqdm blanks a bar (clear, close without leave) with spaces
 V4_FLOAT = r"-?\d+(\.\d+(e-?\d+)?|e-?\d+)"  # a float's repr: 9.7738, 1.5e-05, or a round 3e-05
 V5_FLOAT = r"'-?\d+(\.\d+)?(e-?\d+)?'"
 

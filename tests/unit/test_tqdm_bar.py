@@ -34,19 +34,37 @@ class Utf8Buffer(io.StringIO):
     encoding = "utf-8"
 
 
+class CreationOrder(list):
+    """tqdm's instance set (a WeakSet: tqdm.write blanks and redraws the bars
+    in its iteration order), in the order the bars were made. CPython's set
+    gives that order to a fresh set of two bars (their ids hash to one slot,
+    the second probes the next); a process's earlier bars can change it.
+    fakerun draws the training bar first."""
+
+    def add(self, item: object) -> None:
+        self.append(item)
+
+
+def real_tqdm(monkeypatch: pytest.MonkeyPatch, clock: list[float]) -> tuple[type, Utf8Buffer]:
+    """The real tqdm on a fake clock, its bars on a utf-8 stderr: its class and that stream."""
+    tqdm_std = pytest.importorskip("tqdm.std")
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(tqdm_std, "time", lambda: clock[0])  # tqdm.__init__ takes its _time from it
+    monkeypatch.setattr(tqdm_std.tqdm, "_instances", CreationOrder())
+    err = Utf8Buffer()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", Utf8Buffer())
+    return tqdm, err
+
+
 def real_tqdm_writes(monkeypatch: pytest.MonkeyPatch, times: list[float], logs: set[int],
                      end: float) -> list[str]:
     """What the real tqdm writes to stderr at each moment of a Trainer's run:
     opened at times[0], one update per later time, a write() after the
     update of each step in `logs`, closed at `end`. One string per moment."""
-    tqdm_std = pytest.importorskip("tqdm.std")
-    from tqdm.auto import tqdm
-
     clock = [times[0]]
-    monkeypatch.setattr(tqdm_std, "time", lambda: clock[0])  # tqdm.__init__ takes its _time from it
-    err = Utf8Buffer()
-    monkeypatch.setattr(sys, "stderr", err)
-    monkeypatch.setattr(sys, "stdout", Utf8Buffer())
+    tqdm, err = real_tqdm(monkeypatch, clock)
     moments, seen = [], 0
 
     def moment() -> None:
@@ -168,3 +186,38 @@ def test_a_redraw_read_mid_line_glues_the_next_header():
     # The reader found the bar with no newline yet: the next read's header follows it.
     assert fakerun_tee(["\r  0%|          | 0/4 [00:00<?, ?it/s]", "Saving\n"]) == \
         f"{HEADER}\n{HEADER}  0%|          | 0/4 [00:00<?, ?it/s]{HEADER}Saving\n"
+
+
+@pytest.mark.parametrize("batches,per_batch", [(1, 0.5), (7, 0.05), (40, 0.3)])
+def test_an_evaluation_bar_under_the_training_bar_writes_what_tqdm_writes(monkeypatch, batches, per_batch):
+    """The Trainer's prediction bar: a second tqdm (position 1, leave=False)
+    opened at the first evaluation batch, updated per batch; Trainer.evaluate
+    logs its metrics (tqdm.write: both bars blanked and redrawn) before
+    on_evaluate closes it."""
+    clock = [1000.0]
+    tqdm, err = real_tqdm(monkeypatch, clock)
+    train = tqdm(total=3, dynamic_ncols=True)
+    bar, ours = Bar.opened(3, 1000.0)
+    for step in (1, 2):
+        clock[0] = 1000.0 + 2 * step
+        train.update(1)
+        ours += bar.update(1, clock[0])
+    prediction, eval_bar = None, None
+    for k in range(1, batches + 1):
+        clock[0] = 1004.0 + per_batch * k
+        if prediction is None:
+            prediction = tqdm(total=batches, leave=False, dynamic_ncols=True)
+            eval_bar, opened = Bar.opened(batches, clock[0], pos=1, leave=False)
+            ours += opened
+        prediction.update(1)
+        ours += eval_bar.update(1, clock[0])
+    train.write("{'eval_loss': 1.0}")
+    ours += bar.clear() + eval_bar.clear() + bar.refresh(clock[0]) + eval_bar.refresh(clock[0])
+    prediction.close()
+    ours += eval_bar.close(clock[0])
+    clock[0] += 2
+    train.update(1)
+    ours += bar.update(1, clock[0])
+    train.close()
+    ours += bar.close(clock[0])
+    assert ours == err.getvalue()

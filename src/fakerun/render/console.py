@@ -34,7 +34,7 @@ class ConsoleSink:
 
     def write(self, lines: Iterable[Line]) -> None:
         """One moment's writes (an event's): a teed stream's reader catches
-        up with them at its end."""
+        up with them at its end, and where a write says the writer pauses."""
         tails: dict[tuple[int, str], TailedFile] = {}
         for line in lines:
             if line.rank is None:
@@ -46,6 +46,8 @@ class ConsoleSink:
                     tail = tails.setdefault((line.rank, line.stream),
                                             TailedFile(self.settings.prefix(line.rank, local_rank)))
                     self._put(line.stream, tail.written(line.text + line.end))
+                    if line.pause:
+                        self._put(line.stream, tail.caught_up())
                 elif shown:  # the worker's own stream: its bytes as written, `\r` and all
                     self._put(line.stream, line.text + line.end)
         for (_, stream), tail in tails.items():

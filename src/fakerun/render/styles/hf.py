@@ -37,6 +37,8 @@ class HfLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
         self.bar: Bar | None = None  # ProgressCallback.training_bar, from on_train_begin to on_train_end
+        self.eval_bar: Bar | None = None  # its prediction_bar, during an evaluation
+        self.eval_start = 0.0  # when the evaluation loop began
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Summary: self._summary,
@@ -70,6 +72,7 @@ class HfLines(EventRoutes):
             self.bar, opened = Bar.opened(self.ident.hyper.total_steps, e.time)
             return [*self._err(self._training_block()), *self._drawn(opened)]
         if e.name == "validation":
+            self.eval_start = e.time
             h = self.ident.hyper
             return self._err(["", "***** Running Evaluation *****",
                               f"  Num examples = {h.eval_batches * h.micro_batch * self.ident.world}",
@@ -104,26 +107,51 @@ class HfLines(EventRoutes):
 
     def _written(self, text: str, now: float) -> list[Line]:
         """ProgressCallback.on_log's training_bar.write(str(logs)): tqdm blanks
-        its bar (stderr), prints the dict on stdout, then redraws the bar."""
-        if self.bar is None or self.bar.closed:
-            return [Line(text, STDOUT, 0)]
-        return [*self._drawn(self.bar.clear()), Line(text, STDOUT, 0), *self._drawn(self.bar.refresh(now))]
+        its open bars (stderr; the training bar first, the first in its
+        instance set), prints the dict on stdout, then redraws them."""
+        bars = [b for b in (self.bar, self.eval_bar) if b is not None and not b.closed]
+        return [*(line for b in bars for line in self._drawn(b.clear())), Line(text, STDOUT, 0),
+                *(line for b in bars for line in self._drawn(b.refresh(now)))]
+
+    def _predicted(self, e: ev.Validation) -> list[Line]:
+        """on_prediction_step after each evaluation batch (the batches evenly
+        spread over the evaluation): the first opens the prediction bar (a
+        second bar, at position 1, not left), each updates it."""
+        if self.bar is None:
+            return []  # no evaluation bar outside training here
+        batches = self.ident.hyper.eval_batches
+        lines: list[Line] = []
+        for k in range(1, batches + 1):
+            now = self.eval_start + e.eval_time_s * k / batches
+            written = ""
+            if self.eval_bar is None:
+                self.eval_bar, written = Bar.opened(batches, now, pos=1, leave=False)
+            written += self.eval_bar.update(1, now)
+            lines += self._drawn(written, pause=True)
+        return lines
+
+    def _eval_closed(self, now: float) -> list[Line]:
+        """on_evaluate, after the Trainer logged the metrics: the prediction bar closes."""
+        closed, self.eval_bar = (self.eval_bar.close(now) if self.eval_bar else ""), None
+        return self._drawn(closed)
 
     @staticmethod
-    def _drawn(written: str) -> list[Line]:
+    def _drawn(written: str, pause: bool = False) -> list[Line]:
         """What tqdm wrote to stderr, as one write: `\r` redraws end no line."""
         if not written:
             return []
         if written.endswith("\n"):
-            return [Line(written[:-1], STDERR, 0)]
-        return [Line(written, STDERR, 0, end="")]
+            return [Line(written[:-1], STDERR, 0, pause=pause)]
+        return [Line(written, STDERR, 0, end="", pause=pause)]
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
-        return self._written(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
-                                        "eval_samples_per_second": round(e.samples / runtime, 3),
-                                        "eval_steps_per_second": round(h.eval_batches / runtime, 3),
-                                        "epoch": round(self.epoch(e.step), 2)}), e.time)
+        predicted = self._predicted(e)
+        logged = self._written(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
+                                          "eval_samples_per_second": round(e.samples / runtime, 3),
+                                          "eval_steps_per_second": round(h.eval_batches / runtime, 3),
+                                          "epoch": round(self.epoch(e.step), 2)}), e.time)
+        return [*predicted, *logged, *self._eval_closed(e.time)]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under

@@ -88,12 +88,16 @@ class Bar:
     __init__, update, clear (tqdm.write's external_write_mode), refresh and
     close. Each method returns the characters written (tqdm's status printer:
     `\\r`, the bar, spaces over what is left of a longer one), "" for none.
-    Its monitor thread (TMonitor) is left out: it redraws only a bar whose
-    dynamic miniters went above 1 (more than 10 it/s) that then printed
-    nothing for 10 s."""
+    A bar at `pos` 1 (one opened while another is open, as the Trainer's
+    evaluation bar) draws on the next line: tqdm's moveto writes `\n` before
+    and the cursor-up escape after each print. Its monitor thread (TMonitor)
+    is left out: it redraws only a bar whose dynamic miniters went above 1
+    (more than 10 it/s) that then printed nothing for 10 s."""
 
     total: int
     start_t: float
+    pos: int = 0
+    leave: bool = True
     n: int = 0
     last_print_n: int = 0
     last_print_t: float = 0.0
@@ -105,9 +109,9 @@ class Bar:
     ema_miniters: Ema = field(default_factory=Ema)
 
     @classmethod
-    def opened(cls, total: int, now: float) -> tuple[Bar, str]:
+    def opened(cls, total: int, now: float, pos: int = 0, leave: bool = True) -> tuple[Bar, str]:
         """tqdm(total=...): the bar, and its first print (0/total, delay 0)."""
-        bar = cls(total, now, last_print_t=now)
+        bar = cls(total, now, pos, leave, last_print_t=now)
         return bar, bar.refresh(now)
 
     def update(self, n: int, now: float) -> str:
@@ -138,20 +142,27 @@ class Bar:
         rate = None if overall or not self.ema_dt() else self.ema_dn() / self.ema_dt()
         if rate is None and elapsed:
             rate = self.n / elapsed  # format_meter's fallback: the average speed
-        return self._print(format_meter(self.n, self.total, elapsed, rate))
+        return self._at(self._print(format_meter(self.n, self.total, elapsed, rate)))
 
     def clear(self) -> str:
         """tqdm.clear (before tqdm.write's message): blanks over the bar, back to column 0."""
-        return self._print("") + "\r"
+        return self._at(self._print("") + "\r")
 
     def close(self, now: float) -> str:
-        """tqdm.close with leave=True: the bar at the overall rate, then a newline."""
+        """tqdm.close: with leave, the bar at the overall rate, then a newline;
+        without, blanks over it."""
         if self.closed:
             return ""
         self.closed = True
+        if not self.leave:
+            return self._at(self._print("") + ("" if self.pos else "\r"))
         return self.refresh(now, overall=True) + "\n"
 
     def _print(self, text: str) -> str:
         written = "\r" + text + " " * max(self.last_len - len(text), 0)
         self.last_len = len(text)
         return written
+
+    def _at(self, written: str) -> str:
+        """tqdm.moveto(pos) and back around a print (`\x1b[A`: _term_move_up)."""
+        return "\n" * self.pos + written + "\x1b[A" * self.pos
