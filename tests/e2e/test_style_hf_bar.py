@@ -111,3 +111,12 @@ def test_under_tee_each_redraw_is_a_prefixed_line_as_tail_logfile_prints_it(runn
     assert expected in teed
     # A redraw found mid-line by the reader: the next read's header follows the bar.
     assert "s/it][default0]:\n" in teed
+
+
+def test_the_log_dir_file_holds_the_workers_bytes(runner, monkeypatch, tmp_path):
+    events = run(runner, "--output", "jsonl").events()
+    moments = trainer_moments(monkeypatch, events)
+    run(runner, "--output", "plain", "--log-dir", str(tmp_path), "--redirects", "3")
+    [log] = tmp_path.glob("*/attempt_0/0/stderr.log")  # torchrun's <log_dir>/<run>/attempt_N/<local rank>/
+    stream = log.read_bytes().decode()
+    split_at(stream[stream.index("***** Running training *****"):], moments)
