@@ -20,9 +20,9 @@ from datetime import tzinfo
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.render.lines import STDERR, STDOUT, Line
+from fakerun.render.lines import STDERR, Line
+from fakerun.render.styles.hf_progress import ProgressCallback
 from fakerun.render.styles.routes import EventRoutes
-from fakerun.render.styles.tqdm import Bar
 
 DEFAULT_OUTPUT = "trainer_output"  # TrainingArguments.output_dir's default
 
@@ -36,8 +36,7 @@ class HfLines(EventRoutes):
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.losses: list[float] = []  # every step's: the Trainer's train_loss is their mean
-        self.bar: Bar | None = None  # ProgressCallback.training_bar, from on_train_begin to on_train_end
-        self.eval_bar: Bar | None = None  # its prediction_bar, during an evaluation
+        self.progress = ProgressCallback()
         self.eval_start = 0.0  # when the evaluation loop began
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
@@ -69,8 +68,8 @@ class HfLines(EventRoutes):
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "train":
             # on_train_begin opens the bar once the Trainer has logged its block.
-            self.bar, opened = Bar.opened(self.ident.hyper.total_steps, e.time)
-            return [*self._err(self._training_block()), *self._drawn(opened)]
+            return [*self._err(self._training_block()),
+                    *self.progress.on_train_begin(self.ident.hyper.total_steps, e.time)]
         if e.name == "validation":
             self.eval_start = e.time
             h = self.ident.hyper
@@ -95,63 +94,31 @@ class HfLines(EventRoutes):
     def _step(self, e: ev.Step) -> list[Line]:
         self.losses.append(e.loss)
         h = self.ident.hyper
-        # on_step_end: update(state.global_step - self.current_step), one step at a time.
-        updated = self._drawn(self.bar.update(1, e.time)) if self.bar is not None else []
+        updated = self.progress.on_step_end(e.time)
         if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
             # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
             # logs on logging_steps only).
             return updated
         logged = self.logs({"loss": round(e.loss, 4), "grad_norm": e.grad_norm, "learning_rate": e.lr,
                             "epoch": round(self.epoch(e.step), 2)})
-        return [*updated, *self._written(logged, e.time)]
-
-    def _written(self, text: str, now: float) -> list[Line]:
-        """ProgressCallback.on_log's training_bar.write(str(logs)): tqdm blanks
-        its open bars (stderr; the training bar first, the first in its
-        instance set), prints the dict on stdout, then redraws them."""
-        bars = [b for b in (self.bar, self.eval_bar) if b is not None and not b.closed]
-        return [*(line for b in bars for line in self._drawn(b.clear())), Line(text, STDOUT, 0),
-                *(line for b in bars for line in self._drawn(b.refresh(now)))]
-
-    def _predicted(self, e: ev.Validation) -> list[Line]:
-        """on_prediction_step after each evaluation batch (the batches evenly
-        spread over the evaluation): the first opens the prediction bar (a
-        second bar, at position 1, not left), each updates it."""
-        if self.bar is None:
-            return []  # no evaluation bar outside training here
-        batches = self.ident.hyper.eval_batches
-        lines: list[Line] = []
-        for k in range(1, batches + 1):
-            now = self.eval_start + e.eval_time_s * k / batches
-            written = ""
-            if self.eval_bar is None:
-                self.eval_bar, written = Bar.opened(batches, now, pos=1, leave=False)
-            written += self.eval_bar.update(1, now)
-            lines += self._drawn(written, pause=True)
-        return lines
-
-    def _eval_closed(self, now: float) -> list[Line]:
-        """on_evaluate, after the Trainer logged the metrics: the prediction bar closes."""
-        closed, self.eval_bar = (self.eval_bar.close(now) if self.eval_bar else ""), None
-        return self._drawn(closed)
-
-    @staticmethod
-    def _drawn(written: str, pause: bool = False) -> list[Line]:
-        """What tqdm wrote to stderr, as one write: `\r` redraws end no line."""
-        if not written:
-            return []
-        if written.endswith("\n"):
-            return [Line(written[:-1], STDERR, 0, pause=pause)]
-        return [Line(written, STDERR, 0, end="", pause=pause)]
+        return [*updated, *self.progress.on_log(logged, e.time)]
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         h, runtime = self.ident.hyper, max(e.eval_time_s, 1e-9)
-        predicted = self._predicted(e)
-        logged = self._written(self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
-                                          "eval_samples_per_second": round(e.samples / runtime, 3),
-                                          "eval_steps_per_second": round(h.eval_batches / runtime, 3),
-                                          "epoch": round(self.epoch(e.step), 2)}), e.time)
-        return [*predicted, *logged, *self._eval_closed(e.time)]
+        metrics = self.logs({"eval_loss": e.val_loss, "eval_runtime": round(e.eval_time_s, 4),
+                             "eval_samples_per_second": round(e.samples / runtime, 3),
+                             "eval_steps_per_second": round(h.eval_batches / runtime, 3),
+                             "epoch": round(self.epoch(e.step), 2)})
+        # Trainer.evaluate logs its metrics, then calls on_evaluate.
+        return [*self._predicted(e), *self.progress.on_log(metrics, e.time),
+                *self.progress.on_evaluate(e.time)]
+
+    def _predicted(self, e: ev.Validation) -> list[Line]:
+        """The evaluation loop's batches, evenly spread over its time, each
+        ending in on_prediction_step."""
+        batches, start = self.ident.hyper.eval_batches, self.eval_start
+        return [line for k in range(1, batches + 1)
+                for line in self.progress.on_prediction_step(batches, start + e.eval_time_s * k / batches)]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
@@ -182,11 +149,8 @@ class HfLines(EventRoutes):
                            "train_steps_per_second": round(h.total_steps / runtime, 3),
                            "train_loss": sum(self.losses) / max(1, len(self.losses)),
                            "epoch": round(self.epoch(e.steps), 2)})
-        # on_log's write, then on_train_end's close: the bar at its overall rate, and a newline;
-        # a bar stopped short keeps its total.
-        logged = self._written(stats, e.time)
-        closed = self._drawn(self.bar.close(e.time)) if self.bar is not None else []
-        return [*done, *logged, *closed]
+        # on_log, then on_train_end's close: a bar stopped short keeps its total.
+        return [*done, *self.progress.on_log(stats, e.time), *self.progress.on_train_end(e.time)]
 
     @staticmethod
     def _err(texts: list[str]) -> list[Line]:
