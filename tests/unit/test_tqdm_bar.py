@@ -52,6 +52,7 @@ def real_tqdm(monkeypatch: pytest.MonkeyPatch, clock: list[float]) -> tuple[type
 
     monkeypatch.setattr(tqdm_std, "time", lambda: clock[0])  # tqdm.__init__ takes its _time from it
     monkeypatch.setattr(tqdm_std.tqdm, "_instances", CreationOrder())
+    monkeypatch.setattr(tqdm_std.tqdm, "monitor_interval", 0)  # no TMonitor thread (see Bar)
     err = Utf8Buffer()
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.setattr(sys, "stdout", Utf8Buffer())
@@ -221,3 +222,26 @@ def test_an_evaluation_bar_under_the_training_bar_writes_what_tqdm_writes(monkey
     train.close()
     ours += bar.close(clock[0])
     assert ours == err.getvalue()
+
+
+def test_after_a_resume_the_first_step_counts_every_step_up_to_the_checkpoint(monkeypatch):
+    """ProgressCallback.on_step_end updates by state.global_step - current_step,
+    and current_step starts at 0: the first step after resuming from step 6
+    moves the bar 7 steps at once (and tqdm's rate with it), as the Trainer's does."""
+    from fakerun.render.styles.hf_progress import ProgressCallback
+
+    clock = [500.0]
+    tqdm, err = real_tqdm(monkeypatch, clock)
+    bar = tqdm(total=10, dynamic_ncols=True)
+    callback = ProgressCallback()
+    ours = callback.on_train_begin(10, 500.0)
+    counted = 0
+    for step in (7, 8, 9):
+        clock[0] += 3.0
+        bar.update(step - counted)
+        counted = step
+        ours += callback.on_step_end(step, clock[0])
+    bar.close()
+    ours += callback.on_train_end(clock[0])
+    assert "".join(line.text + line.end for line in ours) == err.getvalue()
+    assert " 7/10 [00:03<00:01,  2.33it/s]" in err.getvalue()

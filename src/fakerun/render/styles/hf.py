@@ -94,7 +94,7 @@ class HfLines(EventRoutes):
     def _step(self, e: ev.Step) -> list[Line]:
         self.losses.append(e.loss)
         h = self.ident.hyper
-        updated = self.progress.on_step_end(e.time)
+        updated = self.progress.on_step_end(e.step, e.time)
         if e.step % h.log_every:  # the Trainer logs every logging_steps, not at the end
             # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
             # logs on logging_steps only).

@@ -18,15 +18,19 @@ class ProgressCallback:
     rank: int = 0  # the Trainer's world process zero
     training_bar: Bar | None = None  # from on_train_begin to on_train_end
     prediction_bar: Bar | None = None  # during an evaluation
+    current_step: int = 0  # the global step the bar last counted (on_train_begin sets 0)
 
     def on_train_begin(self, max_steps: int, now: float) -> list[Line]:
         """tqdm(total=state.max_steps, dynamic_ncols=True): its first print."""
         self.training_bar, opened = Bar.opened(max_steps, now)
+        self.current_step = 0
         return self._drawn(opened)
 
-    def on_step_end(self, now: float) -> list[Line]:
-        """update(state.global_step - self.current_step): one step."""
-        return self._drawn(self.training_bar.update(1, now)) if self.training_bar else []
+    def on_step_end(self, global_step: int, now: float) -> list[Line]:
+        """update(state.global_step - self.current_step): one step, or, the
+        first after a resume, every step up to the checkpoint's too."""
+        steps, self.current_step = global_step - self.current_step, global_step
+        return self._drawn(self.training_bar.update(steps, now)) if self.training_bar else []
 
     def on_prediction_step(self, batches: int, now: float) -> list[Line]:
         """After an evaluation batch: the first opens the prediction bar,
