@@ -17,6 +17,7 @@ import re
 import subprocess
 import zipfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ TRANSFORMERS = {
 }
 
 
+@cache
 def git_show(repo: str, ref: str, path: str) -> str | None:
     gitdir = MIRRORS / repo / "repo"
     if not gitdir.is_dir():
@@ -55,6 +57,7 @@ def git_show(repo: str, ref: str, path: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+@cache
 def wheel_file(name: str, path: str) -> str | None:
     wheel = WHEELS / name
     if not wheel.is_file():
@@ -91,6 +94,12 @@ SOURCES: dict[str, Callable[[str, str], str | None]] = {
 # framework's pieces are named pieces of torch's tables.
 OWN = {"torch": ("torch/",), "transformers": ("transformers/",), "deepspeed": ("deepspeed/",), "lightning": ("lightning/",),
        "megatron": ("megatron/", "{entrypoint}")}
+
+
+@cache
+def parsed(library: str, version: str, path: str) -> tuple[str | None, ast.Module | None]:
+    source = SOURCES[library](version, path)
+    return source, (ast.parse(source) if source is not None else None)
 
 
 def frames(library: str, version: str) -> list[re.Match]:
@@ -139,10 +148,10 @@ def test_frames_are_the_versions_sources(library, version):
         path = m["path"]
         if not path.startswith(OWN[library]):
             continue  # the script's own frames (ours), or an unpinned library's (torchmetrics)
-        source = SOURCES[library](version, path)
+        source, tree = parsed(library, version, path)
         if source is None:
             pytest.skip(f"{library} {version}'s {path} is not on this machine")
-        tree, line = ast.parse(source), int(m["line"])
+        line = int(m["line"])
         assert source.split("\n")[line - 1].strip() == m["src"], m.group()
         assert enclosing(tree, line) == m["func"], m.group()
         assert carets(source, tree, line) == m["carets"], m.group()
