@@ -47,7 +47,8 @@ def walk(root):
 
 # The lines that name a file the Trainer wrote (trainer.py `_save`, modeling_utils.py
 # `save_pretrained`, configuration_utils.py, at v4.46.3): the path each names.
-NAMED = (re.compile(r"^Configuration saved in (\S+)$"), re.compile(r"^Model weights saved in (\S+)$"),
+# A logger line may follow a tqdm redraw on the same line (the bar ends in no newline): not anchored at ^.
+NAMED = (re.compile(r"Configuration saved in (\S+)$"), re.compile(r"Model weights saved in (\S+)$"),
          re.compile(r"index located at (\S+)\.$"))
 
 
@@ -62,8 +63,8 @@ def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style,
     job = hf_run(runner, out, style=style)
     assert job.proc.returncode == 0, job.stderr[-2000:]
     named = {m.group(1) for line in job.stderr.splitlines() for rx in NAMED if (m := rx.search(line))}
-    saves = [line.removeprefix("Saving model checkpoint to ") for line in job.stderr.splitlines()
-             if line.startswith("Saving model checkpoint to ")]
+    saves = [m.group(1) for line in job.stderr.splitlines()
+             if (m := re.search(r"Saving model checkpoint to (\S+)$", line))]
     assert saves and saves[-1] == str(out)  # trainer.save_model() at the end, into the output dir
     assert named and all(Path(p).is_file() for p in named)
     expected = set()
@@ -141,7 +142,8 @@ def test_save_total_limit_keeps_that_many_checkpoints(runner, tmp_path):
     lines = job.stderr.splitlines()
     deleting = [line for line in lines if line.startswith("Deleting older checkpoint")]
     assert deleting == [f"Deleting older checkpoint [{out}/checkpoint-6] due to args.save_total_limit"]
-    assert lines.index(deleting[0]) > lines.index(f"Saving model checkpoint to {out}/checkpoint-10")
+    saved = next(i for i, line in enumerate(lines) if line.endswith(f"Saving model checkpoint to {out}/checkpoint-10"))
+    assert lines.index(deleting[0]) > saved
 
 
 def test_the_default_styles_files_are_the_ones_its_lines_name(runner, tmp_path):

@@ -16,13 +16,16 @@ from tests.e2e.test_simulation import FIXED, assert_golden, clean_env
 
 GOLDEN = Path(__file__).parent / "golden"
 RANK = re.compile(r"^\[default(\d+)\]:(.*)$")
+HEADER_SPLIT = re.compile(r"(?=\[default\d+\]:)")
 NCCL = re.compile(r"^([\w.-]+:\d+:\d+ \[\d+\] NCCL (INFO|WARN) |NCCL version \d+\.\d+\.\d+\+cuda\d+\.\d+$)")
 # torch's own warnings through c10 logging, from every rank (ProcessGroupNCCL's).
 C10 = re.compile(r"^\[rank\d+\]:\[W\d{3,4} \d\d:\d\d:\d\d\.\d{9} ProcessGroupNCCL\.cpp:\d+\] ")
 NUM = r"\d{1,3}(?:,\d{3})*"
-# The rate is tqdm's f'{rate:5.2f}' (tqdm/std.py format_meter): at least five wide, wider from 100 s/it on.
+# The rate is tqdm's f'{rate:5.2f}' (tqdm/std.py format_meter): at least five wide, wider from 100 s/it on;
+# `?it/s` before any (the bar's first print). A bar at position 1 (the Trainer's evaluation bar under its
+# training bar) ends each print with tqdm's cursor-up escape (moveto's _term_move_up).
 TQDM = re.compile(r"^[ \d]{3}%\|[ ▏▎▍▌▋▊▉█]{10}\| \d+/\d+ \[(\d+:)?\d\d:\d\d<((\d+:)?\d\d:\d\d|\?), "
-                  r"[ \d]\d+\.\d\d(s/it|it/s)\]$")
+                  r"([ \d]\d+\.\d\d(s/it|it/s)|\?it/s)\](\x1b\[A)?$")
 HF_LINES = [re.compile(p) for p in (
     r"^\*\*\*\*\* Running training \*\*\*\*\*$", rf"^  Num examples = {NUM}$", rf"^  Num Epochs = {NUM}$",
     rf"^  Instantaneous batch size per device = {NUM}$",
@@ -37,7 +40,7 @@ HF_LINES = [re.compile(p) for p in (
     r"checkpoint shards\. You can find where each parameters has been saved in the index located at "
     r"\S+/model\.safetensors\.index\.json\.$", r"^Model weights saved in \S+/model\.safetensors$",
     r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
-    TQDM.pattern)]
+    TQDM.pattern, r"^ *(\x1b\[A)?$")]  # tqdm blanks a bar (clear, close without leave) with spaces
 V4_FLOAT = r"-?\d+(\.\d+(e-?\d+)?|e-?\d+)"  # a float's repr: 9.7738, 1.5e-05, or a round 3e-05
 V5_FLOAT = r"'-?\d+(\.\d+)?(e-?\d+)?'"
 
@@ -49,7 +52,11 @@ def styled_run(runner, style: str, *args: str):
 
 
 def rank_lines(text: str) -> list[tuple[int, str]]:
-    return [(int(m.group(1)), m.group(2)) for m in map(RANK.match, text.splitlines()) if m]
+    """Every rank's lines. One console line may hold several: where torch's tee
+    read a rank's file mid-line (a tqdm redraw, no newline yet), the next
+    read's header follows on the same line (render/tail.py)."""
+    pieces = [p for line in text.splitlines() for p in HEADER_SPLIT.split(line)]
+    return [(int(m.group(1)), m.group(2)) for m in map(RANK.match, pieces) if m]
 
 
 @pytest.mark.parametrize("style,golden", [("hf", "hf4.46_seed5_2x12.txt"), ("hf@5", "hf5_seed5_2x12.txt")])

@@ -160,4 +160,4 @@ def test_a_complete_run_says_none_of_it(style, said):
     assert any(said in x for x in lines)
     assert not any("Time limit reached" in x or "exiting program after" in x for x in lines)
     if style == "hf":
-        assert [x for x in lines if re.search(r"\| \d+/400 \[", x)][-1].startswith("100%|██████████| 400/400 [")
+        assert [x for x in lines if re.search(r"\| \d+/400 \[", x)][-1].startswith("\r100%|██████████| 400/400 [")

@@ -100,3 +100,15 @@ def test_rank_lines_follow_the_settings_as_on_the_plain_console():
     kept.write([Line("in the file only", "stdout", 0)])
     assert "\nbare\n" in term.getvalue().replace(HIDE_CURSOR, "\n")
     assert "[rank2]:teed\n" in term.getvalue() and "in the file only" not in term.getvalue()
+
+
+def test_progress_bar_redraws_scroll_as_whole_lines_without_tqdms_cursor_moves():
+    # tqdm's writes (render/styles/tqdm.py): a redraw, a blanking, a bar at position 1 below another.
+    v, term = view({"NO_COLOR": "1"})
+    v.write([Line("\r 10%|█         | 1/10 [00:02<00:18,  2.00s/it]", "stderr", 0, end=""),
+             Line("\r                                               \r", "stderr", 0, end=""),
+             Line("\n\r 40%|████      | 2/5 [00:00<00:00,  6.67it/s]\x1b[A", "stderr", 0, end="")])
+    body = term.getvalue()
+    assert "[default0]: 10%|█         | 1/10 [00:02<00:18,  2.00s/it]\n" \
+           "[default0]: 40%|████      | 2/5 [00:00<00:00,  6.67it/s]\n" in body
+    assert "\x1b[A" not in body and "\r[default0]" not in body

@@ -87,12 +87,19 @@ class Faults:
         return loss, grad_norm, sim_s
 
 
+# The library whose frames each style's tracebacks pass through (data/frames.toml's
+# tables, by the run's version of it); torch's frames are under every style's.
+STYLE_LIBRARY = {"hf": "transformers", "deepspeed": "deepspeed", "lightning": "lightning",
+                 "megatron": "megatron"}
+
+
 def script_text(config: RunConfig, key: str, **values: object) -> str:
     """A text the training script prints, for this run: data/torchrun.toml's
-    [script] table, overridden by the style's own (data/style-<name>.toml)."""
+    [script] table, overridden by the style's own (data/style-<name>.toml),
+    each with the frames of the run's pinned versions (data/frames.toml)."""
     style = texts.optional(f"style-{config.style.name}")
-    own = style.get("script", {})
-    script = {**texts.load("torchrun")["script"], **own}
+    own = {**style.get("script", {}), **library_frames(config, STYLE_LIBRARY.get(config.style.name))}
+    script = {**texts.load("torchrun")["script"], **library_frames(config, "torch"), **own}
     if config.identity.gpu.vendor == "amd":  # torch's ROCm wheel: its own texts, over the style's
         script |= {**texts.load("torchrun")["script_rocm"], **style.get("script_rocm", {})}
     if key.startswith("interrupt") and key not in own and "interrupt" in own:
@@ -103,6 +110,16 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
                                                nccl=versions.nccl, record_wrapper=frames["record_wrapper"],
                                                **values).rstrip("\n")
+
+
+def library_frames(config: RunConfig, library: str | None) -> dict[str, str]:
+    """data/frames.toml's frames of `library` at the run's version of it
+    (none for a version it has no table for)."""
+    if library is None:
+        return {}
+    # A ROCm wheel ("2.5.1+rocm6.2") ships the same Python files as the CUDA one.
+    version = getattr(config.identity.versions, library).split("+")[0]
+    return texts.load("frames").get(library, {}).get(version, {})
 
 
 def _expand(text: str, table: dict[str, str]) -> str:

@@ -19,12 +19,18 @@ DEFAULT_COLUMNS, MAX_COLUMNS = 80, 200
 
 @dataclass(frozen=True)
 class Line:
-    """One whole line of output. `rank` is the global rank that "printed" it,
-    or None for the launcher's own lines."""
+    """One write of output, most often a whole line. `rank` is the global
+    rank that "printed" it, or None for the launcher's own lines. `end` is
+    what follows `text` in the stream: a progress bar's redraw is `\r` and
+    the bar with no newline after it (tqdm's status printer). `pause`: the
+    writer goes on only later (a bar's redraws within one event, 0.1 s and
+    more apart), so that torchrun's tee reads up to here first."""
 
     text: str
     stream: str = STDOUT
     rank: int | None = None
+    end: str = "\n"
+    pause: bool = False
 
 
 def _at(when: float, tz: tzinfo | None) -> datetime:

@@ -47,7 +47,7 @@ class RankLogFiles:
                     continue  # torchrun's own, or a stream torch leaves on the console
                 handle = self.files.get((line.rank, line.stream))
                 if handle is not None:
-                    handle.write(line.text + "\n")
+                    handle.write(line.text + line.end)  # a bar's `\r` redraws as tqdm wrote them
                     self.dirty.add(handle)
         except OSError as exc:
             raise self._failed(exc) from None

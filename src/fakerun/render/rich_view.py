@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
@@ -36,6 +37,7 @@ FPS = 2.0
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 STRIP_BLOCKS = " ▁▂▃▄▅▆▇█"
 MAX_STRIPS = 4  # node strips beyond this are summarised in one line
+CURSOR_UP = "\x1b[A"  # tqdm's moveto for a bar below another (_term_move_up)
 COLOURS = {"W": "\x1b[33m", "E": "\x1b[31m", "rank": "\x1b[2m", "reset": "\x1b[0m"}
 
 
@@ -95,7 +97,8 @@ class RichView:
             stream = self.err if line.stream == STDERR else self.out
             if not runs or runs[-1][0] is not stream:
                 runs.append((stream, []))
-            runs[-1][1].append(self._styled(line, prefix))
+            runs[-1][1].extend(self._styled(Line(text, line.stream, line.rank), prefix)
+                               for text in _shown(line))
         if not runs:
             return
         self._erase()
@@ -222,3 +225,14 @@ def _width(stream: TextIO) -> int:
         return min(MAX_COLUMNS, os.get_terminal_size(stream.fileno()).columns)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return DEFAULT_COLUMNS
+
+
+def _shown(line: Line) -> list[str]:
+    """The whole lines the view scrolls for one write: a progress bar's `\r`
+    redraws are lines of the bar's own above the footer, not partial lines
+    under it; tqdm's blanking and its cursor moves (a second bar's `\n` and
+    `\x1b[A`) would only scramble the footer."""
+    if "\r" not in line.text and line.end == "\n":
+        return [line.text]
+    parts = re.split(r"[\r\n]", line.text.replace(CURSOR_UP, ""))
+    return [part for part in parts if part.strip()]

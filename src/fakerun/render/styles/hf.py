@@ -7,9 +7,10 @@ src/transformers/utils/logging.py (the library's StreamHandler on stderr).
 
 Only global rank 0 logs (the Trainer's "world process zero"). The Trainer's
 logger (INFO, no formatter) and the tqdm bar write to stderr; the log dicts
-go through `tqdm.write`, to stdout. A bar refresh is a line of its own here:
-in a terminal tqdm redraws it in place, in a file it separates refreshes
-with a carriage return.
+go through `tqdm.write`, to stdout, which blanks the bar first and redraws it
+after. The bar redraws on tqdm's own clock (render/styles/tqdm.py's Bar, fed
+the step events' simulated times): `\r` and the bar, no newline, so the
+Trainer's next logger line follows it on the same line, as in real logs.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun import texts
-from fakerun.render.lines import STDERR, STDOUT, Line
+from fakerun.render.lines import STDERR, Line
+from fakerun.render.styles.hf_progress import ProgressCallback
 from fakerun.render.styles.routes import EventRoutes
-from fakerun.render.styles.tqdm import meter
 from fakerun.world import physics as sim
 from fakerun.world.identity import ENV_PREFIX
 from fakerun.world.tensors import max_shard
@@ -42,7 +43,8 @@ class HfLines(EventRoutes):
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self._log: TrainerLog | None = None
-        self.trained = False  # a step ran: the bar was opened
+        self.progress = ProgressCallback()
+        self.eval_start = 0.0  # when the evaluation loop began
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Export: self._export, ev.Summary: self._summary,
@@ -92,8 +94,11 @@ class HfLines(EventRoutes):
     # -- events ---------------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "train":
-            return self._err(self._training_block())
+            # on_train_begin opens the bar once the Trainer has logged its block.
+            return [*self._err(self._training_block()),
+                    *self.progress.on_train_begin(self.ident.hyper.total_steps, e.time)]
         if e.name == "validation":  # evaluation_loop's header: per_device_eval_batch_size
+            self.eval_start = e.time
             return self._err(["", "***** Running Evaluation *****",
                               f"  Num examples = {sim.eval_samples(self.ident)}",
                               f"  Batch size = {self.ident.hyper.eval_batch}"])
@@ -126,24 +131,27 @@ class HfLines(EventRoutes):
         return i.model.params
 
     def _step(self, e: ev.Step) -> list[Line]:
-        self.trained = True
+        updated = self.progress.on_step_end(e.step, e.time)
         # _maybe_log_save_evaluate at a logging step: the mean loss since the last log, the
         # last step's grad norm (clip_grad_norm_'s float32 tensor), the scheduler's LR.
         logged = self.trainer_log.step(e.step, e.loss, e.grad_norm)
-        if logged is None:  # the Trainer logs every logging_steps, not at the end
-            # Nor where a callback stopped it (control.should_training_stop: DefaultFlowCallback
-            # logs on logging_steps only), but the bar, redrawn every step, stops there.
-            return [self._bar(e)] if e.step == e.max_steps or e.stopped else []
-        return [Line(self.shown(logged), STDOUT, 0), self._bar(e)]
-
-    def _bar(self, e: ev.Step) -> Line:
-        # tqdm's remaining time counts the iterations left, not the evaluations between them.
-        return Line(meter(e.step, e.max_steps, e.elapsed_s, e.eta_s - e.pauses_s, e.step_time_s), STDERR, 0)
+        if logged is None:  # the Trainer logs every logging_steps, not at the end (nor where
+            return updated  # a callback stopped it: DefaultFlowCallback logs on logging_steps only)
+        return [*updated, *self.progress.on_log(self.shown(logged), e.time)]
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         # evaluation_loop: eval_loss is the float32 losses' mean, .item() of a NumPy float32.
+        # Trainer.evaluate logs its metrics, then calls on_evaluate.
         entry = self.trainer_log.evaluation(e.step, e.val_loss, e.eval_time_s, e.samples)
-        return [Line(self.shown(entry), STDOUT, 0)]
+        return [*self._predicted(e), *self.progress.on_log(self.shown(entry), e.time),
+                *self.progress.on_evaluate(e.time)]
+
+    def _predicted(self, e: ev.Validation) -> list[Line]:
+        """The evaluation loop's batches, evenly spread over its time, each
+        ending in on_prediction_step."""
+        batches, start = self.ident.hyper.eval_batches, self.eval_start
+        return [line for k in range(1, batches + 1)
+                for line in self.progress.on_prediction_step(batches, start + e.eval_time_s * k / batches)]
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         # The Trainer saves to <output_dir>/checkpoint-<step>; with no --output-dir, under
@@ -195,11 +203,9 @@ class HfLines(EventRoutes):
                            "train_steps_per_second": round(h.total_steps / runtime, 3),
                            "train_loss": self.trainer_log.train_loss(e.steps),
                            "epoch": self.trainer_log.epoch(e.steps)})
-        # tqdm's close: a bar stopped short keeps its total, and its estimate of the time left.
-        left = 0.0 if e.steps >= h.total_steps else None
-        closed = meter(e.steps, h.total_steps, e.train_time_s, left, runtime / max(1, e.steps))
-        bar = [Line(closed, STDERR, 0)] if self.trained else []  # the bar closes only if training had begun
-        return [*done, Line(stats, STDOUT, 0), *bar, *self._err(self.export)]
+        # on_log, then on_train_end's close: a bar stopped short keeps its total.
+        return [*done, *self.progress.on_log(stats, e.time), *self.progress.on_train_end(e.time),
+                *self._err(self.export)]
 
     @staticmethod
     def _err(texts: list[str]) -> list[Line]:
