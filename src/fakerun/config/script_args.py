@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from fakerun.config import strategy_args
+from fakerun.config import megatron_schedule, strategy_args
 from fakerun.errors import UsageError
-from fakerun.world import catalog
+from fakerun.world import catalog, megatron
 from fakerun.world.identity import Asked
 from fakerun.world.memory import Strategy
 
@@ -33,8 +33,7 @@ HF_FLAGS = ("model_name_or_path", "dataset_name", "per_device_train_batch_size",
 # (num_train_epochs' 3 counts only without max_steps, which overrides it).
 HF_DEFAULTS = {"per_device_train_batch_size": "8", "gradient_accumulation_steps": "1",
                "learning_rate": "5e-05", "logging_steps": "500"}
-MEGATRON_FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
-                  "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval")
+MEGATRON_FLAGS = megatron.FLAGS
 MEGATRON_DEFAULTS = {"log-interval": "100"}
 SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
 # Every whole number here ends up a torch/NumPy int64 (a batch, a sequence, a
@@ -60,6 +59,7 @@ class ScriptArgs:
     max_steps: int | None = None
     output_dir: Path | None = None
     asked: Asked = field(default_factory=Asked)
+    resume: str | None = None  # the checkpoint the script loads (Megatron's --load, where one is saved)
 
 
 def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
@@ -128,9 +128,19 @@ def _megatron(given: dict[str, str]) -> ScriptArgs:
                    _int(v, "seq-length")) if layers and hidden else None
     asked = Asked(model=model, micro_batch=_int(v, "micro-batch-size"),
                   global_batch=_int(v, "global-batch-size"), lr=_float(v, "lr"),
-                  seq_len=_int(v, "seq-length"), log_every=_int(v, "log-interval"))
+                  seq_len=_int(v, "seq-length"), log_every=_int(v, "log-interval"),
+                  hyper=megatron_schedule.hyper(_schedule(v)))
     save = v.get("save")
-    return ScriptArgs("megatron", _int(v, "train-iters"), Path(save) if save else None, asked)
+    return ScriptArgs("megatron", _int(v, "train-iters"), Path(save) if save else None, asked,
+                      megatron_schedule.resume(v.get("load")))
+
+
+def _schedule(v: dict[str, str]) -> megatron_schedule.Given:
+    return megatron_schedule.Given(
+        train_iters=_int(v, "train-iters"), lr=_float(v, "lr"), decay=v.get("lr-decay-style"),
+        min_lr=_float(v, "min-lr"), warmup_iters=_int(v, "lr-warmup-iters"),
+        warmup_fraction=_float(v, "lr-warmup-fraction"), eval_interval=_int(v, "eval-interval"),
+        eval_iters=_int_or_zero(v, "eval-iters"), save_interval=_int(v, "save-interval"), save="save" in v)
 
 
 def _model(name: str | None) -> catalog.Model | None:
@@ -203,6 +213,12 @@ def _number(v: dict[str, str], key: str, kind: type[int] | type[float]) -> float
 
 def _int(v: dict[str, str], key: str) -> int | None:
     return _number(v, key, int)  # type: ignore[return-value]
+
+
+def _int_or_zero(v: dict[str, str], key: str) -> int | None:
+    """A count where 0 is a value (`--eval-interval 0`: never in the loop), not unset."""
+    value = _int(v, key)
+    return 0 if value is None and key in v and int(v[key]) == 0 else value
 
 
 def _float(v: dict[str, str], key: str) -> float | None:

@@ -72,6 +72,11 @@ class Asked:
     pretrained: bool = False  # fine-tuning a base model (--model_name_or_path), not training from scratch
     framework: str = "torchrun"  # whose script the job runs (its style): whose memory accounting holds
     strategy: Strategy = Strategy()  # what the script's arguments fix of its sharding and recomputation
+    # Hyper fields the launch line fixes as they are, (name, value) pairs set
+    # on the drawn job's (a framework's schedule, cadences and their defaults:
+    # Megatron's --lr-decay-style, --min-lr, --eval-interval, --save-interval).
+    # Set after the search, so every draw stays the seed's.
+    hyper: tuple[tuple[str, object], ...] = ()
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
@@ -226,9 +231,10 @@ class _Search:
         peak = self.asked.lr or peaks[int(self.draws.lr * len(peaks))]
         lrs = (peak, jobs.min_lr(peak, fine_tune), jobs.warmup_steps(schedule.total_steps, fine_tune,
                                                                      self.draws.warmup))
-        return jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
-                          jobs.eval_batches(schedule, shape, self.draws.eval_batches),
-                          PRETRAINED_TOKENS if fine_tune else 0.0)
+        drawn = jobs.hyper(schedule, shape, lrs, self.asked.log_every or jobs.log_every(schedule.total_steps),
+                           jobs.eval_batches(schedule, shape, self.draws.eval_batches),
+                           PRETRAINED_TOKENS if fine_tune else 0.0)
+        return replace(drawn, **dict(self.asked.hyper))  # type: ignore[arg-type]
 
 
 def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:

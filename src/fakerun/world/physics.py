@@ -47,7 +47,7 @@ def lr_progress(ident: Identity, step: float) -> float:
     in closed form: the integral of the warmup ramp and the decay."""
     h = ident.hyper
     w, span = h.warmup_steps, max(1, h.total_steps - h.warmup_steps)
-    if step <= w:
+    if w > 0 and step <= w:  # no warmup (Megatron's default --lr-warmup-iters 0): the decay from the start
         return step * step / (2.0 * w)
     x = min(step, h.total_steps) - w
     lo = h.min_lr / h.max_lr
@@ -240,7 +240,7 @@ def local_val_loss(ident: Identity, rank: int, step: int) -> float:
 def learning_rate(ident: Identity, step: int) -> float:
     """Linear warmup, then the decay the hyper-parameters name, to min_lr."""
     h = ident.hyper
-    if step <= h.warmup_steps:
+    if h.warmup_steps > 0 and step <= h.warmup_steps:
         return h.max_lr * step / h.warmup_steps
     progress = min(1.0, (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps))
     return h.min_lr + (h.max_lr - h.min_lr) * _decayed(h.decay, progress)
