@@ -30,8 +30,8 @@ class CheckpointSink(Protocol):
 # Per style: (module, class) of its writer, (module, function) of its finder.
 # The finder takes the path --resume names (a checkpoint, or the directory
 # holding them) and returns the latest complete checkpoint as a Resume.
-WRITERS = {"hf": ("writer", "CheckpointWriter")}
-READERS = {"hf": ("reader", "find")}
+WRITERS = {"hf": ("writer", "CheckpointWriter"), "megatron": ("megatron", "MegatronWriter")}
+READERS = {"hf": ("reader", "find"), "megatron": ("megatron_reader", "find")}
 DEFAULT = "hf"
 
 

@@ -77,6 +77,9 @@ def deepspeed(args: list[str]) -> Strategy:
 
 
 def megatron(args: list[str]) -> Strategy:
+    for name in ("ckpt-format", "dist-ckpt-format"):  # core 0.9+'s, and 0.8's with --use-dist-ckpt
+        if flag(args, name) == "zarr":
+            raise UsageError(f"--{name} zarr: fakerun writes Megatron's torch and torch_dist formats only")
     granularity = flag(args, "recompute-granularity")
     recompute = granularity if granularity in ("full", "selective") else (
         "selective" if flag(args, "recompute-activations") is not None else "none")
