@@ -399,10 +399,13 @@ def test_a_legacy_save_says_torch_and_the_suffix_comes_with_0_10():
     assert saved[0].text.endswith(f"to checkpoints/{out.ident.slug} [ t 1/2, p 1/2 ]")
 
 
-def _launched(version: str, *args: str, output: str = "", resumed: tuple[str, int] = ("", 0)) -> MegatronLines:
+def _launched(version: str, *args: str, output: str = "", resumed: tuple[str, int] = ("", 0),
+              **hyper: object) -> MegatronLines:
+    """`hyper`: what the launch line's flags set of the run's Hyper (config/megatron_schedule.py)."""
     (versions,) = [v for v in catalog.versions() if v.megatron == version]
-    ident = dataclasses.replace(identity.build(5, 1, 2, 12, versions=versions), nproc=8,
-                                parallel=Parallelism(2, 2, 2, 1, "megatron"))
+    ident = identity.build(5, 1, 2, 12, versions=versions)
+    ident = dataclasses.replace(ident, nproc=8, parallel=Parallelism(2, 2, 2, 1, "megatron"),
+                                hyper=dataclasses.replace(ident.hyper, **hyper))
     out = MegatronLines(100, UTC)
     out.launched(ev.RunStarted("r", 8, 1, 8, 0, 5, "pretrain_gpt.py", list(args), 12, "h", 1, 42, 0, T0,
                                output_dir=output, resumed_from=resumed[0], resumed_step=resumed[1]))
@@ -445,7 +448,29 @@ def test_a_load_directory_without_a_tracker_starts_from_random():
     ("0.10.0", ("--ckpt-format", "torch"), ["saving checkpoint at iteration       8 to out in torch format"])])
 def test_the_format_and_the_optimizer_state_as_the_version_saves_them(version, args, said):
     """Saving under fakerun's --output-dir, which stands for --save."""
-    out = _launched(version, *args, output="out")
-    out.validated = 8
+    out = _launched(version, *args, output="out", total_steps=8)
     texts_ = [line.text for line in out.lines(ev.Phase("checkpoint", "", 8, T0 + 100))]
     assert texts_ == ["[after training is done] datetime: 2024-11-21 20:00:21 ", *said]  # pretrain()'s final save
+
+
+def test_a_save_on_its_interval_without_an_evaluation_is_no_sigterm():
+    """--save-interval 5 with Megatron's --eval-interval 1000: train() saves at
+    5 and carries on; only a save off the interval before the end is the
+    signal handler's."""
+    out = _launched("0.10.0", "--train-iters", "12", "--save", "ck", "--save-interval", "5", save_every=5,
+                    eval_every=1000)
+    out.lines(ev.Phase("checkpoint", "", 5, T0 + 100))
+    saved = [line.text for line in out.lines(ev.Checkpoint(5, 1, "ck/iter_0000005/", 1, 1, 1, 3.0, T0 + 103))]
+    assert not any("exiting program" in t or "after training is done" in t for t in saved)
+    out.lines(ev.Phase("checkpoint", "", 7, T0 + 200))
+    saved = [line.text for line in out.lines(ev.Checkpoint(7, 1, "ck/iter_0000007/", 1, 1, 1, 3.0, T0 + 203))]
+    assert saved[-1].startswith("[exiting program after receiving SIGTERM.] datetime: ")
+
+
+def test_fakeruns_output_dir_is_where_the_lines_say_the_files_go():
+    """--output-dir wins over the launch line's --save (fakerun's options win;
+    the writer writes there): both save lines and the arguments name it."""
+    out = _launched("0.10.0", "--save", "theirs", "--save-interval", "4", output="ours", total_steps=4)
+    assert "  save ............................................ ours" in [line.text for line in out.banner(T0)]
+    saving = [line.text for line in out.lines(ev.Phase("checkpoint", "", 4, T0 + 100))]
+    assert "saving checkpoint at iteration       4 to ours in torch_dist format" in saving

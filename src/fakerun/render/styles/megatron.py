@@ -84,7 +84,6 @@ class MegatronLines(EventRoutes, MegatronPrint):
         self.memory_reported = False
         self.saves = 0
         self.done = False  # "[after training is done]" printed
-        self.validated = -1  # the step of the last validation
         self.held: list[Line] = []  # the final evaluation, printed after the final save
         self.stopped: ev.Step | None = None  # the iteration --exit-duration-in-mins ended training at
 
@@ -229,7 +228,6 @@ class MegatronLines(EventRoutes, MegatronPrint):
         return not self._launch.cadence.in_loop_eval(step)
 
     def _validation(self, e: ev.Validation) -> list[Line]:
-        self.validated = e.step
         if not self._post_training(e.step):
             return self._evaluated(f"iteration {e.step}", e)
         if self.stopped:
@@ -257,9 +255,9 @@ class MegatronLines(EventRoutes, MegatronPrint):
 
     # -- checkpoints --------------------------------------------------------------
     def _signalled(self, step: int) -> bool:
-        """A save with no validation before it: the scheduler's SIGTERM
-        (--exit-signal-handler saves, then exits)."""
-        return self.validated != step
+        """A save off --save-interval before the last iteration: the
+        scheduler's SIGTERM (--exit-signal-handler saves, then exits)."""
+        return not self._launch.cadence.in_loop_save(step) and step < self.ident.hyper.total_steps
 
     def _saving(self, e: ev.Phase) -> list[Line]:
         out = []

@@ -31,12 +31,13 @@ class Launch:
 
     @classmethod
     def of(cls, ident: Identity, started: ev.RunStarted | None) -> Launch:
-        """fakerun's --output-dir is --save, and its --resume --load, where the
-        launch line does not say them itself."""
+        """fakerun's --output-dir is --save (over the launch line's own, as
+        fakerun's options win: the files go there), and its --resume --load
+        where the launch line has none."""
         given = launch_args(started.args) if started else {}
         launched = started is not None and is_launch(started.entrypoint, given)
-        out = started.output_dir if started else ""
-        save = str(given.get("save") or out or f"checkpoints/{ident.slug}")
+        out = started.output_dir if started else ""  # fakerun's --output-dir wins, as where the files go
+        save = str(out or given.get("save") or f"checkpoints/{ident.slug}")
         resumed = started.resumed_from if started else ""
         load = given.get("load") or (_root(resumed) if resumed else None)
         fmt = checkpoint_format(ident.versions.megatron, given, ident.parallel.zero >= 1)
