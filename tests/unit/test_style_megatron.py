@@ -474,3 +474,14 @@ def test_fakeruns_output_dir_is_where_the_lines_say_the_files_go():
     assert "  save ............................................ ours" in [line.text for line in out.banner(T0)]
     saving = [line.text for line in out.lines(ev.Phase("checkpoint", "", 4, T0 + 100))]
     assert "saving checkpoint at iteration       4 to ours in torch_dist format" in saving
+
+
+@pytest.mark.parametrize("resumed,load", [("mg/iter_0000012", "mg"), ("mg/iter_0000012/", "mg"),
+                                          ("mg/checkpoint-12/", "mg"), ("other/run", "other/run")])
+def test_a_resumed_run_loads_from_the_directory_holding_its_checkpoint(resumed, load):
+    """--resume (or a restart) names a checkpoint; Megatron's --load names the
+    directory holding it and the tracker file."""
+    out = _launched("0.10.0", output="mg", resumed=(resumed, 12))
+    out.lines(ev.Phase("init", "nccl", 0, T0 + 2))
+    built = [line.text for line in out.lines(ev.Phase("init", "model", 0, T0 + 30))]
+    assert f" loading distributed checkpoint from {load} at iteration 12" in built

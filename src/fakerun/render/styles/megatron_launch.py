@@ -39,7 +39,7 @@ class Launch:
         out = started.output_dir if started else ""  # fakerun's --output-dir wins, as where the files go
         save = str(out or given.get("save") or f"checkpoints/{ident.slug}")
         resumed = started.resumed_from if started else ""
-        load = given.get("load") or (_root(resumed) if resumed else None)
+        load = given.get("load") or (_root(resumed, save) if resumed else None)
         fmt = checkpoint_format(ident.versions.megatron, given, ident.parallel.zero >= 1)
         return cls(given, Cadence.of(ident.hyper, launched), save, fmt, str(load) if load else None,
                    started.resumed_step if started else 0)
@@ -56,12 +56,13 @@ class Launch:
         return {**self.given, "save": self.save, **({"load": self.load} if self.load else {}), **fmt}
 
 
-def _root(path: str) -> str:
-    """The --load directory of a checkpoint --resume names: the directory
-    holding iter_NNNNNNN (and the tracker file), or the one given."""
-    path = path.rstrip("/")
-    head, _, tail = path.rpartition("/")
-    return (head or ".") if tail.startswith("iter_") else path
+def _root(path: str, save: str) -> str:
+    """The --load directory of the checkpoint the run resumes: the one holding
+    iter_NNNNNNN (and the tracker), or the save directory a restart's
+    checkpoint is in; else the path --resume gave."""
+    parent, _, tail = path.rstrip("/").rpartition("/")
+    parent = parent or "."
+    return parent if tail.startswith("iter_") or parent == save.rstrip("/") else path.rstrip("/")
 
 
 def load_seconds(ident: Identity, launch: Launch, setup_s: float) -> float:
