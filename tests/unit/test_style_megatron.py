@@ -327,15 +327,17 @@ def _schedule(*flags: str) -> dict[str, object]:
 def test_a_launch_line_silent_on_the_schedule_runs_megatrons_defaults():
     """--lr-decay-style linear, --min-lr 0.0, --lr-warmup-iters 0,
     --eval-interval 1000, --eval-iters 100, no --save: no save at all."""
-    assert _schedule() == {"decay": "linear", "min_lr": 0.0, "warmup_steps": 0, "save_every": 0,
+    assert _schedule() == {"decay": "linear", "min_lr": 0.0, "warmup_steps": 0, "decay_steps": None, "save_every": 0,
                            "save_at_end": False, "eval_every": 1000, "eval_at_end": True, "eval_batches": 100}
 
 
 def test_the_schedule_flags_are_read_with_their_meaning():
     got = _schedule("--lr-decay-style", "cosine", "--min-lr", "3e-5", "--lr-warmup-fraction", "0.1",
                     "--eval-interval", "5", "--eval-iters", "3", "--save", "ck", "--save-interval", "10")
-    assert got == {"decay": "cosine", "min_lr": 3e-5, "warmup_steps": 2, "save_every": 10, "save_at_end": True,
-                   "eval_every": 5, "eval_at_end": True, "eval_batches": 3}
+    assert got == {"decay": "cosine", "min_lr": 3e-5, "warmup_steps": 2, "decay_steps": None, "save_every": 10,
+                   "save_at_end": True, "eval_every": 5, "eval_at_end": True, "eval_batches": 3}
+    # the warmup fraction is of the decay, which --lr-decay-iters sets
+    assert _schedule("--lr-decay-iters", "16", "--lr-warmup-fraction", "0.25")["warmup_steps"] == 4
     assert _schedule("--eval-iters", "0")["eval_at_end"] is False  # do_valid is False: no evaluation
     c = to_config(build_parser().parse_args(["--nproc-per-node", "2", "pretrain_gpt.py", "--num-layers", "4",
                                              "--hidden-size", "512", "--train-iters", "20",
@@ -357,26 +359,36 @@ def test_what_megatrons_validate_args_refuses_is_one_line(flags, said):
 
 
 def _megatron_lr(max_lr, min_lr, warmup, total, gbs, iteration, style):
-    """core_v0.10.0 OptimizerParamScheduler.get_lr, transcribed (steps count samples)."""
+    """core_v0.10.0 OptimizerParamScheduler.get_lr, transcribed (steps count
+    samples; `total`: the decay's iterations, --lr-decay-iters or --train-iters)."""
     num_steps, warmup_steps, decay_steps = iteration * gbs, warmup * gbs, total * gbs
     if warmup_steps > 0 and num_steps <= warmup_steps:
         return max_lr * num_steps / warmup_steps
     if style == "constant":
         return max_lr
+    if num_steps > decay_steps:
+        return min_lr
     ratio = (num_steps - warmup_steps) / (decay_steps - warmup_steps)
     coeff = 1.0 - ratio if style == "linear" else 0.5 * (math.cos(math.pi * ratio) + 1.0)
     return min_lr + coeff * (max_lr - min_lr)
 
 
-@pytest.mark.parametrize("style,warmup", [("linear", 0), ("cosine", 0), ("linear", 4), ("constant", 2)])
-def test_the_learning_rate_follows_megatrons_scheduler(style, warmup):
+@pytest.mark.parametrize("style,warmup,decay_iters", [("linear", 0, None), ("cosine", 0, None), ("linear", 4, None),
+                                                     ("constant", 2, None), ("cosine", 2, 12), ("linear", 0, 30)])
+def test_the_learning_rate_follows_megatrons_scheduler(style, warmup, decay_iters):
     ident = _ident()
-    h = dataclasses.replace(ident.hyper, max_lr=3e-4, min_lr=3e-5, warmup_steps=warmup, total_steps=20, decay=style)
+    h = dataclasses.replace(ident.hyper, max_lr=3e-4, min_lr=3e-5, warmup_steps=warmup, total_steps=20, decay=style,
+                            decay_steps=decay_iters)
     ident = dataclasses.replace(ident, hyper=h)
     for step in range(0, 21):
         assert sim.learning_rate(ident, step) == pytest.approx(
-            _megatron_lr(3e-4, 3e-5, warmup, 20, h.global_batch, step, style), rel=1e-12)
+            _megatron_lr(3e-4, 3e-5, warmup, decay_iters or 20, h.global_batch, step, style), rel=1e-12)
     assert sim.lr_progress(ident, 0) == 0.0  # no warmup: no division by it
+    # lr_progress is the LR's integral: its steps are the LR between them, to a step's curvature
+    for step in range(warmup + 1, 20):
+        share = (sim.lr_progress(ident, step + 1) - sim.lr_progress(ident, step)) * 3e-4
+        assert min(sim.learning_rate(ident, step), sim.learning_rate(ident, step + 1)) - 1e-12 <= share <= \
+            max(sim.learning_rate(ident, step), sim.learning_rate(ident, step + 1)) + 1e-12
 
 
 @pytest.mark.parametrize("version,said", [

@@ -174,7 +174,7 @@ class MegatronWriter:
         h = self.ident.hyper
         return {"max_lr": h.max_lr, "lr_warmup_steps": h.warmup_steps * h.global_batch,
                 "num_steps": step * h.global_batch, "lr_decay_style": h.decay,
-                "lr_decay_steps": h.total_steps * h.global_batch, "min_lr": h.min_lr,
+                "lr_decay_steps": (h.decay_steps or h.total_steps) * h.global_batch, "min_lr": h.min_lr,
                 "start_wd": WEIGHT_DECAY, "end_wd": WEIGHT_DECAY, "wd_incr_style": "constant",
                 "wd_incr_steps": h.total_steps * h.global_batch}
 

@@ -5,8 +5,9 @@ core_v0.10.0 and core_v0.15.0):
 
 - `--lr-decay-style` linear (choices constant, linear, cosine,
   inverse-square-root, WSD), `--min-lr` 0.0, `--lr-warmup-iters` 0, or
-  `--lr-warmup-fraction` of the decay (`--lr-decay-iters`, by default
-  `--train-iters`: optimizer_param_scheduler.py's lr_warmup_steps);
+  `--lr-warmup-fraction` of the decay, which spans `--lr-decay-iters`
+  (`--train-iters` by default: training.py get_optimizer_param_scheduler)
+  and holds min_lr after it (optimizer_param_scheduler.py get_lr);
 - `--eval-interval` 1000 and `--eval-iters` 100; pretrain() evaluates once
   more after training whatever the interval (training.py);
 - `--save-interval`: with `--save`, validate_args asserts it is given
@@ -39,6 +40,7 @@ class Given:
     """The launch line's schedule flags (None: not given)."""
 
     train_iters: int | None = None
+    decay_iters: int | None = None  # --lr-decay-iters
     lr: float | None = None
     decay: str | None = None
     min_lr: float | None = None
@@ -69,7 +71,8 @@ def hyper(given: Given) -> tuple[tuple[str, object], ...]:
                          "validate_args refuses it (assert args.min_lr <= args.lr)")
     out: list[tuple[str, object]] = [
         ("decay", decay), ("min_lr", min_lr), ("warmup_steps", _warmup(given)),
-        ("save_every", given.save_interval or 0), ("save_at_end", given.save), *_evaluations(given)]
+        ("decay_steps", given.decay_iters), ("save_every", given.save_interval or 0),
+        ("save_at_end", given.save), *_evaluations(given)]
     return tuple(out)
 
 
@@ -87,8 +90,9 @@ def _warmup(given: Given) -> int:
     iterations is taken to the nearest (Megatron ramps over the exact
     fraction of samples: the LR of the warmup's last iteration differs by
     less than one iteration's share)."""
-    if given.warmup_fraction is not None and given.train_iters:
-        return round(given.warmup_fraction * given.train_iters)
+    decay_iters = given.decay_iters or given.train_iters
+    if given.warmup_fraction is not None and decay_iters:
+        return round(given.warmup_fraction * decay_iters)
     return given.warmup_iters or 0
 
 

@@ -137,7 +137,8 @@ def _megatron(given: dict[str, str]) -> ScriptArgs:
 
 def _schedule(v: dict[str, str]) -> megatron_schedule.Given:
     return megatron_schedule.Given(
-        train_iters=_int(v, "train-iters"), lr=_float(v, "lr"), decay=v.get("lr-decay-style"),
+        train_iters=_int(v, "train-iters"), decay_iters=_int(v, "lr-decay-iters"), lr=_float(v, "lr"),
+        decay=v.get("lr-decay-style"),
         min_lr=_float(v, "min-lr"), warmup_iters=_int(v, "lr-warmup-iters"),
         warmup_fraction=_float(v, "lr-warmup-fraction"), eval_interval=_int(v, "eval-interval"),
         eval_iters=_int_or_zero(v, "eval-iters"), save_interval=_int(v, "save-interval"), save="save" in v)

@@ -71,6 +71,9 @@ class Hyper:
     # (physics.learning_rate).
     decay: str = "cosine"
     save_every: int | None = None  # steps between checkpoints (None: one after each validation; 0: never)
+    # The step the decay reaches min_lr at, to hold it after (Megatron's
+    # --lr-decay-iters); None: the last step.
+    decay_steps: int | None = None
     eval_at_end: bool = True  # the script validates after its last step whatever the interval
     save_at_end: bool = True  # and saves then
 

@@ -28,7 +28,7 @@ TRACKER = "latest_checkpointed_iteration.txt"  # checkpointing.get_checkpoint_tr
 FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
          "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval",
          "min-lr", "lr-decay-style", "lr-warmup-iters", "lr-warmup-fraction", "eval-interval",
-         "eval-iters", "save-interval", "load")
+         "eval-iters", "save-interval", "load", "lr-decay-iters")
 
 
 def is_launch(entrypoint: str, given: dict[str, Any]) -> bool:

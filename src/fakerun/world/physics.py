@@ -21,7 +21,7 @@ from fakerun.world.draws import GAUSS_MAX, gauss, rng, uniform
 
 if TYPE_CHECKING:
     from fakerun.world.catalog import Gpu
-    from fakerun.world.jobs import Identity
+    from fakerun.world.jobs import Hyper, Identity
 
 GIB = 1024**3
 # Chinchilla's fit (Hoffmann et al. 2022): L(N, D) = E + A / N^alpha + B / D^beta
@@ -46,18 +46,25 @@ def lr_progress(ident: Identity, step: float) -> float:
     """Cumulative LR / peak LR after `step` steps (how far optimisation got),
     in closed form: the integral of the warmup ramp and the decay."""
     h = ident.hyper
-    w, span = h.warmup_steps, max(1, h.total_steps - h.warmup_steps)
+    w, span = h.warmup_steps, max(1, _decay_end(h) - h.warmup_steps)
     if w > 0 and step <= w:  # no warmup (Megatron's default --lr-warmup-iters 0): the decay from the start
         return step * step / (2.0 * w)
-    x = min(step, h.total_steps) - w
+    past = min(step, h.total_steps) - w
+    x = min(past, span)
     lo = h.min_lr / h.max_lr
+    held = lo * (past - x)  # at min_lr once the decay has ended (--lr-decay-iters before the last step)
     if h.decay == "constant":
-        decayed = x
-    elif h.decay == "linear":
+        return w / 2.0 + past
+    if h.decay == "linear":
         decayed = lo * x + (1 - lo) * (x - x * x / (2.0 * span))
     else:
         decayed = lo * x + (1 - lo) / 2 * (x + span / math.pi * math.sin(math.pi * x / span))
-    return w / 2.0 + decayed
+    return w / 2.0 + decayed + held
+
+
+def _decay_end(h: Hyper) -> int:
+    """The step the schedule's decay ends at."""
+    return h.decay_steps or h.total_steps
 
 
 def trend_loss(ident: Identity, step: int) -> float:
@@ -242,7 +249,7 @@ def learning_rate(ident: Identity, step: int) -> float:
     h = ident.hyper
     if h.warmup_steps > 0 and step <= h.warmup_steps:
         return h.max_lr * step / h.warmup_steps
-    progress = min(1.0, (step - h.warmup_steps) / max(1, h.total_steps - h.warmup_steps))
+    progress = min(1.0, (step - h.warmup_steps) / max(1, _decay_end(h) - h.warmup_steps))
     return h.min_lr + (h.max_lr - h.min_lr) * _decayed(h.decay, progress)
 
 

@@ -84,7 +84,7 @@ def _derived(ident: Identity, shapes: Shapes, every: Cadence) -> dict[str, Any]:
         "hidden_dropout": 0.0, "hidden_size": m.hidden, "init_method_std": 0.02,
         "initial_loss_scale": float(INITIAL_LOSS_SCALE if not gpu.bf16 else 2**32),
         "kv_channels": m.hidden // m.heads, "local_rank": 0, "log_interval": h.log_every,
-        "log_throughput": True, "lr": h.max_lr, "lr_decay_iters": None, "lr_decay_style": h.decay,
+        "log_throughput": True, "lr": h.max_lr, "lr_decay_iters": h.decay_steps, "lr_decay_style": h.decay,
         "lr_warmup_init": 0.0, "lr_warmup_iters": h.warmup_steps,
         "make_vocab_size_divisible_by": VOCAB_DIVISOR, "max_position_embeddings": h.seq_len,
         "micro_batch_size": h.micro_batch, "min_lr": h.min_lr,
