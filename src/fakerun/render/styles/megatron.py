@@ -266,7 +266,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
             out += self._training_done(e.time)  # pretrain() saves what train() left unsaved
         saving, _ = save_lines(e.step, launch.save, self._stamp(e.time), "", "", launch.fmt.name)
         out += self._out([saving])
-        if launch.fmt.dist and launch.fmt.distributed_optimizer and launch.fmt.save_optim:
+        if launch.fmt.dist and launch.fmt.distributed_optimizer:  # said even under --no-save-optim
             out += self._out([f"Storing distributed optimizer sharded state of type {launch.fmt.sharding}"])
         if self.flavour.save_memory and self.saves < 3:
             out += self._memory(f"(before save_checkpoint for iteration {e.step})", e.step)
