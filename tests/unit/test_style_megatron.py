@@ -497,3 +497,14 @@ def test_a_resumed_run_loads_from_the_directory_holding_its_checkpoint(resumed, 
     out.lines(ev.Phase("init", "nccl", 0, T0 + 2))
     built = [line.text for line in out.lines(ev.Phase("init", "model", 0, T0 + 30))]
     assert f" loading distributed checkpoint from {load} at iteration 12" in built
+
+
+@pytest.mark.parametrize("args,said", [(("--train-iters", "12"), "False"),
+                                       (("--train-iters", "12", "--sequence-parallel"), "True")])
+def test_sequence_parallelism_is_on_only_where_the_launch_line_asks(args, said):
+    """--sequence-parallel is a bare flag, off by default (arguments.py); a
+    run fakerun drew shows it on wherever TP is (its launch line has it)."""
+    banner = [line.text for line in _launched("0.10.0", *args).banner(T0)]
+    assert f"  sequence_parallel ............................... {said}" in banner
+    drawn = [line.text for line in _renderer().banner(T0)]
+    assert "  sequence_parallel ............................... True" in drawn

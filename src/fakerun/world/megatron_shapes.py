@@ -44,6 +44,9 @@ class Shapes:
     vocab: int = 0  # the tokenizer's vocabulary before padding (0: the model's)
     micro: int = 1  # --micro-batch-size
     microbatches: int = 1  # per iteration (get_num_microbatches)
+    # --sequence-parallel as a Megatron launch line says it (a bare flag, off
+    # by default); None: a run fakerun drew, shown as running it with TP.
+    sequence_parallel_flag: bool | None = None
 
     @classmethod
     def of(cls, ident: Identity, data: dict[str, Any]) -> Shapes:
@@ -105,7 +108,7 @@ class Shapes:
     @property
     def sequence_parallel(self) -> bool:
         """validate_args turns sequence parallelism off without tensor parallelism."""
-        return self.parallel.tp > 1
+        return self.parallel.tp > 1 and self.sequence_parallel_flag is not False
 
     def theoretical_memory(self, block: bool) -> list[str]:
         """theoretical_memory_usage.report_theoretical_memory(verbose=True).

@@ -48,7 +48,6 @@ from fakerun.render.styles.megatron_print import MegatronPrint
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
 from fakerun.world.loss_scale import LossScaler
-from fakerun.world.megatron_shapes import Shapes
 
 SETUP_TIMERS = ("model-and-optimizer-setup", "train/valid/test-data-iterators-setup")
 
@@ -94,7 +93,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
     def banner(self, when: float) -> list[Line]:
         self._reset(when)
         i, f = self.ident, self.flavour
-        shapes = Shapes.of(i, self._data)
+        shapes = self._launch.shapes(i, self._data)
         p, h = i.parallel, i.hyper
         datasets = f"{self._data['script']['cwd']}/megatron/core/datasets"
         vocab, padded = shapes.tokenizer_vocab, shapes.padded_vocab
@@ -143,7 +142,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
                 self._datetime("after megatron is initialized", when)]
 
     def _model_built(self, when: float) -> list[Line]:
-        shapes = Shapes.of(self.ident, self._data)
+        shapes = self._launch.shapes(self.ident, self._data)
         counts = [Line(" > number of parameters on (tensor, pipeline) model parallel rank "
                        f"{self.coordinates(r)}: {shapes.shard_params(self.coordinates(r)[1])}", STDOUT, r)
                   for r in self.dp_zero()]
@@ -219,7 +218,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         if self.memory_reported:
             return []
         self.memory_reported = True
-        theory = Shapes.of(self.ident, self._data).theoretical_memory(self.flavour.block)
+        theory = self._launch.shapes(self.ident, self._data).theoretical_memory(self.flavour.block)
         return self._out(theory) + self._memory(f"(after {step} iterations)", step)
 
     # -- validation -------------------------------------------------------------

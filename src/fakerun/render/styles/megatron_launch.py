@@ -5,6 +5,7 @@ pinned core_v0.X.0: _load_base_checkpoint, load_checkpoint)."""
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from fakerun.render.styles.megatron_args import Cadence
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
 from fakerun.world.megatron import DIST, TRACKER, CheckpointFormat, checkpoint_format, is_launch, launch_args
+from fakerun.world.megatron_shapes import Shapes
 
 CHECKPOINT_VERSION = 3.0  # generate_state_dict's state_dict['checkpoint_version']
 LOAD_BANDWIDTH = 2.5e9  # bytes/s a node reads a checkpoint at
@@ -28,6 +30,7 @@ class Launch:
     fmt: CheckpointFormat
     load: str | None  # --load (or where --resume found the checkpoint)
     resumed_step: int  # 0: nothing loaded
+    launched: bool = False  # a Megatron launch line (else a run fakerun drew)
 
     @classmethod
     def of(cls, ident: Identity, started: ev.RunStarted | None) -> Launch:
@@ -42,7 +45,13 @@ class Launch:
         load = given.get("load") or (_root(resumed, save) if resumed else None)
         fmt = checkpoint_format(ident.versions.megatron, given, ident.parallel.zero >= 1)
         return cls(given, Cadence.of(ident.hyper, launched), save, fmt, str(load) if load else None,
-                   started.resumed_step if started else 0)
+                   started.resumed_step if started else 0, launched)
+
+    def shapes(self, ident: Identity, data: dict[str, Any]) -> Shapes:
+        """The model as Megatron builds it, with sequence parallelism as the
+        launch line asks (--sequence-parallel, off unless given)."""
+        flag = self.given.get("sequence_parallel") is True if self.launched else None
+        return dataclasses.replace(Shapes.of(ident, data), sequence_parallel_flag=flag)
 
     def args(self, version: str) -> dict[str, Any]:
         """Its flags in the arguments block, with the save and load directories
