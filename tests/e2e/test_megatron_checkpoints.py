@@ -122,3 +122,20 @@ def test_mid_2024_saves_the_legacy_format(runner):
     assert _tree(save) == {"latest_checkpointed_iteration.txt", "iter_0000005", "iter_0000005/mp_rank_00",
                            "iter_0000005/mp_rank_01", *(f"iter_0000005/mp_rank_0{t}/{f}" for t in (0, 1)
                                                         for f in ("model_optim_rng.pt", "distrib_optim.pt"))}
+
+
+def test_the_last_iteration_on_the_interval_is_evaluated_twice(runner):
+    """training.py: train() evaluates and saves at iteration 10 (both on their
+    interval); pretrain() then prints '[after training is done]', skips the
+    save it already has, and evaluates once more on the next validation
+    batches ('on validation set'): two blocks, two losses."""
+    job = _run(runner, 2, *LINE, "--train-iters", "10", "--save", str(runner.tmp_path / "ck"))
+    lines = [line for _, line in _lines(job)]
+    blocks = [i for i, line in enumerate(lines) if line.startswith(" validation loss at iteration 10")]
+    saved = lines.index(f"  successfully saved checkpoint from iteration      10 to {runner.tmp_path / 'ck'} "
+                        "[ t 1/1, p 1/1 ]")
+    done = next(i for i, line in enumerate(lines) if line.startswith("[after training is done]"))
+    assert len(blocks) == 2 and blocks[0] < saved < done < blocks[1]
+    assert lines[blocks[1]].startswith(" validation loss at iteration 10 on validation set |")
+    assert lines[blocks[0]].split("|")[1] != lines[blocks[1]].split("|")[1]  # other batches, another loss
+    assert sum(line.startswith("saving checkpoint at iteration      10") for line in lines) == 1

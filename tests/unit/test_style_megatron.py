@@ -18,6 +18,7 @@ from fakerun import events as ev
 from fakerun import texts
 from fakerun.cli.main import build_parser, to_config
 from fakerun.config import script_args as scriptargs
+from fakerun.coordinator.timeline import end_of_epoch_seconds
 from fakerun.errors import UsageError
 from fakerun.render.styles.megatron import MegatronLines
 from fakerun.render.styles.megatron_args import Cadence, Shapes, arguments, interval
@@ -328,14 +329,16 @@ def test_a_launch_line_silent_on_the_schedule_runs_megatrons_defaults():
     """--lr-decay-style linear, --min-lr 0.0, --lr-warmup-iters 0,
     --eval-interval 1000, --eval-iters 100, no --save: no save at all."""
     assert _schedule() == {"decay": "linear", "min_lr": 0.0, "warmup_steps": 0, "decay_steps": None, "save_every": 0,
-                           "save_at_end": False, "eval_every": 1000, "eval_at_end": True, "eval_batches": 100}
+                           "save_at_end": False, "eval_every": 1000, "eval_at_end": True, "eval_after_loop": True,
+                           "eval_batches": 100}
 
 
 def test_the_schedule_flags_are_read_with_their_meaning():
     got = _schedule("--lr-decay-style", "cosine", "--min-lr", "3e-5", "--lr-warmup-fraction", "0.1",
                     "--eval-interval", "5", "--eval-iters", "3", "--save", "ck", "--save-interval", "10")
     assert got == {"decay": "cosine", "min_lr": 3e-5, "warmup_steps": 2, "decay_steps": None, "save_every": 10,
-                   "save_at_end": True, "eval_every": 5, "eval_at_end": True, "eval_batches": 3}
+                   "save_at_end": True, "eval_every": 5, "eval_at_end": True, "eval_after_loop": True,
+                   "eval_batches": 3}
     # the warmup fraction is of the decay, which --lr-decay-iters sets
     assert _schedule("--lr-decay-iters", "16", "--lr-warmup-fraction", "0.25")["warmup_steps"] == 4
     assert _schedule("--eval-iters", "0")["eval_at_end"] is False  # do_valid is False: no evaluation
@@ -508,3 +511,18 @@ def test_sequence_parallelism_is_on_only_where_the_launch_line_asks(args, said):
     assert f"  sequence_parallel ............................... {said}" in banner
     drawn = [line.text for line in _renderer().banner(T0)]
     assert "  sequence_parallel ............................... True" in drawn
+
+
+def test_the_evaluation_after_training_is_timed_beside_the_loops():
+    """Megatron evaluates twice after its last iteration on the interval: the
+    run's length (evaluations) and the pauses the ETA counts have both."""
+    ident = _ident()
+    h = dataclasses.replace(ident.hyper, total_steps=10, eval_every=5, eval_at_end=True, save_every=0,
+                            save_at_end=False)
+    once = dataclasses.replace(ident, hyper=h)
+    twice = dataclasses.replace(ident, hyper=dataclasses.replace(h, eval_after_loop=True))
+    assert (once.hyper.evaluations, twice.hyper.evaluations) == (2, 3)
+    extra = end_of_epoch_seconds(twice)[10] - end_of_epoch_seconds(once)[10]
+    assert extra == max(sim.eval_seconds(twice, r, 10, again=True) for r in range(twice.world)) > 0
+    off = dataclasses.replace(twice, hyper=dataclasses.replace(twice.hyper, total_steps=12))
+    assert off.hyper.evaluations == 3  # 5, 10 and the one after training: no second one at 12

@@ -81,7 +81,7 @@ def _evaluations(given: Given) -> list[tuple[str, object]]:
     if given.eval_iters == 0:
         return [("eval_every", 0), ("eval_at_end", False)]
     every = EVAL_INTERVAL if given.eval_interval is None else given.eval_interval
-    return [("eval_every", every), ("eval_at_end", True),
+    return [("eval_every", every), ("eval_at_end", True), ("eval_after_loop", True),
             ("eval_batches", EVAL_ITERS if given.eval_iters is None else given.eval_iters)]
 
 

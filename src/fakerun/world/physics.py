@@ -237,10 +237,12 @@ def overflows(recent: list[float], grad_norm: float) -> bool:
     return len(recent) >= OVERFLOW_HISTORY // 2 and grad_norm > OVERFLOW_JUMP * sum(recent) / len(recent)
 
 
-def local_val_loss(ident: Identity, rank: int, step: int) -> float:
-    """Held-out loss: its trend, less noisy than a training batch's."""
+def local_val_loss(ident: Identity, rank: int, step: int, again: bool = False) -> float:
+    """Held-out loss: its trend, less noisy than a training batch's. `again`:
+    a second evaluation at `step`, on the next batches of the validation set."""
     wobble = 1.0 + 0.005 * gauss(ident.seed, "gap", step)
-    return val_trend(ident, step) * wobble * math.exp(0.004 * gauss(ident.seed, "val", rank, step))
+    batches = (step, "again") if again else (step,)
+    return val_trend(ident, step) * wobble * math.exp(0.004 * gauss(ident.seed, "val", rank, *batches))
 
 
 # -- schedule and throughput -------------------------------------------------
@@ -470,12 +472,14 @@ def safetensors_shards(model_bytes: float) -> int:
 PHASE_SPREAD = {"validation": (0.03, 0.002), "checkpoint": (0.08, 0.01), "export": (0.05, 0.01)}
 
 
-def phase_factor(ident: Identity, phase: str, rank: int, step: int) -> float:
+def phase_factor(ident: Identity, phase: str, rank: int, step: int, again: bool = False) -> float:
     """One rank's duration of `phase` at `step` over its nominal: the
-    occasion's swing (shared by the ranks) times the rank's own lag."""
+    occasion's swing (shared by the ranks) times the rank's own lag.
+    `again`: the phase's second occasion at that step (Hyper.eval_after_loop)."""
     occasion, lag = PHASE_SPREAD[phase]
-    swing = 1.0 + occasion * (2.0 * uniform(ident.seed, phase, step) - 1.0)
-    return swing * (1.0 + lag * uniform(ident.seed, phase, rank, step))
+    at = (step, "again") if again else (step,)
+    swing = 1.0 + occasion * (2.0 * uniform(ident.seed, phase, *at) - 1.0)
+    return swing * (1.0 + lag * uniform(ident.seed, phase, rank, *at))
 
 
 def slowest_phase_factor(phase: str) -> float:
@@ -494,9 +498,9 @@ def _checkpoint_nominal(ident: Identity) -> float:
     return sum(checkpoint_bytes(ident).values()) / (per_node_bw * ident.nnodes) + 3.0
 
 
-def eval_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
-    """One rank's evaluation at `step`."""
-    return _eval_nominal(ident) * phase_factor(ident, "validation", rank, step)
+def eval_seconds(ident: Identity, rank: int = 0, step: int = 0, again: bool = False) -> float:
+    """One rank's evaluation at `step` (`again`: its second there, on other batches)."""
+    return _eval_nominal(ident) * phase_factor(ident, "validation", rank, step, again)
 
 
 def eval_samples(ident: Identity) -> int:

@@ -84,6 +84,8 @@ class MegatronLines(EventRoutes, MegatronPrint):
         self.saves = 0
         self.done = False  # "[after training is done]" printed
         self.held: list[Line] = []  # the final evaluation, printed after the final save
+        self.in_loop_at = -1  # the step of train()'s last evaluation on its interval
+        self.saved_at = -1  # the step of the last save
         self.stopped: ev.Step | None = None  # the iteration --exit-duration-in-mins ended training at
 
     def lines(self, event: ev.Event) -> list[Line]:
@@ -223,19 +225,23 @@ class MegatronLines(EventRoutes, MegatronPrint):
 
     # -- validation -------------------------------------------------------------
     def _post_training(self, step: int) -> bool:
-        """A validation off the eval interval is the one after training ended."""
-        return not self._launch.cadence.in_loop_eval(step)
+        """A validation off the eval interval, or the second at a step, is
+        the one after training ended."""
+        return not self._launch.cadence.in_loop_eval(step) or step == self.in_loop_at
 
     def _validation(self, e: ev.Validation) -> list[Line]:
         if not self._post_training(e.step):
+            self.in_loop_at = e.step
             return self._evaluated(f"iteration {e.step}", e)
         if self.stopped:
             return []  # train() exits the program: pretrain() never gets to its final evaluation
-        # The final evaluation comes after the final save in Megatron's pretrain().
         h = self.ident.hyper
         verbose = [f"Evaluating on {h.eval_batches * h.global_batch} samples",
                    *(f"Evaluating iter {k}/{h.eval_batches}" for k in range(1, h.eval_batches + 1))]
-        self.held = self._out(verbose) + self._evaluated(f"iteration {e.step} on validation set", e)
+        final = self._out(verbose) + self._evaluated(f"iteration {e.step} on validation set", e)
+        if self.saved_at == e.step or not self.ident.hyper.saves_after(e.step):
+            return final  # after the final save (or with none), as pretrain() runs it
+        self.held = final  # the final evaluation comes after the final save in Megatron's pretrain()
         return []
 
     def _evaluated(self, prefix: str, e: ev.Validation) -> list[Line]:
@@ -279,6 +285,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
         if self.flavour.save_memory and self.saves < 3:
             out += self._memory(f"(after save_checkpoint for iteration {e.step})", e.step)
         self.saves += 1
+        self.saved_at = e.step
         out += self._timers([("save-checkpoint", 1e3 * e.seconds)], e.step)
         if self.stopped is not None:
             out.append(self._datetime(self._exit_duration(), e.time))
