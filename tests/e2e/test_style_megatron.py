@@ -56,7 +56,7 @@ MEGATRON_LINES = [ITERATION, ARG, TIMER, VALIDATION, MEMORY, PARAMS, *(re.compil
     r"^Theoretical memory footprints: weight and optimizer=\d+\.\d\d MB$",
     r"^saving checkpoint at iteration ([ \d]{7}) to \S+ in torch_dist format$",
     r"^Storing distributed optimizer sharded state of type fully_sharded_model_space$",
-    r"^  successfully saved checkpoint from iteration ([ \d]{7}) to \S+$",
+    r"^  successfully saved checkpoint from iteration ([ \d]{7}) to \S+ \[ t 1/1, p 1/1 \]$",
     r"^Evaluating on \d+ samples$", r"^Evaluating iter \d+/\d+$", r"^-+$"))]
 
 
@@ -205,7 +205,8 @@ def test_a_megatron_launch_line_is_echoed_in_the_arguments(runner):
     save = str(runner.tmp_path / "ckpt")
     job = runner.start("--start-time", "2026-01-30T14:23:15", "--speed", "0", "--nproc", "2", "--seed", "5",
                        "--output", "plain", "--tee", "3", "pretrain_gpt.py", "--num-layers", "4", "--hidden-size", "512",
-                       "--train-iters", "10", "--log-interval", "5", "--save", save, "--data-path",
+                       "--train-iters", "10", "--log-interval", "5", "--save", save, "--save-interval", "10",
+                       "--data-path",
                        "/data/my-gpt2_text_document", "--vocab-file", "gpt2-vocab.json")
     assert job.wait() == 0, job.stderr
     lines = [line for _, line in rank_lines(job.stdout)]
@@ -213,5 +214,5 @@ def test_a_megatron_launch_line_is_echoed_in_the_arguments(runner):
     assert f"  data_path {'.' * 39} ['/data/my-gpt2_text_document']" in lines
     assert "> building GPT2BPETokenizer tokenizer ..." in lines
     assert " > padded vocab (size: 50257) with 47 dummy tokens (new size: 50304)" in lines
-    assert f"  successfully saved checkpoint from iteration      10 to {save}" in lines
+    assert f"  successfully saved checkpoint from iteration      10 to {save} [ t 1/1, p 1/1 ]" in lines
     assert sorted(printed_losses(job.stdout)) == [5, 10]

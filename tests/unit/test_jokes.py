@@ -15,7 +15,7 @@ import pytest
 from fakerun import texts
 from fakerun.cli import main
 from fakerun.cli.parser import build_parser
-from fakerun.render.styles.megatron_args import Shapes, arguments, interval
+from fakerun.render.styles.megatron_args import Cadence, Shapes, arguments
 from fakerun.world import catalog, identity
 
 SEEDS = range(1000)
@@ -44,7 +44,7 @@ def named(ident: identity.Identity) -> str:
     """Every text of the run that names its model, data or GPU: the identity
     itself and what Megatron derives from it (tokenizer and save paths)."""
     shapes = Shapes.of(ident, texts.load("style-megatron"))
-    return f"{ident!r} {arguments(ident, shapes, interval(ident.hyper), {})!r}".lower()
+    return f"{ident!r} {arguments(ident, shapes, Cadence.of(ident.hyper, False), {})!r}".lower()
 
 
 def build(seed: int, jokes: float) -> identity.Identity:

@@ -44,7 +44,7 @@ def test_equals_spelling_and_seeded_draws_for_the_rest():
 def test_megatron_flags_describe_the_model():
     c = config("pretrain_gpt.py", "--num-layers", "24", "--hidden-size", "2048", "--num-attention-heads", "16",
                "--seq-length", "2048", "--micro-batch-size", "2", "--global-batch-size", "64",
-               "--train-iters", "30", "--lr", "3e-4", "--save", "ckpt")
+               "--train-iters", "30", "--lr", "3e-4", "--save", "ckpt", "--save-interval", "10")
     m, h = c.identity.model, c.identity.hyper
     assert str(c.style) == "megatron" and (m.layers, m.hidden, m.heads, m.arch) == (24, 2048, 16, "GPTModel")
     assert 1.2e9 < m.params < 1.4e9  # GPT-3 XL's shape: 1.3B

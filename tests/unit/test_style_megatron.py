@@ -8,14 +8,20 @@ them when the run is split over tensor and pipeline parallelism."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from datetime import UTC
 
 import pytest
 
 from fakerun import events as ev
 from fakerun import texts
+from fakerun.cli.main import build_parser, to_config
+from fakerun.config import script_args as scriptargs
+from fakerun.coordinator.timeline import end_of_epoch_seconds
+from fakerun.errors import UsageError
 from fakerun.render.styles.megatron import MegatronLines
-from fakerun.render.styles.megatron_args import Shapes, arguments, interval, launch_args
+from fakerun.render.styles.megatron_args import Cadence, Shapes, arguments, interval
 from fakerun.render.styles.megatron_formats import (
     Flavour,
     Iteration,
@@ -27,6 +33,8 @@ from fakerun.render.styles.megatron_formats import (
     validation_block,
 )
 from fakerun.world import catalog, identity
+from fakerun.world import physics as sim
+from fakerun.world.megatron import launch_args
 from fakerun.world.memory import Parallelism
 
 MIB = 1024 * 1024
@@ -150,10 +158,11 @@ def test_the_vocabulary_pads_to_a_multiple_of_128_times_tp():
 
 
 def test_versions():
-    assert Flavour.of("0.10.0") == Flavour(micro=False, shard_suffix=False, core_logger=True,
+    # save_checkpoint's "[ t 1/2, p 1/1 ]" from core_v0.10.0 (megatron/training/checkpointing.py)
+    assert Flavour.of("0.10.0") == Flavour(micro=False, shard_suffix=True, core_logger=True,
                                            microbatches="microbatches", block=False, save_memory=False)
     assert Flavour.of("0.8.0").microbatches == "micro-batches" and not Flavour.of("0.8.0").core_logger
-    assert Flavour.of("0.15.0").micro and Flavour.of("0.15.0").shard_suffix
+    assert Flavour.of("0.15.0").micro and Flavour.of("0.15.0").shard_suffix and not Flavour.of("0.9.0").shard_suffix
 
 
 def test_eval_and_save_at_the_runs_interval_else_megatrons_default():
@@ -163,14 +172,15 @@ def test_eval_and_save_at_the_runs_interval_else_megatrons_default():
     assert interval(dataclasses.replace(hyper, total_steps=1200, eval_every=1200)) == 10000
 
 
-# -- who prints, with TP=2 x PP=2 x DP=2 on 8 GPUs ------------------------------
+# -- who prints, with TP=2 x PP=2 x DP=2 on 8 GPUs, ranks in Megatron's order ------
+# (tp-cp-ep-dp-pp: megatron/core/parallel_state.py initialize_model_parallel)
 def _ident() -> identity.Identity:
     (versions,) = [v for v in catalog.versions() if v.megatron == "0.10.0"]
     return identity.build(5, 1, 2, 12, versions=versions)
 
 
 def _renderer() -> MegatronLines:
-    ident = dataclasses.replace(_ident(), nproc=8, parallel=Parallelism(2, 2, 2, 1))
+    ident = dataclasses.replace(_ident(), nproc=8, parallel=Parallelism(2, 2, 2, 1, "megatron"))
     out = MegatronLines(100, UTC)
     out.lines(ev.RunIdentity(ident))
     out.banner(T0)
@@ -182,11 +192,11 @@ def test_dp_rank_zero_ranks_count_their_shard_and_report_memory():
     built = out.lines(ev.Phase("init", "model", 0, T0 + 5))
     counts = [(line.rank, line.text) for line in built if "number of parameters" in line.text]
     assert [(r, t.split("rank ")[1].split(":")[0]) for r, t in counts] == [
-        (0, "(0, 0)"), (1, "(1, 0)"), (2, "(0, 1)"), (3, "(1, 1)")]
+        (0, "(0, 0)"), (1, "(1, 0)"), (4, "(0, 1)"), (5, "(1, 1)")]
     logged = out.lines(_step(1, T0 + 60))
     assert logged[0].rank == 7 and "iteration        1/" in logged[0].text
     memory = [line for line in logged if line.text.startswith("[Rank ")]
-    assert [line.rank for line in memory] == [0, 1, 2, 3]
+    assert [line.rank for line in memory] == [0, 1, 4, 5]
     assert all(line.text.startswith(f"[Rank {line.rank}] (after 1 iterations) memory (MB)") for line in memory)
     assert {line.rank for line in logged if line.text.startswith("Number of parameters")} == {0}
 
@@ -260,7 +270,8 @@ def test_the_launch_line_reads_as_megatrons_namespace():
 
 def test_the_runs_figures_win_over_the_launch_line():
     ident = _ident()
-    values = arguments(ident, Shapes.of(ident, DATA), 1000, {"train_iters": 5, "split": "949,50,1", "save": "/c"})
+    values = arguments(ident, Shapes.of(ident, DATA), Cadence(1000, 1000),
+                       {"train_iters": 5, "split": "949,50,1", "save": "/c"})
     assert values["train_iters"] == ident.hyper.total_steps
     assert (values["split"], values["save"]) == ("949,50,1", "/c")
 
@@ -307,3 +318,211 @@ def test_without_the_distributed_optimizer_a_parameter_takes_18_bytes():
     said = plain.theoretical_memory(block=False)[-1]
     assert said.startswith("Theoretical memory footprints: weight and optimizer=")
     assert float(said.split("=")[1].removesuffix(" MB")) == pytest.approx(20029.52 * 18 / 12, abs=0.02)
+
+
+# -- Megatron's arguments and their defaults (megatron/training/arguments.py) ---------
+def _schedule(*flags: str) -> dict[str, object]:
+    return dict(scriptargs.read("pretrain_gpt.py", ["--train-iters", "20", "--lr", "3e-4", *flags]).asked.hyper)
+
+
+def test_a_launch_line_silent_on_the_schedule_runs_megatrons_defaults():
+    """--lr-decay-style linear, --min-lr 0.0, --lr-warmup-iters 0,
+    --eval-interval 1000, --eval-iters 100, no --save: no save at all."""
+    assert _schedule() == {"decay": "linear", "min_lr": 0.0, "warmup_steps": 0, "decay_steps": None, "save_every": 0,
+                           "save_at_end": False, "eval_every": 1000, "eval_at_end": True, "eval_after_loop": True,
+                           "eval_batches": 100}
+
+
+def test_the_schedule_flags_are_read_with_their_meaning():
+    got = _schedule("--lr-decay-style", "cosine", "--min-lr", "3e-5", "--lr-warmup-fraction", "0.1",
+                    "--eval-interval", "5", "--eval-iters", "3", "--save", "ck", "--save-interval", "10")
+    assert got == {"decay": "cosine", "min_lr": 3e-5, "warmup_steps": 2, "decay_steps": None, "save_every": 10,
+                   "save_at_end": True, "eval_every": 5, "eval_at_end": True, "eval_after_loop": True,
+                   "eval_batches": 3}
+    # the warmup fraction is of the decay, which --lr-decay-iters sets
+    assert _schedule("--lr-decay-iters", "16", "--lr-warmup-fraction", "0.25")["warmup_steps"] == 4
+    assert _schedule("--eval-iters", "0")["eval_at_end"] is False  # do_valid is False: no evaluation
+    c = to_config(build_parser().parse_args(["--nproc-per-node", "2", "pretrain_gpt.py", "--num-layers", "4",
+                                             "--hidden-size", "512", "--train-iters", "20",
+                                             "--lr-warmup-iters", "4", "--min-lr", "1e-5", "--lr", "1e-4"]),
+                  environ={})
+    h = c.identity.hyper
+    assert (h.decay, h.min_lr, h.warmup_steps, h.eval_every, h.save_steps()) == ("linear", 1e-5, 4, 1000, [])
+
+
+@pytest.mark.parametrize("flags,said", [
+    (("--save", "ck"), "--save without --save-interval"),
+    (("--min-lr", "1e-3"), "--min-lr 0.001 above --lr 0.0003"),
+    (("--lr-decay-style", "exponential"), "invalid choice: 'exponential' (choose from 'constant', 'linear', "
+                                          "'cosine', 'inverse-square-root', 'WSD')"),
+    (("--lr-decay-style", "WSD"), "--lr-decay-style WSD: fakerun simulates the constant, linear, cosine")])
+def test_what_megatrons_validate_args_refuses_is_one_line(flags, said):
+    with pytest.raises(UsageError, match=re.escape(said)):
+        _schedule(*flags)
+
+
+def _megatron_lr(max_lr, min_lr, warmup, total, gbs, iteration, style):
+    """core_v0.10.0 OptimizerParamScheduler.get_lr, transcribed (steps count
+    samples; `total`: the decay's iterations, --lr-decay-iters or --train-iters)."""
+    num_steps, warmup_steps, decay_steps = iteration * gbs, warmup * gbs, total * gbs
+    if warmup_steps > 0 and num_steps <= warmup_steps:
+        return max_lr * num_steps / warmup_steps
+    if style == "constant":
+        return max_lr
+    if num_steps > decay_steps:
+        return min_lr
+    ratio = (num_steps - warmup_steps) / (decay_steps - warmup_steps)
+    coeff = 1.0 - ratio if style == "linear" else 0.5 * (math.cos(math.pi * ratio) + 1.0)
+    return min_lr + coeff * (max_lr - min_lr)
+
+
+@pytest.mark.parametrize("style,warmup,decay_iters", [("linear", 0, None), ("cosine", 0, None), ("linear", 4, None),
+                                                     ("constant", 2, None), ("cosine", 2, 12), ("linear", 0, 30)])
+def test_the_learning_rate_follows_megatrons_scheduler(style, warmup, decay_iters):
+    ident = _ident()
+    h = dataclasses.replace(ident.hyper, max_lr=3e-4, min_lr=3e-5, warmup_steps=warmup, total_steps=20, decay=style,
+                            decay_steps=decay_iters)
+    ident = dataclasses.replace(ident, hyper=h)
+    for step in range(0, 21):
+        assert sim.learning_rate(ident, step) == pytest.approx(
+            _megatron_lr(3e-4, 3e-5, warmup, decay_iters or 20, h.global_batch, step, style), rel=1e-12)
+    assert sim.lr_progress(ident, 0) == 0.0  # no warmup: no division by it
+    # lr_progress is the LR's integral: its steps are the LR between them, to a step's curvature
+    for step in range(warmup + 1, 20):
+        share = (sim.lr_progress(ident, step + 1) - sim.lr_progress(ident, step)) * 3e-4
+        assert min(sim.learning_rate(ident, step), sim.learning_rate(ident, step + 1)) - 1e-12 <= share <= \
+            max(sim.learning_rate(ident, step), sim.learning_rate(ident, step + 1)) + 1e-12
+
+
+@pytest.mark.parametrize("version,said", [
+    ("0.8", "world size (6) is not divisible by tensor parallel size (4) times pipeline parallel size (1) times "
+            "context parallel size (1)"),
+    ("0.10", "world size (6) is not divisible by total_model_size (encoder_model_size=0 + decoder_model_size=4)"),
+    ("0.15", "world size (6) is not divisible by total_model_size (total_model_size=4)")])
+def test_a_world_tp_times_pp_does_not_divide_is_megatrons_assertion(version, said):
+    argv = ["--nproc-per-node", "6", "--style", f"megatron@{version}", "pretrain_gpt.py",
+            "--tensor-model-parallel-size", "4", "--train-iters", "10"]
+    with pytest.raises(UsageError, match=re.escape(f"AssertionError: {said}")):
+        to_config(build_parser().parse_args(argv), environ={})
+
+
+# -- checkpoint lines per version (megatron/training/checkpointing.py) ---------------
+def test_a_legacy_save_says_torch_and_the_suffix_comes_with_0_10():
+    assert save_lines(4, "ck", "", "", "", "torch")[0] == "saving checkpoint at iteration       4 to ck in torch format"
+    out = _renderer()
+    saved = out.lines(ev.Checkpoint(7, 1, "x/iter_0000007/", 2, 1, 1, 12.5, T0 + 112.5))
+    assert saved[0].text.endswith(f"to checkpoints/{out.ident.slug} [ t 1/2, p 1/2 ]")
+
+
+def _launched(version: str, *args: str, output: str = "", resumed: tuple[str, int] = ("", 0),
+              **hyper: object) -> MegatronLines:
+    """`hyper`: what the launch line's flags set of the run's Hyper (config/megatron_schedule.py)."""
+    (versions,) = [v for v in catalog.versions() if v.megatron == version]
+    ident = identity.build(5, 1, 2, 12, versions=versions)
+    ident = dataclasses.replace(ident, nproc=8, parallel=Parallelism(2, 2, 2, 1, "megatron"),
+                                hyper=dataclasses.replace(ident.hyper, **hyper))
+    out = MegatronLines(100, UTC)
+    out.launched(ev.RunStarted("r", 8, 1, 8, 0, 5, "pretrain_gpt.py", list(args), 12, "h", 1, 42, 0, T0,
+                               output_dir=output, resumed_from=resumed[0], resumed_step=resumed[1]))
+    out.lines(ev.RunIdentity(ident))
+    out.banner(T0)
+    return out
+
+
+@pytest.mark.parametrize("version,where", [("0.8.0", "[ t 0, p 0 ]"), ("0.9.0", "[ t 0, p 0 ]"),
+                                           ("0.10.0", "[ t 1/2, p 1/2 ]"), ("0.15.0", "[ t 1/2, p 1/2 ]")])
+def test_loading_says_where_from_as_each_version_does(version, where):
+    out = _launched(version, "--load", "ck", "--save", "ck", "--save-interval", "4", resumed=("ck/iter_0000004", 4))
+    out.lines(ev.Phase("init", "nccl", 0, T0 + 2))
+    built = [line.text for line in out.lines(ev.Phase("init", "model", 0, T0 + 30))]
+    infix = "" if version == "0.8.0" else "distributed "  # 0.8's default is the legacy format
+    at = built.index(f" loading {infix}checkpoint from ck at iteration 4")
+    assert built[at + 1:at + 3] == [" checkpoint version 3.0",
+                                    f"  successfully loaded checkpoint from ck {where} at iteration 4"]
+    assert built[at + 4].startswith("    load-checkpoint ....")
+    assert built[-1].startswith("[after model, optimizer, and learning rate scheduler are built]")
+
+
+def test_a_load_directory_without_a_tracker_starts_from_random():
+    out = _launched("0.8.0", "--load", "ck/")
+    out.lines(ev.Phase("init", "nccl", 0, T0 + 2))
+    built = [line.text for line in out.lines(ev.Phase("init", "model", 0, T0 + 30))]
+    assert "WARNING: could not find the metadata file ck/latest_checkpointed_iteration.txt " in built  # 0.8's space
+    assert "    will not load any checkpoints and will start from random" in built
+    assert "    load-checkpoint ................................: (0.00, 0.00)" in built
+
+
+@pytest.mark.parametrize("version,args,said", [
+    ("0.8.0", (), ["saving checkpoint at iteration       8 to out in torch format"]),
+    ("0.8.0", ("--use-dist-ckpt", "--use-distributed-optimizer"),
+     ["saving checkpoint at iteration       8 to out in torch_dist format",
+      "Storing distributed optimizer sharded state of type fully_sharded_model_space"]),
+    ("0.10.0", ("--no-ckpt-fully-parallel-save",),
+     ["saving checkpoint at iteration       8 to out in torch_dist format",
+      "Storing distributed optimizer sharded state of type dp_zero_gather_scatter"]),
+    ("0.10.0", ("--ckpt-format", "torch"), ["saving checkpoint at iteration       8 to out in torch format"])])
+def test_the_format_and_the_optimizer_state_as_the_version_saves_them(version, args, said):
+    """Saving under fakerun's --output-dir, which stands for --save."""
+    out = _launched(version, *args, output="out", total_steps=8)
+    texts_ = [line.text for line in out.lines(ev.Phase("checkpoint", "", 8, T0 + 100))]
+    assert texts_ == ["[after training is done] datetime: 2024-11-21 20:00:21 ", *said]  # pretrain()'s final save
+
+
+def test_a_save_on_its_interval_without_an_evaluation_is_no_sigterm():
+    """--save-interval 5 with Megatron's --eval-interval 1000: train() saves at
+    5 and carries on; only a save off the interval before the end is the
+    signal handler's."""
+    out = _launched("0.10.0", "--train-iters", "12", "--save", "ck", "--save-interval", "5", save_every=5,
+                    eval_every=1000)
+    out.lines(ev.Phase("checkpoint", "", 5, T0 + 100))
+    saved = [line.text for line in out.lines(ev.Checkpoint(5, 1, "ck/iter_0000005/", 1, 1, 1, 3.0, T0 + 103))]
+    assert not any("exiting program" in t or "after training is done" in t for t in saved)
+    out.lines(ev.Phase("checkpoint", "", 7, T0 + 200))
+    saved = [line.text for line in out.lines(ev.Checkpoint(7, 1, "ck/iter_0000007/", 1, 1, 1, 3.0, T0 + 203))]
+    assert saved[-1].startswith("[exiting program after receiving SIGTERM.] datetime: ")
+
+
+def test_fakeruns_output_dir_is_where_the_lines_say_the_files_go():
+    """--output-dir wins over the launch line's --save (fakerun's options win;
+    the writer writes there): both save lines and the arguments name it."""
+    out = _launched("0.10.0", "--save", "theirs", "--save-interval", "4", output="ours", total_steps=4)
+    assert "  save ............................................ ours" in [line.text for line in out.banner(T0)]
+    saving = [line.text for line in out.lines(ev.Phase("checkpoint", "", 4, T0 + 100))]
+    assert "saving checkpoint at iteration       4 to ours in torch_dist format" in saving
+
+
+@pytest.mark.parametrize("resumed,load", [("mg/iter_0000012", "mg"), ("mg/iter_0000012/", "mg"),
+                                          ("mg/checkpoint-12/", "mg"), ("other/run", "other/run")])
+def test_a_resumed_run_loads_from_the_directory_holding_its_checkpoint(resumed, load):
+    """--resume (or a restart) names a checkpoint; Megatron's --load names the
+    directory holding it and the tracker file."""
+    out = _launched("0.10.0", output="mg", resumed=(resumed, 12))
+    out.lines(ev.Phase("init", "nccl", 0, T0 + 2))
+    built = [line.text for line in out.lines(ev.Phase("init", "model", 0, T0 + 30))]
+    assert f" loading distributed checkpoint from {load} at iteration 12" in built
+
+
+@pytest.mark.parametrize("args,said", [(("--train-iters", "12"), "False"),
+                                       (("--train-iters", "12", "--sequence-parallel"), "True")])
+def test_sequence_parallelism_is_on_only_where_the_launch_line_asks(args, said):
+    """--sequence-parallel is a bare flag, off by default (arguments.py); a
+    run fakerun drew shows it on wherever TP is (its launch line has it)."""
+    banner = [line.text for line in _launched("0.10.0", *args).banner(T0)]
+    assert f"  sequence_parallel ............................... {said}" in banner
+    drawn = [line.text for line in _renderer().banner(T0)]
+    assert "  sequence_parallel ............................... True" in drawn
+
+
+def test_the_evaluation_after_training_is_timed_beside_the_loops():
+    """Megatron evaluates twice after its last iteration on the interval: the
+    run's length (evaluations) and the pauses the ETA counts have both."""
+    ident = _ident()
+    h = dataclasses.replace(ident.hyper, total_steps=10, eval_every=5, eval_at_end=True, save_every=0,
+                            save_at_end=False)
+    once = dataclasses.replace(ident, hyper=h)
+    twice = dataclasses.replace(ident, hyper=dataclasses.replace(h, eval_after_loop=True))
+    assert (once.hyper.evaluations, twice.hyper.evaluations) == (2, 3)
+    extra = end_of_epoch_seconds(twice)[10] - end_of_epoch_seconds(once)[10]
+    assert extra == max(sim.eval_seconds(twice, r, 10, again=True) for r in range(twice.world)) > 0
+    off = dataclasses.replace(twice, hyper=dataclasses.replace(twice.hyper, total_steps=12))
+    assert off.hyper.evaluations == 3  # 5, 10 and the one after training: no second one at 12

@@ -33,9 +33,10 @@ class CheckpointSink(Protocol):
 # The finder takes the path --resume names (a checkpoint, or the directory
 # holding them) and returns the latest complete checkpoint as a Resume.
 WRITERS = {"hf": ("writer", "CheckpointWriter"), "torchrun": ("torchrun", "TorchrunWriter"),
-           "deepspeed": ("deepspeed", "DeepSpeedWriter"), "lightning": ("lightning", "LightningWriter")}
+           "deepspeed": ("deepspeed", "DeepSpeedWriter"), "lightning": ("lightning", "LightningWriter"),
+           "megatron": ("megatron", "MegatronWriter")}
 READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find"), "deepspeed": ("deepspeed", "find"),
-           "lightning": ("lightning", "find")}
+           "lightning": ("lightning", "find"), "megatron": ("megatron_reader", "find")}
 DEFAULT = "hf"
 
 

@@ -62,7 +62,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
         output_dir=first(ns.output_dir, script.output_dir),
-        resume=first(ns.resume, script.resume),
+        resume=first(ns.resume, script.resume),  # Megatron's --load resumes as --resume does
         sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
         script_args=tuple(ns.training_script_args),

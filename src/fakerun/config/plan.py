@@ -20,6 +20,7 @@ from fakerun.config.options import (
     RunConfig,
 )
 from fakerun.config.paths import check_file_target, check_writable_dir, short
+from fakerun.config.strategy_args import check_megatron_world
 from fakerun.errors import UsageError
 from fakerun.world import identity
 from fakerun.world.catalog import CatalogError, models
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 def plan(options: RunConfig) -> RunConfig:
     _check_paths(options)
+    if options.style.name == "megatron":  # its TP x PP must divide the world, before any draw
+        check_megatron_world(options.asked.strategy, options.topology.world_size,
+                             options.style.versions()[0].megatron)
     config = options
     if config.resume is not None and config.resume_from is None:
         config = _resumed(config, _find_checkpoint(config))

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from fakerun.config import lightning_args, strategy_args
+from fakerun.config import lightning_args, megatron_schedule, strategy_args
 from fakerun.errors import UsageError
-from fakerun.world import catalog
+from fakerun.world import catalog, megatron
 from fakerun.world.identity import Asked
 from fakerun.world.memory import Strategy
 from fakerun.world.trainer import TrainerArgs
@@ -51,8 +51,7 @@ FALSE_WORDS = ("no", "false", "f", "n", "0")
 # Values whose 0 means something (no warmup, no saving on a step count), not "unset".
 ZERO_MEANS = ("warmup_steps", "warmup_ratio", "save_steps", "eval_steps", "save_total_limit", "max_grad_norm",
               "weight_decay")
-MEGATRON_FLAGS = ("num-layers", "hidden-size", "num-attention-heads", "num-query-groups", "seq-length",
-                  "micro-batch-size", "global-batch-size", "train-iters", "lr", "save", "log-interval")
+MEGATRON_FLAGS = megatron.FLAGS
 MEGATRON_DEFAULTS = {"log-interval": "100"}
 SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
 # Every whole number here ends up a torch/NumPy int64 (a batch, a sequence, a
@@ -78,7 +77,9 @@ class ScriptArgs:
     max_steps: int | None = None
     output_dir: Path | None = None
     asked: Asked = field(default_factory=Asked)
-    resume: str | None = None  # the checkpoint the script is told to resume (LightningCLI's --ckpt_path)
+    # The checkpoint the script is told to resume: LightningCLI's --ckpt_path,
+    # Megatron's --load (where one is saved).
+    resume: str | None = None
     lightning: lightning_args.TrainerArgs | None = None  # a Lightning script's Trainer arguments
 
     def check_world(self, nproc: int, nnodes: int) -> None:
@@ -194,9 +195,20 @@ def _megatron(given: dict[str, str]) -> ScriptArgs:
                    _int(v, "seq-length")) if layers and hidden else None
     asked = Asked(model=model, micro_batch=_int(v, "micro-batch-size"),
                   global_batch=_int(v, "global-batch-size"), lr=_float(v, "lr"),
-                  seq_len=_int(v, "seq-length"), log_every=_int(v, "log-interval"))
+                  seq_len=_int(v, "seq-length"), log_every=_int(v, "log-interval"),
+                  hyper=megatron_schedule.hyper(_schedule(v)))
     save = v.get("save")
-    return ScriptArgs("megatron", _int(v, "train-iters"), Path(save) if save else None, asked)
+    return ScriptArgs("megatron", _int(v, "train-iters"), Path(save) if save else None, asked,
+                      megatron_schedule.resume(v.get("load")))
+
+
+def _schedule(v: dict[str, str]) -> megatron_schedule.Given:
+    return megatron_schedule.Given(
+        train_iters=_int(v, "train-iters"), decay_iters=_int(v, "lr-decay-iters"), lr=_float(v, "lr"),
+        decay=v.get("lr-decay-style"),
+        min_lr=_float(v, "min-lr"), warmup_iters=_int(v, "lr-warmup-iters"),
+        warmup_fraction=_float(v, "lr-warmup-fraction"), eval_interval=_int(v, "eval-interval"),
+        eval_iters=_int_or_zero(v, "eval-iters"), save_interval=_int(v, "save-interval"), save="save" in v)
 
 
 def _model(name: str | None) -> catalog.Model | None:
@@ -269,6 +281,12 @@ def _number(v: dict[str, str], key: str, kind: type[int] | type[float]) -> float
 
 def _int(v: dict[str, str], key: str) -> int | None:
     return _number(v, key, int)  # type: ignore[return-value]
+
+
+def _int_or_zero(v: dict[str, str], key: str) -> int | None:
+    """A count where 0 is a value (`--eval-interval 0`: never in the loop), not unset."""
+    value = _int(v, key)
+    return 0 if value is None and key in v and int(v[key]) == 0 else value
 
 
 def _float(v: dict[str, str], key: str) -> float | None:

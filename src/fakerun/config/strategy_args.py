@@ -26,6 +26,7 @@ import os
 import stat
 from typing import Any
 
+from fakerun.errors import UsageError
 from fakerun.world.memory import Strategy
 
 MAX_CONFIG_BYTES = 1 << 20  # a DeepSpeed config is a few hundred bytes; anything larger is not one
@@ -86,12 +87,37 @@ def deepspeed(args: list[str]) -> Strategy:
 
 
 def megatron(args: list[str]) -> Strategy:
+    for name in ("ckpt-format", "dist-ckpt-format"):  # core 0.9+'s, and 0.8's with --use-dist-ckpt
+        if flag(args, name) == "zarr":
+            raise UsageError(f"--{name} zarr: fakerun writes Megatron's torch and torch_dist formats only")
     granularity = flag(args, "recompute-granularity")
     recompute = granularity if granularity in ("full", "selective") else (
         "selective" if flag(args, "recompute-activations") is not None else "none")
     return Strategy("megatron", (1,) if flag(args, "use-distributed-optimizer") is not None else (0,),
                     tp=_size(flag(args, "tensor-model-parallel-size")),
                     pp=_size(flag(args, "pipeline-model-parallel-size")), recompute=recompute)
+
+
+# validate_args' assertion when the world does not split into TP x PP groups
+# (megatron/training/arguments.py; the encoder's size is 0 without an
+# encoder): core_v0.8.0, core_v0.9.0 and core_v0.10.0, core_v0.15.0.
+WORLD_SPLIT = (
+    ((0, 9), "world size ({world}) is not divisible by tensor parallel size ({tp}) times pipeline parallel "
+             "size ({pp}) times context parallel size (1)"),
+    ((0, 15), "world size ({world}) is not divisible by total_model_size (encoder_model_size=0 + "
+              "decoder_model_size={size})"),
+    ((99, 0), "world size ({world}) is not divisible by total_model_size (total_model_size={size})"),
+)
+
+
+def check_megatron_world(strategy: Strategy, world: int, version: str) -> None:
+    """Megatron's own words (one line) for a TP x PP that does not divide the world."""
+    tp, pp = strategy.tp or 1, strategy.pp or 1
+    if world % (tp * pp) == 0:
+        return
+    release = tuple(int(x) for x in version.split(".")[:2])
+    text = next(t for below, t in WORLD_SPLIT if release < below)
+    raise UsageError("AssertionError: " + text.format(world=world, tp=tp, pp=pp, size=tp * pp))
 
 
 def _size(text: str | None) -> int:

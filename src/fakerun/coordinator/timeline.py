@@ -251,6 +251,8 @@ def end_of_epoch_seconds(ident: Identity) -> dict[int, float]:
     the pace of the slowest rank, as the script does."""
     ranks, h = range(ident.world), ident.hyper
     pauses = {step: max(sim.eval_seconds(ident, r, step) for r in ranks) for step in h.eval_steps()}
+    if h.evaluates_again():  # Megatron's evaluation after training, beside train()'s at the same step
+        pauses[h.total_steps] += max(sim.eval_seconds(ident, r, h.total_steps, again=True) for r in ranks)
     for step in h.save_steps():
         pauses[step] = pauses.get(step, 0.0) + max(sim.checkpoint_seconds(ident, r, step) for r in ranks)
     return pauses

@@ -48,6 +48,9 @@ class RunStarted:
     restart_count: int
     time: float
     omp_default: bool = True  # OMP_NUM_THREADS was unset, so torchrun set it (and says so)
+    output_dir: str = ""  # where the run saves its checkpoints (--output-dir, the script's own flag); "" none
+    resumed_from: str = ""  # the checkpoint the run carries on from (--resume, Megatron's --load); "" none
+    resumed_step: int = 0
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,9 @@ def run_started(config: RunConfig, attempt: int, launcher_pid: int, now: float) 
     return ev.RunStarted(
         c.run_id, t.world_size, t.nnodes, t.nproc_per_node, t.node_rank, c.seed,
         c.entrypoint, list(c.script_args), c.steps, c.master_addr, c.master_port,
-        launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ)
+        launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ,
+        str(c.output_dir) if c.output_dir else "", str(c.resume_from.path) if c.resume_from else "",
+        c.resume_from.step if c.resume_from else 0)
 
 
 def run_clock(config: RunConfig, wall: Callable[[], float] = time.monotonic) -> VirtualClock:

@@ -103,15 +103,23 @@ class Script:
         it; after the last step (`final`: also one cut short by a stop), where
         it does them at the end."""
         h = self.ident.hyper
-        if h.evaluates_after(step) or (final and h.eval_at_end):
-            self.where = "validation"
-            self.comm.barrier(tag=tags.PHASE_VALIDATION)
-            self._telemetry(step, "validation")
-            val = sim.local_val_loss(self.ident, self.rank, step) * self.loss_scale
-            self.comm.all_reduce([val], "avg", tag=tags.VALIDATION, step=step,
-                                 sim_s=sim.eval_seconds(self.ident, self.rank, step))
+        after_loop = final and h.eval_after_loop and h.eval_at_end  # Megatron's pretrain(): after the save
+        due = h.evaluates_after(step) or (final and h.eval_at_end)
+        if h.evaluates_in_loop(step) if after_loop else due:
+            self._validate(step)
         if h.saves_after(step) or (final and h.save_at_end):
             self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, step), step)
+        if after_loop:
+            self._validate(step, again=h.evaluates_in_loop(step))
+
+    def _validate(self, step: int, again: bool = False) -> None:
+        """`again`: a second evaluation at this step (other batches, its own time)."""
+        self.where = "validation"
+        self.comm.barrier(tag=tags.PHASE_VALIDATION)
+        self._telemetry(step, "validation")
+        val = sim.local_val_loss(self.ident, self.rank, step, again) * self.loss_scale
+        self.comm.all_reduce([val], "avg", tag=tags.VALIDATION, step=step,
+                             sim_s=sim.eval_seconds(self.ident, self.rank, step, again))
 
     def _phase(self, name: str, sim_s: float, step: int = 0) -> None:
         self.where = name

@@ -49,7 +49,14 @@ class Usage:
 
 
 def stage_of(ident: Identity, rank: int) -> int:
+    """The pipeline stage a global rank runs. Megatron orders its groups
+    tp-cp-ep-dp-pp (megatron/core/parallel_state.py initialize_model_parallel's
+    default `order`, core_v0.8.0 to core_v0.15.0): the stage is outermost, so
+    with TP 2, PP 2, DP 2 ranks 0-3 are the first stage and 4-7 the last. Other
+    scripts keep tensor parallelism fastest, then the pipeline."""
     p = ident.parallel
+    if p.kind == "megatron":
+        return rank // (p.tp * p.dp)
     return (rank // p.tp) % p.pp
 
 

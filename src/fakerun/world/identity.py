@@ -75,6 +75,11 @@ class Asked:
     strategy: Strategy = Strategy()  # what the script's arguments fix of its sharding and recomputation
     trainer: TrainerArgs | None = None  # a transformers Trainer's schedule and cadences (world.trainer)
     cadence: jobs.Cadence | None = None  # when it validates and saves (None: as drawn)
+    # Hyper fields the launch line fixes as they are, (name, value) pairs set
+    # on the drawn job's (a framework's schedule, cadences and their defaults:
+    # Megatron's --lr-decay-style, --min-lr, --eval-interval, --save-interval).
+    # Set after the search, so every draw stays the seed's.
+    hyper: tuple[tuple[str, object], ...] = ()
 
 
 def build(seed: int, nnodes: int, nproc: int, total_steps: int | None = None,
@@ -234,12 +239,15 @@ class _Search:
                            PRETRAINED_TOKENS if fine_tune else 0.0)
         # The script's cadence: the HF Trainer's arguments resolved per transformers
         # version (world.trainer), else the framework's cadence in its own units (jobs.Cadence).
+        # Megatron's schedule flags are Hyper's own fields (Asked.hyper), set as they are.
         if self.asked.trainer is not None:
             made = self.make.keywords
-            return trainer.hyper(drawn, self.asked.trainer, made["versions"].transformers,
-                                 made["nnodes"] * made["nproc"])
-        cadence = self.asked.cadence or jobs.CADENCES.get(self.asked.framework)
-        return cadence.applied(drawn) if cadence else drawn
+            hyper = trainer.hyper(drawn, self.asked.trainer, made["versions"].transformers,
+                                  made["nnodes"] * made["nproc"])
+        else:
+            cadence = self.asked.cadence or jobs.CADENCES.get(self.asked.framework)
+            hyper = cadence.applied(drawn) if cadence else drawn
+        return replace(hyper, **dict(self.asked.hyper))  # type: ignore[arg-type]
 
 
 def demo_seconds(model: Model, nnodes: int) -> tuple[float, float]:

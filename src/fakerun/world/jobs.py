@@ -71,6 +71,13 @@ class Hyper:
     # (physics.learning_rate).
     decay: str = "cosine"
     save_every: int | None = None  # steps between checkpoints (None: one after each validation; 0: never)
+    # The step the decay reaches min_lr at, to hold it after (Megatron's
+    # --lr-decay-iters); None: the last step.
+    decay_steps: int | None = None
+    # Megatron: train() evaluates on its interval, and pretrain() once more
+    # after training and its final save, even at a step train() has just
+    # evaluated (the end-of-run evaluation comes after the save).
+    eval_after_loop: bool = False
     eval_at_end: bool = True  # the script validates after its last step whatever the interval
     save_at_end: bool = True  # and saves then
     save_limit: int | None = None  # checkpoints kept (the Trainer's save_total_limit; None: all)
@@ -104,9 +111,17 @@ class Hyper:
             return self.evaluates_after(step)
         return _due(step, self.save_every, self.total_steps, self.save_at_end)
 
+    def evaluates_in_loop(self, step: int) -> bool:
+        """On the evaluation interval (train()'s own, where eval_after_loop)."""
+        return self.eval_every > 0 and step % self.eval_every == 0
+
     @property
     def evaluations(self) -> int:
-        return len(self.eval_steps())
+        return len(self.eval_steps()) + self.evaluates_again()
+
+    def evaluates_again(self) -> bool:
+        """A second evaluation after the last step (eval_after_loop, the last step on the interval)."""
+        return self.eval_after_loop and self.eval_at_end and self.evaluates_in_loop(self.total_steps)
 
     def eval_steps(self) -> list[int]:
         return _steps(self.eval_every, self.total_steps, self.eval_at_end)

@@ -21,7 +21,7 @@ from fakerun.world.draws import GAUSS_MAX, gauss, rng, uniform
 
 if TYPE_CHECKING:
     from fakerun.world.catalog import Gpu
-    from fakerun.world.jobs import Identity
+    from fakerun.world.jobs import Hyper, Identity
 
 GIB = 1024**3
 # Chinchilla's fit (Hoffmann et al. 2022): L(N, D) = E + A / N^alpha + B / D^beta
@@ -46,18 +46,25 @@ def lr_progress(ident: Identity, step: float) -> float:
     """Cumulative LR / peak LR after `step` steps (how far optimisation got),
     in closed form: the integral of the warmup ramp and the decay."""
     h = ident.hyper
-    w, span = h.warmup_steps, max(1, h.total_steps - h.warmup_steps)
-    if step <= w:  # no warmup (w = 0): step 0 has had no LR yet
-        return step * step / (2.0 * w) if w else 0.0
-    x = min(step, h.total_steps) - w
+    w, span = h.warmup_steps, max(1, _decay_end(h) - h.warmup_steps)
+    if w > 0 and step <= w:  # no warmup (Megatron's default --lr-warmup-iters 0): the decay from the start
+        return step * step / (2.0 * w)
+    past = min(step, h.total_steps) - w
+    x = min(past, span)
     lo = h.min_lr / h.max_lr
+    held = lo * (past - x)  # at min_lr once the decay has ended (--lr-decay-iters before the last step)
     if h.decay == "constant":
-        decayed = x
-    elif h.decay == "linear":
+        return w / 2.0 + past
+    if h.decay == "linear":
         decayed = lo * x + (1 - lo) * (x - x * x / (2.0 * span))
     else:
         decayed = lo * x + (1 - lo) / 2 * (x + span / math.pi * math.sin(math.pi * x / span))
-    return w / 2.0 + decayed
+    return w / 2.0 + decayed + held
+
+
+def _decay_end(h: Hyper) -> int:
+    """The step the schedule's decay ends at."""
+    return h.decay_steps or h.total_steps
 
 
 def trend_loss(ident: Identity, step: int) -> float:
@@ -230,10 +237,12 @@ def overflows(recent: list[float], grad_norm: float) -> bool:
     return len(recent) >= OVERFLOW_HISTORY // 2 and grad_norm > OVERFLOW_JUMP * sum(recent) / len(recent)
 
 
-def local_val_loss(ident: Identity, rank: int, step: int) -> float:
-    """Held-out loss: its trend, less noisy than a training batch's."""
+def local_val_loss(ident: Identity, rank: int, step: int, again: bool = False) -> float:
+    """Held-out loss: its trend, less noisy than a training batch's. `again`:
+    a second evaluation at `step`, on the next batches of the validation set."""
     wobble = 1.0 + 0.005 * gauss(ident.seed, "gap", step)
-    return val_trend(ident, step) * wobble * math.exp(0.004 * gauss(ident.seed, "val", rank, step))
+    batches = (step, "again") if again else (step,)
+    return val_trend(ident, step) * wobble * math.exp(0.004 * gauss(ident.seed, "val", rank, *batches))
 
 
 # -- schedule and throughput -------------------------------------------------
@@ -249,7 +258,7 @@ def learning_rate(ident: Identity, step: int) -> float:
     h = ident.hyper
     if step < h.warmup_steps:
         return h.max_lr * (float(step) / float(h.warmup_steps))
-    span = max(1, h.total_steps - h.warmup_steps)
+    span = max(1, _decay_end(h) - h.warmup_steps)  # at min_lr after Megatron's --lr-decay-iters
     done = min(step - h.warmup_steps, span)
     return h.min_lr + (h.max_lr - h.min_lr) * _decayed(h.decay, done, span)
 
@@ -464,12 +473,14 @@ def checkpoint_bytes(ident: Identity) -> dict[str, float]:
 PHASE_SPREAD = {"validation": (0.03, 0.002), "checkpoint": (0.08, 0.01), "export": (0.05, 0.01)}
 
 
-def phase_factor(ident: Identity, phase: str, rank: int, step: int) -> float:
+def phase_factor(ident: Identity, phase: str, rank: int, step: int, again: bool = False) -> float:
     """One rank's duration of `phase` at `step` over its nominal: the
-    occasion's swing (shared by the ranks) times the rank's own lag."""
+    occasion's swing (shared by the ranks) times the rank's own lag.
+    `again`: the phase's second occasion at that step (Hyper.eval_after_loop)."""
     occasion, lag = PHASE_SPREAD[phase]
-    swing = 1.0 + occasion * (2.0 * uniform(ident.seed, phase, step) - 1.0)
-    return swing * (1.0 + lag * uniform(ident.seed, phase, rank, step))
+    at = (step, "again") if again else (step,)
+    swing = 1.0 + occasion * (2.0 * uniform(ident.seed, phase, *at) - 1.0)
+    return swing * (1.0 + lag * uniform(ident.seed, phase, rank, *at))
 
 
 def slowest_phase_factor(phase: str) -> float:
@@ -488,9 +499,9 @@ def _checkpoint_nominal(ident: Identity) -> float:
     return sum(checkpoint_bytes(ident).values()) / (per_node_bw * ident.nnodes) + 3.0
 
 
-def eval_seconds(ident: Identity, rank: int = 0, step: int = 0) -> float:
-    """One rank's evaluation at `step`."""
-    return _eval_nominal(ident) * phase_factor(ident, "validation", rank, step)
+def eval_seconds(ident: Identity, rank: int = 0, step: int = 0, again: bool = False) -> float:
+    """One rank's evaluation at `step` (`again`: its second there, on other batches)."""
+    return _eval_nominal(ident) * phase_factor(ident, "validation", rank, step, again)
 
 
 def eval_samples(ident: Identity) -> int:

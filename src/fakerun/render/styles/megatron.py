@@ -35,7 +35,7 @@ from typing import Any
 from fakerun import events as ev
 from fakerun import texts
 from fakerun.render.lines import STDOUT, Line
-from fakerun.render.styles.megatron_args import INITIAL_LOSS_SCALE, Shapes, arguments, interval, launch_args
+from fakerun.render.styles.megatron_args import INITIAL_LOSS_SCALE, arguments
 from fakerun.render.styles.megatron_formats import (
     Iteration,
     args_block,
@@ -43,12 +43,12 @@ from fakerun.render.styles.megatron_formats import (
     save_lines,
     validation_block,
 )
+from fakerun.render.styles.megatron_launch import Launch, load_lines, load_seconds
 from fakerun.render.styles.megatron_print import MegatronPrint
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
 from fakerun.world.loss_scale import LossScaler
 
-SHARDING = "fully_sharded_model_space"  # --ckpt-fully-parallel-save
 SETUP_TIMERS = ("model-and-optimizer-setup", "train/valid/test-data-iterators-setup")
 
 
@@ -76,14 +76,16 @@ class MegatronLines(EventRoutes, MegatronPrint):
     def _reset(self, start: float) -> None:
         self.start = start
         self.args: dict[str, Any] = {}
+        self.said: Launch | None = None
         self.marks: dict[str, float] = {}  # when each setup stage finished
         self.window = _Interval()
         self.scaler = LossScaler(scale=float(INITIAL_LOSS_SCALE))
         self.memory_reported = False
         self.saves = 0
         self.done = False  # "[after training is done]" printed
-        self.validated = -1  # the step of the last validation
         self.held: list[Line] = []  # the final evaluation, printed after the final save
+        self.in_loop_at = -1  # the step of train()'s last evaluation on its interval
+        self.saved_at = -1  # the step of the last save
         self.stopped: ev.Step | None = None  # the iteration --exit-duration-in-mins ended training at
 
     def lines(self, event: ev.Event) -> list[Line]:
@@ -93,12 +95,12 @@ class MegatronLines(EventRoutes, MegatronPrint):
     def banner(self, when: float) -> list[Line]:
         self._reset(when)
         i, f = self.ident, self.flavour
-        shapes = Shapes.of(i, self._data)
+        shapes = self._launch.shapes(i, self._data)
         p, h = i.parallel, i.hyper
         datasets = f"{self._data['script']['cwd']}/megatron/core/datasets"
         vocab, padded = shapes.tokenizer_vocab, shapes.padded_vocab
         compile_s = self._data["startup"]["index_builder_seconds"]
-        self.args = arguments(i, shapes, interval(h), launch_args(self.launch.args) if self.launch else {})
+        self.args = arguments(i, shapes, self._launch.cadence, self._launch.args(i.versions.megatron))
         bf16 = i.gpu.bf16  # arguments.py validate_args: what it says of the half type
         texts_ = [
             *(["accumulate and all-reduce gradients in fp32 for bfloat16 data type."] if bf16 else
@@ -142,20 +144,35 @@ class MegatronLines(EventRoutes, MegatronPrint):
                 self._datetime("after megatron is initialized", when)]
 
     def _model_built(self, when: float) -> list[Line]:
-        shapes = Shapes.of(self.ident, self._data)
-        p = self.ident.parallel
+        shapes = self._launch.shapes(self.ident, self._data)
         counts = [Line(" > number of parameters on (tensor, pipeline) model parallel rank "
-                       f"({r % p.tp}, {r // p.tp}): {shapes.shard_params(r // p.tp)}", STDOUT, r)
+                       f"{self.coordinates(r)}: {shapes.shard_params(self.coordinates(r)[1])}", STDOUT, r)
                   for r in self.dp_zero()]
-        decay = "> learning rate decay style: cosine"
+        decay = f"> learning rate decay style: {self.ident.hyper.decay}"
         scheduler = self._core_log("optimizer_param_scheduler", decay) if self.flavour.core_logger else decay
-        return [*self._out(["building GPT model ..."]), *counts, *self._out([scheduler]),
+        return [*self._out(["building GPT model ..."]), *counts, *self._out([scheduler]), *self._loaded(when),
                 self._datetime("after model, optimizer, and learning rate scheduler are built", when)]
+
+    def _loaded(self, when: float) -> list[Line]:
+        """setup_model_and_optimizer's load_checkpoint under --load, and its timer."""
+        launch = self._launch
+        if launch.load is None:
+            return []
+        seconds = load_seconds(self.ident, launch, when - self.marks.get("nccl", self.start))
+        timer = self._timers([("load-checkpoint", 1e3 * seconds)], 0)
+        return self._out(load_lines(launch, self.ident)) + timer
+
+    @property
+    def _launch(self) -> Launch:
+        if self.said is None:
+            self.said = Launch.of(self.ident, self.launch)
+        return self.said
 
     def _data_built(self, when: float) -> list[Line]:
         h = self.ident.hyper
-        every = interval(h)
+        every = self._launch.cadence.eval_interval
         per_eval = h.eval_batches * h.global_batch
+        # get_train_valid_test_num_samples: train_iters // eval_interval + 1 evaluations
         sizes = (h.total_steps * h.global_batch, (h.total_steps // every + 1) * per_eval, per_eval)
         built = self.marks.get("model", when)
         setup = [(SETUP_TIMERS[0], 1e3 * (built - self.marks.get("nccl", self.start))),
@@ -203,25 +220,28 @@ class MegatronLines(EventRoutes, MegatronPrint):
         if self.memory_reported:
             return []
         self.memory_reported = True
-        theory = Shapes.of(self.ident, self._data).theoretical_memory(self.flavour.block)
+        theory = self._launch.shapes(self.ident, self._data).theoretical_memory(self.flavour.block)
         return self._out(theory) + self._memory(f"(after {step} iterations)", step)
 
     # -- validation -------------------------------------------------------------
     def _post_training(self, step: int) -> bool:
-        """A validation off the eval interval is the one after training ended."""
-        return step % interval(self.ident.hyper) != 0
+        """A validation off the eval interval, or the second at a step, is
+        the one after training ended."""
+        return not self._launch.cadence.in_loop_eval(step) or step == self.in_loop_at
 
     def _validation(self, e: ev.Validation) -> list[Line]:
-        self.validated = e.step
         if not self._post_training(e.step):
+            self.in_loop_at = e.step
             return self._evaluated(f"iteration {e.step}", e)
         if self.stopped:
             return []  # train() exits the program: pretrain() never gets to its final evaluation
-        # The final evaluation comes after the final save in Megatron's pretrain().
         h = self.ident.hyper
         verbose = [f"Evaluating on {h.eval_batches * h.global_batch} samples",
                    *(f"Evaluating iter {k}/{h.eval_batches}" for k in range(1, h.eval_batches + 1))]
-        self.held = self._out(verbose) + self._evaluated(f"iteration {e.step} on validation set", e)
+        final = self._out(verbose) + self._evaluated(f"iteration {e.step} on validation set", e)
+        if self.saved_at == e.step or not self.ident.hyper.saves_after(e.step):
+            return final  # after the final save (or with none), as pretrain() runs it
+        self.held = final  # the final evaluation comes after the final save in Megatron's pretrain()
         return []
 
     def _evaluated(self, prefix: str, e: ev.Validation) -> list[Line]:
@@ -240,28 +260,32 @@ class MegatronLines(EventRoutes, MegatronPrint):
 
     # -- checkpoints --------------------------------------------------------------
     def _signalled(self, step: int) -> bool:
-        """A save with no validation before it: the scheduler's SIGTERM
-        (--exit-signal-handler saves, then exits)."""
-        return self.validated != step
+        """A save off --save-interval before the last iteration: the
+        scheduler's SIGTERM (--exit-signal-handler saves, then exits)."""
+        return not self._launch.cadence.in_loop_save(step) and step < self.ident.hyper.total_steps
 
     def _saving(self, e: ev.Phase) -> list[Line]:
         out = []
-        if not self.stopped and not self._signalled(e.step) and e.step % interval(self.ident.hyper):
+        launch = self._launch
+        if not self.stopped and not self._signalled(e.step) and not launch.cadence.in_loop_save(e.step):
             out += self._training_done(e.time)  # pretrain() saves what train() left unsaved
-        saving, _ = save_lines(e.step, self._save_dir(), self._stamp(e.time), "", "")
-        out += self._out([saving, f"Storing distributed optimizer sharded state of type {SHARDING}"])
+        saving, _ = save_lines(e.step, launch.save, self._stamp(e.time), "", "", launch.fmt.name)
+        out += self._out([saving])
+        if launch.fmt.dist and launch.fmt.distributed_optimizer:  # said even under --no-save-optim
+            out += self._out([f"Storing distributed optimizer sharded state of type {launch.fmt.sharding}"])
         if self.flavour.save_memory and self.saves < 3:
             out += self._memory(f"(before save_checkpoint for iteration {e.step})", e.step)
         return out
 
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
-        p = self.ident.parallel
+        p, launch = self.ident.parallel, self._launch
         suffix = f" [ t 1/{p.tp}, p 1/{p.pp} ]" if self.flavour.shard_suffix else ""
-        _, saved = save_lines(e.step, self._save_dir(e.path), "", self._stamp(e.time), suffix)
+        _, saved = save_lines(e.step, launch.save, "", self._stamp(e.time), suffix, launch.fmt.name)
         out = self._out([saved])
         if self.flavour.save_memory and self.saves < 3:
             out += self._memory(f"(after save_checkpoint for iteration {e.step})", e.step)
         self.saves += 1
+        self.saved_at = e.step
         out += self._timers([("save-checkpoint", 1e3 * e.seconds)], e.step)
         if self.stopped is not None:
             out.append(self._datetime(self._exit_duration(), e.time))
@@ -280,10 +304,3 @@ class MegatronLines(EventRoutes, MegatronPrint):
     def _stamp(self, when: float) -> str:
         """The 2026 upstream's "[time] " before the save lines."""
         return f"[{self._time(when)}] " if self.flavour.micro else ""
-
-    def _save_dir(self, path: str = "") -> str:
-        """--save: the run's checkpoint root (where fakerun writes it, when it does)."""
-        path = path.rstrip("/")
-        if "/checkpoint-" in path:
-            return path.rsplit("/checkpoint-", 1)[0]
-        return str(self.args.get("save", f"checkpoints/{self.ident.slug}"))

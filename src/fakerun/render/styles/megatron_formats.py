@@ -19,7 +19,7 @@ class Flavour:
     """What differs between the pinned megatron-core versions."""
 
     micro: bool  # 2026 upstream (0.15): microsecond timestamps, timestamped save lines
-    shard_suffix: bool  # the save line's "[ t 1/2, p 1/1 ]" (2025+)
+    shard_suffix: bool  # the save line's "[ t 1/2, p 1/1 ]" (core_v0.10.0's save_checkpoint on)
     core_logger: bool  # 0.9+: the LR scheduler lives in megatron.core and logs
     microbatches: str  # 0.8 says "micro-batches"
     block: bool  # theoretical memory says "transformer block" (else "layers")
@@ -28,7 +28,7 @@ class Flavour:
     @classmethod
     def of(cls, version: str) -> Flavour:
         minor = int(version.split(".")[1])
-        return cls(micro=minor >= 15, shard_suffix=minor >= 15, core_logger=minor >= 9,
+        return cls(micro=minor >= 15, shard_suffix=minor >= 10, core_logger=minor >= 9,
                    microbatches="micro-batches" if minor < 9 else "microbatches", block=minor >= 15,
                    save_memory=minor >= 15)
 
@@ -89,11 +89,13 @@ def iteration_line(it: Iteration) -> str:
             f" number of nan iterations: {0:3d} |")
 
 
-def save_lines(step: int, save: str, started: str, finished: str, shards: str) -> tuple[str, str]:
+def save_lines(step: int, save: str, started: str, finished: str, shards: str,
+               fmt: str = "torch_dist") -> tuple[str, str]:
     """checkpointing.save_checkpoint's first and last lines (rank 0); `started`,
     `finished`: the 2026 upstream's "[time] " prefixes, `shards` the
-    " [ t 1/2, p 1/1 ]" suffix, each "" where the version has none."""
-    return (f"{started}saving checkpoint at iteration {step:7d} to {save} in torch_dist format",
+    " [ t 1/2, p 1/1 ]" suffix (core_v0.10.0 on), each "" where the version
+    has none; `fmt` the checkpoint format (a legacy save says torch)."""
+    return (f"{started}saving checkpoint at iteration {step:7d} to {save} in {fmt} format",
             f"  {finished}successfully saved checkpoint from iteration {step:7d} to {save}{shards}")
 
 

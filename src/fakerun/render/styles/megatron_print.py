@@ -31,9 +31,15 @@ class MegatronPrint:
         return self.ident.world - 1
 
     def dp_zero(self) -> list[int]:
-        """Global ranks with data-parallel rank 0, in the simulation's layout."""
+        """Global ranks with data-parallel rank 0, in Megatron's order of its
+        groups (tp-cp-ep-dp-pp: allocator.stage_of), first stage first."""
         p = self.ident.parallel
-        return list(range(p.tp * p.pp))
+        return [stage * p.tp * p.dp + t for stage in range(p.pp) for t in range(p.tp)]
+
+    def coordinates(self, rank: int) -> tuple[int, int]:
+        """(tensor, pipeline) model-parallel rank of a global rank."""
+        p = self.ident.parallel
+        return rank % p.tp, rank // (p.tp * p.dp)
 
     @staticmethod
     def _out(texts_: list[str], rank: int = 0) -> list[Line]:
