@@ -1,0 +1,64 @@
+"""checkpoint/tensorsave.py against real torch.save files
+(tests/fixtures/torchsave/, written by its capture.py with torch 2.13.0+cpu):
+the same pickle byte for byte, the same records in the same order less the
+storages' data. The fixtures are read as zips and bytes, never unpickled."""
+
+from __future__ import annotations
+
+import io
+import pickletools
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fakerun.checkpoint import tensorsave
+from fakerun.checkpoint.tensorsave import Entry
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchsave"
+SHAPES = [("model.embed_tokens.weight", (4, 3)), ("model.norm.weight", (3,)), ("model.conv.weight", (2, 1, 1, 2))]
+
+
+def entries(tied_as_same: bool) -> list[Entry]:
+    """capture.py's state dicts: lm_head on the embedding's storage."""
+    out = [Entry(name, shape, n) for n, (name, shape) in enumerate(SHAPES)]
+    return [*out, Entry("lm_head.weight", (4, 3), 0, "model.embed_tokens.weight" if tied_as_same else None)]
+
+
+def real(name: str) -> zipfile.ZipFile:
+    return zipfile.ZipFile(FIXTURES / name)
+
+
+@pytest.mark.parametrize("fixture,dtype,same", [("detached.bin", "F16", False), ("same.bin", "BF16", True)])
+def test_the_pickle_is_torchs_byte_for_byte(fixture, dtype, same):
+    folder = fixture.removesuffix(".bin")
+    expected = real(fixture).read(f"{folder}/data.pkl")
+    assert tensorsave.state_dict_pickle(entries(same), dtype) == expected
+
+
+def test_the_pickle_names_torchs_globals_and_persistent_ids():
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(tensorsave.state_dict_pickle(entries(False), "F16"))]
+    assert ("GLOBAL", "torch._utils _rebuild_tensor_v2") in ops and ("GLOBAL", "torch HalfStorage") in ops
+    assert [name for name, _ in ops].count("BINPERSID") == 4  # the tied weight: a second id on storage '0'
+
+
+@pytest.mark.parametrize("torch_version,extra", [("2.3.1", []), ("2.9.1", [".format_version", ".storage_alignment"])])
+def test_records_in_torchs_order_less_the_data(torch_version, extra):
+    written = tensorsave.archive("detached.bin", entries(False), "F16", "1" * 40, torch_version)
+    names = zipfile.ZipFile(io.BytesIO(written)).namelist()
+    assert names == [f"detached/{n}" for n in ["data.pkl", *extra, "byteorder", "version", ".data/serialization_id"]]
+    # torch 2.9 and later name the same records as the captured 2.13 file, its data/<key> aside.
+    if extra:
+        assert names == [n for n in real("detached.bin").namelist() if "/data/" not in n]
+
+
+def test_large_tensors_and_many_keys_pickle_as_python_does():
+    """Numbers past BININT (a 256000 x 16384 embedding: 4.2e9 elements), memo past 255
+    (LONG_BINPUT), SETITEMS batches of 1000: pickletools reads it whole,
+    and the element counts come back."""
+    big = [Entry("embed", (256000, 16384), 0)] + [Entry(f"l{n}", (7,), n + 1) for n in range(1200)]
+    ops = list(pickletools.genops(tensorsave.state_dict_pickle(big, "BF16")))
+    assert [op.name for op, _, _ in ops].count("SETITEMS") == 2
+    assert any(op.name == "LONG1" and arg == 256000 * 16384 for op, arg, _ in ops)
+    assert any(op.name == "LONG_BINPUT" for op, _, _ in ops)
+
