@@ -5,6 +5,7 @@ storages' data. The fixtures are read as zips and bytes, never unpickled."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickletools
 import zipfile
@@ -12,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.checkpoint import tensorsave
+from fakerun import events as ev
+from fakerun.checkpoint import deepspeed, tensorsave
+from fakerun.checkpoint.deepspeed import DeepSpeedWriter
+from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.tensorsave import Entry
+from fakerun.world import catalog, identity, styles
+from fakerun.world.tensors import layout
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchsave"
 SHAPES = [("model.embed_tokens.weight", (4, 3)), ("model.norm.weight", (3,)), ("model.conv.weight", (2, 1, 1, 2))]
@@ -62,3 +68,39 @@ def test_large_tensors_and_many_keys_pickle_as_python_does():
     assert any(op.name == "LONG1" and arg == 256000 * 16384 for op, arg, _ in ops)
     assert any(op.name == "LONG_BINPUT" for op, _, _ in ops)
 
+
+def tied_ident(zero: int):
+    """A DeepSpeed-style run of a model that ties its output layer (Llama-3.2-1B)."""
+    pinned = styles.parse("deepspeed").versions()[0]
+    ident = identity.build(5, 1, 2, total_steps=12, versions=pinned)
+    model = catalog.find(catalog.models(), "Llama-3.2-1B", "model")
+    return dataclasses.replace(ident, model=model, parallel=dataclasses.replace(ident.parallel, zero=zero))
+
+
+@pytest.mark.parametrize("zero", [1, 3])
+def test_the_export_names_the_tied_output_layer_as_the_engine_gives_it(zero):
+    """Below ZeRO-3, module.state_dict(): lm_head.weight a second tensor on
+    the embedding's storage '0' ("cuda:0" each time); ZeRO-3's consolidated
+    dict: the embedding's tensor itself, a BINGET ("cpu", once)."""
+    ident = tied_ident(zero)
+    assert layout(ident.model).tied
+    with zipfile.ZipFile(io.BytesIO(deepspeed.exported_file(ident, 5))) as zf:
+        assert zf.namelist()[0] == "pytorch_model/data.pkl" and not [n for n in zf.namelist() if "/data/" in n]
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(zf.read("pytorch_model/data.pkl"))]
+    names = [arg for name, arg in ops if name == "BINUNICODE"]
+    n = len(layout(ident.model).tensors)
+    assert names.index("lm_head.weight") > names.index("model.norm.weight") and ("GLOBAL", "torch HalfStorage") in ops
+    ids = [name for name, _ in ops].count("BINPERSID")
+    if zero == 3:
+        assert ids == n and ops[-3][0] == "BINGET" and names.count("cpu") == 1
+    else:
+        # n storage keys ("0"...): the second id names storage "0" again (a BINGET of its key)
+        assert ids == n + 1 and sum(s.isdigit() for s in names) == n and names.count("cuda:0") == n + 1
+
+
+def test_the_writer_exports_into_the_output_dir(tmp_path):
+    ident = tied_ident(1)
+    DeepSpeedWriter(Saving(tmp_path, ident, 5)).event(ev.Export(f"{tmp_path}/", [], 0, 1.0, 1_769_783_000.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["pytorch_model.bin"]
+    assert (tmp_path / "pytorch_model.bin").read_bytes() == deepspeed.exported_file(ident, 5)
+    assert (tmp_path / "pytorch_model.bin").stat().st_mtime == 1_769_783_000.0
