@@ -57,7 +57,8 @@ def load_plain(path: Path) -> dict:
         return Plain(io.BytesIO(zf.read(f"{folder}/data.pkl"))).load()
 
 
-@pytest.mark.parametrize("version,tag_of_torch", [("deepspeed", "0.14.4"), ("deepspeed@0.18", "0.18.2")])
+@pytest.mark.parametrize("version,tag_of_torch", [("deepspeed", "0.14.4"), ("deepspeed@0.15", "0.15.4"),
+                                                 ("deepspeed@0.16", "0.16.4"), ("deepspeed@0.18", "0.18.2")])
 def test_every_named_file_exists_and_nothing_else_is_written(runner, tmp_path, version, tag_of_torch):
     out = tmp_path / "out"
     job = ds_run(runner, out, version, "--output", "plain")

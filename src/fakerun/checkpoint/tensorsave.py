@@ -16,9 +16,12 @@ tests/fixtures/torchsave/ (capture.py).
 The storages' data (2 bytes a parameter: 14 GB for a 7B model) is left
 out: the `data/<key>` records are absent and the file is that much shorter
 than the real one, as the safetensors files leave their data out
-(checkpoint/writer.py). A record cannot be a hole of its true size in place:
-each zip record carries the CRC-32 of its bytes, which zeros of that size do
-not share with the weights, and a reader that checks it would refuse them.
+(checkpoint/writer.py). They are not holes of their true size under
+--sparse-checkpoints either: store.write makes a hole only of a file's tail
+(ftruncate), and a zip's central directory comes after its last record; and
+each record's header carries the CRC-32 of its bytes, which for gigabytes of
+zeros would have to be computed without reading them (zlib's crc32_combine,
+which Python's zlib does not offer).
 """
 
 from __future__ import annotations
