@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import pickletools
+import random
 import zipfile
 from pathlib import Path
 
@@ -104,3 +105,9 @@ def test_the_writer_exports_into_the_output_dir(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pytorch_model.bin"]
     assert (tmp_path / "pytorch_model.bin").read_bytes() == deepspeed.exported_file(ident, 5)
     assert (tmp_path / "pytorch_model.bin").stat().st_mtime == 1_769_783_000.0
+
+
+def test_the_serialization_id_is_two_zero_padded_uint64s_as_torchs():
+    captured = real("detached.bin").read("detached/.data/serialization_id").decode()
+    for text in (captured, tensorsave.serialization_id(random.Random(3))):
+        assert len(text) == 40 and text.isdigit() and int(text[:20]) < 2**64 and int(text[20:]) < 2**64

@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 LATEST = "latest"
 RECOVERY = "zero_to_fp32.py"
 EXPORT = "pytorch_model.bin"  # save_16bit_model's save_filename default
-SERIAL_DIGITS = 40  # .data/serialization_id: 40 digits in a real torch.save (tests/fixtures/torchsave/)
 EPS = 1e-08  # torch.optim.AdamW's default
 WEIGHT_DECAY = 0.1  # the decayed group's, as LLM recipes set it (the other group: 0.0)
 NCCL_ALIGNMENT = 2  # stage_1_and_2.py's nccl_start_alignment_factor: 4 bytes of fp16
@@ -138,8 +137,7 @@ def exported_file(ident: Identity, seed: int, bf16: bool = False) -> bytes:
         shared = next(e for e in entries if e.name == spec["head"][0][0])
         entries.append(tensorsave.Entry(spec["untied"][0][0], shared.shape, shared.storage,
                                         shared.name if zero3 else None))
-    ids = draws.rng(seed, "serialization_id", "export")
-    serial = "".join(str(ids.randrange(10)) for _ in range(SERIAL_DIGITS))
+    serial = tensorsave.serialization_id(draws.rng(seed, "serialization_id", "export"))
     return tensorsave.archive(EXPORT, entries, half, serial, ident.versions.torch,
                               location="cpu" if zero3 else "cuda:0", location_shared=zero3)
 
@@ -190,8 +188,7 @@ class _Save:
         return files
 
     def _archive(self, name: str, obj: dict[str, Any]) -> bytes:
-        serial = "".join(str(self.ids.randrange(10)) for _ in range(20))  # digits, as torch's
-        return torchsave.archive(name, obj, serial)
+        return torchsave.archive(name, obj, tensorsave.serialization_id(self.ids))
 
     def _groups(self) -> list[list[int]]:
         """The optimizer's two groups: weights decayed, then biases and norms."""

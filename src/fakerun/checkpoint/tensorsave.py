@@ -32,6 +32,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from random import Random
 
 from fakerun.checkpoint.torchsave import STAMP, VERSION
 
@@ -200,6 +201,15 @@ def archive(file_name: str, entries: list[Entry], dtype: str, serialization_id: 
         for name, data in records:
             zf.writestr(zipfile.ZipInfo(f"{folder}/{name}", STAMP), data)
     return buffer.getvalue()
+
+
+def serialization_id(r: Random) -> str:
+    """`.data/serialization_id`: two unsigned 64-bit numbers, each 0-padded
+    to 20 digits (caffe2/serialize/inline_container.cc
+    PyTorchStreamWriter::writeSerializationId: a hash of the record names,
+    then a combined CRC-32 of the records' data). Torch computes both; the
+    data's CRCs are of weights nobody has, so both are drawn from `r`."""
+    return "".join(f"{r.getrandbits(64):020d}" for _ in range(2))
 
 
 def _parts(version: str) -> tuple[int, ...]:
