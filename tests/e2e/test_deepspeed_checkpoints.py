@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import pickletools
 import re
 import shutil
 import stat
@@ -29,8 +30,10 @@ RUN = ("--seed", "10", "--start-time", "2026-01-30T14:23:15", "--speed", "0", "-
        "--max-steps", "100", "--style")
 SAVES = (50, 100)
 # The paths DeepSpeed's lines name (torch_checkpoint_engine.py's Saving/Saved,
-# engine.py's "Saving model checkpoint" and "zero checkpoint saved").
-NAMED = re.compile(r"(?:Saving model checkpoint: |\[Torch\] Sav(?:ing|ed) |zero checkpoint saved )(\S+?)(?:\.\.\.|\.)?$")
+# engine.py's "Saving model checkpoint" and "zero checkpoint saved", and
+# save_16bit_model's "Saving model weights to <path>, tag: <tag>").
+NAMED = re.compile(r"(?:Saving model checkpoint: |\[Torch\] Sav(?:ing|ed) |zero checkpoint saved "
+                   r"|Saving model weights to )(\S+?)(?:\.\.\.|\.|,)?(?:$| tag: )")
 
 
 def ds_run(runner, out: Path, version: str = "deepspeed", *extra: str):
@@ -54,7 +57,8 @@ def load_plain(path: Path) -> dict:
         return Plain(io.BytesIO(zf.read(f"{folder}/data.pkl"))).load()
 
 
-@pytest.mark.parametrize("version,tag_of_torch", [("deepspeed", "0.14.4"), ("deepspeed@0.18", "0.18.2")])
+@pytest.mark.parametrize("version,tag_of_torch", [("deepspeed", "0.14.4"), ("deepspeed@0.15", "0.15.4"),
+                                                 ("deepspeed@0.16", "0.16.4"), ("deepspeed@0.18", "0.18.2")])
 def test_every_named_file_exists_and_nothing_else_is_written(runner, tmp_path, version, tag_of_torch):
     out = tmp_path / "out"
     job = ds_run(runner, out, version, "--output", "plain")
@@ -62,7 +66,9 @@ def test_every_named_file_exists_and_nothing_else_is_written(runner, tmp_path, v
     named = {str(Path(p).relative_to(out)) for p in named if p.startswith(str(out))}
     on_disk = files_under(out)
     assert named and named <= on_disk
-    expected = {"latest", "zero_to_fp32.py"}
+    # save_16bit_model(output_dir) at the end: pytorch_model.bin, named by every version's lines.
+    assert "pytorch_model.bin" in named
+    expected = {"latest", "zero_to_fp32.py", "pytorch_model.bin"}
     for step in SAVES:  # ZeRO-1: data-parallel rank 0's model states, every rank's optimizer shard
         expected |= {f"global_step{step}/mp_rank_00_model_states.pt",
                      f"global_step{step}/zero_pp_rank_0_mp_rank_00_optim_states.pt",
@@ -75,6 +81,33 @@ def test_every_named_file_exists_and_nothing_else_is_written(runner, tmp_path, v
     assert script.read_text().startswith("#!/usr/bin/env python\n\n# Copyright (c) Microsoft Corporation.")
     assert script.stat().st_mode & stat.S_IXUSR  # _change_recovery_script_permissions
     assert f"Saved model to {out}" in job.stderr  # the script's own line names the save dir
+    assert_export_is_torch_save(out, load_plain(out / "global_step100/mp_rank_00_model_states.pt"))
+
+
+def assert_export_is_torch_save(out: Path, model_states: dict) -> None:
+    """pytorch_model.bin is torch.save(module.state_dict()) of the fp16
+    model: torch's records (its data/<key> left out), and a pickle that
+    rebuilds every tensor of the model from a HalfStorage on rank 0's GPU
+    (ZeRO-3: gathered to its CPU). Read with pickletools, never unpickled."""
+    torch_2_9 = model_states["ds_version"] == "0.18.2"  # versions.txt: deepspeed 0.18.2 ships with torch 2.9.1
+    with zipfile.ZipFile(out / "pytorch_model.bin") as zf:
+        assert zf.namelist() == [f"pytorch_model/{n}" for n in (
+            "data.pkl", *([".format_version", ".storage_alignment"] if torch_2_9 else []),
+            "byteorder", "version", ".data/serialization_id")]
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(zf.read("pytorch_model/data.pkl"))]
+    model = layout(catalog.find(catalog.models(), model_states["args"]["model"], "model"), "F16")
+    strings = [arg for name, arg in ops if name == "BINUNICODE"]
+    assert {t.name for t in model.tensors} <= set(strings)
+    assert ("GLOBAL", "torch HalfStorage") in ops and ("GLOBAL", "torch._utils _rebuild_tensor_v2") in ops
+    # One persistent id a tensor; a tied output layer is one more on the embedding's storage
+    # (module.state_dict()), or under ZeRO-3 the embedding's very tensor (no id of its own).
+    zero3 = model_states["ds_config"]["zero_optimization"]["stage"] >= 3
+    ids = len(model.tensors) + (model.tied and not zero3)
+    assert [name for name, _ in ops].count("BINPERSID") == ids
+    if zero3:  # gathered to the CPU: one constant "cpu", memoized
+        assert strings.count("cpu") == 1 and "cuda:0" not in strings
+    else:  # _cuda_tag builds "cuda:0" anew for each storage
+        assert strings.count("cuda:0") == ids
 
 
 def test_the_states_are_the_engines(runner, tmp_path):
@@ -112,12 +145,15 @@ def test_zero3_every_rank_writes_its_model_states(runner, tmp_path):
     job = runner.run(*RUN[:-3], "--max-steps", "12", "--output-dir", str(out), "--output", "plain",
                      "train.py", "--deepspeed_config", str(config))
     assert job.proc.returncode == 0, job.stderr[-2000:]
-    assert files_under(out) == {"latest", "zero_to_fp32.py"} | {
+    # The script's config gathers ZeRO-3's weights on save: save_16bit_model writes the export too.
+    assert files_under(out) == {"latest", "zero_to_fp32.py", "pytorch_model.bin"} | {
         f"global_step12/zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")}
     assert load_plain(out / "global_step12/zero_pp_rank_1_mp_rank_00_optim_states.pt")[
         "optimizer_state_dict"]["zero_stage"] == 3
     assert all(f"Saving model checkpoint: {out}/global_step12/zero_pp_rank_{r}_mp_rank_00_model_states.pt"
                in job.stdout for r in (0, 1))
+    assert f"Saving model weights to {out}/pytorch_model.bin, tag: global_step12" in job.stdout
+    assert_export_is_torch_save(out, load_plain(out / "global_step12/zero_pp_rank_0_mp_rank_00_model_states.pt"))
 
 
 def test_resume_reads_latest_and_continues_the_curve(runner, tmp_path):

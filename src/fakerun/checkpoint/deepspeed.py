@@ -19,6 +19,12 @@ fp16 weights, fp32 master partitions and Adam moments would make these files
 not written (a hole inside a zip member needs a writer that store.write is
 not).
 
+The script's final model_engine.save_16bit_model(output_dir) writes one
+file, <output_dir>/pytorch_model.bin (engine.py `save_16bit_model`, its
+save_filename default, at each pinned version; rank 0 only, nothing beside
+it): torch.save of the engine's 16-bit state dict (checkpoint/tensorsave.py,
+the storages' data left out).
+
 zero_to_fp32.py is the pinned version's own script (Apache-2.0, header
 kept), in data/zero_to_fp32-<version>.txt.
 
@@ -42,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fakerun import events as ev
-from fakerun.checkpoint import torchsave
+from fakerun.checkpoint import tensorsave, torchsave
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.reader import MAX_STEP, SEED_MAX, TIME_MAX, CheckpointError, Resume
 from fakerun.checkpoint.store import write, write_file
@@ -68,6 +74,7 @@ if TYPE_CHECKING:
 
 LATEST = "latest"
 RECOVERY = "zero_to_fp32.py"
+EXPORT = "pytorch_model.bin"  # save_16bit_model's save_filename default
 EPS = 1e-08  # torch.optim.AdamW's default
 WEIGHT_DECAY = 0.1  # the decayed group's, as LLM recipes set it (the other group: 0.0)
 NCCL_ALIGNMENT = 2  # stage_1_and_2.py's nccl_start_alignment_factor: 4 bytes of fp16
@@ -110,6 +117,29 @@ def saved_files(ident: Identity, state: EngineState, seed: int,
     """Every file one save_checkpoint(save_dir) writes, by its name under
     save_dir: the tag's folder, zero_to_fp32.py, then `latest` (last)."""
     return _Save(ident, state, seed, client_state or {}).files()
+
+
+def exported_file(ident: Identity, seed: int, bf16: bool = False) -> bytes:
+    """save_16bit_model's pytorch_model.bin. Its state dict: ZeRO-3's
+    _zero3_consolidated_16bit_state_dict gathers each parameter to rank 0's
+    CPU (`param.detach().cpu()`) and gives a shared one the very tensor of
+    its first name; below ZeRO-3, module_state_dict is nn.Module.state_dict()
+    on rank 0's GPU, a tied weight a second tensor on the same storage, the
+    location tag "cuda:0" built anew for each storage (serialization.py
+    _cuda_tag). The same order either way: each module's parameters, then
+    its children's."""
+    half = DTYPES["bf16" if bf16 else "fp16"][0]
+    model = layout(ident.model, half)
+    entries = [tensorsave.Entry(t.name, t.shape, n) for n, t in enumerate(model.tensors)]
+    zero3 = ident.parallel.zero >= 3
+    if model.tied:  # the output layer is the embedding's parameter: state_dict names it too
+        spec = table(ident.model)
+        shared = next(e for e in entries if e.name == spec["head"][0][0])
+        entries.append(tensorsave.Entry(spec["untied"][0][0], shared.shape, shared.storage,
+                                        shared.name if zero3 else None))
+    serial = tensorsave.serialization_id(draws.rng(seed, "serialization_id", "export"))
+    return tensorsave.archive(EXPORT, entries, half, serial, ident.versions.torch,
+                              location="cpu" if zero3 else "cuda:0", location_shared=zero3)
 
 
 def mark_executable(path: Path) -> None:
@@ -158,8 +188,7 @@ class _Save:
         return files
 
     def _archive(self, name: str, obj: dict[str, Any]) -> bytes:
-        serial = "".join(str(self.ids.randrange(10)) for _ in range(20))  # digits, as torch's
-        return torchsave.archive(name, obj, serial)
+        return torchsave.archive(name, obj, tensorsave.serialization_id(self.ids))
 
     def _groups(self) -> list[list[int]]:
         """The optimizer's two groups: weights decayed, then biases and norms."""
@@ -244,7 +273,8 @@ class _Save:
 
 
 class DeepSpeedWriter:
-    """An event sink writing each Checkpoint event as save_checkpoint(output_dir)."""
+    """An event sink writing each Checkpoint event as save_checkpoint(output_dir),
+    and the Export as save_16bit_model(output_dir)."""
 
     def __init__(self, saving: Saving) -> None:
         self.saving = saving
@@ -260,6 +290,8 @@ class DeepSpeedWriter:
             self._save(e)
         elif isinstance(e, ev.Restart):  # a new engine, restored from the checkpoint at its first step
             self.scaler = None
+        elif isinstance(e, ev.Export):  # save_16bit_model(output_dir), rank 0's one file
+            write_file(self.saving.root / EXPORT, exported_file(ident, self.saving.seed), mtime=e.time)
 
     def _save(self, e: ev.Checkpoint) -> None:
         ident, root = self.saving.ident, self.saving.root
