@@ -148,15 +148,21 @@ def test_save_total_limit_keeps_that_many_checkpoints(runner, tmp_path):
 
 def test_the_default_styles_files_are_the_ones_its_lines_name(runner, tmp_path):
     """The seeds' script: "Saving model shards: k/k" counts the weight files
-    written, beside config.json, optimizer.pt and scheduler.pt; --resume reads
-    that layout."""
+    written, beside config.json, optimizer.pt and scheduler.pt; "Exporting to
+    SafeTensors format: k files" the weights (and config) it writes into the
+    output dir at the end, the export event's files; --resume reads that layout."""
     out = tmp_path / "out"
     job = run_to(runner, out)
     assert job.proc.returncode == 0
     events = job.of("checkpoint")
-    assert walk(out) == sorted(f"checkpoint-{c['step']}/{n}" for c in events for n in _torchrun_files(c["shards"]))
+    [export] = job.of("export")
+    shards = events[-1]["shards"]
+    exported = sorted(_torchrun_files(shards)[:-2])  # the weights and config.json
+    assert sorted(export["files"]) == exported
+    assert walk(out) == sorted([*(f"checkpoint-{c['step']}/{n}" for c in events for n in _torchrun_files(c["shards"])),
+                                *exported])
     text = runner.run("--nproc", "2", "--max-steps", "10", "--speed", "0", "--seed", "10").stdout
-    assert f"| {events[-1]['shards']}/{events[-1]['shards']}" in text
+    assert f"| {shards}/{shards}" in text and f"SafeTensors format: {shards} files" in text
     assert events[-1]["shards"] == 3  # Mistral-7B's 14.5 GB in "5GB" shards
 
 

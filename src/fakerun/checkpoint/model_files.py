@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fakerun.checkpoint import safetensors, torchsave
+from fakerun.checkpoint.store import write_file
 from fakerun.world import draws
 from fakerun.world.identity import Identity
 from fakerun.world.tensors import DTYPES, Layout, layout
@@ -90,6 +92,13 @@ class ModelFiles:
         """Everything save_pretrained writes: config, generation config, weights."""
         files, sizes = self.weights()
         return {CONFIG: self.config(), GENERATION_CONFIG: self.generation_config(), **files}, sizes
+
+
+def export(root: Path, files: dict[str, bytes], sizes: dict[str, int], time: float) -> None:
+    """A script's final save_pretrained into its output dir itself: each file
+    replaced whole (a reader sees the old or the new, never half)."""
+    for name, data in files.items():
+        write_file(root / name, data, mtime=time, size=sizes.get(name, 0))
 
 
 def optimizer(tensors: Layout, base_lr: float, lr: float) -> dict[str, Any]:

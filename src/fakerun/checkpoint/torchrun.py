@@ -9,6 +9,8 @@ holds exactly those:
                         shards as "Saving model shards: k/k" counts),
                         optimizer.pt, scheduler.pt (last: "Saving scheduler
                         state...")
+    <output dir>/       at the end ("Exporting to SafeTensors format"):
+                        config.json and the weights
 
 No trainer state: --resume takes the step from the directory's name, the
 model from config.json and the clock from scheduler.pt's mtime (the save's
@@ -54,10 +56,15 @@ class TorchrunWriter:
         if isinstance(e, ev.Step):
             self.lr = e.lr
         elif isinstance(e, ev.Checkpoint):
-            files, sizes = self.model.weights()
-            files[CONFIG] = self.model.config()
+            files, sizes = self._model()
             files |= model_files.optimizer_files(self.model, self.saving.seed, e.step, self.lr)
             write(self.saving.root / f"checkpoint-{e.step}", files, sizes, mtime=e.time, last=LAST)
+        elif isinstance(e, ev.Export):  # "Exporting to SafeTensors format": the weights and config
+            model_files.export(self.saving.root, *self._model(), e.time)
+
+    def _model(self) -> tuple[dict[str, bytes], dict[str, int]]:
+        files, sizes = self.model.weights()
+        return {**files, CONFIG: self.model.config()}, sizes
 
     def flush(self) -> None:
         """Each checkpoint is complete on disk when `event` returns."""

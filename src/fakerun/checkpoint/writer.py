@@ -30,7 +30,7 @@ from fakerun.checkpoint import model_files
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
-from fakerun.checkpoint.store import remove, write, write_file
+from fakerun.checkpoint.store import remove, write
 from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
 
@@ -176,7 +176,5 @@ class CheckpointWriter:
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the
-        output dir itself, each replaced whole."""
-        files, sizes = self.model.saved()
-        for name, data in files.items():
-            write_file(self.root / name, data, mtime=e.time, size=sizes.get(name, 0))
+        output dir itself."""
+        model_files.export(self.root, *self.model.saved(), e.time)

@@ -55,10 +55,12 @@ class _Run:
 class Timeline:
     def __init__(self, ident: Identity, clock: VirtualClock, deadline: float | None = None,
                  monotonic: Callable[[], float] | None = None, output_dir: str | None = None,
-                 resumed_step: int = 0, saved: tuple[int, ...] = ()) -> None:
+                 resumed_step: int = 0, saved: tuple[int, ...] = (), style: str = "torchrun") -> None:
         """`saved`: the steps of the checkpoints already in `output_dir` (a
-        run resumed, or rerun, into it), which the Trainer's rotation counts."""
+        run resumed, or rerun, into it), which the Trainer's rotation counts.
+        `style`: whose script runs (what its export writes)."""
         self.ident = ident
+        self.style = style
         self.save_dir = output_dir
         self.saved = sorted(set(saved))
         self.clock = clock
@@ -216,13 +218,11 @@ class Timeline:
         return tuple(gone)
 
     def _export(self, done: Completed) -> list:
-        size = BF16 * self.ident.model.params
-        shards = self.weight_files()
-        files = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
+        files = tensors.export_files(self.ident.model, self.ident.versions.transformers, self.style)
+        size = BF16 * self.ident.model.params if files else 0
         # Into --output-dir where one is given: where the style's writer puts the files its lines name.
         path = f"{self.save_dir.rstrip('/')}/" if self.save_dir else self.output_dir()
-        return [ev.Export(path, [*files, "config.json", "tokenizer.json"], round(size),
-                          max(done.sim_s.values()), self.clock.now)]
+        return [ev.Export(path, files, round(size), max(done.sim_s.values()), self.clock.now)]
 
     def weight_files(self) -> int:
         """The safetensors files save_pretrained splits the weights into:

@@ -79,7 +79,7 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     resumed = config.resume_from.step if config.resume_from else 0
     out = config.output_dir
     timeline = Timeline(config.identity, clock, deadline, monotonic, str(out) if out else None, resumed,
-                        saved_steps(out) if out else ())
+                        saved_steps(out) if out else (), config.style.name)
     digest = config.digest() if topo.nnodes > 1 else ""
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
                   bounds=config.bounds)

@@ -174,3 +174,25 @@ def shard_count(model: Model, transformers: str) -> int:
     """How many weight files save_pretrained writes of `model` (the dtype
     does not matter: bf16 and fp16 are both 2 bytes)."""
     return len(split(layout(model).tensors, max_shard(transformers)[1]))
+
+
+INDEX = "model.safetensors.index.json"
+CONFIG, GENERATION_CONFIG = "config.json", "generation_config.json"
+# What each style's script writes at its end (the Export event's files; its
+# checkpoint writer writes the same): save_pretrained's for the Trainer and the
+# seeds' script (which has no generation config), DeepSpeed's
+# save_16bit_model's one file; Megatron's pretrain_gpt.py and a Lightning
+# fit() write nothing beyond their checkpoints.
+EXPORTS = {"hf": (CONFIG, GENERATION_CONFIG), "torchrun": (CONFIG,), "deepspeed": ("pytorch_model.bin",)}
+
+
+def export_files(model: Model, transformers: str, style: str) -> list[str]:
+    """The files the style's script writes at its end, by name."""
+    if style not in EXPORTS:
+        return []
+    if style == "deepspeed":
+        return list(EXPORTS[style])
+    n = shard_count(model, transformers)
+    shards = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
+    weights = [SINGLE] if n == 1 else [*shards, INDEX]
+    return [*EXPORTS[style], *weights]
