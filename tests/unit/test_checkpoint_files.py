@@ -180,11 +180,11 @@ def test_a_checkpoint_has_no_trace_and_real_schemas(tmp_path):
 ])
 def test_a_checkpoint_holds_the_versions_files(tmp_path, transformers, nproc, files):
     """trainer.py `_save_checkpoint` of each pinned transformers: save_model
-    (config.json, generation_config.json, the weights), optimizer.pt,
-    scheduler.pt, the RNG states, trainer_state.json; no tokenizer (the
-    script's Trainer has none), nothing else."""
+    (config.json, generation_config.json, the weights, training_args.bin),
+    optimizer.pt, scheduler.pt, the RNG states, trainer_state.json; nothing
+    else (the tokenizer's files are not written yet)."""
     ckpt = write_one(tmp_path, transformers=transformers, nproc=nproc)
-    common = ["config.json", "generation_config.json", "optimizer.pt", "scheduler.pt", STATE]
+    common = ["config.json", "generation_config.json", "training_args.bin", "optimizer.pt", "scheduler.pt", STATE]
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(common + files)
     state = json.loads((ckpt / STATE).read_text())
     assert list(state) == (TRAINER_STATE_5 if transformers.startswith("5") else TRAINER_STATE)
