@@ -6,6 +6,7 @@ classes: the restricted Unpickler maps them to stand-ins."""
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import pickletools
 import zipfile
@@ -20,12 +21,13 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "training_args"
 VERSIONS = ("4.42.4", "4.44.2", "4.46.3", "5.0.0")
 # The capture's process: CPU, no torchrun (accelerate's DistributedType.NO).
 CPU = ta.Process(None, ("cpu",), "NO", 1, 0, False)
-LAUNCH = ("--output_dir", "/tmp/out", "--max_steps", "10", "--logging_steps", "2",
-          "--per_device_train_batch_size", "1")
+LAUNCHES = json.loads((FIXTURES / "launches.json").read_text())
+# Every line at every pin, but 4.x's deprecated spelling, which 5.0's parser refuses.
+CASES = [(v, name) for v in VERSIONS for name in LAUNCHES if not (name == "deprecated" and v.startswith("5."))]
 
 
-def real(version: str) -> bytes:
-    with zipfile.ZipFile(FIXTURES / f"{version}.bin") as zf:  # its folder is the file's stem
+def real(version: str, launch: str) -> bytes:
+    with zipfile.ZipFile(FIXTURES / f"{version}-{launch}.bin") as zf:  # its folder is the file's stem
         return zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
 
 
@@ -55,12 +57,15 @@ class Restricted(pickle.Unpickler):
         return type(name, (StandIn,), {"__module__": module})
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_the_pickle_is_the_real_transformers_one_opcode_for_opcode(version):
-    """Same launch line, same process, same logging_dir: the same bytes."""
-    data = real(version)
+@pytest.mark.parametrize(("version", "launch"), CASES)
+def test_the_pickle_is_the_real_transformers_one_opcode_for_opcode(version, launch):
+    """Same launch line, same process, same logging_dir: the same bytes (the
+    lines: a schedule and cadences given as floats, epochs with the best
+    model and torch.compile, 4.x's evaluation_strategy with a ratio)."""
+    data = real(version, launch)
     logdir = (string_after(data, "logging_dir") or "").removeprefix("/tmp/out/runs/")  # 5.x: None
-    obj = ta.training_args(version, LAUNCH, "/tmp/out", logdir, CPU)
+    obj = ta.training_args(version, tuple(LAUNCHES[launch]), "/tmp/out", logdir, CPU)
+    assert obj is not None
     ours = torchsave.dumps(obj)
     assert opcodes(ours) == opcodes(data)
     assert ours == data

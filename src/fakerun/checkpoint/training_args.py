@@ -137,15 +137,20 @@ def convert(kind: str, text: str | None, name: str) -> Any:
     would be a guess (a list, a dict, an object)."""
     if name == "report_to":
         return [] if text in ("none", "all") else [text] if text else None
-    if kind == "bool":
-        return True if text is None else text.lower() in TRUE_WORDS
+    if kind == "bool":  # bare: True; else string_to_bool's words, any other refused
+        if text is None:
+            return True
+        return text.lower() in TRUE_WORDS if text.lower() in TRUE_WORDS + FALSE_WORDS else None
     if text is None:
         return None
     if kind.startswith("enum "):
         module, cls = kind.split()[1:]
         return Member(Global(module, cls), text)
     if kind in SIMPLE:
-        return {"int": int, "float": float, "str": str}[kind](text)
+        try:
+            return {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:  # the script's parser refuses it: no run, no file to guess
+            return None
     return None
 
 
@@ -167,8 +172,9 @@ def decode(value: Any) -> Any:
 def _post_init(values: dict[str, Any], v5: bool) -> None:
     """TrainingArguments.__post_init__'s rules for the values a line gives,
     in its order (training_args.py at v4.46.3 and v5.0.0)."""
-    if isinstance(values.get("evaluation_strategy"), str):  # 4.x's deprecated spelling wins
-        values["eval_strategy"] = Member(INTERVAL, values["evaluation_strategy"])
+    deprecated = values.get("evaluation_strategy")  # 4.x's spelling wins, and stays the choice's string
+    if isinstance(deprecated, Member):
+        values["eval_strategy"], values["evaluation_strategy"] = deprecated, deprecated.value
     if values["eval_strategy"] != Member(INTERVAL, "no"):
         values["do_eval"] = True
     if _steps(values["eval_strategy"]) and not values.get("eval_steps") and values["logging_steps"] > 0:

@@ -149,7 +149,8 @@ class CheckpointWriter:
         h = self.ident.hyper
         run = {"learning_rate": repr(h.max_lr), "per_device_train_batch_size": str(h.micro_batch),
                "gradient_accumulation_steps": str(h.grad_accum)}
-        if script_arg(self.saving.script_args, "max_steps") or h.total_steps != h.epochs * h.steps_per_epoch:
+        steps = script_arg(self.saving.script_args, "max_steps")  # -1: unset, epochs end the run
+        if (steps is not None and steps != "-1") or h.total_steps != h.epochs * h.steps_per_epoch:
             run["max_steps"] = str(h.total_steps)
         return run
 
