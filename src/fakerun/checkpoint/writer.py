@@ -130,8 +130,11 @@ class CheckpointWriter:
         return files, sizes
 
     def training_args(self, step: int, when: float) -> dict[str, bytes]:
-        """training_args.bin, as `_save` writes it beside the model (none for
-        a line whose arguments it cannot say)."""
+        """training_args.bin, as `_save` writes it beside the model: for a
+        launch line read as the Trainer's (another framework's run in this
+        layout has no TrainingArguments), none for one it cannot say."""
+        if self.saving.trainer is None:
+            return {}
         output_dir = script_arg(self.saving.script_args, "output_dir") or str(self.root)
         started = self.parsed_at if self.parsed_at is not None else when
         stamp = targs.logdir_stamp(started, self.ident.hosts[0])
