@@ -139,8 +139,11 @@ def pinned(ident, transformers: str):
     return dataclasses.replace(ident, versions=dataclasses.replace(ident.versions, transformers=transformers))
 
 
+TRAINER = TrainerArgs()  # a Trainer's launch line with the defaults
+
+
 def write_one(tmp_path: Path, sparse: bool = False, transformers: str = "4.46.3", nproc: int = 2,
-              trainer: TrainerArgs | None = TrainerArgs()) -> Path:
+              trainer: TrainerArgs | None = TRAINER) -> Path:
     """A Trainer's checkpoint-1 (its launch line read as the Trainer's: `trainer`)."""
     ident = pinned(build(6, 1, nproc, model="Llama-3.2-3B"), transformers)
     writer = CheckpointWriter(Saving(tmp_path, ident, 6, sparse=sparse, trainer=trainer))
