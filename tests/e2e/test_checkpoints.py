@@ -56,7 +56,7 @@ NAMED = (re.compile(r"Configuration saved in (\S+)$"), re.compile(r"Model weight
 def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style, shards, fields):
     """Every file a line names exists, and nothing else is written beyond
     what those saves write with them (trainer.py `_save_checkpoint` at
-    v4.46.3 and v5.0.0: the index's shards, optimizer.pt, scheduler.pt, the
+    v4.46.3 and v5.0.0: the index's shards, training_args.bin, optimizer.pt, scheduler.pt, the
     RNG states, trainer_state.json of the version's fields); the final
     save_model's files in the output dir."""
     out = tmp_path / "out"
@@ -70,7 +70,8 @@ def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style,
     expected = set()
     for save in saves:
         folder = Path(save)
-        expected |= {str(folder / n) for n in ("config.json", "generation_config.json")}
+        # _save's training_args.bin (torch.save(self.args)) beside the model, named by no line
+        expected |= {str(folder / n) for n in ("config.json", "generation_config.json", "training_args.bin")}
         if shards == 1:
             expected.add(str(folder / "model.safetensors"))
         else:

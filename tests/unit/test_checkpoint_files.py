@@ -25,6 +25,7 @@ from fakerun.world import catalog, tensors
 from fakerun.world.catalog import models
 from fakerun.world.identity import build
 from fakerun.world.tensors import Tensor, layout
+from fakerun.world.trainer import TrainerArgs
 
 # TrainerState's fields (trainer_callback.py): what TrainerState(**json)
 # accepts, and save_to_json writes, sorted. The same at v4.42.4, v4.44.2 and
@@ -138,9 +139,14 @@ def pinned(ident, transformers: str):
     return dataclasses.replace(ident, versions=dataclasses.replace(ident.versions, transformers=transformers))
 
 
-def write_one(tmp_path: Path, sparse: bool = False, transformers: str = "4.46.3", nproc: int = 2) -> Path:
+TRAINER = TrainerArgs()  # a Trainer's launch line with the defaults
+
+
+def write_one(tmp_path: Path, sparse: bool = False, transformers: str = "4.46.3", nproc: int = 2,
+              trainer: TrainerArgs | None = TRAINER) -> Path:
+    """A Trainer's checkpoint-1 (its launch line read as the Trainer's: `trainer`)."""
     ident = pinned(build(6, 1, nproc, model="Llama-3.2-3B"), transformers)
-    writer = CheckpointWriter(Saving(tmp_path, ident, 6, sparse=sparse))
+    writer = CheckpointWriter(Saving(tmp_path, ident, 6, sparse=sparse, trainer=trainer))
     writer.event(ev.Step(step=1, max_steps=10, loss=2.5, loss_min=2.4, loss_max=2.6, grad_norm=1.0, lr=1e-4))
     writer.event(ev.Checkpoint(1, 1, str(tmp_path), 2, 1, 1, 1.0, 1234.5))
     return tmp_path / "checkpoint-1"
@@ -180,12 +186,14 @@ def test_a_checkpoint_has_no_trace_and_real_schemas(tmp_path):
 ])
 def test_a_checkpoint_holds_the_versions_files(tmp_path, transformers, nproc, files):
     """trainer.py `_save_checkpoint` of each pinned transformers: save_model
-    (config.json, generation_config.json, the weights), optimizer.pt,
-    scheduler.pt, the RNG states, trainer_state.json; no tokenizer (the
-    script's Trainer has none), nothing else."""
+    (config.json, generation_config.json, the weights, training_args.bin),
+    optimizer.pt, scheduler.pt, the RNG states, trainer_state.json; nothing
+    else (the tokenizer's files are not written yet)."""
     ckpt = write_one(tmp_path, transformers=transformers, nproc=nproc)
-    common = ["config.json", "generation_config.json", "optimizer.pt", "scheduler.pt", STATE]
+    common = ["config.json", "generation_config.json", "training_args.bin", "optimizer.pt", "scheduler.pt", STATE]
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(common + files)
+    other = write_one(tmp_path / "other", transformers=transformers, nproc=nproc, trainer=None)
+    assert "training_args.bin" not in {p.name for p in other.iterdir()}  # not a Trainer's line: none
     state = json.loads((ckpt / STATE).read_text())
     assert list(state) == (TRAINER_STATE_5 if transformers.startswith("5") else TRAINER_STATE)
     config = json.loads((ckpt / "config.json").read_text())

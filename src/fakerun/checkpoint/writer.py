@@ -6,16 +6,16 @@ v4.46.3 and v5.0.0):
     checkpoint-<step>/  config.json, generation_config.json, the weights
                         (model.safetensors, or model-0000k-of-0000n.safetensors
                         and model.safetensors.index.json past the version's
-                        max_shard_size), optimizer.pt, scheduler.pt,
-                        rng_state.pth (one process) or rng_state_<rank>.pth,
-                        trainer_state.json (last)
+                        max_shard_size), training_args.bin, optimizer.pt,
+                        scheduler.pt, rng_state.pth (one process) or
+                        rng_state_<rank>.pth, trainer_state.json (last)
     <output dir>/       at the script's end, trainer.save_model(): config.json,
-                        generation_config.json and the weights
+                        generation_config.json, the weights, training_args.bin
 
-The script's Trainer is built without a tokenizer (its dataset comes
-tokenized), so no tokenizer file is saved, nor logged. training_args.bin
-(a pickled TrainingArguments) is not written: its pickle is the
-TrainingArguments object of that version, which plain data cannot be.
+training_args.bin is the pickled TrainingArguments of the launch line
+(checkpoint/training_args.py); a line whose --deepspeed or --fsdp arguments
+__post_init__ makes objects of has none here. No line names it. The
+tokenizer files are not written yet.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.checkpoint import deepspeed as ds_checkpoint
-from fakerun.checkpoint import model_files
+from fakerun.checkpoint import model_files, torchsave
+from fakerun.checkpoint import training_args as targs
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
 from fakerun.checkpoint.store import remove, write
+from fakerun.world import draws
 from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
 
@@ -68,6 +70,7 @@ class CheckpointWriter:
         # --deepspeed ds.json: the engine saves its own state in checkpoint-N (the file's values).
         given = saving.trainer.deepspeed if saving.trainer is not None else None
         self.deepspeed = dict(given) if given is not None else None
+        self.parsed_at: float | None = None  # when rank 0's script made its TrainingArguments
 
     @property
     def v5(self) -> bool:
@@ -78,7 +81,9 @@ class CheckpointWriter:
         return tuple(h for h in self.history if h["step"] <= step)
 
     def event(self, e: ev.Event) -> None:
-        if isinstance(e, ev.Step):
+        if isinstance(e, (ev.RunStarted, ev.Phase)):
+            self._note_start(e)
+        elif isinstance(e, ev.Step):
             self._step(e)
         elif isinstance(e, ev.Validation):
             entry = self.log.evaluation(e.step, e.val_loss, e.eval_time_s, e.samples)
@@ -97,6 +102,15 @@ class CheckpointWriter:
     def flush(self) -> None:
         """Each checkpoint is complete on disk when `event` returns."""
 
+    def _note_start(self, e: ev.RunStarted | ev.Phase) -> None:
+        """TrainingArguments' __post_init__ stamps logging_dir, then sets up
+        the devices, whose PartialState initialises NCCL: the process group's
+        start is that second (each worker group's anew after a restart); the
+        launch until then."""
+        nccl = isinstance(e, ev.Phase) and (e.name, e.stage) == ("init", "nccl")
+        if nccl or (isinstance(e, ev.RunStarted) and self.parsed_at is None):
+            self.parsed_at = e.time
+
     def _step(self, e: ev.Step) -> None:
         """Trainer.log's entry at a logging step, with its step (as log_history keeps it)."""
         self.lr = e.lr
@@ -109,10 +123,39 @@ class CheckpointWriter:
         optimizer's, scheduler's and RNGs' states, then the state), and the
         sizes (larger) some are to have on disk."""
         files, sizes = self.model.saved()
+        files |= self.training_args(e.step, e.time)  # _save's last file, before the optimizer's
         files |= self.optimizer_files(e.step)
         files |= model_files.rng_files(self.ident, self.seed, e.step)
         files[STATE] = as_json(self._state(e), sort=True)  # last: its presence marks a complete checkpoint
         return files, sizes
+
+    def training_args(self, step: int, when: float) -> dict[str, bytes]:
+        """training_args.bin, as `_save` writes it beside the model: for a
+        launch line read as the Trainer's (another framework's run in this
+        layout has no TrainingArguments), none for one it cannot say."""
+        if self.saving.trainer is None:
+            return {}
+        output_dir = script_arg(self.saving.script_args, "output_dir") or str(self.root)
+        started = self.parsed_at if self.parsed_at is not None else when
+        stamp = targs.logdir_stamp(started, self.ident.hosts[0])
+        args = targs.training_args(self.ident.versions.transformers, self.saving.script_args, output_dir,
+                                   stamp, targs.gpu_rank0(self.ident.world), self._ran_with())
+        if args is None:
+            return {}
+        ids = draws.rng(self.seed, "serialization_id", step, targs.NAME)
+        return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids))}
+
+    def _ran_with(self) -> dict[str, str]:
+        """The arguments the simulated Trainer ran with (the line's where it
+        gives them; fakerun's own options win): its LR, batch, accumulation,
+        and max_steps unless whole epochs, not a step count, end the run."""
+        h = self.ident.hyper
+        run = {"learning_rate": repr(h.max_lr), "per_device_train_batch_size": str(h.micro_batch),
+               "gradient_accumulation_steps": str(h.grad_accum)}
+        steps = script_arg(self.saving.script_args, "max_steps")  # -1: unset, epochs end the run
+        if (steps is not None and steps != "-1") or h.total_steps != h.epochs * h.steps_per_epoch:
+            run["max_steps"] = str(h.total_steps)
+        return run
 
     def optimizer_files(self, step: int) -> dict[str, bytes]:
         """Trainer._save_optimizer_and_scheduler's files (trainer.py at v4.46.3).
@@ -176,5 +219,7 @@ class CheckpointWriter:
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the
-        output dir itself."""
-        model_files.export(self.root, *self.model.saved(), e.time)
+        output dir itself, and the arguments it trained with (_save's training_args.bin)."""
+        files, sizes = self.model.saved()
+        files |= self.training_args(self.ident.hyper.total_steps, e.time)
+        model_files.export(self.root, files, sizes, e.time)

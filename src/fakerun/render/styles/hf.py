@@ -176,8 +176,9 @@ class HfLines(EventRoutes):
         configuration_utils.py, generation/configuration_utils.py, at each
         pinned version): the config, the generation config (every *ForCausalLM
         can generate), the weights by the version's max_shard_size ("5GB" in
-        4.x, "50GB" in 5.x). The script's Trainer has no tokenizer: no
-        tokenizer files (checkpoint/writer.py writes exactly these)."""
+        4.x, "50GB" in 5.x). `_save` then writes training_args.bin, which
+        no line names. The tokenizer's files (and their two lines) are not
+        written yet (checkpoint/writer.py writes exactly these)."""
         saved = [f"Saving model checkpoint to {path}", f"Configuration saved in {path}/config.json",
                  f"Configuration saved in {path}/generation_config.json"]
         if shards > 1:

@@ -1,0 +1,224 @@
+"""training_args.bin: `torch.save(self.args, os.path.join(output_dir,
+TRAINING_ARGS_NAME))` (trainer.py `_save` at v4.42.4, v4.44.2, v4.46.3 and
+v5.0.0), the pickled TrainingArguments of the pinned transformers.
+
+Its fields, in the order the object's __dict__ holds them, and their values
+after __post_init__ on a line that gives only --output_dir, are data
+(data/training-args-<version>.json, captured from the real library by
+tests/fixtures/training_args/capture.py). The launch line's own values
+replace them, each converted as HfArgumentParser converts its type, and the
+__post_init__ rules that follow from them are applied: run_name is
+output_dir, logging_dir is `<output_dir>/runs/<%b%d_%H-%M-%S>_<hostname>`
+(default_logdir, at the script's start), logging/eval/save steps above 1
+become ints, evaluation_strategy (4.x) sets eval_strategy, eval_steps falls
+back to logging_steps under the "steps" strategy, do_eval follows
+eval_strategy, report_to "none" or "all" is [] (no integration installed),
+metric_for_best_model "loss" and greater_is_better under
+load_best_model_at_end, torch_compile and its "inductor" backend.
+
+What __post_init__ would make of the other fields a line may give (lists,
+dicts, --deepspeed's HfTrainerDeepSpeedConfig, --fsdp's options and config)
+is not written here: for such a line there is no file (`fields` is None).
+
+The process that saves is rank 0 of a torchrun job on GPUs: LOCAL_RANK is
+set, so accelerate's PartialState initialises NCCL (MULTI_GPU, device cuda:0,
+the very object _setup_devices returns and caches; _n_gpu 1), state.py at
+accelerate 1.1.1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from fakerun.checkpoint.torchsave import Global, Instance, Member, Reduce
+
+NAME = "training_args.bin"  # transformers' TRAINING_ARGS_NAME
+DEVICE = Global("torch", "device")
+DISTRIBUTED_TYPE = Global("accelerate.utils.dataclasses", "DistributedType")
+INTERVAL = Global("transformers.trainer_utils", "IntervalStrategy")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # %b, C locale
+TRUE_WORDS = ("yes", "true", "t", "y", "1")  # hf_argparser.py string_to_bool
+FALSE_WORDS = ("no", "false", "f", "n", "0")
+WHOLE_STEPS = ("logging_steps", "eval_steps", "save_steps")  # __post_init__: int(x) when x > 1
+SIMPLE = ("int", "float", "str", "bool")
+# Fields whose given value __post_init__ turns into others not followed here
+# (a DeepSpeed config object, the device choice, deprecated aliases, FSDP's).
+GUESSED = ("deepspeed", "no_cuda", "use_cpu", "use_mps_device", "fp16_backend", "torchdynamo",
+           "tpu_metrics_debug", "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization",
+           "adafactor", "fsdp_min_num_params", "fsdp_transformer_layer_cls_to_wrap", "xla_fsdp_config")
+REDUCE_ON_PLATEAU = "reduce_lr_on_plateau"
+
+
+@dataclass(frozen=True)
+class Process:
+    """The saving process's devices as accelerate's PartialState sets them."""
+
+    backend: str | None
+    device: tuple[str | int, ...]  # torch.device's __reduce__ args
+    distributed_type: str
+    num_processes: int
+    n_gpu: int
+    shared_device: bool  # distributed: _setup_devices returns distributed_state.device itself
+
+
+def gpu_rank0(world: int) -> Process:
+    return Process("nccl", ("cuda", 0), "MULTI_GPU", world, 1, True)
+
+
+@functools.cache
+def template(version: str) -> dict[str, Any]:
+    text = resources.files("fakerun").joinpath("data", f"training-args-{version}.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def logdir_stamp(when: float, host: str) -> str:
+    """default_logdir's `%b%d_%H-%M-%S_<hostname>`, the node's clock in UTC."""
+    t = datetime.fromtimestamp(when, UTC)
+    return f"{MONTHS[t.month - 1]}{t:%d_%H-%M-%S}_{host}"
+
+
+def training_args(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
+                  process: Process, run: dict[str, str] | None = None) -> Instance | None:
+    """The TrainingArguments the launch line makes, or None if it gives a field
+    whose value here would be a guess. `run`: the values (as the line would
+    spell them) the simulated Trainer ran with, which win over the line's."""
+    values = fields(version, script_args, output_dir, logdir, run or {})
+    if values is None:
+        return None
+    _place(values, process)
+    return Instance(Global("transformers.training_args", "TrainingArguments"), values)
+
+
+def fields(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
+           run: dict[str, str]) -> dict[str, Any] | None:
+    data = template(version)
+    kinds = {name: kind for name, kind, _ in data["fields"]}
+    values = {name: decode(value) for name, _, value in data["fields"]}
+    default_out, line = values["output_dir"], {**given(script_args, kinds), **run}
+    for name, text in line.items():
+        structured = isinstance(values[name], (list, dict, Instance)) and name != "report_to"
+        if name in GUESSED or structured or (value := convert(kinds[name], text, name)) is None:
+            return None
+        values[name] = value
+    if values.get("run_name") == default_out and "run_name" not in line:
+        values["run_name"] = output_dir  # 4.x's __post_init__: run_name is output_dir (5.x leaves None)
+    if isinstance(values.get("logging_dir"), str) and "logging_dir" not in line:  # 5.x: None
+        values["logging_dir"] = f"{output_dir.rstrip('/')}/runs/{logdir}"
+    values["output_dir"] = output_dir
+    _post_init(values, v5=int(version.split(".")[0]) >= 5)
+    return values
+
+
+def given(script_args: tuple[str, ...], kinds: dict[str, str]) -> dict[str, str | None]:
+    """The fields the line gives: `--name value`, `--name=value`, a bare
+    boolean (None); names that are not TrainingArguments' are the script's."""
+    found: dict[str, str | None] = {}
+    for i, arg in enumerate(script_args):
+        name, eq, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or name not in kinds or kinds[name] == "state":
+            continue
+        if eq:
+            found[name] = text
+        elif i + 1 < len(script_args) and not script_args[i + 1].startswith("--"):
+            found[name] = script_args[i + 1]
+        else:
+            found[name] = None
+    return found
+
+
+def convert(kind: str, text: str | None, name: str) -> Any:
+    """HfArgumentParser's conversion of the field's type; None where the value
+    would be a guess (a list, a dict, an object)."""
+    if name == "report_to":
+        return [] if text in ("none", "all") else [text] if text else None
+    if kind == "bool":  # bare: True; else string_to_bool's words, any other refused
+        if text is None:
+            return True
+        return text.lower() in TRUE_WORDS if text.lower() in TRUE_WORDS + FALSE_WORDS else None
+    if text is None:
+        return None
+    if kind.startswith("enum "):
+        module, cls = kind.split()[1:]
+        return Member(Global(module, cls), text)
+    if kind in SIMPLE:
+        try:
+            return {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:  # the script's parser refuses it: no run, no file to guess
+            return None
+    return None
+
+
+def decode(value: Any) -> Any:
+    """The template's tagged JSON as the objects torchsave pickles."""
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "enum" in value:
+        return Member(Global(*value["enum"].split()), value["value"])
+    if "device" in value:
+        return Reduce(DEVICE, tuple(value["device"]))
+    if "object" in value:
+        return Instance(Global(*value["object"].split()), decode(value["state"]))
+    return {k: decode(v) for k, v in value["dict"]}
+
+
+def _post_init(values: dict[str, Any], v5: bool) -> None:
+    """TrainingArguments.__post_init__'s rules for the values a line gives,
+    in its order (training_args.py at v4.46.3 and v5.0.0)."""
+    deprecated = values.get("evaluation_strategy")  # 4.x's spelling wins, and stays the choice's string
+    if isinstance(deprecated, Member):
+        values["eval_strategy"], values["evaluation_strategy"] = deprecated, deprecated.value
+    if values["eval_strategy"] != Member(INTERVAL, "no"):
+        values["do_eval"] = True
+    if _steps(values["eval_strategy"]) and not values.get("eval_steps") and values["logging_steps"] > 0:
+        values["eval_steps"] = values["logging_steps"]
+    for name in WHOLE_STEPS:  # under the "steps" strategy only
+        strategy = values[name.replace("_steps", "_strategy")]
+        if _steps(strategy) and values[name] > 1:
+            values[name] = int(values[name])
+    plateau = values["lr_scheduler_type"] == Member(values["lr_scheduler_type"].cls, REDUCE_ON_PLATEAU)
+    if (values["load_best_model_at_end"] or plateau) and values["metric_for_best_model"] is None:
+        values["metric_for_best_model"] = "loss"
+    if values["greater_is_better"] is None and values["metric_for_best_model"] is not None:
+        values["greater_is_better"] = not values["metric_for_best_model"].endswith("loss")
+    if values["torch_compile_mode"] is not None or values["torch_compile_backend"] is not None:
+        values["torch_compile"] = True
+    if values["torch_compile"] and values["torch_compile_backend"] is None:
+        values["torch_compile_backend"] = "inductor"
+    if v5:
+        _post_init_5(values)
+
+
+def _post_init_5(values: dict[str, Any]) -> None:
+    """5.0's own: mixed_precision (no ACCELERATE_MIXED_PRECISION under
+    torchrun), warmup_ratio into warmup_steps, the tokens-seen flag's words."""
+    values["mixed_precision"] = "fp16" if values["fp16"] else "bf16" if values["bf16"] else "no"
+    if values["warmup_ratio"] is not None:
+        values["warmup_steps"] = values["warmup_ratio"]
+    if isinstance(values["include_num_input_tokens_seen"], bool):
+        values["include_num_input_tokens_seen"] = "all" if values["include_num_input_tokens_seen"] else "no"
+
+
+def _steps(strategy: Member) -> bool:
+    return strategy.value == "steps"
+
+
+def _place(values: dict[str, Any], process: Process) -> None:
+    """The saving process's devices into the PartialState and the cache."""
+    state = values["distributed_state"]
+    device = Reduce(DEVICE, process.device)
+    state.state.update(backend=process.backend, device=device,
+                       distributed_type=Member(DISTRIBUTED_TYPE, process.distributed_type),
+                       num_processes=process.num_processes)
+    values["_n_gpu"] = process.n_gpu
+    # The device _setup_devices returned, cached: transformers' own cached_property
+    # in 4.x (`__cached__setup_devices`), functools' in 5.x (`_setup_devices`).
+    cache = next(k for k in ("__cached__setup_devices", "_setup_devices") if k in values)
+    values[cache] = device if process.shared_device else Reduce(DEVICE, process.device)
