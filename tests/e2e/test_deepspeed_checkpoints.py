@@ -177,6 +177,73 @@ def test_resume_reads_latest_and_continues_the_curve(runner, tmp_path):
     assert (part / "latest").read_text() == "global_step100"
 
 
+# engine.load_checkpoint's lines: TorchCheckpointEngine.load's ("[Torch] Loading/Loaded checkpoint
+# from <path>" up to 0.16, "[Torch] Begin/End Load checkpoint from <path>..." from 0.18) and the
+# ZeRO part's (_get_all_zero_checkpoint_state_dicts, _load_zero_checkpoint).
+LOAD = re.compile(r"^\[default(\d)\]:\[([\d :,-]+)\] \[INFO\] \[[^]]+\] (?:\[Rank 0\] )?"
+                  r"(?:\[Torch\] (?:Loading|Loaded|Begin Load|End Load) checkpoint from (\S+?)\.{1,3}"
+                  r"|(successfully read 2 ZeRO state_dicts|loading 2 zero partition checkpoints) for rank (\d))$")
+
+
+def load_lines(stdout: str) -> list[tuple[int, str, str]]:
+    """(rank, time, the path it names or the ZeRO line's words) of each load line, in order."""
+    found = [m for line in stdout.splitlines() if (m := LOAD.match(line))]
+    assert all(m.group(5) is None or m.group(5) == m.group(1) for m in found)  # a rank speaks of itself
+    return [(int(m.group(1)), m.group(2), m.group(3) or m.group(4)) for m in found]
+
+
+def script_time(stderr: str, said: str) -> str:
+    """The loguru time of the script's line, in DeepSpeed's logging format."""
+    (when,) = re.findall(rf"^\[default0\]:(\S+ \S+) \| INFO .* - \[Rank 0\] {said}", stderr, re.M)
+    return when.replace(".", ",")
+
+
+@pytest.mark.parametrize("version", ["deepspeed", "deepspeed@0.18"])
+def test_resume_loads_the_checkpoint_after_initialize_naming_its_files(runner, tmp_path, version):
+    """The script's model_engine.load_checkpoint(load_dir) between "DeepSpeed
+    engine created" and its first step: every rank reads the model states
+    and its own optimizer shard of the tag `latest` names (0.18: rank 0
+    alone announces its reads), each of them a file of that checkpoint."""
+    out = tmp_path / "out"
+    fresh = ds_run(runner, out, version, "--output", "plain")
+    assert load_lines(fresh.stdout) == []  # a fresh run loads nothing
+    shutil.rmtree(out / "global_step100")
+    (out / "latest").write_text("global_step50")
+    job = runner.run(*RUN, version, "--output-dir", str(out), "--resume", "--output", "plain")
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    lines = load_lines(job.stdout)
+    tag = out / "global_step50"
+    model, shard = str(tag / "mp_rank_00_model_states.pt"), str(tag / "zero_pp_rank_{}_mp_rank_00_optim_states.pt")
+    for rank in (0, 1):
+        announced = version == "deepspeed" or rank == 0  # 0.18: log_dist(..., ranks=[0])
+        reads = [model, model, shard.format(rank), shard.format(rank)] if announced else []
+        assert [what for r, _, what in lines if r == rank] == reads + [
+            "successfully read 2 ZeRO state_dicts", "loading 2 zero partition checkpoints"]
+    assert {Path(what) for _, _, what in lines if what.startswith("/")} <= {p for p in tag.iterdir()}
+    times = [when for _, when, _ in lines]
+    assert times == sorted(times)
+    assert script_time(job.stderr, "DeepSpeed engine created") <= times[0]
+    assert times[-1] <= script_time(job.stderr, "Total number of model parameters")
+    first = re.search(r"^\[default0\]:\[([^]]+)\] .*step=60, skipped", job.stdout, re.M).group(1)
+    assert script_time(job.stderr, "Total number of model parameters") < first
+
+
+def test_a_restarted_worker_group_loads_the_checkpoint_this_run_saved(runner, tmp_path):
+    """--max-restarts: the new processes' script loads the tag the run saved
+    last (global_step50, before the crash at 70), every rank its files."""
+    out = tmp_path / "out"
+    job = runner.run(*RUN, "deepspeed", "--output-dir", str(out), "--output", "plain", "--scenario", "rank-crash",
+                     "--fail-rank", "1", "--fail-step", "70", "--max-restarts", "1")
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    lines = load_lines(job.stdout)
+    named = {what for _, _, what in lines if what.startswith("/")}
+    assert named == {str(out / "global_step50" / name) for name in (
+        "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt")}
+    assert all((out / "global_step50" / Path(p).name).is_file() for p in named)
+    assert len(lines) == 2 * 6  # each rank: two reads, each announced and done, then the ZeRO part's two
+
+
 def test_resume_is_refused_without_latest_or_states(runner, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -185,3 +186,58 @@ def test_epochs_validate_and_save_at_each_end(runner, tmp_path):
     assert "  max_epochs: 2" in config and "  max_steps: -1" in config
     assert load(logs / "checkpoints/epoch=1-step=26.ckpt")["loops"]["fit_loop"]["epoch_progress"]["total"] == {
         "ready": 2, "started": 2, "processed": 2, "completed": 1}  # saved in on_train_epoch_end
+
+
+def shown_versions(stdout: str) -> set[str]:
+    """The logger versions the train bar's postfix shows."""
+    return set(re.findall(r"v_num=(\d+)", stdout))
+
+
+def test_a_second_fit_into_the_same_root_shows_the_version_it_writes(runner, tmp_path):
+    """The CSVLogger's version is the next free one under lightning_logs at
+    launch (fabric/loggers/csv_logs.py _get_next_version at 2.5.0): the
+    second fit writes version_1/, and its bar says v_num=1."""
+    first = fit(runner, tmp_path, "--trainer.max_steps", "12", output="plain")
+    second = fit(runner, tmp_path, "--trainer.max_steps", "12", output="plain")
+    assert shown_versions(first.stdout) == {"0"} and shown_versions(second.stdout) == {"1"}
+    logs = tmp_path / "out/lightning_logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["version_0", "version_1"]
+    assert files(logs / "version_1") == ["checkpoints/epoch=0-step=12.ckpt", "config.yaml", "hparams.yaml",
+                                         "metrics.csv"]
+
+
+def test_fakeruns_resume_restores_as_ckpt_path_does(runner, tmp_path):
+    """fakerun's --resume hands the script the .ckpt it found: the same
+    'Restoring states' / 'Restored all states' lines as --ckpt_path, the
+    mid-epoch warning of a step-12 checkpoint, and the next version."""
+    fit(runner, tmp_path, "--trainer.max_steps", "12")
+    resumed = runner.run(*FIXED, "--resume", "--output", "plain", "train.py", "fit", "--trainer.default_root_dir",
+                         "out", "--trainer.max_steps", "24", cwd=tmp_path, env=clean_env())
+    assert resumed.proc.returncode == 0, resumed.stderr
+    ckpt = "out/lightning_logs/version_0/checkpoints/epoch=0-step=12.ckpt"
+    assert (tmp_path / ckpt).is_file()  # the file the lines name: the one resumed, kept
+    lines = resumed.stderr.splitlines()
+    assert f"Restoring states from the checkpoint path at {ckpt}" in lines
+    restored = lines.index(f"Restored all states from the checkpoint at {ckpt}")
+    assert "training_epoch_loop.py:221: You're resuming from a checkpoint that ended before the epoch ended" in \
+        lines[restored + 1]
+    assert "Sanity Checking" not in resumed.stdout  # a restored fit skips the sanity check
+    assert shown_versions(resumed.stdout) == {"1"}
+    assert files(tmp_path / "out/lightning_logs/version_1") == [
+        "checkpoints/epoch=0-step=24.ckpt", "config.yaml", "hparams.yaml", "metrics.csv"]
+
+
+def test_a_restarted_script_logs_to_the_next_version_and_restores_the_last_save(runner, tmp_path):
+    """A crash at step 10 with --max-restarts 1: the new script restores
+    the checkpoint saved at 8 (val_check_interval=4), from the version the
+    first one wrote, and logs to the next; screen and disk agree."""
+    job = runner.run(*FIXED, "--output", "plain", "--scenario", "rank-crash", "--fail-rank", "1", "--fail-step", "10",
+                     "--max-restarts", "1", "train.py", "fit", "--trainer.default_root_dir", "out",
+                     "--trainer.max_steps", "12", "--trainer.accumulate_grad_batches", "1",
+                     "--trainer.val_check_interval", "4", cwd=tmp_path, env=clean_env())
+    assert job.proc.returncode == 0, job.stderr[-2000:]
+    ckpt = "out/lightning_logs/version_0/checkpoints/epoch=0-step=8.ckpt"
+    assert f"Restored all states from the checkpoint at {ckpt}" in job.stderr.splitlines()
+    assert (tmp_path / ckpt).is_file()
+    assert re.findall(r"v_num=(\d+)", job.stdout)[-1] == "1" and shown_versions(job.stdout) == {"0", "1"}
+    assert (tmp_path / "out/lightning_logs/version_1/checkpoints/epoch=0-step=12.ckpt").is_file()

@@ -144,6 +144,12 @@ def test_the_default_version_matches_the_reference_sequence():
         [f"stage_1_and_2.py:{n}:__init__" for n in (148, 149, 150, 151)]
     assert v["state_initialized"] == "stage_1_and_2.py:543:__init__"
     assert v["zero_saved"] == "engine.py:3478:_save_zero_checkpoint"
+    # load_checkpoint (engine.py, checkpoint_engine/torch_checkpoint_engine.py at v0.14.4)
+    assert (v["ckpt_loading"], v["ckpt_loaded"]) == ("torch_checkpoint_engine.py:27:load",
+                                                     "torch_checkpoint_engine.py:29:load")
+    assert v["zero_read"] == "engine.py:3018:_get_all_zero_checkpoint_state_dicts"
+    assert v["zero_loaded"] == "engine.py:2968:_load_zero_checkpoint"
+    assert "ckpt_loading" not in version_table("0.18.2")  # log_dist(..., ranks=[0]) from 0.18
     assert v["user_config"] == "config.py:987:print_user_config"
     assert (v["z3_reduce_bucket"], v["z3_prefetch_bucket"]) == ("stage3.py:130:__init__", "stage3.py:131:__init__")
     assert v["z3_state_initialized"] == "stage3.py:486:_setup_for_real_optimizer"

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import os
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from fakerun.config import lightning_args, script_args
 from fakerun.config.options import RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import UsageError
+from fakerun.launcher import build
 from fakerun.rank.faults import script_text
 from fakerun.render.lines import STDERR, STDOUT
 from fakerun.render.styles.lightning import (
@@ -32,8 +34,6 @@ from fakerun.render.styles.lightning import (
     human_count,
     module_count,
     postfix_num,
-    resumed_version,
-    saved_step,
     summary_table,
 )
 from fakerun.render.styles.tqdm import format_meter
@@ -309,7 +309,15 @@ def _writer(root: Path, steps: int, log_every: int = 10) -> tuple[LightningWrite
     ident = identity.build(5, 1, 2, total_steps=steps, model="Qwen2.5-1.5B")
     ident = dataclasses.replace(ident, hyper=dataclasses.replace(ident.hyper, log_every=log_every,
                                                                  steps_per_epoch=10_000))
-    return LightningWriter(layouts.Saving(root, ident, 5)), ident
+    writer = LightningWriter(layouts.Saving(root, ident, 5))
+    writer.event(_launch(root, ident))
+    return writer, ident
+
+
+def _launch(root: Path | None, ident: identity.Identity, attempt: int = 0) -> ev.RunStarted:
+    """The RunStarted of a Lightning launch into `root` (its logger's version found as the launcher finds it)."""
+    config = RunConfig(Topology(1, 2), seed=5, style=styles.parse("lightning"), output_dir=root, identity=ident)
+    return build.run_started(config, attempt, 1, 0.0)
 
 
 def _step(step: int) -> ev.Step:
@@ -448,13 +456,6 @@ def test_trainer_precision_as_the_accelerator_connector_takes_it():
         script_args.read("train.py", ["fit", "--trainer.precision", "fp8"])
 
 
-@pytest.mark.parametrize("path,step,version", [
-    ("out/lightning_logs/version_3/checkpoints/epoch=1-step=250.ckpt", 250, 4),
-    ("epoch=0-step=12-v1.ckpt", 12, 0), ("/ckpts/last.ckpt", 0, 0), (None, 0, 0)])
-def test_what_a_ckpt_path_says(path, step, version):
-    assert (saved_step(path), resumed_version(path)) == (step, version)
-
-
 def test_a_stopping_step_is_logged_and_saved_at_once(tmp_path):
     writer, _ = _writer(tmp_path, 250)
     for step in range(1, 38):
@@ -462,3 +463,26 @@ def test_a_stopping_step_is_logged_and_saved_at_once(tmp_path):
     writer.event(dataclasses.replace(_step(38), stopped=True))
     rows = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in rows[1:]] == ["9", "19", "29", "37"]
+
+
+def test_the_version_shown_is_the_launchs_and_a_restart_takes_the_next(tmp_path, monkeypatch):
+    """v_num is RunStarted.logger_version, the next free version under the
+    root (here the cwd, the Trainer's default root). Without an output
+    directory nothing is written, so a restarted script's launch cannot see
+    the version its predecessor's logger made at fit start: the screen
+    counts it (real Lightning would find it on disk)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lightning_logs/version_2").mkdir(parents=True)
+    ident = identity.build(5, 1, 2, total_steps=4, model="Qwen2.5-1.5B")
+    r = LightningLines(100, None)
+    shown = []
+    for attempt in (0, 1):
+        if attempt:
+            r.lines(ev.Restart(1, 1, 0, 400.0))
+        r.launched(_launch(None, ident, attempt))
+        r.lines(ev.RunIdentity(ident))
+        r.banner(400.0 * attempt)
+        r.lines(ev.Phase("train", "", 0, 400.0 * attempt + 10))
+        bar = r.lines(ev.Step(4, 4, 6.0, 9.0, 11.0, 1.0, epoch=1, time=400.0 * attempt + 300, step_time_s=60.0))
+        shown += re.findall(r"v_num=(\d+)", bar[0].text)
+    assert shown == ["3", "4"]

@@ -12,7 +12,9 @@ tag mirrored for the 2.6.6 pin):
   tensorboardX is installed: CSVLogger(save_dir=default_root_dir)
   (trainer/connectors/logger_connector/logger_connector.py configure_logger,
   which warns so on screen); version_N is the next free number under
-  lightning_logs (fabric/loggers/csv_logs.py _get_next_version).
+  lightning_logs (fabric/loggers/csv_logs.py _get_next_version), found once
+  at launch (launcher/build.py logger_version) and given to the writer and
+  the screen's v_num alike in RunStarted.
 - config.yaml: LightningCLI's SaveConfigCallback, at fit's setup (cli.py):
   the fit config as jsonargparse dumps it (config_yaml).
 - hparams.yaml: the LightningModule's save_hyperparameters(), written at fit
@@ -200,7 +202,8 @@ class LightningWriter:
     def __init__(self, saving: Saving) -> None:
         self.saving = saving
         self.ident = saving.ident
-        self.dir = saving.root / LOGS / f"version_{next_version(saving.root / LOGS)}"
+        # version_N: the launch's (RunStarted.logger_version, which the screen's v_num shows).
+        self.dir = saving.root / LOGS / "version_0"
         self.metrics = _Metrics()
         self.lr = self.ident.hyper.max_lr
         self.saved: Path | None = None  # the top-1 checkpoint of this version, removed at the next save
@@ -208,7 +211,9 @@ class LightningWriter:
 
     def event(self, e: ev.Event) -> None:
         h = self.ident.hyper
-        if isinstance(e, ev.Phase) and e.name == "train":  # SaveConfigCallback.setup, then _log_hyperparams
+        if isinstance(e, ev.RunStarted):
+            self.dir = self.saving.root / LOGS / f"version_{e.logger_version}"
+        elif isinstance(e, ev.Phase) and e.name == "train":  # SaveConfigCallback.setup, then _log_hyperparams
             if styles.lightning_cli(self.saving.script_args):
                 write_file(self.dir / "config.yaml", config_yaml(self.saving), e.time)
             write_file(self.dir / "hparams.yaml", yaml_dump(hparams(self.saving)), e.time)

@@ -51,6 +51,9 @@ class RunStarted:
     output_dir: str = ""  # where the run saves its checkpoints (--output-dir, the script's own flag); "" none
     resumed_from: str = ""  # the checkpoint the run carries on from (--resume, Megatron's --load); "" none
     resumed_step: int = 0
+    # The version directory the script's logger takes at this launch (Lightning's CSVLogger:
+    # <root>/lightning_logs/version_N), for a style whose screen names it; 0 for the others.
+    logger_version: int = 0
 
 
 @dataclass(frozen=True)

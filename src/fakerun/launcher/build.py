@@ -9,6 +9,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fakerun import events as ev
 from fakerun.checkpoint.reader import saved_steps
@@ -101,7 +102,20 @@ def run_started(config: RunConfig, attempt: int, launcher_pid: int, now: float) 
         c.entrypoint, list(c.script_args), c.steps, c.master_addr, c.master_port,
         launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ,
         str(c.output_dir) if c.output_dir else "", str(c.resume_from.path) if c.resume_from else "",
-        c.resume_from.step if c.resume_from else 0)
+        c.resume_from.step if c.resume_from else 0, logger_version(c))
+
+
+def logger_version(config: RunConfig) -> int:
+    """The version a Lightning script's CSVLogger takes at this launch
+    (fabric/loggers/csv_logs.py _get_next_version: the next free number
+    under <default_root_dir>/lightning_logs, the Trainer's default root being
+    the cwd). Computed once, here: the writer makes that version_N and the
+    screen's v_num says it. A restarted worker group's script is a new
+    process, which takes the next one after its predecessor's."""
+    if config.style.name != "lightning":
+        return 0
+    from fakerun.checkpoint import lightning  # only Lightning's launches need it
+    return lightning.next_version((config.output_dir or Path.cwd()) / lightning.LOGS)
 
 
 def run_clock(config: RunConfig, wall: Callable[[], float] = time.monotonic) -> VirtualClock:

@@ -25,7 +25,7 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.render.lines import Line
-from fakerun.render.styles.deepspeed_checkpoint import CheckpointSave, export_lines
+from fakerun.render.styles.deepspeed_checkpoint import CheckpointLoad, CheckpointSave, export_lines
 from fakerun.render.styles.deepspeed_config import MOMENTA, PARAM_GROUPS
 from fakerun.render.styles.deepspeed_engine import EngineInit
 from fakerun.render.styles.deepspeed_log import DeepSpeedLog, version_table
@@ -63,6 +63,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
 
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         DeepSpeedLog.__init__(self, tz)
+        self.saved: dict[int, str] = {}  # step -> the tag folder its save_checkpoint wrote, for a restart
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
@@ -116,8 +117,19 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
         if e.name == "init" and e.stage == "dataset":
             return self.script(began, "Creating Datasets") + self.script(e.time, "Dataset Creation Done")
         if e.name == "train":
-            return EngineInit(self, self.ident, e.time).lines()
+            return EngineInit(self, self.ident, e.time, self._load()).lines()
         return []
+
+    def _load(self) -> CheckpointLoad | None:
+        """What the script's load_checkpoint reads: the tag folder --resume
+        found (its parent the load_dir, its name the tag `latest` gives), or
+        for a restarted worker group the one this run saved at that step."""
+        launch = self.launch
+        if launch is None or not launch.resumed_step:
+            return None
+        step = launch.resumed_step
+        folder = launch.resumed_from if launch.restart_count == 0 else self.saved.get(step)
+        return CheckpointLoad(self, self.ident, folder, step) if folder else None
 
     # -- training ---------------------------------------------------------------
     def _step(self, e: ev.Step) -> list[Line]:
@@ -163,6 +175,7 @@ class DeepSpeedLines(EventRoutes, DeepSpeedLog):
     def _checkpoint(self, e: ev.Checkpoint) -> list[Line]:
         """model_engine.save_checkpoint(save_dir): tag global_step<N>."""
         save_dir = os.path.dirname(e.path.rstrip("/")) or "."
+        self.saved[e.step] = f"{save_dir}/{ds_config.tag(e.step)}"
         saved = CheckpointSave(self, self.ident, e, save_dir, ds_config.tag(e.step)).lines()
         return saved + self.script(e.time, f"Saved model to {save_dir}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from fakerun.render.lines import STDOUT, Line
+from fakerun.render.styles.deepspeed_checkpoint import CheckpointLoad
 from fakerun.render.styles.deepspeed_config import (
     MOMENTA,
     PARAM_GROUPS,
@@ -25,17 +26,21 @@ PREFETCH = 50_000_000  # ZeRO-3's default stage3_prefetch_bucket_size
 SUB_GROUP = 1_000_000_000  # ZeRO-3's default sub_group_size
 INIT_SPAN_S = 4.0  # deepspeed.initialize's wall time (at most half the first step)
 RANK_SPREAD_S = 0.02  # how far apart the ranks' processes log the same moment of the set-up
+LOAD_SHARE = 0.8  # of the first step's window left after initialize, at most, a resume's load takes
 
 
 class EngineInit:
     """deepspeed.initialize(model, optimizer, lr_scheduler, config) as rank 0
     logs it (and every rank, from 0.15, the DeepSpeedConfig mesh line)."""
 
-    def __init__(self, out: DeepSpeedLog, ident: Identity, start: float) -> None:
+    def __init__(self, out: DeepSpeedLog, ident: Identity, start: float,
+                 load: CheckpointLoad | None = None) -> None:
         self.out, self.ident, self.v = out, ident, out.v
-        self.t = start
+        self.t = self.start = start
+        self.load = load  # the script's model_engine.load_checkpoint, when it resumes
         # Everything fits well before the first step ends, whatever the model.
-        self.unit = min(INIT_SPAN_S, 0.5 * sim.compute_seconds(self.ident, 1)) / 100
+        self.first_s = sim.compute_seconds(self.ident, load.step + 1 if load else 1)
+        self.unit = min(INIT_SPAN_S, 0.5 * self.first_s) / 100
         self.memory = Memory(self.ident)
         self.reserved = 0.0
         self.reports = 0
@@ -67,7 +72,16 @@ class EngineInit:
         out += o.dist(self.tick(), f"Creating torch.float16 ZeRO stage {z} optimizer")
         out += self._stage3() if z >= 3 else self._stage12()
         out += self._scheduler() + self._config() + o.script(self.tick(1), "DeepSpeed engine created")
+        out += self._loaded()
         return out + o.script(self.tick(), f"Total number of model parameters: {self._local_params():,d}")
+
+    def _loaded(self) -> list[Line]:
+        """load_checkpoint, in what is left of the first step's window."""
+        if self.load is None:
+            return []
+        window = self.start + self.first_s - self.t
+        lines, self.t = self.load.lines(self.t + self.unit, LOAD_SHARE * window)
+        return lines
 
     def _local_params(self) -> int:
         p = self.ident.parallel

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
-from pathlib import PurePosixPath
 from typing import Any
 
 from fakerun import events as ev
@@ -127,30 +126,13 @@ def ckpt_path(args: list[str]) -> str | None:
     return flag_value(args, "--ckpt_path")
 
 
-def saved_step(path: str | None) -> int:
-    """S of the default ModelCheckpoint's `epoch=E-step=S.ckpt` (0: a name of another form)."""
-    digits = PurePosixPath(path).stem.rpartition("-step=")[2].split("-")[0] if path else ""
-    return int(digits) if digits.isascii() and digits.isdigit() else 0
-
-
-def resumed_version(path: str | None) -> int:
-    """The logger version a run restoring `path` writes to: the one after the
-    checkpoint's own (`.../lightning_logs/version_K/checkpoints/...`), the
-    next free one when the checkpoint is the latest run's; 0 if it names none."""
-    parts = PurePosixPath(path).parts if path else ()
-    for name in reversed(parts[:-1]):
-        digits = name.removeprefix("version_")
-        if digits != name and digits.isascii() and digits.isdigit():
-            return int(digits) + 1
-    return 0
-
-
 class LightningLines(EventRoutes):
     def __init__(self, width: int, tz: tzinfo | None) -> None:
         self.width = width
         self.tz = tz
         self.text: dict[str, Any] = texts.load(DATA)["text"]
-        self.version_num = 0  # the logger's version: a restarted script logs to the next one
+        self.version_num = 0  # the logger's version, as the launch found it (RunStarted.logger_version)
+        self.fits = 0  # the fits this renderer saw start: each made its logger's version directory
         self.checkpoints: dict[int, str] = {}  # step -> where the default ModelCheckpoint saved it
         self.resume: str | None = None  # the checkpoint a restarted script restores
         self.resume_step = 0  # and the step it was saved at
@@ -205,13 +187,22 @@ class LightningLines(EventRoutes):
         known = sorted(table, key=_minor)
         return table[([k for k in known if _minor(k) <= self.lightning] or known[:1])[-1]]
 
+    def launched(self, launch: ev.RunStarted) -> None:
+        """Each launch (a restart's too) is a new script: its CSVLogger's
+        version is the one the launch found free, the one its files go to."""
+        super().launched(launch)
+        # Without an output directory nothing is written: the version directories the earlier
+        # scripts' loggers made (at fit start) are missing from the listing the launch read.
+        self.version_num = launch.logger_version + (0 if launch.output_dir else self.fits)
+
     def banner(self, when: float) -> list[Line]:
         """Trainer.__init__ and the start of trainer.fit, up to the first collective."""
         self._reset()
         if self.launch is not None and self.launch.restart_count == 0:
-            self.resume = ckpt_path(self.launch.args)
-            self.version_num = resumed_version(self.resume)
-            self.resume_step = saved_step(self.resume)
+            # trainer.fit(ckpt_path=...): LightningCLI's --ckpt_path as the line gives it, else
+            # the .ckpt fakerun's --resume found (a restart's is set by _restart).
+            self.resume = ckpt_path(self.launch.args) or self.launch.resumed_from or None
+            self.resume_step = self.launch.resumed_step
         i, t = self.ident, self.text
         said = [*self._precision_said(), *t["devices"]]
         said += [] if self.lightning >= (2, 6) else [t["hpu"]]
@@ -245,6 +236,7 @@ class LightningLines(EventRoutes):
             return self._setup()
         if e.name == "train":
             self.epoch_start = self.fit_start = e.time
+            self.fits += 1
             return self._fit_start()
         if e.name == "export":  # trainer.fit has returned
             return self._fit_end(e.time)
@@ -335,7 +327,6 @@ class LightningLines(EventRoutes):
         return []
 
     def _restart(self, e: ev.Restart) -> list[Line]:
-        self.version_num += 1  # the restarted script's CSVLogger takes the next free version
         self.resume = self.checkpoints.get(e.resume_step)
         self.resume_step = e.resume_step
         return []
