@@ -24,6 +24,7 @@ from fakerun.launcher.edges import IO
 from fakerun.launcher.job import LINGER_S, Job
 from fakerun.render.renderer import Renderer, build_renderer
 from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
+from fakerun.system import heap
 from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.signals import SignalInbox, StopOverdue
@@ -61,6 +62,7 @@ class Launcher:
                 cycle += 1
                 config = next_run(first, cycle)
                 gc.collect()  # the last run's cyclic garbage, before the next run's ranks fork and copy it
+                heap.release_freed()  # and the freed heap glibc would keep (system/heap.py)
         except StopOverdue as exc:  # stuck writing to a reader that stopped reading: the job is torn down
             for stream in (self.io.stdout, self.io.stderr):
                 silence(stream)  # so that nothing (closing sinks, the exit's flush) blocks on it again

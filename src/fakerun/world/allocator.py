@@ -82,7 +82,9 @@ def fragmentation(seed: int, stage: int, rank: int, step: int, total_steps: int)
 
 
 # Bounded: keyed on the seed, and a --loop's agent draws a new one every run.
-@functools.lru_cache(maxsize=256)
+# A run asks for one entry a pipeline stage (at most 8: memory.MODEL_PARALLEL),
+# so 16 keep the last two runs'; 256 took the soak's job (pp 4) 64 runs, 37 min, to fill.
+@functools.lru_cache(maxsize=16)
 def _growths(seed: int, stage: int, total_steps: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The steps at which the stage's reserve grows, and the growth so far
     after each; together at most FRAG_MAX - FRAG_START - RANK_SPREAD."""
