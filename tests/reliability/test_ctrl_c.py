@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from fakerun import checkpoint
+from fakerun.checkpoint import layouts
 from fakerun.cli.main import to_config
 from fakerun.cli.parser import build_parser
 from fakerun.world import physics as sim
@@ -138,13 +138,14 @@ def ctrl_c_once(runner: Runner, name: str, i: int) -> tuple[str, float]:
 
 
 def assert_whole_checkpoints(out: Path) -> None:
-    """Interrupted or not, every checkpoint saved is complete, and no
-    temporary directory of a save is left behind."""
+    """Interrupted or not, every checkpoint saved is complete (the default
+    style's layout: checkpoint/torchrun.py), and no temporary directory of a
+    save is left behind."""
     if not out.exists():
         return
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
     for saved in out.glob("checkpoint-*"):
-        assert checkpoint.find(saved).step == int(saved.name.split("-")[1])
+        assert layouts.find("torchrun", saved).step == int(saved.name.split("-")[1])
 
 
 def test_ctrl_c_at_50_random_moments(runner):
