@@ -19,6 +19,7 @@ time); the seed from the command line, whose curve is the checkpoint's own.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from fakerun import events as ev
@@ -81,8 +82,10 @@ def _load(path: Path) -> Resume:
     if not 1 <= step <= 2**31 - 1:
         raise incomplete(path, path.name, "no step in its name")
     try:
-        saved = (path / LAST).stat().st_mtime
+        saved = (path / LAST).stat()
     except OSError as exc:
         raise incomplete(path, LAST, exc.strerror or type(exc).__name__) from None
-    time = checked(path, f"{LAST}: mtime", saved, number(0, TIME_MAX), "a time before the year 9000")
+    if not stat.S_ISREG(saved.st_mode):  # a FIFO would hang the script's torch.load, a directory fail it
+        raise incomplete(path, LAST, "not a regular file")
+    time = checked(path, f"{LAST}: mtime", saved.st_mtime, number(0, TIME_MAX), "a time before the year 9000")
     return Resume(step, float(time), path, model=model_of(config_of(path)))
