@@ -431,6 +431,8 @@ TAMPERED: dict[str, dict[str, Callable[[Path], None]]] = {
         "latest names a parent": text(DS_LATEST, b"../global_step10"),
         "latest names a missing tag": text(DS_LATEST, b"global_step7"),
         "latest names '..'": text(DS_LATEST, b".."),
+        "latest with a NUL": text(DS_LATEST, b"global_step10\x00"),
+        "latest with an escape": text(DS_LATEST, b"global_step10\x1b[2J"),
         "states not a zip": text(DS_STATES, b"PK\x03\x04 not really"),
         "states truncated": lambda out: (out / DS_STATES).write_bytes((out / DS_STATES).read_bytes()[:300]),
         "states global_steps -5": pickled_field(DS_STATES, "global_steps", -5),
@@ -469,7 +471,8 @@ CASES = [(style, how) for style, hows in TAMPERED.items() for how in hows]
 def test_a_tampered_checkpoint_is_one_line(runner: Runner, tmp_path: Path, pristine, style: str, how: str):
     out = copy_of(pristine, style, tmp_path)
     TAMPERED[style][how](out)
-    refused(resume_latest(runner, style, out))
+    line = refused(resume_latest(runner, style, out))
+    assert line.isprintable()  # nothing of the files' raw to the terminal
     with pytest.raises(checkpoint.CheckpointError):  # in-process too: the same finder
         layouts.find(style, out)
 
