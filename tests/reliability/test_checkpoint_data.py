@@ -603,7 +603,7 @@ def tamper(out: Path, layout: Layout, data: st.DataObject) -> str:
         os.utime(path, (when, when))
     else:
         path.rename(path.with_name(path.name[:data.draw(st.integers(0, len(path.name)))]
-                                   + data.draw(st.text("0123456789²-_", max_size=12))))
+                                   + data.draw(st.text("0123456789²-_", min_size=1, max_size=12))))
     return f"{how} {name}"
 
 
@@ -619,7 +619,7 @@ def test_any_change_to_a_checkpoint_resumes_or_is_one_line(runner: Runner, tmp_p
     job = resume_latest(runner, style, out)
     assert "Traceback" not in job.stderr, f"{change}: {job.stderr[-2000:]}"
     if job.proc.returncode == 2:
-        refused(job, "fakerun: error: ")
+        assert refused(job, "fakerun: error: ").isprintable(), change
     else:
         assert job.proc.returncode == 0, f"{change}: {job.stderr[-2000:]}"
         assert job.of("run_finished")
