@@ -337,7 +337,9 @@ def _latest_tag(path: Path) -> str:
         text = read_regular(path / LATEST, LATEST_MAX).decode().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise _incomplete(path, LATEST, getattr(exc, "strerror", None) or "not text") from None
-    if not text or "/" in text or text in (".", ".."):
+    # A control character (a NUL, an escape) names no directory we would
+    # print raw to the user's terminal in the error that follows.
+    if not text or "/" in text or text in (".", "..") or not text.isprintable():
         raise _incomplete(path, LATEST, f"names no tag ({text[:30]!r})")
     return text
 

@@ -15,17 +15,22 @@ holds exactly those:
 No trainer state: --resume takes the step from the directory's name, the
 model from config.json and the clock from scheduler.pt's mtime (the save's
 time); the seed from the command line, whose curve is the checkpoint's own.
+A checkpoint this style wrote before issue 20 is the HF Trainer's, with the
+run's facts in a hidden `.resume.json`: read as the HF style reads it (its
+seed wins).
 """
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from fakerun import events as ev
-from fakerun.checkpoint import model_files
+from fakerun.checkpoint import model_files, reader
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import CONFIG, ModelFiles
 from fakerun.checkpoint.reader import (
+    RESUME,
     TIME_MAX,
     Resume,
     checked,
@@ -77,12 +82,16 @@ def find(path: Path) -> Resume:
 
 
 def _load(path: Path) -> Resume:
+    if (path / RESUME).exists():  # fakerun's before issue 20: the Trainer's layout, the run's facts beside it
+        return reader.find(path)
     step = step_of(path.name) or 0
     if not 1 <= step <= 2**31 - 1:
         raise incomplete(path, path.name, "no step in its name")
     try:
-        saved = (path / LAST).stat().st_mtime
+        saved = (path / LAST).stat()
     except OSError as exc:
         raise incomplete(path, LAST, exc.strerror or type(exc).__name__) from None
-    time = checked(path, f"{LAST}: mtime", saved, number(0, TIME_MAX), "a time before the year 9000")
+    if not stat.S_ISREG(saved.st_mode):  # a FIFO would hang the script's torch.load, a directory fail it
+        raise incomplete(path, LAST, "not a regular file")
+    time = checked(path, f"{LAST}: mtime", saved.st_mtime, number(0, TIME_MAX), "a time before the year 9000")
     return Resume(step, float(time), path, model=model_of(config_of(path)))
