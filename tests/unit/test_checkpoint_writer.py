@@ -94,14 +94,20 @@ def test_the_state_keeps_the_arguments_step_counts() -> None:
     """TrainerState.compute_steps: the arguments' counts, a ratio of
     max_steps rounded up, 500 where they are None; eval_steps takes
     logging_steps when evaluating by steps (TrainingArguments.__post_init__)."""
+    import dataclasses
+
     from fakerun.config import script_args
     from fakerun.world.trainer_log import state_steps as counted
 
     def state_steps(args: tuple[str, ...], name: str, max_steps: int) -> int:
         line = ("--model_name_or_path", "gpt2", *args)  # a Trainer's launch line
-        return counted(script_args.read("train.py", line).asked.trainer, name, max_steps)
+        hyper = dataclasses.replace(identity.build(5, 1, 2, max_steps).hyper, total_steps=max_steps)
+        return counted(script_args.read("train.py", line).asked.trainer, name, hyper)
 
-    assert counted(None, "save_steps", 40) == 500
+    # No Trainer arguments (a bare --style hf): the run's own cadence.
+    drawn = dataclasses.replace(identity.build(5, 1, 2, 40).hyper, eval_every=5, save_every=None, log_every=2)
+    assert [counted(None, n, drawn) for n in ("logging_steps", "eval_steps", "save_steps")] == [2, 5, 5]
+    assert counted(None, "save_steps", dataclasses.replace(drawn, save_every=10)) == 10
     assert state_steps((), "save_steps", 40) == 500
     assert state_steps(("--save_steps", "10"), "save_steps", 40) == 10
     assert state_steps(("--save_steps=0.1",), "save_steps", 45) == 5

@@ -206,7 +206,7 @@ class CheckpointWriter:
         return state
 
     def _steps(self, name: str) -> int:
-        return state_steps(self.saving.trainer, name, self.ident.hyper.total_steps)
+        return state_steps(self.saving.trainer, name, self.ident.hyper)
 
     def _flos(self, step: int) -> float:
         """Trainer.store_flos: each process's floating_point_ops (6 x tokens x

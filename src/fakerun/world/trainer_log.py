@@ -22,7 +22,7 @@ from fakerun.world import physics as sim
 from fakerun.world.trainer import LossTally, TrainerArgs, float32, trainer_epoch
 
 if TYPE_CHECKING:
-    from fakerun.world.jobs import Identity
+    from fakerun.world.jobs import Hyper, Identity
 
 DEFAULT_STEPS = 500  # TrainerState's logging/eval/save_steps where the arguments set none
 
@@ -73,15 +73,19 @@ class TrainerLog:
         return sim.learning_rate(self.ident, step - 1 if self.v5 else step)
 
 
-def state_steps(t: TrainerArgs | None, name: str, max_steps: int) -> int:
+def state_steps(t: TrainerArgs | None, name: str, h: Hyper) -> int:
     """TrainerState.compute_steps (trainer_callback.py at v4.46.3): the
     arguments' logging/eval/save_steps, a ratio below 1 of max_steps rounded
     up; 500 where they leave it None (eval_steps unless evaluating by steps,
-    when TrainingArguments.__post_init__ takes logging_steps)."""
+    when TrainingArguments.__post_init__ takes logging_steps). Without the
+    Trainer's arguments on the launch line (a bare --style hf), the run's own
+    cadence, as the arguments that give it would say."""
     if t is None:
-        return DEFAULT_STEPS
+        save = h.eval_every if h.save_every is None else h.save_every
+        every = {"logging_steps": h.log_every, "eval_steps": h.eval_every, "save_steps": save}[name]
+        return every or DEFAULT_STEPS
     given = {"logging_steps": t.logging_steps, "eval_steps": t.eval_steps, "save_steps": t.save_steps}[name]
     if given is None and name == "eval_steps" and (t.evaluation_strategy or t.eval_strategy) == "steps":
         given = t.logging_steps
     value = float(DEFAULT_STEPS if given is None else given)
-    return math.ceil(max_steps * value) if 0 < value < 1 else int(value)
+    return math.ceil(h.total_steps * value) if 0 < value < 1 else int(value)
