@@ -52,5 +52,8 @@ def test_cuda_oom_through_the_api(runner):
     root = result.of("run_failed")[0]["root"]
     assert root["rank"] == 3 and root["exitcode"] == 1 and root["error_file"].endswith("/3/error.json")
     oom = [x for e in result.of("rank_output") for x in e["lines"] if "OutOfMemoryError" in x]
-    assert oom and oom[0].startswith("[rank3]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ")
+    # torch 2.3's class is torch.cuda.OutOfMemoryError; torch.OutOfMemoryError from 2.4 on.
+    torch = result.of("run_identity")[0]["identity"]["versions"]["torch"]
+    name = "torch.cuda.OutOfMemoryError" if torch.startswith("2.3.") else "torch.OutOfMemoryError"
+    assert oom and oom[0].startswith(f"[rank3]: {name}: CUDA out of memory. Tried to allocate ")
     assert not job_processes(marker)
