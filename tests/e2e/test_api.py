@@ -55,5 +55,6 @@ def test_cuda_oom_through_the_api(runner):
     # torch 2.3's class is torch.cuda.OutOfMemoryError; torch.OutOfMemoryError from 2.4 on.
     torch = result.of("run_identity")[0]["identity"]["versions"]["torch"]
     name = "torch.cuda.OutOfMemoryError" if torch.startswith("2.3.") else "torch.OutOfMemoryError"
-    assert oom and oom[0].startswith(f"[rank3]: {name}: CUDA out of memory. Tried to allocate ")
+    device = "HIP" if result.of("run_identity")[0]["identity"]["gpu"]["vendor"] == "amd" else "CUDA"
+    assert oom and oom[0].startswith(f"[rank3]: {name}: {device} out of memory. Tried to allocate ")
     assert not job_processes(marker)
