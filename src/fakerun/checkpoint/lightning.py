@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.checkpoint import torchsave
+from fakerun.checkpoint import tensorsave, torchsave
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.reader import MAX_STEP, SEED_MAX, CheckpointError, Resume
 from fakerun.checkpoint.store import write_file
@@ -253,8 +253,7 @@ class LightningWriter:
     def _save(self, e: ev.Checkpoint) -> None:
         epoch = (max(1, e.step) - 1) // self.ident.hyper.steps_per_epoch
         path = self.dir / "checkpoints" / ckpt_name(epoch, e.step)
-        ids = draws.rng(self.saving.seed, "serialization_id", e.step)
-        serial = "".join(str(ids.randrange(10)) for _ in range(20))
+        serial = tensorsave.serialization_id(draws.rng(self.saving.seed, "serialization_id", e.step))
         # Lightning's _atomic_save (fabric/utilities/cloud_io.py) torch.saves into a BytesIO: the
         # archive's folder is then "archive" (caffe2/serialize/inline_container.cc), not the file's stem.
         write_file(path, torchsave.archive(ARCHIVE, self._dump(e, epoch, path), serial), e.time)

@@ -38,8 +38,8 @@ from fakerun import events as ev
 from fakerun.checkpoint import distcp, torchsave
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.megatron_state import megatron_tensors
-from fakerun.checkpoint.model_files import serial as serialization_id
 from fakerun.checkpoint.store import write, write_file
+from fakerun.checkpoint.tensorsave import serialization_id
 from fakerun.world import draws
 from fakerun.world.megatron import TRACKER, checkpoint_format, iteration_dir, launch_args
 from fakerun.world.memory import stage_params

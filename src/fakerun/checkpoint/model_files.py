@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fakerun.checkpoint import safetensors, torchsave
+from fakerun.checkpoint import safetensors, tensorsave, torchsave
 from fakerun.checkpoint.store import write_file
 from fakerun.world import draws
 from fakerun.world.identity import Identity
@@ -139,9 +139,9 @@ def rng_files(ident: Identity, seed: int, step: int) -> dict[str, bytes]:
 
 
 def serial(r: Any) -> str:
-    """An archive's `.data/serialization_id`: digits, drawn from the seed so
-    the bytes repeat (torch draws its own; their count is not checked here)."""
-    return "".join(str(r.randrange(10)) for _ in range(20))
+    """An archive's `.data/serialization_id` as torch writes it (two 64-bit
+    numbers: checkpoint/tensorsave.py), drawn from the seed so the bytes repeat."""
+    return tensorsave.serialization_id(r)
 
 
 def as_json(body: Any, sort: bool = False) -> bytes:
