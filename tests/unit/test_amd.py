@@ -410,3 +410,17 @@ def test_the_hip_oom_says_the_total_torch_sees_on_rocm():
     # hipMemGetInfo's total: an MI250X GCD's whole VRAM, as its OOMs say ("total capacity of 63.98 GiB").
     from fakerun.rank.faults import oom_sizes
     assert oom_sizes(identity.build(5, 1, 8, 20, gpu=MI250X), 1, 10)["total"] == "63.98 GiB"
+
+
+def test_more_ranks_than_the_hosts_gpus_share_them_in_turn():
+    """`--nproc 64` on one MI300X host (8 GPUs): RCCL's affinity, the KFD
+    node a memory fault names and rocm-smi's rows take the GPUs in turn, as
+    the bus ids do, instead of an IndexError past the eighth rank."""
+    from fakerun.rank.faults import memory_fault
+    from fakerun.world.kfd import kfd_gpu, kfd_gpus
+    run = amd(nproc=64)
+    lines = printed(run)
+    assert {rank for rank, _ in lines} == set(range(64))
+    host = kfd_gpus(run.seed, 0, run.gpu)
+    assert [kfd_gpu(run.seed, 0, run.gpu, r) for r in (0, 8, 63)] == [host[0], host[0], host[7]]
+    assert memory_fault(run, 63)["node"] == str(host[7].node_id)

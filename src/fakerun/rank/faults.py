@@ -17,7 +17,7 @@ from fakerun.world import physics as sim
 from fakerun.world.allocator import out_of_memory
 from fakerun.world.draws import rng
 from fakerun.world.identity import ENV_PREFIX, Identity
-from fakerun.world.kfd import kfd_gpus
+from fakerun.world.kfd import kfd_gpu
 from fakerun.world.topology import peer_port
 
 
@@ -171,7 +171,7 @@ def memory_fault(ident: Identity, rank: int) -> dict[str, str]:
     device address of the process's GPU mappings."""
     r = rng(ident.seed, "memory-fault", rank)
     local = ident.topology.local_rank_of(rank)
-    node = kfd_gpus(ident.seed, ident.topology.node_of(rank), ident.gpu)[local].node_id
+    node = kfd_gpu(ident.seed, ident.topology.node_of(rank), ident.gpu, local).node_id
     return {"node": str(node), "agent": f"0x{(0x55 << 40 | r.getrandbits(40)) & ~0xF:x}",
             "address": f"0x{(0x7F << 40 | r.getrandbits(40)) & ~0xFFF:x}"}
 

@@ -19,7 +19,7 @@ from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot
 from fakerun.world import physics as sim
-from fakerun.world.kfd import kfd_gpus
+from fakerun.world.kfd import kfd_gpu
 
 WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
 
@@ -163,7 +163,7 @@ class SmiStateSink:
         if rank not in self._static_cache:
             ident, gpu = self.ident, self.ident.gpu
             local, node = ident.topology.local_rank_of(rank), ident.topology.node_of(rank)
-            kfd = kfd_gpus(ident.seed, node, gpu)[local] if gpu.vendor == "amd" else None
+            kfd = kfd_gpu(ident.seed, node, gpu, local) if gpu.vendor == "amd" else None
             self._static_cache[rank] = (rank, node, local, ident.host(rank), gpu.name,
                                         f"00000000:{gpu.bus_id(local).upper()}:00.0", gpu.memory_mib,
                                         gpu.power_cap_w, kfd.node_id if kfd else 0, kfd.gpu_id if kfd else 0)

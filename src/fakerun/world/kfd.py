@@ -35,3 +35,11 @@ def kfd_gpus(seed: int, node: int, gpu: Gpu) -> list[KfdGpu]:
     first = FIRST_GPU_NODE.get(gpu.name, DEFAULT_FIRST_GPU_NODE)
     return [KfdGpu(first + i, r.randrange(1, 1 << 16), r.getrandbits(64), int(bus, 16) << 8)
             for i, bus in enumerate(gpu.bus_ids.split(","))]
+
+
+def kfd_gpu(seed: int, node: int, gpu: Gpu, local_rank: int) -> KfdGpu:
+    """The GPU of the host's local rank `local_rank`. More ranks than the host
+    has GPUs (`--nproc 64` on one node) share them in turn, as their bus ids
+    do (Gpu.bus_id)."""
+    found = kfd_gpus(seed, node, gpu)
+    return found[local_rank % len(found)]

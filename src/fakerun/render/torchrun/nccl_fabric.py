@@ -117,7 +117,8 @@ def rccl_affinity(ident: Identity, local: int) -> str | None:
     gpu = _rccl_gpu(ident)
     if "numa" not in gpu:
         return None
-    first, size, half = gpu["numa"][local] * gpu["cores"], gpu["cores"], gpu["threads"] // 2
+    numa = gpu["numa"][local % len(gpu["numa"])]  # more ranks than GPUs share them in turn (Gpu.bus_id)
+    first, size, half = numa * gpu["cores"], gpu["cores"], gpu["threads"] // 2
     mask = sum(1 << c for base in (first, first + half) for c in range(base, base + size))
     words = [(mask >> (32 * i)) & 0xFFFFFFFF for i in range(gpu["threads"] // 32)][::-1]
     while words and words[0] == 0:
