@@ -40,15 +40,10 @@ from fakerun.world.trainer_log import TrainerLog, state_steps
 EMBEDDING = re.compile(r"embed|\bwte\b|\bwpe\b")
 
 
-def script_arg(script_args: tuple[str, ...], name: str) -> str | None:
-    """The value the launch line gives TrainingArguments' `name` (HfArgumentParser:
-    `--name value` or `--name=value`); None if it gives none."""
-    for i, arg in enumerate(script_args):
-        if arg == f"--{name}" and i + 1 < len(script_args):
-            return script_args[i + 1]
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-    return None
+def launch_arg(script_args: tuple[str, ...], name: str) -> str | None:
+    """The value the launch line gives `--name` (HfArgumentParser's spellings,
+    read as training_args.bin's fields are: training_args.given)."""
+    return targs.given(script_args, {name: "str"}).get(name)
 
 
 class CheckpointWriter:
@@ -62,7 +57,7 @@ class CheckpointWriter:
         self.root = saving.root
         self.ident = saving.ident
         self.seed = saving.seed
-        self.model = ModelFiles(saving.ident, script_arg(saving.script_args, "model_name_or_path") or "",
+        self.model = ModelFiles(saving.ident, launch_arg(saving.script_args, "model_name_or_path") or "",
                                 saving.sparse)
         self.history: list[dict[str, Any]] = list(saving.resumed.history if saving.resumed else ())
         self.log = TrainerLog(saving.ident)  # what the script logs: log_history holds the same
@@ -135,7 +130,7 @@ class CheckpointWriter:
         layout has no TrainingArguments), none for one it cannot say."""
         if self.saving.trainer is None:
             return {}
-        output_dir = script_arg(self.saving.script_args, "output_dir") or str(self.root)
+        output_dir = launch_arg(self.saving.script_args, "output_dir") or str(self.root)
         started = self.parsed_at if self.parsed_at is not None else when
         stamp = targs.logdir_stamp(started, self.ident.hosts[0])
         args = targs.training_args(self.ident.versions.transformers, self.saving.script_args, output_dir,
@@ -152,7 +147,7 @@ class CheckpointWriter:
         h = self.ident.hyper
         run = {"learning_rate": repr(h.max_lr), "per_device_train_batch_size": str(h.micro_batch),
                "gradient_accumulation_steps": str(h.grad_accum)}
-        steps = script_arg(self.saving.script_args, "max_steps")  # -1: unset, epochs end the run
+        steps = launch_arg(self.saving.script_args, "max_steps")  # -1: unset, epochs end the run
         if (steps is not None and steps != "-1") or h.total_steps != h.epochs * h.steps_per_epoch:
             run["max_steps"] = str(h.total_steps)
         return run
