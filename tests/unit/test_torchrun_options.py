@@ -39,7 +39,8 @@ def test_an_elastic_range_starts_with_its_minimum():
     assert config("--nnodes", "1:4").topology.nnodes == 1
 
 
-@pytest.mark.parametrize("argv", [["--nnodes", "3:2"], ["--nnodes", "x"], ["--tee", "0:3"], ["--tee", "4"],
+@pytest.mark.parametrize("argv", [["--nnodes", "3:2"], ["--nnodes", "x"], ["--tee", "10:3"], ["--tee", "4"],
+                                  ["--redirects", "0:4"], ["--tee", "0:1,"],
                                   ["--nproc-per-node", "many"], ["--local-ranks-filter", "a"]])
 def test_bad_torchrun_values_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_:

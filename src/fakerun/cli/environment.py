@@ -116,7 +116,10 @@ def _master_port(port: int | None, nnodes: int, start_time: str | None) -> int:
     """A free port like torchrun's on one node; across nodes (or under
     --start-time, whose output must not depend on which port was free)
     torchrun's default 29500, which every node can agree on."""
-    if port is not None:
+    if port == 0 and nnodes > 1:  # torchrun's other nodes would knock on port 0
+        raise UsageError("port 0 (pick a free port) is for one node: the other nodes cannot know "
+                         "which port node 0 picked")
+    if port:  # 0: a free one, as a c10d TCPStore binds port 0 (torchrun's --rdzv-endpoint HOST:0)
         return port
     return DEFAULT_MASTER_PORT if start_time or nnodes > 1 else free_port()
 

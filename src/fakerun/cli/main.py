@@ -21,6 +21,7 @@ from fakerun.cli.environment import (
     warn_visible_token,
     with_env_options,
 )
+from fakerun.cli.launch_options import launch
 from fakerun.cli.parser import DEFAULT_SCRIPT, build_parser, join_timeout
 from fakerun.config import limits
 from fakerun.config import scenario as scenarios
@@ -66,9 +67,10 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
         script_args=tuple(ns.training_script_args),
+        launch=launch(ns),
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
-        shutdown_grace_s=ns.shutdown_grace,
+        shutdown_grace_s=first(ns.shutdown_timeout, ns.shutdown_grace),  # torch 2.13's name for it
         settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role,
                                                  ns.log_line_prefix_template, ns.log_dir == Path(os.devnull)),
                                   environ,

@@ -9,10 +9,12 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
+from fakerun.cli.launch_options import add_launch_options
 from fakerun.config.options import OUTPUTS, parse_duration
 from fakerun.config.paths import check_name
 from fakerun.errors import ExitCode, UsageError
 from fakerun.version import __version__
+from fakerun.world.settings import StdMap
 
 DEFAULT_SCRIPT = "train.py"
 GPUS_PER_NODE = 8  # the simulated node's, for --nproc-per-node gpu/auto
@@ -84,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rendezvous settings; join_timeout (seconds) is honoured as --rdzv-timeout")
     t.add_argument(*_options("--tee", "-t"), dest="tee", type=_std, default=None, metavar="STD",
                    help="streams of the ranks written to their log files and shown on the console with "
-                        "the [<role><local rank>]: prefix: 0 none, 1 stdout, 2 stderr, 3 both (default: "
-                        "0, as torchrun, when a training script is named; the demo's 3)")
+                        "the [<role><local rank>]: prefix: 0 none, 1 stdout, 2 stderr, 3 both, or per "
+                        "local rank as 0:1,1:2 (default: 0, as torchrun, when a training script is named; "
+                        "the demo's 3)")
     t.add_argument(*_options("--redirects", "-r"), dest="redirects", type=_std, default=None, metavar="STD",
                    help="streams of the ranks written only to their log files, not the console, unless "
                         "teed (default 0)")
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(*_options("--log-dir"), dest="log_dir", type=_log_dir, default=None,
                    metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout (as torchrun: "
                                        "'' is none given, /dev/null keeps no log files)")
+    add_launch_options(t)
     t.add_argument("--output-dir", type=_path, default=None, metavar="DIR",
                    help="write checkpoints there (checkpoint-<step>/, atomically)")
     t.add_argument("--resume", nargs="?", type=_resume, const="latest", default=None, metavar="PATH",
@@ -248,12 +252,12 @@ def _nnodes(text: str) -> int:
     return low_n
 
 
-def _std(text: str) -> int:
-    """torchrun's Std: 0 none, 1 stdout, 2 stderr, 3 both."""
-    if text not in ("0", "1", "2", "3"):
-        raise argparse.ArgumentTypeError(f"expected 0, 1, 2 or 3 (per-rank mappings are not supported), "
-                                         f"got {text!r}")
-    return int(text)
+def _std(text: str) -> StdMap:
+    """torchrun's Std: 0 none, 1 stdout, 2 stderr, 3 both; or a per-local-rank mapping `0:1,1:2`."""
+    try:
+        return StdMap.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _ranks(text: str) -> frozenset[int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fakerun.config.launch import Launch
 from fakerun.errors import UsageError
 from fakerun.world.identity import Asked
 from fakerun.world.settings import Settings
@@ -79,6 +80,7 @@ class RunConfig:
     sparse_checkpoints: bool = False  # weight shards of their true size, as holes
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
+    launch: Launch = field(default_factory=Launch)  # -m, --no-python, --run-path and the agent's options
     collective_timeout_s: float = 600.0
     rdzv_timeout_s: float = 900.0
     shutdown_grace_s: float = 5.0

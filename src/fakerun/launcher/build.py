@@ -35,11 +35,22 @@ def worker_env(config: RunConfig, rank: int, local_rank: int, extra: dict[str, s
         "MASTER_PORT": config.master_port, "TORCHELASTIC_RUN_ID": config.run_id,
         "TORCHELASTIC_RESTART_COUNT": 0, "TORCHELASTIC_MAX_RESTARTS": config.max_restarts,
         "TORCHELASTIC_USE_AGENT_STORE": "True",
-        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT",
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": config.launch.signals_to_handle,
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": 1,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
+    if config.launch.virtual_local_rank:
+        env |= virtual_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"))
     return {k: str(v) for k, v in env.items()} | config.settings.rank_env() | extra
+
+
+def virtual_local_rank(local_rank: int, visible: str | None) -> dict[str, str | int]:
+    """torch 2.13's --virtual-local-rank (local_elastic_agent.py
+    _set_cuda_visible_devices): LOCAL_RANK 0, and the worker's own GPU as the
+    only visible one, through the agent's CUDA_VISIBLE_DEVICES if it has one."""
+    gpus = visible.split(",") if visible is not None else []
+    gpu = gpus[local_rank].strip() if local_rank < len(gpus) else str(local_rank)
+    return {"LOCAL_RANK": 0, "CUDA_VISIBLE_DEVICES": gpu}
 
 
 def endpoints(config: RunConfig, rundir: RunDir) -> tuple[str, list[str]]:
@@ -62,7 +73,7 @@ def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endp
         # ("" in the worker's environment: @record writes none, the report shows <N/A>).
         s = config.settings
         none = s.no_log_files
-        out, err = rundir.rank_logs(attempt, local, 0 if none else s.redirects | s.tee)
+        out, err = rundir.rank_logs(attempt, local, s.kept(local))
         env = worker_env(config, rank, local, {
             "TORCHELASTIC_RESTART_COUNT": str(attempt),
             ERROR_FILE_ENV: "" if none else str(rundir.error_file(attempt, local)),

@@ -265,7 +265,8 @@ class Job:
             if self.restartable:  # every attempt's first failure; the report only for the last
                 self._emit(ev.AttemptFailed(PYTHON, root, self.sup.failed_at()))
             else:
-                self._emit(ev.RunFailed(self.config.entrypoint, PYTHON, self.launcher_pid,
+                self._emit(ev.RunFailed(self.config.launch.entry_name(self.config.entrypoint), PYTHON,
+                                        self.launcher_pid,
                                         root, others, self.sup.failed_at()))
         if not self.restartable_failure():
             self._emit(ev.RunFinished(self._exit_code(), self.hub.steps, self.hub.rejected()))

@@ -107,9 +107,11 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     versions = config.identity.versions
     site = f"{ENV_PREFIX}/lib/python{versions.python}/site-packages"
     frames = texts.torchrun(versions.torch)["frames"]
-    return _expand(script[key], script).format(cwd=script["cwd"], entrypoint=config.entrypoint, site=site,
+    entry = config.launch.script_path(config.entrypoint)
+    text = _expand(script[key], script).format(cwd=script["cwd"], entrypoint=entry, site=site,
                                                nccl=versions.nccl, record_wrapper=frames["record_wrapper"],
                                                **values).rstrip("\n")
+    return config.launch.entry_frames(text, entry if entry.startswith("/") else f"{script['cwd']}/{entry}")
 
 
 def library_frames(config: RunConfig, library: str | None) -> dict[str, str]:

@@ -67,7 +67,8 @@ def run_child(spec: RankSpec, config: RunConfig, mask: set[signal.Signals]) -> N
     blocked; `mask` is the mask to restore); never returns."""
     code = ExitCode.INTERNAL
     try:
-        _detach(spec, title.command(config.entrypoint, config.script_args))
+        argv = title.command(config.entrypoint, config.script_args, None, config.launch, spec.local_rank)
+        _detach(spec, argv)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = _main(spec, config)
     except BaseException:  # noqa: BLE001 - last resort: report, never unwind into the launcher

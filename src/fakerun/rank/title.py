@@ -25,6 +25,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from fakerun.config.launch import Launch
+
 try:  # imported by the launcher before it forks: a rank pays only for the call
     import setproctitle
 except ImportError:  # a dependency (pyproject.toml); without it a rank keeps the launcher's title
@@ -36,10 +38,16 @@ STAT_MAX = 4096  # /proc/<pid>/stat is one line of 52 fields
 ARG_FIELDS = (48, 49)  # /proc/<pid>/stat's arg_start and arg_end (proc(5)), 1-based
 
 
-def command(entrypoint: str, script_args: Sequence[str], environ: dict[str, str] | None = None) -> list[str]:
-    """A real worker's argv."""
+def command(entrypoint: str, script_args: Sequence[str], environ: dict[str, str] | None = None,
+            launch: Launch | None = None, local_rank: int = 0) -> list[str]:
+    """A real worker's argv, as the launch line's -m, --no-python or --run-path starts it."""
     env = os.environ if environ is None else environ
-    return [env.get("PYTHON_EXEC", sys.executable), "-u", entrypoint, *script_args]
+    # A --run-path worker's descriptors, as multiprocessing hands a spawned
+    # child its resource tracker's and its own pipe's (a `ps` sample of a
+    # parent's children: tracker_fd=8, pipe_handle=12, each next child 2 more).
+    fds = (8, 12 + 2 * local_rank)
+    return (launch or Launch()).command(env.get("PYTHON_EXEC", sys.executable), entrypoint, list(script_args),
+                                        list(sys.argv), fds)
 
 
 def show(argv: list[str], libc: ctypes.CDLL) -> None:

@@ -30,7 +30,9 @@ class RankLogFiles:
         decide which streams torch writes there (default: both, as --tee 3)."""
         self.where = where
         settings = settings or Settings(tee=3)
-        self.streams = {name for name in ("stdout", "stderr") if settings.in_files(name)}
+        # A node's paths come in local rank order (a --tee/--redirects mapping is by local rank).
+        self.kept = {(rank, name) for local, rank in enumerate(sorted(paths))
+                     for name in ("stdout", "stderr") if settings.in_files(name, local)}
         self.files: dict[tuple[int, str], TextIO] = {}
         self.dirty: set[TextIO] = set()
         try:
@@ -43,7 +45,7 @@ class RankLogFiles:
     def write(self, lines: Iterable[Line]) -> None:
         try:
             for line in lines:
-                if line.rank is None or line.stream not in self.streams:
+                if (line.rank, line.stream) not in self.kept:
                     continue  # torchrun's own, or a stream torch leaves on the console
                 handle = self.files.get((line.rank, line.stream))
                 if handle is not None:

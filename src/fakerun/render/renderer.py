@@ -158,7 +158,8 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     tz = parse_start(config.start_time)[1] if config.start_time else local_now()[1]
     # Teed rank lines wear their prefix ("[default7]:", or the role's, or the template's) on the console.
     s, last = config.settings, config.topology.nproc_per_node - 1
-    prefix = len(s.prefix(config.topology.global_rank(last), last)) if s.tee else 0
+    teed = any(s.tee_of(local) for local in config.topology.local_ranks())
+    prefix = len(s.prefix(config.topology.global_rank(last), last)) if teed else 0
     width = max(60, width_of(stdout, environ) - prefix)
     formatter = EventFormatter(width, tz, styles.renderer_for(config.style, width, tz), config.identity,
                                config.settings)

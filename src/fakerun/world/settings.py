@@ -14,8 +14,9 @@ fakerun invoked as `torchrun`) starts from torchrun's defaults instead.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from string import Template
 
 from fakerun.errors import UsageError
@@ -30,14 +31,55 @@ PREFIX_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 READ = ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS", "LOGLEVEL", PREFIX_ENV)
 DEFAULT_ROLE = "default"  # torch/distributed/run.py's --role default, every pinned torch
 STD_BITS = {"stdout": 1, "stderr": 2}  # torchrun's Std: 1 stdout, 2 stderr, 3 both
+# torchrun's --tee/--redirects values (elastic/multiprocessing/api.py _VALUE_REGEX and
+# _MAPPING_REGEX, the same in v2.3.1 to v2.13.0): one Std for every local rank, or
+# `local_rank:std` pairs, each local rank a single digit.
+_STD_VALUE = re.compile(r"^[0123]$")
+_STD_MAPPING = re.compile(r"^(\d:[0123],)*(\d:[0123])$")
+
+
+@dataclass(frozen=True)
+class StdMap:
+    """A --tee or --redirects value: `every` local rank's Std, except the
+    `ranks` a `0:1,1:2` mapping names. Std.from_str then to_map: a mapping
+    leaves the local ranks it does not name at Std.NONE."""
+
+    every: int = 0
+    ranks: tuple[tuple[int, int], ...] = field(default=())
+
+    def of(self, local_rank: int) -> int:
+        return dict(self.ranks).get(local_rank, self.every)
+
+    def spare(self, bits: int) -> StdMap:
+        """`bits` where this map does not set them, rank by rank (the demo's tee around --redirects)."""
+        return StdMap(bits & ~self.every, tuple((r, bits & ~std) for r, std in self.ranks))
+
+    @classmethod
+    def parse(cls, text: str) -> StdMap:
+        """ValueError with Std.from_str's words for anything else."""
+        if _STD_VALUE.match(text):
+            return cls(int(text))
+        if _STD_MAPPING.match(text):
+            pairs = (item.split(":") for item in text.split(","))
+            return cls(0, tuple(sorted({int(r): int(v) for r, v in pairs}.items())))
+        raise ValueError(f"{text} does not match: <{_STD_VALUE.pattern}> or <{_STD_MAPPING.pattern}>")
+
+
+def _std_map(value: int | StdMap) -> StdMap:
+    return value if isinstance(value, StdMap) else StdMap(value)
+
+
+def _plain(value: int | StdMap) -> int | StdMap:
+    """One Std for every local rank is torchrun's plain value (an int)."""
+    return value.every if isinstance(value, StdMap) and not value.ranks else value
 
 
 @dataclass(frozen=True)
 class Flags:
     """torchrun's output flags as given on the command line (None: not given)."""
 
-    tee: int | None = None
-    redirects: int | None = None
+    tee: StdMap | None = None
+    redirects: StdMap | None = None
     local_ranks: frozenset[int] | None = None
     role: str | None = None
     prefix_template: str | None = None
@@ -48,8 +90,8 @@ class Flags:
 class Settings:
     """The effective settings of one node's job."""
 
-    tee: int = 0  # torchrun's Std: the rank streams shown with the prefix
-    redirects: int = 0  # the rank streams kept off the console (log files only) unless teed
+    tee: int | StdMap = 0  # torchrun's Std: the rank streams shown with the prefix
+    redirects: int | StdMap = 0  # the rank streams kept off the console (log files only) unless teed
     local_ranks: frozenset[int] | None = None  # only these local ranks on the console
     environ: tuple[tuple[str, str], ...] = ()  # the READ variables as the ranks see them
     added: tuple[tuple[str, str], ...] = ()  # the demo's defaults, set in the ranks' environment
@@ -57,6 +99,21 @@ class Settings:
     prefix_template: str = ""  # the tee prefix's template; '' is torch's default
     loglevel: int = logging.WARNING  # the level of torchrun's loggers that read LOGLEVEL
     no_log_files: bool = False  # --log-dir /dev/null: every rank stream stays on the console, bare
+
+    def __post_init__(self) -> None:
+        # An int stands for every local rank, as torchrun's single value does; a mapping stays one.
+        object.__setattr__(self, "tee", _plain(self.tee))
+        object.__setattr__(self, "redirects", _plain(self.redirects))
+
+    def tee_of(self, local_rank: int) -> int:
+        return _std_map(self.tee).of(local_rank)
+
+    def redirects_of(self, local_rank: int) -> int:
+        return _std_map(self.redirects).of(local_rank)
+
+    def kept(self, local_rank: int) -> int:
+        """The Std of a local rank's streams written to its log files (reify ORs --tee into --redirects)."""
+        return 0 if self.no_log_files else self.tee_of(local_rank) | self.redirects_of(local_rank)
 
     def env(self, name: str) -> str | None:
         """A variable of the ranks' environment, as torch or NCCL reads it."""
@@ -91,14 +148,14 @@ class Settings:
         if self.local_ranks is not None and local_rank not in self.local_ranks:
             return False, False
         bit = STD_BITS[stream]
-        if self.tee & bit:
+        if self.tee_of(local_rank) & bit:
             return True, True
-        return not self.redirects & bit, False
+        return not self.redirects_of(local_rank) & bit, False
 
-    def in_files(self, stream: str) -> bool:
+    def in_files(self, stream: str, local_rank: int = 0) -> bool:
         """A rank stream torch writes to its stdout.log / stderr.log: the
-        redirected and the teed ones (reify ORs --tee into --redirects)."""
-        return not self.no_log_files and bool((self.tee | self.redirects) & STD_BITS[stream])
+        redirected and the teed ones (of `local_rank` under a mapping)."""
+        return bool(self.kept(local_rank) & STD_BITS[stream])
 
     def logs(self, level: int, follows_loglevel: bool) -> bool:
         """Whether a torchrun logger prints a record of `level`: a logger made
@@ -112,10 +169,10 @@ def resolve(flags: Flags, environ: Mapping[str, str], drop_in: bool) -> Settings
     """The user's flags and environment first, then (unless `drop_in`) the demo's defaults."""
     added = () if drop_in else tuple((k, v) for k, v in DEMO_ENV if k not in environ)
     seen = {k: environ[k] for k in READ if k in environ} | dict(added)
-    redirects = flags.redirects or 0
+    redirects = flags.redirects or StdMap()
     # The demo's --tee is a default like the others: it leaves alone the
     # streams the user redirected (torch would tee them, tee winning).
-    tee = flags.tee if flags.tee is not None else (0 if drop_in else DEMO_TEE & ~redirects)
+    tee = flags.tee if flags.tee is not None else StdMap() if drop_in else redirects.spare(DEMO_TEE)
     # torch 2.14's --log-line-prefix-template wins over the variable
     # (run.py: `args.log_line_prefix_template or os.getenv(...)`); before
     # 2.14 only the variable exists. Empty is unset: torch tests truthiness.
