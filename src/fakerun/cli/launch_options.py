@@ -59,9 +59,13 @@ def add_launch_options(t: Any) -> None:
 
 def launch(ns: argparse.Namespace) -> Launch:
     """The Launch the parsed options describe."""
+    # --standalone: run.py's c10d rendezvous on localhost:0, whatever was given.
+    backend, endpoint = ("c10d", "localhost:0") if ns.standalone else (ns.rdzv_backend,
+                                                                       ns.rdzv_endpoint or "")
     return Launch(how(ns.module, ns.no_python, ns.run_path), ns.start_method, ns.monitor_interval,
                   ns.local_addr, ns.logs_specs, ns.event_log_handler, ns.numa_binding, ns.signals_to_handle,
-                  ns.virtual_local_rank, ns.duplicate_stdout_filters, ns.duplicate_stderr_filters)
+                  ns.virtual_local_rank, ns.duplicate_stdout_filters, ns.duplicate_stderr_filters,
+                  backend, endpoint, ns.rdzv_conf)
 
 
 def _filters(text: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from fakerun.cli.environment import (
     with_env_options,
 )
 from fakerun.cli.launch_options import launch
-from fakerun.cli.parser import DEFAULT_SCRIPT, build_parser, join_timeout
+from fakerun.cli.parser import DEFAULT_SCRIPT, GPUS_PER_NODE, build_parser, join_timeout
 from fakerun.config import limits
 from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
@@ -42,6 +42,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     drop_in = ns.training_script is not None or invoked_as_torchrun()
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     entrypoint = ns.training_script or DEFAULT_SCRIPT
+    launched = launch(ns)
     script = scriptargs.read(entrypoint, ns.training_script_args)  # fakerun's options win over it
     script.check_world(topology.nproc_per_node, topology.nnodes)
     return plan(RunConfig(
@@ -67,14 +68,13 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
         script_args=tuple(ns.training_script_args),
-        launch=launch(ns),
+        launch=launched,
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
         shutdown_grace_s=first(ns.shutdown_timeout, ns.shutdown_grace),  # torch 2.13's name for it
-        settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role,
-                                                 ns.log_line_prefix_template, ns.log_dir == Path(os.devnull)),
-                                  environ,
-                                  drop_in=drop_in),
+        settings=_settings(ns, environ, drop_in, launched.configs(
+            entrypoint, first(ns.max_nnodes, topology.nnodes), topology.node_rank, ns.max_restarts,
+            "" if ns.log_dir is None else str(ns.log_dir), topology.nproc_per_node == GPUS_PER_NODE)),
         fault=_fault(ns, topology),
         model=ns.model,
         gpu=ns.gpu,
@@ -85,6 +85,14 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
     ))
+
+
+def _settings(ns: argparse.Namespace, environ: Mapping[str, str], drop_in: bool,
+              launch_configs: tuple[tuple[str, str], ...]) -> settings.Settings:
+    flags = settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role, ns.log_line_prefix_template,
+                           ns.log_dir == Path(os.devnull))
+    resolved = settings.resolve(flags, environ, drop_in=drop_in)
+    return dataclasses.replace(resolved, launch_configs=launch_configs)
 
 
 def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bool) -> float:

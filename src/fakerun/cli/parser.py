@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=GPUS_PER_NODE, metavar="N",
                    help="worker processes (simulated GPUs) per node: a number, or gpu/auto (the node's "
                         f"{GPUS_PER_NODE} GPUs) or cpu (its CPU count) (default {GPUS_PER_NODE})")
-    t.add_argument(*_options("--nnodes"), dest="nnodes", type=_nnodes, default=None,
+    t.add_argument(*_options("--nnodes"), dest="nnodes", type=_nnodes, default=None, action=_NodeRange,
                    metavar="M", help="number of nodes, one fakerun per node; an elastic MIN:MAX starts "
                                      "with MIN (default 1; $SLURM_NNODES)")
     t.add_argument("--standalone", action="store_true",
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="DIR", help="write each rank's stdout/stderr in torchrun's layout (as torchrun: "
                                        "'' is none given, /dev/null keeps no log files)")
     add_launch_options(t)
+    p.set_defaults(max_nnodes=None)  # --nnodes MIN:MAX's MAX, as torchrun's launch configs show it
     t.add_argument("--output-dir", type=_path, default=None, metavar="DIR",
                    help="write checkpoints there (checkpoint-<step>/, atomically)")
     t.add_argument("--resume", nargs="?", type=_resume, const="latest", default=None, metavar="PATH",
@@ -239,7 +240,15 @@ def _nproc(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a number, gpu, auto or cpu, got {text!r}") from None
 
 
-def _nnodes(text: str) -> int:
+class _NodeRange(argparse.Action):
+    """--nnodes: `nnodes` is the MIN the job starts with, `max_nnodes` its MAX."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        namespace.nnodes, namespace.max_nnodes = values  # type: ignore[misc]
+
+
+def _nnodes(text: str) -> tuple[int, int]:
     """N, or an elastic MIN:MAX: the job starts with MIN nodes (fakerun's
     rendezvous is static: it never waits for more to join)."""
     low, _, high = text.partition(":")
@@ -249,7 +258,7 @@ def _nnodes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected N or MIN:MAX, got {text!r}") from None
     if low_n > high_n:
         raise argparse.ArgumentTypeError(f"MIN must not exceed MAX, got {text!r}")
-    return low_n
+    return low_n, high_n
 
 
 def _std(text: str) -> StdMap:

@@ -51,6 +51,9 @@ class Launch:
     virtual_local_rank: bool = False
     duplicate_stdout_filters: tuple[str, ...] = ()
     duplicate_stderr_filters: tuple[str, ...] = ()
+    rdzv_backend: str = "static"
+    rdzv_endpoint: str = ""  # as given ('' for a static one: run.py makes it master_addr:master_port)
+    rdzv_conf: str = ""
 
     def __post_init__(self) -> None:
         if self.start_method not in START_METHODS:
@@ -58,6 +61,36 @@ class Launch:
                              f"got {self.start_method!r}")
         if not self.monitor_interval > 0:
             raise UsageError(f"--monitor-interval must be > 0 seconds, got {self.monitor_interval}")
+
+    def configs(self, entry: str, max_nodes: int, node_rank: int, max_restarts: int, log_dir: str,
+                default_numa: bool) -> tuple[tuple[str, str], ...]:
+        """The values of launch_agent's "Starting elastic_operator with launch
+        configs" INFO block (launcher/api.py) known from the launch line, each
+        as its %s renders it; the job's own (min_nodes, nproc_per_node, run_id,
+        a static endpoint, a temporary log dir) are the formatter's.
+        `default_numa`: LaunchConfig took get_default_numa_options() (2.9+:
+        no --numa-binding and as many workers as the node has GPUs)."""
+        numa = "None" if self.numa_binding is None else (
+            f"NumaOptions(affinity_mode=<AffinityMode.{self.numa_binding.upper().replace('-', '_')}: "
+            f"'{self.numa_binding}'>, should_fall_back_if_binding_fails=False)")
+        return (("entrypoint", self.entry_name(entry)), ("max_nodes", str(max_nodes)),
+                ("rdzv_backend", self.rdzv_backend), ("rdzv_endpoint", self.rdzv_endpoint),
+                ("rdzv_configs", repr(rdzv_configs(self.rdzv_conf, self.rdzv_backend, node_rank))),
+                ("max_restarts", str(max_restarts)), ("monitor_interval", str(self.monitor_interval)),
+                ("log_dir", log_dir), ("metrics_cfg", "{}"), ("event_log_handler", self.event_log_handler),
+                ("numa_options", numa), ("signals_to_handle", self.signals_to_handle),
+                ("duplicate_stdout_filters", repr(list(self.duplicate_stdout_filters))),
+                ("duplicate_stderr_filters", repr(list(self.duplicate_stderr_filters))),
+                ("default_numa", "1" if default_numa and self.numa_binding is None else ""),
+                ("worker_entrypoint", self.worker_name(entry)))
+
+    def worker_name(self, script: str) -> str:
+        """WorkerSpec.get_entrypoint_name (agent/server/api.py), of the agent's
+        "starting workers" line: a function's name, else the executable's base
+        name; '' for the interpreter's (the formatter knows which)."""
+        if self.how == RUN_PATH:
+            return RUN_SCRIPT_PATH
+        return PurePosixPath(script).name if self.how == NO_PYTHON else ""
 
     def command(self, python: str, script: str, args: tuple[str, ...] | list[str],
                 launcher_argv: list[str], pids: tuple[int, int]) -> list[str]:
@@ -108,3 +141,19 @@ def how(module: bool, no_python: bool, run_path: bool) -> str:
     if no_python and module:
         raise UsageError("Don't use both the '--no-python' flag and the '--module' flag at the same time.")
     return NO_PYTHON if no_python else MODULE if module else PYTHON
+
+
+def rdzv_configs(conf: str, backend: str, node_rank: int) -> dict[str, str | int]:
+    """--rdzv-conf as run.py makes it (rendezvous/utils.py _parse_rendezvous_config,
+    then `rank` for a static rendezvous, then LaunchConfig's default `timeout`, 900)."""
+    configs: dict[str, str | int] = {}
+    for item in conf.strip().split(",") if conf.strip() else ():
+        key, _, value = item.partition("=")
+        if not key.strip() or not value.strip():
+            raise UsageError("--rdzv-conf: The rendezvous configuration string must be in format "
+                             "<key1>=<value1>,...,<keyN>=<valueN>.")
+        configs[key.strip()] = value.strip()
+    if backend == "static":
+        configs["rank"] = node_rank
+    configs.setdefault("timeout", 900)
+    return configs

@@ -99,6 +99,8 @@ class Settings:
     prefix_template: str = ""  # the tee prefix's template; '' is torch's default
     loglevel: int = logging.WARNING  # the level of torchrun's loggers that read LOGLEVEL
     no_log_files: bool = False  # --log-dir /dev/null: every rank stream stays on the console, bare
+    # LOGLEVEL=INFO's launch configs block, as far as the launch line says (config.launch.Launch.configs).
+    launch_configs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # An int stands for every local rank, as torchrun's single value does; a mapping stays one.

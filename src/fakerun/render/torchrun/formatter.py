@@ -17,6 +17,7 @@ from fakerun.events import NCCL_OP_TYPE
 from fakerun.render.lines import STDERR, Line, c10_stamp, glog_prefix
 from fakerun.render.styles import ScriptRenderer
 from fakerun.render.styles.pytorch import PytorchLines
+from fakerun.render.torchrun import launch_configs
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
 from fakerun.world import physics as sim
@@ -89,6 +90,7 @@ class EventFormatter:
         self.settings = settings or demo_settings()
         self.script = script or PytorchLines(width, tz)
         self.run: ev.RunStarted | None = None
+        self.log_root = ""  # the launcher's temporary log dir (its Job says), for the launch configs
         self._use(ident)
         self.pids: dict[int, int] = {}
         self.signal: int | None = None
@@ -161,8 +163,18 @@ class EventFormatter:
         if e.nproc_per_node > 1 and e.omp_default and first:
             out += self._launcher("W", "omp_banner", e.time, self.text["omp_banner"])
         if first:
-            out += self._info(e.time, "starting_workers", entrypoint=PurePosixPath(PYTHON).name)
+            out += self._launch_configs(e)
+            worker = dict(self.settings.launch_configs).get("worker_entrypoint") or PurePosixPath(PYTHON).name
+            out += self._info(e.time, "starting_workers", entrypoint=worker)
         return out + self._worker_group(e)
+
+    def _launch_configs(self, e: ev.RunStarted) -> list[Line]:
+        """launch_agent's INFO block (LaunchConfig's default NUMA options first)."""
+        rows = self.settings.launch_configs
+        if not rows:  # a formatter made without a launch line's settings (a test's)
+            return []
+        out = self._info(e.time, "default_numa") if dict(rows)["default_numa"] else []
+        return out + self._info(e.time, "launch_configs", **launch_configs.values(rows, e, self.log_root))
 
     def _worker_group(self, e: ev.RunStarted) -> list[Line]:
         """LOGLEVEL=INFO: the agent's rendezvous and start of the worker group
