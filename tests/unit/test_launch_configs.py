@@ -102,3 +102,13 @@ def test_a_bad_rdzv_conf_is_run_pys_error_as_a_usage_error():
 
     with pytest.raises(UsageError, match="must be in format <key1>=<value1>"):
         to_config(build_parser().parse_args(["--rdzv-conf", "a=1,,b=2", "train.py"]), environ={})
+
+
+def test_the_event_log_handler_is_the_rendezvous_results_too():
+    # elastic/agent/server/api.py _rendezvous (2.9.1: line 525, 2.13.0: 553) ends its result with it.
+    c = to_config(build_parser().parse_args(["--event-log-handler", "console", "train.py"]),
+                  environ={"LOGLEVEL": "INFO"})
+    formatter = EventFormatter(settings=c.settings)
+    started = ev.RunStarted("r", 2, 1, 2, 0, 5, "train.py", [], 3, "127.0.0.1", 29500, 7169, 0, 0.0)
+    assert [line.text.split("] ", 1)[1] for line in formatter.lines(started)
+            if "event_log_handler=" in line.text] == ["  event_log_handler=console"]

@@ -51,7 +51,7 @@ def env_of(c: Any, local: int = 1) -> dict[str, str]:
 EFFECTS: dict[str, tuple[str | None, tuple[str, ...], Check]] = {
     "--nnodes": ("1:4", (), lambda c: c.topology.nnodes == 1),
     "--nproc-per-node": ("3", (), lambda c: c.topology.nproc_per_node == 3),
-    "--rdzv-backend": ("c10d", (), lambda c: True),
+    "--rdzv-backend": ("c10d", (), lambda c: dict(c.settings.launch_configs)["rdzv_backend"] == "c10d"),
     "--rdzv-endpoint": ("localhost:0", (), lambda c: c.master_addr == "localhost" and 0 < c.master_port < 65536),
     "--rdzv-id": ("job-7", (), lambda c: env_of(c)["TORCHELASTIC_RUN_ID"] == "job-7"),
     "--rdzv-conf": ("join_timeout=42,read_timeout=5", (), lambda c: c.rdzv_timeout_s == 42.0),
@@ -59,7 +59,7 @@ EFFECTS: dict[str, tuple[str | None, tuple[str, ...], Check]] = {
     "--max-restarts": ("2", (), lambda c: env_of(c)["TORCHELASTIC_MAX_RESTARTS"] == "2"),
     "--monitor-interval": ("0.5", (), lambda c: c.launch.monitor_interval == 0.5),
     "--start-method": ("fork", (), lambda c: c.launch.start_method == "fork"),
-    "--event-log-handler": ("console", (), lambda c: c.launch.event_log_handler == "console"),
+    "--event-log-handler": ("console", (), lambda c: dict(c.settings.launch_configs)["event_log_handler"] == "console"),
     "--role": ("trainer", (), lambda c: env_of(c)["ROLE_NAME"] == "trainer"),
     "-m": (None, (), lambda c: c.launch.how == launches.MODULE),
     "--no-python": (None, (), lambda c: c.launch.how == launches.NO_PYTHON),

@@ -183,13 +183,15 @@ class EventFormatter:
         if not self.settings.logs(logging.INFO, True):
             return []
         ranks = [e.node_rank * e.nproc_per_node + local for local in range(e.nproc_per_node)]
+        handler = dict(self.settings.launch_configs).get("event_log_handler", "null")
         out = self._info(e.time, "rendezvousing")
         out += self._info(e.time, "rendezvous_complete", restart_count=e.restart_count,
                           master_addr=e.master_addr, master_port=e.master_port,
                           group_rank=e.node_rank, group_world_size=e.nnodes,
                           local_ranks=list(range(e.nproc_per_node)), role_ranks=ranks, global_ranks=ranks,
                           role_world_sizes=[e.world_size] * len(ranks),
-                          global_world_sizes=[e.world_size] * len(ranks))
+                          global_world_sizes=[e.world_size] * len(ranks),
+                          event_log_handler=handler)
         for key in ("starting_group", "agent_store", "file_timer", "health_check"):
             out += self._info(e.time, key)
         return out
