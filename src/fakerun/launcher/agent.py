@@ -82,6 +82,8 @@ class Launcher:
         except RuntimeDirError as exc:  # like an unwritable --log-dir: fixed by the user's settings
             self.io.stderr.write(f"fakerun: error: {exc}\n")
             return ExitCode.USAGE
+        # The launch configs' log_dir: DefaultLogsSpecs' root (a temporary one unless --log-dir).
+        self._renderer(config).formatter.log_root = str(rundir.logs.parent)
         # Attempts and --loop runs go on on one clock, from the first launch.
         self.clock = self.clock or build.run_clock(config, self.io.monotonic)
         if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`

@@ -73,7 +73,6 @@ class Job:
         specs = build.rank_specs(self.config, self.rundir, self.attempt, self.token, local)
         where = f"--log-dir {self.config.log_dir}" if self.config.log_dir else f"rank logs {self.rundir.logs}"
         self.view.open_rank_logs({s.rank: (s.stdout_path, s.stderr_path) for s in specs}, where)
-        self.view.formatter.log_root = str(self.rundir.logs.parent)  # DefaultLogsSpecs' temporary root
         self._emit(build.run_started(self.config, self.attempt, self.launcher_pid, self.clock()))
         self._emit(ev.RunIdentity(self.ident))
         self.view.flush()
