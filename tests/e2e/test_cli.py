@@ -21,7 +21,8 @@ def fakerun(*args: str) -> subprocess.CompletedProcess:
     (["--nnodes", "0"], "--nnodes"),
     (["--nodes", "2", "--node-rank", "2"], "--node-rank"),
     (["--node-rank", "-1"], "--node-rank"),
-    (["--master-port", "0"], "--master-port"),
+    (["--master-port", "-1"], "--master-port"),  # 0 picks a free port, as torchrun's TCPStore binds port 0
+    (["--nnodes", "2", "--master-port", "0"], "port 0"),  # ... on one node: the others cannot know it
     (["--master-port", "70000"], "--master-port"),
     (["--output", "html"], "--output"),
     (["--speed", "-1"], "--speed"),
