@@ -190,3 +190,24 @@ def test_a_module_traceback_has_runpys_frames_and_the_modules_file():
         '  File "<frozen runpy>", line 88, in _run_code',
         '  File "/workspace/pkg/train.py", line 236, in <module>']
     assert launches.Launch().entry_frames(trace, "/workspace/pkg/train.py") == trace
+
+
+def test_a_per_rank_mapping_routes_each_local_rank_on_the_console_and_in_the_files(tmp_path: Path):
+    """`--tee 1:3 --redirects 0:1` (elastic/multiprocessing/api.py Std.from_str, to_map): local rank 1
+    teed with its prefix, rank 0's stdout only in its file, rank 2 untouched (bare, no file)."""
+    import io
+
+    from fakerun.render.console import ConsoleSink
+    from fakerun.render.lines import STDOUT, Line
+    from fakerun.render.logfiles import RankLogFiles
+    from fakerun.world.settings import Settings, StdMap
+
+    routes = Settings(tee=StdMap.parse("1:3"), redirects=StdMap.parse("0:1"))
+    out, err = io.StringIO(), io.StringIO()
+    ConsoleSink(out, err, 3, None, settings=routes).write([Line(f"r{r}", STDOUT, r) for r in range(3)])
+    assert out.getvalue() == "[default1]:r1\nr2\n"
+    paths = {r: (tmp_path / f"{r}.out", tmp_path / f"{r}.err") for r in range(3)}
+    logs = RankLogFiles(paths, settings=routes)
+    logs.write([Line(f"r{r}", STDOUT, r) for r in range(3)])
+    logs.close()
+    assert [paths[r][0].read_text() for r in range(3)] == ["r0\n", "r1\n", ""]
