@@ -135,6 +135,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]):
     (["--tee", "0:1,12:3", "train.py"], "0:1,12:3 does not match"),
     (["--monitor-interval", "0", "train.py"], "--monitor-interval must be > 0"),
     (["--nnodes", "2", "--rdzv-endpoint", "head:0", "train.py"], "port 0"),
+    (["--nproc", "2", "-m"], "the following arguments are required: training_script"),
 ])
 def test_bad_launch_lines_are_one_line_and_exit_2(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]):
     from fakerun.cli.main import main

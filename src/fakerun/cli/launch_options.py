@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from fakerun.config.launch import START_METHODS, Launch, how
+from fakerun.errors import UsageError
 
 # run.py's --numa-binding choices: torch.numa.binding.AffinityMode (2.9.1 and 2.13.0).
 NUMA_MODES = ("node", "socket", "exclusive", "core-complex")
@@ -59,6 +60,9 @@ def add_launch_options(t: Any) -> None:
 
 def launch(ns: argparse.Namespace) -> Launch:
     """The Launch the parsed options describe."""
+    if (ns.module or ns.no_python or ns.run_path) and ns.training_script is None:
+        # fakerun's demo has no script to run as a module or an executable; torchrun's argparse says:
+        raise UsageError("the following arguments are required: training_script")
     # --standalone: run.py's c10d rendezvous on localhost:0, whatever was given.
     backend, endpoint = ("c10d", "localhost:0") if ns.standalone else (ns.rdzv_backend,
                                                                        ns.rdzv_endpoint or "")
