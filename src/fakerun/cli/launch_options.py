@@ -30,21 +30,23 @@ def add_launch_options(t: Any) -> None:
     t.add_argument("--start-method", "--start_method", dest="start_method", choices=START_METHODS,
                    default="spawn", help="how --run-path's workers start (default spawn)")
     t.add_argument("--monitor-interval", "--monitor_interval", dest="monitor_interval", type=float,
-                   default=0.1, metavar="SECONDS", help="the agent's monitoring interval (default 0.1)")
+                   default=0.1, metavar="SECONDS",
+                   help="the agent's monitoring interval, in LOGLEVEL=INFO's launch configs (default 0.1)")
     t.add_argument("--local-addr", "--local_addr", dest="local_addr", default=None, metavar="HOST",
                    help="this node's address, accepted as torchrun's")
     t.add_argument("--logs-specs", "--logs_specs", dest="logs_specs", default=None, metavar="NAME",
                    help="a torchrun.logs_specs entry point, accepted; the default layout is written")
     t.add_argument("--event-log-handler", "--event_log_handler", dest="event_log_handler", default="null",
-                   metavar="NAME", help="torch elastic's event handler (torch 2.9's option, accepted)")
+                   metavar="NAME",
+                   help="torch elastic's event handler, in LOGLEVEL=INFO's lines (torch 2.9's option)")
     t.add_argument("--numa-binding", "--numa_binding", dest="numa_binding", choices=NUMA_MODES, default=None,
-                   help="NUMA binding of the workers (torch 2.9's option, accepted)")
+                   help="NUMA binding of the workers, in LOGLEVEL=INFO's launch configs (torch 2.9's option)")
     t.add_argument("--duplicate-stdout-filters", "--duplicate_stdout_filters",
                    dest="duplicate_stdout_filters", type=_filters, default=(), metavar="A,B",
-                   help="torch 2.13's filtered copy of the ranks' stdout (accepted)")
+                   help="torch 2.13's filtered copy of the ranks' stdout, in LOGLEVEL=INFO's launch configs")
     t.add_argument("--duplicate-stderr-filters", "--duplicate_stderr_filters",
                    dest="duplicate_stderr_filters", type=_filters, default=(), metavar="A,B",
-                   help="torch 2.13's filtered copy of the ranks' stderr (accepted)")
+                   help="torch 2.13's filtered copy of the ranks' stderr, in LOGLEVEL=INFO's launch configs")
     t.add_argument("--signals-to-handle", "--signals_to_handle", dest="signals_to_handle",
                    default="SIGTERM,SIGINT,SIGHUP,SIGQUIT", metavar="SIG,SIG",
                    help="signals the agent forwards to the workers (torch 2.13's option, accepted; "
