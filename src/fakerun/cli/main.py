@@ -22,6 +22,7 @@ from fakerun.cli.environment import (
     with_env_options,
 )
 from fakerun.cli.parser import DEFAULT_SCRIPT, build_parser, join_timeout
+from fakerun.cli.pet import read_environment
 from fakerun.config import limits
 from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return smi_main(command_line[1:])
     parser = build_parser()
+    read_environment(parser, os.environ)  # torchrun's PET_* variables, under the command line's flags
     args = with_env_options(command_line, os.environ, parser)
     ns = parser.parse_args(args)
     warn_visible_token(parser, command_line)
