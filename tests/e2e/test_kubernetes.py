@@ -6,15 +6,10 @@ what runs here."""
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
-import pytest
-
 from fakerun.config.options import free_port
 
 from . import kube
+from .test_dropin import torchrun_on_path
 
 JOB_NAME_LABEL = "metadata.labels['training.kubeflow.org/job-name']"  # common_types.go JobNameLabel
 # What would make a pod's launch differ from the operator's contract: the test's own environment.
@@ -42,19 +37,9 @@ def test_the_image_installs_fakerun_as_torchrun():
     assert "ln -s fakerun /usr/local/bin/torchrun" in text and 'ENTRYPOINT ["torchrun"]' in text
 
 
-def torchrun(tmp_path: Path) -> Path:
-    """fakerun's console script under the name torchrun, as the image links it."""
-    script = Path(sys.executable).parent / "fakerun"
-    if not script.exists():
-        pytest.skip(f"no fakerun console script beside {sys.executable} (pip install the package)")
-    link = tmp_path / "bin" / "torchrun"
-    link.parent.mkdir()
-    link.symlink_to(script)
-    return link
-
-
-def pod(job: dict, replica: str, port: int, token: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+def pod(job: dict, replica: str, port: int, token: str, machine: dict[str, str]) -> dict[str, str]:
+    """The pod's environment, on a `machine` whose PATH has torchrun as the image has it."""
+    base = {k: v for k, v in machine.items() if not k.startswith(FOREIGN)}
     values = {("secretKeyRef", "fakerun-token", "token"): token, ("fieldRef", JOB_NAME_LABEL): job["metadata"]["name"]}
     env = base | kube.pod_env(job, replica, values) | kube.operator_env(job, replica, 0, "127.0.0.1", port)
     env["FAKERUN_OPTS"] += " --speed 0 --max-steps 3 --output jsonl"  # fast, and read as events
@@ -63,12 +48,12 @@ def pod(job: dict, replica: str, port: int, token: str) -> dict[str, str]:
 
 def test_the_master_and_worker_pods_join_one_job(runner, tmp_path):
     job, port = kube.manifest(), free_port()
-    command = torchrun(tmp_path)
+    machine = torchrun_on_path(tmp_path)
     pods, marker = {}, runner.new_marker()  # one job: the same script line on both nodes
     for replica in ("Master", "Worker"):
         args = kube.container(job, replica)["command"][1:-1]  # the runner names train.py, with its marker
-        pods[replica] = runner.start(*args, command=[str(command)], script_marker=True, marker=marker, cwd=tmp_path,
-                                     env=pod(job, replica, port, "pod-token"))
+        pods[replica] = runner.start(*args, command=["torchrun"], script_marker=True, marker=marker, cwd=tmp_path,
+                                     env=pod(job, replica, port, "pod-token", machine))
     for started in pods.values():
         started.wait(90)
     for replica, started in pods.items():
@@ -84,4 +69,7 @@ def test_the_master_and_worker_pods_join_one_job(runner, tmp_path):
         assert (env["RANK"], env["GROUP_RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"]) == (
             str(rank), str(rank // 2), "4", "2")
         assert env["TORCHELASTIC_RUN_ID"] == job["metadata"]["name"]  # PET_RDZV_ID, the job's name
+        # The master's --master-addr 0.0.0.0 (listening on every interface) over its PET_MASTER_ADDR;
+        # the worker's is PET_MASTER_ADDR, where the Service name would be.
+        assert env["MASTER_ADDR"] == ("0.0.0.0" if rank < 2 else "127.0.0.1")
     assert [e["step"] for e in pods["Master"].of("step")] == [1, 2, 3]
