@@ -325,6 +325,8 @@ def test_no_warning_for_the_token_out_of_sight(tmp_path, monkeypatch, capsys):
     (["--token-file", "/run/tok", "--nproc", "2", "train.py", "--token", "script's"],
      ["--nproc", "2", "train.py", "--token", "script's"]),
     (["--token-file=/run/tok", "--speed", "0"], ["--speed", "0"]),
+    # The cluster names node 0's endpoint itself (127.0.0.1 and its port).
+    (["--rdzv-endpoint", "head:29400", "--rdzv_endpoint=h:1", "--seed", "1"], ["--seed", "1"]),
 ])
 def test_the_agents_argv_loses_the_token_options(argv, kept):
     script_args = ("--token", "script's") if "train.py" in argv else ()
