@@ -48,8 +48,8 @@ def torchrun_options() -> dict[str, TorchrunOption]:
 
 def read_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """Make each torchrun option's PET_ variable (when set) its default.
-    A bad value is the usage error the same text as a flag would be, naming
-    the variable (torchrun's int() raises a traceback for a flag's)."""
+    A bad value is one usage line, the flag's words naming the variable
+    (torchrun's check_env raises a traceback on a flag's)."""
     known = torchrun_options()
     for action in parser._actions:  # argparse has no public list of its actions
         option = known.get(action.dest)
@@ -63,7 +63,6 @@ def read_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]
             # A string default goes through the option's type when no flag is
             # given, as torchrun's PET_ strings do: as if typed on the command line.
             action.default = value
-            action.required = False
 
 
 def _flag(variable: str, value: str, parser: argparse.ArgumentParser) -> bool:
