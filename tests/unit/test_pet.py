@@ -127,6 +127,11 @@ def test_a_worker_pod_is_node_1_of_2_with_2_ranks():
     assert (c.master_addr, c.master_port, c.master_port_given) == ("job-master-0", 23456, True)
 
 
+def test_a_job_without_nproc_per_node_gets_the_operators_auto():
+    """pytorch_defaults.go DefaultNprocPerNode = "auto": the node's GPUs, as torchrun's auto."""
+    assert config_of(["--rdzv-id", "job"], worker_pod(PET_NPROC_PER_NODE="auto")).topology.nproc_per_node == 8
+
+
 def test_the_command_line_wins_over_the_pods_variables():
     c = config_of(["--nnodes", "1", "--nproc-per-node", "3", "--node-rank", "0"], worker_pod())
     assert (c.topology.nnodes, c.topology.node_rank, c.topology.nproc_per_node) == (1, 0, 3)
