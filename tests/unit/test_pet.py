@@ -144,3 +144,26 @@ def test_the_rendezvous_endpoint_wins_over_the_master_address():
     assert (c.master_addr, c.master_port) == ("job-worker-0", 29400)
     c = config_of(["--rdzv-id", "job", "--master-addr", "10.1.1.1", "--rdzv-endpoint", "10.2.2.2:1234"], {})
     assert (c.master_addr, c.master_port) == ("10.2.2.2", 1234)
+
+
+def test_nodes_wins_over_a_pods_node_variables(monkeypatch):
+    """`fakerun --nodes 2` in a pod: the agents are every node here, whatever
+    PET_NNODES and PET_NODE_RANK say (defaults, under a flag)."""
+    from fakerun.cli import main as cli
+    from fakerun.launcher import cluster
+
+    planned = []
+
+    class Merged:
+        def __init__(self, agents, *_):
+            planned.extend(agents)
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(cluster, "Merged", Merged)
+    for name, value in worker_pod(PET_NNODES="3").items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["--nodes", "2", "--no-theatre", "--speed", "0"]) == 0
+    assert [a.argv[a.argv.index("--node-rank") + 1] for a in planned] == ["0", "1"]
+    assert all(a.argv[a.argv.index("--nnodes") + 1] == "2" for a in planned)

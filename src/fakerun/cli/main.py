@@ -119,11 +119,12 @@ def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
 
 def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     """`--nodes M`: M agents on this machine, in the theatre or merged."""
-    if ns.nnodes is not None or ns.node_rank is not None:
+    given = build_parser().parse_args(argv)  # flags alone: --nodes wins over PET_NNODES, PET_NODE_RANK
+    if given.nnodes is not None or given.node_rank is not None:
         raise UsageError("--nodes starts every node here: leave out --nnodes and --node-rank")
     if ns.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {ns.nodes}")
-    ns.nnodes = ns.nodes
+    ns.nnodes, ns.node_rank = ns.nodes, None
     from fakerun import theatre
 
     staged = not ns.no_theatre and ns.output != "jsonl" and theatre.available(sys.stdout, os.environ) is None
