@@ -158,15 +158,17 @@ class Runner:
 
     def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
               new_session: bool = False, command: list[str] | None = None, script_marker: bool = False,
-              **popen: Any) -> Job:
+              marker: str | None = None, **popen: Any) -> Job:
         """`new_session`: the launcher leads a process group of its own, as a
         shell's foreground job does. `command` replaces `python -m fakerun`;
         `popen` goes to Popen as it is (e.g. a preexec_fn setting rlimits).
         `script_marker`: the marker is the training script's argument (after
         `args`, which then name no script), not --rdzv-id, for a run id that
-        must come from elsewhere ($SLURM_JOB_ID)."""
-        marker = self.new_marker()  # unique: threads may start jobs side by side
-        out, err = self.tmp_path / f"{marker}.out", self.tmp_path / f"{marker}.err"
+        must come from elsewhere ($SLURM_JOB_ID). `marker`: one new_marker()
+        gave, for nodes of one job, whose launch lines must agree."""
+        marker = marker or self.new_marker()  # unique: threads may start jobs side by side
+        name = f"{marker}-{len(self.jobs)}"  # nodes of one job share the marker, not their output
+        out, err = self.tmp_path / f"{name}.out", self.tmp_path / f"{name}.err"
         argv = [*args, "train.py", f"--test-marker={marker}"] if script_marker else ["--rdzv-id", marker, *args]
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen([*(command or FAKERUN), *argv], stdout=fo, stderr=fe,

@@ -20,7 +20,7 @@ from fakerun.cli.main import build_parser, to_config
 from fakerun.config import tokens
 from fakerun.errors import UsageError
 from fakerun.launcher import cluster
-from fakerun.launcher.join import join_command
+from fakerun.launcher.join import join_command, reachable
 
 from ..conftest import FAKERUN
 from ..other_user import OTHER_GID, OTHER_UID, needs_root
@@ -325,6 +325,8 @@ def test_no_warning_for_the_token_out_of_sight(tmp_path, monkeypatch, capsys):
     (["--token-file", "/run/tok", "--nproc", "2", "train.py", "--token", "script's"],
      ["--nproc", "2", "train.py", "--token", "script's"]),
     (["--token-file=/run/tok", "--speed", "0"], ["--speed", "0"]),
+    # The cluster names node 0's endpoint itself (127.0.0.1 and its port).
+    (["--rdzv-endpoint", "head:29400", "--rdzv_endpoint=h:1", "--seed", "1"], ["--seed", "1"]),
 ])
 def test_the_agents_argv_loses_the_token_options(argv, kept):
     script_args = ("--token", "script's") if "train.py" in argv else ()
@@ -376,3 +378,11 @@ def test_the_join_hint_under_slurm_lets_the_node_derive_the_token(tmp_path):
     words = shlex.split(text)
     joined = config(words[2:words.index("train.py")], {"SLURM_JOB_ID": "4242", "HOME": str(tmp_path)})
     assert joined.token == node0.token and joined.topology.node_rank == 1
+
+
+def test_the_join_hint_names_this_host_when_node_0_listens_on_every_interface():
+    """--master-addr 0.0.0.0 binds every interface; the other node must be
+    told a name it can reach, not the wildcard (its own host, there)."""
+    text = hint(["--master-addr", "0.0.0.0"], {})
+    assert f"--master-addr {reachable('0.0.0.0')} " in text and "0.0.0.0" not in text
+    assert reachable("0.0.0.0", "gpu-node-7") == "gpu-node-7" and reachable("10.0.0.1", "x") == "10.0.0.1"

@@ -59,9 +59,11 @@ def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEn
     node_rank = first(ns.node_rank, env_int(environ, "SLURM_NODEID"), 0)
     nodelist = environ.get("SLURM_JOB_NODELIST", "")
     rdzv_host, rdzv_port = parse_endpoint(ns.rdzv_endpoint)
-    addr = first(ns.master_addr, rdzv_host, environ.get("MASTER_ADDR") or None,
+    # torchrun's get_rdzv_endpoint: a --rdzv-endpoint (or $PET_RDZV_ENDPOINT) names node 0 over
+    # --master-addr/--master-port ($PET_MASTER_ADDR, which a PyTorchJob's pods always have).
+    addr = first(rdzv_host, ns.master_addr, environ.get("MASTER_ADDR") or None,
                   first_host(nodelist) if nodelist else None, "127.0.0.1")
-    port = first(ns.master_port, rdzv_port, env_int(environ, "MASTER_PORT"))
+    port = first(rdzv_port, ns.master_port, env_int(environ, "MASTER_PORT"))
     token, token_job = _token(ns, environ, slurm_job if nnodes > 1 else None)
     token_file = ns.token_file.absolute() if ns.token_file is not None else None
     return ClusterEnv(nnodes, node_rank, addr, _master_port(port, nnodes, ns.start_time),

@@ -23,6 +23,7 @@ from fakerun.cli.environment import (
 )
 from fakerun.cli.launch_options import launch
 from fakerun.cli.parser import DEFAULT_SCRIPT, GPUS_PER_NODE, build_parser, join_timeout
+from fakerun.cli.pet import read_environment
 from fakerun.config import limits
 from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
@@ -128,11 +129,12 @@ def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
 
 def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     """`--nodes M`: M agents on this machine, in the theatre or merged."""
-    if ns.nnodes is not None or ns.node_rank is not None:
+    given = build_parser().parse_args(argv)  # no PET_*: --nodes wins over PET_NNODES, PET_NODE_RANK
+    if given.nnodes is not None or given.node_rank is not None:
         raise UsageError("--nodes starts every node here: leave out --nnodes and --node-rank")
     if ns.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {ns.nodes}")
-    ns.nnodes = ns.nodes
+    ns.nnodes, ns.node_rank = ns.nodes, None
     from fakerun import theatre
 
     staged = not ns.no_theatre and ns.output != "jsonl" and theatre.available(sys.stdout, os.environ) is None
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return smi_main(command_line[1:])
     parser = build_parser()
     args = with_env_options(command_line, os.environ, parser)
-    ns = parser.parse_args(args)
+    ns = parser.parse_args([*read_environment(parser, os.environ), *args])  # PET_*: under the flags
     warn_visible_token(parser, command_line)
     if ns.list_scenarios:
         print(scenario_catalog.listing())

@@ -36,6 +36,7 @@ closed (e.g. piped into `head`); under --loop, 128+N for signal N.
 environment:
   FAKERUN_TOKEN  the job's token across nodes, out of sight of `ps` (see --token-file)
   FAKERUN_OPTS   options read before the command line's own
+  PET_<OPTION>   a torchrun option's value, e.g. PET_NNODES=2 (as torchrun; flags win)
   LOGLEVEL       torchrun's log level (default WARNING; ERROR hides its warnings, INFO adds its agent's)
   TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE  the tee prefix (see --log-line-prefix-template)
   NCCL_DEBUG     INFO shows NCCL's set-up lines (the demo sets it)

@@ -33,7 +33,9 @@ LOCAL_FLAGS = ("--no-theatre", "--no_theatre")
 # Options with a value the agents must not get: --nodes is the local cluster's
 # own; the token reaches them in their environment, out of sight of `ps`.
 # --jokes: the cluster's own decision goes instead.
-WITHHELD_OPTIONS = ("--nodes", "--token", "--token-file", "--jokes")
+# The local cluster places node 0 itself (127.0.0.1, the port chosen in plan()): an endpoint
+# given would name node 0 over that (torchrun's get_rdzv_endpoint); plan() has read its port.
+WITHHELD_OPTIONS = ("--nodes", "--token", "--token-file", "--jokes", "--rdzv-endpoint", "--rdzv_endpoint")
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ def plan(argv: list[str], config: RunConfig, nodes: int, lifeline: int) -> list[
     own = _without_local_flags(argv, config.script_args)
     agents = []
     for node in range(nodes):
-        where = ["--nnodes", str(nodes), "--node-rank", str(node), "--master-addr", "127.0.0.1",
-                 "--master-port", str(port), "--rdzv-id", config.run_id, "--seed", str(config.seed),
+        # An endpoint, not --master-addr/--master-port: it wins over theirs and $PET_RDZV_ENDPOINT.
+        where = ["--nnodes", str(nodes), "--node-rank", str(node), "--rdzv-endpoint", f"127.0.0.1:{port}",
+                 "--rdzv-id", config.run_id, "--seed", str(config.seed),
                  "--jokes", repr(config.jokes)]
         agents.append(Agent(node, config.identity.hosts[node],
                             [sys.executable, "-m", "fakerun", *where, *own], env))

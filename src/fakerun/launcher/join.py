@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import socket
 
 from fakerun.config.options import RunConfig
+
+# IPv4's wildcard: node 0 binds tcp://<master-addr>:P, so --master-addr
+# 0.0.0.0 (or --rdzv-endpoint 0.0.0.0:P) listens on every interface, e.g. a
+# pod's, while the other nodes connect to a name (a Service's). Asked for,
+# never assumed: the default stays the one resolved address.
+ANY_ADDRESS = "0.0.0.0"
 
 
 def join_command(config: RunConfig, node: int, token: str) -> str:
@@ -13,7 +20,7 @@ def join_command(config: RunConfig, node: int, token: str) -> str:
     prefix, options = _join_token(config, token)
     args = ["fakerun", "--nnodes", str(config.topology.nnodes),
             "--nproc-per-node", str(config.topology.nproc_per_node), "--node-rank", str(node),
-            "--master-addr", config.master_addr, "--master-port", str(config.master_port),
+            "--master-addr", reachable(config.master_addr), "--master-port", str(config.master_port),
             "--rdzv-id", config.run_id, "--seed", str(config.seed)]
     for flag, value in (("--max-steps", config.max_steps), ("--model", config.model),
                         ("--gpu", config.gpu), ("--start-time", config.start_time),
@@ -23,6 +30,15 @@ def join_command(config: RunConfig, node: int, token: str) -> str:
     if config.speed != 1.0:
         args += ["--speed", f"{config.speed:g}"]
     return prefix + shlex.join([*args, *options, config.entrypoint, *config.script_args])
+
+
+def reachable(master_addr: str, hostname: str | None = None) -> str:
+    """The address another node connects to: node 0 listening on every
+    interface (--master-addr 0.0.0.0) is reached by this host's name, not
+    by the wildcard, which on the other node would mean itself."""
+    if master_addr != ANY_ADDRESS:
+        return master_addr
+    return hostname if hostname is not None else socket.gethostname()
 
 
 def _join_token(config: RunConfig, token: str) -> tuple[str, list[str]]:
