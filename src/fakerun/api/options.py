@@ -169,5 +169,5 @@ def describe(hint: Any) -> str:
     if hint is type(None):
         return "None"
     if isinstance(hint, type) and not typing.get_args(hint):
-        return hint.__name__
+        return str(hint.__name__)
     return re.sub(r"\b(?:typing|collections\.abc|os|datetime)\.", "", str(hint))
