@@ -32,7 +32,17 @@ def test_a_healthy_run_and_the_script_arguments(runner):
 def test_unknown_options_fail_before_anything_runs():
     with pytest.raises(ValueError, match="unknown option 'nprocs'"):
         fakerun.run(nprocs=2)
-    assert fakerun.api.to_argv({"max_steps": 5, "funny": True, "seed": None}) == ["--max-steps", "5", "--funny"]
+    # The value in the flag's own word: one that starts with a dash is never read as an option.
+    assert fakerun.api.to_argv({"max_steps": 5, "funny": True, "seed": None}) == ["--max-steps=5", "--funny"]
+
+
+def test_a_value_only_the_command_can_judge_is_raised_in_its_words(runner):
+    """A scenario it has not got: its exit 2 and one line, raised (it was
+    returned as a Result with exit code 2)."""
+    marker = runner.new_marker()
+    with pytest.raises(ValueError, match=r"^fakerun\.run\(\): unknown scenario 'nope'; see --list-scenarios$"):
+        fakerun.run(nproc=2, max_steps=3, speed=0, scenario="nope", rdzv_id=marker, timeout=60)
+    assert not job_processes(marker)
 
 
 def test_timeout_kills_the_whole_job(runner):

@@ -42,6 +42,7 @@ ALLOWED: dict[str, set[str]] = {
                  "system", "texts", "theatre", "world"},
     "cli": {"version", "config", "launcher", "render", "smi", "system", "theatre", "world"},
     "api": {"cli"},
+    "pytest_plugin": {"api"},  # pytest's entry point: the API loads when a test asks for the fixture
     "__main__": {"cli"},
     "fakerun": {"api", "version"},
 }

@@ -1,11 +1,10 @@
-"""The Python API for test suites: `fakerun.run(...)`.
+"""`fakerun.run(...)`: one job, to its end, as a test suite runs it.
 
-Keyword arguments mirror the command line (`nproc=4`, `max_steps=20`,
-`scenario="rank-crash"`, `speed=0`, `funny=True`). The job runs as a
-subprocess (`python -m fakerun`), never inside the caller: forking the
-caller's process or taking over its signal handlers would be unsafe in a test
-runner. Events come back parsed; nothing is left running however run() is
-left: a return, its timeout, an exception, the caller's Ctrl+C.
+The job runs as a subprocess (`python -m fakerun`), never inside the caller:
+forking the caller's process or taking over its signal handlers would be
+unsafe in a test runner. Events come back parsed; nothing is left running
+however run() is left: a return, its timeout, an exception, the caller's
+Ctrl+C.
 """
 
 from __future__ import annotations
@@ -16,17 +15,19 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 import psutil
 
-from fakerun.cli.main import build_parser
-from fakerun.errors import FakerunError
+from fakerun.api.options import PathArg, RunOptions, check, matches, to_argv
+from fakerun.errors import ExitCode, FakerunError, UsageError
 
 DEFAULT_TIMEOUT_S = 300.0
 STOP_WAIT_S = 5.0  # fakerun ends a job within 4 s of a stop signal (README, Guarantees)
 KILL_WAIT_S = 5.0
+USAGE_PREFIX = "fakerun: error: "  # the command's one line before its exit 2
 
 
 @dataclass(frozen=True)
@@ -57,30 +58,51 @@ class FakerunTimeout(FakerunError, TimeoutError):
         self.result = result
 
 
-def run(script: str = "train.py", script_args: tuple[str, ...] | list[str] = (), *,
-        timeout: float | None = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None,
-        **options: Any) -> Result:
+def run(script: str | os.PathLike[str] = "train.py", script_args: Sequence[str] = (), *,
+        timeout: float | None = DEFAULT_TIMEOUT_S, env: Mapping[str, str] | None = None,
+        **options: Unpack[RunOptions]) -> Result:
     """Run one fakerun job to its end and return its exit code and events.
-    However run() is left (a return, its timeout, an exception, the caller's
-    Ctrl+C), the job has ended when it is."""
-    if timeout is not None and not timeout > 0:  # NaN too: compared, it is never > 0
-        raise ValueError(f"fakerun.run() timeout must be a positive number of seconds, got {timeout!r}")
-    token = options.pop("token", None)
-    if token is not None:  # in the environment: other users see a command line
-        env = {**(os.environ if env is None else env), "FAKERUN_TOKEN": str(token)}
-    argv = [sys.executable, "-m", "fakerun", *to_argv(options), "--output", "jsonl", script, *script_args]
-    # Its own session: the caller's terminal does not signal it; run() does.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, env=env, start_new_session=True)
+    `options` are the command line's (see RunOptions). A value of the wrong
+    type is a TypeError, one the command refuses a ValueError (UsageError),
+    both raised before the job starts a rank. However run() is left (a
+    return, its timeout, an exception, the caller's Ctrl+C), the job has
+    ended when it is."""
+    return finish(start(script, script_args, env, options, timeout), timeout)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float | None) -> Result:
+    """Wait for a started job to end (ending it at its timeout) and read it."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         out, err = _end(proc)
-        raise FakerunTimeout(timeout, _result(proc.returncode, out, err)) from None
+        raise FakerunTimeout(timeout or 0.0, _result(proc.returncode, out, err)) from None
     except BaseException:  # the caller's KeyboardInterrupt, or anything else: the job ends with us
         _end(proc)
         raise
     return _result(proc.returncode, out, err)
+
+
+def start(script: str | os.PathLike[str], script_args: Sequence[str], env: Mapping[str, str] | None,
+          options: RunOptions, timeout: float | None) -> subprocess.Popen[str]:
+    """Check everything, then start the job's launcher."""
+    if not matches(timeout, float | None):
+        raise TypeError(f"fakerun.run() timeout: expected float | None, got {timeout!r}")
+    if timeout is not None and not timeout > 0:  # NaN too: compared, it is never > 0
+        raise ValueError(f"fakerun.run() timeout must be a positive number of seconds, got {timeout!r}")
+    if not matches(script, PathArg) or not matches(script_args, Sequence[str]):
+        raise TypeError(f"fakerun.run(): script must be a path and script_args a sequence of strings, "
+                        f"got {script!r} and {script_args!r}")
+    argv = [*to_argv(options), "--output", "jsonl", os.fspath(script), *script_args]
+    check(argv)  # the token too: given with token_file, refused as the command refuses both
+    token = options.get("token")
+    if token is not None:  # in the environment: other users see a command line
+        env = {**(os.environ if env is None else env), "FAKERUN_TOKEN": token}
+        argv.remove(f"--token={token}")
+    # Its own session: the caller's terminal does not signal it; run() does.
+    return subprocess.Popen([sys.executable, "-m", "fakerun", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+                            start_new_session=True)
 
 
 def _end(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -118,22 +140,13 @@ def _kill(proc: subprocess.Popen[str], descendants: list[psutil.Process]) -> tup
     return proc.communicate()
 
 
-def to_argv(options: dict[str, Any]) -> list[str]:
-    """`max_steps=20` -> `--max-steps 20`; True -> a bare flag; None/False -> omitted.
-    An option the CLI does not have is a ValueError, before anything runs."""
-    known = {opt for action in build_parser()._actions for opt in action.option_strings}
-    argv: list[str] = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if flag not in known or flag in ("--output", "--help", "--version"):
-            raise ValueError(f"fakerun.run() got an unknown option {name!r}")
-        if value is None or value is False:
-            continue
-        argv += [flag] if value is True else [flag, str(value)]
-    return argv
-
-
 def _result(code: int, out: str, err: str) -> Result:
+    """The job's result; a usage error (exit 2, before any rank started:
+    a value only the command could judge, such as a scenario it has not
+    got) is raised as run() raises its own."""
+    if code == ExitCode.USAGE:
+        said = [line.removeprefix(USAGE_PREFIX) for line in err.splitlines() if line.startswith(USAGE_PREFIX)]
+        raise UsageError(f"fakerun.run(): {said[-1] if said else err.strip()}")
     events = []
     for line in out.splitlines():
         try:
