@@ -112,13 +112,17 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
     try:
         args = build_parser(stdout, stderr).parse_args(argv)
         if args.watch or args.loop or args.wait or args.hold:
+            screen = Screen(stdout)
             with Keys(stdin) as keys:
-                screen = Screen(stdout)
-                source = _await(args, environ, screen, keys) if args.wait else _locate(args, environ, stderr)
-                follow = partial(_next_run, args, environ) if args.wait and args.hold else None
-                while source is not None:
-                    source = _watch(_Reader(source), args, screen, keys, follow)
-                return ExitCode.OK
+                try:
+                    source = (_await(args, environ, screen, keys) if args.wait
+                              else _locate(args, environ, stderr))
+                    follow = partial(_next_run, args, environ) if args.wait and args.hold else None
+                    while source is not None:
+                        source = _watch(_Reader(source), args, screen, keys, follow)
+                    return ExitCode.OK
+                finally:  # q, Ctrl+C or the end: the prompt starts on a line of its own
+                    screen.leave()
         source = _locate(args, environ, stderr)
         snap = _read(source)
         if snap is None:
@@ -260,9 +264,7 @@ def _last(screen: Screen, lines: list[str], message: str, keys: Keys, hold: bool
     size = screen.size()
     shown = lines[:max(0, size.lines - 1)] if size else lines
     screen.draw([*shown, f"{PROG}: {message}" + (" (q quits)" if hold else "")])
-    if screen.tty:
-        screen.out.write("\n")  # the shell's prompt goes below it
-        screen.out.flush()
+    screen.leave()  # the shell's prompt goes below it
     while hold and keys.interactive and not _quit(keys.wait(FOLLOW_S if follow else 3600.0)):
         if follow is not None and (source := follow()) is not None:
             return source
