@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from fakerun.errors import ExitCode, FakerunError
+from fakerun.smi import idle, nvsmi
 from fakerun.smi.snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, table
 from fakerun.system.rundir import RunDir, alive
@@ -27,6 +28,10 @@ from fakerun.system.runtime import RuntimeDirError, exists, read_private, runtim
 from fakerun.system.terminal import Keys, Screen
 
 PROG = "fakerun smi"
+NVIDIA_OPTIONS = ("nvidia-smi's own options print what nvidia-smi prints for node 0's GPUs: -L, "
+                  "--query-gpu=FIELDS --format=csv[,noheader][,nounits], --query-compute-apps=FIELDS, "
+                  "-q -d MEMORY,UTILIZATION,TEMPERATURE,POWER,CLOCK,PERFORMANCE,COMPUTE,PIDS, -i ID, "
+                  "-l SEC, -lms MS. `fakerun shims DIR` installs them as `nvidia-smi`.")
 PAGE_S = 4.0  # a page of a dashboard too small for every GPU stays this long
 FOLLOW_S = 1.0  # a held table looks for the job's next run this often
 
@@ -89,7 +94,7 @@ def _node(text: str) -> int:
 
 def build_parser(out: TextIO, err: TextIO) -> _Parser:
     p = _Parser(out, err, prog=PROG, description="A running fakerun job's GPUs, as nvidia-smi shows them "
-                "(one table per node).")
+                "(one table per node).", epilog=NVIDIA_OPTIONS)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--file", type=Path, metavar="PATH", help="a snapshot file (default: find the "
                        "running job's smi.json in your runtime directory, $XDG_RUNTIME_DIR/fakerun "
@@ -110,6 +115,8 @@ def build_parser(out: TextIO, err: TextIO) -> _Parser:
 def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ,
          stderr: TextIO = sys.stderr, stdin: Any = sys.stdin) -> int:
     try:
+        if nvsmi.speaks(argv):  # nvidia-smi's own options: its outputs
+            return nvsmi.main(argv, stdout, stderr, partial(newest, environ), tool=False)
         args = build_parser(stdout, stderr).parse_args(argv)
         if args.watch or args.loop or args.wait or args.hold:
             screen = Screen(stdout)
@@ -136,6 +143,27 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
         return ExitCode.FAILED
     except KeyboardInterrupt:
         return ExitCode.SIGINT  # quietly, like watch(1)
+
+
+def nvidia_smi(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ) -> int:
+    """The `nvidia-smi` shim: the newest running job's host, or the idle one."""
+    return nvsmi.main(argv, stdout, stdout, partial(_this_host, environ), tool=True)
+
+
+def newest(environ: Any) -> Snapshot | None:
+    """The newest running job's snapshot, if any."""
+    found = _find(argparse.Namespace(file=None, job=None), environ)
+    return _read(found[-1][2]) if found else None
+
+
+def _this_host(environ: Any) -> Snapshot:
+    """What nvidia-smi on this host sees: a job's GPUs, else idle ones. A
+    runtime directory fakerun may not use shows no job, as no job can run there."""
+    try:
+        snap = newest(environ)
+    except (SnapshotError, RuntimeDirError):
+        snap = None
+    return snap if snap is not None else idle.snapshot(time.time())
 
 
 def _fail(stderr: TextIO, status: int, message: str) -> NoReturn:

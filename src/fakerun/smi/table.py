@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fakerun import texts
 from fakerun.smi import rocm
+from fakerun.smi.device import pstate
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
@@ -202,13 +203,17 @@ def _processes(snap: Snapshot, gpus: list[GpuRow], lay: Layout) -> list[str]:
     lines = [_line("+", "-", [lay.width - 2], "+"), f"| {data['processes_title']:<{inner}} |",
              *lay.process_titles, _line("|", "=", [lay.width - 2], "|")]
     name = _left_cut(snap.process, lay.process_name_width - 4)
-    reserved = data["driver_reserved_mib"]
     rows = [data["process_row"].format(
         gpu=g.index, pid=g.pid, type="C", name=name, pid_width=lay.pid_width,
-        name_width=lay.process_name_width, memory=f"{max(0, g.mem_used_mib - reserved)}MiB")
+        name_width=lay.process_name_width, memory=f"{process_mib(g)}MiB")
         for g in gpus if g.pid > 0]
     lines.extend(rows or [f"|  {data['no_processes']:<{inner - 1}} |"])
     return [*lines, _line("+", "-", [lay.width - 2], "+")]
+
+
+def process_mib(gpu: GpuRow) -> int:
+    """The rank's own share of its GPU's used memory (the processes table's "GPU Memory")."""
+    return max(0, gpu.mem_used_mib - _data()["driver_reserved_mib"])
 
 
 def _gpu_fields(gpu: GpuRow, lay: Layout) -> dict[str, Any]:
@@ -216,7 +221,7 @@ def _gpu_fields(gpu: GpuRow, lay: Layout) -> dict[str, Any]:
     traits = board.get(gpu.name, board["default"])
     return {"index": gpu.index, "name": _right_cut(gpu.name, lay.name_width), "pm": traits["persistence"],
             "bus": gpu.bus_id, "disp": "Off", "ecc": traits["ecc"], "fan": traits["fan"],
-            "temp": f"{gpu.temp_c}C", "perf": "P0",  # a loaded GPU stays in P0, busy or not
+            "temp": f"{gpu.temp_c}C", "perf": pstate(gpu),  # a loaded GPU stays in P0, busy or not
             "power": f"{gpu.power_w}W", "cap": f"{gpu.power_cap_w}W", "used": f"{gpu.mem_used_mib}MiB",
             "total": f"{gpu.mem_total_mib}MiB", "util": f"{gpu.util}%", "compute": "Default",
             "mig": traits["mig"], "blank": ""}

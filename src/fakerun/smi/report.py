@@ -1,0 +1,113 @@
+"""`nvidia-smi -q -d MEMORY,UTILIZATION,...`: the NVSMI LOG report, its
+sections as data (data/nvidia_smi.toml [report]): the banner, the header
+(timestamp, driver, CUDA, attached GPUs), then for each GPU its bus id and
+the chosen sections in the report's own order, an empty line after each."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+from fakerun import texts
+from fakerun.smi.device import Device
+from fakerun.smi.table import process_mib
+from fakerun.world import draws
+
+SAMPLES = 99  # the driver keeps this many of each reading; a query shows them all
+SAMPLE_PERIOD_S = 0.2  # one sample every ~200 ms: 99 span about 19.6 s
+
+
+def sections() -> list[str]:
+    """The -d names nvidia-smi takes that fakerun draws, in report order."""
+    return list(_data()["order"])
+
+
+def report(devices: list[Device], count: int, chosen: list[str]) -> list[str]:
+    """`devices`: the GPUs shown (-i); `count`: every GPU the host has."""
+    snap = devices[0].snap
+    data = _data()
+    head = {"timestamp": time.ctime(snap.shown_time), "driver": snap.driver, "cuda": snap.cuda,
+            "count": count}
+    lines = ["", data["banner"], "", *(_line(t.format(**head)) for t in data["header"])]
+    for d in devices:
+        lines.append(f"GPU {d.row.bus_id}")
+        for name in (s for s in data["order"] if s in chosen):
+            lines.extend(_section(name, d))
+        lines.append("")
+    return lines
+
+
+def _section(name: str, d: Device) -> list[str]:
+    table = _data()["section"]
+    if name == "PIDS" and d.row.pid <= 0:
+        return [_line(table["no_processes"])]
+    if name == "TEMPERATURE" and d.card.tlimit:
+        name = "TEMPERATURE_TLIMIT"
+    values = _values(d)
+    out: list[str] = []
+    for template in table[name]:
+        if template.startswith("{samples:"):
+            out.extend(_samples(d, *template[len("{samples:"):-1].split(":"), values))
+        else:
+            out.append(_line(template.format(**values)))
+    return out
+
+
+def _samples(d: Device, title: str, key: str, unit: str, values: dict[str, Any]) -> list[str]:
+    """The last SAMPLES readings of `key`: a loaded reading swings a little
+    around the current one, an idle one not at all."""
+    now = float(values[key])
+    spread = 0.0 if now == 0 else 0.04
+    low = now * (1 - spread * draws.uniform(d.snap.seed, "samples", key, d.row.rank, d.snap.step))
+    high = min(now * (1 + spread * draws.uniform(d.snap.seed, "samples-hi", key, d.row.rank, d.snap.step)),
+               _ceiling(d, key, now))
+    avg = (low + 2 * now + high) / 4
+    show = (lambda v: f"{v:.2f}") if unit == "W" else (lambda v: str(round(v)))
+    fields = {"title": title, "duration": f"{SAMPLES * SAMPLE_PERIOD_S:.2f}", "count": SAMPLES,
+              "max": show(high), "min": show(low), "avg": show(avg), "unit": unit}
+    return [_line(t.format(**fields)) for t in _data()["section"]["samples"]]
+
+
+def _ceiling(d: Device, key: str, now: float) -> float:
+    """No sample passes what the board can reach."""
+    return {"util": 100.0, "mem_util": 100.0, "power": float(d.row.power_cap_w),
+            "clock_graphics": float(d.card.clocks["graphics"]),
+            "clock_memory": float(d.card.clocks["memory"])}.get(key, now)
+
+
+def _values(d: Device) -> dict[str, Any]:
+    card, row = d.card, d.row
+    shutdown, slowdown, max_op, mem_max = card.limits
+    return {
+        "pstate": d.pstate, "reason_idle": _active(not d.busy), "reason_power": _active(d.capped),
+        "mem_total": row.mem_total_mib, "mem_reserved": d.mem_reserved, "mem_used": row.mem_used_mib,
+        "mem_free": d.mem_free, "bar1_total": card.bar1_mib, "bar1_used": d.bar1_used,
+        "bar1_free": card.bar1_mib - d.bar1_used, "util": row.util, "mem_util": d.mem_util, "zero": 0,
+        "temp": row.temp_c, "tlimit": d.tlimit, "shutdown": shutdown, "slowdown": slowdown,
+        "max_op": max_op, "shutdown_margin": max_op - shutdown, "slowdown_margin": max_op - slowdown,
+        "mem_temp": "N/A" if d.mem_temp is None else f"{d.mem_temp} C",
+        "mem_max": f"{mem_max} C" if card.hbm else "N/A", "mem_margin": "0 C" if card.hbm else "N/A",
+        "power": f"{d.power:.2f}", "cap": f"{row.power_cap_w:.2f}", "power_min": f"{card.power_min_w:.2f}",
+        "clock_graphics": d.clock_graphics, "clock_memory": d.clock_memory, "clock_video": d.clock_video,
+        "app_graphics": d.app_graphics, "max_graphics": card.clocks["graphics"],
+        "max_memory": card.clocks["memory"], "max_video": card.clocks["video"],
+        "pid": row.pid, "process": d.snap.process, "process_mib": process_mib(row),
+    }
+
+
+def _active(flag: bool) -> str:
+    return "Active" if flag else "Not Active"
+
+
+def _line(text: str) -> str:
+    """"    Total : 40960 MiB" -> the key padded to the report's width, then ": "."""
+    if " : " not in text:
+        return text
+    key, value = text.split(" : ", 1)
+    return f"{key:<{_data()['key_width']}}: {value}"
+
+
+@cache
+def _data() -> dict[str, Any]:
+    return texts.load("nvidia_smi")["report"]
