@@ -306,3 +306,8 @@ def test_nothing_a_tool_reads_names_fakerun():
     for argv in (["-L"], ["--query-gpu=index,name,uuid,serial", "--format=csv"], ["-q", "-d", "PIDS,MEMORY"],
                  ["--query-compute-apps=pid,process_name", "--format=csv"], []):
         assert "fakerun" not in run(*argv)[1].lower()
+
+
+def test_the_whole_report_is_not_drawn_and_says_so_off_stdout():
+    code, out, err = run("-q")
+    assert (code, out) == (3, "") and err.startswith("fakerun smi: -q draws its sections")

@@ -147,7 +147,7 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ
 
 def nvidia_smi(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ) -> int:
     """The `nvidia-smi` shim: the newest running job's host, or the idle one."""
-    return nvsmi.main(argv, stdout, stdout, partial(_this_host, environ), tool=True)
+    return nvsmi.main(argv, stdout, sys.stderr, partial(_this_host, environ), tool=True)
 
 
 def newest(environ: Any) -> Snapshot | None:
