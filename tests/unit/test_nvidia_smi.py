@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,8 @@ from fakerun.smi.table import table
 from fakerun.world import catalog
 
 H100 = "NVIDIA H100 80GB HBM3"
+A100 = "NVIDIA A100-SXM4-40GB"
+A100_KEYS = Path(__file__).parents[1] / "fixtures" / "nvidia_smi" / "a100_535_q_keys.txt"
 BUSES = ["18", "2A", "3A", "5D", "9A", "AB", "BA", "DB"]
 UUID = r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -31,7 +34,8 @@ UUID = r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 def snap(nodes: int = 1, name: str = H100, total: int = 81559, cap: int = 700, vendor: str = "nvidia",
          pids: bool = True, util: int = 99) -> Snapshot:
     gpus = [GpuRow(rank=n * 8 + i, node=n, index=i, host=f"gpu-node-{n:02d}", name=name,
-                   bus_id=f"00000000:{BUSES[i]}:00.0", util=util, mem_used_mib=71234 + i,
+                   bus_id=f"00000000:{BUSES[i]}:00.0", util=util,
+                   mem_used_mib=(71234 if total == 81559 else total * 7 // 8) + i,
                    mem_total_mib=total, temp_c=40 + i, power_w=590 + i, power_cap_w=cap,
                    pid=(4100 + n * 8 + i) if pids else 0) for n in range(nodes) for i in range(8)]
     return Snapshot(time=1732215482.25, run_id="job-1", driver="535.183.01", cuda="12.2",
@@ -308,6 +312,43 @@ def test_nothing_a_tool_reads_names_fakerun():
         assert "fakerun" not in run(*argv)[1].lower()
 
 
-def test_the_whole_report_is_not_drawn_and_says_so_off_stdout():
-    code, out, err = run("-q")
-    assert (code, out) == (3, "") and err.startswith("fakerun smi: -q draws its sections")
+
+def test_whole_report_has_the_535_reports_every_key_in_order():
+    # A100_535's GPU block, key by key (193 lines: tests/fixtures/nvidia_smi/a100_535_q_keys.txt),
+    # for an idle A100-SXM4-40GB as it was there (no process, no -d: no samples blocks).
+    idle_a100 = snap(name=A100, total=40960, cap=400, pids=False, util=0)
+    code, out, _ = run("-q", "-i", "0", shot=idle_a100)
+    lines = out.splitlines()
+    block = lines[lines.index("GPU 00000000:18:00.0") + 1:]
+    while block and not block[-1]:
+        block.pop()
+    keys = [line[:42].rstrip() if " : " in line else line for line in block]
+    expected = [k for k in A100_KEYS.read_text().splitlines() if not k.startswith("#")]
+    assert code == 0 and keys == expected
+    # The values the board itself reports, as A100_535 shows them.
+    for line in ("    VBIOS Version                         : 92.00.36.00.04",
+                 "    Board Part Number                     : 692-2G506-0200-002",
+                 "        Device Id                         : 0x20B010DE",
+                 "        Sub System Id                     : 0x134F10DE",
+                 "        Reserved                          : 620 MiB",
+                 "        Total                             : 65536 MiB",
+                 "        Min Power Limit                   : 100.00 W",
+                 "        Graphics                          : 210 MHz",
+                 "        Video                             : 585 MHz",
+                 "        Graphics                          : 1095 MHz",
+                 "            Max                           : 640 bank(s)",
+                 "        GPU Shutdown Temp                 : 92 C",
+                 "        Memory Max Operating Temp         : 95 C",
+                 "    Processes                             : None"):
+        assert line in block, line
+
+
+def test_whole_report_by_board():
+    # Hopper remaps rows (CAPTURE: 2560 banks); Volta retires pages and remaps none; a desktop
+    # board has neither, nor ECC.
+    assert "            Max                           : 2560 bank(s)" in run("-q")[1].splitlines()
+    volta = run("-q", "-i", "0", shot=snap(name="Tesla V100-SXM2-32GB", total=32768, cap=300))[1].splitlines()
+    assert "        Single Bit ECC                    : 0" in volta and "    Remapped Rows                         : N/A" in volta
+    desk = run("-q", "-i", "0", shot=snap(name="NVIDIA GeForce RTX 4090", total=24564, cap=450))[1].splitlines()
+    assert "        Current                           : Disabled" in desk  # ECC Mode
+    assert "    Serial Number                         : N/A" in desk and "    Fan Speed                             : 30 %" in desk

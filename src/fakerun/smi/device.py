@@ -42,6 +42,9 @@ class Card:
     tlimit: bool
     limits: tuple[int, int, int, int]  # shutdown, slowdown, max operating, memory max operating (C)
     app_graphics: int = 0  # 0: the boost clock
+    parts: tuple[str, str] = ("N/A", "N/A")  # board, GPU part numbers
+    inforom: tuple[str, str, str] = ("N/A", "N/A", "N/A")
+    banks: int = 0  # row-remapping banks: 0, none (the board retires pages instead, or has no ECC)
 
     @property
     def desktop(self) -> bool:
@@ -51,7 +54,9 @@ class Card:
 @cache
 def card(name: str) -> Card:
     body = dict(texts.load("nvidia_smi")["card"][name])
-    body["limits"] = tuple(body["limits"])
+    for key in ("limits", "parts", "inforom"):
+        if key in body:
+            body[key] = tuple(body[key])
     return Card(**body)
 
 
@@ -161,9 +166,18 @@ class Device:
         boards = texts.load("nvidia_smi")["board"]
         return str(boards.get(self.row.name, boards["default"])[key])
 
+    @cached_property
+    def _gpu(self) -> catalog.Gpu | None:
+        return next((g for g in catalog.gpus() if g.name == self.row.name), None)
+
     @property
     def pcie_gen(self) -> int:
-        return next((g.pcie_gen for g in catalog.gpus() if g.name == self.row.name), 4)
+        return self._gpu.pcie_gen if self._gpu else 4
+
+    @property
+    def module(self) -> int:
+        """An SXM board's place on its baseboard; a PCIe card is a module of its own."""
+        return self.row.index + 1 if self._gpu and self._gpu.nvlink == "yes" else 1
 
     @property
     def bus(self) -> str:

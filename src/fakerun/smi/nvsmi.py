@@ -25,8 +25,6 @@ from fakerun.smi.snapshot import Snapshot
 from fakerun.smi.table import table
 
 INVALID_ARGUMENT, NOT_FOUND, NO_DRIVER = 2, 6, 9  # nvidia-smi's man page, RETURN VALUE
-NOT_DRAWN = 3  # "the requested operation is not available": the whole -q report is not drawn yet
-NOT_DRAWN_TEXT = "fakerun smi: -q draws its sections (-d MEMORY,UTILIZATION,...), not yet the whole report\n"
 DEFAULT_LOOP_S = 5.0
 OPTIONAL = "optional"  # -l takes a number, or none (DEFAULT_LOOP_S)
 
@@ -89,9 +87,6 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
             return ExitCode.OK
         return _run(request, snap, stdout, locate, sleep)
     except Refused as refused:
-        if refused.status == NOT_DRAWN:  # fakerun's own limit, said as fakerun: nothing on stdout
-            stderr.write(NOT_DRAWN_TEXT)
-            return refused.status
         stdout.write(refused.message)
         stdout.flush()
         return refused.status
@@ -138,8 +133,6 @@ def parse(argv: list[str]) -> Request:
             or ("display" in given and modes != ["query"]):
         raise _combination()
     mode = modes[0] if modes else "table"
-    if mode == "query" and "display" not in given:
-        raise Refused("", NOT_DRAWN)
     fields: list[query.Field] = []
     if mode in ("query_gpu", "query_apps"):
         table_name = "query_gpu" if mode == "query_gpu" else "query_apps"

@@ -14,6 +14,9 @@ from fakerun.smi.device import Device
 from fakerun.smi.table import process_mib
 from fakerun.world import draws
 
+# The core's voltage, idle and at boost (the 535 A100 report: 706.250 mV idle), in 6.25 mV steps.
+VOLTAGE_MV = {False: "706.250", True: "881.250"}
+PCIE_KBPS_PER_UTIL = 120  # a training rank's host link: batches in, logs and metrics out
 SAMPLES = 99  # the driver keeps this many of each reading; a query shows them all
 SAMPLE_PERIOD_S = 0.2  # one sample every ~200 ms: 99 span about 19.6 s
 
@@ -24,7 +27,8 @@ def sections() -> list[str]:
 
 
 def report(devices: list[Device], count: int, chosen: list[str]) -> list[str]:
-    """`devices`: the GPUs shown (-i); `count`: every GPU the host has."""
+    """`devices`: the GPUs shown (-i); `count`: every GPU the host has;
+    `chosen`: the -d sections, or none for the whole report."""
     snap = devices[0].snap
     data = _data()
     head = {"timestamp": time.ctime(snap.shown_time), "driver": snap.driver, "cuda": snap.cuda,
@@ -32,13 +36,33 @@ def report(devices: list[Device], count: int, chosen: list[str]) -> list[str]:
     lines = ["", data["banner"], "", *(_line(t.format(**head)) for t in data["header"])]
     for d in devices:
         lines.append(f"GPU {d.row.bus_id}")
-        for name in (s for s in data["order"] if s in chosen):
-            lines.extend(_section(name, d))
+        if chosen:
+            for name in (s for s in data["order"] if s in chosen):
+                lines.extend(_section(name, d, samples=True))
+        else:
+            lines.extend(_whole(d))
         lines.append("")
     return lines
 
 
-def _section(name: str, d: Device) -> list[str]:
+def _whole(d: Device) -> list[str]:
+    values = {**_values(d), **_identity(d)}
+    out: list[str] = []
+    for template in _data()["whole"]:
+        if template.startswith("{section:"):
+            out.extend(_section(template[len("{section:"):-1], d, samples=False))
+        elif template.startswith("{block:"):
+            out.extend(_line(t.format(**values)) for t in _data()["block"][_block(template[7:-1], d)])
+        else:
+            out.append(_line(template.format(**values)))
+    return out
+
+
+def _block(name: str, d: Device) -> str:
+    return "no_remapping" if name == "remapped" and not d.card.banks else name
+
+
+def _section(name: str, d: Device, samples: bool) -> list[str]:
     table = _data()["section"]
     if name == "PIDS" and d.row.pid <= 0:
         return [_line(table["no_processes"])]
@@ -47,11 +71,33 @@ def _section(name: str, d: Device) -> list[str]:
     values = _values(d)
     out: list[str] = []
     for template in table[name]:
-        if template.startswith("{samples:"):
-            out.extend(_samples(d, *template[len("{samples:"):-1].split(":"), values))
-        else:
+        if not template.startswith("{samples:"):
             out.append(_line(template.format(**values)))
+        elif samples:
+            out.extend(_samples(d, *template[len("{samples:"):-1].split(":"), values))
     return out
+
+
+def _identity(d: Device) -> dict[str, Any]:
+    """The whole report's other keys: the board's identity, its link, its ECC."""
+    card, row = d.card, d.row
+    ecc, mig, fan = d.board("ecc"), d.board("mig"), d.board("fan")
+    ecc_mode = {"N/A": "N/A", "Off": "Disabled"}.get(ecc, "Enabled")
+    retires = ecc_mode == "Enabled" and not card.banks  # ECC before row remapping (Volta)
+    traffic = round(row.util * PCIE_KBPS_PER_UTIL) if d.busy else 0
+    return {
+        "name": row.name, "brand": card.brand, "architecture": card.architecture,
+        "persistence": "Enabled" if d.board("persistence") == "On" else "Disabled", "mig": mig,
+        "serial": d.serial or "N/A", "uuid": d.uuid, "index": row.index, "vbios": card.vbios,
+        "board_id": f"0x{d.bus.lower()}00", "board_part": card.parts[0], "gpu_part": card.parts[1],
+        "module": d.module, "inforom_img": card.inforom[0], "inforom_oem": card.inforom[1],
+        "inforom_ecc": card.inforom[2], "gsp": d.snap.driver, "bus": d.bus, "device_id": card.device_id,
+        "bus_id": row.bus_id, "subsystem_id": card.subsystem_id, "pcie": d.pcie_gen, "tx": traffic,
+        "rx": traffic, "fan": fan.replace("%", " %"), "ecc_mode": ecc_mode,
+        "ecc_count": "0" if ecc_mode == "Enabled" else "N/A", "retired": "0" if retires else "N/A",
+        "retired_pending": "No" if retires else "N/A", "banks": card.banks,
+        "voltage": VOLTAGE_MV[d.busy],
+    }
 
 
 def _samples(d: Device, title: str, key: str, unit: str, values: dict[str, Any]) -> list[str]:
