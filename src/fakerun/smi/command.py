@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from fakerun.errors import ExitCode, FakerunError
-from fakerun.smi import idle, nvsmi
+from fakerun.smi import nvsmi
 from fakerun.smi.snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, table
 from fakerun.system.rundir import RunDir, alive
@@ -163,7 +163,11 @@ def _this_host(environ: Any) -> Snapshot:
         snap = newest(environ)
     except (SnapshotError, RuntimeDirError):
         snap = None
-    return snap if snap is not None else idle.snapshot(time.time())
+    if snap is not None:
+        return snap
+    from fakerun.smi import idle  # draws a node: only the shim needs it, only with no job
+
+    return idle.snapshot(time.time())
 
 
 def _fail(stderr: TextIO, status: int, message: str) -> NoReturn:
