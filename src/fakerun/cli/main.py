@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return smi_main(command_line[1:])
     if invoked_as("nvidia-smi"):  # `fakerun shims`' nvidia-smi (or a link of that name)
-        from fakerun.smi.command import nvidia_smi
+        from fakerun.smi.nvsmi import nvidia_smi
 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return nvidia_smi(command_line)

@@ -11,18 +11,23 @@ As `fakerun smi` (not a tool), no job is fakerun's one-line error, exit 1."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 from fakerun import texts
 from fakerun.errors import ExitCode
 from fakerun.smi import query
 from fakerun.smi.device import Device, host_gpus
+from fakerun.smi.jobs import newest
 from fakerun.smi.report import report, sections
-from fakerun.smi.snapshot import Snapshot
+from fakerun.smi.snapshot import Snapshot, SnapshotError
 from fakerun.smi.table import table
+from fakerun.system.runtime import RuntimeDirError
 
 INVALID_ARGUMENT, NOT_FOUND, NO_DRIVER = 2, 6, 9  # nvidia-smi's man page, RETURN VALUE
 DEFAULT_LOOP_S = 5.0
@@ -65,6 +70,25 @@ class Request:
     display: tuple[str, ...] = ()
     every_s: float | None = None
     help: bool = False
+
+
+def nvidia_smi(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ) -> int:
+    """The `nvidia-smi` shim: the newest running job's host, or the idle one."""
+    return main(argv, stdout, sys.stderr, partial(_this_host, environ), tool=True)
+
+
+def _this_host(environ: Any) -> Snapshot:
+    """What nvidia-smi on this host sees: a job's GPUs, else idle ones. A
+    runtime directory fakerun may not use shows no job, as no job can run there."""
+    try:
+        snap = newest(environ)
+    except (SnapshotError, RuntimeDirError):
+        snap = None
+    if snap is not None:
+        return snap
+    from fakerun.smi import idle  # draws a node: only the shim needs it, only with no job
+
+    return idle.snapshot(time.time())
 
 
 def speaks(argv: list[str]) -> bool:
