@@ -296,3 +296,11 @@ def test_quitting_a_watch_leaves_the_prompt_on_a_line_of_its_own(tmp_path):
         os.close(master)
     frame_end = seen.rindex(b"\x1b[J")  # the last frame's "clear below"
     assert seen[frame_end + 3:] == b"\r\n"  # then a fresh line for the prompt
+
+
+def test_nvidia_smi_options_read_the_newest_job_and_say_so_when_there_is_none(tmp_path):
+    assert smi("-L", tmp=tmp_path) == (1, "", "fakerun smi: no running fakerun job found\n")
+    job_dir(tmp_path, "a", snap("job-a", nodes=2))
+    code, out, err = smi("--query-gpu=index,name,memory.used", "--format=csv,noheader", tmp=tmp_path)
+    assert (code, err) == (0, "")
+    assert out == "0, NVIDIA H100 80GB HBM3, 70000 MiB\n1, NVIDIA H100 80GB HBM3, 70000 MiB\n"  # node 0's

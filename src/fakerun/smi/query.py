@@ -148,6 +148,7 @@ _GPU: dict[str, Value] = {
     "pcie.link.gen.gpucurrent": lambda d, n: str(d.pcie_gen),
     "pcie.link.gen.max": lambda d, n: str(d.pcie_gen),
     "pcie.link.gen.gpumax": lambda d, n: str(d.pcie_gen),
+    "pcie.link.gen.hostmax": lambda d, n: str(d.pcie_gen),
     "pcie.link.width.current": lambda d, n: "16",
     "pcie.link.width.max": lambda d, n: "16",
     "index": lambda d, n: str(d.row.index),
