@@ -64,6 +64,12 @@ def known(name: str) -> bool:
     return name in texts.load("nvidia_smi")["card"]
 
 
+def process_mib(row: GpuRow) -> int:
+    """The rank's own share of its GPU's used memory (the processes table's
+    "GPU Memory"): what the driver keeps outside any process is not its."""
+    return max(0, row.mem_used_mib - texts.load("nvidia_smi")["driver_reserved_mib"])
+
+
 def pstate(row: GpuRow) -> str:
     """Held by a process, a board stays in P0; idle, in its idle state."""
     if row.pid or row.util or not known(row.name):

@@ -13,8 +13,7 @@ from functools import cache
 from typing import Any
 
 from fakerun import texts
-from fakerun.smi.device import Device
-from fakerun.smi.table import process_mib
+from fakerun.smi.device import Device, process_mib
 
 NA = "[N/A]"
 

@@ -10,8 +10,7 @@ from functools import cache
 from typing import Any
 
 from fakerun import texts
-from fakerun.smi.device import Device
-from fakerun.smi.table import process_mib
+from fakerun.smi.device import Device, process_mib
 from fakerun.world import draws
 
 # The core's voltage, idle and at boost (the 535 A100 report: 706.250 mV idle), in 6.25 mV steps.
