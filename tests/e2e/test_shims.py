@@ -86,6 +86,21 @@ def test_nvidia_smi_on_path_shows_the_running_job_then_an_idle_host(runner, tmp_
     assert after.returncode == 0 and len(after.stdout.splitlines()) == 8  # idle again
 
 
+def test_nvidia_smi_looping_into_head_leaves_quietly(tmp_path):
+    folder = tmp_path / "bin"
+    assert install(folder)[0] == 0
+    proc = subprocess.Popen(["nvidia-smi", "-L", "-lms", "50"], env=tool_env(tmp_path, folder),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().startswith(b"GPU 0: ")
+        proc.stdout.close()  # as `| head -1` does
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+        proc.wait(TIMEOUT)
+    assert (proc.returncode, err) == (141, b"")
+
+
 def test_torchrun_on_path_is_fakerun_as_torchrun(runner, tmp_path):
     """Named `torchrun`, fakerun starts from torchrun's defaults: its demo's
     NCCL_DEBUG=INFO set-up lines are not there (README: "run fakerun as

@@ -28,6 +28,7 @@ from fakerun.smi.report import report, sections
 from fakerun.smi.snapshot import Snapshot, SnapshotError
 from fakerun.smi.table import table
 from fakerun.system.runtime import RuntimeDirError
+from fakerun.system.streams import silence
 
 INVALID_ARGUMENT, NOT_FOUND, NO_DRIVER = 2, 6, 9  # nvidia-smi's man page, RETURN VALUE
 DEFAULT_LOOP_S = 5.0
@@ -116,6 +117,9 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
         return refused.status
     except KeyboardInterrupt:
         return ExitCode.SIGINT
+    except BrokenPipeError:  # `nvidia-smi -l 1 | head`: the reader left; so do we, quietly
+        silence(stdout)
+        return ExitCode.PIPE
 
 
 def _run(request: Request, snap: Snapshot, out: TextIO, locate: Locate, sleep: Callable[[float], Any]) -> int:
