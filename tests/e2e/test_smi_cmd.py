@@ -12,6 +12,8 @@ import subprocess
 import sys
 import termios
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -253,3 +255,52 @@ def test_watch_prints_the_last_frame_once_then_the_end(tmp_path):
     assert (code, err) == (0, "")
     assert out == ("gpu-node-00   2 GPUs  util  99%  mem  136.7/159.3 GiB  power  1200 W  max 40C\n"
                    "fakerun smi: job job-once finished\n")
+
+
+def _read_pty(master: int, until: Callable[[bytes], bool], timeout: float = 10) -> bytes:
+    """Everything the terminal received, until `until` holds or the process closed it."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while not until(got) and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer is gone
+                break
+            if not chunk:
+                break
+            got += chunk
+    return got
+
+
+def test_quitting_a_watch_leaves_the_prompt_on_a_line_of_its_own(tmp_path):
+    """Issue 21: `fakerun smi --watch`, then q, left the shell's prompt glued to the last line
+    (a frame ends without a newline, so that a full screen does not scroll)."""
+    path = put(tmp_path / "s.json", snap())
+    master, slave = os.openpty()
+    termios.tcsetwinsize(slave, (24, 100))  # a new pty is 0 x 0: a frame would be cut to nothing
+    code = "import sys; from fakerun.smi import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--file", str(path), "--watch", "--compact"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        seen = _read_pty(master, lambda got: b"gpu-node-00" in got)
+        assert b"gpu-node-00" in seen
+        os.write(master, b"q")
+        assert proc.wait(timeout=10) == 0
+        seen += _read_pty(master, lambda got: False, timeout=2)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        os.close(master)
+    frame_end = seen.rindex(b"\x1b[J")  # the last frame's "clear below"
+    assert seen[frame_end + 3:] == b"\r\n"  # then a fresh line for the prompt
+
+
+def test_nvidia_smi_options_read_the_newest_job_and_say_so_when_there_is_none(tmp_path):
+    assert smi("-L", tmp=tmp_path) == (1, "", "fakerun smi: no running fakerun job found\n")
+    job_dir(tmp_path, "a", snap("job-a", nodes=2))
+    code, out, err = smi("--query-gpu=index,name,memory.used", "--format=csv,noheader", tmp=tmp_path)
+    assert (code, err) == (0, "")
+    assert out == "0, NVIDIA H100 80GB HBM3, 70000 MiB\n1, NVIDIA H100 80GB HBM3, 70000 MiB\n"  # node 0's

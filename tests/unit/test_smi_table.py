@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
-from fakerun.smi import GpuRow, SmiStateSink, Snapshot, SnapshotError
-from fakerun.smi.table import compact, fit, layout_for, table
+from fakerun.smi import GpuRow, SmiStateSink, Snapshot, SnapshotError, nvsmi
+from fakerun.smi.device import host_gpus
+from fakerun.smi.table import DASHBOARD_FIELDS, compact, fit, layout_for, table
 from fakerun.world import identity
 from fakerun.world import physics as sim
 
@@ -384,7 +386,12 @@ def test_fit_pages_through_what_is_too_tall_under_each_part_s_heading():
 def test_fit_narrower_than_a_table_is_the_query_csv_pdsh_style():
     lines = fit(two_nodes(), 80, 24, 0, NOW)
     assert lines[0].lstrip().startswith("index, name, utilization.gpu [%]") and len(lines) == 17
-    assert lines[1] == "node0: 0, NVIDIA H100 80GB HBM3, 100 %, 71310 MiB, 81559 MiB, 40, 600.00 W"
+    # The power reading carries the fraction the table's whole watts drop, as nvidia-smi's query does;
+    # each node's lines are what that node's nvidia-smi prints (one piece of code: smi/query.py).
+    assert re.fullmatch(r"node0: 0, NVIDIA H100 80GB HBM3, 100 %, 71310 MiB, 81559 MiB, 40, 600\.\d\d W", lines[1])
+    own = nvsmi.render(nvsmi.parse([f"--query-gpu={DASHBOARD_FIELDS}", "--format=csv,noheader"]),
+                       host_gpus(two_nodes()), 8)
+    assert lines[1:9] == [f"node0: {line}" for line in own]
     assert all(len(line) <= 80 for line in lines)
     paged = fit(two_nodes(), 80, 9, 1, NOW)
     assert len(paged) == 9 and paged[0].endswith("[2/2]") and paged[1].startswith("node1: 0,")

@@ -116,7 +116,11 @@ def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bo
 
 def invoked_as_torchrun() -> bool:
     """fakerun installed (or linked) as `torchrun`: a drop-in, with torchrun's defaults."""
-    return os.path.basename(sys.argv[0]) == "torchrun"
+    return invoked_as("torchrun")
+
+
+def invoked_as(tool: str) -> bool:
+    return os.path.basename(sys.argv[0]) == tool
 
 
 def _fault(ns: argparse.Namespace, topology: Topology) -> Fault | None:
@@ -161,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         # It puts the terminal in cbreak mode, and restores it on KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return smi_main(command_line[1:])
+    if invoked_as("nvidia-smi"):  # `fakerun shims`' nvidia-smi (or a link of that name)
+        from fakerun.smi.nvsmi import nvidia_smi
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return nvidia_smi(command_line)
+    if command_line[:1] == ["shims"]:  # `fakerun shims DIR`: torchrun and nvidia-smi for PATH
+        from fakerun.cli import shims
+
+        return shims.main(command_line[1:])
     parser = build_parser()
     args = with_env_options(command_line, os.environ, parser)
     ns = parser.parse_args([*read_environment(parser, os.environ), *args])  # PET_*: under the flags

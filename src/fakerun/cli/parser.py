@@ -30,6 +30,10 @@ common spellings (transformers' --model_name_or_path, --per_device_train_batch_s
 shape the simulated job."""
 
 EPILOG = """\
+commands:
+  fakerun smi [OPTIONS]  the running job's GPUs as nvidia-smi shows them (also -L,
+                         --query-gpu=... --format=csv, -q -d ..., -i, -l; see fakerun smi --help)
+  fakerun shims DIR      write `torchrun` and `nvidia-smi` into DIR, for PATH
 exit codes: 0 success, 1 a rank failed or a stop signal (SIGINT, SIGTERM,
 SIGHUP, SIGQUIT) ended the job, as torchrun; 2 usage error; 141 output
 closed (e.g. piped into `head`); under --loop, 128+N for signal N.

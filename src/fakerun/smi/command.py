@@ -14,32 +14,25 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from fakerun.errors import ExitCode, FakerunError
-from fakerun.smi.snapshot import SNAPSHOT_MAX, SNAPSHOT_NAME, Snapshot, SnapshotError
+from fakerun.smi import nvsmi
+from fakerun.smi.jobs import Reader, Source, find, newest, read
+from fakerun.smi.snapshot import Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, table
-from fakerun.system.rundir import RunDir, alive
-from fakerun.system.runtime import RuntimeDirError, exists, read_private, runtime_dir
+from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.terminal import Keys, Screen
 
 PROG = "fakerun smi"
+NVIDIA_OPTIONS = ("nvidia-smi's own options print what nvidia-smi prints for node 0's GPUs: -L, "
+                  "--query-gpu=FIELDS --format=csv[,noheader][,nounits], --query-compute-apps=FIELDS, "
+                  "-q -d MEMORY,UTILIZATION,TEMPERATURE,POWER,CLOCK,PERFORMANCE,COMPUTE,PIDS, -i ID, "
+                  "-l SEC, -lms MS. `fakerun shims DIR` installs them as `nvidia-smi`.")
 PAGE_S = 4.0  # a page of a dashboard too small for every GPU stays this long
 FOLLOW_S = 1.0  # a held table looks for the job's next run this often
-
-
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    owner: int | None = None  # the launcher's pid, when found through its run dir
-
-    @property
-    def private(self) -> bool:
-        """Found in the user's runtime dir (not --file): read only if it is safe."""
-        return self.owner is not None
 
 
 Follow = Callable[[], "Source | None"]
@@ -89,7 +82,7 @@ def _node(text: str) -> int:
 
 def build_parser(out: TextIO, err: TextIO) -> _Parser:
     p = _Parser(out, err, prog=PROG, description="A running fakerun job's GPUs, as nvidia-smi shows them "
-                "(one table per node).")
+                "(one table per node).", epilog=NVIDIA_OPTIONS)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--file", type=Path, metavar="PATH", help="a snapshot file (default: find the "
                        "running job's smi.json in your runtime directory, $XDG_RUNTIME_DIR/fakerun "
@@ -110,17 +103,23 @@ def build_parser(out: TextIO, err: TextIO) -> _Parser:
 def main(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ,
          stderr: TextIO = sys.stderr, stdin: Any = sys.stdin) -> int:
     try:
+        if nvsmi.speaks(argv):  # nvidia-smi's own options: its outputs
+            return nvsmi.main(argv, stdout, stderr, partial(newest, environ), tool=False)
         args = build_parser(stdout, stderr).parse_args(argv)
         if args.watch or args.loop or args.wait or args.hold:
+            screen = Screen(stdout)
             with Keys(stdin) as keys:
-                screen = Screen(stdout)
-                source = _await(args, environ, screen, keys) if args.wait else _locate(args, environ, stderr)
-                follow = partial(_next_run, args, environ) if args.wait and args.hold else None
-                while source is not None:
-                    source = _watch(_Reader(source), args, screen, keys, follow)
-                return ExitCode.OK
+                try:
+                    source = (_await(args, environ, screen, keys) if args.wait
+                              else _locate(args, environ, stderr))
+                    follow = partial(_next_run, args, environ) if args.wait and args.hold else None
+                    while source is not None:
+                        source = _watch(Reader(source), args, screen, keys, follow)
+                    return ExitCode.OK
+                finally:  # q, Ctrl+C or the end: the prompt starts on a line of its own
+                    screen.leave()
         source = _locate(args, environ, stderr)
-        snap = _read(source)
+        snap = read(source)
         if snap is None:
             _fail(stderr, ExitCode.FAILED, "no running fakerun job found")
         Screen(stdout, in_place=False).draw(_frame(snap, args))
@@ -143,7 +142,7 @@ def _locate(args: argparse.Namespace, environ: Any, stderr: TextIO) -> Source:
     """--file, or the newest running job (with --job: the one of that run id)."""
     if args.file is not None and not args.file.is_file():
         _fail(stderr, ExitCode.FAILED, f"{args.file}: no such snapshot file")
-    found = _find(args, environ)
+    found = find(environ, args.file, args.job)
     if not found:
         _fail(stderr, ExitCode.FAILED, "no running fakerun job found" + (f" with run id {args.job!r}"
                                                                      if args.job else ""))
@@ -156,70 +155,14 @@ def _locate(args: argparse.Namespace, environ: Any, stderr: TextIO) -> Source:
 def _await(args: argparse.Namespace, environ: Any, screen: Screen, keys: Keys) -> Source | None:
     """Poll until the job shows up; None if q (or the terminal went) first."""
     what = f"job {args.job}" if args.job else "a fakerun job"
-    while not (found := _find(args, environ)):
+    while not (found := find(environ, args.file, args.job)):
         screen.draw([f"{PROG}: waiting for {what} to start (q quits)"])
         if _quit(keys.wait(args.loop or 1.0)):
             return None
     return found[-1][2]
 
 
-def _find(args: argparse.Namespace, environ: Any) -> list[tuple[float, str, Source]]:
-    """(time, run id, source) of every matching job with a snapshot, oldest first."""
-    if args.file is not None:
-        return [(0.0, "", Source(args.file))] if args.file.is_file() else []
-    root = runtime_dir(environ)
-    if not exists(root):  # no job has run: nothing to find, and nothing to create
-        return []
-    found = []
-    for folder, owner in RunDir.running(root):
-        source = Source(folder / SNAPSHOT_NAME, owner)
-        try:
-            snap = _read(source)
-        except SnapshotError:
-            continue  # not a snapshot this fakerun can read
-        if snap is not None and args.job in (None, snap.run_id):
-            found.append((snap.time, snap.run_id, source))
-    return sorted(found, key=lambda f: f[0])
-
-
-def _read(source: Source) -> Snapshot | None:
-    """The snapshot, or None once the job is gone (file removed, launcher dead)."""
-    if source.owner is not None and not alive(source.owner):
-        return None
-    try:
-        data = read_private(source.path, SNAPSHOT_MAX) if source.private else source.path.read_bytes()
-        return Snapshot.from_json(data)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SnapshotError(f"{source.path}: {exc.strerror}") from None
-    except SnapshotError as exc:
-        raise SnapshotError(f"{source.path}: {exc}") from None
-
-
-class _Reader:
-    """Parses the file again only when it changed: every write is an
-    os.replace, which gives it a new inode and mtime."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.stamp: tuple[int, int, int] | None = None
-        self.snap: Snapshot | None = None
-
-    def read(self) -> Snapshot | None:
-        try:
-            st = self.source.path.stat()
-        except FileNotFoundError:
-            return None
-        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if stamp != self.stamp:
-            self.snap, self.stamp = _read(self.source), stamp
-        elif self.source.owner is not None and not alive(self.source.owner):
-            return None  # SIGKILLed: its file stays behind, unchanged
-        return self.snap
-
-
-def _watch(reader: _Reader, args: argparse.Namespace, screen: Screen, keys: Keys,
+def _watch(reader: Reader, args: argparse.Namespace, screen: Screen, keys: Keys,
            follow: Follow | None) -> Source | None:
     """Redraw every interval until the job finishes or goes away, or q. Held
     after its end (--hold), `follow` may find the next run to watch."""
@@ -241,8 +184,8 @@ def _watch(reader: _Reader, args: argparse.Namespace, screen: Screen, keys: Keys
 def _next_run(args: argparse.Namespace, environ: Any) -> Source | None:
     """A run of the awaited job that has not finished: under --loop, the
     job's next run (every node's agent starts it under the same run id)."""
-    for _, _, source in reversed(_find(args, environ)):
-        snap = _read(source)
+    for _, _, source in reversed(find(environ, args.file, args.job)):
+        snap = read(source)
         if snap is not None and not snap.finished:
             return source
     return None
@@ -260,9 +203,7 @@ def _last(screen: Screen, lines: list[str], message: str, keys: Keys, hold: bool
     size = screen.size()
     shown = lines[:max(0, size.lines - 1)] if size else lines
     screen.draw([*shown, f"{PROG}: {message}" + (" (q quits)" if hold else "")])
-    if screen.tty:
-        screen.out.write("\n")  # the shell's prompt goes below it
-        screen.out.flush()
+    screen.leave()  # the shell's prompt goes below it
     while hold and keys.interactive and not _quit(keys.wait(FOLLOW_S if follow else 3600.0)):
         if follow is not None and (source := follow()) is not None:
             return source

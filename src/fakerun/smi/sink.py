@@ -17,7 +17,7 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
-from fakerun.smi.snapshot import GpuRow, Snapshot
+from fakerun.smi.snapshot import GpuRow, Snapshot, cuda_text
 from fakerun.world import physics as sim
 from fakerun.world.kfd import kfd_gpu
 
@@ -132,11 +132,10 @@ class SmiStateSink:
             step, phase = self.model_at
             self.readings = {r: sim.telemetry(ident, r, step, phase) for r in range(ident.world)}
             self.model_at = None
-        drv = ident.versions.cuda_driver
         return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
-                        cuda=f"{drv // 1000}.{drv % 1000 // 10}", process=self.process, step=self.step,
+                        cuda=cuda_text(ident.versions.cuda_driver), process=self.process, step=self.step,
                         gpus=[self._row(r) for r in range(ident.world)], finished=self.finished,
-                        clock=self.clock, vendor=ident.gpu.vendor)
+                        clock=self.clock, vendor=ident.gpu.vendor, seed=ident.seed)
 
     def _row(self, rank: int) -> GpuRow:
         pid = self.pids.get(rank, 0)

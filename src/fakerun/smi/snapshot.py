@@ -22,6 +22,11 @@ SNAPSHOT_MAX = 1 << 20
 TIME_MAX = 253402214400.0
 
 
+def cuda_text(driver_cuda: int) -> str:
+    """12040 -> "12.4": the driver's CUDA version as nvidia-smi's header shows it."""
+    return f"{driver_cuda // 1000}.{driver_cuda % 1000 // 10}"
+
+
 class SnapshotError(FakerunError, ValueError):
     """A snapshot we cannot use; the message is one line."""
 
@@ -57,6 +62,7 @@ class Snapshot:
     finished: bool = False
     clock: float = 0.0  # the run's own (simulated) time of its latest event: the table's clock
     vendor: str = "nvidia"  # whose tool's look: nvidia-smi's, or rocm-smi's for "amd"
+    seed: int = 0  # the run's: what nvidia-smi's other outputs draw from (UUIDs, serials)
     v: int = SCHEMA_VERSION
 
     @property

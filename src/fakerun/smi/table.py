@@ -15,13 +15,15 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fakerun import texts
-from fakerun.smi import rocm
+from fakerun.smi import query, rocm
+from fakerun.smi.device import Device, process_mib, pstate
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
 
 MIB_PER_GIB = 1024
 FIT_GAP = 2  # columns between tables side by side
+DASHBOARD_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,16 @@ def _chunks(head: list[str], items: list[list[str]], rows: int, tail: list[str])
 
 
 def _query(snap: Snapshot) -> list[str]:
-    """`pdsh -w <nodes> nvidia-smi --query-gpu=... --format=csv`: one header, then a line per GPU."""
+    """`pdsh -w <nodes> nvidia-smi --query-gpu=... --format=csv`: one header, then a line per GPU
+    (each node's lines as its nvidia-smi prints them, smi/query.py's)."""
+    fields = query.fields("query_gpu", DASHBOARD_FIELDS)
     host_width = max(len(g.host) for g in snap.gpus)
-    head = ("index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB], "
-            "temperature.gpu, power.draw [W]")
-    return [f"{'':<{host_width}}  {head}", *(
-        f"{g.host + ':':<{host_width + 1}} {g.index}, {g.name}, {g.util} %, {g.mem_used_mib} MiB, "
-        f"{g.mem_total_mib} MiB, {g.temp_c}, {g.power_w:.2f} W" for g in sorted(
-            snap.gpus, key=lambda g: (g.node, g.index)))]
+    lines = [f"{'':<{host_width}}  {query.csv(fields, [], query.Format())[0]}"]
+    for gpus in by_node(snap.gpus).values():
+        devices = [Device(snap, g) for g in gpus]
+        rows = query.csv(fields, query.gpu_rows(devices, fields, len(devices)), query.Format(header=False))
+        lines += [f"{gpus[0].host + ':':<{host_width + 1}} {row}" for row in rows]
+    return lines
 
 
 def _mark(line: str, mark: str, cols: int) -> str:
@@ -202,10 +206,9 @@ def _processes(snap: Snapshot, gpus: list[GpuRow], lay: Layout) -> list[str]:
     lines = [_line("+", "-", [lay.width - 2], "+"), f"| {data['processes_title']:<{inner}} |",
              *lay.process_titles, _line("|", "=", [lay.width - 2], "|")]
     name = _left_cut(snap.process, lay.process_name_width - 4)
-    reserved = data["driver_reserved_mib"]
     rows = [data["process_row"].format(
         gpu=g.index, pid=g.pid, type="C", name=name, pid_width=lay.pid_width,
-        name_width=lay.process_name_width, memory=f"{max(0, g.mem_used_mib - reserved)}MiB")
+        name_width=lay.process_name_width, memory=f"{process_mib(g)}MiB")
         for g in gpus if g.pid > 0]
     lines.extend(rows or [f"|  {data['no_processes']:<{inner - 1}} |"])
     return [*lines, _line("+", "-", [lay.width - 2], "+")]
@@ -216,7 +219,7 @@ def _gpu_fields(gpu: GpuRow, lay: Layout) -> dict[str, Any]:
     traits = board.get(gpu.name, board["default"])
     return {"index": gpu.index, "name": _right_cut(gpu.name, lay.name_width), "pm": traits["persistence"],
             "bus": gpu.bus_id, "disp": "Off", "ecc": traits["ecc"], "fan": traits["fan"],
-            "temp": f"{gpu.temp_c}C", "perf": "P0",  # a loaded GPU stays in P0, busy or not
+            "temp": f"{gpu.temp_c}C", "perf": pstate(gpu),  # a loaded GPU stays in P0, busy or not
             "power": f"{gpu.power_w}W", "cap": f"{gpu.power_cap_w}W", "used": f"{gpu.mem_used_mib}MiB",
             "total": f"{gpu.mem_total_mib}MiB", "util": f"{gpu.util}%", "compute": "Default",
             "mig": traits["mig"], "blank": ""}

@@ -30,6 +30,7 @@ class Screen:
         self.out = out
         self.tty = is_tty(out) if in_place is None else in_place
         self.first = True
+        self.mid_line = False  # the cursor stands at the end of a drawn frame's last line
 
     def size(self) -> os.terminal_size | None:
         """The terminal's size now (it may have been resized), or None."""
@@ -48,8 +49,17 @@ class Screen:
         else:
             text = "".join(line + "\n" for line in lines)
         self.first = False
+        self.mid_line = self.tty
         self.out.write(text)
         self.out.flush()
+
+    def leave(self) -> None:
+        """Done drawing: on a terminal, end the frame's last line, so that
+        what comes next (the shell's prompt) starts on a line of its own."""
+        if self.mid_line:
+            self.mid_line = False
+            self.out.write("\n")
+            self.out.flush()
 
 
 class Keys:
