@@ -1,0 +1,28 @@
+"""The README's pictures (tools/pictures.py): made from real runs with no
+terminal at all (a session of its own, no controlling tty, stdin and stdout
+not terminals), as CI makes them, and the committed ones are current.
+FAKERUN_REGEN_PICTURES=1 rewrites docs/pictures/ from this run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = str(ROOT / "tools" / "pictures.py")
+PICTURES = ("live-view.svg", "theatre.svg")
+
+
+def test_pictures_are_made_headless_and_current(runner, tmp_path):
+    out = tmp_path / "pictures"
+    job = runner.run("--out", str(out), command=[sys.executable, TOOL], new_session=True, timeout=180)
+    assert job.proc.returncode == 0, job.stderr
+    readme = (ROOT / "README.md").read_text()
+    for name in PICTURES:
+        made, committed = (out / name).read_text(), ROOT / "docs" / "pictures" / name
+        assert made.startswith("<svg ") and "fakerun" in made
+        if os.environ.get("FAKERUN_REGEN_PICTURES"):
+            committed.write_text(made)
+        assert made == committed.read_text(), f"{name} is stale: FAKERUN_REGEN_PICTURES=1 pytest {__file__}"
+        assert f"(docs/pictures/{name})" in readme
