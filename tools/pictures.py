@@ -51,9 +51,11 @@ from fakerun.smi.table import fit
 from fakerun.theatre import layout as lay
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ["--seed", "5", "--start-time", "2026-03-02T09:00:00", "--speed", "0", "--max-steps", "10",
+RUN = ["--seed", "5", "--start-time", "2026-03-02T09:00:00", "--speed", "0", "--max-steps", "20",
        "--output", "rich"]
-AT_STEP = 7  # late enough that the launch banner has scrolled out of the node panes
+# Late enough that the launch banner has scrolled out of the node panes; a step
+# whose GPU report fills the footer's node strips (timeline.py: every 10 log steps).
+AT_STEP = 10
 LIVE = (120, 34)
 THEATRE = (161, 48)
 CAPTURE_TIMEOUT_S = 120
@@ -109,19 +111,18 @@ class Terminal(io.StringIO):
 
 
 class Freeze:
-    """An event sink ahead of the view's: at the first event after AT_STEP's
-    Step (whose lines are written by then), `take` the picture, once."""
+    """An event sink ahead of the view's: as the next step's Step comes, before
+    the view has it, `take` the picture: every line and report of AT_STEP
+    (its NCCL stats, GPU report, an evaluation) is written by then."""
 
     console = clocked = False
 
     def __init__(self, take: Callable[[], None]) -> None:
-        self.take, self.armed, self.taken = take, False, False
+        self.take = take
 
     def event(self, e: ev.Event) -> None:
-        if self.armed and not self.taken:
-            self.taken = True
+        if isinstance(e, ev.Step) and e.step == AT_STEP + 1:
             self.take()
-        self.armed = self.armed or (isinstance(e, ev.Step) and e.step == AT_STEP)
 
     def flush(self) -> None: ...
 
@@ -174,7 +175,8 @@ def bottom(rows: list[Text], height: int) -> list[Text]:
 def run_captures(argvs: list[list[str]], size: list[tuple[int, int]], tmp: Path) -> list[dict]:
     """Each run's capture, side by side; the first failure ends them all."""
     env = {k: os.environ[k] for k in CLEAN_ENV if k in os.environ}
-    env.update(FAKERUN_TOKEN="pictures", TZ="UTC", LANG="C.UTF-8")
+    # TERM: the 256 colours of a terminal emulator's (and of the theatre's tmux, screen-256color)
+    env.update(FAKERUN_TOKEN="pictures", TZ="UTC", LANG="C.UTF-8", TERM="xterm-256color")
     outs = [tmp / f"capture{i}.json" for i in range(len(argvs))]
     procs = [subprocess.Popen([sys.executable, __file__, "capture", str(c), str(r), str(o), "--", *a],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
