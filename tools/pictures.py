@@ -5,7 +5,9 @@
 - live-view.svg: `fakerun --output rich --nproc 8` on a 120x34 terminal;
 - theatre.svg: `fakerun --nodes 2 --nproc 8` on a 161x48 terminal: each node
   agent's pane and the nvidia-smi dashboard, laid out as the theatre lays
-  them out (theatre/layout.py) under tmux's pane borders and titles.
+  them out (theatre/layout.py) under tmux's pane borders and titles;
+- plain-output.txt: what `--output plain` prints of the live view's run, every
+  line up to the same moment, stdout and stderr as a 120-column terminal shows them.
 
 Each node agent runs in a process of its own (`pictures.py capture …`), a
 real launcher with real ranks, its live view writing to an in-memory
@@ -45,6 +47,7 @@ from rich.text import Text
 from fakerun import events as ev
 from fakerun.cli.main import build_parser, to_config
 from fakerun.launcher.agent import IO, Launcher
+from fakerun.render.console import ConsoleSink
 from fakerun.render.renderer import build_renderer
 from fakerun.smi.sink import SmiStateSink
 from fakerun.smi.snapshot import Snapshot
@@ -85,12 +88,18 @@ def capture(cols: int, rows: int, out: Path, argv: list[str]) -> None:
     renderer = launcher.renderer = build_renderer(config, term, term, environ)
     view = renderer.line_sinks[0]
     view.clock = itertools.count().__next__  # every flush draws the footer as it stands, never a stale one
+    # The plain console of the same run beside it: the lines --output plain
+    # prints (one formatter feeds every sink), without a second run.
+    plain = io.StringIO()
+    topo = config.topology
+    renderer.line_sinks.append(ConsoleSink(plain, plain, topo.nproc_per_node, topo.node_ranks(),
+                                           settings=config.settings))
 
     def take() -> None:
         view.flush()
         smi = next((s.snapshot() for s in renderer.event_sinks if isinstance(s, SmiStateSink)), None)
-        out.write_text(json.dumps({"host": config.identity.hosts[config.topology.node_rank],
-                                   "screen": screen(term.getvalue()),
+        out.write_text(json.dumps({"host": config.identity.hosts[topo.node_rank],
+                                   "screen": screen(term.getvalue()), "plain": plain.getvalue(),
                                    "smi": smi.to_json() if smi else None}))
 
     renderer.event_sinks.insert(0, Freeze(take))
@@ -295,7 +304,8 @@ def make(out: Path, tmp: Path, run_id: str) -> list[Path]:
     live, *pair = run_captures(runs, [LIVE, *sizes], tmp)
     out.mkdir(parents=True, exist_ok=True)
     made = [(out / "live-view.svg", svg(live_view(live), LIVE[0], "fakerun --nproc 8")),
-            (out / "theatre.svg", svg(theatre(pair), THEATRE[0], "fakerun --nodes 2 --nproc 8"))]
+            (out / "theatre.svg", svg(theatre(pair), THEATRE[0], "fakerun --nodes 2 --nproc 8")),
+            (out / "plain-output.txt", live["plain"])]
     for path, text in made:
         path.write_text(text)
     return [path for path, _ in made]
