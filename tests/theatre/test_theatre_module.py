@@ -44,13 +44,15 @@ class Theatre:
         argv = [sys.executable, FAKES, "node", str(self.log), title, self.marker, *extra]
         return {"title": title, "argv": argv, "env": env or {}}
 
-    def start(self, nodes: list[dict], *dashboard: str, summary: bool = True, grace: float = 10) -> None:
+    def start(self, nodes: list[dict], *dashboard: str, summary: bool = True, grace: float = 10,
+              dashboard_argv: list[str] | None = None) -> None:
+        """`dashboard`: the fake dashboard's options; `dashboard_argv`: another dashboard."""
         spec = {"tmpdir": str(self.tmpdir), "name": f"fakerun-{self.marker[-6:]}",
                 "rc_file": str(self.rc_file), "pid_file": str(self.pid_file), "grace": grace,
                 "nodes": nodes, "summary": [sys.executable, FAKES, "summary", "{K}", self.marker]
                 if summary else None,
-                "dashboard": {"title": "dashboard", "argv": [sys.executable, FAKES, "dashboard",
-                                                             str(self.log), self.marker, *dashboard]}}
+                "dashboard": {"title": "dashboard", "argv": dashboard_argv or [
+                    sys.executable, FAKES, "dashboard", str(self.log), self.marker, *dashboard]}}
         (self.tmp / "spec.json").write_text(json.dumps(spec))
         (self.tmp / "outer.conf").write_text("set -g status off\n")  # the pane is the whole terminal
         cols, rows = self.size
@@ -190,6 +192,21 @@ def test_a_failed_node_holds_the_panes_until_a_key(theatre):
     t.keys("x")
     assert t.rc() == 3
     assert "sigint" not in t.log.read_text()
+
+
+def test_a_job_that_fails_before_the_dashboard_finds_it_is_shown_failed(theatre):
+    """The real dashboard (`fakerun smi --wait --hold`, as launcher/cluster.py
+    starts it) of a job gone before its first poll: it said "waiting for job …
+    to start" under the failure banner."""
+    t = theatre(120, 30)
+    smi = [sys.executable, "-m", "fakerun", "smi", "--job", "job-gone", "--wait", "--hold"]
+    t.start([t.node("node-a", "--after", "0.2", "--exit", "1"), t.node("node-b", "--after", "0.2")],
+            dashboard_argv=smi)
+    t.shows("job failed (exit 1): press any key to close")
+    t.shows("fakerun smi: job job-gone failed (exit 1) before its GPUs could be read (q quits)")
+    assert "waiting for job" not in t.screen()
+    t.keys("x")
+    assert t.rc() == 1
 
 
 def test_a_clean_end_closes_the_show_with_0(theatre):

@@ -89,3 +89,46 @@ def _ordered_sum(column: tuple[float, ...]) -> float:
     for value in column:
         total += value
     return total
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """ProcessGroupNCCL's collective timeout, kept on the run's clock.
+
+    The timeout is simulated seconds: at --speed N the wall waits 1/N of it
+    (at 1, NCCL's real wait). At --speed 0 simulated time only moves with the
+    ranks' work, so a wall timer would stall the run for the whole timeout
+    while the printed clock stands still; there, a collective that only the
+    scenario's stalled rank is missing can never complete, and its timeout
+    is reached at once in simulated time (the printed stamps still show it
+    passing: Coordinator._timeout advances the clock by it).
+    """
+
+    timeout_s: float
+    speed: float = 1.0  # simulated seconds per wall second; 0: unpaced
+    # (rank, step): the scenario's rank that enters no collective from that step on
+    stall: tuple[int, int] | None = None
+
+    @property
+    def wall_s(self) -> float:
+        return self.timeout_s / self.speed if self.speed else self.timeout_s
+
+    def expired(self, pending: PendingCollective, world: range, now: float) -> bool:
+        return now - pending.started >= self.wall_s or self.hopeless(pending, world)
+
+    def hopeless(self, pending: PendingCollective, world: range) -> bool:
+        if self.speed or self.stall is None:
+            return False
+        rank, step = self.stall
+        # counted, not listed: asked on every pass of the launcher's loop
+        have = pending.contributions
+        return pending.step >= step and rank not in have and len(have) == len(world) - 1
+
+    def elapsed_ms(self, pending: PendingCollective, now: float, report_wall: bool) -> int:
+        """What the watchdog says the collective ran for: the wall's wait on
+        the run's clock, or (unpaced, or under --start-time, so the line repeats
+        byte for byte) the timeout and a fixed overshoot, as the watchdog
+        notices a little after the deadline."""
+        if report_wall and self.speed:
+            return round((now - pending.started) * self.speed * 1000)
+        return round(self.timeout_s * 1000) + 61

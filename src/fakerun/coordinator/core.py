@@ -19,7 +19,7 @@ from typing import Any
 
 from fakerun import events as ev
 from fakerun.coordinator.agents import AgentLink, AgentSide
-from fakerun.coordinator.collective import Fingerprint, PendingCollective
+from fakerun.coordinator.collective import Fingerprint, PendingCollective, Watchdog
 from fakerun.coordinator.job import JobSpec, Outcome
 from fakerun.coordinator.timeline import Completed, Timeline
 from fakerun.protocol import (
@@ -49,9 +49,11 @@ class Coordinator(AgentSide):
     """The job's single ordering point (one per job, on node 0)."""
 
     def __init__(self, job: JobSpec, collective_timeout_s: float, wall_clock: Any,
-                 timeline: Timeline | None = None, report_wall: bool = True) -> None:
+                 timeline: Timeline | None = None, report_wall: bool = True,
+                 speed: float = 1.0, stall: tuple[int, int] | None = None) -> None:
         self.job = job
         self.timeout_s = collective_timeout_s
+        self.watchdog = Watchdog(collective_timeout_s, speed, stall)
         self._wall = wall_clock
         self.timeline = timeline
         self.report_wall = report_wall
@@ -115,7 +117,7 @@ class Coordinator(AgentSide):
     def tick(self, now: float) -> Outcome:
         out = Outcome()
         for comm, pending in list(self._pending.items()):
-            if now - pending.started >= self.timeout_s:
+            if self.watchdog.expired(pending, self.world, now):
                 out.extend(self._timeout(comm, pending, now))
         for link in self.agents.values():
             if link.state in ("alive", "stopping") and now - link.last_seen >= self.job.node_timeout_s:
@@ -126,11 +128,14 @@ class Coordinator(AgentSide):
 
     def next_deadline(self) -> float | None:
         """When tick may next have work (asked once per loop pass)."""
+        wall_s = self.watchdog.wall_s
+        if any(self.watchdog.hopeless(p, self.world) for p in self._pending.values()):
+            wall_s = 0.0  # due now
         starts = [p.started for p in self._pending.values()]
         if not self.agents:
-            return min(starts) + self.timeout_s if starts else None
+            return min(starts) + wall_s if starts else None
         starts += [a.last_seen for a in self.agents.values() if a.state in ("alive", "stopping")]
-        return min(starts) + min(self.timeout_s, self.job.node_timeout_s) if starts else None
+        return min(starts) + min(wall_s, self.job.node_timeout_s) if starts else None
 
     def clock_now(self) -> float:
         return self._wall()
@@ -266,9 +271,7 @@ class Coordinator(AgentSide):
         self._broken.add(comm)
         fp = pending.fingerprint
         timeout_ms = round(self.timeout_s * 1000)
-        # The watchdog notices a little after the deadline; under --start-time
-        # a fixed overshoot, so the line repeats byte for byte.
-        elapsed_ms = round((now - pending.started) * 1000) if self.report_wall else timeout_ms + 61
+        elapsed_ms = self.watchdog.elapsed_ms(pending, now, self.report_wall)
         waiting = pending.waiting()
         out = Outcome(events=self.flush_output())
         out.events.append(ev.WatchdogTimeout(

@@ -96,7 +96,19 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
                   bounds=config.bounds)
     return Coordinator(job, config.collective_timeout_s, clock, timeline,
-                       report_wall=not config.deterministic)
+                       report_wall=not config.deterministic, speed=config.speed, stall=stall(config))
+
+
+def stall(config: RunConfig) -> tuple[int, int] | None:
+    """(rank, step) of this attempt's rank that stops entering collectives
+    (nccl-timeout), if its step is still ahead (rank/faults.py strikes it at
+    the top of that step, before any of the step's collectives)."""
+    fault, resumed = config.fault, config.resume_from
+    if fault is None or fault.kind != "stall" or fault.step is None:
+        return None
+    if resumed is not None and fault.step <= resumed.step:
+        return None
+    return fault.rank, fault.step
 
 
 def agent_hello(config: RunConfig, token: str) -> AgentHello:

@@ -1,6 +1,6 @@
 """The live terminal view: log lines scroll above a small footer (progress
 bar, step, loss, throughput, ETA, one status strip per node) that is erased
-at exit.
+at exit; on a terminal only (into a pipe or file, the lines alone).
 
 Costs decide the design. A rich print costs ~0.5 ms a line (measured on a
 2-core machine: Console.print of a 150-character log line, with its default
@@ -56,6 +56,11 @@ class RichView:
         self.out = stdout
         self.settings = settings or Settings(tee=3)
         self.err = stderr if not _isatty(stderr) else stdout  # one tty: one stream keeps the footer sane
+        # The footer, its redraws and the hidden cursor are a terminal's: into a
+        # pipe or file (`--output rich` under `--nodes M --no-theatre`, whose
+        # agents write to the merging launcher, or `| tee`) every erase and
+        # redraw would stay in the scrollback, and break the lines it cut.
+        self.live = _isatty(stdout)
         self.nproc = nproc
         self.node_ranks = node_ranks
         self.colour = "NO_COLOR" not in environ
@@ -66,7 +71,8 @@ class RichView:
         self.rendered_for: tuple[Any, ...] = ()
         self.rich = Console(file=io.StringIO(), force_terminal=True, no_color=not self.colour,
                                highlight=False, markup=False, emoji=False)
-        self._put(self.out, HIDE_CURSOR)
+        if self.live:
+            self._put(self.out, HIDE_CURSOR)
 
     # -- events update the footer's state -----------------------------------
     def event(self, e: ev.Event) -> None:
@@ -118,7 +124,7 @@ class RichView:
     # -- the footer -----------------------------------------------------------
     def flush(self) -> None:
         now = self.clock()
-        if now >= self.next_render and self._stale():
+        if self.live and now >= self.next_render and self._stale():
             self._erase()  # with the height that is on screen, before it changes
             self.footer, self.footer_height = self._render()
             self.next_render = now + 1.0 / FPS
@@ -137,7 +143,8 @@ class RichView:
         """The footer disappears at exit; the cursor comes back."""
         try:
             self._erase()
-            self._put(self.out, SHOW_CURSOR)
+            if self.live:
+                self._put(self.out, SHOW_CURSOR)
             self.out.flush()
         except OutputClosed:
             pass

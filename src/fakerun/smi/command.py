@@ -23,6 +23,7 @@ from fakerun.smi import nvsmi
 from fakerun.smi.jobs import Reader, Source, find, newest, read
 from fakerun.smi.snapshot import Snapshot, SnapshotError
 from fakerun.smi.table import compact, fit, table
+from fakerun.system import outcome
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.terminal import Keys, Screen
 
@@ -156,6 +157,9 @@ def _await(args: argparse.Namespace, environ: Any, screen: Screen, keys: Keys) -
     """Poll until the job shows up; None if q (or the terminal went) first."""
     what = f"job {args.job}" if args.job else "a fakerun job"
     while not (found := find(environ, args.file, args.job)):
+        if (code := outcome.read(environ)) is not None:  # the theatre's job ended before we saw it
+            return _last(screen, [], f"{what} failed (exit {code}) before its GPUs could be read",
+                         keys, args.hold, None)
         screen.draw([f"{PROG}: waiting for {what} to start (q quits)"])
         if _quit(keys.wait(args.loop or 1.0)):
             return None

@@ -69,18 +69,20 @@ class Waiter:
         self.selector.close()
 
 
-def cast(stage: Stage, plan: lay.Plan, env: dict[str, str]) -> list[Actor]:
+def cast(stage: Stage, plan: lay.Plan, env: dict[str, str],
+         dashboard_env: dict[str, str] | None = None) -> list[Actor]:
     """Every pane in creation order: the visible ones in plan order, then the
-    nodes out of sight (one hidden window each)."""
-    def actor(role: str, pane: Pane) -> Actor:
-        return Actor(role, Pane(pane.title, pane.argv, {**pane.env, **env}))
+    nodes out of sight (one hidden window each). `dashboard_env`: the
+    dashboard's alone (not the nodes', whose environment the ranks show)."""
+    def actor(role: str, pane: Pane, own: dict[str, str] | None = None) -> Actor:
+        return Actor(role, Pane(pane.title, pane.argv, {**pane.env, **env, **(own or {})}))
 
     actors = [Actor("lifeline", Pane("lifeline", []))]
     for slot in plan.slots:
         if slot == lay.SUMMARY:
             actors.append(actor("summary", stage.summary(plan.shown)))
         elif slot == lay.DASHBOARD:
-            actors.append(actor("dashboard", stage.dashboard))
+            actors.append(actor("dashboard", stage.dashboard, dashboard_env))
         else:
             actors.append(actor("node", stage.nodes[slot]))
     return actors + [actor("node", pane) for pane in stage.nodes[plan.shown:]]

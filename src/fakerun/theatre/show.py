@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from fakerun.errors import ExitCode
+from fakerun.system import outcome
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.signals import STOP_SIGNALS, SignalInbox
 from fakerun.theatre import layout as lay
@@ -125,7 +126,7 @@ def _open(show: Show) -> None:
     os.mkfifo(fifo, 0o600)
     show.lifeline_fd = os.open(fifo, os.O_RDWR)  # never blocks; close-on-exec, so only we hold it
     env = {"FAKERUN_LIFELINE": str(os.getpid())}
-    show.actors = cast(show.stage, show.plan, env)
+    show.actors = cast(show.stage, show.plan, env, {outcome.OUTCOME_ENV: str(_outcome_path(show))})
     _start(show, fifo)
     _dress(show)
     show.attach = show.server.attach(show.session)
@@ -260,6 +261,7 @@ def _exit_codes(show: Show) -> list[int]:
 def _hold(show: Show, code: int) -> None:
     """Keep the failed panes on screen until a key (any: DONE_TABLE) closes
     the session, which ends the attach client."""
+    outcome.write(_outcome_path(show), code)  # a dashboard still waiting for the job shows its end
     target = ["-t", show.session]
     message = f"#[align=centre]job failed (exit {code}): press any key to close"
     show.server.cmd(["set-option", *target, "status-style", "bg=red,fg=white,bold"],
@@ -268,6 +270,10 @@ def _hold(show: Show, code: int) -> None:
                     ["set-option", *target, "key-table", DONE_TABLE], check=False)
     while show.attach.poll() is None and not show.stop_signals():
         show.waiter.wait(SAFETY_POLL_S)  # SIGCHLD wakes us when the client exits
+
+
+def _outcome_path(show: Show) -> Path:
+    return show.server.dir / "outcome"
 
 
 def _close(show: Show) -> None:
