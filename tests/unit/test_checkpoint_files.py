@@ -120,7 +120,7 @@ def test_a_run_without_bf16_saves_fp16_weights(tmp_path):
 
 def test_a_torch_save_archive_runs_nothing_on_load():
     obj = {"base_lrs": [1e-4], "last_epoch": 3, "lr_lambdas": [None], "t": (1, 2.0)}
-    raw = torchsave.archive("scheduler.pt", obj, "123")
+    raw = torchsave.archive("scheduler.pt", obj, "123", "2.5.1")
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         assert zf.namelist() == ["scheduler/data.pkl", "scheduler/byteorder", "scheduler/version",
                                  "scheduler/.data/serialization_id"]

@@ -139,7 +139,7 @@ def exported_file(ident: Identity, seed: int, bf16: bool = False) -> bytes:
                                         shared.name if zero3 else None))
     serial = tensorsave.serialization_id(draws.rng(seed, "serialization_id", "export"))
     return tensorsave.archive(EXPORT, entries, half, serial, ident.versions.torch,
-                              location="cpu" if zero3 else "cuda:0", location_shared=zero3)
+                              location="cpu" if zero3 else "cuda:0")
 
 
 def mark_executable(path: Path) -> None:
@@ -188,7 +188,7 @@ class _Save:
         return files
 
     def _archive(self, name: str, obj: dict[str, Any]) -> bytes:
-        return torchsave.archive(name, obj, tensorsave.serialization_id(self.ids))
+        return torchsave.archive(name, obj, tensorsave.serialization_id(self.ids), self.ident.versions.torch)
 
     def _groups(self) -> list[list[int]]:
         """The optimizer's two groups: weights decayed, then biases and norms."""

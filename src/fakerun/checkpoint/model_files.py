@@ -123,8 +123,9 @@ def optimizer_files(files: ModelFiles, seed: int, step: int, lr: float) -> dict[
     """optimizer.pt and scheduler.pt at `step`."""
     base = files.ident.hyper.max_lr
     ids = draws.rng(seed, "serialization_id", step)
-    return {"optimizer.pt": torchsave.archive("optimizer.pt", optimizer(files.layout, base, lr), serial(ids)),
-            "scheduler.pt": torchsave.archive("scheduler.pt", scheduler(step, base, lr), serial(ids))}
+    torch, states = files.ident.versions.torch, optimizer(files.layout, base, lr)
+    return {"optimizer.pt": torchsave.archive("optimizer.pt", states, serial(ids), torch),
+            "scheduler.pt": torchsave.archive("scheduler.pt", scheduler(step, base, lr), serial(ids), torch)}
 
 
 def rng_files(ident: Identity, seed: int, step: int) -> dict[str, bytes]:
@@ -134,7 +135,7 @@ def rng_files(ident: Identity, seed: int, step: int) -> dict[str, bytes]:
     ids = draws.rng(seed, "serialization_id", step, "rng")
     names = ["rng_state.pth"] if ident.world <= 1 else [f"rng_state_{r}.pth" for r in range(ident.world)]
     return {name: torchsave.archive(name, {"python": draws.rng(seed, "rng_state", step, r).getstate()},
-                                    serial(ids))
+                                    serial(ids), ident.versions.torch)
             for r, name in enumerate(names)}
 
 

@@ -138,7 +138,8 @@ class CheckpointWriter:
         if args is None:
             return {}
         ids = draws.rng(self.seed, "serialization_id", step, targs.NAME)
-        return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids))}
+        torch = self.ident.versions.torch
+        return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids), torch)}
 
     def _ran_with(self) -> dict[str, str]:
         """The arguments the simulated Trainer ran with (the line's where it
