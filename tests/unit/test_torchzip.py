@@ -82,10 +82,10 @@ def test_each_pinned_torch_writes_its_records(torch_version, extra):
                                             ".data/serialization_id"]]
 
 
-@pytest.mark.parametrize("size", [0, 1, 4095, 1 << 20, (1 << 32) + 7])
+@pytest.mark.parametrize("size", [0, 1, 4095, 1 << 20, (1 << 26) + 7])
 def test_the_crc_of_zeros_is_zlibs(size):
     expected = 0
-    for left in range(size, 0, -(1 << 24)):  # zlib itself, a chunk at a time (the last case: 4 GiB)
+    for left in range(size, 0, -(1 << 24)):  # zlib itself, a chunk at a time
         expected = zlib.crc32(bytes(min(left, 1 << 24)), expected)
     assert torchzip.zeros_crc(size) == expected
 
