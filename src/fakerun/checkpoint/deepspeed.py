@@ -28,20 +28,17 @@ the storages' data left out).
 zero_to_fp32.py is the pinned version's own script (Apache-2.0, header
 kept), in data/zero_to_fp32-<version>.txt.
 
---resume reads `latest` and the tag's model states: the engine's
-global_steps, and the script's client_state (its `checkpoint_step`, as
-DeepSpeedExamples' HelloDeepSpeed saves it, and its arguments: the model and
-seed); the time is the file's mtime, the save's moment."""
+--resume reads `latest` and the tag's model states (checkpoint/
+deepspeed_reader.py): the engine's global_steps, and the script's
+client_state (its `checkpoint_step`, as DeepSpeedExamples' HelloDeepSpeed
+saves it, and its arguments: the model and seed)."""
 
 from __future__ import annotations
 
 import functools
-import io
 import math
 import os
-import pickle
 import stat
-import zipfile
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -49,10 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from fakerun import events as ev
 from fakerun.checkpoint import tensorsave, torchsave
+from fakerun.checkpoint.deepspeed_reader import LATEST
 from fakerun.checkpoint.layouts import Saving
-from fakerun.checkpoint.reader import MAX_STEP, SEED_MAX, TIME_MAX, CheckpointError, Resume
 from fakerun.checkpoint.store import write, write_file
-from fakerun.system.files import read_regular
 from fakerun.world import draws
 from fakerun.world.ds_config import (
     BETAS,
@@ -72,14 +68,11 @@ from fakerun.world.tensors import DTYPES, Layout, layout, table
 if TYPE_CHECKING:
     from fakerun.world.identity import Identity
 
-LATEST = "latest"
 RECOVERY = "zero_to_fp32.py"
 EXPORT = "pytorch_model.bin"  # save_16bit_model's save_filename default
 EPS = 1e-08  # torch.optim.AdamW's default
 WEIGHT_DECAY = 0.1  # the decayed group's, as LLM recipes set it (the other group: 0.0)
 NCCL_ALIGNMENT = 2  # stage_1_and_2.py's nccl_start_alignment_factor: 4 bytes of fp16
-LATEST_MAX = 4096
-STATES_MAX = 64 << 20  # a model-states file we read at most (ours are KBs; a real one holds the weights)
 
 
 @dataclass(frozen=True)
@@ -314,85 +307,3 @@ class DeepSpeedWriter:
     def saved_history(self, step: int) -> tuple[dict[str, Any], ...]:
         """What a checkpoint keeps of the run's logs: DeepSpeed keeps none."""
         return ()
-
-
-# -- resuming -------------------------------------------------------------------
-def find(path: Path) -> Resume:
-    """`path` is a save_dir (its `latest` names the tag, as load_checkpoint
-    reads it) or a tag's folder."""
-    if not path.is_dir():
-        raise CheckpointError(f"--resume {path}: no such directory")
-    if (path / LATEST).exists():
-        folder = path / _latest_tag(path)
-    elif any(path.glob("*model_states.pt")):
-        folder = path
-    else:
-        raise CheckpointError(f"--resume {path}: no 'latest' file in it (DeepSpeed's save_checkpoint writes "
-                              "one beside each global_step<N>/)")
-    return _load(folder)
-
-
-def _latest_tag(path: Path) -> str:
-    try:
-        text = read_regular(path / LATEST, LATEST_MAX).decode().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _incomplete(path, LATEST, getattr(exc, "strerror", None) or "not text") from None
-    # A control character (a NUL, an escape) names no directory we would
-    # print raw to the user's terminal in the error that follows.
-    if not text or "/" in text or text in (".", "..") or not text.isprintable():
-        raise _incomplete(path, LATEST, f"names no tag ({text[:30]!r})")
-    return text
-
-
-def _load(folder: Path) -> Resume:
-    names = [n for n in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
-             if (folder / n).exists()]
-    if not names:
-        raise _incomplete(folder, "mp_rank_00_model_states.pt", "missing")
-    states, name = _read_states(folder / names[0]), names[0]
-    step = states.get("global_steps")
-    if not (type(step) is int and 1 <= step <= MAX_STEP):
-        raise _incomplete(folder, name, f"global_steps should be a whole number from 1 to {MAX_STEP}")
-    args = states.get("args") if isinstance(states.get("args"), dict) else {}
-    seed, model = args.get("seed"), args.get("model")
-    if not (seed is None or (type(seed) is int and -SEED_MAX < seed < SEED_MAX)):
-        raise _incomplete(folder, name, "args' seed should be a whole number")
-    if not (model is None or isinstance(model, str)):
-        raise _incomplete(folder, name, "args' model should be a model name")
-    time = os.stat(folder / name).st_mtime
-    if not 0 <= time <= TIME_MAX:
-        raise _incomplete(folder, name, "its time is out of range")
-    return Resume(step, time, folder, seed, model)
-
-
-class _PlainData(pickle.Unpickler):
-    """Plain data only: any class, function or persistent id (a tensor's
-    storage) refuses the file rather than run or import anything."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"holds {module}.{name}")
-
-
-def _read_states(path: Path) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(read_regular(path, STATES_MAX))) as zf:
-            pkl = next(n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/data.pkl"))
-            with zf.open(pkl) as member:
-                data = member.read(STATES_MAX + 1)
-        if len(data) > STATES_MAX:
-            raise pickle.UnpicklingError("too large")
-        states = _PlainData(io.BytesIO(data)).load()
-    except OSError as exc:
-        raise _incomplete(path.parent, path.name, exc.strerror or type(exc).__name__) from None
-    except StopIteration:
-        raise _incomplete(path.parent, path.name, "no data.pkl in it") from None
-    except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError, EOFError, RecursionError, MemoryError,
-            TypeError, KeyError, IndexError) as exc:
-        raise _incomplete(path.parent, path.name, f"not a plain torch.save archive ({exc})"[:120]) from None
-    if not isinstance(states, dict):
-        raise _incomplete(path.parent, path.name, "not a state dict")
-    return states
-
-
-def _incomplete(path: Path, name: str, why: str) -> CheckpointError:
-    return CheckpointError(f"--resume {path}: not a complete checkpoint ({name}: {why})")
