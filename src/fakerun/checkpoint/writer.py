@@ -199,7 +199,7 @@ class CheckpointWriter:
         ds.json names none) (trainer.py at v4.46.3)."""
         bf16 = self.ident.gpu.precision == "bf16"
         state = ds_checkpoint.engine_state(self.ident, step, bf16)
-        files = ds_checkpoint.saved_files(self.ident, state, self.seed)
+        files = ds_checkpoint.saved_files(self.ident, state, self.seed, sparse=self.saving.sparse)
         if not any(key.startswith("scheduler.") for key in self.deepspeed or {}):
             files["scheduler.pt"] = trainers["scheduler.pt"]
         return files
