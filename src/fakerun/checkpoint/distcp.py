@@ -16,8 +16,8 @@ the DCP version "1.0.0" (2.9: CURRENT_DCP_VERSION).
 A .distcp is the items' bytes one after the other: an io.BytesIO's raw, a
 tensor's torch.save archive. Their data is left out here (or a hole of the
 file's true size); .metadata's offsets and lengths are where each item would
-be. A tensor's archive is its bytes and torch.save's records around them
-(zip headers, the pickle: ARCHIVE_BYTES, an estimate).
+be. A tensor's archive is its bytes and the pinned torch's records around
+them, as long as torch writes them (checkpoint/torchzip.py).
 
 The pickle is written as pickle.dump writes it (protocol 4, the default of
 the Python the pins run), naming torch's classes with GLOBAL opcodes as the
@@ -26,16 +26,21 @@ real file does; nothing here ever unpickles one.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from fakerun.checkpoint import torchsave
+from fakerun.checkpoint.torchpickle import Storage, Tensor
+
 METADATA = ".metadata"
 SUFFIX = ".distcp"
-ARCHIVE_BYTES = 1536  # what torch.save adds to a tensor's bytes (zip records, data.pkl): an estimate
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 CONTIGUOUS = 0  # _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT
 
 
@@ -61,13 +66,22 @@ class Sharded:
 
 
 def chunk_bytes(s: Sharded, c: Chunk) -> int:
-    """The item's length in its file."""
-    if s.dtype is None:
-        return s.nbytes
-    count = 1
-    for n in c.sizes:
-        count *= n
-    return count * DTYPE_BYTES[s.dtype] + ARCHIVE_BYTES
+    """The item's data: a tensor chunk's bytes (planner.py WriteItem.
+    tensor_storage_size, filesystem.py _item_size), a bytes item's length."""
+    return s.nbytes if s.dtype is None else math.prod(c.sizes) * DTYPE_BYTES[s.dtype]
+
+
+def item_length(s: Sharded, c: Chunk, torch: str) -> int:
+    """The item's length in its file: a bytes item's own; a tensor's
+    torch.save(tensor, stream) (_write_item: the chunk copied to the CPU,
+    its storage its own; a stream's archive is named "archive")."""
+    return s.nbytes if s.dtype is None else _archive_length(s.dtype, c.sizes, torch)
+
+
+@functools.cache
+def _archive_length(dtype: str, sizes: tuple[int, ...], torch: str) -> int:
+    tensor = Tensor(Storage(SAFETENSORS_DTYPES[dtype], math.prod(sizes)), sizes)
+    return torchsave.sparse("archive", tensor, "0" * 40, torch).size
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,7 @@ def _place(out: Plan, name: str, bucket: list[tuple[Sharded, int]]) -> None:
     offset = 0
     ordered = [x for x in bucket if x[0].dtype is None] + [x for x in bucket if x[0].dtype is not None]
     for s, k in ordered:
-        length = chunk_bytes(s, s.chunks[k])
+        length = item_length(s, s.chunks[k], out.torch)
         out.places[(s.key, k)] = (name, offset, length)
         offset += length
     out.files[name] = offset

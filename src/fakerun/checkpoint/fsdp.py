@@ -183,8 +183,8 @@ def _deduplicated(items: list[distcp.Sharded], world: int) -> list[distcp.Sharde
     out = []
     for s in items:
         for c in s.chunks:  # rank 0's own chunk comes first of each tensor's in its plan
-            if c.writer == 0 and s.dtype is not None:  # WriteItem.tensor_storage_size: its bytes
-                planned[0] += math.prod(c.sizes) * distcp.DTYPE_BYTES[s.dtype]
+            if c.writer == 0:
+                planned[0] += distcp.chunk_bytes(s, c)  # WriteItem.tensor_storage_size
         if s.chunks:
             out.append(s)
             continue
