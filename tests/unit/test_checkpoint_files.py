@@ -120,7 +120,7 @@ def test_a_run_without_bf16_saves_fp16_weights(tmp_path):
 
 def test_a_torch_save_archive_runs_nothing_on_load():
     obj = {"base_lrs": [1e-4], "last_epoch": 3, "lr_lambdas": [None], "t": (1, 2.0)}
-    raw = torchsave.archive("scheduler.pt", obj, "123")
+    raw = torchsave.archive("scheduler.pt", obj, "123", "2.5.1")
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         assert zf.namelist() == ["scheduler/data.pkl", "scheduler/byteorder", "scheduler/version",
                                  "scheduler/.data/serialization_id"]
@@ -251,11 +251,13 @@ def test_a_file_system_without_holes_gets_headers_only(tmp_path, monkeypatch):
 
 def test_under_fsdp_the_trainer_saves_no_optimizer_pt(tmp_path):
     """trainer.py `_save_optimizer_and_scheduler` at v4.46.3: under FSDP the
-    optimizer goes through accelerate's save_fsdp_optimizer (optimizer.bin,
-    tensors: not written here), never to optimizer.pt; scheduler.pt stays."""
+    model and optimizer go through accelerate's save_fsdp_model and
+    save_fsdp_optimizer (a full state dict by default: pytorch_model_fsdp.bin,
+    optimizer.bin), never to optimizer.pt; scheduler.pt stays."""
     ident = build(6, 1, 2, model="Llama-3.2-3B")
     fsdp = dataclasses.replace(ident, parallel=dataclasses.replace(ident.parallel, kind="fsdp"))
     writer = CheckpointWriter(Saving(tmp_path, fsdp, 6))
     writer.event(ev.Checkpoint(1, 1, str(tmp_path), 2, 1, 1, 1.0, 1234.5))
     names = {p.name for p in (tmp_path / "checkpoint-1").iterdir()}
     assert "optimizer.pt" not in names and "scheduler.pt" in names
+    assert {"pytorch_model_fsdp.bin", "optimizer.bin"} <= names

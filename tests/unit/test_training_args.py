@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.checkpoint import torchsave
+from fakerun.checkpoint import torchpickle, torchsave
 from fakerun.checkpoint import training_args as ta
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "training_args"
@@ -66,7 +66,7 @@ def test_the_pickle_is_the_real_transformers_one_opcode_for_opcode(version, laun
     logdir = (string_after(data, "logging_dir") or "").removeprefix("/tmp/out/runs/")  # 5.x: None
     obj = ta.training_args(version, tuple(LAUNCHES[launch]), "/tmp/out", logdir, CPU)
     assert obj is not None
-    ours = torchsave.dumps(obj)
+    ours = torchpickle.dumps(obj)
     assert opcodes(ours) == opcodes(data)
     assert ours == data
 
@@ -78,7 +78,7 @@ def test_the_runs_values_read_back(version):
             "--per_device_train_batch_size", "4", "--eval_strategy", "steps", "--bf16", "--save_steps", "50",
             "--report_to", "none", "--seed", "7")
     obj = ta.training_args(version, line, "out", ta.logdir_stamp(1767225600.0, "gpu-node-01"), ta.gpu_rank0(16))
-    blob = torchsave.archive(ta.NAME, obj, "0" * 20)
+    blob = torchsave.archive(ta.NAME, obj, "0" * 20, "2.5.1")
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
         back = Restricted(io.BytesIO(zf.read("training_args/data.pkl"))).load()
     v = vars(back)
@@ -106,7 +106,7 @@ def test_the_runs_values_read_back(version):
                                  list(range(1001)), {str(i): i for i in range(2001)}])
 def test_the_hand_written_pickler_agrees_with_pickle_on_plain_data(obj):
     """Protocol 2's opcodes and memo, as pickle.py writes them."""
-    assert torchsave.dumps(obj) == pickle.dumps(obj, protocol=2)
+    assert torchpickle.dumps(obj) == pickle.dumps(obj, protocol=2)
 
 
 def test_a_line_whose_fields_would_be_guessed_has_no_file():

@@ -13,35 +13,31 @@ The .pt files are torch.save archives of the engine's state dicts
 `state_dict`), plain data only (checkpoint/torchsave.py): a container of
 tensors keeps its place, emptied (`module`, the fp32 partitions); a lone
 tensor or an object (the loss scaler, ZeroStageEnum's class, param slice
-mappings' namedtuples, a set) is left out, and the stage is its int. The
-fp16 weights, fp32 master partitions and Adam moments would make these files
-2 and 12 bytes a parameter (over the data-parallel ranks); their holes are
-not written (a hole inside a zip member needs a writer that store.write is
-not).
+mappings' namedtuples, a set) is left out, and the stage is its int. Under
+--sparse-checkpoints the containers hold their tensors
+(checkpoint/deepspeed_tensors.py: the 16-bit weights, fp32 master
+partitions and Adam moments, 2 and 12 bytes a parameter over the
+data-parallel ranks), each storage's record a hole of its true size.
 
 The script's final model_engine.save_16bit_model(output_dir) writes one
 file, <output_dir>/pytorch_model.bin (engine.py `save_16bit_model`, its
 save_filename default, at each pinned version; rank 0 only, nothing beside
 it): torch.save of the engine's 16-bit state dict (checkpoint/tensorsave.py,
-the storages' data left out).
+the storages' data left out, or holes under --sparse-checkpoints).
 
 zero_to_fp32.py is the pinned version's own script (Apache-2.0, header
 kept), in data/zero_to_fp32-<version>.txt.
 
---resume reads `latest` and the tag's model states: the engine's
-global_steps, and the script's client_state (its `checkpoint_step`, as
-DeepSpeedExamples' HelloDeepSpeed saves it, and its arguments: the model and
-seed); the time is the file's mtime, the save's moment."""
+--resume reads `latest` and the tag's model states (checkpoint/
+deepspeed_reader.py): the engine's global_steps, and the script's
+client_state (its `checkpoint_step`, as DeepSpeedExamples' HelloDeepSpeed
+saves it, and its arguments: the model and seed)."""
 
 from __future__ import annotations
 
 import functools
-import io
-import math
 import os
-import pickle
 import stat
-import zipfile
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -49,10 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 from fakerun import events as ev
 from fakerun.checkpoint import tensorsave, torchsave
+from fakerun.checkpoint.deepspeed_reader import LATEST
+from fakerun.checkpoint.deepspeed_tensors import EngineTensors
 from fakerun.checkpoint.layouts import Saving
-from fakerun.checkpoint.reader import MAX_STEP, SEED_MAX, TIME_MAX, CheckpointError, Resume
-from fakerun.checkpoint.store import write, write_file
-from fakerun.system.files import read_regular
+from fakerun.checkpoint.store import Sparse, write, write_file
+from fakerun.checkpoint.torchpickle import Tensor
 from fakerun.world import draws
 from fakerun.world.ds_config import (
     BETAS,
@@ -72,14 +69,10 @@ from fakerun.world.tensors import DTYPES, Layout, layout, table
 if TYPE_CHECKING:
     from fakerun.world.identity import Identity
 
-LATEST = "latest"
 RECOVERY = "zero_to_fp32.py"
 EXPORT = "pytorch_model.bin"  # save_16bit_model's save_filename default
 EPS = 1e-08  # torch.optim.AdamW's default
 WEIGHT_DECAY = 0.1  # the decayed group's, as LLM recipes set it (the other group: 0.0)
-NCCL_ALIGNMENT = 2  # stage_1_and_2.py's nccl_start_alignment_factor: 4 bytes of fp16
-LATEST_MAX = 4096
-STATES_MAX = 64 << 20  # a model-states file we read at most (ours are KBs; a real one holds the weights)
 
 
 @dataclass(frozen=True)
@@ -112,14 +105,15 @@ def engine_state(ident: Identity, step: int, bf16: bool = False) -> EngineState:
     return EngineState(step, None if bf16 else restored(ident, step))
 
 
-def saved_files(ident: Identity, state: EngineState, seed: int,
-                client_state: dict[str, Any] | None = None) -> dict[str, bytes]:
+def saved_files(ident: Identity, state: EngineState, seed: int, client_state: dict[str, Any] | None = None,
+                sparse: bool = False) -> dict[str, bytes | Sparse]:
     """Every file one save_checkpoint(save_dir) writes, by its name under
-    save_dir: the tag's folder, zero_to_fp32.py, then `latest` (last)."""
-    return _Save(ident, state, seed, client_state or {}).files()
+    save_dir: the tag's folder, zero_to_fp32.py, then `latest` (last);
+    `sparse`: the .pt files at their true size."""
+    return _Save(ident, state, seed, client_state or {}, sparse).files()
 
 
-def exported_file(ident: Identity, seed: int, bf16: bool = False) -> bytes:
+def exported_file(ident: Identity, seed: int, bf16: bool = False, sparse: bool = False) -> bytes | Sparse:
     """save_16bit_model's pytorch_model.bin. Its state dict: ZeRO-3's
     _zero3_consolidated_16bit_state_dict gathers each parameter to rank 0's
     CPU (`param.detach().cpu()`) and gives a shared one the very tensor of
@@ -138,8 +132,8 @@ def exported_file(ident: Identity, seed: int, bf16: bool = False) -> bytes:
         entries.append(tensorsave.Entry(spec["untied"][0][0], shared.shape, shared.storage,
                                         shared.name if zero3 else None))
     serial = tensorsave.serialization_id(draws.rng(seed, "serialization_id", "export"))
-    return tensorsave.archive(EXPORT, entries, half, serial, ident.versions.torch,
-                              location="cpu" if zero3 else "cuda:0", location_shared=zero3)
+    save = tensorsave.sparse if sparse else tensorsave.archive
+    return save(EXPORT, entries, half, serial, ident.versions.torch, location="cpu" if zero3 else "cuda:0")
 
 
 def mark_executable(path: Path) -> None:
@@ -165,20 +159,22 @@ def _parts(version: str) -> tuple[int, ...]:
 class _Save:
     """One save's files and their state dicts."""
 
-    def __init__(self, ident: Identity, state: EngineState, seed: int, client_state: dict[str, Any]) -> None:
-        self.ident, self.state, self.client_state = ident, state, client_state
+    def __init__(self, ident: Identity, state: EngineState, seed: int, client_state: dict[str, Any],
+                 sparse: bool) -> None:
+        self.ident, self.state, self.client_state, self.sparse = ident, state, client_state, sparse
         self.ids = draws.rng(seed, "serialization_id", state.step)
         self.layout: Layout = layout(ident.model, DTYPES["bf16" if state.bf16 else "fp16"][0])
         self.config = user_config(ident, state.bf16)
         self.version = ident.versions.deepspeed
+        self.tensors = EngineTensors(ident, self.layout, self._groups())
 
-    def files(self) -> dict[str, bytes]:
+    def files(self) -> dict[str, bytes | Sparse]:
         folder, i = tag(self.state.step), self.ident
-        files = {}
+        files: dict[str, bytes | Sparse] = {}
         for rank in range(i.world):
             if writes_model_states(i, rank):
                 name = model_states(i, rank)
-                files[f"{folder}/{name}"] = self._archive(name, self._model_states())
+                files[f"{folder}/{name}"] = self._archive(name, self._model_states(rank))
         if writes_optim_states(i, self.state.bf16):
             for rank in range(i.world):
                 name = optim_states(i, rank, self.state.bf16)
@@ -187,8 +183,13 @@ class _Save:
         files[LATEST] = folder.encode()
         return files
 
-    def _archive(self, name: str, obj: dict[str, Any]) -> bytes:
-        return torchsave.archive(name, obj, tensorsave.serialization_id(self.ids))
+    def _archive(self, name: str, obj: dict[str, Any]) -> bytes | Sparse:
+        save = torchsave.sparse if self.sparse else torchsave.archive
+        return save(name, obj, tensorsave.serialization_id(self.ids), self.ident.versions.torch)
+
+    def _flats(self, sizes: list[int], rank: int) -> list[Tensor]:
+        """Flat fp32 tensors of these sizes, where the files hold their tensors."""
+        return self.tensors.flats(sizes, rank) if self.sparse else []
 
     def _groups(self) -> list[list[int]]:
         """The optimizer's two groups: weights decayed, then biases and norms."""
@@ -196,7 +197,7 @@ class _Save:
         return [[n for n, t in enumerate(tensors) if len(t.shape) > 1],
                 [n for n, t in enumerate(tensors) if len(t.shape) <= 1]]
 
-    def _model_states(self) -> dict[str, Any]:
+    def _model_states(self, rank: int) -> dict[str, Any]:
         """engine._save_checkpoint's state, in its order, then the client's."""
         i, s, zero = self.ident, self.state, self.ident.parallel.zero
         tensors = self.layout.tensors
@@ -204,7 +205,8 @@ class _Save:
         zeroed = zero >= 1 or s.bf16
         frozen: dict[str, Any] | None = {} if zero >= 2 else None  # no frozen parameters
         state: dict[str, Any] = {
-            "module": {}, "buffer_names": [], "optimizer": None if zeroed else self._fp16_optimizer(),
+            "module": self.tensors.module(rank) if self.sparse else {}, "buffer_names": [],
+            "optimizer": None if zeroed else self._fp16_optimizer(rank),
             "param_shapes": shapes if zeroed else None, "frozen_param_shapes": frozen,
             "shared_params": self._shared() if zeroed else None, "frozen_param_fragments": frozen,
             "lr_scheduler": self._scheduler(), "data_sampler": None, "random_ltd": None,
@@ -228,48 +230,47 @@ class _Save:
         return {"base_lrs": [base, base], "last_epoch": stepped, "verbose": False, "_step_count": stepped + 1,
                 "_get_lr_called_within_step": False, "_last_lr": [lr, lr], "lr_lambdas": [None, None]}
 
-    def _base_optimizer(self) -> dict[str, Any]:
+    def _base_optimizer(self, flats: list[Tensor], rank: int) -> dict[str, Any]:
         """The client AdamW's state_dict over ZeRO's flat partitions (one a
-        group): the moments and step counts are tensors, left out."""
+        group): the moments and step counts are tensors, left out unless
+        the files hold them (`flats`)."""
         group = {"lr": self._lr(), "betas": BETAS, "eps": EPS, "amsgrad": False, "foreach": None,
                  "maximize": False, "capturable": False, "differentiable": False, "fused": None,
                  "initial_lr": self.ident.hyper.max_lr}
-        return {"state": {}, "param_groups": [{**group, "weight_decay": WEIGHT_DECAY, "params": [0]},
-                                              {**group, "weight_decay": 0.0, "params": [1]}]}
+        groups = [{**group, "weight_decay": WEIGHT_DECAY, "params": [0]},
+                  {**group, "weight_decay": 0.0, "params": [1]}]
+        return {"state": self.tensors.adam(flats, rank), "param_groups": groups}
 
-    def _fp16_optimizer(self) -> dict[str, Any]:
+    def _fp16_optimizer(self, rank: int) -> dict[str, Any]:
         """fp16 without ZeRO: FP16_Optimizer's state_dict (fp16/fused_optimizer.py),
         saved in the model states."""
         scaler = self.state.scaler or LossScaler()
+        flats = self.tensors.whole_groups(rank) if self.sparse else []
         return {"dynamic_loss_scale": True, "cur_scale": scaler.scale, "cur_iter": scaler.iteration,
                 "last_overflow_iter": scaler.last_overflow, "scale_factor": 2.0,
                 "scale_window": scaler.window,
-                "optimizer_state_dict": self._base_optimizer(), "fp32_groups_flat": [], "clip_grad": CLIP}
+                "optimizer_state_dict": self._base_optimizer(flats, rank), "fp32_groups_flat": flats,
+                "clip_grad": CLIP}
 
     def _optim_states(self, rank: int) -> dict[str, Any]:
         """_save_zero_checkpoint's dict around the optimizer's state_dict:
         ZeRO-3's, ZeRO-1/2's, or (bf16 without ZeRO) BF16_Optimizer's."""
         dp, zero = self.ident.parallel.dp, self.ident.parallel.zero
         scaled = {"dynamic_loss_scale": not self.state.bf16, "overflow": self.state.overflow}
-        partitioned = {"clip_grad": CLIP, "base_optimizer_state": self._base_optimizer(),
-                       "single_partition_of_fp32_groups": []}
-        paddings = {"group_paddings": self._paddings(ranks_of(self.ident, rank)[1] == dp - 1),
-                    "partition_count": [dp, dp], "ds_version": self.version}
+        padding = self.tensors.paddings(ranks_of(self.ident, rank)[1] == dp - 1)
+        flats = self._flats(self.tensors.partitions(), rank)
+        lean = self._flats([n - pad for n, pad in zip(self.tensors.partitions(), padding, strict=True)], rank)
+        partitioned = {"clip_grad": CLIP, "base_optimizer_state": self._base_optimizer(flats, rank),
+                       "single_partition_of_fp32_groups": lean}
+        paddings = {"group_paddings": padding, "partition_count": [dp, dp], "ds_version": self.version}
         if zero >= 3:  # stage3.py _rigid_state_dict
             sd = {"zero_stage": 3, **scaled, "partition_count": dp,
-                  "optimizer_state_dict": self._base_optimizer(), "fp32_flat_groups": []}
+                  "optimizer_state_dict": self._base_optimizer(flats, rank), "fp32_flat_groups": flats}
         elif zero >= 1:  # stage_1_and_2.py state_dict
             sd = {**scaled, **partitioned, "zero_stage": zero, **paddings}
         else:  # bf16_optimizer.py state_dict
             sd = {**partitioned, **paddings}
         return {"optimizer_state_dict": sd, "ds_config": self.config, "ds_version": self.version}
-
-    def _paddings(self, last: bool) -> list[int]:
-        """A flat group is padded to a multiple of the alignment times the
-        data-parallel size; the padding sits in the last rank's partition."""
-        align = NCCL_ALIGNMENT * self.ident.parallel.dp
-        numels = [sum(math.prod(self.layout.tensors[n].shape) for n in group) for group in self._groups()]
-        return [-numel % align if last else 0 for numel in numels]
 
 
 class DeepSpeedWriter:
@@ -291,14 +292,15 @@ class DeepSpeedWriter:
         elif isinstance(e, ev.Restart):  # a new engine, restored from the checkpoint at its first step
             self.scaler = None
         elif isinstance(e, ev.Export):  # save_16bit_model(output_dir), rank 0's one file
-            write_file(self.saving.root / EXPORT, exported_file(ident, self.saving.seed), mtime=e.time)
+            exported = exported_file(ident, self.saving.seed, sparse=self.saving.sparse)
+            write_file(self.saving.root / EXPORT, exported, mtime=e.time)
 
     def _save(self, e: ev.Checkpoint) -> None:
         ident, root = self.saving.ident, self.saving.root
         state = EngineState(e.step, replace(self.scaler) if self.scaler else restored(ident, e.step))
         client = {"checkpoint_step": e.step,
                   "args": {"model": ident.model.name, "seed": self.saving.seed}}
-        files = saved_files(ident, state, self.saving.seed, client)
+        files = saved_files(ident, state, self.saving.seed, client, self.saving.sparse)
         folder = tag(e.step)
         inside = {name.removeprefix(f"{folder}/"): data for name, data in files.items()
                   if name.startswith(f"{folder}/")}
@@ -314,85 +316,3 @@ class DeepSpeedWriter:
     def saved_history(self, step: int) -> tuple[dict[str, Any], ...]:
         """What a checkpoint keeps of the run's logs: DeepSpeed keeps none."""
         return ()
-
-
-# -- resuming -------------------------------------------------------------------
-def find(path: Path) -> Resume:
-    """`path` is a save_dir (its `latest` names the tag, as load_checkpoint
-    reads it) or a tag's folder."""
-    if not path.is_dir():
-        raise CheckpointError(f"--resume {path}: no such directory")
-    if (path / LATEST).exists():
-        folder = path / _latest_tag(path)
-    elif any(path.glob("*model_states.pt")):
-        folder = path
-    else:
-        raise CheckpointError(f"--resume {path}: no 'latest' file in it (DeepSpeed's save_checkpoint writes "
-                              "one beside each global_step<N>/)")
-    return _load(folder)
-
-
-def _latest_tag(path: Path) -> str:
-    try:
-        text = read_regular(path / LATEST, LATEST_MAX).decode().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _incomplete(path, LATEST, getattr(exc, "strerror", None) or "not text") from None
-    # A control character (a NUL, an escape) names no directory we would
-    # print raw to the user's terminal in the error that follows.
-    if not text or "/" in text or text in (".", "..") or not text.isprintable():
-        raise _incomplete(path, LATEST, f"names no tag ({text[:30]!r})")
-    return text
-
-
-def _load(folder: Path) -> Resume:
-    names = [n for n in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
-             if (folder / n).exists()]
-    if not names:
-        raise _incomplete(folder, "mp_rank_00_model_states.pt", "missing")
-    states, name = _read_states(folder / names[0]), names[0]
-    step = states.get("global_steps")
-    if not (type(step) is int and 1 <= step <= MAX_STEP):
-        raise _incomplete(folder, name, f"global_steps should be a whole number from 1 to {MAX_STEP}")
-    args = states.get("args") if isinstance(states.get("args"), dict) else {}
-    seed, model = args.get("seed"), args.get("model")
-    if not (seed is None or (type(seed) is int and -SEED_MAX < seed < SEED_MAX)):
-        raise _incomplete(folder, name, "args' seed should be a whole number")
-    if not (model is None or isinstance(model, str)):
-        raise _incomplete(folder, name, "args' model should be a model name")
-    time = os.stat(folder / name).st_mtime
-    if not 0 <= time <= TIME_MAX:
-        raise _incomplete(folder, name, "its time is out of range")
-    return Resume(step, time, folder, seed, model)
-
-
-class _PlainData(pickle.Unpickler):
-    """Plain data only: any class, function or persistent id (a tensor's
-    storage) refuses the file rather than run or import anything."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"holds {module}.{name}")
-
-
-def _read_states(path: Path) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(read_regular(path, STATES_MAX))) as zf:
-            pkl = next(n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/data.pkl"))
-            with zf.open(pkl) as member:
-                data = member.read(STATES_MAX + 1)
-        if len(data) > STATES_MAX:
-            raise pickle.UnpicklingError("too large")
-        states = _PlainData(io.BytesIO(data)).load()
-    except OSError as exc:
-        raise _incomplete(path.parent, path.name, exc.strerror or type(exc).__name__) from None
-    except StopIteration:
-        raise _incomplete(path.parent, path.name, "no data.pkl in it") from None
-    except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError, EOFError, RecursionError, MemoryError,
-            TypeError, KeyError, IndexError) as exc:
-        raise _incomplete(path.parent, path.name, f"not a plain torch.save archive ({exc})"[:120]) from None
-    if not isinstance(states, dict):
-        raise _incomplete(path.parent, path.name, "not a state dict")
-    return states
-
-
-def _incomplete(path: Path, name: str, why: str) -> CheckpointError:
-    return CheckpointError(f"--resume {path}: not a complete checkpoint ({name}: {why})")

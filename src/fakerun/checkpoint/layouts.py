@@ -35,8 +35,9 @@ class CheckpointSink(Protocol):
 WRITERS = {"hf": ("writer", "CheckpointWriter"), "torchrun": ("torchrun", "TorchrunWriter"),
            "deepspeed": ("deepspeed", "DeepSpeedWriter"), "lightning": ("lightning", "LightningWriter"),
            "megatron": ("megatron", "MegatronWriter")}
-READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find"), "deepspeed": ("deepspeed", "find"),
-           "lightning": ("lightning", "find"), "megatron": ("megatron_reader", "find")}
+READERS = {"hf": ("reader", "find"), "torchrun": ("torchrun", "find"),
+           "deepspeed": ("deepspeed_reader", "find"), "lightning": ("lightning", "find"),
+           "megatron": ("megatron_reader", "find")}
 DEFAULT = "hf"
 
 

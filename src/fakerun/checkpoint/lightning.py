@@ -256,7 +256,8 @@ class LightningWriter:
         serial = tensorsave.serialization_id(draws.rng(self.saving.seed, "serialization_id", e.step))
         # Lightning's _atomic_save (fabric/utilities/cloud_io.py) torch.saves into a BytesIO: the
         # archive's folder is then "archive" (caffe2/serialize/inline_container.cc), not the file's stem.
-        write_file(path, torchsave.archive(ARCHIVE, self._dump(e, epoch, path), serial), e.time)
+        dump = self._dump(e, epoch, path)
+        write_file(path, torchsave.archive(ARCHIVE, dump, serial, self.ident.versions.torch), e.time)
         if self.saved is not None and self.saved != path:  # save_top_k=1: _remove_checkpoint
             with contextlib.suppress(FileNotFoundError):
                 self.saved.unlink()

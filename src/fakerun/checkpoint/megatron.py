@@ -188,4 +188,4 @@ class MegatronWriter:
 
     def _archive(self, name: str, obj: Any, step: int) -> bytes:
         drawn = draws.rng(self.seed, "serialization_id", step, name)
-        return torchsave.archive(name, obj, serialization_id(drawn))
+        return torchsave.archive(name, obj, serialization_id(drawn), self.ident.versions.torch)

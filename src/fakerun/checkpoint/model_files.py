@@ -101,15 +101,45 @@ def export(root: Path, files: dict[str, bytes], sizes: dict[str, int], time: flo
         write_file(root / name, data, mtime=time, size=sizes.get(name, 0))
 
 
-def optimizer(tensors: Layout, base_lr: float, lr: float) -> dict[str, Any]:
-    """AdamW's state_dict as the Trainer groups parameters (decayed weights,
-    then biases and norms), its per-parameter moments (tensors) left out."""
-    decayed = [i for i, t in enumerate(tensors.tensors) if len(t.shape) > 1]
-    rest = [i for i, t in enumerate(tensors.tensors) if len(t.shape) <= 1]
-    group = {"lr": lr, "betas": BETAS, "eps": EPS, "amsgrad": False, "foreach": None, "maximize": False,
-             "capturable": False, "differentiable": False, "fused": None, "initial_lr": base_lr}
-    return {"state": {}, "param_groups": [{**group, "weight_decay": 0.0, "params": decayed},
-                                          {**group, "weight_decay": 0.0, "params": rest}]}
+@dataclass(frozen=True)
+class AdamW:
+    """The Trainer's torch.optim.AdamW: its adam_beta1/2, adam_epsilon and
+    weight_decay (TrainingArguments' defaults)."""
+
+    betas: tuple[float, float] = BETAS
+    eps: float = EPS
+    weight_decay: float = 0.0
+
+
+def param_groups(ident: Identity, lr: float, params: list[list[Any]], adam: AdamW) -> list[dict[str, Any]]:
+    """Optimizer.state_dict()'s param_groups as the Trainer makes them
+    (create_optimizer: [{"params", "weight_decay"}, {"params", "weight_decay": 0.0}],
+    the decayed weights, then biases and norms): each group's own keys, then
+    add_param_group's setdefault of AdamW's defaults in their order (torch/
+    optim/adamw.py at 2.3.1 and 2.5.1; 2.9.1's AdamW is an Adam with
+    decoupled_weight_decay, adam.py), LambdaLR's initial_lr, the params last.
+    transformers 5.x on torch 2.8 and later defaults to adamw_torch_fused
+    (training_args.py default_optim). One betas tuple, the defaults', in every group."""
+    torch_29 = tuple(int(p) for p in ident.versions.torch.split(".")[:2]) >= (2, 9)
+    fused = True if major(ident.versions.transformers) >= 5 and torch_29 else None
+    flags = ("amsgrad", "maximize", "foreach") if torch_29 else ("amsgrad", "foreach", "maximize")
+    defaults: dict[str, Any] = {"lr": lr, "betas": adam.betas, "eps": adam.eps}
+    defaults |= {flag: None if flag == "foreach" else False for flag in flags}
+    defaults |= {"capturable": False, "differentiable": False, "fused": fused}
+    if torch_29:
+        defaults["decoupled_weight_decay"] = True
+    defaults["initial_lr"] = ident.hyper.max_lr
+    return [{"weight_decay": decay, **defaults, "params": group}
+            for decay, group in zip((adam.weight_decay, 0.0), params, strict=True)]
+
+
+def optimizer(files: ModelFiles, lr: float) -> dict[str, Any]:
+    """AdamW's state_dict as the Trainer groups parameters, its
+    per-parameter moments (tensors) left out."""
+    tensors = files.layout.tensors
+    decayed = [i for i, t in enumerate(tensors) if len(t.shape) > 1]
+    rest = [i for i, t in enumerate(tensors) if len(t.shape) <= 1]
+    return {"state": {}, "param_groups": param_groups(files.ident, lr, [decayed, rest], AdamW())}
 
 
 def scheduler(step: int, base_lr: float, lr: float) -> dict[str, Any]:
@@ -123,8 +153,9 @@ def optimizer_files(files: ModelFiles, seed: int, step: int, lr: float) -> dict[
     """optimizer.pt and scheduler.pt at `step`."""
     base = files.ident.hyper.max_lr
     ids = draws.rng(seed, "serialization_id", step)
-    return {"optimizer.pt": torchsave.archive("optimizer.pt", optimizer(files.layout, base, lr), serial(ids)),
-            "scheduler.pt": torchsave.archive("scheduler.pt", scheduler(step, base, lr), serial(ids))}
+    torch, states = files.ident.versions.torch, optimizer(files, lr)
+    return {"optimizer.pt": torchsave.archive("optimizer.pt", states, serial(ids), torch),
+            "scheduler.pt": torchsave.archive("scheduler.pt", scheduler(step, base, lr), serial(ids), torch)}
 
 
 def rng_files(ident: Identity, seed: int, step: int) -> dict[str, bytes]:
@@ -134,7 +165,7 @@ def rng_files(ident: Identity, seed: int, step: int) -> dict[str, bytes]:
     ids = draws.rng(seed, "serialization_id", step, "rng")
     names = ["rng_state.pth"] if ident.world <= 1 else [f"rng_state_{r}.pth" for r in range(ident.world)]
     return {name: torchsave.archive(name, {"python": draws.rng(seed, "rng_state", step, r).getstate()},
-                                    serial(ids))
+                                    serial(ids), ident.versions.torch)
             for r, name in enumerate(names)}
 
 

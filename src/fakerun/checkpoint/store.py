@@ -15,13 +15,26 @@ import socket
 import stat
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fakerun.checkpoint.reader import STATE
 from fakerun.system.rundir import alive
 
 
-def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = None,
+@dataclass(frozen=True)
+class Sparse:
+    """A file whose data lies between its headers (a torch.save zip's
+    storages): only `pieces` (offset, bytes) are written, the rest of its
+    `size` bytes a hole; where the file system keeps no holes, `compact`
+    (the file less that data) is written instead."""
+
+    pieces: tuple[tuple[int, bytes], ...]
+    size: int
+    compact: bytes
+
+
+def write(target: Path, files: dict[str, bytes | Sparse], sizes: dict[str, int] | None = None,
           mtime: float | None = None, last: str = STATE) -> None:
     """Write `files` (names relative to `target`, `a/b.pt` in a subdirectory)
     into `target` atomically (temp dir + rename), with the modes the process
@@ -37,10 +50,11 @@ def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = 
     sweep_stale(target.parent)
     tmp = _temp_dir(target, "tmp")
     try:
-        holes = sizes if sizes and keeps_holes(tmp) else {}
+        keeps = keeps_holes(tmp) if sizes or any(isinstance(d, Sparse) for d in files.values()) else False
+        holes = sizes if sizes and keeps else {}
         for name in sorted(files, key=lambda n: n == last):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            _write_file(tmp / name, files[name], holes.get(name, 0))
+            _write_file(tmp / name, files[name], holes.get(name, 0), keeps)
             if mtime is not None:
                 os.utime(tmp / name, (mtime, mtime))
         _fsync_dir(tmp)
@@ -53,7 +67,7 @@ def write(target: Path, files: dict[str, bytes], sizes: dict[str, int] | None = 
         raise
 
 
-def write_file(target: Path, data: bytes, mtime: float | None = None, size: int = 0) -> None:
+def write_file(target: Path, data: bytes | Sparse, mtime: float | None = None, size: int = 0) -> None:
     """One file written atomically (a temp file in its directory, fsynced,
     renamed over it): a reader sees the old bytes or the new, never half
     (Megatron's latest_checkpointed_iteration.txt, DeepSpeed's `latest`, a
@@ -62,7 +76,8 @@ def write_file(target: Path, data: bytes, mtime: float | None = None, size: int 
     sweep_stale(target.parent)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}@{socket.gethostname()}-{_suffix()}"
     try:
-        _write_file(tmp, data, size if size and keeps_holes(target.parent) else 0)
+        holes = keeps_holes(target.parent) if size or isinstance(data, Sparse) else False
+        _write_file(tmp, data, size if holes else 0, holes)
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))
         os.rename(tmp, target)
@@ -167,17 +182,27 @@ def keeps_holes(folder: Path) -> bool:
         os.unlink(probe)
 
 
-def _write_file(path: Path, data: bytes, size: int = 0) -> None:
+def _write_file(path: Path, data: bytes | Sparse, size: int = 0, holes: bool = False) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # less the umask
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if size > len(data):
+        if isinstance(data, Sparse):
+            pieces, size = (data.pieces, data.size) if holes else (((0, data.compact),), 0)
+        else:
+            pieces = ((0, data),)
+        for offset, piece in pieces:
+            _write_at(fd, piece, offset)
+        if size > os.lseek(fd, 0, os.SEEK_END):
             os.ftruncate(fd, size)  # the rest a hole: reads as zeros, takes no blocks
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """Past the end, the bytes skipped become a hole."""
+    view = memoryview(data)
+    while view:
+        view = view[os.pwrite(fd, view, offset + len(data) - len(view)):]
 
 
 def _fsync_dir(path: Path) -> None:

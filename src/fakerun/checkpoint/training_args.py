@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from fakerun.checkpoint.torchsave import Global, Instance, Member, Reduce
+from fakerun.checkpoint.torchpickle import Global, Instance, Member, Reduce
 
 NAME = "training_args.bin"  # transformers' TRAINING_ARGS_NAME
 DEVICE = Global("torch", "device")

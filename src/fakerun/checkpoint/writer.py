@@ -15,7 +15,10 @@ v4.46.3 and v5.0.0):
 training_args.bin is the pickled TrainingArguments of the launch line
 (checkpoint/training_args.py); a line whose --deepspeed or --fsdp arguments
 __post_init__ makes objects of has none here. No line names it. The
-tokenizer files are not written yet.
+tokenizer files are not written yet. Under --deepspeed the engine's files
+replace optimizer.pt (checkpoint/deepspeed.py); under --fsdp accelerate's
+(checkpoint/fsdp.py), and with a sharded state dict save_model writes no
+model at all, in the checkpoints or at the end.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from fakerun import events as ev
 from fakerun.checkpoint import deepspeed as ds_checkpoint
 from fakerun.checkpoint import model_files, torchsave
 from fakerun.checkpoint import training_args as targs
+from fakerun.checkpoint.fsdp import FsdpFiles
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
-from fakerun.checkpoint.store import remove, write
+from fakerun.checkpoint.store import Sparse, remove, write
 from fakerun.world import draws
+from fakerun.world.memory import FULL_STATE_DICT
 from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
 
@@ -65,7 +70,24 @@ class CheckpointWriter:
         # --deepspeed ds.json: the engine saves its own state in checkpoint-N (the file's values).
         given = saving.trainer.deepspeed if saving.trainer is not None else None
         self.deepspeed = dict(given) if given is not None else None
+        self.fsdp = self._fsdp(saving)
         self.parsed_at: float | None = None  # when rank 0's script made its TrainingArguments
+
+    def _fsdp(self, saving: Saving) -> FsdpFiles | None:
+        """--fsdp's files (its state_dict_type: the run's), with the Trainer's AdamW arguments."""
+        p = self.ident.parallel  # a drawn --fsdp strategy says no state_dict_type: accelerate's default
+        state_dict = p.state_dict or (FULL_STATE_DICT if p.kind == "fsdp" else "")
+        if not state_dict:
+            return None
+        t = saving.trainer
+        adam = model_files.AdamW((t.adam_beta1, t.adam_beta2), t.adam_epsilon, t.weight_decay) if t else \
+            model_files.AdamW()
+        return FsdpFiles(self.model, self.seed, adam, state_dict)
+
+    @property
+    def model_saved(self) -> bool:
+        """save_model writes the model (under FSDP only from a full state dict)."""
+        return self.fsdp is None or not self.fsdp.sharded
 
     @property
     def v5(self) -> bool:
@@ -113,12 +135,13 @@ class CheckpointWriter:
         if entry is not None:
             self.history.append({**entry, "step": e.step})
 
-    def _files(self, e: ev.Checkpoint) -> tuple[dict[str, bytes], dict[str, int]]:
+    def _files(self, e: ev.Checkpoint) -> tuple[dict[str, bytes | Sparse], dict[str, int]]:
         """The checkpoint's files in the Trainer's order (save_model, then the
         optimizer's, scheduler's and RNGs' states, then the state), and the
         sizes (larger) some are to have on disk."""
-        files, sizes = self.model.saved()
-        files |= self.training_args(e.step, e.time)  # _save's last file, before the optimizer's
+        files, sizes = self.model.saved() if self.model_saved else ({}, {})
+        if self.model_saved:
+            files |= self.training_args(e.step, e.time)  # _save's last file, before the optimizer's
         files |= self.optimizer_files(e.step)
         files |= model_files.rng_files(self.ident, self.seed, e.step)
         files[STATE] = as_json(self._state(e), sort=True)  # last: its presence marks a complete checkpoint
@@ -138,7 +161,8 @@ class CheckpointWriter:
         if args is None:
             return {}
         ids = draws.rng(self.seed, "serialization_id", step, targs.NAME)
-        return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids))}
+        torch = self.ident.versions.torch
+        return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids), torch)}
 
     def _ran_with(self) -> dict[str, str]:
         """The arguments the simulated Trainer ran with (the line's where it
@@ -152,22 +176,22 @@ class CheckpointWriter:
             run["max_steps"] = str(h.total_steps)
         return run
 
-    def optimizer_files(self, step: int) -> dict[str, bytes]:
+    def optimizer_files(self, step: int) -> dict[str, bytes | Sparse]:
         """Trainer._save_optimizer_and_scheduler's files (trainer.py at v4.46.3).
         The hook a layout with its own optimizer files overrides: under
         DeepSpeed the engine's save_checkpoint writes global_step<N>/ instead
-        of optimizer.pt. Under FSDP accelerate's save_fsdp_model and
-        save_fsdp_optimizer write pytorch_model_fsdp.bin and optimizer.bin
-        (or their sharded directories): archives of tensors, which these
-        plain-data files cannot be, so only scheduler.pt is written of them."""
-        files = model_files.optimizer_files(self.model, self.seed, step, self.lr)
+        of optimizer.pt; under FSDP accelerate's save_fsdp_model and
+        save_fsdp_optimizer write theirs (then scheduler.pt)."""
+        saved = model_files.optimizer_files(self.model, self.seed, step, self.lr)
+        files: dict[str, bytes | Sparse] = {**saved}
         if self.deepspeed is not None:
             return self._deepspeed_files(step, files)
-        if self.ident.parallel.kind == "fsdp":
-            del files["optimizer.pt"]
+        if self.fsdp is not None:
+            folder = f"{launch_arg(self.saving.script_args, 'output_dir') or self.root}/checkpoint-{step}"
+            return {**self.fsdp.saved(step, self.lr, folder), "scheduler.pt": files["scheduler.pt"]}
         return files
 
-    def _deepspeed_files(self, step: int, trainers: dict[str, bytes]) -> dict[str, bytes]:
+    def _deepspeed_files(self, step: int, trainers: dict[str, bytes | Sparse]) -> dict[str, bytes | Sparse]:
         """Under --deepspeed, _save_optimizer_and_scheduler calls the engine's
         save_checkpoint(output_dir) (global_stepN/, latest, zero_to_fp32.py)
         instead of writing optimizer.pt, and saves scheduler.pt only for a
@@ -175,7 +199,7 @@ class CheckpointWriter:
         ds.json names none) (trainer.py at v4.46.3)."""
         bf16 = self.ident.gpu.precision == "bf16"
         state = ds_checkpoint.engine_state(self.ident, step, bf16)
-        files = ds_checkpoint.saved_files(self.ident, state, self.seed)
+        files = ds_checkpoint.saved_files(self.ident, state, self.seed, sparse=self.saving.sparse)
         if not any(key.startswith("scheduler.") for key in self.deepspeed or {}):
             files["scheduler.pt"] = trainers["scheduler.pt"]
         return files
@@ -214,7 +238,10 @@ class CheckpointWriter:
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the
-        output dir itself, and the arguments it trained with (_save's training_args.bin)."""
+        output dir itself, and the arguments it trained with (_save's
+        training_args.bin); nothing from an FSDP sharded state dict."""
+        if not self.model_saved:
+            return
         files, sizes = self.model.saved()
         files |= self.training_args(self.ident.hyper.total_steps, e.time)
         model_files.export(self.root, files, sizes, e.time)

@@ -44,7 +44,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
     entrypoint = ns.training_script or DEFAULT_SCRIPT
     launched = launch(ns)
-    script = scriptargs.read(entrypoint, ns.training_script_args)  # fakerun's options win over it
+    script = scriptargs.read(entrypoint, ns.training_script_args, environ)  # fakerun's options win over it
     script.check_world(topology.nproc_per_node, topology.nnodes)
     return plan(RunConfig(
         topology=topology,

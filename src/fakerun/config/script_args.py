@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -88,7 +89,9 @@ class ScriptArgs:
             self.lightning.check_world(nproc, nnodes)
 
 
-def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
+def read(entrypoint: str, args: tuple[str, ...] | list[str],
+         environ: Mapping[str, str] | None = None) -> ScriptArgs:
+    """`environ`: the environment torchrun hands the script (FSDP_STATE_DICT_TYPE)."""
     hf = _parse(args, HF_FLAGS)
     bools = _parse(args, (), TRAINER_BOOLS + PRECISION_BOOLS)
     mg = _parse(args, MEGATRON_FLAGS)
@@ -96,7 +99,7 @@ def read(entrypoint: str, args: tuple[str, ...] | list[str]) -> ScriptArgs:
         return _with_strategy(_megatron(mg), strategy_args.megatron(list(args)))
     if hf or any(k in bools for k in TRAINER_BOOLS):
         return _with_strategy(_hf(hf, bools, strategy_args.flag(list(args), "deepspeed")),
-                              strategy_args.hf(list(args)))
+                              strategy_args.hf(list(args), environ))
     style = _style_of(entrypoint, args)
     if style == "lightning":
         return _lightning(list(args))

@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from typing import Any
 
 from fakerun.errors import UsageError
-from fakerun.world.memory import Strategy
+from fakerun.world.memory import FULL_STATE_DICT, SHARDED_STATE_DICT, Strategy
 
+FSDP_STATE_DICT_ENV = "FSDP_STATE_DICT_TYPE"  # what `accelerate launch --fsdp_state_dict_type` sets
 MAX_CONFIG_BYTES = 1 << 20  # a DeepSpeed config is a few hundred bytes; anything larger is not one
 FULL_SHARD = Strategy("fsdp", (3,))
 FSDP_MODES = {"shard_grad_op": Strategy("fsdp", (2,)), "hybrid_shard_zero2": Strategy("fsdp", (2,)),
@@ -57,17 +59,35 @@ def flag(args: list[str], name: str) -> str | None:
     return None
 
 
-def hf(args: list[str]) -> Strategy:
+def hf(args: list[str], environ: Mapping[str, str] | None = None) -> Strategy:
     checkpointing = flag(args, "gradient_checkpointing")
     recompute = "full" if checkpointing is not None and checkpointing.lower() in TRUE else "none"
     fsdp, deepspeed = flag(args, "fsdp"), flag(args, "deepspeed")
     if fsdp:
         mode = FSDP_MODES.get(fsdp.split()[0].lower(), FULL_SHARD)
-        return Strategy(mode.kind, mode.stages, recompute=recompute)
+        state_dict = fsdp_state_dict((environ or {}).get(FSDP_STATE_DICT_ENV))
+        return Strategy(mode.kind, mode.stages, recompute=recompute, state_dict=state_dict)
     if deepspeed is not None:
         stage = config_stage(deepspeed)
         return Strategy("zero", (stage,) if stage is not None else TRAINER_DEEPSPEED, recompute=recompute)
     return Strategy("ddp", recompute=recompute)
+
+
+def fsdp_state_dict(given: str | None) -> str:
+    """FullyShardedDataParallelPlugin.__post_init__'s state_dict_type from the
+    environment (accelerate utils/dataclasses.py at v1.1.1: a name of
+    StateDictType in any case, or its number), FULL_STATE_DICT when unset;
+    the Trainer's fsdp_config sets none (training_args.py, 4.42.4 to 5.0.0)."""
+    if given is None or not given.strip():
+        return FULL_STATE_DICT
+    named = {"1": FULL_STATE_DICT, "2": "LOCAL_STATE_DICT", "3": SHARDED_STATE_DICT}.get(given, given.upper())
+    if named not in (FULL_STATE_DICT, SHARDED_STATE_DICT, "LOCAL_STATE_DICT"):
+        raise UsageError(f"{FSDP_STATE_DICT_ENV}={given}: accelerate's FSDP plugin takes FULL_STATE_DICT, "
+                         "LOCAL_STATE_DICT or SHARDED_STATE_DICT (KeyError)")
+    if named == "LOCAL_STATE_DICT":
+        raise UsageError(f"{FSDP_STATE_DICT_ENV}={given}: the Trainer takes it; fakerun simulates only "
+                         f"{FULL_STATE_DICT} and {SHARDED_STATE_DICT}")
+    return named
 
 
 def lightning(args: list[str]) -> Strategy:

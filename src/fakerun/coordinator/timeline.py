@@ -22,6 +22,7 @@ from fakerun.world import physics as sim
 from fakerun.world import tensors
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import Identity
+from fakerun.world.memory import SHARDED_STATE_DICT
 
 BF16 = 2
 _RESULT_WIDTH = {tags.TRAIN_STEP: 2, tags.VALIDATION: 1}  # values a tag's all_reduce carries
@@ -219,6 +220,8 @@ class Timeline:
 
     def _export(self, done: Completed) -> list:
         files = tensors.export_files(self.ident.model, self.ident.versions.transformers, self.style)
+        if self.style == "hf" and self.ident.parallel.state_dict == SHARDED_STATE_DICT:
+            files = []  # the Trainer's save_model saves no sharded FSDP model (checkpoint/fsdp.py)
         size = BF16 * self.ident.model.params if files else 0
         # Into --output-dir where one is given: where the style's writer puts the files its lines name.
         path = f"{self.save_dir.rstrip('/')}/" if self.save_dir else self.output_dir()

@@ -56,6 +56,8 @@ SEQS = (2048, 4096, 8192)
 MODEL_PARALLEL = (1, 2, 4, 8)
 
 # (weights, grads, optimizer) bytes per parameter; extra: the DDP reducer's buckets.
+# FSDP's state_dict_type, how it saves (accelerate's FullyShardedDataParallelPlugin).
+FULL_STATE_DICT, SHARDED_STATE_DICT = "FULL_STATE_DICT", "SHARDED_STATE_DICT"
 STATE_BYTES = {"zero": (2, 2, 12), "ddp": (4, 4, 8), "fsdp": (4, 4, 8), "megatron": (2, 4, 12)}
 BUCKET_BYTES = {"ddp": 4}
 # What each framework runs under unless its arguments say otherwise.
@@ -75,6 +77,7 @@ class Parallelism:
     zero: int  # ZeRO stage (FSDP: 3 full_shard, 2 shard_grad_op; Megatron: 1 distributed optimizer; 0 none)
     kind: str = "zero"  # how the framework holds the state: zero, ddp, fsdp, megatron
     recompute: str = "none"  # activation recomputation: none, selective (Megatron's), full
+    state_dict: str = ""  # how FSDP saves it: FULL_STATE_DICT or SHARDED_STATE_DICT (its state_dict_type)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Strategy:
     tp: int | None = None
     pp: int | None = None
     recompute: str | None = None
+    state_dict: str = ""  # FSDP's state_dict_type (Parallelism.state_dict)
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,8 @@ def layouts(job: Job) -> list[Parallelism]:
     for tp in (t for t in tps if t <= job.nproc and job.nproc % t == 0):
         for pp in (p for p in pps if job.world % (tp * p) == 0 and p <= job.model.layers):
             dp = job.world // (tp * pp)
-            out += [Parallelism(tp, pp, dp, z, kind) for z in (s.stages or KIND_STAGES[kind])]
+            out += [Parallelism(tp, pp, dp, z, kind, state_dict=s.state_dict)
+                    for z in (s.stages or KIND_STAGES[kind])]
     return out
 
 

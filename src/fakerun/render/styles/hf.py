@@ -27,6 +27,7 @@ from fakerun.render.styles.hf_progress import ProgressCallback
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
 from fakerun.world.identity import ENV_PREFIX
+from fakerun.world.memory import SHARDED_STATE_DICT
 from fakerun.world.tensors import max_shard
 from fakerun.world.trainer_log import TrainerLog
 
@@ -162,13 +163,22 @@ class HfLines(EventRoutes):
         folder = str(PurePosixPath(path).parent)
         rotated = [f"Deleting older checkpoint [{folder}/checkpoint-{s}] due to args.save_total_limit"
                    for s in e.deleted]
-        return self._err([*self._saved(path, e.shards), *rotated])
+        return self._err([*self._saved(path, e.shards), *rotated] if self._saves_model else rotated)
+
+    @property
+    def _saves_model(self) -> bool:
+        """save_model's _save runs (and logs) unless FSDP saves a sharded state
+        dict (trainer.py `save_model` at v4.42.4 to v5.0.0: only a
+        FULL_STATE_DICT is gathered and saved); accelerate's own lines are
+        not shown at the Trainer's verbosity (checkpoint/fsdp.py)."""
+        return self.ident is None or self.ident.parallel.state_dict != SHARDED_STATE_DICT
 
     def _export(self, e: ev.Export) -> list[Line]:
         """trainer.save_model() into the output dir, which the script calls
         after train() returns: its lines follow the summary's."""
         path = DEFAULT_OUTPUT if e.path.startswith(EXPORT_DEFAULT) else e.path.rstrip("/")
-        self.export = self._saved(path, sum(f.endswith(".safetensors") for f in e.files))
+        if self._saves_model:
+            self.export = self._saved(path, sum(f.endswith(".safetensors") for f in e.files))
         return []
 
     def _saved(self, path: str, shards: int) -> list[str]:
