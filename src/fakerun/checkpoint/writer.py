@@ -14,25 +14,27 @@ v4.46.3 and v5.0.0):
 
 training_args.bin is the pickled TrainingArguments of the launch line
 (checkpoint/training_args.py); a line whose --deepspeed or --fsdp arguments
-__post_init__ makes objects of has none here. No line names it. The
-tokenizer files are not written yet.
+__post_init__ makes objects of has none here. No line names it. Before it,
+in every `_save`, the tokenizer's files (checkpoint/tokenizer.py), for a
+model with one (world/tokenizers.py).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
 from fakerun.checkpoint import deepspeed as ds_checkpoint
-from fakerun.checkpoint import model_files, torchsave
+from fakerun.checkpoint import model_files, tokenizer, torchsave
 from fakerun.checkpoint import training_args as targs
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
 from fakerun.checkpoint.store import remove, write
-from fakerun.world import draws
+from fakerun.world import draws, tokenizers
 from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
 
@@ -118,11 +120,22 @@ class CheckpointWriter:
         optimizer's, scheduler's and RNGs' states, then the state), and the
         sizes (larger) some are to have on disk."""
         files, sizes = self.model.saved()
+        files |= self.tokenizer_files()
         files |= self.training_args(e.step, e.time)  # _save's last file, before the optimizer's
         files |= self.optimizer_files(e.step)
         files |= model_files.rng_files(self.ident, self.seed, e.step)
         files[STATE] = as_json(self._state(e), sort=True)  # last: its presence marks a complete checkpoint
         return files, sizes
+
+    def tokenizer_files(self) -> dict[str, bytes]:
+        """_save's `processing_class.save_pretrained(output_dir)`, after the
+        model's files: the model's tokenizer as loaded from the launch line's
+        --model_name_or_path (5.x records whether that was a directory)."""
+        config = tokenizers.for_model(self.ident.model.name)
+        if config is None:
+            return {}
+        path = launch_arg(self.saving.script_args, "model_name_or_path")
+        return tokenizer.files(config, self.ident.versions.transformers, bool(path) and Path(path).is_dir())
 
     def training_args(self, step: int, when: float) -> dict[str, bytes]:
         """training_args.bin, as `_save` writes it beside the model: for a
@@ -214,7 +227,9 @@ class CheckpointWriter:
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the
-        output dir itself, and the arguments it trained with (_save's training_args.bin)."""
+        output dir itself, its tokenizer, and the arguments it trained with
+        (_save's training_args.bin)."""
         files, sizes = self.model.saved()
+        files |= self.tokenizer_files()
         files |= self.training_args(self.ident.hyper.total_steps, e.time)
         model_files.export(self.root, files, sizes, e.time)
