@@ -5,6 +5,7 @@ them in a venv of each pinned version), and data/tokenizers.toml's table."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from importlib import resources
@@ -12,15 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from fakerun import events as ev
 from fakerun import texts
-from fakerun.checkpoint import tokenizer
+from fakerun.checkpoint import CheckpointWriter, tokenizer
+from fakerun.checkpoint.layouts import Saving
 from fakerun.world import catalog, tokenizers
+from fakerun.world.identity import build
+from fakerun.world.trainer import TrainerArgs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizers"
 # The pins in their tokenizers series' order (0.19, 0.19, 0.20, 0.22), so that the
 # one-entry cache renders Llama 3's tokenizer.json once per merges form.
 VERSIONS = ("4.42.4", "4.44.2", "4.46.3", "5.0.0")
 SERIES = {"4.42.4": "0.19.", "4.44.2": "0.19.", "4.46.3": "0.20.", "5.0.0": "0.22."}
+TOKENIZER_FILES = {"tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"}  # 4.x's
 
 
 def captured(version: str) -> dict:
@@ -120,3 +126,21 @@ def test_the_pretty_printer_is_serde_jsons():
         want = [m.split(" ") for m in merges] if pairs else merges
         assert tokenizer.merges_block(merges, 2, pairs) == json.dumps({"m": want}, indent=2, ensure_ascii=False)[
             len('{\n  "m": '):-len("\n}")].replace("\n", "\n  ")
+
+
+@pytest.mark.parametrize("under", ["deepspeed", "fsdp", "none-model"])
+def test_every_save_of_a_model_with_one_writes_its_tokenizer(tmp_path, under):
+    """Trainer._save saves processing_class whichever engine holds the model
+    (save_model calls _save under DeepSpeed and FSDP's full state dict:
+    trainer.py at v4.46.3); a model listed as none never writes one."""
+    model = "Qwen2.5-3B" if under == "none-model" else "Llama-3.2-3B"
+    ident = build(6, 1, 2, model=model)
+    trainer = TrainerArgs(deepspeed=(("zero_optimization.stage", 3),)) if under == "deepspeed" else TrainerArgs()
+    if under == "fsdp":
+        ident = dataclasses.replace(ident, parallel=dataclasses.replace(ident.parallel, kind="fsdp"))
+    writer = CheckpointWriter(Saving(tmp_path, ident, 6, trainer=trainer))
+    writer.event(ev.Checkpoint(1, 1, str(tmp_path), 2, 1, 1, 1.0, 1234.5))
+    writer.event(ev.Export(str(tmp_path), [], 1, 2.0, 1300.0))
+    names = TOKENIZER_FILES if under != "none-model" else set()
+    for folder in (tmp_path / "checkpoint-1", tmp_path):
+        assert {p.name for p in folder.iterdir()} & (TOKENIZER_FILES | {"chat_template.jinja"}) == names
