@@ -35,11 +35,11 @@ def trial(config: str, version: str) -> dict[str, float]:
     from fakerun.world import tokenizers
 
     start = time.perf_counter()
-    files = tokenizer.files(tokenizers._config(config), version, is_local=False)
+    files = tokenizer.files(tokenizers.named(config), version, is_local=False)
     rendered = time.perf_counter() - start
     tokenizer._rendered.cache_clear()  # once more under tracemalloc, which slows allocation: its memory
     tracemalloc.start()
-    tokenizer.files(tokenizers._config(config), version, is_local=False)
+    tokenizer.files(tokenizers.named(config), version, is_local=False)
     kept, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,7 +45,7 @@ def test_each_file_is_the_real_libraries_byte_for_byte(version, name):
     assert real["transformers"] == version and real["tokenizers"].startswith(SERIES[version])
     want = real["configs"][name]
     # capture.py loaded the tokenizer from a directory: is_local, as 5.x records it
-    written = tokenizer.files(tokenizers._config(name), version, is_local=True)
+    written = tokenizer.files(tokenizers.named(name), version, is_local=True)
     assert {n: [len(b), hashlib.sha256(b).hexdigest()] for n, b in written.items()} == want["files"]
     assert set(written) <= set(want["returned"])
 
@@ -57,14 +57,14 @@ def test_the_lines_are_the_libraries_records(version, name):
     said = texts.load("style-hf")["tokenizer_saved"]
     lines = [f"transformers/tokenization_utils_base.py:{said[n][version]} "
              + said[n]["text"].format(path="{dir}/" + n)
-             for n in tokenizers.logged(tokenizers._config(name), version)]
+             for n in tokenizers.logged(tokenizers.named(name), version)]
     assert lines == captured(version)["configs"][name]["logged"]
 
 
 def test_5x_records_whether_the_model_path_was_a_directory():
     """from_pretrained's is_local (os.path.isdir of the path it was given,
     tokenization_utils_base.py at v5.0.0): false for a Hub id."""
-    config = tokenizers._config("llama3-base")
+    config = tokenizers.named("llama3-base")
     hub = json.loads(tokenizer.config_json(config, "5.0.0", is_local=False))
     local = json.loads(tokenizer.config_json(config, "5.0.0", is_local=True))
     assert (hub["is_local"], local["is_local"]) == (False, True)
@@ -79,10 +79,9 @@ def test_every_catalog_model_has_a_tokenizer_or_is_listed_as_none():
 
 
 def test_each_config_has_its_family_content_template_and_licence():
-    table = tokenizers._table()
-    for model, name in table["models"].items():
+    for model in tokenizers.covered()[0]:
         config = tokenizers.for_model(model)
-        assert config is not None and config.name == name
+        assert config is not None
         folder = resources.files("fakerun").joinpath("data", "tokenizers", config.family.name)
         assert folder.joinpath("tokenizer.json.xz").is_file()
         assert any(p.name.startswith("LICENSE") for p in folder.iterdir()), config.family.name
@@ -107,7 +106,7 @@ def test_the_llama_licence_and_notice_ship_with_llama3():
 
 def test_only_the_last_rendering_is_kept():
     """A --loop's agent goes from model to model: the 17 MB renderings do not pile up."""
-    config = tokenizers._config("llama3-base")
+    config = tokenizers.named("llama3-base")
     for version in VERSIONS:
         tokenizer.files(config, version, is_local=False)
         assert tokenizer._rendered.cache_info().currsize == 1

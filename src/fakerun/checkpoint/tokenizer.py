@@ -47,6 +47,9 @@ FLAGS = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
 ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # a scalar as serde_json writes it (UTF-8, unescaped)
 STRING = encoder.encode_basestring  # the C one: a string, likewise
 STEP = "  "  # serde_json's PrettyFormatter indent
+# tokenizer_class in 5.x's file: the class a repo's tokenizer_config.json class loads as
+# (5.0.0's AutoTokenizer: a PreTrainedTokenizerFast repo is a TokenizersBackend).
+V5_CLASS = {"PreTrainedTokenizerFast": "TokenizersBackend"}
 
 
 def _folder(family: str) -> Any:
@@ -65,6 +68,10 @@ def _pairs(transformers: str) -> bool:
     pair; 0.19 (4.42.x-4.45.x) as one "a b" string."""
     major, minor = (int(part) for part in transformers.split(".")[:2])
     return (major, minor) >= (4, 46)
+
+
+class Raw(str):
+    """Text pretty() writes as it is (a block rendered beforehand)."""
 
 
 def pretty(value: Any, depth: int = 0) -> Iterator[str]:
@@ -109,10 +116,6 @@ def _flat(value: Any, depth: int) -> str | None:
     return None
 
 
-class Raw(str):
-    """Text pretty() writes as it is (a block rendered beforehand)."""
-
-
 def merges_block(merges: list[str], depth: int, pairs: bool) -> Raw:
     """BPE merges ("a b": no token holds a space, and no escape writes one)
     as one string each (tokenizers 0.19) or as a pair, each part on its own
@@ -149,8 +152,8 @@ def config_json(config: Config, transformers: str, is_local: bool) -> bytes:
     body = dict(config.tokenizer_config)
     template = chat_template(config)
     if v5(transformers):
-        # TokenizersBackend (5.0.0): the class a PreTrainedTokenizerFast repo loads as.
-        body |= {"backend": "tokenizers", "is_local": is_local, "tokenizer_class": "TokenizersBackend"}
+        body |= {"backend": "tokenizers", "is_local": is_local,
+                 "tokenizer_class": V5_CLASS[body["tokenizer_class"]]}
     else:
         body["added_tokens_decoder"] = _rendered(config.family.name, _pairs(transformers))[1]
         if template is not None:

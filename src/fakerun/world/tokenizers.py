@@ -66,7 +66,8 @@ def _table() -> dict[str, Any]:
 
 
 @cache
-def _config(name: str) -> Config:
+def named(name: str) -> Config:
+    """data/tokenizers.toml's config `name`."""
     table = _table()
     if name not in table["configs"]:
         raise TokenizerTableError(f"fakerun/data/tokenizers.toml: no config {name!r}")
@@ -81,7 +82,7 @@ def for_model(model: str) -> Config | None:
     """The tokenizer the Trainer of catalog model `model` saves, or None
     (listed as none, or a model the catalog does not hold)."""
     name = _table()["models"].get(model)
-    return _config(name) if name is not None else None
+    return named(name) if name is not None else None
 
 
 def covered() -> tuple[set[str], set[str]]:
