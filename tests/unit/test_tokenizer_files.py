@@ -82,9 +82,9 @@ def test_each_config_has_its_family_content_template_and_licence():
     for model in tokenizers.covered()[0]:
         config = tokenizers.for_model(model)
         assert config is not None
-        folder = resources.files("fakerun").joinpath("data", "tokenizers", config.family.name)
+        folder = resources.files("fakerun").joinpath("data", "tokenizers", config.family)
         assert folder.joinpath("tokenizer.json.xz").is_file()
-        assert any(p.name.startswith("LICENSE") for p in folder.iterdir()), config.family.name
+        assert any(p.name.startswith("LICENSE") for p in folder.iterdir()), config.family
         if config.chat_template is not None:
             assert folder.joinpath(config.chat_template).is_file()
     assert tokenizers.for_model("deepseek-llm-7b-base") is None  # listed as none: no processing_class

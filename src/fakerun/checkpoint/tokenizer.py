@@ -144,7 +144,7 @@ def _rendered(family: str, pairs: bool) -> tuple[bytes, dict[str, dict[str, Any]
 def chat_template(config: Config) -> str | None:
     if config.chat_template is None:
         return None
-    return _folder(config.family.name).joinpath(config.chat_template).read_text(encoding="utf-8")
+    return _folder(config.family).joinpath(config.chat_template).read_text(encoding="utf-8")
 
 
 def config_json(config: Config, transformers: str, is_local: bool) -> bytes:
@@ -155,7 +155,7 @@ def config_json(config: Config, transformers: str, is_local: bool) -> bytes:
         body |= {"backend": "tokenizers", "is_local": is_local,
                  "tokenizer_class": V5_CLASS[body["tokenizer_class"]]}
     else:
-        body["added_tokens_decoder"] = _rendered(config.family.name, _pairs(transformers))[1]
+        body["added_tokens_decoder"] = _rendered(config.family, _pairs(transformers))[1]
         if template is not None:
             body["chat_template"] = template
     return _sorted_json(body)
@@ -175,5 +175,5 @@ def files(config: Config, transformers: str, is_local: bool) -> dict[str, bytes]
     written[TOKENIZER_CONFIG] = config_json(config, transformers, is_local)
     if not v5(transformers):
         written[SPECIAL_TOKENS_MAP] = _sorted_json(config.special_tokens_map)
-    written[TOKENIZER_JSON] = _rendered(config.family.name, _pairs(transformers))[0]
+    written[TOKENIZER_JSON] = _rendered(config.family, _pairs(transformers))[0]
     return written

@@ -31,16 +31,7 @@ CHAT_TEMPLATE = "chat_template.jinja"
 
 
 class TokenizerTableError(RuntimeError):
-    """data/tokenizers.toml names a model, config or family it does not define."""
-
-
-@dataclass(frozen=True)
-class Family:
-    """One tokenizer.json content (data/tokenizers/<name>/tokenizer.json.xz)."""
-
-    name: str
-    model_type: str  # config.json's, beside it in the Hub repo
-    slow_files: tuple[str, ...]  # what 4.x writes beside tokenizer.json for the class
+    """data/tokenizers.toml names a config it does not define."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +40,7 @@ class Config:
     special_tokens_map.json as the repo has them, its chat template's file."""
 
     name: str
-    family: Family
+    family: str  # its content: data/tokenizers/<family>/tokenizer.json.xz
     tokenizer_config: dict[str, Any]
     special_tokens_map: dict[str, Any]
     chat_template: str | None  # a file in the family's folder
@@ -72,9 +63,7 @@ def named(name: str) -> Config:
     if name not in table["configs"]:
         raise TokenizerTableError(f"fakerun/data/tokenizers.toml: no config {name!r}")
     row = table["configs"][name]
-    fam = table["families"][row["family"]]
-    family = Family(row["family"], fam["model_type"], tuple(fam["slow_files"]))
-    return Config(name, family, dict(row["tokenizer_config"]), dict(row["special_tokens_map"]),
+    return Config(name, row["family"], dict(row["tokenizer_config"]), dict(row["special_tokens_map"]),
                   row.get("chat_template"))
 
 
