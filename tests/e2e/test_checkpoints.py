@@ -30,13 +30,13 @@ def run_to(runner, out, *extra):
                       "--output-dir", str(out), "--output", "jsonl", *extra)
 
 
-def hf_run(runner, out, *extra, seed="10", steps="10", style="hf", script=()):
+def hf_run(runner, out, *extra, seed="10", steps="10", style="hf", script=(), model="meta-llama/Llama-3.2-3B"):
     """The Trainer (transformers 4.46.3, its default pin) of Llama-3.2-3B: 6.4 GB of weights in
     two shards of "5GB" (one file under 5.x's "50GB"), a log every 2 steps, an evaluation and a
     save at the end."""
     return runner.run("--style", style, "--nproc", "2", "--speed", "0", "--seed", seed, "--max-steps", steps,
                       "--start-time", "2026-01-01 00:00:00", "--output-dir", str(out), *extra,
-                      "train.py", "--model_name_or_path", "meta-llama/Llama-3.2-3B", "--logging_steps", "2",
+                      "train.py", "--model_name_or_path", model, "--logging_steps", "2",
                       "--per_device_train_batch_size", "1", *script)
 
 
@@ -46,21 +46,32 @@ def walk(root):
 
 
 # The lines that name a file the Trainer wrote (trainer.py `_save`, modeling_utils.py
-# `save_pretrained`, configuration_utils.py, at v4.46.3): the path each names.
+# `save_pretrained`, configuration_utils.py, tokenization_utils_base.py, at v4.46.3 and v5.0.0):
+# the path each names.
 # A logger line may follow a tqdm redraw on the same line (the bar ends in no newline): not anchored at ^.
 NAMED = (re.compile(r"Configuration saved in (\S+)$"), re.compile(r"Model weights saved in (\S+)$"),
-         re.compile(r"index located at (\S+)\.$"))
+         re.compile(r"index located at (\S+)\.$"), re.compile(r"tokenizer config file saved in (\S+)$"),
+         re.compile(r"Special tokens file saved in (\S+)$"), re.compile(r"chat template saved in (\S+)$"))
+# What the tokenizer's save_pretrained names in its lines, per version (the files each
+# writes: tests/fixtures/tokenizers/<version>.json), and tokenizer.json, which it names in none.
+TOKENIZER_4 = ("tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_5_CHAT = ("chat_template.jinja", "tokenizer_config.json")
 
 
-@pytest.mark.parametrize(("style", "shards", "fields"), [("hf", 2, TRAINER_STATE), ("hf@5", 1, TRAINER_STATE_5)])
-def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style, shards, fields):
+@pytest.mark.parametrize(("style", "model", "shards", "fields", "tokenizer"), [
+    ("hf", "meta-llama/Llama-3.2-3B", 2, TRAINER_STATE, TOKENIZER_4),
+    ("hf@5", "meta-llama/Llama-3.2-3B-Instruct", 1, TRAINER_STATE_5, TOKENIZER_5_CHAT),
+    # No public source of its tokenizer: its Trainer runs without a processing_class.
+    ("hf", "Qwen/Qwen2.5-3B", 2, TRAINER_STATE, ()),
+])
+def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style, model, shards, fields, tokenizer):
     """Every file a line names exists, and nothing else is written beyond
     what those saves write with them (trainer.py `_save_checkpoint` at
-    v4.46.3 and v5.0.0: the index's shards, training_args.bin, optimizer.pt, scheduler.pt, the
-    RNG states, trainer_state.json of the version's fields); the final
-    save_model's files in the output dir."""
+    v4.46.3 and v5.0.0: the index's shards, the tokenizer's tokenizer.json, training_args.bin,
+    optimizer.pt, scheduler.pt, the RNG states, trainer_state.json of the version's fields); the
+    final save_model's files in the output dir."""
     out = tmp_path / "out"
-    job = hf_run(runner, out, style=style)
+    job = hf_run(runner, out, style=style, model=model)
     assert job.proc.returncode == 0, job.stderr[-2000:]
     named = {m.group(1) for line in job.stderr.splitlines() for rx in NAMED if (m := rx.search(line))}
     saves = [m.group(1) for line in job.stderr.splitlines()
@@ -72,6 +83,8 @@ def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style,
         folder = Path(save)
         # _save's training_args.bin (torch.save(self.args)) beside the model, named by no line
         expected |= {str(folder / n) for n in ("config.json", "generation_config.json", "training_args.bin")}
+        assert {str(folder / n) for n in tokenizer} <= named
+        expected |= {str(folder / n) for n in (*tokenizer, *(("tokenizer.json",) if tokenizer else ()))}
         if shards == 1:
             expected.add(str(folder / "model.safetensors"))
         else:

@@ -33,9 +33,11 @@ HF_LINES = [re.compile(p) for p in (
     r"^  Gradient Accumulation steps = \d+$", rf"^  Total optimization steps = {NUM}$",
     rf"^  Number of trainable parameters = {NUM}$", r"^$", r"^\*\*\*\*\* Running Evaluation \*\*\*\*\*$",
     r"^  Num examples = \d+$", r"^  Batch size = \d+$", r"^\{'(loss|eval_loss|train_runtime)': .*\}$",
-    # Trainer._save: a checkpoint's, and save_model's into the output dir at the end. No tokenizer lines:
-    # the script's Trainer has none (checkpoint/writer.py).
+    # Trainer._save: a checkpoint's, and save_model's into the output dir at the end; the tokenizer's
+    # save_pretrained (tokenization_utils_base.py) for a model with one (world/tokenizers.py).
     r"^Saving model checkpoint to \S+$", r"^Configuration saved in \S+/(generation_)?config\.json$",
+    r"^tokenizer config file saved in \S+/tokenizer_config\.json$",
+    r"^Special tokens file saved in \S+/special_tokens_map\.json$", r"^chat template saved in \S+/chat_template\.jinja$",
     r"^The model is bigger than the maximum size per checkpoint \((5|50)GB\) and is going to be split in \d+ "
     r"checkpoint shards\. You can find where each parameters has been saved in the index located at "
     r"\S+/model\.safetensors\.index\.json\.$", r"^Model weights saved in \S+/model\.safetensors$",

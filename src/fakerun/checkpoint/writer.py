@@ -14,29 +14,31 @@ v4.46.3 and v5.0.0):
 
 training_args.bin is the pickled TrainingArguments of the launch line
 (checkpoint/training_args.py); a line whose --deepspeed or --fsdp arguments
-__post_init__ makes objects of has none here. No line names it. The
-tokenizer files are not written yet. Under --deepspeed the engine's files
+__post_init__ makes objects of has none here. No line names it. Before it,
+in every `_save`, the tokenizer's files (checkpoint/tokenizer.py), for a
+model with one (world/tokenizers.py). Under --deepspeed the engine's files
 replace optimizer.pt (checkpoint/deepspeed.py); under --fsdp accelerate's
 (checkpoint/fsdp.py), and with a sharded state dict save_model writes no
-model at all, in the checkpoints or at the end.
+model at all (nor its tokenizer), in the checkpoints or at the end.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
 from fakerun.checkpoint import deepspeed as ds_checkpoint
-from fakerun.checkpoint import model_files, torchsave
+from fakerun.checkpoint import model_files, tokenizer, torchsave
 from fakerun.checkpoint import training_args as targs
 from fakerun.checkpoint.fsdp import FsdpFiles
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.model_files import ModelFiles, as_json
 from fakerun.checkpoint.reader import STATE
 from fakerun.checkpoint.store import Sparse, remove, write
-from fakerun.world import draws
+from fakerun.world import draws, tokenizers
 from fakerun.world.memory import FULL_STATE_DICT
 from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
@@ -141,11 +143,22 @@ class CheckpointWriter:
         sizes (larger) some are to have on disk."""
         files, sizes = self.model.saved() if self.model_saved else ({}, {})
         if self.model_saved:
+            files |= self.tokenizer_files()
             files |= self.training_args(e.step, e.time)  # _save's last file, before the optimizer's
         files |= self.optimizer_files(e.step)
         files |= model_files.rng_files(self.ident, self.seed, e.step)
         files[STATE] = as_json(self._state(e), sort=True)  # last: its presence marks a complete checkpoint
         return files, sizes
+
+    def tokenizer_files(self) -> dict[str, bytes]:
+        """_save's `processing_class.save_pretrained(output_dir)`, after the
+        model's files: the model's tokenizer as loaded from the launch line's
+        --model_name_or_path (5.x records whether that was a directory)."""
+        config = tokenizers.for_model(self.ident.model.name)
+        if config is None:
+            return {}
+        path = launch_arg(self.saving.script_args, "model_name_or_path")
+        return tokenizer.files(config, self.ident.versions.transformers, bool(path) and Path(path).is_dir())
 
     def training_args(self, step: int, when: float) -> dict[str, bytes]:
         """training_args.bin, as `_save` writes it beside the model: for a
@@ -238,10 +251,11 @@ class CheckpointWriter:
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the
-        output dir itself, and the arguments it trained with (_save's
-        training_args.bin); nothing from an FSDP sharded state dict."""
+        output dir itself, its tokenizer, and the arguments it trained with
+        (_save's training_args.bin); nothing from an FSDP sharded state dict."""
         if not self.model_saved:
             return
         files, sizes = self.model.saved()
+        files |= self.tokenizer_files()
         files |= self.training_args(self.ident.hyper.total_steps, e.time)
         model_files.export(self.root, files, sizes, e.time)

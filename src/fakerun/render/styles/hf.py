@@ -26,6 +26,7 @@ from fakerun.render.lines import STDERR, Line
 from fakerun.render.styles.hf_progress import ProgressCallback
 from fakerun.render.styles.routes import EventRoutes
 from fakerun.world import physics as sim
+from fakerun.world import tokenizers
 from fakerun.world.identity import ENV_PREFIX
 from fakerun.world.memory import SHARDED_STATE_DICT
 from fakerun.world.tensors import max_shard
@@ -186,9 +187,10 @@ class HfLines(EventRoutes):
         configuration_utils.py, generation/configuration_utils.py, at each
         pinned version): the config, the generation config (every *ForCausalLM
         can generate), the weights by the version's max_shard_size ("5GB" in
-        4.x, "50GB" in 5.x). `_save` then writes training_args.bin, which
-        no line names. The tokenizer's files (and their two lines) are not
-        written yet (checkpoint/writer.py writes exactly these)."""
+        4.x, "50GB" in 5.x); then the tokenizer's save_pretrained, for a
+        model with one (world/tokenizers.py). `_save` then writes
+        training_args.bin, which no line names (checkpoint/writer.py writes
+        exactly these)."""
         saved = [f"Saving model checkpoint to {path}", f"Configuration saved in {path}/config.json",
                  f"Configuration saved in {path}/generation_config.json"]
         if shards > 1:
@@ -198,7 +200,17 @@ class HfLines(EventRoutes):
                          f"been saved in the index located at {path}/model.safetensors.index.json.")
         else:
             saved.append(f"Model weights saved in {path}/model.safetensors")
-        return saved
+        return [*saved, *self._tokenizer_saved(path)]
+
+    def _tokenizer_saved(self, path: str) -> list[str]:
+        """tokenization_utils_base.py save_pretrained's line for each file it
+        names (data/style-hf.toml [tokenizer_saved])."""
+        config = tokenizers.for_model(self.ident.model.name)
+        if config is None:
+            return []
+        said = texts.load("style-hf")["tokenizer_saved"]
+        return [said[name]["text"].format(path=f"{path}/{name}")
+                for name in tokenizers.logged(config, self.ident.versions.transformers)]
 
     def _summary(self, e: ev.Summary) -> list[Line]:
         """The end of _inner_training_loop, stopped early by a callback or not

@@ -1,0 +1,138 @@
+"""Makes src/fakerun/data/tokenizers/ from the public sources it names, once,
+in a scratch venv (never at run time, never imported by fakerun):
+
+    python3 -m venv /tmp/tokbuild
+    /tmp/tokbuild/bin/pip install transformers==4.46.3 tokenizers==0.20.3 tiktoken sentencepiece protobuf
+    /tmp/tokbuild/bin/python tools/tokenizers/build.py SOURCES_DIR
+
+SOURCES_DIR holds each source file under the name SOURCES gives it, taken
+from the repository at the commit named there (`git show COMMIT:PATH`); the
+sha256 of each is checked before it is used. The output is reproducible:
+each family's tokenizer.json content as the `tokenizers` library serialises
+it (compact, merges as "a b" strings as the Hub's files hold them), xz-compressed at a fixed preset, and each
+licence text beside it.
+
+Llama 3.x: the tiktoken rank file meta-llama/llama-models ships, converted
+as Meta converted it for the Hub's Llama 3.1 and 3.2 repos (and the Instruct repos' chat templates:
+LLAMA_CPP): transformers
+v4.46.3 src/transformers/models/llama/convert_llama_weights_to_hf.py,
+Llama3Converter with the 3.1/3.2 special tokens (DEFAULT_LLAMA_SPECIAL_TOKENS:
+the two lists are the same). That module imports torch for the weights it
+also converts; the tokenizer needs none, so an empty module stands in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import lzma
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[2] / "src" / "fakerun" / "data" / "tokenizers"
+XZ = lzma.PRESET_DEFAULT | lzma.PRESET_EXTREME  # fixed: the same input gives the same bytes
+LLAMA_MODELS = ("meta-llama/llama-models", "a9c89c471f793423afd4cc3ca8671d6e56fe64cb")
+# The Hub repos' chat templates as scripts/get_chat_template.py writes them (the
+# tokenizer_config.json string, nothing added): models/templates/ at the commit adding them.
+LLAMA_CPP = ("ggml-org/llama.cpp", "8b576b6c55bc4e6be898b47522f0ef402b93ef62")
+
+# name in SOURCES_DIR -> (repository, commit, path, sha256)
+SOURCES = {
+    "llama3.tokenizer.model": (*LLAMA_MODELS, "models/llama3/tokenizer.model",
+                               "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55"),
+    "llama3_1.LICENSE": (*LLAMA_MODELS, "models/llama3_1/LICENSE", None),
+    "llama3_2.LICENSE": (*LLAMA_MODELS, "models/llama3_2/LICENSE", None),
+    "llama3_1.USE_POLICY.md": (*LLAMA_MODELS, "models/llama3_1/USE_POLICY.md", None),
+    "llama3_2.USE_POLICY.md": (*LLAMA_MODELS, "models/llama3_2/USE_POLICY.md", None),
+    "Llama-3.1-8B-Instruct.jinja": (*LLAMA_CPP, "models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja",
+                                    "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65"),
+    "Llama-3.2-3B-Instruct.jinja": (*LLAMA_CPP, "models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja",
+                                    "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4"),
+}
+
+# The attribution each Llama Community License asks to be kept in a "Notice" file (its
+# section 1.b.iii), and the "Built with Llama" its section 1.b.i asks to be displayed.
+ATTRIBUTION = ("Llama {v} is licensed under the Llama {v} Community License, "
+               "Copyright © Meta Platforms, Inc. All Rights Reserved.")
+LLAMA3_NOTICE = "\n".join([
+    ATTRIBUTION.format(v="3.1"), ATTRIBUTION.format(v="3.2"), "", "Built with Llama", "",
+    "tokenizer.json.xz holds the Llama 3 tokenizer (meta-llama/llama-models, models/llama3/tokenizer.model)",
+    "in the form of the tokenizers library; LICENSE-3.1, LICENSE-3.2 and the USE_POLICY files are",
+    "the agreements under which it is distributed.", ""])
+
+
+def source(root: Path, name: str) -> bytes:
+    repo, commit, path, digest = SOURCES[name]
+    data = (root / name).read_bytes()
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        sys.exit(f"build.py: {name} is not {repo}@{commit[:8]}:{path} (sha256 differs)")
+    return data
+
+
+def fetch_sources(clones: dict[str, Path], root: Path) -> None:
+    """SOURCES_DIR from git clones of the repositories (`--git OWNER/NAME=DIR`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (repo, commit, path, _) in SOURCES.items():
+        if repo in clones:
+            blob = subprocess.run(["git", "-C", str(clones[repo]), "show", f"{commit}:{path}"], check=True,
+                                  capture_output=True, timeout=60).stdout
+            (root / name).write_bytes(blob)
+
+
+def compact(content: str) -> bytes:
+    """The content as the Hub's tokenizer.json files hold it (tokenizers 0.19's
+    form: a merge is one "a b" string; no token of a byte-level or
+    SentencePiece vocabulary holds a space), compact, xz-compressed."""
+    body = json.loads(content)
+    merges = body["model"].get("merges") or []
+    assert not any(" " in part for pair in merges for part in pair)
+    body["model"]["merges"] = [" ".join(pair) for pair in merges]
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return lzma.compress(text.encode(), preset=XZ)
+
+
+def llama3(root: Path) -> dict[str, bytes]:
+    import transformers.convert_slow_tokenizer  # noqa: F401  (resolves transformers before the stand-in)
+    from transformers import PreTrainedTokenizerFast  # noqa: F401
+    stand_in = types.ModuleType("torch")
+    stand_in.__spec__ = None
+    sys.modules["torch"] = stand_in
+    from transformers.models.llama import convert_llama_weights_to_hf as conv
+
+    assert conv.DEFAULT_LLAMA_SPECIAL_TOKENS["3.1"] == conv.DEFAULT_LLAMA_SPECIAL_TOKENS["3.2"]
+    model = root / "llama3.tokenizer.model"
+    source(root, "llama3.tokenizer.model")
+    made = conv.Llama3Converter(str(model), conv.DEFAULT_LLAMA_SPECIAL_TOKENS["3.2"], False, "3.2")
+    return {"tokenizer.json.xz": compact(made.converted_tokenizer.backend_tokenizer.to_str(pretty=False)),
+            "LICENSE-3.1": source(root, "llama3_1.LICENSE"), "LICENSE-3.2": source(root, "llama3_2.LICENSE"),
+            "USE_POLICY-3.1.md": source(root, "llama3_1.USE_POLICY.md"),
+            "USE_POLICY-3.2.md": source(root, "llama3_2.USE_POLICY.md"),
+            "NOTICE": LLAMA3_NOTICE.encode(),
+            "chat_template-3.1-instruct.jinja": source(root, "Llama-3.1-8B-Instruct.jinja"),
+            "chat_template-3.2-instruct.jinja": source(root, "Llama-3.2-3B-Instruct.jinja")}
+
+
+FAMILIES = {"llama3": llama3}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", type=Path, help="the directory of source files (SOURCES)")
+    parser.add_argument("--git", action="append", default=[], metavar="OWNER/NAME=DIR",
+                        help="first fill SOURCES_DIR from this clone of a repository SOURCES names")
+    args = parser.parse_args()
+    fetch_sources(dict(pair.split("=", 1) for pair in args.git), args.sources)
+    for family, make in FAMILIES.items():
+        folder = OUT / family
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in make(args.sources).items():
+            (folder / name).write_bytes(data)
+            print(f"{family}/{name}: {len(data):,} B sha256 {hashlib.sha256(data).hexdigest()[:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
