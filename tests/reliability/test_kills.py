@@ -34,7 +34,8 @@ import pytest
 from tests.conftest import SHORT_JOB, Job, Runner, gone, job_processes, wait_until
 from tests.reliability.conftest import Started, rng, seconds_until, seed_note, side_by_side, started_together
 
-PACED = (*SHORT_JOB, "--speed", "16", "--max-steps", "100000")  # init ~0.95 s, then steps
+SPEED = 16
+PACED = (*SHORT_JOB, "--speed", str(SPEED), "--max-steps", "100000")  # init ~0.95 s, then steps
 JSONL = ("--output", "jsonl")
 NODES = ("--nodes", "2", "--no-theatre", "--nproc", "2")
 RANK_DETECT_S = 1.0
@@ -43,7 +44,7 @@ RANKS_GONE_S = 1.0
 AGENTS_GONE_S = 3.0
 NODE_TIMEOUT_S = 2
 SILENCE_MARGIN_S = 1.5
-COLLECTIVE_TIMEOUT_S = 1
+COLLECTIVE_TIMEOUT_S = 1  # of the wall's: --collective-timeout is the run's clock's, SPEED times as many
 WATCHDOG_MARGIN_S = 1.5
 GRACE_S = 1
 FROZEN_OVER_S = COLLECTIVE_TIMEOUT_S + 2 + GRACE_S + 3  # + the aborts' wait, the grace, a margin
@@ -139,7 +140,7 @@ WATCHDOG = re.compile(r"^\[default\d\]:\[rank(\d)\]:\[E[\d ]+[\d:.]+ ProcessGrou
 def frozen_rank(runner: Runner) -> tuple[float, float]:
     """In plain output, as a user reads it: NCCL's watchdog text from the
     ranks left waiting, then torchrun's failure report."""
-    job = runner.start("--nproc", "3", "--collective-timeout", str(COLLECTIVE_TIMEOUT_S),
+    job = runner.start("--nproc", "3", "--collective-timeout", str(COLLECTIVE_TIMEOUT_S * SPEED),
                        "--shutdown-grace", str(GRACE_S), *PACED, "--output", "plain")
     r = rng("freeze")
     frozen = r.randrange(3)
