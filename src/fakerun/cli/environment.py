@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fakerun.cli import slurm
 from fakerun.cli.parser import DEFAULT_MASTER_PORT, parse_endpoint
 from fakerun.config import tokens
 from fakerun.config.options import free_port, new_seed
@@ -59,8 +59,9 @@ def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEn
     node_rank = first(ns.node_rank, env_int(environ, "SLURM_NODEID"), 0)
     nodelist = environ.get("SLURM_JOB_NODELIST", "")
     rdzv_host, rdzv_port = parse_endpoint(ns.rdzv_endpoint)
-    addr = first(ns.master_addr, rdzv_host, environ.get("MASTER_ADDR") or None,
-                  first_host(nodelist) if nodelist else None, "127.0.0.1")
+    addr = first(ns.master_addr, rdzv_host, environ.get("MASTER_ADDR") or None)
+    if addr is None:  # the node list is read only when it decides: torchrun never reads it
+        addr = slurm.first_host("SLURM_JOB_NODELIST", nodelist) if nodelist.strip() else "127.0.0.1"
     port = first(ns.master_port, rdzv_port, env_int(environ, "MASTER_PORT"))
     token, token_job = _token(ns, environ, slurm_job if nnodes > 1 else None)
     token_file = ns.token_file.absolute() if ns.token_file is not None else None
@@ -103,13 +104,6 @@ def env_int(environ: Mapping[str, str], name: str) -> int | None:
     if not (value.isascii() and value.isdigit()):  # '²' is a digit to str.isdigit, not to int()
         raise UsageError(f"${name}={value!r}: expected a number")
     return int(value)
-
-
-def first_host(nodelist: str) -> str:
-    """The first host of a Slurm hostlist: `gpu[003-005,9],cpu1` -> `gpu003`."""
-    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?", nodelist.strip())
-    prefix, ranges = head.group(1), head.group(2)  # the pattern matches any text
-    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
 
 
 def _master_port(port: int | None, nnodes: int, start_time: str | None) -> int:
