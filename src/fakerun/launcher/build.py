@@ -83,7 +83,7 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
                         saved_steps(out) if out else (), config.style.name)
     digest = config.digest() if topo.nnodes > 1 else ""
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
-                  bounds=config.bounds)
+                  bounds=config.bounds, host=config.identity.host(0))
     return Coordinator(job, config.collective_timeout_s, clock, timeline,
                        report_wall=not config.deterministic)
 
