@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from fakerun.cli import slurm
 from fakerun.cli.environment import (
     cluster_env,
     env_int,
@@ -39,12 +40,13 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
     drop_in = ns.training_script is not None or invoked_as_torchrun()
-    topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
+    topology = Topology(env.nnodes, env.task.per_node if env.task else ns.nproc_per_node, env.node_rank)
     entrypoint = ns.training_script or DEFAULT_SCRIPT
     script = scriptargs.read(entrypoint, ns.training_script_args)  # fakerun's options win over it
     script.check_world(topology.nproc_per_node, topology.nnodes)
-    return plan(RunConfig(
+    config = plan(RunConfig(
         topology=topology,
+        task=env.task.localid if env.task else None,
         master_addr=env.master_addr,
         master_port=env.master_port,
         master_port_given=env.port_given,
@@ -69,10 +71,10 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
         shutdown_grace_s=ns.shutdown_grace,
-        settings=settings.resolve(settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role,
-                                                 ns.log_line_prefix_template, ns.log_dir == Path(os.devnull)),
-                                  environ,
-                                  drop_in=drop_in),
+        settings=slurm.task_settings(env.task, settings.resolve(
+            settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role,
+                           ns.log_line_prefix_template, ns.log_dir == Path(os.devnull)),
+            environ, drop_in=drop_in)),
         fault=_fault(ns, topology),
         model=ns.model,
         gpu=ns.gpu,
@@ -83,6 +85,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
     ))
+    return slurm.named_hosts(config, env.hosts)
 
 
 def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bool) -> float:

@@ -78,13 +78,13 @@ class Launcher:
         try:
             RunDir.sweep()
             rundir = RunDir.create(config.run_id, config.log_dir, stable,
-                                   ipc=config.topology.node_rank == 0)
+                                   ipc=config.agents.node_rank == 0)
         except RuntimeDirError as exc:  # like an unwritable --log-dir: fixed by the user's settings
             self.io.stderr.write(f"fakerun: error: {exc}\n")
             return ExitCode.USAGE
         # Attempts and --loop runs go on on one clock, from the first launch.
         self.clock = self.clock or build.run_clock(config, self.io.monotonic)
-        if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
+        if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
             paced = self.clock if config.speed else None  # at a pace its time moves between events
             renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from string import Template
 
 from fakerun.errors import UsageError
@@ -57,6 +57,14 @@ class Settings:
     prefix_template: str = ""  # the tee prefix's template; '' is torch's default
     loglevel: int = logging.WARNING  # the level of torchrun's loggers that read LOGLEVEL
     no_log_files: bool = False  # --log-dir /dev/null: every rank stream stays on the console, bare
+    # False: srun started each rank as its own task, no torchrun (cli/slurm.py): none of
+    # torchrun's lines, files or prefixes; each rank's streams are its task's own, bare.
+    torchrun: bool = True
+
+    def without_torchrun(self) -> Settings:
+        """No torchrun tees, redirects or filters a task's streams: srun
+        hands each task's stdout and stderr to the job's output itself."""
+        return replace(self, tee=0, redirects=0, local_ranks=None, torchrun=False)
 
     def env(self, name: str) -> str | None:
         """A variable of the ranks' environment, as torch or NCCL reads it."""
@@ -86,7 +94,7 @@ class Settings:
         stops the tail of the others, and sends their console streams to
         /dev/null. Under --log-dir /dev/null reify routes nothing: every
         stream of every rank is the worker's own (tee tails /dev/null)."""
-        if self.no_log_files:
+        if self.no_log_files or not self.torchrun:
             return True, False
         if self.local_ranks is not None and local_rank not in self.local_ranks:
             return False, False
