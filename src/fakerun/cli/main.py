@@ -29,6 +29,7 @@ from fakerun.config import script_args as scriptargs
 from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
+from fakerun.system.signals import KilledBy, die_by
 from fakerun.world import identity, settings, styles
 from fakerun.world import scenarios as scenario_catalog
 from fakerun.world.topology import Topology
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return Launcher(config).run()
+    except KilledBy as exc:  # torchrun's way with a signal it does not take (launcher/job.py)
+        die_by(exc.signum)
     except KeyboardInterrupt:  # before the launcher's own handler is in place
         return 130
     except SinkFailed as exc:  # e.g. --metrics-file vanished between the check and the open

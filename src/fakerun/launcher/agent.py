@@ -27,7 +27,7 @@ from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system import heap
 from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
-from fakerun.system.signals import SignalInbox, StopOverdue
+from fakerun.system.signals import AGENT_SIGNALS, SignalInbox, StopOverdue
 from fakerun.system.streams import silence
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
@@ -49,7 +49,7 @@ class Launcher:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
         # No system call may outlive a stop signal (a write to a stalled reader):
         grace = self.config.shutdown_grace_s
-        self.inbox = SignalInbox(finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
+        self.inbox = SignalInbox(AGENT_SIGNALS, finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
         try:
             # One token for every run of a --loop: the other nodes were given it once.
             first = self.config if self.config.token else dataclasses.replace(

@@ -36,11 +36,11 @@ from fakerun.rank.faults import (
     script_text,
 )
 from fakerun.rank.training import Script
-from fakerun.system.signals import HANDLED
+from fakerun.system.signals import AGENT_SIGNALS
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-FORK_BLOCKED = set(HANDLED)  # the launcher's: the child resets each before it unblocks them
+FORK_BLOCKED = set(AGENT_SIGNALS)  # the launcher's: the child resets each before it unblocks them
 # The launcher times the rendezvous out and says so; a rank's own wait, begun
 # before the launcher's clock started, must not end first (it did, under
 # load: the job failed as a rank's error instead of a rendezvous timeout).
