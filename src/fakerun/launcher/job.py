@@ -34,7 +34,7 @@ from fakerun.launcher.supervisor import Stop, Supervisor
 from fakerun.launcher.workers import ForkFailed
 from fakerun.protocol.keys import JobKeys
 from fakerun.system.rundir import RunDir
-from fakerun.system.signals import REQUEUE_SIGNAL, STOP_SIGNALS, KilledBy
+from fakerun.system.signals import REQUEUE_SIGNAL, STOP_SIGNALS
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
 
@@ -229,7 +229,7 @@ class Job:
     def _on_signals(self, signals: list[int]) -> None:
         for signum in signals:
             if signum == REQUEUE_SIGNAL:
-                self._on_requeue_signal()
+                self._emit_all(srun.on_requeue_signal(self.config, self.sup.group, self.hub))
             if signum not in STOP_SIGNALS:
                 continue
             if self.sup.stop is None:
@@ -240,19 +240,6 @@ class Job:
                 self.sup.begin_stop("signal", signal.Signals(signum))
             else:  # a second Ctrl+C: no more grace
                 self.sup.hurry()
-
-    def _on_requeue_signal(self) -> None:
-        """Slurm's warning before the time limit (--signal=USR1@T). torchrun
-        takes no SIGUSR1 (elastic/multiprocessing/api.py handles SIGTERM,
-        SIGINT, SIGHUP and SIGQUIT, torch 2.3.1 to 2.9.1; pytorch/pytorch
-        #154849): its agent dies of it at once, saying nothing, and Slurm ends
-        the step's workers with it. A task srun started is the script itself,
-        which gets the signal (its rank, here); the job then stops training
-        at the next step (rank/training.py says what the script does)."""
-        if self.config.task is None:
-            raise KilledBy(REQUEUE_SIGNAL)
-        self.sup.group.send(REQUEUE_SIGNAL)
-        self._emit_all(self.hub.request_stop())
 
     def _stop_for_failure(self) -> None:
         first = self.sup.first_failure()

@@ -1,14 +1,21 @@
-"""srun's one task per rank (cli/slurm.py): what changes for the agent when
-the process srun started is the training script itself, with no torchrun.
+"""Slurm, as the agent meets it: srun's one task per rank (cli/slurm.py),
+where the process srun started is the training script itself with no
+torchrun around it, and Slurm's SIGUSR1 before a job's time limit.
 
-The agent runs its task's one rank; what srun reports for the task is that
-rank's exit, not torchrun's (torchrun exits 1 whatever its worker did)."""
+Under one task a rank the agent runs its task's one rank; what srun reports
+for the task is that rank's exit, not torchrun's (torchrun exits 1 whatever
+its worker did)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fakerun import events as ev
+from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
+from fakerun.launcher.links import Hub
+from fakerun.launcher.supervisor import Workers
+from fakerun.system.signals import REQUEUE_SIGNAL, KilledBy
 
 
 def task_exit(exitcodes: Iterable[int]) -> int:
@@ -20,3 +27,18 @@ def task_exit(exitcodes: Iterable[int]) -> int:
     if code is None:  # never reaped: it did not start
         return ExitCode.FAILED
     return ExitCode.of_signal(-code) if code < 0 else code
+
+
+def on_requeue_signal(config: RunConfig, ranks: Workers, hub: Hub) -> list[ev.Event]:
+    """Slurm's warning before the time limit (--signal=USR1@T). torchrun
+    takes no SIGUSR1 (elastic/multiprocessing/api.py handles SIGTERM, SIGINT,
+    SIGHUP and SIGQUIT, torch 2.3.1 to 2.9.1; pytorch/pytorch#154849): its
+    agent dies of it at once, saying nothing, and Slurm ends the step's
+    workers with it (KilledBy: the launcher cleans up, then dies by it). A
+    task srun started is the script itself, which gets the signal (its rank,
+    here); the job then stops training at the next step, and the script does
+    what rank/training.py says."""
+    if config.task is None:
+        raise KilledBy(REQUEUE_SIGNAL)
+    ranks.send(REQUEUE_SIGNAL)
+    return hub.request_stop()
