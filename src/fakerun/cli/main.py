@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return Launcher(config).run()
-    except KilledBy as exc:  # torchrun's way with a signal it does not take (launcher/job.py)
+    except KilledBy as exc:  # torchrun's way with a signal it does not take (launcher/srun.py)
         die_by(exc.signum)
     except KeyboardInterrupt:  # before the launcher's own handler is in place
         return 130
