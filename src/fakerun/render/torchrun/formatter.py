@@ -231,7 +231,7 @@ class EventFormatter:
 
     def _rendezvous_timeout(self, e: ev.RendezvousTimeout) -> list[Line]:
         missing = [*map(str, sorted(set(range(e.world_size)) - set(e.joined))),
-                   *(f"node {n}'s agent" for n in e.missing_nodes)]
+                   *(f"node {n}'s agent" if self.settings.torchrun else f"task {n}" for n in e.missing_nodes)]
         return self._launcher("E", "rendezvous", e.time, self.text["rendezvous_timeout"].format(
             timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
             missing=", ".join(missing)))
