@@ -27,7 +27,7 @@ from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system import heap
 from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
-from fakerun.system.signals import AGENT_SIGNALS, SignalInbox, StopOverdue
+from fakerun.system.signals import AGENT_SIGNALS, KilledBy, SignalInbox, StopOverdue
 from fakerun.system.streams import silence
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
@@ -95,6 +95,9 @@ class Launcher:
                           restartable=attempt < config.max_restarts)
                 code = job.run()
                 self.exit_signal, self.clock = job.exit_signal, job.clock
+                signum = job.killed_by()
+                if signum is not None:  # srun's task dies as its rank did (after the finally clauses)
+                    raise KilledBy(signum)
                 if not job.restartable_failure():
                     return code
                 attempt += 1

@@ -283,8 +283,12 @@ class Job:
     def _exit_code(self) -> int:
         if self.config.loop and self.exit_signal is not None:  # fakerun's screensaver: the shell's 128+N
             return ExitCode.of_signal(self.exit_signal)
-        code = failures.exit_code(self._stop_reason(), bool(self.sup and self.sup.failures))
-        if self.config.task is not None and code == ExitCode.FAILED and self.sup is not None:
-            reaped = [f.exitcode for f in self.sup.failures] + [e.exitcode for e in self.sup.exited_ok]
-            return srun.task_exit(reaped)  # srun's task: the script itself, no torchrun
-        return code
+        ended = srun.rank_ended(self.config, self._stop_reason(), self.sup)
+        if ended is not None:  # srun's task: the script itself, no torchrun
+            return srun.task_exit(ended)
+        return failures.exit_code(self._stop_reason(), bool(self.sup and self.sup.failures))
+
+    def killed_by(self) -> int | None:
+        """The signal srun's task is to die of, once the job is over."""
+        ended = srun.rank_ended(self.config, self._stop_reason(), self.sup)
+        return srun.task_signal(ended) if ended is not None else None

@@ -3,9 +3,11 @@ socket makes the launcher's poll return at once so its main loop acts."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
+import time
 from collections import deque
 from typing import Any, NoReturn
 
@@ -13,6 +15,7 @@ from typing import Any, NoReturn
 # SIGQUIT alike (the ranks' TORCHELASTIC_SIGNALS_TO_HANDLE lists them).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 HANDLED = (*STOP_SIGNALS, signal.SIGCHLD)
+PR_SET_DUMPABLE = 4  # prctl(2)
 # Slurm's warning before a job's time limit (sbatch/srun --signal=USR1@90), which
 # the launcher takes too (launcher/job.py says what becomes of it).
 REQUEUE_SIGNAL = signal.SIGUSR1
@@ -44,11 +47,16 @@ class KilledBy(BaseException):  # noqa: N818 - like SystemExit, not an error of 
 
 def die_by(signum: int) -> NoReturn:
     """End this process by `signum`'s default action, as its parent (a
-    shell, srun) sees a process that signal killed."""
-    signal.signal(signum, signal.SIG_DFL)
+    shell, srun) sees a process that signal killed; never with a core file,
+    even where core_pattern pipes to a collector (which ignores RLIMIT_CORE):
+    the crash is simulated."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if signum != signal.SIGKILL:  # SIGKILL has no handler to reset (and cannot have one)
+        signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     os.kill(os.getpid(), signum)
-    os._exit(128 + signum)  # not reached: the signal is delivered before kill returns
+    time.sleep(5)  # the signal is delivered before this returns
+    os._exit(128 + signum)
 
 
 class SignalInbox:
