@@ -62,3 +62,36 @@ def test_ranks_rendezvous_reduce_and_leave_through_node_0s_link(tmp_path: Path) 
     done = next(e for e in events if isinstance(e, ev.Collective))
     assert (done.op, done.seq, done.count) == ("all_reduce", 1, 2)
     assert hub.rejected() == {}
+
+
+def test_a_failed_node_still_hears_the_run_until_its_ack(tmp_path: Path) -> None:
+    """A node whose rank failed reports it, then stays for its ranks' last
+    words (their tracebacks, relayed by node 0) until node 0's Ack. Node 0
+    stopped relaying to a failed node: under srun's one task a rank, every
+    task but task 0 showed nothing of its own rank's crash."""
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path / 'c.sock'}"
+    job = JobSpec("run-1", TOKEN, 4, nnodes=2, digest="d", bounds=BOUNDS, host="gpu01")
+    hub = LocalHub(ctx, [endpoint], Coordinator(job, 60.0, time.time), lambda missing: [],
+                   time.monotonic(), JobKeys.derive(TOKEN))
+    agent = ctx.socket(zmq.DEALER)
+    agent.setsockopt(zmq.IDENTITY, p.agent_routing_id(1))
+    agent.connect(endpoint)
+    heard: list[object] = []
+    try:
+        agent.send(p.encode(p.AgentHello(1, 2, 9, "gpu02", "run-1", TOKEN, "d")))
+        agent.send(p.encode(p.AgentReport(1, "failed", "rank 2 exited with code 1")))
+        agent.send(p.encode(p.AgentReport(1, "done", "")))
+        deadline = time.monotonic() + 10
+        while not any(isinstance(m, p.Ack) for m in heard) and time.monotonic() < deadline:
+            if hub.socket.poll(20):
+                hub.receive(time.monotonic())
+            while agent.poll(0):
+                heard.append(p.decode(agent.recv()))
+    finally:
+        agent.close(linger=0)
+        hub.close()
+        ctx.destroy(linger=0)
+    relayed = [item for m in heard if isinstance(m, p.Events) for item in m.items]
+    assert any('"event":"node_lost"' in item and '"node_rank":1' in item for item in relayed), heard
+    assert isinstance(heard[-1], p.Ack)  # after every event

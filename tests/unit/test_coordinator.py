@@ -253,3 +253,18 @@ def test_an_agent_that_stops_then_is_done_no_longer_holds_node_0():
     done = c.handle(agent_routing_id(1), frame(p.AgentReport(1, "done", "")), 0.2)
     assert done.replies == [(agent_routing_id(1), p.Ack())]  # it has every event: it may go
     assert not c.waiting_for_agents
+
+
+def test_node_0_failing_is_named_by_its_host_on_the_other_nodes():
+    """The coordinator's own node has no agent link to take a name from: its
+    peers' NCCL errors said `node0<port>`, no host of the run's."""
+    job = JobSpec("run-1", "secret", 4, nnodes=2, digest="d", bounds=BOUNDS, host="gpu01")
+    c = Coordinator(job, 5.0, lambda: 0.0)
+    for r in range(4):
+        c.handle(rank_routing_id(r), frame(p.Hello(r, r % 2, r // 2, 100 + r, "run-1", "secret", {})), 0.0)
+    c.handle(agent_routing_id(1), frame(p.AgentHello(1, 2, 9, "gpu02", "run-1", "secret", "d")), 0.1)
+    for r in (2, 3):  # node 1's ranks wait in a collective node 0's never join
+        c.handle(rank_routing_id(r), contribute(r, 1, [1.0]), 0.2)
+    out = c.node_failed(0, "failed", "rank 1 exited with code 1")
+    aborts = {who: msg.detail for who, msg in out.replies if isinstance(msg, p.Abort)}
+    assert aborts == {rank_routing_id(2): "gpu01", rank_routing_id(3): "gpu01"}

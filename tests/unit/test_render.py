@@ -117,6 +117,17 @@ def test_rendezvous_timeout_names_a_node_whose_agent_never_joined():
     assert line.text.endswith("4 of 4 ranks joined (missing: node 1's agent)")
 
 
+def test_under_srun_s_task_a_rank_the_missing_agent_is_a_task():
+    """srun's one task a rank (cli/slurm.py): the coordinator's agents are
+    srun's tasks, numbered by SLURM_PROCID, as srun itself names them."""
+    from fakerun.world.settings import Settings
+
+    formatter = EventFormatter(settings=Settings().without_torchrun())
+    formatter.lines(ev.RunStarted("r", 4, 2, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))
+    (line,) = formatter.lines(ev.RendezvousTimeout(30.0, [0, 1, 2, 3], 4, 0.0, [3]))
+    assert line.text.endswith("4 of 4 ranks joined (missing: task 3)")
+
+
 def test_forced_kill_names_the_signal_that_was_ignored():
     formatter = EventFormatter()
     formatter.lines(ev.RunStarted("r", 2, 1, 2, 0, 1, "train.py", [], 3, "h", 1, 42, 0, 0.0))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fakerun.cli import slurm
 from fakerun.cli.parser import DEFAULT_MASTER_PORT, parse_endpoint
 from fakerun.config import tokens
 from fakerun.config.options import free_port, new_seed
@@ -25,7 +25,7 @@ def seed_for(seed: int | None, env: ClusterEnv) -> int:
     nodes, the default seed comes from the job id."""
     if seed is not None:
         return seed
-    if env.nnodes > 1 and env.rdzv_id:
+    if (env.nnodes > 1 or env.task is not None) and env.rdzv_id:  # several agents
         return int(hashlib.sha256(env.rdzv_id.encode()).hexdigest()[:8], 16) % 2**31
     return new_seed()
 
@@ -44,6 +44,8 @@ class ClusterEnv:
     token: str
     token_file: Path | None = None  # where the token was read from
     token_job: str | None = None  # the Slurm job id the token was derived from
+    task: slurm.SrunTask | None = None  # srun's one task per rank: this process is that rank's
+    hosts: tuple[str, ...] = ()  # the nodes' names, where Slurm gives them
 
 
 def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
@@ -55,19 +57,24 @@ def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEn
     if ns.standalone:  # torchrun: one node, a free local port, whatever else is set
         return ClusterEnv(1, 0, "127.0.0.1", _master_port(None, 1, ns.start_time), False,
                           first(ns.rdzv_id, slurm_job), ns.token or "")
-    nnodes = first(ns.nnodes, env_int(environ, "SLURM_NNODES"), 1)
+    task = slurm.srun_task(environ)
+    slurm.check_flags(ns.nnodes, ns.node_rank, task)
+    nnodes = task.nnodes if task else first(ns.nnodes, env_int(environ, "SLURM_NNODES"), 1)
     node_rank = first(ns.node_rank, env_int(environ, "SLURM_NODEID"), 0)
-    nodelist = environ.get("SLURM_JOB_NODELIST", "")
+    variable, nodelist = slurm.nodelist(environ)
     rdzv_host, rdzv_port = parse_endpoint(ns.rdzv_endpoint)
     # torchrun's get_rdzv_endpoint: a --rdzv-endpoint (or $PET_RDZV_ENDPOINT) names node 0 over
     # --master-addr/--master-port ($PET_MASTER_ADDR, which a PyTorchJob's pods always have).
-    addr = first(rdzv_host, ns.master_addr, environ.get("MASTER_ADDR") or None,
-                  first_host(nodelist) if nodelist else None, "127.0.0.1")
+    addr = first(rdzv_host, ns.master_addr, environ.get("MASTER_ADDR") or None)
+    if addr is None:  # the node list is read only when it decides: torchrun never reads it
+        addr = slurm.first_host(variable, nodelist) if nodelist.strip() else "127.0.0.1"
     port = first(rdzv_port, ns.master_port, env_int(environ, "MASTER_PORT"))
-    token, token_job = _token(ns, environ, slurm_job if nnodes > 1 else None)
+    agents = task.ntasks if task else nnodes  # the processes that rendezvous with node 0's coordinator
+    token, token_job = _token(ns, environ, slurm_job if agents > 1 else None)
     token_file = ns.token_file.absolute() if ns.token_file is not None else None
-    return ClusterEnv(nnodes, node_rank, addr, _master_port(port, nnodes, ns.start_time),
-                      port is not None, first(ns.rdzv_id, slurm_job), token, token_file, token_job)
+    return ClusterEnv(nnodes, node_rank, addr, _master_port(port, agents, ns.start_time),
+                      port is not None, first(ns.rdzv_id, slurm_job), token, token_file, token_job,
+                      task, slurm.node_names(variable, nodelist, nnodes, strict=task is not None))
 
 
 def _token(ns: argparse.Namespace, environ: Mapping[str, str],
@@ -105,13 +112,6 @@ def env_int(environ: Mapping[str, str], name: str) -> int | None:
     if not (value.isascii() and value.isdigit()):  # '²' is a digit to str.isdigit, not to int()
         raise UsageError(f"${name}={value!r}: expected a number")
     return int(value)
-
-
-def first_host(nodelist: str) -> str:
-    """The first host of a Slurm hostlist: `gpu[003-005,9],cpu1` -> `gpu003`."""
-    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?", nodelist.strip())
-    prefix, ranges = head.group(1), head.group(2)  # the pattern matches any text
-    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
 
 
 def _master_port(port: int | None, nnodes: int, start_time: str | None) -> int:

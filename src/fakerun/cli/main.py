@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from fakerun.cli import slurm
 from fakerun.cli.environment import (
     cluster_env,
     env_int,
@@ -30,6 +31,7 @@ from fakerun.config import script_args as scriptargs
 from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
+from fakerun.system.signals import KilledBy, die_by
 from fakerun.world import identity, settings, styles
 from fakerun.world import scenarios as scenario_catalog
 from fakerun.world.topology import Topology
@@ -41,13 +43,14 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     environ = os.environ if environ is None else environ
     env = cluster_env(ns, environ)
     drop_in = ns.training_script is not None or invoked_as_torchrun()
-    topology = Topology(env.nnodes, ns.nproc_per_node, env.node_rank)
+    topology = Topology(env.nnodes, env.task.per_node if env.task else ns.nproc_per_node, env.node_rank)
     entrypoint = ns.training_script or DEFAULT_SCRIPT
     launched = launch(ns)
     script = scriptargs.read(entrypoint, ns.training_script_args, environ)  # fakerun's options win over it
     script.check_world(topology.nproc_per_node, topology.nnodes)
-    return plan(RunConfig(
+    config = plan(RunConfig(
         topology=topology,
+        task=env.task.localid if env.task else None,
         master_addr=env.master_addr,
         master_port=env.master_port,
         master_port_given=env.port_given,
@@ -73,9 +76,9 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         collective_timeout_s=ns.collective_timeout,
         rdzv_timeout_s=first(ns.rdzv_timeout, join_timeout(ns.rdzv_conf), 900.0),
         shutdown_grace_s=first(ns.shutdown_timeout, ns.shutdown_grace),  # torch 2.13's name for it
-        settings=_settings(ns, environ, drop_in, launched.configs(
+        settings=slurm.task_settings(env.task, _settings(ns, environ, drop_in, launched.configs(
             entrypoint, first(ns.max_nnodes, topology.nnodes), topology.node_rank, ns.max_restarts,
-            "" if ns.log_dir is None else str(ns.log_dir), topology.nproc_per_node == GPUS_PER_NODE)),
+            "" if ns.log_dir is None else str(ns.log_dir), topology.nproc_per_node == GPUS_PER_NODE))),
         fault=_fault(ns, topology),
         model=ns.model,
         gpu=ns.gpu,
@@ -86,6 +89,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
     ))
+    return slurm.named_hosts(config, env.hosts)
 
 
 def _settings(ns: argparse.Namespace, environ: Mapping[str, str], drop_in: bool,
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return Launcher(config).run()
+    except KilledBy as exc:  # torchrun's way with a signal it does not take (launcher/srun.py)
+        die_by(exc.signum)
     except KeyboardInterrupt:  # before the launcher's own handler is in place
         return 130
     except SinkFailed as exc:  # e.g. --metrics-file vanished between the check and the open

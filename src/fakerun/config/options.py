@@ -103,6 +103,9 @@ class RunConfig:
     run_id: str = field(default="")
     identity: Any = None  # identity.Identity, built from the fields above
     resume_from: Any = None  # checkpoint.Resume, found from `resume`
+    # srun's one task per rank (cli/slurm.py): this process runs local rank
+    # `task` of its node alone, as one of the job's agents (see `agents`).
+    task: int | None = None
 
     def __post_init__(self) -> None:
         """The option values alone; what needs the disk, the catalog or a
@@ -120,7 +123,7 @@ class RunConfig:
         if not (self.speed == 0 or MIN_SPEED <= self.speed <= MAX_SPEED):  # also rejects NaN
             raise UsageError(f"--speed must be 0 (no pacing) or between {MIN_SPEED:g} and {MAX_SPEED:g}, "
                               f"got {self.speed}")
-        if self.topology.nnodes > 1:
+        if self.agents.nnodes > 1:
             self._check_multinode()
         if self.output not in OUTPUTS:
             raise UsageError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
@@ -138,10 +141,22 @@ class RunConfig:
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
 
-    def _check_multinode(self) -> None:
+    @property
+    def agents(self) -> Topology:
+        """The processes that rendezvous with the coordinator, as it counts
+        them: a node's agent each under torchrun; under srun's one task per
+        rank, every task is an agent of one rank, placed by its global rank
+        (the coordinator's protocol is the same either way)."""
         topo = self.topology
-        if topo.node_rank > 0 and not self.token:
-            raise UsageError(f"--node-rank {topo.node_rank} needs the job's token: FAKERUN_TOKEN or "
+        if self.task is None:
+            return topo
+        return Topology(topo.world_size, 1, topo.global_rank(self.task))
+
+    def _check_multinode(self) -> None:
+        agent = self.agents.node_rank
+        if agent > 0 and not self.token:
+            who = f"--node-rank {agent}" if self.task is None else f"srun's task {agent}"
+            raise UsageError(f"{who} needs the job's token: FAKERUN_TOKEN or "
                               "--token-file (node 0 says where it is while it waits)")
         for flag, value in (("--max-restarts", self.max_restarts), ("--resume", self.resume)):
             if value:

@@ -288,7 +288,7 @@ class Coordinator(AgentSide):
         self._pending.pop(comm, None)
         self._broken.add(comm)
         lost = min(self.lost)
-        host = self.agents[lost].host if lost in self.agents else ""
+        host = self.agents[lost].host if lost in self.agents else self.job.host if lost == 0 else ""
         out = Outcome()
         now = self.timeline.clock.now if self.timeline is not None else 0.0
         for r in ranks:

@@ -20,6 +20,7 @@ class JobSpec:
     # RunConfig.bounds: the largest figures a rank of this plan reports (the
     # plan refused before the launch what no job could have); beyond: no rank of ours.
     bounds: Bounds = field(kw_only=True)
+    host: str = field(default="", kw_only=True)  # the coordinator's own node's name (node 0's)
 
 
 @dataclass(slots=True)  # one per message handled

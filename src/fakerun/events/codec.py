@@ -107,6 +107,8 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
         return _convert(next(a for a in args if a is not type(None)), value, name)
     if origin is list and isinstance(value, list):
         return [_convert(args[0], v, name) for v in value]
+    if origin is tuple and args[1:] == (Ellipsis,) and isinstance(value, list):  # JSON has no tuples
+        return tuple(_convert(args[0], v, name) for v in value)
     if origin is dict and isinstance(value, dict):
         return {_convert(args[0], k, name): _convert(args[1], v, name) for k, v in value.items()}
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):

@@ -27,7 +27,7 @@ from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system import heap
 from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
-from fakerun.system.signals import SignalInbox, StopOverdue
+from fakerun.system.signals import AGENT_SIGNALS, KilledBy, SignalInbox, StopOverdue
 from fakerun.system.streams import silence
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
@@ -49,7 +49,7 @@ class Launcher:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
         # No system call may outlive a stop signal (a write to a stalled reader):
         grace = self.config.shutdown_grace_s
-        self.inbox = SignalInbox(finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
+        self.inbox = SignalInbox(AGENT_SIGNALS, finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
         try:
             # One token for every run of a --loop: the other nodes were given it once.
             first = self.config if self.config.token else dataclasses.replace(
@@ -78,7 +78,7 @@ class Launcher:
         try:
             RunDir.sweep()
             rundir = RunDir.create(config.run_id, config.log_dir, stable,
-                                   ipc=config.topology.node_rank == 0)
+                                   ipc=config.agents.node_rank == 0)
         except RuntimeDirError as exc:  # like an unwritable --log-dir: fixed by the user's settings
             self.io.stderr.write(f"fakerun: error: {exc}\n")
             return ExitCode.USAGE
@@ -86,7 +86,7 @@ class Launcher:
         self._renderer(config).formatter.log_root = str(rundir.logs.parent)
         # Attempts and --loop runs go on on one clock, from the first launch.
         self.clock = self.clock or build.run_clock(config, self.io.monotonic)
-        if config.topology.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
+        if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
             paced = self.clock if config.speed else None  # at a pace its time moves between events
             renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))
@@ -97,6 +97,9 @@ class Launcher:
                           restartable=attempt < config.max_restarts)
                 code = job.run()
                 self.exit_signal, self.clock = job.exit_signal, job.clock
+                signum = job.killed_by()
+                if signum is not None:  # srun's task dies as its rank did (after the finally clauses)
+                    raise KilledBy(signum)
                 if not job.restartable_failure():
                     return code
                 attempt += 1

@@ -56,7 +56,7 @@ def virtual_local_rank(local_rank: int, visible: str | None) -> dict[str, str | 
 def endpoints(config: RunConfig, rundir: RunDir) -> tuple[str, list[str]]:
     """Where this node's ranks connect, and (node 0 of several) where the
     other nodes connect: --master-addr, which is loopback unless told otherwise."""
-    topo = config.topology
+    topo = config.agents  # under srun's one task per rank, every task but task 0 connects over TCP
     tcp = f"tcp://{_address(config.master_addr)}:{config.master_port}"
     if topo.node_rank > 0:
         return tcp, []
@@ -67,7 +67,7 @@ def endpoints(config: RunConfig, rundir: RunDir) -> tuple[str, list[str]]:
 
 def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endpoint: str) -> list[RankSpec]:
     topo, specs = config.topology, []
-    for local in topo.local_ranks():
+    for local in topo.local_ranks() if config.task is None else [config.task]:
         rank = topo.global_rank(local)
         # --log-dir /dev/null: torch's DefaultLogsSpecs.reify keeps no file, the error file's included
         # ("" in the worker's environment: @record writes none, the report shows <N/A>).
@@ -78,7 +78,7 @@ def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endp
             "TORCHELASTIC_RESTART_COUNT": str(attempt),
             ERROR_FILE_ENV: "" if none else str(rundir.error_file(attempt, local)),
             "FAKERUN_COORDINATOR": endpoint,
-        })
+        }) if config.task is None else config.settings.rank_env()  # srun's task: its own environment
         specs.append(RankSpec(rank, local, topo.node_rank, endpoint, token, config.run_id, env,
                               os.getpid(), str(out), str(err), display_pid(config, 0, local)))
     return specs
@@ -87,14 +87,14 @@ def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endp
 def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: float | None,
                 monotonic: object) -> Coordinator:
     """Node 0's coordinator; `deadline` (monotonic) is --exit-after-time's."""
-    topo = config.topology
+    topo = config.agents
     resumed = config.resume_from.step if config.resume_from else 0
     out = config.output_dir
     timeline = Timeline(config.identity, clock, deadline, monotonic, str(out) if out else None, resumed,
                         saved_steps(out) if out else (), config.style.name)
     digest = config.digest() if topo.nnodes > 1 else ""
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
-                  bounds=config.bounds)
+                  bounds=config.bounds, host=config.identity.host(0))
     return Coordinator(job, config.collective_timeout_s, clock, timeline,
                        report_wall=not config.deterministic, speed=config.speed, stall=stall(config))
 
@@ -113,7 +113,7 @@ def stall(config: RunConfig) -> tuple[int, int] | None:
 
 def agent_hello(config: RunConfig, token: str) -> AgentHello:
     """Another node's agent introducing itself to node 0's coordinator."""
-    topo = config.topology
+    topo = config.agents
     return AgentHello(topo.node_rank, topo.nproc_per_node, os.getpid(),
                       config.identity.host(topo.global_rank(0)), config.run_id, token, config.digest())
 

@@ -24,7 +24,7 @@ from fakerun import failures
 from fakerun.checkpoint import Resume, layouts
 from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
-from fakerun.launcher import build
+from fakerun.launcher import build, srun
 from fakerun.launcher.edges import IO, Edges, Inbox, View
 from fakerun.launcher.join import join_command
 from fakerun.launcher.links import Hub
@@ -34,7 +34,7 @@ from fakerun.launcher.supervisor import Stop, Supervisor
 from fakerun.launcher.workers import ForkFailed
 from fakerun.protocol.keys import JobKeys
 from fakerun.system.rundir import RunDir
-from fakerun.system.signals import STOP_SIGNALS
+from fakerun.system.signals import REQUEUE_SIGNAL, STOP_SIGNALS
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
 
@@ -108,7 +108,7 @@ class Job:
         if self.edges.connect is not None:
             return self.edges.connect(ctx, endpoints)
         now = self.io.monotonic()
-        if self.topo.node_rank == 0:
+        if self.config.agents.node_rank == 0:
             exit_after = self.config.exit_after_s
             deadline = now + exit_after if exit_after else None
             core = build.coordinator(self.config, self.clock, self.token, deadline, self.io.monotonic)
@@ -117,11 +117,13 @@ class Job:
                          self.config.node_timeout_s, now, self.clock, self.keys, await_close=self.config.loop)
 
     def _join_commands(self, missing: list[int]) -> list[str]:
+        if self.config.task is not None:  # srun starts every task: there is nothing to run by hand
+            return []
         return [join_command(self.config, node, self.token) for node in missing]
 
     def _checkpoint_writer(self) -> layouts.CheckpointSink | None:
-        # Like rank 0 of a real job, node 0 alone writes checkpoints (to shared storage).
-        if self.config.output_dir is None or self.topo.node_rank != 0:
+        # Like rank 0 of a real job, node 0 (srun's task 0) alone writes checkpoints (to shared storage).
+        if self.config.output_dir is None or self.config.agents.node_rank != 0:
             return None
         c = self.config
         saving = layouts.Saving(c.output_dir, self.ident, c.seed, c.resume_from, c.sparse_checkpoints,
@@ -209,7 +211,8 @@ class Job:
             self._on_node_lost(event)
 
     def _on_node_lost(self, event: ev.NodeLost) -> None:
-        if event.node_rank != self.topo.node_rank and self.topo.node_rank == 0:
+        agent = self.config.agents.node_rank  # as the coordinator numbers nodes: srun tasks, one a rank
+        if event.node_rank != agent and agent == 0:
             self.sup.expect_exits(set(self.topo.node_ranks()))  # their collectives abort: let them say so
         elif event.node_rank == 0 and self.sup.stop is None:  # node 0 is gone, and the job with it
             self.sup.begin_stop("failure", signal.SIGTERM)
@@ -225,6 +228,8 @@ class Job:
     # -- signals, deadlines, the end ------------------------------------
     def _on_signals(self, signals: list[int]) -> None:
         for signum in signals:
+            if signum == REQUEUE_SIGNAL:
+                self._emit_all(srun.on_requeue_signal(self.config, self.sup.group, self.hub))
             if signum not in STOP_SIGNALS:
                 continue
             if self.sup.stop is None:
@@ -279,4 +284,12 @@ class Job:
     def _exit_code(self) -> int:
         if self.config.loop and self.exit_signal is not None:  # fakerun's screensaver: the shell's 128+N
             return ExitCode.of_signal(self.exit_signal)
+        ended = srun.rank_ended(self.config, self._stop_reason(), self.sup)
+        if ended is not None:  # srun's task: the script itself, no torchrun
+            return srun.task_exit(ended)
         return failures.exit_code(self._stop_reason(), bool(self.sup and self.sup.failures))
+
+    def killed_by(self) -> int | None:
+        """The signal srun's task is to die of, once the job is over."""
+        ended = srun.rank_ended(self.config, self._stop_reason(), self.sup)
+        return srun.task_signal(ended) if ended is not None else None

@@ -135,7 +135,8 @@ class LocalHub:
         return outcome.events
 
     def _agents(self) -> list[int]:
-        return [n for n, a in self.core.agents.items() if a.state in ("alive", "stopping", "done")]
+        # A failed node still hears the run: its own ranks' last words come after its failure.
+        return [n for n, a in self.core.agents.items() if a.state in ("alive", "stopping", "done", "failed")]
 
     def _forward(self, events: list[ev.Event]) -> None:
         """Queued for the next batch (at most FORWARD_EVERY_S from now)."""

@@ -89,7 +89,7 @@ class Supervisor:
             on_failure()
 
     def expect_exits(self, ranks: set[int]) -> None:
-        self.expected_aborts = ranks & set(self.topo.node_ranks())
+        self.expected_aborts = ranks & set(self.config.agents.node_ranks())  # the ranks this agent runs
         self.abort_deadline = self.monotonic() + ABORT_WAIT_S
 
     def awaiting_aborts(self) -> bool:

@@ -20,6 +20,7 @@ VALIDATION = "validation"  # all_reduce of [val_loss]
 CHECKPOINT = "checkpoint"
 EXPORT = "export"
 DESTROY_PROCESS_GROUP = "destroy_process_group"
+REQUEUE_SIGNAL = "requeue_signal"  # all_reduce(max) of [got Slurm's SIGUSR1]: does every rank save and leave
 
 PHASE = "phase:"  # a barrier opening a phase of the run: PHASE + its name
 PHASE_TRAIN = PHASE + "train"

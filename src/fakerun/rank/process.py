@@ -14,7 +14,6 @@ import os
 import resource
 import signal
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 from typing import NoReturn
@@ -36,11 +35,10 @@ from fakerun.rank.faults import (
     script_text,
 )
 from fakerun.rank.training import Script
-from fakerun.system.signals import HANDLED
+from fakerun.system.signals import AGENT_SIGNALS, die_by
 
 PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-FORK_BLOCKED = set(HANDLED)  # the launcher's: the child resets each before it unblocks them
+FORK_BLOCKED = set(AGENT_SIGNALS)  # the launcher's: the child resets each before it unblocks them
 # The launcher times the rendezvous out and says so; a rank's own wait, begun
 # before the launcher's clock started, must not end first (it did, under
 # load: the job failed as a rank's error instead of a rendezvous timeout).
@@ -141,12 +139,12 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
     except ScriptInterrupted as exc:  # torchrun's closing signal SIGINT, as the script takes it
         _report(comm, spec.rank, script_text(config, exc.key).split("\n"), "stderr", -signal.SIGINT,
                 record=False)
-        _die_by(signal.SIGINT)  # as CPython ends on an uncaught KeyboardInterrupt
+        die_by(signal.SIGINT)  # as CPython ends on an uncaught KeyboardInterrupt
     except ParentGone:
         return 1
     except CollectiveAborted as exc:
         if exc.abort.cause == "watchdog":
-            _die_by(signal.SIGABRT)  # ProcessGroupNCCL tears the process down
+            die_by(signal.SIGABRT)  # ProcessGroupNCCL tears the process down
         if exc.abort.cause == "peer":
             return _report(comm, spec.rank, peer_lost(config, exc.abort.detail, spec.rank), "stderr", 1)
         return _fail(comm, spec.rank, RuntimeError(exc.abort.detail))
@@ -157,7 +155,7 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
         if exc.lines:  # what native code wrote before the signal: delivered, then no Python exit
             comm.output("stderr", exc.lines)
             comm.goodbye(-exc.sig, "signal")
-        _die_by(exc.sig)
+        die_by(exc.sig)
     except ScriptFailed as exc:
         return _report(comm, spec.rank, exc.lines, exc.stream, exc.code)
     except CommError as exc:
@@ -210,14 +208,3 @@ def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: 
     if not comm.goodbye(code, "exception"):
         print("\n".join(lines), file=sys.stderr if stream == "stderr" else sys.stdout)
     return code
-
-
-def _die_by(sig: signal.Signals) -> NoReturn:
-    # No core file for a simulated crash, even where core_pattern pipes to a
-    # collector (which ignores RLIMIT_CORE).
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    if sig != signal.SIGKILL:  # SIGKILL has no handler to reset (and cannot have one)
-        signal.signal(sig, signal.SIG_DFL)
-    os.kill(os.getpid(), sig)
-    time.sleep(5)  # the signal is delivered before this returns
-    os._exit(ExitCode.of_signal(sig))

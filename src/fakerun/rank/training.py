@@ -23,6 +23,17 @@ from fakerun.rank.pacing import Pacer
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
 
+# The scripts that take Slurm's warning before the time limit (SIGUSR1) when
+# srun starts them, one task a rank: fakerun's own train.py (the torchrun
+# style) saves a checkpoint at the next step and leaves, as scripts written for
+# Slurm do. The others install no SIGUSR1 handler and die of it: transformers'
+# Trainer and DeepSpeed have none, and Megatron's --exit-signal-handler listens
+# for SIGTERM (megatron/training/global_vars.py _set_signal_handler:
+# DistributedSignalHandler(), whose default is signal.SIGTERM). Lightning's
+# SLURMEnvironment auto-requeue (hpc_ckpt_N.ckpt, `scontrol requeue`) is not
+# modelled: its ranks die of the signal too.
+TAKES_REQUEUE_SIGNAL = frozenset({"torchrun"})
+
 
 @dataclass
 class Script:
@@ -31,6 +42,7 @@ class Script:
     config: RunConfig
     ident: Identity
     where: str = "init"  # the phase the script is in: what its traceback shows, if interrupted
+    warned: bool = False  # Slurm's SIGUSR1 came: save and leave at the next step
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
@@ -52,11 +64,13 @@ class Script:
         if self.faults.preemption_aware():
             # A preemption-aware script: SIGTERM means "checkpoint, then leave".
             signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._takes_requeue_signal():
+            signal.signal(signal.SIGUSR1, self._on_requeue_signal)
         self._init()
         last = self._train()
         # Decided by the release's stop flag, which every rank sees at the same
         # step (our own SIGTERM may land a moment earlier or later).
-        if self.faults.preemption_aware() and self.comm.stop_requested:
+        if self.comm.stop_requested and (self.faults.preemption_aware() or self._warned(last)):
             self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, last), last)
             return
         self._end_of_epoch(last, final=True)
@@ -130,6 +144,23 @@ class Script:
     def _telemetry(self, step: int, phase: str) -> None:
         t = sim.telemetry(self.ident, self.rank, step, phase)
         self.comm.send(Telemetry(self.rank, step, phase, t.util, t.temp_c, t.power_w, t.mem_used_mib))
+
+    def _takes_requeue_signal(self) -> bool:
+        """srun started this script itself (a task a rank), and it takes SIGUSR1."""
+        return self.config.task is not None and self.config.style.name in TAKES_REQUEUE_SIGNAL
+
+    def _on_requeue_signal(self, _signum: int, _frame: object) -> None:
+        self.warned = True
+
+    def _warned(self, step: int) -> bool:
+        """Whether the job stopped for Slurm's warning: every rank says if
+        it got the signal, and one is enough (all_reduce max, as scripts
+        agree on a preemption flag), so every rank saves and leaves together
+        even if its own signal lands a moment later."""
+        if not self._takes_requeue_signal():
+            return False
+        flag = self.comm.all_reduce([1.0 if self.warned else 0.0], "max", tag=tags.REQUEUE_SIGNAL, step=step)
+        return flag[0] > 0
 
     @staticmethod
     def _on_sigterm(_signum: int, _frame: object) -> None:

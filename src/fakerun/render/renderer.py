@@ -163,13 +163,13 @@ def build_renderer(config: Any, stdout: TextIO, stderr: TextIO, environ: dict[st
     width = max(60, width_of(stdout, environ) - prefix)
     formatter = EventFormatter(width, tz, styles.renderer_for(config.style, width, tz), config.identity,
                                config.settings)
-    node_ranks = config.topology.node_ranks()
+    node_ranks = config.agents.node_ranks()  # this agent's ranks: a node's, or srun's task's one
     nproc = config.topology.nproc_per_node
     resumed = config.resume_from is not None
     # Node 0 owns the job's metrics file, as rank 0 owns a training script's
     # logging: the other nodes, whose view of the run is node 0's relayed,
     # would write every line again (and truncate what node 0 wrote).
-    owner = config.metrics_file is not None and config.topology.node_rank == 0
+    owner = config.metrics_file is not None and config.agents.node_rank == 0
     files: list[Any] = [MetricsFile(config.metrics_file, append=resumed)] if owner else []
     if mode == "jsonl":
         return Renderer(formatter, [ConsoleSink(stdout, stderr, nproc, node_ranks, show_ranks=False)],

@@ -3,15 +3,23 @@ socket makes the launcher's poll return at once so its main loop acts."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
+import time
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
 # Each ends a job, as torch elastic's agent takes SIGTERM, SIGINT, SIGHUP and
 # SIGQUIT alike (the ranks' TORCHELASTIC_SIGNALS_TO_HANDLE lists them).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 HANDLED = (*STOP_SIGNALS, signal.SIGCHLD)
+PR_SET_DUMPABLE = 4  # prctl(2)
+# Slurm's warning before a job's time limit (sbatch/srun --signal=USR1@90), which
+# the launcher takes too (launcher/job.py says what becomes of it).
+REQUEUE_SIGNAL = signal.SIGUSR1
+AGENT_SIGNALS = (*HANDLED, REQUEUE_SIGNAL)
 TAKE_WITHIN_S = 2.0  # a loop pass takes milliseconds: a stop signal not taken by then finds us stuck
 
 
@@ -25,6 +33,30 @@ class StopOverdue(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+class KilledBy(BaseException):  # noqa: N818 - like SystemExit, not an error of the code
+    """The process is to end as one that `signum` killed (its default
+    action): raised through every `finally` (ranks reaped, run dir removed),
+    then `die_by` at the top."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def die_by(signum: int) -> NoReturn:
+    """End this process by `signum`'s default action, as its parent (a
+    shell, srun) sees a process that signal killed; never with a core file,
+    even where core_pattern pipes to a collector (which ignores RLIMIT_CORE):
+    the crash is simulated."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if signum != signal.SIGKILL:  # SIGKILL has no handler to reset (and cannot have one)
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    time.sleep(5)  # the signal is delivered before this returns
+    os._exit(128 + signum)
 
 
 class SignalInbox:

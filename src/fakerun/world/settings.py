@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from string import Template
 
 from fakerun.errors import UsageError
@@ -117,6 +117,15 @@ class Settings:
         """The Std of a local rank's streams written to its log files (reify ORs --tee into --redirects)."""
         return 0 if self.no_log_files else self.tee_of(local_rank) | self.redirects_of(local_rank)
 
+    # False: srun started each rank as its own task, no torchrun (cli/slurm.py): none of
+    # torchrun's lines, files or prefixes; each rank's streams are its task's own, bare.
+    torchrun: bool = True
+
+    def without_torchrun(self) -> Settings:
+        """No torchrun tees, redirects or filters a task's streams: srun
+        hands each task's stdout and stderr to the job's output itself."""
+        return replace(self, tee=0, redirects=0, local_ranks=None, torchrun=False)
+
     def env(self, name: str) -> str | None:
         """A variable of the ranks' environment, as torch or NCCL reads it."""
         return dict(self.environ).get(name)
@@ -145,7 +154,7 @@ class Settings:
         stops the tail of the others, and sends their console streams to
         /dev/null. Under --log-dir /dev/null reify routes nothing: every
         stream of every rank is the worker's own (tee tails /dev/null)."""
-        if self.no_log_files:
+        if self.no_log_files or not self.torchrun:
             return True, False
         if self.local_ranks is not None and local_rank not in self.local_ranks:
             return False, False

@@ -145,6 +145,8 @@ class EventFormatter:
         print (fakerun's own messages, under no torch key, always do)."""
         if key in self.where and not self.settings.logs(LEVELS[level], key in self.follows_loglevel):
             return []
+        if key in self.where and not self.settings.torchrun:  # srun started the script: no torchrun to log
+            return []
         prefix = glog_prefix(level, when, self._record_id(), self.where.get(key, FAKERUN_WHERE), self.tz)
         return [Line(prefix + part, STDERR) for part in message.split("\n")]
 
@@ -208,12 +210,16 @@ class EventFormatter:
         return self.script.banner(self.run.time if self.run else 0.0)
 
     def _waiting(self, e: ev.WaitingForNodes) -> list[Line]:
+        if not self.settings.torchrun:  # srun starts every task itself
+            return []
         nodes = ", ".join(str(n) for n in e.missing)
         hint = [f"waiting for node(s) {nodes} to join; on each missing node run:",
                 *(f"  {command}" for command in e.commands)]
         return self._launcher("W", "waiting_for_nodes", e.time, "\n".join(hint))
 
     def _node_lost(self, e: ev.NodeLost) -> list[Line]:
+        if not self.settings.torchrun:  # a task of srun's: its ranks' NCCL errors say it, as a script's would
+            return []
         if self.run is not None and e.node_rank == self.run.node_rank:
             return []  # our own failure: our ranks and the failure report say it
         who = f"node {e.node_rank}" + (f" ({e.host})" if e.host else "")
@@ -239,7 +245,7 @@ class EventFormatter:
 
     def _rendezvous_timeout(self, e: ev.RendezvousTimeout) -> list[Line]:
         missing = [*map(str, sorted(set(range(e.world_size)) - set(e.joined))),
-                   *(f"node {n}'s agent" for n in e.missing_nodes)]
+                   *(f"node {n}'s agent" if self.settings.torchrun else f"task {n}" for n in e.missing_nodes)]
         return self._launcher("E", "rendezvous", e.time, self.text["rendezvous_timeout"].format(
             timeout=f"{e.timeout_s:g}", joined=len(e.joined), world_size=e.world_size,
             missing=", ".join(missing)))
@@ -250,6 +256,8 @@ class EventFormatter:
             exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
 
     def _run_failed(self, e: ev.RunFailed) -> list[Line]:
+        if not self.settings.torchrun:  # torchrun's ChildFailedError: a script srun started has none
+            return []
         root = e.root
         out = self._attempt_failed(e)
         if root.error_file != "<N/A>":  # torchrun's own @record wrapper, with no file of its own
@@ -283,7 +291,7 @@ class EventFormatter:
             out += self._launcher("W", "rejected", 0.0 if self.run is None else self.run.time,
                                   f"rejected {sum(e.rejected.values())} malformed or "
                                   f"unauthorised messages during the run ({counts})")
-        if self.signal is not None and self.run is not None:
+        if self.signal is not None and self.run is not None and self.settings.torchrun:
             trace = self.text["signal_exception"].format(
                 pid=self.run.launcher_pid, signum=self.signal, **self._paths(), **self.frames)
             out += [Line(text, STDERR) for text in trace.split("\n")]
