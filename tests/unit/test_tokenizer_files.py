@@ -108,6 +108,21 @@ def test_the_llama_licence_and_notice_ship_with_llama3():
         assert f"LLAMA {version} COMMUNITY LICENSE AGREEMENT" in licence.upper()
 
 
+def test_the_llama2_licence_and_notice_ship_with_llama2():
+    """The Llama 2 Community License's 1.b.i and 1.b.iii: a copy of the
+    agreement, and its attribution notice in a "Notice" file."""
+    folder = resources.files("fakerun").joinpath("data", "tokenizers", "llama2")
+    assert ("Llama 2 is licensed under the LLAMA 2 Community License, Copyright (c) Meta Platforms, Inc. "
+            "All Rights Reserved.") in folder.joinpath("NOTICE").read_text(encoding="utf-8")
+    assert folder.joinpath("LICENSE").read_text(encoding="utf-8").startswith("LLAMA 2 COMMUNITY LICENSE AGREEMENT")
+    assert folder.joinpath("USE_POLICY.md").is_file()
+
+
+def test_mistrals_apache_licence_ships_with_it():
+    text = resources.files("fakerun").joinpath("data", "tokenizers", "mistral_v1", "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
 def test_only_the_last_rendering_is_kept():
     """A --loop's agent goes from model to model: the 17 MB renderings do not pile up."""
     config = tokenizers.named("llama3-base")

@@ -58,6 +58,15 @@ STEP = "  "  # serde_json's PrettyFormatter indent
 # (tokenization_utils_base.py at v5.0.0, PreTrainedTokenizerBase.save_pretrained and _from_pretrained).
 V5_DROPPED = ("add_bos_token", "add_eos_token")
 V5_RENAMED = {"additional_special_tokens": "extra_special_tokens"}
+# 4.x: the arguments a repo's class passes on to init_kwargs whatever the repo's config says,
+# which save_pretrained then writes (LlamaTokenizerFast.__init__, models/llama/tokenization_llama_fast.py,
+# the same at v4.42.4 and v4.46.3: its defaults, legacy's None made True); the repo's values win.
+V4_INIT = {"LlamaTokenizer": {"add_bos_token": True, "add_eos_token": False, "add_prefix_space": None,
+                              "clean_up_tokenization_spaces": False, "legacy": True,
+                              "use_default_system_prompt": False}}
+# Both: a special token as save_pretrained writes it, the string (`tokenizer_config.update(
+# self.special_tokens_map)`), where the repo may hold an AddedToken object ("__type": "AddedToken").
+SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
 def _folder(family: str) -> Any:
@@ -163,6 +172,7 @@ def chat_template(config: Config) -> str | None:
 def config_json(config: Config, transformers: str, is_local: bool) -> bytes:
     """tokenizer_config.json as save_pretrained of `transformers` writes it."""
     body = dict(config.tokenizer_config)
+    body |= {k: body[k]["content"] for k in SPECIAL if isinstance(body.get(k), dict)}
     template = chat_template(config)
     if v5(transformers):
         for key in V5_DROPPED:
@@ -172,6 +182,7 @@ def config_json(config: Config, transformers: str, is_local: bool) -> bytes:
                 body[new] = body.pop(old)
         body |= {"backend": "tokenizers", "is_local": is_local, "tokenizer_class": config.v5_class}
     else:
+        body = V4_INIT.get(body["tokenizer_class"], {}) | body
         body["added_tokens_decoder"] = _rendered(config.family, _pairs(transformers))[1]
         if template is not None:
             body["chat_template"] = template
