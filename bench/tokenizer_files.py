@@ -25,7 +25,8 @@ import tracemalloc
 from pathlib import Path
 
 # (config, transformers version): each family once per merges form.
-CASES = [("llama3-base", "4.46.3"), ("llama3-base", "4.44.2"), ("llama3_2-instruct", "5.0.0")]
+CASES = [("llama3-base", "4.46.3"), ("llama3-base", "4.44.2"), ("llama3_2-instruct", "5.0.0"),
+         ("mistral-7b-v0_1", "4.46.3"), ("llama-2-hf", "4.46.3")]
 
 
 def trial(config: str, version: str) -> dict[str, float]:

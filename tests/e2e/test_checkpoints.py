@@ -53,25 +53,33 @@ NAMED = (re.compile(r"Configuration saved in (\S+)$"), re.compile(r"Model weight
          re.compile(r"index located at (\S+)\.$"), re.compile(r"tokenizer config file saved in (\S+)$"),
          re.compile(r"Special tokens file saved in (\S+)$"), re.compile(r"chat template saved in (\S+)$"))
 # What the tokenizer's save_pretrained names in its lines, per version (the files each
-# writes: tests/fixtures/tokenizers/<version>.json), and tokenizer.json, which it names in none.
+# writes: tests/fixtures/tokenizers/<version>.json), and those it names in none: tokenizer.json,
+# and 4.x's copy of a SentencePiece repo's tokenizer.model.
 TOKENIZER_4 = ("tokenizer_config.json", "special_tokens_map.json")
 TOKENIZER_5_CHAT = ("chat_template.jinja", "tokenizer_config.json")
+UNNAMED = ("tokenizer.json",)
+UNNAMED_SP_4 = ("tokenizer.json", "tokenizer.model")
+# Mistral-7B's DDP replicas (weights, grads, Adam states: ~116 GB) fit a 192 GB GPU, not an H200
+# (nor, under hf@5's torch 2.9.1, which has no ROCm build here, any GPU that runs it).
+MI300X = ("--gpu", "AMD Instinct MI300X")
 
 
-@pytest.mark.parametrize(("style", "model", "shards", "fields", "tokenizer"), [
-    ("hf", "meta-llama/Llama-3.2-3B", 2, TRAINER_STATE, TOKENIZER_4),
-    ("hf@5", "meta-llama/Llama-3.2-3B-Instruct", 1, TRAINER_STATE_5, TOKENIZER_5_CHAT),
+@pytest.mark.parametrize(("style", "model", "extra", "shards", "fields", "tokenizer", "unnamed"), [
+    ("hf", "meta-llama/Llama-3.2-3B", (), 2, TRAINER_STATE, TOKENIZER_4, UNNAMED),
+    ("hf@5", "meta-llama/Llama-3.2-3B-Instruct", (), 1, TRAINER_STATE_5, TOKENIZER_5_CHAT, UNNAMED),
+    ("hf", "mistralai/Mistral-7B-v0.1", MI300X, 3, TRAINER_STATE, TOKENIZER_4, UNNAMED_SP_4),
     # No public source of its tokenizer: its Trainer runs without a processing_class.
-    ("hf", "Qwen/Qwen2.5-3B", 2, TRAINER_STATE, ()),
+    ("hf", "Qwen/Qwen2.5-3B", (), 2, TRAINER_STATE, (), ()),
 ])
-def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style, model, shards, fields, tokenizer):
+def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style, model, extra, shards, fields,
+                                                        tokenizer, unnamed):
     """Every file a line names exists, and nothing else is written beyond
     what those saves write with them (trainer.py `_save_checkpoint` at
     v4.46.3 and v5.0.0: the index's shards, the tokenizer's tokenizer.json, training_args.bin,
     optimizer.pt, scheduler.pt, the RNG states, trainer_state.json of the version's fields); the
     final save_model's files in the output dir."""
     out = tmp_path / "out"
-    job = hf_run(runner, out, style=style, model=model)
+    job = hf_run(runner, out, *extra, style=style, model=model)
     assert job.proc.returncode == 0, job.stderr[-2000:]
     named = {m.group(1) for line in job.stderr.splitlines() for rx in NAMED if (m := rx.search(line))}
     saves = [m.group(1) for line in job.stderr.splitlines()
@@ -84,7 +92,7 @@ def test_the_trainers_files_are_the_ones_its_lines_name(runner, tmp_path, style,
         # _save's training_args.bin (torch.save(self.args)) beside the model, named by no line
         expected |= {str(folder / n) for n in ("config.json", "generation_config.json", "training_args.bin")}
         assert {str(folder / n) for n in tokenizer} <= named
-        expected |= {str(folder / n) for n in (*tokenizer, *(("tokenizer.json",) if tokenizer else ()))}
+        expected |= {str(folder / n) for n in (*tokenizer, *unnamed)}
         if shards == 1:
             expected.add(str(folder / "model.safetensors"))
         else:

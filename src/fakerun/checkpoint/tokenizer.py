@@ -14,10 +14,16 @@ sha256, captured by tests/fixtures/tokenizers/capture.py):
   ensure_ascii=False) + "\\n"` (tokenization_utils_base.py save_pretrained).
   4.x: the repo's values with added_tokens_decoder (each added token's
   content and flags, by id) and the chat template as a key. 5.x: no
-  added_tokens_decoder, `backend: "tokenizers"`, `is_local` (was the model
-  path a directory), the class it loaded as, the template moved out to
-  chat_template.jinja (written as the string is).
+  added_tokens_decoder, add_bos_token or add_eos_token, the repo's
+  additional_special_tokens as extra_special_tokens, `backend: "tokenizers"`,
+  `is_local` (was the model path a directory), the class it loaded as, the
+  template moved out to chat_template.jinja (written as the string is)
+  (tokenization_utils_base.py at v5.0.0: from_pretrained's and
+  save_pretrained's handling of init_kwargs).
 - special_tokens_map.json (4.x only): the repo's, sorted, indented.
+- tokenizer.model (4.x only, SentencePiece families): the repo's file,
+  copied back byte for byte (LlamaTokenizerFast.save_vocabulary, as
+  can_save_slow_tokenizer holds when the repo has it).
 
 Rendering Llama 3's 17 MB tokenizer.json takes about a second, so each
 (family, version) is rendered once per process, and only the last one is
@@ -36,6 +42,7 @@ from typing import Any
 
 from fakerun.world.tokenizers import (
     CHAT_TEMPLATE,
+    SLOW_FILE,
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
     TOKENIZER_JSON,
@@ -47,9 +54,19 @@ FLAGS = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
 ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # a scalar as serde_json writes it (UTF-8, unescaped)
 STRING = encoder.encode_basestring  # the C one: a string, likewise
 STEP = "  "  # serde_json's PrettyFormatter indent
-# tokenizer_class in 5.x's file: the class a repo's tokenizer_config.json class loads as
-# (5.0.0's AutoTokenizer: a PreTrainedTokenizerFast repo is a TokenizersBackend).
-V5_CLASS = {"PreTrainedTokenizerFast": "TokenizersBackend"}
+# 5.x: keys save_pretrained pops, and those from_pretrained renames in init_kwargs
+# (tokenization_utils_base.py at v5.0.0, PreTrainedTokenizerBase.save_pretrained and _from_pretrained).
+V5_DROPPED = ("add_bos_token", "add_eos_token")
+V5_RENAMED = {"additional_special_tokens": "extra_special_tokens"}
+# 4.x: the arguments a repo's class passes on to init_kwargs whatever the repo's config says,
+# which save_pretrained then writes (LlamaTokenizerFast.__init__, models/llama/tokenization_llama_fast.py,
+# the same at v4.42.4 and v4.46.3: its defaults, legacy's None made True); the repo's values win.
+V4_INIT = {"LlamaTokenizer": {"add_bos_token": True, "add_eos_token": False, "add_prefix_space": None,
+                              "clean_up_tokenization_spaces": False, "legacy": True,
+                              "use_default_system_prompt": False}}
+# Both: a special token as save_pretrained writes it, the string (`tokenizer_config.update(
+# self.special_tokens_map)`), where the repo may hold an AddedToken object ("__type": "AddedToken").
+SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
 def _folder(family: str) -> Any:
@@ -61,6 +78,11 @@ def _content(family: str) -> dict[str, Any]:
     packed = _folder(family).joinpath("tokenizer.json.xz").read_bytes()
     loaded: dict[str, Any] = json.loads(lzma.decompress(packed))
     return loaded
+
+
+def _slow_file(family: str) -> bytes:
+    """The family's tokenizer.model, as its Hub repos hold it."""
+    return lzma.decompress(_folder(family).joinpath(f"{SLOW_FILE}.xz").read_bytes())
 
 
 def _pairs(transformers: str) -> bool:
@@ -150,11 +172,17 @@ def chat_template(config: Config) -> str | None:
 def config_json(config: Config, transformers: str, is_local: bool) -> bytes:
     """tokenizer_config.json as save_pretrained of `transformers` writes it."""
     body = dict(config.tokenizer_config)
+    body |= {k: body[k]["content"] for k in SPECIAL if isinstance(body.get(k), dict)}
     template = chat_template(config)
     if v5(transformers):
-        body |= {"backend": "tokenizers", "is_local": is_local,
-                 "tokenizer_class": V5_CLASS[body["tokenizer_class"]]}
+        for key in V5_DROPPED:
+            body.pop(key, None)
+        for old, new in V5_RENAMED.items():
+            if old in body:
+                body[new] = body.pop(old)
+        body |= {"backend": "tokenizers", "is_local": is_local, "tokenizer_class": config.v5_class}
     else:
+        body = V4_INIT.get(body["tokenizer_class"], {}) | body
         body["added_tokens_decoder"] = _rendered(config.family, _pairs(transformers))[1]
         if template is not None:
             body["chat_template"] = template
@@ -167,7 +195,8 @@ def _sorted_json(body: dict[str, Any]) -> bytes:
 
 def files(config: Config, transformers: str, is_local: bool) -> dict[str, bytes]:
     """What save_pretrained writes, in its order: the config (and in 5.x
-    the template before it), 4.x's special tokens map, tokenizer.json."""
+    the template before it), 4.x's special tokens map and tokenizer.model,
+    tokenizer.json."""
     written: dict[str, bytes] = {}
     template = chat_template(config)
     if v5(transformers) and template is not None:
@@ -175,5 +204,7 @@ def files(config: Config, transformers: str, is_local: bool) -> dict[str, bytes]
     written[TOKENIZER_CONFIG] = config_json(config, transformers, is_local)
     if not v5(transformers):
         written[SPECIAL_TOKENS_MAP] = _sorted_json(config.special_tokens_map)
+        if config.slow_file:
+            written[SLOW_FILE] = _slow_file(config.family)
     written[TOKENIZER_JSON] = _rendered(config.family, _pairs(transformers))[0]
     return written

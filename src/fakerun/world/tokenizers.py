@@ -18,6 +18,7 @@ special_tokens_map.json and logs "chat template saved in
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from functools import cache
@@ -28,6 +29,7 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 TOKENIZER_JSON = "tokenizer.json"
 CHAT_TEMPLATE = "chat_template.jinja"
+SLOW_FILE = "tokenizer.model"  # a SentencePiece family's, as the Hub repo has it
 
 
 class TokenizerTableError(RuntimeError):
@@ -44,6 +46,8 @@ class Config:
     tokenizer_config: dict[str, Any]
     special_tokens_map: dict[str, Any]
     chat_template: str | None  # a file in the family's folder
+    v5_class: str  # the class 5.x's AutoTokenizer loads the repo as (its tokenizer_class)
+    slow_file: bool  # the family ships tokenizer.model, which 4.x's save_pretrained copies back
 
 
 def v5(transformers: str) -> bool:
@@ -63,8 +67,21 @@ def named(name: str) -> Config:
     if name not in table["configs"]:
         raise TokenizerTableError(f"fakerun/data/tokenizers.toml: no config {name!r}")
     row = table["configs"][name]
-    return Config(name, row["family"], dict(row["tokenizer_config"]), dict(row["special_tokens_map"]),
-                  row.get("chat_template"))
+    family = table["families"][row["family"]]
+    config = _values(row["family"], row["tokenizer_config"])
+    config.pop("added_tokens_decoder", None)  # save_pretrained makes it from the tokenizer's added tokens
+    return Config(name, row["family"], config, _values(row["family"], row["special_tokens_map"]),
+                  row.get("chat_template"), family["v5_class"], family.get("slow_file", False))
+
+
+def _values(family: str, given: dict[str, Any] | str) -> dict[str, Any]:
+    """A table's values, or the family's JSON file a string names (the Hub
+    repo's own, where it holds a null, which TOML cannot)."""
+    if isinstance(given, str):
+        folder = resources.files("fakerun").joinpath("data", "tokenizers", family)
+        loaded: dict[str, Any] = json.loads(folder.joinpath(given).read_text(encoding="utf-8"))
+        return loaded
+    return dict(given)
 
 
 def for_model(model: str) -> Config | None:
