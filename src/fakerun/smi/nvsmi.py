@@ -1,6 +1,6 @@
 """nvidia-smi's own command line, for tools that call it: `-L`,
 `--query-gpu=... --format=csv[,noheader][,nounits]`, `--query-compute-apps=...`,
-`-q -d MEMORY,...`, `-i ID[,ID]`, `-l [SEC]`, `-lms MS`, and the table with
+`-q [-x] -d MEMORY,...`, `-i ID[,ID]`, `-l [SEC]`, `-lms MS`, and the table with
 none of these. Both `--opt=value` and `--opt value` are read, as nvidia-smi
 reads them. Errors are nvidia-smi's, on stdout, with its exit codes.
 
@@ -27,6 +27,7 @@ from fakerun.smi.jobs import newest
 from fakerun.smi.report import report, sections
 from fakerun.smi.snapshot import Snapshot, SnapshotError
 from fakerun.smi.table import table
+from fakerun.smi.xmlreport import xml_report
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.streams import silence
 
@@ -39,6 +40,7 @@ _OPTIONS: dict[str, tuple[str, bool | str]] = {
     "-h": ("help", False), "--help": ("help", False),
     "-L": ("list", False), "--list-gpus": ("list", False),
     "-q": ("query", False), "--query": ("query", False),
+    "-x": ("xml", False), "--xml-format": ("xml", False),
     "-d": ("display", True), "--display": ("display", True),
     "-i": ("id", True), "--id": ("id", True),
     "-l": ("loop", OPTIONAL), "--loop": ("loop", OPTIONAL),
@@ -48,8 +50,8 @@ _OPTIONS: dict[str, tuple[str, bool | str]] = {
     "--format": ("format", True),
 }
 # What only nvidia-smi takes: `fakerun smi` given one of these speaks nvidia-smi.
-OWN = {"-L", "--list-gpus", "-q", "--query", "-d", "--display", "-i", "--id", "-lms", "--loop-ms",
-       "--query-gpu", "--query-compute-apps", "--format"}
+OWN = {"-L", "--list-gpus", "-q", "--query", "-x", "--xml-format", "-d", "--display", "-i", "--id",
+       "-lms", "--loop-ms", "--query-gpu", "--query-compute-apps", "--format"}
 
 Locate = Callable[[], "Snapshot | None"]
 
@@ -71,6 +73,7 @@ class Request:
     display: tuple[str, ...] = ()
     every_s: float | None = None
     help: bool = False
+    xml: bool = False  # -x: the query report as XML
 
 
 def nvidia_smi(argv: list[str], stdout: TextIO = sys.stdout, environ: Any = os.environ) -> int:
@@ -149,7 +152,7 @@ def render(request: Request, devices: list[Device], count: int, first: bool = Tr
     if request.mode == "query_apps":
         return query.csv(request.fields, query.app_rows(devices, request.fields), fmt)
     if request.mode == "query":
-        return report(devices, count, list(request.display))
+        return (xml_report if request.xml else report)(devices, count, list(request.display))
     snap = devices[0].snap
     return table(dataclasses.replace(snap, gpus=[d.row for d in devices]))
 
@@ -158,7 +161,7 @@ def parse(argv: list[str]) -> Request:
     given = _options(argv)
     modes = [m for m in ("list", "query_gpu", "query_apps", "query") if m in given]
     if len(modes) > 1 or ("format" in given) != bool({"query_gpu", "query_apps"} & set(modes)) \
-            or ("display" in given and modes != ["query"]):
+            or (("display" in given or "xml" in given) and modes != ["query"]):
         raise _combination()
     mode = modes[0] if modes else "table"
     fields: list[query.Field] = []
@@ -170,7 +173,7 @@ def parse(argv: list[str]) -> Request:
             raise Refused(_message("bad_field").format(field=bad.field), INVALID_ARGUMENT) from None
     return Request(mode=mode, fields=fields, fmt=_format(given.get("format")),
                    ids=_ids(given.get("id")), display=_display(given.get("display")),
-                   every_s=_every(given), help="help" in given)
+                   every_s=_every(given), help="help" in given, xml="xml" in given)
 
 
 def _options(argv: list[str]) -> dict[str, str | bool]:

@@ -28,32 +28,44 @@ def sections() -> list[str]:
 def report(devices: list[Device], count: int, chosen: list[str]) -> list[str]:
     """`devices`: the GPUs shown (-i); `count`: every GPU the host has;
     `chosen`: the -d sections, or none for the whole report."""
-    snap = devices[0].snap
     data = _data()
-    head = {"timestamp": time.ctime(snap.shown_time), "driver": snap.driver, "cuda": snap.cuda,
-            "count": count}
-    lines = ["", data["banner"], "", *(_line(t.format(**head)) for t in data["header"])]
+    lines = ["", data["banner"], "", *(_line(t.format(**header(devices, count))) for t in data["header"])]
     for d in devices:
         lines.append(f"GPU {d.row.bus_id}")
-        if chosen:
-            for name in (s for s in data["order"] if s in chosen):
-                lines.extend(_section(name, d, samples=True))
-        else:
-            lines.extend(_whole(d))
+        found = values(d)
+        for template in templates(data, d, chosen):
+            if not template.startswith("{samples:"):
+                lines.append(_line(template.format(**found)))
+            elif chosen:  # the samples blocks are only -d's
+                lines.extend(_samples(d, *template[len("{samples:"):-1].split(":"), found))
         lines.append("")
     return lines
 
 
-def _whole(d: Device) -> list[str]:
-    values = {**_values(d), **_identity(d)}
+def header(devices: list[Device], count: int) -> dict[str, Any]:
+    snap = devices[0].snap
+    return {"timestamp": time.ctime(snap.shown_time), "driver": snap.driver, "cuda": snap.cuda,
+            "count": count}
+
+
+def values(d: Device) -> dict[str, Any]:
+    """Every value either rendering (text or XML) of the report shows for `d`."""
+    return {**_values(d), **_identity(d)}
+
+
+def templates(table: dict[str, Any], d: Device, chosen: list[str]) -> list[str]:
+    """`d`'s block of `table` (the text report's or the XML's): the chosen
+    -d sections in the report's order, or the whole block."""
+    if chosen:
+        return [t for name in sections() if name in chosen for t in _section(table, name, d)]
     out: list[str] = []
-    for template in _data()["whole"]:
+    for template in table["whole"]:
         if template.startswith("{section:"):
-            out.extend(_section(template[len("{section:"):-1], d, samples=False))
+            out.extend(_section(table, template[len("{section:"):-1], d))
         elif template.startswith("{block:"):
-            out.extend(_line(t.format(**values)) for t in _data()["block"][_block(template[7:-1], d)])
+            out.extend(table["block"][_block(template[len("{block:"):-1], d)])
         else:
-            out.append(_line(template.format(**values)))
+            out.append(template)
     return out
 
 
@@ -61,20 +73,12 @@ def _block(name: str, d: Device) -> str:
     return "no_remapping" if name == "remapped" and not d.card.banks else name
 
 
-def _section(name: str, d: Device, samples: bool) -> list[str]:
-    table = _data()["section"]
+def _section(table: dict[str, Any], name: str, d: Device) -> list[str]:
     if name == "PIDS" and d.row.pid <= 0:
-        return [_line(table["no_processes"])]
+        return list(table["section"]["no_processes"])
     if name == "TEMPERATURE" and d.card.tlimit:
         name = "TEMPERATURE_TLIMIT"
-    values = _values(d)
-    out: list[str] = []
-    for template in table[name]:
-        if not template.startswith("{samples:"):
-            out.append(_line(template.format(**values)))
-        elif samples:
-            out.extend(_samples(d, *template[len("{samples:"):-1].split(":"), values))
-    return out
+    return list(table["section"][name])
 
 
 def _identity(d: Device) -> dict[str, Any]:
