@@ -1,6 +1,6 @@
 """nvidia-smi's own command line, for tools that call it: `-L`,
 `--query-gpu=... --format=csv[,noheader][,nounits]`, `--query-compute-apps=...`,
-`-q [-x] -d MEMORY,...`, `-i ID[,ID]`, `-l [SEC]`, `-lms MS`, and the table with
+`-q [-d MEMORY,...]`, `-q -x`, `-i ID[,ID]`, `-l [SEC]`, `-lms MS`, and the table with
 none of these. Both `--opt=value` and `--opt value` are read, as nvidia-smi
 reads them. Errors are nvidia-smi's, on stdout, with its exit codes.
 
@@ -152,7 +152,7 @@ def render(request: Request, devices: list[Device], count: int, first: bool = Tr
     if request.mode == "query_apps":
         return query.csv(request.fields, query.app_rows(devices, request.fields), fmt)
     if request.mode == "query":
-        return (xml_report if request.xml else report)(devices, count, list(request.display))
+        return xml_report(devices, count) if request.xml else report(devices, count, list(request.display))
     snap = devices[0].snap
     return table(dataclasses.replace(snap, gpus=[d.row for d in devices]))
 
@@ -161,7 +161,8 @@ def parse(argv: list[str]) -> Request:
     given = _options(argv)
     modes = [m for m in ("list", "query_gpu", "query_apps", "query") if m in given]
     if len(modes) > 1 or ("format" in given) != bool({"query_gpu", "query_apps"} & set(modes)) \
-            or (("display" in given or "xml" in given) and modes != ["query"]):
+            or ("display" in given and modes != ["query"]) or ("xml" in given and modes != ["query"]) \
+            or {"display", "xml"} <= set(given):  # -d "doesn't work with -u or -x flags" (nvidia-smi -h)
         raise _combination()
     mode = modes[0] if modes else "table"
     fields: list[query.Field] = []

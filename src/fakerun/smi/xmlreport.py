@@ -1,7 +1,8 @@
-"""`nvidia-smi -q -x [-d ...]`: the NVSMI LOG report as XML. One model of
+"""`nvidia-smi -q -x [-i ...]`: the NVSMI LOG report as XML. One model of
 the device, two renderings: the values are smi/report.py's (the text
 report's, the same call), the elements data/nvidia_smi.toml [xml]'s, laid
-out and chosen (-d, PIDS, T.Limit, remapped rows) by the same expansion."""
+out and chosen (PIDS, T.Limit, remapped rows) by the same expansion. No -d:
+nvidia-smi's -d "doesn't work with -u or -x flags" (its -h)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ INDENT = "    "  # a level of the templates; nvidia-smi indents with a tab a lev
 GPU_DEPTH = 2  # <nvidia_smi_log> / <gpu> / the GPU's own elements
 
 
-def xml_report(devices: list[Device], count: int, chosen: list[str]) -> list[str]:
+def xml_report(devices: list[Device], count: int) -> list[str]:
     data = _data()
     lines = [t.format(**_escaped(report.header(devices, count))) for t in data["head"]]
     for d in devices:
         found = _escaped(_xml_values(d))
         lines.append(data["gpu"].format(**found))
-        lines.extend(_tabbed(t.format(**found)) for t in report.templates(data, d, chosen))
+        lines.extend(_tabbed(t.format(**found)) for t in report.templates(data, d, []))
         lines.append(data["gpu_end"])
     return lines + list(data["tail"])
 
