@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from fakerun import texts
 from fakerun.errors import ExitCode
-from fakerun.smi import query
+from fakerun.smi import monitor, query
 from fakerun.smi.device import Device, host_gpus
 from fakerun.smi.jobs import newest
 from fakerun.smi.report import report, sections
@@ -103,7 +103,8 @@ def speaks(argv: list[str]) -> bool:
 def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: bool,
          sleep: Callable[[float], Any] = time.sleep) -> int:
     try:
-        request = parse(argv)
+        watch = _watch(argv)
+        request = Request(mode="watch") if watch else parse(argv)
         snap = locate()
         if snap is None:
             stderr.write("fakerun smi: no running fakerun job found\n")
@@ -112,6 +113,9 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
             raise Refused(_message("no_driver"), NO_DRIVER)
         if request.help:
             stdout.write(texts.load("nvidia_smi")["usage"]["help"].format(driver=snap.driver))
+            return ExitCode.OK
+        if watch:
+            monitor.stream(watch, snap, stdout, locate, _chosen, sleep)
             return ExitCode.OK
         return _run(request, snap, stdout, locate, sleep)
     except Refused as refused:
@@ -123,6 +127,16 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
     except BrokenPipeError:  # `nvidia-smi -l 1 | head`: the reader left; so do we, quietly
         silence(stdout)
         return ExitCode.PIPE
+
+
+def _watch(argv: list[str]) -> monitor.Watch | None:
+    """`dmon ...` or `pmon ...`: the monitors' own options."""
+    if argv[:1] not in (["dmon"], ["pmon"]):
+        return None
+    try:
+        return monitor.parse(argv[0], argv[1:])
+    except monitor.Bad as bad:
+        raise Refused(_message("bad_option").format(option=bad.args[0]), INVALID_ARGUMENT) from None
 
 
 def _run(request: Request, snap: Snapshot, out: TextIO, locate: Locate, sleep: Callable[[float], Any]) -> int:
