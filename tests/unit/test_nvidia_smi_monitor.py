@@ -67,3 +67,13 @@ def test_bad_monitor_options():
     for argv in (["dmon", "-s", "x"], ["dmon", "-c", "0"], ["pmon", "-s", "u"], ["dmon", "-c"], ["pmon", "-x", "1"]):
         code, out, _ = run(*argv)
         assert code == 2 and out.startswith("ERROR: Option ") and "fakerun" not in out, argv
+
+
+def test_what_is_not_drawn_is_not_supported_never_unknown():
+    # nvidia-smi knows these (the 590.48.01 capture's -h lists them): NVML's "Not Supported", exit 3
+    # (nvidia-smi(1), RETURN VALUE 3: "The requested operation is not available on target device").
+    for argv, name in ((["topo", "-m"], "topo"), (["nvlink", "-s"], "nvlink"), (["-pm", "1"], "-pm"),
+                       (["--lock-gpu-clocks=1500"], "--lock-gpu-clocks"), (["-q", "-u"], "-u"),
+                       (["--query-supported-clocks=gr", "--format=csv"], "--query-supported-clocks")):
+        assert run(*argv) == (3, f"Unable to run {name}: Not Supported\n", ""), argv
+    assert run("--bogus")[0] == 2 and "is not recognized" in run("--bogus")[1]

@@ -31,7 +31,7 @@ from fakerun.smi.xmlreport import xml_report
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.streams import silence
 
-INVALID_ARGUMENT, NOT_FOUND, NO_DRIVER = 2, 6, 9  # nvidia-smi's man page, RETURN VALUE
+INVALID_ARGUMENT, NOT_SUPPORTED, NOT_FOUND, NO_DRIVER = 2, 3, 6, 9  # nvidia-smi's man page, RETURN VALUE
 DEFAULT_LOOP_S = 5.0
 OPTIONAL = "optional"  # -l takes a number, or none (DEFAULT_LOOP_S)
 
@@ -51,7 +51,7 @@ _OPTIONS: dict[str, tuple[str, bool | str]] = {
 }
 # What only nvidia-smi takes: `fakerun smi` given one of these speaks nvidia-smi.
 OWN = {"-L", "--list-gpus", "-q", "--query", "-x", "--xml-format", "-d", "--display", "-i", "--id",
-       "-lms", "--loop-ms", "--query-gpu", "--query-compute-apps", "--format"}
+       "-lms", "--loop-ms", "--query-gpu", "dmon", "pmon", "--query-compute-apps", "--format"}
 
 Locate = Callable[[], "Snapshot | None"]
 
@@ -131,6 +131,8 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
 
 def _watch(argv: list[str]) -> monitor.Watch | None:
     """`dmon ...` or `pmon ...`: the monitors' own options."""
+    if argv[:1] and argv[0] in _unmodelled_table()["commands"]:
+        raise _unmodelled(argv[0])
     if argv[:1] not in (["dmon"], ["pmon"]):
         return None
     try:
@@ -198,7 +200,8 @@ def _options(argv: list[str]) -> dict[str, str | bool]:
         word = argv[i]
         name, eq, inline = word.partition("=")
         if name not in _OPTIONS:
-            raise Refused(_message("bad_option").format(option=word), INVALID_ARGUMENT)
+            raise _unmodelled(name) if name in _unmodelled_table()["options"] else \
+                Refused(_message("bad_option").format(option=word), INVALID_ARGUMENT)
         key, takes = _OPTIONS[name]
         if eq:
             if not takes:
@@ -276,6 +279,15 @@ def _chosen(devices: list[Device], ids: tuple[str, ...]) -> list[Device]:
 def _names(d: Device, wanted: str) -> bool:
     bus = d.row.bus_id.lower()
     return wanted in (str(d.row.index), d.uuid.lower(), bus, bus.split(":", 1)[1], bus[4:], (d.serial or "-"))
+
+
+def _unmodelled(name: str) -> Refused:
+    """A real option or command fakerun does not draw: "Not Supported", not "not recognized"."""
+    return Refused(_message("unsupported").format(option=name), NOT_SUPPORTED)
+
+
+def _unmodelled_table() -> dict[str, list[str]]:
+    return dict(texts.load("nvidia_smi")["unmodelled"])
 
 
 def _combination() -> Refused:
