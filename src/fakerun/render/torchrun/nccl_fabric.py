@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fakerun import texts
+from fakerun.world.catalog import Gpu
 from fakerun.world.identity import Identity
 
 MAXCHANNELS = 128  # RCCL's (src/include/device.h), all of it usable on gfx94 (graph/connect.cc:624)
@@ -66,10 +67,7 @@ class Fabric:
         boxes' pairs), as src/graph/paths.cc ncclTopoCheckP2p allows on an
         Intel host (PATH_PXB), if the board allows it at all (GeForce boards
         do not: NVML reports no P2P). Other pairs go through host memory (SHM)."""
-        if self.nvlink:
-            return True
-        a, b = (int(ident.gpu.bus_id(x), 16) for x in sorted((local, peer)))
-        return ident.gpu.kind == "real" and b - a == 1 and local // 2 == peer // 2
+        return self.nvlink or pcie_pair(ident.gpu, local, peer)
 
     @property
     def network(self) -> str:
@@ -124,6 +122,12 @@ def rccl_affinity(ident: Identity, local: int) -> str | None:
     while words and words[0] == 0:
         words.pop(0)
     return ",".join([f"{words[0]:x}", *(f"{w:08x}" for w in words[1:])])
+
+
+def pcie_pair(gpu: Gpu, local: int, peer: int) -> bool:
+    """Two GPUs under one PCIe switch (consecutive bus ids, a box's pair) that allow P2P."""
+    a, b = (int(gpu.bus_id(x), 16) for x in sorted((local, peer)))
+    return gpu.kind == "real" and b - a == 1 and local // 2 == peer // 2
 
 
 def _pow2(v: int) -> int:
