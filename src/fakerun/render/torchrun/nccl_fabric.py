@@ -135,9 +135,13 @@ def _pow2(v: int) -> int:
 
 
 def affinity(local: int) -> str:
-    # Two NUMA domains of a dual-socket host: GPUs 0-3 on the first.
+    # Two NUMA domains of a dual-socket host of 96 cores and their SMT
+    # siblings: GPUs 0-3 on the first (CPUs 0-47,96-143), 4-7 on the second
+    # (48-95,144-191). ncclCpusetToStr prints 32-bit words, highest first,
+    # from the highest non-zero byte: the second's lowest word (CPUs 0-31) is
+    # "00000000", not left out.
     return "ffff,ffffffff,00000000,0000ffff,ffffffff" if local < 4 else \
-        "ffffffff,ffff0000,00000000,ffffffff,ffff0000"
+        "ffffffff,ffff0000,00000000,ffffffff,ffff0000,00000000"
 
 
 def btree(nranks: int, rank: int) -> tuple[int, list[int]]:
