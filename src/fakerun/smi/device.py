@@ -173,17 +173,18 @@ class Device:
         return str(boards.get(self.row.name, boards["default"])[key])
 
     @cached_property
-    def _gpu(self) -> catalog.Gpu | None:
+    def gpu(self) -> catalog.Gpu | None:
+        """The board's row in data/gpus.txt (its bus ids, NVLink, architecture)."""
         return next((g for g in catalog.gpus() if g.name == self.row.name), None)
 
     @property
     def pcie_gen(self) -> int:
-        return self._gpu.pcie_gen if self._gpu else 4
+        return self.gpu.pcie_gen if self.gpu else 4
 
     @property
     def module(self) -> int:
         """An SXM board's place on its baseboard; a PCIe card is a module of its own."""
-        return self.row.index + 1 if self._gpu and self._gpu.nvlink == "yes" else 1
+        return self.row.index + 1 if self.gpu and self.gpu.nvlink == "yes" else 1
 
     @property
     def bus(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from fakerun import texts
 from fakerun.errors import ExitCode
-from fakerun.smi import monitor, query
+from fakerun.smi import monitor, query, topo
 from fakerun.smi.device import Device, host_gpus
 from fakerun.smi.jobs import newest
 from fakerun.smi.report import report, sections
@@ -34,6 +34,7 @@ from fakerun.system.streams import silence
 INVALID_ARGUMENT, NOT_SUPPORTED, NOT_FOUND, NO_DRIVER = 2, 3, 6, 9  # nvidia-smi's man page, RETURN VALUE
 DEFAULT_LOOP_S = 5.0
 OPTIONAL = "optional"  # -l takes a number, or none (DEFAULT_LOOP_S)
+TOPO = (["topo", "-m"], ["topo", "--matrix"])  # the one topo view drawn
 
 # spelling -> (key, takes a value)
 _OPTIONS: dict[str, tuple[str, bool | str]] = {
@@ -51,7 +52,7 @@ _OPTIONS: dict[str, tuple[str, bool | str]] = {
 }
 # What only nvidia-smi takes: `fakerun smi` given one of these speaks nvidia-smi.
 OWN = {"-L", "--list-gpus", "-q", "--query", "-x", "--xml-format", "-d", "--display", "-i", "--id",
-       "-lms", "--loop-ms", "--query-gpu", "dmon", "pmon", "--query-compute-apps", "--format"}
+       "-lms", "--loop-ms", "--query-gpu", "dmon", "pmon", "topo", "--query-compute-apps", "--format"}
 
 Locate = Callable[[], "Snapshot | None"]
 
@@ -104,7 +105,7 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
          sleep: Callable[[float], Any] = time.sleep) -> int:
     try:
         watch = _watch(argv)
-        request = Request(mode="watch") if watch else parse(argv)
+        request = Request(mode="topo" if argv in TOPO else "watch") if watch or argv in TOPO else parse(argv)
         snap = locate()
         if snap is None:
             stderr.write("fakerun smi: no running fakerun job found\n")
@@ -113,6 +114,9 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
             raise Refused(_message("no_driver"), NO_DRIVER)
         if request.help:
             stdout.write(texts.load("nvidia_smi")["usage"]["help"].format(driver=snap.driver))
+            return ExitCode.OK
+        if request.mode == "topo":
+            stdout.write("".join(line + "\n" for line in topo.matrix(host_gpus(snap), stdout.isatty())))
             return ExitCode.OK
         if watch:
             monitor.stream(watch, snap, stdout, locate, _chosen, sleep)
@@ -131,7 +135,7 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
 
 def _watch(argv: list[str]) -> monitor.Watch | None:
     """`dmon ...` or `pmon ...`: the monitors' own options."""
-    if argv[:1] and argv[0] in _unmodelled_table()["commands"]:
+    if argv[:1] and argv[0] in _unmodelled_table()["commands"] and argv not in TOPO:
         raise _unmodelled(argv[0])
     if argv[:1] not in (["dmon"], ["pmon"]):
         return None
