@@ -117,11 +117,11 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
             return ExitCode.OK
         if request.mode == "topo":
             stdout.write("".join(line + "\n" for line in topo.matrix(host_gpus(snap), stdout.isatty())))
-            return ExitCode.OK
-        if watch:
+        elif watch:
             monitor.stream(watch, snap, stdout, locate, _chosen, sleep)
-            return ExitCode.OK
-        return _run(request, snap, stdout, locate, sleep)
+        else:
+            return _run(request, snap, stdout, locate, sleep)
+        return ExitCode.OK
     except Refused as refused:
         stdout.write(refused.message)
         stdout.flush()
@@ -135,7 +135,7 @@ def main(argv: list[str], stdout: TextIO, stderr: TextIO, locate: Locate, tool: 
 
 def _watch(argv: list[str]) -> monitor.Watch | None:
     """`dmon ...` or `pmon ...`: the monitors' own options."""
-    if argv[:1] and argv[0] in _unmodelled_table()["commands"] and argv not in TOPO:
+    if argv[:1] and argv[0] in texts.load("nvidia_smi")["unmodelled"]["commands"] and argv not in TOPO:
         raise _unmodelled(argv[0])
     if argv[:1] not in (["dmon"], ["pmon"]):
         return None
@@ -204,7 +204,7 @@ def _options(argv: list[str]) -> dict[str, str | bool]:
         word = argv[i]
         name, eq, inline = word.partition("=")
         if name not in _OPTIONS:
-            raise _unmodelled(name) if name in _unmodelled_table()["options"] else \
+            raise _unmodelled(name) if name in texts.load("nvidia_smi")["unmodelled"]["options"] else \
                 Refused(_message("bad_option").format(option=word), INVALID_ARGUMENT)
         key, takes = _OPTIONS[name]
         if eq:
@@ -288,10 +288,6 @@ def _names(d: Device, wanted: str) -> bool:
 def _unmodelled(name: str) -> Refused:
     """A real option or command fakerun does not draw: "Not Supported", not "not recognized"."""
     return Refused(_message("unsupported").format(option=name), NOT_SUPPORTED)
-
-
-def _unmodelled_table() -> dict[str, list[str]]:
-    return dict(texts.load("nvidia_smi")["unmodelled"])
 
 
 def _combination() -> Refused:
