@@ -72,7 +72,7 @@ def test_bad_monitor_options():
 def test_what_is_not_drawn_is_not_supported_never_unknown():
     # nvidia-smi knows these (the 590.48.01 capture's -h lists them): NVML's "Not Supported", exit 3
     # (nvidia-smi(1), RETURN VALUE 3: "The requested operation is not available on target device").
-    for argv, name in ((["topo", "-m"], "topo"), (["nvlink", "-s"], "nvlink"), (["-pm", "1"], "-pm"),
+    for argv, name in ((["topo", "-mp"], "topo"), (["nvlink", "-s"], "nvlink"), (["-pm", "1"], "-pm"),
                        (["--lock-gpu-clocks=1500"], "--lock-gpu-clocks"), (["-q", "-u"], "-u"),
                        (["--query-supported-clocks=gr", "--format=csv"], "--query-supported-clocks")):
         assert run(*argv) == (3, f"Unable to run {name}: Not Supported\n", ""), argv
