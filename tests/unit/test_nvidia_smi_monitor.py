@@ -15,6 +15,9 @@ and `dmon -s pucvmet` pasted in public notes (the groups' columns and order)."""
 
 from __future__ import annotations
 
+import io
+
+from fakerun.smi import nvsmi
 from tests.unit.test_nvidia_smi import run, snap
 
 DMON_HEAD = ["# gpu    pwr  gtemp  mtemp     sm    mem    enc    dec    jpg    ofa   mclk   pclk ",
@@ -47,6 +50,15 @@ def test_dmon_groups_count_delay_and_id():
     assert lines[2].split()[6] == "71237"  # fb: the used memory the table shows
     assert run("dmon", "-c", "1", "-s", "e", shot=snap(name="NVIDIA GeForce RTX 4090", total=24564,
                                                        cap=450))[1].splitlines()[2].split() == ["0", "-", "-", "0"]
+
+
+def test_dmon_sleeps_its_delay_between_samples():
+    slept: list[float] = []
+    code = nvsmi.main(["dmon", "-c", "3", "-d", "2"], io.StringIO(), io.StringIO(), snap, tool=True,
+                      sleep=slept.append)
+    assert code == 0 and slept == [2, 2]  # none after the last sample
+    nvsmi.main(["pmon", "-c", "2"], io.StringIO(), io.StringIO(), snap, tool=True, sleep=slept.append)
+    assert slept == [2, 2, 1]  # pmon's default: a second
 
 
 def test_dmon_until_interrupted():
