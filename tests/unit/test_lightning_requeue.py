@@ -8,7 +8,9 @@ the resume from it."""
 from __future__ import annotations
 
 import os
+import pickle
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -68,7 +70,12 @@ def test_the_handler_saves_the_metrics_then_hpc_ckpt_beside_the_epoch_checkpoint
     assert (found.step, found.seed, found.model, found.time) == (25, 5, "Qwen2.5-1.5B", 140.0)
     epoch_ckpt = writer.dir / "checkpoints/epoch=0-step=20.ckpt"
     assert epoch_ckpt.exists()  # the ModelCheckpoint's top-1 is not the handler's to rotate
-    assert str(epoch_ckpt.absolute()).encode() in hpc.read_bytes()  # its state: what it last saved
+    with zipfile.ZipFile(hpc) as zf:
+        body = pickle.loads(zf.read("archive/data.pkl"))
+    assert body["callbacks"][lightning_ckpt.CHECKPOINT_KEY]["best_model_path"] == str(epoch_ckpt.absolute())
+    progress = body["loops"]["fit_loop"]["epoch_progress"]["current"]
+    assert (progress["started"], progress["processed"]) == (1, 0)  # saved inside epoch 0
+    assert body["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] is False
     writer.event(ev.HpcCheckpoint(30, 1, 2.0, 150.0))
     assert lightning_ckpt.find(tmp_path / "hpc_ckpt_2.ckpt").step == 30
     assert lightning_hpc.find(tmp_path).step == 30

@@ -275,14 +275,15 @@ class LightningWriter:
         serial = tensorsave.serialization_id(draws.rng(self.saving.seed, "serialization_id", e.step, "hpc"))
         state = (self._checkpoint_state(self.saved) if self.saved is not None
                  else self._checkpoint_state(self.dir / "checkpoints" / "none", saved=False))
-        dump = self._dump(e.step, e.epoch - 1, state)
+        dump = self._dump(e.step, e.epoch - 1, state, epoch_done=False)
         write_file(path, torchsave.archive(ARCHIVE, dump, serial, self.ident.versions.torch), e.time)
 
-    def _dump(self, step: int, epoch: int, callback: dict[str, Any]) -> dict[str, Any]:
+    def _dump(self, step: int, epoch: int, callback: dict[str, Any],
+              epoch_done: bool = True) -> dict[str, Any]:
         """Trainer.dump_checkpoint's dict, its keys in its order."""
         checkpoint = {"epoch": epoch, "global_step": step,
                       "pytorch-lightning_version": self.ident.versions.lightning,
-                      "state_dict": {}, "loops": self._loops(step, epoch),
+                      "state_dict": {}, "loops": self._loops(step, epoch, epoch_done),
                       "callbacks": {CHECKPOINT_KEY: callback},
                       "optimizer_states": [self._optimizer()], "lr_schedulers": [self._scheduler(step)]}
         # MixedPrecision("16-mixed").state_dict(): the GradScaler's (bf16-mixed and the others have none).
@@ -290,11 +291,14 @@ class LightningWriter:
             checkpoint["MixedPrecision"] = _scaler(step)
         return {**checkpoint, "hparams_name": "kwargs", "hyper_parameters": hparams(self.saving)}
 
-    def _loops(self, step: int, epoch: int) -> dict[str, Any]:
+    def _loops(self, step: int, epoch: int, epoch_done: bool = True) -> dict[str, Any]:
         """Trainer's loops' state_dicts (loops/loop.py _Loop.state_dict: each
         loop's own state, then its progress trackers and child loops by
         attribute, keys prefixed with their path), as they stand in
-        on_train_epoch_end: the epoch processed, not yet completed."""
+        on_train_epoch_end: the epoch processed, not yet completed; inside
+        the epoch (`epoch_done` False: an auto-requeue save) not processed
+        either (fit_loop.py on_advance_end counts it processed once the
+        epoch loop has run)."""
         h = self.ident.hyper
         in_epoch = step - epoch * h.steps_per_epoch
         batches = _progress(step * h.grad_accum, in_epoch * h.grad_accum, processed=True)
@@ -305,6 +309,8 @@ class LightningWriter:
                        "is_last_batch": val > 0}
         epochs = _progress(epoch + 1, epoch + 1, processed=True)
         epochs["total"]["completed"] = epochs["current"]["completed"] = epoch
+        if not epoch_done:
+            epochs["total"]["processed"] = epochs["current"]["processed"] = epoch
         zero_grad = _progress(step, in_epoch, started=True)
         idle = {**_progress(0, 0, processed=True), "is_last_batch": False}
         fit = {"state_dict": {}, "epoch_loop.state_dict": {"_batches_that_stepped": step},

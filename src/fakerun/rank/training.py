@@ -67,7 +67,7 @@ class Script:
         if self.faults.preemption_aware():
             # A preemption-aware script: SIGTERM means "checkpoint, then leave".
             signal.signal(signal.SIGTERM, self._on_sigterm)
-        if self._takes_requeue_signal() or self.config.requeues:
+        if self._takes_requeue_signal():
             signal.signal(signal.SIGUSR1, self._on_requeue_signal)
         self._init()
         last = self._train()
@@ -89,6 +89,8 @@ class Script:
         for stage in tags.INIT_STAGES:
             c.barrier(tag=stage, sim_s=seconds[stage])
         self._telemetry(0, "init")
+        if self.config.requeues:  # Trainer._run registers its handlers just before the fit loop runs
+            signal.signal(signal.SIGUSR1, self._on_requeue_signal)
         c.barrier(tag=tags.PHASE_TRAIN)
 
     def _train(self) -> int:
