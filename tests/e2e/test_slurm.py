@@ -19,9 +19,11 @@ import shlex
 import signal
 from pathlib import Path
 
+from fakerun.checkpoint import lightning as lightning_ckpt
+from fakerun.checkpoint.lightning import float32
 from fakerun.config.options import free_port
 
-from ..conftest import SHORT_JOB
+from ..conftest import SHORT_JOB, wait_until
 from ..slurm_env import srun_task_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "slurm"
@@ -47,9 +49,10 @@ def exports(sbatch: str) -> dict[str, str]:
 
 
 def start_tasks(runner, tmp_path: Path, example: str, nnodes: int, per_node: int,
-                opts: str, gpus: int = 2) -> tuple[list, Path]:
+                opts: str, gpus: int = 2, extra: dict[str, str] | None = None) -> tuple[list, Path]:
     """Every task of the example's srun step, started as srun starts them,
-    and the runtime directory their run directories are made in."""
+    and the runtime directory their run directories are made in. `extra`:
+    more of the job's environment (the batch script's PATH)."""
     sbatch = (EXAMPLES / example).read_text(encoding="utf-8")
     submit = tmp_path / "submit"
     submit.mkdir(exist_ok=True)
@@ -63,7 +66,7 @@ def start_tasks(runner, tmp_path: Path, example: str, nnodes: int, per_node: int
         env = base | exports(sbatch) | srun_task_env("4242", nnodes, per_node, procid, gpus)
         env |= {"SLURM_SUBMIT_DIR": str(submit), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
                 "XDG_RUNTIME_DIR": str(runtime), "TMPDIR": str(tmp_path),
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "FAKERUN_OPTS": opts}
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "FAKERUN_OPTS": opts} | (extra or {})
         # After the runner's own --rdzv-id (each process's marker, which finds its processes): the job's.
         tasks.append(runner.start("--rdzv-id", shared, *srun_line(sbatch, env), env=env, cwd=submit))
     return tasks, runtime
@@ -125,3 +128,42 @@ def test_one_task_a_rank_joins_one_job_and_saves_on_slurm_s_warning(runner, tmp_
     assert steps[-1] < 60 and [e["step"] for e in tasks[0].of("checkpoint")] == [steps[-1]]  # saved, left
     assert not tasks[0].of("export")
     assert list((runtime.parent / "submit" / "checkpoints").iterdir())
+
+
+def test_lightning_s_auto_requeue_saves_requeues_trains_on_and_the_rerun_resumes(runner, tmp_path):
+    """SIGUSR1 to every task of a Lightning script under srun (SLURMEnvironment,
+    auto_requeue=True): one hpc_ckpt_1.ckpt in the default root dir, global
+    zero's `scontrol requeue 4242` (a stand-in on PATH records its argv) and
+    Lightning's lines; training goes on to its end. The same command again,
+    as Slurm reruns a requeued job, resumes from it and its loss carries on."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "scontrol-argv"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    extra = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    job = f"--style lightning --max-steps 20 --seed 0 {shlex.join(SHORT_JOB)}"
+    tasks, _ = start_tasks(runner, tmp_path, "train-per-task.sbatch", 1, 2, f"--speed 100 {job}", extra=extra)
+    wait_until(lambda: "Epoch 0:" in tasks[0].stdout or tasks[0].proc.poll() is not None, 60)
+    for task in reversed(tasks):
+        task.kill(signal.SIGUSR1)
+    for task in tasks:
+        assert task.wait(60) == 0, task.stderr[-2000:]
+    root = tmp_path / "submit" / "checkpoints"
+    assert [p.name for p in root.glob("hpc_ckpt_*")] == ["hpc_ckpt_1.ckpt"]
+    saved = lightning_ckpt.find(root / "hpc_ckpt_1.ckpt").step
+    assert record.read_text() == "requeue 4242\n"  # global zero's alone
+    said = tasks[0].stderr.splitlines()
+    assert said[said.index("Handling auto-requeue signal: 10"):][:3] == [
+        "Handling auto-requeue signal: 10", "requeing job 4242...", "Requeued SLURM job: 4242"]
+    assert all("SLURM auto-requeueing enabled. Setting signal handlers." in t.stderr for t in tasks)
+    assert "Handling auto-requeue" not in tasks[1].stderr  # rank_zero_info
+    rows = (root / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[1:]
+    logged = {int(row.split(",")[1]) + 1: float(row.split(",")[2]) for row in rows if row.split(",")[2]}
+    assert saved < 20 and max(logged) == 20  # saved, then trained on to the end
+    again, _ = start_tasks(runner, tmp_path, "train-per-task.sbatch", 1, 2, f"--speed 0 {job} --output jsonl",
+                           extra=extra)
+    for task in again:
+        assert task.wait(60) == 0, task.stderr[-2000:]
+    assert again[0].of("run_started")[0]["resumed_from"] == str(root / "hpc_ckpt_1.ckpt")
+    resumed = {e["step"]: float32(e["loss"]) for e in again[0].of("step")}
+    assert min(resumed) == saved + 1 and resumed == {s: logged[s] for s in resumed}  # the same curve

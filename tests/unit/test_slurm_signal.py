@@ -39,8 +39,15 @@ def test_torchrun_s_agent_dies_of_it_and_a_task_s_script_gets_it():
     with pytest.raises(KilledBy) as killed:
         on_requeue_signal(SimpleNamespace(task=None), ranks, hub)
     assert killed.value.signum == signal.SIGUSR1 and not ranks.sent and not hub.stops
-    assert on_requeue_signal(SimpleNamespace(task=3), ranks, hub) == []
+    assert on_requeue_signal(SimpleNamespace(task=3, requeues=False), ranks, hub) == []
     assert ranks.sent == [signal.SIGUSR1] and hub.stops == 1  # the rank gets it; training stops at a step
+
+
+def test_lightning_s_auto_requeue_gets_it_and_trains_on():
+    """SLURMEnvironment's handler returns: the job is not stopped (rank/training.py saves and goes on)."""
+    ranks, hub = Ranks(), Hub()
+    assert on_requeue_signal(SimpleNamespace(task=0, requeues=True), ranks, hub) == []
+    assert ranks.sent == [signal.SIGUSR1] and hub.stops == 0
 
 
 def test_a_task_dies_of_what_killed_its_rank_but_not_of_fakerun_s_own_stops():

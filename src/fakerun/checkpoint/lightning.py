@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from fakerun import events as ev
-from fakerun.checkpoint import tensorsave, torchsave
+from fakerun.checkpoint import lightning_hpc, tensorsave, torchsave
 from fakerun.checkpoint.layouts import Saving
 from fakerun.checkpoint.reader import MAX_STEP, SEED_MAX, CheckpointError, Resume
 from fakerun.checkpoint.store import write_file
@@ -231,6 +231,8 @@ class LightningWriter:
             self._log({"epoch": e.epoch - 1, "step": e.step - 1, "val_loss": float32(e.val_loss)}, e.time)
         elif isinstance(e, ev.Checkpoint):
             self._save(e)
+        elif isinstance(e, ev.HpcCheckpoint):
+            self._hpc_save(e)
         elif isinstance(e, ev.Phase) and e.name == "export":  # trainer.fit returned: the logger's finalize
             self._flush(e.time)
 
@@ -256,30 +258,47 @@ class LightningWriter:
         serial = tensorsave.serialization_id(draws.rng(self.saving.seed, "serialization_id", e.step))
         # Lightning's _atomic_save (fabric/utilities/cloud_io.py) torch.saves into a BytesIO: the
         # archive's folder is then "archive" (caffe2/serialize/inline_container.cc), not the file's stem.
-        dump = self._dump(e, epoch, path)
+        dump = self._dump(e.step, epoch, self._checkpoint_state(path))
         write_file(path, torchsave.archive(ARCHIVE, dump, serial, self.ident.versions.torch), e.time)
         if self.saved is not None and self.saved != path:  # save_top_k=1: _remove_checkpoint
             with contextlib.suppress(FileNotFoundError):
                 self.saved.unlink()
         self.saved = path
 
-    def _dump(self, e: ev.Checkpoint, epoch: int, path: Path) -> dict[str, Any]:
+    def _hpc_save(self, e: ev.HpcCheckpoint) -> None:
+        """The SLURM auto-requeue handler: every logger's finalize (CSVLogger
+        saves metrics.csv), then trainer.save_checkpoint(hpc_ckpt_N.ckpt) of
+        the same dict, which the default ModelCheckpoint neither names nor
+        rotates (its state says what it last saved)."""
+        self._flush(e.time)
+        path = lightning_hpc.save_path(self.saving.root)
+        serial = tensorsave.serialization_id(draws.rng(self.saving.seed, "serialization_id", e.step, "hpc"))
+        state = (self._checkpoint_state(self.saved) if self.saved is not None
+                 else self._checkpoint_state(self.dir / "checkpoints" / "none", saved=False))
+        dump = self._dump(e.step, e.epoch - 1, state, epoch_done=False)
+        write_file(path, torchsave.archive(ARCHIVE, dump, serial, self.ident.versions.torch), e.time)
+
+    def _dump(self, step: int, epoch: int, callback: dict[str, Any],
+              epoch_done: bool = True) -> dict[str, Any]:
         """Trainer.dump_checkpoint's dict, its keys in its order."""
-        checkpoint = {"epoch": epoch, "global_step": e.step,
+        checkpoint = {"epoch": epoch, "global_step": step,
                       "pytorch-lightning_version": self.ident.versions.lightning,
-                      "state_dict": {}, "loops": self._loops(e.step, epoch),
-                      "callbacks": {CHECKPOINT_KEY: self._checkpoint_state(path)},
-                      "optimizer_states": [self._optimizer()], "lr_schedulers": [self._scheduler(e.step)]}
+                      "state_dict": {}, "loops": self._loops(step, epoch, epoch_done),
+                      "callbacks": {CHECKPOINT_KEY: callback},
+                      "optimizer_states": [self._optimizer()], "lr_schedulers": [self._scheduler(step)]}
         # MixedPrecision("16-mixed").state_dict(): the GradScaler's (bf16-mixed and the others have none).
         if styles.lightning_precision(self.saving.script_args, self.ident.gpu.precision) == "16-mixed":
-            checkpoint["MixedPrecision"] = _scaler(e.step)
+            checkpoint["MixedPrecision"] = _scaler(step)
         return {**checkpoint, "hparams_name": "kwargs", "hyper_parameters": hparams(self.saving)}
 
-    def _loops(self, step: int, epoch: int) -> dict[str, Any]:
+    def _loops(self, step: int, epoch: int, epoch_done: bool = True) -> dict[str, Any]:
         """Trainer's loops' state_dicts (loops/loop.py _Loop.state_dict: each
         loop's own state, then its progress trackers and child loops by
         attribute, keys prefixed with their path), as they stand in
-        on_train_epoch_end: the epoch processed, not yet completed."""
+        on_train_epoch_end: the epoch processed, not yet completed; inside
+        the epoch (`epoch_done` False: an auto-requeue save) not processed
+        either (fit_loop.py on_advance_end counts it processed once the
+        epoch loop has run)."""
         h = self.ident.hyper
         in_epoch = step - epoch * h.steps_per_epoch
         batches = _progress(step * h.grad_accum, in_epoch * h.grad_accum, processed=True)
@@ -290,6 +309,8 @@ class LightningWriter:
                        "is_last_batch": val > 0}
         epochs = _progress(epoch + 1, epoch + 1, processed=True)
         epochs["total"]["completed"] = epochs["current"]["completed"] = epoch
+        if not epoch_done:
+            epochs["total"]["processed"] = epochs["current"]["processed"] = epoch
         zero_grad = _progress(step, in_epoch, started=True)
         idle = {**_progress(0, 0, processed=True), "is_last_batch": False}
         fit = {"state_dict": {}, "epoch_loop.state_dict": {"_batches_that_stepped": step},
@@ -305,10 +326,12 @@ class LightningWriter:
         return {"fit_loop": fit, "validate_loop": {"state_dict": {}, "batch_progress": idle},
                 "test_loop": {"state_dict": {}, "batch_progress": idle}, "predict_loop": predict}
 
-    def _checkpoint_state(self, path: Path) -> dict[str, Any]:
+    def _checkpoint_state(self, path: Path, saved: bool = True) -> dict[str, Any]:
         """ModelCheckpoint.state_dict with no monitor: best_model_path is the
-        file being saved (set before the save); kth_value, a tensor, left out."""
-        return {"monitor": None, "best_model_score": None, "best_model_path": str(path.absolute()),
+        file being saved (set before the save), "" before its first save;
+        kth_value, a tensor, left out."""
+        best = str(path.absolute()) if saved else ""
+        return {"monitor": None, "best_model_score": None, "best_model_path": best,
                 "current_score": None, "dirpath": str(path.parent.absolute()), "best_k_models": {},
                 "kth_best_model_path": "", "last_model_path": ""}
 

@@ -46,6 +46,7 @@ class ClusterEnv:
     token_job: str | None = None  # the Slurm job id the token was derived from
     task: slurm.SrunTask | None = None  # srun's one task per rank: this process is that rank's
     hosts: tuple[str, ...] = ()  # the nodes' names, where Slurm gives them
+    requeue_job: str | None = None  # under one task a rank: the job Lightning's SLURMEnvironment requeues
 
 
 def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEnv:
@@ -74,7 +75,8 @@ def cluster_env(ns: argparse.Namespace, environ: Mapping[str, str]) -> ClusterEn
     token_file = ns.token_file.absolute() if ns.token_file is not None else None
     return ClusterEnv(nnodes, node_rank, addr, _master_port(port, agents, ns.start_time),
                       port is not None, first(ns.rdzv_id, slurm_job), token, token_file, token_job,
-                      task, slurm.node_names(variable, nodelist, nnodes, strict=task is not None))
+                      task, slurm.node_names(variable, nodelist, nnodes, strict=task is not None),
+                      slurm.requeue_job(environ) if task is not None else None)
 
 
 def _token(ns: argparse.Namespace, environ: Mapping[str, str],

@@ -51,6 +51,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     config = plan(RunConfig(
         topology=topology,
         task=env.task.localid if env.task else None,
+        requeue_job=env.requeue_job,
         master_addr=env.master_addr,
         master_port=env.master_port,
         master_port_given=env.port_given,

@@ -16,6 +16,7 @@ srun's task variables tell the two apart (`srun_task`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -84,6 +85,23 @@ def srun_task(environ: Mapping[str, str]) -> SrunTask | None:
                     _count(environ, "SLURM_NODEID", 0), ntasks, nnodes, _per_node(environ, nnodes))
     _check_place(task)
     return task
+
+
+def requeue_job(environ: Mapping[str, str]) -> str | None:
+    """The job a Lightning script's SLURMEnvironment would requeue on
+    SIGUSR1, when it is the cluster environment (Lightning-AI/pytorch-lightning
+    at 2.4.0 to 2.6.5: fabric/plugins/environments/slurm.py detect(), which is
+    _is_srun_used: SLURM_NTASKS set and the job not named `bash` or
+    `interactive`; auto_requeue defaults to True): the array job's
+    `<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>`, else SLURM_JOB_ID
+    (trainer/connectors/signal_connector.py _slurm_sigusr_handler_fn)."""
+    if "SLURM_NTASKS" not in environ or environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return None
+    array = environ.get("SLURM_ARRAY_JOB_ID")
+    job = (f"{array}_{environ.get('SLURM_ARRAY_TASK_ID', '')}" if array is not None
+           else environ.get("SLURM_JOB_ID"))
+    # The handler asserts re.match("[0-9_-]+", job_id): what Slurm's ids always are.
+    return job if job and re.match("[0-9_-]+", job) else None
 
 
 def _per_node(environ: Mapping[str, str], nnodes: int) -> int:

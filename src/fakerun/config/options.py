@@ -106,6 +106,15 @@ class RunConfig:
     # srun's one task per rank (cli/slurm.py): this process runs local rank
     # `task` of its node alone, as one of the job's agents (see `agents`).
     task: int | None = None
+    # Under one task a rank, the Slurm job a Lightning script's SLURMEnvironment
+    # requeues on SIGUSR1 (cli/slurm.py requeue_job); None when it would not.
+    requeue_job: str | None = None
+
+    @property
+    def requeues(self) -> bool:
+        """Lightning's SLURM auto-requeue is on: on SIGUSR1 its ranks save
+        hpc_ckpt_N.ckpt and train on while global zero requeues the job."""
+        return self.task is not None and self.requeue_job is not None and self.style.name == "lightning"
 
     def __post_init__(self) -> None:
         """The option values alone; what needs the disk, the catalog or a

@@ -22,7 +22,7 @@ from fakerun.config.options import (
 from fakerun.config.paths import check_file_target, check_writable_dir, short
 from fakerun.config.strategy_args import check_megatron_world
 from fakerun.errors import UsageError
-from fakerun.world import identity
+from fakerun.world import identity, styles
 from fakerun.world.catalog import CatalogError, models
 from fakerun.world.catalog import find as find_row
 from fakerun.world.clock import RUN_SPAN_S, YEAR_S
@@ -39,6 +39,8 @@ def plan(options: RunConfig) -> RunConfig:
     config = options
     if config.resume is not None and config.resume_from is None:
         config = _resumed(config, _find_checkpoint(config))
+    elif config.resume_from is None and (found := _hpc_checkpoint(config)) is not None:
+        config = _resumed(config, found)
     if not config.run_id:
         config = replace(config, run_id=_run_id(config))
     _check_sent_text(config)
@@ -77,6 +79,22 @@ def _find_checkpoint(c: RunConfig) -> Resume:
         return layouts.find(c.style.name, path)
     except OSError as exc:  # a name too long for a stat
         raise UsageError(f"--resume {short(path)}: {exc.strerror}") from None
+
+
+def _hpc_checkpoint(c: RunConfig) -> Resume | None:
+    """A Lightning script under SLURMEnvironment given no ckpt_path resumes
+    from its auto-requeue save (checkpoint_connector.py _parse_ckpt_path:
+    "hpc", the default root dir's latest hpc_ckpt_N.ckpt), as a requeued job
+    rerunning the same command does. Only where fakerun writes them: its
+    --output-dir (the script's default_root_dir)."""
+    given = styles.lightning_cli_values(c.script_args, "--").get("ckpt_path")  # LightningCLI fit --ckpt_path
+    if not c.requeues or c.output_dir is None or given:
+        return None
+    from fakerun.checkpoint import lightning_hpc  # as _find_checkpoint: only when there may be one
+    try:
+        return lightning_hpc.find(c.output_dir)
+    except OSError as exc:
+        raise UsageError(f"{short(c.output_dir)}: {exc.strerror}") from None
 
 
 def _resumed(c: RunConfig, found: Resume) -> RunConfig:

@@ -25,7 +25,8 @@ from fakerun.world.identity import Identity
 from fakerun.world.memory import SHARDED_STATE_DICT
 
 BF16 = 2
-_RESULT_WIDTH = {tags.TRAIN_STEP: 2, tags.VALIDATION: 1}  # values a tag's all_reduce carries
+# The values a tag's all_reduce carries.
+_RESULT_WIDTH = {tags.TRAIN_STEP: 2, tags.VALIDATION: 1, tags.REQUEUED: 1}
 
 
 class Completed(NamedTuple):
@@ -118,6 +119,9 @@ class Timeline:
             tags.TRAIN_STEP: self._step,
             tags.VALIDATION: self._validation,
             tags.CHECKPOINT: self._checkpoint,
+            tags.HPC_CHECKPOINT: lambda d: [ev.HpcCheckpoint(self.run.step, self.epoch(max(1, self.run.step)),
+                                                             max(d.sim_s.values()), self.clock.now)],
+            tags.REQUEUED: lambda d: [ev.Requeued(self.run.step, round(d.result[0]), self.clock.now)],
             tags.EXPORT: self._export,
         }
 

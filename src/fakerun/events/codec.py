@@ -20,6 +20,7 @@ from fakerun.events.kinds import (
     Desync,
     Export,
     GpuStatus,
+    HpcCheckpoint,
     NcclStats,
     NodeLost,
     Phase,
@@ -28,6 +29,7 @@ from fakerun.events.kinds import (
     Rejected,
     RendezvousComplete,
     RendezvousTimeout,
+    Requeued,
     Step,
     Summary,
     Validation,
@@ -124,7 +126,8 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
 # agent makes its own run_started/run_identity and its own failure report.
 _WIRE: dict[str, type] = {cls.NAME: cls for cls in (
     RankStarted, RendezvousComplete, RendezvousTimeout, RankOutput, Collective, Phase, Step, GpuStatus,
-    NcclStats, Validation, Checkpoint, Export, Summary, WatchdogTimeout, Desync, Rejected,
+    NcclStats, Validation, Checkpoint, HpcCheckpoint, Requeued, Export, Summary, WatchdogTimeout, Desync,
+    Rejected,
     WaitingForNodes, NodeLost)}
 
 

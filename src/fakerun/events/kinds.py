@@ -54,6 +54,9 @@ class RunStarted:
     # The version directory the script's logger takes at this launch (Lightning's CSVLogger:
     # <root>/lightning_logs/version_N), for a style whose screen names it; 0 for the others.
     logger_version: int = 0
+    # The Slurm job Lightning's SLURMEnvironment would `scontrol requeue` on SIGUSR1 (its
+    # auto-requeue handlers are set: the script is srun's task); "" when they are not.
+    requeue_job: str = ""
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,28 @@ class NodeLost:
 
 
 @dataclass(frozen=True)
+class HpcCheckpoint:
+    """Lightning's SLURM auto-requeue handler saved `hpc_ckpt_N.ckpt` in the
+    default root dir (Slurm's SIGUSR1 before the time limit); training goes on."""
+
+    NAME: ClassVar[str] = "hpc_checkpoint"
+    step: int
+    epoch: int
+    seconds: float
+    time: float
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """Then its global zero ran `scontrol requeue <job>`: that command's exit status."""
+
+    NAME: ClassVar[str] = "requeued"
+    step: int
+    exit_code: int
+    time: float
+
+
+@dataclass(frozen=True)
 class AgentError:
     """This agent cannot run its part of the job (e.g. its port is taken)."""
 
@@ -442,7 +467,8 @@ class AgentError:
 
 Event = (
     RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
-    | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | Export | Summary
+    | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | HpcCheckpoint | Requeued | Export
+    | Summary
     | WatchdogTimeout | Desync | Rejected | Restart | OutputFailed | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | AttemptFailed | RunFailed | RunFinished | WaitingForNodes | NodeLost
     | NcclSocketClosed | AgentError

@@ -57,8 +57,9 @@ def on_requeue_signal(config: RunConfig, ranks: Workers, hub: Hub) -> list[ev.Ev
     workers with it (KilledBy: the launcher cleans up, then dies by it). A
     task srun started is the script itself, which gets the signal (its rank,
     here); the job then stops training at the next step, and the script does
-    what rank/training.py says."""
+    what rank/training.py says. Lightning's auto-requeue saves and trains on
+    (its handler returns): the job is not stopped, Slurm's SIGTERM ends it."""
     if config.task is None:
         raise KilledBy(REQUEUE_SIGNAL)
     ranks.send(REQUEUE_SIGNAL)
-    return hub.request_stop()
+    return [] if config.requeues else hub.request_stop()

@@ -20,7 +20,10 @@ VALIDATION = "validation"  # all_reduce of [val_loss]
 CHECKPOINT = "checkpoint"
 EXPORT = "export"
 DESTROY_PROCESS_GROUP = "destroy_process_group"
-REQUEUE_SIGNAL = "requeue_signal"  # all_reduce(max) of [got Slurm's SIGUSR1]: does every rank save and leave
+# all_reduce(max) of [Slurm's SIGUSR1s got]: does every rank save (and leave, but under Lightning's requeue)
+REQUEUE_SIGNAL = "requeue_signal"
+HPC_CHECKPOINT = "hpc_checkpoint"  # Lightning's auto-requeue save (hpc_ckpt_N.ckpt)
+REQUEUED = "requeued"  # all_reduce(sum) of [global zero's `scontrol requeue` exit status; 0 the others']
 
 PHASE = "phase:"  # a barrier opening a phase of the run: PHASE + its name
 PHASE_TRAIN = PHASE + "train"

@@ -20,6 +20,7 @@ from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
 from fakerun.rank.faults import Faults, ScriptFailed, script_text
 from fakerun.rank.pacing import Pacer
+from fakerun.rank.requeue import scontrol_requeue
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
 
@@ -30,8 +31,8 @@ from fakerun.world.identity import Identity
 # Trainer and DeepSpeed have none, and Megatron's --exit-signal-handler listens
 # for SIGTERM (megatron/training/global_vars.py _set_signal_handler:
 # DistributedSignalHandler(), whose default is signal.SIGTERM). Lightning's
-# SLURMEnvironment auto-requeue (hpc_ckpt_N.ckpt, `scontrol requeue`) is not
-# modelled: its ranks die of the signal too.
+# SLURMEnvironment auto-requeue saves and trains on (RunConfig.requeues,
+# _requeue below).
 TAKES_REQUEUE_SIGNAL = frozenset({"torchrun"})
 
 
@@ -43,6 +44,8 @@ class Script:
     ident: Identity
     where: str = "init"  # the phase the script is in: what its traceback shows, if interrupted
     warned: bool = False  # Slurm's SIGUSR1 came: save and leave at the next step
+    requeue_signals: int = 0  # the SIGUSR1s this rank got (Lightning saves once for each)
+    requeues_done: int = 0  # the auto-requeue saves the job made
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
@@ -86,6 +89,8 @@ class Script:
         for stage in tags.INIT_STAGES:
             c.barrier(tag=stage, sim_s=seconds[stage])
         self._telemetry(0, "init")
+        if self.config.requeues:  # Trainer._run registers its handlers just before the fit loop runs
+            signal.signal(signal.SIGUSR1, self._on_requeue_signal)
         c.barrier(tag=tags.PHASE_TRAIN)
 
     def _train(self) -> int:
@@ -107,6 +112,8 @@ class Script:
             if self.comm.stop_requested:  # after --exit-after-time: the phases left, without pacing
                 self.pacer.on = False
                 break
+            if self.config.requeues:
+                self._requeue(step)
             if step < self.config.steps and (h.evaluates_after(step) or h.saves_after(step)):
                 self._end_of_epoch(step)
                 self.where = "train"
@@ -151,6 +158,7 @@ class Script:
 
     def _on_requeue_signal(self, _signum: int, _frame: object) -> None:
         self.warned = True
+        self.requeue_signals += 1
 
     def _warned(self, step: int) -> bool:
         """Whether the job stopped for Slurm's warning: every rank says if
@@ -161,6 +169,27 @@ class Script:
             return False
         flag = self.comm.all_reduce([1.0 if self.warned else 0.0], "max", tag=tags.REQUEUE_SIGNAL, step=step)
         return flag[0] > 0
+
+    def _requeue(self, step: int) -> None:
+        """Lightning's SLURM auto-requeue (signal_connector.py
+        _slurm_sigusr_handler_fn, 2.4.0 to 2.6.5): on SIGUSR1 every rank runs
+        trainer.save_checkpoint(hpc_ckpt_N.ckpt), collective (its barrier),
+        global zero writing; global zero then calls `scontrol requeue`, and
+        the handler returns: training goes on until Slurm ends the job. The
+        ranks agree on the step after each one: the most signals any rank
+        got (one is enough, as for _warned), so they save together however
+        far apart their signals land, and once for each signal Slurm sent."""
+        got = self.comm.all_reduce([float(self.requeue_signals)], "max", tag=tags.REQUEUE_SIGNAL, step=step)
+        if got[0] <= self.requeues_done:
+            return
+        self.requeues_done += 1
+        self.where = tags.CHECKPOINT
+        self._telemetry(step, tags.CHECKPOINT)
+        self.comm.barrier(tag=tags.HPC_CHECKPOINT, sim_s=sim.checkpoint_seconds(self.ident, self.rank, step))
+        job = self.config.requeue_job
+        code = scontrol_requeue(job) if self.rank == 0 and job is not None else 0
+        self.comm.all_reduce([float(code)], "sum", tag=tags.REQUEUED, step=step)
+        self.where = "train"
 
     @staticmethod
     def _on_sigterm(_signum: int, _frame: object) -> None:

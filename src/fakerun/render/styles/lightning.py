@@ -31,6 +31,7 @@ terminal tqdm redraws it in place, in a file it separates refreshes with `\\r`.
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
 from typing import Any
@@ -140,6 +141,7 @@ class LightningLines(EventRoutes):
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Restart: self._restart,
+            ev.HpcCheckpoint: self._hpc_checkpoint, ev.Requeued: self._requeued,
         }
 
     def _reset(self) -> None:
@@ -257,7 +259,10 @@ class LightningLines(EventRoutes):
         resuming, and with no validation batches: limit_val_batches=0)."""
         out = self._err(self._summary())
         if self.resume:
-            return out + self._err([self.text["restored"].format(path=self.resume), *self._mid_epoch()])
+            out += self._err([self.text["restored"].format(path=self.resume)])
+        out += self._requeue_enabled()
+        if self.resume:
+            return out + self._err(self._mid_epoch())
         h = self.ident.hyper
         if not (h.eval_every or h.eval_at_end):
             return out
@@ -325,6 +330,24 @@ class LightningLines(EventRoutes):
         if e.step % self.ident.hyper.steps_per_epoch == 0:  # not a save after a validation mid-epoch
             self.epoch_end = e.time
         return []
+
+    def _requeue_enabled(self) -> list[Line]:
+        """register_signal_handlers, after the restore (Trainer._run): each rank's own line."""
+        if self.launch is None or not self.launch.requeue_job:
+            return []
+        return [Line(self.text["requeue_enabled"], STDERR, r) for r in range(self.ident.world)]
+
+    def _hpc_checkpoint(self, e: ev.HpcCheckpoint) -> list[Line]:
+        """_slurm_sigusr_handler_fn's first words (Python hands handlers the
+        signal's number: SLURMEnvironment's requeue_signal, SIGUSR1); then it
+        saves hpc_ckpt_N.ckpt (the writer's)."""
+        return self._err([self.text["requeue_signal"].format(signum=int(signal.SIGUSR1))])
+
+    def _requeued(self, e: ev.Requeued) -> list[Line]:
+        job = self.launch.requeue_job if self.launch is not None else ""
+        said = (self.text["requeued"].format(job=job) if e.exit_code == 0
+                else self.text["requeue_failed"].format(job=job, code=e.exit_code))
+        return self._err([self.text["requeueing"].format(job=job), said])
 
     def _restart(self, e: ev.Restart) -> list[Line]:
         self.resume = self.checkpoints.get(e.resume_step)
