@@ -36,8 +36,9 @@ from importlib import resources
 from typing import Any
 
 from fakerun.checkpoint.torchpickle import Global, Instance, Member, Reduce
+from fakerun.world.tensors import TRAINING_ARGS
 
-NAME = "training_args.bin"  # transformers' TRAINING_ARGS_NAME
+NAME = TRAINING_ARGS
 DEVICE = Global("torch", "device")
 DISTRIBUTED_TYPE = Global("accelerate.utils.dataclasses", "DistributedType")
 INTERVAL = Global("transformers.trainer_utils", "IntervalStrategy")
@@ -93,6 +94,15 @@ def training_args(version: str, script_args: tuple[str, ...], output_dir: str, l
         return None
     _place(values, process)
     return Instance(Global("transformers.training_args", "TrainingArguments"), values)
+
+
+def written(version: str, script_args: tuple[str, ...], trainer: object | None) -> bool:
+    """Whether `_save` writes training_args.bin here: for a launch line read
+    as the Trainer's (`trainer`, its TrainerArgs; another framework's run in
+    this layout has no TrainingArguments) whose arguments this module can
+    say. The run's own values (`training_args`' `run`) are well formed and
+    change no answer. The Export event's list and the writer both ask here."""
+    return trainer is not None and fields(version, script_args, "", "", {}) is not None
 
 
 def fields(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
