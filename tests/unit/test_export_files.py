@@ -24,13 +24,14 @@ from fakerun.world.trainer import TrainerArgs
 # (style, model, transformers, the launch line's script arguments): a model with a
 # tokenizer (Llama 3's, with its chat template), one with Llama 2's SentencePiece
 # tokenizer.model, one whose Trainer saves none; 4.x's and 5.x's file sets; a line
-# whose training_args.bin fakerun cannot say (--no_cuda: neither written nor listed).
+# whose training_args.bin fakerun cannot say (--no_cuda: neither written nor listed); --fsdp's.
 CASES = [
     ("hf", "Llama-3.2-1B", "4.46.3", ("--output_dir", "out")),
     ("hf", "Llama-3.2-1B", "5.0.0", ("--output_dir", "out")),
     ("hf", "Llama-2-7b-hf", "4.42.4", ("--output_dir", "out")),
     ("hf", "Qwen2.5-3B", "4.44.2", ("--output_dir", "out")),
     ("hf", "Llama-3.2-1B", "4.46.3", ("--output_dir", "out", "--no_cuda")),
+    ("hf", "Llama-3.2-1B", "4.46.3", ("--output_dir", "out", "--fsdp", "full_shard auto_wrap")),
     ("torchrun", "Llama-3.2-1B", "4.46.3", ()),
     ("deepspeed", "Llama-3.2-1B", "4.46.3", ()),
     ("megatron", "Llama-3.2-1B", "4.46.3", ()),
