@@ -111,6 +111,24 @@ def test_signal_to_launcher(runner, sig):
     assert job.events()[-1]["exit_code"] == 1
 
 
+def test_slurm_s_warning_to_an_agent_told_to_handle_it(runner):
+    """torch 2.13's --signals-to-handle naming SIGUSR1: the agent's handler
+    raises SignalException for it as for SIGTERM (elastic/multiprocessing/
+    api.py at v2.13.0), so the sequence is SIGTERM's, with SIGUSR1 sent on to
+    the workers (_shutdown(e.sigval)), which die of it; not the agent's own
+    death of an unhandled SIGUSR1 (tests/e2e/test_slurm.py)."""
+    job = runner.start(*RUNNING, "--signals-to-handle", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
+    job.wait_for_event("step")
+    job.kill(signal.SIGUSR1)
+    assert job.wait() == 1
+    assert f"Received {int(signal.SIGUSR1)} death signal, shutting down workers" in job.stderr
+    for e in job.of("rank_started"):
+        assert f"Sending process {e['pid']} closing signal SIGUSR1" in job.stderr
+    assert {e["exitcode"] for e in job.of("rank_exited")} <= {-signal.SIGUSR1}
+    assert job.stderr.rstrip().endswith(f"SignalException: Process {job.proc.pid} got signal: {int(signal.SIGUSR1)}")
+    assert job.events()[-1]["exit_code"] == 1
+
+
 def test_ctrl_c_to_the_process_group(runner):
     """A terminal's Ctrl+C reaches the whole foreground process group."""
     marker = runner.new_marker()

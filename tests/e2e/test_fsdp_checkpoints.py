@@ -43,7 +43,8 @@ def test_a_full_state_dict_saves_the_model_and_rank_0s_full_optimizer(runner, tm
     assert job.proc.returncode == 0, job.stderr[-2000:]
     named = {m.group(1) for line in job.stderr.splitlines() for rx in NAMED if (m := rx.search(line))}
     assert named and all(Path(p).is_file() for p in named)
-    model = {"config.json", "generation_config.json", "model.safetensors"}  # no training_args.bin for an --fsdp line
+    # _save's training_args.bin too: the --fsdp line's TrainingArguments (checkpoint/training_args.py)
+    model = {"config.json", "generation_config.json", "model.safetensors", "training_args.bin"}
     ckpt = {"pytorch_model_fsdp.bin", "optimizer.bin", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth",
             "trainer_state.json"}
     assert set(walk(out)) == model | {f"checkpoint-4/{n}" for n in model | ckpt}

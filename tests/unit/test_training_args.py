@@ -110,5 +110,6 @@ def test_the_hand_written_pickler_agrees_with_pickle_on_plain_data(obj):
 
 
 def test_a_line_whose_fields_would_be_guessed_has_no_file():
-    assert ta.training_args("4.46.3", ("--output_dir", "o", "--fsdp", "full_shard auto_wrap"), "o", "x",
-                            ta.gpu_rank0(8)) is None
+    """--fsdp's options are said (the fsdp launch above); a --fsdp_config file's values are not."""
+    assert ta.training_args("4.46.3", ("--output_dir", "o", "--fsdp", "full_shard auto_wrap", "--fsdp_config",
+                                       "fsdp.json"), "o", "x", ta.gpu_rank0(8)) is None

@@ -64,13 +64,13 @@ from fakerun.world.ds_config import (
 )
 from fakerun.world.loss_scale import LossScaler, restored
 from fakerun.world.physics import learning_rate
-from fakerun.world.tensors import DTYPES, Layout, layout, table
+from fakerun.world.tensors import DEEPSPEED_EXPORT, DTYPES, Layout, layout, table
 
 if TYPE_CHECKING:
     from fakerun.world.identity import Identity
 
 RECOVERY = "zero_to_fp32.py"
-EXPORT = "pytorch_model.bin"  # save_16bit_model's save_filename default
+EXPORT = DEEPSPEED_EXPORT
 EPS = 1e-08  # torch.optim.AdamW's default
 WEIGHT_DECAY = 0.1  # the decayed group's, as LLM recipes set it (the other group: 0.0)
 

@@ -24,12 +24,10 @@ from fakerun.checkpoint import safetensors, tensorsave, torchsave
 from fakerun.checkpoint.store import write_file
 from fakerun.world import draws
 from fakerun.world.identity import Identity
-from fakerun.world.tensors import DTYPES, Layout, layout
+from fakerun.world.tensors import CONFIG, DTYPES, GENERATION_CONFIG, Layout, layout
 
 # AdamW's hyper-parameters as TrainingArguments sets them by default.
 BETAS, EPS = (0.9, 0.999), 1e-08
-CONFIG = "config.json"
-GENERATION_CONFIG = "generation_config.json"
 
 
 def major(version: str) -> int:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import lzma
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from importlib import resources
 from json import encoder
@@ -47,6 +47,7 @@ from fakerun.world.tokenizers import (
     TOKENIZER_CONFIG,
     TOKENIZER_JSON,
     Config,
+    saved,
     v5,
 )
 
@@ -194,17 +195,12 @@ def _sorted_json(body: dict[str, Any]) -> bytes:
 
 
 def files(config: Config, transformers: str, is_local: bool) -> dict[str, bytes]:
-    """What save_pretrained writes, in its order: the config (and in 5.x
-    the template before it), 4.x's special tokens map and tokenizer.model,
-    tokenizer.json."""
-    written: dict[str, bytes] = {}
-    template = chat_template(config)
-    if v5(transformers) and template is not None:
-        written[CHAT_TEMPLATE] = template.encode()
-    written[TOKENIZER_CONFIG] = config_json(config, transformers, is_local)
-    if not v5(transformers):
-        written[SPECIAL_TOKENS_MAP] = _sorted_json(config.special_tokens_map)
-        if config.slow_file:
-            written[SLOW_FILE] = _slow_file(config.family)
-    written[TOKENIZER_JSON] = _rendered(config.family, _pairs(transformers))[0]
-    return written
+    """What save_pretrained writes, in its order (world/tokenizers.saved names them)."""
+    pairs = _pairs(transformers)
+    content: dict[str, Callable[[], bytes]] = {
+        CHAT_TEMPLATE: lambda: (chat_template(config) or "").encode(),
+        TOKENIZER_CONFIG: lambda: config_json(config, transformers, is_local),
+        SPECIAL_TOKENS_MAP: lambda: _sorted_json(config.special_tokens_map),
+        SLOW_FILE: lambda: _slow_file(config.family),
+        TOKENIZER_JSON: lambda: _rendered(config.family, pairs)[0]}
+    return {name: content[name]() for name in saved(config, transformers)}

@@ -97,6 +97,13 @@ class Ordered:
     items: tuple[tuple[str, Any], ...]
 
 
+class Made(str):
+    """A string the pickled object made at run time (a `.lower()`'s result):
+    an object of its own, never the memo's earlier string of its value."""
+
+    __slots__ = ()
+
+
 DESCRIBED = (Global, Reduce, Member, Instance, Tensor, Ordered)  # what Pickler writes that pickle could not
 REBUILD = Global("torch._utils", "_rebuild_tensor_v2")
 ORDERED_DICT = Global("collections", "OrderedDict")
@@ -139,6 +146,7 @@ class Pickler:
             self._get(self.memo[key])
             return
         saver = {type(None): self._none, bool: self._bool, int: self._int, float: self._float, str: self._str,
+                 Made: self._str,
                  tuple: self._tuple, list: self._list, dict: self._dict, Global: self._global,
                  Reduce: self._reduce, Member: self._member, Instance: self._instance, Tensor: self._tensor,
                  Ordered: self._ordered}[type(obj)]
@@ -148,7 +156,7 @@ class Pickler:
         """What the memo knows `obj` by: its value (strings, classes, members),
         its identity (a Reduce, Instance, Tensor or tuple given twice: AdamW's
         param groups share its defaults' betas), else itself alone."""
-        if isinstance(obj, (str, Global, Member)) and not fresh:
+        if isinstance(obj, (str, Global, Member)) and not fresh and type(obj) is not Made:
             return (type(obj), obj)
         if isinstance(obj, (Reduce, Instance, Tensor)) or (isinstance(obj, tuple) and not fresh):
             self.alive.append(obj)  # an id is only its object's while the object lives

@@ -16,9 +16,11 @@ eval_strategy, report_to "none" or "all" is [] (no integration installed),
 metric_for_best_model "loss" and greater_is_better under
 load_best_model_at_end, torch_compile and its "inductor" backend.
 
+--fsdp's options become FSDPOption members, as __post_init__ makes them.
 What __post_init__ would make of the other fields a line may give (lists,
-dicts, --deepspeed's HfTrainerDeepSpeedConfig, --fsdp's options and config)
-is not written here: for such a line there is no file (`fields` is None).
+dicts, --deepspeed's HfTrainerDeepSpeedConfig, a --fsdp_config file's
+values) is not written here: for such a line there is no file (`fields` is
+None).
 
 The process that saves is rank 0 of a torchrun job on GPUs: LOCAL_RANK is
 set, so accelerate's PartialState initialises NCCL (MULTI_GPU, device cuda:0,
@@ -35,9 +37,10 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from fakerun.checkpoint.torchpickle import Global, Instance, Member, Reduce
+from fakerun.checkpoint.torchpickle import Global, Instance, Made, Member, Reduce
+from fakerun.world.tensors import TRAINING_ARGS
 
-NAME = "training_args.bin"  # transformers' TRAINING_ARGS_NAME
+NAME = TRAINING_ARGS
 DEVICE = Global("torch", "device")
 DISTRIBUTED_TYPE = Global("accelerate.utils.dataclasses", "DistributedType")
 INTERVAL = Global("transformers.trainer_utils", "IntervalStrategy")
@@ -52,6 +55,20 @@ GUESSED = ("deepspeed", "no_cuda", "use_cpu", "use_mps_device", "fp16_backend", 
            "tpu_metrics_debug", "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization",
            "adafactor", "fsdp_min_num_params", "fsdp_transformer_layer_cls_to_wrap", "xla_fsdp_config")
 REDUCE_ON_PLATEAU = "reduce_lr_on_plateau"
+# --fsdp: __post_init__'s `[FSDPOption(s) for s in self.fsdp.split()]`, FSDPOption's
+# values (trainer_utils.py at v4.42.4 to v5.0.0), refusing offload alone and
+# full_shard with shard_grad_op (a ValueError: the script never runs).
+FSDP_OPTION = Global("transformers.trainer_utils", "FSDPOption")
+FSDP_OPTIONS = ("full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload",
+                "auto_wrap")
+CONVERTED = ("report_to", "fsdp")  # fields a list in the object, whose line text converts here
+SHARDING = FSDP_OPTIONS[:5]  # accelerate's FSDP_SHARDING_STRATEGY, lower-cased (utils/constants.py at 1.12.0)
+# 5.0's _process_fsdp_args (training_args.py at v5.0.0) for the default fsdp_config (no
+# --fsdp_config): FSDP 1, what it reads with its defaults, after the options' own keys
+# (reshard_after_forward: `str("FULL_SHARD").lower()`, a string of its own).
+FSDP_PLUGIN_DEFAULTS = {"fsdp_version": 1, "forward_prefetch": False, "backward_prefetch": "NO_PREFETCH",
+                        "reshard_after_forward": Made("full_shard"), "use_orig_params": True,
+                        "cpu_ram_efficient_loading": False, "sync_module_states": True}
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,15 @@ def training_args(version: str, script_args: tuple[str, ...], output_dir: str, l
     return Instance(Global("transformers.training_args", "TrainingArguments"), values)
 
 
+def written(version: str, script_args: tuple[str, ...], trainer: object | None) -> bool:
+    """Whether `_save` writes training_args.bin here: for a launch line read
+    as the Trainer's (`trainer`, its TrainerArgs; another framework's run in
+    this layout has no TrainingArguments) whose arguments this module can
+    say. The run's own values (`training_args`' `run`) are well formed and
+    change no answer. The Export event's list and the writer both ask here."""
+    return trainer is not None and fields(version, script_args, "", "", {}) is not None
+
+
 def fields(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
            run: dict[str, str]) -> dict[str, Any] | None:
     data = template(version)
@@ -102,7 +128,7 @@ def fields(version: str, script_args: tuple[str, ...], output_dir: str, logdir: 
     values = {name: decode(value) for name, _, value in data["fields"]}
     default_out, line = values["output_dir"], {**given(script_args, kinds), **run}
     for name, text in line.items():
-        structured = isinstance(values[name], (list, dict, Instance)) and name != "report_to"
+        structured = isinstance(values[name], (list, dict, Instance)) and name not in CONVERTED
         if name in GUESSED or structured or (value := convert(kinds[name], text, name)) is None:
             return None
         values[name] = value
@@ -137,6 +163,8 @@ def convert(kind: str, text: str | None, name: str) -> Any:
     would be a guess (a list, a dict, an object)."""
     if name == "report_to":
         return [] if text in ("none", "all") else [text] if text else None
+    if name == "fsdp":
+        return fsdp_options(text)
     if kind == "bool":  # bare: True; else string_to_bool's words, any other refused
         if text is None:
             return True
@@ -152,6 +180,18 @@ def convert(kind: str, text: str | None, name: str) -> Any:
         except ValueError:  # the script's parser refuses it: no run, no file to guess
             return None
     return None
+
+
+def fsdp_options(text: str | None) -> list[Member] | None:
+    """--fsdp's words as __post_init__ makes them FSDPOption members (its
+    fsdp_config keeps the defaults a line without --fsdp_config has, and the
+    variables it sets for accelerate are not the object's); None for a line
+    it refuses."""
+    words = (text or "").split()
+    if text is None or any(w not in FSDP_OPTIONS for w in words) or words == ["offload"] \
+            or {"full_shard", "shard_grad_op"} <= set(words):
+        return None
+    return [Member(FSDP_OPTION, w) for w in words]
 
 
 def decode(value: Any) -> Any:
@@ -198,12 +238,32 @@ def _post_init(values: dict[str, Any], v5: bool) -> None:
 
 def _post_init_5(values: dict[str, Any]) -> None:
     """5.0's own: mixed_precision (no ACCELERATE_MIXED_PRECISION under
-    torchrun), warmup_ratio into warmup_steps, the tokens-seen flag's words."""
+    torchrun), warmup_ratio into warmup_steps, the tokens-seen flag's words,
+    --fsdp's plugin arguments."""
     values["mixed_precision"] = "fp16" if values["fp16"] else "bf16" if values["bf16"] else "no"
     if values["warmup_ratio"] is not None:
         values["warmup_steps"] = values["warmup_ratio"]
     if isinstance(values["include_num_input_tokens_seen"], bool):
         values["include_num_input_tokens_seen"] = "all" if values["include_num_input_tokens_seen"] else "no"
+    values["fsdp_plugin_args"] = fsdp_plugin_args(values["fsdp"])
+
+
+def fsdp_plugin_args(options: list[Member]) -> dict[str, Any] | None:
+    """5.0's fsdp_plugin_args of --fsdp's options: a sharding option is the
+    strategy (the last one given wins its key), offload sets cpu_offload,
+    auto_wrap the transformer-based policy (no min_num_params given); None
+    without --fsdp."""
+    if not options:
+        return None
+    args: dict[str, Any] = {}
+    for option in options:
+        if option.value in SHARDING:
+            args["sharding_strategy"] = option
+        elif option.value == "offload":
+            args["cpu_offload"] = True
+        elif option.value == "auto_wrap":
+            args["auto_wrap_policy"] = "TRANSFORMER_BASED_WRAP"  # FSDP_AUTO_WRAP_POLICY[0]
+    return {**args, **FSDP_PLUGIN_DEFAULTS}
 
 
 def _steps(strategy: Member) -> bool:

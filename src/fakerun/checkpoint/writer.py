@@ -13,8 +13,8 @@ v4.46.3 and v5.0.0):
                         generation_config.json, the weights, training_args.bin
 
 training_args.bin is the pickled TrainingArguments of the launch line
-(checkpoint/training_args.py); a line whose --deepspeed or --fsdp arguments
-__post_init__ makes objects of has none here. No line names it. Before it,
+(checkpoint/training_args.py); a line with arguments it cannot say has none
+here (nor does the Export event list one: training_args.written). No line names it. Before it,
 in every `_save`, the tokenizer's files (checkpoint/tokenizer.py), for a
 model with one (world/tokenizers.py). Under --deepspeed the engine's files
 replace optimizer.pt (checkpoint/deepspeed.py); under --fsdp accelerate's
@@ -40,6 +40,7 @@ from fakerun.checkpoint.reader import STATE
 from fakerun.checkpoint.store import Sparse, remove, write
 from fakerun.world import draws, tokenizers
 from fakerun.world.memory import FULL_STATE_DICT
+from fakerun.world.tensors import export_files
 from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
 
@@ -74,6 +75,7 @@ class CheckpointWriter:
         self.deepspeed = dict(given) if given is not None else None
         self.fsdp = self._fsdp(saving)
         self.parsed_at: float | None = None  # when rank 0's script made its TrainingArguments
+        self.writes_args = targs.written(self.ident.versions.transformers, saving.script_args, saving.trainer)
 
     def _fsdp(self, saving: Saving) -> FsdpFiles | None:
         """--fsdp's files (its state_dict_type: the run's), with the Trainer's AdamW arguments."""
@@ -164,7 +166,7 @@ class CheckpointWriter:
         """training_args.bin, as `_save` writes it beside the model: for a
         launch line read as the Trainer's (another framework's run in this
         layout has no TrainingArguments), none for one it cannot say."""
-        if self.saving.trainer is None:
+        if not self.writes_args:
             return {}
         output_dir = launch_arg(self.saving.script_args, "output_dir") or str(self.root)
         started = self.parsed_at if self.parsed_at is not None else when
@@ -252,10 +254,13 @@ class CheckpointWriter:
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the
         output dir itself, its tokenizer, and the arguments it trained with
-        (_save's training_args.bin); nothing from an FSDP sharded state dict."""
+        (_save's training_args.bin); nothing from an FSDP sharded state dict.
+        The files are those world/tensors.export_files names, as the Export
+        event lists them."""
         if not self.model_saved:
             return
         files, sizes = self.model.saved()
         files |= self.tokenizer_files()
         files |= self.training_args(self.ident.hyper.total_steps, e.time)
-        model_files.export(self.root, files, sizes, e.time)
+        names = export_files(self.ident.model, self.ident.versions.transformers, "hf", self.writes_args)
+        model_files.export(self.root, {name: files[name] for name in names}, sizes, e.time)

@@ -49,8 +49,8 @@ def add_launch_options(t: Any) -> None:
                    help="torch 2.13's filtered copy of the ranks' stderr, in LOGLEVEL=INFO's launch configs")
     t.add_argument("--signals-to-handle", "--signals_to_handle", dest="signals_to_handle",
                    default="SIGTERM,SIGINT,SIGHUP,SIGQUIT", metavar="SIG,SIG",
-                   help="signals the agent forwards to the workers (torch 2.13's option, accepted; "
-                        "fakerun's agent forwards these four)")
+                   help="signals the agent forwards to the workers (torch 2.13's option: SIGTERM, SIGINT, "
+                        "SIGHUP and SIGQUIT always, and SIGUSR1 where listed)")
     t.add_argument("--shutdown-timeout", "--shutdown_timeout", dest="shutdown_timeout", type=int,
                    default=None, metavar="SECONDS",
                    help="how long the workers have between SIGTERM and SIGKILL (torch 2.13's option)")

@@ -57,12 +57,16 @@ class _Run:
 class Timeline:
     def __init__(self, ident: Identity, clock: VirtualClock, deadline: float | None = None,
                  monotonic: Callable[[], float] | None = None, output_dir: str | None = None,
-                 resumed_step: int = 0, saved: tuple[int, ...] = (), style: str = "torchrun") -> None:
+                 resumed_step: int = 0, saved: tuple[int, ...] = (), style: str = "torchrun",
+                 training_args: bool = False) -> None:
         """`saved`: the steps of the checkpoints already in `output_dir` (a
         run resumed, or rerun, into it), which the Trainer's rotation counts.
-        `style`: whose script runs (what its export writes)."""
+        `style`: whose script runs (what its export writes); `training_args`:
+        whether its Trainer's save_model writes training_args.bin (the
+        launcher asks checkpoint/training_args.written)."""
         self.ident = ident
         self.style = style
+        self.training_args = training_args
         self.save_dir = output_dir
         self.saved = sorted(set(saved))
         self.clock = clock
@@ -223,7 +227,8 @@ class Timeline:
         return tuple(gone)
 
     def _export(self, done: Completed) -> list:
-        files = tensors.export_files(self.ident.model, self.ident.versions.transformers, self.style)
+        files = tensors.export_files(self.ident.model, self.ident.versions.transformers, self.style,
+                                     self.training_args)
         if self.style == "hf" and self.ident.parallel.state_dict == SHARDED_STATE_DICT:
             files = []  # the Trainer's save_model saves no sharded FSDP model (checkpoint/fsdp.py)
         size = BF16 * self.ident.model.params if files else 0

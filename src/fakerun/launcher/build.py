@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fakerun import events as ev
 from fakerun.checkpoint.reader import saved_steps
+from fakerun.checkpoint.training_args import written
 from fakerun.config.options import RunConfig
 from fakerun.coordinator.core import Coordinator, JobSpec
 from fakerun.coordinator.timeline import Timeline
@@ -90,8 +91,9 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     topo = config.agents
     resumed = config.resume_from.step if config.resume_from else 0
     out = config.output_dir
+    args = written(config.identity.versions.transformers, config.script_args, config.asked.trainer)
     timeline = Timeline(config.identity, clock, deadline, monotonic, str(out) if out else None, resumed,
-                        saved_steps(out) if out else (), config.style.name)
+                        saved_steps(out) if out else (), config.style.name, args)
     digest = config.digest() if topo.nnodes > 1 else ""
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
                   bounds=config.bounds, host=config.identity.host(0))

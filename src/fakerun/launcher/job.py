@@ -34,7 +34,7 @@ from fakerun.launcher.supervisor import Stop, Supervisor
 from fakerun.launcher.workers import ForkFailed
 from fakerun.protocol.keys import JobKeys
 from fakerun.system.rundir import RunDir
-from fakerun.system.signals import REQUEUE_SIGNAL, STOP_SIGNALS
+from fakerun.system.signals import REQUEUE_SIGNAL
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
 
@@ -230,7 +230,7 @@ class Job:
         for signum in signals:
             if signum == REQUEUE_SIGNAL:
                 self._emit_all(srun.on_requeue_signal(self.config, self.sup.group, self.hub))
-            if signum not in STOP_SIGNALS:
+            if signum not in srun.stop_signals(self.config):
                 continue
             if self.sup.stop is None:
                 self.exit_signal = signum

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from fakerun.world import tokenizers
 from fakerun.world.catalog import Model
 
 DTYPE = "BF16"  # config.json's torch_dtype "bfloat16": what the Trainer saves a bf16 run's weights in
@@ -178,21 +179,35 @@ def shard_count(model: Model, transformers: str) -> int:
 
 INDEX = "model.safetensors.index.json"
 CONFIG, GENERATION_CONFIG = "config.json", "generation_config.json"
+TRAINING_ARGS = "training_args.bin"  # transformers' TRAINING_ARGS_NAME
+DEEPSPEED_EXPORT = "pytorch_model.bin"  # DeepSpeed's save_16bit_model's save_filename default
 # What each style's script writes at its end (the Export event's files; its
-# checkpoint writer writes the same): save_pretrained's for the Trainer and the
-# seeds' script (which has no generation config), DeepSpeed's
-# save_16bit_model's one file; Megatron's pretrain_gpt.py and a Lightning
-# fit() write nothing beyond their checkpoints.
-EXPORTS = {"hf": (CONFIG, GENERATION_CONFIG), "torchrun": (CONFIG,), "deepspeed": ("pytorch_model.bin",)}
+# checkpoint writer writes these names, read from here): save_pretrained's for
+# the Trainer and the seeds' script (which has no generation config),
+# DeepSpeed's save_16bit_model's one file; Megatron's pretrain_gpt.py and a
+# Lightning fit() write nothing beyond their checkpoints.
+EXPORTS = {"hf": (CONFIG, GENERATION_CONFIG), "torchrun": (CONFIG,), "deepspeed": (DEEPSPEED_EXPORT,)}
 
 
-def export_files(model: Model, transformers: str, style: str) -> list[str]:
-    """The files the style's script writes at its end, by name."""
+def weight_files(model: Model, transformers: str) -> list[str]:
+    """The weights' files save_pretrained writes: one, or the shards and their index."""
+    n = shard_count(model, transformers)
+    shards = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
+    return [SINGLE] if n == 1 else [*shards, INDEX]
+
+
+def export_files(model: Model, transformers: str, style: str, training_args: bool = False) -> list[str]:
+    """The files the style's script writes at its end, by name, in the order
+    written. The Trainer's save_model (`_save`, trainer.py at v4.42.4 to
+    v5.0.0) then saves the model's tokenizer (world/tokenizers.py) and
+    `training_args.bin` (`training_args`: whether this launch line's is written)."""
     if style not in EXPORTS:
         return []
     if style == "deepspeed":
         return list(EXPORTS[style])
-    n = shard_count(model, transformers)
-    shards = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
-    weights = [SINGLE] if n == 1 else [*shards, INDEX]
-    return [*EXPORTS[style], *weights]
+    files = [*EXPORTS[style], *weight_files(model, transformers)]
+    if style != "hf":
+        return files
+    config = tokenizers.for_model(model.name)
+    saved = tokenizers.saved(config, transformers) if config is not None else ()
+    return [*files, *saved, *((TRAINING_ARGS,) if training_args else ())]

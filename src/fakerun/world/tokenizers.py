@@ -97,6 +97,16 @@ def covered() -> tuple[set[str], set[str]]:
     return set(table["models"]), set(table["none"]["models"])
 
 
+def saved(config: Config, transformers: str) -> tuple[str, ...]:
+    """The files save_pretrained writes, in its order: the config (and in 5.x
+    the template before it), 4.x's special tokens map and tokenizer.model,
+    tokenizer.json. The one place their names are decided: the writer
+    (checkpoint/tokenizer.py) and the Export event (world/tensors.py) read it."""
+    if v5(transformers):
+        return (*((CHAT_TEMPLATE,) if config.chat_template else ()), TOKENIZER_CONFIG, TOKENIZER_JSON)
+    return TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP, *((SLOW_FILE,) if config.slow_file else ()), TOKENIZER_JSON
+
+
 def logged(config: Config, transformers: str) -> tuple[str, ...]:
     """The files save_pretrained names in its lines, in their order."""
     if v5(transformers):
