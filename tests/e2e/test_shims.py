@@ -6,7 +6,10 @@ import io
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+import psutil
 
 from fakerun.cli import shims
 from tests.conftest import wait_until
@@ -115,3 +118,26 @@ def test_torchrun_on_path_is_fakerun_as_torchrun(runner, tmp_path):
 
     assert nccl_lines(runner.run(*args, env={**os.environ, "TMPDIR": str(tmp_path)})) > 0  # as fakerun
     assert nccl_lines(runner.run(*args, command=[str(folder / "torchrun")], env=tool_env(tmp_path, folder))) == 0
+
+
+def test_a_shim_reads_as_a_console_script_in_ps(tmp_path):
+    """`ps` shows `python /dir/nvidia-smi -l …`, as for an entry point pip
+    writes: no `-c` code naming fakerun. An interpreter path a #! line cannot
+    hold (a space in it) goes through sh, as pip's launcher does, to the same
+    (that interpreter outside the venv: its packages from PYTHONPATH)."""
+    spaced = tmp_path / "a python"
+    spaced.mkdir()
+    (spaced / "python3").symlink_to(os.path.realpath(sys.executable))
+    packages = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))}
+    for python, more in ((sys.executable, {}), (str(spaced / "python3"), packages)):
+        folder = tmp_path / "bin"
+        shims.write(folder, python)
+        proc = subprocess.Popen(["nvidia-smi", "-L", "-l", "5"], env={**tool_env(tmp_path, folder), **more},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline().startswith(b"GPU 0: "), proc.stderr
+            cmdline = psutil.Process(proc.pid).cmdline()
+        finally:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+        assert cmdline == [python, str(folder / "nvidia-smi"), "-L", "-l", "5"], cmdline

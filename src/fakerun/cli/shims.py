@@ -21,6 +21,7 @@ from fakerun.errors import ExitCode
 
 TOOLS = ("torchrun", "nvidia-smi")
 MARK = "# fakerun shim:"  # the line that tells a shim from a file of the user's
+SHEBANG_MAX = 120  # a #! line's interpreter path: kernels before 5.1 read 127 bytes of the line
 USAGE = "usage: fakerun shims DIR\n"
 HELP = USAGE + """
 Write executable `torchrun` and `nvidia-smi` into DIR (created if missing),
@@ -71,25 +72,31 @@ def write(folder: Path, python: str | None = None) -> list[Path]:
 
 
 def script(tool: str, python: str) -> str:
-    """The shim's text: sh exec's the interpreter, which runs fakerun with
-    argv[0] the shim's own path ($0), so fakerun answers as `tool`."""
+    """The shim's text: a Python script, as pip writes a console script
+    (its interpreter on the #! line, or through sh where a #! line cannot
+    hold the path), so that `ps` reads `python /dir/torchrun ...` as for
+    torch's own entry point, and fakerun answers as `tool` (argv[0])."""
     package_root = str(Path(__file__).resolve().parents[2])  # the directory holding this fakerun
-    code = (f"import sys; sys.path.insert(0, {package_root!r}); sys.argv = sys.argv[1:]; "
-            "from fakerun.__main__ import run; sys.exit(run())")
-    return (f"#!/bin/sh\n{MARK} {tool}, written by `fakerun shims`; writing them again replaces it.\n"
-            f"exec {shlex.quote(python)} -c {shlex.quote(code)} \"$0\" \"$@\"\n")
+    body = (f"{MARK} {tool}, written by `fakerun shims`; writing them again replaces it.\n"
+            f"import sys\nsys.path.insert(0, {package_root!r})\n"
+            "from fakerun.__main__ import run\nsys.exit(run())\n")
+    if len(python) <= SHEBANG_MAX and " " not in python:
+        return f"#!{python}\n{body}"
+    # pip's (distlib's) launcher for a long or spaced path: sh reads the first
+    # lines and exec's the interpreter on this file, to which they are a string.
+    return f"#!/bin/sh\n'''exec' {shlex.quote(python)} \"$0\" \"$@\"\n' '''\n{body}"
 
 
 def is_shim(path: Path) -> bool:
-    """A regular file whose second line is the shim's mark."""
+    """A regular file with the shim's mark in its first lines."""
     if path.is_symlink() or not path.is_file():
         return False
     try:
         with path.open("rb") as f:
-            head = f.read(256).decode("utf-8", errors="replace").splitlines()
+            head = f.read(512).decode("utf-8", errors="replace").splitlines()
     except OSError:
         return False
-    return len(head) > 1 and head[1].startswith(MARK)
+    return any(line.startswith(MARK) for line in head[:4])
 
 
 def _install(target: Path, text: str) -> None:
