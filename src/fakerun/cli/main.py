@@ -98,7 +98,8 @@ def _settings(ns: argparse.Namespace, environ: Mapping[str, str], drop_in: bool,
     flags = settings.Flags(ns.tee, ns.redirects, ns.local_ranks_filter, ns.role, ns.log_line_prefix_template,
                            ns.log_dir == Path(os.devnull))
     resolved = settings.resolve(flags, environ, drop_in=drop_in)
-    return dataclasses.replace(resolved, launch_configs=launch_configs)
+    run_path_start = ns.start_method if ns.run_path else ""
+    return dataclasses.replace(resolved, launch_configs=launch_configs, run_path_start=run_path_start)
 
 
 def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bool) -> float:

@@ -101,6 +101,9 @@ class Settings:
     no_log_files: bool = False  # --log-dir /dev/null: every rank stream stays on the console, bare
     # LOGLEVEL=INFO's launch configs block, as far as the launch line says (config.launch.Launch.configs).
     launch_configs: tuple[tuple[str, str], ...] = ()
+    # --run-path's --start-method ('' otherwise): its workers fail as multiprocessing children
+    # (render/torchrun/run_path.py).
+    run_path_start: str = ""
 
     def __post_init__(self) -> None:
         # An int stands for every local rank, as torchrun's single value does; a mapping stays one.

@@ -20,6 +20,7 @@ from fakerun.render.styles.pytorch import PytorchLines
 from fakerun.render.torchrun import launch_configs
 from fakerun.render.torchrun.failure import failure_box
 from fakerun.render.torchrun.nccl import NcclInit
+from fakerun.render.torchrun.run_path import poll_traceback
 from fakerun.world import physics as sim
 from fakerun.world.draws import rng, uniform
 from fakerun.world.identity import ENV_PREFIX, PYTHON
@@ -231,6 +232,8 @@ class EventFormatter:
                               self.text["death_signal"].format(signal=e.signal))
 
     def _closing(self, e: ev.ClosingSignal) -> list[Line]:
+        if self.settings.run_path_start:  # spawn.py join's SIGTERM to each live spawn child
+            return self._launcher("W", "terminating", e.time, self.text["terminating"].format(pid=e.pid))
         return self._launcher("W", "closing_signal", e.time,
                               self.text["closing_signal"].format(pid=e.pid, signal=e.signal))
 
@@ -252,6 +255,11 @@ class EventFormatter:
 
     def _attempt_failed(self, e: ev.AttemptFailed | ev.RunFailed) -> list[Line]:
         root = e.root
+        if self.settings.run_path_start:
+            trace = poll_traceback(root, self.text, self.frames, self._paths()["site"])
+            return self._launcher("E", "failed_fn", e.time, self.text["failed_fn"].format(
+                exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid,
+                start_method=self.settings.run_path_start) + "\n" + trace)
         return self._launcher("E", "failed", e.time, self.text["failed"].format(
             exitcode=root.exitcode, local_rank=root.local_rank, pid=root.pid, binary=e.binary))
 
