@@ -47,3 +47,31 @@ def test_a_no_python_worker_runs_as_the_executable_itself(runner):
     finally:
         job.kill(signal.SIGINT)
         job.wait(30)
+
+
+def test_a_run_path_worker_fails_as_a_spawn_child_of_torchrun(runner, tmp_path):
+    """torchrun --run-path (a torch 2.13 capture, tests/unit/test_run_path_failure.py):
+    the failing worker prints nothing of its own, spawn's join terminates the other,
+    _poll logs the failure with spawn's traceback, then the ChildFailedError report."""
+    job = runner.run("--seed", "5", "--speed", "0", "--output", "plain", "--nproc-per-node", "2",
+                     "--scenario", "rank-crash", "--fail-step", "1", "--max-steps", "2",
+                     "--run-path", "train.py", env=clean_env(), cwd=tmp_path)
+    assert job.proc.returncode == 1, job.stderr[-2000:]
+    err = job.stderr.splitlines()
+    assert not [line for line in err if line.startswith("[rank")], job.stderr[-3000:]
+    logged = [(line[0], line.split("] ", 1)[1]) for line in err if re.match(r"[WE]\d{4} ", line)][4:]
+    messages = [text for _, text in logged]
+    assert re.fullmatch(r"Terminating process \d+ via signal SIGTERM", messages[0]), messages
+    assert re.fullmatch(r"failed \(exitcode: 1\) local_rank: 1 \(pid: \d+\) of fn: run_script_path "
+                        r"\(start_method: spawn\)", messages[1]), messages
+    poll = messages[2:]
+    assert poll[:7] == ["Traceback (most recent call last):", poll[1], "    self._pc.join(-1)", poll[3],
+                        "    raise ProcessRaisedException(msg, error_index, failed_process.pid)",
+                        "torch.multiprocessing.spawn.ProcessRaisedException: ", ""]
+    assert poll[7:9] == ["-- Process 1 terminated with the following error:", "Traceback (most recent call last):"]
+    runpy = [text for text in poll if "<frozen runpy>" in text or "in <module>" in text]
+    assert [t.split(", in ")[1] for t in runpy] == ["run_path", "_run_module_code", "_run_code", "<module>"]
+    assert runpy[-1].startswith('  File "train.py", line ')
+    assert "run_script_path FAILED" in job.stderr
+    box = job.stderr.split("Root Cause (first observed failure):")[1]
+    assert "  File \"train.py\", line " in box and "in run_script_path" in box

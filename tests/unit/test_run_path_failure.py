@@ -128,3 +128,17 @@ def test_a_normal_run_keeps_torchruns_subprocess_lines():
     out.lines(ev.RunStarted("r", 2, 1, 2, 0, 5, "fail.py", [], 3, "h", 1, 29547, 0, 1_796_678_608.0))
     [line] = out.lines(ev.AttemptFailed("/usr/bin/python", failure(), 1_796_678_609.2))
     assert line.text.endswith("failed (exitcode: 1) local_rank: 1 (pid: 29552) of binary: /usr/bin/python")
+
+
+def test_a_run_path_traceback_has_runpy_run_paths_frames_and_the_script_as_given():
+    """As the 2.13 capture's: elastic's record wrapper, run_script_path, three
+    frozen runpy frames, then the script's frames under sys.argv[0] as given."""
+    from fakerun.config import launch as launches
+    trace = "\n".join(["Traceback (most recent call last):",
+                       '  File "/workspace/fail.py", line 5, in <module>', "    main()",
+                       '  File "/workspace/fail.py", line 3, in main', "RuntimeError: x"])
+    above = '  File "<frozen runpy>", line 88, in _run_code'
+    lines = launches.Launch(launches.RUN_PATH).entry_frames(trace, "/workspace/fail.py", above, "fail.py")
+    assert lines.split("\n") == ["Traceback (most recent call last):", above,
+                                 '  File "fail.py", line 5, in <module>', "    main()",
+                                 '  File "fail.py", line 3, in main', "RuntimeError: x"]

@@ -33,6 +33,10 @@ FORKSERVER_ARGV = ("-c", "from multiprocessing.forkserver import main; main({lis
 # public 3.11 tracebacks, e.g. getupcloud/python-mailgunlog issue 5).
 RUNPY_MODULE = ('  File "<frozen runpy>", line 198, in _run_module_as_main',
                 '  File "<frozen runpy>", line 88, in _run_code')
+# runpy.run_path's `return _run_module_code(...)` line in CPython's frozen runpy: 291 in
+# 3.11 (a torch 2.13 torchrun --run-path capture), 286 in 3.12 (public 3.12 tracebacks,
+# e.g. kovidgoyal/kitty's). Its other two frames are 98 and 88 in both.
+RUNPY_RUN_PATH = {"3.11": 291, "3.12": 286}
 RUN_SCRIPT_PATH = "run_script_path"  # run.py's function, the report's entrypoint name
 
 
@@ -120,16 +124,23 @@ class Launch:
             return str(PurePosixPath(*script.split("."))) + ".py"
         return script
 
-    def entry_frames(self, traceback: str, where: str) -> str:
+    def entry_frames(self, traceback: str, where: str, run_path_frames: str = "", script: str = "") -> str:
         """`traceback` with the frames above the script's own `<module>` frame
-        (at `where`) that -m adds: runpy's."""
-        if self.how != MODULE:
+        (at `where`) that -m adds (runpy's), or --run-path's (`run_path_frames`:
+        elastic's and runpy.run_path's; the frame then names `script` as given,
+        the sys.argv[0] that runpy.run_path compiles)."""
+        if self.how not in (MODULE, RUN_PATH):
             return traceback
         lines = traceback.split("\n")
         first = f'  File "{where}", line '
         for n, line in enumerate(lines):
             if line.startswith(first) and line.endswith(", in <module>"):
-                return "\n".join([*lines[:n], *RUNPY_MODULE, *lines[n:]])
+                if self.how == MODULE:
+                    return "\n".join([*lines[:n], *RUNPY_MODULE, *lines[n:]])
+                # runpy compiles sys.argv[0] as given: every frame of the script names it so.
+                own = [f'  File "{script}", line ' + x[len(first):] if x.startswith(first) else x
+                       for x in lines[n:]]
+                return "\n".join([*lines[:n], run_path_frames, *own])
         return traceback
 
 

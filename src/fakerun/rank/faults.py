@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from fakerun import texts
+from fakerun.config.launch import RUNPY_RUN_PATH
 from fakerun.config.options import RunConfig
 from fakerun.errors import FakerunError
 from fakerun.world import physics as sim
@@ -111,7 +112,11 @@ def script_text(config: RunConfig, key: str, **values: object) -> str:
     text = _expand(script[key], script).format(cwd=script["cwd"], entrypoint=entry, site=site,
                                                nccl=versions.nccl, record_wrapper=frames["record_wrapper"],
                                                **values).rstrip("\n")
-    return config.launch.entry_frames(text, entry if entry.startswith("/") else f"{script['cwd']}/{entry}")
+    where = entry if entry.startswith("/") else f"{script['cwd']}/{entry}"
+    run_path = script["run_path_frames"].format(
+        record_frame=script["record_frame"].format(site=site, record_wrapper=frames["record_wrapper"]),
+        site=site, run_script_path=frames["run_script_path"], runpy_line=RUNPY_RUN_PATH[versions.python])
+    return config.launch.entry_frames(text, where, run_path, entry)
 
 
 def library_frames(config: RunConfig, library: str | None) -> dict[str, str]:

@@ -21,6 +21,7 @@ from typing import NoReturn
 import zmq
 
 from fakerun import failures
+from fakerun.config.launch import RUN_PATH
 from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.protocol.messages import Hello
@@ -146,8 +147,9 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
         if exc.abort.cause == "watchdog":
             die_by(signal.SIGABRT)  # ProcessGroupNCCL tears the process down
         if exc.abort.cause == "peer":
-            return _report(comm, spec.rank, peer_lost(config, exc.abort.detail, spec.rank), "stderr", 1)
-        return _fail(comm, spec.rank, RuntimeError(exc.abort.detail))
+            return _report(comm, spec.rank, peer_lost(config, exc.abort.detail, spec.rank), "stderr", 1,
+                           hooked=_hooked(config))
+        return _fail(comm, spec.rank, RuntimeError(exc.abort.detail), _hooked(config))
     except SimulatedExit as exc:
         comm.goodbye(exc.code, "exit")
         return exc.code
@@ -157,12 +159,12 @@ def _session(comm: Communicator, spec: RankSpec, config: RunConfig) -> int:
             comm.goodbye(-exc.sig, "signal")
         die_by(exc.sig)
     except ScriptFailed as exc:
-        return _report(comm, spec.rank, exc.lines, exc.stream, exc.code)
+        return _report(comm, spec.rank, exc.lines, exc.stream, exc.code, hooked=_hooked(config))
     except CommError as exc:
         print(f"[rank{spec.rank}]: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the "training script" raised
-        return _fail(comm, spec.rank, exc)
+        return _fail(comm, spec.rank, exc, _hooked(config))
     comm.goodbye(0)
     return 0
 
@@ -188,14 +190,22 @@ def _keyboard_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(comm: Communicator, rank: int, exc: BaseException) -> int:
+def _fail(comm: Communicator, rank: int, exc: BaseException, hooked: bool) -> int:
     """Report an uncaught exception as torch's excepthook would, exit 1."""
     text = "".join(traceback.format_exception(exc)).rstrip("\n")
-    return _report(comm, rank, text.split("\n"), "stderr", 1)
+    return _report(comm, rank, text.split("\n"), "stderr", 1, hooked=hooked)
+
+
+def _hooked(config: RunConfig) -> bool:
+    """Whether an exception the script raises reaches the excepthook. Not a
+    --run-path worker's: torch/multiprocessing/spawn.py's _wrap catches it
+    and sends it to the launcher (as a torch 2.13 torchrun --run-path capture
+    shows: nothing on the worker's stderr; render/torchrun/run_path.py)."""
+    return config.launch.how != RUN_PATH
 
 
 def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: int,
-            record: bool = True) -> int:
+            record: bool = True, hooked: bool = True) -> int:
     """The script's last words, then exit `code`. A traceback on stderr gets
     torch's `[rankN]: ` excepthook prefix (not on empty lines: torch's
     distributed_c10d.py _distributed_excepthook, v2.3.1 on), and, with
@@ -203,8 +213,9 @@ def _report(comm: Communicator, rank: int, lines: list[str], stream: str, code: 
     if stream == "stderr":
         if record:
             failures.write_record(lines, comm.now)
-        lines = [f"[rank{rank}]: {line}" if line else line for line in lines]
-    comm.output(stream, lines)
-    if not comm.goodbye(code, "exception"):
+        lines = [f"[rank{rank}]: {line}" if line else line for line in lines] if hooked else []
+    if lines:
+        comm.output(stream, lines)
+    if not comm.goodbye(code, "exception") and lines:
         print("\n".join(lines), file=sys.stderr if stream == "stderr" else sys.stdout)
     return code
