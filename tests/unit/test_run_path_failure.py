@@ -142,3 +142,13 @@ def test_a_run_path_traceback_has_runpy_run_paths_frames_and_the_script_as_given
     assert lines.split("\n") == ["Traceback (most recent call last):", above,
                                  '  File "fail.py", line 5, in <module>', "    main()",
                                  '  File "fail.py", line 3, in main', "RuntimeError: x"]
+
+
+def test_the_box_lists_the_one_failure_mp_contexts_poll_reports():
+    """2.13's subprocess context lists each torn-down worker (-15); its
+    MultiprocessContext only the failed one, as the capture's box shows."""
+    out, _ = formatter(None)
+    closed = ev.Failure(0, 0, 0, 29551, -15, 1_796_678_609.0, "localhost", after_close=True)
+    lines = [line.text for line in out.lines(ev.RunFailed("run_script_path", "python", 29547, failure(),
+                                                          [closed], 1_796_678_610.0))]
+    assert lines[lines.index("Failures:") + 1] == "  <NO_OTHER_FAILURES>"

@@ -274,7 +274,10 @@ class EventFormatter:
         else:
             out += self._info(e.time, "no_error_file", rank=root.rank)
         trace = self.text["child_failed"].format(**self._paths(), **self.frames)
-        others = [f for f in e.others if self.failures["after_close"] or not f.after_close]
+        # --run-path: MultiprocessContext._poll reports its one failure, in every version
+        # (a torch 2.13 capture: <NO_OTHER_FAILURES>); the after-close reread is the subprocess context's.
+        after_close = self.failures["after_close"] and not self.settings.run_path_start
+        others = [f for f in e.others if after_close or not f.after_close]
         body = trace.split("\n") + failure_box(e.entrypoint, root, others, self.text, self.tz)
         return out + [Line(text, STDERR) for text in body]
 
