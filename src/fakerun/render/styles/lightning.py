@@ -306,7 +306,8 @@ class LightningLines(EventRoutes):
         refreshed = not (done % h.log_every and done != h.steps_per_epoch)
         if refreshed:
             self.shown = done * h.grad_accum
-        return ([self._train_bar(e.time)] if refreshed else []) + (self._time_limit(e) if e.stopped and not self.sigterm else [])
+        timed_out = e.stopped and not self.sigterm  # a stop for Slurm's SIGTERM is no Timer's
+        return ([self._train_bar(e.time)] if refreshed else []) + (self._time_limit(e) if timed_out else [])
 
     def _time_limit(self, e: ev.Step) -> list[Line]:
         """Trainer(max_time=...)'s Timer at the batch that ran past it
