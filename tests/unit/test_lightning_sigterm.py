@@ -49,8 +49,12 @@ def test_the_stop_at_the_next_batch_is_not_the_timer_s():
     assert not [line for line in r.lines(_step(3, stopped=True)) if "Time limit" in line.text]
 
 
-def test_no_handler_yet_or_another_signal_says_nothing():
+def test_no_handler_yet_or_any_more_or_another_signal_says_nothing():
     assert _renderer("4242").lines(SIGTERM) == []  # before fit: the script dies of it
+    r = _renderer("4242")
+    r.lines(ev.Phase("train", "", 0, 10.0))
+    r.lines(ev.Phase("export", "", 40, 200.0))
+    assert r.lines(SIGTERM) == []  # fit's teardown restored the handlers it found
     r = _renderer("4242")
     r.lines(ev.Phase("train", "", 0, 10.0))
     assert r.lines(ev.ShutdownRequested(int(signal.SIGINT), 300.0)) == []

@@ -13,6 +13,7 @@ import math
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fakerun.config.options import RunConfig
 from fakerun.protocol import tags
@@ -47,6 +48,7 @@ class Script:
     requeue_signals: int = 0  # the SIGUSR1s this rank got (Lightning saves once for each)
     requeues_done: int = 0  # the auto-requeue saves the job made
     bypasses_sigterm: bool = False  # Lightning's SIGTERM handlers are set: the stop leaves at the next batch
+    sigterm_before: Any = signal.SIG_DFL  # the SIGTERM handler they replaced
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
@@ -80,6 +82,8 @@ class Script:
             self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, last), last)
             return
         self._end_of_epoch(last, final=True)
+        if self.bypasses_sigterm:  # fit's teardown puts back the handler it found (signal_connector.teardown)
+            signal.signal(signal.SIGTERM, self.sigterm_before)
         self._phase(tags.EXPORT, sim.export_seconds(self.ident, self.rank, last))
         self.comm.barrier(tag=tags.PHASE_SUMMARY)
         self.comm.barrier(tag=tags.DESTROY_PROCESS_GROUP)
@@ -208,7 +212,7 @@ class Script:
         every rank sees at the same step (as 2.6's broadcast of the flag
         from rank 0 makes them agree), ends training there; the lines are
         the renderer's (render/styles/lightning.py _sigterm)."""
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.sigterm_before = signal.signal(signal.SIGTERM, self._on_sigterm)
         self.bypasses_sigterm = True
 
     @staticmethod

@@ -243,7 +243,8 @@ class LightningLines(EventRoutes):
             self.epoch_start = self.fit_start = e.time
             self.fits += 1
             return self._fit_start()
-        if e.name == "export":  # trainer.fit has returned
+        if e.name == "export":  # trainer.fit has returned, its signal handlers restored (teardown)
+            self.handles_sigterm = False
             return self._fit_end(e.time)
         return []
 
