@@ -167,3 +167,31 @@ def test_lightning_s_auto_requeue_saves_requeues_trains_on_and_the_rerun_resumes
     assert again[0].of("run_started")[0]["resumed_from"] == str(root / "hpc_ckpt_1.ckpt")
     resumed = {e["step"]: float32(e["loss"]) for e in again[0].of("step")}
     assert min(resumed) == saved + 1 and resumed == {s: logged[s] for s in resumed}  # the same curve
+
+
+def test_lightning_after_the_requeue_bypasses_slurm_s_sigterm_and_exits_0_at_the_next_batch(runner, tmp_path):
+    """Slurm ends a requeued job at once with SIGTERM to every task: Lightning's
+    auto-requeue SIGTERM handlers (signal_connector.py, 2.4.0 to 2.6.5) log on
+    every rank, the training epoch loop raises SIGTERMException (a SystemExit
+    with no code) at the end of the batch, and each task exits 0, no export,
+    no process left."""
+    job = f"--style lightning --max-steps 60 --seed 0 {shlex.join(SHORT_JOB)}"
+    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}  # no scontrol: the shell's 127 is said
+    tasks, _ = start_tasks(runner, tmp_path, "train-per-task.sbatch", 1, 2, f"--speed 50 {job}", extra=env)
+    wait_until(lambda: "Epoch 0:" in tasks[0].stdout or tasks[0].proc.poll() is not None, 60)
+    for task in reversed(tasks):
+        task.kill(signal.SIGUSR1)
+    failed = "Requeuing SLURM job 4242 failed"
+    wait_until(lambda: failed in tasks[0].stderr or tasks[0].proc.poll() is not None, 60)
+    for task in reversed(tasks):
+        task.kill(signal.SIGTERM)
+    for task in tasks:
+        assert task.wait(60) == 0, task.stderr[-2000:]
+    for local, task in enumerate(tasks):
+        said = task.stderr.splitlines()
+        assert said[-2:] == [f"[rank: {local}] Received SIGTERM: 15", "Bypassing SIGTERM: 15"], said[-6:]
+        assert "Received 15 death signal" not in task.stderr  # no torchrun
+    root = tmp_path / "submit" / "checkpoints"
+    rows = (root / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[1:]
+    assert max(int(row.split(",")[1]) + 1 for row in rows) < 60  # stopped: not trained to the end
+    assert [p.name for p in root.glob("*.ckpt")] == ["hpc_ckpt_1.ckpt"]  # no save on the way out

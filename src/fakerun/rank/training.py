@@ -13,6 +13,7 @@ import math
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fakerun.config.options import RunConfig
 from fakerun.protocol import tags
@@ -46,6 +47,8 @@ class Script:
     warned: bool = False  # Slurm's SIGUSR1 came: save and leave at the next step
     requeue_signals: int = 0  # the SIGUSR1s this rank got (Lightning saves once for each)
     requeues_done: int = 0  # the auto-requeue saves the job made
+    bypasses_sigterm: bool = False  # Lightning's SIGTERM handlers are set: the stop leaves at the next batch
+    sigterm_before: Any = signal.SIG_DFL  # the SIGTERM handler they replaced
 
     def __post_init__(self) -> None:
         self.numel = sim.grad_numel(self.ident)
@@ -73,10 +76,14 @@ class Script:
         last = self._train()
         # Decided by the release's stop flag, which every rank sees at the same
         # step (our own SIGTERM may land a moment earlier or later).
+        if self.comm.stop_requested and self.bypasses_sigterm:
+            return  # Lightning's SIGTERMException (a SystemExit, no code): no save, exit 0
         if self.comm.stop_requested and (self.faults.preemption_aware() or self._warned(last)):
             self._phase(tags.CHECKPOINT, sim.checkpoint_seconds(self.ident, self.rank, last), last)
             return
         self._end_of_epoch(last, final=True)
+        if self.bypasses_sigterm:  # fit's teardown puts back the handler it found (signal_connector.teardown)
+            signal.signal(signal.SIGTERM, self.sigterm_before)
         self._phase(tags.EXPORT, sim.export_seconds(self.ident, self.rank, last))
         self.comm.barrier(tag=tags.PHASE_SUMMARY)
         self.comm.barrier(tag=tags.DESTROY_PROCESS_GROUP)
@@ -91,6 +98,7 @@ class Script:
         self._telemetry(0, "init")
         if self.config.requeues:  # Trainer._run registers its handlers just before the fit loop runs
             signal.signal(signal.SIGUSR1, self._on_requeue_signal)
+            self._bypass_sigterm()
         c.barrier(tag=tags.PHASE_TRAIN)
 
     def _train(self) -> int:
@@ -190,6 +198,22 @@ class Script:
         code = scontrol_requeue(job) if self.rank == 0 and job is not None else 0
         self.comm.all_reduce([float(code)], "sum", tag=tags.REQUEUED, step=step)
         self.where = "train"
+
+    def _bypass_sigterm(self) -> None:
+        """Lightning's SIGTERM handlers, set with the SIGUSR1 one under
+        auto-requeue (signal_connector.py register_signal_handlers,
+        2.4.0 to 2.6.5): _sigterm_notifier_fn logs and sets
+        trainer.received_sigterm, _sigterm_handler_fn logs "Bypassing
+        SIGTERM" and returns, so the process lives on; the training epoch
+        loop raises SIGTERMException at the end of the batch it is in
+        (training_epoch_loop.py advance), a SystemExit with no code, which
+        _call_and_handle_interrupt re-raises after teardown: the script
+        exits 0, saying nothing more. Here the launcher's stop flag, which
+        every rank sees at the same step (as 2.6's broadcast of the flag
+        from rank 0 makes them agree), ends training there; the lines are
+        the renderer's (render/styles/lightning.py _sigterm)."""
+        self.sigterm_before = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.bypasses_sigterm = True
 
     @staticmethod
     def _on_sigterm(_signum: int, _frame: object) -> None:

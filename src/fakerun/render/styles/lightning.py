@@ -137,11 +137,14 @@ class LightningLines(EventRoutes):
         self.checkpoints: dict[int, str] = {}  # step -> where the default ModelCheckpoint saved it
         self.resume: str | None = None  # the checkpoint a restarted script restores
         self.resume_step = 0  # and the step it was saved at
+        self.handles_sigterm = False  # fit set Lightning's SIGTERM handlers (auto-requeue)
+        self.sigterm = False  # and Slurm's SIGTERM came: the stop is SIGTERMException's, not max_time's
         self._reset()
         self._handlers: dict[type, Callable[[Any], list[Line]]] = {
             ev.Phase: self._phase, ev.Step: self._step, ev.Validation: self._validation,
             ev.Checkpoint: self._checkpoint, ev.Restart: self._restart,
             ev.HpcCheckpoint: self._hpc_checkpoint, ev.Requeued: self._requeued,
+            ev.ShutdownRequested: self._sigterm,
         }
 
     def _reset(self) -> None:
@@ -240,7 +243,8 @@ class LightningLines(EventRoutes):
             self.epoch_start = self.fit_start = e.time
             self.fits += 1
             return self._fit_start()
-        if e.name == "export":  # trainer.fit has returned
+        if e.name == "export":  # trainer.fit has returned, its signal handlers restored (teardown)
+            self.handles_sigterm = False
             return self._fit_end(e.time)
         return []
 
@@ -303,7 +307,8 @@ class LightningLines(EventRoutes):
         refreshed = not (done % h.log_every and done != h.steps_per_epoch)
         if refreshed:
             self.shown = done * h.grad_accum
-        return ([self._train_bar(e.time)] if refreshed else []) + (self._time_limit(e) if e.stopped else [])
+        timed_out = e.stopped and not self.sigterm  # a stop for Slurm's SIGTERM is no Timer's
+        return ([self._train_bar(e.time)] if refreshed else []) + (self._time_limit(e) if timed_out else [])
 
     def _time_limit(self, e: ev.Step) -> list[Line]:
         """Trainer(max_time=...)'s Timer at the batch that ran past it
@@ -335,7 +340,22 @@ class LightningLines(EventRoutes):
         """register_signal_handlers, after the restore (Trainer._run): each rank's own line."""
         if self.launch is None or not self.launch.requeue_job:
             return []
+        self.handles_sigterm = True
         return [Line(self.text["requeue_enabled"], STDERR, r) for r in range(self.ident.world)]
+
+    def _sigterm(self, e: ev.ShutdownRequested) -> list[Line]:
+        """Slurm's SIGTERM (scontrol requeue ends the job) once fit has set
+        the auto-requeue handlers (_requeue_enabled): on every rank,
+        _sigterm_notifier_fn's log.info(rank_prefixed_message(..., local_rank))
+        then _sigterm_handler_fn's log.info (signal_connector.py, 2.4.0 to
+        2.6.5); Python hands handlers the signal's number. Before then the
+        script has no handler and dies of it, saying nothing."""
+        if not self.handles_sigterm or e.signal != signal.SIGTERM:
+            return []
+        self.sigterm = True
+        local = self.ident.topology.local_rank_of
+        return [Line(self.text[key].format(local=local(r), signum=int(e.signal)), STDERR, r)
+                for r in range(self.ident.world) for key in ("sigterm_received", "sigterm_bypassed")]
 
     def _hpc_checkpoint(self, e: ev.HpcCheckpoint) -> list[Line]:
         """_slurm_sigusr_handler_fn's first words (Python hands handlers the

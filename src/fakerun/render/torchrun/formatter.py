@@ -228,8 +228,9 @@ class EventFormatter:
 
     def _shutdown(self, e: ev.ShutdownRequested) -> list[Line]:
         self.signal = e.signal
+        # The script's own handler, if it has one (Lightning's, under srun's one task a rank).
         return self._launcher("W", "death_signal", e.time,
-                              self.text["death_signal"].format(signal=e.signal))
+                              self.text["death_signal"].format(signal=e.signal)) + self.script.lines(e)
 
     def _closing(self, e: ev.ClosingSignal) -> list[Line]:
         if self.settings.run_path_start:  # spawn.py join's SIGTERM to each live spawn child
