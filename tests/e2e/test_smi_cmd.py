@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fakerun.smi import GpuRow, Snapshot, main
+from fakerun.smi import GpuRow, Snapshot
+from fakerun.smi.command import main
 from fakerun.system.runtime import ensure, runtime_dir
 from tests.conftest import wait_until
 
@@ -179,7 +180,7 @@ def test_watch_on_a_terminal_quits_on_q_and_restores_it(tmp_path):
 
 def test_ctrl_c_exits_130_quietly(tmp_path):
     path = put(tmp_path / "s.json", snap())
-    code = "import sys; from fakerun.smi import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from fakerun.smi.command import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "--file", str(path), "--watch"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
@@ -280,7 +281,7 @@ def test_quitting_a_watch_leaves_the_prompt_on_a_line_of_its_own(tmp_path):
     path = put(tmp_path / "s.json", snap())
     master, slave = os.openpty()
     termios.tcsetwinsize(slave, (24, 100))  # a new pty is 0 x 0: a frame would be cut to nothing
-    code = "import sys; from fakerun.smi import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from fakerun.smi.command import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "--file", str(path), "--watch", "--compact"],
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from fakerun.smi import main
+from fakerun.smi.command import main
 from fakerun.system import outcome
 
 

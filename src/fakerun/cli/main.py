@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None or sys.stderr is None:  # started with >&- or 2>&-: no reader, ever
         return ExitCode.PIPE  # quietly, as when one leaves: there is nowhere to say anything
     if command_line[:1] == ["smi"]:  # `fakerun smi`: a running job's GPUs, nvidia-smi style
-        from fakerun.smi import main as smi_main
+        from fakerun.smi.command import main as smi_main
 
         # It puts the terminal in cbreak mode, and restores it on KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler)

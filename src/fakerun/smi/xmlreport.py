@@ -7,8 +7,8 @@ nvidia-smi's -d "doesn't work with -u or -x flags" (its -h)."""
 from __future__ import annotations
 
 from functools import cache
+from html import escape
 from typing import Any
-from xml.sax.saxutils import escape
 
 from fakerun import texts
 from fakerun.smi import report
@@ -38,7 +38,8 @@ def _xml_values(d: Device) -> dict[str, Any]:
 
 
 def _escaped(found: dict[str, Any]) -> dict[str, Any]:
-    return {k: escape(v) if isinstance(v, str) else v for k, v in found.items()}
+    # &, < and > as xml.sax.saxutils.escape does (which imports urllib.request, http and email)
+    return {k: escape(v, quote=False) if isinstance(v, str) else v for k, v in found.items()}
 
 
 def _tabbed(line: str) -> str:
