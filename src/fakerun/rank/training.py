@@ -21,7 +21,6 @@ from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
 from fakerun.rank.faults import Faults, ScriptFailed, script_text
 from fakerun.rank.pacing import Pacer
-from fakerun.rank.requeue import scontrol_requeue
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
 
@@ -195,7 +194,7 @@ class Script:
         self._telemetry(step, tags.CHECKPOINT)
         self.comm.barrier(tag=tags.HPC_CHECKPOINT, sim_s=sim.checkpoint_seconds(self.ident, self.rank, step))
         job = self.config.requeue_job
-        code = scontrol_requeue(job) if self.rank == 0 and job is not None else 0
+        code = _scontrol_requeue(job) if self.rank == 0 and job is not None else 0
         self.comm.all_reduce([float(code)], "sum", tag=tags.REQUEUED, step=step)
         self.where = "train"
 
@@ -222,3 +221,11 @@ class Script:
 
     def _text(self, key: str, **values: object) -> str:
         return script_text(self.config, key, **values)
+
+
+def _scontrol_requeue(job: str) -> int:
+    # Imported here: subprocess (and what it loads) is in no rank's start-up,
+    # only in the one rank of a Lightning job that Slurm warned.
+    from fakerun.rank.requeue import scontrol_requeue
+
+    return scontrol_requeue(job)
