@@ -21,6 +21,7 @@ from fakerun.events.kinds import (
     Export,
     GpuStatus,
     HpcCheckpoint,
+    KernelMessage,
     NcclStats,
     NodeLost,
     Phase,
@@ -128,7 +129,7 @@ _WIRE: dict[str, type] = {cls.NAME: cls for cls in (
     RankStarted, RendezvousComplete, RendezvousTimeout, RankOutput, Collective, Phase, Step, GpuStatus,
     NcclStats, Validation, Checkpoint, HpcCheckpoint, Requeued, Export, Summary, WatchdogTimeout, Desync,
     Rejected,
-    WaitingForNodes, NodeLost)}
+    WaitingForNodes, NodeLost, KernelMessage)}
 
 
 def forwarded(event: Any) -> bool:

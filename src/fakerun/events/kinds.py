@@ -465,11 +465,23 @@ class AgentError:
     message: str
 
 
+@dataclass(frozen=True)
+class KernelMessage:
+    """A line the kernel of `node_rank`'s host logs (an NVRM Xid, a NIC's
+    link going down or up): `text` as dmesg shows it after its timestamp;
+    the views add the syslog prefix and the uptime stamp."""
+
+    NAME: ClassVar[str] = "kernel_message"
+    node_rank: int
+    text: str
+    time: float
+
+
 Event = (
     RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
     | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | HpcCheckpoint | Requeued | Export
     | Summary
     | WatchdogTimeout | Desync | Rejected | Restart | OutputFailed | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | AttemptFailed | RunFailed | RunFinished | WaitingForNodes | NodeLost
-    | NcclSocketClosed | AgentError
+    | NcclSocketClosed | AgentError | KernelMessage
 )
