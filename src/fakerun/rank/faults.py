@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from fakerun import texts
 from fakerun.config.launch import RUNPY_RUN_PATH
-from fakerun.config.options import RunConfig
+from fakerun.config.options import Fault, RunConfig
 from fakerun.errors import FakerunError
 from fakerun.world import physics as sim
+from fakerun.world import xid
 from fakerun.world.allocator import out_of_memory
 from fakerun.world.draws import rng
 from fakerun.world.identity import ENV_PREFIX, Identity
@@ -61,8 +62,9 @@ class Faults:
         if fault.kind == "crash" and self.ident.gpu.vendor == "amd":
             raise SimulatedSignal(signal.SIGABRT, [script_text(self.config, "memory_fault",
                                                                **memory_fault(self.ident, self.rank))])
-        if fault.kind == "crash":
-            raise ScriptFailed(script_text(self.config, "crash").split("\n"))
+        if fault.kind in ("crash", xid.KIND):  # a CUDA error, at the step's next sync with the GPU
+            text = script_text(self.config, "crash", cuda_message=cuda_message(fault))
+            raise ScriptFailed(text.split("\n"))
         if fault.kind == "oom":
             sizes = oom_sizes(self.ident, self.rank, step)
             raise ScriptFailed(script_text(self.config, "oom", **sizes).split("\n"))
@@ -86,6 +88,14 @@ class Faults:
         if fault.kind == "slow" and fault.rank == self.rank:
             return loss, grad_norm, sim_s * fault.param("factor")
         return loss, grad_norm, sim_s
+
+
+def cuda_message(fault: Fault) -> str:
+    """The CUDA error a crash dies of: an Xid's (world/xid.py), or the
+    rank-crash scenario's illegal memory access."""
+    if fault.kind == xid.KIND:
+        return xid.cuda_error(int(fault.param("code")))
+    return xid.cuda_message("illegal_address")
 
 
 # The library whose frames each style's tracebacks pass through (data/frames.toml's

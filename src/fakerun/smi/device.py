@@ -6,13 +6,12 @@ draws what a real board carries from the factory (UUID, serial number)."""
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from fakerun import texts
-from fakerun.world import catalog, draws
+from fakerun.world import board, catalog, draws
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
@@ -147,16 +146,14 @@ class Device:
 
     @cached_property
     def uuid(self) -> str:
-        r = draws.rng(self.snap.seed, "nvidia-uuid", self.row.host, self.row.bus_id)
-        return f"GPU-{uuidlib.UUID(int=r.getrandbits(128))}"
+        return board.uuid(self.snap.seed, self.row.host, self.row.bus_id)
 
     @cached_property
     def serial(self) -> str | None:
         """A data-centre board's 13-digit serial; desktop boards report none."""
         if self.card.desktop:
             return None
-        r = draws.rng(self.snap.seed, "nvidia-serial", self.row.host, self.row.bus_id)
-        return f"1{r.randrange(10**12):012d}"
+        return board.serial(self.snap.seed, self.row.host, self.row.bus_id)
 
     @property
     def app_graphics(self) -> int:

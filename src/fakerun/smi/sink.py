@@ -18,6 +18,7 @@ from typing import Any
 from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot, cuda_text
+from fakerun.world import board
 from fakerun.world import physics as sim
 from fakerun.world.kfd import kfd_gpu
 
@@ -164,7 +165,7 @@ class SmiStateSink:
             local, node = ident.topology.local_rank_of(rank), ident.topology.node_of(rank)
             kfd = kfd_gpu(ident.seed, node, gpu, local) if gpu.vendor == "amd" else None
             self._static_cache[rank] = (rank, node, local, ident.host(rank), gpu.name,
-                                        f"00000000:{gpu.bus_id(local).upper()}:00.0", gpu.memory_mib,
+                                        board.smi_bus_id(gpu.bus_id(local)), gpu.memory_mib,
                                         gpu.power_cap_w, kfd.node_id if kfd else 0, kfd.gpu_id if kfd else 0)
         return self._static_cache[rank]
 

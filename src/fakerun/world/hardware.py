@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from fakerun.world import xid
 from fakerun.world.draws import uniform
 from fakerun.world.identity import Identity
 
@@ -52,7 +53,18 @@ def uptime_at_start(ident: Identity, node: int) -> float:
 
 def condition(ident: Identity, fault: FaultLike | None, rank: int, step: int) -> Condition:
     """The GPU of `rank` at `step` (the step it is in or last finished)."""
-    del ident, rank, step
     if fault is None:
         return HEALTHY
+    if fault.kind == xid.KIND:
+        return _xid(ident, fault, rank, step)
     return HEALTHY
+
+
+def _xid(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
+    """From the fail step on, the GPU's last Xid (after an uncorrectable
+    ECC error on a row-remapping board: 63, the row recorded for remapping),
+    and after Xid 79 the GPU is lost."""
+    if rank != fault.rank or fault.step is None or step < fault.step:
+        return HEALTHY
+    code = int(fault.param("code"))
+    return Condition(xid=xid.Report(ident, rank, code).logged()[-1], lost=code == xid.LOST)

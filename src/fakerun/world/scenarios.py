@@ -12,8 +12,10 @@ from importlib import resources
 from fakerun.errors import UsageError
 
 # The mechanisms the ranks implement (rank/faults.py); a scenario picks one.
-FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt")
-PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}}
+FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt",
+          "xid")
+# xid's code: which of data/xid.toml's Xids the GPU raises (world/xid.py).
+PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}, "xid": {"code": 79.0}}
 # The faults of the script itself: a restarted attempt runs the same code on
 # the same data from its checkpoint, so under --max-restarts they fail every
 # attempt at the same step, as a real deterministic bug does. The others
