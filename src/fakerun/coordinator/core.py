@@ -43,6 +43,7 @@ from fakerun.protocol import (
 from fakerun.world import physics as sim
 from fakerun.world.physics import Bounds
 from fakerun.world.topology import Topology
+from fakerun.world.xid import Report
 
 
 class Coordinator(AgentSide):
@@ -50,8 +51,12 @@ class Coordinator(AgentSide):
 
     def __init__(self, job: JobSpec, collective_timeout_s: float, wall_clock: Any,
                  timeline: Timeline | None = None, report_wall: bool = True,
-                 speed: float = 1.0, stall: tuple[int, int] | None = None) -> None:
+                 speed: float = 1.0, stall: tuple[int, int] | None = None,
+                 xid: Report | None = None) -> None:
+        """`xid`: the GPU fault this attempt's rank dies of, which its node's
+        kernel logs as the rank leaves with its CUDA error."""
         self.job = job
+        self.xid = xid
         self.timeout_s = collective_timeout_s
         self.watchdog = Watchdog(collective_timeout_s, speed, stall)
         self._wall = wall_clock
@@ -101,7 +106,7 @@ class Coordinator(AgentSide):
                 self.timeline.on_telemetry(msg)
             return Outcome()
         if isinstance(msg, Goodbye):
-            return self._goodbye(peer, rank)
+            return self._goodbye(peer, rank, msg.exitcode)
         return self.reject("unexpected-kind", peer)
 
     def reject(self, reason: str, peer: bytes, times: int = 1) -> Outcome:
@@ -305,10 +310,21 @@ class Coordinator(AgentSide):
         self._held.setdefault(rank, []).append(msg)
         return Outcome()
 
-    def _goodbye(self, peer: bytes, rank: int) -> Outcome:
+    def _goodbye(self, peer: bytes, rank: int, exitcode: int) -> Outcome:
         self._departed.add(rank)
         held = self._held.pop(rank, [])
-        return Outcome(replies=[(peer, Ack())], events=[self._to_event(o) for o in held])
+        return Outcome(replies=[(peer, Ack())],
+                       events=[*self._kernel_report(rank, exitcode), *(self._to_event(o) for o in held)])
+
+    def _kernel_report(self, rank: int, exitcode: int) -> list[ev.Event]:
+        """The driver's Xid lines, once, as the faulty GPU's rank fails: the
+        fault came first, its CUDA error (the rank's last words) after."""
+        xid = self.xid
+        if xid is None or rank != xid.rank or exitcode == 0:
+            return []
+        self.xid = None
+        now, pid = self.clock_now(), self.hellos[rank].pid
+        return [ev.KernelMessage(xid.node, text, now + offset) for offset, text in xid.lines(pid)]
 
     @staticmethod
     def _to_event(msg: Output) -> ev.RankOutput:

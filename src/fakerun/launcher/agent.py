@@ -22,6 +22,7 @@ from fakerun.errors import ExitCode
 from fakerun.launcher import build
 from fakerun.launcher.edges import IO
 from fakerun.launcher.job import LINGER_S, Job
+from fakerun.render.kernlog import KernelLog
 from fakerun.render.renderer import Renderer, build_renderer
 from fakerun.smi import SNAPSHOT_NAME, SmiStateSink
 from fakerun.system import heap
@@ -90,6 +91,9 @@ class Launcher:
             renderer = self._renderer(config)
             paced = self.clock if config.speed else None  # at a pace its time moves between events
             renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))
+        if config.log_dir is not None and config.task in (None, 0):  # one writer a node, srun's tasks too
+            renderer = self._renderer(config)
+            renderer.attach(KernelLog(config.log_dir, config.topology.node_rank, renderer.formatter.tz))
         try:
             attempt = 0
             while True:

@@ -21,7 +21,9 @@ from fakerun.failures import ERROR_FILE_ENV
 from fakerun.protocol.messages import AgentHello
 from fakerun.rank.process import RankSpec
 from fakerun.system.rundir import RunDir
+from fakerun.world import xid
 from fakerun.world.clock import VirtualClock, local_now, parse_start
+from fakerun.world.xid import Report
 
 
 def worker_env(config: RunConfig, rank: int, local_rank: int, extra: dict[str, str]) -> dict[str, str]:
@@ -98,7 +100,8 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
                   bounds=config.bounds, host=config.identity.host(0))
     return Coordinator(job, config.collective_timeout_s, clock, timeline,
-                       report_wall=not config.deterministic, speed=config.speed, stall=stall(config))
+                       report_wall=not config.deterministic, speed=config.speed, stall=stall(config),
+                       xid=xid_report(config))
 
 
 def stall(config: RunConfig) -> tuple[int, int] | None:
@@ -111,6 +114,16 @@ def stall(config: RunConfig) -> tuple[int, int] | None:
     if resumed is not None and fault.step <= resumed.step:
         return None
     return fault.rank, fault.step
+
+
+def xid_report(config: RunConfig) -> Report | None:
+    """The Xid this attempt's rank dies of, if its step is still ahead."""
+    fault, resumed = config.fault, config.resume_from
+    if fault is None or fault.kind != xid.KIND or fault.step is None:
+        return None
+    if resumed is not None and fault.step <= resumed.step:
+        return None
+    return Report(config.identity, fault.rank, int(fault.param("code")))
 
 
 def agent_hello(config: RunConfig, token: str) -> AgentHello:

@@ -19,6 +19,20 @@ from fakerun.render.sinks import SinkFailed
 from fakerun.system.files import open_regular
 
 
+def append_whole(fd: int, data: bytes) -> None:
+    """Whole lines onto an O_APPEND descriptor, in one write(2). Should the
+    disk fill mid-line (a short write), the rest is tried, and on its error
+    the part written is cut off again: the file never ends in a torn line."""
+    written = os.write(fd, data)
+    try:
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    except OSError:
+        with contextlib.suppress(OSError):  # O_APPEND: we wrote the file's last `written` bytes
+            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
+        raise
+
+
 class MetricsFile:
     """An EventSink: --metrics-file."""
 
@@ -41,22 +55,9 @@ class MetricsFile:
             return
         line = json.dumps(strict(record), allow_nan=False, separators=(",", ":")) + "\n"
         try:
-            self._append(line.encode())
+            append_whole(self.fd, line.encode())
         except OSError as exc:
             raise SinkFailed(f"--metrics-file {self.path}: {exc.strerror}") from None
-
-    def _append(self, data: bytes) -> None:
-        """One write(2) per line. Should the disk fill mid-line (a short
-        write), the rest is tried, and on its error the part written is cut
-        off again: the file never ends in a torn line."""
-        written = os.write(self.fd, data)
-        try:
-            while written < len(data):
-                written += os.write(self.fd, data[written:])
-        except OSError:
-            with contextlib.suppress(OSError):  # O_APPEND: we wrote the file's last `written` bytes
-                os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - written)
-            raise
 
     def flush(self) -> None:
         """Every line is already in the kernel: nothing is buffered here."""
