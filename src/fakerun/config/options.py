@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fakerun.config.launch import Launch
 from fakerun.errors import UsageError
+from fakerun.world import xid
 from fakerun.world.identity import Asked
 from fakerun.world.settings import Settings
 from fakerun.world.styles import Style
@@ -59,6 +60,15 @@ class Fault:
 
     def param(self, name: str) -> float:
         return dict(self.params)[name]
+
+    def next_attempt(self, resumed: int) -> Fault | None:
+        """The fault in a restarted attempt that resumes after step
+        `resumed`: none, or (`recurs`) the script's own bug again at its
+        step; a GPU that fell off the bus (the one recurring Xid) is still
+        gone, and the attempt's rank on it fails at its first step."""
+        if not self.recurs:
+            return None
+        return replace(self, step=resumed + 1) if self.kind == xid.KIND else self
 
 
 @dataclass(frozen=True)

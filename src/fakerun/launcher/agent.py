@@ -90,7 +90,8 @@ class Launcher:
         if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
             paced = self.clock if config.speed else None  # at a pace its time moves between events
-            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))
+            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced,
+                                         fault=config.fault))
         if config.log_dir is not None and config.task in (None, 0):  # one writer a node, srun's tasks too
             renderer = self._renderer(config)
             renderer.attach(KernelLog(config.log_dir, config.topology.node_rank, renderer.formatter.tz))
@@ -107,7 +108,8 @@ class Launcher:
                 if not job.restartable_failure():
                     return code
                 attempt += 1
-                fault = config.fault if config.fault is not None and config.fault.recurs else None
+                resumed = job.last_checkpoint.step if job.last_checkpoint else 0
+                fault = config.fault.next_attempt(resumed) if config.fault is not None else None
                 config = dataclasses.replace(config, fault=fault, resume_from=job.last_checkpoint)
                 job.view.emit(ev.Restart(attempt, config.max_restarts,
                                          job.last_checkpoint.step if job.last_checkpoint else 0,

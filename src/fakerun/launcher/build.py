@@ -88,7 +88,7 @@ def rank_specs(config: RunConfig, rundir: RunDir, attempt: int, token: str, endp
 
 
 def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: float | None,
-                monotonic: object) -> Coordinator:
+                monotonic: object, attempt: int = 0) -> Coordinator:
     """Node 0's coordinator; `deadline` (monotonic) is --exit-after-time's."""
     topo = config.agents
     resumed = config.resume_from.step if config.resume_from else 0
@@ -101,7 +101,7 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
                   bounds=config.bounds, host=config.identity.host(0))
     return Coordinator(job, config.collective_timeout_s, clock, timeline,
                        report_wall=not config.deterministic, speed=config.speed, stall=stall(config),
-                       xid=xid_report(config))
+                       xid=xid_report(config) if attempt == 0 else None)
 
 
 def stall(config: RunConfig) -> tuple[int, int] | None:
@@ -117,7 +117,9 @@ def stall(config: RunConfig) -> tuple[int, int] | None:
 
 
 def xid_report(config: RunConfig) -> Report | None:
-    """The Xid this attempt's rank dies of, if its step is still ahead."""
+    """The Xid the first attempt's rank dies of, if its step is still ahead
+    (a restarted attempt's rank on a lost GPU finds it gone: the driver
+    logged its Xid 79 once, as it fell off the bus)."""
     fault, resumed = config.fault, config.resume_from
     if fault is None or fault.kind != xid.KIND or fault.step is None:
         return None

@@ -111,7 +111,8 @@ class Job:
         if self.config.agents.node_rank == 0:
             exit_after = self.config.exit_after_s
             deadline = now + exit_after if exit_after else None
-            core = build.coordinator(self.config, self.clock, self.token, deadline, self.io.monotonic)
+            core = build.coordinator(self.config, self.clock, self.token, deadline, self.io.monotonic,
+                                     self.attempt)
             return LocalHub(ctx, endpoints, core, self._join_commands, now, self.keys)
         return RemoteHub(ctx, endpoints[0], build.agent_hello(self.config, self.token),
                          self.config.node_timeout_s, now, self.clock, self.keys, await_close=self.config.loop)

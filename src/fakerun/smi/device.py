@@ -11,7 +11,7 @@ from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from fakerun import texts
-from fakerun.world import board, catalog, draws
+from fakerun.world import board, catalog, draws, xid
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
@@ -154,6 +154,12 @@ class Device:
         if self.card.desktop:
             return None
         return board.serial(self.snap.seed, self.row.host, self.row.bus_id)
+
+    @property
+    def dram_uncorrectable(self) -> int:
+        """Uncorrectable DRAM ECC errors since the driver loaded (volatile):
+        the Xid scenario's one, and none before it."""
+        return 1 if xid.ecc_error(self.row.xid) else 0
 
     @property
     def app_graphics(self) -> int:

@@ -32,6 +32,7 @@ from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.streams import silence
 
 INVALID_ARGUMENT, NOT_SUPPORTED, NOT_FOUND, NO_DRIVER = 2, 3, 6, 9  # nvidia-smi's man page, RETURN VALUE
+UNKNOWN_ERROR = 255
 DEFAULT_LOOP_S = 5.0
 OPTIONAL = "optional"  # -l takes a number, or none (DEFAULT_LOOP_S)
 TOPO = (["topo", "-m"], ["topo", "--matrix"])  # the one topo view drawn
@@ -150,6 +151,7 @@ def _run(request: Request, snap: Snapshot, out: TextIO, locate: Locate, sleep: C
     first = True
     while True:
         devices = host_gpus(snap)
+        _reachable(devices)
         lines = render(request, _chosen(devices, request.ids), len(devices), first)
         out.write("".join(line + "\n" for line in lines))
         out.flush()
@@ -161,6 +163,17 @@ def _run(request: Request, snap: Snapshot, out: TextIO, locate: Locate, sleep: C
         if found is None:
             return ExitCode.OK
         snap = found
+
+
+def _reachable(devices: list[Device]) -> None:
+    """A GPU fallen off the bus stops nvidia-smi at NVML's first question
+    about it, whatever was asked (rwth-i6/returnn#1486, after Xid 79:
+    "Unable to determine the device handle for GPU0000:03:00.0: Unknown
+    Error"): NVML_ERROR_UNKNOWN, which nvidia-smi's man page's RETURN VALUE
+    gives 255 ("Other error or internal driver error occurred")."""
+    lost = next((d for d in devices if d.row.lost), None)
+    if lost is not None:
+        raise Refused(_message("gpu_lost").format(bus=lost.row.bus_id[4:]), UNKNOWN_ERROR)
 
 
 def render(request: Request, devices: list[Device], count: int, first: bool = True) -> list[str]:

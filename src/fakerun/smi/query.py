@@ -100,6 +100,10 @@ def _enabled(flag: bool) -> str:
     return "Enabled" if flag else "Disabled"
 
 
+def _uncorrected(d: Device) -> str | None:
+    return str(d.dram_uncorrectable) if _ecc(d) == "Enabled" else None
+
+
 def _ecc(d: Device) -> str | None:
     mode = d.board("ecc")
     return None if mode == "N/A" else _enabled(mode != "Off")
@@ -179,9 +183,9 @@ _GPU: dict[str, Value] = {
     "ecc.mode.current": lambda d, n: _ecc(d),
     "ecc.mode.pending": lambda d, n: _ecc(d),
     "ecc.errors.corrected.volatile.total": lambda d, n: "0" if _ecc(d) == "Enabled" else None,
-    "ecc.errors.uncorrected.volatile.total": lambda d, n: "0" if _ecc(d) == "Enabled" else None,
+    "ecc.errors.uncorrected.volatile.total": lambda d, n: _uncorrected(d),
     "ecc.errors.corrected.aggregate.total": lambda d, n: "0" if _ecc(d) == "Enabled" else None,
-    "ecc.errors.uncorrected.aggregate.total": lambda d, n: "0" if _ecc(d) == "Enabled" else None,
+    "ecc.errors.uncorrected.aggregate.total": lambda d, n: _uncorrected(d),
     "temperature.gpu": lambda d, n: str(d.row.temp_c),
     "temperature.gpu.tlimit": lambda d, n: str(d.tlimit) if d.card.tlimit else None,
     "temperature.memory": lambda d, n: None if d.mem_temp is None else str(d.mem_temp),

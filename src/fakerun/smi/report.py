@@ -98,9 +98,22 @@ def _identity(d: Device) -> dict[str, Any]:
         "bus_id": row.bus_id, "subsystem_id": card.subsystem_id, "pcie": d.pcie_gen, "tx": traffic,
         "rx": traffic, "fan": fan.replace("%", " %"), "ecc_mode": ecc_mode,
         "ecc_count": "0" if ecc_mode == "Enabled" else "N/A", "retired": "0" if retires else "N/A",
-        "retired_pending": "No" if retires else "N/A", "banks": card.banks,
+        "banks": card.banks, **_uncorrectable(d, ecc_mode == "Enabled", retires),
         "voltage": VOLTAGE_MV[d.busy],
     }
+
+
+def _uncorrectable(d: Device, ecc: bool, retires: bool) -> dict[str, str]:
+    """An uncorrectable DRAM error's traces (the ecc-* scenarios): counted,
+    and its memory set aside at the next reset: a page to retire (Volta,
+    "Pending Page Blacklist"), or a row recorded for remapping (Ampere on,
+    "Pending : Yes"; NVIDIA's A100 memory error management guide, "User
+    Visible Statistics"), the bank histogram unchanged until then."""
+    count = d.dram_uncorrectable
+    pending = "Yes" if count else "No"
+    return {"dram_unc": str(count) if ecc else "N/A", "retired_dbe": str(count) if retires else "N/A",
+            "retired_pending": pending if retires else "N/A", "remap_unc": str(count),
+            "remap_pending": pending}
 
 
 def _samples(d: Device, title: str, key: str, unit: str, values: dict[str, Any]) -> list[str]:

@@ -18,8 +18,9 @@ from typing import Any
 from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot, cuda_text
-from fakerun.world import board
+from fakerun.world import board, xid
 from fakerun.world import physics as sim
+from fakerun.world.hardware import HEALTHY, Condition, FaultLike, condition
 from fakerun.world.kfd import kfd_gpu
 
 WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
@@ -35,13 +36,17 @@ class SmiStateSink:
 
     def __init__(self, path: Path, process: str, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, interval: float = WRITE_INTERVAL_S,
-                 run_clock: Callable[[], float] | None = None) -> None:
+                 run_clock: Callable[[], float] | None = None, fault: FaultLike | None = None) -> None:
         """`run_clock`: the run's clock, where it moves between events (a
         paced run): the table's time then goes on with it, a write every
-        `interval`, as nvidia-smi's header shows the time it runs at."""
+        `interval`, as nvidia-smi's header shows the time it runs at.
+        `fault`: the run's, whose hardware condition the GPUs show
+        (world/hardware.py) once the driver has reported it."""
         self.path, self.process = Path(path), process
         self.monotonic, self.wall, self.interval = monotonic, wall, interval
         self.run_clock = run_clock
+        self.fault = fault
+        self.struck = False  # the node's kernel has logged the fault: the GPU shows it from now on
         self.clocked = run_clock is not None
         self.ident: Any = None
         self.run_id = ""
@@ -78,7 +83,7 @@ class SmiStateSink:
         return {ev.RunIdentity: self._identity, ev.RunStarted: self._run_started,
                 ev.RankStarted: self._rank_started, ev.RankExited: self._rank_exited,
                 ev.GpuStatus: self._gpu_status, ev.Step: self._step, ev.Phase: self._phase,
-                ev.RunFinished: self._finished}
+                ev.RunFinished: self._finished, ev.KernelMessage: self._kernel}
 
     def _identity(self, e: ev.RunIdentity) -> bool:
         self.ident = e.identity
@@ -119,6 +124,10 @@ class SmiStateSink:
             self.model_at = (self.step, self.phase)
         return False
 
+    def _kernel(self, e: ev.KernelMessage) -> bool:
+        first, self.struck = not self.struck, True
+        return first
+
     def _finished(self, e: ev.RunFinished) -> bool:
         self.finished = True
         return True
@@ -146,10 +155,23 @@ class SmiStateSink:
             # after init); no process at all: nothing allocated.
             init = self._idle(rank)
             seen = sim.Telemetry(0, init.temp_c, init.power_w, init.mem_used_mib if pid else 0)
-        static = self._static(rank)
+        static, state = self._static(rank), self._condition(rank)
         return GpuRow(*static[:6], util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=static[6],
                       temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=static[7], pid=pid,
-                      kfd_node=static[8], guid=static[9])
+                      kfd_node=static[8], guid=static[9], xid=state.xid, lost=state.lost)
+
+    def _condition(self, rank: int) -> Condition:
+        """The GPU's hardware condition under the run's fault; an Xid's once
+        the kernel has logged it (a lost GPU stays lost, a volatile ECC count
+        stays counted, through a restarted attempt: the driver keeps them)."""
+        fault, step = self.fault, self.step
+        if fault is None:
+            return HEALTHY
+        if fault.kind == xid.KIND:  # the rank meets it at the top of its step: no Step event says so
+            if not self.struck or fault.step is None:
+                return HEALTHY
+            step = max(step, fault.step)
+        return condition(self.ident, fault, rank, step)
 
     # What a GPU's row shows that only the run's identity decides, computed
     # once a run (at 1024 GPUs, each write recomputed it: tens of ms, on the

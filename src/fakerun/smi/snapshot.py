@@ -48,6 +48,8 @@ class GpuRow:
     pid: int  # 0: no process on this GPU
     kfd_node: int = 0  # AMD: the GPU's node in the driver's KFD topology (rocm-smi's Node)
     guid: int = 0  # AMD: its KFD gpu_id (rocm-smi's GUID)
+    xid: int = 0  # the last Xid the driver raised on it (world/hardware.condition)
+    lost: bool = False  # fallen off the bus: NVML can no longer reach it
 
 
 @dataclass(frozen=True)

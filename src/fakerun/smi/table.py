@@ -9,6 +9,7 @@ line. `compact` is fakerun's own one-line-per-node summary for small panes."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -17,11 +18,16 @@ from typing import TYPE_CHECKING, Any
 from fakerun import texts
 from fakerun.smi import query, rocm
 from fakerun.smi.device import Device, process_mib, pstate
+from fakerun.world import xid
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
 
 MIB_PER_GIB = 1024
+# A GPU fallen off the bus (Xid 79) in the live table: NVML answers nothing
+# for it, which nvidia-smi's table prints as "ERR!" in each reading's place.
+LOST_FIELD = "ERR!"
+LOST_KEYS = ("ecc", "fan", "temp", "perf", "power", "cap", "used", "total", "util")
 FIT_GAP = 2  # columns between tables side by side
 DASHBOARD_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 
@@ -195,7 +201,7 @@ def _node_table(snap: Snapshot, gpus: list[GpuRow], now: str) -> list[str]:
              _line("|", "=", lay.columns, "|")]
     for gpu in gpus:
         fields = _gpu_fields(gpu, lay)
-        lines.extend(template.format(**fields) for template in lay.gpu)
+        lines.extend(_squeezed(template.format(**fields), lay.columns) for template in lay.gpu)
         lines.append(_line("+", "-", lay.columns, "+"))
     lines.append(lay.spacer * lay.width)
     return lines + _processes(snap, gpus, lay)
@@ -217,12 +223,33 @@ def _processes(snap: Snapshot, gpus: list[GpuRow], lay: Layout) -> list[str]:
 def _gpu_fields(gpu: GpuRow, lay: Layout) -> dict[str, Any]:
     board = _data()["board"]
     traits = board.get(gpu.name, board["default"])
-    return {"index": gpu.index, "name": _right_cut(gpu.name, lay.name_width), "pm": traits["persistence"],
-            "bus": gpu.bus_id, "disp": "Off", "ecc": traits["ecc"], "fan": traits["fan"],
-            "temp": f"{gpu.temp_c}C", "perf": pstate(gpu),  # a loaded GPU stays in P0, busy or not
-            "power": f"{gpu.power_w}W", "cap": f"{gpu.power_cap_w}W", "used": f"{gpu.mem_used_mib}MiB",
-            "total": f"{gpu.mem_total_mib}MiB", "util": f"{gpu.util}%", "compute": "Default",
-            "mig": traits["mig"], "blank": ""}
+    ecc = str(int(xid.ecc_error(gpu.xid))) if traits["ecc"] == "0" else traits["ecc"]  # its volatile count
+    fields = {"index": gpu.index, "name": _right_cut(gpu.name, lay.name_width), "pm": traits["persistence"],
+              "bus": gpu.bus_id, "disp": "Off", "ecc": ecc, "fan": traits["fan"],
+              "temp": f"{gpu.temp_c}C", "perf": pstate(gpu),  # a loaded GPU stays in P0, busy or not
+              "power": f"{gpu.power_w}W", "cap": f"{gpu.power_cap_w}W", "used": f"{gpu.mem_used_mib}MiB",
+              "total": f"{gpu.mem_total_mib}MiB", "util": f"{gpu.util}%", "compute": "Default",
+              "mig": traits["mig"], "blank": ""}
+    if gpu.lost:  # NVML reads nothing from it: nvidia-smi's ERR! in every reading
+        fields |= dict.fromkeys(LOST_KEYS, LOST_FIELD)
+    return fields
+
+
+def _squeezed(line: str, columns: tuple[int, ...] | list[int]) -> str:
+    """A row whose readings outgrew their cells (a lost GPU's ERR!s) back to
+    the table's columns, each cell losing spaces from its widest gap."""
+    cells = line.split("|")[1:-1]
+    if len(cells) != len(columns):
+        return line
+    return "|".join(["", *(_cell(cell, width) for cell, width in zip(cells, columns, strict=True)), ""])
+
+
+def _cell(text: str, width: int) -> str:
+    excess = len(text) - width
+    gaps = sorted(re.finditer(r" {2,}", text), key=lambda m: len(m.group()), reverse=True)
+    if excess <= 0 or not gaps or len(gaps[0].group()) <= excess:
+        return text
+    return text[:gaps[0].start()] + text[gaps[0].start() + excess:]
 
 
 def _line(start: str, fill: str, widths: list[int] | tuple[int, ...], end: str) -> str:

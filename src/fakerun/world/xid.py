@@ -62,6 +62,12 @@ def _desktop(gpu: Gpu) -> bool:
     return gpu.name.startswith(("NVIDIA GeForce", "NVIDIA TITAN"))
 
 
+def ecc_error(last: int) -> bool:
+    """Whether a GPU whose last Xid is `last` has had an uncorrectable ECC
+    error (63: the row it recorded for remapping after one)."""
+    return last in (48, 94, 95, 63)
+
+
 def cuda_error(code: int) -> str:
     """What a CUDA call returns after Xid `code`, as cudaGetErrorString spells it."""
     return cuda_message(table()["xid"][str(code)]["cuda_error"])
