@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fakerun import texts
 from fakerun.config.launch import RUNPY_RUN_PATH
-from fakerun.config.options import Fault, RunConfig
+from fakerun.config.options import RunConfig
 from fakerun.errors import FakerunError
 from fakerun.world import physics as sim
 from fakerun.world import xid
@@ -62,8 +62,10 @@ class Faults:
         if fault.kind == "crash" and self.ident.gpu.vendor == "amd":
             raise SimulatedSignal(signal.SIGABRT, [script_text(self.config, "memory_fault",
                                                                **memory_fault(self.ident, self.rank))])
-        if fault.kind in ("crash", xid.KIND):  # a CUDA error, at the step's next sync with the GPU
-            text = script_text(self.config, "crash", cuda_message=cuda_message(fault))
+        if fault.kind == "crash":
+            raise ScriptFailed(script_text(self.config, "crash").split("\n"))
+        if fault.kind == xid.KIND:  # its CUDA error, where the crash's surfaces: the step's next sync
+            text = script_text(self.config, "crash", cuda_message=xid.cuda_error(int(fault.param("code"))))
             raise ScriptFailed(text.split("\n"))
         if fault.kind == "oom":
             sizes = oom_sizes(self.ident, self.rank, step)
@@ -90,14 +92,6 @@ class Faults:
         return loss, grad_norm, sim_s
 
 
-def cuda_message(fault: Fault) -> str:
-    """The CUDA error a crash dies of: an Xid's (world/xid.py), or the
-    rank-crash scenario's illegal memory access."""
-    if fault.kind == xid.KIND:
-        return xid.cuda_error(int(fault.param("code")))
-    return xid.cuda_message("illegal_address")
-
-
 # The library whose frames each style's tracebacks pass through (data/frames.toml's
 # tables, by the run's version of it); torch's frames are under every style's.
 STYLE_LIBRARY = {"hf": "transformers", "deepspeed": "deepspeed", "lightning": "lightning",
@@ -107,12 +101,15 @@ STYLE_LIBRARY = {"hf": "transformers", "deepspeed": "deepspeed", "lightning": "l
 def script_text(config: RunConfig, key: str, **values: object) -> str:
     """A text the training script prints, for this run: data/torchrun.toml's
     [script] table, overridden by the style's own (data/style-<name>.toml),
-    each with the frames of the run's pinned versions (data/frames.toml)."""
+    each with the frames of the run's pinned versions (data/frames.toml);
+    `values` fill its fields, and replace the table's entries of their names
+    (an Xid's `cuda_message` over the rank-crash's)."""
     style = texts.optional(f"style-{config.style.name}")
     own = {**style.get("script", {}), **library_frames(config, STYLE_LIBRARY.get(config.style.name))}
     script = {**texts.load("torchrun")["script"], **library_frames(config, "torch"), **own}
     if config.identity.gpu.vendor == "amd":  # torch's ROCm wheel: its own texts, over the style's
         script |= {**texts.load("torchrun")["script_rocm"], **style.get("script_rocm", {})}
+    script |= {name: str(value) for name, value in values.items() if name in script}
     if key.startswith("interrupt") and key not in own and "interrupt" in own:
         key = "interrupt"  # the framework's script, wherever it is: its step's frames, not train.py's
     versions = config.identity.versions

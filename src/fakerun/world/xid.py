@@ -18,6 +18,7 @@ from fakerun.world.identity import Identity
 
 KIND = "xid"  # the mechanism's name in world/scenarios.FAULTS
 LOST = 79  # the GPU has fallen off the bus: NVML and DCGM read nothing from it any more
+HINT = " (ask for one that has it: --gpu 'NVIDIA H100 80GB HBM3')"
 LINE_GAP_S = 4e-6  # between the lines of one report: the kernel stamps each as it prints it
 
 
@@ -41,10 +42,10 @@ def refusal(code: int, gpu: Gpu) -> str | None:
         return f"an Xid is NVIDIA's driver's report; this run's GPU is {gpu.name} (ask for NVIDIA's: --gpu)"
     spec = table()["xid"][str(code)]
     if spec["cuda_error"] == "ecc_uncorrectable" and _desktop(gpu):
-        return f"Xid {code} is an ECC error; the {gpu.name} has no ECC memory"
+        return f"Xid {code} is an ECC error; the {gpu.name} has no ECC memory{HINT}"
     if spec.get("contained") and not contains_errors(gpu):
         return (f"Xid {code} comes from Ampere's error containment, which only A100 and Hopper GPUs have; "
-                f"this run's GPU is {gpu.name}")
+                f"this run's GPU is {gpu.name}{HINT}")
     return None
 
 
@@ -70,11 +71,7 @@ def ecc_error(last: int) -> bool:
 
 def cuda_error(code: int) -> str:
     """What a CUDA call returns after Xid `code`, as cudaGetErrorString spells it."""
-    return cuda_message(table()["xid"][str(code)]["cuda_error"])
-
-
-def cuda_message(name: str) -> str:
-    return str(table()["cuda_error"][name])
+    return str(table()["cuda_error"][table()["xid"][str(code)]["cuda_error"]])
 
 
 @dataclass(frozen=True)
