@@ -54,7 +54,7 @@ def test_the_four_xid_scenarios_are_in_the_catalog():
     found = {n: (s.fault, s.params.get("code"), s.recurs) for n, s in scenarios.catalog().items()
              if s.fault == xid.KIND}
     assert found == {"gpu-fallen-off-bus": ("xid", 79.0, True), "ecc-dbe": ("xid", 48.0, False),
-                     "ecc-contained": ("xid", 94.0, False), "ecc-uncontained": ("xid", 95.0, False)}
+                     "ecc-contained": ("xid", 94.0, False), "ecc-uncontained": ("xid", 95.0, True)}
 
 
 @pytest.mark.parametrize(("code", "name", "why"), [

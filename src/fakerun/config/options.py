@@ -64,8 +64,9 @@ class Fault:
     def next_attempt(self, resumed: int) -> Fault | None:
         """The fault in a restarted attempt that resumes after step
         `resumed`: none, or (`recurs`) the script's own bug again at its
-        step; a GPU that fell off the bus (the one recurring Xid) is still
-        gone, and the attempt's rank on it fails at its first step."""
+        step; a GPU an Xid left unusable until a reset (fallen off the bus,
+        an uncontained ECC error: the recurring Xids) still is, and the
+        attempt's rank on it fails at its first step."""
         if not self.recurs:
             return None
         return replace(self, step=resumed + 1) if self.kind == xid.KIND else self
