@@ -22,7 +22,7 @@ from fakerun.config.options import (
 from fakerun.config.paths import check_file_target, check_writable_dir, short
 from fakerun.config.strategy_args import check_megatron_world
 from fakerun.errors import UsageError
-from fakerun.world import identity, styles
+from fakerun.world import hardware, identity, styles
 from fakerun.world.catalog import CatalogError, models
 from fakerun.world.catalog import find as find_row
 from fakerun.world.clock import RUN_SPAN_S, YEAR_S
@@ -181,6 +181,8 @@ def _with_fault_step(c: RunConfig) -> RunConfig:
     if fault.kind == "stall" and world == 1:
         raise UsageError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
                          "waits in a collective, so no watchdog would ever fire")
+    if (why := hardware.unsupported(c.identity, fault)) is not None:
+        raise UsageError(why)
     if fault.step is None:
         return replace(c, fault=replace(fault, step=max(1, c.steps // 2)))
     if not 1 <= fault.step <= c.steps:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from fakerun.world import linkflap, physics, thermal
 from fakerun.world.draws import uniform
 from fakerun.world.identity import Identity
 
@@ -34,6 +35,7 @@ class Condition:
     temp_rise_c: float = 0.0  # above what its load alone would give
     event_reasons: int = 0  # NVML clocks event reason bits it adds (0x20 SW, 0x40 HW thermal slowdown)
     link_factor: float = 1.0  # its node's inter-node bandwidth over the healthy one (a link flap)
+    power_factor: float = 1.0  # its draw over the healthy one (a throttled clock draws less)
 
 
 HEALTHY = Condition()
@@ -52,7 +54,53 @@ def uptime_at_start(ident: Identity, node: int) -> float:
 
 def condition(ident: Identity, fault: FaultLike | None, rank: int, step: int) -> Condition:
     """The GPU of `rank` at `step` (the step it is in or last finished)."""
-    del ident, rank, step
     if fault is None:
         return HEALTHY
+    if fault.kind == "thermal":
+        return _thermal(ident, fault, rank, step)
+    if fault.kind == "link-flap":
+        return _link(ident, fault, rank, step)
     return HEALTHY
+
+
+def unsupported(ident: Identity, fault: FaultLike) -> str | None:
+    """Why the run's hardware cannot have this fault (one line), or None."""
+    if fault.kind == "thermal":
+        return thermal.supported(ident)
+    if fault.kind == "link-flap":
+        return linkflap.supported(ident, fault.param("unplugged_s"))
+    return None
+
+
+def _thermal(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
+    """--fail-rank's GPU, its cooling failed at --fail-step (world/thermal.py)."""
+    if rank != fault.rank or fault.step is None:
+        return HEALTHY
+    t = thermal.throttle(ident, rank, step, fault.step, fault.param("cooling"), fault.param("heat_steps"))
+    return Condition(clock_factor=t.clock_factor, temp_rise_c=t.temp_rise_c, event_reasons=t.event_reasons,
+                     power_factor=t.power_factor)
+
+
+def _link(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
+    """The GPUs of --fail-rank's node at --fail-step, whose gradient
+    all-reduce waits out the flap of one of its ports (world/linkflap.py):
+    the bandwidth their node's traffic got over that step's collective."""
+    topo = ident.topology
+    if step != fault.step or topo.node_of(rank) != topo.node_of(fault.rank):
+        return HEALTHY
+    healthy = linkflap.healthy_s(ident)
+    stall = linkflap.flap(ident, fault.rank, step, fault.param("unplugged_s")).stall_s
+    return Condition(link_factor=healthy / (healthy + stall))
+
+
+def reading(ident: Identity, fault: FaultLike | None, rank: int, step: int, phase: str) -> physics.Telemetry:
+    """What NVML reads of the GPU at `step` in `phase`: its load's
+    telemetry (physics.telemetry) under its condition. The ranks report it,
+    `fakerun smi` and the other views show it: the condition's temperature
+    rise and draw are in it already."""
+    t = physics.telemetry(ident, rank, step, phase)
+    cond = condition(ident, fault, rank, step)
+    if cond.temp_rise_c == 0.0 and cond.power_factor == 1.0:
+        return t
+    return physics.Telemetry(t.util, round(t.temp_c + cond.temp_rise_c), round(t.power_w * cond.power_factor),
+                             t.mem_used_mib)
