@@ -89,7 +89,8 @@ class Launcher:
         if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             renderer = self._renderer(config)
             paced = self.clock if config.speed else None  # at a pace its time moves between events
-            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))
+            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced,
+                                         fault=config.fault))
         try:
             attempt = 0
             while True:

@@ -18,7 +18,9 @@ from typing import Any
 from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot, cuda_text
+from fakerun.world import hardware
 from fakerun.world import physics as sim
+from fakerun.world.hardware import FaultLike
 from fakerun.world.kfd import kfd_gpu
 
 WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
@@ -34,13 +36,16 @@ class SmiStateSink:
 
     def __init__(self, path: Path, process: str, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, interval: float = WRITE_INTERVAL_S,
-                 run_clock: Callable[[], float] | None = None) -> None:
+                 run_clock: Callable[[], float] | None = None, fault: FaultLike | None = None) -> None:
         """`run_clock`: the run's clock, where it moves between events (a
         paced run): the table's time then goes on with it, a write every
-        `interval`, as nvidia-smi's header shows the time it runs at."""
+        `interval`, as nvidia-smi's header shows the time it runs at.
+        `fault`: the run's (config.options.Fault), whose hardware condition
+        the GPUs show (world/hardware.py), as the ranks report them."""
         self.path, self.process = Path(path), process
         self.monotonic, self.wall, self.interval = monotonic, wall, interval
         self.run_clock = run_clock
+        self.fault = fault
         self.clocked = run_clock is not None
         self.ident: Any = None
         self.run_id = ""
@@ -130,7 +135,8 @@ class SmiStateSink:
             return None
         if self.model_at is not None and self.pids:  # with no process left, no row shows a reading
             step, phase = self.model_at
-            self.readings = {r: sim.telemetry(ident, r, step, phase) for r in range(ident.world)}
+            self.readings = {r: hardware.reading(ident, self.fault, r, step, phase)
+                             for r in range(ident.world)}
             self.model_at = None
         return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
                         cuda=cuda_text(ident.versions.cuda_driver), process=self.process, step=self.step,
@@ -146,9 +152,11 @@ class SmiStateSink:
             init = self._idle(rank)
             seen = sim.Telemetry(0, init.temp_c, init.power_w, init.mem_used_mib if pid else 0)
         static = self._static(rank)
+        cond = hardware.condition(self.ident, self.fault, rank, self.step)
         return GpuRow(*static[:6], util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=static[6],
                       temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=static[7], pid=pid,
-                      kfd_node=static[8], guid=static[9])
+                      kfd_node=static[8], guid=static[9], clock_factor=cond.clock_factor,
+                      throttle=cond.event_reasons)
 
     # What a GPU's row shows that only the run's identity decides, computed
     # once a run (at 1024 GPUs, each write recomputed it: tens of ms, on the

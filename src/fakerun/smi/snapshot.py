@@ -48,6 +48,8 @@ class GpuRow:
     pid: int  # 0: no process on this GPU
     kfd_node: int = 0  # AMD: the GPU's node in the driver's KFD topology (rocm-smi's Node)
     guid: int = 0  # AMD: its KFD gpu_id (rocm-smi's GUID)
+    clock_factor: float = 1.0  # its SM clock over the boost clock at work (a thermal slowdown)
+    throttle: int = 0  # the NVML clocks event reason bits its condition adds at work
 
 
 @dataclass(frozen=True)
