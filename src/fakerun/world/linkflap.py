@@ -35,20 +35,19 @@ LINK_TRAINING_S = 5.94
 IB_RETRY_CNT = 7
 IB_TIMEOUT_SINCE = ((2, 23), 20)
 IB_TIMEOUT_BEFORE = 18
-# The rails fakerun's NVLink nodes have: a ConnectX port a GPU, NCCL's
-# mlx5_N (render/torchrun/nccl.py IB_PORTS), each on its GPU's PCIe switch,
-# three buses before it as on the DGX H100 (GPU 0 at 1b:00.0, its HCA
-# ibp24s0 at 18:00.0: DGX H100/H200 User Guide, "Network Ports"); a DGX-1
-# has one port to two GPUs.
+# The rails of fakerun's NVLink nodes of Ampere and Hopper: a ConnectX port
+# a GPU, NCCL's mlx5_N (render/torchrun/nccl.py IB_PORTS), each on its GPU's
+# PCIe switch, three buses before it as on the DGX H100 (GPU 0 at 1b:00.0,
+# its HCA ibp24s0 at 18:00.0: DGX H100/H200 User Guide, "Network Ports").
+# A DGX-1's V100s share four ports, whose places fakerun does not know.
 HCA_BUS_BEFORE_GPU = 3
-PORTS = {"volta": 4}
-PORTS_DEFAULT = 8
+RAILS = ("ampere", "hopper")
 
 
 @dataclass(frozen=True)
 class Flap:
     node: int
-    gpu: int  # the local rank whose HCA it is (the first of the GPUs that share it)
+    gpu: int  # the local rank whose HCA it is
     hca: str  # its PCI address, as the kernel names the device
     step: int
     unplugged_s: float  # the cable out of contact
@@ -61,6 +60,9 @@ def supported(ident: Identity, unplugged_s: float) -> str | None:
     if ident.gpu.vendor != "nvidia" or ident.gpu.nvlink != "yes":
         return (f"--scenario link-flap flaps an InfiniBand port of an NVLink node (NCCL's NET/IB): "
                 f"{ident.gpu.name} nodes talk over Ethernet sockets here; pick an SXM GPU (--gpu)")
+    if ident.gpu.architecture not in RAILS:
+        return (f"--scenario link-flap needs nodes with an InfiniBand port a GPU (A100, H100, H200 SXM): "
+                f"{ident.gpu.name} nodes share theirs")
     if unplugged_s > (longest := longest_unplugged(ident)):
         return (f"link-flap: unplugged_s {unplugged_s:g} outlasts NCCL {ident.versions.nccl}'s retries "
                 f"(at most {longest:.2f} s): the job would fail, not flap")
@@ -69,8 +71,7 @@ def supported(ident: Identity, unplugged_s: float) -> str | None:
 
 def flap(ident: Identity, rank: int, step: int, unplugged_s: float) -> Flap:
     topo = ident.topology
-    ports = PORTS.get(ident.gpu.architecture, PORTS_DEFAULT)
-    gpu = topo.local_rank_of(rank) * ports // PORTS_DEFAULT * PORTS_DEFAULT // ports
+    gpu = topo.local_rank_of(rank)
     bus = int(ident.gpu.bus_id(gpu), 16) - HCA_BUS_BEFORE_GPU
     down = unplugged_s + LINK_TRAINING_S
     return Flap(topo.node_of(rank), gpu, f"0000:{bus:02x}:00.0", step, unplugged_s, down,
