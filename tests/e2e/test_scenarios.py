@@ -111,7 +111,7 @@ def test_list_scenarios():
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert out.returncode == 0 and names == ["healthy", "loss-spike", "nan-loss", "cuda-oom", "rank-crash",
                                              "rank-exit", "segfault", "nccl-timeout", "straggler", "preemption",
-                                             "hang", "node-failure"]
+                                             "hang", "node-failure", "thermal-throttle", "link-flap"]
 
 
 @pytest.mark.parametrize("scenario", ["rank-crash", "nccl-timeout", "segfault"])
