@@ -91,9 +91,9 @@ class Timeline:
         duration in microseconds. `stop_requested`: the launcher was asked
         to stop (the job's signal), which ends training like --exit-after-time."""
         comm_s = self._comm_seconds(done)
-        self.clock.advance(max(done.sim_s.values(), default=0.0))
-        flapped = self._link_flap(done)
-        self.clock.advance(comm_s)
+        work = max(done.sim_s.values(), default=0.0)
+        flapped = self._link_flap(done, self.clock.now + work)  # as the slowest rank enters it
+        self.clock.advance(work + comm_s)
         if self.nccl_every:
             self.run.window.append((done.op, done.numel, comm_s))
         if done.tag.startswith(tags.PHASE):
@@ -137,15 +137,14 @@ class Timeline:
     def _comm_seconds(self, done: Completed) -> float:
         return pace.collective_seconds(self.ident, self.fault, done.op, done.numel, done.step)
 
-    def _link_flap(self, done: Completed) -> list:
-        """The port's flap, as the step's gradient all-reduce starts (now):
+    def _link_flap(self, done: Completed, now: float) -> list:
+        """The port's flap, as the step's gradient all-reduce starts (`now`):
         its node's kernel lines, and the HCA's async events NCCL hears."""
         fault = self.fault
         if fault is None or fault.kind != "link-flap" or done.tag != tags.TRAIN_STEP \
                 or done.step != fault.step:
             return []
         f = linkflap.flap(self.ident, fault.rank, fault.step, fault.param("unplugged_s"))
-        now = self.clock.now
         said = [ev.KernelMessage(f.node, text, now + after) for after, text in linkflap.kernel_lines(f)]
         said += [ev.PortEvent(f.node, f.gpu, False, now), ev.PortEvent(f.node, f.gpu, True, now + f.down_s)]
         return sorted(said, key=lambda e: e.time)
