@@ -33,7 +33,8 @@ class Condition:
     lost: bool = False  # fallen off the bus: NVML and DCGM read nothing from it any more
     clock_factor: float = 1.0  # its SM clock over the healthy one (a thermal slowdown)
     temp_rise_c: float = 0.0  # above what its load alone would give
-    event_reasons: int = 0  # NVML clocks event reason bits it adds (0x20 SW, 0x40 HW thermal slowdown)
+    # NVML clocks event reason bits it adds (0x20 SW, 0x40 HW thermal slowdown; 0x8 HW slowdown with 0x40)
+    event_reasons: int = 0
     link_factor: float = 1.0  # its node's inter-node bandwidth over the healthy one (a link flap)
     power_factor: float = 1.0  # its draw over the healthy one (a throttled clock draws less)
 

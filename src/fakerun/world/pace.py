@@ -18,7 +18,8 @@ def compute_factor(ident: Identity, fault: FaultLike | None, rank: int, step: in
         return 1.0
     if fault.kind == "slow":
         return fault.param("factor")
-    return 1.0 / hardware.condition(ident, fault, rank, step).clock_factor
+    clock = hardware.condition(ident, fault, rank, step).clock_factor
+    return 1.0 / clock if clock > 0 else 1.0  # no clock at all (a lost GPU): its rank fails, not slows
 
 
 def slowest(ident: Identity, fault: FaultLike | None) -> float:
