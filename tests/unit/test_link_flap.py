@@ -12,6 +12,7 @@ import pytest
 from fakerun import events as ev
 from fakerun.config.options import Fault
 from fakerun.coordinator.timeline import Completed, Timeline
+from fakerun.errors import UsageError
 from fakerun.protocol import tags
 from fakerun.render.torchrun.nccl import NcclInit
 from fakerun.world import hardware, linkflap, pace
@@ -19,6 +20,7 @@ from fakerun.world import physics as sim
 from fakerun.world.clock import VirtualClock
 from fakerun.world.scenarios import catalog
 from fakerun.world.settings import Flags, resolve
+from tests.unit.test_bounds import config
 from tests.unit.test_nccl import A100, H100, H100_PCIE, V100, ident
 
 STEP = 4
@@ -160,3 +162,12 @@ def test_nodes_without_an_ib_hca_and_flaps_past_the_retries_are_refused():
     long = Fault("link-flap", 2, STEP, (("unplugged_s", 2.0),))
     assert "outlasts NCCL 2.21.5's retries (at most 1.58 s)" in hardware.unsupported(two_nodes(), long)
     assert hardware.unsupported(two_nodes("2.27.5"), long) is None  # 7 x 4.29 s
+
+
+def test_without_gpu_asked_the_seed_puts_the_job_on_nodes_that_can_flap():
+    scenario = ("--nproc", "2", "--nnodes", "2", "--seed", "11", "--scenario", "link-flap")
+    assert config("--nproc", "2", "--nnodes", "2", "--seed", "11").identity.gpu.name == "NVIDIA A100-PCIE-40GB"
+    drawn = config(*scenario).identity
+    assert hardware.unsupported(drawn, FLAP) is None and drawn == config(*scenario).identity  # the seed's, again
+    with pytest.raises(UsageError, match="talk over Ethernet sockets"):
+        config(*scenario, "--gpu", H100_PCIE)  # asked for: refused, not replaced

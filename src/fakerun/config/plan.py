@@ -45,7 +45,7 @@ def plan(options: RunConfig) -> RunConfig:
         config = replace(config, run_id=_run_id(config))
     _check_sent_text(config)
     if config.identity is None:
-        config = _anchored(_keep_model(replace(config, identity=_draw(config))))
+        config = _anchored(_keep_model(_hardware_gpu(replace(config, identity=_draw(config)))))
     config = _with_fault_step(config)
     _check_plan(config)
     return config
@@ -147,6 +147,17 @@ def _draw(c: RunConfig) -> identity.Identity:
     asked = replace(c.asked, framework=c.style.name)  # whose script runs: whose memory accounting holds
     return identity.build(c.seed, c.topology.nnodes, c.topology.nproc_per_node, c.max_steps, c.model,
                           c.gpu, c.jokes, pinned, asked)
+
+
+def _hardware_gpu(c: RunConfig) -> RunConfig:
+    """A hardware scenario on a cluster the seed drew without what it needs
+    (thermal-throttle on AMD GPUs, link-flap on PCIe boxes), no --gpu asked:
+    the seed's cluster of GPUs that can have it. An asked GPU that cannot is
+    refused (_with_fault_step)."""
+    if c.fault is None or c.gpu is not None or (name := hardware.gpu_for(c.identity, c.fault)) is None:
+        return c
+    pinned = replace(c, gpu=name)
+    return replace(pinned, identity=_draw(pinned))
 
 
 def _keep_model(c: RunConfig) -> RunConfig:

@@ -9,11 +9,11 @@ thermal slowdown, a link flap) says here how its GPU or node departs from it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from fakerun.world import linkflap, physics, thermal
-from fakerun.world.draws import uniform
+from fakerun.world import catalog, linkflap, physics, thermal
+from fakerun.world.draws import rng, uniform
 from fakerun.world.identity import Identity
 
 
@@ -71,6 +71,17 @@ def unsupported(ident: Identity, fault: FaultLike) -> str | None:
     if fault.kind == "link-flap":
         return linkflap.supported(ident, fault.param("unplugged_s"))
     return None
+
+
+def gpu_for(ident: Identity, fault: FaultLike) -> str | None:
+    """The GPU the seed puts the cluster on for a fault its drawn GPUs
+    cannot have (a thermal slowdown needs NVML's limits, a link flap an
+    InfiniBand port a GPU): one of those that can. None: they can."""
+    if unsupported(ident, fault) is None:
+        return None
+    able = [g.name for g in catalog.gpus()
+            if g.kind == "real" and unsupported(replace(ident, gpu=g), fault) is None]
+    return rng(ident.seed, "hardware-gpu", fault.kind).choice(able) if able else None
 
 
 def _thermal(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
