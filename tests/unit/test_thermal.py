@@ -159,3 +159,14 @@ def test_smi_shows_the_climb_before_the_slowdown(tmp_path):
     code, out, _ = run(*QUERY, shot=throttled_snapshot(tmp_path, START + 1))
     hot = out.splitlines()[1].split(", ")
     assert (hot[1], hot[2], hot[3], hot[6]) == ("1980 MHz", "87", "0x0000000000000020", "Active")
+
+
+def test_every_clocks_event_reason_field_reads_active_or_not(tmp_path):
+    # The H100 capture's --query-gpu of every field (utkuozdemir/nvidia_gpu_exporter
+    # internal/captures/, 590.48.01): each reason "Active" or "Not Active", none [N/A].
+    names = ("gpu_idle", "applications_clocks_setting", "sw_power_cap", "hw_slowdown", "hw_thermal_slowdown",
+             "hw_power_brake_slowdown", "sw_thermal_slowdown", "sync_boost")
+    asked = ",".join(f"clocks_throttle_reasons.{n}" for n in names)  # the old spelling, an alias
+    _, out, _ = run(f"--query-gpu={asked}", "--format=csv,noheader", shot=throttled_snapshot(tmp_path, 20))
+    assert out.splitlines() == ["Not Active, " * 7 + "Not Active",
+                                "Not Active, Not Active, Not Active, Active, Active, Not Active, Active, Not Active"]
