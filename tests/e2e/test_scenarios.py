@@ -112,7 +112,8 @@ def test_list_scenarios():
     assert out.returncode == 0 and names == ["healthy", "loss-spike", "nan-loss", "cuda-oom", "rank-crash",
                                              "rank-exit", "segfault", "nccl-timeout", "straggler", "preemption",
                                              "hang", "node-failure", "gpu-fallen-off-bus", "ecc-dbe",
-                                             "ecc-contained", "ecc-uncontained"]
+                                             "ecc-contained", "ecc-uncontained", "thermal-throttle",
+                                             "link-flap"]
 
 
 @pytest.mark.parametrize("scenario", ["rank-crash", "nccl-timeout", "segfault"])

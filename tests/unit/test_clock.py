@@ -74,7 +74,7 @@ def slept(monkeypatch) -> list[float]:
 
 
 def test_a_rank_sleeps_until_its_collective_ends_on_the_wall(slept):
-    pacer = Pacer(2.0, lambda op, numel: 0.5, anchor=(50.0, START))
+    pacer = Pacer(2.0, lambda op, numel, step: 0.5, anchor=(50.0, START))
     pacer.wait(START + 3.5, "all_reduce", 10)  # 3.5 s of work and a 0.5 s all_reduce: 4 s at 2x
     assert slept == [2.0]
     pacer.wait(START + 3.5, "all_reduce", 10)  # targets are absolute: no drift, no second sleep
@@ -82,7 +82,7 @@ def test_a_rank_sleeps_until_its_collective_ends_on_the_wall(slept):
 
 
 def test_pacing_never_outlasts_exit_after_time_nor_runs_at_speed_0_or_after_a_stop(slept):
-    Pacer(1.0, lambda op, numel: 0.0, until=53.0, anchor=(50.0, START)).wait(START + 60, "barrier", 0)
-    Pacer(0.0, lambda op, numel: 0.0, anchor=(50.0, START)).wait(START + 60, "barrier", 0)
-    Pacer(1.0, lambda op, numel: 0.0, anchor=(50.0, START), on=False).wait(START + 60, "barrier", 0)
+    Pacer(1.0, lambda op, numel, step: 0.0, until=53.0, anchor=(50.0, START)).wait(START + 60, "barrier", 0)
+    Pacer(0.0, lambda op, numel, step: 0.0, anchor=(50.0, START)).wait(START + 60, "barrier", 0)
+    Pacer(1.0, lambda op, numel, step: 0.0, anchor=(50.0, START), on=False).wait(START + 60, "barrier", 0)
     assert slept == [3.0]

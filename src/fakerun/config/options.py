@@ -195,10 +195,10 @@ class RunConfig:
     @property
     def bounds(self) -> Any:
         """physics.Bounds: the largest figures a rank of this plan reports."""
+        from fakerun.world import pace
         from fakerun.world import physics as sim
 
-        slow = self.fault.param("factor") if self.fault is not None and self.fault.kind == "slow" else 1.0
-        return sim.bounds(self.identity, slow)
+        return sim.bounds(self.identity, pace.slowest(self.identity, self.fault))
 
     @property
     def steps(self) -> int:

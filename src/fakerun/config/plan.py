@@ -22,7 +22,7 @@ from fakerun.config.options import (
 from fakerun.config.paths import check_file_target, check_writable_dir, short
 from fakerun.config.strategy_args import check_megatron_world
 from fakerun.errors import UsageError
-from fakerun.world import identity, styles, xid
+from fakerun.world import hardware, identity, styles
 from fakerun.world.catalog import CatalogError, models
 from fakerun.world.catalog import find as find_row
 from fakerun.world.clock import RUN_SPAN_S, YEAR_S
@@ -45,7 +45,7 @@ def plan(options: RunConfig) -> RunConfig:
         config = replace(config, run_id=_run_id(config))
     _check_sent_text(config)
     if config.identity is None:
-        config = _anchored(_keep_model(replace(config, identity=_draw(config))))
+        config = _anchored(_keep_model(_hardware_gpu(replace(config, identity=_draw(config)))))
     config = _with_fault_step(config)
     _check_plan(config)
     return config
@@ -149,6 +149,17 @@ def _draw(c: RunConfig) -> identity.Identity:
                           c.gpu, c.jokes, pinned, asked)
 
 
+def _hardware_gpu(c: RunConfig) -> RunConfig:
+    """A hardware scenario on a cluster the seed drew without what it needs
+    (thermal-throttle on AMD GPUs, link-flap on PCIe boxes), no --gpu asked:
+    the seed's cluster of GPUs that can have it. An asked GPU that cannot is
+    refused (_with_fault_step)."""
+    if c.fault is None or c.gpu is not None or (name := hardware.gpu_for(c.identity, c.fault)) is None:
+        return c
+    pinned = replace(c, gpu=name)
+    return replace(pinned, identity=_draw(pinned))
+
+
 def _keep_model(c: RunConfig) -> RunConfig:
     """The seed draws the checkpoint's model again unless another setting
     (--gpu, --max-steps, the script's arguments) changed the draw: then it is
@@ -181,8 +192,8 @@ def _with_fault_step(c: RunConfig) -> RunConfig:
     if fault.kind == "stall" and world == 1:
         raise UsageError("--scenario nccl-timeout needs at least 2 ranks: with one, no peer "
                          "waits in a collective, so no watchdog would ever fire")
-    if fault.kind == xid.KIND and (why := xid.refusal(int(fault.param("code")), c.identity.gpu)):
-        raise UsageError(f"--scenario: {why}")
+    if (why := hardware.unsupported(c.identity, fault)) is not None:
+        raise UsageError(why)
     if fault.step is None:
         return replace(c, fault=replace(fault, step=max(1, c.steps // 2)))
     if not 1 <= fault.step <= c.steps:

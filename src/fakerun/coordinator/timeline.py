@@ -18,9 +18,10 @@ from typing import NamedTuple
 from fakerun import events as ev
 from fakerun.protocol import tags
 from fakerun.protocol.messages import Telemetry
+from fakerun.world import linkflap, pace, tensors
 from fakerun.world import physics as sim
-from fakerun.world import tensors
 from fakerun.world.clock import VirtualClock
+from fakerun.world.hardware import FaultLike
 from fakerun.world.identity import Identity
 from fakerun.world.memory import SHARDED_STATE_DICT
 
@@ -58,13 +59,15 @@ class Timeline:
     def __init__(self, ident: Identity, clock: VirtualClock, deadline: float | None = None,
                  monotonic: Callable[[], float] | None = None, output_dir: str | None = None,
                  resumed_step: int = 0, saved: tuple[int, ...] = (), style: str = "torchrun",
-                 training_args: bool = False) -> None:
+                 training_args: bool = False, fault: FaultLike | None = None) -> None:
         """`saved`: the steps of the checkpoints already in `output_dir` (a
         run resumed, or rerun, into it), which the Trainer's rotation counts.
         `style`: whose script runs (what its export writes); `training_args`:
         whether its Trainer's save_model writes training_args.bin (the
-        launcher asks checkpoint/training_args.written)."""
+        launcher asks checkpoint/training_args.written). `fault`: the run's
+        (config.options.Fault), whose hardware condition times the collectives."""
         self.ident = ident
+        self.fault = fault
         self.style = style
         self.training_args = training_args
         self.save_dir = output_dir
@@ -88,7 +91,9 @@ class Timeline:
         duration in microseconds. `stop_requested`: the launcher was asked
         to stop (the job's signal), which ends training like --exit-after-time."""
         comm_s = self._comm_seconds(done)
-        self.clock.advance(max(done.sim_s.values(), default=0.0) + comm_s)
+        work = max(done.sim_s.values(), default=0.0)
+        flapped = self._link_flap(done, self.clock.now + work)  # as the slowest rank enters it
+        self.clock.advance(work + comm_s)
         if self.nccl_every:
             self.run.window.append((done.op, done.numel, comm_s))
         if done.tag.startswith(tags.PHASE):
@@ -103,7 +108,7 @@ class Timeline:
         self.run.stopping = self._stop(done, stop_requested)
         handler = self._handlers.get(done.tag)
         events = handler(done) if handler and self._shaped(done) else []
-        return events, self.run.stopping, round(comm_s * 1e6)
+        return flapped + events, self.run.stopping, round(comm_s * 1e6)
 
     @staticmethod
     def _shaped(done: Completed) -> bool:
@@ -130,7 +135,19 @@ class Timeline:
         }
 
     def _comm_seconds(self, done: Completed) -> float:
-        return sim.collective_seconds(self.ident, done.op, done.numel)
+        return pace.collective_seconds(self.ident, self.fault, done.op, done.numel, done.step)
+
+    def _link_flap(self, done: Completed, now: float) -> list:
+        """The port's flap, as the step's gradient all-reduce starts (`now`):
+        its node's kernel lines, and the HCA's async events NCCL hears."""
+        fault = self.fault
+        if fault is None or fault.kind != "link-flap" or done.tag != tags.TRAIN_STEP \
+                or done.step != fault.step:
+            return []
+        f = linkflap.flap(self.ident, fault.rank, fault.step, fault.param("unplugged_s"))
+        said = [ev.KernelMessage(f.node, text, now + after) for after, text in linkflap.kernel_lines(f)]
+        said += [ev.PortEvent(f.node, f.gpu, False, now), ev.PortEvent(f.node, f.gpu, True, now + f.down_s)]
+        return sorted(said, key=lambda e: e.time)
 
     def _stop(self, done: Completed, stop_requested: bool) -> bool:
         if done.tag != tags.TRAIN_STEP:
@@ -142,7 +159,7 @@ class Timeline:
     # -- training ---------------------------------------------------------
     def _step(self, done: Completed) -> list:
         ident, run = self.ident, self.run
-        step_time = max(done.sim_s.values()) + sim.allreduce_seconds(ident, done.numel)
+        step_time = max(done.sim_s.values()) + self._comm_seconds(done)
         run.recent = (run.recent + [step_time])[-20:]
         run.step, run.loss = done.step, done.result[0]
         tp = sim.throughput(ident, step_time)

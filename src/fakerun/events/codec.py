@@ -25,6 +25,7 @@ from fakerun.events.kinds import (
     NcclStats,
     NodeLost,
     Phase,
+    PortEvent,
     RankOutput,
     RankStarted,
     Rejected,
@@ -129,7 +130,7 @@ _WIRE: dict[str, type] = {cls.NAME: cls for cls in (
     RankStarted, RendezvousComplete, RendezvousTimeout, RankOutput, Collective, Phase, Step, GpuStatus,
     NcclStats, Validation, Checkpoint, HpcCheckpoint, Requeued, Export, Summary, WatchdogTimeout, Desync,
     Rejected,
-    WaitingForNodes, NodeLost, KernelMessage)}
+    WaitingForNodes, NodeLost, KernelMessage, PortEvent)}
 
 
 def forwarded(event: Any) -> bool:

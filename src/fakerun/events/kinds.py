@@ -477,11 +477,25 @@ class KernelMessage:
     time: float
 
 
+@dataclass(frozen=True)
+class PortEvent:
+    """The compute-fabric port beside GPU `gpu` (a local index) of node
+    `node_rank` went down (`active` False) or came back: the HCA's async
+    event (IBV_EVENT_PORT_ERR, IBV_EVENT_PORT_ACTIVE), which the NCCL of
+    every rank of the node that opened the device hears."""
+
+    NAME: ClassVar[str] = "port_event"
+    node_rank: int
+    gpu: int
+    active: bool
+    time: float
+
+
 Event = (
     RunStarted | RunIdentity | Phase | RankStarted | RendezvousComplete | RendezvousTimeout | RankOutput
     | Collective | Step | GpuStatus | NcclStats | Validation | Checkpoint | HpcCheckpoint | Requeued | Export
     | Summary
     | WatchdogTimeout | Desync | Rejected | Restart | OutputFailed | ShutdownRequested | ClosingSignal
     | ForcedKill | RankExited | AttemptFailed | RunFailed | RunFinished | WaitingForNodes | NodeLost
-    | NcclSocketClosed | AgentError | KernelMessage
+    | NcclSocketClosed | AgentError | KernelMessage | PortEvent
 )

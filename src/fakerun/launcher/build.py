@@ -95,7 +95,7 @@ def coordinator(config: RunConfig, clock: VirtualClock, token: str, deadline: fl
     out = config.output_dir
     args = written(config.identity.versions.transformers, config.script_args, config.asked.trainer)
     timeline = Timeline(config.identity, clock, deadline, monotonic, str(out) if out else None, resumed,
-                        saved_steps(out) if out else (), config.style.name, args)
+                        saved_steps(out) if out else (), config.style.name, args, config.fault)
     digest = config.digest() if topo.nnodes > 1 else ""
     job = JobSpec(config.run_id, token, topo.world_size, topo.nnodes, digest, config.node_timeout_s,
                   bounds=config.bounds, host=config.identity.host(0))

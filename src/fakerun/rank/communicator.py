@@ -103,7 +103,7 @@ class Communicator:
     def _collective(self, comm: str, op: str, reduce_op: str, root: int, values: list[float],
                     tag: str, step: int, numel: int, sim_s: float) -> list[float]:
         if self.pacer is not None:
-            self.pacer.wait(self.now + sim_s, op, numel)
+            self.pacer.wait(self.now + sim_s, op, numel, step)
         seq = self._seqs[comm] = self._seqs.get(comm, 0) + 1
         raw_send(self.sock, encode_contribute(self.rank, comm, seq, op, reduce_op, root, "float32",
                                               values, tag, step, numel, sim_s))

@@ -14,8 +14,8 @@ from fakerun import texts
 from fakerun.config.launch import RUNPY_RUN_PATH
 from fakerun.config.options import RunConfig
 from fakerun.errors import FakerunError
+from fakerun.world import pace, xid
 from fakerun.world import physics as sim
-from fakerun.world import xid
 from fakerun.world.allocator import out_of_memory
 from fakerun.world.draws import rng
 from fakerun.world.identity import ENV_PREFIX, Identity
@@ -76,7 +76,7 @@ class Faults:
             raise SimulatedSignal(signal.SIGSEGV)
 
     def apply(self, step: int, loss: float, grad_norm: float, sim_s: float) -> tuple[float, float, float]:
-        """This step's values under the scenario's fault (spike, nan, slow)."""
+        """This step's values under the scenario's fault (spike, nan, slow, thermal)."""
         fault = self.config.fault
         if fault is None or step < fault.step:
             return loss, grad_norm, sim_s
@@ -87,9 +87,8 @@ class Faults:
             return loss * (1 + bump), grad_norm * (1 + 8 * bump), sim_s
         if fault.kind == "nan" and fault.rank == self.rank:
             return math.nan, math.nan, sim_s
-        if fault.kind == "slow" and fault.rank == self.rank:
-            return loss, grad_norm, sim_s * fault.param("factor")
-        return loss, grad_norm, sim_s
+        # A straggler, a throttled GPU: slower work, for which every peer waits at the all-reduce.
+        return loss, grad_norm, sim_s * pace.compute_factor(self.ident, fault, self.rank, step)
 
 
 # The library whose frames each style's tracebacks pass through (data/frames.toml's

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 @dataclass
 class Pacer:
     speed: float  # simulated seconds per wall second; 0: no pacing
-    collective_s: Callable[[str, int], float]  # a collective's simulated time, by (op, numel)
+    collective_s: Callable[[str, int, int], float]  # a collective's simulated time, by (op, numel, step)
     until: float = math.inf  # monotonic: --exit-after-time's end, which pacing never outlasts
     anchor: tuple[float, float] = (0.0, 0.0)  # (monotonic, simulated) when the rank was welcomed
     on: bool = True  # off once training was stopped: the rest goes as fast as it can
 
-    def wait(self, start: float, op: str, numel: int) -> None:
+    def wait(self, start: float, op: str, numel: int, step: int = 0) -> None:
         """Before a collective whose work started at simulated `start`
         (the last release plus this rank's work since)."""
         if not self.speed or not self.on:
             return
         wall, simulated = self.anchor
-        ends = start + self.collective_s(op, numel)
+        ends = start + self.collective_s(op, numel, step)
         delay = min(wall + (ends - simulated) / self.speed, self.until) - time.monotonic()
         if delay > 0:
             time.sleep(delay)

@@ -21,6 +21,7 @@ from fakerun.protocol.messages import Telemetry
 from fakerun.rank.communicator import Communicator
 from fakerun.rank.faults import Faults, ScriptFailed, script_text
 from fakerun.rank.pacing import Pacer
+from fakerun.world import hardware, pace
 from fakerun.world import physics as sim
 from fakerun.world.identity import Identity
 
@@ -61,9 +62,10 @@ class Script:
         # training step) always runs out first.
         limit = self.config.exit_after_s
         until = time.monotonic() + limit if limit else math.inf
+        ident, fault = self.ident, self.config.fault
         self.comm.pacer = self.pacer = Pacer(
-            self.config.speed, lambda op, numel: sim.collective_seconds(self.ident, op, numel), until,
-            self.comm.welcomed)
+            self.config.speed, lambda op, numel, step: pace.collective_seconds(ident, fault, op, numel, step),
+            until, self.comm.welcomed)
 
     def run(self) -> None:
         if self.faults.preemption_aware():
@@ -156,7 +158,7 @@ class Script:
         self.comm.barrier(tag=name, sim_s=sim_s)
 
     def _telemetry(self, step: int, phase: str) -> None:
-        t = sim.telemetry(self.ident, self.rank, step, phase)
+        t = hardware.reading(self.ident, self.config.fault, self.rank, step, phase)
         self.comm.send(Telemetry(self.rank, step, phase, t.util, t.temp_c, t.power_w, t.mem_used_mib))
 
     def _takes_requeue_signal(self) -> bool:

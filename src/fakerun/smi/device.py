@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fakerun import texts
 from fakerun.world import board, catalog, draws, xid
+from fakerun.world.thermal import CLOCK_STEP_MHZ
 
 if TYPE_CHECKING:
     from fakerun.smi.snapshot import GpuRow, Snapshot
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 # context maps a few MiB more (1 MiB idle in the captures data/nvidia_smi.toml names).
 BAR1_IDLE_MIB, BAR1_CONTEXT_MIB = 1, 4
 MEMORY_UTIL_SHARE = 0.35  # DRAM busy time per unit of SM busy time in a training step
-CLOCK_STEP_MHZ = 15  # boost clocks move in these steps
 CAPPED_CLOCK = 0.9  # the share of its boost clock a board at its power cap keeps
 
 
@@ -99,10 +99,13 @@ class Device:
 
     @property
     def clock_graphics(self) -> int:
+        """Idle, its idle clock; at work, its boost clock, less what its
+        power cap or a thermal slowdown takes (world/hardware.py's condition)."""
         top = self.card.clocks["graphics"]
         if not self.busy:
             return int(self.card.idle["graphics"])
-        return top if not self.capped else round(top * CAPPED_CLOCK / CLOCK_STEP_MHZ) * CLOCK_STEP_MHZ
+        share = min(self.row.clock_factor, CAPPED_CLOCK if self.capped else 1.0)
+        return round(top * share / CLOCK_STEP_MHZ) * CLOCK_STEP_MHZ
 
     @property
     def clock_memory(self) -> int:
@@ -167,8 +170,10 @@ class Device:
 
     @property
     def reasons(self) -> int:
-        """NVML's clocks event reason bits: 0x1 GPU idle, 0x4 SW power cap."""
-        return (0x1 if not self.busy else 0) | (0x4 if self.capped else 0)
+        """NVML's clocks event reason bits: 0x1 GPU idle, 0x4 SW power cap,
+        at work the thermal slowdowns its condition adds (0x8, 0x20, 0x40)."""
+        work = self.row.throttle if self.busy else 0x1
+        return work | (0x4 if self.capped else 0)
 
     def board(self, key: str) -> str:
         """How nvidia-smi's table shows the board (data/nvidia_smi.toml [board])."""

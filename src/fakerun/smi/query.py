@@ -14,6 +14,7 @@ from typing import Any
 
 from fakerun import texts
 from fakerun.smi.device import Device, process_mib
+from fakerun.world.thermal import HW_SLOWDOWN, HW_THERMAL, SW_THERMAL
 
 NA = "[N/A]"
 
@@ -168,6 +169,14 @@ _GPU: dict[str, Value] = {
     "clocks_event_reasons.active": lambda d, n: f"0x{d.reasons:016X}",
     "clocks_event_reasons.gpu_idle": lambda d, n: _reason(not d.busy),
     "clocks_event_reasons.sw_power_cap": lambda d, n: _reason(d.capped),
+    # Each reason "Active" or "Not Active", as the H100 capture's --query-gpu of every field
+    # (utkuozdemir/nvidia_gpu_exporter internal/captures/, 590.48.01) reads them.
+    "clocks_event_reasons.applications_clocks_setting": lambda d, n: _reason(False),
+    "clocks_event_reasons.hw_slowdown": lambda d, n: _reason(bool(d.reasons & HW_SLOWDOWN)),
+    "clocks_event_reasons.hw_thermal_slowdown": lambda d, n: _reason(bool(d.reasons & HW_THERMAL)),
+    "clocks_event_reasons.hw_power_brake_slowdown": lambda d, n: _reason(False),
+    "clocks_event_reasons.sw_thermal_slowdown": lambda d, n: _reason(bool(d.reasons & SW_THERMAL)),
+    "clocks_event_reasons.sync_boost": lambda d, n: _reason(False),
     "memory.total": lambda d, n: str(d.row.mem_total_mib),
     "memory.reserved": lambda d, n: str(d.mem_reserved),
     "memory.used": lambda d, n: str(d.row.mem_used_mib),

@@ -12,6 +12,7 @@ from typing import Any
 from fakerun import texts
 from fakerun.smi.device import Device, process_mib
 from fakerun.world import draws
+from fakerun.world.thermal import HW_SLOWDOWN, HW_THERMAL, SW_THERMAL
 
 # The core's voltage, idle and at boost (the 535 A100 report: 706.250 mV idle), in 6.25 mV steps.
 VOLTAGE_MV = {False: "706.250", True: "881.250"}
@@ -143,6 +144,9 @@ def _values(d: Device) -> dict[str, Any]:
     shutdown, slowdown, max_op, mem_max = card.limits
     return {
         "pstate": d.pstate, "reason_idle": _active(not d.busy), "reason_power": _active(d.capped),
+        "reason_hw": _active(bool(d.reasons & HW_SLOWDOWN)),
+        "reason_hw_thermal": _active(bool(d.reasons & HW_THERMAL)),
+        "reason_sw_thermal": _active(bool(d.reasons & SW_THERMAL)),
         "mem_total": row.mem_total_mib, "mem_reserved": d.mem_reserved, "mem_used": row.mem_used_mib,
         "mem_free": d.mem_free, "bar1_total": card.bar1_mib, "bar1_used": d.bar1_used,
         "bar1_free": card.bar1_mib - d.bar1_used, "util": row.util, "mem_util": d.mem_util, "zero": 0,

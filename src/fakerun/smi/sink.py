@@ -18,9 +18,9 @@ from typing import Any
 from fakerun import events as ev
 from fakerun.render.sinks import SinkFailed
 from fakerun.smi.snapshot import GpuRow, Snapshot, cuda_text
-from fakerun.world import board, xid
+from fakerun.world import board, hardware, xid
 from fakerun.world import physics as sim
-from fakerun.world.hardware import HEALTHY, Condition, FaultLike, condition
+from fakerun.world.hardware import HEALTHY, Condition, FaultLike
 from fakerun.world.kfd import kfd_gpu
 
 WRITE_INTERVAL_S = 1.0  # at most one write a second (what watch -n1 shows), whatever the event rate
@@ -40,8 +40,9 @@ class SmiStateSink:
         """`run_clock`: the run's clock, where it moves between events (a
         paced run): the table's time then goes on with it, a write every
         `interval`, as nvidia-smi's header shows the time it runs at.
-        `fault`: the run's, whose hardware condition the GPUs show
-        (world/hardware.py) once the driver has reported it."""
+        `fault`: the run's (config.options.Fault), whose hardware condition
+        the GPUs show (world/hardware.py) as the ranks report them; an Xid's
+        once the driver has reported it."""
         self.path, self.process = Path(path), process
         self.monotonic, self.wall, self.interval = monotonic, wall, interval
         self.run_clock = run_clock
@@ -140,7 +141,8 @@ class SmiStateSink:
             return None
         if self.model_at is not None and self.pids:  # with no process left, no row shows a reading
             step, phase = self.model_at
-            self.readings = {r: sim.telemetry(ident, r, step, phase) for r in range(ident.world)}
+            self.readings = {r: hardware.reading(ident, self.fault, r, step, phase)
+                             for r in range(ident.world)}
             self.model_at = None
         return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
                         cuda=cuda_text(ident.versions.cuda_driver), process=self.process, step=self.step,
@@ -158,7 +160,8 @@ class SmiStateSink:
         static, state = self._static(rank), self._condition(rank)
         return GpuRow(*static[:6], util=seen.util, mem_used_mib=seen.mem_used_mib, mem_total_mib=static[6],
                       temp_c=seen.temp_c, power_w=seen.power_w, power_cap_w=static[7], pid=pid,
-                      kfd_node=static[8], guid=static[9], xid=state.xid, lost=state.lost)
+                      kfd_node=static[8], guid=static[9], xid=state.xid, lost=state.lost,
+                      clock_factor=state.clock_factor, throttle=state.event_reasons)
 
     def _condition(self, rank: int) -> Condition:
         """The GPU's hardware condition under the run's fault; an Xid's once
@@ -171,7 +174,7 @@ class SmiStateSink:
             if not self.struck or fault.step is None:
                 return HEALTHY
             step = max(step, fault.step)
-        return condition(self.ident, fault, rank, step)
+        return hardware.condition(self.ident, fault, rank, step)
 
     # What a GPU's row shows that only the run's identity decides, computed
     # once a run (at 1024 GPUs, each write recomputed it: tens of ms, on the

@@ -50,6 +50,8 @@ class GpuRow:
     guid: int = 0  # AMD: its KFD gpu_id (rocm-smi's GUID)
     xid: int = 0  # the last Xid the driver raised on it (world/hardware.condition)
     lost: bool = False  # fallen off the bus: NVML can no longer reach it
+    clock_factor: float = 1.0  # its SM clock over the boost clock at work (a thermal slowdown)
+    throttle: int = 0  # the NVML clocks event reason bits its condition adds at work
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ thermal slowdown, a link flap) says here how its GPU or node departs from it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from fakerun.world import xid
-from fakerun.world.draws import uniform
+from fakerun.world import catalog, linkflap, physics, thermal, xid
+from fakerun.world.draws import rng, uniform
 from fakerun.world.identity import Identity
 
 
@@ -33,8 +33,10 @@ class Condition:
     lost: bool = False  # fallen off the bus: NVML and DCGM read nothing from it any more
     clock_factor: float = 1.0  # its SM clock over the healthy one (a thermal slowdown)
     temp_rise_c: float = 0.0  # above what its load alone would give
-    event_reasons: int = 0  # NVML clocks event reason bits it adds (0x20 SW, 0x40 HW thermal slowdown)
+    # NVML clocks event reason bits it adds (0x20 SW, 0x40 HW thermal slowdown; 0x8 HW slowdown with 0x40)
+    event_reasons: int = 0
     link_factor: float = 1.0  # its node's inter-node bandwidth over the healthy one (a link flap)
+    power_factor: float = 1.0  # its draw over the healthy one (a throttled clock draws less)
 
 
 HEALTHY = Condition()
@@ -57,7 +59,33 @@ def condition(ident: Identity, fault: FaultLike | None, rank: int, step: int) ->
         return HEALTHY
     if fault.kind == xid.KIND:
         return _xid(ident, fault, rank, step)
+    if fault.kind == "thermal":
+        return _thermal(ident, fault, rank, step)
+    if fault.kind == "link-flap":
+        return _link(ident, fault, rank, step)
     return HEALTHY
+
+
+def unsupported(ident: Identity, fault: FaultLike) -> str | None:
+    """Why the run's hardware cannot have this fault (one line), or None."""
+    if fault.kind == "thermal":
+        return thermal.supported(ident)
+    if fault.kind == "link-flap":
+        return linkflap.supported(ident, fault.param("unplugged_s"))
+    if fault.kind == xid.KIND and (why := xid.refusal(int(fault.param("code")), ident.gpu)):
+        return f"--scenario: {why}"
+    return None
+
+
+def gpu_for(ident: Identity, fault: FaultLike) -> str | None:
+    """The GPU the seed puts the cluster on for a fault its drawn GPUs
+    cannot have (a thermal slowdown needs NVML's limits, a link flap an
+    InfiniBand port a GPU): one of those that can. None: they can."""
+    if unsupported(ident, fault) is None:
+        return None
+    able = [g.name for g in catalog.gpus()
+            if g.kind == "real" and unsupported(replace(ident, gpu=g), fault) is None]
+    return rng(ident.seed, "hardware-gpu", fault.kind).choice(able) if able else None
 
 
 def _xid(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
@@ -68,3 +96,37 @@ def _xid(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
         return HEALTHY
     code = int(fault.param("code"))
     return Condition(xid=xid.Report(ident, rank, code).logged()[-1], lost=code == xid.LOST)
+
+
+def _thermal(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
+    """--fail-rank's GPU, its cooling failed at --fail-step (world/thermal.py)."""
+    if rank != fault.rank or fault.step is None:
+        return HEALTHY
+    t = thermal.throttle(ident, rank, step, fault.step, fault.param("cooling"), fault.param("heat_steps"))
+    return Condition(clock_factor=t.clock_factor, temp_rise_c=t.temp_rise_c, event_reasons=t.event_reasons,
+                     power_factor=t.power_factor)
+
+
+def _link(ident: Identity, fault: FaultLike, rank: int, step: int) -> Condition:
+    """The GPUs of --fail-rank's node at --fail-step, whose gradient
+    all-reduce waits out the flap of one of its ports (world/linkflap.py):
+    the bandwidth their node's traffic got over that step's collective."""
+    topo = ident.topology
+    if step != fault.step or topo.node_of(rank) != topo.node_of(fault.rank):
+        return HEALTHY
+    healthy = linkflap.healthy_s(ident)
+    stall = linkflap.flap(ident, fault.rank, step, fault.param("unplugged_s")).stall_s
+    return Condition(link_factor=healthy / (healthy + stall))
+
+
+def reading(ident: Identity, fault: FaultLike | None, rank: int, step: int, phase: str) -> physics.Telemetry:
+    """What NVML reads of the GPU at `step` in `phase`: its load's
+    telemetry (physics.telemetry) under its condition. The ranks report it,
+    `fakerun smi` and the other views show it: the condition's temperature
+    rise and draw are in it already."""
+    t = physics.telemetry(ident, rank, step, phase)
+    cond = condition(ident, fault, rank, step)
+    if cond.temp_rise_c == 0.0 and cond.power_factor == 1.0:
+        return t
+    return physics.Telemetry(t.util, round(t.temp_c + cond.temp_rise_c), round(t.power_w * cond.power_factor),
+                             t.mem_used_mib)

@@ -439,6 +439,11 @@ def memory_bytes(ident: Identity, rank: int, step: int | None = None) -> tuple[f
 PHASE_LOAD = {"train": 1.0, "validation": 0.68, "checkpoint": 0.12, "init": 0.05, "export": 0.2}
 
 
+# A board's temperature: its inlet air, plus its draw (as a share of its
+# power cap) through its heatsink's thermal resistance (degrees C at the cap).
+INLET_C, HEATSINK_C_AT_CAP = 34.0, 44.0
+
+
 @dataclass(frozen=True)
 class Telemetry:
     util: int
@@ -457,7 +462,7 @@ def telemetry(ident: Identity, rank: int, step: int, phase: str) -> Telemetry:
     util = max(0.0, min(1.0, load * (0.97 + shared + node + device)))
     cap = ident.gpu.power_cap_w
     power = min(cap, cap * (0.22 + 0.74 * util) * (1.0 + 0.5 * device))
-    temp = 34 + 44 * (power / cap) + 150 * device
+    temp = INLET_C + HEATSINK_C_AT_CAP * (power / cap) + 150 * device
     used = usage(ident, rank, step if phase != "init" else 0).used_mib
     return Telemetry(round(util * 100), round(temp), round(power), round(min(used, ident.gpu.memory_mib)))
 
@@ -558,7 +563,8 @@ class Bounds:
 
 
 def bounds(ident: Identity, slow: float = 1.0) -> Bounds:
-    """`slow`: the straggler's factor on its steps (scenario `slow`), else 1."""
+    """`slow`: how many times slower a rank's steps may be (a straggler's
+    factor, a throttled GPU's clock: pace.slowest), else 1."""
     step = slowest_step_seconds(ident) * slow
     phases = {name: seconds * slowest_phase_factor(name) for name, seconds in _phase_nominals(ident).items()}
     # One save more than the schedule's: a preemption's, after the step it stopped at.

@@ -13,9 +13,10 @@ from fakerun.errors import UsageError
 
 # The mechanisms the ranks implement (rank/faults.py); a scenario picks one.
 FAULTS = ("spike", "nan", "oom", "crash", "exit", "segv", "stall", "slow", "hang", "node-down", "preempt",
-          "xid")
+          "xid", "thermal", "link-flap")
 # xid's code: which of data/xid.toml's Xids the GPU raises (world/xid.py).
-PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}, "xid": {"code": 79.0}}
+PARAMS = {"spike": {"height": 0.6, "decay": 6.0}, "slow": {"factor": 2.5}, "xid": {"code": 79.0},
+          "thermal": {"cooling": 2.5, "heat_steps": 4.0}, "link-flap": {"unplugged_s": 1.0}}
 # The faults of the script itself: a restarted attempt runs the same code on
 # the same data from its checkpoint, so under --max-restarts they fail every
 # attempt at the same step, as a real deterministic bug does. The others
@@ -26,7 +27,12 @@ RECURRING = frozenset({"nan", "oom", "exit"})
 # worst; a rank 1000 times slower than its peers is a hung one (the `hang` and
 # `nccl-timeout` scenarios). Its factor also stretches the rank's paced sleep:
 # 1e13 overflowed time.sleep in the rank (a traceback, exit 1).
-PARAM_MAX = {"factor": 1000.0}
+PARAM_MAX = {"factor": 1000.0, "cooling": 4.0}
+# A GPU's cooling `cooling` times worse than its heatsink's: from twice, it
+# would pass its slowdown temperature at full clock on every board of the
+# catalog; at four times, its clock settles near a third of its boost clock,
+# the hardware slowdown's deepest (world/thermal.py).
+PARAM_MIN = {"cooling": 2.0}
 
 
 class ScenarioError(UsageError):
@@ -64,6 +70,9 @@ def build(name: str, body: dict, source: str) -> Scenario:
             raise ScenarioError(f"{source}: [{name}] {key} must be a positive number")
         if value > PARAM_MAX.get(key, math.inf):
             raise ScenarioError(f"{source}: [{name}] {key} must be at most {PARAM_MAX[key]:g}, got {value:g}")
+        if value < PARAM_MIN.get(key, 0.0):
+            raise ScenarioError(f"{source}: [{name}] {key} must be at least {PARAM_MIN[key]:g}, "
+                                f"got {value:g}")
         params[key] = float(value)
     recurs = body.get("recurs", fault in RECURRING)
     if not isinstance(recurs, bool):

@@ -115,6 +115,7 @@ class EventFormatter:
             ev.ForcedKill: self._forced_kill,
             ev.AttemptFailed: self._attempt_failed,
             ev.NcclSocketClosed: self._socket_closed,
+            ev.PortEvent: self._port_event,
             ev.RunFailed: self._run_failed,
             ev.RunFinished: self._run_finished,
         }
@@ -324,6 +325,15 @@ class EventFormatter:
             return []
         # The communicator's identifiers and threads, as its init lines gave them (seeded: the same again).
         return NcclInit(self.ident, self.pids, self.settings).socket_closed(e.rank, e.peer, e.time, self.tz)
+
+    def _port_event(self, e: ev.PortEvent) -> list[Line]:
+        """What the NCCL of each of this node's ranks says of its HCA's port."""
+        if self.ident is None:
+            return []
+        nccl = NcclInit(self.ident, self.pids, self.settings)
+        node = self.ident.topology.node_of
+        return [line for rank in sorted(self.pids) if node(rank) == e.node_rank
+                for line in nccl.port_event(rank, e.gpu, e.active, e.time, self.tz)]
 
     def _phase(self, e: ev.Phase) -> list[Line]:
         if e.name == "summary":

@@ -92,14 +92,33 @@ class NcclInit:
     def socket_closed(self, rank: int, peer: str, when: float, tz: tzinfo | None) -> list[Line]:
         """The WARN a rank's NCCL prints when its peer's socket closed (a lost
         node), from its proxy thread, before torch raises the DistBackendError."""
+        site, text = self.nccl.socket_closed
+        return self._warn(rank, self.tids[rank][PROXY - 1] if rank in self.pids else 0, when, tz,
+                          site, text.format(peer=peer, port=peer_port(rank)))
+
+    def port_event(self, rank: int, gpu: int, active: bool, when: float, tz: tzinfo | None) -> list[Line]:
+        """The WARN a rank's NCCL prints when an HCA it opened (ncclIbInit
+        opens every one, each with an "NCCL IbAsync" thread) reports its port
+        down or active: the port beside local GPU `gpu`, mlx5_N port 1. That
+        thread is started on the init thread, before the proxy's: its tid is
+        the first after the init thread's."""
+        if self.fabric.network != "IB":
+            return []
+        site, text = self.nccl.ib_async
+        device = f"mlx5_{self._ib_ports[gpu * len(self._ib_ports) // GPUS_PER_BOARD]}"
+        said = text.format(device=device, port=1, event="port active" if active else "port error")
+        tid = self.tids[rank][INIT - 1] + 1 if rank in self.pids else 0
+        return self._warn(rank, tid, when, tz, site, said)
+
+    def _warn(self, rank: int, tid: int, when: float, tz: tzinfo | None, site: str, text: str) -> list[Line]:
+        """A WARN line of `rank`'s thread `tid`: src/debug.cc ncclDebugLog's prefix, its
+        timestamp where the version stamps WARNs, and the newline it begins with."""
         if not self.debug.warns() or rank not in self.pids:
             return []
-        site, text = self.nccl.socket_closed
         stamp = datetime.fromtimestamp(when, tz).strftime("[%F %T] ") if self.nccl.warn_timestamp else ""
         host = self.ident.host(rank).split(".")[0]
-        who = f"{host}:{self.pids[rank]}:{self.tids[rank][PROXY - 1]} [{self._local(rank)}]"
-        line = f"{stamp}{who} {site} NCCL WARN {text.format(peer=peer, port=peer_port(rank))}"
-        return [Line("", STDOUT, rank), Line(line, STDOUT, rank)]  # a WARN begins with a newline
+        line = f"{stamp}{host}:{self.pids[rank]}:{tid} [{self._local(rank)}] {site} NCCL WARN {text}"
+        return [Line("", STDOUT, rank), Line(line, STDOUT, rank)]
 
     # -- filtering and prefixes ---------------------------------------------
     def _render(self, rank: int) -> list[str]:

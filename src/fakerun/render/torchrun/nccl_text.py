@@ -34,6 +34,7 @@ class Version:
     init: tuple[str, ...]  # the thread that builds the communicator
     ring_numbers: str  # "fixed" or "fitted": how rings.cc's dumpLine lays out a ring
     socket_closed: tuple[str, str]  # the WARN's file:line and text
+    ib_async: tuple[str, str]  # an HCA's async event: the WARN's file:line and text
     warn_timestamp: bool  # WARN lines begin with "[%F %T] " (2.27's default)
     version_text: str  # showVersion's VERSION_STRING (NCCL's, or RCCL's with its git hash)
     connect_order: str  # "channel" or "peer": how a rank's connection lines come
@@ -58,8 +59,8 @@ def version(name: str) -> Version:
                    _flags(bits, "|".join(merged["default_mask"])), merged["version_as_info"],
                    merged["nvls_buff"], text, tuple(merged["main_rank0"]), tuple(merged["main_other"]),
                    tuple(merged["init"]), merged["ring_numbers"], tuple(merged["socket_closed"]),
-                   merged["warn_timestamp"], merged["version_text"], merged["connect_order"],
-                   merged.get("kernel", ""))
+                   tuple(merged["ib_async"]), merged["warn_timestamp"], merged["version_text"],
+                   merged["connect_order"], merged.get("kernel", ""))
 
 
 def library(versions: Versions, vendor: str) -> Version:
