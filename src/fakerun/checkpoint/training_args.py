@@ -112,6 +112,50 @@ def training_args(version: str, script_args: tuple[str, ...], output_dir: str, l
     return Instance(Global("transformers.training_args", "TrainingArguments"), values)
 
 
+def ran_with(hyper: Any, script_args: tuple[str, ...]) -> dict[str, str]:
+    """The arguments the simulated Trainer ran with (the line's where it
+    gives them; fakerun's own options win): its LR, batch, accumulation,
+    and max_steps unless whole epochs, not a step count, end the run."""
+    h = hyper
+    run = {"learning_rate": repr(h.max_lr), "per_device_train_batch_size": str(h.micro_batch),
+           "gradient_accumulation_steps": str(h.grad_accum)}
+    steps = given(script_args, {"max_steps": "str"}).get("max_steps")  # -1: unset, epochs end the run
+    if (steps is not None and steps != "-1") or h.total_steps != h.epochs * h.steps_per_epoch:
+        run["max_steps"] = str(h.total_steps)
+    return run
+
+
+def to_json(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
+            run: dict[str, str] | None = None) -> str | None:
+    """`args.to_json_string()`, the text the Trainer's TensorBoardCallback
+    logs as `args` (integration_utils.py at v4.42.4 to v5.0.0):
+    `json.dumps(self.to_dict(), indent=2)`, to_dict being the init fields in
+    their order, enums by their values, `*_token` fields masked as
+    `<NAME>`, the AcceleratorConfig as its dict (training_args.py). None
+    for a line whose fields this module cannot say (as training_args.bin)."""
+    values = fields(version, script_args, output_dir, logdir, run or {})
+    if values is None:
+        return None
+    kinds = {name: kind for name, kind, _ in template(version)["fields"]}
+    body = {name: _plain(name, value) for name, value in values.items()
+            if kinds.get(name) != "state" and name != "_n_gpu"}  # _n_gpu is field(init=False)
+    return json.dumps(body, indent=2)
+
+
+def _plain(name: str, value: Any) -> Any:
+    if name.endswith("_token"):
+        return f"<{name.upper()}>"
+    if isinstance(value, Member):
+        return value.value
+    if isinstance(value, list):
+        return [_plain("", v) for v in value]
+    if isinstance(value, Instance):  # AcceleratorConfig.to_dict(): a copy of its __dict__
+        return {k: _plain("", v) for k, v in value.state.items()}
+    if isinstance(value, dict):
+        return {k: _plain("", v) for k, v in value.items()}
+    return str(value) if isinstance(value, Made) else value
+
+
 def written(version: str, script_args: tuple[str, ...], trainer: object | None) -> bool:
     """Whether `_save` writes training_args.bin here: for a launch line read
     as the Trainer's (`trainer`, its TrainerArgs; another framework's run in
