@@ -32,6 +32,7 @@ from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
 from fakerun.system.signals import KilledBy, die_by
+from fakerun.tensorboard import choice as tensorboard
 from fakerun.world import identity, settings, styles
 from fakerun.world import scenarios as scenario_catalog
 from fakerun.world.topology import Topology
@@ -68,6 +69,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         output=ns.output,
         log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
+        tensorboard=ns.tensorboard,
         output_dir=first(ns.output_dir, script.output_dir),
         resume=first(ns.resume, script.resume),  # Megatron's --load resumes as --resume does
         sparse_checkpoints=ns.sparse_checkpoints,
@@ -90,6 +92,9 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         style=styles.parse(ns.style or script.style or styles.DEFAULT),
         asked=script.asked,
     ))
+    # Event files need the extra: said now, before any rank starts.
+    tensorboard.require(tensorboard.choose(config.style.name, config.script_args, config.tensorboard,
+                                           config.topology.world_size))
     return slurm.named_hosts(config, env.hosts)
 
 
@@ -115,7 +120,7 @@ def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bo
         return ns.jokes
     if ns.funny:
         return identity.JOKES_ALWAYS
-    files = ns.metrics_file or ns.output_dir or ns.log_dir not in (None, Path(os.devnull))
+    files = ns.metrics_file or ns.tensorboard or ns.output_dir or ns.log_dir not in (None, Path(os.devnull))
     shown = not drop_in and not files and ns.output != "jsonl" and sys.stdout.isatty()
     return identity.JOKES_RARE if shown and ((ns.loop and one_node) or theatre) else identity.JOKES_NEVER
 

@@ -29,6 +29,7 @@ from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.signals import AGENT_SIGNALS, KilledBy, SignalInbox, StopOverdue
 from fakerun.system.streams import silence
+from fakerun.tensorboard import choice as tensorboard
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
 
@@ -90,6 +91,7 @@ class Launcher:
             renderer = self._renderer(config)
             paced = self.clock if config.speed else None  # at a pace its time moves between events
             renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced))
+        self._tensorboard(config)
         try:
             attempt = 0
             while True:
@@ -110,6 +112,16 @@ class Launcher:
                                          self.clock()))
         finally:
             rundir.remove()
+
+    def _tensorboard(self, config: RunConfig) -> None:
+        """The event files, on the agent of the rank that writes them (so none is written twice)."""
+        board = tensorboard.choose(config.style.name, config.script_args, config.tensorboard,
+                                   config.topology.world_size)
+        if board is not None and board.rank in config.agents.node_ranks():
+            from fakerun.tensorboard.sink import build  # protobuf: only for a run that writes them
+
+            sink = build(board, config.style.name, config.script_args, config.output_dir)
+            self._renderer(config).attach(sink)
 
     def _renderer(self, config: RunConfig) -> Renderer:
         if self.renderer is None:

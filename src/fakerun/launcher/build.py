@@ -128,7 +128,7 @@ def run_started(config: RunConfig, attempt: int, launcher_pid: int, now: float) 
         launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ,
         str(c.output_dir) if c.output_dir else "", str(c.resume_from.path) if c.resume_from else "",
         c.resume_from.step if c.resume_from else 0, logger_version(c),
-        c.requeue_job if c.requeues and c.requeue_job else "")
+        c.requeue_job if c.requeues and c.requeue_job else "", str(c.tensorboard) if c.tensorboard else "")
 
 
 def logger_version(config: RunConfig) -> int:

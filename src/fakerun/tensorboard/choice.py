@@ -1,0 +1,89 @@
+"""Whether a run writes TensorBoard event files, whose writer, on which rank,
+and which option asked: each framework's own switch, or fakerun's
+`--tensorboard DIR`, which turns the style's writer on with DIR as its
+directory (the HF Trainer's logging_dir, Megatron's --tensorboard-dir, the
+default and DeepSpeed styles' own writer; Lightning's is refused: LIGHTNING).
+
+The simulated environment has tensorboard installed exactly when a run asks
+for event files: then the Trainer's `report_to="all"` (4.x's default) takes
+it and Megatron's `--tensorboard-dir` finds torch.utils.tensorboard.
+Otherwise nothing is installed, as the logs have always said (Lightning's
+CSVLogger warning, training_args.bin's empty report_to)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fakerun.errors import UsageError
+from fakerun.world.megatron import launch_args
+
+EXTRA = "pip install 'fakerun[tensorboard]'"
+OWN = "own"  # fakerun's own set of tags: the default and DeepSpeed styles
+# Lightning's TensorBoardLogger moves the version directory, hparams.yaml and the
+# checkpoints with it (ModelCheckpoint's dirpath follows the first logger's save_dir):
+# not simulated yet, so refused rather than half-done.
+LIGHTNING = ("--tensorboard: Lightning's TensorBoardLogger is not simulated yet; its default logger "
+             "here is the CSVLogger (metrics.csv under --output-dir)")
+
+
+@dataclass(frozen=True)
+class Board:
+    """The run's event writer: `kind` the framework's (hf, megatron,
+    lightning, own), `rank` the global rank whose process writes, `logdir`
+    the directory fakerun or the launch line fixes ("" for the framework's
+    default, decided as the run goes), `option` what asked for it."""
+
+    kind: str
+    rank: int
+    logdir: str
+    option: str
+
+
+def choose(style: str, script_args: tuple[str, ...], tensorboard: Path | None, world: int) -> Board | None:
+    given = str(tensorboard) if tensorboard is not None else ""
+    option = "--tensorboard"
+    if style == "hf":
+        if not given and "tensorboard" not in report_to(script_args):
+            return None
+        return Board("hf", 0, given, option if given else "--report_to tensorboard")
+    if style == "megatron":
+        # training/global_vars.py _set_tensorboard_writer: `args.rank == (args.world_size - 1)`.
+        own = launch_args(script_args).get("tensorboard_dir")
+        if not given and not isinstance(own, str):
+            return None
+        return Board("megatron", world - 1, given or str(own), option if given else "--tensorboard-dir")
+    if not given:
+        return None
+    if style == "lightning":
+        raise UsageError(LIGHTNING)
+    return Board(OWN, 0, given, option)
+
+
+def report_to(script_args: tuple[str, ...]) -> list[str]:
+    """The Trainer's --report_to values (a list field: nargs '+')."""
+    found: list[str] = []
+    taking = False
+    for arg in script_args:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            taking = name == "report_to"
+            if taking:
+                found = [value] if eq else []
+                taking = not eq
+        elif taking:
+            found.append(arg)
+    return found
+
+
+def require(board: Board | None) -> None:
+    """Event files need the tensorboard extra (its protobufs and record
+    writer): asked for without it, one line before any rank starts. The
+    import is the real one (no look-up that an installed but broken package
+    would pass)."""
+    if board is None:
+        return
+    try:
+        import tensorboard.compat.proto.event_pb2  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{board.option} needs the tensorboard extra: {EXTRA}") from None
