@@ -128,10 +128,11 @@ def test_an_unwritable_directory_is_one_line_naming_the_option(tmp_path):
 
 
 # -- the HF Trainer --------------------------------------------------------------
-def _hf(version: str, args: list[str], tensorboard: str = "") -> tuple[HfBoard, identity.Identity]:
+def _hf(version: str, args: list[str], tensorboard: str = "",
+        environ_dir: str | None = None) -> tuple[HfBoard, identity.Identity]:
     ident = _ident(transformers=version)
     ident = dataclasses.replace(ident, hyper=dataclasses.replace(ident.hyper, log_every=2))
-    board = HfBoard(Board("hf", 0, tensorboard, "--report_to tensorboard"), tuple(args), None)
+    board = HfBoard(Board("hf", 0, tensorboard, "--report_to tensorboard"), tuple(args), None, environ_dir)
     board.writes(ev.RunIdentity(ident))
     board.writes(_started(args))
     board.writes(ev.Phase("init", "nccl", 0, T0 + 5))
@@ -151,6 +152,10 @@ def test_the_trainers_logging_dir_is_stamped_at_parsing_in_4x_and_at_train_begin
     # 5.0: TENSORBOARD_LOGGING_DIR or output_dir/default_logdir() at on_train_begin; --logging_dir ignored
     v5, ident = _hf("5.0.0", ["--output_dir", "out", "--logging_dir", "logs"])
     assert v5.writes(ev.Phase("train", "", 0, T0 + 70))[0].logdir == f"out/runs/Nov21_19-59-51_{ident.hosts[0]}"
+    env, _ = _hf("5.0.0", ["--output_dir", "out"], environ_dir="~/tb")
+    assert env.writes(ev.Phase("train", "", 0, T0 + 70))[0].logdir == str(Path("~/tb").expanduser())
+    old, _ = _hf("4.46.3", ["--output_dir", "out"], environ_dir="~/tb")  # 4.x reads no such variable
+    assert old.writes(ev.Phase("train", "", 0, T0 + 70))[0].logdir.startswith("out/runs/")
 
 
 def test_the_trainer_logs_at_its_steps_and_a_log_after_the_end_opens_a_new_file():

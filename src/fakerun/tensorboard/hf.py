@@ -20,12 +20,13 @@ world process zero, with torch.utils.tensorboard's SummaryWriter.
 - on_train_end closes it; a log after that (an evaluate() after train())
   makes a new writer, a new file (its name's counter one higher).
 
-fakerun's --tensorboard DIR is the logging dir ($TENSORBOARD_LOGGING_DIR in
-5.0), and training_args' report_to and logging_dir in the `args` text say
+fakerun's --tensorboard DIR is the logging dir (over $TENSORBOARD_LOGGING_DIR
+in 5.0), and training_args' report_to and logging_dir in the `args` text say
 so."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,11 @@ def rewrite_logs(logs: dict[str, Any]) -> dict[str, Any]:
 
 
 class HfBoard(EventRoutes):
-    def __init__(self, board: Board, script_args: tuple[str, ...], output_dir: Path | None) -> None:
+    def __init__(self, board: Board, script_args: tuple[str, ...], output_dir: Path | None,
+                 environ_dir: str | None = None) -> None:
+        """`environ_dir`: $TENSORBOARD_LOGGING_DIR, which 5.0's callback reads."""
         self.board, self.script_args = board, script_args
+        self.environ_dir = os.path.expanduser(environ_dir) if environ_dir else ""
         out = targs.given(script_args, {"output_dir": "str"}).get("output_dir")
         self.output_dir = out or (str(output_dir) if output_dir else DEFAULT_OUTPUT)
         self.log: TrainerLog | None = None
@@ -100,6 +104,8 @@ class HfBoard(EventRoutes):
         given = targs.given(self.script_args, {"logging_dir": "str"}).get("logging_dir")
         if given and not self.v5:
             return given
+        if self.environ_dir and self.v5:
+            return self.environ_dir
         stamp = targs.logdir_stamp(when if self.v5 else self.parsed_at, self.ident.hosts[0])
         return f"{self.output_dir.rstrip('/')}/runs/{stamp}"
 

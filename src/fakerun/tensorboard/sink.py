@@ -9,6 +9,7 @@ restart) starts again."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,10 @@ from fakerun.tensorboard import summaries
 from fakerun.tensorboard.choice import Board
 from fakerun.tensorboard.records import EventFile, file_name
 from fakerun.tensorboard.writes import Close, Hparams, Open, Scalar, Text, Write
+
+# The events any board or the sink reads: the rest (every collective's) pass at the cost of a set look-up.
+READ = frozenset({ev.RunStarted, ev.RunIdentity, ev.RankStarted, ev.RunFinished, ev.Phase, ev.Step,
+                  ev.Validation, ev.Summary})
 
 
 class StyleBoard(Protocol):
@@ -34,6 +39,8 @@ class TensorBoardSink:
         self.pid, self.host = 0, ""
 
     def event(self, e: ev.Event) -> None:
+        if type(e) not in READ:
+            return
         if isinstance(e, ev.RunStarted):  # a new worker group: a new writing process
             self._close()
             self.made, self.pid = 0, 0
@@ -80,12 +87,14 @@ class TensorBoardSink:
         self._close()
 
 
-def build(board: Board, style: str, script_args: tuple[str, ...], output_dir: Path | None) -> TensorBoardSink:
-    """The sink with its framework's board (each module imported only when a run uses it)."""
+def build(board: Board, script_args: tuple[str, ...], output_dir: Path | None,
+          environ: Mapping[str, str]) -> TensorBoardSink:
+    """The sink with its framework's board (each module imported only when a
+    run uses it); `environ`: the environment the script is started with."""
     styled: StyleBoard
     if board.kind == "hf":
         from fakerun.tensorboard.hf import HfBoard
-        styled = HfBoard(board, script_args, output_dir)
+        styled = HfBoard(board, script_args, output_dir, environ.get("TENSORBOARD_LOGGING_DIR"))
     elif board.kind == "megatron":
         from fakerun.tensorboard.megatron import MegatronBoard
         styled = MegatronBoard(board, script_args)
