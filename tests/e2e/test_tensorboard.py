@@ -138,6 +138,26 @@ def test_megatron_writes_on_the_last_rank_s_node_alone(runner, tmp_path):
     assert {"loss-scale", "grad-norm", "lm loss validation ppl"} <= set(got)
 
 
+def test_lightnings_default_logger_is_a_tensorboard_logger_in_the_version_directory(runner, tmp_path):
+    """tensorboard installed: logger_connector.py's TensorBoardLogger(save_dir=default_root_dir),
+    under lightning_logs/version_N with hparams.yaml and the checkpoints; no metrics.csv."""
+    job = runner.run("--nproc", "2", "--seed", "3", "--max-steps", "8", *FIXED, "--tensorboard", "tb",
+                     "train_lightning.py", cwd=tmp_path)
+    assert job.proc.returncode == 0, job.stderr
+    version = tmp_path / "tb" / "lightning_logs" / "version_0"
+    path = only_file(version)
+    assert path.parent == version and (version / "hparams.yaml").is_file()
+    assert not (version / "metrics.csv").exists() and list((version / "checkpoints").glob("*.ckpt"))
+    assert path.name.split(".")[-3:] == [job.of("run_identity")[0]["identity"]["hosts"][0],
+                                         str(rank_started(job, 0)["pid"]), "0"]
+    every = job.of("run_identity")[0]["identity"]["hyper"]["log_every"]
+    got = scalars(path)
+    assert got["hp_metric"] == [(0, -1.0, got["hp_metric"][0][2])]
+    logged = [s for s in job.of("step") if s["step"] % every == 0]
+    assert logged and got["train_loss"] == [(s["step"] - 1, f32(s["loss"]), s["time"]) for s in logged]
+    assert [(s, v) for s, v, _ in got["epoch"]] == [(s["step"] - 1, s["epoch"] - 1.0) for s in logged]
+
+
 def test_without_the_extra_asking_for_event_files_is_one_line_and_exit_2(tmp_path):
     """A `tensorboard` package whose import fails comes first on the path:
     the real import is taken, and refused before any rank starts."""

@@ -19,9 +19,11 @@ from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 from fakerun import events as ev  # noqa: E402
 from fakerun.checkpoint import training_args as targs  # noqa: E402
 from fakerun.errors import UsageError  # noqa: E402
+from fakerun.render.styles.lightning import LightningLines  # noqa: E402
 from fakerun.render.styles.megatron import MegatronLines  # noqa: E402
-from fakerun.tensorboard.choice import Board, choose, report_to  # noqa: E402
+from fakerun.tensorboard.choice import Board, choose, output_dir, report_to  # noqa: E402
 from fakerun.tensorboard.hf import HfBoard  # noqa: E402
+from fakerun.tensorboard.lightning import LightningBoard  # noqa: E402
 from fakerun.tensorboard.megatron import MegatronBoard  # noqa: E402
 from fakerun.tensorboard.sink import TensorBoardSink  # noqa: E402
 from fakerun.tensorboard.writes import Close, Hparams, Open, Scalar, Text, Write  # noqa: E402
@@ -57,8 +59,17 @@ def test_each_framework_is_turned_on_by_its_own_switch_or_by_fakeruns_option():
     assert choose("megatron", ("--tensorboard-dir", "a"), Path("b"), 8) == Board("megatron", 7, "b", "--tensorboard")
     assert choose("torchrun", (), None, 2) is None and choose("deepspeed", (), Path("d"), 2) == Board(
         "own", 0, "d", "--tensorboard")
-    with pytest.raises(UsageError, match="Lightning's TensorBoardLogger is not simulated yet"):
-        choose("lightning", (), Path("d"), 2)
+    assert choose("lightning", (), None, 2) is None
+    assert choose("lightning", (), Path("d"), 2) == Board("lightning", 0, "d", "--tensorboard")
+
+
+def test_under_lightning_the_directory_is_the_trainers_root():
+    """Its default logger saves under default_root_dir, the checkpoints with it."""
+    assert output_dir("lightning", None, Path("tb")) == Path("tb")
+    assert output_dir("lightning", Path("./tb"), Path("tb")) == Path("tb")
+    assert output_dir("hf", Path("out"), Path("tb")) == Path("out")
+    with pytest.raises(UsageError, match=r"^--tensorboard tb: under Lightning .* --output-dir says out$"):
+        output_dir("lightning", Path("out"), Path("tb"))
 
 
 def test_report_to_takes_every_value_up_to_the_next_option():
@@ -239,3 +250,30 @@ def test_megatrons_flags_gate_the_tags():
     evaluated = board.writes(ev.Validation(2, 1, 2.5, 12.2, 9.0, 64, T0 + 200))
     assert [(w.tag, w.value) for w in evaluated if "vs samples" not in w.tag] == [
         ("lm loss validation", 2.5), ("lm loss validation ppl", math.exp(2.5))]
+
+
+# -- Lightning ---------------------------------------------------------------------
+def test_lightnings_tensorboard_logger_logs_its_hparams_then_the_scripts_rows():
+    ident = _ident(lightning="2.5.0")
+    ident = dataclasses.replace(ident, hyper=dataclasses.replace(ident.hyper, log_every=2))
+    board = LightningBoard(Board("lightning", 0, "tb", "--tensorboard"), (), 5)
+    board.writes(ev.RunIdentity(ident))
+    board.writes(dataclasses.replace(_started([]), logger_version=3))
+    opened, metric, params = board.writes(ev.Phase("train", "", 0, T0))
+    assert opened == Open("tb/lightning_logs/version_3", T0) and metric == Scalar("hp_metric", -1.0, 0, T0)
+    assert params.metrics == ("hp_metric",) and params.params["seed"] == 5
+    assert board.writes(_step(1)) == []
+    assert board.writes(_step(2, loss=2.1)) == [Scalar("train_loss", 2.0999999046325684, 1, T0 + 120),
+                                                Scalar("epoch", 0.0, 1, T0 + 120)]
+    assert board.writes(ev.Phase("export", "", 2, T0 + 130)) == [Close(T0 + 130)]
+    again = board.writes(ev.Validation(2, 1, 2.5, 12.2, 9.0, 64, T0 + 140))  # a new writer: a new file
+    assert again[0] == Open("tb/lightning_logs/version_3", T0 + 140) and again[1].tag == "val_loss"
+
+
+def test_with_tensorboard_installed_lightning_warns_of_no_csv_logger():
+    for tensorboard, warned in (("", True), ("tb", False)):
+        out = LightningLines(100, UTC)
+        out.lines(ev.RunIdentity(_ident(lightning="2.5.0")))
+        out.launched(_started([], tensorboard=tensorboard))
+        said = " ".join(line.text for line in out.banner(T0))
+        assert ("will use `CSVLogger` as the default logger" in said) == warned

@@ -55,6 +55,9 @@ class Saving:
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
     trainer: TrainerArgs | None = None  # the Trainer's arguments as the launch line gives them
+    # tensorboard is installed (fakerun's --tensorboard): Lightning's default logger is then a
+    # TensorBoardLogger, whose event files fakerun/tensorboard writes, and no CSVLogger's metrics.csv.
+    tensorboard: bool = False
 
 
 def writer_for(style: str, saving: Saving) -> CheckpointSink:

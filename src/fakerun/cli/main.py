@@ -49,6 +49,8 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     launched = launch(ns)
     script = scriptargs.read(entrypoint, ns.training_script_args, environ)  # fakerun's options win over it
     script.check_world(topology.nproc_per_node, topology.nnodes)
+    style = styles.parse(ns.style or script.style or styles.DEFAULT)
+    output_dir = tensorboard.output_dir(style.name, first(ns.output_dir, script.output_dir), ns.tensorboard)
     config = plan(RunConfig(
         topology=topology,
         task=env.task.localid if env.task else None,
@@ -70,7 +72,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
         tensorboard=ns.tensorboard,
-        output_dir=first(ns.output_dir, script.output_dir),
+        output_dir=output_dir,
         resume=first(ns.resume, script.resume),  # Megatron's --load resumes as --resume does
         sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
@@ -89,7 +91,7 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
-        style=styles.parse(ns.style or script.style or styles.DEFAULT),
+        style=style,
         asked=script.asked,
     ))
     # Event files need the extra: said now, before any rank starts.

@@ -120,7 +120,7 @@ class Launcher:
         if board is not None and board.rank in config.agents.node_ranks():
             from fakerun.tensorboard.sink import build  # protobuf: only for a run that writes them
 
-            sink = build(board, config.script_args, config.output_dir, self.io.environ)
+            sink = build(board, config.script_args, config.output_dir, config.seed, self.io.environ)
             self._renderer(config).attach(sink)
 
     def _renderer(self, config: RunConfig) -> Renderer:

@@ -127,7 +127,7 @@ class Job:
             return None
         c = self.config
         saving = layouts.Saving(c.output_dir, self.ident, c.seed, c.resume_from, c.sparse_checkpoints,
-                                c.entrypoint, c.script_args, c.asked.trainer)
+                                c.entrypoint, c.script_args, c.asked.trainer, c.tensorboard is not None)
         return layouts.writer_for(c.style.name, saving)
 
     # -- the loop -------------------------------------------------------

@@ -1,14 +1,17 @@
 """Whether a run writes TensorBoard event files, whose writer, on which rank,
 and which option asked: each framework's own switch, or fakerun's
 `--tensorboard DIR`, which turns the style's writer on with DIR as its
-directory (the HF Trainer's logging_dir, Megatron's --tensorboard-dir, the
-default and DeepSpeed styles' own writer; Lightning's is refused: LIGHTNING).
+directory (the HF Trainer's logging_dir, Lightning's logger save_dir: the
+Trainer's default_root_dir, Megatron's --tensorboard-dir, the default and
+DeepSpeed styles' own writer).
 
 The simulated environment has tensorboard installed exactly when a run asks
 for event files: then the Trainer's `report_to="all"` (4.x's default) takes
-it and Megatron's `--tensorboard-dir` finds torch.utils.tensorboard.
-Otherwise nothing is installed, as the logs have always said (Lightning's
-CSVLogger warning, training_args.bin's empty report_to)."""
+it, Lightning's default logger is a TensorBoardLogger (no CSVLogger warning,
+no metrics.csv), and Megatron's `--tensorboard-dir` finds
+torch.utils.tensorboard. Otherwise nothing is installed, as the logs have
+always said (Lightning's CSVLogger warning, training_args.bin's empty
+report_to)."""
 
 from __future__ import annotations
 
@@ -20,11 +23,6 @@ from fakerun.world.megatron import launch_args
 
 EXTRA = "pip install 'fakerun[tensorboard]'"
 OWN = "own"  # fakerun's own set of tags: the default and DeepSpeed styles
-# Lightning's TensorBoardLogger moves the version directory, hparams.yaml and the
-# checkpoints with it (ModelCheckpoint's dirpath follows the first logger's save_dir):
-# not simulated yet, so refused rather than half-done.
-LIGHTNING = ("--tensorboard: Lightning's TensorBoardLogger is not simulated yet; its default logger "
-             "here is the CSVLogger (metrics.csv under --output-dir)")
 
 
 @dataclass(frozen=True)
@@ -55,9 +53,21 @@ def choose(style: str, script_args: tuple[str, ...], tensorboard: Path | None, w
         return Board("megatron", world - 1, given or str(own), option if given else "--tensorboard-dir")
     if not given:
         return None
-    if style == "lightning":
-        raise UsageError(LIGHTNING)
-    return Board(OWN, 0, given, option)
+    return Board("lightning" if style == "lightning" else OWN, 0, given, option)
+
+
+def output_dir(style: str, given: Path | None, tensorboard: Path | None) -> Path | None:
+    """The run's output directory. Lightning's default logger, a
+    TensorBoardLogger once tensorboard is installed, saves under the Trainer's
+    default_root_dir, and its version directory holds the checkpoints too
+    (ModelCheckpoint's dirpath follows the first logger's save_dir): there
+    --tensorboard DIR is that root, and another --output-dir contradicts it."""
+    if style != "lightning" or tensorboard is None:
+        return given
+    if given is not None and given != tensorboard:
+        raise UsageError(f"--tensorboard {tensorboard}: under Lightning it is the Trainer's default_root_dir "
+                         f"(its logger's and checkpoints' root), and --output-dir says {given}")
+    return tensorboard
 
 
 def report_to(script_args: tuple[str, ...]) -> list[str]:

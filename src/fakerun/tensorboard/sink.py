@@ -21,7 +21,7 @@ from fakerun.tensorboard.writes import Close, Hparams, Open, Scalar, Text, Write
 
 # The events any board or the sink reads: the rest (every collective's) pass at the cost of a set look-up.
 READ = frozenset({ev.RunStarted, ev.RunIdentity, ev.RankStarted, ev.RunFinished, ev.Phase, ev.Step,
-                  ev.Validation, ev.Summary})
+                  ev.Validation, ev.Summary, ev.HpcCheckpoint})
 
 
 class StyleBoard(Protocol):
@@ -87,7 +87,7 @@ class TensorBoardSink:
         self._close()
 
 
-def build(board: Board, script_args: tuple[str, ...], output_dir: Path | None,
+def build(board: Board, script_args: tuple[str, ...], output_dir: Path | None, seed: int,
           environ: Mapping[str, str]) -> TensorBoardSink:
     """The sink with its framework's board (each module imported only when a
     run uses it); `environ`: the environment the script is started with."""
@@ -95,6 +95,9 @@ def build(board: Board, script_args: tuple[str, ...], output_dir: Path | None,
     if board.kind == "hf":
         from fakerun.tensorboard.hf import HfBoard
         styled = HfBoard(board, script_args, output_dir, environ.get("TENSORBOARD_LOGGING_DIR"))
+    elif board.kind == "lightning":
+        from fakerun.tensorboard.lightning import LightningBoard
+        styled = LightningBoard(board, script_args, seed)
     elif board.kind == "megatron":
         from fakerun.tensorboard.megatron import MegatronBoard
         styled = MegatronBoard(board, script_args)
