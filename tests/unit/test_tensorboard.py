@@ -277,3 +277,20 @@ def test_with_tensorboard_installed_lightning_warns_of_no_csv_logger():
         out.launched(_started([], tensorboard=tensorboard))
         said = " ".join(line.text for line in out.banner(T0))
         assert ("will use `CSVLogger` as the default logger" in said) == warned
+
+
+def test_the_first_file_leaves_the_launcher_without_threads_to_fork_across(tmp_path):
+    """The record writer's import loads numpy, whose OpenBLAS would start a
+    thread: the next --loop run's ranks fork from this process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, pathlib; from fakerun.tensorboard.records import EventFile; "
+            f"EventFile(pathlib.Path({str(tmp_path)!r}), 'x', 1.0, '--tensorboard').close(); "
+            "print(len(os.listdir('/proc/self/task')), 'OPENBLAS_NUM_THREADS' in os.environ)")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"} | {"PYTHONPATH": src}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                         check=True)
+    assert out.stdout.split() == ["1", "False"]

@@ -27,6 +27,7 @@ from fakerun.tensorboard import summaries
 
 FILE_VERSION = "brain.Event:2"
 SOURCE = "tensorboard.summary.writer.event_file_writer"  # EventFileWriter's SourceMetadata.writer
+BLAS_THREADS = "OPENBLAS_NUM_THREADS"
 
 
 def failed(option: str, path: Path, exc: OSError) -> SinkFailed:
@@ -39,16 +40,31 @@ def file_name(when: float, host: str, pid: int, uid: int) -> str:
     return f"events.out.tfevents.{int(when):010d}.{host}.{pid}.{uid}"  # "%010d" % time.time() truncates
 
 
+def _record_writer() -> Any:
+    """tensorboard's RecordWriter, imported at the first file (0.15-0.3 s,
+    once): its CRC-32C pulls in numpy, whose OpenBLAS starts threads as it
+    loads unless told one, and the launcher forks its ranks (a --loop's next
+    run's too) with no thread but its own."""
+    saved = os.environ.get(BLAS_THREADS)
+    os.environ[BLAS_THREADS] = "1"
+    try:
+        from tensorboard.summary.writer.record_writer import RecordWriter
+    finally:
+        if saved is None:
+            del os.environ[BLAS_THREADS]
+        else:
+            os.environ[BLAS_THREADS] = saved
+    return RecordWriter
+
+
 class EventFile:
     """An open event file: records are framed into a buffer and written
     together by flush(); the option that asked for them names it in errors."""
 
     def __init__(self, logdir: Path, name: str, when: float, option: str) -> None:
-        from tensorboard.summary.writer.record_writer import RecordWriter  # its CRC-32C loads numpy: now
-
         self.path, self.option = logdir / name, option
         self.buffer = io.BytesIO()
-        self.records: Any = RecordWriter(self.buffer)
+        self.records: Any = _record_writer()(self.buffer)
         try:
             logdir.mkdir(parents=True, exist_ok=True)
             self.fd = open_regular(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
