@@ -294,3 +294,15 @@ def test_the_first_file_leaves_the_launcher_without_threads_to_fork_across(tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
                          check=True)
     assert out.stdout.split() == ["1", "False"]
+
+
+def test_with_tensorboard_installed_the_trainers_arguments_say_so():
+    """4.x's report_to None means "all" (the installed integrations); 5.0's
+    default is "none"; fakerun's --tensorboard DIR is 4.x's logging_dir."""
+    assert targs.with_tensorboard("4.46.3", (), "tb") == {"report_to": "tensorboard", "logging_dir": "tb"}
+    assert targs.with_tensorboard("4.46.3", ("--report_to", "none"), "") == {}
+    assert targs.with_tensorboard("5.0.0", (), "tb") == {}
+    assert targs.with_tensorboard("5.0.0", ("--report_to=all",), "tb") == {"report_to": "tensorboard"}
+    body = json.loads(targs.to_json("4.46.3", ("--output_dir", "o"), "o", "x",
+                                    targs.with_tensorboard("4.46.3", (), "tb")))
+    assert (body["report_to"], body["logging_dir"]) == (["tensorboard"], "tb")

@@ -55,9 +55,9 @@ class Saving:
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
     trainer: TrainerArgs | None = None  # the Trainer's arguments as the launch line gives them
-    # tensorboard is installed (fakerun's --tensorboard): Lightning's default logger is then a
-    # TensorBoardLogger, whose event files fakerun/tensorboard writes, and no CSVLogger's metrics.csv.
-    tensorboard: bool = False
+    # fakerun's --tensorboard DIR ("" none): tensorboard is installed, so Lightning's default logger is
+    # a TensorBoardLogger (no CSVLogger's metrics.csv) and the Trainer's arguments say so.
+    tensorboard: str = ""
 
 
 def writer_for(style: str, saving: Saving) -> CheckpointSink:

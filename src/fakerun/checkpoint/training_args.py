@@ -125,6 +125,34 @@ def ran_with(hyper: Any, script_args: tuple[str, ...]) -> dict[str, str]:
     return run
 
 
+def report_to(script_args: tuple[str, ...]) -> list[str]:
+    """The Trainer's --report_to values (a list field: nargs '+')."""
+    found: list[str] = []
+    taking = False
+    for arg in script_args:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            taking = name == "report_to"
+            if taking:
+                found = [value] if eq else []
+                taking = not eq
+        elif taking:
+            found.append(arg)
+    return found
+
+
+def with_tensorboard(version: str, script_args: tuple[str, ...], logdir: str) -> dict[str, str]:
+    """What the arguments become where tensorboard is installed (a run that
+    writes event files), as line text for `fields`' `run`: 4.x's default
+    report_to (None, then "all") and "all" in any version take it; fakerun's
+    --tensorboard DIR (`logdir`, "" none) is 4.x's logging_dir (5.0 reads
+    $TENSORBOARD_LOGGING_DIR instead)."""
+    v5 = int(version.split(".")[0]) >= 5
+    asked = report_to(script_args)
+    run = {"report_to": "tensorboard"} if asked == ["all"] or (not asked and not v5) else {}
+    return {**run, "logging_dir": logdir} if logdir and not v5 else run
+
+
 def to_json(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
             run: dict[str, str] | None = None) -> str | None:
     """`args.to_json_string()`, the text the Trainer's TensorBoardCallback

@@ -174,7 +174,11 @@ class CheckpointWriter:
         return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids), torch)}
 
     def _ran_with(self) -> dict[str, str]:
-        return targs.ran_with(self.ident.hyper, self.saving.script_args)
+        """The run's own values, and what an installed tensorboard (--tensorboard) changes."""
+        version, args = self.ident.versions.transformers, self.saving.script_args
+        logdir = self.saving.tensorboard
+        installed = targs.with_tensorboard(version, args, logdir) if logdir else {}
+        return {**targs.ran_with(self.ident.hyper, args), **installed}
 
     def optimizer_files(self, step: int) -> dict[str, bytes | Sparse]:
         """Trainer._save_optimizer_and_scheduler's files (trainer.py at v4.46.3).

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakerun.checkpoint.training_args import report_to
 from fakerun.errors import UsageError
 from fakerun.world.megatron import launch_args
 
@@ -68,22 +69,6 @@ def output_dir(style: str, given: Path | None, tensorboard: Path | None) -> Path
         raise UsageError(f"--tensorboard {tensorboard}: under Lightning it is the Trainer's default_root_dir "
                          f"(its logger's and checkpoints' root), and --output-dir says {given}")
     return tensorboard
-
-
-def report_to(script_args: tuple[str, ...]) -> list[str]:
-    """The Trainer's --report_to values (a list field: nargs '+')."""
-    found: list[str] = []
-    taking = False
-    for arg in script_args:
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            taking = name == "report_to"
-            if taking:
-                found = [value] if eq else []
-                taking = not eq
-        elif taking:
-            found.append(arg)
-    return found
 
 
 def require(board: Board | None) -> None:

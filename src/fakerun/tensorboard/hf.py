@@ -36,7 +36,7 @@ from fakerun.checkpoint import training_args as targs
 from fakerun.checkpoint.model_files import ModelFiles
 from fakerun.render.styles.hf import DEFAULT_OUTPUT
 from fakerun.render.styles.routes import EventRoutes
-from fakerun.tensorboard.choice import Board, report_to
+from fakerun.tensorboard.choice import Board
 from fakerun.tensorboard.writes import Close, Open, Scalar, Text, Write
 from fakerun.world.trainer_log import TrainerLog, major
 
@@ -110,17 +110,12 @@ class HfBoard(EventRoutes):
         return f"{self.output_dir.rstrip('/')}/runs/{stamp}"
 
     def _args_text(self) -> str | None:
-        """What the arguments say where this environment has tensorboard: 4.x's
-        report_to None or "all" takes the installed integration; --tensorboard
-        DIR is 4.x's logging_dir."""
-        run = targs.ran_with(self.ident.hyper, self.script_args)
-        asked = report_to(self.script_args)
-        if asked in ([], ["all"]) and (asked or not self.v5):
-            run["report_to"] = "tensorboard"
-        if self.board.logdir and not self.v5:
-            run["logging_dir"] = self.board.logdir
+        """The arguments as the run has them, tensorboard installed."""
+        version = self.ident.versions.transformers
+        run = {**targs.ran_with(self.ident.hyper, self.script_args),
+               **targs.with_tensorboard(version, self.script_args, self.board.logdir)}
         stamp = targs.logdir_stamp(self.parsed_at, self.ident.hosts[0])
-        return targs.to_json(self.ident.versions.transformers, self.script_args, self.output_dir, stamp, run)
+        return targs.to_json(version, self.script_args, self.output_dir, stamp, run)
 
     def _logged(self, entry: dict[str, Any] | None, step: int, when: float) -> list[Write]:
         if entry is None:
