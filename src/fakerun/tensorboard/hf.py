@@ -84,8 +84,6 @@ class HfBoard(EventRoutes):
             self.parsed_at = e.time
         if e.name != "train":
             return []
-        if self.log is None:
-            self.log = TrainerLog(self.ident)
         model = ModelFiles(self.ident, targs.given(self.script_args, {"model_name_or_path": "str"})
                            .get("model_name_or_path") or "")
         args = self._args_text()
