@@ -306,3 +306,23 @@ def test_with_tensorboard_installed_the_trainers_arguments_say_so():
     body = json.loads(targs.to_json("4.46.3", ("--output_dir", "o"), "o", "x",
                                     targs.with_tensorboard("4.46.3", (), "tb")))
     assert (body["report_to"], body["logging_dir"]) == (["tensorboard"], "tb")
+
+
+def test_inside_a_slurm_job_the_tensorboard_loggers_version_is_the_job_id(tmp_path, monkeypatch):
+    from fakerun.checkpoint.lightning import slurm_version
+    from fakerun.cli.main import build_parser, to_config
+    from fakerun.launcher.build import logger_version
+
+    assert slurm_version({"SLURM_JOB_ID": "4242"}) == 4242
+    assert slurm_version({"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "interactive"}) is None
+    assert slurm_version({"SLURM_JOB_ID": "12_3x"}) is None and slurm_version({}) is None
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_JOB_NAME", raising=False)
+    (tmp_path / "tb" / "lightning_logs" / "version_0").mkdir(parents=True)
+
+    def version(*flags: str) -> int:
+        argv = ["--nproc", "1", "--speed", "0", *flags, "train_lightning.py"]
+        return logger_version(to_config(build_parser().parse_args(argv), environ={}))
+
+    assert version("--tensorboard", str(tmp_path / "tb")) == 4242
+    assert version("--output-dir", str(tmp_path / "tb")) == 1  # a CSVLogger: the next free one

@@ -57,6 +57,7 @@ import pickle
 import re
 import struct
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,20 @@ def next_version(logs: Path) -> int:
                  if (m := _VERSION_DIR.fullmatch(p.name)) and m.group(1).isascii() and p.is_dir()]
         return max(found) + 1 if found else 0
     return 0
+
+
+def slurm_version(environ: Mapping[str, str]) -> int | None:
+    """The version Lightning's default TensorBoardLogger is given (a
+    CSVLogger is given none): SLURMEnvironment.job_id()
+    (fabric/plugins/environments/slurm.py at 2.4.0-2.6.x), $SLURM_JOB_ID as
+    int() reads it; None outside Slurm, in a job named `bash` or
+    `interactive`, or for an id int() refuses."""
+    if environ.get("SLURM_JOB_NAME") in ("bash", "interactive") or "SLURM_JOB_ID" not in environ:
+        return None
+    try:
+        return int(environ["SLURM_JOB_ID"])
+    except ValueError:
+        return None
 
 
 def ckpt_name(epoch: int, step: int) -> str:

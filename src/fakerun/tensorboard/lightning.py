@@ -18,9 +18,8 @@ launch found free, RunStarted.logger_version, as the screen's v_num says):
 - finalize (fit's end, and the SLURM requeue handler's) closes the writer;
   torch's SummaryWriter makes a new file at its next use (the counter one
   higher).
-
-Not modelled: under Slurm the default logger's version is the job id
-(SLURMEnvironment.job_id()); here it is always the next free number."""
+Inside a Slurm job the default logger's version is the job id
+(SLURMEnvironment.job_id(): launcher/build.py logger_version)."""
 
 from __future__ import annotations
 
