@@ -101,7 +101,8 @@ def test_any_value_runs_or_is_refused_in_one_line(runner, option, value):
 
 
 # -- path options -------------------------------------------------------------
-PATH_OPTIONS = ("--metrics-file", "--log-dir", "--output-dir", "--resume", "--token-file", "--scenario")
+PATH_OPTIONS = ("--metrics-file", "--log-dir", "--output-dir", "--resume", "--token-file", "--scenario",
+                "--tensorboard")
 PLACES = {  # what each value names, in a working directory set up by _setting
     "new": "new", "parents to make": "missing/parents/new", "a directory": "adir", "a file": "afile",
     "a FIFO": "fifo", "a dangling symlink": "dangling", "under a dangling symlink": "dangling/new",
@@ -132,6 +133,7 @@ def _setting(cwd: Path) -> set[str]:
 @example(option="--resume", place="a name too long")
 @example(option="--log-dir", place="a name not in UTF-8")  # every rank failed to say hello
 @example(option="--output-dir", place="a name not in UTF-8")  # UnicodeEncodeError in the launcher
+@example(option="--tensorboard", place="under a file")  # the event file's directory (a guard)
 def test_any_path_runs_or_is_refused_in_one_line(runner, option, place):
     cwd = _cwd(runner)
     before = _setting(cwd)

@@ -18,7 +18,8 @@ def parse(*argv: str):
 
 
 @pytest.mark.parametrize("argv", [("--output-dir", ""), ("--metrics-file", ""), ("--token-file", ""),
-                                  ("--resume", ""), ("--output-dir", "\udcff"), ("--metrics-file", "a/\udcfe")])
+                                  ("--resume", ""), ("--output-dir", "\udcff"), ("--metrics-file", "a/\udcfe"),
+                                  ("--tensorboard", "")])
 def test_an_empty_path_or_one_not_in_text_is_a_usage_error(argv, capsys):
     """'' was Path('.'), the working directory; bytes that are no UTF-8 were a
     UnicodeEncodeError once written into a log, JSON or a message."""

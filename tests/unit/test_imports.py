@@ -38,9 +38,10 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"events", "world", "texts", "system"},
     "smi": {"render", "events", "world", "texts", "system"},
     "theatre": {"system"},
+    "tensorboard": {"events", "world", "system", "texts", "checkpoint", "render"},
     "launcher": {"failures", "config", "checkpoint", "coordinator", "events", "protocol", "rank", "render", "smi",
-                 "system", "texts", "theatre", "world"},
-    "cli": {"version", "config", "launcher", "render", "smi", "system", "theatre", "world"},
+                 "system", "tensorboard", "texts", "theatre", "world"},
+    "cli": {"version", "config", "launcher", "render", "smi", "system", "tensorboard", "theatre", "world"},
     "api": {"cli"},
     "pytest_plugin": {"api"},  # pytest's entry point: the API loads when a test asks for the fixture
     "__main__": {"cli"},

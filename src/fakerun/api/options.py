@@ -52,6 +52,7 @@ class RunOptions(TypedDict, total=False):
     output_dir: PathArg | None
     resume: bool | PathArg | None  # True: the latest checkpoint in output_dir
     metrics_file: PathArg | None
+    tensorboard: PathArg | None
     module: bool | None  # -m: the script is a module, run as `python -m`
     no_python: bool | None  # the script is an executable, not run under python
     run_path: bool | None  # runpy.run_path in the agent's own interpreter

@@ -55,6 +55,9 @@ class Saving:
     entrypoint: str = "train.py"
     script_args: tuple[str, ...] = ()
     trainer: TrainerArgs | None = None  # the Trainer's arguments as the launch line gives them
+    # fakerun's --tensorboard DIR ("" none): tensorboard is installed, so Lightning's default logger is
+    # a TensorBoardLogger (no CSVLogger's metrics.csv) and the Trainer's arguments say so.
+    tensorboard: str = ""
 
 
 def writer_for(style: str, saving: Saving) -> CheckpointSink:

@@ -14,7 +14,10 @@ tag mirrored for the 2.6.6 pin):
   which warns so on screen); version_N is the next free number under
   lightning_logs (fabric/loggers/csv_logs.py _get_next_version), found once
   at launch (launcher/build.py logger_version) and given to the writer and
-  the screen's v_num alike in RunStarted.
+  the screen's v_num alike in RunStarted. With fakerun's --tensorboard,
+  tensorboard is installed and the default logger a TensorBoardLogger in the
+  same version directory (its _get_next_version alike): the same
+  hparams.yaml, no metrics.csv, its event files fakerun/tensorboard's.
 - config.yaml: LightningCLI's SaveConfigCallback, at fit's setup (cli.py):
   the fit config as jsonargparse dumps it (config_yaml).
 - hparams.yaml: the LightningModule's save_hyperparameters(), written at fit
@@ -54,6 +57,7 @@ import pickle
 import re
 import struct
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +94,20 @@ def next_version(logs: Path) -> int:
                  if (m := _VERSION_DIR.fullmatch(p.name)) and m.group(1).isascii() and p.is_dir()]
         return max(found) + 1 if found else 0
     return 0
+
+
+def slurm_version(environ: Mapping[str, str]) -> int | None:
+    """The version Lightning's default TensorBoardLogger is given (a
+    CSVLogger is given none): SLURMEnvironment.job_id()
+    (fabric/plugins/environments/slurm.py at 2.4.0-2.6.x), $SLURM_JOB_ID as
+    int() reads it; None outside Slurm, in a job named `bash` or
+    `interactive`, or for an id int() refuses."""
+    if environ.get("SLURM_JOB_NAME") in ("bash", "interactive") or "SLURM_JOB_ID" not in environ:
+        return None
+    try:
+        return int(environ["SLURM_JOB_ID"])
+    except ValueError:
+        return None
 
 
 def ckpt_name(epoch: int, step: int) -> str:
@@ -219,16 +237,14 @@ class LightningWriter:
             write_file(self.dir / "hparams.yaml", yaml_dump(hparams(self.saving)), e.time)
         elif isinstance(e, ev.Step):
             self.lr = e.lr
-            # A stopping step (the Timer's max_time, as the style has it) is logged whatever the
-            # interval (logger_connector.py should_update_logs) and saved at once
-            # (training_epoch_loop.py _save_loggers_on_train_batch_end).
-            if e.step % h.log_every == 0 or e.stopped:
-                self._log({"epoch": e.epoch - 1, "step": e.step - 1, "train_loss": float32(e.loss)}, e.time)
-            if e.stopped:
+            row = logged(e, h.log_every)
+            if row is not None:
+                self._log(row, e.time)
+            if e.stopped:  # saved at once (training_epoch_loop.py _save_loggers_on_train_batch_end)
                 self._flush(e.time)
         elif isinstance(e, ev.Validation):
             self.evaluations += 1
-            self._log({"epoch": e.epoch - 1, "step": e.step - 1, "val_loss": float32(e.val_loss)}, e.time)
+            self._log(logged(e, h.log_every) or {}, e.time)
         elif isinstance(e, ev.Checkpoint):
             self._save(e)
         elif isinstance(e, ev.HpcCheckpoint):
@@ -249,7 +265,7 @@ class LightningWriter:
             self._flush(when)
 
     def _flush(self, when: float) -> None:
-        if self.metrics.rows:
+        if self.metrics.rows and not self.saving.tensorboard:  # a TensorBoardLogger writes no CSV
             write_file(self.dir / "metrics.csv", self.metrics.text(), when)
 
     def _save(self, e: ev.Checkpoint) -> None:
@@ -371,6 +387,20 @@ def _scaler(step: int) -> dict[str, Any]:
     return {"scale": SCALER["init_scale"] * 2.0 ** grown, "growth_factor": SCALER["growth_factor"],
             "backoff_factor": SCALER["backoff_factor"], "growth_interval": SCALER["growth_interval"],
             "_growth_tracker": tracker}
+
+
+def logged(e: ev.Step | ev.Validation, log_every: int) -> dict[str, Any] | None:
+    """The row the script's self.log calls give its logger at this event
+    (None: not a logging step): `train_loss` every log_every_n_steps, and at
+    a stopping step (the Timer's max_time, as the style has it) whatever the
+    interval (logger_connector.py should_update_logs); `val_loss` at each
+    validation; the 0-based `epoch` the logger connector adds, and `step`,
+    the optimizer steps done before it (_batches_that_stepped)."""
+    if isinstance(e, ev.Validation):
+        return {"epoch": e.epoch - 1, "step": e.step - 1, "val_loss": float32(e.val_loss)}
+    if e.step % log_every == 0 or e.stopped:
+        return {"epoch": e.epoch - 1, "step": e.step - 1, "train_loss": float32(e.loss)}
+    return None
 
 
 def float32(value: float) -> float:

@@ -112,6 +112,78 @@ def training_args(version: str, script_args: tuple[str, ...], output_dir: str, l
     return Instance(Global("transformers.training_args", "TrainingArguments"), values)
 
 
+def ran_with(hyper: Any, script_args: tuple[str, ...]) -> dict[str, str]:
+    """The arguments the simulated Trainer ran with (the line's where it
+    gives them; fakerun's own options win): its LR, batch, accumulation,
+    and max_steps unless whole epochs, not a step count, end the run."""
+    h = hyper
+    run = {"learning_rate": repr(h.max_lr), "per_device_train_batch_size": str(h.micro_batch),
+           "gradient_accumulation_steps": str(h.grad_accum)}
+    steps = given(script_args, {"max_steps": "str"}).get("max_steps")  # -1: unset, epochs end the run
+    if (steps is not None and steps != "-1") or h.total_steps != h.epochs * h.steps_per_epoch:
+        run["max_steps"] = str(h.total_steps)
+    return run
+
+
+def report_to(script_args: tuple[str, ...]) -> list[str]:
+    """The Trainer's --report_to values (a list field: nargs '+')."""
+    found: list[str] = []
+    taking = False
+    for arg in script_args:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            taking = name == "report_to"
+            if taking:
+                found = [value] if eq else []
+                taking = not eq
+        elif taking:
+            found.append(arg)
+    return found
+
+
+def with_tensorboard(version: str, script_args: tuple[str, ...], logdir: str) -> dict[str, str]:
+    """What the arguments become where tensorboard is installed (a run that
+    writes event files), as line text for `fields`' `run`: 4.x's default
+    report_to (None, then "all") and "all" in any version take it; fakerun's
+    --tensorboard DIR (`logdir`, "" none) is 4.x's logging_dir (5.0 reads
+    $TENSORBOARD_LOGGING_DIR instead)."""
+    v5 = int(version.split(".")[0]) >= 5
+    asked = report_to(script_args)
+    run = {"report_to": "tensorboard"} if asked == ["all"] or (not asked and not v5) else {}
+    return {**run, "logging_dir": logdir} if logdir and not v5 else run
+
+
+def to_json(version: str, script_args: tuple[str, ...], output_dir: str, logdir: str,
+            run: dict[str, str] | None = None) -> str | None:
+    """`args.to_json_string()`, the text the Trainer's TensorBoardCallback
+    logs as `args` (integration_utils.py at v4.42.4 to v5.0.0):
+    `json.dumps(self.to_dict(), indent=2)`, to_dict being the init fields in
+    their order, enums by their values, `*_token` fields masked as
+    `<NAME>`, the AcceleratorConfig as its dict (training_args.py). None
+    for a line whose fields this module cannot say (as training_args.bin)."""
+    values = fields(version, script_args, output_dir, logdir, run or {})
+    if values is None:
+        return None
+    kinds = {name: kind for name, kind, _ in template(version)["fields"]}
+    body = {name: _plain(name, value) for name, value in values.items()
+            if kinds.get(name) != "state" and name != "_n_gpu"}  # _n_gpu is field(init=False)
+    return json.dumps(body, indent=2)
+
+
+def _plain(name: str, value: Any) -> Any:
+    if name.endswith("_token"):
+        return f"<{name.upper()}>"
+    if isinstance(value, Member):
+        return value.value
+    if isinstance(value, list):
+        return [_plain("", v) for v in value]
+    if isinstance(value, Instance):  # AcceleratorConfig.to_dict(): a copy of its __dict__
+        return {k: _plain("", v) for k, v in value.state.items()}
+    if isinstance(value, dict):
+        return {k: _plain("", v) for k, v in value.items()}
+    return str(value) if isinstance(value, Made) else value
+
+
 def written(version: str, script_args: tuple[str, ...], trainer: object | None) -> bool:
     """Whether `_save` writes training_args.bin here: for a launch line read
     as the Trainer's (`trainer`, its TrainerArgs; another framework's run in

@@ -24,8 +24,6 @@ model at all (nor its tokenizer), in the checkpoints or at the end.
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +39,7 @@ from fakerun.checkpoint.store import Sparse, remove, write
 from fakerun.world import draws, tokenizers
 from fakerun.world.memory import FULL_STATE_DICT
 from fakerun.world.tensors import export_files
-from fakerun.world.trainer import float32
 from fakerun.world.trainer_log import TrainerLog, state_steps
-
-# The nn.Embedding weights num_parameters(exclude_embeddings=True) leaves out.
-EMBEDDING = re.compile(r"embed|\bwte\b|\bwpe\b")
 
 
 def launch_arg(script_args: tuple[str, ...], name: str) -> str | None:
@@ -180,16 +174,11 @@ class CheckpointWriter:
         return {targs.NAME: torchsave.archive(targs.NAME, args, model_files.serial(ids), torch)}
 
     def _ran_with(self) -> dict[str, str]:
-        """The arguments the simulated Trainer ran with (the line's where it
-        gives them; fakerun's own options win): its LR, batch, accumulation,
-        and max_steps unless whole epochs, not a step count, end the run."""
-        h = self.ident.hyper
-        run = {"learning_rate": repr(h.max_lr), "per_device_train_batch_size": str(h.micro_batch),
-               "gradient_accumulation_steps": str(h.grad_accum)}
-        steps = launch_arg(self.saving.script_args, "max_steps")  # -1: unset, epochs end the run
-        if (steps is not None and steps != "-1") or h.total_steps != h.epochs * h.steps_per_epoch:
-            run["max_steps"] = str(h.total_steps)
-        return run
+        """The run's own values, and what an installed tensorboard (--tensorboard) changes."""
+        version, args = self.ident.versions.transformers, self.saving.script_args
+        logdir = self.saving.tensorboard
+        installed = targs.with_tensorboard(version, args, logdir) if logdir else {}
+        return {**targs.ran_with(self.ident.hyper, args), **installed}
 
     def optimizer_files(self, step: int) -> dict[str, bytes | Sparse]:
         """Trainer._save_optimizer_and_scheduler's files (trainer.py at v4.46.3).
@@ -233,7 +222,7 @@ class CheckpointWriter:
             "max_steps": h.total_steps, "num_input_tokens_seen": 0, "num_train_epochs": h.epochs,
             "save_steps": self._steps("save_steps"),
             "stateful_callbacks": {"TrainerControl": {"args": control, "attributes": {}}},
-            "total_flos": self._flos(e.step), "train_batch_size": h.micro_batch,
+            "total_flos": self.log.total_flos(e.step), "train_batch_size": h.micro_batch,
             "trial_name": None, "trial_params": None}
         if self.v5:
             state["best_global_step"] = None
@@ -241,15 +230,6 @@ class CheckpointWriter:
 
     def _steps(self, name: str) -> int:
         return state_steps(self.saving.trainer, name, self.ident.hyper)
-
-    def _flos(self, step: int) -> float:
-        """Trainer.store_flos: each process's floating_point_ops (6 x tokens x
-        the parameters less the embeddings', modeling_utils.py), summed over
-        the processes in a float32 tensor (distributed_broadcast_scalars):
-        rounded here once, not at each save."""
-        embeddings = sum(math.prod(t.shape) for t in self.model.layout.tensors if EMBEDDING.search(t.name))
-        per_step = 6.0 * (self.ident.model.params - embeddings) * self.ident.hyper.tokens_per_step
-        return float32(per_step * step)
 
     def _export(self, e: ev.Export) -> None:
         """trainer.save_model() at the script's end: the model's files into the

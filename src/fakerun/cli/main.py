@@ -32,6 +32,7 @@ from fakerun.config.options import Fault, RunConfig
 from fakerun.config.plan import plan
 from fakerun.errors import ExitCode, UsageError
 from fakerun.system.signals import KilledBy, die_by
+from fakerun.tensorboard import choice as tensorboard
 from fakerun.world import identity, settings, styles
 from fakerun.world import scenarios as scenario_catalog
 from fakerun.world.topology import Topology
@@ -48,6 +49,8 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
     launched = launch(ns)
     script = scriptargs.read(entrypoint, ns.training_script_args, environ)  # fakerun's options win over it
     script.check_world(topology.nproc_per_node, topology.nnodes)
+    style = styles.parse(ns.style or script.style or styles.DEFAULT)
+    output_dir = tensorboard.output_dir(style.name, first(ns.output_dir, script.output_dir), ns.tensorboard)
     config = plan(RunConfig(
         topology=topology,
         task=env.task.localid if env.task else None,
@@ -68,7 +71,8 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         output=ns.output,
         log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
-        output_dir=first(ns.output_dir, script.output_dir),
+        tensorboard=ns.tensorboard,
+        output_dir=output_dir,
         resume=first(ns.resume, script.resume),  # Megatron's --load resumes as --resume does
         sparse_checkpoints=ns.sparse_checkpoints,
         entrypoint=entrypoint,
@@ -87,9 +91,12 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         start_time=ns.start_time,
         exit_after_s=ns.exit_after_time,
         loop=ns.loop,
-        style=styles.parse(ns.style or script.style or styles.DEFAULT),
+        style=style,
         asked=script.asked,
     ))
+    # Event files need the extra: said now, before any rank starts.
+    tensorboard.require(tensorboard.choose(config.style.name, config.script_args, config.tensorboard,
+                                           config.topology.world_size))
     return slurm.named_hosts(config, env.hosts)
 
 
@@ -115,7 +122,7 @@ def joke_rate(ns: argparse.Namespace, drop_in: bool, one_node: bool, theatre: bo
         return ns.jokes
     if ns.funny:
         return identity.JOKES_ALWAYS
-    files = ns.metrics_file or ns.output_dir or ns.log_dir not in (None, Path(os.devnull))
+    files = ns.metrics_file or ns.tensorboard or ns.output_dir or ns.log_dir not in (None, Path(os.devnull))
     shown = not drop_in and not files and ns.output != "jsonl" and sys.stdout.isatty()
     return identity.JOKES_RARE if shown and ((ns.loop and one_node) or theatre) else identity.JOKES_NEVER
 

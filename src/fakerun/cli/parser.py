@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint in --output-dir, or from PATH")
     t.add_argument("--metrics-file", type=_path, default=None, metavar="PATH",
                    help="training metrics as JSONL, a line per step/eval/event, never torn")
+    t.add_argument("--tensorboard", type=_path, default=None, metavar="DIR",
+                   help="TensorBoard event files in DIR, as the style's framework writes them (needs "
+                        "pip install 'fakerun[tensorboard]')")
     f = p.add_argument_group("fakerun options")
     f.add_argument("--sparse-checkpoints", action="store_true",
                    help="write each safetensors shard at its true size, the weights a hole (sparse file) "

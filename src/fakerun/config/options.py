@@ -86,6 +86,7 @@ class RunConfig:
     output: str = "auto"
     log_dir: Path | None = None
     metrics_file: Path | None = None
+    tensorboard: Path | None = None  # --tensorboard DIR: the style's own event writer, there
     output_dir: Path | None = None
     resume: str | None = None  # "latest" (in --output-dir) or a checkpoint/output directory
     sparse_checkpoints: bool = False  # weight shards of their true size, as holes

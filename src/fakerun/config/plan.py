@@ -68,6 +68,8 @@ def _check_paths(c: RunConfig) -> None:
         check_file_target(c.metrics_file, "--metrics-file")
     if c.output_dir is not None:
         check_writable_dir(c.output_dir, "--output-dir")
+    if c.tensorboard is not None:
+        check_writable_dir(c.tensorboard, "--tensorboard")
 
 
 def _find_checkpoint(c: RunConfig) -> Resume:

@@ -57,6 +57,9 @@ class RunStarted:
     # The Slurm job Lightning's SLURMEnvironment would `scontrol requeue` on SIGUSR1 (its
     # auto-requeue handlers are set: the script is srun's task); "" when they are not.
     requeue_job: str = ""
+    # fakerun's --tensorboard DIR: the directory the script's own event writer is given (the
+    # HF Trainer's logging dir, Megatron's --tensorboard-dir, Lightning's logger); "" none.
+    tensorboard: str = ""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from fakerun.system.rundir import RunDir
 from fakerun.system.runtime import RuntimeDirError
 from fakerun.system.signals import AGENT_SIGNALS, KilledBy, SignalInbox, StopOverdue
 from fakerun.system.streams import silence
+from fakerun.tensorboard import choice as tensorboard
 from fakerun.world.clock import VirtualClock
 from fakerun.world.identity import PYTHON
 
@@ -87,14 +88,7 @@ class Launcher:
         self._renderer(config).formatter.log_root = str(rundir.logs.parent)
         # Attempts and --loop runs go on on one clock, from the first launch.
         self.clock = self.clock or build.run_clock(config, self.io.monotonic)
-        if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
-            renderer = self._renderer(config)
-            paced = self.clock if config.speed else None  # at a pace its time moves between events
-            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced,
-                                         fault=config.fault))
-        if config.log_dir is not None and config.task in (None, 0):  # one writer a node, srun's tasks too
-            renderer = self._renderer(config)
-            renderer.attach(KernelLog(config.log_dir, config.topology.node_rank, renderer.formatter.tz))
+        self._views(config, rundir)
         try:
             attempt = 0
             while True:
@@ -116,6 +110,28 @@ class Launcher:
                                          self.clock()))
         finally:
             rundir.remove()
+
+    def _views(self, config: RunConfig, rundir: RunDir) -> None:
+        """This run's views beyond the console: `fakerun smi`'s state, the
+        node's kernel log, the event files."""
+        renderer = self._renderer(config)
+        if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
+            paced = self.clock if config.speed else None  # at a pace its time moves between events
+            renderer.attach(SmiStateSink(rundir.private / SNAPSHOT_NAME, PYTHON, run_clock=paced,
+                                         fault=config.fault))
+        if config.log_dir is not None and config.task in (None, 0):  # one writer a node, srun's tasks too
+            renderer.attach(KernelLog(config.log_dir, config.topology.node_rank, renderer.formatter.tz))
+        self._tensorboard(config)
+
+    def _tensorboard(self, config: RunConfig) -> None:
+        """The event files, on the agent of the rank that writes them (so none is written twice)."""
+        board = tensorboard.choose(config.style.name, config.script_args, config.tensorboard,
+                                   config.topology.world_size)
+        if board is not None and board.rank in config.agents.node_ranks():
+            from fakerun.tensorboard.sink import build  # protobuf: only for a run that writes them
+
+            sink = build(board, config.script_args, config.output_dir, config.seed, self.io.environ)
+            self._renderer(config).attach(sink)
 
     def _renderer(self, config: RunConfig) -> Renderer:
         if self.renderer is None:

@@ -143,19 +143,24 @@ def run_started(config: RunConfig, attempt: int, launcher_pid: int, now: float) 
         launcher_pid, attempt, now, "OMP_NUM_THREADS" not in os.environ,
         str(c.output_dir) if c.output_dir else "", str(c.resume_from.path) if c.resume_from else "",
         c.resume_from.step if c.resume_from else 0, logger_version(c),
-        c.requeue_job if c.requeues and c.requeue_job else "")
+        c.requeue_job if c.requeues and c.requeue_job else "", str(c.tensorboard) if c.tensorboard else "")
 
 
 def logger_version(config: RunConfig) -> int:
     """The version a Lightning script's CSVLogger takes at this launch
     (fabric/loggers/csv_logs.py _get_next_version: the next free number
     under <default_root_dir>/lightning_logs, the Trainer's default root being
-    the cwd). Computed once, here: the writer makes that version_N and the
+    the cwd); the TensorBoardLogger's is Slurm's job id inside a job.
+    Computed once, here: the writer makes that version_N and the
     screen's v_num says it. A restarted worker group's script is a new
     process, which takes the next one after its predecessor's."""
     if config.style.name != "lightning":
         return 0
     from fakerun.checkpoint import lightning  # only Lightning's launches need it
+    # tensorboard installed (--tensorboard): TensorBoardLogger(version=SLURMEnvironment.job_id()).
+    job = lightning.slurm_version(os.environ) if config.tensorboard is not None else None
+    if job is not None:
+        return job
     return lightning.next_version((config.output_dir or Path.cwd()) / lightning.LOGS)
 
 

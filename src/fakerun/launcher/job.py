@@ -128,7 +128,8 @@ class Job:
             return None
         c = self.config
         saving = layouts.Saving(c.output_dir, self.ident, c.seed, c.resume_from, c.sparse_checkpoints,
-                                c.entrypoint, c.script_args, c.asked.trainer)
+                                c.entrypoint, c.script_args, c.asked.trainer,
+                                str(c.tensorboard) if c.tensorboard else "")
         return layouts.writer_for(c.style.name, saving)
 
     # -- the loop -------------------------------------------------------

@@ -15,15 +15,19 @@ epoch, then the step to the entry log_history keeps).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fakerun.world import physics as sim
+from fakerun.world.tensors import DTYPES, layout
 from fakerun.world.trainer import LossTally, TrainerArgs, float32, trainer_epoch
 
 if TYPE_CHECKING:
     from fakerun.world.jobs import Hyper, Identity
 
+# The nn.Embedding weights num_parameters(exclude_embeddings=True) leaves out.
+EMBEDDING = re.compile(r"embed|\bwte\b|\bwpe\b")
 DEFAULT_STEPS = 500  # TrainerState's logging/eval/save_steps where the arguments set none
 
 
@@ -58,6 +62,28 @@ class TrainerLog:
                 "eval_samples_per_second": round(samples / runtime, 3),
                 "eval_steps_per_second": round(self.ident.hyper.eval_batches / runtime, 3),
                 "epoch": self.epoch(step)}
+
+    def train_end(self, steps: int, train_time_s: float) -> dict[str, Any]:
+        """The metrics _inner_training_loop logs at its end: speed_metrics over
+        the *planned* samples and steps (num_train_samples, state.max_steps)
+        whatever was trained, total_flos, the mean loss of the steps done,
+        then Trainer.log's epoch (trainer.py, 4.46.3 and 5.0.0 alike)."""
+        h, runtime = self.ident.hyper, max(train_time_s, 1e-9)
+        return {"train_runtime": round(train_time_s, 4),
+                "train_samples_per_second": round(h.total_steps * h.global_batch / runtime, 3),
+                "train_steps_per_second": round(h.total_steps / runtime, 3),
+                "total_flos": self.total_flos(steps), "train_loss": self.train_loss(steps),
+                "epoch": self.epoch(steps)}
+
+    def total_flos(self, step: int) -> float:
+        """Trainer.store_flos: each process's floating_point_ops (6 x tokens x
+        the parameters less the embeddings', modeling_utils.py), summed over
+        the processes in a float32 tensor (distributed_broadcast_scalars):
+        rounded here once, not at each save."""
+        tensors = layout(self.ident.model, DTYPES[self.ident.gpu.precision][0]).tensors
+        embeddings = sum(math.prod(t.shape) for t in tensors if EMBEDDING.search(t.name))
+        per_step = 6.0 * (self.ident.model.params - embeddings) * self.ident.hyper.tokens_per_step
+        return float32(per_step * step)
 
     def train_loss(self, steps: int) -> float:
         return self.tally.train_loss(steps)

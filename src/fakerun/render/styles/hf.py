@@ -217,15 +217,13 @@ class HfLines(EventRoutes):
         (trainer.py, 4.46.3 and 5.0.0 alike): "Training completed", then
         speed_metrics over the *planned* samples and steps (num_train_samples,
         state.max_steps) whatever was trained, the mean loss of the steps
-        done, the epoch reached; on_train_end closes the bar where it stands."""
-        h, runtime = self.ident.hyper, max(e.train_time_s, 1e-9)
+        done, the epoch reached (world/trainer_log.py train_end); on_train_end
+        closes the bar where it stands."""
         done = self._err(["", "", "Training completed. Do not forget to share your model on "
                           "huggingface.co/models =)", "", ""])
-        stats = self.shown({"train_runtime": round(e.train_time_s, 4),
-                           "train_samples_per_second": round(h.total_steps * h.global_batch / runtime, 3),
-                           "train_steps_per_second": round(h.total_steps / runtime, 3),
-                           "train_loss": self.trainer_log.train_loss(e.steps),
-                           "epoch": self.trainer_log.epoch(e.steps)})
+        logged = self.trainer_log.train_end(e.steps, e.train_time_s)
+        logged.pop("total_flos")  # ProgressCallback.on_log drops it from what it prints
+        stats = self.shown(logged)
         # on_log, then on_train_end's close: a bar stopped short keeps its total.
         return [*done, *self.progress.on_log(stats, e.time), *self.progress.on_train_end(e.time),
                 *self._err(self.export)]

@@ -14,7 +14,9 @@ max_steps=N, max_time=<--exit-after-time, when given>, accumulate_grad_batches=g
 log_every_n_steps=log_every, callbacks=[TQDMProgressBar(refresh_rate=log_every * grad_accum)])`; it logs
 `train_loss` and `val_loss` with `prog_bar=True, sync_dist=True`, and keeps
 the default (silent) ModelCheckpoint and the default logger: a CSVLogger, as
-neither tensorboard nor tensorboardX is installed (the Trainer warns so). Its
+neither tensorboard nor tensorboardX is installed (the Trainer warns so; with
+fakerun's --tensorboard it is installed, the logger a TensorBoardLogger and
+the warning gone: logger_connector.py configure_logger). Its
 files are checkpoint/lightning.py's. A LightningCLI launch line
 (`fit --trainer.max_steps ...`) sets these Trainer arguments instead, and
 `--ckpt_path` restores a checkpoint. The model summary
@@ -211,7 +213,8 @@ class LightningLines(EventRoutes):
         i, t = self.ident, self.text
         said = [*self._precision_said(), *t["devices"]]
         said += [] if self.lightning >= (2, 6) else [t["hpu"]]
-        said.append(t["csv_logger"].format(site=self._site(), line=self._table("csv_logger_line")))
+        if not (self.launch and self.launch.tensorboard):  # else tensorboard is installed: no CSVLogger
+            said.append(t["csv_logger"].format(site=self._site(), line=self._table("csv_logger_line")))
         said += [t["litlogger_tip"], t["litmodels_tip"]] if self.lightning >= (2, 6) else []
         members = [Line(t["member"].format(rank=r, member=r + 1, world=i.world), STDERR, r)
                    for r in range(i.world)]

@@ -112,6 +112,11 @@ class MegatronLines(EventRoutes, MegatronPrint):
                            f"setting number of {f.microbatches} to constant {h.grad_accum}"),
             f"> building {self.args['tokenizer_type']} tokenizer ...",
             f" > padded vocab (size: {vocab}) with {padded - vocab} dummy tokens (new size: {padded})",
+        ]
+        # global_vars.py _set_tensorboard_writer, on the last rank: where the writer lives (tensorboard/)
+        tensorboard = bool(self.args.get("tensorboard_dir"))
+        setting = self._out(["> setting tensorboard ..."], self.last) if tensorboard else []
+        started = [
             "> initializing torch distributed ...",
             f"> initialized tensor model parallel with size {p.tp}",
             f"> initialized pipeline model parallel with size {p.pp}",
@@ -121,7 +126,7 @@ class MegatronLines(EventRoutes, MegatronPrint):
             f"make: Leaving directory '{datasets}'",
             f">>> done with dataset index builder. Compilation time: {compile_s:.3f} seconds",
         ]
-        return self._out(texts_)
+        return [*self._out(texts_), *setting, *self._out(started)]
 
     # -- setup phases -------------------------------------------------------
     def _phase(self, e: ev.Phase) -> list[Line]:

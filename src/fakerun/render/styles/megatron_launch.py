@@ -38,6 +38,8 @@ class Launch:
         fakerun's options win: the files go there), and its --resume --load
         where the launch line has none."""
         given = launch_args(started.args) if started else {}
+        if started is not None and started.tensorboard:  # fakerun's --tensorboard DIR is --tensorboard-dir
+            given = {**given, "tensorboard_dir": started.tensorboard}
         launched = started is not None and is_launch(started.entrypoint, given)
         out = started.output_dir if started else ""  # fakerun's --output-dir wins, as where the files go
         save = str(out or given.get("save") or f"checkpoints/{ident.slug}")
