@@ -158,13 +158,22 @@ def test_energy_is_the_boot_idle_then_the_trapezoid_of_the_power_shown():
     p0 = by_gpu(families(c), "DCGM_FI_DEV_POWER_USAGE")
     assert all(e0[g] == int(1000 * up * p0[g]) for g in e0)  # idle since the node booted
     at0 = c.at
-    feed([c], ident, range(1, 40))
+    for step in range(1, 40):  # to the next collection: the trapezoid from idle to busy, to the mJ
+        feed([c], ident, range(step, step + 1))
+        if c.at != at0:
+            break
+    e1 = by_gpu(families(c), "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
+    p1 = by_gpu(families(c), "DCGM_FI_DEV_POWER_USAGE")
+    assert all(abs(e1[g] - e0[g] - 1000 * (p0[g] + p1[g]) / 2 * 30.0) <= 1 for g in e1) and p1 != p0
+    e0, p0, at0 = e1, p1, c.at
+    feed([c], ident, range(step + 1, 40))
     e1 = by_gpu(families(c), "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
     p1 = by_gpu(families(c), "DCGM_FI_DEV_POWER_USAGE")
     at1 = c.at
     assert (at1 - at0) % 30.0 == pytest.approx(0.0, abs=1e-6) and at1 > at0
-    for gpu in e1:  # at most the idle-to-busy trapezoid, at least the idle draw, over the time between
-        assert 1000 * p0[gpu] * (at1 - at0) < e1[gpu] - e0[gpu] <= 1000 * p1[gpu] * (at1 - at0)
+    for gpu in e1:  # busy all along: the mean power the collections showed, over the time between
+        mean = (e1[gpu] - e0[gpu]) / 1000 / (at1 - at0)
+        assert abs(mean / ((p0[gpu] + p1[gpu]) / 2) - 1) < 0.03 and mean <= ident.gpu.power_cap_w
 
 
 def test_nvlink_carries_the_collectives_bytes_and_a_pcie_card_none():

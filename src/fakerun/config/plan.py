@@ -214,7 +214,7 @@ def _check_metrics_port(c: RunConfig) -> None:
         return
     if c.identity.gpu.vendor != "nvidia":
         raise UsageError(f"--metrics-port serves NVIDIA's dcgm-exporter metrics: {c.identity.gpu.name} "
-                         "is not an NVIDIA GPU")
+                         "is not an NVIDIA GPU (choose one with --gpu, e.g. --gpu 'NVIDIA H100 80GB HBM3')")
     if c.task is not None:
         raise UsageError("--metrics-port is not supported under srun's one task per rank yet "
                          "(one exporter a node: run one fakerun a node)")

@@ -40,6 +40,9 @@ class _GpuRows(SmiStateSink):
     def _write(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass  # no file to remove
+
     def rows(self, ranks: range) -> list[Any]:
         """This node's rows, its GPUs recomputed from the model where a step or phase moved them."""
         if self.model_at is not None and self.pids:
@@ -113,27 +116,28 @@ class DcgmCollector:
     def _collect(self, at: float, rates: Traffic,
                  boot_s: float = 0.0) -> tuple[list[GpuSample], dict[int, float]]:
         """The GPUs at `at`, and their power (for the next collection's energy)."""
-        snap_rows = self.gpus.rows(self.ranks)
         step = self.gpus.step
         mfu = sim.mfu(self.ident, step) if self.gpus.pids and self.gpus.phase == "train" else 0.0
         samples, power = [], {}
-        for row in snap_rows:
+        for row in self.gpus.rows(self.ranks):
             cond = condition(self.ident, self.fault, row.rank, step)
             self.xid[row.rank] = cond.xid or self.xid[row.rank]
             cond = dataclasses.replace(cond, xid=self.xid[row.rank])
             heated = dataclasses.replace(row, temp_c=row.temp_c + round(cond.temp_rise_c))
             dev = Device(self._snapshot(step), heated)
             power[row.rank] = 0.0 if cond.lost else round(dev.power, 3)
-            # Energy since boot: the board's draw before the job, then the
-            # trapezoid between the powers two collections showed.
-            before = self.power.get(row.rank, power[row.rank])
-            self.energy[row.rank] += 1000.0 * (boot_s * power[row.rank]
-                                               + (before + power[row.rank]) / 2 * (at - self.at))
+            self._integrate(row.rank, power[row.rank], at, boot_s)
             reading = Reading(dev, cond, self.energy[row.rank], rates, mfu, self._nvlink,
                               draws.uniform(self.ident.seed, "dcgm-ratio", row.rank, step))
             samples.append(GpuSample(row.index, dev.uuid, row.bus_id, row.name, row.host, values(reading),
                                      {"DCGM_FI_DRIVER_VERSION": self.ident.versions.driver}, self.pod))
         return samples, power
+
+    def _integrate(self, rank: int, watts: float, at: float, boot_s: float) -> None:
+        """Energy since boot: the board's draw before the job (`boot_s`, the
+        first collection), then the trapezoid between the powers two collections showed."""
+        before = self.power.get(rank, watts)
+        self.energy[rank] += 1000.0 * (boot_s * watts + (before + watts) / 2 * (at - self.at))
 
     @property
     def _nvlink(self) -> bool:
