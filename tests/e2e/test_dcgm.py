@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 import urllib.request
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,19 +34,28 @@ def per_gpu(text: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def energy_of(text: str) -> dict[str, float]:
+    return per_gpu(text).get("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", {})
+
+
+def next_collection(port: int, energy: dict[str, float]) -> Callable[[], str | None]:
+    """A scrape from a collection after the one whose energy is `energy` (each adds some)."""
+    def probe() -> str | None:
+        text = scrape(port)[1]
+        return text if energy_of(text) != energy else None
+    return probe
+
+
 def test_a_running_job_is_scraped_as_dcgm_exporter_and_agrees_with_its_telemetry(runner):
     port = free_port()
     job = runner.start(*HUNG, "--metrics-port", str(port))
     status = job.wait_for_event("gpu_status", step=20)[0]
     ident = job.of("run_identity")[0]["identity"]
     reported = {str(g["local"]): g for g in status["gpus"]}
-
-    def after_the_report() -> str | None:  # a collection made after the step-20 report
-        _, text = scrape(port)
-        util = per_gpu(text).get("DCGM_FI_DEV_GPU_UTIL", {})
-        return text if util == {k: g["util"] for k, g in reported.items()} else None
-
-    text = wait_until(after_the_report, 30)
+    # The agent's sinks had the report when its line came out: the next
+    # collection (its energy moves) is the first to read the hung GPUs.
+    seen = energy_of(scrape(port)[1])
+    text = wait_until(next_collection(port, seen), 30)
     kind, _ = scrape(port)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     counters = {c.name: c.prom_type for c in pinned().counters}
@@ -57,14 +67,14 @@ def test_a_running_job_is_scraped_as_dcgm_exporter_and_agrees_with_its_telemetry
     assert labels["DCGM_FI_DRIVER_VERSION"] == ident["versions"]["driver"]
     v = per_gpu(text)
     for gpu, g in reported.items():
+        assert v["DCGM_FI_DEV_GPU_UTIL"][gpu] == g["util"]
         assert v["DCGM_FI_DEV_GPU_TEMP"][gpu] == g["temp_c"] and v["DCGM_FI_DEV_FB_USED"][gpu] == g["mem_used_mib"]
         assert int(v["DCGM_FI_DEV_POWER_USAGE"][gpu]) == g["power_w"]
         assert v["DCGM_FI_DEV_FB_USED"][gpu] + v["DCGM_FI_DEV_FB_FREE"][gpu] < g["mem_total_mib"]
         assert v["DCGM_FI_DEV_XID_ERRORS"][gpu] == 0
     # The clock goes on through the hang: later collections add the power shown times the time between.
     energy = v["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]
-    later = wait_until(lambda: (t := per_gpu(scrape(port)[1]))["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"] != energy
-                       and t, 30)
+    later = per_gpu(wait_until(next_collection(port, energy), 30))
     for gpu, power in v["DCGM_FI_DEV_POWER_USAGE"].items():
         added = (later["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"][gpu] - energy[gpu]) / 1000.0
         intervals = added / (power * 30.0)

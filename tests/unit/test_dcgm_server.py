@@ -127,8 +127,8 @@ def test_the_pod_labels_need_a_pytorchjobs_pod_and_its_namespace(tmp_path):
     assert pod_labels(pod, tmp_path / "none") == ()  # no namespace: no labels at all
 
 
-def config(*argv: str, environ: dict[str, str] | None = None):
-    return to_config(build_parser().parse_args([*argv, "--nproc", "2", "--max-steps", "3"]), environ or {})
+def config(*argv: str, gpu: str = "NVIDIA H100 80GB HBM3"):
+    return to_config(build_parser().parse_args([*argv, "--nproc", "2", "--max-steps", "3", "--gpu", gpu]), {})
 
 
 def test_the_option_is_checked_before_anything_starts():
@@ -140,7 +140,7 @@ def test_the_option_is_checked_before_anything_starts():
     with pytest.raises(UsageError, match="--metrics-port must be in 1-65535, got 0"):
         config("--metrics-port", "0")
     with pytest.raises(UsageError, match="is not an NVIDIA GPU"):
-        config("--metrics-port", "9400", "--gpu", "AMD Instinct MI300X")
+        config("--metrics-port", "9400", gpu="AMD Instinct MI300X")
     with pytest.raises(UsageError, match="would serve port 65536"):
         config("--metrics-port", "65535", "--nnodes", "2", "--node-rank", "1", "--lifeline", "1",
                "--token", "t" * 32)
