@@ -77,14 +77,15 @@ def run_ident(gpu: str = H100, nproc: int = 2, nnodes: int = 1) -> identity.Iden
     return identity.build(7, nnodes, nproc, 40, gpu=gpu)
 
 
-def feed(sinks: list, ident: identity.Identity, steps: range, dt: float = 4.0, node: int = 0) -> float:
+def feed(sinks: list, ident: identity.Identity, steps: range, dt: float = 4.0, node: int = 0,
+         start: float = START) -> float:
     """The events a node's agent sees of a training run: its ranks start, each step's all_reduce and Step."""
-    when = START
+    when = start
     for s in sinks:
         for r in ident.topology.node_ranks(node):
             s.event(ev.RankStarted(r, ident.topology.local_rank_of(r), node, 1000 + r, {}))
     for step in steps:
-        when = START + dt * step
+        when = start + dt * step
         for s in sinks:
             s.event(ev.Collective("0", "all_reduce", step, 1, "float32", list(range(ident.world)), 900, "train_step",
                                   25_000_000))
@@ -260,3 +261,19 @@ def host_gpus_row(ident: identity.Identity, rank: int):
     return GpuRow(rank, ident.topology.node_of(rank), local, ident.host(rank), ident.gpu.name,
                   f"00000000:{ident.gpu.bus_id(local).upper()}:00.0", 0, 0, ident.gpu.memory_mib, 30, 100,
                   ident.gpu.power_cap_w, 0)
+
+
+def test_a_loops_next_run_carries_on_the_same_gpus_counters(monkeypatch):
+    fake_condition(monkeypatch, {0: Condition(xid=94)}, from_step=3)
+    ident = run_ident()
+    first = DcgmCollector(ident, 0, object(), START)
+    end = feed([first], ident, range(1, 30))
+    energy = by_gpu(families(first), "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
+    monkeypatch.setattr(collector_module, "condition", lambda *a: HEALTHY)
+    again = identity.build(8, 1, 2, 40, gpu=H100)  # --loop: seed + 1 on the same nodes
+    nxt = DcgmCollector(again, 0, None, end, before=first)
+    assert nxt.body() == first.body()  # the exporter serves its last collection until its next
+    feed([nxt], again, range(1, 30), start=end)
+    later = families(nxt)
+    assert all(v > energy[g] for g, v in by_gpu(later, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION").items())
+    assert by_gpu(later, "DCGM_FI_DEV_XID_ERRORS") == {"0": 94, "1": 0}

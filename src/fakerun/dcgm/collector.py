@@ -55,13 +55,15 @@ class _GpuRows(SmiStateSink):
 class DcgmCollector:
     """An event sink (render/sinks.py EventSink) for one node's exporter.
     `run_clock`: the run's clock where it moves between events (a paced
-    run); `pod`: the pod mapper's labels (container, namespace, pod)."""
+    run); `pod`: the pod mapper's labels (container, namespace, pod);
+    `before`: the same node's exporter in the previous run of a --loop (the
+    same GPUs: their energy, last Xids and collections go on)."""
 
     console = False
 
     def __init__(self, ident: Identity, node: int, fault: FaultLike | None, start: float,
                  run_clock: Callable[[], float] | None = None, pod: dict[str, str] | None = None,
-                 exporter: Exporter | None = None) -> None:
+                 exporter: Exporter | None = None, before: DcgmCollector | None = None) -> None:
         self.ident, self.node, self.fault, self.pod = ident, node, fault, dict(pod or {})
         self.exporter = exporter or pinned()
         self.run_clock, self.clocked = run_clock, run_clock is not None
@@ -70,6 +72,11 @@ class DcgmCollector:
         self.gpus.event(ev.RunIdentity(ident))
         self.gpus.clock = start
         self.traffic = TrafficMeter(ident)
+        self._text: bytes | None = None
+        if before is not None:
+            self.xid, self.energy, self.power = before.xid, before.energy, before.power
+            self.at, self.next_due, self.samples = before.at, before.next_due, before.samples
+            return
         self.xid = dict.fromkeys(self.ranks, 0)  # the last Xid each GPU raised: DCGM keeps it
         interval = self.exporter.interval_s
         phase = interval * draws.uniform(ident.seed, "dcgm-collect", node)
@@ -77,9 +84,8 @@ class DcgmCollector:
         self.next_due = last + interval
         up = uptime_at_start(ident, node) - (start - last)
         self.energy = dict.fromkeys(self.ranks, 0.0)
-        self.at, self.power = last, {}
+        self.at, self.power = last, dict[int, float]()
         self.samples, self.power = self._collect(last, IDLE, boot_s=up)
-        self._text: bytes | None = None
 
     # -- the sink ------------------------------------------------------
     def event(self, e: ev.Event) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from fakerun import texts
 
@@ -31,7 +32,7 @@ class Exporter:
     default_port: int
 
 
-def parse(text: str, fields: dict[str, list[object]]) -> list[Counter]:
+def parse(text: str, fields: dict[str, list[Any]]) -> list[Counter]:
     """A counters file as pkg/dcgmexporter/parser.go reads it (3.3.8-3.6.0):
     '#' lines are comments, each field trimmed of spaces, three fields a
     line; a field DCGM does not know is an error (the exporter exits)."""
@@ -46,7 +47,7 @@ def parse(text: str, fields: dict[str, list[object]]) -> list[Counter]:
         if name not in fields:
             raise ValueError(f"counters line {number}: no DCGM field {name!r}")
         field_id, kind = fields[name]
-        counters.append(Counter(int(field_id), name, prom_type, help_text, str(kind)))  # type: ignore[call-overload]
+        counters.append(Counter(int(field_id), name, prom_type, help_text, str(kind)))
     return counters
 
 

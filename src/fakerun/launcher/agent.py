@@ -140,7 +140,8 @@ class Launcher:
 
         assert self.clock is not None
         self.collector = DcgmCollector(config.identity, config.topology.node_rank, config.fault, self.clock(),
-                                       run_clock=self.clock if config.speed else None, pod=dict(config.pod))
+                                       run_clock=self.clock if config.speed else None, pod=dict(config.pod),
+                                       before=self.collector)
         self._renderer(config).attach(self.collector)
 
     def _scrape(self) -> bytes:
