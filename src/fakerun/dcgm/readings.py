@@ -51,7 +51,9 @@ def values(r: Reading) -> dict[str, float | None]:
     """Each default counter's value; None: DCGM holds it blank (no line).
     A GPU that fell off the bus answers nothing: NVML returns GPU_IS_LOST
     for every query and DCGM stores blanks, all but the Xid it raised (an
-    event DCGM recorded before the loss: it stays, as the last Xid)."""
+    event DCGM recorded before the loss: it stays, as the last Xid). So its
+    lines vanish rather than show an error state (NVIDIA/dcgm-exporter issue
+    348, "GPU has fallen off the bus": the exporter reports no state for it)."""
     if r.condition.lost:
         return {"DCGM_FI_DEV_XID_ERRORS": r.condition.xid}
     dev = r.device
