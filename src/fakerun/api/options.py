@@ -72,6 +72,8 @@ class RunOptions(TypedDict, total=False):
     nodes: int | None
     token: str | None  # passed in the job's environment, out of sight of `ps`
     token_file: PathArg | None
+    metrics_port: int | None  # this node's GPUs as dcgm-exporter serves them, for Prometheus
+    metrics_addr: str | None
     node_timeout: float | None
     max_steps: int | None
     seed: int | None

@@ -25,6 +25,7 @@ from fakerun.cli.environment import (
 from fakerun.cli.launch_options import launch
 from fakerun.cli.parser import DEFAULT_SCRIPT, GPUS_PER_NODE, build_parser, join_timeout
 from fakerun.cli.pet import read_environment
+from fakerun.cli.pod import pod_labels
 from fakerun.config import limits
 from fakerun.config import scenario as scenarios
 from fakerun.config import script_args as scriptargs
@@ -72,6 +73,9 @@ def to_config(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
         log_dir=None if ns.log_dir == Path(os.devnull) else ns.log_dir,
         metrics_file=ns.metrics_file,
         tensorboard=ns.tensorboard,
+        metrics_port=ns.metrics_port,
+        metrics_addr=ns.metrics_addr,
+        pod=pod_labels(environ),
         output_dir=output_dir,
         resume=first(ns.resume, script.resume),  # Megatron's --load resumes as --resume does
         sparse_checkpoints=ns.sparse_checkpoints,
@@ -157,6 +161,10 @@ def _local_cluster(ns: argparse.Namespace, argv: list[str]) -> int:
     staged = not ns.no_theatre and ns.output != "jsonl" and theatre.available(sys.stdout, os.environ) is None
     config = to_config(ns, {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, staged)
     limits.check(config.topology, nodes_here=ns.nodes)  # every node's ranks run on this machine
+    if config.metrics_port is not None:  # node k takes port + k: all free, or no agent starts
+        from fakerun.dcgm.server import probe
+
+        probe(config.metrics_addr, [config.metrics_port + k for k in range(ns.nodes)])
     if not config.token:  # none given: the agents share a fresh one (in their environment)
         config = dataclasses.replace(config, token=secrets.token_hex(16))
     from fakerun.launcher import cluster

@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("--token-file", type=_path, default=None, metavar="PATH",
                         help="read the token from the first line of PATH, a file only you can read "
                              "(chmod 600)")
+    f.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve this node's GPUs on PORT as NVIDIA's dcgm-exporter does (its default "
+                        "counters at /metrics, for Prometheus); with --nodes M, node k serves PORT+k")
+    f.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0: every "
+                        "interface, as with --master-addr)")
     f.add_argument("--node-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long another node may stay silent before it counts as lost (default 30)")
     f.add_argument("--lifeline", type=int, default=None, help=argparse.SUPPRESS)

@@ -87,6 +87,9 @@ class RunConfig:
     log_dir: Path | None = None
     metrics_file: Path | None = None
     tensorboard: Path | None = None  # --tensorboard DIR: the style's own event writer, there
+    metrics_port: int | None = None  # --metrics-port: this node's dcgm-exporter endpoint (None: none)
+    metrics_addr: str = "127.0.0.1"  # --metrics-addr: where it listens
+    pod: tuple[tuple[str, str], ...] = ()  # the Kubernetes pod holding the GPUs: dcgm-exporter's pod labels
     output_dir: Path | None = None
     resume: str | None = None  # "latest" (in --output-dir) or a checkpoint/output directory
     sparse_checkpoints: bool = False  # weight shards of their true size, as holes
@@ -132,6 +135,8 @@ class RunConfig:
         """The option values alone; what needs the disk, the catalog or a
         checkpoint is plan.plan()'s."""
         _check_port(self.master_port)
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise UsageError(f"--metrics-port must be in 1-65535, got {self.metrics_port}")
         if self.max_restarts < 0:
             raise UsageError(f"--max-restarts must be >= 0, got {self.max_restarts}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -161,6 +166,14 @@ class RunConfig:
                 parse_start(self.start_time)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
+
+    @property
+    def metrics_listen(self) -> int | None:
+        """The port this agent's endpoint takes: --metrics-port, plus k on
+        node k of a local cluster (--nodes M: every agent on this machine)."""
+        if self.metrics_port is None:
+            return None
+        return self.metrics_port + (self.topology.node_rank if self.lifeline is not None else 0)
 
     @property
     def agents(self) -> Topology:

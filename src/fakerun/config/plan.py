@@ -48,6 +48,7 @@ def plan(options: RunConfig) -> RunConfig:
         config = _anchored(_keep_model(_hardware_gpu(replace(config, identity=_draw(config)))))
     config = _with_fault_step(config)
     _check_plan(config)
+    _check_metrics_port(config)
     return config
 
 
@@ -219,6 +220,22 @@ def _check_plan(c: RunConfig) -> None:
             f"{c.steps:,} steps of {ident.model.name} on {ident.world} x {ident.gpu.name} would take "
             f"{run_s / YEAR_S:.3g} years of simulated time, past the calendar's end (at most "
             f"{RUN_SPAN_S / YEAR_S:.0f}): fewer steps, a smaller batch or more GPUs")
+
+
+def _check_metrics_port(c: RunConfig) -> None:
+    """The endpoint is NVIDIA's dcgm-exporter's, one a node."""
+    port = c.metrics_listen
+    if port is None:
+        return
+    if c.identity.gpu.vendor != "nvidia":
+        raise UsageError(f"--metrics-port serves NVIDIA's dcgm-exporter metrics: {c.identity.gpu.name} "
+                         "is not an NVIDIA GPU (choose one with --gpu, e.g. --gpu 'NVIDIA H100 80GB HBM3')")
+    if c.task is not None:
+        raise UsageError("--metrics-port is not supported under srun's one task per rank yet "
+                         "(one exporter a node: run one fakerun a node)")
+    if port > 65535:
+        raise UsageError(f"--metrics-port {c.metrics_port}: node {c.topology.node_rank} would serve "
+                         f"port {port}, past 65535")
 
 
 def _catalog_model(name: str | None) -> str | None:

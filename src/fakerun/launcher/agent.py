@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import secrets
+from typing import TYPE_CHECKING
 
 from fakerun import events as ev
 from fakerun.config.options import RunConfig
@@ -36,6 +37,9 @@ from fakerun.world.identity import PYTHON
 
 FINISH_MARGIN_S = 5.0  # a stop's grace and linger, then reaping, the last lines, removing the run dir
 
+if TYPE_CHECKING:
+    from fakerun.dcgm import DcgmCollector, MetricsServer
+
 __all__ = ["IO", "Launcher"]
 
 
@@ -46,9 +50,13 @@ class Launcher:
         self.renderer: Renderer | None = None
         self.exit_signal: int | None = None
         self.clock: VirtualClock | None = None  # carried across --loop cycles
+        self.metrics: MetricsServer | None = None  # --metrics-port's endpoint, for every cycle
+        self.collector: DcgmCollector | None = None  # what it serves: this cycle's
 
     def run(self) -> int:
         """Run once, or (--loop) fresh runs until one fails or a signal stops us."""
+        if self.config.metrics_listen is not None and not self._listen(self.config.metrics_listen):
+            return ExitCode.USAGE
         # No system call may outlive a stop signal (a write to a stalled reader):
         grace = self.config.shutdown_grace_s
         self.inbox = SignalInbox(AGENT_SIGNALS, finish_within=grace + max(grace, LINGER_S) + FINISH_MARGIN_S)
@@ -72,6 +80,8 @@ class Launcher:
         finally:
             if self.renderer is not None:
                 self.renderer.close()
+            if self.metrics is not None:
+                self.metrics.close()
             self.inbox.close(last_words=True)
 
     def _cycle(self, config: RunConfig) -> int:
@@ -93,7 +103,7 @@ class Launcher:
             attempt = 0
             while True:
                 job = Job(config, self.io, self.inbox, self._renderer(config), self.clock, rundir, attempt,
-                          restartable=attempt < config.max_restarts)
+                          restartable=attempt < config.max_restarts, served=self.metrics)
                 code = job.run()
                 self.exit_signal, self.clock = job.exit_signal, job.clock
                 signum = job.killed_by()
@@ -113,7 +123,7 @@ class Launcher:
 
     def _views(self, config: RunConfig, rundir: RunDir) -> None:
         """This run's views beyond the console: `fakerun smi`'s state, the
-        node's kernel log, the event files."""
+        node's kernel log, the DCGM exporter's collector, the event files."""
         renderer = self._renderer(config)
         if config.agents.node_rank == 0:  # the coordinator's node sees every GPU: `fakerun smi`
             paced = self.clock if config.speed else None  # at a pace its time moves between events
@@ -121,6 +131,8 @@ class Launcher:
                                          fault=config.fault))
         if config.log_dir is not None and config.task in (None, 0):  # one writer a node, srun's tasks too
             renderer.attach(KernelLog(config.log_dir, config.topology.node_rank, renderer.formatter.tz))
+        if self.metrics is not None:
+            self._collect(config)
         self._tensorboard(config)
 
     def _tensorboard(self, config: RunConfig) -> None:
@@ -132,6 +144,34 @@ class Launcher:
 
             sink = build(board, config.script_args, config.output_dir, config.seed, self.io.environ)
             self._renderer(config).attach(sink)
+
+    def _listen(self, port: int) -> bool:
+        """--metrics-port's endpoint, before any rank starts: False (said why) if the port is not ours."""
+        from fakerun.dcgm import MetricsServer, PortTaken  # imported only when asked for
+
+        try:
+            self.metrics = MetricsServer(self.config.metrics_addr, port, self._scrape, self._wall)
+        except PortTaken as exc:
+            self.io.stderr.write(f"fakerun: error: {exc}\n")
+            return False
+        return True
+
+    def _collect(self, config: RunConfig) -> None:
+        """This run's exporter: its GPUs from its events, from now."""
+        from fakerun.dcgm import DcgmCollector
+
+        assert self.clock is not None
+        self.collector = DcgmCollector(config.identity, config.topology.node_rank, config.fault, self.clock(),
+                                       run_clock=self.clock if config.speed else None, pod=dict(config.pod),
+                                       before=self.collector)
+        self._renderer(config).attach(self.collector)
+
+    def _scrape(self) -> bytes:
+        return self.collector.body() if self.collector is not None else b""
+
+    def _wall(self) -> float:
+        """The Date header: the run's clock, which the logs and nvidia-smi show too."""
+        return self.clock() if self.clock is not None else 0.0
 
     def _renderer(self, config: RunConfig) -> Renderer:
         if self.renderer is None:

@@ -47,6 +47,15 @@ class View(Protocol):
     def close_rank_logs(self) -> None: ...
 
 
+class Served(Protocol):
+    """Sockets the loop polls and serves beside its own, between its passes
+    (dcgm.server.MetricsServer): no thread of their own."""
+
+    def poll_items(self) -> list[tuple[Any, int]]: ...
+
+    def serve(self, ready: dict[Any, int], now: float) -> None: ...
+
+
 class Inbox(Protocol):
     """The signals that came (system.signals.SignalInbox)."""
 

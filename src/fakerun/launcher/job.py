@@ -25,7 +25,7 @@ from fakerun.checkpoint import Resume, layouts
 from fakerun.config.options import RunConfig
 from fakerun.errors import ExitCode
 from fakerun.launcher import build, srun
-from fakerun.launcher.edges import IO, Edges, Inbox, View
+from fakerun.launcher.edges import IO, Edges, Inbox, Served, View
 from fakerun.launcher.join import join_command
 from fakerun.launcher.links import Hub
 from fakerun.launcher.local_link import LocalHub
@@ -48,9 +48,10 @@ class Job:
 
     def __init__(self, config: RunConfig, io: IO, inbox: Inbox, view: View, clock: VirtualClock | None,
                  rundir: RunDir, attempt: int = 0, restartable: bool = False,
-                 edges: Edges | None = None) -> None:
+                 edges: Edges | None = None, served: Served | None = None) -> None:
         self.config, self.io, self.inbox, self.view, self.rundir = config, io, inbox, view, rundir
         self.edges = edges or Edges()
+        self.served = served  # sockets the loop serves beside its own (--metrics-port's endpoint)
         self.attempt = attempt
         self.restartable = restartable  # a failure now is followed by a restart, not reported
         self.last_checkpoint: Resume | None = config.resume_from
@@ -142,8 +143,11 @@ class Job:
         next_reap = 0.0
         while not self._done():
             hub_due = self.hub.next_deadline()
-            ready = dict(self.edges.poll(items, self._poll_ms(rdzv_deadline, hub_due)))
+            polled = items if self.served is None else items + self.served.poll_items()
+            ready = dict(self.edges.poll(polled, self._poll_ms(rdzv_deadline, hub_due)))
             now = self.io.monotonic()
+            if self.served is not None:
+                self.served.serve(ready, now)
             if sock in ready:
                 self._emit_all(self.hub.receive(now))
             # The hub's timed work (watchdog, heartbeats, batches) waits for its
