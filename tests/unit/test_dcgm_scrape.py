@@ -13,13 +13,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fakerun import events as ev
-from fakerun.dcgm import collector as collector_module
 from fakerun.dcgm.collector import DcgmCollector
 from fakerun.dcgm.counters import parse, pinned, xid_text
 from fakerun.dcgm.exposition import GpuSample, render
 from fakerun.smi.device import Device, host_gpus
 from fakerun.smi.query import listing
 from fakerun.smi.sink import SmiStateSink
+from fakerun.world import hardware as hardware_module
 from fakerun.world import identity
 from fakerun.world.hardware import HEALTHY, Condition, uptime_at_start
 
@@ -195,16 +195,31 @@ def test_nvlink_carries_the_collectives_bytes_and_a_pcie_card_none():
     assert min(by_gpu(fams, "DCGM_FI_PROF_PCIE_RX_BYTES").values()) > 2 * moved * 20 / 30.0 / 2
 
 
+@dataclasses.dataclass(frozen=True)
+class _Fault:
+    """A fault of no scenario's kind: the GPUs' condition is what the test fakes."""
+
+    kind: str = "fake"
+    rank: int = 0
+    step: int | None = 1
+
+    def param(self, name: str) -> float:
+        raise KeyError(name)
+
+
+FAKE_FAULT = _Fault()
+
+
 def fake_condition(monkeypatch, by_rank: dict[int, Condition], from_step: int) -> None:
     def condition(ident, fault, rank, step):
         return by_rank.get(rank, HEALTHY) if step >= from_step else HEALTHY
-    monkeypatch.setattr(collector_module, "condition", condition)
+    monkeypatch.setattr(hardware_module, "condition", condition)
 
 
 def test_a_gpu_fallen_off_the_bus_shows_only_its_xid_and_keeps_it(monkeypatch):
     fake_condition(monkeypatch, {1: Condition(xid=79, lost=True)}, from_step=10)
     ident = run_ident()
-    c = DcgmCollector(ident, 0, object(), START)
+    c = DcgmCollector(ident, 0, FAKE_FAULT, START)
     feed([c], ident, range(1, 40))
     fams = families(c)
     assert set(by_gpu(fams, "DCGM_FI_DEV_GPU_UTIL")) == {"0"}  # NVML answers nothing for it
@@ -216,9 +231,9 @@ def test_a_gpu_fallen_off_the_bus_shows_only_its_xid_and_keeps_it(monkeypatch):
 def test_an_xid_stays_the_last_one_after_the_gpu_recovers(monkeypatch):
     def condition(ident, fault, rank, step):
         return Condition(xid=48) if rank == 0 and 5 <= step < 8 else HEALTHY
-    monkeypatch.setattr(collector_module, "condition", condition)
+    monkeypatch.setattr(hardware_module, "condition", condition)
     ident = run_ident()
-    c = DcgmCollector(ident, 0, object(), START)
+    c = DcgmCollector(ident, 0, FAKE_FAULT, START)
     feed([c], ident, range(1, 40), dt=10.0)
     assert by_gpu(families(c), "DCGM_FI_DEV_XID_ERRORS") == {"0": 48, "1": 0}  # dcgm-exporter issue 500
 
@@ -228,7 +243,7 @@ def test_a_thermal_slowdown_lowers_the_clock_and_raises_the_temperature(monkeypa
     healthy = DcgmCollector(ident, 0, None, START)
     feed([healthy], ident, range(1, 40))
     fake_condition(monkeypatch, {0: Condition(clock_factor=0.6, temp_rise_c=9.0, event_reasons=0x40)}, 1)
-    hot = DcgmCollector(ident, 0, object(), START)
+    hot = DcgmCollector(ident, 0, FAKE_FAULT, START)
     feed([hot], ident, range(1, 40))
     before, after = families(healthy), families(hot)
     clock = (by_gpu(before, "DCGM_FI_DEV_SM_CLOCK"), by_gpu(after, "DCGM_FI_DEV_SM_CLOCK"))
@@ -266,10 +281,10 @@ def host_gpus_row(ident: identity.Identity, rank: int):
 def test_a_loops_next_run_carries_on_the_same_gpus_counters(monkeypatch):
     fake_condition(monkeypatch, {0: Condition(xid=94)}, from_step=3)
     ident = run_ident()
-    first = DcgmCollector(ident, 0, object(), START)
+    first = DcgmCollector(ident, 0, FAKE_FAULT, START)
     end = feed([first], ident, range(1, 30))
     energy = by_gpu(families(first), "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
-    monkeypatch.setattr(collector_module, "condition", lambda *a: HEALTHY)
+    monkeypatch.setattr(hardware_module, "condition", lambda *a: HEALTHY)
     again = identity.build(8, 1, 2, 40, gpu=H100)  # --loop: seed + 1 on the same nodes
     nxt = DcgmCollector(again, 0, None, end, before=first)
     assert nxt.body() == first.body()  # the exporter serves its last collection until its next
@@ -277,3 +292,34 @@ def test_a_loops_next_run_carries_on_the_same_gpus_counters(monkeypatch):
     later = families(nxt)
     assert all(v > energy[g] for g, v in by_gpu(later, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION").items())
     assert by_gpu(later, "DCGM_FI_DEV_XID_ERRORS") == {"0": 94, "1": 0}
+
+
+def test_a_throttled_gpu_reads_in_dcgm_as_in_nvidia_smi(tmp_path):
+    """The thermal-throttle scenario's own condition, not a fake one: the
+    exporter's clock and temperature are nvidia-smi's at the collection
+    (once each: the ranks' reading has the heat in it already)."""
+    from fakerun.config.options import Fault
+    ident = run_ident()
+    fault = Fault("thermal", 1, 5, (("cooling", 2.5), ("heat_steps", 4.0)))
+    c = DcgmCollector(ident, 0, fault, START)
+    smi = SmiStateSink(tmp_path / "smi.json", "python", fault=fault)
+    smi.event(ev.RunIdentity(ident))
+    snap = None
+    for step in range(1, 40):
+        before, at = smi.snapshot(), c.at
+        when = feed([c, smi], ident, range(step, step + 1))
+        # The ranks' own report (rank/training.py), each step here: the heat is in their reading.
+        readings = [(r, hardware_module.reading(ident, fault, r, step, "train")) for r in range(2)]
+        status = ev.GpuStatus(step, [ev.GpuSample(r, 0, r, t.util, t.temp_c, t.power_w, t.mem_used_mib,
+                                                  ident.gpu.memory_mib) for r, t in readings], when)
+        for sink in (c, smi):
+            sink.event(status)
+        if c.at != at:
+            snap = before
+    assert snap is not None
+    devices = {str(d.row.index): d for d in host_gpus(snap)}
+    fams = families(c)
+    clock = by_gpu(fams, "DCGM_FI_DEV_SM_CLOCK")
+    assert clock == {gpu: d.clock_graphics for gpu, d in devices.items()} and clock["1"] < clock["0"]
+    assert by_gpu(fams, "DCGM_FI_DEV_GPU_TEMP") == {gpu: d.row.temp_c for gpu, d in devices.items()}
+    assert devices["1"].row.temp_c > devices["0"].row.temp_c + 5

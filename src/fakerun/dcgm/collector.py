@@ -11,7 +11,6 @@ into traffic rates."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +24,9 @@ from fakerun.dcgm.traffic import TrafficMeter
 from fakerun.smi.device import Device
 from fakerun.smi.sink import SmiStateSink
 from fakerun.smi.snapshot import Snapshot
-from fakerun.world import draws
+from fakerun.world import draws, hardware
 from fakerun.world import physics as sim
-from fakerun.world.hardware import FaultLike, condition, uptime_at_start
+from fakerun.world.hardware import Condition, FaultLike, uptime_at_start
 from fakerun.world.identity import Identity
 
 
@@ -47,7 +46,7 @@ class _GpuRows(SmiStateSink):
         """This node's rows, its GPUs recomputed from the model where a step or phase moved them."""
         if self.model_at is not None and self.pids:
             step, phase = self.model_at
-            self.readings.update({r: sim.telemetry(self.ident, r, step, phase) for r in ranks})
+            self.readings.update({r: hardware.reading(self.ident, self.fault, r, step, phase) for r in ranks})
             self.model_at = None
         return [self._row(r) for r in ranks]
 
@@ -68,7 +67,7 @@ class DcgmCollector:
         self.exporter = exporter or pinned()
         self.run_clock, self.clocked = run_clock, run_clock is not None
         self.ranks = ident.topology.node_ranks(node)
-        self.gpus = _GpuRows(Path("."), "python", run_clock=None)
+        self.gpus = _GpuRows(Path("."), "python", run_clock=None, fault=fault)
         self.gpus.event(ev.RunIdentity(ident))
         self.gpus.clock = start
         self.traffic = TrafficMeter(ident)
@@ -126,11 +125,10 @@ class DcgmCollector:
         mfu = sim.mfu(self.ident, step) if self.gpus.pids and self.gpus.phase == "train" else 0.0
         samples, power = [], {}
         for row in self.gpus.rows(self.ranks):
-            cond = condition(self.ident, self.fault, row.rank, step)
-            self.xid[row.rank] = cond.xid or self.xid[row.rank]
-            cond = dataclasses.replace(cond, xid=self.xid[row.rank])
-            heated = dataclasses.replace(row, temp_c=row.temp_c + round(cond.temp_rise_c))
-            dev = Device(self._snapshot(step), heated)
+            # nvidia-smi's row carries the GPU's condition (clock, heat, Xid, loss); DCGM keeps the last Xid.
+            self.xid[row.rank] = row.xid or self.xid[row.rank]
+            cond = Condition(xid=self.xid[row.rank], lost=row.lost)
+            dev = Device(self._snapshot(step), row)
             power[row.rank] = 0.0 if cond.lost else round(dev.power, 3)
             self._integrate(row.rank, power[row.rank], at, boot_s)
             reading = Reading(dev, cond, self.energy[row.rank], rates, mfu, self._nvlink,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fakerun.smi.device import CLOCK_STEP_MHZ, Device
+from fakerun.smi.device import Device
 from fakerun.world.hardware import Condition
 
 # NVIDIA's DCGM documentation's sample scrape of a busy A100 (dcgm-exporter's
@@ -59,7 +59,7 @@ def values(r: Reading) -> dict[str, float | None]:
     dev = r.device
     remap = 0 if dev.card.banks else None  # boards without row remapping read N/A
     return {
-        "DCGM_FI_DEV_SM_CLOCK": _clock(dev.clock_graphics, r.condition.clock_factor),
+        "DCGM_FI_DEV_SM_CLOCK": dev.clock_graphics,  # a thermal slowdown's clock as nvidia-smi shows it
         "DCGM_FI_DEV_MEM_CLOCK": dev.clock_memory,
         "DCGM_FI_DEV_MEMORY_TEMP": dev.mem_temp,
         "DCGM_FI_DEV_GPU_TEMP": dev.row.temp_c,
@@ -94,13 +94,6 @@ def _profiling(r: Reading) -> dict[str, float | None]:
         "DCGM_FI_PROF_PCIE_TX_BYTES": round(r.traffic.pcie_tx + BUSY_PCIE_TX * gr),
         "DCGM_FI_PROF_PCIE_RX_BYTES": round(r.traffic.pcie_rx + BUSY_PCIE_RX * gr),
     }
-
-
-def _clock(mhz: int, factor: float) -> int:
-    """A slowed clock moves in the boost clock's steps too."""
-    if factor >= 1.0:
-        return mhz
-    return round(mhz * factor / CLOCK_STEP_MHZ) * CLOCK_STEP_MHZ
 
 
 def _ratio(percent: int, jitter: float) -> float:
