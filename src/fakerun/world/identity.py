@@ -191,7 +191,8 @@ class _Search:
         first model (in the drawn order) with jobs of that kind of the right
         length, one of those drawn; none of either kind: the job nearest that
         length. `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
-        tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []
+        # Each model's timed jobs, flattened only when none lands (most draws return before).
+        tried: list[tuple[Model, Parallelism, Shape, list[tuple[float, Schedule]]]] = []
         nodes = self.make.keywords["nnodes"]
         for sets in self.datasets:
             for model, plan in fits:  # the memory plan's micro batch and sequence: asked, or tuned to
@@ -203,12 +204,14 @@ class _Search:
                 landing = [schedule for seconds, schedule in timed if not demo or low <= seconds <= high]
                 if landing:
                     return self._identity(model, par, shape, r.choice(landing))
-                tried += [(seconds, model, par, shape, schedule) for seconds, schedule in timed]
-        if not tried:  # an instruction set too small for ten steps of any batch this cluster takes
+                tried.append((model, par, shape, timed))
+        nearest = [(seconds, model, par, shape, schedule)
+                   for model, par, shape, timed in tried for seconds, schedule in timed]
+        if not nearest:  # an instruction set too small for ten steps of any batch this cluster takes
             raise CatalogError(f"{self.datasets[0][0].name} holds too few sequences for a fine-tune on "
                                f"{self.make.keywords['nnodes'] * self.make.keywords['nproc']} GPUs: "
                                "ask for a batch (--per_device_train_batch_size) or fewer GPUs")
-        _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0], t[1], nodes))
+        _, model, par, shape, schedule = min(nearest, key=lambda t: _off(t[0], t[1], nodes))
         return self._identity(model, par, shape, schedule)
 
     def _timed(self, model: Model, par: Parallelism, shape: Shape,
