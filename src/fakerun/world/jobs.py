@@ -323,17 +323,24 @@ def _accums(per_pass: int, seq_len: int, dataset: Dataset, fixed: Fixed) -> tupl
         (max((a for a in ACCUMS if per_pass * a <= high), default=1),)
 
 
-def _lengths(dataset: Dataset, per_epoch: int, fixed: Fixed) -> list[tuple[int, int]]:
+def _lengths(dataset: Dataset, per_epoch: int, fixed: Fixed) -> tuple[tuple[int, int], ...]:
     """(total steps, evaluation interval) pairs."""
     if fixed.total_steps is not None:
         total = fixed.total_steps
         if _epoch_driven(dataset, fixed):
-            return [(total, per_epoch)]
-        return [(total, every) for every in _intervals(total)]
+            return ((total, per_epoch),)
+        return tuple((total, every) for every in _intervals(total))
     if _epoch_driven(dataset, fixed):
         counts = (fixed.epochs,) if fixed.epochs else FINETUNE_EPOCHS
-        return [(epochs * per_epoch, per_epoch) for epochs in counts]
-    return [(total, every) for total in ROUND_STEPS for every in _intervals(total)]
+        return tuple((epochs * per_epoch, per_epoch) for epochs in counts)
+    return _round_lengths()
+
+
+@functools.cache
+def _round_lengths() -> tuple[tuple[int, int], ...]:
+    """A drawn pre-training run's: every round length and interval (the
+    same for every batch; built once, not at each of the schedules' misses)."""
+    return tuple((total, every) for total in ROUND_STEPS for every in _intervals(total))
 
 
 def _intervals(total: int) -> list[int]:
