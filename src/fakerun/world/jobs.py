@@ -274,8 +274,8 @@ def schedules(shape: Shape, dataset: Dataset, fixed: Fixed) -> tuple[Schedule, .
 # Pure; the same batches and datasets come back draw after draw. Keyed by what
 # a shape fixes of them (the sequences of one pass, and their length), not by
 # the shape: plans of a micro batch and data parallelism with the same product
-# share one entry (a default draw asks ~20 shapes; the 7000 draws of
-# test_draw_configs missed 16115 of 38060 by shape, 11508 thus). Bounded: a
+# share one entry (200 seeds on each of test_draw_configs' clusters missed
+# 16115 of 38060 by shape, 11508 thus). Bounded: a
 # --loop draws run after run, each adding new shapes (a draw asks for at most
 # ~60, so two draws' worth stay); unbounded, a default two-node --loop grew
 # 595 entries and 3.3 MB in 100 draws.
