@@ -84,6 +84,7 @@ class Started:
         self.future, self.runner = future, runner
 
     def result(self, timeout: float = SCENARIO_TIMEOUT_S) -> Any:
+        left = None
         try:
             value = self.future.result(timeout)  # the scenario's own failure, as raised there
             still = [job.proc.pid for job in self.runner.jobs if job.proc.poll() is None]
@@ -92,7 +93,7 @@ class Started:
             assert not left, f"processes of the job left behind: {left}"
             return value
         finally:
-            self.runner.cleanup()
+            self.runner.cleanup(left)
 
 
 def started_together(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,

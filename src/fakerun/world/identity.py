@@ -191,7 +191,8 @@ class _Search:
         first model (in the drawn order) with jobs of that kind of the right
         length, one of those drawn; none of either kind: the job nearest that
         length. `demo`: the length is the draw's to choose (DEMO_SECONDS)."""
-        tried: list[tuple[float, Model, Parallelism, Shape, Schedule]] = []
+        # Each model's timed jobs, flattened only when none lands (most draws return before).
+        tried: list[tuple[Model, Parallelism, Shape, list[tuple[float, Schedule]]]] = []
         nodes = self.make.keywords["nnodes"]
         for sets in self.datasets:
             for model, plan in fits:  # the memory plan's micro batch and sequence: asked, or tuned to
@@ -199,29 +200,34 @@ class _Search:
                     continue  # nobody pre-trains an instruction-tuned release from scratch
                 par, shape = plan.parallel, Shape(plan.seq, plan.micro, plan.parallel.dp)
                 timed = self._timed(model, par, shape, sets)
-                landing = [schedule for seconds, schedule in timed
-                           if not demo or _off(seconds, model, nodes) == 0]
+                low, high = demo_seconds(model, nodes)  # _off(...) == 0, without a call per schedule
+                landing = [schedule for seconds, schedule in timed if not demo or low <= seconds <= high]
                 if landing:
                     return self._identity(model, par, shape, r.choice(landing))
-                tried += [(seconds, model, par, shape, schedule) for seconds, schedule in timed]
-        if not tried:  # an instruction set too small for ten steps of any batch this cluster takes
+                tried.append((model, par, shape, timed))
+        nearest = [(seconds, model, par, shape, schedule)
+                   for model, par, shape, timed in tried for seconds, schedule in timed]
+        if not nearest:  # an instruction set too small for ten steps of any batch this cluster takes
             raise CatalogError(f"{self.datasets[0][0].name} holds too few sequences for a fine-tune on "
                                f"{self.make.keywords['nnodes'] * self.make.keywords['nproc']} GPUs: "
                                "ask for a batch (--per_device_train_batch_size) or fewer GPUs")
-        _, model, par, shape, schedule = min(tried, key=lambda t: _off(t[0], t[1], nodes))
+        _, model, par, shape, schedule = min(nearest, key=lambda t: _off(t[0], t[1], nodes))
         return self._identity(model, par, shape, schedule)
 
     def _timed(self, model: Model, par: Parallelism, shape: Shape,
                sets: list[Dataset]) -> list[tuple[float, Schedule]]:
         """Every job of `model` on these datasets, with its simulated length."""
-        out, costs = [], {}
+        out: list[tuple[float, Schedule]] = []
         for dataset in sets:
-            for schedule in jobs.schedules(shape, dataset, self.fixed):
-                key = (dataset.name, schedule.grad_accum)  # what a step's and an evaluation's cost depend on
-                if key not in costs:
-                    costs[key] = sim.run_cost(self._identity(model, par, shape, schedule))
-                evaluations = (schedule.total_steps - 1) // schedule.eval_every + 1
-                out.append((costs[key].seconds(schedule.total_steps, evaluations), schedule))
+            runs = jobs.schedules(shape, dataset, self.fixed)
+            # A step's and an evaluation's cost depend on the dataset and the accumulation only:
+            # one cost each, from the first schedule of it (the last written of the reversed ones).
+            firsts = {schedule.grad_accum: schedule for schedule in reversed(runs)}
+            costs = {accum: sim.run_cost(self._identity(model, par, shape, first))
+                     for accum, first in firsts.items()}
+            # Evaluations at every eval_every steps and the last: (total - 1) // every + 1.
+            out += [(costs[s.grad_accum].seconds(s.total_steps, (s.total_steps - 1) // s.eval_every + 1), s)
+                    for s in runs]
         return out
 
     def _identity(self, model: Model, par: Parallelism, shape: Shape, schedule: Schedule) -> Identity:
@@ -247,6 +253,8 @@ class _Search:
         else:
             cadence = self.asked.cadence or jobs.CADENCES.get(self.asked.framework)
             hyper = cadence.applied(drawn) if cadence else drawn
+        if not self.asked.hyper:  # the search makes this per candidate job: no copy for nothing to set
+            return hyper
         return replace(hyper, **dict(self.asked.hyper))  # type: ignore[arg-type]
 
 

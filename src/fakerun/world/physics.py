@@ -275,7 +275,16 @@ def _decayed(decay: str, done: int, span: int) -> float:
 
 
 def mfu(ident: Identity, step: int) -> float:
-    return ident.mfu * math.exp(0.025 * gauss(ident.seed, "mfu", step))
+    return ident.mfu * _mfu_jitter(ident.seed, step)
+
+
+# A draw's search times every job it considers at step 0's MFU (an evaluation's
+# nominal length): one hash, not one per candidate (~600,000 in test_draw_configs).
+# A few entries: a search asks for one, a rank for its step's (a --loop's agent
+# fills 64 only after dozens of runs: test_loop_memory).
+@functools.lru_cache(maxsize=8)
+def _mfu_jitter(seed: int, step: int) -> float:
+    return math.exp(0.025 * gauss(seed, "mfu", step))
 
 
 def flops_per_step(ident: Identity) -> float:
