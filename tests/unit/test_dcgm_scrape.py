@@ -323,3 +323,37 @@ def test_a_throttled_gpu_reads_in_dcgm_as_in_nvidia_smi(tmp_path):
     assert clock == {gpu: d.clock_graphics for gpu, d in devices.items()} and clock["1"] < clock["0"]
     assert by_gpu(fams, "DCGM_FI_DEV_GPU_TEMP") == {gpu: d.row.temp_c for gpu, d in devices.items()}
     assert devices["1"].row.temp_c > devices["0"].row.temp_c + 5
+
+
+def _struck(ident: identity.Identity, fault, tmp_path) -> tuple[DcgmCollector, SmiStateSink]:
+    """A run whose --fail-rank meets the scenario's Xid at step 5: its node's
+    kernel logs it (the KernelMessage the coordinator sends as the rank dies)."""
+    c = DcgmCollector(ident, 0, fault, START)
+    smi = SmiStateSink(tmp_path / "smi.json", "python", fault=fault)
+    smi.event(ev.RunIdentity(ident))
+    feed([c, smi], ident, range(1, 5))
+    for sink in (c, smi):
+        sink.event(ev.KernelMessage(0, "NVRM: Xid (PCI:0000:3b:00): ...", START + 4 * 5))
+    feed([c, smi], ident, range(5, 40), start=START + 20.0)  # a restarted attempt's ranks on the same GPUs
+    return c, smi
+
+
+def test_the_ecc_scenario_raises_the_xid_and_records_the_row_as_nvidia_smi_does(tmp_path):
+    from fakerun.config.options import Fault
+    ident = run_ident()
+    c, smi = _struck(ident, Fault("xid", 1, 5, (("code", 94.0),)), tmp_path)
+    fams = families(c)
+    assert by_gpu(fams, "DCGM_FI_DEV_XID_ERRORS") == {"0": 0, "1": 63}  # 48, 94, then the row's 63: the last
+    row = {str(d.row.index): d for d in host_gpus(smi.snapshot())}["1"]
+    assert row.dram_uncorrectable == 1
+    assert by_gpu(fams, "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS") == {"0": 0, "1": 1}
+    assert by_gpu(fams, "DCGM_FI_DEV_ROW_REMAP_FAILURE") == {"0": 0, "1": 0}
+
+
+def test_the_fallen_off_the_bus_scenario_leaves_only_its_xid(tmp_path):
+    from fakerun.config.options import Fault
+    ident = run_ident()
+    c, _ = _struck(ident, Fault("xid", 1, 5, (("code", 79.0),)), tmp_path)
+    fams = families(c)
+    assert by_gpu(fams, "DCGM_FI_DEV_XID_ERRORS") == {"0": 0, "1": 79}
+    assert set(by_gpu(fams, "DCGM_FI_DEV_GPU_TEMP")) == {"0"}  # NVML reads nothing from it any more

@@ -57,7 +57,9 @@ def values(r: Reading) -> dict[str, float | None]:
     if r.condition.lost:
         return {"DCGM_FI_DEV_XID_ERRORS": r.condition.xid}
     dev = r.device
-    remap = 0 if dev.card.banks else None  # boards without row remapping read N/A
+    # Boards without row remapping read N/A; on the others an uncorrectable
+    # error's row is recorded for remapping, as nvidia-smi -q's "Remapped Rows" counts it.
+    remap = dev.dram_uncorrectable if dev.card.banks else None
     return {
         "DCGM_FI_DEV_SM_CLOCK": dev.clock_graphics,  # a thermal slowdown's clock as nvidia-smi shows it
         "DCGM_FI_DEV_MEM_CLOCK": dev.clock_memory,
@@ -74,8 +76,8 @@ def values(r: Reading) -> dict[str, float | None]:
         "DCGM_FI_DEV_FB_FREE": dev.mem_free,
         "DCGM_FI_DEV_FB_USED": dev.row.mem_used_mib,
         "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": remap,
-        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": remap,
-        "DCGM_FI_DEV_ROW_REMAP_FAILURE": remap,
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": None if remap is None else 0,
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE": None if remap is None else 0,
         "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": round(r.traffic.nvlink_mbps) if r.nvlink else None,
         "DCGM_FI_DEV_VGPU_LICENSE_STATUS": 0,  # bare metal: no vGPU licence
     } | _profiling(r)
