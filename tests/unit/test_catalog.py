@@ -98,8 +98,24 @@ def test_what_a_gpu_computes_in_and_how_it_is_linked(name: str, precision: str, 
 def test_a_row_may_leave_out_the_trailing_columns_and_no_others():
     row = "NVIDIA X | 1024 | 100 | 10 | 01,02 | no | nvidia | real"
     (gpu,) = catalog.parse(row, catalog.Gpu, "t")
-    assert (gpu.architecture, gpu.pcie_gen, gpu.precision) == ("", 4, "bf16")
-    with pytest.raises(catalog.CatalogError, match="expected 8 to 10 non-empty"):
+    assert (gpu.architecture, gpu.pcie_gen, gpu.precision, gpu.min_driver) == ("", 4, "bf16", 0)
+    with pytest.raises(catalog.CatalogError, match="expected 8 to 11 non-empty"):
         catalog.parse("NVIDIA X | 1024 | 100 | 10 | 01,02 | no | nvidia", catalog.Gpu, "t")
     with pytest.raises(catalog.CatalogError, match="expected 4 non-empty"):
         catalog.parse("x | 1 | pretrain", catalog.Dataset, "t")
+
+
+def test_a_board_newer_than_a_sets_driver_runs_the_first_driver_that_knows_it():
+    """NVIDIA/open-gpu-kernel-modules' README lists the H200 (2335) from R550 on:
+    not at 535.161.08 or 535.183.01, whose software sets torch 2.3.1 and 2.4.1 pair with."""
+    from fakerun.world import identity
+    h200 = next(g for g in catalog.gpus() if g.name == "NVIDIA H200")
+    assert h200.min_driver == 550
+    seen = set()
+    for seed in range(12):
+        v = identity.build(seed, 1, 8, 40, gpu=h200.name).versions
+        seen.add(v.torch)
+        assert (v.driver, v.cuda_driver) == ("550.127.05", 12040)
+    assert {"2.3.1", "2.4.1"} <= seen  # the sets whose own driver is 535: torch's wheel runs on the newer one
+    h100 = identity.build(3, 1, 8, 40, gpu="NVIDIA H100 80GB HBM3").versions
+    assert h100.driver == next(v.driver for v in catalog.versions() if v.torch == h100.torch)

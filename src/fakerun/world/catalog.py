@@ -58,9 +58,10 @@ class Gpu:
     nvlink: str
     vendor: str  # nvidia or amd: whose software stack (and texts) the job runs on
     kind: str
-    # The two last columns may be left out (a row without them: a bf16 part on PCIe Gen4).
+    # The last columns may be left out (a row without them: a bf16 part on PCIe Gen4, any driver).
     architecture: str = ""  # NVIDIA's: volta, turing, ampere, ada or hopper
     pcie_gen: int = 4  # the host link's PCIe generation
+    min_driver: int = 0  # the first NVIDIA driver branch that supports it (0: every one here)
 
     def bus_id(self, local_rank: int) -> str:
         ids = self.bus_ids.split(",")

@@ -439,7 +439,7 @@ def _versions(r: random.Random, pinned: Versions | None, gpu: Gpu) -> Versions:
     drawn = r.choice([v for v in catalog.versions() if v.drawn == "yes"])
     chosen = pinned or drawn
     if gpu.vendor != "amd":
-        return chosen
+        return _driver_for(chosen, gpu)
     rocm = catalog.on_rocm(chosen)
     if rocm is None and pinned is None:
         rocm = next(b for v in catalog.versions() if v.drawn == "yes" and (b := catalog.on_rocm(v)))
@@ -448,6 +448,17 @@ def _versions(r: random.Random, pinned: Versions | None, gpu: Gpu) -> Versions:
         raise CatalogError(f"{gpu.name}: no ROCm build of torch {chosen.torch} here (AMD GPUs run "
                            f"{builds}); pick a --style that runs it, or an NVIDIA GPU")
     return rocm
+
+
+def _driver_for(chosen: Versions, gpu: Gpu) -> Versions:
+    """The machine's driver: the set's, unless the board needs a newer
+    branch (gpus.txt's first driver branch); then the oldest driver here
+    of that branch or later, with its CUDA version (nvidia-smi's header)."""
+    if int(chosen.driver.split(".")[0]) >= gpu.min_driver:
+        return chosen
+    newer = sorted((v for v in catalog.versions() if int(v.driver.split(".")[0]) >= gpu.min_driver),
+                   key=lambda v: tuple(int(x) for x in v.driver.split(".")))
+    return replace(chosen, driver=newer[0].driver, cuda_driver=newer[0].cuda_driver)
 
 
 def _pick(r, rows, jokes: float):
