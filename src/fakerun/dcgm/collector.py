@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fakerun import events as ev
 from fakerun.dcgm.counters import Exporter, pinned
@@ -24,7 +23,7 @@ from fakerun.dcgm.traffic import TrafficMeter
 from fakerun.smi.device import Device
 from fakerun.smi.sink import SmiStateSink
 from fakerun.smi.snapshot import Snapshot
-from fakerun.world import draws, hardware
+from fakerun.world import draws
 from fakerun.world import physics as sim
 from fakerun.world.hardware import Condition, FaultLike, uptime_at_start
 from fakerun.world.identity import Identity
@@ -41,14 +40,6 @@ class _GpuRows(SmiStateSink):
 
     def close(self) -> None:
         pass  # no file to remove
-
-    def rows(self, ranks: range) -> list[Any]:
-        """This node's rows, its GPUs recomputed from the model where a step or phase moved them."""
-        if self.model_at is not None and self.pids:
-            step, phase = self.model_at
-            self.readings.update({r: hardware.reading(self.ident, self.fault, r, step, phase) for r in ranks})
-            self.model_at = None
-        return [self._row(r) for r in ranks]
 
 
 class DcgmCollector:

@@ -139,15 +139,19 @@ class SmiStateSink:
         ident = self.ident
         if ident is None:
             return None
-        if self.model_at is not None and self.pids:  # with no process left, no row shows a reading
-            step, phase = self.model_at
-            self.readings = {r: hardware.reading(ident, self.fault, r, step, phase)
-                             for r in range(ident.world)}
-            self.model_at = None
         return Snapshot(time=self.wall(), run_id=self.run_id, driver=ident.versions.driver,
                         cuda=cuda_text(ident.versions.cuda_driver), process=self.process, step=self.step,
-                        gpus=[self._row(r) for r in range(ident.world)], finished=self.finished,
+                        gpus=self.rows(range(ident.world)), finished=self.finished,
                         clock=self.clock, vendor=ident.gpu.vendor, seed=ident.seed)
+
+    def rows(self, ranks: range) -> list[GpuRow]:
+        """The GPUs of `ranks`, recomputed from the model where a step or
+        phase moved them since the last reading."""
+        if self.model_at is not None and self.pids:  # with no process left, no row shows a reading
+            step, phase = self.model_at
+            self.readings.update({r: hardware.reading(self.ident, self.fault, r, step, phase) for r in ranks})
+            self.model_at = None
+        return [self._row(r) for r in ranks]
 
     def _row(self, rank: int) -> GpuRow:
         pid = self.pids.get(rank, 0)
